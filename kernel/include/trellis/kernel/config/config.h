@@ -1,0 +1,87 @@
+// trellis.yaml: the operator's configuration. Parsed strictly at start-up: unknown keys,
+// wrong types and bad values throw ConfigError naming the key path
+// ("server.max_body_bytes: expected a positive integer, got \"big\"").
+// Relative paths are resolved against the directory of the config file.
+//
+//   server:   {listen: "127.0.0.1:8080", threads: 0, max_header_bytes: 16384,
+//              max_body_bytes: 1048576, read_timeout_ms: 10000, idle_timeout_ms: 60000,
+//              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024}
+//   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token"}
+//   storage:  {data_dir: "../var/data"}
+//   log:      {level: info, access_log: "stdout" | "off" | <file>}
+//   plugins:
+//     dirs: ["../build/plugins"]
+//     enabled:
+//       - id: trellis/hello
+//         config: {greeting: "Hello"}
+//   tenants:
+//     - id: demo
+//       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace trellis::kernel::config {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+};
+
+struct ServerConfig {
+  ListenAddress listen{"127.0.0.1", 8080};
+  unsigned threads = 0;
+  size_t max_header_bytes = 16 * 1024;
+  size_t max_body_bytes = 1024 * 1024;
+  std::chrono::milliseconds read_timeout{10'000};
+  std::chrono::milliseconds idle_timeout{60'000};
+  std::chrono::milliseconds drain_timeout{10'000};
+  size_t blocking_threads = 8;
+  size_t blocking_queue = 1024;
+};
+
+struct AdminConfig {
+  ListenAddress listen{"127.0.0.1", 8081};
+  std::filesystem::path token_file;  // default: <data_dir>/../admin.token
+};
+
+struct PluginEntry {
+  std::string id;
+  std::string config_json = "{}";  // the `config:` subtree, converted to JSON
+};
+
+struct TenantKey {
+  std::string sha256_hex;  // lowercase; plaintext keys are hashed at load
+};
+
+struct TenantEntry {
+  std::string id;
+  std::vector<TenantKey> keys;
+};
+
+struct Config {
+  std::filesystem::path file;  // where it was loaded from
+  ServerConfig server;
+  AdminConfig admin;
+  std::filesystem::path data_dir;
+  std::string log_level = "info";
+  std::string access_log = "stdout";
+  std::vector<std::filesystem::path> plugin_dirs;
+  std::vector<PluginEntry> plugins;
+  std::vector<TenantEntry> tenants;
+
+  static Config load(const std::filesystem::path& file);  // throws ConfigError
+  static Config parse(const std::string& yaml, const std::filesystem::path& base_dir);
+};
+
+}  // namespace trellis::kernel::config

@@ -1,0 +1,41 @@
+// A bounded pool of threads for work that blocks (disk, egress, plugin routes declared
+// blocking), so the event loops never stall. When the queue is full, submit() refuses
+// at once and the caller answers 503 instead of queueing without bound.
+//
+//   BlockingPool pool(8, 1024);
+//   if (!pool.trySubmit([&] { slowThing(); })) respond(problem(503, ...));
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace trellis::kernel::exec {
+
+class BlockingPool {
+ public:
+  BlockingPool(size_t threads, size_t max_queued);
+  ~BlockingPool();  // runs what is queued, then joins
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  // False if `max_queued` tasks are already waiting or the pool is shutting down.
+  bool trySubmit(std::function<void()> task);
+  size_t queued() const;
+
+ private:
+  void run();
+
+  const size_t max_queued_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace trellis::kernel::exec

@@ -1,0 +1,35 @@
+// HTTP message types shared by the listener, the router and the plugin bridge.
+//
+// The kernel uses Boost.Beast's message types directly so a request is parsed once and
+// never copied between the socket and the plugin.
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <functional>
+#include <string>
+
+namespace trellis::kernel::http {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+// Who is on the other end of the connection.
+struct Peer {
+  std::string address;  // "127.0.0.1"
+  uint16_t port = 0;
+};
+
+// Completes one exchange. May be called from any thread, exactly once.
+using Respond = std::function<void(Response)>;
+
+// Answers requests for a Server. handle() runs on an event-loop thread and must not
+// block: slow work goes to a BlockingPool and calls `respond` from there. The request
+// stays alive and untouched by the server until `respond` is called.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual void handle(Request& req, const Peer& peer, Respond respond) = 0;
+};
+
+}  // namespace trellis::kernel::http

@@ -1,0 +1,61 @@
+// Method + path-pattern routing with `{param}` segments and a trailing `{rest...}`.
+// Built once, then read concurrently without locks (the kernel swaps whole tables).
+//
+//   Router r;
+//   r.add("GET", "/hello/{name}", 7);
+//   auto m = r.match("GET", "/hello/ann");   // m->target == 7, m->param("name") == "ann"
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::http {
+
+struct RouteMatch {
+  size_t target = 0;  // the value given to add()
+  // Raw (still percent-encoded) parameter values, views into the matched path.
+  std::vector<std::pair<std::string_view, std::string_view>> params;
+
+  std::optional<std::string_view> param(std::string_view name) const;
+};
+
+class Router {
+ public:
+  // Fails with INVALID for a malformed pattern (must start with '/', params non-empty
+  // and unique, `{x...}` only last) and CONFLICT when the same method and an equivalent
+  // pattern (same shape, whatever the parameter names) are already registered.
+  // Method "*" matches any method.
+  Status add(std::string_view method, std::string_view pattern, size_t target);
+
+  // Literal segments win over parameters, parameters over a trailing rest; an exact
+  // method wins over "*". nullopt if no route matches.
+  std::optional<RouteMatch> match(std::string_view method, std::string_view path) const;
+
+  // True if some route matches the path with another method (for 405 vs 404).
+  bool matchesOtherMethod(std::string_view method, std::string_view path) const;
+
+ private:
+  struct Route {
+    std::string method;
+    std::string pattern;
+    std::vector<std::string> segments;  // "{name}" kept verbatim
+    bool rest = false;
+    size_t target = 0;
+  };
+  std::vector<Route> routes_;
+};
+
+// Percent-decodes a path segment or query component ('+' is a space only when
+// `plus_is_space`). nullopt for malformed escapes.
+std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space = false);
+
+// First value of `name` in a raw query string, percent-decoded. nullopt if absent.
+std::optional<std::string> queryParam(std::string_view query, std::string_view name);
+
+}  // namespace trellis::kernel::http

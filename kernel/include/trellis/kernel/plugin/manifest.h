@@ -1,0 +1,82 @@
+// trellis-plugin.json: what a plugin is, what it needs and what it may do. Parsed
+// strictly: unknown fields, wrong types and bad values are refused with a message that
+// names the field, e.g. `dependencies."acme/db": "^1..2" is not a valid version range`.
+//
+//   {
+//     "schema": 1,
+//     "id": "acme/hello",                 // namespace/name: [a-z0-9][a-z0-9-]{0,62} each
+//     "version": "1.2.0",                 // semver
+//     "description": "Greets people",     // optional
+//     "license": "Apache-2.0",            // optional
+//     "runtime": "native",                // "native" (default) or "lua"
+//     "abi": {"major": 1, "minor": 0},    // native only: the ABI it was built against
+//     "host": ">=0.1.0 <2",               // optional: trellisd versions it supports
+//     "entry": {"linux-x86_64": "libacme_hello.so"},  // native: per-platform library
+//                                         // lua: {"lua": "main.lua"}
+//     "dependencies": {"acme/db": "^1.0.0"},          // optional
+//     "capabilities": ["kv", "events.publish"],       // optional; see kKnownCapabilities
+//     "blocking_routes": ["GET /hello/{name}"],       // optional: run on the blocking pool
+//     "files": {"libacme_hello.so": "<sha256 hex>"}   // optional: checked when present
+//   }
+#pragma once
+
+#include <array>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trellis/kernel/plugin/semver.h"
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::plugin {
+
+// Capabilities a manifest may request. Host calls outside the granted set return
+// PERMISSION_DENIED. log, config, clock, request/response and routes need none.
+inline constexpr std::array<std::string_view, 5> kKnownCapabilities = {
+    "kv", "events.publish", "events.subscribe", "metrics", "egress"};
+
+struct Dependency {
+  std::string id;
+  VersionRange range;
+};
+
+struct BlockingRoute {
+  std::string method;   // "GET" or "*"
+  std::string pattern;  // "/hello/{name}"
+};
+
+struct Manifest {
+  std::string id;
+  Version version;
+  std::string description;
+  std::string license;
+  std::string runtime = "native";
+  uint16_t abi_major = 0;
+  uint16_t abi_minor = 0;
+  std::optional<VersionRange> host;
+  std::map<std::string, std::string> entry;  // platform -> relative file
+  std::vector<Dependency> dependencies;
+  std::vector<std::string> capabilities;
+  std::vector<BlockingRoute> blocking_routes;
+  std::map<std::string, std::string> files;  // relative path -> sha256 hex
+
+  static Result<Manifest> parse(std::string_view json);
+  static Result<Manifest> load(const std::filesystem::path& file);  // names the file
+
+  bool hasCapability(std::string_view cap) const;
+  bool isBlocking(std::string_view method, std::string_view pattern) const;
+  // The entry for this machine ("linux-x86_64", or "lua"); NOT_FOUND names the
+  // platforms the manifest does offer.
+  Result<std::string> entryForThisPlatform() const;
+};
+
+// "linux-x86_64", "linux-aarch64", … for the running host.
+std::string currentPlatform();
+
+// True if `id` is "namespace/name" with both parts [a-z0-9][a-z0-9-]{0,62}.
+bool isValidPluginId(std::string_view id);
+
+}  // namespace trellis::kernel::plugin

@@ -1,0 +1,58 @@
+// Key/value storage scoped to (tenant, plugin). Plugins reach it only through the host
+// API, never with SQL. Keys and values are arbitrary bytes; every write is durable
+// (fsync'd) and atomic before it returns.
+//
+//   auto store = openSqliteKvStore("/var/lib/trellis/data");
+//   auto v = store->put({"acme", "trellis/hello"}, "visits/ann", "1", kAnyVersion);
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::storage {
+
+inline constexpr uint64_t kAnyVersion = UINT64_MAX;  // unconditional write
+inline constexpr uint64_t kAbsent = 0;               // only if the key does not exist
+inline constexpr size_t kMaxKeyBytes = 1024;
+inline constexpr size_t kMaxValueBytes = 1024 * 1024;
+inline constexpr uint32_t kMaxListLimit = 1000;
+
+// Whose data: the host fills this from the call's context, never from plugin input.
+struct Scope {
+  std::string tenant;  // validated tenant id: [a-z0-9][a-z0-9-]{0,62}
+  std::string plugin;  // plugin id "namespace/name"
+};
+
+struct KvEntry {
+  std::string key;
+  std::string value;
+  uint64_t version = 0;  // starts at 1, +1 per write
+};
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // NOT_FOUND if absent; INVALID for an empty or oversized key.
+  virtual Result<KvEntry> get(const Scope& scope, std::string_view key) = 0;
+  // Returns the new version. CONFLICT if expected_version does not match.
+  virtual Result<uint64_t> put(const Scope& scope, std::string_view key,
+                               std::string_view value, uint64_t expected_version) = 0;
+  virtual Status remove(const Scope& scope, std::string_view key,
+                        uint64_t expected_version) = 0;
+  // Keys starting with `prefix`, strictly after `start_after`, ascending by bytes,
+  // at most min(limit, kMaxListLimit) (limit 0 = kMaxListLimit).
+  virtual Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
+                                            std::string_view start_after, uint32_t limit) = 0;
+};
+
+// SQLite via SOCI: one database file per tenant under `dir` (<tenant>.db, WAL,
+// synchronous=FULL), opened lazily. UNAVAILABLE if a file cannot be opened or written.
+Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir);
+
+}  // namespace trellis::kernel::storage

@@ -1,0 +1,39 @@
+# trellis_add_plugin(<target> MANIFEST <trellis-plugin.json> SOURCES <files...>
+#                    [OUTPUT_DIR <dir>] [FILES <extra files to copy beside the library>])
+#
+# Builds a plugin as a MODULE library that exports only `trellis_plugin_entry`, links
+# nothing of the host (undefined symbols are an error at link time), and lays it out
+# with its manifest in OUTPUT_DIR (default: ${CMAKE_BINARY_DIR}/plugins/<target>) —
+# a folder trellisd can load directly when listed in `plugins.dirs`' parent.
+set(_TRELLIS_PLUGIN_MAP "${CMAKE_CURRENT_LIST_DIR}/plugin.map" CACHE INTERNAL "")
+
+function(trellis_add_plugin target)
+  cmake_parse_arguments(ARG "" "MANIFEST;OUTPUT_DIR" "SOURCES;FILES" ${ARGN})
+  if(NOT ARG_MANIFEST OR NOT ARG_SOURCES)
+    message(FATAL_ERROR "trellis_add_plugin(${target}): MANIFEST and SOURCES are required")
+  endif()
+  if(NOT ARG_OUTPUT_DIR)
+    set(ARG_OUTPUT_DIR "${CMAKE_BINARY_DIR}/plugins/${target}")
+  endif()
+  add_library(${target} MODULE ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE trellis::sdk)
+  set_target_properties(${target} PROPERTIES
+    PREFIX "lib"
+    C_VISIBILITY_PRESET hidden
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON
+    LIBRARY_OUTPUT_DIRECTORY "${ARG_OUTPUT_DIR}")
+  target_link_options(${target} PRIVATE
+    "LINKER:--no-undefined" "LINKER:--version-script=${_TRELLIS_PLUGIN_MAP}")
+  get_filename_component(manifest "${ARG_MANIFEST}" ABSOLUTE)
+  add_custom_command(TARGET ${target} POST_BUILD
+    COMMAND ${CMAKE_COMMAND} -E copy_if_different "${manifest}"
+            "${ARG_OUTPUT_DIR}/trellis-plugin.json"
+    VERBATIM)
+  foreach(extra IN LISTS ARG_FILES)
+    get_filename_component(extra_abs "${extra}" ABSOLUTE)
+    add_custom_command(TARGET ${target} POST_BUILD
+      COMMAND ${CMAKE_COMMAND} -E copy_if_different "${extra_abs}" "${ARG_OUTPUT_DIR}/"
+      VERBATIM)
+  endforeach()
+endfunction()

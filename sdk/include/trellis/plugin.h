@@ -1,0 +1,318 @@
+/*
+ * Trellis plugin ABI, version 1 — the only contract between trellisd and a plugin.
+ *
+ * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
+ * returning a static descriptor. The host hands its API *in* through a table of function
+ * pointers at init; the plugin links nothing of the host. Everything here is plain C99 so
+ * a plugin can be written in any language with a C FFI.
+ *
+ *   #include <trellis/plugin.h>
+ *
+ *   static const trellis_host_api* host;
+ *
+ *   static trellis_status hello(void* user, const trellis_ctx* ctx,
+ *                               const trellis_request* req, trellis_response* res) {
+ *     (void)user; (void)req;
+ *     host->res_set_status(ctx, res, 200);
+ *     return host->res_set_body(ctx, res, TRELLIS_STR("hi\n"));
+ *   }
+ *
+ *   static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ctx,
+ *                                 void** state) {
+ *     host = api; *state = NULL;
+ *     return host->route_add(ctx, TRELLIS_STR("GET"), TRELLIS_STR("/hi"), hello, NULL);
+ *   }
+ *
+ *   TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) {
+ *     static const trellis_plugin plugin = {
+ *       sizeof(trellis_plugin), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR,
+ *       "acme/hi", "1.0.0", on_init, NULL, NULL, NULL};
+ *     return &plugin;
+ *   }
+ *
+ * Compatibility rules
+ *   - Every struct that crosses the boundary begins with struct_size, abi_major, abi_minor
+ *     and only ever grows at its end. A reader checks struct_size before touching a field
+ *     that a later minor version appended.
+ *   - The host accepts a plugin whose abi_major equals its own and whose abi_minor is not
+ *     greater than its own. A NULL function slot in the host table means "not available".
+ *   - Status codes may grow: a plugin must treat an unknown code like TRELLIS_INTERNAL.
+ *
+ * Memory, lifetime and threading, stated once here and repeated where it matters
+ *   - trellis_str values passed *to* a plugin are BORROWED: valid until the callback that
+ *     received them returns. Copy anything you keep.
+ *   - trellis_str values passed *to* the host are copied by the host before it returns.
+ *   - trellis_buf values filled *by* the host are OWNED by the plugin and must be released
+ *     with host->buf_free().
+ *   - A trellis_ctx is valid only during the callback that received it, on that thread.
+ *     The host refuses (TRELLIS_INVALID) a ctx that is not live on the calling thread, so
+ *     a plugin cannot act for a tenant other than the one it was called for.
+ *   - No C++ exception and no longjmp may cross this boundary in either direction.
+ *   - No pointer into host memory outlives a call, so the same plugin could later run in a
+ *     separate worker process with this table backed by IPC.
+ */
+#ifndef TRELLIS_PLUGIN_H_
+#define TRELLIS_PLUGIN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TRELLIS_ABI_MAJOR 1
+#define TRELLIS_ABI_MINOR 0
+
+#if defined(_WIN32)
+#define TRELLIS_PLUGIN_EXPORT __declspec(dllexport)
+#else
+#define TRELLIS_PLUGIN_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Basic types
+ * ------------------------------------------------------------------------------------- */
+
+/* Status of every fallible call. Stored as int32_t so its size never depends on the
+ * compiler; plugins must tolerate values not listed here (treat them as INTERNAL). */
+typedef int32_t trellis_status;
+enum {
+  TRELLIS_OK = 0,
+  TRELLIS_INVALID = 1,           /* bad argument, or a call made at the wrong time */
+  TRELLIS_NOT_FOUND = 2,         /* no such key, header, parameter or config entry */
+  TRELLIS_PERMISSION_DENIED = 3, /* capability not granted to this plugin/tenant */
+  TRELLIS_QUOTA_EXCEEDED = 4,    /* a tenant quota refused the call */
+  TRELLIS_UNAVAILABLE = 5,       /* a dependency (storage, network) is down; retry later */
+  TRELLIS_TIMEOUT = 6,
+  TRELLIS_CONFLICT = 7,          /* compare-and-set version mismatch, duplicate route */
+  TRELLIS_UNIMPLEMENTED = 8,     /* the host or plugin does not offer this */
+  TRELLIS_INTERNAL = 9           /* a bug; details are in the message / log */
+};
+
+/* A UTF-8 byte range, not NUL-terminated. Ownership is stated at each use. */
+typedef struct trellis_str {
+  const char* ptr;
+  size_t len;
+} trellis_str;
+
+/* Builds a trellis_str from a string literal. */
+#ifdef __cplusplus
+#define TRELLIS_STR(literal) (trellis_str{(literal), sizeof(literal) - 1})
+#else
+#define TRELLIS_STR(literal) ((trellis_str){(literal), sizeof(literal) - 1})
+#endif
+
+/* Memory the host allocated and handed to the plugin. OWNERSHIP: the plugin's; release it
+ * with host->buf_free(). Releasing an empty buffer (ptr == NULL) is a no-op. */
+typedef struct trellis_buf {
+  char* ptr;
+  size_t len;
+} trellis_buf;
+
+/* Opaque handles. OWNERSHIP: the host's. LIFETIME: the callback that received them. */
+typedef struct trellis_ctx trellis_ctx;           /* names plugin + tenant of this call */
+typedef struct trellis_request trellis_request;   /* the inbound HTTP request */
+typedef struct trellis_response trellis_response; /* the response being built */
+
+/* Log levels for host->log. */
+enum {
+  TRELLIS_LOG_TRACE = 0,
+  TRELLIS_LOG_DEBUG = 1,
+  TRELLIS_LOG_INFO = 2,
+  TRELLIS_LOG_WARN = 3,
+  TRELLIS_LOG_ERROR = 4
+};
+
+/* Metric kinds for host->metric_define. */
+enum {
+  TRELLIS_METRIC_COUNTER = 0,   /* metric_record adds a non-negative amount */
+  TRELLIS_METRIC_GAUGE = 1,     /* metric_record sets the value */
+  TRELLIS_METRIC_HISTOGRAM = 2  /* metric_record observes one sample (seconds, bytes …) */
+};
+typedef uint32_t trellis_metric_id;
+
+/* KV compare-and-set: pass as expected_version. */
+#define TRELLIS_KV_ANY_VERSION UINT64_MAX /* write unconditionally */
+#define TRELLIS_KV_ABSENT 0u              /* succeed only if the key does not exist */
+
+/* ---------------------------------------------------------------------------------------
+ * Callbacks the plugin implements and registers with the host
+ * ------------------------------------------------------------------------------------- */
+
+/* Route handler. THREADING: called concurrently from several host threads, for several
+ * tenants; routes listed as blocking in the manifest run on the host's blocking pool,
+ * the others on an event-loop thread and must not block. `user` is the pointer given to
+ * route_add. Returning non-OK without setting a status makes the host answer 500
+ * problem+json; the plugin's message (host->set_error) is logged, never sent. */
+typedef trellis_status (*trellis_handler_fn)(void* user, const trellis_ctx* ctx,
+                                             const trellis_request* req,
+                                             trellis_response* res);
+
+/* Event delivery. THREADING: the host's event thread, one event at a time per
+ * subscription. `topic` and `payload` are BORROWED for the call. */
+typedef void (*trellis_event_fn)(void* user, const trellis_ctx* ctx, trellis_str topic,
+                                 trellis_str payload);
+
+/* KV listing visitor. Key and value are BORROWED for the call. Return non-zero to stop. */
+typedef int (*trellis_kv_visit_fn)(void* user, trellis_str key, trellis_str value,
+                                   uint64_t version);
+
+/* Header visitor for req_headers. Name and value are BORROWED. Return non-zero to stop. */
+typedef int (*trellis_header_visit_fn)(void* user, trellis_str name, trellis_str value);
+
+/* ---------------------------------------------------------------------------------------
+ * The host API table (provided by trellisd)
+ *
+ * OWNERSHIP: the host's; LIFETIME: from on_init until on_destroy returns; THREADING: every
+ * function is safe to call from any thread that is inside a callback with a live ctx.
+ * Append-only: abi_minor N+1 may add slots at the end, never move or remove one.
+ * ------------------------------------------------------------------------------------- */
+typedef struct trellis_host_api {
+  uint32_t struct_size;
+  uint16_t abi_major;
+  uint16_t abi_minor;
+
+  /* -- memory ----------------------------------------------------------------------- */
+  /* Releases a buffer the host filled; sets buf->ptr = NULL, buf->len = 0. */
+  void (*buf_free)(trellis_buf* buf);
+
+  /* -- diagnostics ------------------------------------------------------------------ */
+  /* Writes one log line tagged with plugin id and tenant. `msg` is copied. */
+  void (*log)(const trellis_ctx* ctx, int32_t level, trellis_str msg);
+  /* Attaches a human-readable message to the status the plugin is about to return. */
+  void (*set_error)(const trellis_ctx* ctx, trellis_str msg);
+
+  /* -- identity and configuration --------------------------------------------------- */
+  /* Tenant of this call ("" during init/start/stop). `out` is BORROWED for the callback. */
+  trellis_status (*ctx_tenant)(const trellis_ctx* ctx, trellis_str* out);
+  /* Plugin id ("namespace/name") of this call. `out` is BORROWED for the callback. */
+  trellis_status (*ctx_plugin)(const trellis_ctx* ctx, trellis_str* out);
+  /* Reads the plugin's configuration from trellis.yaml. `path` is a dotted path
+   * ("" = everything, "limits.max" = nested). Scalars come back as their text, maps and
+   * lists as JSON. `out` is BORROWED for the callback. NOT_FOUND if the path is absent. */
+  trellis_status (*config_get)(const trellis_ctx* ctx, trellis_str path, trellis_str* out);
+
+  /* -- routes (only during on_init) ------------------------------------------------- */
+  /* Registers `handler` for `method` ("GET", "POST", …, or "*" for any) and `pattern`
+   * ("/hello/{name}"; a trailing "{rest...}" matches the remainder). CONFLICT if the
+   * plugin already registered the same method and pattern. `user` is kept by the host and
+   * passed back untouched; it must stay valid until on_destroy. */
+  trellis_status (*route_add)(const trellis_ctx* ctx, trellis_str method, trellis_str pattern,
+                              trellis_handler_fn handler, void* user);
+
+  /* -- request (read-only; all `out` values BORROWED for the handler call) ---------- */
+  trellis_status (*req_method)(const trellis_ctx* ctx, const trellis_request* req,
+                               trellis_str* out);
+  /* Path without the query string, percent-decoding NOT applied. */
+  trellis_status (*req_path)(const trellis_ctx* ctx, const trellis_request* req,
+                             trellis_str* out);
+  /* Raw query string without '?', "" if none. */
+  trellis_status (*req_query)(const trellis_ctx* ctx, const trellis_request* req,
+                              trellis_str* out);
+  /* First value of a query parameter, percent-decoded. NOT_FOUND if absent. */
+  trellis_status (*req_query_param)(const trellis_ctx* ctx, const trellis_request* req,
+                                    trellis_str name, trellis_str* out);
+  /* Value of a `{name}` segment of the matched route pattern, percent-decoded. */
+  trellis_status (*req_path_param)(const trellis_ctx* ctx, const trellis_request* req,
+                                   trellis_str name, trellis_str* out);
+  /* First header with this name (case-insensitive). NOT_FOUND if absent. */
+  trellis_status (*req_header)(const trellis_ctx* ctx, const trellis_request* req,
+                               trellis_str name, trellis_str* out);
+  /* Visits every header in arrival order. */
+  trellis_status (*req_headers)(const trellis_ctx* ctx, const trellis_request* req,
+                                trellis_header_visit_fn visit, void* user);
+  trellis_status (*req_body)(const trellis_ctx* ctx, const trellis_request* req,
+                             trellis_str* out);
+
+  /* -- response (every input is copied) -------------------------------------------- */
+  /* 100..599; INVALID otherwise. Default is 200. */
+  trellis_status (*res_set_status)(const trellis_ctx* ctx, trellis_response* res,
+                                   int32_t status);
+  /* Adds a header; INVALID for names/values containing CR, LF or NUL, or for headers the
+   * host owns (Content-Length, Transfer-Encoding, Connection). */
+  trellis_status (*res_add_header)(const trellis_ctx* ctx, trellis_response* res,
+                                   trellis_str name, trellis_str value);
+  trellis_status (*res_set_body)(const trellis_ctx* ctx, trellis_response* res,
+                                 trellis_str body);
+  trellis_status (*res_append_body)(const trellis_ctx* ctx, trellis_response* res,
+                                    trellis_str chunk);
+
+  /* -- key/value store, scoped by the host to (tenant, plugin) ---------------------- */
+  /* Keys are 1..1024 arbitrary bytes; values up to 1 MiB. A tenant-less ctx (init/start)
+   * gets INVALID: every piece of plugin data belongs to a tenant.
+   * On OK `value` is OWNED by the plugin (buf_free it); `version` may be NULL. */
+  trellis_status (*kv_get)(const trellis_ctx* ctx, trellis_str key, trellis_buf* value,
+                           uint64_t* version);
+  /* Writes `value`. expected_version: TRELLIS_KV_ANY_VERSION, TRELLIS_KV_ABSENT, or the
+   * version last read; CONFLICT if it no longer matches. `new_version` may be NULL. */
+  trellis_status (*kv_put)(const trellis_ctx* ctx, trellis_str key, trellis_str value,
+                           uint64_t expected_version, uint64_t* new_version);
+  /* Deletes; NOT_FOUND if absent, CONFLICT on version mismatch. */
+  trellis_status (*kv_delete)(const trellis_ctx* ctx, trellis_str key,
+                              uint64_t expected_version);
+  /* Visits up to `limit` entries (0 = host maximum, 1000) whose key starts with `prefix`
+   * and sorts after `start_after` (pass "" to begin), in byte order. */
+  trellis_status (*kv_list)(const trellis_ctx* ctx, trellis_str prefix,
+                            trellis_str start_after, uint32_t limit,
+                            trellis_kv_visit_fn visit, void* user);
+
+  /* -- events ------------------------------------------------------------------------ */
+  /* Publishes `payload` (any bytes, JSON by convention) on `topic` for the ctx's tenant.
+   * Delivery is asynchronous and at-most-once. */
+  trellis_status (*event_publish)(const trellis_ctx* ctx, trellis_str topic,
+                                  trellis_str payload);
+  /* Subscribes (only during on_init). `topic` is exact, or ends in ".*" for a prefix. */
+  trellis_status (*event_subscribe)(const trellis_ctx* ctx, trellis_str topic,
+                                    trellis_event_fn fn, void* user);
+
+  /* -- clock ------------------------------------------------------------------------- */
+  uint64_t (*clock_unix_ms)(const trellis_ctx* ctx);     /* wall clock */
+  uint64_t (*clock_monotonic_ns)(const trellis_ctx* ctx); /* for durations */
+
+  /* -- metrics (exported on the admin /metrics with a plugin="<id>" label) ----------- */
+  /* Defines a metric (only during on_init). Name: [a-z_][a-z0-9_]*; the host prefixes it
+   * with "trellis_plugin_". Histograms use the host's default latency buckets. */
+  trellis_status (*metric_define)(const trellis_ctx* ctx, int32_t kind, trellis_str name,
+                                  trellis_str help, trellis_metric_id* out);
+  trellis_status (*metric_record)(const trellis_ctx* ctx, trellis_metric_id id,
+                                  double value);
+} trellis_host_api;
+
+/* ---------------------------------------------------------------------------------------
+ * The plugin descriptor (provided by the plugin)
+ * ------------------------------------------------------------------------------------- */
+typedef struct trellis_plugin {
+  uint32_t struct_size; /* sizeof(trellis_plugin) as the plugin was compiled */
+  uint16_t abi_major;   /* TRELLIS_ABI_MAJOR as the plugin was compiled */
+  uint16_t abi_minor;   /* TRELLIS_ABI_MINOR as the plugin was compiled */
+  /* "namespace/name" and semver; must equal the manifest's id and version or the host
+   * refuses to load the plugin. Static storage, NUL-terminated. */
+  const char* id;
+  const char* version;
+
+  /* Called once after loading. Register routes, subscriptions and metrics here, read the
+   * configuration, and store any state in *state (passed back to every hook below).
+   * `host` stays valid until on_destroy returns. Non-OK refuses the plugin; a message set
+   * with host->set_error is reported to the operator. Required. */
+  trellis_status (*on_init)(const trellis_host_api* host, const trellis_ctx* ctx,
+                            void** state);
+  /* Called once all plugins are initialized, before traffic. Optional (NULL). */
+  trellis_status (*on_start)(void* state, const trellis_ctx* ctx);
+  /* Called after traffic has drained; no handler runs afterwards. Optional (NULL). */
+  void (*on_stop)(void* state, const trellis_ctx* ctx);
+  /* Releases `state`. The library is unloaded afterwards. Optional (NULL). */
+  void (*on_destroy)(void* state);
+} trellis_plugin;
+
+/* The one exported symbol. Returns a pointer to static storage; never NULL. */
+typedef const trellis_plugin* (*trellis_plugin_entry_fn)(void);
+#define TRELLIS_PLUGIN_ENTRY_SYMBOL "trellis_plugin_entry"
+
+TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* TRELLIS_PLUGIN_H_ */

@@ -1,0 +1,42 @@
+// Resolves a presented API key to its tenant. Keys are stored only as SHA-256 hashes;
+// lookup hashes the presented key and compares in constant time, so neither timing nor
+// a leaked table reveals a key.
+//
+//   TenantDirectory dir;
+//   dir.add({"demo"}, {sha256Hex("s3cret")});
+//   const Tenant* t = dir.resolve("s3cret");   // &demo
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "trellis/status.hpp"
+
+namespace trellis::tenants {
+
+struct Tenant {
+  std::string id;  // [a-z0-9][a-z0-9-]{0,62}
+};
+
+class TenantDirectory {
+ public:
+  // INVALID for a malformed id or key hash, CONFLICT for a duplicate id or key.
+  Status add(Tenant tenant, const std::vector<std::string>& key_sha256_hex);
+  // The tenant owning `presented_key`, or nullptr. Safe to call concurrently with other
+  // resolve() calls once set-up is done.
+  const Tenant* resolve(std::string_view presented_key) const;
+  const Tenant* find(std::string_view id) const;
+  std::vector<const Tenant*> all() const;
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<Tenant>> by_id_;
+  std::unordered_map<std::string, const Tenant*> by_key_hash_;  // raw 32-byte digest
+};
+
+bool isValidTenantId(std::string_view id);
+std::string sha256Hex(std::string_view data);
+
+}  // namespace trellis::tenants

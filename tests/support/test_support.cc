@@ -1,0 +1,312 @@
+#include "support/test_support.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace trellis::test {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+TempDir::TempDir() {
+  std::random_device rd;
+  for (int i = 0; i < 100; ++i) {
+    auto p = fs::temp_directory_path() / ("trellis-test-" + std::to_string(rd()));
+    if (fs::create_directory(p)) {
+      path_ = p;
+      return;
+    }
+  }
+  throw std::runtime_error("cannot create a temporary directory");
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void writeFile(const fs::path& file, const std::string& content) {
+  fs::create_directories(file.parent_path());
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << content;
+  if (!out) throw std::runtime_error("cannot write " + file.string());
+}
+
+std::string readFile(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string HttpReply::header(const std::string& lower_name) const {
+  auto it = headers.find(lower_name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+namespace {
+
+int connectLoopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool sendAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads into `buf` until `done(buf)` or EOF/timeout. Returns false on timeout.
+template <typename Done>
+bool readUntil(int fd, std::string& buf, Clock::time_point deadline, Done done) {
+  char chunk[16384];
+  while (!done(buf)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r <= 0) return false;
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return true;  // closed
+    buf.append(chunk, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Parses one response from the front of `buf`; returns bytes consumed, 0 if incomplete.
+size_t parseReply(const std::string& buf, bool eof, HttpReply& out) {
+  auto head_end = buf.find("\r\n\r\n");
+  if (head_end == std::string::npos) return 0;
+  std::istringstream head(buf.substr(0, head_end));
+  std::string line;
+  std::getline(head, line);
+  HttpReply r;
+  if (line.rfind("HTTP/1.", 0) != 0 || line.size() < 12) return 0;
+  r.status = std::atoi(line.c_str() + 9);
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    r.headers[name] = value;
+  }
+  size_t body_start = head_end + 4;
+  auto cl = r.headers.find("content-length");
+  if (cl != r.headers.end()) {
+    size_t len = std::stoul(cl->second);
+    if (buf.size() < body_start + len) return 0;
+    r.body = buf.substr(body_start, len);
+    out = std::move(r);
+    return body_start + len;
+  }
+  if (!eof) return 0;  // framed by close
+  r.body = buf.substr(body_start);
+  out = std::move(r);
+  return buf.size();
+}
+
+}  // namespace
+
+HttpReply rawExchange(uint16_t port, const std::string& raw, std::chrono::milliseconds timeout) {
+  Connection c(port);
+  if (!c.send(raw)) return {};
+  return c.read(timeout);
+}
+
+HttpReply request(uint16_t port, const std::string& method, const std::string& target,
+                  const std::map<std::string, std::string>& headers, const std::string& body) {
+  std::string raw = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (const auto& [k, v] : headers) raw += k + ": " + v + "\r\n";
+  if (!body.empty() || method == "POST" || method == "PUT") {
+    raw += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  raw += "Connection: close\r\n\r\n" + body;
+  return rawExchange(port, raw);
+}
+
+Connection::Connection(uint16_t port) : fd_(connectLoopback(port)) {}
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+bool Connection::send(const std::string& raw) { return fd_ >= 0 && sendAll(fd_, raw); }
+
+HttpReply Connection::read(std::chrono::milliseconds timeout) {
+  HttpReply reply;
+  if (fd_ < 0) return reply;
+  auto deadline = Clock::now() + timeout;
+  bool eof = false;
+  while (true) {
+    if (size_t used = parseReply(buffered_, eof, reply)) {
+      buffered_.erase(0, used);
+      return reply;
+    }
+    if (eof) return {};
+    size_t before = buffered_.size();
+    bool in_time = readUntil(fd_, buffered_, deadline, [&](const std::string& b) {
+      return b.size() > before;
+    });
+    if (!in_time) return {};
+    if (buffered_.size() == before) eof = true;
+  }
+}
+
+bool Connection::closedByPeer(std::chrono::milliseconds timeout) {
+  if (fd_ < 0) return true;
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    int r = ::poll(&p, 1, 50);
+    if (r > 0) {
+      char c[4096];
+      ssize_t n = ::recv(fd_, c, sizeof c, 0);
+      if (n <= 0) return true;
+    }
+  }
+  return false;
+}
+
+TrellisdProcess::TrellisdProcess(std::string config_yaml) : config_(std::move(config_yaml)) {
+  auto replace = [&](const std::string& from, const std::string& to) {
+    for (size_t pos = 0; (pos = config_.find(from, pos)) != std::string::npos;) {
+      config_.replace(pos, from.size(), to);
+      pos += to.size();
+    }
+  };
+  replace("@DATA@", (dir_ / "data").string());
+  replace("@PLUGINS@", TRELLIS_PLUGIN_DIR);
+  replace("@FIXTURES@", TRELLIS_FIXTURE_DIR);
+  replace("@DIR@", dir_.path().string());
+  writeFile(configFile(), config_);
+}
+
+TrellisdProcess::~TrellisdProcess() {
+  if (running()) stop(std::chrono::seconds(10));
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool TrellisdProcess::start(std::chrono::milliseconds timeout) {
+  auto ready = dir_ / "ready.json";
+  auto out = dir_ / "trellisd.log";
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    std::string cfg = configFile().string(), rf = ready.string(), lf = out.string();
+    FILE* f = std::freopen(lf.c_str(), "a", stdout);
+    (void)f;
+    ::dup2(::fileno(stdout), STDERR_FILENO);
+    ::execl(TRELLISD_PATH, TRELLISD_PATH, "--config", cfg.c_str(), "--ready-file", rf.c_str(),
+            static_cast<char*>(nullptr));
+    std::perror("exec trellisd");
+    std::_Exit(127);
+  }
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (!running()) return false;
+    if (fs::exists(ready)) {
+      // {"port":N,"admin_port":M}
+      std::string j = readFile(ready);
+      auto num = [&](const std::string& key) -> uint16_t {
+        auto p = j.find("\"" + key + "\":");
+        return p == std::string::npos ? 0
+                                      : static_cast<uint16_t>(std::atoi(j.c_str() + p +
+                                                                        key.size() + 3));
+      };
+      port_ = num("port");
+      admin_port_ = num("admin_port");
+      if (port_ != 0 && admin_port_ != 0) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+int TrellisdProcess::stop(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+bool TrellisdProcess::running() const {
+  if (pid_ <= 0) return false;
+  return ::waitpid(pid_, nullptr, WNOHANG) == 0;
+}
+
+std::string TrellisdProcess::adminToken() const {
+  std::string t = readFile(dir_ / "admin.token");
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  return t;
+}
+
+std::string TrellisdProcess::log() const { return readFile(dir_ / "trellisd.log"); }
+
+std::string defaultTestConfig(const std::string& plugins_yaml, const std::string& extra) {
+  std::string plugins = plugins_yaml.empty() ? "    - id: trellis/hello\n"
+                                               "      config: {greeting: Hello}\n"
+                                               "    - id: trellis/echo-c\n"
+                                             : plugins_yaml;
+  return "server:\n"
+         "  listen: 127.0.0.1:0\n"
+         "  threads: 2\n"
+         "  drain_timeout_ms: 5000\n"
+         "admin:\n"
+         "  listen: 127.0.0.1:0\n"
+         "  token_file: @DIR@/admin.token\n"
+         "storage:\n"
+         "  data_dir: @DATA@\n"
+         "log:\n"
+         "  level: debug\n"
+         "  access_log: @DIR@/access.log\n"
+         "plugins:\n"
+         "  dirs: [@PLUGINS@, @FIXTURES@]\n"
+         "  enabled:\n" +
+         plugins +
+         "tenants:\n"
+         "  - id: acme\n"
+         "    keys: [{key: acme-key}]\n"
+         "  - id: globex\n"
+         "    keys: [{key: globex-key}]\n" +
+         extra;
+}
+
+}  // namespace trellis::test

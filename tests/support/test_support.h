@@ -1,0 +1,105 @@
+// Helpers shared by unit and integration tests: temporary directories, a raw HTTP/1.1
+// client over loopback (so tests can send malformed bytes), and a real `trellisd`
+// process started from a generated config.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace trellis::test {
+
+// A fresh directory under /tmp, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& p) const { return path_ / p; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void writeFile(const std::filesystem::path& file, const std::string& content);
+std::string readFile(const std::filesystem::path& file);
+
+struct HttpReply {
+  int status = 0;  // 0: no parsable reply (connection closed, timeout)
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::string header(const std::string& lower_name) const;
+};
+
+// Sends `raw` bytes to 127.0.0.1:port and reads one response (Content-Length framed)
+// or until the server closes. Times out after `timeout`.
+HttpReply rawExchange(uint16_t port, const std::string& raw,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// A well-formed request with Connection: close.
+HttpReply request(uint16_t port, const std::string& method, const std::string& target,
+                  const std::map<std::string, std::string>& headers = {},
+                  const std::string& body = "");
+
+// Keeps one connection open for several requests (keep-alive tests).
+class Connection {
+ public:
+  explicit Connection(uint16_t port);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  bool send(const std::string& raw);
+  HttpReply read(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // True if the server closed the connection within `timeout`.
+  bool closedByPeer(std::chrono::milliseconds timeout);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::string buffered_;
+};
+
+// A real trellisd child process. The config is YAML text in which "@DATA@" expands to a
+// data directory and "@PLUGINS@" to the build's plugin directory; listen ports are 0 and
+// the bound ports are read back from trellisd's --ready-file.
+class TrellisdProcess {
+ public:
+  explicit TrellisdProcess(std::string config_yaml);
+  ~TrellisdProcess();  // SIGTERM, then SIGKILL after 10 s
+  TrellisdProcess(const TrellisdProcess&) = delete;
+  TrellisdProcess& operator=(const TrellisdProcess&) = delete;
+
+  // Starts and waits for readiness; false (with log() explaining) if it did not come up.
+  bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Sends SIGTERM and waits; returns the exit status (or -1 on timeout).
+  int stop(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  bool running() const;
+
+  uint16_t port() const { return port_; }
+  uint16_t adminPort() const { return admin_port_; }
+  std::string adminToken() const;
+  std::string log() const;  // stdout + stderr so far
+  const std::filesystem::path& dir() const { return dir_.path(); }
+  std::filesystem::path configFile() const { return dir_ / "trellis.yaml"; }
+
+ private:
+  TempDir dir_;
+  std::string config_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+  uint16_t admin_port_ = 0;
+};
+
+// A minimal config: both planes on port 0, the bundled plugins, tenant "acme" with key
+// "acme-key" and tenant "globex" with key "globex-key". `extra` is appended verbatim.
+std::string defaultTestConfig(const std::string& plugins_yaml = "", const std::string& extra = "");
+
+}  // namespace trellis::test
