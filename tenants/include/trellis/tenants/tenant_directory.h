@@ -23,20 +23,23 @@ struct Tenant {
 
 class TenantDirectory {
  public:
-  // INVALID for a malformed id or key hash, CONFLICT for a duplicate id or key.
+  // INVALID for a malformed id or key hash (64 hex digits, either case), CONFLICT for a
+  // duplicate id or key. A refused call changes nothing.
   Status add(Tenant tenant, const std::vector<std::string>& key_sha256_hex);
   // The tenant owning `presented_key`, or nullptr. Safe to call concurrently with other
   // resolve() calls once set-up is done.
   const Tenant* resolve(std::string_view presented_key) const;
   const Tenant* find(std::string_view id) const;
-  std::vector<const Tenant*> all() const;
+  std::vector<const Tenant*> all() const;  // sorted by id
 
  private:
   std::unordered_map<std::string, std::unique_ptr<Tenant>> by_id_;
   std::unordered_map<std::string, const Tenant*> by_key_hash_;  // raw 32-byte digest
 };
 
+// [a-z0-9][a-z0-9-]{0,62}: safe as a file name, a label value and a URL segment.
 bool isValidTenantId(std::string_view id);
+// Lowercase hex SHA-256 of `data`.
 std::string sha256Hex(std::string_view data);
 
 }  // namespace trellis::tenants

@@ -1,7 +1,9 @@
 // trellis.yaml: the operator's configuration. Parsed strictly at start-up: unknown keys,
 // wrong types and bad values throw ConfigError naming the key path
 // ("server.max_body_bytes: expected a positive integer, got \"big\"").
-// Relative paths are resolved against the directory of the config file.
+// Relative paths are resolved against the directory of the config file. Every key is
+// optional; the values below are the defaults except where marked "example". An empty
+// file (or one holding only comments) means all defaults.
 //
 //   server:   {listen: "127.0.0.1:8080", threads: 0, max_header_bytes: 16384,
 //              max_body_bytes: 1048576, read_timeout_ms: 10000, idle_timeout_ms: 60000,
@@ -10,13 +12,18 @@
 //   storage:  {data_dir: "../var/data"}
 //   log:      {level: info, access_log: "stdout" | "off" | <file>}
 //   plugins:
-//     dirs: ["../build/plugins"]
-//     enabled:
+//     dirs: ["../build/plugins"]                 # example; default: none
+//     enabled:                                   # example; default: none
 //       - id: trellis/hello
-//         config: {greeting: "Hello"}
-//   tenants:
+//         config: {greeting: "Hello"}            # any YAML, handed over as JSON text
+//   tenants:                                     # example; default: none
 //     - id: demo
 //       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
+//
+// listen is "a.b.c.d:port" or "[v6 address]:port" (host names are refused: the bind
+// address must not depend on DNS). Integers must be unquoted. Plugin config scalars
+// become JSON numbers, true/false or null only when written plain (unquoted, untagged)
+// and spelled as JSON spells them; anything else becomes a JSON string.
 #pragma once
 
 #include <chrono>
@@ -34,7 +41,7 @@ class ConfigError : public std::runtime_error {
 };
 
 struct ListenAddress {
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // an IP address; IPv6 without brackets
   uint16_t port = 0;
 };
 
@@ -57,7 +64,7 @@ struct AdminConfig {
 
 struct PluginEntry {
   std::string id;
-  std::string config_json = "{}";  // the `config:` subtree, converted to JSON
+  std::string config_json = "{}";  // the `config:` subtree as JSON; "{}" if absent or null
 };
 
 struct TenantKey {
@@ -75,12 +82,14 @@ struct Config {
   AdminConfig admin;
   std::filesystem::path data_dir;
   std::string log_level = "info";
-  std::string access_log = "stdout";
+  std::string access_log = "stdout";  // "stdout", "off", or an absolute file path
   std::vector<std::filesystem::path> plugin_dirs;
   std::vector<PluginEntry> plugins;
   std::vector<TenantEntry> tenants;
 
-  static Config load(const std::filesystem::path& file);  // throws ConfigError
+  // Throws ConfigError; its message starts with the file's absolute path.
+  static Config load(const std::filesystem::path& file);
+  // As load() for text; relative paths resolve against `base_dir`. `file` stays empty.
   static Config parse(const std::string& yaml, const std::filesystem::path& base_dir);
 };
 

@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -31,39 +33,50 @@ using Subscriber = std::function<void(const Event&)>;
 class EventBus {
  public:
   explicit EventBus(size_t max_queued);
-  ~EventBus();  // delivers what is queued, then joins
+  ~EventBus();  // delivers what is queued, then joins; never call from a subscriber
   EventBus(const EventBus&) = delete;
   EventBus& operator=(const EventBus&) = delete;
 
-  // `pattern` is an exact topic or "prefix.*". Returns an id for unsubscribe().
+  // `pattern` is an exact topic, "prefix.*" (any topic starting with "prefix."), or "*"
+  // (every topic). Returns an id for unsubscribe(). Subscribers run on the dispatcher
+  // thread, one event at a time; they may call subscribe/unsubscribe/publish. An exception
+  // escaping a subscriber is logged and does not affect other subscribers.
   uint64_t subscribe(std::string pattern, Subscriber fn);
+  // Once this returns, `fn` is not running and will not run again — except when called
+  // from a subscriber (on the dispatcher thread), where waiting would deadlock: then only
+  // later calls are prevented. Unknown ids are ignored.
   void unsubscribe(uint64_t id);
   // False (and counted in dropped()) if the queue is full or the bus is stopping.
   bool publish(Event event);
-  // Waits until everything published so far is delivered (tests, shutdown).
+  // Waits until everything published before the call is delivered (tests, shutdown).
+  // Returns at once when called from a subscriber.
   void flush();
 
-  uint64_t published() const { return published_.load(); }
+  uint64_t published() const { return published_.load(); }  // accepted by publish()
   uint64_t dropped() const { return dropped_.load(); }
 
   static bool topicMatches(std::string_view pattern, std::string_view topic);
 
  private:
   void run();
+  bool onDispatcherThread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
   struct Subscription {
     uint64_t id;
     std::string pattern;
     Subscriber fn;
+    bool active = true;  // guarded by mu_
   };
   const size_t max_queued_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::condition_variable idle_cv_;
+  std::condition_variable cv_;       // work arrived or stopping
+  std::condition_variable idle_cv_;  // a delivery finished
   std::deque<Event> queue_;
-  std::vector<Subscription> subs_;
+  std::vector<std::shared_ptr<Subscription>> subs_;
   uint64_t next_id_ = 1;
-  bool delivering_ = false;
+  uint64_t calling_ = 0;    // id of the subscriber running now, 0 if none
+  uint64_t accepted_ = 0;   // events enqueued so far
+  uint64_t delivered_ = 0;  // events fully delivered so far
   bool stopping_ = false;
   std::atomic<uint64_t> published_{0};
   std::atomic<uint64_t> dropped_{0};

@@ -1,6 +1,15 @@
 // Method + path-pattern routing with `{param}` segments and a trailing `{rest...}`.
 // Built once, then read concurrently without locks (the kernel swaps whole tables).
 //
+// Matching works on the raw (still percent-encoded) path, segment by segment:
+// - a literal segment matches the same bytes only ("/h%65llo" does not match "/hello");
+// - `{name}` matches exactly one non-empty segment;
+// - a trailing `{name...}` matches ONE OR MORE remaining segments and captures them raw,
+//   slashes included ("/files/{p...}" matches "/files/a/b" with p == "a/b", not "/files");
+// - paths that are not absolute, hold an empty segment ("//", a trailing '/') or a dot
+//   segment ("." or "..", also spelled with %2e) never match anything;
+// - anything from '?' on is ignored, so a request target can be passed as is.
+//
 //   Router r;
 //   r.add("GET", "/hello/{name}", 7);
 //   auto m = r.match("GET", "/hello/ann");   // m->target == 7, m->param("name") == "ann"
@@ -33,8 +42,9 @@ class Router {
   // Method "*" matches any method.
   Status add(std::string_view method, std::string_view pattern, size_t target);
 
-  // Literal segments win over parameters, parameters over a trailing rest; an exact
-  // method wins over "*". nullopt if no route matches.
+  // Literal segments win over parameters, parameters over a trailing rest, comparing
+  // segments left to right (the first segment where two patterns differ decides); between
+  // equally specific patterns an exact method wins over "*". nullopt if no route matches.
   std::optional<RouteMatch> match(std::string_view method, std::string_view path) const;
 
   // True if some route matches the path with another method (for 405 vs 404).
@@ -52,10 +62,12 @@ class Router {
 };
 
 // Percent-decodes a path segment or query component ('+' is a space only when
-// `plus_is_space`). nullopt for malformed escapes.
+// `plus_is_space`). nullopt for malformed escapes and for a decoded NUL.
 std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space = false);
 
-// First value of `name` in a raw query string, percent-decoded. nullopt if absent.
+// First value of `name` in a raw query string ("a=1&b=2", a leading '?' is skipped),
+// percent-decoded with '+' as a space. "a" and "a=" give "". Pairs that fail to decode are
+// skipped. nullopt if absent.
 std::optional<std::string> queryParam(std::string_view query, std::string_view name);
 
 }  // namespace trellis::kernel::http

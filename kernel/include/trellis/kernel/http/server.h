@@ -27,7 +27,9 @@ struct ServerOptions {
   unsigned threads = 0;         // 0 = one per core
   size_t max_header_bytes = 16 * 1024;       // larger: 431
   size_t max_body_bytes = 1024 * 1024;       // larger: 413
-  std::chrono::milliseconds read_timeout{10'000};  // a whole request must arrive in this
+  // A whole request must arrive in this (408 once part of it came), and writing a
+  // response must finish in it.
+  std::chrono::milliseconds read_timeout{10'000};
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
   size_t max_connections = 10'000;           // further accepts are closed at once
 };
@@ -44,8 +46,10 @@ class Server {
   Status start();
   // The bound port (useful when options.port was 0). Valid after start().
   uint16_t port() const;
-  // Stops accepting, lets in-flight requests finish for up to `drain`, closes idle
-  // keep-alive connections, then joins the threads. Idempotent.
+  // Stops accepting, lets in-flight requests finish for up to `drain` (their responses
+  // close the connection), closes idle keep-alive connections, then joins the threads.
+  // Idempotent. Must not be called from a handler on the server's own threads. Responds
+  // arriving after stop() are dropped.
   void stop(std::chrono::milliseconds drain);
   // Requests read but not yet answered.
   size_t inFlight() const;

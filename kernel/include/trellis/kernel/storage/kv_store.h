@@ -40,19 +40,27 @@ class KvStore {
   virtual ~KvStore() = default;
   // NOT_FOUND if absent; INVALID for an empty or oversized key.
   virtual Result<KvEntry> get(const Scope& scope, std::string_view key) = 0;
-  // Returns the new version. CONFLICT if expected_version does not match.
+  // Returns the new version. CONFLICT if expected_version does not match: kAbsent needs
+  // the key to be absent, a version number needs it present at exactly that version.
+  // INVALID for a bad key or a value over kMaxValueBytes.
   virtual Result<uint64_t> put(const Scope& scope, std::string_view key,
                                std::string_view value, uint64_t expected_version) = 0;
+  // NOT_FOUND if absent (whatever expected_version), CONFLICT if present at another
+  // version than expected_version (kAnyVersion: any).
   virtual Status remove(const Scope& scope, std::string_view key,
                         uint64_t expected_version) = 0;
   // Keys starting with `prefix`, strictly after `start_after`, ascending by bytes,
-  // at most min(limit, kMaxListLimit) (limit 0 = kMaxListLimit).
+  // at most min(limit, kMaxListLimit) (limit 0 = kMaxListLimit). To page, pass the last
+  // key returned as start_after. INVALID if prefix or start_after exceed kMaxKeyBytes.
   virtual Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
                                             std::string_view start_after, uint32_t limit) = 0;
 };
 
 // SQLite via SOCI: one database file per tenant under `dir` (<tenant>.db, WAL,
-// synchronous=FULL), opened lazily. UNAVAILABLE if a file cannot be opened or written.
+// synchronous=FULL), opened lazily and kept open. Creates `dir` if needed. Every method
+// is thread-safe; calls for one tenant are serialised. An invalid Scope (tenant id not
+// [a-z0-9][a-z0-9-]{0,62}, empty plugin) is INVALID; UNAVAILABLE if a file cannot be
+// opened or written (the message says which and why).
 Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir);
 
 }  // namespace trellis::kernel::storage

@@ -1,0 +1,161 @@
+// trellis: the command-line client for operators and admins. Talks to a trellisd admin
+// API (default http://127.0.0.1:8081) with the admin token.
+//
+//   trellis status
+//   trellis plugin list [--json]
+#include <Poco/Dynamic/Var.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/HTTPClientSession.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/URI.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+namespace {
+
+struct AdminClient {
+  std::string url = "http://127.0.0.1:8081";
+  std::string token;
+  std::string token_file = "var/admin.token";
+
+  // GET `path`; prints a clear error and exits on failure, returns the body otherwise.
+  std::string get(const std::string& path) const {
+    std::string bearer = resolveToken();
+    try {
+      Poco::URI uri(url);
+      Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
+      session.setTimeout(Poco::Timespan(10, 0));
+      Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, path,
+                                 Poco::Net::HTTPMessage::HTTP_1_1);
+      req.set("Authorization", "Bearer " + bearer);
+      session.sendRequest(req);
+      Poco::Net::HTTPResponse res;
+      std::istream& in = session.receiveResponse(res);
+      std::stringstream body;
+      body << in.rdbuf();
+      if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
+        die("the admin API refused the token (401): check --token or " + token_file);
+      }
+      if (res.getStatus() != Poco::Net::HTTPResponse::HTTP_OK) {
+        die("admin API answered " + std::to_string(res.getStatus()) + ": " + body.str());
+      }
+      return body.str();
+    } catch (const Poco::Net::ConnectionRefusedException&) {
+      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
+    } catch (const Poco::Exception& e) {
+      die("cannot reach the admin API at " + url + ": " + e.displayText());
+    }
+  }
+
+  std::string resolveToken() const {
+    if (!token.empty()) return token;
+    if (const char* env = std::getenv("TRELLIS_ADMIN_TOKEN"); env && *env) return env;
+    std::ifstream in(token_file);
+    std::string t;
+    if (!std::getline(in, t) || t.empty()) {
+      die("no admin token: pass --token, set TRELLIS_ADMIN_TOKEN, or point --token-file at "
+          "the file trellisd wrote (tried " + token_file + ")");
+    }
+    return t;
+  }
+
+  [[noreturn]] static void die(const std::string& msg) {
+    std::fprintf(stderr, "trellis: %s\n", msg.c_str());
+    std::exit(1);
+  }
+};
+
+Poco::JSON::Object::Ptr parseObject(const std::string& body) {
+  return Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
+}
+
+void printStatus(const std::string& body) {
+  auto o = parseObject(body);
+  auto plugins = o->getObject("plugins");
+  std::printf("trellisd %s (plugin ABI %s)\n", o->getValue<std::string>("version").c_str(),
+              o->getValue<std::string>("abi").c_str());
+  std::printf("  ready:       %s\n", o->getValue<bool>("ready") ? "yes" : "no");
+  std::printf("  uptime:      %llds\n",
+              static_cast<long long>(o->getValue<int64_t>("uptime_seconds")));
+  std::printf("  data plane:  %s (%llu in flight)\n",
+              o->getValue<std::string>("data_plane").c_str(),
+              static_cast<unsigned long long>(o->getValue<uint64_t>("in_flight")));
+  std::printf("  tenants:     %llu\n",
+              static_cast<unsigned long long>(o->getValue<uint64_t>("tenants")));
+  std::printf("  plugins:     %llu active, %llu failed, %llu broken packages\n",
+              static_cast<unsigned long long>(plugins->getValue<uint64_t>("active")),
+              static_cast<unsigned long long>(plugins->getValue<uint64_t>("failed")),
+              static_cast<unsigned long long>(plugins->getValue<uint64_t>("broken_packages")));
+}
+
+void printPlugins(const std::string& body) {
+  auto o = parseObject(body);
+  auto list = o->getArray("plugins");
+  std::printf("%-28s %-10s %-8s %s\n", "PLUGIN", "VERSION", "STATE", "ROUTES / ERROR");
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto p = list->getObject(static_cast<unsigned>(i));
+    std::string detail;
+    if (p->has("error")) {
+      detail = p->getValue<std::string>("error");
+    } else {
+      auto routes = p->getArray("routes");
+      for (size_t r = 0; r < routes->size(); ++r) {
+        detail += (r ? ", " : "") + routes->getElement<std::string>(static_cast<unsigned>(r));
+      }
+    }
+    std::printf("%-28s %-10s %-8s %s\n", p->getValue<std::string>("id").c_str(),
+                p->getValue<std::string>("version").c_str(),
+                p->getValue<std::string>("state").c_str(), detail.c_str());
+  }
+  auto broken = o->getArray("broken_packages");
+  for (size_t i = 0; i < broken->size(); ++i) {
+    auto b = broken->getObject(static_cast<unsigned>(i));
+    std::printf("broken package %s: %s\n", b->getValue<std::string>("path").c_str(),
+                b->getValue<std::string>("error").c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"trellis — manage a Trellis host"};
+  cli.require_subcommand(1);
+  AdminClient admin;
+  if (const char* env = std::getenv("TRELLIS_ADMIN_URL"); env && *env) admin.url = env;
+  cli.add_option("--admin", admin.url, "Admin API URL (env TRELLIS_ADMIN_URL)")
+      ->capture_default_str();
+  cli.add_option("--token", admin.token, "Admin token (env TRELLIS_ADMIN_TOKEN)");
+  cli.add_option("--token-file", admin.token_file, "File holding the admin token")
+      ->capture_default_str();
+  bool json = false;
+  cli.add_flag("--json", json, "Print the admin API's JSON as is");
+
+  auto* status = cli.add_subcommand("status", "Show the host's status");
+  auto* plugin = cli.add_subcommand("plugin", "Inspect plugins");
+  plugin->require_subcommand(1);
+  auto* plugin_list = plugin->add_subcommand("list", "List enabled plugins and their state");
+
+  CLI11_PARSE(cli, argc, argv);
+  try {
+    if (status->parsed()) {
+      std::string body = admin.get("/v1/status");
+      json ? void(std::cout << body) : printStatus(body);
+    } else if (plugin_list->parsed()) {
+      std::string body = admin.get("/v1/plugins");
+      json ? void(std::cout << body) : printPlugins(body);
+    }
+  } catch (const Poco::Exception& e) {
+    AdminClient::die("unexpected answer from the admin API: " + e.displayText());
+  }
+  return 0;
+}

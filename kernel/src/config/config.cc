@@ -1,0 +1,490 @@
+#include "trellis/kernel/config/config.h"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string_view>
+
+#include "trellis/kernel/plugin/manifest.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::config {
+namespace {
+
+constexpr int kMaxJsonDepth = 64;
+constexpr uint64_t kMaxBytesSetting = uint64_t{1} << 30;
+constexpr uint64_t kMaxMillis = 24ull * 60 * 60 * 1000;
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  throw ConfigError(path.empty() ? message : path + ": " + message);
+}
+
+std::string join(const std::string& path, std::string_view key) {
+  return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string indexed(const std::string& path, size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+void appendJsonString(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out += kHex[(c >> 4) & 0xf];
+          out += kHex[c & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+// What the operator wrote, for "expected X, got Y" messages.
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Scalar: {
+      std::string s;
+      std::string_view text = node.Scalar();
+      appendJsonString(s, text.substr(0, 80));
+      if (text.size() > 80) s.insert(s.size() - 1, "...");
+      return s;
+    }
+    default: return "nothing";
+  }
+}
+
+bool isPlain(const YAML::Node& node) { return node.Tag() == "?"; }
+
+// The literal JSON number grammar; YAML spellings JSON lacks (.5, 0x1f, .inf) stay strings.
+bool isJsonNumber(std::string_view s) {
+  size_t i = 0;
+  auto digits = [&] {
+    size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > start;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i < s.size() && s[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == s.size();
+}
+
+void toJson(const YAML::Node& node, const std::string& path, int depth, std::string& out) {
+  if (depth > kMaxJsonDepth) fail(path, "nested too deeply");
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined: out += "null"; return;
+    case YAML::NodeType::Scalar: {
+      const std::string& s = node.Scalar();
+      if (isPlain(node)) {
+        // YAML 1.2 core schema booleans; yes/no/on/off stay strings.
+        if (s == "true" || s == "True" || s == "TRUE") {
+          out += "true";
+          return;
+        }
+        if (s == "false" || s == "False" || s == "FALSE") {
+          out += "false";
+          return;
+        }
+        std::string_view number = s;
+        if (!number.empty() && number[0] == '+') number.remove_prefix(1);
+        if (isJsonNumber(number)) {
+          out += number;
+          return;
+        }
+      }
+      appendJsonString(out, s);
+      return;
+    }
+    case YAML::NodeType::Sequence: {
+      out += '[';
+      for (size_t i = 0; i < node.size(); ++i) {
+        if (i > 0) out += ',';
+        toJson(node[i], indexed(path, i), depth + 1, out);
+      }
+      out += ']';
+      return;
+    }
+    case YAML::NodeType::Map: {
+      out += '{';
+      std::set<std::string> seen;
+      bool first = true;
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar()) fail(path, "map keys must be strings, got " + describe(kv.first));
+        const std::string& key = kv.first.Scalar();
+        std::string child_path = join(path, key);
+        if (!seen.insert(key).second) fail(child_path, "duplicate key");
+        if (!first) out += ',';
+        first = false;
+        appendJsonString(out, key);
+        out += ':';
+        toJson(kv.second, child_path, depth + 1, out);
+      }
+      out += '}';
+      return;
+    }
+  }
+}
+
+class Parser {
+ public:
+  explicit Parser(std::filesystem::path base_dir) : base_(std::move(base_dir)) {}
+
+  Config parse(const YAML::Node& root) {
+    Config cfg;
+    if (root.IsNull()) return withDefaults(std::move(cfg), false);
+    if (!root.IsMap()) {
+      fail("", "expected a map of sections (server, admin, storage, log, plugins, tenants), got " +
+                   describe(root));
+    }
+    checkKeys(root, "", {"server", "admin", "storage", "log", "plugins", "tenants"});
+    if (auto n = root["server"]) parseServer(n, "server", cfg.server);
+    bool token_set = false;
+    if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
+    if (auto n = root["storage"]) {
+      checkKeys(n, "storage", {"data_dir"});
+      if (auto d = n["data_dir"]) cfg.data_dir = readPath(d, "storage.data_dir");
+    }
+    if (auto n = root["log"]) parseLog(n, "log", cfg);
+    if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
+    if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
+    return withDefaults(std::move(cfg), token_set);
+  }
+
+ private:
+  Config withDefaults(Config cfg, bool token_set) const {
+    if (cfg.data_dir.empty()) cfg.data_dir = resolve("../var/data");
+    if (!token_set) cfg.admin.token_file = parentOf(cfg.data_dir) / "admin.token";
+    return cfg;
+  }
+
+  static std::filesystem::path parentOf(std::filesystem::path p) {
+    if (!p.has_filename()) p = p.parent_path();  // "/a/b/" names b, not an empty child
+    return p.parent_path();
+  }
+
+  std::filesystem::path resolve(const std::filesystem::path& p) const {
+    return (p.is_absolute() ? p : base_ / p).lexically_normal();
+  }
+
+  // A map (null counts as empty) whose keys are all in `allowed`, each at most once.
+  static void checkKeys(const YAML::Node& node, const std::string& path,
+                        std::initializer_list<std::string_view> allowed) {
+    if (node.IsNull()) return;
+    if (!node.IsMap()) fail(path, "expected a map, got " + describe(node));
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) fail(path, "keys must be strings, got " + describe(kv.first));
+      const std::string& key = kv.first.Scalar();
+      bool known = false;
+      std::string expected;
+      for (std::string_view a : allowed) {
+        known = known || a == key;
+        expected += (expected.empty() ? "" : ", ") + std::string(a);
+      }
+      if (!known) fail(join(path, key), "unknown key (expected one of: " + expected + ")");
+      if (!seen.insert(key).second) fail(join(path, key), "duplicate key");
+    }
+  }
+
+  static std::string readString(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) fail(path, "expected a string, got " + describe(node));
+    return node.Scalar();
+  }
+
+  std::filesystem::path readPath(const YAML::Node& node, const std::string& path) const {
+    std::string s = readString(node, path);
+    if (s.empty()) fail(path, "expected a path, got \"\"");
+    return resolve(s);
+  }
+
+  static uint64_t readUInt(const YAML::Node& node, const std::string& path, uint64_t min,
+                           uint64_t max) {
+    std::string expected = min == 0 ? "a non-negative integer" : "a positive integer";
+    if (!node.IsScalar()) fail(path, "expected " + expected + ", got " + describe(node));
+    const std::string& s = node.Scalar();
+    bool digits = !s.empty() && s.size() <= 19 &&
+                  s.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits) fail(path, "expected " + expected + ", got " + describe(node));
+    if (!isPlain(node)) fail(path, "expected " + expected + " (unquoted), got " + describe(node));
+    uint64_t v = std::stoull(s);
+    if (v < min || v > max) {
+      fail(path, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                     ", got " + s);
+    }
+    return v;
+  }
+
+  static ListenAddress readListen(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) fail(path, "expected host:port, got " + describe(node));
+    const std::string& s = node.Scalar();
+    std::string host, port;
+    bool ok = false;
+    if (!s.empty() && s[0] == '[') {
+      size_t close = s.find("]:");
+      if (close != std::string::npos) {
+        host = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+        in6_addr a6{};
+        ok = inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+      }
+    } else if (size_t colon = s.rfind(':'); colon != std::string::npos) {
+      host = s.substr(0, colon);
+      port = s.substr(colon + 1);
+      in_addr a4{};
+      ok = inet_pton(AF_INET, host.c_str(), &a4) == 1;
+    }
+    if (!ok) {
+      fail(path, "expected host:port with an IPv4 address or [IPv6 address]:port, got " +
+                     describe(node));
+    }
+    bool digits = !port.empty() && port.size() <= 5 &&
+                  port.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || std::stoul(port) > 65535) {
+      fail(path, "expected a port from 0 to 65535, got " + describe(node));
+    }
+    return ListenAddress{host, static_cast<uint16_t>(std::stoul(port))};
+  }
+
+  static void parseServer(const YAML::Node& n, const std::string& path, ServerConfig& s) {
+    checkKeys(n, path,
+              {"listen", "threads", "max_header_bytes", "max_body_bytes", "read_timeout_ms",
+               "idle_timeout_ms", "drain_timeout_ms", "blocking_threads", "blocking_queue"});
+    if (n.IsNull()) return;
+    if (auto v = n["listen"]) s.listen = readListen(v, join(path, "listen"));
+    if (auto v = n["threads"]) s.threads = readUInt(v, join(path, "threads"), 0, 4096);
+    if (auto v = n["max_header_bytes"]) {
+      s.max_header_bytes = readUInt(v, join(path, "max_header_bytes"), 1, kMaxBytesSetting);
+    }
+    if (auto v = n["max_body_bytes"]) {
+      s.max_body_bytes = readUInt(v, join(path, "max_body_bytes"), 1, kMaxBytesSetting);
+    }
+    auto millis = [&](const char* key, uint64_t min, std::chrono::milliseconds& out) {
+      if (auto v = n[key]) {
+        out = std::chrono::milliseconds(readUInt(v, join(path, key), min, kMaxMillis));
+      }
+    };
+    millis("read_timeout_ms", 1, s.read_timeout);
+    millis("idle_timeout_ms", 1, s.idle_timeout);
+    millis("drain_timeout_ms", 0, s.drain_timeout);
+    if (auto v = n["blocking_threads"]) {
+      s.blocking_threads = readUInt(v, join(path, "blocking_threads"), 1, 4096);
+    }
+    if (auto v = n["blocking_queue"]) {
+      s.blocking_queue = readUInt(v, join(path, "blocking_queue"), 1, 10'000'000);
+    }
+  }
+
+  // True if token_file was given.
+  bool parseAdmin(const YAML::Node& n, const std::string& path, AdminConfig& a) const {
+    checkKeys(n, path, {"listen", "token_file"});
+    if (n.IsNull()) return false;
+    if (auto v = n["listen"]) a.listen = readListen(v, join(path, "listen"));
+    if (auto v = n["token_file"]) {
+      a.token_file = readPath(v, join(path, "token_file"));
+      return true;
+    }
+    return false;
+  }
+
+  void parseLog(const YAML::Node& n, const std::string& path, Config& cfg) const {
+    checkKeys(n, path, {"level", "access_log"});
+    if (n.IsNull()) return;
+    if (auto v = n["level"]) {
+      static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
+      std::string level = v.IsScalar() ? v.Scalar() : "";
+      if (kLevels.count(level) == 0) {
+        fail(join(path, "level"),
+             "expected one of trace, debug, info, warn, error, got " + describe(v));
+      }
+      cfg.log_level = level;
+    }
+    if (auto v = n["access_log"]) {
+      std::string target = readString(v, join(path, "access_log"));
+      if (target.empty()) fail(join(path, "access_log"), "expected stdout, off or a file path");
+      cfg.access_log = target == "stdout" || target == "off" ? target : resolve(target).string();
+    }
+  }
+
+  void parsePlugins(const YAML::Node& n, const std::string& path, Config& cfg) const {
+    checkKeys(n, path, {"dirs", "enabled"});
+    if (n.IsNull()) return;
+    if (auto dirs = n["dirs"]) {
+      std::string dpath = join(path, "dirs");
+      requireList(dirs, dpath);
+      for (size_t i = 0; i < dirs.size(); ++i) {
+        cfg.plugin_dirs.push_back(readPath(dirs[i], indexed(dpath, i)));
+      }
+    }
+    if (auto enabled = n["enabled"]) {
+      std::string epath = join(path, "enabled");
+      requireList(enabled, epath);
+      std::set<std::string> ids;
+      for (size_t i = 0; i < enabled.size(); ++i) {
+        const YAML::Node& e = enabled[i];
+        std::string ipath = indexed(epath, i);
+        if (!e.IsMap()) fail(ipath, "expected a map with id and config, got " + describe(e));
+        checkKeys(e, ipath, {"id", "config"});
+        PluginEntry entry;
+        if (!e["id"]) fail(join(ipath, "id"), "required");
+        entry.id = readString(e["id"], join(ipath, "id"));
+        if (!plugin::isValidPluginId(entry.id)) {
+          fail(join(ipath, "id"), "expected namespace/name (each [a-z0-9][a-z0-9-]{0,62}), got " +
+                                      describe(e["id"]));
+        }
+        if (!ids.insert(entry.id).second) {
+          fail(join(ipath, "id"), "duplicate plugin id \"" + entry.id + "\"");
+        }
+        if (auto c = e["config"]; c && !c.IsNull()) {
+          entry.config_json.clear();
+          toJson(c, join(ipath, "config"), 0, entry.config_json);
+        }
+        cfg.plugins.push_back(std::move(entry));
+      }
+    }
+  }
+
+  static void parseTenants(const YAML::Node& n, const std::string& path, Config& cfg) {
+    if (n.IsNull()) return;
+    requireList(n, path);
+    std::map<std::string, std::string> key_owner;  // sha256 hex -> tenant id
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node& t = n[i];
+      std::string tpath = indexed(path, i);
+      if (!t.IsMap()) fail(tpath, "expected a map with id and keys, got " + describe(t));
+      checkKeys(t, tpath, {"id", "keys"});
+      TenantEntry entry;
+      if (!t["id"]) fail(join(tpath, "id"), "required");
+      entry.id = readString(t["id"], join(tpath, "id"));
+      if (!tenants::isValidTenantId(entry.id)) {
+        fail(join(tpath, "id"), "expected [a-z0-9][a-z0-9-]{0,62}, got " + describe(t["id"]));
+      }
+      for (const auto& other : cfg.tenants) {
+        if (other.id == entry.id) {
+          fail(join(tpath, "id"), "duplicate tenant id \"" + entry.id + "\"");
+        }
+      }
+      if (auto keys = t["keys"]) {
+        std::string kpath = join(tpath, "keys");
+        if (!keys.IsNull()) requireList(keys, kpath);
+        for (size_t k = 0; k < keys.size(); ++k) {
+          std::string hex = readTenantKey(keys[k], indexed(kpath, k));
+          auto [it, fresh] = key_owner.emplace(hex, entry.id);
+          if (!fresh) {
+            fail(indexed(kpath, k), "key already used by tenant \"" + it->second + "\"");
+          }
+          entry.keys.push_back(TenantKey{std::move(hex)});
+        }
+      }
+      cfg.tenants.push_back(std::move(entry));
+    }
+  }
+
+  // {sha256: <64 hex>} or {key: <plaintext>}; returns the lowercase hex digest.
+  static std::string readTenantKey(const YAML::Node& n, const std::string& path) {
+    if (!n.IsMap()) fail(path, "expected {sha256: <hex>} or {key: <plaintext>}, got " + describe(n));
+    checkKeys(n, path, {"sha256", "key"});
+    if (n.size() != 1) fail(path, "expected exactly one of sha256 or key");
+    if (auto h = n["sha256"]) {
+      std::string hex = readString(h, join(path, "sha256"));
+      if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+        fail(join(path, "sha256"), "expected 64 hex characters");
+      }
+      for (char& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return hex;
+    }
+    std::string plain = readString(n["key"], join(path, "key"));
+    if (plain.empty()) fail(join(path, "key"), "expected a non-empty key");
+    return tenants::sha256Hex(plain);
+  }
+
+  static void requireList(const YAML::Node& n, const std::string& path) {
+    if (!n.IsSequence() && !n.IsNull()) fail(path, "expected a list, got " + describe(n));
+  }
+
+  std::filesystem::path base_;
+};
+
+}  // namespace
+
+Config Config::parse(const std::string& yaml, const std::filesystem::path& base_dir) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(yaml);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("invalid YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
+                      std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  if (docs.size() > 1) {
+    throw ConfigError("expected one YAML document, found " + std::to_string(docs.size()));
+  }
+  std::filesystem::path base = std::filesystem::absolute(base_dir).lexically_normal();
+  try {
+    return Parser(base).parse(docs.empty() ? YAML::Node() : docs[0]);
+  } catch (const YAML::Exception& e) {
+    // Not expected (we never convert with as<>), but never let one escape as another type.
+    throw ConfigError(std::string("invalid configuration: ") + e.what());
+  }
+}
+
+Config Config::load(const std::filesystem::path& file) {
+  std::filesystem::path abs = std::filesystem::absolute(file).lexically_normal();
+  std::error_code ec;
+  if (std::filesystem::is_directory(abs, ec)) {
+    throw ConfigError("cannot read config file " + abs.string() + ": it is a directory");
+  }
+  std::ifstream in(abs, std::ios::binary);
+  if (!in) {
+    throw ConfigError("cannot read config file " + abs.string() + ": " + std::strerror(errno));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    throw ConfigError("cannot read config file " + abs.string() + ": " + std::strerror(errno));
+  }
+  try {
+    Config cfg = parse(text.str(), abs.parent_path());
+    cfg.file = abs;
+    return cfg;
+  } catch (const ConfigError& e) {
+    throw ConfigError(abs.string() + ": " + e.what());
+  }
+}
+
+}  // namespace trellis::kernel::config

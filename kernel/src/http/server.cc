@@ -1,0 +1,651 @@
+#include "trellis/kernel/http/server.h"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "trellis/kernel/http/problem.h"
+
+namespace trellis::kernel::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using ErrorCode = boost::system::error_code;
+
+constexpr size_t kReadChunk = 8 * 1024;
+constexpr Clock::time_point kNever = Clock::time_point::max();
+// After a final response with `Connection: close`, unread request bytes would turn our
+// close into a RST that can destroy the response in flight; read and discard for a while.
+constexpr std::chrono::milliseconds kMaxLinger{2'000};
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+// State every connection of a server shares. Connections keep it alive: a Respond may
+// outlive the Server.
+struct Shared {
+  ServerOptions opts;
+  std::shared_ptr<RequestHandler> handler;
+  std::atomic<size_t> in_flight{0};
+  std::atomic<size_t> connections{0};
+  std::atomic<uint64_t> rejected{0};
+  std::atomic<bool> draining{false};
+};
+
+std::string formatEndpoint(const tcp::endpoint& ep) {
+  std::string addr = ep.address().to_string();
+  if (ep.address().is_v6()) addr = "[" + addr + "]";
+  return addr + ":" + std::to_string(ep.port());
+}
+
+// Powers of two: a log line for the 1st, 2nd, 4th, … occurrence of a repeated event.
+bool shouldLog(uint64_t count) { return (count & (count - 1)) == 0; }
+
+class Session;
+
+// One event loop with its own acceptor. Everything but `post_mu`/`closed` is touched only
+// by the loop's thread (or by the stopping thread once the loop has been joined).
+struct Worker : std::enable_shared_from_this<Worker> {
+  explicit Worker(std::shared_ptr<Shared> s)
+      : shared(std::move(s)),
+        ioc(1),
+        acceptor(ioc),
+        accept_retry(ioc),
+        guard(asio::make_work_guard(ioc)) {}
+
+  void accept();
+  void onAccept(const ErrorCode& ec, tcp::socket socket);
+  void beginDrain();
+  void closeAll();
+
+  std::shared_ptr<Shared> shared;
+  asio::io_context ioc;
+  tcp::acceptor acceptor;
+  asio::steady_timer accept_retry;  // backs off while out of file descriptors
+  asio::executor_work_guard<asio::io_context::executor_type> guard;
+  std::thread thread;
+  // Weak, so a connection never has to unregister (it may die on a pool thread).
+  std::vector<std::weak_ptr<Session>> sessions;
+  size_t sweep_at = 64;
+  // Respond calls from other threads post under this lock; once `closed`, they are
+  // dropped so nothing is queued on a loop that will never run again.
+  std::mutex post_mu;
+  bool closed = false;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<Worker> worker, tcp::socket socket)
+      : worker_(std::move(worker)),
+        shared_(*worker_->shared),
+        socket_(std::move(socket)),
+        timer_(worker_->ioc),
+        buffer_(std::max<size_t>(shared_.opts.max_header_bytes, 1) + kReadChunk) {}
+
+  ~Session() {
+    // Normally closed on the loop; otherwise the last Respond was dropped uncalled.
+    if (counted_) shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    if (awaiting_) shared_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start() {
+    ErrorCode ec;
+    socket_.set_option(tcp::no_delay(true), ec);
+    auto remote = socket_.remote_endpoint(ec);
+    if (!ec) peer_ = Peer{remote.address().to_string(), remote.port()};
+    startRequest();
+  }
+
+  // The server is draining: a connection between requests has nothing left to finish.
+  void drain() {
+    if (phase_ == Phase::kIdle) close();
+  }
+
+  void close() {
+    if (phase_ == Phase::kClosed) return;
+    phase_ = Phase::kClosed;
+    ErrorCode ec;
+    socket_.close(ec);
+    timer_.cancel();
+    if (counted_) {
+      counted_ = false;
+      shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  enum class Phase { kIdle, kReading, kHandling, kWriting, kLingering, kClosed };
+
+  // --- deadlines: one timer per connection, re-armed lazily ---------------------------
+  // Moving the deadline later costs nothing; the timer wakes at the old expiry and sleeps
+  // again. It is re-armed at once only when the deadline moves earlier.
+
+  void setDeadline(Clock::time_point d) {
+    deadline_ = d;
+    if (d == kNever || (timer_armed_ && timer_expiry_ <= d)) return;
+    armTimer(d);
+  }
+
+  void armTimer(Clock::time_point at) {
+    timer_armed_ = true;
+    timer_expiry_ = at;
+    timer_.expires_at(at);  // a pending wait completes with a stale generation
+    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](const ErrorCode&) {
+      self->onTimer(gen);
+    });
+  }
+
+  void onTimer(uint64_t gen) {
+    if (gen != timer_gen_ || phase_ == Phase::kClosed) return;
+    timer_armed_ = false;
+    if (deadline_ == kNever) return;
+    if (Clock::now() < deadline_) return armTimer(deadline_);
+    switch (phase_) {
+      case Phase::kIdle:
+        return close();
+      case Phase::kReading:
+        // Part of a request arrived: cancel the pending read (or 100-continue write),
+        // whose handler answers 408.
+        timed_out_ = true;
+        {
+          ErrorCode ec;
+          socket_.cancel(ec);
+        }
+        return;
+      case Phase::kWriting:
+      case Phase::kLingering:
+        return close();
+      case Phase::kHandling:
+      case Phase::kClosed:
+        return;
+    }
+  }
+
+  // --- reading ----------------------------------------------------------------------
+
+  void startRequest() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(
+        std::min<size_t>(shared_.opts.max_header_bytes, std::numeric_limits<uint32_t>::max())));
+    parser_->body_limit(static_cast<uint64_t>(shared_.opts.max_body_bytes));
+    timed_out_ = false;
+    continue_sent_ = false;
+    if (buffer_.size() == 0) {
+      if (shared_.draining.load(std::memory_order_relaxed)) return close();
+      phase_ = Phase::kIdle;
+      setDeadline(Clock::now() + shared_.opts.idle_timeout);
+    } else {
+      phase_ = Phase::kReading;  // pipelined bytes are already here
+      setDeadline(Clock::now() + shared_.opts.read_timeout);
+    }
+    parseAndRead();
+  }
+
+  void parseAndRead() {
+    ErrorCode ec;
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == bhttp::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) return rejectRequest(ec);
+      if (parser_->is_header_done()) {
+        unsigned v = parser_->get().version();
+        if (v != 10 && v != 11) {
+          return sendError(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1");
+        }
+      }
+      if (used == 0) break;
+    }
+    if (parser_->is_done()) return onRequest();
+
+    if (parser_->is_header_done() && !continue_sent_ && buffer_.size() == 0 &&
+        expectsContinue()) {
+      continue_sent_ = true;
+      asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self = shared_from_this()](const ErrorCode& ec, size_t) {
+                          self->onContinueWritten(ec);
+                        });
+      return;
+    }
+
+    size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) {
+      // Only an unterminated line can fill the buffer: the parser consumes bodies as
+      // they come and reports an oversized header section itself.
+      if (!parser_->is_header_done()) {
+        return sendError(431, "Request Header Fields Too Large", "the request header is too large");
+      }
+      return sendError(400, "Bad Request", "a chunk header line is too long");
+    }
+    socket_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)),
+                            [self = shared_from_this()](const ErrorCode& ec, size_t n) {
+                              self->onRead(ec, n);
+                            });
+  }
+
+  bool expectsContinue() const {
+    const auto& req = parser_->get();
+    if (req.version() < 11) return false;
+    auto it = req.find(bhttp::field::expect);
+    return it != req.end() && beast::iequals(it->value(), "100-continue");
+  }
+
+  void onContinueWritten(const ErrorCode& ec) {
+    if (phase_ == Phase::kClosed) return;
+    if (timed_out_) return sendTimeout();
+    if (ec) return close();
+    parseAndRead();
+  }
+
+  void onRead(const ErrorCode& ec, size_t n) {
+    if (phase_ == Phase::kClosed) return;
+    if (timed_out_) return sendTimeout();
+    // EOF or reset: an idle client left, or gave up on a partial request.
+    if (ec) return close();
+    buffer_.commit(n);
+    if (phase_ == Phase::kIdle) {
+      phase_ = Phase::kReading;
+      setDeadline(Clock::now() + shared_.opts.read_timeout);
+    }
+    parseAndRead();
+  }
+
+  void rejectRequest(const ErrorCode& ec) {
+    if (ec == bhttp::error::header_limit) {
+      return sendError(431, "Request Header Fields Too Large",
+                       "the request header exceeds " +
+                           std::to_string(shared_.opts.max_header_bytes) + " bytes");
+    }
+    if (ec == bhttp::error::body_limit) {
+      return sendError(413, "Content Too Large",
+                       "the request body exceeds " + std::to_string(shared_.opts.max_body_bytes) +
+                           " bytes");
+    }
+    sendError(400, "Bad Request", "malformed request: " + ec.message());
+  }
+
+  void sendTimeout() {
+    sendError(408, "Request Timeout", "the request did not arrive in time");
+  }
+
+  // A final error answer while reading; the connection closes after it.
+  void sendError(unsigned status, std::string_view title, std::string_view detail) {
+    res_ = problem(status, title, detail);
+    keep_alive_ = false;
+    head_ = false;
+    version_ = 11;
+    finishAndWrite();
+  }
+
+  // --- handling ---------------------------------------------------------------------
+
+  void onRequest() {
+    phase_ = Phase::kHandling;
+    setDeadline(kNever);
+    Request& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    head_ = req.method() == bhttp::verb::head;
+    version_ = req.version();
+    awaiting_ = true;
+    uint64_t gen = ++request_gen_;
+    shared_.in_flight.fetch_add(1, std::memory_order_relaxed);
+    try {
+      shared_.handler->handle(req, peer_, [self = shared_from_this(), gen](Response res) {
+        self->respond(gen, std::move(res));
+      });
+    } catch (const std::exception& e) {
+      spdlog::error("{} listener: request handler threw: {}", shared_.opts.name, e.what());
+      deliver(gen, problem(500, "Internal Server Error", "the request handler failed", {}, &req));
+    } catch (...) {
+      spdlog::error("{} listener: request handler threw a non-standard exception",
+                    shared_.opts.name);
+      deliver(gen, problem(500, "Internal Server Error", "the request handler failed", {}, &req));
+    }
+  }
+
+  // Any thread.
+  void respond(uint64_t gen, Response res) {
+    Worker& w = *worker_;
+    if (w.ioc.get_executor().running_in_this_thread()) return deliver(gen, std::move(res));
+    std::lock_guard lock(w.post_mu);
+    if (w.closed) return;  // the server has stopped; ~Session settles the counters
+    asio::post(w.ioc, [self = shared_from_this(), gen, res = std::move(res)]() mutable {
+      self->deliver(gen, std::move(res));
+    });
+  }
+
+  void deliver(uint64_t gen, Response res) {
+    // A second call, or the answer to a request already answered with a 500.
+    if (!awaiting_ || gen != request_gen_) return;
+    awaiting_ = false;
+    shared_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+    if (phase_ == Phase::kClosed) return;
+    res_ = std::move(res);
+    keep_alive_ = keep_alive_ && res_.keep_alive();
+    finishAndWrite();
+  }
+
+  // --- writing ----------------------------------------------------------------------
+
+  void finishAndWrite() {
+    if (shared_.draining.load(std::memory_order_relaxed)) keep_alive_ = false;
+    res_.version(version_ == 10 ? 10 : 11);
+    res_.keep_alive(keep_alive_);
+    res_.set(bhttp::field::server, "trellis");
+    unsigned code = res_.result_int();
+    if (code < 200 || code == 204 || code == 304) res_.body().clear();  // no body allowed
+    if (head_) {
+      // HEAD: the length of what GET would send, and no body.
+      if (!res_.body().empty() || res_.find(bhttp::field::content_length) == res_.end()) {
+        res_.prepare_payload();
+      }
+      res_.body().clear();
+    } else {
+      res_.prepare_payload();
+    }
+    phase_ = Phase::kWriting;
+    setDeadline(Clock::now() + shared_.opts.read_timeout);
+    serializer_.emplace(res_);
+    bhttp::async_write(socket_, *serializer_,
+                       [self = shared_from_this()](const ErrorCode& ec, size_t) {
+                         self->onWritten(ec);
+                       });
+  }
+
+  void onWritten(const ErrorCode& ec) {
+    if (phase_ == Phase::kClosed) return;
+    serializer_.reset();
+    res_ = Response();
+    if (ec) return close();
+    if (!keep_alive_) return linger();
+    startRequest();
+  }
+
+  void linger() {
+    phase_ = Phase::kLingering;
+    ErrorCode ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    setDeadline(Clock::now() + std::min(kMaxLinger, shared_.opts.read_timeout));
+    discard();
+  }
+
+  void discard() {
+    buffer_.clear();
+    socket_.async_read_some(buffer_.prepare(kReadChunk),
+                            [self = shared_from_this()](const ErrorCode& ec, size_t) {
+                              if (self->phase_ == Phase::kClosed) return;
+                              if (ec) return self->close();
+                              self->discard();
+                            });
+  }
+
+  // Declared first so it is destroyed last: the socket and timer need the io_context.
+  std::shared_ptr<Worker> worker_;
+  Shared& shared_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  beast::flat_buffer buffer_;  // reused for every request on the connection
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  Response res_;
+  std::optional<bhttp::response_serializer<bhttp::string_body>> serializer_;
+  Peer peer_;
+
+  Phase phase_ = Phase::kIdle;
+  bool counted_ = true;  // holds one unit of Shared::connections
+  bool keep_alive_ = false;
+  bool head_ = false;
+  bool timed_out_ = false;
+  bool continue_sent_ = false;
+  bool awaiting_ = false;  // handle() was called and the answer has not been delivered
+  unsigned version_ = 11;
+  uint64_t request_gen_ = 0;
+
+  Clock::time_point deadline_ = kNever;
+  Clock::time_point timer_expiry_ = kNever;
+  bool timer_armed_ = false;
+  uint64_t timer_gen_ = 0;
+};
+
+void Worker::accept() {
+  acceptor.async_accept([this](const ErrorCode& ec, tcp::socket socket) {
+    onAccept(ec, std::move(socket));
+  });
+}
+
+void Worker::onAccept(const ErrorCode& ec, tcp::socket socket) {
+  if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+  if (ec) {
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+        ec == asio::error::no_memory || ec.value() == ENFILE) {
+      // Retrying at once would spin: the pending connection stays in the backlog.
+      spdlog::error("{} listener: accept failed: {}", shared->opts.name, ec.message());
+      accept_retry.expires_after(std::chrono::milliseconds(50));
+      accept_retry.async_wait([this](const ErrorCode& e) {
+        if (!e && acceptor.is_open()) accept();
+      });
+      return;
+    }
+    return accept();  // e.g. the client reset before we accepted
+  }
+  accept();
+
+  ErrorCode ignored;
+  if (shared->draining.load(std::memory_order_relaxed)) {
+    socket.close(ignored);
+    return;
+  }
+  if (shared->connections.fetch_add(1, std::memory_order_relaxed) >= shared->opts.max_connections) {
+    shared->connections.fetch_sub(1, std::memory_order_relaxed);
+    uint64_t n = shared->rejected.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (shouldLog(n)) {
+      spdlog::warn("{} listener: max_connections ({}) reached; {} connection(s) refused so far",
+                   shared->opts.name, shared->opts.max_connections, n);
+    }
+    socket.close(ignored);
+    return;
+  }
+  if (sessions.size() >= sweep_at) {
+    std::erase_if(sessions, [](const std::weak_ptr<Session>& s) { return s.expired(); });
+    sweep_at = std::max<size_t>(64, sessions.size() * 2);
+  }
+  auto session = std::make_shared<Session>(shared_from_this(), std::move(socket));
+  sessions.push_back(session);
+  session->start();
+}
+
+void Worker::beginDrain() {
+  ErrorCode ignored;
+  acceptor.close(ignored);
+  accept_retry.cancel();
+  for (auto& weak : sessions) {
+    if (auto s = weak.lock()) s->drain();
+  }
+}
+
+void Worker::closeAll() {
+  beginDrain();
+  for (auto& weak : sessions) {
+    if (auto s = weak.lock()) s->close();
+  }
+  sessions.clear();
+}
+
+}  // namespace
+
+struct Server::Impl {
+  std::shared_ptr<Shared> shared;
+  std::vector<std::shared_ptr<Worker>> workers;
+  uint16_t port = 0;
+  std::mutex mu;  // start() and stop()
+  bool started = false;
+  bool stopped = false;
+
+  Status bind();
+  void shutdown(std::chrono::milliseconds drain);
+};
+
+Status Server::Impl::bind() {
+  const ServerOptions& o = shared->opts;
+  auto failure = [&](const std::string& where, const ErrorCode& ec) {
+    return Status::unavailable("cannot listen on " + where + ": " + ec.message());
+  };
+  std::string where = o.host + ":" + std::to_string(o.port);
+
+  ErrorCode ec;
+  auto address = asio::ip::make_address(o.host, ec);
+  if (ec) {
+    asio::io_context resolver_ioc;
+    tcp::resolver resolver(resolver_ioc);
+    auto results = resolver.resolve(o.host, std::to_string(o.port),
+                                    tcp::resolver::passive | tcp::resolver::address_configured, ec);
+    if (ec) return failure(where, ec);
+    if (results.empty()) return failure(where, asio::error::host_not_found);
+    address = results.begin()->endpoint().address();
+  }
+  tcp::endpoint ep(address, o.port);
+
+  // SO_REUSEPORT would let us share the port with another process that also sets it (a
+  // second trellisd), silently splitting traffic. A probe bound without it fails if anyone
+  // listens there, and picks the port when 0 was asked for.
+  {
+    tcp::acceptor probe(workers.front()->ioc);
+    probe.open(ep.protocol(), ec);
+    if (!ec) probe.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) probe.bind(ep, ec);
+    if (!ec) ep.port(probe.local_endpoint(ec).port());
+    if (ec) return failure(formatEndpoint(ep), ec);
+  }
+
+  for (auto& w : workers) {
+    auto& a = w->acceptor;
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.set_option(ReusePort(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      ErrorCode ignored;
+      for (auto& other : workers) other->acceptor.close(ignored);
+      return failure(formatEndpoint(ep), ec);
+    }
+  }
+  port = ep.port();
+  return Status::ok();
+}
+
+void Server::Impl::shutdown(std::chrono::milliseconds drain) {
+  std::lock_guard lock(mu);
+  if (!started || stopped) return;
+  stopped = true;
+
+  shared->draining.store(true);
+  for (auto& w : workers) asio::post(w->ioc, [w = w.get()] { w->beginDrain(); });
+  auto deadline = Clock::now() + drain;
+  while (Clock::now() < deadline && shared->connections.load() > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& w : workers) {
+    asio::post(w->ioc, [w = w.get()] {
+      w->closeAll();
+      w->guard.reset();
+      w->ioc.stop();
+    });
+  }
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  // Run what the loops left queued (aborted operations, late answers) on this thread, so
+  // queued handlers release their connections; later answers are dropped.
+  for (auto& w : workers) {
+    {
+      std::lock_guard post_lock(w->post_mu);
+      w->closed = true;
+    }
+    w->ioc.restart();
+    w->ioc.poll();
+  }
+}
+
+Server::Server(ServerOptions options, std::shared_ptr<RequestHandler> handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->shared = std::make_shared<Shared>();
+  impl_->shared->opts = std::move(options);
+  impl_->shared->handler = std::move(handler);
+}
+
+Server::~Server() { stop(std::chrono::milliseconds(0)); }
+
+Status Server::start() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->started || impl_->stopped) return Status::invalid("server already started");
+  if (!impl_->shared->handler) return Status::invalid("server has no request handler");
+  const ServerOptions& o = impl_->shared->opts;
+  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  impl_->workers.clear();
+  for (unsigned i = 0; i < threads; ++i) {
+    impl_->workers.push_back(std::make_shared<Worker>(impl_->shared));
+  }
+  if (Status s = impl_->bind(); !s) {
+    impl_->workers.clear();
+    return s;
+  }
+  for (unsigned i = 0; i < threads; ++i) {
+    auto* w = impl_->workers[i].get();
+    w->accept();
+    w->thread = std::thread([w, name = o.name] {
+      while (true) {
+        try {
+          w->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("{} listener: event loop: {}", name, e.what());
+        }
+      }
+    });
+    std::string thread_name = (o.name + "-io-" + std::to_string(i)).substr(0, 15);
+    pthread_setname_np(w->thread.native_handle(), thread_name.c_str());
+  }
+  impl_->started = true;
+  spdlog::info("{} listener on {}:{} ({} threads)", o.name, o.host, impl_->port, threads);
+  return Status::ok();
+}
+
+uint16_t Server::port() const { return impl_->port; }
+
+void Server::stop(std::chrono::milliseconds drain) { impl_->shutdown(drain); }
+
+size_t Server::inFlight() const { return impl_->shared->in_flight.load(); }
+
+}  // namespace trellis::kernel::http

@@ -1,0 +1,167 @@
+#include "trellis/kernel/plugin/native_library.h"
+
+#include <boost/dll/shared_library.hpp>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include "plugin/internal/quote.h"
+
+namespace trellis::kernel::plugin {
+
+namespace fs = std::filesystem;
+using internal::escapeText;
+using internal::quoteText;
+
+// The descriptor as ABI 1.0 defined it. Later minors append fields, so a host built with a
+// larger trellis_plugin must still accept a descriptor of exactly this size.
+inline constexpr size_t kDescriptorV1Size =
+    offsetof(trellis_plugin, on_destroy) + sizeof(trellis_plugin::on_destroy);
+
+// Descriptor strings come from foreign memory; never scan further than this for the NUL.
+inline constexpr size_t kMaxDescriptorString = 256;
+
+struct NativeLibrary::Handle {
+  boost::dll::shared_library library;
+};
+
+NativeLibrary::~NativeLibrary() = default;
+
+namespace {
+
+// Boost.DLL folds dlerror() into its exception text as "(dlerror system message: X)";
+// X is what an operator needs ("file too short", "wrong ELF class: ELFCLASS32", …).
+std::string loadFailureReason(const std::string& what, const std::string& file) {
+  const std::string marker = "(dlerror system message: ";
+  size_t start = what.find(marker);
+  if (start == std::string::npos) return what;
+  start += marker.size();
+  size_t end = what.rfind(')');
+  std::string reason =
+      what.substr(start, end == std::string::npos || end < start ? std::string::npos : end - start);
+  // dlerror repeats the path ("/x/liby.so: file too short"); the caller already names it.
+  if (reason.rfind(file + ": ", 0) == 0) reason.erase(0, file.size() + 2);
+  return reason;
+}
+
+bool hasElfMagic(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, sizeof magic);
+  return in.gcount() == 4 && std::memcmp(magic,
+                                         "\x7f"
+                                         "ELF",
+                                         4) == 0;
+}
+
+// A NUL-terminated string from the descriptor, or nullopt if it is NULL or unterminated.
+std::optional<std::string> descriptorString(const char* s) {
+  if (s == nullptr) return std::nullopt;
+  size_t len = strnlen(s, kMaxDescriptorString + 1);
+  if (len > kMaxDescriptorString) return std::nullopt;
+  return std::string(s, len);
+}
+
+std::string abiText(uint16_t major, uint16_t minor) {
+  return std::to_string(major) + "." + std::to_string(minor);
+}
+
+}  // namespace
+
+Status checkAbi(uint16_t plugin_major, uint16_t plugin_minor) {
+  if (plugin_major != TRELLIS_ABI_MAJOR) {
+    return Status::invalid("plugin ABI " + abiText(plugin_major, plugin_minor) +
+                           " is not supported: host speaks ABI " +
+                           abiText(TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR) + " (major must match)");
+  }
+  if (plugin_minor > TRELLIS_ABI_MINOR) {
+    return Status::invalid("plugin needs ABI " + abiText(plugin_major, plugin_minor) +
+                           " but host provides " + abiText(TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR));
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<NativeLibrary>> NativeLibrary::open(const fs::path& file,
+                                                           const Manifest& manifest) {
+  // dlopen() of a bare name searches the system; an absolute path loads exactly this file.
+  std::error_code ec;
+  const fs::path path = fs::absolute(file, ec);
+  const std::string name = (ec ? file : path).string();
+  auto refuse = [&](const std::string& why) { return Status::invalid(name + ": " + why); };
+
+  // Everything that can be decided without running the library's code is checked first:
+  // dlopen() already executes its static constructors.
+  if (manifest.runtime != "native") {
+    return refuse("the manifest's runtime is " + quoteText(manifest.runtime) + ", not \"native\"");
+  }
+  if (Status abi = checkAbi(manifest.abi_major, manifest.abi_minor); !abi) {
+    return refuse(abi.message());
+  }
+  fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) return Status::notFound(name + ": no such file");
+  if (!fs::is_regular_file(st)) return refuse("not a regular file");
+  if (!hasElfMagic(path)) {
+    return Status::invalid("not a shared library: " + name + " (no ELF header)");
+  }
+
+  auto lib = std::unique_ptr<NativeLibrary>(new NativeLibrary);
+  lib->file_ = path;
+  lib->handle_ = std::make_unique<Handle>();
+  boost::dll::shared_library& dll = lib->handle_->library;
+  const trellis_plugin* descriptor = nullptr;
+  try {
+    dll.load(path, boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now);
+  } catch (const std::exception& e) {
+    return refuse("not a loadable shared library: " + loadFailureReason(e.what(), name));
+  }
+  try {
+    if (!dll.has(TRELLIS_PLUGIN_ENTRY_SYMBOL)) {
+      return Status::notFound(name + ": does not export " TRELLIS_PLUGIN_ENTRY_SYMBOL
+                                     " (is it a Trellis plugin?)");
+    }
+    auto& entry = dll.get<const trellis_plugin*()>(TRELLIS_PLUGIN_ENTRY_SYMBOL);
+    descriptor = entry();
+  } catch (const std::exception& e) {
+    return refuse(std::string("cannot resolve " TRELLIS_PLUGIN_ENTRY_SYMBOL ": ") + e.what());
+  }
+
+  if (descriptor == nullptr) return refuse(TRELLIS_PLUGIN_ENTRY_SYMBOL " returned NULL");
+  // struct_size is the first field of every version, so it is safe to read before the
+  // rest; nothing past it is touched until the size says the field exists.
+  if (descriptor->struct_size < kDescriptorV1Size) {
+    return refuse("descriptor struct_size " + std::to_string(descriptor->struct_size) +
+                  " is smaller than the ABI 1.0 descriptor (" + std::to_string(kDescriptorV1Size) +
+                  " bytes)");
+  }
+  if (Status abi = checkAbi(descriptor->abi_major, descriptor->abi_minor); !abi) {
+    return refuse(abi.message());
+  }
+  if (descriptor->abi_major != manifest.abi_major || descriptor->abi_minor != manifest.abi_minor) {
+    return refuse("descriptor says ABI " + abiText(descriptor->abi_major, descriptor->abi_minor) +
+                  " but manifest says ABI " + abiText(manifest.abi_major, manifest.abi_minor));
+  }
+
+  auto id = descriptorString(descriptor->id);
+  auto version_text = descriptorString(descriptor->version);
+  if (!id || !version_text) {
+    return refuse(std::string("descriptor ") + (id ? "version" : "id") +
+                  " is NULL or longer than " + std::to_string(kMaxDescriptorString) + " bytes");
+  }
+  auto version = Version::parse(*version_text);
+  // Textual equality (build metadata included): the binary must be exactly what the
+  // manifest describes, not merely of equal precedence.
+  if (*id != manifest.id || !version || version->toString() != manifest.version.toString()) {
+    return refuse("descriptor says " + escapeText(*id + "@" + *version_text) +
+                  " but manifest says " + manifest.id + "@" + manifest.version.toString());
+  }
+  if (descriptor->on_init == nullptr) return refuse("descriptor has no on_init (it is required)");
+
+  lib->descriptor_ = descriptor;
+  return lib;
+}
+
+}  // namespace trellis::kernel::plugin

@@ -1,0 +1,191 @@
+#include "runtime/admin_plane.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Stringifier.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "trellis/kernel/http/problem.h"
+
+namespace trellis::kernel::runtime {
+namespace bhttp = boost::beast::http;
+namespace fs = std::filesystem;
+
+namespace {
+
+http::Response jsonResponse(const http::Request& req, const Poco::Dynamic::Var& body) {
+  std::ostringstream out;
+  Poco::JSON::Stringifier::stringify(body, out, 2);
+  http::Response res{bhttp::status::ok, req.version()};
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = out.str() + "\n";
+  res.keep_alive(req.keep_alive());
+  return res;
+}
+
+bool tokenMatches(std::string_view presented, const std::string& token) {
+  return presented.size() == token.size() &&
+         CRYPTO_memcmp(presented.data(), token.data(), token.size()) == 0;
+}
+
+std::string_view presentedToken(const http::Request& req) {
+  auto it = req.find(bhttp::field::authorization);
+  if (it == req.end()) return {};
+  std::string_view v = it->value();
+  if (v.size() < 7 || (v.substr(0, 7) != "Bearer " && v.substr(0, 7) != "bearer ")) return {};
+  return v.substr(7);
+}
+
+}  // namespace
+
+AdminPlane::AdminPlane(AdminView view, std::string token)
+    : view_(std::move(view)), token_(std::move(token)) {}
+
+void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond respond) {
+  std::string_view target = req.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  auto simple = [&](bool ok, std::string_view body) {
+    http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable,
+                       req.version()};
+    res.set(bhttp::field::content_type, "application/json");
+    res.body() = body;
+    res.keep_alive(req.keep_alive());
+    return res;
+  };
+  if (path == "/healthz") return respond(simple(true, R"({"status":"ok"})"));
+  if (path == "/readyz") {
+    bool ready = view_.ready->load();
+    return respond(simple(ready, ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})"));
+  }
+  if (!tokenMatches(presentedToken(req), token_)) {
+    auto res = http::problem(401, "Unauthorized", "the admin API needs Authorization: Bearer "
+                             "<admin token>", {}, &req);
+    res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
+    return respond(std::move(res));
+  }
+  if (req.method() != bhttp::verb::get) {
+    return respond(http::problem(405, "Method Not Allowed", "the admin API is read-only for now",
+                                 {}, &req));
+  }
+  if (path == "/v1/status") return respond(status(req));
+  if (path == "/v1/plugins") return respond(pluginList(req));
+  if (path == "/metrics") {
+    http::Response res{bhttp::status::ok, req.version()};
+    res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = view_.metrics->render();
+    res.keep_alive(req.keep_alive());
+    return respond(std::move(res));
+  }
+  respond(http::problem(404, "Not Found", "no admin endpoint " + std::string(path), {}, &req));
+}
+
+http::Response AdminPlane::status(const http::Request& req) const {
+  Poco::JSON::Object::Ptr o = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  o->set("version", TRELLIS_VERSION);
+  o->set("abi", std::to_string(TRELLIS_ABI_MAJOR) + "." + std::to_string(TRELLIS_ABI_MINOR));
+  o->set("ready", view_.ready->load());
+  o->set("uptime_seconds", std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::steady_clock::now() - view_.started_at)
+                               .count());
+  o->set("data_plane", view_.data_plane_address());
+  o->set("in_flight", static_cast<uint64_t>(view_.in_flight()));
+  o->set("tenants", static_cast<uint64_t>(view_.tenants));
+  size_t active = 0, failed = 0;
+  for (const auto* p : view_.plugins->plugins()) {
+    if (p->state == PluginState::kActive) ++active;
+    if (p->state == PluginState::kFailed) ++failed;
+  }
+  Poco::JSON::Object::Ptr plugins = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  plugins->set("active", static_cast<uint64_t>(active));
+  plugins->set("failed", static_cast<uint64_t>(failed));
+  plugins->set("broken_packages", static_cast<uint64_t>(view_.plugins->broken().size()));
+  o->set("plugins", plugins);
+  return jsonResponse(req, o);
+}
+
+http::Response AdminPlane::pluginList(const http::Request& req) const {
+  Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
+  for (const auto* p : view_.plugins->plugins()) {
+    Poco::JSON::Object::Ptr o = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+    o->set("id", p->id());
+    o->set("version", p->manifest().version.toString());
+    o->set("state", std::string(pluginStateName(p->state)));
+    o->set("runtime", p->manifest().runtime);
+    o->set("path", p->dir().string());
+    Poco::JSON::Array::Ptr routes = new Poco::JSON::Array;
+    for (const auto& r : p->routes) {
+      routes->add(r.method + " " + r.pattern + (r.blocking ? " (blocking)" : ""));
+    }
+    o->set("routes", routes);
+    Poco::JSON::Array::Ptr caps = new Poco::JSON::Array;
+    for (const auto& c : p->manifest().capabilities) caps->add(c);
+    o->set("capabilities", caps);
+    o->set("denied_calls", p->denied_calls.load());
+    if (!p->error.empty()) o->set("error", p->error);
+    list->add(o);
+  }
+  Poco::JSON::Array::Ptr broken = new Poco::JSON::Array;
+  for (const auto& b : view_.plugins->broken()) {
+    Poco::JSON::Object::Ptr o = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+    o->set("path", b.dir.string());
+    o->set("error", b.error);
+    broken->add(o);
+  }
+  Poco::JSON::Object::Ptr body = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  body->set("plugins", list);
+  body->set("broken_packages", broken);
+  return jsonResponse(req, body);
+}
+
+Result<std::string> loadOrCreateAdminToken(const fs::path& file) {
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    std::ifstream in(file);
+    std::string token;
+    std::getline(in, token);
+    if (token.size() < 16) {
+      return Status::invalid("admin token in " + file.string() + " is shorter than 16 characters");
+    }
+    auto perms = fs::status(file, ec).permissions();
+    if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+      return Status::permissionDenied("admin token file " + file.string() +
+                                      " is readable by others: chmod 600 it");
+    }
+    return token;
+  }
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Status::internal("no randomness for the token");
+  static const char* hex = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : raw) {
+    token += hex[b >> 4];
+    token += hex[b & 15];
+  }
+  fs::create_directories(file.parent_path(), ec);
+  fs::path tmp = file;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::unavailable("cannot write admin token to " + tmp.string());
+  std::string line = token + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), file.c_str()) != 0) {
+    return Status::unavailable("cannot write admin token to " + file.string());
+  }
+  // Printed once, on purpose not through the logger: tokens never reach a log file.
+  std::printf("trellisd: generated an admin token (shown once; stored in %s):\n  %s\n",
+              file.c_str(), token.c_str());
+  std::fflush(stdout);
+  return token;
+}
+
+}  // namespace trellis::kernel::runtime

@@ -1,0 +1,46 @@
+// The admin API, on its own port (loopback by default) behind a bearer token:
+//   GET /healthz, /readyz       no token (for probes)
+//   GET /v1/status              version, ABI, uptime, planes, plugin counts
+//   GET /v1/plugins             every enabled plugin with state, version, routes, error
+//   GET /metrics                Prometheus text: kernel and plugin metrics
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "runtime/plugin_manager.h"
+#include "trellis/kernel/http/message.h"
+#include "trellis/kernel/metrics/registry.h"
+
+namespace trellis::kernel::runtime {
+
+struct AdminView {
+  const PluginManager* plugins = nullptr;
+  const metrics::MetricsRegistry* metrics = nullptr;
+  const std::atomic<bool>* ready = nullptr;
+  std::function<std::string()> data_plane_address;  // "127.0.0.1:8080"
+  std::function<size_t()> in_flight;
+  size_t tenants = 0;
+  std::chrono::steady_clock::time_point started_at;
+};
+
+class AdminPlane : public http::RequestHandler {
+ public:
+  AdminPlane(AdminView view, std::string token);
+  void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
+
+ private:
+  http::Response status(const http::Request& req) const;
+  http::Response pluginList(const http::Request& req) const;
+
+  AdminView view_;
+  std::string token_;
+};
+
+// Reads the admin token from `file`, or — on first start — generates 256 random bits,
+// stores them there with mode 0600 (atomically) and prints them once to stdout.
+Result<std::string> loadOrCreateAdminToken(const std::filesystem::path& file);
+
+}  // namespace trellis::kernel::runtime

@@ -1,0 +1,142 @@
+#include "trellis/kernel/app/application.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+
+#include "runtime/access_log.h"
+#include "runtime/admin_plane.h"
+#include "runtime/data_plane.h"
+#include "runtime/plugin_manager.h"
+#include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/exec/blocking_pool.h"
+#include "trellis/kernel/http/server.h"
+#include "trellis/kernel/metrics/registry.h"
+#include "trellis/kernel/storage/kv_store.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::app {
+namespace fs = std::filesystem;
+using runtime::PluginManager;
+
+constexpr size_t kEventQueue = 10'000;
+
+struct Application::Impl {
+  explicit Impl(config::Config c)
+      : cfg(std::move(c)),
+        events(kEventQueue),
+        pool(cfg.server.blocking_threads, cfg.server.blocking_queue),
+        access_log(cfg.access_log) {}
+
+  config::Config cfg;
+  std::chrono::steady_clock::time_point started_at = std::chrono::steady_clock::now();
+  std::atomic<bool> ready{false};
+  metrics::MetricsRegistry metrics;
+  events::EventBus events;
+  tenants::TenantDirectory tenants;
+  std::unique_ptr<storage::KvStore> kv;
+  exec::BlockingPool pool;
+  runtime::AccessLog access_log;
+  std::unique_ptr<PluginManager> plugins;
+  runtime::RouteTable routes;
+  std::unique_ptr<http::Server> data;
+  std::unique_ptr<http::Server> admin;
+  bool stopped = false;
+};
+
+Application::Application(config::Config config)
+    : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Application::~Application() { stop(); }
+
+Status Application::start() {
+  Impl& s = *impl_;
+  for (const auto& t : s.cfg.tenants) {
+    std::vector<std::string> hashes;
+    for (const auto& k : t.keys) hashes.push_back(k.sha256_hex);
+    if (Status st = s.tenants.add({t.id}, hashes); !st) return st;
+  }
+
+  auto kv = storage::openSqliteKvStore(s.cfg.data_dir / "tenants");
+  if (!kv) return kv.status();
+  s.kv = std::move(*kv);
+
+  auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
+  if (!token) return token.status();
+
+  s.plugins = std::make_unique<PluginManager>(
+      runtime::HostServices{s.kv.get(), &s.events, &s.metrics, &s.tenants});
+  s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
+  s.routes = s.plugins->buildRouteTable();
+
+  const auto& sc = s.cfg.server;
+  http::ServerOptions data_opts{.name = "data",
+                                .host = sc.listen.host,
+                                .port = sc.listen.port,
+                                .threads = sc.threads,
+                                .max_header_bytes = sc.max_header_bytes,
+                                .max_body_bytes = sc.max_body_bytes,
+                                .read_timeout = sc.read_timeout,
+                                .idle_timeout = sc.idle_timeout};
+  s.data = std::make_unique<http::Server>(
+      data_opts, std::make_shared<runtime::DataPlane>(s.routes, s.tenants, s.pool, s.access_log,
+                                                      s.metrics, s.ready));
+  if (Status st = s.data->start(); !st) return st;
+
+  runtime::AdminView view;
+  view.plugins = s.plugins.get();
+  view.metrics = &s.metrics;
+  view.ready = &s.ready;
+  view.tenants = s.cfg.tenants.size();
+  view.started_at = s.started_at;
+  view.data_plane_address = [this] {
+    return impl_->cfg.server.listen.host + ":" + std::to_string(impl_->data->port());
+  };
+  view.in_flight = [this] { return impl_->data->inFlight(); };
+  http::ServerOptions admin_opts{.name = "admin",
+                                 .host = s.cfg.admin.listen.host,
+                                 .port = s.cfg.admin.listen.port,
+                                 .threads = 1};
+  s.admin = std::make_unique<http::Server>(
+      admin_opts, std::make_shared<runtime::AdminPlane>(std::move(view), std::move(*token)));
+  if (Status st = s.admin->start(); !st) return st;
+
+  s.ready = true;
+  spdlog::info("trellisd {} serving on {}:{} (admin {}:{})", TRELLIS_VERSION, sc.listen.host,
+               s.data->port(), s.cfg.admin.listen.host, s.admin->port());
+  return Status::ok();
+}
+
+void Application::stop() {
+  Impl& s = *impl_;
+  if (s.stopped) return;
+  s.stopped = true;
+  s.ready = false;
+  if (s.data) {
+    spdlog::info("draining in-flight requests (up to {} ms)", s.cfg.server.drain_timeout.count());
+    s.data->stop(s.cfg.server.drain_timeout);
+  }
+  if (s.admin) s.admin->stop(std::chrono::milliseconds(1000));
+  s.events.flush();
+  if (s.plugins) s.plugins->stopAll();
+  spdlog::info("trellisd stopped");
+}
+
+uint16_t Application::port() const { return impl_->data ? impl_->data->port() : 0; }
+uint16_t Application::adminPort() const { return impl_->admin ? impl_->admin->port() : 0; }
+
+Status Application::writeReadyFile(const fs::path& file) const {
+  fs::path tmp = file;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "{\"port\":" << port() << ",\"admin_port\":" << adminPort() << "}\n";
+    if (!out) return Status::unavailable("cannot write " + tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, file, ec);
+  if (ec) return Status::unavailable("cannot write " + file.string() + ": " + ec.message());
+  return Status::ok();
+}
+
+}  // namespace trellis::kernel::app

@@ -1,0 +1,56 @@
+// The opaque handles of the C ABI, defined on the host side. A trellis_ctx lives on the
+// stack of the kernel code that calls into a plugin and is registered as "live" on that
+// thread for exactly the duration of the call (CallScope); host functions refuse any ctx
+// that is not live on the calling thread, so a plugin can neither forge one nor keep one.
+#pragma once
+
+#include <deque>
+#include <string>
+#include <string_view>
+
+#include "runtime/plugin_instance.h"
+#include "trellis/kernel/http/message.h"
+#include "trellis/kernel/http/router.h"
+#include "trellis/plugin.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::runtime {
+
+enum class Phase { kInit, kStart, kStop, kRequest, kEvent };
+
+// Marks `ctx` live on this thread until destruction. Nests (an event delivered while a
+// request runs on the same thread is a separate, inner scope).
+class CallScope {
+ public:
+  explicit CallScope(const trellis_ctx* ctx);
+  ~CallScope();
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+  static bool isLive(const trellis_ctx* ctx);
+};
+
+// The host table every plugin receives. Static storage; never changes.
+const trellis_host_api* hostApi();
+
+}  // namespace trellis::kernel::runtime
+
+struct trellis_ctx {
+  trellis::kernel::runtime::PluginInstance* plugin = nullptr;
+  const trellis::tenants::Tenant* tenant = nullptr;  // null outside tenant calls
+  trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
+  std::string error;  // last message from host->set_error
+};
+
+struct trellis_request {
+  const trellis::kernel::http::Request* http = nullptr;
+  const trellis::kernel::http::RouteMatch* match = nullptr;
+  std::string_view path;
+  std::string_view query;
+  // Decoded values handed to the plugin as borrowed views; deque keeps them in place.
+  mutable std::deque<std::string> scratch;
+};
+
+struct trellis_response {
+  trellis::kernel::http::Response http;
+};

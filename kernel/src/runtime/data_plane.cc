@@ -1,0 +1,202 @@
+#include "runtime/data_plane.h"
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+#include "runtime/call_context.h"
+#include "trellis/kernel/http/problem.h"
+
+namespace trellis::kernel::runtime {
+namespace bhttp = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The key from "Authorization: Bearer <key>" (scheme case-insensitive), or "".
+std::string_view bearerKey(const http::Request& req) {
+  auto it = req.find(bhttp::field::authorization);
+  if (it == req.end()) return {};
+  std::string_view v = it->value();
+  constexpr std::string_view kScheme = "bearer ";
+  if (v.size() <= kScheme.size()) return {};
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(v[i])) != kScheme[i]) return {};
+  }
+  v.remove_prefix(kScheme.size());
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  return v;
+}
+
+http::Response health(const http::Request& req, bool ok) {
+  http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable, req.version()};
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = ok ? R"({"status":"ok"})" : R"({"status":"unavailable"})";
+  res.keep_alive(req.keep_alive());
+  return res;
+}
+
+}  // namespace
+
+unsigned httpStatusFor(trellis_status s) {
+  switch (s) {
+    case TRELLIS_INVALID: return 400;
+    case TRELLIS_NOT_FOUND: return 404;
+    case TRELLIS_PERMISSION_DENIED: return 403;
+    case TRELLIS_QUOTA_EXCEEDED: return 429;
+    case TRELLIS_UNAVAILABLE: return 503;
+    case TRELLIS_TIMEOUT: return 504;
+    case TRELLIS_CONFLICT: return 409;
+    case TRELLIS_UNIMPLEMENTED: return 501;
+    default: return 500;
+  }
+}
+
+DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantDirectory& tenants,
+                     exec::BlockingPool& pool, AccessLog& access_log,
+                     metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready)
+    : routes_(routes),
+      tenants_(tenants),
+      pool_(pool),
+      access_log_(access_log),
+      ready_(ready),
+      latency_(metrics
+                   .histogram("trellis_http_request_duration_seconds",
+                              "Data-plane request latency", {"plane"})
+                   .labels({"data"})),
+      pool_rejections_(metrics
+                           .counter("trellis_blocking_pool_rejections_total",
+                                    "Blocking-route requests refused because the pool was full")
+                           .labels({})) {
+  auto& family = metrics.counter("trellis_http_requests_total",
+                                 "Data-plane requests by status class", {"plane", "code"});
+  const char* classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (size_t i = 0; i < requests_by_class_.size(); ++i) {
+    requests_by_class_[i] = &family.labels({"data", classes[i]});
+  }
+}
+
+void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond respond) {
+  const auto started = Clock::now();
+  std::string_view target = req.target();
+  size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+
+  if (path == "/healthz" || path == "/readyz") {
+    respond(health(req, path == "/healthz" || ready_.load(std::memory_order_relaxed)));
+    return;
+  }
+
+  const std::string request_id = newRequestId();
+  auto reject = [&](http::Response res, std::string_view tenant) {
+    finish(req, peer, res, request_id, tenant, nullptr, started);
+    respond(std::move(res));
+  };
+
+  const tenants::Tenant* tenant = tenants_.resolve(bearerKey(req));
+  if (tenant == nullptr) {
+    auto res = http::problem(401, "Unauthorized",
+                             "a valid tenant key is required: Authorization: Bearer <key>",
+                             {{"request_id", request_id}}, &req);
+    res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis\"");
+    reject(std::move(res), "");
+    return;
+  }
+
+  auto match = routes_.router.match(req.method_string(), path);
+  if (!match) {
+    bool other = routes_.router.matchesOtherMethod(req.method_string(), path);
+    reject(other ? http::problem(405, "Method Not Allowed",
+                                 "no route for " + std::string(req.method_string()) + " " +
+                                     std::string(path),
+                                 {{"request_id", request_id}}, &req)
+                 : http::problem(404, "Not Found", "no route for " + std::string(path),
+                                 {{"request_id", request_id}}, &req),
+           tenant->id);
+    return;
+  }
+
+  const RouteTarget& route = routes_.targets[match->target];
+  if (!route.blocking) {
+    auto res = invoke(route, *tenant, req, *match, path, query, request_id);
+    finish(req, peer, res, request_id, tenant->id, &route, started);
+    respond(std::move(res));
+    return;
+  }
+  // The request and the strings it views stay alive until `respond` runs.
+  bool queued = pool_.trySubmit([this, &route, tenant, &req, peer, match = std::move(*match),
+                                 path, query, request_id, started, respond]() mutable {
+    auto res = invoke(route, *tenant, req, match, path, query, request_id);
+    finish(req, peer, res, request_id, tenant->id, &route, started);
+    respond(std::move(res));
+  });
+  if (!queued) {
+    pool_rejections_.add(1);
+    auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
+                             {{"request_id", request_id}}, &req);
+    res.set(bhttp::field::retry_after, "1");
+    reject(std::move(res), tenant->id);
+  }
+}
+
+http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenant& tenant,
+                                 const http::Request& req, const http::RouteMatch& match,
+                                 std::string_view path, std::string_view query,
+                                 const std::string& request_id) {
+  trellis_ctx ctx;
+  ctx.plugin = target.plugin;
+  ctx.tenant = &tenant;
+  ctx.phase = Phase::kRequest;
+  trellis_request request;
+  request.http = &req;
+  request.match = &match;
+  request.path = path;
+  request.query = query;
+  trellis_response response;
+  response.http.version(req.version());
+  response.http.result(bhttp::status::ok);
+
+  trellis_status status = TRELLIS_INTERNAL;
+  try {
+    CallScope scope(&ctx);
+    status = target.handler(target.user, &ctx, &request, &response);
+  } catch (...) {  // a plugin broke the ABI rule; contain it anyway
+    ctx.error = "exception escaped the plugin handler";
+  }
+  if (status == TRELLIS_OK) {
+    response.http.keep_alive(req.keep_alive());
+    response.http.set("X-Request-Id", request_id);
+    return std::move(response.http);
+  }
+  unsigned code = httpStatusFor(status);
+  spdlog::error("plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(),
+                tenant.id, request_id, target.method, target.pattern,
+                statusCodeName(static_cast<StatusCode>(status)),
+                ctx.error.empty() ? "" : ": " + ctx.error);
+  // The plugin's message may hold internals: it goes to the log, never to the client.
+  auto res = http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)),
+                           "the plugin " + target.plugin->id() + " could not handle the request",
+                           {{"request_id", request_id}}, &req);
+  res.set("X-Request-Id", request_id);
+  return res;
+}
+
+void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::Response& res,
+                       const std::string& request_id, std::string_view tenant,
+                       const RouteTarget* target, Clock::time_point started) {
+  auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+  unsigned status = res.result_int();
+  requests_by_class_[status >= 100 && status < 600 ? status / 100 : 0]->add(1);
+  latency_.observe(static_cast<double>(micros) / 1e6);
+  if (!access_log_.enabled()) return;
+  std::string_view target_str = req.target();
+  access_log_.record({request_id, "data", peer.address, tenant, req.method_string(),
+                      target_str.substr(0, target_str.find('?')),
+                      target ? std::string_view(target->pattern) : std::string_view(),
+                      target ? std::string_view(target->plugin->id()) : std::string_view(),
+                      status, res.body().size(), static_cast<uint64_t>(micros)});
+}
+
+}  // namespace trellis::kernel::runtime

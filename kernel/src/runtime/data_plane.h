@@ -1,0 +1,48 @@
+// The data plane's request handler: health probes, tenant resolution from the bearer
+// key, routing to the tenant's plugins, and the call through the C ABI — inline on the
+// event loop, or on the blocking pool for routes the manifest declares blocking.
+#pragma once
+
+#include <array>
+#include <atomic>
+
+#include "runtime/access_log.h"
+#include "runtime/plugin_manager.h"
+#include "trellis/kernel/exec/blocking_pool.h"
+#include "trellis/kernel/http/message.h"
+#include "trellis/kernel/metrics/registry.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::runtime {
+
+class DataPlane : public http::RequestHandler {
+ public:
+  DataPlane(const RouteTable& routes, const tenants::TenantDirectory& tenants,
+            exec::BlockingPool& pool, AccessLog& access_log, metrics::MetricsRegistry& metrics,
+            const std::atomic<bool>& ready);
+
+  void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
+
+ private:
+  http::Response invoke(const RouteTarget& target, const tenants::Tenant& tenant,
+                        const http::Request& req, const http::RouteMatch& match,
+                        std::string_view path, std::string_view query,
+                        const std::string& request_id);
+  void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
+              const std::string& request_id, std::string_view tenant,
+              const RouteTarget* target, std::chrono::steady_clock::time_point started);
+
+  const RouteTable& routes_;
+  const tenants::TenantDirectory& tenants_;
+  exec::BlockingPool& pool_;
+  AccessLog& access_log_;
+  const std::atomic<bool>& ready_;
+  std::array<metrics::Counter*, 6> requests_by_class_;  // [0] other, [1..5] 1xx..5xx
+  metrics::Histogram& latency_;
+  metrics::Counter& pool_rejections_;
+};
+
+// Maps a plugin's failure status to the HTTP status the client sees.
+unsigned httpStatusFor(trellis_status s);
+
+}  // namespace trellis::kernel::runtime

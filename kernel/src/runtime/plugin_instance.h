@@ -1,0 +1,99 @@
+// One loaded plugin as the kernel sees it: manifest, library, the state its on_init
+// returned, and everything it registered. Owned by PluginManager; host API calls reach
+// it through the call context.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "trellis/kernel/plugin/manifest.h"
+#include "trellis/kernel/plugin/native_library.h"
+#include "trellis/plugin.h"
+
+namespace trellis::kernel::events {
+class EventBus;
+}
+namespace trellis::kernel::metrics {
+class MetricsRegistry;
+class Counter;
+class Gauge;
+class Histogram;
+}  // namespace trellis::kernel::metrics
+namespace trellis::kernel::storage {
+class KvStore;
+}
+namespace trellis::tenants {
+class TenantDirectory;
+}
+
+namespace trellis::kernel::runtime {
+
+// Kernel services every plugin reaches through the host table.
+struct HostServices {
+  storage::KvStore* kv = nullptr;
+  events::EventBus* events = nullptr;
+  metrics::MetricsRegistry* metrics = nullptr;
+  const tenants::TenantDirectory* tenants = nullptr;
+};
+
+enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };
+std::string_view pluginStateName(PluginState s);
+
+struct RouteRegistration {
+  std::string method;
+  std::string pattern;
+  trellis_handler_fn handler = nullptr;
+  void* user = nullptr;
+  bool blocking = false;
+};
+
+using MetricSlot = std::variant<metrics::Counter*, metrics::Gauge*, metrics::Histogram*>;
+
+class PluginInstance {
+ public:
+  PluginInstance(plugin::Manifest manifest, std::filesystem::path dir, std::string config_json,
+                 HostServices services)
+      : manifest_(std::move(manifest)),
+        dir_(std::move(dir)),
+        config_json_(std::move(config_json)),
+        services_(services) {}
+
+  const plugin::Manifest& manifest() const { return manifest_; }
+  const std::string& id() const { return manifest_.id; }
+  const std::filesystem::path& dir() const { return dir_; }
+  const HostServices& services() const { return services_; }
+
+  // Dotted-path lookup in the plugin's config; the returned view stays valid for the
+  // plugin's lifetime (answers are cached). NOT_FOUND if absent.
+  Result<std::string_view> config(std::string_view path);
+
+  // Lifecycle state as reported to operators; read by the event thread, hence atomic.
+  std::atomic<PluginState> state{PluginState::kDiscovered};
+  std::string error;  // why it failed, for the admin API and CLI
+
+  std::unique_ptr<plugin::NativeLibrary> library;
+  void* plugin_state = nullptr;  // from on_init
+
+  // Filled during on_init.
+  std::vector<RouteRegistration> routes;
+  std::vector<uint64_t> subscriptions;
+  std::vector<MetricSlot> metrics;
+
+  std::atomic<uint64_t> denied_calls{0};
+
+ private:
+  plugin::Manifest manifest_;
+  std::filesystem::path dir_;
+  std::string config_json_;
+  HostServices services_;
+  std::mutex config_mu_;
+  std::map<std::string, std::string, std::less<>> config_cache_;  // node-stable
+};
+
+}  // namespace trellis::kernel::runtime

@@ -1,0 +1,291 @@
+#include "runtime/plugin_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "runtime/call_context.h"
+#include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/plugin/resolver.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::runtime {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::string_view kManifestFile = "trellis-plugin.json";
+
+struct Candidate {
+  plugin::Manifest manifest;
+  fs::path dir;
+};
+
+// Every plugin folder (a directory holding trellis-plugin.json) directly below `dirs`.
+std::map<std::string, std::vector<Candidate>> discover(const std::vector<fs::path>& dirs,
+                                                       std::vector<BrokenPackage>& broken) {
+  std::map<std::string, std::vector<Candidate>> found;
+  for (const auto& dir : dirs) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {
+      spdlog::warn("plugin directory {} does not exist", dir.string());
+      continue;
+    }
+    std::vector<fs::path> subdirs;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.is_directory() && fs::exists(entry.path() / kManifestFile)) {
+        subdirs.push_back(entry.path());
+      }
+    }
+    std::sort(subdirs.begin(), subdirs.end());
+    for (const auto& sub : subdirs) {
+      auto manifest = plugin::Manifest::load(sub / kManifestFile);
+      if (!manifest) {
+        broken.push_back({sub, manifest.status().message()});
+        continue;
+      }
+      found[manifest->id].push_back({std::move(*manifest), sub});
+    }
+  }
+  return found;
+}
+
+std::string readAll(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Checks the SHA-256 of every file the manifest lists, before any code is loaded.
+Status verifyFiles(const plugin::Manifest& m, const fs::path& dir) {
+  for (const auto& [rel, expected] : m.files) {
+    fs::path file = dir / rel;
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) return Status::notFound("listed file " + rel + " is missing");
+    if (tenants::sha256Hex(readAll(file)) != expected) {
+      return Status::invalid("SHA-256 of " + rel + " does not match the manifest");
+    }
+  }
+  return Status::ok();
+}
+
+// "/a/{x}/b" and "/a/{y}/b" are the same route shape.
+std::string routeShape(const std::string& pattern) {
+  static const std::regex param(R"(\{[^}]*\})");
+  return std::regex_replace(pattern, param, "{}");
+}
+
+}  // namespace
+
+PluginManager::~PluginManager() { stopAll(); }
+
+void PluginManager::fail(PluginInstance& p, std::string why) {
+  spdlog::error("plugin {} failed: {}", p.id(), why);
+  stopPlugin(p);
+  p.state = PluginState::kFailed;
+  p.error = std::move(why);
+}
+
+void PluginManager::startAll(const std::vector<fs::path>& dirs,
+                             const std::vector<config::PluginEntry>& enabled) {
+  auto found = discover(dirs, broken_);
+  for (const auto& b : broken_) {
+    spdlog::error("plugin package {} is broken: {}", b.dir.string(), b.error);
+  }
+  const auto host_version = plugin::Version::parse(TRELLIS_VERSION);
+
+  // Load: pick the highest installed version of each enabled plugin and open it.
+  std::map<std::string, plugin::Manifest> loaded;
+  for (const auto& entry : enabled) {
+    auto it = found.find(entry.id);
+    if (it == found.end()) {
+      plugin::Manifest placeholder;
+      placeholder.id = entry.id;
+      auto p = std::make_unique<PluginInstance>(std::move(placeholder), fs::path(),
+                                                entry.config_json, services_);
+      fail(*p, "not installed in any plugin directory");
+      by_id_[entry.id] = std::move(p);
+      continue;
+    }
+    auto& candidates = it->second;
+    auto best = std::max_element(candidates.begin(), candidates.end(),
+                                 [](const Candidate& a, const Candidate& b) {
+                                   return a.manifest.version < b.manifest.version;
+                                 });
+    auto p = std::make_unique<PluginInstance>(best->manifest, best->dir, entry.config_json,
+                                              services_);
+    PluginInstance& inst = *p;
+    by_id_[entry.id] = std::move(p);
+    const auto& m = inst.manifest();
+    if (m.host && host_version && !m.host->contains(*host_version)) {
+      fail(inst, "needs trellisd " + m.host->text() + " but this is " TRELLIS_VERSION);
+      continue;
+    }
+    if (m.runtime != "native") {
+      fail(inst, "runtime \"" + m.runtime + "\" is not supported by this host yet");
+      continue;
+    }
+    auto entry_file = m.entryForThisPlatform();
+    if (!entry_file) {
+      fail(inst, entry_file.status().message());
+      continue;
+    }
+    if (Status s = verifyFiles(m, inst.dir()); !s) {
+      fail(inst, s.message());
+      continue;
+    }
+    auto library = plugin::NativeLibrary::open(inst.dir() / *entry_file, m);
+    if (!library) {
+      fail(inst, library.status().message());
+      continue;
+    }
+    inst.library = std::move(*library);
+    inst.state = PluginState::kLoaded;
+    loaded.emplace(m.id, m);
+  }
+
+  // Resolve: dependencies first; cycles and unsatisfied ranges are refused by name.
+  plugin::StartPlan plan = plugin::resolveStartOrder(loaded);
+  for (const auto& [id, why] : plan.refused) fail(*by_id_.at(id), why);
+
+  auto dependenciesReady = [&](PluginInstance& p, PluginState needed) -> bool {
+    for (const auto& dep : p.manifest().dependencies) {
+      auto& d = *by_id_.at(dep.id);
+      if (d.state != needed) {
+        fail(p, "dependency " + dep.id + " failed: " + d.error);
+        return false;
+      }
+    }
+    return true;
+  };
+
+  for (const auto& id : plan.order) {
+    PluginInstance& p = *by_id_.at(id);
+    order_.push_back(&p);
+    if (dependenciesReady(p, PluginState::kInitialized)) initPlugin(p);
+  }
+  for (PluginInstance* p : order_) {
+    if (p->state != PluginState::kInitialized) continue;
+    if (!dependenciesReady(*p, PluginState::kActive)) continue;
+    const trellis_plugin& d = p->library->descriptor();
+    if (d.on_start) {
+      trellis_ctx ctx;
+      ctx.plugin = p;
+      ctx.phase = Phase::kStart;
+      trellis_status s = TRELLIS_OK;
+      {
+        CallScope scope(&ctx);
+        s = d.on_start(p->plugin_state, &ctx);
+      }
+      if (s != TRELLIS_OK) {
+        fail(*p, "on_start returned " +
+                     std::string(statusCodeName(static_cast<StatusCode>(s))) +
+                     (ctx.error.empty() ? "" : ": " + ctx.error));
+        continue;
+      }
+    }
+    p->state = PluginState::kActive;
+    spdlog::info("plugin {}@{} active ({} routes)", p->id(), p->manifest().version.toString(),
+                 p->routes.size());
+  }
+  // Failed plugins are reported after the started ones.
+  for (auto& [id, p] : by_id_) {
+    if (std::find(order_.begin(), order_.end(), p.get()) == order_.end()) order_.push_back(p.get());
+  }
+}
+
+bool PluginManager::initPlugin(PluginInstance& p) {
+  const trellis_plugin& d = p.library->descriptor();
+  trellis_ctx ctx;
+  ctx.plugin = &p;
+  ctx.phase = Phase::kInit;
+  trellis_status s = TRELLIS_INTERNAL;
+  {
+    CallScope scope(&ctx);
+    s = d.on_init(hostApi(), &ctx, &p.plugin_state);
+  }
+  if (s != TRELLIS_OK) {
+    p.plugin_state = nullptr;  // on_init failed: it owns nothing we may destroy
+    fail(p, "on_init returned " + std::string(statusCodeName(static_cast<StatusCode>(s))) +
+                (ctx.error.empty() ? "" : ": " + ctx.error));
+    return false;
+  }
+  p.state = PluginState::kInitialized;
+  return true;
+}
+
+void PluginManager::stopPlugin(PluginInstance& p) {
+  // No event may reach the plugin once it starts tearing down.
+  if (services_.events) {
+    for (uint64_t id : p.subscriptions) services_.events->unsubscribe(id);
+    if (!p.subscriptions.empty()) services_.events->flush();
+  }
+  p.subscriptions.clear();
+  if (p.library) {
+    const trellis_plugin& d = p.library->descriptor();
+    if (p.state == PluginState::kActive && d.on_stop) {
+      trellis_ctx ctx;
+      ctx.plugin = &p;
+      ctx.phase = Phase::kStop;
+      CallScope scope(&ctx);
+      d.on_stop(p.plugin_state, &ctx);
+    }
+    bool initialized = p.state == PluginState::kInitialized || p.state == PluginState::kActive;
+    if (initialized && d.on_destroy) {
+      d.on_destroy(p.plugin_state);
+    }
+  }
+  p.plugin_state = nullptr;
+  p.routes.clear();
+  p.metrics.clear();
+  p.library.reset();
+  p.state = PluginState::kStopped;
+}
+
+RouteTable PluginManager::buildRouteTable() {
+  RouteTable table;
+  for (PluginInstance* p : order_) {
+    if (p->state != PluginState::kActive) continue;
+    http::Router trial = table.router;
+    std::string conflict;
+    for (size_t i = 0; i < p->routes.size() && conflict.empty(); ++i) {
+      const auto& r = p->routes[i];
+      if (Status s = trial.add(r.method, r.pattern, table.targets.size() + i); !s) {
+        conflict = "route " + r.method + " " + r.pattern + " conflicts";
+        for (const auto& t : table.targets) {
+          if (t.method == r.method && routeShape(t.pattern) == routeShape(r.pattern)) {
+            conflict += " with " + t.plugin->id() + "'s " + t.method + " " + t.pattern;
+          }
+        }
+      }
+    }
+    if (!conflict.empty()) {
+      fail(*p, conflict);
+      continue;
+    }
+    table.router = std::move(trial);
+    for (const auto& r : p->routes) {
+      table.targets.push_back({p, r.handler, r.user, r.blocking, r.method, r.pattern});
+    }
+  }
+  return table;
+}
+
+void PluginManager::stopAll() {
+  for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
+    PluginInstance& p = **it;
+    if (p.state == PluginState::kActive || p.state == PluginState::kInitialized) {
+      stopPlugin(p);
+      spdlog::info("plugin {} stopped", p.id());
+    }
+  }
+}
+
+std::vector<const PluginInstance*> PluginManager::plugins() const {
+  return {order_.begin(), order_.end()};
+}
+
+}  // namespace trellis::kernel::runtime

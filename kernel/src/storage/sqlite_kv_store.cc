@@ -1,0 +1,285 @@
+// KvStore on SQLite through SOCI. One database file per tenant keeps tenants apart at the
+// file level (a bug in a query cannot read another tenant's rows) and lets an operator
+// back up, move or delete one tenant's data with ordinary file tools.
+//
+// Keys and values are bound as strings (SOCI 4.0's sqlite3 backend passes the length, so
+// NUL bytes survive) and CAST to BLOB in SQL, so every stored key is a BLOB and compares
+// with memcmp: byte order for list(), and no collation or UTF-8 rules apply.
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "trellis/kernel/storage/kv_store.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::storage {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// The smallest byte string greater than every string starting with `prefix`, or nullopt
+// when there is none (empty prefix, or all bytes 0xff).
+std::optional<std::string> prefixSuccessor(std::string_view prefix) {
+  std::string s(prefix);
+  while (!s.empty() && static_cast<unsigned char>(s.back()) == 0xff) s.pop_back();
+  if (s.empty()) return std::nullopt;
+  s.back() = static_cast<char>(static_cast<unsigned char>(s.back()) + 1);
+  return s;
+}
+
+Status validateKey(std::string_view key) {
+  if (key.empty()) return Status::invalid("key is empty");
+  if (key.size() > kMaxKeyBytes) {
+    return Status::invalid("key is " + std::to_string(key.size()) + " bytes; the limit is " +
+                           std::to_string(kMaxKeyBytes));
+  }
+  return Status::ok();
+}
+
+// One open database. The mutex serialises every use of the session (SOCI sessions are
+// not thread-safe) and makes read-check-write sequences atomic within this process;
+// BEGIN IMMEDIATE makes them atomic against other processes on the same file too.
+struct TenantDb {
+  std::mutex mu;
+  soci::session sql;
+};
+
+// BEGIN IMMEDIATE ... COMMIT, rolled back unless commit() was reached.
+class WriteTransaction {
+ public:
+  explicit WriteTransaction(soci::session& sql) : sql_(sql) { sql_ << "BEGIN IMMEDIATE"; }
+  ~WriteTransaction() {
+    if (open_) {
+      try {
+        sql_ << "ROLLBACK";
+      } catch (const std::exception&) {
+        // The connection is already failing; SQLite rolls back on its own when the
+        // transaction cannot continue, and the caller reports the original error.
+      }
+    }
+  }
+  WriteTransaction(const WriteTransaction&) = delete;
+  WriteTransaction& operator=(const WriteTransaction&) = delete;
+  void commit() {
+    sql_ << "COMMIT";
+    open_ = false;
+  }
+
+ private:
+  soci::session& sql_;
+  bool open_ = true;
+};
+
+class SqliteKvStore final : public KvStore {
+ public:
+  explicit SqliteKvStore(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  Result<KvEntry> get(const Scope& scope, std::string_view key) override {
+    if (auto s = validateKey(key); !s) return s;
+    auto db = open(scope);
+    if (!db) return db.status();
+    TenantDb& t = **db;
+    std::lock_guard lock(t.mu);
+    try {
+      std::string k(key), value;
+      long long version = 0;
+      soci::indicator ind = soci::i_ok;
+      t.sql << "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
+          soci::use(scope.plugin), soci::use(k), soci::into(value, ind), soci::into(version);
+      if (!t.sql.got_data()) return Status::notFound("no such key");
+      if (ind == soci::i_null) value.clear();
+      return KvEntry{std::move(k), std::move(value), static_cast<uint64_t>(version)};
+    } catch (const std::exception& e) {
+      return failure(scope, "get", e);
+    }
+  }
+
+  Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
+                       uint64_t expected_version) override {
+    if (auto s = validateKey(key); !s) return s;
+    if (value.size() > kMaxValueBytes) {
+      return Status::invalid("value is " + std::to_string(value.size()) +
+                             " bytes; the limit is " + std::to_string(kMaxValueBytes));
+    }
+    auto db = open(scope);
+    if (!db) return db.status();
+    TenantDb& t = **db;
+    std::lock_guard lock(t.mu);
+    try {
+      std::string k(key), v(value);
+      WriteTransaction tx(t.sql);
+      uint64_t current = currentVersion(t.sql, scope.plugin, k);
+      if (expected_version != kAnyVersion && expected_version != current) {
+        return conflict(expected_version, current);
+      }
+      long long next = static_cast<long long>(current) + 1;
+      if (current == kAbsent) {
+        t.sql << "INSERT INTO kv(plugin, key, value, version) "
+                 "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)",
+            soci::use(scope.plugin), soci::use(k), soci::use(v), soci::use(next);
+      } else {
+        t.sql << "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
+                 "WHERE plugin = :p AND key = CAST(:k AS BLOB)",
+            soci::use(v), soci::use(next), soci::use(scope.plugin), soci::use(k);
+      }
+      tx.commit();
+      return static_cast<uint64_t>(next);
+    } catch (const std::exception& e) {
+      return failure(scope, "put", e);
+    }
+  }
+
+  Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
+    if (auto s = validateKey(key); !s) return s;
+    auto db = open(scope);
+    if (!db) return db.status();
+    TenantDb& t = **db;
+    std::lock_guard lock(t.mu);
+    try {
+      std::string k(key);
+      WriteTransaction tx(t.sql);
+      uint64_t current = currentVersion(t.sql, scope.plugin, k);
+      if (current == kAbsent) return Status::notFound("no such key");
+      if (expected_version != kAnyVersion && expected_version != current) {
+        return conflict(expected_version, current);
+      }
+      t.sql << "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
+          soci::use(scope.plugin), soci::use(k);
+      tx.commit();
+      return Status::ok();
+    } catch (const std::exception& e) {
+      return failure(scope, "remove", e);
+    }
+  }
+
+  Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
+                                    std::string_view start_after, uint32_t limit) override {
+    if (prefix.size() > kMaxKeyBytes || start_after.size() > kMaxKeyBytes) {
+      return Status::invalid("prefix and start_after are limited to " +
+                             std::to_string(kMaxKeyBytes) + " bytes");
+    }
+    auto db = open(scope);
+    if (!db) return db.status();
+    TenantDb& t = **db;
+
+    // Range conditions instead of LIKE/GLOB: '%', '_' and '*' in a prefix stay literal
+    // bytes, and the primary-key index serves the scan.
+    std::string lower(prefix), after(start_after);
+    std::optional<std::string> upper = prefixSuccessor(prefix);
+    int n = static_cast<int>(limit == 0 || limit > kMaxListLimit ? kMaxListLimit : limit);
+    std::string query =
+        "SELECT key, value, version FROM kv WHERE plugin = :p AND key >= CAST(:lo AS BLOB)";
+    if (!after.empty()) query += " AND key > CAST(:after AS BLOB)";
+    if (upper) query += " AND key < CAST(:hi AS BLOB)";
+    query += " ORDER BY key LIMIT :n";
+
+    std::lock_guard lock(t.mu);
+    try {
+      std::string key, value;
+      long long version = 0;
+      soci::indicator ind = soci::i_ok;
+      soci::statement st(t.sql);
+      st.exchange(soci::use(scope.plugin));
+      st.exchange(soci::use(lower));
+      if (!after.empty()) st.exchange(soci::use(after));
+      if (upper) st.exchange(soci::use(*upper));
+      st.exchange(soci::use(n));
+      st.exchange(soci::into(key));
+      st.exchange(soci::into(value, ind));
+      st.exchange(soci::into(version));
+      st.alloc();
+      st.prepare(query);
+      st.define_and_bind();
+      std::vector<KvEntry> out;
+      if (st.execute(true)) {
+        do {
+          if (ind == soci::i_null) value.clear();
+          out.push_back(KvEntry{key, value, static_cast<uint64_t>(version)});
+        } while (st.fetch());
+      }
+      return out;
+    } catch (const std::exception& e) {
+      return failure(scope, "list", e);
+    }
+  }
+
+ private:
+  static uint64_t currentVersion(soci::session& sql, const std::string& plugin,
+                                 const std::string& key) {
+    long long version = 0;
+    sql << "SELECT version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
+        soci::use(plugin), soci::use(key), soci::into(version);
+    return sql.got_data() ? static_cast<uint64_t>(version) : kAbsent;
+  }
+
+  static Status conflict(uint64_t expected, uint64_t current) {
+    auto describe = [](uint64_t v) {
+      return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
+    };
+    return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
+  }
+
+  static Status failure(const Scope& scope, const char* op, const std::exception& e) {
+    return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
+                               "\" failed: " + e.what());
+  }
+
+  // The tenant's database, opened on first use. The handle is cached for the store's
+  // lifetime; a failed open is not cached, so a later call retries.
+  Result<TenantDb*> open(const Scope& scope) {
+    // Checked here as well as at the edge: the id becomes a file name.
+    if (!tenants::isValidTenantId(scope.tenant)) {
+      return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
+    }
+    if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
+    std::lock_guard lock(mu_);
+    if (auto it = dbs_.find(scope.tenant); it != dbs_.end()) return it->second.get();
+    std::filesystem::path file = dir_ / (scope.tenant + ".db");
+    try {
+      auto db = std::make_unique<TenantDb>();
+      db->sql.open(soci::sqlite3, "db=\"" + file.string() + "\" timeout=" +
+                                      std::to_string(kBusyTimeoutMs / 1000));
+      std::string mode;
+      db->sql << "PRAGMA journal_mode=WAL", soci::into(mode);
+      db->sql << "PRAGMA synchronous=FULL";
+      db->sql << "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs);
+      db->sql << "CREATE TABLE IF NOT EXISTS kv("
+                 "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
+                 "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))";
+      TenantDb* ptr = db.get();
+      dbs_.emplace(scope.tenant, std::move(db));
+      return ptr;
+    } catch (const std::exception& e) {
+      return Status::unavailable("cannot open storage for tenant \"" + scope.tenant + "\" (" +
+                                 file.string() + "): " + e.what());
+    }
+  }
+
+  const std::filesystem::path dir_;
+  std::mutex mu_;  // guards dbs_ (not the sessions inside)
+  std::map<std::string, std::unique_ptr<TenantDb>> dbs_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir) {
+  if (dir.empty()) return Status::invalid("storage directory is empty");
+  if (dir.string().find('"') != std::string::npos) {
+    return Status::invalid("storage directory must not contain '\"': " + dir.string());
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir, ec)) {
+    return Status::unavailable("cannot create storage directory " + dir.string() + ": " +
+                               (ec ? ec.message() : std::string("not a directory")));
+  }
+  return std::unique_ptr<KvStore>(std::make_unique<SqliteKvStore>(dir));
+}
+
+}  // namespace trellis::kernel::storage

@@ -1,0 +1,85 @@
+// trellis/hello — the C++ example plugin: GET /hello/{name} greets the caller and counts,
+// per tenant, how often each name was greeted (in the tenant's KV store).
+#include <charconv>
+#include <string>
+#include <string_view>
+
+#include <trellis/plugin.hpp>
+
+namespace {
+
+constexpr size_t kMaxNameBytes = 64;
+constexpr int kMaxCasAttempts = 16;
+
+// JSON string body for a name we already restricted to printable ASCII.
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+bool isPrintableAscii(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+class Hello : public trellis::Plugin {
+ public:
+  trellis::Status init(trellis::InitContext& ctx) override {
+    greeting_ = std::string(ctx.config("greeting").value_or("Hello"));
+    auto greeted = ctx.counter("hello_greetings_total", "Greetings served");
+    if (!greeted) return greeted.status();
+    greeted_metric_ = *greeted;
+    return ctx.route("GET", "/hello/{name}", this, &Hello::greet);
+  }
+
+  trellis::Status greet(trellis::Context& ctx, const trellis::Request& req,
+                        trellis::Response& res) {
+    std::string_view name = req.pathParam("name").value_or("");
+    if (name.empty() || name.size() > kMaxNameBytes || !isPrintableAscii(name)) {
+      res.status(400);
+      res.header("Content-Type", "application/problem+json");
+      return res.body(R"({"type":"about:blank","title":"Bad Request","status":400,)"
+                      R"("detail":"name must be 1-64 printable ASCII characters"})");
+    }
+    auto visits = countVisit(ctx, name);
+    if (!visits) return visits.status();
+    (void)ctx.record(greeted_metric_, 1);
+    return res.json(200, "{\"message\":" + quote(greeting_ + ", " + std::string(name) + "!") +
+                             ",\"visits\":" + std::to_string(*visits) + "}");
+  }
+
+ private:
+  // Increments visits/<name> with compare-and-set, so concurrent requests never lose a count.
+  static trellis::Result<uint64_t> countVisit(trellis::Context& ctx, std::string_view name) {
+    const std::string key = "visits/" + std::string(name);
+    trellis::Kv kv = ctx.kv();
+    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
+      uint64_t count = 0, expected = trellis::Kv::kAbsent;
+      auto current = kv.get(key);
+      if (current) {
+        std::from_chars(current->value.data(), current->value.data() + current->value.size(),
+                        count);
+        expected = current->version;
+      } else if (current.status().code() != trellis::StatusCode::kNotFound) {
+        return current.status();
+      }
+      auto put = kv.put(key, std::to_string(count + 1), expected);
+      if (put) return count + 1;
+      if (put.status().code() != trellis::StatusCode::kConflict) return put.status();
+    }
+    return trellis::Status::conflict("too much contention on " + key);
+  }
+
+  std::string greeting_;
+  trellis_metric_id greeted_metric_ = 0;
+};
+
+}  // namespace
+
+TRELLIS_PLUGIN(Hello, "trellis/hello", "1.0.0")

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs dependencies, then configures, builds and tests each CMake preset.
+#
+#   scripts/test.sh                 presets debug and asan (what CI runs)
+#   scripts/test.sh release tsan    any presets from CMakePresets.json
+#
+# Env: TEST_JOBS (parallel ctest jobs, default 2; tests use port 0 and their own temp
+# dirs, so integration tests may run side by side), CTEST_ARGS (extra ctest arguments,
+# e.g. CTEST_ARGS="-L unit").
+# Keeps going after a failing preset so one run shows every failure; exits non-zero if any
+# step failed. The last line is the summary.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+presets=("$@")
+((${#presets[@]})) || presets=(debug asan)
+jobs=${TEST_JOBS:-2}
+read -r -a ctest_extra <<<"${CTEST_ARGS:-}"
+
+# Sanitizer reports must fail the test that triggered them (UBSan only warns by default).
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+scripts/deps.sh
+
+results=()
+failed=0
+for p in "${presets[@]}"; do
+  start=$SECONDS
+  step=""
+  echo "==> [$p] configure"
+  if ! cmake --preset "$p"; then
+    step=configure
+  else
+    echo "==> [$p] build"
+    if ! cmake --build --preset "$p" -j "$(nproc)"; then
+      step=build
+    else
+      echo "==> [$p] test"
+      if ! ctest --preset "$p" --output-on-failure --no-tests=error -j "$jobs" \
+        "${ctest_extra[@]}"; then
+        step=tests
+      fi
+    fi
+  fi
+  took=$((SECONDS - start))
+  if [[ -z "$step" ]]; then
+    results+=("$p: passed (${took}s)")
+  else
+    results+=("$p: FAILED at $step (${took}s)")
+    failed=1
+  fi
+done
+
+echo
+echo "==> summary"
+printf '    %s\n' "${results[@]}"
+if ((failed)); then
+  echo "test.sh: FAILED (${presets[*]})"
+  exit 1
+fi
+echo "test.sh: ALL PASSED (${presets[*]})"

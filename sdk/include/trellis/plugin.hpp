@@ -1,0 +1,398 @@
+// Header-only C++ wrapper over the C ABI in plugin.h. A plugin is a class with handler
+// methods; the wrapper owns the C glue, and every exception a plugin throws is caught at
+// the boundary and becomes TRELLIS_INTERNAL with the exception's message logged.
+//
+//   class Greeter : public trellis::Plugin {
+//    public:
+//     trellis::Status init(trellis::InitContext& ctx) override {
+//       return ctx.route("GET", "/greet/{name}", this, &Greeter::greet);
+//     }
+//     trellis::Status greet(trellis::Context& ctx, const trellis::Request& req,
+//                           trellis::Response& res) {
+//       res.body("hi " + std::string(req.pathParam("name").value_or("?")));
+//       return trellis::Status::ok();
+//     }
+//   };
+//   TRELLIS_PLUGIN(Greeter, "acme/greeter", "1.0.0")
+//
+// Lifetimes follow the C ABI: string_views handed to a handler are valid only until it
+// returns; Context, Request and Response objects are valid only inside the callback.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "trellis/plugin.h"
+#include "trellis/status.hpp"
+
+namespace trellis {
+
+inline trellis_str toStr(std::string_view s) { return trellis_str{s.data(), s.size()}; }
+inline std::string_view toView(trellis_str s) {
+  return s.len == 0 ? std::string_view() : std::string_view(s.ptr, s.len);
+}
+
+namespace detail {
+// The host table of this plugin library. One library = one plugin = one host table, so
+// a library-wide pointer is enough; it is set in on_init before any handler can run.
+inline const trellis_host_api*& hostSlot() {
+  static const trellis_host_api* host = nullptr;
+  return host;
+}
+
+// Converts a C status plus an optional explanation into a Status.
+inline Status fromC(trellis_status s, std::string_view what) {
+  if (s == TRELLIS_OK) return Status::ok();
+  auto code = (s > TRELLIS_OK && s <= TRELLIS_INTERNAL) ? static_cast<StatusCode>(s)
+                                                         : StatusCode::kInternal;
+  return Status(code, std::string(what));
+}
+
+// Runs `fn`, turning any exception into INTERNAL and reporting it through the host.
+template <typename Fn>
+trellis_status guard(const trellis_host_api* host, const trellis_ctx* ctx, Fn&& fn) noexcept {
+  std::string error;
+  try {
+    Status s = fn();
+    if (s.isOk()) return TRELLIS_OK;
+    if (!s.message().empty() && host && host->set_error) host->set_error(ctx, toStr(s.message()));
+    return s.toC();
+  } catch (const std::exception& e) {
+    error = std::string("uncaught exception: ") + e.what();
+  } catch (...) {
+    error = "uncaught exception of unknown type";
+  }
+  if (host && host->set_error) host->set_error(ctx, toStr(error));
+  return TRELLIS_INTERNAL;
+}
+}  // namespace detail
+
+// Read-only view of the inbound request.
+class Request {
+ public:
+  Request(const trellis_host_api* host, const trellis_ctx* ctx, const trellis_request* req)
+      : host_(host), ctx_(ctx), req_(req) {}
+
+  std::string_view method() const { return get(host_->req_method); }
+  std::string_view path() const { return get(host_->req_path); }
+  std::string_view query() const { return get(host_->req_query); }
+  std::string_view body() const { return get(host_->req_body); }
+  std::optional<std::string_view> header(std::string_view name) const {
+    return lookup(host_->req_header, name);
+  }
+  std::optional<std::string_view> pathParam(std::string_view name) const {
+    return lookup(host_->req_path_param, name);
+  }
+  std::optional<std::string_view> queryParam(std::string_view name) const {
+    return lookup(host_->req_query_param, name);
+  }
+  // Calls fn(name, value) for every header, in arrival order.
+  void forEachHeader(const std::function<void(std::string_view, std::string_view)>& fn) const {
+    auto visit = [](void* user, trellis_str n, trellis_str v) -> int {
+      (*static_cast<const std::function<void(std::string_view, std::string_view)>*>(user))(
+          toView(n), toView(v));
+      return 0;
+    };
+    host_->req_headers(ctx_, req_, visit,
+                       const_cast<std::function<void(std::string_view, std::string_view)>*>(&fn));
+  }
+
+ private:
+  using Getter = trellis_status (*)(const trellis_ctx*, const trellis_request*, trellis_str*);
+  using Lookup = trellis_status (*)(const trellis_ctx*, const trellis_request*, trellis_str,
+                                    trellis_str*);
+  std::string_view get(Getter g) const {
+    trellis_str out{nullptr, 0};
+    return g(ctx_, req_, &out) == TRELLIS_OK ? toView(out) : std::string_view();
+  }
+  std::optional<std::string_view> lookup(Lookup l, std::string_view name) const {
+    trellis_str out{nullptr, 0};
+    if (l(ctx_, req_, toStr(name), &out) != TRELLIS_OK) return std::nullopt;
+    return toView(out);
+  }
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  const trellis_request* req_;
+};
+
+// The response being built; every value is copied by the host.
+class Response {
+ public:
+  Response(const trellis_host_api* host, const trellis_ctx* ctx, trellis_response* res)
+      : host_(host), ctx_(ctx), res_(res) {}
+
+  Status status(int code) {
+    return detail::fromC(host_->res_set_status(ctx_, res_, code), "invalid status code");
+  }
+  Status header(std::string_view name, std::string_view value) {
+    return detail::fromC(host_->res_add_header(ctx_, res_, toStr(name), toStr(value)),
+                         "invalid response header");
+  }
+  Status body(std::string_view b) {
+    return detail::fromC(host_->res_set_body(ctx_, res_, toStr(b)), "cannot set body");
+  }
+  Status append(std::string_view chunk) {
+    return detail::fromC(host_->res_append_body(ctx_, res_, toStr(chunk)), "cannot append");
+  }
+  // Sets status, Content-Type: application/json and the body in one call.
+  Status json(int code, std::string_view body_json) {
+    if (auto s = status(code); !s) return s;
+    if (auto s = header("Content-Type", "application/json"); !s) return s;
+    return body(body_json);
+  }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  trellis_response* res_;
+};
+
+struct KvEntry {
+  std::string value;
+  uint64_t version = 0;
+};
+
+// The key/value store of the calling tenant and this plugin.
+class Kv {
+ public:
+  static constexpr uint64_t kAnyVersion = TRELLIS_KV_ANY_VERSION;
+  static constexpr uint64_t kAbsent = TRELLIS_KV_ABSENT;
+
+  Kv(const trellis_host_api* host, const trellis_ctx* ctx) : host_(host), ctx_(ctx) {}
+
+  Result<KvEntry> get(std::string_view key) const {
+    trellis_buf buf{nullptr, 0};
+    uint64_t version = 0;
+    trellis_status s = host_->kv_get(ctx_, toStr(key), &buf, &version);
+    if (s != TRELLIS_OK) return detail::fromC(s, "kv get failed");
+    KvEntry e{std::string(buf.ptr ? buf.ptr : "", buf.len), version};
+    host_->buf_free(&buf);
+    return e;
+  }
+  // Returns the new version; CONFLICT if `expected_version` no longer matches.
+  Result<uint64_t> put(std::string_view key, std::string_view value,
+                       uint64_t expected_version = kAnyVersion) const {
+    uint64_t version = 0;
+    trellis_status s =
+        host_->kv_put(ctx_, toStr(key), toStr(value), expected_version, &version);
+    if (s != TRELLIS_OK) return detail::fromC(s, "kv put failed");
+    return version;
+  }
+  Status remove(std::string_view key, uint64_t expected_version = kAnyVersion) const {
+    return detail::fromC(host_->kv_delete(ctx_, toStr(key), expected_version),
+                         "kv delete failed");
+  }
+  // fn(key, value, version) returns false to stop.
+  Status list(std::string_view prefix, std::string_view start_after, uint32_t limit,
+              const std::function<bool(std::string_view, std::string_view, uint64_t)>& fn) const {
+    auto visit = [](void* user, trellis_str k, trellis_str v, uint64_t version) -> int {
+      auto* f = static_cast<const std::function<bool(std::string_view, std::string_view,
+                                                     uint64_t)>*>(user);
+      return (*f)(toView(k), toView(v), version) ? 0 : 1;
+    };
+    using Fn = std::function<bool(std::string_view, std::string_view, uint64_t)>;
+    return detail::fromC(host_->kv_list(ctx_, toStr(prefix), toStr(start_after), limit, visit,
+                                        const_cast<Fn*>(&fn)),
+                         "kv list failed");
+  }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+};
+
+// What every callback receives: who is calling and what the host offers.
+class Context {
+ public:
+  Context(const trellis_host_api* host, const trellis_ctx* ctx) : host_(host), ctx_(ctx) {}
+
+  // "" outside a tenant's request (init, start, stop).
+  std::string_view tenant() const { return get(host_->ctx_tenant); }
+  std::string_view pluginId() const { return get(host_->ctx_plugin); }
+
+  void log(int32_t level, std::string_view msg) const { host_->log(ctx_, level, toStr(msg)); }
+  void debug(std::string_view msg) const { log(TRELLIS_LOG_DEBUG, msg); }
+  void info(std::string_view msg) const { log(TRELLIS_LOG_INFO, msg); }
+  void warn(std::string_view msg) const { log(TRELLIS_LOG_WARN, msg); }
+  void error(std::string_view msg) const { log(TRELLIS_LOG_ERROR, msg); }
+
+  // The plugin's configuration at a dotted path ("" = all, as JSON).
+  std::optional<std::string_view> config(std::string_view path) const {
+    trellis_str out{nullptr, 0};
+    if (host_->config_get(ctx_, toStr(path), &out) != TRELLIS_OK) return std::nullopt;
+    return toView(out);
+  }
+
+  Kv kv() const { return Kv(host_, ctx_); }
+
+  Status publish(std::string_view topic, std::string_view payload) const {
+    return detail::fromC(host_->event_publish(ctx_, toStr(topic), toStr(payload)),
+                         "event publish failed");
+  }
+  Status record(trellis_metric_id id, double value) const {
+    return detail::fromC(host_->metric_record(ctx_, id, value), "metric record failed");
+  }
+  uint64_t nowUnixMs() const { return host_->clock_unix_ms(ctx_); }
+  uint64_t monotonicNs() const { return host_->clock_monotonic_ns(ctx_); }
+
+  const trellis_host_api* host() const { return host_; }
+  const trellis_ctx* raw() const { return ctx_; }
+
+ private:
+  using Getter = trellis_status (*)(const trellis_ctx*, trellis_str*);
+  std::string_view get(Getter g) const {
+    trellis_str out{nullptr, 0};
+    return g(ctx_, &out) == TRELLIS_OK ? toView(out) : std::string_view();
+  }
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+};
+
+using Handler = std::function<Status(Context&, const Request&, Response&)>;
+using EventHandler = std::function<void(Context&, std::string_view topic, std::string_view)>;
+
+class Plugin;
+
+// Context during Plugin::init: additionally registers routes, subscriptions and metrics.
+class InitContext : public Context {
+ public:
+  InitContext(const trellis_host_api* host, const trellis_ctx* ctx, Plugin* plugin)
+      : Context(host, ctx), plugin_(plugin) {}
+
+  Status route(std::string_view method, std::string_view pattern, Handler handler);
+  template <typename P>
+  Status route(std::string_view method, std::string_view pattern, P* self,
+               Status (P::*fn)(Context&, const Request&, Response&)) {
+    return route(method, pattern, [self, fn](Context& c, const Request& q, Response& r) {
+      return (self->*fn)(c, q, r);
+    });
+  }
+  Status subscribe(std::string_view topic, EventHandler handler);
+
+  Result<trellis_metric_id> counter(std::string_view name, std::string_view help) {
+    return define(TRELLIS_METRIC_COUNTER, name, help);
+  }
+  Result<trellis_metric_id> gauge(std::string_view name, std::string_view help) {
+    return define(TRELLIS_METRIC_GAUGE, name, help);
+  }
+  Result<trellis_metric_id> histogram(std::string_view name, std::string_view help) {
+    return define(TRELLIS_METRIC_HISTOGRAM, name, help);
+  }
+
+ private:
+  Result<trellis_metric_id> define(int32_t kind, std::string_view name, std::string_view help) {
+    trellis_metric_id id = 0;
+    trellis_status s = host()->metric_define(raw(), kind, toStr(name), toStr(help), &id);
+    if (s != TRELLIS_OK) return detail::fromC(s, "metric define failed");
+    return id;
+  }
+  Plugin* plugin_;
+};
+
+// Base class of a C++ plugin. One instance per loaded plugin; handlers run concurrently,
+// so member state needs its own synchronisation.
+class Plugin {
+ public:
+  virtual ~Plugin() = default;
+  // Register routes, subscriptions and metrics; read configuration. Non-OK refuses.
+  virtual Status init(InitContext& ctx) = 0;
+  virtual Status start(Context& ctx) { return Status::ok(); }
+  virtual void stop(Context& ctx) {}
+
+ private:
+  friend class InitContext;
+  // Registered callbacks; their addresses are the `user` pointers the host keeps.
+  std::vector<std::unique_ptr<Handler>> handlers_;
+  std::vector<std::unique_ptr<EventHandler>> event_handlers_;
+};
+
+inline Status InitContext::route(std::string_view method, std::string_view pattern,
+                                 Handler handler) {
+  auto owned = std::make_unique<Handler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, const trellis_request* req,
+                  trellis_response* res) -> trellis_status {
+    auto* h = static_cast<Handler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    return detail::guard(host, ctx, [&] {
+      Context c(host, ctx);
+      Request q(host, ctx, req);
+      Response r(host, ctx, res);
+      return (*h)(c, q, r);
+    });
+  };
+  Status s = detail::fromC(
+      host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
+      "cannot register route " + std::string(method) + " " + std::string(pattern));
+  if (s) plugin_->handlers_.push_back(std::move(owned));
+  return s;
+}
+
+inline Status InitContext::subscribe(std::string_view topic, EventHandler handler) {
+  auto owned = std::make_unique<EventHandler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, trellis_str t, trellis_str payload) {
+    auto* h = static_cast<EventHandler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    (void)detail::guard(host, ctx, [&] {
+      Context c(host, ctx);
+      (*h)(c, toView(t), toView(payload));
+      return Status::ok();
+    });
+  };
+  Status s = detail::fromC(host()->event_subscribe(raw(), toStr(topic), thunk, owned.get()),
+                           "cannot subscribe to " + std::string(topic));
+  if (s) plugin_->event_handlers_.push_back(std::move(owned));
+  return s;
+}
+
+namespace detail {
+template <typename P>
+trellis_status onInit(const trellis_host_api* host, const trellis_ctx* ctx, void** state) {
+  hostSlot() = host;
+  return guard(host, ctx, [&] {
+    auto plugin = std::make_unique<P>();
+    InitContext ic(host, ctx, plugin.get());
+    Status s = plugin->init(ic);
+    if (s) *state = plugin.release();
+    return s;
+  });
+}
+inline trellis_status onStart(void* state, const trellis_ctx* ctx) {
+  return guard(hostSlot(), ctx, [&] {
+    Context c(hostSlot(), ctx);
+    return static_cast<Plugin*>(state)->start(c);
+  });
+}
+inline void onStop(void* state, const trellis_ctx* ctx) {
+  (void)guard(hostSlot(), ctx, [&] {
+    Context c(hostSlot(), ctx);
+    static_cast<Plugin*>(state)->stop(c);
+    return Status::ok();
+  });
+}
+inline void onDestroy(void* state) noexcept {
+  try {
+    delete static_cast<Plugin*>(state);
+  } catch (...) {  // a throwing destructor must not cross the boundary
+  }
+}
+}  // namespace detail
+
+}  // namespace trellis
+
+// Defines the plugin's entry point for class `Class` (default-constructible, derived from
+// trellis::Plugin). `id` and `version` must equal the manifest's.
+#define TRELLIS_PLUGIN(Class, id, version)                                               \
+  extern "C" TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) {    \
+    static const trellis_plugin descriptor = {                                           \
+        sizeof(trellis_plugin), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, id, version,        \
+        &::trellis::detail::onInit<Class>, &::trellis::detail::onStart,                  \
+        &::trellis::detail::onStop, &::trellis::detail::onDestroy};                      \
+    return &descriptor;                                                                  \
+  }

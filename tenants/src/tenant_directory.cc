@@ -1,0 +1,124 @@
+#include "trellis/tenants/tenant_directory.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <optional>
+
+namespace trellis::tenants {
+namespace {
+
+constexpr size_t kDigestBytes = 32;
+using Digest = std::array<unsigned char, kDigestBytes>;
+
+Digest sha256(std::string_view data) {
+  Digest out{};
+  unsigned int len = 0;
+  // One-shot EVP digest: no context to own, and SHA-256 over memory cannot fail short of
+  // a broken OpenSSL, which we treat as fatal rather than as "no tenant".
+  if (EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) != 1 ||
+      len != kDigestBytes) {
+    std::abort();
+  }
+  return out;
+}
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::optional<std::string> decodeDigestHex(std::string_view hex) {
+  if (hex.size() != 2 * kDigestBytes) return std::nullopt;
+  std::string raw(kDigestBytes, '\0');
+  for (size_t i = 0; i < kDigestBytes; ++i) {
+    int hi = hexValue(hex[2 * i]);
+    int lo = hexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    raw[i] = static_cast<char>((hi << 4) | lo);
+  }
+  return raw;
+}
+
+}  // namespace
+
+bool isValidTenantId(std::string_view id) {
+  if (id.empty() || id.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(id.front())) return false;
+  return std::all_of(id.begin() + 1, id.end(), [&](char c) { return alnum(c) || c == '-'; });
+}
+
+std::string sha256Hex(std::string_view data) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  Digest d = sha256(data);
+  std::string out;
+  out.reserve(2 * kDigestBytes);
+  for (unsigned char b : d) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0x0f]);
+  }
+  return out;
+}
+
+Status TenantDirectory::add(Tenant tenant, const std::vector<std::string>& key_sha256_hex) {
+  if (!isValidTenantId(tenant.id)) {
+    return Status::invalid("invalid tenant id \"" + tenant.id +
+                           "\": expected [a-z0-9][a-z0-9-]{0,62}");
+  }
+  if (by_id_.count(tenant.id) != 0) {
+    return Status::conflict("tenant \"" + tenant.id + "\" already exists");
+  }
+  // Validate everything first so a refused call leaves the directory unchanged.
+  std::vector<std::string> digests;
+  digests.reserve(key_sha256_hex.size());
+  for (size_t i = 0; i < key_sha256_hex.size(); ++i) {
+    auto raw = decodeDigestHex(key_sha256_hex[i]);
+    if (!raw) {
+      return Status::invalid("tenant \"" + tenant.id + "\": key " + std::to_string(i) +
+                             " is not a SHA-256 hex digest (64 hex characters)");
+    }
+    if (by_key_hash_.count(*raw) != 0 ||
+        std::find(digests.begin(), digests.end(), *raw) != digests.end()) {
+      return Status::conflict("tenant \"" + tenant.id + "\": key " + std::to_string(i) +
+                              " is already in use");
+    }
+    digests.push_back(std::move(*raw));
+  }
+  auto owned = std::make_unique<Tenant>(std::move(tenant));
+  const Tenant* ptr = owned.get();
+  by_id_.emplace(ptr->id, std::move(owned));
+  for (auto& d : digests) by_key_hash_.emplace(std::move(d), ptr);
+  return Status::ok();
+}
+
+const Tenant* TenantDirectory::resolve(std::string_view presented_key) const {
+  if (presented_key.empty()) return nullptr;
+  Digest d = sha256(presented_key);
+  auto it = by_key_hash_.find(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
+  if (it == by_key_hash_.end()) return nullptr;
+  // The map lookup compared digests, not keys; confirm in constant time anyway so the
+  // answer never depends on a short-circuiting comparison.
+  if (CRYPTO_memcmp(it->first.data(), d.data(), kDigestBytes) != 0) return nullptr;
+  return it->second;
+}
+
+const Tenant* TenantDirectory::find(std::string_view id) const {
+  auto it = by_id_.find(std::string(id));
+  return it == by_id_.end() ? nullptr : it->second.get();
+}
+
+std::vector<const Tenant*> TenantDirectory::all() const {
+  std::vector<const Tenant*> out;
+  out.reserve(by_id_.size());
+  for (const auto& [id, tenant] : by_id_) out.push_back(tenant.get());
+  std::sort(out.begin(), out.end(), [](const Tenant* a, const Tenant* b) { return a->id < b->id; });
+  return out;
+}
+
+}  // namespace trellis::tenants
