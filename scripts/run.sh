@@ -35,10 +35,7 @@ scripts/deps.sh
 cmake --preset release
 cmake --build --preset release -j "$(nproc)"
 
-# The default config keeps its state (admin token, databases, access log) under var/.
+# The default config keeps its state under var/. On first start trellisd generates the
+# admin token into var/admin.token (mode 0600) and prints it once.
 mkdir -p var/data var/log
-if [[ ! -s var/admin.token ]]; then
-  (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' >var/admin.token)
-  echo "run.sh: wrote a new admin token to var/admin.token"
-fi
 exec build/release/kernel/trellisd --config "$config" "${extra[@]}"

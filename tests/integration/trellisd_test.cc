@@ -105,6 +105,8 @@ TEST_F(TrellisdTest, EchoCReturnsTheRequestAsJson) {
   EXPECT_EQ(o->getValue<std::string>("query"), "x=1&y=two");
   EXPECT_EQ(o->getValue<std::string>("body"), "hi\n");
   EXPECT_THAT(reply.body, HasSubstr(R"(["X-Trace","t\"1"])"));
+  EXPECT_THAT(reply.body, AllOf(HasSubstr(R"(["Authorization","[redacted]"])"),
+                                Not(HasSubstr("acme-key"))));
 }
 
 TEST_F(TrellisdTest, RequestsWithoutAValidTenantKeyAreRefused) {

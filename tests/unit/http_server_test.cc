@@ -1,11 +1,9 @@
-#include "trellis/kernel/http/server.h"
-
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -17,6 +15,7 @@
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/router.h"
+#include "trellis/kernel/http/server.h"
 
 namespace trellis::kernel::http {
 namespace {
@@ -37,7 +36,7 @@ class TestHandler : public RequestHandler {
     std::string_view path = target.substr(0, target.find('?'));
     std::string_view query =
         target.find('?') == std::string_view::npos ? "" : target.substr(target.find('?') + 1);
-    if (path == "/throw") throw std::runtime_error("handler failed");
+    if (path == "/throw") throw std::runtime_error("secret internals");
     if (path == "/drop") return;  // never answers
     if (path == "/twice") {
       respond(text(req, "first"));
@@ -221,8 +220,7 @@ TEST_F(HttpServerTest, OversizedHeaderIs431) {
   EXPECT_EQ(r.header("connection"), "close");
   EXPECT_TRUE(c.closedByPeer(5s));
   // A header just under the limit is fine.
-  EXPECT_EQ(rawExchange(port_, get("/x", "X-Ok: " + std::string(500, 'a') + "\r\n")).status,
-            200);
+  EXPECT_EQ(rawExchange(port_, get("/x", "X-Ok: " + std::string(500, 'a') + "\r\n")).status, 200);
 }
 
 TEST_F(HttpServerTest, UnterminatedHugeHeaderIs431) {
@@ -243,8 +241,7 @@ TEST_F(HttpServerTest, OversizedBodyByContentLengthIs413) {
   EXPECT_TRUE(c.closedByPeer(5s));
   EXPECT_EQ(handler_->calls.load(), 0);
   // At the limit is fine.
-  EXPECT_EQ(test::request(port_, "POST", "/echo", {}, std::string(1024, 'c')).body.size(),
-            1024u);
+  EXPECT_EQ(test::request(port_, "POST", "/echo", {}, std::string(1024, 'c')).body.size(), 1024u);
 }
 
 TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
@@ -325,7 +322,7 @@ TEST_F(HttpServerTest, ThrowingHandlerGets500AndConnectionKeepsWorking) {
   ASSERT_TRUE(c.send(get("/throw")));
   HttpReply r = c.read();
   expectProblem(r, 500);
-  EXPECT_EQ(r.body.find("handler failed"), std::string::npos) << "no internals leak";
+  EXPECT_EQ(r.body.find("secret internals"), std::string::npos) << "no internals leak";
   ASSERT_TRUE(c.send(get("/after")));
   HttpReply next = c.read();
   EXPECT_EQ(next.status, 200);
@@ -365,8 +362,9 @@ TEST_F(HttpServerTest, HeadGetsLengthButNoBody) {
 TEST_F(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
   startServer();
   Connection c(port_);
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-                     "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+             "Expect: 100-continue\r\n\r\n"));
   EXPECT_EQ(readUntil(c.fd(), "\r\n\r\n", 10s), "HTTP/1.1 100 Continue\r\n\r\n");
   ASSERT_TRUE(c.send("hello"));
   HttpReply r = c.read();
@@ -376,17 +374,16 @@ TEST_F(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
 
 TEST_F(HttpServerTest, MaxConnectionsClosesExtraConnections) {
   startServer({.max_connections = 2});
-  Connection a(port_), b(port_);
-  ASSERT_TRUE(a.send(get("/a")));
+  auto a = std::make_unique<Connection>(port_);
+  Connection b(port_);
+  ASSERT_TRUE(a->send(get("/a")));
   ASSERT_TRUE(b.send(get("/b")));
-  ASSERT_EQ(a.read().status, 200);
+  ASSERT_EQ(a->read().status, 200);
   ASSERT_EQ(b.read().status, 200);
   Connection extra(port_);
   EXPECT_TRUE(extra.closedByPeer(10s));
   // Freeing a slot lets the next one in.
-  a.send(get("/bye", "Connection: close\r\n"));
-  EXPECT_EQ(a.read().status, 200);
-  EXPECT_TRUE(a.closedByPeer(5s));
+  a.reset();
   EXPECT_TRUE(eventually([&] { return test::request(port_, "GET", "/again").status == 200; }));
 }
 
@@ -460,9 +457,8 @@ TEST(ProblemTest, BuildsRfc9457Json) {
   EXPECT_EQ(obj->getValue<int>("limit"), 10);
 
   Response bare = problem(503, "Service Unavailable", "busy");
-  EXPECT_EQ(bare.body(),
-            R"({"type":"about:blank","title":"Service Unavailable","status":503,)"
-            R"("detail":"busy"})");
+  EXPECT_EQ(bare.body(), R"({"type":"about:blank","title":"Service Unavailable","status":503,)"
+                         R"("detail":"busy"})");
 }
 
 TEST(ProblemTest, JsonStringEscaping) {

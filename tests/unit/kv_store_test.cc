@@ -112,8 +112,7 @@ TEST_F(KvStoreTest, KeyAndValueSizeLimits) {
   EXPECT_TRUE(store_->put(acme_, max_key, "v", kAnyVersion));
   EXPECT_EQ(store_->get(acme_, max_key)->value, "v");
   std::string long_key(kMaxKeyBytes + 1, 'k');
-  EXPECT_EQ(store_->put(acme_, long_key, "v", kAnyVersion).status().code(),
-            StatusCode::kInvalid);
+  EXPECT_EQ(store_->put(acme_, long_key, "v", kAnyVersion).status().code(), StatusCode::kInvalid);
   EXPECT_EQ(store_->get(acme_, long_key).status().code(), StatusCode::kInvalid);
   EXPECT_EQ(store_->remove(acme_, long_key, kAnyVersion).code(), StatusCode::kInvalid);
   EXPECT_EQ(store_->put(acme_, "", "v", kAnyVersion).status().code(), StatusCode::kInvalid);
@@ -146,16 +145,16 @@ TEST_F(KvStoreTest, BinaryKeysAndValuesRoundTripExactly) {
 }
 
 TEST_F(KvStoreTest, ListUsesByteOrderAndPrefix) {
-  for (const std::string& k : std::vector<std::string>{"b", "a/2", "a/10", "a/1", "a", "a0",
-                                                      std::string("a/\xff", 3),
-                                                      std::string("a/\0", 3)}) {
+  for (const std::string& k :
+       std::vector<std::string>{"b", "a/2", "a/10", "a/1", "a", "a0", std::string("a/\xff", 3),
+                                std::string("a/\0", 3)}) {
     ASSERT_TRUE(store_->put(acme_, k, "v" + k, kAnyVersion));
   }
   EXPECT_EQ(keys(acme_, "a/"), (std::vector<std::string>{std::string("a/\0", 3), "a/1", "a/10",
                                                          "a/2", std::string("a/\xff", 3)}));
-  EXPECT_EQ(keys(acme_, ""), (std::vector<std::string>{"a", std::string("a/\0", 3), "a/1",
-                                                       "a/10", "a/2", std::string("a/\xff", 3),
-                                                       "a0", "b"}));
+  EXPECT_EQ(keys(acme_, ""),
+            (std::vector<std::string>{"a", std::string("a/\0", 3), "a/1", "a/10", "a/2",
+                                      std::string("a/\xff", 3), "a0", "b"}));
   auto full = store_->list(acme_, "a/1", "", 0);
   ASSERT_TRUE(full);
   ASSERT_EQ(full->size(), 2u);
@@ -241,6 +240,17 @@ TEST_F(KvStoreTest, TenantsAreIsolatedForTheSamePlugin) {
   EXPECT_TRUE(std::filesystem::exists(dir_.path() / "data" / "globex.db"));
 }
 
+TEST_F(KvStoreTest, TenantFilesAreOwnerOnly) {
+  ASSERT_TRUE(store_->put(acme_, "k", "v", kAnyVersion));
+  using std::filesystem::perms;
+  auto mode = [](const std::filesystem::path& p) {
+    return std::filesystem::status(p).permissions() & perms::all;
+  };
+  EXPECT_EQ(mode(dir_.path() / "data"), perms::owner_all);
+  EXPECT_EQ(mode(dir_.path() / "data" / "acme.db"), perms::owner_read | perms::owner_write);
+  EXPECT_EQ(mode(dir_.path() / "data" / "acme.db-wal"), perms::owner_read | perms::owner_write);
+}
+
 TEST_F(KvStoreTest, PluginsAreIsolatedWithinATenant) {
   const Scope other{"acme", "trellis/other"};
   ASSERT_TRUE(store_->put(acme_, "k", "hello", kAnyVersion));
@@ -302,9 +312,8 @@ TEST_F(KvStoreTest, ConcurrentCompareAndSetIncrementsLoseNothing) {
 }
 
 TEST_F(KvStoreTest, BadTenantIdsAreRefusedAndCreateNoFiles) {
-  for (const std::string& bad : std::vector<std::string>{"../x", "", "A", "-a", "a/b", "a.db",
-                                                       std::string(64, 'a'),
-                                                       std::string("a\0b", 3)}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "../x", "", "A", "-a", "a/b", "a.db", std::string(64, 'a'), std::string("a\0b", 3)}) {
     const Scope s{bad, "trellis/hello"};
     EXPECT_EQ(store_->put(s, "k", "v", kAnyVersion).status().code(), StatusCode::kInvalid) << bad;
     EXPECT_EQ(store_->get(s, "k").status().code(), StatusCode::kInvalid) << bad;

@@ -77,7 +77,9 @@ std::string describe(const YAML::Node& node) {
   }
 }
 
-bool isPlain(const YAML::Node& node) { return node.Tag() == "?"; }
+bool isPlain(const YAML::Node& node) {
+  return node.Tag() == "?";
+}
 
 // The literal JSON number grammar; YAML spellings JSON lacks (.5, 0x1f, .inf) stay strings.
 bool isJsonNumber(std::string_view s) {
@@ -239,8 +241,8 @@ class Parser {
     std::string expected = min == 0 ? "a non-negative integer" : "a positive integer";
     if (!node.IsScalar()) fail(path, "expected " + expected + ", got " + describe(node));
     const std::string& s = node.Scalar();
-    bool digits = !s.empty() && s.size() <= 19 &&
-                  s.find_first_not_of("0123456789") == std::string::npos;
+    bool digits =
+        !s.empty() && s.size() <= 19 && s.find_first_not_of("0123456789") == std::string::npos;
     if (!digits) fail(path, "expected " + expected + ", got " + describe(node));
     if (!isPlain(node)) fail(path, "expected " + expected + " (unquoted), got " + describe(node));
     uint64_t v = std::stoull(s);
@@ -271,8 +273,8 @@ class Parser {
       ok = inet_pton(AF_INET, host.c_str(), &a4) == 1;
     }
     if (!ok) {
-      fail(path, "expected host:port with an IPv4 address or [IPv6 address]:port, got " +
-                     describe(node));
+      fail(path,
+           "expected host:port with an IPv4 address or [IPv6 address]:port, got " + describe(node));
     }
     bool digits = !port.empty() && port.size() <= 5 &&
                   port.find_first_not_of("0123456789") == std::string::npos;
@@ -365,8 +367,8 @@ class Parser {
         if (!e["id"]) fail(join(ipath, "id"), "required");
         entry.id = readString(e["id"], join(ipath, "id"));
         if (!plugin::isValidPluginId(entry.id)) {
-          fail(join(ipath, "id"), "expected namespace/name (each [a-z0-9][a-z0-9-]{0,62}), got " +
-                                      describe(e["id"]));
+          fail(join(ipath, "id"),
+               "expected namespace/name (each [a-z0-9][a-z0-9-]{0,62}), got " + describe(e["id"]));
         }
         if (!ids.insert(entry.id).second) {
           fail(join(ipath, "id"), "duplicate plugin id \"" + entry.id + "\"");
@@ -418,12 +420,15 @@ class Parser {
 
   // {sha256: <64 hex>} or {key: <plaintext>}; returns the lowercase hex digest.
   static std::string readTenantKey(const YAML::Node& n, const std::string& path) {
-    if (!n.IsMap()) fail(path, "expected {sha256: <hex>} or {key: <plaintext>}, got " + describe(n));
+    if (!n.IsMap()) {
+      fail(path, "expected {sha256: <hex>} or {key: <plaintext>}, got " + describe(n));
+    }
     checkKeys(n, path, {"sha256", "key"});
     if (n.size() != 1) fail(path, "expected exactly one of sha256 or key");
     if (auto h = n["sha256"]) {
       std::string hex = readString(h, join(path, "sha256"));
-      if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+      if (hex.size() != 64 ||
+          hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
         fail(join(path, "sha256"), "expected 64 hex characters");
       }
       for (char& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

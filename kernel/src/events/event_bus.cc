@@ -24,8 +24,8 @@ EventBus::~EventBus() {
 uint64_t EventBus::subscribe(std::string pattern, Subscriber fn) {
   std::lock_guard lock(mu_);
   uint64_t id = next_id_++;
-  subs_.push_back(std::make_shared<Subscription>(Subscription{id, std::move(pattern),
-                                                              std::move(fn)}));
+  subs_.push_back(
+      std::make_shared<Subscription>(Subscription{id, std::move(pattern), std::move(fn)}));
   return id;
 }
 
@@ -96,8 +96,7 @@ void EventBus::run() {
       try {
         s->fn(event);
       } catch (const std::exception& e) {
-        spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic,
-                      e.what());
+        spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic, e.what());
       } catch (...) {
         spdlog::error("event subscriber {} failed on topic '{}': unknown exception", s->id,
                       event.topic);

@@ -79,7 +79,9 @@ bool splitPath(std::string_view path, Segments& out) {
   }
 }
 
-std::string_view pathOf(std::string_view target) { return target.substr(0, target.find('?')); }
+std::string_view pathOf(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
 
 }  // namespace
 
@@ -150,8 +152,8 @@ Status Router::add(std::string_view method, std::string_view pattern, size_t tar
       same = a == b && (a != Kind::kLiteral || r.segments[i] == route.segments[i]);
     }
     if (same) {
-      return Status::conflict("route " + route.method + " " + route.pattern +
-                              " conflicts with " + r.pattern);
+      return Status::conflict("route " + route.method + " " + route.pattern + " conflicts with " +
+                              r.pattern);
     }
   }
   routes_.push_back(std::move(route));
@@ -257,8 +259,8 @@ std::optional<std::string> queryParam(std::string_view query, std::string_view n
     if (pair.empty()) continue;
     size_t eq = pair.find('=');
     std::string_view key = pair.substr(0, eq);
-    std::string_view value = eq == std::string_view::npos ? std::string_view()
-                                                          : pair.substr(eq + 1);
+    std::string_view value =
+        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
     if (key.find_first_of("%+") == std::string_view::npos) {
       if (key != name) continue;
     } else {

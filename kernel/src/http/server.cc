@@ -17,6 +17,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cerrno>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -64,7 +65,9 @@ std::string formatEndpoint(const tcp::endpoint& ep) {
 }
 
 // Powers of two: a log line for the 1st, 2nd, 4th, … occurrence of a repeated event.
-bool shouldLog(uint64_t count) { return (count & (count - 1)) == 0; }
+bool shouldLog(uint64_t count) {
+  return (count & (count - 1)) == 0;
+}
 
 class Session;
 
@@ -158,8 +161,9 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_armed_ = true;
     timer_expiry_ = at;
     timer_.expires_at(at);  // a pending wait completes with a stale generation
-    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](const ErrorCode&) {
-      self->onTimer(gen);
+    // Weak: a pending wait must not keep a connection alive whose Respond was dropped.
+    timer_.async_wait([weak = weak_from_this(), gen = ++timer_gen_](const ErrorCode&) {
+      if (auto self = weak.lock()) self->onTimer(gen);
     });
   }
 
@@ -169,8 +173,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (deadline_ == kNever) return;
     if (Clock::now() < deadline_) return armTimer(deadline_);
     switch (phase_) {
-      case Phase::kIdle:
-        return close();
+      case Phase::kIdle: return close();
       case Phase::kReading:
         // Part of a request arrived: cancel the pending read (or 100-continue write),
         // whose handler answers 408.
@@ -181,11 +184,9 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         return;
       case Phase::kWriting:
-      case Phase::kLingering:
-        return close();
+      case Phase::kLingering: return close();
       case Phase::kHandling:
-      case Phase::kClosed:
-        return;
+      case Phase::kClosed: return;
     }
   }
 
@@ -219,18 +220,11 @@ class Session : public std::enable_shared_from_this<Session> {
         break;
       }
       if (ec) return rejectRequest(ec);
-      if (parser_->is_header_done()) {
-        unsigned v = parser_->get().version();
-        if (v != 10 && v != 11) {
-          return sendError(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1");
-        }
-      }
       if (used == 0) break;
     }
     if (parser_->is_done()) return onRequest();
 
-    if (parser_->is_header_done() && !continue_sent_ && buffer_.size() == 0 &&
-        expectsContinue()) {
+    if (parser_->is_header_done() && !continue_sent_ && buffer_.size() == 0 && expectsContinue()) {
       continue_sent_ = true;
       asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
                         [self = shared_from_this()](const ErrorCode& ec, size_t) {
@@ -248,10 +242,9 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return sendError(400, "Bad Request", "a chunk header line is too long");
     }
-    socket_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)),
-                            [self = shared_from_this()](const ErrorCode& ec, size_t n) {
-                              self->onRead(ec, n);
-                            });
+    socket_.async_read_some(
+        buffer_.prepare(std::min(room, kReadChunk)),
+        [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->onRead(ec, n); });
   }
 
   bool expectsContinue() const {
@@ -283,21 +276,35 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void rejectRequest(const ErrorCode& ec) {
     if (ec == bhttp::error::header_limit) {
-      return sendError(431, "Request Header Fields Too Large",
-                       "the request header exceeds " +
-                           std::to_string(shared_.opts.max_header_bytes) + " bytes");
+      return sendError(
+          431, "Request Header Fields Too Large",
+          "the request header exceeds " + std::to_string(shared_.opts.max_header_bytes) + " bytes");
     }
     if (ec == bhttp::error::body_limit) {
-      return sendError(413, "Content Too Large",
-                       "the request body exceeds " + std::to_string(shared_.opts.max_body_bytes) +
-                           " bytes");
+      return sendError(
+          413, "Content Too Large",
+          "the request body exceeds " + std::to_string(shared_.opts.max_body_bytes) + " bytes");
+    }
+    if (ec == bhttp::error::bad_version && isWellFormedVersion()) {
+      return sendError(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1 are served");
     }
     sendError(400, "Bad Request", "malformed request: " + ec.message());
   }
 
-  void sendTimeout() {
-    sendError(408, "Request Timeout", "the request did not arrive in time");
+  // Beast rejects every version but 1.0 and 1.1 alike; "HTTP/2.0" deserves a 505, not a 400.
+  // The parser consumes nothing of a failing request line, so it is still in the buffer.
+  bool isWellFormedVersion() const {
+    auto data = buffer_.data();
+    std::string_view pending(static_cast<const char*>(data.data()), data.size());
+    std::string_view line = pending.substr(0, pending.find("\r\n"));
+    if (line.size() < 9 || line.size() == pending.size()) return false;
+    std::string_view v = line.substr(line.size() - 8);
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    return v.starts_with("HTTP/") && digit(v[5]) && v[6] == '.' && digit(v[7]) &&
+           line[line.size() - 9] == ' ';
   }
+
+  void sendTimeout() { sendError(408, "Request Timeout", "the request did not arrive in time"); }
 
   // A final error answer while reading; the connection closes after it.
   void sendError(unsigned status, std::string_view title, std::string_view detail) {
@@ -377,10 +384,9 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kWriting;
     setDeadline(Clock::now() + shared_.opts.read_timeout);
     serializer_.emplace(res_);
-    bhttp::async_write(socket_, *serializer_,
-                       [self = shared_from_this()](const ErrorCode& ec, size_t) {
-                         self->onWritten(ec);
-                       });
+    bhttp::async_write(
+        socket_, *serializer_,
+        [self = shared_from_this()](const ErrorCode& ec, size_t) { self->onWritten(ec); });
   }
 
   void onWritten(const ErrorCode& ec) {
@@ -439,9 +445,8 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void Worker::accept() {
-  acceptor.async_accept([this](const ErrorCode& ec, tcp::socket socket) {
-    onAccept(ec, std::move(socket));
-  });
+  acceptor.async_accept(
+      [this](const ErrorCode& ec, tcp::socket socket) { onAccept(ec, std::move(socket)); });
 }
 
 void Worker::onAccept(const ErrorCode& ec, tcp::socket socket) {
@@ -605,7 +610,9 @@ Server::Server(ServerOptions options, std::shared_ptr<RequestHandler> handler)
   impl_->shared->handler = std::move(handler);
 }
 
-Server::~Server() { stop(std::chrono::milliseconds(0)); }
+Server::~Server() {
+  stop(std::chrono::milliseconds(0));
+}
 
 Status Server::start() {
   std::lock_guard lock(impl_->mu);
@@ -642,10 +649,16 @@ Status Server::start() {
   return Status::ok();
 }
 
-uint16_t Server::port() const { return impl_->port; }
+uint16_t Server::port() const {
+  return impl_->port;
+}
 
-void Server::stop(std::chrono::milliseconds drain) { impl_->shutdown(drain); }
+void Server::stop(std::chrono::milliseconds drain) {
+  impl_->shutdown(drain);
+}
 
-size_t Server::inFlight() const { return impl_->shared->in_flight.load(); }
+size_t Server::inFlight() const {
+  return impl_->shared->in_flight.load();
+}
 
 }  // namespace trellis::kernel::http

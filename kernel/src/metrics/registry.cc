@@ -140,11 +140,19 @@ void Counter::add(double v) {
   if (!(v >= 0)) return;  // also refuses NaN: a counter only goes up
   atomicAdd(value_, v);
 }
-double Counter::value() const { return value_.load(std::memory_order_relaxed); }
+double Counter::value() const {
+  return value_.load(std::memory_order_relaxed);
+}
 
-void Gauge::set(double v) { value_.store(v, std::memory_order_relaxed); }
-void Gauge::add(double v) { atomicAdd(value_, v); }
-double Gauge::value() const { return value_.load(std::memory_order_relaxed); }
+void Gauge::set(double v) {
+  value_.store(v, std::memory_order_relaxed);
+}
+void Gauge::add(double v) {
+  atomicAdd(value_, v);
+}
+double Gauge::value() const {
+  return value_.load(std::memory_order_relaxed);
+}
 
 Histogram::Histogram(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)) {
   std::erase_if(bounds_, [](double b) { return std::isnan(b) || b == HUGE_VAL; });
@@ -154,10 +162,10 @@ Histogram::Histogram(std::vector<double> upper_bounds) : bounds_(std::move(upper
 }
 
 void Histogram::observe(double v) {
-  size_t i = std::isnan(v) ? bounds_.size()
-                           : static_cast<size_t>(
-                                 std::lower_bound(bounds_.begin(), bounds_.end(), v) -
-                                 bounds_.begin());  // first bound >= v: "le" semantics
+  size_t i = std::isnan(v)
+                 ? bounds_.size()
+                 : static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) -
+                                       bounds_.begin());  // first bound >= v: "le" semantics
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   atomicAdd(sum_, v);
 }
@@ -172,13 +180,17 @@ std::vector<uint64_t> Histogram::cumulativeCounts() const {
   return out;
 }
 
-double Histogram::sum() const { return sum_.load(std::memory_order_relaxed); }
+double Histogram::sum() const {
+  return sum_.load(std::memory_order_relaxed);
+}
 
-uint64_t Histogram::count() const { return cumulativeCounts().back(); }
+uint64_t Histogram::count() const {
+  return cumulativeCounts().back();
+}
 
 std::vector<double> defaultLatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,    5,     10};
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 template <typename Child>
@@ -313,8 +325,8 @@ void MetricsRegistry::renderFamily(const Family<Child>& family, std::string& out
       out += name + "_sum" + labels + ' ' + formatValue(child->sum()) + '\n';
       out += name + "_count" + labels + ' ' + std::to_string(counts.back()) + '\n';
     } else {
-      out += name + labelSet(family.label_names_, values) + ' ' + formatValue(child->value()) +
-             '\n';
+      out +=
+          name + labelSet(family.label_names_, values) + ' ' + formatValue(child->value()) + '\n';
     }
   }
 }

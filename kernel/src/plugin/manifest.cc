@@ -26,7 +26,7 @@ using Poco::JSON::Array;
 using Poco::JSON::Object;
 
 constexpr size_t kMaxManifestBytes = 1024 * 1024;
-// Manifests nest three levels deep; the limit only guards the parser's stack.
+// Manifests nest two levels deep; the limit only guards the parser's stack.
 constexpr size_t kMaxJsonDepth = 32;
 constexpr int kSchema = 1;
 

@@ -1,5 +1,8 @@
 #include "trellis/kernel/plugin/native_library.h"
 
+#include <elf.h>
+#include <link.h>
+
 #include <boost/dll/shared_library.hpp>
 #include <cstddef>
 #include <cstring>
@@ -50,12 +53,88 @@ std::string loadFailureReason(const std::string& what, const std::string& file) 
 
 bool hasElfMagic(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
-  char magic[4] = {};
+  char magic[SELFMAG] = {};
   in.read(magic, sizeof magic);
-  return in.gcount() == 4 && std::memcmp(magic,
-                                         "\x7f"
-                                         "ELF",
-                                         4) == 0;
+  return in.gcount() == SELFMAG && std::memcmp(magic, ELFMAG, SELFMAG) == 0;
+}
+
+#if defined(__x86_64__)
+constexpr uint16_t kHostMachine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr uint16_t kHostMachine = EM_AARCH64;
+#elif defined(__i386__)
+constexpr uint16_t kHostMachine = EM_386;
+#elif defined(__arm__)
+constexpr uint16_t kHostMachine = EM_ARM;
+#elif defined(__riscv)
+constexpr uint16_t kHostMachine = EM_RISCV;
+#elif defined(__powerpc64__)
+constexpr uint16_t kHostMachine = EM_PPC64;
+#elif defined(__s390x__)
+constexpr uint16_t kHostMachine = EM_S390;
+#else
+constexpr uint16_t kHostMachine = EM_NONE;  // unknown: leave the check to dlopen()
+#endif
+constexpr unsigned char kHostClass = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+constexpr unsigned char kHostData =
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
+
+std::string machineName(uint16_t machine) {
+  switch (machine) {
+    case EM_X86_64: return "x86_64";
+    case EM_AARCH64: return "aarch64";
+    case EM_386: return "x86";
+    case EM_ARM: return "arm";
+    case EM_RISCV: return "riscv";
+    case EM_PPC64: return "ppc64";
+    case EM_S390: return "s390x";
+  }
+  return "ELF machine " + std::to_string(machine);
+}
+
+// dlopen() maps segments straight from the file and then touches them, so a library cut
+// short kills the whole process with SIGBUS instead of failing. The headers are checked
+// against the file size first; the same pass gives clear words for a wrong architecture.
+std::optional<std::string> elfProblem(const fs::path& file) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(file, ec);
+  if (ec) return "cannot read: " + ec.message();
+  const std::string has = " but the file has " + std::to_string(size) + " bytes";
+  std::ifstream in(file, std::ios::binary);
+  ElfW(Ehdr) eh{};
+  in.read(reinterpret_cast<char*>(&eh), sizeof eh);
+  if (!in || in.gcount() != static_cast<std::streamsize>(sizeof eh)) {
+    return "truncated: the ELF header needs " + std::to_string(sizeof eh) + " bytes" + has;
+  }
+  if (eh.e_ident[EI_CLASS] != kHostClass) {
+    return std::string("built for a ") + (eh.e_ident[EI_CLASS] == ELFCLASS32 ? "32" : "64") +
+           "-bit host; this host is " + (kHostClass == ELFCLASS32 ? "32" : "64") + "-bit";
+  }
+  if (eh.e_ident[EI_DATA] != kHostData) return "built for the other byte order";
+  if (eh.e_type != ET_DYN) {
+    return "ELF type " + std::to_string(eh.e_type) + " is not a shared object";
+  }
+  if (kHostMachine != EM_NONE && eh.e_machine != kHostMachine) {
+    return "built for " + machineName(eh.e_machine) + "; this host is " + machineName(kHostMachine);
+  }
+  if (eh.e_phentsize != sizeof(ElfW(Phdr)) || eh.e_phnum == 0) {
+    return "malformed ELF program header table";
+  }
+  const uint64_t table_end = eh.e_phoff + uint64_t{eh.e_phnum} * eh.e_phentsize;
+  if (eh.e_phoff > size || table_end > size) {
+    return "truncated: the program headers end at byte " + std::to_string(table_end) + has;
+  }
+  in.seekg(static_cast<std::streamoff>(eh.e_phoff));
+  for (uint16_t i = 0; i < eh.e_phnum; ++i) {
+    ElfW(Phdr) ph{};
+    if (!in.read(reinterpret_cast<char*>(&ph), sizeof ph)) return "cannot read program headers";
+    if (ph.p_type != PT_LOAD && ph.p_type != PT_DYNAMIC) continue;
+    if (ph.p_offset > size || ph.p_filesz > size - ph.p_offset) {
+      return "truncated: a loadable segment ends at byte " +
+             std::to_string(ph.p_offset + ph.p_filesz) + has;
+    }
+  }
+  return std::nullopt;
 }
 
 // A NUL-terminated string from the descriptor, or nullopt if it is NULL or unterminated.
@@ -106,6 +185,9 @@ Result<std::unique_ptr<NativeLibrary>> NativeLibrary::open(const fs::path& file,
   if (!fs::is_regular_file(st)) return refuse("not a regular file");
   if (!hasElfMagic(path)) {
     return Status::invalid("not a shared library: " + name + " (no ELF header)");
+  }
+  if (auto problem = elfProblem(path)) {
+    return refuse("not a loadable shared library: " + *problem);
   }
 
   auto lib = std::unique_ptr<NativeLibrary>(new NativeLibrary);

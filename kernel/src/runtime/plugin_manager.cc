@@ -147,6 +147,27 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
     loaded.emplace(m.id, m);
   }
 
+  // A plugin whose dependency is enabled but failed to load fails for that reason (the
+  // resolver only sees what loaded); repeat until chains of such failures settle.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (auto it = loaded.begin(); it != loaded.end();) {
+      const plugin::Dependency* broken = nullptr;
+      for (const auto& dep : it->second.dependencies) {
+        auto d = by_id_.find(dep.id);
+        if (d != by_id_.end() && d->second->state == PluginState::kFailed) broken = &dep;
+      }
+      if (!broken) {
+        ++it;
+        continue;
+      }
+      fail(*by_id_.at(it->first),
+           "dependency " + broken->id + " failed: " + by_id_.at(broken->id)->error);
+      it = loaded.erase(it);
+      changed = true;
+    }
+  }
+
   // Resolve: dependencies first; cycles and unsatisfied ranges are refused by name.
   plugin::StartPlan plan = plugin::resolveStartOrder(loaded);
   for (const auto& [id, why] : plan.refused) fail(*by_id_.at(id), why);

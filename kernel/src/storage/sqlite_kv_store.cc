@@ -5,13 +5,17 @@
 // Keys and values are bound as strings (SOCI 4.0's sqlite3 backend passes the length, so
 // NUL bytes survive) and CAST to BLOB in SQL, so every stored key is a BLOB and compares
 // with memcmp: byte order for list(), and no collation or UTF-8 rules apply.
+#include <fcntl.h>
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 #include <utility>
 
@@ -42,6 +46,47 @@ Status validateKey(std::string_view key) {
   return Status::ok();
 }
 
+// One SQL statement. SOCI's `session << ...` and `session.prepare << ...` go through
+// helper classes whose type info libsoci does not export, so code using them fails to
+// link under -fsanitize=vptr (the asan preset); the plain statement API avoids them.
+// Bound values are referenced, not copied: they must outlive the Query.
+class Query {
+ public:
+  Query(soci::session& sql, std::string text) : st_(sql), text_(std::move(text)) {}
+
+  template <typename T>
+  Query& use(const T& value) {
+    st_.exchange(soci::use(value));
+    return *this;
+  }
+  template <typename T>
+  Query& into(T& value) {
+    st_.exchange(soci::into(value));
+    return *this;
+  }
+  template <typename T>
+  Query& into(T& value, soci::indicator& ind) {
+    st_.exchange(soci::into(value, ind));
+    return *this;
+  }
+  // Executes; true if a first row was fetched into the `into` targets.
+  bool run() {
+    st_.alloc();
+    st_.prepare(text_);
+    st_.define_and_bind();
+    return st_.execute(true);
+  }
+  bool next() { return st_.fetch(); }  // the following row, if any
+
+ private:
+  soci::statement st_;
+  std::string text_;
+};
+
+void exec(soci::session& sql, const std::string& text) {
+  Query(sql, text).run();
+}
+
 // One open database. The mutex serialises every use of the session (SOCI sessions are
 // not thread-safe) and makes read-check-write sequences atomic within this process;
 // BEGIN IMMEDIATE makes them atomic against other processes on the same file too.
@@ -53,11 +98,11 @@ struct TenantDb {
 // BEGIN IMMEDIATE ... COMMIT, rolled back unless commit() was reached.
 class WriteTransaction {
  public:
-  explicit WriteTransaction(soci::session& sql) : sql_(sql) { sql_ << "BEGIN IMMEDIATE"; }
+  explicit WriteTransaction(soci::session& sql) : sql_(sql) { exec(sql_, "BEGIN IMMEDIATE"); }
   ~WriteTransaction() {
     if (open_) {
       try {
-        sql_ << "ROLLBACK";
+        exec(sql_, "ROLLBACK");
       } catch (const std::exception&) {
         // The connection is already failing; SQLite rolls back on its own when the
         // transaction cannot continue, and the caller reports the original error.
@@ -67,7 +112,7 @@ class WriteTransaction {
   WriteTransaction(const WriteTransaction&) = delete;
   WriteTransaction& operator=(const WriteTransaction&) = delete;
   void commit() {
-    sql_ << "COMMIT";
+    exec(sql_, "COMMIT");
     open_ = false;
   }
 
@@ -90,9 +135,14 @@ class SqliteKvStore final : public KvStore {
       std::string k(key), value;
       long long version = 0;
       soci::indicator ind = soci::i_ok;
-      t.sql << "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
-          soci::use(scope.plugin), soci::use(k), soci::into(value, ind), soci::into(version);
-      if (!t.sql.got_data()) return Status::notFound("no such key");
+      bool found =
+          Query(t.sql, "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+              .use(scope.plugin)
+              .use(k)
+              .into(value, ind)
+              .into(version)
+              .run();
+      if (!found) return Status::notFound("no such key");
       if (ind == soci::i_null) value.clear();
       return KvEntry{std::move(k), std::move(value), static_cast<uint64_t>(version)};
     } catch (const std::exception& e) {
@@ -104,8 +154,8 @@ class SqliteKvStore final : public KvStore {
                        uint64_t expected_version) override {
     if (auto s = validateKey(key); !s) return s;
     if (value.size() > kMaxValueBytes) {
-      return Status::invalid("value is " + std::to_string(value.size()) +
-                             " bytes; the limit is " + std::to_string(kMaxValueBytes));
+      return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
+                             std::to_string(kMaxValueBytes));
     }
     auto db = open(scope);
     if (!db) return db.status();
@@ -120,13 +170,23 @@ class SqliteKvStore final : public KvStore {
       }
       long long next = static_cast<long long>(current) + 1;
       if (current == kAbsent) {
-        t.sql << "INSERT INTO kv(plugin, key, value, version) "
-                 "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)",
-            soci::use(scope.plugin), soci::use(k), soci::use(v), soci::use(next);
+        Query(t.sql,
+              "INSERT INTO kv(plugin, key, value, version) "
+              "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
+            .use(scope.plugin)
+            .use(k)
+            .use(v)
+            .use(next)
+            .run();
       } else {
-        t.sql << "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
-                 "WHERE plugin = :p AND key = CAST(:k AS BLOB)",
-            soci::use(v), soci::use(next), soci::use(scope.plugin), soci::use(k);
+        Query(t.sql,
+              "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
+              "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+            .use(v)
+            .use(next)
+            .use(scope.plugin)
+            .use(k)
+            .run();
       }
       tx.commit();
       return static_cast<uint64_t>(next);
@@ -149,8 +209,10 @@ class SqliteKvStore final : public KvStore {
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
-      t.sql << "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
-          soci::use(scope.plugin), soci::use(k);
+      Query(t.sql, "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+          .use(scope.plugin)
+          .use(k)
+          .run();
       tx.commit();
       return Status::ok();
     } catch (const std::exception& e) {
@@ -184,24 +246,15 @@ class SqliteKvStore final : public KvStore {
       std::string key, value;
       long long version = 0;
       soci::indicator ind = soci::i_ok;
-      soci::statement st(t.sql);
-      st.exchange(soci::use(scope.plugin));
-      st.exchange(soci::use(lower));
-      if (!after.empty()) st.exchange(soci::use(after));
-      if (upper) st.exchange(soci::use(*upper));
-      st.exchange(soci::use(n));
-      st.exchange(soci::into(key));
-      st.exchange(soci::into(value, ind));
-      st.exchange(soci::into(version));
-      st.alloc();
-      st.prepare(query);
-      st.define_and_bind();
+      Query q(t.sql, query);
+      q.use(scope.plugin).use(lower);
+      if (!after.empty()) q.use(after);
+      if (upper) q.use(*upper);
+      q.use(n).into(key).into(value, ind).into(version);
       std::vector<KvEntry> out;
-      if (st.execute(true)) {
-        do {
-          if (ind == soci::i_null) value.clear();
-          out.push_back(KvEntry{key, value, static_cast<uint64_t>(version)});
-        } while (st.fetch());
+      for (bool row = q.run(); row; row = q.next()) {
+        if (ind == soci::i_null) value.clear();
+        out.push_back(KvEntry{key, value, static_cast<uint64_t>(version)});
       }
       return out;
     } catch (const std::exception& e) {
@@ -213,9 +266,12 @@ class SqliteKvStore final : public KvStore {
   static uint64_t currentVersion(soci::session& sql, const std::string& plugin,
                                  const std::string& key) {
     long long version = 0;
-    sql << "SELECT version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)",
-        soci::use(plugin), soci::use(key), soci::into(version);
-    return sql.got_data() ? static_cast<uint64_t>(version) : kAbsent;
+    bool found = Query(sql, "SELECT version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+                     .use(plugin)
+                     .use(key)
+                     .into(version)
+                     .run();
+    return found ? static_cast<uint64_t>(version) : kAbsent;
   }
 
   static Status conflict(uint64_t expected, uint64_t current) {
@@ -242,16 +298,23 @@ class SqliteKvStore final : public KvStore {
     if (auto it = dbs_.find(scope.tenant); it != dbs_.end()) return it->second.get();
     std::filesystem::path file = dir_ / (scope.tenant + ".db");
     try {
+      // Tenant data is private to the server's user: create the file 0600 before SQLite
+      // does (it would use the umask), and SQLite gives -wal/-shm the same mode.
+      int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) throw std::system_error(errno, std::generic_category(), "create");
+      ::close(fd);
       auto db = std::make_unique<TenantDb>();
-      db->sql.open(soci::sqlite3, "db=\"" + file.string() + "\" timeout=" +
-                                      std::to_string(kBusyTimeoutMs / 1000));
+      db->sql.open(soci::sqlite3,
+                   "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000));
       std::string mode;
-      db->sql << "PRAGMA journal_mode=WAL", soci::into(mode);
-      db->sql << "PRAGMA synchronous=FULL";
-      db->sql << "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs);
-      db->sql << "CREATE TABLE IF NOT EXISTS kv("
-                 "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
-                 "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))";
+      Query(db->sql, "PRAGMA journal_mode=WAL").into(mode).run();
+      if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");
+      exec(db->sql, "PRAGMA synchronous=FULL");
+      exec(db->sql, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+      exec(db->sql,
+           "CREATE TABLE IF NOT EXISTS kv("
+           "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
+           "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
       TenantDb* ptr = db.get();
       dbs_.emplace(scope.tenant, std::move(db));
       return ptr;
@@ -274,7 +337,9 @@ Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& 
     return Status::invalid("storage directory must not contain '\"': " + dir.string());
   }
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  if (std::filesystem::create_directories(dir, ec)) {
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+  }
   if (ec || !std::filesystem::is_directory(dir, ec)) {
     return Status::unavailable("cannot create storage directory " + dir.string() + ": " +
                                (ec ? ec.message() : std::string("not a directory")));

@@ -1,5 +1,6 @@
 /* trellis/echo-c — the plain C example plugin: any method on /echo or /echo/... answers
  * with the request as JSON: {"tenant","method","path","query","headers":[[n,v],...],"body"}.
+ * Credential headers (Authorization, Cookie) are redacted.
  * It uses nothing but <trellis/plugin.h> and the C library. */
 #include <stdio.h>
 #include <string.h>
@@ -56,8 +57,24 @@ static void emit_field(writer* w, const char* name, trellis_str value, int first
   emit_json_string(w, value);
 }
 
+/* Credentials are never echoed, so a captured echo response leaks no key. */
+static int is_credential(trellis_str name) {
+  static const char* const secret[] = {"authorization", "proxy-authorization", "cookie"};
+  size_t i, j;
+  for (i = 0; i < sizeof secret / sizeof secret[0]; ++i) {
+    if (strlen(secret[i]) != name.len) continue;
+    for (j = 0; j < name.len; ++j) {
+      char c = name.ptr[j];
+      if ((c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c) != secret[i][j]) break;
+    }
+    if (j == name.len) return 1;
+  }
+  return 0;
+}
+
 static int emit_header(void* user, trellis_str name, trellis_str value) {
   writer* w = (writer*)user;
+  if (is_credential(name)) value = TRELLIS_STR("[redacted]");
   if (w->headers++ > 0) emit(w, ",", 1);
   emit(w, "[", 1);
   emit_json_string(w, name);

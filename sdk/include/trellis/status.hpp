@@ -111,8 +111,11 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
-  // The failure; Status::ok() when a value is held.
-  Status status() const { return isOk() ? Status::ok() : std::get<Status>(v_); }
+  // The failure; an OK status when a value is held.
+  const Status& status() const {
+    static const Status ok;
+    return isOk() ? ok : std::get<Status>(v_);
+  }
 
  private:
   std::variant<T, Status> v_;

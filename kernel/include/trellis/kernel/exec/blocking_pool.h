@@ -18,8 +18,10 @@ namespace trellis::kernel::exec {
 
 class BlockingPool {
  public:
+  // `threads` 0 is taken as 1. `max_queued` counts waiting tasks, not running ones.
   BlockingPool(size_t threads, size_t max_queued);
-  ~BlockingPool();  // runs what is queued, then joins
+  // Runs what is queued, then joins. A task that throws is logged; its thread carries on.
+  ~BlockingPool();
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
 

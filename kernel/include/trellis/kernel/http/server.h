@@ -23,15 +23,15 @@ namespace trellis::kernel::http {
 struct ServerOptions {
   std::string name = "data";  // for logs: "data" or "admin"
   std::string host = "127.0.0.1";
-  uint16_t port = 8080;         // 0 = any free port; see Server::port()
-  unsigned threads = 0;         // 0 = one per core
-  size_t max_header_bytes = 16 * 1024;       // larger: 431
-  size_t max_body_bytes = 1024 * 1024;       // larger: 413
+  uint16_t port = 8080;                 // 0 = any free port; see Server::port()
+  unsigned threads = 0;                 // 0 = one per core
+  size_t max_header_bytes = 16 * 1024;  // larger: 431
+  size_t max_body_bytes = 1024 * 1024;  // larger: 413
   // A whole request must arrive in this (408 once part of it came), and writing a
   // response must finish in it.
   std::chrono::milliseconds read_timeout{10'000};
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
-  size_t max_connections = 10'000;           // further accepts are closed at once
+  size_t max_connections = 10'000;                 // further accepts are closed at once
 };
 
 class Server {

@@ -43,12 +43,11 @@ class KvStore {
   // Returns the new version. CONFLICT if expected_version does not match: kAbsent needs
   // the key to be absent, a version number needs it present at exactly that version.
   // INVALID for a bad key or a value over kMaxValueBytes.
-  virtual Result<uint64_t> put(const Scope& scope, std::string_view key,
-                               std::string_view value, uint64_t expected_version) = 0;
+  virtual Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
+                               uint64_t expected_version) = 0;
   // NOT_FOUND if absent (whatever expected_version), CONFLICT if present at another
   // version than expected_version (kAnyVersion: any).
-  virtual Status remove(const Scope& scope, std::string_view key,
-                        uint64_t expected_version) = 0;
+  virtual Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) = 0;
   // Keys starting with `prefix`, strictly after `start_after`, ascending by bytes,
   // at most min(limit, kMaxListLimit) (limit 0 = kMaxListLimit). To page, pass the last
   // key returned as start_after. INVALID if prefix or start_after exceed kMaxKeyBytes.

@@ -1,0 +1,366 @@
+#include "trellis/kernel/config/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "support/test_support.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace trellis::kernel::config {
+namespace {
+
+using test::TempDir;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+const fs::path kBase = "/etc/trellis";
+
+Config parse(const std::string& yaml) {
+  return Config::parse(yaml, kBase);
+}
+
+// The ConfigError message for `yaml`, or "" if it parsed.
+std::string errorOf(const std::string& yaml) {
+  try {
+    parse(yaml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ConfigTest, EmptyConfigMeansDefaults) {
+  for (const char* text : {"", "\n", "# only a comment\n", "~\n"}) {
+    Config c = parse(text);
+    EXPECT_EQ(c.server.listen.host, "127.0.0.1");
+    EXPECT_EQ(c.server.listen.port, 8080);
+    EXPECT_EQ(c.server.threads, 0u);
+    EXPECT_EQ(c.server.max_header_bytes, 16384u);
+    EXPECT_EQ(c.server.max_body_bytes, 1048576u);
+    EXPECT_EQ(c.server.read_timeout.count(), 10000);
+    EXPECT_EQ(c.server.idle_timeout.count(), 60000);
+    EXPECT_EQ(c.server.drain_timeout.count(), 10000);
+    EXPECT_EQ(c.server.blocking_threads, 8u);
+    EXPECT_EQ(c.server.blocking_queue, 1024u);
+    EXPECT_EQ(c.admin.listen.host, "127.0.0.1");
+    EXPECT_EQ(c.admin.listen.port, 8081);
+    EXPECT_EQ(c.data_dir, fs::path("/etc/var/data"));
+    EXPECT_EQ(c.admin.token_file, fs::path("/etc/var/admin.token"));
+    EXPECT_EQ(c.log_level, "info");
+    EXPECT_EQ(c.access_log, "stdout");
+    EXPECT_TRUE(c.plugin_dirs.empty());
+    EXPECT_TRUE(c.plugins.empty());
+    EXPECT_TRUE(c.tenants.empty());
+    EXPECT_TRUE(c.file.empty());
+  }
+}
+
+TEST(ConfigTest, EmptySectionsMeanDefaults) {
+  Config c = parse("server:\nadmin:\nstorage:\nlog:\nplugins:\n  dirs:\n  enabled:\ntenants:\n");
+  EXPECT_EQ(c.server.listen.port, 8080);
+  EXPECT_TRUE(c.plugins.empty());
+  EXPECT_TRUE(c.tenants.empty());
+}
+
+TEST(ConfigTest, ReadsEverySetting) {
+  Config c = parse(R"(
+server:
+  listen: 0.0.0.0:9000
+  threads: 4
+  max_header_bytes: 8192
+  max_body_bytes: 2048
+  read_timeout_ms: 1500
+  idle_timeout_ms: 2500
+  drain_timeout_ms: 0
+  blocking_threads: 3
+  blocking_queue: 77
+admin:
+  listen: "[::1]:9001"
+  token_file: /run/trellis/token
+storage:
+  data_dir: /var/lib/trellis
+log:
+  level: debug
+  access_log: off
+plugins:
+  dirs: [/usr/lib/trellis/plugins, plugins]
+  enabled:
+    - id: trellis/hello
+      config: {greeting: Hi}
+    - id: acme-co/echo-c
+tenants:
+  - id: acme
+    keys:
+      - key: acme-key
+      - sha256: BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD
+  - id: globex
+)");
+  EXPECT_EQ(c.server.listen.host, "0.0.0.0");
+  EXPECT_EQ(c.server.listen.port, 9000);
+  EXPECT_EQ(c.server.threads, 4u);
+  EXPECT_EQ(c.server.max_header_bytes, 8192u);
+  EXPECT_EQ(c.server.max_body_bytes, 2048u);
+  EXPECT_EQ(c.server.read_timeout.count(), 1500);
+  EXPECT_EQ(c.server.idle_timeout.count(), 2500);
+  EXPECT_EQ(c.server.drain_timeout.count(), 0);
+  EXPECT_EQ(c.server.blocking_threads, 3u);
+  EXPECT_EQ(c.server.blocking_queue, 77u);
+  EXPECT_EQ(c.admin.listen.host, "::1");
+  EXPECT_EQ(c.admin.listen.port, 9001);
+  EXPECT_EQ(c.admin.token_file, fs::path("/run/trellis/token"));
+  EXPECT_EQ(c.data_dir, fs::path("/var/lib/trellis"));
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.access_log, "off");
+  EXPECT_EQ(c.plugin_dirs,
+            (std::vector<fs::path>{"/usr/lib/trellis/plugins", "/etc/trellis/plugins"}));
+  ASSERT_EQ(c.plugins.size(), 2u);
+  EXPECT_EQ(c.plugins[0].id, "trellis/hello");
+  EXPECT_EQ(c.plugins[0].config_json, R"({"greeting":"Hi"})");
+  EXPECT_EQ(c.plugins[1].id, "acme-co/echo-c");
+  EXPECT_EQ(c.plugins[1].config_json, "{}");
+  ASSERT_EQ(c.tenants.size(), 2u);
+  EXPECT_EQ(c.tenants[0].id, "acme");
+  ASSERT_EQ(c.tenants[0].keys.size(), 2u);
+  EXPECT_EQ(c.tenants[0].keys[0].sha256_hex, tenants::sha256Hex("acme-key"));
+  EXPECT_EQ(c.tenants[0].keys[1].sha256_hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(c.tenants[1].id, "globex");
+  EXPECT_TRUE(c.tenants[1].keys.empty());
+}
+
+TEST(ConfigTest, RelativePathsResolveAgainstTheConfigDirectory) {
+  Config c = parse(
+      "storage: {data_dir: ./state/data/}\n"
+      "log: {access_log: ../log/access.log}\n"
+      "plugins: {dirs: [../build/plugins]}\n");
+  EXPECT_EQ(c.data_dir, fs::path("/etc/trellis/state/data/"));
+  // The token defaults to a sibling of the data directory.
+  EXPECT_EQ(c.admin.token_file, fs::path("/etc/trellis/state/admin.token"));
+  EXPECT_EQ(c.access_log, "/etc/log/access.log");
+  EXPECT_EQ(c.plugin_dirs, (std::vector<fs::path>{"/etc/build/plugins"}));
+
+  Config t = parse("admin: {token_file: secrets/token}\nstorage: {data_dir: /srv/data}\n");
+  EXPECT_EQ(t.admin.token_file, fs::path("/etc/trellis/secrets/token"));
+  EXPECT_EQ(t.data_dir, fs::path("/srv/data"));
+}
+
+TEST(ConfigTest, LoadResolvesAgainstTheFileAndRecordsIt) {
+  TempDir dir;
+  fs::create_directories(dir / "conf");
+  test::writeFile(dir / "conf" / "trellis.yaml", "storage:\n  data_dir: data\n");
+  Config c = Config::load(dir / "conf" / "trellis.yaml");
+  EXPECT_EQ(c.file, dir / "conf" / "trellis.yaml");
+  EXPECT_EQ(c.data_dir, dir / "conf" / "data");
+  EXPECT_EQ(c.admin.token_file, dir / "conf" / "admin.token");
+}
+
+TEST(ConfigTest, LoadErrorsNameTheFile) {
+  TempDir dir;
+  fs::path missing = dir / "nope.yaml";
+  try {
+    Config::load(missing);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(missing.string()));
+    EXPECT_THAT(e.what(), HasSubstr("No such file"));
+  }
+  test::writeFile(dir / "bad.yaml", "server:\n  threads: many\n");
+  try {
+    Config::load(dir / "bad.yaml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr((dir / "bad.yaml").string()));
+    EXPECT_THAT(e.what(), HasSubstr("server.threads: expected a non-negative integer"));
+  }
+  EXPECT_THROW(Config::load(dir.path()), ConfigError);
+}
+
+TEST(ConfigTest, EmptyFileLoadsDefaults) {
+  TempDir dir;
+  test::writeFile(dir / "trellis.yaml", "");
+  Config c = Config::load(dir / "trellis.yaml");
+  EXPECT_EQ(c.server.listen.port, 8080);
+  EXPECT_EQ(c.data_dir, (dir.path().parent_path() / "var" / "data"));
+}
+
+TEST(ConfigTest, SyntaxErrorsGiveLineAndColumn) {
+  std::string e = errorOf("server:\n  listen: [oops\n");
+  EXPECT_THAT(e, HasSubstr("invalid YAML at line"));
+  EXPECT_THAT(e, ::testing::MatchesRegex(".*line [0-9]+, column [0-9]+.*"));
+  EXPECT_THAT(errorOf("a: b: c\n"), HasSubstr("line 1, column"));
+}
+
+TEST(ConfigTest, TopLevelMustBeAMap) {
+  EXPECT_THAT(errorOf("- server\n- admin\n"), HasSubstr("expected a map of sections"));
+  EXPECT_THAT(errorOf("- server\n- admin\n"), HasSubstr("got a list"));
+  EXPECT_THAT(errorOf("just text\n"), HasSubstr("got \"just text\""));
+  EXPECT_THAT(errorOf("a: 1\n---\nb: 2\n"), HasSubstr("one YAML document"));
+}
+
+struct BadInput {
+  const char* yaml;
+  const char* message;
+};
+
+TEST(ConfigTest, EveryBadInputNamesItsPath) {
+  const BadInput cases[] = {
+      {"bogus: 1\n", "bogus: unknown key"},
+      {"server:\n  listn: 1\n", "server.listn: unknown key (expected one of: listen,"},
+      {"server: [1]\n", "server: expected a map, got a list"},
+      {"server:\n  threads: 1\n  threads: 2\n", "server.threads: duplicate key"},
+      {"server:\n  listen: 8080\n", "server.listen: expected host:port"},
+      {"server:\n  listen: 8080\n", "got \"8080\""},
+      {"server:\n  listen: localhost:80\n", "server.listen: expected host:port"},
+      {"server:\n  listen: \"::1:80\"\n", "server.listen: expected host:port"},
+      {"server:\n  listen: 1.2.3:80\n", "server.listen: expected host:port"},
+      {"server:\n  listen: 127.0.0.1:65536\n", "server.listen: expected a port from 0 to 65535"},
+      {"server:\n  listen: \"127.0.0.1:\"\n", "server.listen: expected a port"},
+      {"server:\n  listen: 127.0.0.1:-1\n", "server.listen: expected a port"},
+      {"server:\n  listen: \"[::1]\"\n", "server.listen: expected host:port"},
+      {"server:\n  listen: [127.0.0.1, 80]\n", "server.listen: expected host:port, got a list"},
+      {"admin:\n  listen: \"[nope]:1\"\n", "admin.listen: expected host:port"},
+      {"server:\n  max_body_bytes: big\n",
+       "server.max_body_bytes: expected a positive integer, got \"big\""},
+      {"server:\n  max_header_bytes: 0\n", "server.max_header_bytes: expected an integer from 1"},
+      {"server:\n  threads: -1\n", "server.threads: expected a non-negative integer"},
+      {"server:\n  threads: \"2\"\n", "server.threads: expected a non-negative integer (unquoted)"},
+      {"server:\n  read_timeout_ms: 1.5\n", "server.read_timeout_ms: expected a positive integer"},
+      {"server:\n  idle_timeout_ms: 0\n", "server.idle_timeout_ms: expected an integer from 1"},
+      {"server:\n  blocking_threads: 99999999999999999999999\n",
+       "server.blocking_threads: expected a positive integer"},
+      {"server:\n  blocking_queue: ~\n",
+       "server.blocking_queue: expected a positive integer, got null"},
+      {"admin:\n  token_file: \"\"\n", "admin.token_file: expected a path"},
+      {"admin:\n  token_file: [a]\n", "admin.token_file: expected a string, got a list"},
+      {"storage:\n  data_dir: {a: 1}\n", "storage.data_dir: expected a string, got a map"},
+      {"storage:\n  dir: x\n", "storage.dir: unknown key"},
+      {"log:\n  level: verbose\n", "log.level: expected one of trace, debug, info, warn, error"},
+      {"log:\n  level: INFO\n", "log.level: expected one of"},
+      {"log:\n  format: json\n", "log.format: unknown key"},
+      {"plugins:\n  dirs: /x\n", "plugins.dirs: expected a list, got \"/x\""},
+      {"plugins:\n  dirs: [/a, [b]]\n", "plugins.dirs[1]: expected a string"},
+      {"plugins:\n  enabled:\n    - trellis/hello\n", "plugins.enabled[0]: expected a map"},
+      {"plugins:\n  enabled:\n    - config: {}\n", "plugins.enabled[0].id: required"},
+      {"plugins:\n  enabled:\n    - id: Trellis/Hello\n",
+       "plugins.enabled[0].id: expected namespace/name"},
+      {"plugins:\n  enabled:\n    - id: trellis\n",
+       "plugins.enabled[0].id: expected namespace/name"},
+      {"plugins:\n  enabled:\n    - id: a/b/c\n", "plugins.enabled[0].id: expected namespace/name"},
+      {"plugins:\n  enabled:\n    - id: a/b\n    - id: a/b\n",
+       "plugins.enabled[1].id: duplicate plugin id \"a/b\""},
+      {"plugins:\n  enabled:\n    - id: a/b\n      enabled: true\n",
+       "plugins.enabled[0].enabled: unknown key"},
+      {"plugins:\n  enabled:\n    - id: a/b\n      config: {x: 1, x: 2}\n",
+       "plugins.enabled[0].config.x: duplicate key"},
+      {"plugins:\n  enabled:\n    - id: a/b\n      config: {? [1]: 2}\n",
+       "plugins.enabled[0].config: map keys must be strings"},
+      {"tenants: {acme: 1}\n", "tenants: expected a list, got a map"},
+      {"tenants:\n  - acme\n", "tenants[0]: expected a map with id and keys"},
+      {"tenants:\n  - keys: []\n", "tenants[0].id: required"},
+      {"tenants:\n  - id: Acme\n", "tenants[0].id: expected [a-z0-9][a-z0-9-]{0,62}, got \"Acme\""},
+      {"tenants:\n  - id: ../x\n", "tenants[0].id: expected [a-z0-9][a-z0-9-]{0,62}"},
+      {"tenants:\n  - id: acme\n    name: ACME\n", "tenants[0].name: unknown key"},
+      {"tenants:\n  - id: acme\n  - id: acme\n", "tenants[1].id: duplicate tenant id \"acme\""},
+      {"tenants:\n  - id: acme\n    keys: [{key: a}]\n  - id: b\n    keys: [{sha256: abc}]\n",
+       "tenants[1].keys[0].sha256: expected 64 hex characters"},
+      {"tenants:\n  - id: acme\n    keys: [{sha256: "
+       "zz7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad}]\n",
+       "tenants[0].keys[0].sha256: expected 64 hex characters"},
+      {"tenants:\n  - id: acme\n    keys: [{key: a, sha256: b}]\n",
+       "tenants[0].keys[0]: expected exactly one of sha256 or key"},
+      {"tenants:\n  - id: acme\n    keys: [{}]\n",
+       "tenants[0].keys[0]: expected exactly one of sha256 or key"},
+      {"tenants:\n  - id: acme\n    keys: [{token: a}]\n", "tenants[0].keys[0].token: unknown key"},
+      {"tenants:\n  - id: acme\n    keys: [{key: \"\"}]\n",
+       "tenants[0].keys[0].key: expected a non-empty key"},
+      {"tenants:\n  - id: acme\n    keys: [secret]\n", "tenants[0].keys[0]: expected {sha256:"},
+      {"tenants:\n  - id: acme\n    keys: {key: a}\n", "tenants[0].keys: expected a list"},
+      {"tenants:\n  - id: acme\n    keys: [{key: k}]\n  - id: b\n    keys: [{key: x}, {key: k}]\n",
+       "tenants[1].keys[1]: key already used by tenant \"acme\""},
+  };
+  for (const auto& c : cases) {
+    EXPECT_THAT(errorOf(c.yaml), HasSubstr(c.message)) << "input:\n" << c.yaml;
+  }
+}
+
+TEST(ConfigTest, ListenAcceptsIPv4AndBracketedIPv6) {
+  Config c = parse("server: {listen: \"[::]:0\"}\nadmin: {listen: 10.1.2.3:65535}\n");
+  EXPECT_EQ(c.server.listen.host, "::");
+  EXPECT_EQ(c.server.listen.port, 0);
+  EXPECT_EQ(c.admin.listen.host, "10.1.2.3");
+  EXPECT_EQ(c.admin.listen.port, 65535);
+  Config v6 = parse("server: {listen: \"[fe80::1:2]:443\"}\n");
+  EXPECT_EQ(v6.server.listen.host, "fe80::1:2");
+  EXPECT_EQ(v6.server.listen.port, 443);
+}
+
+std::string pluginJson(const std::string& config_yaml) {
+  Config c = parse("plugins:\n  enabled:\n    - id: a/b\n      config: " + config_yaml + "\n");
+  return c.plugins.at(0).config_json;
+}
+
+TEST(ConfigTest, PluginConfigBecomesJson) {
+  EXPECT_EQ(pluginJson("{}"), "{}");
+  EXPECT_EQ(pluginJson("~"), "{}");
+  EXPECT_EQ(pluginJson("[]"), "[]");
+  EXPECT_EQ(pluginJson("{b: 1, a: [1, 2.5, -3, 1e3, true, false, null, ~, x]}"),
+            R"({"b":1,"a":[1,2.5,-3,1e3,true,false,null,null,"x"]})");
+  // Quoted or tagged scalars stay strings; YAML-only spellings are not JSON numbers.
+  EXPECT_EQ(pluginJson(R"({q: "5", t: !!str 7, s: '1.5', n: "null", b: "true"})"),
+            R"({"q":"5","t":"7","s":"1.5","n":"null","b":"true"})");
+  EXPECT_EQ(pluginJson("[yes, no, on, off, .5, 0x1f, .inf, .nan, 007, 1_000, +5, True, FALSE]"),
+            R"(["yes","no","on","off",".5","0x1f",".inf",".nan","007","1_000",5,true,false])");
+  // Escaping: quotes, backslashes, control characters; UTF-8 passes through.
+  EXPECT_EQ(pluginJson(R"({"k\"ey": "a\"b\\c\nd\te\u0001f", u: "héllo €"})"),
+            "{\"k\\\"ey\":\"a\\\"b\\\\c\\nd\\te\\u0001f\",\"u\":\"héllo €\"}");
+  EXPECT_EQ(pluginJson("{nested: {deeper: {list: [{a: 1}, [2, [3]]]}}}"),
+            R"({"nested":{"deeper":{"list":[{"a":1},[2,[3]]]}}})");
+  EXPECT_EQ(pluginJson("\"just a string\""), R"("just a string")");
+  EXPECT_EQ(pluginJson("12"), "12");
+  EXPECT_EQ(pluginJson("{1: one, true: yes}"), R"({"1":"one","true":"yes"})");
+  // Block style and multi-line strings.
+  Config c = parse(
+      "plugins:\n"
+      "  enabled:\n"
+      "    - id: a/b\n"
+      "      config:\n"
+      "        greeting: |\n"
+      "          line one\n"
+      "          line two\n"
+      "        limits:\n"
+      "          - 1\n"
+      "          - 2\n");
+  EXPECT_EQ(c.plugins[0].config_json, R"({"greeting":"line one\nline two\n","limits":[1,2]})");
+}
+
+TEST(ConfigTest, AnchorsAndAliasesExpand) {
+  EXPECT_EQ(pluginJson("{a: &x {n: 1}, b: *x}"), R"({"a":{"n":1},"b":{"n":1}})");
+}
+
+TEST(ConfigTest, TheIntegrationTestConfigParses) {
+  std::string yaml = test::defaultTestConfig();
+  for (const char* placeholder : {"@DIR@", "@DATA@", "@PLUGINS@", "@FIXTURES@"}) {
+    yaml = std::regex_replace(yaml, std::regex(placeholder), "/tmp/x");
+  }
+  Config c = parse(yaml);
+  EXPECT_EQ(c.server.listen.port, 0);
+  EXPECT_EQ(c.log_level, "debug");
+  ASSERT_EQ(c.plugins.size(), 2u);
+  EXPECT_EQ(c.plugins[0].config_json, R"({"greeting":"Hello"})");
+  ASSERT_EQ(c.tenants.size(), 2u);
+  EXPECT_EQ(c.tenants[1].keys.at(0).sha256_hex, tenants::sha256Hex("globex-key"));
+}
+
+TEST(ConfigTest, TheShippedDefaultConfigLoads) {
+  fs::path file = fs::path(TRELLIS_SOURCE_DIR) / "config" / "trellis.yaml";
+  Config c = Config::load(file);
+  fs::path root = fs::absolute(TRELLIS_SOURCE_DIR).lexically_normal();
+  EXPECT_EQ(c.data_dir, root / "var" / "data");
+  EXPECT_EQ(c.admin.token_file, root / "var" / "admin.token");
+  EXPECT_FALSE(c.tenants.empty());
+}
+
+}  // namespace
+}  // namespace trellis::kernel::config
