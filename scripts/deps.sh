@@ -15,7 +15,7 @@ packages=(
   build-essential cmake ninja-build pkg-config binutils curl ca-certificates
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format
 )
 for arg in "$@"; do
   case "$arg" in

@@ -28,6 +28,12 @@ scripts/deps.sh
 
 results=()
 failed=0
+if scripts/check-format.sh; then
+  results+=("format: passed")
+else
+  results+=("format: FAILED")
+  failed=1
+fi
 for p in "${presets[@]}"; do
   start=$SECONDS
   step=""

@@ -17,9 +17,9 @@ int main(int argc, char** argv) {
   cli.add_option("--ready-file", ready_file,
                  "Write {\"port\":N,\"admin_port\":M} here once serving");
   cli.add_flag("--check", check_only, "Validate the configuration and exit");
-  cli.set_version_flag("--version", std::string("trellisd ") + TRELLIS_VERSION +
-                                        " (plugin ABI " + std::to_string(TRELLIS_ABI_MAJOR) +
-                                        "." + std::to_string(TRELLIS_ABI_MINOR) + ")");
+  cli.set_version_flag("--version", std::string("trellisd ") + TRELLIS_VERSION + " (plugin ABI " +
+                                        std::to_string(TRELLIS_ABI_MAJOR) + "." +
+                                        std::to_string(TRELLIS_ABI_MINOR) + ")");
   CLI11_PARSE(cli, argc, argv);
 
   using trellis::kernel::config::Config;

@@ -105,8 +105,8 @@ TEST_F(TrellisdTest, EchoCReturnsTheRequestAsJson) {
   EXPECT_EQ(o->getValue<std::string>("query"), "x=1&y=two");
   EXPECT_EQ(o->getValue<std::string>("body"), "hi\n");
   EXPECT_THAT(reply.body, HasSubstr(R"(["X-Trace","t\"1"])"));
-  EXPECT_THAT(reply.body, AllOf(HasSubstr(R"(["Authorization","[redacted]"])"),
-                                Not(HasSubstr("acme-key"))));
+  EXPECT_THAT(reply.body,
+              AllOf(HasSubstr(R"(["Authorization","[redacted]"])"), Not(HasSubstr("acme-key"))));
 }
 
 TEST_F(TrellisdTest, RequestsWithoutAValidTenantKeyAreRefused) {
@@ -142,10 +142,10 @@ TEST_F(TrellisdTest, HealthProbesNeedNoKey) {
 TEST_F(TrellisdTest, AdminApiNeedsItsTokenAndReportsPlugins) {
   startWith();
   EXPECT_EQ(request(server().adminPort(), "GET", "/v1/status").status, 401);
-  EXPECT_EQ(request(server().adminPort(), "GET", "/v1/status",
-                    {{"Authorization", "Bearer acme-key"}})
-                .status,
-            401);
+  EXPECT_EQ(
+      request(server().adminPort(), "GET", "/v1/status", {{"Authorization", "Bearer acme-key"}})
+          .status,
+      401);
   // The admin API is not on the data plane.
   EXPECT_EQ(request(server().port(), "GET", "/v1/status", kAcme).status, 404);
 
@@ -157,8 +157,7 @@ TEST_F(TrellisdTest, AdminApiNeedsItsTokenAndReportsPlugins) {
   ASSERT_TRUE(hello);
   EXPECT_EQ(hello->getValue<std::string>("state"), "active");
   EXPECT_EQ(hello->getValue<std::string>("version"), "1.0.0");
-  EXPECT_EQ(hello->getArray("routes")->getElement<std::string>(0),
-            "GET /hello/{name} (blocking)");
+  EXPECT_EQ(hello->getArray("routes")->getElement<std::string>(0), "GET /hello/{name} (blocking)");
 }
 
 TEST_F(TrellisdTest, AdminTokenIsGeneratedOncePrivateAndPrintedOnce) {
@@ -202,10 +201,9 @@ TEST_F(TrellisdTest, CliShowsStatusAndPlugins) {
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(list, AllOf(HasSubstr("trellis/hello"), HasSubstr("trellis/echo-c"),
                           HasSubstr("GET /hello/{name} (blocking)")));
-  std::string refused =
-      run(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
-              std::to_string(server().adminPort()) + " --token wrong status 2>&1",
-          &rc);
+  std::string refused = run(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
+                                std::to_string(server().adminPort()) + " --token wrong status 2>&1",
+                            &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_THAT(refused, HasSubstr("refused the token"));
 }
@@ -269,8 +267,7 @@ TEST_F(TrellisdTest, MisbehavingPluginIsContained) {
   EXPECT_EQ(request(server().port(), "GET", "/misbehaves/kv", kAcme).body, "PERMISSION_DENIED");
   EXPECT_EQ(request(server().port(), "GET", "/misbehaves/stale-ctx", kAcme).body,
             "INVALID INVALID");
-  EXPECT_EQ(request(server().port(), "GET", "/misbehaves/header", kAcme).body,
-            "INVALID INVALID");
+  EXPECT_EQ(request(server().port(), "GET", "/misbehaves/header", kAcme).body, "INVALID INVALID");
   auto entry = pluginEntry(server(), "fixture/misbehaves");
   ASSERT_TRUE(entry);
   EXPECT_EQ(entry->getValue<int>("denied_calls"), 1);
@@ -295,11 +292,12 @@ TEST_F(TrellisdTest, SigtermDrainsInFlightRequests) {
 TEST_F(TrellisdTest, MalformedAndOversizedRequestsGetClearErrors) {
   startWith();
   EXPECT_EQ(rawExchange(server().port(), "NOT HTTP AT ALL\r\n\r\n").status, 400);
-  std::string huge_header = "GET /hello/a HTTP/1.1\r\nHost: x\r\nX-Big: " +
-                            std::string(64 * 1024, 'a') + "\r\n\r\n";
+  std::string huge_header =
+      "GET /hello/a HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n";
   EXPECT_EQ(rawExchange(server().port(), huge_header).status, 431);
-  std::string huge_body = "POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n"
-                          "Content-Length: 5000000\r\n\r\n";
+  std::string huge_body =
+      "POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n"
+      "Content-Length: 5000000\r\n\r\n";
   EXPECT_EQ(rawExchange(server().port(), huge_body).status, 413);
   EXPECT_EQ(request(server().port(), "GET", "/hello/ann", kAcme).status, 200);
 }
@@ -308,9 +306,8 @@ TEST(TrellisdConfigTest, BadConfigurationIsRefusedNamingTheField) {
   TempDir dir;
   writeFile(dir / "trellis.yaml", "server:\n  listen: 127.0.0.1:0\n  max_body_bytes: big\n");
   int rc = -1;
-  std::string out = run(std::string(TRELLISD_PATH) + " --config " +
-                            (dir / "trellis.yaml").string() + " 2>&1",
-                        &rc);
+  std::string out = run(
+      std::string(TRELLISD_PATH) + " --config " + (dir / "trellis.yaml").string() + " 2>&1", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_THAT(out, HasSubstr("server.max_body_bytes"));
 }

@@ -157,7 +157,9 @@ Connection::Connection(uint16_t port) : fd_(connectLoopback(port)) {}
 Connection::~Connection() {
   if (fd_ >= 0) ::close(fd_);
 }
-bool Connection::send(const std::string& raw) { return fd_ >= 0 && sendAll(fd_, raw); }
+bool Connection::send(const std::string& raw) {
+  return fd_ >= 0 && sendAll(fd_, raw);
+}
 
 HttpReply Connection::read(std::chrono::milliseconds timeout) {
   HttpReply reply;
@@ -171,9 +173,8 @@ HttpReply Connection::read(std::chrono::milliseconds timeout) {
     }
     if (eof) return {};
     size_t before = buffered_.size();
-    bool in_time = readUntil(fd_, buffered_, deadline, [&](const std::string& b) {
-      return b.size() > before;
-    });
+    bool in_time = readUntil(fd_, buffered_, deadline,
+                             [&](const std::string& b) { return b.size() > before; });
     if (!in_time) return {};
     if (buffered_.size() == before) eof = true;
   }
@@ -238,9 +239,9 @@ bool TrellisdProcess::start(std::chrono::milliseconds timeout) {
       std::string j = readFile(ready);
       auto num = [&](const std::string& key) -> uint16_t {
         auto p = j.find("\"" + key + "\":");
-        return p == std::string::npos ? 0
-                                      : static_cast<uint16_t>(std::atoi(j.c_str() + p +
-                                                                        key.size() + 3));
+        return p == std::string::npos
+                   ? 0
+                   : static_cast<uint16_t>(std::atoi(j.c_str() + p + key.size() + 3));
       };
       port_ = num("port");
       admin_port_ = num("admin_port");
@@ -278,7 +279,9 @@ std::string TrellisdProcess::adminToken() const {
   return t;
 }
 
-std::string TrellisdProcess::log() const { return readFile(dir_ / "trellisd.log"); }
+std::string TrellisdProcess::log() const {
+  return readFile(dir_ / "trellisd.log");
+}
 
 std::string defaultTestConfig(const std::string& plugins_yaml, const std::string& extra) {
   std::string plugins = plugins_yaml.empty() ? "    - id: trellis/hello\n"

@@ -33,7 +33,7 @@ void writeFile(const std::filesystem::path& file, const std::string& content);
 std::string readFile(const std::filesystem::path& file);
 
 struct HttpReply {
-  int status = 0;  // 0: no parsable reply (connection closed, timeout)
+  int status = 0;                              // 0: no parsable reply (connection closed, timeout)
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
   std::string header(const std::string& lower_name) const;

@@ -64,7 +64,8 @@ struct AdminClient {
     std::string t;
     if (!std::getline(in, t) || t.empty()) {
       die("no admin token: pass --token, set TRELLIS_ADMIN_TOKEN, or point --token-file at "
-          "the file trellisd wrote (tried " + token_file + ")");
+          "the file trellisd wrote (tried " +
+          token_file + ")");
     }
     return t;
   }

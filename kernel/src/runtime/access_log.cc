@@ -41,8 +41,8 @@ void AccessLog::record(const AccessEntry& e) {
   std::string line;
   line.reserve(256);
   line += "{\"ts\":\"";
-  line += fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(now)),
-                      ms.count());
+  line += fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z",
+                      fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms.count());
   line += "\",\"id\":";
   http::appendJsonString(line, e.request_id);
   line += ",\"plane\":";

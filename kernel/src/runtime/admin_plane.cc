@@ -53,8 +53,7 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   auto simple = [&](bool ok, std::string_view body) {
-    http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable,
-                       req.version()};
+    http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable, req.version()};
     res.set(bhttp::field::content_type, "application/json");
     res.body() = body;
     res.keep_alive(req.keep_alive());
@@ -66,14 +65,16 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     return respond(simple(ready, ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})"));
   }
   if (!tokenMatches(presentedToken(req), token_)) {
-    auto res = http::problem(401, "Unauthorized", "the admin API needs Authorization: Bearer "
-                             "<admin token>", {}, &req);
+    auto res = http::problem(401, "Unauthorized",
+                             "the admin API needs Authorization: Bearer "
+                             "<admin token>",
+                             {}, &req);
     res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
     return respond(std::move(res));
   }
   if (req.method() != bhttp::verb::get) {
-    return respond(http::problem(405, "Method Not Allowed", "the admin API is read-only for now",
-                                 {}, &req));
+    return respond(
+        http::problem(405, "Method Not Allowed", "the admin API is read-only for now", {}, &req));
   }
   if (path == "/v1/status") return respond(status(req));
   if (path == "/v1/plugins") return respond(pluginList(req));

@@ -47,7 +47,9 @@ struct Application::Impl {
 Application::Application(config::Config config)
     : impl_(std::make_unique<Impl>(std::move(config))) {}
 
-Application::~Application() { stop(); }
+Application::~Application() {
+  stop();
+}
 
 Status Application::start() {
   Impl& s = *impl_;
@@ -122,8 +124,12 @@ void Application::stop() {
   spdlog::info("trellisd stopped");
 }
 
-uint16_t Application::port() const { return impl_->data ? impl_->data->port() : 0; }
-uint16_t Application::adminPort() const { return impl_->admin ? impl_->admin->port() : 0; }
+uint16_t Application::port() const {
+  return impl_->data ? impl_->data->port() : 0;
+}
+uint16_t Application::adminPort() const {
+  return impl_->admin ? impl_->admin->port() : 0;
+}
 
 Status Application::writeReadyFile(const fs::path& file) const {
   fs::path tmp = file;

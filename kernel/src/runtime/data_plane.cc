@@ -61,8 +61,8 @@ DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantDirectory& t
       access_log_(access_log),
       ready_(ready),
       latency_(metrics
-                   .histogram("trellis_http_request_duration_seconds",
-                              "Data-plane request latency", {"plane"})
+                   .histogram("trellis_http_request_duration_seconds", "Data-plane request latency",
+                              {"plane"})
                    .labels({"data"})),
       pool_rejections_(metrics
                            .counter("trellis_blocking_pool_rejections_total",
@@ -107,10 +107,10 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   auto match = routes_.router.match(req.method_string(), path);
   if (!match) {
     bool other = routes_.router.matchesOtherMethod(req.method_string(), path);
-    reject(other ? http::problem(405, "Method Not Allowed",
-                                 "no route for " + std::string(req.method_string()) + " " +
-                                     std::string(path),
-                                 {{"request_id", request_id}}, &req)
+    reject(other ? http::problem(
+                       405, "Method Not Allowed",
+                       "no route for " + std::string(req.method_string()) + " " + std::string(path),
+                       {{"request_id", request_id}}, &req)
                  : http::problem(404, "Not Found", "no route for " + std::string(path),
                                  {{"request_id", request_id}}, &req),
            tenant->id);
@@ -125,8 +125,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
   // The request and the strings it views stay alive until `respond` runs.
-  bool queued = pool_.trySubmit([this, &route, tenant, &req, peer, match = std::move(*match),
-                                 path, query, request_id, started, respond]() mutable {
+  bool queued = pool_.trySubmit([this, &route, tenant, &req, peer, match = std::move(*match), path,
+                                 query, request_id, started, respond]() mutable {
     auto res = invoke(route, *tenant, req, match, path, query, request_id);
     finish(req, peer, res, request_id, tenant->id, &route, started);
     respond(std::move(res));
@@ -170,8 +170,8 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     return std::move(response.http);
   }
   unsigned code = httpStatusFor(status);
-  spdlog::error("plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(),
-                tenant.id, request_id, target.method, target.pattern,
+  spdlog::error("plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(), tenant.id,
+                request_id, target.method, target.pattern,
                 statusCodeName(static_cast<StatusCode>(status)),
                 ctx.error.empty() ? "" : ": " + ctx.error);
   // The plugin's message may hold internals: it goes to the log, never to the client.
@@ -195,8 +195,8 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
   access_log_.record({request_id, "data", peer.address, tenant, req.method_string(),
                       target_str.substr(0, target_str.find('?')),
                       target ? std::string_view(target->pattern) : std::string_view(),
-                      target ? std::string_view(target->plugin->id()) : std::string_view(),
-                      status, res.body().size(), static_cast<uint64_t>(micros)});
+                      target ? std::string_view(target->plugin->id()) : std::string_view(), status,
+                      res.body().size(), static_cast<uint64_t>(micros)});
 }
 
 }  // namespace trellis::kernel::runtime

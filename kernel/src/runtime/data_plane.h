@@ -29,8 +29,8 @@ class DataPlane : public http::RequestHandler {
                         std::string_view path, std::string_view query,
                         const std::string& request_id);
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
-              const std::string& request_id, std::string_view tenant,
-              const RouteTarget* target, std::chrono::steady_clock::time_point started);
+              const std::string& request_id, std::string_view tenant, const RouteTarget* target,
+              std::chrono::steady_clock::time_point started);
 
   const RouteTable& routes_;
   const tenants::TenantDirectory& tenants_;

@@ -24,7 +24,9 @@ thread_local size_t tls_depth = 0;
 std::string_view view(trellis_str s) {
   return s.ptr == nullptr ? std::string_view() : std::string_view(s.ptr, s.len);
 }
-trellis_str str(std::string_view s) { return trellis_str{s.data(), s.size()}; }
+trellis_str str(std::string_view s) {
+  return trellis_str{s.data(), s.size()};
+}
 
 // The ctx as a mutable object, or nullptr if the plugin passed something not live here.
 trellis_ctx* live(const trellis_ctx* ctx) {
@@ -54,8 +56,8 @@ bool granted(trellis_ctx* ctx, std::string_view capability) {
   if (svc.events) {
     std::string payload = "{\"plugin\":\"" + ctx->plugin->id() + "\",\"capability\":\"" +
                           std::string(capability) + "\"}";
-    svc.events->publish({ctx->tenant ? ctx->tenant->id : "", "kernel",
-                         "audit.capability_denied", std::move(payload)});
+    svc.events->publish({ctx->tenant ? ctx->tenant->id : "", "kernel", "audit.capability_denied",
+                         std::move(payload)});
   }
   spdlog::warn("plugin={} tenant={} denied capability {}", ctx->plugin->id(),
                ctx->tenant ? ctx->tenant->id : "-", capability);
@@ -81,7 +83,9 @@ trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
   return ctx;
 }
 
-storage::Scope scopeOf(const trellis_ctx* ctx) { return {ctx->tenant->id, ctx->plugin->id()}; }
+storage::Scope scopeOf(const trellis_ctx* ctx) {
+  return {ctx->tenant->id, ctx->plugin->id()};
+}
 
 // Copies bytes into memory the plugin owns and releases with buf_free.
 void fillBuf(trellis_buf* out, std::string_view bytes) {
@@ -138,8 +142,8 @@ void log(const trellis_ctx* c, int32_t level, trellis_str msg) {
              : level == TRELLIS_LOG_INFO  ? spdlog::level::info
              : level == TRELLIS_LOG_WARN  ? spdlog::level::warn
                                           : spdlog::level::err;
-  spdlog::log(lvl, "plugin={} tenant={} {}", ctx->plugin->id(),
-              ctx->tenant ? ctx->tenant->id : "-", view(msg));
+  spdlog::log(lvl, "plugin={} tenant={} {}", ctx->plugin->id(), ctx->tenant ? ctx->tenant->id : "-",
+              view(msg));
 }
 
 void setError(const trellis_ctx* c, trellis_str msg) {
@@ -292,8 +296,7 @@ trellis_status resAppendBody(const trellis_ctx* c, trellis_response* res, trelli
   return TRELLIS_OK;
 }
 
-trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value,
-                     uint64_t* version) {
+trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value, uint64_t* version) {
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -310,8 +313,7 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
-  auto v = ctx->plugin->services().kv->put(scopeOf(ctx), view(key), view(value),
-                                           expected_version);
+  auto v = ctx->plugin->services().kv->put(scopeOf(ctx), view(key), view(value), expected_version);
   if (!v) return fail(ctx, v.status());
   if (new_version) *new_version = *v;
   return TRELLIS_OK;
@@ -348,9 +350,9 @@ trellis_status eventPublish(const trellis_ctx* c, trellis_str topic, trellis_str
   if (t.empty() || t.size() > 256 || t.starts_with("audit.")) {
     return fail(ctx, Status::invalid("topic must be 1-256 bytes and not in audit.*"));
   }
-  bool queued = ctx->plugin->services().events->publish(
-      {ctx->tenant ? ctx->tenant->id : "", ctx->plugin->id(), std::string(t),
-       std::string(view(payload))});
+  bool queued = ctx->plugin->services().events->publish({ctx->tenant ? ctx->tenant->id : "",
+                                                         ctx->plugin->id(), std::string(t),
+                                                         std::string(view(payload))});
   return queued ? TRELLIS_OK : fail(ctx, Status::unavailable("event queue is full"));
 }
 
@@ -391,11 +393,12 @@ uint64_t clockMonotonicNs(const trellis_ctx*) {
                                    .count());
 }
 
-trellis_status metricDefine(const trellis_ctx* c, int32_t kind, trellis_str name,
-                            trellis_str help, trellis_metric_id* out) {
+trellis_status metricDefine(const trellis_ctx* c, int32_t kind, trellis_str name, trellis_str help,
+                            trellis_metric_id* out) {
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
-  if (ctx->phase != Phase::kInit) return fail(ctx, Status::invalid("metric_define outside on_init"));
+  if (ctx->phase != Phase::kInit)
+    return fail(ctx, Status::invalid("metric_define outside on_init"));
   if (!granted(ctx, "metrics")) return TRELLIS_PERMISSION_DENIED;
   if (!isMetricName(view(name))) {
     return fail(ctx, Status::invalid("metric name must match [a-z_][a-z0-9_]*"));
@@ -484,7 +487,9 @@ CallScope::CallScope(const trellis_ctx* ctx) {
   tls_live[tls_depth++] = ctx;
 }
 
-CallScope::~CallScope() { --tls_depth; }
+CallScope::~CallScope() {
+  --tls_depth;
+}
 
 bool CallScope::isLive(const trellis_ctx* ctx) {
   if (ctx == nullptr) return false;
@@ -494,7 +499,9 @@ bool CallScope::isLive(const trellis_ctx* ctx) {
   return false;
 }
 
-const trellis_host_api* hostApi() { return &kHostApi; }
+const trellis_host_api* hostApi() {
+  return &kHostApi;
+}
 
 std::string_view pluginStateName(PluginState s) {
   switch (s) {

@@ -42,7 +42,8 @@ Result<std::string_view> PluginInstance::config(std::string_view path) {
   } catch (const Poco::Exception& e) {
     return Status::internal("plugin config is not valid JSON: " + e.displayText());
   }
-  return std::string_view(config_cache_.emplace(std::string(path), std::move(answer)).first->second);
+  return std::string_view(
+      config_cache_.emplace(std::string(path), std::move(answer)).first->second);
 }
 
 }  // namespace trellis::kernel::runtime

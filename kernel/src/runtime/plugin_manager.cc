@@ -64,7 +64,8 @@ Status verifyFiles(const plugin::Manifest& m, const fs::path& dir) {
   for (const auto& [rel, expected] : m.files) {
     fs::path file = dir / rel;
     std::error_code ec;
-    if (!fs::is_regular_file(file, ec)) return Status::notFound("listed file " + rel + " is missing");
+    if (!fs::is_regular_file(file, ec))
+      return Status::notFound("listed file " + rel + " is missing");
     if (tenants::sha256Hex(readAll(file)) != expected) {
       return Status::invalid("SHA-256 of " + rel + " does not match the manifest");
     }
@@ -80,7 +81,9 @@ std::string routeShape(const std::string& pattern) {
 
 }  // namespace
 
-PluginManager::~PluginManager() { stopAll(); }
+PluginManager::~PluginManager() {
+  stopAll();
+}
 
 void PluginManager::fail(PluginInstance& p, std::string why) {
   spdlog::error("plugin {} failed: {}", p.id(), why);
@@ -115,8 +118,8 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
                                  [](const Candidate& a, const Candidate& b) {
                                    return a.manifest.version < b.manifest.version;
                                  });
-    auto p = std::make_unique<PluginInstance>(best->manifest, best->dir, entry.config_json,
-                                              services_);
+    auto p =
+        std::make_unique<PluginInstance>(best->manifest, best->dir, entry.config_json, services_);
     PluginInstance& inst = *p;
     by_id_[entry.id] = std::move(p);
     const auto& m = inst.manifest();
@@ -202,8 +205,7 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
         s = d.on_start(p->plugin_state, &ctx);
       }
       if (s != TRELLIS_OK) {
-        fail(*p, "on_start returned " +
-                     std::string(statusCodeName(static_cast<StatusCode>(s))) +
+        fail(*p, "on_start returned " + std::string(statusCodeName(static_cast<StatusCode>(s))) +
                      (ctx.error.empty() ? "" : ": " + ctx.error));
         continue;
       }

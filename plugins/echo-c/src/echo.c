@@ -1,10 +1,9 @@
 /* trellis/echo-c — the plain C example plugin: any method on /echo or /echo/... answers
  * with the request as JSON: {"tenant","method","path","query","headers":[[n,v],...],"body"}.
- * Credential headers (Authorization, Cookie) are redacted.
+ * Credential headers (Authorization, Cookie) are redacted. GET /ping answers "ok".
  * It uses nothing but <trellis/plugin.h> and the C library. */
 #include <stdio.h>
 #include <string.h>
-
 #include <trellis/plugin.h>
 
 static const trellis_host_api* host;
@@ -23,7 +22,9 @@ static void emit(writer* w, const char* p, size_t n) {
   }
 }
 
-static void emit_cstr(writer* w, const char* s) { emit(w, s, strlen(s)); }
+static void emit_cstr(writer* w, const char* s) {
+  emit(w, s, strlen(s));
+}
 
 /* Writes `s` as a JSON string; bytes >= 0x80 pass through (the body is not validated as
  * UTF-8 — a client sending invalid UTF-8 gets its own bytes back). */
@@ -87,8 +88,7 @@ static int emit_header(void* user, trellis_str name, trellis_str value) {
 static trellis_status echo(void* user, const trellis_ctx* ctx, const trellis_request* req,
                            trellis_response* res) {
   writer w = {ctx, res, TRELLIS_OK, 0};
-  trellis_str tenant = {"", 0}, method = {"", 0}, path = {"", 0}, query = {"", 0},
-              body = {"", 0};
+  trellis_str tenant = {"", 0}, method = {"", 0}, path = {"", 0}, query = {"", 0}, body = {"", 0};
   (void)user;
   host->ctx_tenant(ctx, &tenant);
   host->req_method(ctx, req, &method);
@@ -110,19 +110,35 @@ static trellis_status echo(void* user, const trellis_ctx* ctx, const trellis_req
   return w.status;
 }
 
-static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ctx,
-                              void** state) {
+/* GET /ping answers "ok": the smallest plugin round trip, used by bench/. */
+static trellis_status ping(void* user, const trellis_ctx* ctx, const trellis_request* req,
+                           trellis_response* res) {
+  (void)user;
+  (void)req;
+  host->res_add_header(ctx, res, TRELLIS_STR("Content-Type"), TRELLIS_STR("text/plain"));
+  return host->res_set_body(ctx, res, TRELLIS_STR("ok"));
+}
+
+static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ctx, void** state) {
   trellis_status s;
   host = api;
   *state = NULL;
+  s = host->route_add(ctx, TRELLIS_STR("GET"), TRELLIS_STR("/ping"), ping, NULL);
+  if (s != TRELLIS_OK) return s;
   s = host->route_add(ctx, TRELLIS_STR("*"), TRELLIS_STR("/echo"), echo, NULL);
   if (s != TRELLIS_OK) return s;
   return host->route_add(ctx, TRELLIS_STR("*"), TRELLIS_STR("/echo/{rest...}"), echo, NULL);
 }
 
 TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) {
-  static const trellis_plugin plugin = {
-      sizeof(trellis_plugin), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, "trellis/echo-c", "1.0.0",
-      on_init, NULL, NULL, NULL};
+  static const trellis_plugin plugin = {sizeof(trellis_plugin),
+                                        TRELLIS_ABI_MAJOR,
+                                        TRELLIS_ABI_MINOR,
+                                        "trellis/echo-c",
+                                        "1.0.0",
+                                        on_init,
+                                        NULL,
+                                        NULL,
+                                        NULL};
   return &plugin;
 }

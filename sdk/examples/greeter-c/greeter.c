@@ -17,8 +17,7 @@ static trellis_status greet(void* user, const trellis_ctx* ctx, const trellis_re
   return host->res_append_body(ctx, res, TRELLIS_STR("\n"));
 }
 
-static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ctx,
-                              void** state) {
+static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ctx, void** state) {
   host = api;
   *state = NULL;
   host->log(ctx, TRELLIS_LOG_INFO, TRELLIS_STR("greeter ready"));
@@ -26,8 +25,14 @@ static trellis_status on_init(const trellis_host_api* api, const trellis_ctx* ct
 }
 
 TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) {
-  static const trellis_plugin plugin = {sizeof(trellis_plugin), TRELLIS_ABI_MAJOR,
-                                        TRELLIS_ABI_MINOR, "acme/greeter", "0.1.0", on_init,
-                                        NULL, NULL, NULL};
+  static const trellis_plugin plugin = {sizeof(trellis_plugin),
+                                        TRELLIS_ABI_MAJOR,
+                                        TRELLIS_ABI_MINOR,
+                                        "acme/greeter",
+                                        "0.1.0",
+                                        on_init,
+                                        NULL,
+                                        NULL,
+                                        NULL};
   return &plugin;
 }

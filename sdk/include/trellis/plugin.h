@@ -85,9 +85,9 @@ enum {
   TRELLIS_QUOTA_EXCEEDED = 4,    /* a tenant quota refused the call */
   TRELLIS_UNAVAILABLE = 5,       /* a dependency (storage, network) is down; retry later */
   TRELLIS_TIMEOUT = 6,
-  TRELLIS_CONFLICT = 7,          /* compare-and-set version mismatch, duplicate route */
-  TRELLIS_UNIMPLEMENTED = 8,     /* the host or plugin does not offer this */
-  TRELLIS_INTERNAL = 9           /* a bug; details are in the message / log */
+  TRELLIS_CONFLICT = 7,      /* compare-and-set version mismatch, duplicate route */
+  TRELLIS_UNIMPLEMENTED = 8, /* the host or plugin does not offer this */
+  TRELLIS_INTERNAL = 9       /* a bug; details are in the message / log */
 };
 
 /* A UTF-8 byte range, not NUL-terminated. Ownership is stated at each use. */
@@ -126,9 +126,9 @@ enum {
 
 /* Metric kinds for host->metric_define. */
 enum {
-  TRELLIS_METRIC_COUNTER = 0,   /* metric_record adds a non-negative amount */
-  TRELLIS_METRIC_GAUGE = 1,     /* metric_record sets the value */
-  TRELLIS_METRIC_HISTOGRAM = 2  /* metric_record observes one sample (seconds, bytes …) */
+  TRELLIS_METRIC_COUNTER = 0,  /* metric_record adds a non-negative amount */
+  TRELLIS_METRIC_GAUGE = 1,    /* metric_record sets the value */
+  TRELLIS_METRIC_HISTOGRAM = 2 /* metric_record observes one sample (seconds, bytes …) */
 };
 typedef uint32_t trellis_metric_id;
 
@@ -146,8 +146,7 @@ typedef uint32_t trellis_metric_id;
  * route_add. Returning non-OK without setting a status makes the host answer 500
  * problem+json; the plugin's message (host->set_error) is logged, never sent. */
 typedef trellis_status (*trellis_handler_fn)(void* user, const trellis_ctx* ctx,
-                                             const trellis_request* req,
-                                             trellis_response* res);
+                                             const trellis_request* req, trellis_response* res);
 
 /* Event delivery. THREADING: the host's event thread, one event at a time per
  * subscription. `topic` and `payload` are BORROWED for the call. */
@@ -205,11 +204,9 @@ typedef struct trellis_host_api {
   trellis_status (*req_method)(const trellis_ctx* ctx, const trellis_request* req,
                                trellis_str* out);
   /* Path without the query string, percent-decoding NOT applied. */
-  trellis_status (*req_path)(const trellis_ctx* ctx, const trellis_request* req,
-                             trellis_str* out);
+  trellis_status (*req_path)(const trellis_ctx* ctx, const trellis_request* req, trellis_str* out);
   /* Raw query string without '?', "" if none. */
-  trellis_status (*req_query)(const trellis_ctx* ctx, const trellis_request* req,
-                              trellis_str* out);
+  trellis_status (*req_query)(const trellis_ctx* ctx, const trellis_request* req, trellis_str* out);
   /* First value of a query parameter, percent-decoded. NOT_FOUND if absent. */
   trellis_status (*req_query_param)(const trellis_ctx* ctx, const trellis_request* req,
                                     trellis_str name, trellis_str* out);
@@ -217,24 +214,21 @@ typedef struct trellis_host_api {
   trellis_status (*req_path_param)(const trellis_ctx* ctx, const trellis_request* req,
                                    trellis_str name, trellis_str* out);
   /* First header with this name (case-insensitive). NOT_FOUND if absent. */
-  trellis_status (*req_header)(const trellis_ctx* ctx, const trellis_request* req,
-                               trellis_str name, trellis_str* out);
+  trellis_status (*req_header)(const trellis_ctx* ctx, const trellis_request* req, trellis_str name,
+                               trellis_str* out);
   /* Visits every header in arrival order. */
   trellis_status (*req_headers)(const trellis_ctx* ctx, const trellis_request* req,
                                 trellis_header_visit_fn visit, void* user);
-  trellis_status (*req_body)(const trellis_ctx* ctx, const trellis_request* req,
-                             trellis_str* out);
+  trellis_status (*req_body)(const trellis_ctx* ctx, const trellis_request* req, trellis_str* out);
 
   /* -- response (every input is copied) -------------------------------------------- */
   /* 100..599; INVALID otherwise. Default is 200. */
-  trellis_status (*res_set_status)(const trellis_ctx* ctx, trellis_response* res,
-                                   int32_t status);
+  trellis_status (*res_set_status)(const trellis_ctx* ctx, trellis_response* res, int32_t status);
   /* Adds a header; INVALID for names/values containing CR, LF or NUL, or for headers the
    * host owns (Content-Length, Transfer-Encoding, Connection). */
-  trellis_status (*res_add_header)(const trellis_ctx* ctx, trellis_response* res,
-                                   trellis_str name, trellis_str value);
-  trellis_status (*res_set_body)(const trellis_ctx* ctx, trellis_response* res,
-                                 trellis_str body);
+  trellis_status (*res_add_header)(const trellis_ctx* ctx, trellis_response* res, trellis_str name,
+                                   trellis_str value);
+  trellis_status (*res_set_body)(const trellis_ctx* ctx, trellis_response* res, trellis_str body);
   trellis_status (*res_append_body)(const trellis_ctx* ctx, trellis_response* res,
                                     trellis_str chunk);
 
@@ -249,25 +243,22 @@ typedef struct trellis_host_api {
   trellis_status (*kv_put)(const trellis_ctx* ctx, trellis_str key, trellis_str value,
                            uint64_t expected_version, uint64_t* new_version);
   /* Deletes; NOT_FOUND if absent, CONFLICT on version mismatch. */
-  trellis_status (*kv_delete)(const trellis_ctx* ctx, trellis_str key,
-                              uint64_t expected_version);
+  trellis_status (*kv_delete)(const trellis_ctx* ctx, trellis_str key, uint64_t expected_version);
   /* Visits up to `limit` entries (0 = host maximum, 1000) whose key starts with `prefix`
    * and sorts after `start_after` (pass "" to begin), in byte order. */
-  trellis_status (*kv_list)(const trellis_ctx* ctx, trellis_str prefix,
-                            trellis_str start_after, uint32_t limit,
-                            trellis_kv_visit_fn visit, void* user);
+  trellis_status (*kv_list)(const trellis_ctx* ctx, trellis_str prefix, trellis_str start_after,
+                            uint32_t limit, trellis_kv_visit_fn visit, void* user);
 
   /* -- events ------------------------------------------------------------------------ */
   /* Publishes `payload` (any bytes, JSON by convention) on `topic` for the ctx's tenant.
    * Delivery is asynchronous and at-most-once. */
-  trellis_status (*event_publish)(const trellis_ctx* ctx, trellis_str topic,
-                                  trellis_str payload);
+  trellis_status (*event_publish)(const trellis_ctx* ctx, trellis_str topic, trellis_str payload);
   /* Subscribes (only during on_init). `topic` is exact, or ends in ".*" for a prefix. */
-  trellis_status (*event_subscribe)(const trellis_ctx* ctx, trellis_str topic,
-                                    trellis_event_fn fn, void* user);
+  trellis_status (*event_subscribe)(const trellis_ctx* ctx, trellis_str topic, trellis_event_fn fn,
+                                    void* user);
 
   /* -- clock ------------------------------------------------------------------------- */
-  uint64_t (*clock_unix_ms)(const trellis_ctx* ctx);     /* wall clock */
+  uint64_t (*clock_unix_ms)(const trellis_ctx* ctx);      /* wall clock */
   uint64_t (*clock_monotonic_ns)(const trellis_ctx* ctx); /* for durations */
 
   /* -- metrics (exported on the admin /metrics with a plugin="<id>" label) ----------- */
@@ -275,8 +266,7 @@ typedef struct trellis_host_api {
    * with "trellis_plugin_". Histograms use the host's default latency buckets. */
   trellis_status (*metric_define)(const trellis_ctx* ctx, int32_t kind, trellis_str name,
                                   trellis_str help, trellis_metric_id* out);
-  trellis_status (*metric_record)(const trellis_ctx* ctx, trellis_metric_id id,
-                                  double value);
+  trellis_status (*metric_record)(const trellis_ctx* ctx, trellis_metric_id id, double value);
 } trellis_host_api;
 
 /* ---------------------------------------------------------------------------------------
@@ -295,8 +285,7 @@ typedef struct trellis_plugin {
    * configuration, and store any state in *state (passed back to every hook below).
    * `host` stays valid until on_destroy returns. Non-OK refuses the plugin; a message set
    * with host->set_error is reported to the operator. Required. */
-  trellis_status (*on_init)(const trellis_host_api* host, const trellis_ctx* ctx,
-                            void** state);
+  trellis_status (*on_init)(const trellis_host_api* host, const trellis_ctx* ctx, void** state);
   /* Called once all plugins are initialized, before traffic. Optional (NULL). */
   trellis_status (*on_start)(void* state, const trellis_ctx* ctx);
   /* Called after traffic has drained; no handler runs afterwards. Optional (NULL). */

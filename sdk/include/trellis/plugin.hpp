@@ -34,7 +34,9 @@
 
 namespace trellis {
 
-inline trellis_str toStr(std::string_view s) { return trellis_str{s.data(), s.size()}; }
+inline trellis_str toStr(std::string_view s) {
+  return trellis_str{s.data(), s.size()};
+}
 inline std::string_view toView(trellis_str s) {
   return s.len == 0 ? std::string_view() : std::string_view(s.ptr, s.len);
 }
@@ -51,7 +53,7 @@ inline const trellis_host_api*& hostSlot() {
 inline Status fromC(trellis_status s, std::string_view what) {
   if (s == TRELLIS_OK) return Status::ok();
   auto code = (s > TRELLIS_OK && s <= TRELLIS_INTERNAL) ? static_cast<StatusCode>(s)
-                                                         : StatusCode::kInternal;
+                                                        : StatusCode::kInternal;
   return Status(code, std::string(what));
 }
 
@@ -180,27 +182,26 @@ class Kv {
   Result<uint64_t> put(std::string_view key, std::string_view value,
                        uint64_t expected_version = kAnyVersion) const {
     uint64_t version = 0;
-    trellis_status s =
-        host_->kv_put(ctx_, toStr(key), toStr(value), expected_version, &version);
+    trellis_status s = host_->kv_put(ctx_, toStr(key), toStr(value), expected_version, &version);
     if (s != TRELLIS_OK) return detail::fromC(s, "kv put failed");
     return version;
   }
   Status remove(std::string_view key, uint64_t expected_version = kAnyVersion) const {
-    return detail::fromC(host_->kv_delete(ctx_, toStr(key), expected_version),
-                         "kv delete failed");
+    return detail::fromC(host_->kv_delete(ctx_, toStr(key), expected_version), "kv delete failed");
   }
   // fn(key, value, version) returns false to stop.
   Status list(std::string_view prefix, std::string_view start_after, uint32_t limit,
               const std::function<bool(std::string_view, std::string_view, uint64_t)>& fn) const {
     auto visit = [](void* user, trellis_str k, trellis_str v, uint64_t version) -> int {
-      auto* f = static_cast<const std::function<bool(std::string_view, std::string_view,
-                                                     uint64_t)>*>(user);
+      auto* f =
+          static_cast<const std::function<bool(std::string_view, std::string_view, uint64_t)>*>(
+              user);
       return (*f)(toView(k), toView(v), version) ? 0 : 1;
     };
     using Fn = std::function<bool(std::string_view, std::string_view, uint64_t)>;
-    return detail::fromC(host_->kv_list(ctx_, toStr(prefix), toStr(start_after), limit, visit,
-                                        const_cast<Fn*>(&fn)),
-                         "kv list failed");
+    return detail::fromC(
+        host_->kv_list(ctx_, toStr(prefix), toStr(start_after), limit, visit, const_cast<Fn*>(&fn)),
+        "kv list failed");
   }
 
  private:
@@ -327,9 +328,9 @@ inline Status InitContext::route(std::string_view method, std::string_view patte
       return (*h)(c, q, r);
     });
   };
-  Status s = detail::fromC(
-      host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
-      "cannot register route " + std::string(method) + " " + std::string(pattern));
+  Status s =
+      detail::fromC(host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
+                    "cannot register route " + std::string(method) + " " + std::string(pattern));
   if (s) plugin_->handlers_.push_back(std::move(owned));
   return s;
 }
@@ -388,11 +389,16 @@ inline void onDestroy(void* state) noexcept {
 
 // Defines the plugin's entry point for class `Class` (default-constructible, derived from
 // trellis::Plugin). `id` and `version` must equal the manifest's.
-#define TRELLIS_PLUGIN(Class, id, version)                                               \
-  extern "C" TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) {    \
-    static const trellis_plugin descriptor = {                                           \
-        sizeof(trellis_plugin), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, id, version,        \
-        &::trellis::detail::onInit<Class>, &::trellis::detail::onStart,                  \
-        &::trellis::detail::onStop, &::trellis::detail::onDestroy};                      \
-    return &descriptor;                                                                  \
+#define TRELLIS_PLUGIN(Class, id, version)                                            \
+  extern "C" TRELLIS_PLUGIN_EXPORT const trellis_plugin* trellis_plugin_entry(void) { \
+    static const trellis_plugin descriptor = {sizeof(trellis_plugin),                 \
+                                              TRELLIS_ABI_MAJOR,                      \
+                                              TRELLIS_ABI_MINOR,                      \
+                                              id,                                     \
+                                              version,                                \
+                                              &::trellis::detail::onInit<Class>,      \
+                                              &::trellis::detail::onStart,            \
+                                              &::trellis::detail::onStop,             \
+                                              &::trellis::detail::onDestroy};         \
+    return &descriptor;                                                               \
   }

@@ -61,15 +61,11 @@ class [[nodiscard]] Status {
   static Status permissionDenied(std::string m) {
     return {StatusCode::kPermissionDenied, std::move(m)};
   }
-  static Status quotaExceeded(std::string m) {
-    return {StatusCode::kQuotaExceeded, std::move(m)};
-  }
+  static Status quotaExceeded(std::string m) { return {StatusCode::kQuotaExceeded, std::move(m)}; }
   static Status unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
   static Status timeout(std::string m) { return {StatusCode::kTimeout, std::move(m)}; }
   static Status conflict(std::string m) { return {StatusCode::kConflict, std::move(m)}; }
-  static Status unimplemented(std::string m) {
-    return {StatusCode::kUnimplemented, std::move(m)};
-  }
+  static Status unimplemented(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
   static Status internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
   bool isOk() const { return code_ == StatusCode::kOk; }
@@ -95,7 +91,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).isOk() && "Result needs a value or a failure");
   }

@@ -17,7 +17,7 @@
 namespace trellis::kernel::plugin {
 
 struct StartPlan {
-  std::vector<std::string> order;             // ids, dependencies before dependents
+  std::vector<std::string> order;              // ids, dependencies before dependents
   std::map<std::string, std::string> refused;  // id -> reason, e.g.
   // "dependency cycle: a/x -> a/y -> a/x"
   // "requires acme/db ^2.0.0 but 1.4.0 is installed"
