@@ -7,7 +7,7 @@
 #   bench/run.sh --no-build         use the existing build/release
 #
 # Env knobs (defaults in brackets):
-#   BENCH_TARGET [/echo/bench]     request path; trellisd serves it from trellis/echo-c
+#   BENCH_TARGET [/ping]            request path; trellisd serves it from trellis/echo-c
 #   BENCH_DURATION [10]            seconds per measured wrk run
 #   BENCH_WARMUP [2]               seconds of unmeasured load before each run (0 = none)
 #   BENCH_ROUNDS [2]               rounds; each runs every connection count on both servers
@@ -19,7 +19,7 @@
 # exit status is non-zero only when a server could not be built, started or checked.
 set -euo pipefail
 
-TARGET=${BENCH_TARGET:-/echo/bench}
+TARGET=${BENCH_TARGET:-/ping}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 ROUNDS=${BENCH_ROUNDS:-2}

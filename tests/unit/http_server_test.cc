@@ -16,6 +16,7 @@
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/http/server.h"
+#include "trellis/kernel/util/json.h"
 
 namespace trellis::kernel::http {
 namespace {
@@ -464,7 +465,7 @@ TEST(ProblemTest, BuildsRfc9457Json) {
 
 TEST(ProblemTest, JsonStringEscaping) {
   std::string out;
-  appendJsonString(out, "a\"b\\c\td\x7f\xc3\xa9\xed\xa0\x80");
+  kernel::util::appendJsonString(out, "a\"b\\c\td\x7f\xc3\xa9\xed\xa0\x80");
   EXPECT_EQ(out, "\"a\\\"b\\\\c\\td\\u007f\xc3\xa9\\ufffd\\ufffd\\ufffd\"");
 }
 

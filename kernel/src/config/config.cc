@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "trellis/kernel/plugin/manifest.h"
+#include "trellis/kernel/util/json.h"
 #include "trellis/tenants/tenant_directory.h"
 
 namespace trellis::kernel::config {
@@ -35,31 +36,6 @@ std::string indexed(const std::string& path, size_t i) {
   return path + "[" + std::to_string(i) + "]";
 }
 
-void appendJsonString(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += "\\u00";
-          out += kHex[(c >> 4) & 0xf];
-          out += kHex[c & 0xf];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
 // What the operator wrote, for "expected X, got Y" messages.
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
@@ -69,7 +45,7 @@ std::string describe(const YAML::Node& node) {
     case YAML::NodeType::Scalar: {
       std::string s;
       std::string_view text = node.Scalar();
-      appendJsonString(s, text.substr(0, 80));
+      util::appendJsonString(s, text.substr(0, 80));
       if (text.size() > 80) s.insert(s.size() - 1, "...");
       return s;
     }
@@ -131,7 +107,7 @@ void toJson(const YAML::Node& node, const std::string& path, int depth, std::str
           return;
         }
       }
-      appendJsonString(out, s);
+      util::appendJsonString(out, s);
       return;
     }
     case YAML::NodeType::Sequence: {
@@ -154,7 +130,7 @@ void toJson(const YAML::Node& node, const std::string& path, int depth, std::str
         if (!seen.insert(key).second) fail(child_path, "duplicate key");
         if (!first) out += ',';
         first = false;
-        appendJsonString(out, key);
+        util::appendJsonString(out, key);
         out += ':';
         toJson(kv.second, child_path, depth + 1, out);
       }

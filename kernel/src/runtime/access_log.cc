@@ -9,8 +9,9 @@
 #include <chrono>
 #include <filesystem>
 #include <random>
+#include <utility>
 
-#include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/util/json.h"
 
 namespace trellis::kernel::runtime {
 
@@ -43,22 +44,16 @@ void AccessLog::record(const AccessEntry& e) {
   line += "{\"ts\":\"";
   line += fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z",
                       fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms.count());
-  line += "\",\"id\":";
-  http::appendJsonString(line, e.request_id);
-  line += ",\"plane\":";
-  http::appendJsonString(line, e.plane);
-  line += ",\"peer\":";
-  http::appendJsonString(line, e.peer);
-  line += ",\"tenant\":";
-  http::appendJsonString(line, e.tenant);
-  line += ",\"method\":";
-  http::appendJsonString(line, e.method);
-  line += ",\"path\":";
-  http::appendJsonString(line, e.path);
-  line += ",\"route\":";
-  http::appendJsonString(line, e.route);
-  line += ",\"plugin\":";
-  http::appendJsonString(line, e.plugin);
+  line += '"';
+  const std::pair<std::string_view, std::string_view> fields[] = {
+      {"id", e.request_id}, {"plane", e.plane}, {"peer", e.peer},   {"tenant", e.tenant},
+      {"method", e.method}, {"path", e.path},   {"route", e.route}, {"plugin", e.plugin}};
+  for (const auto& [name, value] : fields) {
+    line += ",\"";
+    line += name;
+    line += "\":";
+    util::appendJsonString(line, value);
+  }
   line += fmt::format(",\"status\":{},\"bytes\":{},\"duration_us\":{}}}", e.status, e.bytes,
                       e.duration_us);
   logger_->info(line);

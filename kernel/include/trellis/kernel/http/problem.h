@@ -27,7 +27,4 @@ struct ProblemField {
 Response problem(unsigned status, std::string_view title, std::string_view detail,
                  std::vector<ProblemField> extra = {}, const Request* req = nullptr);
 
-// JSON string escaping (quotes included) for hand-built JSON on hot paths.
-void appendJsonString(std::string& out, std::string_view s);
-
 }  // namespace trellis::kernel::http

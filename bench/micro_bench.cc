@@ -1,0 +1,59 @@
+// Hot-path pieces of a data-plane request, one at a time:
+//   build/release/bench/trellis_micro_bench
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "trellis/kernel/http/router.h"
+#include "trellis/kernel/util/json.h"
+#include "trellis/tenants/tenant_directory.h"
+
+namespace {
+
+using trellis::kernel::http::Router;
+
+Router typicalRoutes() {
+  Router r;
+  const char* patterns[] = {"/hello/{name}", "/echo",           "/echo/{rest...}",
+                            "/ping",         "/v1/users/{id}",  "/v1/users/{id}/keys/{key}",
+                            "/v1/orders",    "/v1/orders/{id}", "/static/{rest...}"};
+  size_t i = 0;
+  for (const char* p : patterns) (void)r.add("GET", p, i++);
+  return r;
+}
+
+void BM_RouterMatchParam(benchmark::State& state) {
+  Router r = typicalRoutes();
+  for (auto _ : state) benchmark::DoNotOptimize(r.match("GET", "/v1/users/42/keys/abc"));
+}
+BENCHMARK(BM_RouterMatchParam);
+
+void BM_RouterMatchLiteral(benchmark::State& state) {
+  Router r = typicalRoutes();
+  for (auto _ : state) benchmark::DoNotOptimize(r.match("GET", "/ping"));
+}
+BENCHMARK(BM_RouterMatchLiteral);
+
+void BM_TenantResolve(benchmark::State& state) {
+  trellis::tenants::TenantDirectory dir;
+  for (int i = 0; i < state.range(0); ++i) {
+    std::string id = "tenant-" + std::to_string(i);
+    (void)dir.add({id}, {trellis::tenants::sha256Hex(id + "-key")});
+  }
+  const std::string key = "tenant-0-key";
+  for (auto _ : state) benchmark::DoNotOptimize(dir.resolve(key));
+}
+BENCHMARK(BM_TenantResolve)->Arg(10)->Arg(10000);
+
+void BM_JsonEscapePath(benchmark::State& state) {
+  const std::string path = "/hello/some-name-with-\"quotes\"-and-\xc3\xa9";
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    trellis::kernel::util::appendJsonString(out, path);
+    benchmark::DoNotOptimize(out);
+  }
+}
+BENCHMARK(BM_JsonEscapePath);
+
+}  // namespace
