@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <future>
 #include <string>
+#include <thread>
 
 #include "support/test_support.h"
 
@@ -107,6 +108,25 @@ TEST_F(TrellisdTest, EchoCReturnsTheRequestAsJson) {
   EXPECT_THAT(reply.body, HasSubstr(R"(["X-Trace","t\"1"])"));
   EXPECT_THAT(reply.body,
               AllOf(HasSubstr(R"(["Authorization","[redacted]"])"), Not(HasSubstr("acme-key"))));
+}
+
+TEST_F(TrellisdTest, EventsReachSubscribersWithThePublishersTenant) {
+  startWith("    - id: trellis/hello\n    - id: fixture/listener\n");
+  for (int i = 0; i < 3; ++i) request(server().port(), "GET", "/hello/ann", kAcme);
+  request(server().port(), "GET", "/hello/bo", kGlobex);
+  // Delivery is asynchronous: wait for the listener to have counted acme's three.
+  std::string seen;
+  for (int i = 0; i < 100 && seen != R"({"hello.greeted":3})"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    seen = request(server().port(), "GET", "/listener/seen", kAcme).body;
+  }
+  EXPECT_EQ(seen, R"({"hello.greeted":3})");
+  EXPECT_EQ(request(server().port(), "GET", "/listener/seen", kGlobex).body,
+            R"({"hello.greeted":1})");
+  EXPECT_EQ(request(server().port(), "DELETE", "/listener/seen", kAcme).status, 204);
+  EXPECT_EQ(request(server().port(), "GET", "/listener/seen", kAcme).body, "{}");
+  EXPECT_EQ(request(server().port(), "GET", "/listener/seen", kGlobex).body,
+            R"({"hello.greeted":1})");
 }
 
 TEST_F(TrellisdTest, RequestsWithoutAValidTenantKeyAreRefused) {

@@ -49,6 +49,9 @@ class Hello : public trellis::Plugin {
     auto visits = countVisit(ctx, name);
     if (!visits) return visits.status();
     (void)ctx.record(greeted_metric_, 1);
+    // Other plugins may react to greetings; delivery is best-effort, so a full queue is
+    // not the caller's problem.
+    (void)ctx.publish("hello.greeted", "{\"name\":" + quote(name) + "}");
     return res.json(200, "{\"message\":" + quote(greeting_ + ", " + std::string(name) + "!") +
                              ",\"visits\":" + std::to_string(*visits) + "}");
   }
