@@ -3,17 +3,16 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Stringifier.h>
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "runtime/bearer.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/util/file.h"
 
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
@@ -36,14 +35,6 @@ bool tokenMatches(std::string_view presented, const std::string& token) {
          CRYPTO_memcmp(presented.data(), token.data(), token.size()) == 0;
 }
 
-std::string_view presentedToken(const http::Request& req) {
-  auto it = req.find(bhttp::field::authorization);
-  if (it == req.end()) return {};
-  std::string_view v = it->value();
-  if (v.size() < 7 || (v.substr(0, 7) != "Bearer " && v.substr(0, 7) != "bearer ")) return {};
-  return v.substr(7);
-}
-
 }  // namespace
 
 AdminPlane::AdminPlane(AdminView view, std::string token)
@@ -64,7 +55,7 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     bool ready = view_.ready->load();
     return respond(simple(ready, ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})"));
   }
-  if (!tokenMatches(presentedToken(req), token_)) {
+  if (!tokenMatches(bearerCredential(req), token_)) {
     auto res = http::problem(401, "Unauthorized",
                              "the admin API needs Authorization: Bearer "
                              "<admin token>",
@@ -170,18 +161,7 @@ Result<std::string> loadOrCreateAdminToken(const fs::path& file) {
     token += hex[b >> 4];
     token += hex[b & 15];
   }
-  fs::create_directories(file.parent_path(), ec);
-  fs::path tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::unavailable("cannot write admin token to " + tmp.string());
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), file.c_str()) != 0) {
-    return Status::unavailable("cannot write admin token to " + file.string());
-  }
+  if (Status s = util::writeFileAtomically(file, token + "\n", 0600); !s) return s;
   // Printed once, on purpose not through the logger: tokens never reach a log file.
   std::printf("trellisd: generated an admin token (shown once; stored in %s):\n  %s\n",
               file.c_str(), token.c_str());

@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
@@ -13,6 +11,7 @@
 #include "trellis/kernel/http/server.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/kernel/util/file.h"
 #include "trellis/tenants/tenant_directory.h"
 
 namespace trellis::kernel::app {
@@ -132,17 +131,10 @@ uint16_t Application::adminPort() const {
 }
 
 Status Application::writeReadyFile(const fs::path& file) const {
-  fs::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << "{\"port\":" << port() << ",\"admin_port\":" << adminPort() << "}\n";
-    if (!out) return Status::unavailable("cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, file, ec);
-  if (ec) return Status::unavailable("cannot write " + file.string() + ": " + ec.message());
-  return Status::ok();
+  return util::writeFileAtomically(file,
+                                   "{\"port\":" + std::to_string(port()) +
+                                       ",\"admin_port\":" + std::to_string(adminPort()) + "}\n",
+                                   0644);
 }
 
 }  // namespace trellis::kernel::app

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "runtime/bearer.h"
 #include "runtime/call_context.h"
 #include "trellis/kernel/http/problem.h"
 
@@ -12,21 +13,6 @@ namespace bhttp = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The key from "Authorization: Bearer <key>" (scheme case-insensitive), or "".
-std::string_view bearerKey(const http::Request& req) {
-  auto it = req.find(bhttp::field::authorization);
-  if (it == req.end()) return {};
-  std::string_view v = it->value();
-  constexpr std::string_view kScheme = "bearer ";
-  if (v.size() <= kScheme.size()) return {};
-  for (size_t i = 0; i < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(v[i])) != kScheme[i]) return {};
-  }
-  v.remove_prefix(kScheme.size());
-  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-  return v;
-}
 
 http::Response health(const http::Request& req, bool ok) {
   http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable, req.version()};
@@ -94,7 +80,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     respond(std::move(res));
   };
 
-  const tenants::Tenant* tenant = tenants_.resolve(bearerKey(req));
+  const tenants::Tenant* tenant = tenants_.resolve(bearerCredential(req));
   if (tenant == nullptr) {
     auto res = http::problem(401, "Unauthorized",
                              "a valid tenant key is required: Authorization: Bearer <key>",

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "runtime/call_context.h"
@@ -74,9 +73,17 @@ Status verifyFiles(const plugin::Manifest& m, const fs::path& dir) {
 }
 
 // "/a/{x}/b" and "/a/{y}/b" are the same route shape.
-std::string routeShape(const std::string& pattern) {
-  static const std::regex param(R"(\{[^}]*\})");
-  return std::regex_replace(pattern, param, "{}");
+std::string routeShape(std::string_view pattern) {
+  std::string shape;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '{') {
+      shape += "{}";
+      i = std::min(pattern.find('}', i), pattern.size());
+    } else {
+      shape += pattern[i];
+    }
+  }
+  return shape;
 }
 
 }  // namespace
