@@ -14,6 +14,8 @@
 #   BENCH_CONNECTIONS ["32 512"]   wrk connection counts
 #   BENCH_WRK_THREADS [2]          wrk threads
 #   BENCH_SERVER_THREADS [2]       trellisd threads and nginx worker processes
+#   BENCH_PIN [0]                  1: each server on CPU 0 with one thread/worker and wrk on
+#                                  CPU 1, so latency is not the load generator's contention
 #
 # Prints a table and writes build/bench/results.json. Slow numbers never fail the run; the
 # exit status is non-zero only when a server could not be built, started or checked.
@@ -26,6 +28,14 @@ ROUNDS=${BENCH_ROUNDS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-32 512}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-2}
+server_pin=()
+wrk_pin=()
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+  SERVER_THREADS=1
+  WRK_THREADS=1
+  server_pin=(taskset -c 0)
+  wrk_pin=(taskset -c 1)
+fi
 KEY=bench-key
 TENANT=bench
 
@@ -156,7 +166,7 @@ tenants:
   - id: $TENANT
     keys: [{sha256: "$key_hash"}]
 YAML
-  "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
+  "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   for ((i = 0; i < 300; i++)); do
@@ -198,7 +208,7 @@ start_peer() {
       -e "s#@WORKERS@#$SERVER_THREADS#g" -e "s#@KEY@#$KEY#g" -e "s#@TENANT@#$TENANT#g" \
       bench/nginx/nginx.conf.in >"$dir/nginx.conf"
     : >"$dir/error.log"
-    nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
+    "${server_pin[@]}" nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
     pid=$!
     pids+=("$pid")
     for ((i = 0; i < 50; i++)); do
@@ -258,7 +268,7 @@ wrk_run() {
   local t=$WRK_THREADS
   ((t <= $2)) || t=$2
   # In the background, so a signal to this script is handled at once, not after wrk ends.
-  wrk -t "$t" -c "$2" -d "$3s" --latency -s bench/wrk/report.lua \
+  "${wrk_pin[@]}" wrk -t "$t" -c "$2" -d "$3s" --latency -s bench/wrk/report.lua \
     -H "Authorization: Bearer $KEY" "http://127.0.0.1:${port[$1]}$TARGET" >"$4" 2>&1 &
   wrk_pid=$!
   wait "$wrk_pid" || true
@@ -330,6 +340,11 @@ echo
 echo "trellisd ($TARGET via trellis/echo-c, tenant key resolution) vs peer (nginx + Lua:"
 echo "bearer allow-list, per-tenant per-second counter, 2-byte body). Loopback, wrk -t$WRK_THREADS,"
 echo "${DURATION}s x $ROUNDS round(s); rps = mean over rounds, p99 = worst round."
+if ((${#server_pin[@]})); then
+  echo "Pinned: servers on CPU 0 (one thread/worker), wrk on CPU 1."
+else
+  echo "Servers ($SERVER_THREADS threads/workers) and wrk share every core."
+fi
 printf '%-11s %14s %14s %14s %14s %14s\n' connections "trellisd rps" "peer rps" \
   "trellisd/peer" "trellisd p99" "peer p99"
 summary_json=()
