@@ -6,6 +6,7 @@
 
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/util/json.h"
+#include "trellis/tenants/admission.h"
 #include "trellis/tenants/tenant_directory.h"
 
 namespace {
@@ -55,5 +56,37 @@ void BM_JsonEscapePath(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_JsonEscapePath);
+
+// Admission as the data plane runs it, reading the clock per request. Arg 0: a tenant
+// without quotas (the fast path); arg 1: rate, burst, concurrency and body limits, with a
+// rate high enough that every request is admitted. With 2 threads both serve one tenant.
+void BM_AdmissionAdmit(benchmark::State& state) {
+  static trellis::tenants::Admission admission;
+  trellis::tenants::Quotas quotas;
+  if (state.range(0) != 0) {
+    quotas.requests_per_second = 1'000'000'000;
+    quotas.max_concurrent = 1'000'000;
+    quotas.max_body_bytes = 1 << 20;
+  }
+  for (auto _ : state) {
+    auto ticket = admission.admit("acme", quotas, 512);
+    benchmark::DoNotOptimize(ticket);
+  }
+}
+BENCHMARK(BM_AdmissionAdmit)->ArgName("limited")->Arg(0)->Arg(1)->Threads(1)->Threads(2);
+
+// A tenant over its rate: the 429 path, which formats a decision id and the quota name.
+void BM_AdmissionReject(benchmark::State& state) {
+  trellis::tenants::Admission admission;
+  trellis::tenants::Quotas quotas;
+  quotas.requests_per_second = 1;
+  const auto now = trellis::tenants::Admission::Clock::now();
+  (void)admission.admit("acme", quotas, 0, now);
+  for (auto _ : state) {
+    auto ticket = admission.admit("acme", quotas, 0, now);
+    benchmark::DoNotOptimize(ticket);
+  }
+}
+BENCHMARK(BM_AdmissionReject);
 
 }  // namespace

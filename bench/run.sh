@@ -164,6 +164,7 @@ plugins:
       config: {greeting: "Hello"}
 tenants:
   - id: $TENANT
+    plugins: [trellis/echo-c, trellis/hello]
     keys: [{sha256: "$key_hash"}]
 YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs dependencies, then configures, builds and tests each CMake preset.
+# Installs dependencies (PostgreSQL server included), then configures, builds and tests each
+# CMake preset.
 #
 #   scripts/test.sh                 presets debug and asan (what CI runs)
 #   scripts/test.sh release tsan    any presets from CMakePresets.json
@@ -24,7 +25,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
-scripts/deps.sh
+# --postgres: integration tests start their own PostgreSQL server on loopback
+# (tests/support/postgres_server.h) and fail, not skip, when it is missing.
+scripts/deps.sh --postgres
 
 results=()
 failed=0

@@ -25,7 +25,7 @@ plugins:
   dirs: ["$work/greeter/plugins"]
   enabled: [{id: acme/greeter}]
 tenants:
-  - {id: initech, keys: [{key: initech-key}]}
+  - {id: initech, plugins: [acme/greeter], keys: [{key: initech-key}]}
 YAML
 "$work/prefix/bin/trellisd" --config "$work/trellis.yaml" --ready-file "$work/ready.json" \
   >"$work/log" 2>&1 &

@@ -12,27 +12,7 @@
 namespace trellis::tenants {
 namespace {
 
-constexpr size_t kDigestBytes = 32;
-using Digest = std::array<unsigned char, kDigestBytes>;
-
-// SHA-256 runs on every data-plane request. OpenSSL 3 looks the algorithm up on each
-// EVP_sha256() use and allocates a context per EVP_Digest(); fetching it once and keeping
-// one context per thread takes the cost from ~500 ns to the hash itself.
-Digest sha256(std::string_view data) {
-  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
-                                                                                 &EVP_MD_CTX_free);
-  Digest out{};
-  unsigned int len = 0;
-  // SHA-256 over memory cannot fail short of a broken OpenSSL, which we treat as fatal
-  // rather than as "no tenant".
-  if (md == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != kDigestBytes) {
-    std::abort();
-  }
-  return out;
-}
+constexpr size_t kDigestBytes = std::tuple_size_v<Sha256Digest>;
 
 int hexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -41,16 +21,8 @@ int hexValue(char c) {
   return -1;
 }
 
-std::optional<std::string> decodeDigestHex(std::string_view hex) {
-  if (hex.size() != 2 * kDigestBytes) return std::nullopt;
-  std::string raw(kDigestBytes, '\0');
-  for (size_t i = 0; i < kDigestBytes; ++i) {
-    int hi = hexValue(hex[2 * i]);
-    int lo = hexValue(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    raw[i] = static_cast<char>((hi << 4) | lo);
-  }
-  return raw;
+std::string rawString(const Sha256Digest& d) {
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
 }
 
 }  // namespace
@@ -62,9 +34,43 @@ bool isValidTenantId(std::string_view id) {
   return std::all_of(id.begin() + 1, id.end(), [&](char c) { return alnum(c) || c == '-'; });
 }
 
+// SHA-256 runs on every data-plane request. OpenSSL 3 looks the algorithm up on each
+// EVP_sha256() use and allocates a context per EVP_Digest(); fetching it once and keeping
+// one context per thread takes the cost from ~500 ns to the hash itself.
+Sha256Digest sha256Digest(std::string_view data) {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                                 &EVP_MD_CTX_free);
+  Sha256Digest out{};
+  unsigned int len = 0;
+  // SHA-256 over memory cannot fail short of a broken OpenSSL, which we treat as fatal
+  // rather than as "no tenant".
+  if (md == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != kDigestBytes) {
+    std::abort();
+  }
+  return out;
+}
+
+std::optional<Sha256Digest> parseSha256Hex(std::string_view hex) {
+  if (hex.size() != 2 * kDigestBytes) return std::nullopt;
+  Sha256Digest raw{};
+  for (size_t i = 0; i < kDigestBytes; ++i) {
+    int hi = hexValue(hex[2 * i]);
+    int lo = hexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    raw[i] = static_cast<unsigned char>((hi << 4) | lo);
+  }
+  return raw;
+}
+
 std::string sha256Hex(std::string_view data) {
+  return sha256HexOf(sha256Digest(data));
+}
+
+std::string sha256HexOf(const Sha256Digest& d) {
   static constexpr char kHex[] = "0123456789abcdef";
-  Digest d = sha256(data);
   std::string out;
   out.reserve(2 * kDigestBytes);
   for (unsigned char b : d) {
@@ -86,17 +92,18 @@ Status TenantDirectory::add(Tenant tenant, const std::vector<std::string>& key_s
   std::vector<std::string> digests;
   digests.reserve(key_sha256_hex.size());
   for (size_t i = 0; i < key_sha256_hex.size(); ++i) {
-    auto raw = decodeDigestHex(key_sha256_hex[i]);
-    if (!raw) {
+    auto parsed = parseSha256Hex(key_sha256_hex[i]);
+    if (!parsed) {
       return Status::invalid("tenant \"" + tenant.id + "\": key " + std::to_string(i) +
                              " is not a SHA-256 hex digest (64 hex characters)");
     }
-    if (by_key_hash_.count(*raw) != 0 ||
-        std::find(digests.begin(), digests.end(), *raw) != digests.end()) {
+    std::string raw = rawString(*parsed);
+    if (by_key_hash_.count(raw) != 0 ||
+        std::find(digests.begin(), digests.end(), raw) != digests.end()) {
       return Status::conflict("tenant \"" + tenant.id + "\": key " + std::to_string(i) +
                               " is already in use");
     }
-    digests.push_back(std::move(*raw));
+    digests.push_back(std::move(raw));
   }
   auto owned = std::make_unique<Tenant>(std::move(tenant));
   const Tenant* ptr = owned.get();
@@ -107,8 +114,8 @@ Status TenantDirectory::add(Tenant tenant, const std::vector<std::string>& key_s
 
 const Tenant* TenantDirectory::resolve(std::string_view presented_key) const {
   if (presented_key.empty()) return nullptr;
-  Digest d = sha256(presented_key);
-  auto it = by_key_hash_.find(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
+  Sha256Digest d = sha256Digest(presented_key);
+  auto it = by_key_hash_.find(rawString(d));
   if (it == by_key_hash_.end()) return nullptr;
   // The map lookup compared digests, not keys; confirm in constant time anyway so the
   // answer never depends on a short-circuiting comparison.

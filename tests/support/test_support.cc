@@ -288,6 +288,13 @@ std::string defaultTestConfig(const std::string& plugins_yaml, const std::string
                                                "      config: {greeting: Hello}\n"
                                                "    - id: trellis/echo-c\n"
                                              : plugins_yaml;
+  // Both tenants enable every plugin the test loads.
+  std::string enabled;
+  std::istringstream lines(plugins);
+  for (std::string line; std::getline(lines, line);) {
+    auto at = line.find("- id: ");
+    if (at != std::string::npos) enabled += (enabled.empty() ? "" : ", ") + line.substr(at + 6);
+  }
   return "server:\n"
          "  listen: 127.0.0.1:0\n"
          "  threads: 2\n"
@@ -306,8 +313,14 @@ std::string defaultTestConfig(const std::string& plugins_yaml, const std::string
          plugins +
          "tenants:\n"
          "  - id: acme\n"
+         "    plugins: [" +
+         enabled +
+         "]\n"
          "    keys: [{key: acme-key}]\n"
          "  - id: globex\n"
+         "    plugins: [" +
+         enabled +
+         "]\n"
          "    keys: [{key: globex-key}]\n" +
          extra;
 }

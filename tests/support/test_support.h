@@ -98,8 +98,9 @@ class TrellisdProcess {
   uint16_t admin_port_ = 0;
 };
 
-// A minimal config: both planes on port 0, the bundled plugins, tenant "acme" with key
-// "acme-key" and tenant "globex" with key "globex-key". `extra` is appended verbatim.
+// A minimal config: both planes on port 0, the bundled plugins (or `plugins_yaml`, the
+// items of plugins.enabled), tenant "acme" with key "acme-key" and tenant "globex" with key
+// "globex-key", both enabling every listed plugin. `extra` is appended verbatim.
 std::string defaultTestConfig(const std::string& plugins_yaml = "", const std::string& extra = "");
 
 }  // namespace trellis::test

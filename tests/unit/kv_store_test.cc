@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -345,6 +346,22 @@ TEST(KvStoreOpenTest, DatabaseThatCannotBeOpenedIsUnavailableNotACrash) {
   auto r = (*opened)->put({"acme", "trellis/hello"}, "k", "v", kAnyVersion);
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("acme"), std::string::npos) << r.status().message();
+}
+
+TEST_F(KvStoreTest, RemoveTenantDeletesOnlyThatTenantsDataAndFiles) {
+  const Scope globex{"globex", "trellis/hello"};
+  ASSERT_TRUE(store_->put(acme_, "k", "a", kAnyVersion));
+  ASSERT_TRUE(store_->put(globex, "k", "g", kAnyVersion));
+  const auto acme_file = dir_.path() / "data" / "acme.db";
+  ASSERT_TRUE(std::filesystem::exists(acme_file));
+
+  EXPECT_TRUE(store_->removeTenant("acme"));
+  EXPECT_FALSE(std::filesystem::exists(acme_file));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "data" / "acme.db-wal"));
+  EXPECT_EQ(store_->get(acme_, "k").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->get(globex, "k")->value, "g");
+  EXPECT_TRUE(store_->removeTenant("never-had-data"));
+  EXPECT_EQ(store_->removeTenant("../etc").code(), StatusCode::kInvalid);
 }
 
 }  // namespace

@@ -3,82 +3,21 @@
 //
 //   trellis status
 //   trellis plugin list [--json]
-#include <Poco/Dynamic/Var.h>
+//   trellis tenant … / trellis key …      (see tenant_commands.h)
 #include <Poco/JSON/Array.h>
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
-#include <Poco/Net/HTTPClientSession.h>
-#include <Poco/Net/HTTPRequest.h>
-#include <Poco/Net/HTTPResponse.h>
-#include <Poco/Net/NetException.h>
-#include <Poco/URI.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 
+#include "cli/admin_client.h"
+#include "cli/tenant_commands.h"
+
 namespace {
-
-struct AdminClient {
-  std::string url = "http://127.0.0.1:8081";
-  std::string token;
-  std::string token_file = "var/admin.token";
-
-  // GET `path`; prints a clear error and exits on failure, returns the body otherwise.
-  std::string get(const std::string& path) const {
-    std::string bearer = resolveToken();
-    try {
-      Poco::URI uri(url);
-      Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
-      session.setTimeout(Poco::Timespan(10, 0));
-      Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, path,
-                                 Poco::Net::HTTPMessage::HTTP_1_1);
-      req.set("Authorization", "Bearer " + bearer);
-      session.sendRequest(req);
-      Poco::Net::HTTPResponse res;
-      std::istream& in = session.receiveResponse(res);
-      std::stringstream body;
-      body << in.rdbuf();
-      if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
-        die("the admin API refused the token (401): check --token or " + token_file);
-      }
-      if (res.getStatus() != Poco::Net::HTTPResponse::HTTP_OK) {
-        die("admin API answered " + std::to_string(res.getStatus()) + ": " + body.str());
-      }
-      return body.str();
-    } catch (const Poco::Net::ConnectionRefusedException&) {
-      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
-    } catch (const Poco::Exception& e) {
-      die("cannot reach the admin API at " + url + ": " + e.displayText());
-    }
-  }
-
-  std::string resolveToken() const {
-    if (!token.empty()) return token;
-    if (const char* env = std::getenv("TRELLIS_ADMIN_TOKEN"); env && *env) return env;
-    std::ifstream in(token_file);
-    std::string t;
-    if (!std::getline(in, t) || t.empty()) {
-      die("no admin token: pass --token, set TRELLIS_ADMIN_TOKEN, or point --token-file at "
-          "the file trellisd wrote (tried " +
-          token_file + ")");
-    }
-    return t;
-  }
-
-  [[noreturn]] static void die(const std::string& msg) {
-    std::fprintf(stderr, "trellis: %s\n", msg.c_str());
-    std::exit(1);
-  }
-};
-
-Poco::JSON::Object::Ptr parseObject(const std::string& body) {
-  return Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
-}
+using trellis::cli::AdminClient;
+using trellis::cli::parseObject;
 
 void printStatus(const std::string& body) {
   auto o = parseObject(body);
@@ -145,15 +84,18 @@ int main(int argc, char** argv) {
   auto* plugin = cli.add_subcommand("plugin", "Inspect plugins");
   plugin->require_subcommand(1);
   auto* plugin_list = plugin->add_subcommand("list", "List enabled plugins and their state");
+  trellis::cli::TenantCommands tenant_commands(cli, admin, json);
 
   CLI11_PARSE(cli, argc, argv);
   try {
     if (status->parsed()) {
-      std::string body = admin.get("/v1/status");
+      std::string body = admin.call("GET", "/v1/status");
       json ? void(std::cout << body) : printStatus(body);
     } else if (plugin_list->parsed()) {
-      std::string body = admin.get("/v1/plugins");
+      std::string body = admin.call("GET", "/v1/plugins");
       json ? void(std::cout << body) : printPlugins(body);
+    } else {
+      tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {
     AdminClient::die("unexpected answer from the admin API: " + e.displayText());

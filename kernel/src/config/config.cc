@@ -148,10 +148,12 @@ class Parser {
     Config cfg;
     if (root.IsNull()) return withDefaults(std::move(cfg), false);
     if (!root.IsMap()) {
-      fail("", "expected a map of sections (server, admin, storage, log, plugins, tenants), got " +
-                   describe(root));
+      fail("",
+           "expected a map of sections (server, admin, storage, log, plugins, plans, "
+           "tenants), got " +
+               describe(root));
     }
-    checkKeys(root, "", {"server", "admin", "storage", "log", "plugins", "tenants"});
+    checkKeys(root, "", {"server", "admin", "storage", "log", "plugins", "plans", "tenants"});
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
@@ -161,6 +163,7 @@ class Parser {
     }
     if (auto n = root["log"]) parseLog(n, "log", cfg);
     if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
+    if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
     if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
     return withDefaults(std::move(cfg), token_set);
   }
@@ -366,7 +369,7 @@ class Parser {
       const YAML::Node& t = n[i];
       std::string tpath = indexed(path, i);
       if (!t.IsMap()) fail(tpath, "expected a map with id and keys, got " + describe(t));
-      checkKeys(t, tpath, {"id", "keys"});
+      checkKeys(t, tpath, {"id", "keys", "plan", "labels", "plugins", "quotas"});
       TenantEntry entry;
       if (!t["id"]) fail(join(tpath, "id"), "required");
       entry.id = readString(t["id"], join(tpath, "id"));
@@ -390,8 +393,81 @@ class Parser {
           entry.keys.push_back(TenantKey{std::move(hex)});
         }
       }
+      if (auto plan = t["plan"]) {
+        entry.plan = readString(plan, join(tpath, "plan"));
+        bool known = entry.plan == "default";
+        for (const auto& p : cfg.plans) known = known || p.name == entry.plan;
+        if (!known) fail(join(tpath, "plan"), "unknown plan \"" + entry.plan + "\"");
+      }
+      if (auto labels = t["labels"]; labels && !labels.IsNull()) {
+        if (!labels.IsMap()) fail(join(tpath, "labels"), "expected a map, got " + describe(labels));
+        for (const auto& kv : labels) {
+          std::string key = readString(kv.first, join(tpath, "labels"));
+          entry.labels[key] = readString(kv.second, join(join(tpath, "labels"), key));
+        }
+      }
+      if (auto plugins = t["plugins"]) {
+        std::string ppath = join(tpath, "plugins");
+        requireList(plugins, ppath);
+        for (size_t k = 0; k < plugins.size(); ++k) {
+          std::string id = readString(plugins[k], indexed(ppath, k));
+          bool enabled = false;
+          for (const auto& p : cfg.plugins) enabled = enabled || p.id == id;
+          if (!enabled) {
+            fail(indexed(ppath, k), "plugin \"" + id + "\" is not in plugins.enabled");
+          }
+          entry.plugins.insert(id);
+        }
+      }
+      if (auto q = t["quotas"]) entry.quotas = readQuotas(q, join(tpath, "quotas"));
       cfg.tenants.push_back(std::move(entry));
     }
+  }
+
+  static void parsePlans(const YAML::Node& n, const std::string& path, Config& cfg) {
+    if (n.IsNull()) return;
+    requireList(n, path);
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node& p = n[i];
+      std::string ppath = indexed(path, i);
+      if (!p.IsMap()) fail(ppath, "expected a map with name and quotas, got " + describe(p));
+      checkKeys(p, ppath, {"name", "quotas"});
+      if (!p["name"]) fail(join(ppath, "name"), "required");
+      tenants::Plan plan;
+      plan.name = readString(p["name"], join(ppath, "name"));
+      if (!tenants::isValidTenantId(plan.name)) {
+        fail(join(ppath, "name"), "expected [a-z0-9][a-z0-9-]{0,62}, got " + describe(p["name"]));
+      }
+      for (const auto& other : cfg.plans) {
+        if (other.name == plan.name)
+          fail(join(ppath, "name"), "duplicate plan \"" + plan.name + "\"");
+      }
+      if (auto q = p["quotas"]) plan.quotas = readQuotas(q, join(ppath, "quotas"));
+      cfg.plans.push_back(std::move(plan));
+    }
+  }
+
+  // Every quota is optional (absent = unlimited) and at least 1.
+  static tenants::Quotas readQuotas(const YAML::Node& n, const std::string& path) {
+    checkKeys(n, path,
+              {"requests_per_second", "burst", "max_concurrent", "max_body_bytes",
+               "max_storage_bytes", "max_host_calls"});
+    tenants::Quotas q;
+    const std::pair<const char*, std::optional<uint64_t> tenants::Quotas::*> fields[] = {
+        {"requests_per_second", &tenants::Quotas::requests_per_second},
+        {"burst", &tenants::Quotas::burst},
+        {"max_concurrent", &tenants::Quotas::max_concurrent},
+        {"max_body_bytes", &tenants::Quotas::max_body_bytes},
+        {"max_storage_bytes", &tenants::Quotas::max_storage_bytes},
+        {"max_host_calls", &tenants::Quotas::max_host_calls}};
+    for (const auto& [name, field] : fields) {
+      if (auto v = n[name]) q.*field = readUInt(v, join(path, name), 1, UINT64_MAX >> 1);
+    }
+    if (q.burst && q.requests_per_second && *q.burst < *q.requests_per_second) {
+      fail(join(path, "burst"),
+           "must be at least requests_per_second (" + std::to_string(*q.requests_per_second) + ")");
+    }
+    return q;
   }
 
   // {sha256: <64 hex>} or {key: <plaintext>}; returns the lowercase hex digest.

@@ -37,8 +37,8 @@ bool tokenMatches(std::string_view presented, const std::string& token) {
 
 }  // namespace
 
-AdminPlane::AdminPlane(AdminView view, std::string token)
-    : view_(std::move(view)), token_(std::move(token)) {}
+AdminPlane::AdminPlane(AdminView view, std::string token, std::unique_ptr<TenantAdmin> tenant_admin)
+    : view_(std::move(view)), token_(std::move(token)), tenant_admin_(std::move(tenant_admin)) {}
 
 void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond respond) {
   std::string_view target = req.target();
@@ -63,9 +63,11 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
     return respond(std::move(res));
   }
+  if (auto res = tenant_admin_->handle(req, path)) return respond(std::move(*res));
   if (req.method() != bhttp::verb::get) {
-    return respond(
-        http::problem(405, "Method Not Allowed", "the admin API is read-only for now", {}, &req));
+    return respond(http::problem(405, "Method Not Allowed",
+                                 std::string(req.method_string()) + " is not allowed here", {},
+                                 &req));
   }
   if (path == "/v1/status") return respond(status(req));
   if (path == "/v1/plugins") return respond(pluginList(req));
@@ -89,7 +91,7 @@ http::Response AdminPlane::status(const http::Request& req) const {
                                .count());
   o->set("data_plane", view_.data_plane_address());
   o->set("in_flight", static_cast<uint64_t>(view_.in_flight()));
-  o->set("tenants", static_cast<uint64_t>(view_.tenants));
+  o->set("tenants", static_cast<uint64_t>(view_.tenants()));
   size_t active = 0, failed = 0;
   for (const auto* p : view_.plugins->plugins()) {
     if (p->state == PluginState::kActive) ++active;

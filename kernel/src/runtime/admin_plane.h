@@ -3,6 +3,7 @@
 //   GET /v1/status              version, ABI, uptime, planes, plugin counts
 //   GET /v1/plugins             every enabled plugin with state, version, routes, error
 //   GET /metrics                Prometheus text: kernel and plugin metrics
+//   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "runtime/plugin_manager.h"
+#include "runtime/tenant_admin.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/metrics/registry.h"
 
@@ -22,13 +24,13 @@ struct AdminView {
   const std::atomic<bool>* ready = nullptr;
   std::function<std::string()> data_plane_address;  // "127.0.0.1:8080"
   std::function<size_t()> in_flight;
-  size_t tenants = 0;
+  std::function<size_t()> tenants;
   std::chrono::steady_clock::time_point started_at;
 };
 
 class AdminPlane : public http::RequestHandler {
  public:
-  AdminPlane(AdminView view, std::string token);
+  AdminPlane(AdminView view, std::string token, std::unique_ptr<TenantAdmin> tenant_admin);
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:
@@ -37,6 +39,7 @@ class AdminPlane : public http::RequestHandler {
 
   AdminView view_;
   std::string token_;
+  std::unique_ptr<TenantAdmin> tenant_admin_;
 };
 
 // Reads the admin token from `file`, or — on first start — generates 256 random bits,

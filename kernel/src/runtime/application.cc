@@ -6,13 +6,15 @@
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
 #include "runtime/plugin_manager.h"
+#include "runtime/tenant_admin.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/util/file.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/admission.h"
+#include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::app {
 namespace fs = std::filesystem;
@@ -32,7 +34,8 @@ struct Application::Impl {
   std::atomic<bool> ready{false};
   metrics::MetricsRegistry metrics;
   events::EventBus events;
-  tenants::TenantDirectory tenants;
+  std::unique_ptr<tenants::TenantRegistry> tenants;
+  tenants::Admission admission;
   std::unique_ptr<storage::KvStore> kv;
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
@@ -43,6 +46,38 @@ struct Application::Impl {
   bool stopped = false;
 };
 
+namespace {
+
+// Plans and tenants declared in trellis.yaml: plans are config-owned; declared tenants are
+// created when missing, and differences from the registry are reported as drift.
+Result<std::vector<tenants::Drift>> applyDeclaredTenants(const config::Config& cfg,
+                                                         tenants::TenantRegistry& registry) {
+  if (Status s = registry.definePlans(cfg.plans); !s) return s;
+  std::vector<tenants::TenantRecord> declared;
+  for (const auto& t : cfg.tenants) {
+    tenants::TenantRecord r;
+    r.id = t.id;
+    r.plan = t.plan;
+    r.labels = t.labels;
+    r.plugins = t.plugins;
+    r.overrides = t.quotas;
+    r.source = "config";
+    declared.push_back(std::move(r));
+  }
+  auto drift = registry.applyDeclared(declared);
+  if (!drift) return drift.status();
+  for (const auto& d : *drift)
+    spdlog::warn("tenant {} drifted from trellis.yaml: {}", d.tenant, d.detail);
+  for (const auto& t : cfg.tenants) {
+    for (const auto& key : t.keys) {
+      if (auto k = registry.importKeyHash(t.id, key.sha256_hex); !k) return k.status();
+    }
+  }
+  return drift;
+}
+
+}  // namespace
+
 Application::Application(config::Config config)
     : impl_(std::make_unique<Impl>(std::move(config))) {}
 
@@ -52,11 +87,11 @@ Application::~Application() {
 
 Status Application::start() {
   Impl& s = *impl_;
-  for (const auto& t : s.cfg.tenants) {
-    std::vector<std::string> hashes;
-    for (const auto& k : t.keys) hashes.push_back(k.sha256_hex);
-    if (Status st = s.tenants.add({t.id}, hashes); !st) return st;
-  }
+  auto registry = tenants::TenantRegistry::openSqlite(s.cfg.data_dir / "system.db");
+  if (!registry) return registry.status();
+  s.tenants = std::move(*registry);
+  auto drift = applyDeclaredTenants(s.cfg, *s.tenants);
+  if (!drift) return drift.status();
 
   auto kv = storage::openSqliteKvStore(s.cfg.data_dir / "tenants");
   if (!kv) return kv.status();
@@ -66,7 +101,7 @@ Status Application::start() {
   if (!token) return token.status();
 
   s.plugins = std::make_unique<PluginManager>(
-      runtime::HostServices{s.kv.get(), &s.events, &s.metrics, &s.tenants});
+      runtime::HostServices{s.kv.get(), &s.events, &s.metrics, s.tenants.get()});
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
   s.routes = s.plugins->buildRouteTable();
 
@@ -80,15 +115,15 @@ Status Application::start() {
                                 .read_timeout = sc.read_timeout,
                                 .idle_timeout = sc.idle_timeout};
   s.data = std::make_unique<http::Server>(
-      data_opts, std::make_shared<runtime::DataPlane>(s.routes, s.tenants, s.pool, s.access_log,
-                                                      s.metrics, s.ready));
+      data_opts, std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool,
+                                                      s.access_log, s.metrics, s.ready));
   if (Status st = s.data->start(); !st) return st;
 
   runtime::AdminView view;
   view.plugins = s.plugins.get();
   view.metrics = &s.metrics;
   view.ready = &s.ready;
-  view.tenants = s.cfg.tenants.size();
+  view.tenants = [this] { return impl_->tenants->list().size(); };
   view.started_at = s.started_at;
   view.data_plane_address = [this] {
     return impl_->cfg.server.listen.host + ":" + std::to_string(impl_->data->port());
@@ -99,7 +134,12 @@ Status Application::start() {
                                  .port = s.cfg.admin.listen.port,
                                  .threads = 1};
   s.admin = std::make_unique<http::Server>(
-      admin_opts, std::make_shared<runtime::AdminPlane>(std::move(view), std::move(*token)));
+      admin_opts,
+      std::make_shared<runtime::AdminPlane>(
+          std::move(view), std::move(*token),
+          std::make_unique<runtime::TenantAdmin>(
+              *s.tenants, s.admission, std::move(*drift),
+              [this](const std::string& tenant) { return impl_->kv->removeTenant(tenant); })));
   if (Status st = s.admin->start(); !st) return st;
 
   s.ready = true;

@@ -12,7 +12,7 @@
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/plugin.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::runtime {
 
@@ -37,7 +37,7 @@ const trellis_host_api* hostApi();
 
 struct trellis_ctx {
   trellis::kernel::runtime::PluginInstance* plugin = nullptr;
-  const trellis::tenants::Tenant* tenant = nullptr;  // null outside tenant calls
+  const trellis::tenants::TenantView* tenant = nullptr;  // null outside tenant calls
   trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
   std::string error;  // last message from host->set_error
 };

@@ -22,6 +22,41 @@ http::Response health(const http::Request& req, bool ok) {
   return res;
 }
 
+void addRateLimitHeaders(http::Response& res, const tenants::Ticket& ticket) {
+  if (!ticket.rateLimit()) return;
+  const auto& r = *ticket.rateLimit();
+  res.set("RateLimit-Limit", std::to_string(r.limit));
+  res.set("RateLimit-Remaining", std::to_string(r.remaining));
+  res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
+}
+
+// 413/429 problem+json naming the quota, its limit, when it resets and the decision id.
+// For the rate quota the body names the rate; the RateLimit-* headers speak of the burst
+// (the requests allowed at once), as the header fields are defined.
+http::Response quotaProblem(const http::Request& req, const tenants::Rejection& r,
+                            const tenants::TenantView& tenant) {
+  const bool too_large = r.http_status == 413;
+  const bool rate = r.quota == "requests_per_second";
+  const uint64_t limit = rate ? tenant.quotas.requests_per_second.value_or(r.limit) : r.limit;
+  std::string detail =
+      "tenant " + tenant.id + " exceeded its " + r.quota + " quota of " + std::to_string(limit);
+  if (rate) detail += " (burst " + std::to_string(r.limit) + ")";
+  auto res =
+      http::problem(r.http_status, too_large ? "Content Too Large" : "Too Many Requests", detail,
+                    {{"quota", r.quota},
+                     {"limit", std::to_string(limit), true},
+                     {"reset_seconds", std::to_string(r.reset_seconds), true},
+                     {"decision_id", r.decision_id}},
+                    &req);
+  if (!too_large) {
+    res.set("RateLimit-Limit", std::to_string(r.limit));
+    res.set("RateLimit-Remaining", std::to_string(r.remaining));
+    res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
+    res.set(bhttp::field::retry_after, std::to_string(std::max<uint64_t>(1, r.reset_seconds)));
+  }
+  return res;
+}
+
 }  // namespace
 
 unsigned httpStatusFor(trellis_status s) {
@@ -38,11 +73,12 @@ unsigned httpStatusFor(trellis_status s) {
   }
 }
 
-DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantDirectory& tenants,
-                     exec::BlockingPool& pool, AccessLog& access_log,
+DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
+                     tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
                      metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready)
     : routes_(routes),
       tenants_(tenants),
+      admission_(admission),
       pool_(pool),
       access_log_(access_log),
       ready_(ready),
@@ -53,7 +89,9 @@ DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantDirectory& t
       pool_rejections_(metrics
                            .counter("trellis_blocking_pool_rejections_total",
                                     "Blocking-route requests refused because the pool was full")
-                           .labels({})) {
+                           .labels({})),
+      quota_rejections_(metrics.counter("trellis_quota_rejections_total",
+                                        "Requests refused by a tenant quota", {"quota"})) {
   auto& family = metrics.counter("trellis_http_requests_total",
                                  "Data-plane requests by status class", {"plane", "code"});
   const char* classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -80,8 +118,10 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     respond(std::move(res));
   };
 
-  const tenants::Tenant* tenant = tenants_.resolve(bearerCredential(req));
-  if (tenant == nullptr) {
+  const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
+  if (who.outcome != tenants::Resolution::Outcome::kOk &&
+      who.outcome != tenants::Resolution::Outcome::kSuspended) {
+    // Unknown, revoked and expired keys look alike to the caller.
     auto res = http::problem(401, "Unauthorized",
                              "a valid tenant key is required: Authorization: Bearer <key>",
                              {{"request_id", request_id}}, &req);
@@ -89,8 +129,17 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     reject(std::move(res), "");
     return;
   }
+  const tenants::TenantView& tenant = *who.tenant;
+  if (who.outcome == tenants::Resolution::Outcome::kSuspended) {
+    reject(http::problem(403, "Forbidden", "tenant " + tenant.id + " is suspended",
+                         {{"request_id", request_id}}, &req),
+           tenant.id);
+    return;
+  }
 
+  // A plugin's routes exist only for the tenants that enabled it.
   auto match = routes_.router.match(req.method_string(), path);
+  if (match && !tenant.hasPlugin(routes_.targets[match->target].plugin->id())) match.reset();
   if (!match) {
     bool other = routes_.router.matchesOtherMethod(req.method_string(), path);
     reject(other ? http::problem(
@@ -99,22 +148,34 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
                        {{"request_id", request_id}}, &req)
                  : http::problem(404, "Not Found", "no route for " + std::string(path),
                                  {{"request_id", request_id}}, &req),
-           tenant->id);
+           tenant.id);
+    return;
+  }
+
+  tenants::Ticket ticket = admission_.admit(tenant.id, tenant.quotas, req.body().size());
+  if (!ticket.admitted()) {
+    quota_rejections_.labels({ticket.rejection().quota}).add(1);
+    reject(quotaProblem(req, ticket.rejection(), tenant), tenant.id);
     return;
   }
 
   const RouteTarget& route = routes_.targets[match->target];
   if (!route.blocking) {
-    auto res = invoke(route, *tenant, req, *match, path, query, request_id);
-    finish(req, peer, res, request_id, tenant->id, &route, started);
+    auto res = invoke(route, tenant, req, *match, path, query, request_id);
+    addRateLimitHeaders(res, ticket);
+    finish(req, peer, res, request_id, tenant.id, &route, started);
     respond(std::move(res));
     return;
   }
-  // The request and the strings it views stay alive until `respond` runs.
-  bool queued = pool_.trySubmit([this, &route, tenant, &req, peer, match = std::move(*match), path,
-                                 query, request_id, started, respond]() mutable {
-    auto res = invoke(route, *tenant, req, match, path, query, request_id);
-    finish(req, peer, res, request_id, tenant->id, &route, started);
+  // The request, the strings it views and the tenant snapshot stay alive until `respond`.
+  auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
+  bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
+                                 match = std::move(*match), path, query, request_id, started,
+                                 respond, ticket_ptr]() mutable {
+    auto res = invoke(route, tenant, req, match, path, query, request_id);
+    addRateLimitHeaders(res, *ticket_ptr);
+    finish(req, peer, res, request_id, tenant.id, &route, started);
+    ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
     respond(std::move(res));
   });
   if (!queued) {
@@ -122,11 +183,11 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
                              {{"request_id", request_id}}, &req);
     res.set(bhttp::field::retry_after, "1");
-    reject(std::move(res), tenant->id);
+    reject(std::move(res), tenant.id);
   }
 }
 
-http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenant& tenant,
+http::Response DataPlane::invoke(const RouteTarget& target, const tenants::TenantView& tenant,
                                  const http::Request& req, const http::RouteMatch& match,
                                  std::string_view path, std::string_view query,
                                  const std::string& request_id) {

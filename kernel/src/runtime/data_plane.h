@@ -1,6 +1,8 @@
 // The data plane's request handler: health probes, tenant resolution from the bearer
-// key, routing to the tenant's plugins, and the call through the C ABI — inline on the
-// event loop, or on the blocking pool for routes the manifest declares blocking.
+// key (401 unknown/revoked/expired, 403 suspended), routing to the plugins the tenant
+// enabled, admission against the tenant's quotas (413/429 with RateLimit-* headers), and
+// the call through the C ABI — inline on the event loop, or on the blocking pool for
+// routes the manifest declares blocking.
 #pragma once
 
 #include <array>
@@ -11,20 +13,21 @@
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/metrics/registry.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/admission.h"
+#include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::runtime {
 
 class DataPlane : public http::RequestHandler {
  public:
-  DataPlane(const RouteTable& routes, const tenants::TenantDirectory& tenants,
-            exec::BlockingPool& pool, AccessLog& access_log, metrics::MetricsRegistry& metrics,
-            const std::atomic<bool>& ready);
+  DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
+            tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
+            metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready);
 
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:
-  http::Response invoke(const RouteTarget& target, const tenants::Tenant& tenant,
+  http::Response invoke(const RouteTarget& target, const tenants::TenantView& tenant,
                         const http::Request& req, const http::RouteMatch& match,
                         std::string_view path, std::string_view query,
                         const std::string& request_id);
@@ -33,13 +36,15 @@ class DataPlane : public http::RequestHandler {
               std::chrono::steady_clock::time_point started);
 
   const RouteTable& routes_;
-  const tenants::TenantDirectory& tenants_;
+  const tenants::TenantRegistry& tenants_;
+  tenants::Admission& admission_;
   exec::BlockingPool& pool_;
   AccessLog& access_log_;
   const std::atomic<bool>& ready_;
   std::array<metrics::Counter*, 6> requests_by_class_;  // [0] other, [1..5] 1xx..5xx
   metrics::Histogram& latency_;
   metrics::Counter& pool_rejections_;
+  metrics::Family<metrics::Counter>& quota_rejections_;
 };
 
 // Maps a plugin's failure status to the HTTP status the client sees.

@@ -366,14 +366,20 @@ trellis_status eventSubscribe(const trellis_ctx* c, trellis_str topic, trellis_e
   if (!granted(ctx, "events.subscribe")) return TRELLIS_PERMISSION_DENIED;
   if (!fn || view(topic).empty()) return fail(ctx, Status::invalid("empty topic or callback"));
   PluginInstance* plugin = ctx->plugin;
-  const tenants::TenantDirectory* tenants = plugin->services().tenants;
+  const tenants::TenantRegistry* tenants = plugin->services().tenants;
   uint64_t id = plugin->services().events->subscribe(
       std::string(view(topic)), [plugin, tenants, fn, user](const events::Event& e) {
         if (plugin->state != PluginState::kActive) return;
         trellis_ctx call;
         call.plugin = plugin;
         call.phase = Phase::kEvent;
-        call.tenant = (tenants && !e.tenant.empty()) ? tenants->find(e.tenant) : nullptr;
+        // A tenant's events reach only the plugins that tenant enabled.
+        std::shared_ptr<const tenants::TenantView> tenant;
+        if (!e.tenant.empty()) {
+          tenant = tenants ? tenants->view(e.tenant) : nullptr;
+          if (!tenant || !tenant->hasPlugin(plugin->id())) return;
+          call.tenant = tenant.get();
+        }
         CallScope scope(&call);
         fn(user, &call, str(e.topic), str(e.payload));
       });

@@ -29,7 +29,7 @@ namespace trellis::kernel::storage {
 class KvStore;
 }
 namespace trellis::tenants {
-class TenantDirectory;
+class TenantRegistry;
 }
 
 namespace trellis::kernel::runtime {
@@ -39,7 +39,7 @@ struct HostServices {
   storage::KvStore* kv = nullptr;
   events::EventBus* events = nullptr;
   metrics::MetricsRegistry* metrics = nullptr;
-  const tenants::TenantDirectory* tenants = nullptr;
+  const tenants::TenantRegistry* tenants = nullptr;
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };

@@ -20,10 +20,15 @@
 #include <utility>
 
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/tenants/sql_statement.h"
 #include "trellis/tenants/tenant_directory.h"
 
 namespace trellis::kernel::storage {
 namespace {
+
+using tenants::sql::exec;
+using tenants::sql::Query;
+using tenants::sql::WriteTransaction;
 
 constexpr int kBusyTimeoutMs = 5000;
 
@@ -46,79 +51,12 @@ Status validateKey(std::string_view key) {
   return Status::ok();
 }
 
-// One SQL statement. SOCI's `session << ...` and `session.prepare << ...` go through
-// helper classes whose type info libsoci does not export, so code using them fails to
-// link under -fsanitize=vptr (the asan preset); the plain statement API avoids them.
-// Bound values are referenced, not copied: they must outlive the Query.
-class Query {
- public:
-  Query(soci::session& sql, std::string text) : st_(sql), text_(std::move(text)) {}
-
-  template <typename T>
-  Query& use(const T& value) {
-    st_.exchange(soci::use(value));
-    return *this;
-  }
-  template <typename T>
-  Query& into(T& value) {
-    st_.exchange(soci::into(value));
-    return *this;
-  }
-  template <typename T>
-  Query& into(T& value, soci::indicator& ind) {
-    st_.exchange(soci::into(value, ind));
-    return *this;
-  }
-  // Executes; true if a first row was fetched into the `into` targets.
-  bool run() {
-    st_.alloc();
-    st_.prepare(text_);
-    st_.define_and_bind();
-    return st_.execute(true);
-  }
-  bool next() { return st_.fetch(); }  // the following row, if any
-
- private:
-  soci::statement st_;
-  std::string text_;
-};
-
-void exec(soci::session& sql, const std::string& text) {
-  Query(sql, text).run();
-}
-
 // One open database. The mutex serialises every use of the session (SOCI sessions are
 // not thread-safe) and makes read-check-write sequences atomic within this process;
 // BEGIN IMMEDIATE makes them atomic against other processes on the same file too.
 struct TenantDb {
   std::mutex mu;
   soci::session sql;
-};
-
-// BEGIN IMMEDIATE ... COMMIT, rolled back unless commit() was reached.
-class WriteTransaction {
- public:
-  explicit WriteTransaction(soci::session& sql) : sql_(sql) { exec(sql_, "BEGIN IMMEDIATE"); }
-  ~WriteTransaction() {
-    if (open_) {
-      try {
-        exec(sql_, "ROLLBACK");
-      } catch (const std::exception&) {
-        // The connection is already failing; SQLite rolls back on its own when the
-        // transaction cannot continue, and the caller reports the original error.
-      }
-    }
-  }
-  WriteTransaction(const WriteTransaction&) = delete;
-  WriteTransaction& operator=(const WriteTransaction&) = delete;
-  void commit() {
-    exec(sql_, "COMMIT");
-    open_ = false;
-  }
-
- private:
-  soci::session& sql_;
-  bool open_ = true;
 };
 
 class SqliteKvStore final : public KvStore {
@@ -281,6 +219,33 @@ class SqliteKvStore final : public KvStore {
     return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
   }
 
+  Status removeTenant(std::string_view tenant) override {
+    if (!tenants::isValidTenantId(tenant)) {
+      return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
+    }
+    std::shared_ptr<TenantDb> db;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = dbs_.find(std::string(tenant)); it != dbs_.end()) {
+        db = std::move(it->second);
+        dbs_.erase(it);
+      }
+    }
+    if (db) {
+      std::lock_guard lock(db->mu);  // lets the operation in progress finish first
+      db->sql.close();
+    }
+    const std::string base = (dir_ / tenant).string() + ".db";
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::error_code ec;
+      std::filesystem::remove(base + suffix, ec);
+      if (ec) {
+        return Status::unavailable("cannot delete " + base + suffix + ": " + ec.message());
+      }
+    }
+    return Status::ok();
+  }
+
   static Status failure(const Scope& scope, const char* op, const std::exception& e) {
     return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
                                "\" failed: " + e.what());
@@ -288,14 +253,14 @@ class SqliteKvStore final : public KvStore {
 
   // The tenant's database, opened on first use. The handle is cached for the store's
   // lifetime; a failed open is not cached, so a later call retries.
-  Result<TenantDb*> open(const Scope& scope) {
+  Result<std::shared_ptr<TenantDb>> open(const Scope& scope) {
     // Checked here as well as at the edge: the id becomes a file name.
     if (!tenants::isValidTenantId(scope.tenant)) {
       return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
     }
     if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
     std::lock_guard lock(mu_);
-    if (auto it = dbs_.find(scope.tenant); it != dbs_.end()) return it->second.get();
+    if (auto it = dbs_.find(scope.tenant); it != dbs_.end()) return it->second;
     std::filesystem::path file = dir_ / (scope.tenant + ".db");
     try {
       // Tenant data is private to the server's user: create the file 0600 before SQLite
@@ -303,7 +268,7 @@ class SqliteKvStore final : public KvStore {
       int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
       if (fd < 0) throw std::system_error(errno, std::generic_category(), "create");
       ::close(fd);
-      auto db = std::make_unique<TenantDb>();
+      auto db = std::make_shared<TenantDb>();
       db->sql.open(soci::sqlite3,
                    "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000));
       std::string mode;
@@ -315,9 +280,8 @@ class SqliteKvStore final : public KvStore {
            "CREATE TABLE IF NOT EXISTS kv("
            "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
            "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
-      TenantDb* ptr = db.get();
-      dbs_.emplace(scope.tenant, std::move(db));
-      return ptr;
+      dbs_.emplace(scope.tenant, db);
+      return db;
     } catch (const std::exception& e) {
       return Status::unavailable("cannot open storage for tenant \"" + scope.tenant + "\" (" +
                                  file.string() + "): " + e.what());
@@ -326,7 +290,9 @@ class SqliteKvStore final : public KvStore {
 
   const std::filesystem::path dir_;
   std::mutex mu_;  // guards dbs_ (not the sessions inside)
-  std::map<std::string, std::unique_ptr<TenantDb>> dbs_;
+  // Shared: an operation that opened a database keeps it alive even if removeTenant()
+  // drops it meanwhile (the operation then fails on the closed session).
+  std::map<std::string, std::shared_ptr<TenantDb>> dbs_;
 };
 
 }  // namespace

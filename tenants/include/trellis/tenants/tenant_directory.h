@@ -7,7 +7,9 @@
 //   const Tenant* t = dir.resolve("s3cret");   // &demo
 #pragma once
 
+#include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,5 +43,14 @@ class TenantDirectory {
 bool isValidTenantId(std::string_view id);
 // Lowercase hex SHA-256 of `data`.
 std::string sha256Hex(std::string_view data);
+
+using Sha256Digest = std::array<unsigned char, 32>;
+// Raw SHA-256 of `data`. Fast enough for every request: the algorithm is fetched once and
+// each thread keeps its own context. Safe to call from any thread.
+Sha256Digest sha256Digest(std::string_view data);
+// 64 hex digits (either case) to the raw digest; nullopt for anything else.
+std::optional<Sha256Digest> parseSha256Hex(std::string_view hex);
+// Lowercase hex of a raw digest.
+std::string sha256HexOf(const Sha256Digest& digest);
 
 }  // namespace trellis::tenants

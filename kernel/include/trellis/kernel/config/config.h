@@ -16,8 +16,16 @@
 //     enabled:                                   # example; default: none
 //       - id: trellis/hello
 //         config: {greeting: "Hello"}            # any YAML, handed over as JSON text
+//   plans:                                       # example; "default" (no limits) is implicit
+//     - name: free
+//       quotas: {requests_per_second: 10, burst: 20, max_concurrent: 4,
+//                max_body_bytes: 65536, max_storage_bytes: 1048576, max_host_calls: 100}
 //   tenants:                                     # example; default: none
 //     - id: demo
+//       plan: free                               # default: "default"
+//       labels: {team: payments}
+//       plugins: [trellis/hello]                 # routes exist only for these plugins
+//       quotas: {max_concurrent: 8}              # overrides on top of the plan
 //       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
 //
 // listen is "a.b.c.d:port" or "[v6 address]:port" (host names are refused: the bind
@@ -29,9 +37,13 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::config {
 
@@ -74,6 +86,10 @@ struct TenantKey {
 struct TenantEntry {
   std::string id;
   std::vector<TenantKey> keys;
+  std::string plan = "default";
+  std::map<std::string, std::string> labels;
+  std::set<std::string> plugins;  // must be in plugins.enabled
+  tenants::Quotas quotas;         // overrides on top of the plan
 };
 
 struct Config {
@@ -85,6 +101,7 @@ struct Config {
   std::string access_log = "stdout";  // "stdout", "off", or an absolute file path
   std::vector<std::filesystem::path> plugin_dirs;
   std::vector<PluginEntry> plugins;
+  std::vector<tenants::Plan> plans;  // "default" (no limits) is implicit
   std::vector<TenantEntry> tenants;
 
   // Throws ConfigError; its message starts with the file's absolute path.

@@ -53,6 +53,8 @@ class KvStore {
   // key returned as start_after. INVALID if prefix or start_after exceed kMaxKeyBytes.
   virtual Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
                                             std::string_view start_after, uint32_t limit) = 0;
+  // Deletes every plugin's data of `tenant` (its database file). OK if it had none.
+  virtual Status removeTenant(std::string_view tenant) = 0;
 };
 
 // SQLite via SOCI: one database file per tenant under `dir` (<tenant>.db, WAL,

@@ -1,0 +1,92 @@
+// The CLI's HTTP client for the trellisd admin API: token from --token,
+// TRELLIS_ADMIN_TOKEN or a token file; any failure prints one clear line and exits 1.
+#pragma once
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/Net/HTTPClientSession.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/URI.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace trellis::cli {
+
+struct AdminClient {
+  std::string url = "http://127.0.0.1:8081";
+  std::string token;
+  std::string token_file = "var/admin.token";
+
+  // Sends a request; prints the server's problem detail and exits unless it answers 2xx.
+  std::string call(const std::string& method, const std::string& path,
+                   const std::string& body = "") const {
+    std::string bearer = resolveToken();
+    try {
+      Poco::URI uri(url);
+      Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
+      session.setTimeout(Poco::Timespan(10, 0));
+      Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
+      req.set("Authorization", "Bearer " + bearer);
+      if (!body.empty()) {
+        req.setContentType("application/json");
+        req.setContentLength(static_cast<std::streamsize>(body.size()));
+      }
+      session.sendRequest(req) << body;
+      Poco::Net::HTTPResponse res;
+      std::istream& in = session.receiveResponse(res);
+      std::stringstream answer;
+      answer << in.rdbuf();
+      int status = res.getStatus();
+      if (status == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
+        die("the admin API refused the token (401): check --token or " + token_file);
+      }
+      if (status < 200 || status > 299) die(problemDetail(status, answer.str()));
+      return answer.str();
+    } catch (const Poco::Net::ConnectionRefusedException&) {
+      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
+    } catch (const Poco::Exception& e) {
+      die("cannot reach the admin API at " + url + ": " + e.displayText());
+    }
+  }
+
+  // "404: no tenant \"x\"" from a problem+json body, or the raw body.
+  static std::string problemDetail(int status, const std::string& body) {
+    try {
+      auto o = Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
+      if (o->has("detail"))
+        return std::to_string(status) + ": " + o->getValue<std::string>("detail");
+    } catch (const Poco::Exception&) {
+    }
+    return "admin API answered " + std::to_string(status) + ": " + body;
+  }
+
+  std::string resolveToken() const {
+    if (!token.empty()) return token;
+    if (const char* env = std::getenv("TRELLIS_ADMIN_TOKEN"); env && *env) return env;
+    std::ifstream in(token_file);
+    std::string t;
+    if (!std::getline(in, t) || t.empty()) {
+      die("no admin token: pass --token, set TRELLIS_ADMIN_TOKEN, or point --token-file at "
+          "the file trellisd wrote (tried " +
+          token_file + ")");
+    }
+    return t;
+  }
+
+  [[noreturn]] static void die(const std::string& msg) {
+    std::fprintf(stderr, "trellis: %s\n", msg.c_str());
+    std::exit(1);
+  }
+};
+
+inline Poco::JSON::Object::Ptr parseObject(const std::string& body) {
+  return Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
+}
+
+}  // namespace trellis::cli

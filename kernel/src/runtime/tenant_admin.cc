@@ -1,0 +1,325 @@
+#include "runtime/tenant_admin.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/JSON/Stringifier.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+#include "trellis/kernel/http/problem.h"
+
+namespace trellis::kernel::runtime {
+namespace bhttp = boost::beast::http;
+using Poco::JSON::Array;
+using Poco::JSON::Object;
+
+namespace {
+
+constexpr std::pair<const char*, std::optional<uint64_t> tenants::Quotas::*> kQuotaFields[] = {
+    {"requests_per_second", &tenants::Quotas::requests_per_second},
+    {"burst", &tenants::Quotas::burst},
+    {"max_concurrent", &tenants::Quotas::max_concurrent},
+    {"max_body_bytes", &tenants::Quotas::max_body_bytes},
+    {"max_storage_bytes", &tenants::Quotas::max_storage_bytes},
+    {"max_host_calls", &tenants::Quotas::max_host_calls}};
+
+http::Response json(const http::Request& req, unsigned status, const Poco::Dynamic::Var& body) {
+  std::ostringstream out;
+  Poco::JSON::Stringifier::stringify(body, out, 2);
+  http::Response res{static_cast<bhttp::status>(status), req.version()};
+  res.set(bhttp::field::content_type, "application/json");
+  res.set(bhttp::field::cache_control, "no-store");
+  res.body() = out.str() + "\n";
+  res.keep_alive(req.keep_alive());
+  return res;
+}
+
+unsigned httpStatusOf(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kInvalid: return 400;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kConflict: return 409;
+    case StatusCode::kPermissionDenied: return 403;
+    case StatusCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+http::Response failure(const http::Request& req, const Status& s) {
+  unsigned code = httpStatusOf(s);
+  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
+                       {}, &req);
+}
+
+Object::Ptr quotasJson(const tenants::Quotas& q) {
+  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  for (const auto& [name, field] : kQuotaFields) {
+    if (q.*field) o->set(name, *(q.*field));
+  }
+  return o;
+}
+
+Object::Ptr tenantJson(const tenants::TenantRecord& t) {
+  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  o->set("id", t.id);
+  o->set("status", std::string(tenants::tenantStatusName(t.status)));
+  o->set("plan", t.plan);
+  Object::Ptr labels = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  for (const auto& [k, v] : t.labels) labels->set(k, v);
+  o->set("labels", labels);
+  Array::Ptr plugins = new Array;
+  for (const auto& p : t.plugins) plugins->add(p);
+  o->set("plugins", plugins);
+  o->set("quotas", quotasJson(t.overrides));
+  o->set("source", t.source);
+  o->set("created_at_ms", t.created_at_ms);
+  return o;
+}
+
+Object::Ptr keyJson(const tenants::KeyInfo& k) {
+  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  o->set("id", k.id);
+  o->set("tenant", k.tenant);
+  o->set("created_at_ms", k.created_at_ms);
+  if (k.expires_at_ms) o->set("expires_at_ms", *k.expires_at_ms);
+  if (k.revoked_at_ms) o->set("revoked_at_ms", *k.revoked_at_ms);
+  return o;
+}
+
+// Strict JSON body: an object with only `allowed` members.
+Result<Object::Ptr> parseBody(const http::Request& req,
+                              std::initializer_list<std::string_view> allowed) {
+  if (req.body().empty()) return Object::Ptr(new Object);
+  Poco::Dynamic::Var v;
+  try {
+    v = Poco::JSON::Parser().parse(req.body());
+  } catch (const Poco::Exception& e) {
+    return Status::invalid("body is not valid JSON: " + e.message());
+  }
+  if (v.type() != typeid(Object::Ptr)) return Status::invalid("body must be a JSON object");
+  auto o = v.extract<Object::Ptr>();
+  for (const auto& name : o->getNames()) {
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      return Status::invalid("unknown field \"" + name + "\"");
+    }
+  }
+  return o;
+}
+
+// Fills plan, labels, plugins and overrides of `t` from a create/update body.
+Status readTenantFields(const Object::Ptr& o, tenants::TenantRecord& t) {
+  try {
+    if (o->has("plan")) t.plan = o->getValue<std::string>("plan");
+    if (o->has("labels")) {
+      auto labels = o->getObject("labels");
+      if (!labels) return Status::invalid("labels: expected an object of strings");
+      t.labels.clear();
+      for (const auto& k : labels->getNames()) t.labels[k] = labels->getValue<std::string>(k);
+    }
+    if (o->has("plugins")) {
+      auto plugins = o->getArray("plugins");
+      if (!plugins) return Status::invalid("plugins: expected an array of plugin ids");
+      t.plugins.clear();
+      for (size_t i = 0; i < plugins->size(); ++i) {
+        t.plugins.insert(plugins->getElement<std::string>(static_cast<unsigned>(i)));
+      }
+    }
+    if (o->has("quotas")) {
+      auto q = o->getObject("quotas");
+      if (!q) return Status::invalid("quotas: expected an object");
+      t.overrides = {};
+      for (const auto& name : q->getNames()) {
+        bool known = false;
+        for (const auto& [field_name, field] : kQuotaFields) {
+          if (name != field_name) continue;
+          known = true;
+          auto value = q->getValue<int64_t>(name);
+          if (value < 1) return Status::invalid("quotas." + name + ": must be at least 1");
+          t.overrides.*field = static_cast<uint64_t>(value);
+        }
+        if (!known) return Status::invalid("quotas." + name + ": unknown quota");
+      }
+    }
+  } catch (const Poco::Exception& e) {
+    return Status::invalid("wrong type: " + e.message());
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+TenantAdmin::TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
+                         std::vector<tenants::Drift> drift,
+                         std::function<Status(const std::string&)> drop_data)
+    : registry_(registry),
+      admission_(admission),
+      drift_(std::move(drift)),
+      drop_data_(std::move(drop_data)) {
+  const std::tuple<const char*, const char*, Endpoint> routes[] = {
+      {"GET", "/v1/tenants", kList},
+      {"POST", "/v1/tenants", kCreate},
+      {"GET", "/v1/tenants/{id}", kShow},
+      {"PUT", "/v1/tenants/{id}", kUpdate},
+      {"POST", "/v1/tenants/{id}/suspend", kSuspend},
+      {"POST", "/v1/tenants/{id}/resume", kResume},
+      {"DELETE", "/v1/tenants/{id}", kDelete},
+      {"GET", "/v1/tenants/{id}/usage", kUsage},
+      {"GET", "/v1/tenants/{id}/keys", kKeys},
+      {"POST", "/v1/tenants/{id}/keys", kCreateKey},
+      {"DELETE", "/v1/keys/{key}", kRevokeKey},
+      {"GET", "/v1/drift", kDrift}};
+  for (const auto& [method, pattern, endpoint] : routes) {
+    Status s = router_.add(method, pattern, endpoint);
+    assert(s.isOk() && "admin routes are constant");
+    (void)s;
+  }
+}
+
+std::optional<http::Response> TenantAdmin::handle(const http::Request& req, std::string_view path) {
+  auto m = router_.match(req.method_string(), path);
+  if (!m) {
+    if (router_.matchesOtherMethod(req.method_string(), path)) {
+      return http::problem(405, "Method Not Allowed",
+                           std::string(req.method_string()) + " is not allowed here", {}, &req);
+    }
+    return std::nullopt;
+  }
+  return dispatch(static_cast<Endpoint>(m->target), req, *m);
+}
+
+http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
+                                     const http::RouteMatch& m) {
+  std::string id(m.param("id").value_or(""));
+  switch (e) {
+    case kList: {
+      Array::Ptr list = new Array;
+      for (const auto& t : registry_.list()) list->add(tenantJson(t));
+      Object::Ptr o = new Object;
+      o->set("tenants", list);
+      return json(req, 200, o);
+    }
+    case kCreate:
+    case kUpdate: {
+      auto body = parseBody(req, {"id", "plan", "labels", "plugins", "quotas"});
+      if (!body) return failure(req, body.status());
+      tenants::TenantRecord t;
+      if (e == kUpdate) {
+        auto current = registry_.get(id);
+        if (!current) return failure(req, current.status());
+        t = std::move(*current);
+      } else {
+        t.id = (*body)->optValue<std::string>("id", "");
+      }
+      if (Status s = readTenantFields(*body, t); !s) return failure(req, s);
+      auto saved = e == kCreate ? registry_.create(std::move(t)) : registry_.update(std::move(t));
+      if (!saved) return failure(req, saved.status());
+      spdlog::info("admin: tenant {} {}", saved->id, e == kCreate ? "created" : "updated");
+      return json(req, e == kCreate ? 201 : 200, tenantJson(*saved));
+    }
+    case kShow: {
+      auto t = registry_.get(id);
+      if (!t) return failure(req, t.status());
+      return json(req, 200, tenantJson(*t));
+    }
+    case kSuspend:
+    case kResume: {
+      auto status =
+          e == kSuspend ? tenants::TenantStatus::kSuspended : tenants::TenantStatus::kActive;
+      if (Status s = registry_.setStatus(id, status); !s) return failure(req, s);
+      spdlog::info("admin: tenant {} {}", id, e == kSuspend ? "suspended" : "resumed");
+      auto t = registry_.get(id);
+      return t ? json(req, 200, tenantJson(*t)) : failure(req, t.status());
+    }
+    case kDelete: {
+      // Deleting destroys data: the caller repeats the id, as `trellis tenant delete` does.
+      std::string_view target = req.target();
+      size_t q = target.find('?');
+      auto confirm = q == std::string_view::npos
+                         ? std::nullopt
+                         : http::queryParam(target.substr(q + 1), "confirm");
+      if (confirm != id) {
+        return http::problem(400, "Bad Request",
+                             "deleting a tenant removes all its data: repeat its id as "
+                             "?confirm=" +
+                                 id,
+                             {}, &req);
+      }
+      if (Status s = registry_.remove(id); !s) return failure(req, s);
+      admission_.forget(id);
+      if (Status s = drop_data_(id); !s) {
+        spdlog::error("admin: tenant {} deleted but its data was not removed: {}", id,
+                      s.toString());
+        return failure(req, s);
+      }
+      spdlog::info("admin: tenant {} deleted with its data", id);
+      http::Response res{bhttp::status::no_content, req.version()};
+      res.keep_alive(req.keep_alive());
+      return res;
+    }
+    case kUsage: {
+      auto view = registry_.view(id);
+      if (!view) return failure(req, Status::notFound("no tenant \"" + id + "\""));
+      auto usage = admission_.usage(id);
+      Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+      o->set("tenant", id);
+      o->set("plan", view->plan);
+      o->set("quotas", quotasJson(view->quotas));
+      o->set("in_flight", usage.in_flight);
+      o->set("admitted", usage.admitted);
+      o->set("rejected", usage.rejected);
+      return json(req, 200, o);
+    }
+    case kKeys: {
+      if (auto t = registry_.get(id); !t) return failure(req, t.status());
+      Array::Ptr list = new Array;
+      for (const auto& k : registry_.listKeys(id)) list->add(keyJson(k));
+      Object::Ptr o = new Object;
+      o->set("keys", list);
+      return json(req, 200, o);
+    }
+    case kCreateKey: {
+      auto body = parseBody(req, {"ttl_seconds"});
+      if (!body) return failure(req, body.status());
+      std::optional<int64_t> ttl;
+      if ((*body)->has("ttl_seconds")) {
+        try {
+          ttl = (*body)->getValue<int64_t>("ttl_seconds");
+        } catch (const Poco::Exception&) {
+          return failure(req, Status::invalid("ttl_seconds: expected an integer"));
+        }
+        if (*ttl < 1) return failure(req, Status::invalid("ttl_seconds: must be at least 1"));
+      }
+      auto key = registry_.createKey(id, ttl);
+      if (!key) return failure(req, key.status());
+      spdlog::info("admin: key {} created for tenant {}", key->info.id, id);  // never the secret
+      auto o = keyJson(key->info);
+      o->set("key", key->secret);
+      return json(req, 201, o);
+    }
+    case kRevokeKey: {
+      std::string key_id(m.param("key").value_or(""));
+      if (Status s = registry_.revokeKey(key_id); !s) return failure(req, s);
+      spdlog::info("admin: key {} revoked", key_id);
+      http::Response res{bhttp::status::no_content, req.version()};
+      res.keep_alive(req.keep_alive());
+      return res;
+    }
+    case kDrift: {
+      Array::Ptr list = new Array;
+      for (const auto& d : drift_) {
+        Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+        o->set("tenant", d.tenant);
+        o->set("detail", d.detail);
+        list->add(o);
+      }
+      Object::Ptr o = new Object;
+      o->set("drift", list);
+      return json(req, 200, o);
+    }
+  }
+  return failure(req, Status::internal("unhandled admin endpoint"));
+}
+
+}  // namespace trellis::kernel::runtime

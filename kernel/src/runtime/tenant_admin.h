@@ -1,0 +1,61 @@
+// The tenant part of the admin API (behind the admin token):
+//   GET    /v1/tenants                         list
+//   POST   /v1/tenants                         create {id, plan, labels, plugins, quotas}
+//   GET    /v1/tenants/{id}                    show (with keys: ids only)
+//   PUT    /v1/tenants/{id}                    replace plan, labels, plugins, quotas
+//   POST   /v1/tenants/{id}/suspend | /resume
+//   DELETE /v1/tenants/{id}?confirm={id}       delete the tenant, its keys and its data
+//   GET    /v1/tenants/{id}/usage              quotas and current use
+//   GET    /v1/tenants/{id}/keys               key ids, creation, expiry, revocation
+//   POST   /v1/tenants/{id}/keys               {ttl_seconds?} -> the key, shown once
+//   DELETE /v1/keys/{key_id}                   revoke
+//   GET    /v1/drift                           declared tenants that differ from the registry
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trellis/kernel/http/message.h"
+#include "trellis/kernel/http/router.h"
+#include "trellis/tenants/admission.h"
+#include "trellis/tenants/registry.h"
+
+namespace trellis::kernel::runtime {
+
+class TenantAdmin {
+ public:
+  // `drop_data` removes a deleted tenant's stored data.
+  TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
+              std::vector<tenants::Drift> drift,
+              std::function<Status(const std::string& tenant)> drop_data);
+
+  // The response, or nullopt if the path is not a tenant endpoint.
+  std::optional<http::Response> handle(const http::Request& req, std::string_view path);
+
+ private:
+  enum Endpoint : size_t {
+    kList,
+    kCreate,
+    kShow,
+    kUpdate,
+    kSuspend,
+    kResume,
+    kDelete,
+    kUsage,
+    kKeys,
+    kCreateKey,
+    kRevokeKey,
+    kDrift
+  };
+  http::Response dispatch(Endpoint e, const http::Request& req, const http::RouteMatch& m);
+
+  tenants::TenantRegistry& registry_;
+  tenants::Admission& admission_;
+  std::vector<tenants::Drift> drift_;
+  std::function<Status(const std::string&)> drop_data_;
+  http::Router router_;
+};
+
+}  // namespace trellis::kernel::runtime

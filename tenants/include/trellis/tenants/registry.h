@@ -1,0 +1,155 @@
+// The tenant registry: tenants, their plans, labels, enabled plugins and API keys,
+// persisted in the system database. The data plane resolves keys against an immutable
+// in-memory snapshot that is swapped after every change, so a lookup takes no lock.
+//
+//   auto reg = TenantRegistry::openSqlite("var/data/system.db");
+//   (*reg)->definePlans({{"free", {.requests_per_second = 10, .burst = 20}}});
+//   (*reg)->create({.id = "acme", .plan = "free", .plugins = {"trellis/hello"}});
+//   auto key = (*reg)->createKey("acme", std::nullopt);   // key->secret: shown once
+//   auto r = (*reg)->resolve(key->secret);                 // r.outcome == kOk
+//
+// Keys look like "trk_<8 hex id>_<43 base64url secret chars>". Only the SHA-256 of the
+// whole key is stored; the id (the part an operator sees in listings) is not secret.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trellis/status.hpp"
+
+namespace trellis::tenants {
+
+// Per-tenant limits; an unset field means "unlimited".
+struct Quotas {
+  std::optional<uint64_t> requests_per_second;  // sustained rate
+  std::optional<uint64_t> burst;                // bucket size; default = requests_per_second
+  std::optional<uint64_t> max_concurrent;       // requests in flight at once
+  std::optional<uint64_t> max_body_bytes;       // request body
+  std::optional<uint64_t> max_storage_bytes;    // KV keys + values, all plugins
+  std::optional<uint64_t> max_host_calls;       // plugin host calls per request
+
+  // Fields set in `overrides` replace ours.
+  Quotas overlaidWith(const Quotas& overrides) const;
+  friend bool operator==(const Quotas&, const Quotas&) = default;
+};
+
+struct Plan {
+  std::string name;  // [a-z0-9][a-z0-9-]{0,62}
+  Quotas quotas;
+};
+
+enum class TenantStatus { kActive, kSuspended };
+std::string_view tenantStatusName(TenantStatus s);
+
+struct TenantRecord {
+  std::string id;                             // [a-z0-9][a-z0-9-]{0,62}
+  std::string plan = "default";               // must name a defined plan
+  std::map<std::string, std::string> labels;  // keys [a-z0-9_.-]{1,63}, values <= 256 bytes
+  std::set<std::string> plugins;              // plugin ids this tenant enabled
+  Quotas overrides;                           // on top of the plan
+  TenantStatus status = TenantStatus::kActive;
+  std::string source = "api";  // "api" or "config" (declared in trellis.yaml)
+  int64_t created_at_ms = 0;   // set by create()
+  friend bool operator==(const TenantRecord&, const TenantRecord&) = default;
+};
+
+struct KeyInfo {
+  std::string id;  // unique: 8 hex chars; imported hashes: "cfg" + hash prefix (importKeyHash)
+  std::string tenant;
+  int64_t created_at_ms = 0;
+  std::optional<int64_t> expires_at_ms;
+  std::optional<int64_t> revoked_at_ms;
+};
+
+struct NewKey {
+  KeyInfo info;
+  std::string secret;  // the whole key; never stored, shown once
+};
+
+// What the data plane needs about a tenant, frozen for the lifetime of a snapshot.
+struct TenantView {
+  std::string id;
+  std::string plan;
+  std::map<std::string, std::string> labels;
+  std::set<std::string, std::less<>> plugins;
+  Quotas quotas;  // plan quotas overlaid with the tenant's overrides
+  TenantStatus status = TenantStatus::kActive;
+  bool hasPlugin(std::string_view plugin_id) const { return plugins.count(plugin_id) > 0; }
+};
+
+struct Resolution {
+  enum class Outcome {
+    kOk,
+    kUnknownKey,
+    kExpiredKey,
+    kRevokedKey,
+    kSuspended
+  } outcome = Outcome::kUnknownKey;
+  // Set for kOk and kSuspended; valid while `snapshot` is held.
+  const TenantView* tenant = nullptr;
+  std::shared_ptr<const void> snapshot;  // keeps `tenant` alive
+};
+
+// Declared tenants differ from the registry: reported, never silently overwritten.
+struct Drift {
+  std::string tenant;
+  std::string detail;  // e.g. "plan is \"pro\" in the registry but \"free\" in trellis.yaml"
+};
+
+class TenantRegistry {
+ public:
+  virtual ~TenantRegistry() = default;
+
+  // Plans come from trellis.yaml and replace the previous set. INVALID for a bad name,
+  // burst < rate, a limit of 0 (unset means unlimited), or a change that would leave some
+  // tenant's overrides with burst < rate; a plan still used by a tenant cannot disappear
+  // (CONFLICT). "default" always exists: left out of the set, it is unlimited.
+  virtual Status definePlans(std::vector<Plan> plans) = 0;
+  virtual std::vector<Plan> plans() const = 0;
+
+  // CONFLICT if the id exists; INVALID for a bad id, unknown plan, bad labels, bad plugin
+  // id. Sets created_at_ms.
+  virtual Result<TenantRecord> create(TenantRecord tenant) = 0;
+  // Replaces plan, labels, plugins and overrides (id, status, source, created_at kept).
+  // NOT_FOUND if absent.
+  virtual Result<TenantRecord> update(TenantRecord tenant) = 0;
+  virtual Result<TenantRecord> get(std::string_view id) const = 0;
+  virtual std::vector<TenantRecord> list() const = 0;
+  virtual Status setStatus(std::string_view id, TenantStatus status) = 0;
+  // Removes the tenant and its keys (the caller removes its data). NOT_FOUND if absent.
+  virtual Status remove(std::string_view id) = 0;
+
+  // A new key for an existing tenant; `ttl_seconds` unset = never expires, else >= 1.
+  virtual Result<NewKey> createKey(std::string_view tenant, std::optional<int64_t> ttl_seconds) = 0;
+  // Registers a key given only by its SHA-256 (declared in trellis.yaml); idempotent: the
+  // same hash again returns the stored key as it is (a revoked one stays revoked).
+  // CONFLICT if another tenant has that hash.
+  virtual Result<KeyInfo> importKeyHash(std::string_view tenant, std::string_view sha256_hex) = 0;
+  virtual std::vector<KeyInfo> listKeys(std::string_view tenant) const = 0;
+  // NOT_FOUND for an unknown id; revoking twice is OK.
+  virtual Status revokeKey(std::string_view key_id) = 0;
+
+  // Creates declared tenants that are missing (source "config") and reports those whose
+  // registry state differs from the declaration. The registry wins: an existing tenant is
+  // never changed here. Also drift: a declared tenant created through the API, and a
+  // "config" tenant no longer declared. Status is not compared (suspension is operational).
+  virtual Result<std::vector<Drift>> applyDeclared(const std::vector<TenantRecord>& declared) = 0;
+
+  // Hot path: never waits for a mutation, allocates nothing beyond the shared_ptr copy.
+  // Empty, oversized and malformed keys are kUnknownKey.
+  virtual Resolution resolve(std::string_view presented_key) const = 0;
+  virtual std::shared_ptr<const TenantView> view(std::string_view id) const = 0;
+
+  // SQLite system database; created with mode 0600 if missing.
+  static Result<std::unique_ptr<TenantRegistry>> openSqlite(const std::filesystem::path& db);
+};
+
+}  // namespace trellis::tenants

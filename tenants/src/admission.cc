@@ -1,0 +1,319 @@
+#include "trellis/tenants/admission.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <unordered_map>
+#include <utility>
+
+namespace trellis::tenants {
+namespace {
+
+using Clock = Admission::Clock;
+
+constexpr uint64_t kNanosPerSecond = 1'000'000'000;
+// Tokens are kept in fixed point, one token = 1e9 units, so a rate of r tokens per second
+// adds exactly r units per nanosecond: fractional refills are exact and never drift.
+constexpr uint64_t kUnitsPerToken = 1'000'000'000;
+// Caps rate and burst so that every product below stays far from 2^64; a billion requests
+// per second per tenant is "unlimited" for any single host.
+constexpr uint64_t kMaxTokens = 1'000'000'000;
+// Retry-After for a tenant whose rate quota is 0: nothing will ever be admitted, but a
+// client still deserves a back-off hint rather than 0 ("retry now").
+constexpr uint64_t kNeverRefillsResetSeconds = 60;
+
+uint64_t ceilDiv(uint64_t a, uint64_t b) {
+  return a / b + (a % b != 0 ? 1 : 0);
+}
+
+// The rate quota in the bucket's units, derived from Quotas on every request so that a plan
+// change applies to the next request without resetting the tenant's bucket.
+struct RateConfig {
+  uint64_t per_second = 0;      // tokens per second = units per nanosecond
+  uint64_t capacity_units = 0;  // burst, in units
+
+  static RateConfig from(const Quotas& q) {
+    RateConfig c;
+    c.per_second = std::min(*q.requests_per_second, kMaxTokens);
+    uint64_t burst = std::min(q.burst.value_or(c.per_second), kMaxTokens);
+    // A positive rate with burst 0 could never admit anything; the registry refuses
+    // burst < rate, so this only guards against a hand-built Quotas.
+    if (c.per_second > 0) burst = std::max<uint64_t>(burst, 1);
+    if (c.per_second == 0) burst = 0;
+    c.capacity_units = burst * kUnitsPerToken;
+    return c;
+  }
+  uint64_t capacityTokens() const { return capacity_units / kUnitsPerToken; }
+};
+
+// A token bucket that knows nothing about where its tokens come from: refill() is the
+// local-clock source (rate tokens per second, continuously). When several hosts share a
+// quota, a lease source will instead deposit() the blocks of tokens PostgreSQL grants this
+// host, and take()/report() stay as they are.
+class TokenBucket {
+ public:
+  TokenBucket(const RateConfig& rate, Clock::time_point now)
+      : units_(rate.capacity_units), refilled_at_(now) {}
+
+  void refill(const RateConfig& rate, Clock::time_point now) {
+    units_ = std::min(units_, rate.capacity_units);  // the burst may have shrunk
+    // Threads read the clock before taking the shard lock, so `now` may be slightly older
+    // than the last refill; time never runs backwards for the bucket.
+    if (now <= refilled_at_) return;
+    const auto elapsed_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - refilled_at_).count());
+    refilled_at_ = now;
+    if (rate.per_second == 0) return;
+    const uint64_t missing = rate.capacity_units - units_;
+    // Compare before multiplying: a bucket idle for days would overflow elapsed * rate.
+    if (elapsed_ns >= ceilDiv(missing, rate.per_second)) {
+      units_ = rate.capacity_units;
+    } else {
+      deposit(elapsed_ns * rate.per_second, rate);
+    }
+  }
+
+  void deposit(uint64_t units, const RateConfig& rate) {
+    units_ = units >= rate.capacity_units - units_ ? rate.capacity_units : units_ + units;
+  }
+
+  bool take() {
+    if (units_ < kUnitsPerToken) return false;
+    units_ -= kUnitsPerToken;
+    return true;
+  }
+
+  // RateLimit-* as the IETF draft means them: Reset is when the quota is available again —
+  // the next whole token while the bucket is empty, otherwise when it is full again.
+  RateLimitState report(const RateConfig& rate) const {
+    RateLimitState s;
+    s.limit = rate.capacityTokens();
+    s.remaining = units_ / kUnitsPerToken;
+    if (rate.per_second == 0) {
+      s.reset_seconds = kNeverRefillsResetSeconds;
+    } else if (s.remaining == 0) {
+      const uint64_t ns = ceilDiv(kUnitsPerToken - units_, rate.per_second);
+      s.reset_seconds = std::max<uint64_t>(1, ceilDiv(ns, kNanosPerSecond));
+    } else {
+      const uint64_t ns = ceilDiv(rate.capacity_units - units_, rate.per_second);
+      s.reset_seconds = ceilDiv(ns, kNanosPerSecond);
+    }
+    return s;
+  }
+
+ private:
+  uint64_t units_;
+  Clock::time_point refilled_at_;
+};
+
+struct TenantState {
+  // Tickets give their slot back from any thread without the shard lock; increments
+  // happen only under the lock, so check-then-increment cannot overshoot the limit.
+  std::atomic<uint64_t> in_flight{0};
+  // Guarded by the shard mutex.
+  uint64_t admitted = 0;
+  uint64_t rejected = 0;
+  std::optional<TokenBucket> bucket;  // created when the tenant first has a rate quota
+};
+
+struct StringHash {
+  using is_transparent = void;  // lets find() take a string_view without building a string
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+// Own cache line per shard: two cores serving different tenants must not false-share.
+struct alignas(64) Shard {
+  std::mutex mu;
+  std::unordered_map<std::string, std::shared_ptr<TenantState>, StringHash, std::equal_to<>>
+      tenants;
+};
+
+void releaseSlot(std::shared_ptr<void>& slot) {
+  if (!slot) return;
+  static_cast<TenantState*>(slot.get())->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  slot.reset();
+}
+
+enum class Verdict { kAdmitted, kBodyTooLarge, kTooManyConcurrent, kRateExceeded };
+
+Rejection makeRejection(Verdict verdict, const Quotas& q, const RateLimitState* rate) {
+  Rejection r;
+  switch (verdict) {
+    case Verdict::kBodyTooLarge:
+      r.http_status = 413;
+      r.quota = "max_body_bytes";
+      r.limit = *q.max_body_bytes;
+      break;
+    case Verdict::kTooManyConcurrent:
+      r.quota = "max_concurrent";
+      r.limit = *q.max_concurrent;
+      r.reset_seconds = 1;  // slots free as soon as requests finish; no schedule to report
+      break;
+    case Verdict::kRateExceeded:
+      r.quota = "requests_per_second";
+      r.limit = rate->limit;
+      r.reset_seconds = rate->reset_seconds;
+      break;
+    case Verdict::kAdmitted: break;
+  }
+  r.decision_id = newDecisionId();
+  return r;
+}
+
+struct Decision {
+  Verdict verdict = Verdict::kAdmitted;
+  std::shared_ptr<void> slot;  // the tenant's state, when admitted
+  std::optional<RateLimitState> rate;
+};
+
+// The part of admit() that runs under the shard lock.
+Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uint64_t body_bytes,
+                Clock::time_point now) {
+  Decision d;
+  std::lock_guard lock(shard.mu);
+  auto it = shard.tenants.find(tenant);
+  if (it == shard.tenants.end()) {
+    it = shard.tenants.emplace(std::string(tenant), std::make_shared<TenantState>()).first;
+  }
+  const std::shared_ptr<TenantState>& state = it->second;
+
+  std::optional<RateConfig> rate;
+  if (quotas.requests_per_second) {
+    rate = RateConfig::from(quotas);
+    if (state->bucket) {
+      state->bucket->refill(*rate, now);
+    } else {
+      state->bucket.emplace(*rate, now);
+    }
+  }
+
+  if (quotas.max_body_bytes && body_bytes > *quotas.max_body_bytes) {
+    d.verdict = Verdict::kBodyTooLarge;
+  } else if (quotas.max_concurrent &&
+             state->in_flight.load(std::memory_order_relaxed) >= *quotas.max_concurrent) {
+    d.verdict = Verdict::kTooManyConcurrent;
+  } else if (rate && !state->bucket->take()) {
+    d.verdict = Verdict::kRateExceeded;
+  }
+
+  if (d.verdict == Verdict::kAdmitted) {
+    ++state->admitted;
+    state->in_flight.fetch_add(1, std::memory_order_relaxed);
+    d.slot = state;  // shares ownership: a forget() meanwhile cannot free the slot
+  } else {
+    ++state->rejected;
+  }
+  if (rate) d.rate = state->bucket->report(*rate);
+  return d;
+}
+
+uint64_t processKey() {
+  uint64_t key = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  try {
+    std::random_device rd;
+    key ^= (static_cast<uint64_t>(rd()) << 32) | rd();
+  } catch (const std::exception&) {
+    // No entropy source: the clock alone still gives unique ids, only more guessable ones.
+  }
+  return key;
+}
+
+// splitmix64's finalizer: a bijection on 64-bit values, so distinct inputs give distinct ids.
+uint64_t mix(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+Ticket::Ticket(Ticket&& other) noexcept
+    : slot_(std::move(other.slot_)),
+      rejection_(std::exchange(other.rejection_, std::nullopt)),
+      rate_(std::exchange(other.rate_, std::nullopt)) {}
+
+Ticket& Ticket::operator=(Ticket&& other) noexcept {
+  if (this != &other) {
+    releaseSlot(slot_);
+    slot_ = std::move(other.slot_);
+    rejection_ = std::exchange(other.rejection_, std::nullopt);
+    rate_ = std::exchange(other.rate_, std::nullopt);
+  }
+  return *this;
+}
+
+Ticket::~Ticket() {
+  releaseSlot(slot_);
+}
+
+struct Admission::Impl {
+  static constexpr size_t kShards = 64;
+  std::array<Shard, kShards> shards;
+
+  Shard& shardFor(std::string_view tenant) { return shards[StringHash{}(tenant) % kShards]; }
+};
+
+Admission::Admission() : impl_(std::make_unique<Impl>()) {}
+Admission::~Admission() = default;
+
+Ticket Admission::admit(std::string_view tenant, const Quotas& quotas, uint64_t body_bytes) {
+  return admit(tenant, quotas, body_bytes,
+               quotas.requests_per_second ? Clock::now() : Clock::time_point{});
+}
+
+Ticket Admission::admit(std::string_view tenant, const Quotas& quotas, uint64_t body_bytes,
+                        Clock::time_point now) {
+  Ticket ticket;
+  Decision d = decide(impl_->shardFor(tenant), tenant, quotas, body_bytes, now);
+  ticket.slot_ = std::move(d.slot);
+  ticket.rate_ = d.rate;
+  // Formatting the rejection allocates; it happens outside the lock.
+  if (d.verdict != Verdict::kAdmitted) {
+    ticket.rejection_ = makeRejection(d.verdict, quotas, d.rate ? &*d.rate : nullptr);
+  }
+  return ticket;
+}
+
+Admission::Usage Admission::usage(std::string_view tenant) const {
+  Shard& shard = impl_->shardFor(tenant);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.tenants.find(tenant);
+  if (it == shard.tenants.end()) return {};
+  const TenantState& s = *it->second;
+  return {s.in_flight.load(std::memory_order_relaxed), s.admitted, s.rejected};
+}
+
+void Admission::forget(std::string_view tenant) {
+  Shard& shard = impl_->shardFor(tenant);
+  std::shared_ptr<TenantState> dropped;  // freed after unlocking
+  std::lock_guard lock(shard.mu);
+  auto it = shard.tenants.find(tenant);
+  if (it == shard.tenants.end()) return;
+  dropped = std::move(it->second);
+  shard.tenants.erase(it);
+}
+
+std::string newDecisionId() {
+  // Every thread reserves a block of sequence numbers from one shared counter, so ids are
+  // unique across threads while the shared counter is touched once per 65536 ids. The
+  // keyed bijection makes them differ between runs and hides the request count.
+  static const uint64_t key = processKey();
+  static std::atomic<uint64_t> next_block{0};
+  constexpr uint64_t kBlock = uint64_t{1} << 16;
+  thread_local uint64_t next = 0;
+  thread_local uint64_t end = 0;
+  if (next == end) {
+    next = next_block.fetch_add(kBlock, std::memory_order_relaxed);
+    end = next + kBlock;
+  }
+  uint64_t x = mix(next++ + key);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(16, '0');
+  for (int i = 15; i >= 0; --i, x >>= 4) id[static_cast<size_t>(i)] = kHex[x & 0xf];
+  return id;
+}
+
+}  // namespace trellis::tenants

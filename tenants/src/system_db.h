@@ -1,0 +1,99 @@
+// The registry's tables in the system database. Every SQL statement the tenant registry
+// runs lives in system_db.cc; the SQL is plain and portable (TEXT/BIGINT columns, hex
+// digests, no upserts or SQLite-only functions), so a PostgreSQL SystemDb differs only in
+// how the session is opened and how a write transaction begins.
+//
+//   auto db = SystemDb::openSqlite("var/data/system.db");
+//   auto tx = (*db)->transaction();
+//   (*db)->insertTenant(record);
+//   StoredState state = (*db)->load();
+//   tx.commit();
+//
+// Methods other than openSqlite() throw std::exception on database failure. A SystemDb is
+// not thread-safe: the registry calls it under its mutation mutex.
+#pragma once
+
+#include <soci/soci.h>
+
+#include <array>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trellis/status.hpp"
+#include "trellis/tenants/registry.h"
+#include "trellis/tenants/sql_statement.h"
+
+namespace trellis::tenants::internal {
+
+// Quota fields in a fixed order: SQL column names, messages and drift reports use `name`.
+struct QuotaField {
+  const char* name;
+  std::optional<uint64_t> Quotas::*member;
+};
+inline constexpr std::array<QuotaField, 6> kQuotaFields{{
+    {"requests_per_second", &Quotas::requests_per_second},
+    {"burst", &Quotas::burst},
+    {"max_concurrent", &Quotas::max_concurrent},
+    {"max_body_bytes", &Quotas::max_body_bytes},
+    {"max_storage_bytes", &Quotas::max_storage_bytes},
+    {"max_host_calls", &Quotas::max_host_calls},
+}};
+
+struct StoredKey {
+  KeyInfo info;
+  std::string sha256_hex;  // lowercase
+};
+
+// Everything the registry holds, each list sorted by its primary key.
+struct StoredState {
+  std::vector<Plan> plans;
+  std::vector<TenantRecord> tenants;
+  std::vector<StoredKey> keys;
+};
+
+class SystemDb {
+ public:
+  // Creates the file (mode 0600; its directory 0700 if created), enables WAL with
+  // synchronous=FULL and a busy timeout, and migrates the schema. UNAVAILABLE on failure,
+  // including a schema newer than this build knows.
+  static Result<std::unique_ptr<SystemDb>> openSqlite(const std::filesystem::path& file);
+
+  // The newest schema version this build creates and reads.
+  static int schemaVersion();
+
+  // One write transaction; rolled back unless committed.
+  sql::WriteTransaction transaction() { return sql::WriteTransaction(sql_, begin_); }
+
+  StoredState load();
+
+  std::optional<Plan> plan(const std::string& name);
+  // Inserts or updates each plan and deletes the plans not listed.
+  void replacePlans(const std::vector<Plan>& plans);
+  // Some tenant on `plan`, if any.
+  std::optional<std::string> tenantOnPlan(const std::string& plan);
+
+  std::optional<TenantRecord> tenant(const std::string& id);
+  void insertTenant(const TenantRecord& t);
+  // Plan, labels, plugins and overrides; the rest of the row is kept.
+  void updateTenant(const TenantRecord& t);
+  void setStatus(const std::string& id, TenantStatus status);
+  // The tenant with its labels, plugins and keys.
+  void removeTenant(const std::string& id);
+
+  std::optional<StoredKey> key(const std::string& id);
+  std::optional<StoredKey> keyByHash(const std::string& sha256_hex);
+  void insertKey(const StoredKey& key);
+  void revokeKey(const std::string& id, int64_t at_ms);
+
+ private:
+  explicit SystemDb(const char* begin) : begin_(begin) {}
+  void migrate();
+
+  soci::session sql_;
+  const char* begin_;  // the statement that starts a write transaction
+};
+
+}  // namespace trellis::tenants::internal
