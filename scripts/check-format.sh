@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bad=()
 while IFS= read -r f; do
+  [[ -f "$f" ]] || continue # deleted in the working tree, not yet committed
   clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
 done < <(git ls-files '*.c' '*.cc' '*.h' '*.hpp')
 if ((${#bad[@]})); then

@@ -24,7 +24,7 @@
 #include <utility>
 
 #include "system_db.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/identity.h"
 
 namespace trellis::tenants {
 namespace {

@@ -6,7 +6,7 @@
 #include <regex>
 
 #include "support/test_support.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/identity.h"
 
 namespace trellis::kernel::config {
 namespace {

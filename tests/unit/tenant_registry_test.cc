@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "support/test_support.h"
+#include "trellis/tenants/identity.h"
 #include "trellis/tenants/registry.h"
-#include "trellis/tenants/tenant_directory.h"
 
 namespace trellis::tenants {
 namespace {

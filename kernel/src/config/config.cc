@@ -15,7 +15,7 @@
 
 #include "trellis/kernel/plugin/manifest.h"
 #include "trellis/kernel/util/json.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/identity.h"
 
 namespace trellis::kernel::config {
 namespace {

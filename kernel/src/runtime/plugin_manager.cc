@@ -9,7 +9,7 @@
 #include "runtime/call_context.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/plugin/resolver.h"
-#include "trellis/tenants/tenant_directory.h"
+#include "trellis/tenants/identity.h"
 
 namespace trellis::kernel::runtime {
 namespace fs = std::filesystem;

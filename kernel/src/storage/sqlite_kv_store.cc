@@ -20,8 +20,8 @@
 #include <utility>
 
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/tenants/identity.h"
 #include "trellis/tenants/sql_statement.h"
-#include "trellis/tenants/tenant_directory.h"
 
 namespace trellis::kernel::storage {
 namespace {
