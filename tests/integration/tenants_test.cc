@@ -192,6 +192,23 @@ TEST_F(TenantsTest, ConcurrencyQuotaCapsRequestsInFlight) {
   EXPECT_EQ(slow.get().status, 200);
 }
 
+TEST_F(TenantsTest, HostCallQuotaStopsAPluginThatCallsTooOften) {
+  std::string config = defaultTestConfig("",
+                                         "plans:\n"
+                                         "  - name: frugal\n"
+                                         "    quotas: {max_host_calls: 1}\n");
+  putOnPlan(config, "acme", "frugal");
+  startWith(config);
+  // /ping makes two host calls (a header, then the body): the second is refused.
+  auto refused = request(server().port(), "GET", "/ping", bearer("acme-key"));
+  ASSERT_EQ(refused.status, 429) << refused.body;
+  auto problem = json(refused.body);
+  EXPECT_EQ(problem->getValue<std::string>("quota"), "max_host_calls");
+  EXPECT_EQ(problem->getValue<int>("limit"), 1);
+  EXPECT_TRUE(refused.header("retry-after").empty());  // waiting would not help
+  EXPECT_EQ(request(server().port(), "GET", "/ping", bearer("globex-key")).status, 200);
+}
+
 TEST_F(TenantsTest, ChangingADeclaredTenantThroughTheApiIsReportedAsDrift) {
   startWith(defaultTestConfig());
   auto updated = admin("PUT", "/v1/tenants/acme", R"({"labels":{"tier":"gold"}})");

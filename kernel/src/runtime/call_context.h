@@ -40,6 +40,13 @@ struct trellis_ctx {
   const trellis::tenants::TenantView* tenant = nullptr;  // null outside tenant calls
   trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
   std::string error;  // last message from host->set_error
+  // Per-request quota on host calls (tenant's max_host_calls); see admitCall().
+  uint64_t host_calls = 0;
+  uint64_t max_host_calls = UINT64_MAX;
+  // Set when a host call was refused by a tenant quota, so the data plane can answer with
+  // that quota's status (429 host calls, 507 storage) instead of a generic error.
+  const char* refused_quota = nullptr;
+  uint64_t refused_limit = 0;
 };
 
 struct trellis_request {

@@ -30,7 +30,7 @@ void addRateLimitHeaders(http::Response& res, const tenants::Ticket& ticket) {
   res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
 }
 
-// 413/429 problem+json naming the quota, its limit, when it resets and the decision id.
+// 413/429/507 problem+json naming the quota, its limit, when it resets and the decision id.
 // For the rate quota the body names the rate; the RateLimit-* headers speak of the burst
 // (the requests allowed at once), as the header fields are defined.
 http::Response quotaProblem(const http::Request& req, const tenants::Rejection& r,
@@ -41,14 +41,17 @@ http::Response quotaProblem(const http::Request& req, const tenants::Rejection& 
   std::string detail =
       "tenant " + tenant.id + " exceeded its " + r.quota + " quota of " + std::to_string(limit);
   if (rate) detail += " (burst " + std::to_string(r.limit) + ")";
-  auto res =
-      http::problem(r.http_status, too_large ? "Content Too Large" : "Too Many Requests", detail,
-                    {{"quota", r.quota},
-                     {"limit", std::to_string(limit), true},
-                     {"reset_seconds", std::to_string(r.reset_seconds), true},
-                     {"decision_id", r.decision_id}},
-                    &req);
-  if (!too_large) {
+  const char* title = too_large              ? "Content Too Large"
+                      : r.http_status == 507 ? "Insufficient Storage"
+                                             : "Too Many Requests";
+  auto res = http::problem(r.http_status, title, detail,
+                           {{"quota", r.quota},
+                            {"limit", std::to_string(limit), true},
+                            {"reset_seconds", std::to_string(r.reset_seconds), true},
+                            {"decision_id", r.decision_id}},
+                           &req);
+  // Waiting helps only with the rate and concurrency quotas.
+  if (rate || r.quota == "max_concurrent") {
     res.set("RateLimit-Limit", std::to_string(r.limit));
     res.set("RateLimit-Remaining", std::to_string(r.remaining));
     res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
@@ -195,6 +198,7 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
   ctx.plugin = target.plugin;
   ctx.tenant = &tenant;
   ctx.phase = Phase::kRequest;
+  ctx.max_host_calls = tenant.quotas.max_host_calls.value_or(UINT64_MAX);
   trellis_request request;
   request.http = &req;
   request.match = &match;
@@ -215,6 +219,18 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     response.http.keep_alive(req.keep_alive());
     response.http.set("X-Request-Id", request_id);
     return std::move(response.http);
+  }
+  if (status == TRELLIS_QUOTA_EXCEEDED && ctx.refused_quota) {
+    // A tenant quota refused one of the plugin's host calls and the plugin passed it on.
+    tenants::Rejection r;
+    r.quota = ctx.refused_quota;
+    r.http_status = r.quota == "max_storage_bytes" ? 507 : 429;
+    r.limit = ctx.refused_limit;
+    r.decision_id = tenants::newDecisionId();
+    quota_rejections_.labels({r.quota}).add(1);
+    auto res = quotaProblem(req, r, tenant);
+    res.set("X-Request-Id", request_id);
+    return res;
   }
   unsigned code = httpStatusFor(status);
   spdlog::error("plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(), tenant.id,

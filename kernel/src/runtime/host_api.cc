@@ -33,6 +33,22 @@ trellis_ctx* live(const trellis_ctx* ctx) {
   return CallScope::isLive(ctx) ? const_cast<trellis_ctx*>(ctx) : nullptr;
 }
 
+// Every status-returning host call a plugin makes while serving a request counts against
+// the tenant's max_host_calls quota; past it, calls fail with QUOTA_EXCEEDED. INVALID for
+// a ctx that is not live on this thread.
+trellis_status admitCall(const trellis_ctx* c) {
+  trellis_ctx* ctx = live(c);
+  if (!ctx) return TRELLIS_INVALID;
+  if (ctx->phase == Phase::kRequest && ++ctx->host_calls > ctx->max_host_calls) {
+    ctx->refused_quota = "max_host_calls";
+    ctx->refused_limit = ctx->max_host_calls;
+    ctx->error =
+        "host call quota of " + std::to_string(ctx->max_host_calls) + " calls per request exceeded";
+    return TRELLIS_QUOTA_EXCEEDED;
+  }
+  return TRELLIS_OK;
+}
+
 trellis_status fail(trellis_ctx* ctx, const Status& s) {
   ctx->error = s.message();
   return s.toC();
@@ -151,6 +167,7 @@ void setError(const trellis_ctx* c, trellis_str msg) {
 }
 
 trellis_status ctxTenant(const trellis_ctx* c, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
   *out = ctx->tenant ? str(ctx->tenant->id) : str("");
@@ -158,6 +175,7 @@ trellis_status ctxTenant(const trellis_ctx* c, trellis_str* out) {
 }
 
 trellis_status ctxPlugin(const trellis_ctx* c, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
   *out = str(ctx->plugin->id());
@@ -165,6 +183,7 @@ trellis_status ctxPlugin(const trellis_ctx* c, trellis_str* out) {
 }
 
 trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
   auto value = ctx->plugin->config(view(path));
@@ -175,6 +194,7 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
 
 trellis_status routeAdd(const trellis_ctx* c, trellis_str method, trellis_str pattern,
                         trellis_handler_fn handler, void* user) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx) return TRELLIS_INVALID;
   if (ctx->phase != Phase::kInit) return fail(ctx, Status::invalid("route_add outside on_init"));
@@ -198,18 +218,21 @@ const trellis_request* liveReq(const trellis_ctx* c, const trellis_request* req)
 }
 
 trellis_status reqMethod(const trellis_ctx* c, const trellis_request* req, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   *out = str(req->http->method_string());
   return TRELLIS_OK;
 }
 
 trellis_status reqPath(const trellis_ctx* c, const trellis_request* req, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   *out = str(req->path);
   return TRELLIS_OK;
 }
 
 trellis_status reqQuery(const trellis_ctx* c, const trellis_request* req, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   *out = str(req->query);
   return TRELLIS_OK;
@@ -217,6 +240,7 @@ trellis_status reqQuery(const trellis_ctx* c, const trellis_request* req, trelli
 
 trellis_status reqQueryParam(const trellis_ctx* c, const trellis_request* req, trellis_str name,
                              trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   auto value = http::queryParam(req->query, view(name));
   if (!value) return TRELLIS_NOT_FOUND;
@@ -226,6 +250,7 @@ trellis_status reqQueryParam(const trellis_ctx* c, const trellis_request* req, t
 
 trellis_status reqPathParam(const trellis_ctx* c, const trellis_request* req, trellis_str name,
                             trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   auto raw = req->match->param(view(name));
   if (!raw) return TRELLIS_NOT_FOUND;
@@ -237,6 +262,7 @@ trellis_status reqPathParam(const trellis_ctx* c, const trellis_request* req, tr
 
 trellis_status reqHeader(const trellis_ctx* c, const trellis_request* req, trellis_str name,
                          trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   auto it = req->http->find(view(name));
   if (it == req->http->end()) return TRELLIS_NOT_FOUND;
@@ -246,6 +272,7 @@ trellis_status reqHeader(const trellis_ctx* c, const trellis_request* req, trell
 
 trellis_status reqHeaders(const trellis_ctx* c, const trellis_request* req,
                           trellis_header_visit_fn visit, void* user) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !visit) return TRELLIS_INVALID;
   for (const auto& field : *req->http) {
     if (visit(user, str(field.name_string()), str(field.value())) != 0) break;
@@ -254,6 +281,7 @@ trellis_status reqHeaders(const trellis_ctx* c, const trellis_request* req,
 }
 
 trellis_status reqBody(const trellis_ctx* c, const trellis_request* req, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveReq(c, req) || !out) return TRELLIS_INVALID;
   *out = str(req->http->body());
   return TRELLIS_OK;
@@ -264,6 +292,7 @@ trellis_response* liveRes(const trellis_ctx* c, trellis_response* res) {
 }
 
 trellis_status resSetStatus(const trellis_ctx* c, trellis_response* res, int32_t status) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveRes(c, res)) return TRELLIS_INVALID;
   if (status < 100 || status > 599) return fail(live(c), Status::invalid("status out of range"));
   res->http.result(static_cast<unsigned>(status));
@@ -272,6 +301,7 @@ trellis_status resSetStatus(const trellis_ctx* c, trellis_response* res, int32_t
 
 trellis_status resAddHeader(const trellis_ctx* c, trellis_response* res, trellis_str name,
                             trellis_str value) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveRes(c, res)) return TRELLIS_INVALID;
   std::string_view n = view(name), v = view(value);
   if (!isToken(n) || hasControlBytes(v)) {
@@ -285,18 +315,21 @@ trellis_status resAddHeader(const trellis_ctx* c, trellis_response* res, trellis
 }
 
 trellis_status resSetBody(const trellis_ctx* c, trellis_response* res, trellis_str body) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveRes(c, res)) return TRELLIS_INVALID;
   res->http.body().assign(view(body));
   return TRELLIS_OK;
 }
 
 trellis_status resAppendBody(const trellis_ctx* c, trellis_response* res, trellis_str chunk) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   if (!liveRes(c, res)) return TRELLIS_INVALID;
   res->http.body().append(view(chunk));
   return TRELLIS_OK;
 }
 
 trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value, uint64_t* version) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -310,6 +343,7 @@ trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value, 
 
 trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
                      uint64_t expected_version, uint64_t* new_version) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -320,6 +354,7 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
 }
 
 trellis_status kvDelete(const trellis_ctx* c, trellis_str key, uint64_t expected_version) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -329,6 +364,7 @@ trellis_status kvDelete(const trellis_ctx* c, trellis_str key, uint64_t expected
 
 trellis_status kvList(const trellis_ctx* c, trellis_str prefix, trellis_str start_after,
                       uint32_t limit, trellis_kv_visit_fn visit, void* user) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -343,6 +379,7 @@ trellis_status kvList(const trellis_ctx* c, trellis_str prefix, trellis_str star
 }
 
 trellis_status eventPublish(const trellis_ctx* c, trellis_str topic, trellis_str payload) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx) return TRELLIS_INVALID;
   if (!granted(ctx, "events.publish")) return TRELLIS_PERMISSION_DENIED;
@@ -358,6 +395,7 @@ trellis_status eventPublish(const trellis_ctx* c, trellis_str topic, trellis_str
 
 trellis_status eventSubscribe(const trellis_ctx* c, trellis_str topic, trellis_event_fn fn,
                               void* user) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx) return TRELLIS_INVALID;
   if (ctx->phase != Phase::kInit) {
@@ -401,6 +439,7 @@ uint64_t clockMonotonicNs(const trellis_ctx*) {
 
 trellis_status metricDefine(const trellis_ctx* c, int32_t kind, trellis_str name, trellis_str help,
                             trellis_metric_id* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
   if (ctx->phase != Phase::kInit)
@@ -435,6 +474,7 @@ trellis_status metricDefine(const trellis_ctx* c, int32_t kind, trellis_str name
 }
 
 trellis_status metricRecord(const trellis_ctx* c, trellis_metric_id id, double value) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx) return TRELLIS_INVALID;
   auto& slots = ctx->plugin->metrics;
