@@ -209,6 +209,30 @@ TEST_F(TenantsTest, HostCallQuotaStopsAPluginThatCallsTooOften) {
   EXPECT_EQ(request(server().port(), "GET", "/ping", bearer("globex-key")).status, 200);
 }
 
+TEST_F(TenantsTest, StorageQuotaIsExactAndAnswers507) {
+  std::string config = defaultTestConfig("",
+                                         "plans:\n"
+                                         "  - name: small\n"
+                                         "    quotas: {max_storage_bytes: 25}\n");
+  putOnPlan(config, "acme", "small");
+  startWith(config);
+  // hello stores "visits/<name>" -> count: 11 bytes for a three-letter name.
+  EXPECT_EQ(request(server().port(), "GET", "/hello/ann", bearer("acme-key")).status, 200);
+  EXPECT_EQ(request(server().port(), "GET", "/hello/bob", bearer("acme-key")).status, 200);
+  auto full = request(server().port(), "GET", "/hello/cyd", bearer("acme-key"));
+  ASSERT_EQ(full.status, 507) << full.body;
+  auto problem = json(full.body);
+  EXPECT_EQ(problem->getValue<std::string>("quota"), "max_storage_bytes");
+  EXPECT_EQ(problem->getValue<int>("limit"), 25);
+  // Rewriting a value of the same size still fits; another tenant is unaffected.
+  EXPECT_EQ(request(server().port(), "GET", "/hello/ann", bearer("acme-key")).body,
+            R"({"message":"Hello, ann!","visits":2})");
+  EXPECT_EQ(request(server().port(), "GET", "/hello/cyd", bearer("globex-key")).status, 200);
+
+  auto usage = json(admin("GET", "/v1/tenants/acme/usage").body);
+  EXPECT_EQ(usage->getValue<int>("storage_bytes"), 22);
+}
+
 TEST_F(TenantsTest, ChangingADeclaredTenantThroughTheApiIsReportedAsDrift) {
   startWith(defaultTestConfig());
   auto updated = admin("PUT", "/v1/tenants/acme", R"({"labels":{"tier":"gold"}})");

@@ -1,6 +1,8 @@
 #include "trellis/kernel/storage/kv_store.h"
 
 #include <gtest/gtest.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
 
 #include <atomic>
 #include <filesystem>
@@ -8,11 +10,21 @@
 #include <vector>
 
 #include "support/test_support.h"
+#include "trellis/tenants/sql_statement.h"
 
 namespace trellis::kernel::storage {
 namespace {
 
+using tenants::sql::Query;
 using test::TempDir;
+
+// What the quota counts, computed from the data itself (a second connection to the file).
+uint64_t realStorageBytes(const std::filesystem::path& db_file) {
+  soci::session sql(soci::sqlite3, "db=\"" + db_file.string() + "\"");
+  long long bytes = -1;
+  Query(sql, "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv").into(bytes).run();
+  return static_cast<uint64_t>(bytes);
+}
 
 class KvStoreTest : public ::testing::Test {
  protected:
@@ -31,6 +43,19 @@ class KvStoreTest : public ::testing::Test {
       for (const auto& e : *r) out.push_back(e.key);
     }
     return out;
+  }
+
+  uint64_t usage(std::string_view tenant) {
+    auto r = store_->storageBytes(tenant);
+    EXPECT_TRUE(r) << r.status().toString();
+    return r ? *r : UINT64_MAX;
+  }
+  std::filesystem::path dbFile(const std::string& tenant) const {
+    return dir_.path() / "data" / (tenant + ".db");
+  }
+  static Scope withQuota(Scope s, uint64_t max) {
+    s.max_storage_bytes = max;
+    return s;
   }
 
   TempDir dir_;
@@ -362,6 +387,197 @@ TEST_F(KvStoreTest, RemoveTenantDeletesOnlyThatTenantsDataAndFiles) {
   EXPECT_EQ(store_->get(globex, "k")->value, "g");
   EXPECT_TRUE(store_->removeTenant("never-had-data"));
   EXPECT_EQ(store_->removeTenant("../etc").code(), StatusCode::kInvalid);
+}
+
+TEST_F(KvStoreTest, StorageBytesCountKeysAndValuesOfAllPluginsOfOneTenant) {
+  const Scope acme_other{"acme", "trellis/other"};
+  const Scope globex{"globex", "trellis/hello"};
+  EXPECT_EQ(usage("acme"), 0u);
+  ASSERT_TRUE(store_->put(acme_, "key", "value", kAnyVersion));        // 3 + 5
+  ASSERT_TRUE(store_->put(acme_other, "k", "", kAnyVersion));          // 1 + 0
+  ASSERT_TRUE(store_->put(globex, "globex-key", "xyz", kAnyVersion));  // other tenant
+  const std::string binary("\0\xff", 2);
+  ASSERT_TRUE(store_->put(acme_other, binary, binary + binary, kAnyVersion));  // 2 + 4
+  EXPECT_EQ(usage("acme"), 8u + 1u + 6u);
+  EXPECT_EQ(usage("globex"), 13u);
+  EXPECT_EQ(usage("acme"), realStorageBytes(dbFile("acme")));
+  EXPECT_EQ(store_->storageBytes("../etc").status().code(), StatusCode::kInvalid);
+}
+
+TEST_F(KvStoreTest, WriteOverQuotaIsRefusedAndChangesNothing) {
+  const Scope q = withQuota(acme_, 20);
+  ASSERT_TRUE(store_->put(q, "a", "123456789", kAnyVersion));  // 10 bytes
+  ASSERT_TRUE(store_->put(q, "b", "12345", kAnyVersion));      // 6 bytes, 16 in all
+
+  // Growing an existing entry by 5 (to 21) and a new entry of 5 are both refused.
+  auto grow = store_->put(q, "b", "1234567890", 1);
+  EXPECT_EQ(grow.status().code(), StatusCode::kQuotaExceeded);
+  EXPECT_NE(grow.status().message().find("storage quota of 20 bytes exceeded: using 16, this "
+                                         "write needs 5 more"),
+            std::string::npos)
+      << grow.status().message();
+  EXPECT_EQ(store_->put(q, "c", "1234", kAbsent).status().code(), StatusCode::kQuotaExceeded);
+
+  auto b = store_->get(q, "b");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->value, "12345");
+  EXPECT_EQ(b->version, 1u);
+  EXPECT_EQ(store_->get(q, "c").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(usage("acme"), 16u);
+  EXPECT_EQ(realStorageBytes(dbFile("acme")), 16u);
+
+  // The quota is the tenant's: another plugin of it shares the same 4 remaining bytes,
+  // and without a quota (unlimited) the same write goes through.
+  EXPECT_EQ(store_->put(withQuota({"acme", "trellis/other"}, 20), "c", "1234", kAnyVersion)
+                .status()
+                .code(),
+            StatusCode::kQuotaExceeded);
+  EXPECT_TRUE(store_->put(acme_, "c", "1234", kAbsent));
+  EXPECT_EQ(usage("acme"), 21u);
+}
+
+TEST_F(KvStoreTest, ConflictIsReportedBeforeQuota) {
+  const Scope q = withQuota(acme_, 4);
+  ASSERT_TRUE(store_->put(q, "k", "123", kAnyVersion));
+  EXPECT_EQ(store_->put(q, "k", "123456", 7).status().code(), StatusCode::kConflict);
+}
+
+TEST_F(KvStoreTest, WriteExactlyAtTheLimitSucceeds) {
+  const Scope q = withQuota(acme_, 10);
+  ASSERT_TRUE(store_->put(q, "k1", "1234", kAnyVersion));  // 6
+  EXPECT_TRUE(store_->put(q, "k2", "12", kAnyVersion));    // 4: exactly 10
+  EXPECT_EQ(usage("acme"), 10u);
+  EXPECT_EQ(store_->put(q, "k3", "", kAnyVersion).status().code(), StatusCode::kQuotaExceeded);
+  // A same-size overwrite at the limit needs nothing more.
+  EXPECT_TRUE(store_->put(q, "k2", "ab", kAnyVersion));
+  EXPECT_TRUE(store_->put(withQuota(acme_, 0), "k2", "cd", kAnyVersion));
+  EXPECT_EQ(usage("acme"), 10u);
+}
+
+TEST_F(KvStoreTest, SmallerOverwriteAndRemoveFreeBytes) {
+  const Scope q = withQuota(acme_, 30);
+  ASSERT_TRUE(store_->put(q, "big", std::string(25, 'v'), kAnyVersion));  // 28
+  EXPECT_EQ(store_->put(q, "x", "yz", kAnyVersion).status().code(), StatusCode::kQuotaExceeded);
+  ASSERT_TRUE(store_->put(q, "big", "v", kAnyVersion));  // 4
+  EXPECT_EQ(usage("acme"), 4u);
+  ASSERT_TRUE(store_->put(q, "x", "yz", kAnyVersion));  // 3
+  EXPECT_EQ(usage("acme"), 7u);
+  ASSERT_TRUE(store_->remove(q, "big", kAnyVersion));
+  EXPECT_EQ(usage("acme"), 3u);
+  // Refused removals free nothing.
+  EXPECT_EQ(store_->remove(q, "x", 9).code(), StatusCode::kConflict);
+  EXPECT_EQ(store_->remove(q, "nope", kAnyVersion).code(), StatusCode::kNotFound);
+  EXPECT_EQ(usage("acme"), 3u);
+  ASSERT_TRUE(store_->remove(q, "x", 1));
+  EXPECT_EQ(usage("acme"), 0u);
+  EXPECT_EQ(realStorageBytes(dbFile("acme")), 0u);
+}
+
+TEST_F(KvStoreTest, OverALoweredQuotaATenantCanStillShrinkButNotGrow) {
+  ASSERT_TRUE(store_->put(acme_, "a", std::string(49, 'v'), kAnyVersion));  // 50
+  ASSERT_TRUE(store_->put(acme_, "b", std::string(49, 'v'), kAnyVersion));  // 100
+  const Scope q = withQuota(acme_, 60);                                     // lowered
+
+  EXPECT_EQ(store_->put(q, "c", "", kAnyVersion).status().code(), StatusCode::kQuotaExceeded);
+  EXPECT_TRUE(store_->put(q, "a", std::string(40, 'v'), kAnyVersion));  // still over: 91
+  EXPECT_EQ(usage("acme"), 91u);
+  EXPECT_TRUE(store_->put(q, "a", std::string(40, 'w'), kAnyVersion));  // same size
+  EXPECT_EQ(store_->put(q, "a", std::string(41, 'v'), kAnyVersion).status().code(),
+            StatusCode::kQuotaExceeded);
+  EXPECT_TRUE(store_->remove(q, "b", kAnyVersion));
+  EXPECT_EQ(usage("acme"), 41u);
+  EXPECT_TRUE(store_->put(q, "c", std::string(18, 'v'), kAnyVersion));  // 60
+}
+
+TEST_F(KvStoreTest, ConcurrentWritersNeverExceedTheQuota) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 40;
+  constexpr uint64_t kQuota = 1000;
+  std::atomic<int> written{0}, refused{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      // Half the threads write through another plugin: the quota is the tenant's.
+      const Scope s = withQuota({"acme", t % 2 ? "trellis/hello" : "trellis/other"}, kQuota);
+      for (int i = 0; i < kPerThread; ++i) {
+        char key[16];
+        std::snprintf(key, sizeof key, "t%d/%03d", t, i);  // 6 bytes
+        auto r = store_->put(s, key, std::string(4 + (i % 7), 'v'), kAbsent);
+        if (r) {
+          ++written;
+        } else if (r.status().code() == StatusCode::kQuotaExceeded) {
+          ++refused;
+        } else {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(written.load(), 0);
+  EXPECT_GT(refused.load(), 0);  // 8 * 40 entries of 10..16 bytes would be ~4000
+  const uint64_t used = usage("acme");
+  EXPECT_LE(used, kQuota);
+  EXPECT_GT(used, kQuota - 16);  // every refusal saw less than one entry of room
+  EXPECT_EQ(used, realStorageBytes(dbFile("acme")));
+}
+
+TEST_F(KvStoreTest, UsageSurvivesReopening) {
+  ASSERT_TRUE(store_->put(acme_, "k1", "value", kAnyVersion));
+  ASSERT_TRUE(store_->put({"acme", "trellis/other"}, "k2", "vv", kAnyVersion));
+  ASSERT_TRUE(store_->remove(acme_, "k1", kAnyVersion));
+  ASSERT_TRUE(store_->put(acme_, "k3", "v", kAnyVersion));
+  store_.reset();
+  auto reopened = openSqliteKvStore(dir_.path() / "data");
+  ASSERT_TRUE(reopened);
+  store_ = std::move(*reopened);
+  EXPECT_EQ(usage("acme"), 4u + 3u);
+  EXPECT_EQ(usage("acme"), realStorageBytes(dbFile("acme")));
+  EXPECT_EQ(store_->put(withQuota(acme_, 7), "k4", "", kAnyVersion).status().code(),
+            StatusCode::kQuotaExceeded);
+}
+
+TEST_F(KvStoreTest, DatabaseFromBeforeTheQuotaGetsItsUsageFromItsData) {
+  std::filesystem::create_directories(dir_.path() / "data");
+  {
+    // The schema as it was before the usage table existed.
+    soci::session sql(soci::sqlite3, "db=\"" + dbFile("acme").string() + "\"");
+    tenants::sql::exec(sql,
+                       "CREATE TABLE kv(plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT "
+                       "NULL, version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
+    tenants::sql::exec(sql,
+                       "INSERT INTO kv VALUES('trellis/hello', CAST('old' AS BLOB), "
+                       "CAST('data!' AS BLOB), 3), ('trellis/other', CAST('k' AS BLOB), "
+                       "CAST('' AS BLOB), 1)");
+  }
+  EXPECT_EQ(usage("acme"), 9u);
+  ASSERT_TRUE(store_->put(acme_, "old", "d", kAnyVersion));
+  EXPECT_EQ(usage("acme"), 5u);
+  // A reopen does not count the data a second time.
+  store_.reset();
+  auto reopened = openSqliteKvStore(dir_.path() / "data");
+  ASSERT_TRUE(reopened);
+  store_ = std::move(*reopened);
+  EXPECT_EQ(usage("acme"), 5u);
+  EXPECT_EQ(store_->get(acme_, "old")->version, 4u);
+}
+
+TEST_F(KvStoreTest, StorageBytesOfATenantWithoutDataCreatesNoFile) {
+  EXPECT_EQ(usage("nobody"), 0u);
+  EXPECT_FALSE(std::filesystem::exists(dbFile("nobody")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "data" / "nobody.db-wal"));
+  // Asking first does not get in the way of the tenant's first write.
+  ASSERT_TRUE(store_->put({"nobody", "trellis/hello"}, "k", "v", kAnyVersion));
+  EXPECT_EQ(usage("nobody"), 2u);
+}
+
+TEST_F(KvStoreTest, RemovedTenantUsesNothing) {
+  ASSERT_TRUE(store_->put(acme_, "k", "v", kAnyVersion));
+  EXPECT_EQ(usage("acme"), 2u);
+  ASSERT_TRUE(store_->removeTenant("acme"));
+  EXPECT_EQ(usage("acme"), 0u);
+  EXPECT_FALSE(std::filesystem::exists(dbFile("acme")));
 }
 
 }  // namespace

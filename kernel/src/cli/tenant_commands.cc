@@ -60,6 +60,7 @@ void printUsage(const std::string& body) {
   std::printf("  in flight: %s\n", u->get("in_flight").toString().c_str());
   std::printf("  admitted:  %s\n", u->get("admitted").toString().c_str());
   std::printf("  rejected:  %s\n", u->get("rejected").toString().c_str());
+  std::printf("  storage:   %s bytes\n", u->get("storage_bytes").toString().c_str());
 }
 
 void printKeys(const std::string& body) {

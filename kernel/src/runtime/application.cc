@@ -134,12 +134,10 @@ Status Application::start() {
                                  .port = s.cfg.admin.listen.port,
                                  .threads = 1};
   s.admin = std::make_unique<http::Server>(
-      admin_opts,
-      std::make_shared<runtime::AdminPlane>(
-          std::move(view), std::move(*token),
-          std::make_unique<runtime::TenantAdmin>(
-              *s.tenants, s.admission, std::move(*drift),
-              [this](const std::string& tenant) { return impl_->kv->removeTenant(tenant); })));
+      admin_opts, std::make_shared<runtime::AdminPlane>(
+                      std::move(view), std::move(*token),
+                      std::make_unique<runtime::TenantAdmin>(*s.tenants, s.admission, *s.kv,
+                                                             std::move(*drift))));
   if (Status st = s.admin->start(); !st) return st;
 
   s.ready = true;

@@ -100,7 +100,7 @@ trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
 }
 
 storage::Scope scopeOf(const trellis_ctx* ctx) {
-  return {ctx->tenant->id, ctx->plugin->id()};
+  return {ctx->tenant->id, ctx->plugin->id(), ctx->tenant->quotas.max_storage_bytes};
 }
 
 // Copies bytes into memory the plugin owns and releases with buf_free.
@@ -348,6 +348,10 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
   auto v = ctx->plugin->services().kv->put(scopeOf(ctx), view(key), view(value), expected_version);
+  if (!v && v.status().code() == StatusCode::kQuotaExceeded) {
+    ctx->refused_quota = "max_storage_bytes";
+    ctx->refused_limit = ctx->tenant->quotas.max_storage_bytes.value_or(0);
+  }
   if (!v) return fail(ctx, v.status());
   if (new_version) *new_version = *v;
   return TRELLIS_OK;

@@ -151,12 +151,8 @@ Status readTenantFields(const Object::Ptr& o, tenants::TenantRecord& t) {
 }  // namespace
 
 TenantAdmin::TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
-                         std::vector<tenants::Drift> drift,
-                         std::function<Status(const std::string&)> drop_data)
-    : registry_(registry),
-      admission_(admission),
-      drift_(std::move(drift)),
-      drop_data_(std::move(drop_data)) {
+                         storage::KvStore& storage, std::vector<tenants::Drift> drift)
+    : registry_(registry), admission_(admission), storage_(storage), drift_(std::move(drift)) {
   const std::tuple<const char*, const char*, Endpoint> routes[] = {
       {"GET", "/v1/tenants", kList},
       {"POST", "/v1/tenants", kCreate},
@@ -248,7 +244,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       }
       if (Status s = registry_.remove(id); !s) return failure(req, s);
       admission_.forget(id);
-      if (Status s = drop_data_(id); !s) {
+      if (Status s = storage_.removeTenant(id); !s) {
         spdlog::error("admin: tenant {} deleted but its data was not removed: {}", id,
                       s.toString());
         return failure(req, s);
@@ -269,6 +265,9 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       o->set("in_flight", usage.in_flight);
       o->set("admitted", usage.admitted);
       o->set("rejected", usage.rejected);
+      auto stored = storage_.storageBytes(id);
+      if (!stored) return failure(req, stored.status());
+      o->set("storage_bytes", *stored);
       return json(req, 200, o);
     }
     case kKeys: {

@@ -5,20 +5,20 @@
 //   PUT    /v1/tenants/{id}                    replace plan, labels, plugins, quotas
 //   POST   /v1/tenants/{id}/suspend | /resume
 //   DELETE /v1/tenants/{id}?confirm={id}       delete the tenant, its keys and its data
-//   GET    /v1/tenants/{id}/usage              quotas and current use
+//   GET    /v1/tenants/{id}/usage              quotas, requests and storage in use
 //   GET    /v1/tenants/{id}/keys               key ids, creation, expiry, revocation
 //   POST   /v1/tenants/{id}/keys               {ttl_seconds?} -> the key, shown once
 //   DELETE /v1/keys/{key_id}                   revoke
 //   GET    /v1/drift                           declared tenants that differ from the registry
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
+#include "trellis/kernel/storage/kv_store.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
 
@@ -26,10 +26,9 @@ namespace trellis::kernel::runtime {
 
 class TenantAdmin {
  public:
-  // `drop_data` removes a deleted tenant's stored data.
+  // `storage` holds the tenants' plugin data: usage reports it, delete removes it.
   TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
-              std::vector<tenants::Drift> drift,
-              std::function<Status(const std::string& tenant)> drop_data);
+              storage::KvStore& storage, std::vector<tenants::Drift> drift);
 
   // The response, or nullopt if the path is not a tenant endpoint.
   std::optional<http::Response> handle(const http::Request& req, std::string_view path);
@@ -53,8 +52,8 @@ class TenantAdmin {
 
   tenants::TenantRegistry& registry_;
   tenants::Admission& admission_;
+  storage::KvStore& storage_;
   std::vector<tenants::Drift> drift_;
-  std::function<Status(const std::string&)> drop_data_;
   http::Router router_;
 };
 

@@ -5,11 +5,17 @@
 // Keys and values are bound as strings (SOCI 4.0's sqlite3 backend passes the length, so
 // NUL bytes survive) and CAST to BLOB in SQL, so every stored key is a BLOB and compares
 // with memcmp: byte order for list(), and no collation or UTF-8 rules apply.
+//
+// Storage quota: each database keeps its tenant's total (key + value bytes) in the
+// one-row table `usage`. put() and remove() adjust it in the same BEGIN IMMEDIATE
+// transaction that checks the version and writes, so the quota check, the charge and the
+// write are one atomic step against every other writer of the file, in or out of process.
 #include <fcntl.h>
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <map>
 #include <memory>
@@ -102,9 +108,21 @@ class SqliteKvStore final : public KvStore {
     try {
       std::string k(key), v(value);
       WriteTransaction tx(t.sql);
-      uint64_t current = currentVersion(t.sql, scope.plugin, k);
+      auto [current, old_bytes] = currentEntry(t.sql, scope.plugin, k);
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
+      }
+      const long long delta = static_cast<long long>(k.size() + v.size()) - old_bytes;
+      // Only growth is checked: shrinking must stay possible for a tenant that is over a
+      // quota lowered after the data was written.
+      if (delta > 0 && scope.max_storage_bytes) {
+        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(t.sql), 0LL));
+        const uint64_t max = *scope.max_storage_bytes;
+        if (used > max || static_cast<uint64_t>(delta) > max - used) {
+          return Status::quotaExceeded("storage quota of " + std::to_string(max) +
+                                       " bytes exceeded: using " + std::to_string(used) +
+                                       ", this write needs " + std::to_string(delta) + " more");
+        }
       }
       long long next = static_cast<long long>(current) + 1;
       if (current == kAbsent) {
@@ -126,6 +144,7 @@ class SqliteKvStore final : public KvStore {
             .use(k)
             .run();
       }
+      addUsage(t.sql, delta);
       tx.commit();
       return static_cast<uint64_t>(next);
     } catch (const std::exception& e) {
@@ -142,7 +161,7 @@ class SqliteKvStore final : public KvStore {
     try {
       std::string k(key);
       WriteTransaction tx(t.sql);
-      uint64_t current = currentVersion(t.sql, scope.plugin, k);
+      auto [current, old_bytes] = currentEntry(t.sql, scope.plugin, k);
       if (current == kAbsent) return Status::notFound("no such key");
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
@@ -151,6 +170,7 @@ class SqliteKvStore final : public KvStore {
           .use(scope.plugin)
           .use(k)
           .run();
+      addUsage(t.sql, -old_bytes);
       tx.commit();
       return Status::ok();
     } catch (const std::exception& e) {
@@ -200,16 +220,47 @@ class SqliteKvStore final : public KvStore {
     }
   }
 
+  Result<uint64_t> storageBytes(std::string_view tenant) override {
+    if (!tenants::isValidTenantId(tenant)) {
+      return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
+    }
+    auto db = openTenant(std::string(tenant), /*create=*/false);
+    if (!db) return db.status();
+    if (!*db) return uint64_t{0};  // no database: the tenant has never stored anything
+    TenantDb& t = **db;
+    std::lock_guard lock(t.mu);
+    try {
+      return static_cast<uint64_t>(std::max(usedBytes(t.sql), 0LL));
+    } catch (const std::exception& e) {
+      return Status::unavailable("storage usage for tenant \"" + std::string(tenant) +
+                                 "\" failed: " + e.what());
+    }
+  }
+
  private:
-  static uint64_t currentVersion(soci::session& sql, const std::string& plugin,
-                                 const std::string& key) {
-    long long version = 0;
-    bool found = Query(sql, "SELECT version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+  // The entry's version (kAbsent if there is none) and the bytes it is charged for.
+  static std::pair<uint64_t, long long> currentEntry(soci::session& sql, const std::string& plugin,
+                                                     const std::string& key) {
+    long long version = 0, bytes = 0;
+    bool found = Query(sql,
+                       "SELECT version, length(key) + length(value) FROM kv "
+                       "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
                      .use(plugin)
                      .use(key)
                      .into(version)
+                     .into(bytes)
                      .run();
-    return found ? static_cast<uint64_t>(version) : kAbsent;
+    return found ? std::pair{static_cast<uint64_t>(version), bytes} : std::pair{kAbsent, 0LL};
+  }
+
+  static long long usedBytes(soci::session& sql) {
+    long long bytes = 0;
+    Query(sql, "SELECT bytes FROM usage").into(bytes).run();
+    return bytes;
+  }
+
+  static void addUsage(soci::session& sql, long long delta) {
+    if (delta != 0) Query(sql, "UPDATE usage SET bytes = bytes + :d").use(delta).run();
   }
 
   static Status conflict(uint64_t expected, uint64_t current) {
@@ -223,16 +274,13 @@ class SqliteKvStore final : public KvStore {
     if (!tenants::isValidTenantId(tenant)) {
       return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
     }
-    std::shared_ptr<TenantDb> db;
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = dbs_.find(std::string(tenant)); it != dbs_.end()) {
-        db = std::move(it->second);
-        dbs_.erase(it);
-      }
-    }
-    if (db) {
-      std::lock_guard lock(db->mu);  // lets the operation in progress finish first
+    // The map lock is held to the end, so no other call can reopen the file between
+    // closing it and unlinking it (nothing takes it while holding a tenant's lock).
+    std::lock_guard lock(mu_);
+    if (auto it = dbs_.find(std::string(tenant)); it != dbs_.end()) {
+      std::shared_ptr<TenantDb> db = std::move(it->second);
+      dbs_.erase(it);
+      std::lock_guard db_lock(db->mu);  // lets the operation in progress finish first
       db->sql.close();
     }
     const std::string base = (dir_ / tenant).string() + ".db";
@@ -251,22 +299,30 @@ class SqliteKvStore final : public KvStore {
                                "\" failed: " + e.what());
   }
 
-  // The tenant's database, opened on first use. The handle is cached for the store's
-  // lifetime; a failed open is not cached, so a later call retries.
   Result<std::shared_ptr<TenantDb>> open(const Scope& scope) {
     // Checked here as well as at the edge: the id becomes a file name.
     if (!tenants::isValidTenantId(scope.tenant)) {
       return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
     }
     if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
+    return openTenant(scope.tenant, /*create=*/true);
+  }
+
+  // The tenant's database (id already validated), opened on first use. The handle is
+  // cached for the store's lifetime; a failed open is not cached, so a later call retries.
+  // Without `create`, a tenant that has no file yet gets nullptr and still no file.
+  Result<std::shared_ptr<TenantDb>> openTenant(const std::string& tenant, bool create) {
     std::lock_guard lock(mu_);
-    if (auto it = dbs_.find(scope.tenant); it != dbs_.end()) return it->second;
-    std::filesystem::path file = dir_ / (scope.tenant + ".db");
+    if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
+    std::filesystem::path file = dir_ / (tenant + ".db");
     try {
       // Tenant data is private to the server's user: create the file 0600 before SQLite
       // does (it would use the umask), and SQLite gives -wal/-shm the same mode.
-      int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-      if (fd < 0) throw std::system_error(errno, std::generic_category(), "create");
+      int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+      if (fd < 0 && !create && errno == ENOENT) return std::shared_ptr<TenantDb>();
+      if (fd < 0) {
+        throw std::system_error(errno, std::generic_category(), create ? "create" : "open");
+      }
       ::close(fd);
       auto db = std::make_shared<TenantDb>();
       db->sql.open(soci::sqlite3,
@@ -276,14 +332,22 @@ class SqliteKvStore final : public KvStore {
       if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");
       exec(db->sql, "PRAGMA synchronous=FULL");
       exec(db->sql, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+      // One transaction, so a database from before the quota (kv without usage) gets its
+      // usage row exactly once, computed from the data, even with two processes opening it.
+      WriteTransaction tx(db->sql);
       exec(db->sql,
            "CREATE TABLE IF NOT EXISTS kv("
            "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
            "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
-      dbs_.emplace(scope.tenant, db);
+      exec(db->sql, "CREATE TABLE IF NOT EXISTS usage(bytes INTEGER NOT NULL)");
+      exec(db->sql,
+           "INSERT INTO usage(bytes) SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv "
+           "WHERE NOT EXISTS (SELECT 1 FROM usage)");
+      tx.commit();
+      dbs_.emplace(tenant, db);
       return db;
     } catch (const std::exception& e) {
-      return Status::unavailable("cannot open storage for tenant \"" + scope.tenant + "\" (" +
+      return Status::unavailable("cannot open storage for tenant \"" + tenant + "\" (" +
                                  file.string() + "): " + e.what());
     }
   }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,11 @@ inline constexpr uint32_t kMaxListLimit = 1000;
 struct Scope {
   std::string tenant;  // validated tenant id: [a-z0-9][a-z0-9-]{0,62}
   std::string plugin;  // plugin id "namespace/name"
+  // The tenant's storage quota (its `storage bytes` quota), shared by all its plugins:
+  // the sum of key + value bytes of every entry of the tenant. Unset = unlimited. Only
+  // writes that grow the total are checked, so a tenant over a lowered quota can still
+  // shrink and delete.
+  std::optional<uint64_t> max_storage_bytes = std::nullopt;
 };
 
 struct KvEntry {
@@ -42,7 +48,9 @@ class KvStore {
   virtual Result<KvEntry> get(const Scope& scope, std::string_view key) = 0;
   // Returns the new version. CONFLICT if expected_version does not match: kAbsent needs
   // the key to be absent, a version number needs it present at exactly that version.
-  // INVALID for a bad key or a value over kMaxValueBytes.
+  // INVALID for a bad key or a value over kMaxValueBytes. QUOTA_EXCEEDED, writing
+  // nothing, if the write would take the tenant's storage over scope.max_storage_bytes;
+  // the check and the charge are one transaction with the write, so the quota is exact.
   virtual Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
                                uint64_t expected_version) = 0;
   // NOT_FOUND if absent (whatever expected_version), CONFLICT if present at another
@@ -53,6 +61,9 @@ class KvStore {
   // key returned as start_after. INVALID if prefix or start_after exceed kMaxKeyBytes.
   virtual Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
                                             std::string_view start_after, uint32_t limit) = 0;
+  // Bytes `tenant` stores, over all its plugins (keys + values): what max_storage_bytes
+  // limits. 0 for a tenant without data; asking creates no file. INVALID for a bad id.
+  virtual Result<uint64_t> storageBytes(std::string_view tenant) = 0;
   // Deletes every plugin's data of `tenant` (its database file). OK if it had none.
   virtual Status removeTenant(std::string_view tenant) = 0;
 };
