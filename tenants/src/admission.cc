@@ -286,6 +286,19 @@ Admission::Usage Admission::usage(std::string_view tenant) const {
   return {s.in_flight.load(std::memory_order_relaxed), s.admitted, s.rejected};
 }
 
+std::vector<std::pair<std::string, Admission::Usage>> Admission::allUsage() const {
+  std::vector<std::pair<std::string, Usage>> out;
+  for (Shard& shard : impl_->shards) {
+    std::lock_guard lock(shard.mu);
+    for (const auto& [tenant, state] : shard.tenants) {
+      out.push_back(
+          {tenant,
+           {state->in_flight.load(std::memory_order_relaxed), state->admitted, state->rejected}});
+    }
+  }
+  return out;
+}
+
 void Admission::forget(std::string_view tenant) {
   Shard& shard = impl_->shardFor(tenant);
   std::shared_ptr<TenantState> dropped;  // freed after unlocking

@@ -202,11 +202,13 @@ TEST_F(TrellisdTest, MetricsExportKernelAndPluginCounters) {
   auto metrics = admin(server(), "/metrics");
   ASSERT_EQ(metrics.status, 200);
   EXPECT_THAT(metrics.header("content-type"), HasSubstr("text/plain; version=0.0.4"));
-  EXPECT_THAT(metrics.body,
-              AllOf(HasSubstr("trellis_plugin_hello_greetings_total{plugin=\"trellis/hello\"} 1"),
-                    HasSubstr("trellis_http_requests_total{plane=\"data\",code=\"2xx\"} 1"),
-                    HasSubstr("trellis_http_requests_total{plane=\"data\",code=\"4xx\"} 1"),
-                    HasSubstr("# TYPE trellis_http_request_duration_seconds histogram")));
+  EXPECT_THAT(
+      metrics.body,
+      AllOf(HasSubstr("trellis_plugin_hello_greetings_total{plugin=\"trellis/hello\"} 1"),
+            HasSubstr("trellis_http_requests_total{plane=\"data\",code=\"2xx\"} 1"),
+            HasSubstr("trellis_http_requests_total{plane=\"data\",code=\"4xx\"} 1"),
+            HasSubstr("# TYPE trellis_http_request_duration_seconds histogram"),
+            HasSubstr("trellis_tenant_requests_total{tenant=\"acme\",outcome=\"admitted\"} 1")));
 }
 
 TEST_F(TrellisdTest, CliShowsStatusAndPlugins) {

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -74,7 +75,7 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
   if (path == "/metrics") {
     http::Response res{bhttp::status::ok, req.version()};
     res.set(bhttp::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    res.body() = view_.metrics->render();
+    res.body() = view_.metrics->render() + renderTenantMetrics(*view_.admission, 100);
     res.keep_alive(req.keep_alive());
     return respond(std::move(res));
   }
@@ -137,6 +138,44 @@ http::Response AdminPlane::pluginList(const http::Request& req) const {
   body->set("plugins", list);
   body->set("broken_packages", broken);
   return jsonResponse(req, body);
+}
+
+std::string renderTenantMetrics(const tenants::Admission& admission, size_t max_series) {
+  auto all = admission.allUsage();
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a.second.admitted != b.second.admitted ? a.second.admitted > b.second.admitted
+                                                  : a.first < b.first;
+  });
+  if (all.size() > max_series) {
+    tenants::Admission::Usage other;
+    for (size_t i = max_series; i < all.size(); ++i) {
+      other.in_flight += all[i].second.in_flight;
+      other.admitted += all[i].second.admitted;
+      other.rejected += all[i].second.rejected;
+    }
+    all.resize(max_series);
+    all.emplace_back("_other", other);  // not a valid tenant id, so never a real tenant
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string out =
+      "# HELP trellis_tenant_requests_total Requests per tenant by admission outcome (busiest " +
+      std::to_string(max_series) +
+      " tenants; the rest as tenant=\"_other\")\n"
+      "# TYPE trellis_tenant_requests_total counter\n";
+  for (const auto& [tenant, u] : all) {
+    out += "trellis_tenant_requests_total{tenant=\"" + tenant + "\",outcome=\"admitted\"} " +
+           std::to_string(u.admitted) + "\n";
+    out += "trellis_tenant_requests_total{tenant=\"" + tenant + "\",outcome=\"rejected\"} " +
+           std::to_string(u.rejected) + "\n";
+  }
+  out +=
+      "# HELP trellis_tenant_requests_in_flight Requests per tenant being served now\n"
+      "# TYPE trellis_tenant_requests_in_flight gauge\n";
+  for (const auto& [tenant, u] : all) {
+    out += "trellis_tenant_requests_in_flight{tenant=\"" + tenant + "\"} " +
+           std::to_string(u.in_flight) + "\n";
+  }
+  return out;
 }
 
 Result<std::string> loadOrCreateAdminToken(const fs::path& file) {

@@ -21,6 +21,7 @@ namespace trellis::kernel::runtime {
 struct AdminView {
   const PluginManager* plugins = nullptr;
   const metrics::MetricsRegistry* metrics = nullptr;
+  const tenants::Admission* admission = nullptr;
   const std::atomic<bool>* ready = nullptr;
   std::function<std::string()> data_plane_address;  // "127.0.0.1:8080"
   std::function<size_t()> in_flight;
@@ -41,6 +42,10 @@ class AdminPlane : public http::RequestHandler {
   std::string token_;
   std::unique_ptr<TenantAdmin> tenant_admin_;
 };
+
+// Per-tenant request metrics in Prometheus text. Cardinality is bounded: the `max_series`
+// tenants with the most admitted requests are named, the rest add up under tenant="_other".
+std::string renderTenantMetrics(const tenants::Admission& admission, size_t max_series);
 
 // Reads the admin token from `file`, or — on first start — generates 256 random bits,
 // stores them there with mode 0600 (atomically) and prints them once to stdout.

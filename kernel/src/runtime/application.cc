@@ -122,6 +122,7 @@ Status Application::start() {
   runtime::AdminView view;
   view.plugins = s.plugins.get();
   view.metrics = &s.metrics;
+  view.admission = &s.admission;
   view.ready = &s.ready;
   view.tenants = [this] { return impl_->tenants->list().size(); };
   view.started_at = s.started_at;

@@ -15,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "trellis/tenants/registry.h"
 
@@ -85,6 +87,8 @@ class Admission {
     uint64_t rejected = 0;
   };
   Usage usage(std::string_view tenant) const;
+  // Every tracked tenant's use, for /metrics.
+  std::vector<std::pair<std::string, Usage>> allUsage() const;
 
   // Forget a deleted tenant's state. Tickets still held release into the old state; a
   // later admit() starts afresh (full bucket, no slots in use).
