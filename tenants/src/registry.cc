@@ -29,7 +29,6 @@
 namespace trellis::tenants {
 namespace {
 
-using internal::kQuotaFields;
 using internal::StoredKey;
 using internal::StoredState;
 using internal::SystemDb;

@@ -28,20 +28,6 @@
 
 namespace trellis::tenants::internal {
 
-// Quota fields in a fixed order: SQL column names, messages and drift reports use `name`.
-struct QuotaField {
-  const char* name;
-  std::optional<uint64_t> Quotas::*member;
-};
-inline constexpr std::array<QuotaField, 6> kQuotaFields{{
-    {"requests_per_second", &Quotas::requests_per_second},
-    {"burst", &Quotas::burst},
-    {"max_concurrent", &Quotas::max_concurrent},
-    {"max_body_bytes", &Quotas::max_body_bytes},
-    {"max_storage_bytes", &Quotas::max_storage_bytes},
-    {"max_host_calls", &Quotas::max_host_calls},
-}};
-
 struct StoredKey {
   KeyInfo info;
   std::string sha256_hex;  // lowercase

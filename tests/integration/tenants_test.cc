@@ -51,13 +51,7 @@ class TenantsTest : public ::testing::Test {
                       " --admin http://127.0.0.1:" + std::to_string(server().adminPort()) +
                       " --token-file " + (server().dir() / "admin.token").string() + " " + args +
                       " 2>&1 </dev/null";
-    std::string out;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    char buf[4096];
-    while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    int status = ::pclose(p);
-    *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return out;
+    return runCommand(cmd, rc);
   }
 
   HttpReply admin(const std::string& method, const std::string& path,

@@ -44,17 +44,6 @@ Poco::JSON::Object::Ptr pluginEntry(const TrellisdProcess& t, const std::string&
   return nullptr;
 }
 
-// Runs a command and returns its stdout (exit status in *status).
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int rc = ::pclose(p);
-  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return out;
-}
-
 class TrellisdTest : public ::testing::Test {
  protected:
   void startWith(const std::string& plugins_yaml = "", const std::string& extra = "") {
@@ -216,16 +205,17 @@ TEST_F(TrellisdTest, CliShowsStatusAndPlugins) {
   std::string flags = " --admin http://127.0.0.1:" + std::to_string(server().adminPort()) +
                       " --token-file " + (server().dir() / "admin.token").string();
   int rc = -1;
-  std::string status = run(std::string(TRELLIS_CLI_PATH) + flags + " status", &rc);
+  std::string status = runCommand(std::string(TRELLIS_CLI_PATH) + flags + " status", &rc);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(status, AllOf(HasSubstr("ready:       yes"), HasSubstr("2 active, 0 failed")));
-  std::string list = run(std::string(TRELLIS_CLI_PATH) + flags + " plugin list", &rc);
+  std::string list = runCommand(std::string(TRELLIS_CLI_PATH) + flags + " plugin list", &rc);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(list, AllOf(HasSubstr("trellis/hello"), HasSubstr("trellis/echo-c"),
                           HasSubstr("GET /hello/{name} (blocking)")));
-  std::string refused = run(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
-                                std::to_string(server().adminPort()) + " --token wrong status 2>&1",
-                            &rc);
+  std::string refused =
+      runCommand(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
+                     std::to_string(server().adminPort()) + " --token wrong status 2>&1",
+                 &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_THAT(refused, HasSubstr("refused the token"));
 }
@@ -328,7 +318,7 @@ TEST(TrellisdConfigTest, BadConfigurationIsRefusedNamingTheField) {
   TempDir dir;
   writeFile(dir / "trellis.yaml", "server:\n  listen: 127.0.0.1:0\n  max_body_bytes: big\n");
   int rc = -1;
-  std::string out = run(
+  std::string out = runCommand(
       std::string(TRELLISD_PATH) + " --config " + (dir / "trellis.yaml").string() + " 2>&1", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_THAT(out, HasSubstr("server.max_body_bytes"));

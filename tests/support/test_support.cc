@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -281,6 +282,20 @@ std::string TrellisdProcess::adminToken() const {
 
 std::string TrellisdProcess::log() const {
   return readFile(dir_ / "trellisd.log");
+}
+
+std::string runCommand(const std::string& command, int* status) {
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (!p) {
+    *status = -1;
+    return out;
+  }
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int rc = ::pclose(p);
+  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return out;
 }
 
 std::string defaultTestConfig(const std::string& plugins_yaml, const std::string& extra) {

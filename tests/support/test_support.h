@@ -98,6 +98,10 @@ class TrellisdProcess {
   uint16_t admin_port_ = 0;
 };
 
+// Runs a shell command (built by the test, never from untrusted input) and returns its
+// stdout; the exit status goes to *status (-1 if it did not exit normally).
+std::string runCommand(const std::string& command, int* status);
+
 // A minimal config: both planes on port 0, the bundled plugins (or `plugins_yaml`, the
 // items of plugins.enabled), tenant "acme" with key "acme-key" and tenant "globex" with key
 // "globex-key", both enabling every listed plugin. `extra` is appended verbatim.

@@ -6,18 +6,17 @@
 
 #include <iostream>
 
+#include "trellis/tenants/registry.h"
+
 namespace trellis::cli {
 namespace {
 
-constexpr const char* kQuotaNames[] = {"requests_per_second", "burst",
-                                       "max_concurrent",      "max_body_bytes",
-                                       "max_storage_bytes",   "max_host_calls"};
-
 std::string quotasText(const Poco::JSON::Object::Ptr& q) {
   std::string out;
-  for (const char* name : kQuotaNames) {
+  for (const auto& [name_view, field] : tenants::kQuotaFields) {
+    const std::string name(name_view);
     if (!q->has(name)) continue;
-    out += (out.empty() ? "" : ", ") + std::string(name) + "=" + q->get(name).toString();
+    out += (out.empty() ? "" : ", ") + name + "=" + q->get(name).toString();
   }
   return out.empty() ? "unlimited" : out;
 }
@@ -106,8 +105,9 @@ TenantCommands::TenantCommands(CLI::App& app, const AdminClient& admin, const bo
     c->add_option("--plan", plan_, "Plan (quota set) name");
     c->add_option("--label", labels_, "Label key=value (repeatable)");
     c->add_option("--plugin", plugins_, "Enable a plugin for the tenant (repeatable)");
-    for (const char* q : kQuotaNames) {
-      c->add_option(std::string("--") + q, quotas_[q], std::string("Quota override: ") + q);
+    for (const auto& [name_view, field] : tenants::kQuotaFields) {
+      const std::string q(name_view);
+      c->add_option("--" + q, quotas_[q], "Quota override: " + q);
     }
   }
   withId(tenant, "suspend", "Suspend a tenant: its requests get 403");

@@ -453,15 +453,9 @@ class Parser {
               {"requests_per_second", "burst", "max_concurrent", "max_body_bytes",
                "max_storage_bytes", "max_host_calls"});
     tenants::Quotas q;
-    const std::pair<const char*, std::optional<uint64_t> tenants::Quotas::*> fields[] = {
-        {"requests_per_second", &tenants::Quotas::requests_per_second},
-        {"burst", &tenants::Quotas::burst},
-        {"max_concurrent", &tenants::Quotas::max_concurrent},
-        {"max_body_bytes", &tenants::Quotas::max_body_bytes},
-        {"max_storage_bytes", &tenants::Quotas::max_storage_bytes},
-        {"max_host_calls", &tenants::Quotas::max_host_calls}};
-    for (const auto& [name, field] : fields) {
-      if (auto v = n[name]) q.*field = readUInt(v, join(path, name), 1, UINT64_MAX >> 1);
+    for (const auto& [name, field] : tenants::kQuotaFields) {
+      const std::string key(name);
+      if (auto v = n[key]) q.*field = readUInt(v, join(path, key), 1, UINT64_MAX >> 1);
     }
     if (q.burst && q.requests_per_second && *q.burst < *q.requests_per_second) {
       fail(join(path, "burst"),

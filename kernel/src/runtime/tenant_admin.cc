@@ -17,13 +17,7 @@ using Poco::JSON::Object;
 
 namespace {
 
-constexpr std::pair<const char*, std::optional<uint64_t> tenants::Quotas::*> kQuotaFields[] = {
-    {"requests_per_second", &tenants::Quotas::requests_per_second},
-    {"burst", &tenants::Quotas::burst},
-    {"max_concurrent", &tenants::Quotas::max_concurrent},
-    {"max_body_bytes", &tenants::Quotas::max_body_bytes},
-    {"max_storage_bytes", &tenants::Quotas::max_storage_bytes},
-    {"max_host_calls", &tenants::Quotas::max_host_calls}};
+using tenants::kQuotaFields;
 
 http::Response json(const http::Request& req, unsigned status, const Poco::Dynamic::Var& body) {
   std::ostringstream out;
@@ -56,7 +50,7 @@ http::Response failure(const http::Request& req, const Status& s) {
 Object::Ptr quotasJson(const tenants::Quotas& q) {
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   for (const auto& [name, field] : kQuotaFields) {
-    if (q.*field) o->set(name, *(q.*field));
+    if (q.*field) o->set(std::string(name), *(q.*field));
   }
   return o;
 }

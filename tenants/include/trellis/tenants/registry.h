@@ -12,6 +12,7 @@
 // whole key is stored; the id (the part an operator sees in listings) is not secret.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "trellis/status.hpp"
@@ -40,6 +42,21 @@ struct Quotas {
   Quotas overlaidWith(const Quotas& overrides) const;
   friend bool operator==(const Quotas&, const Quotas&) = default;
 };
+
+// Every quota by the name it has in trellis.yaml, the admin API, the CLI and the system
+// database, so all of them stay in step.
+struct QuotaField {
+  const char* name;
+  std::optional<uint64_t> Quotas::*member;
+};
+inline constexpr std::array<QuotaField, 6> kQuotaFields{{
+    {"requests_per_second", &Quotas::requests_per_second},
+    {"burst", &Quotas::burst},
+    {"max_concurrent", &Quotas::max_concurrent},
+    {"max_body_bytes", &Quotas::max_body_bytes},
+    {"max_storage_bytes", &Quotas::max_storage_bytes},
+    {"max_host_calls", &Quotas::max_host_calls},
+}};
 
 struct Plan {
   std::string name;  // [a-z0-9][a-z0-9-]{0,62}
