@@ -5,6 +5,10 @@
 #   bench/run.sh                    install deps, build release, measure both
 #   bench/run.sh --only peer        measure only one side (trellisd | peer)
 #   bench/run.sh --no-build         use the existing build/release
+#   bench/run.sh --scenario noisy-neighbour
+#                                   one trellisd, tenant `noisy` floods far past its rate
+#                                   limit while tenant `steady` sends a fixed light load:
+#                                   steady's latency alone vs during the flood
 #
 # Env knobs (defaults in brackets):
 #   BENCH_TARGET [/ping]            request path; trellisd serves it from trellis/echo-c
@@ -16,9 +20,17 @@
 #   BENCH_SERVER_THREADS [2]       trellisd threads and nginx worker processes
 #   BENCH_PIN [0]                  1: each server on CPU 0 with one thread/worker and wrk on
 #                                  CPU 1, so latency is not the load generator's contention
+# Noisy-neighbour scenario only (wrk runs with one thread each; BENCH_CONNECTIONS and
+# BENCH_WRK_THREADS do not apply):
+#   BENCH_NN_STEADY_CONNECTIONS [4]   steady's connections (a light, fixed load)
+#   BENCH_NN_STEADY_DELAY_MS [1]      pause per steady connection between requests
+#   BENCH_NN_FLOOD_CONNECTIONS [64]   noisy's connections (as fast as wrk can send)
+#   BENCH_NN_RATE [100]               noisy's plan: requests_per_second and burst
+#   BENCH_NN_FLOOD_NICE [0]           nice level of the flood's wrk (19: it yields the CPU)
 #
-# Prints a table and writes build/bench/results.json. Slow numbers never fail the run; the
-# exit status is non-zero only when a server could not be built, started or checked.
+# Prints a table and writes build/bench/results.json (noisy-neighbour: writes
+# build/bench/noisy-neighbour.json instead). Slow numbers never fail the run; the exit
+# status is non-zero only when a server could not be built, started or checked.
 set -euo pipefail
 
 TARGET=${BENCH_TARGET:-/ping}
@@ -39,12 +51,13 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,33s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 
 only=both
 build=1
+scenario=compare
 while (($#)); do
   case "$1" in
     --only)
@@ -53,6 +66,12 @@ while (($#)); do
       shift 2
       ;;
     --no-build) build=0; shift ;;
+    --scenario)
+      [[ "${2:-}" == compare || "${2:-}" == noisy-neighbour ]] ||
+        die "--scenario takes compare or noisy-neighbour"
+      scenario=$2
+      shift 2
+      ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -73,6 +92,25 @@ read -r -a conns <<<"$CONNECTIONS"
 ((${#conns[@]})) || die "BENCH_CONNECTIONS is empty"
 for c in "${conns[@]}"; do in_range BENCH_CONNECTIONS "$c" 1 10000; done
 [[ "$TARGET" == /* ]] || die "BENCH_TARGET must start with /"
+
+NN_STEADY_CONNS=${BENCH_NN_STEADY_CONNECTIONS:-4}
+NN_FLOOD_CONNS=${BENCH_NN_FLOOD_CONNECTIONS:-64}
+NN_RATE=${BENCH_NN_RATE:-100}
+NN_DELAY_MS=${BENCH_NN_STEADY_DELAY_MS:-1}
+NN_FLOOD_NICE=${BENCH_NN_FLOOD_NICE:-0}
+NOISY_KEY=noisy-key
+if [[ $scenario == noisy-neighbour ]]; then
+  [[ $only != peer ]] || die "--scenario noisy-neighbour measures trellisd only"
+  only=trellisd
+  in_range BENCH_NN_STEADY_CONNECTIONS "$NN_STEADY_CONNS" 1 1000
+  in_range BENCH_NN_FLOOD_CONNECTIONS "$NN_FLOOD_CONNS" 1 10000
+  in_range BENCH_NN_RATE "$NN_RATE" 1 1000000
+  in_range BENCH_NN_STEADY_DELAY_MS "$NN_DELAY_MS" 0 1000
+  in_range BENCH_NN_FLOOD_NICE "$NN_FLOOD_NICE" 0 19
+  conns=("$NN_STEADY_CONNS" "$NN_FLOOD_CONNS") # for the open-file limit check below
+  KEY=steady-key
+  TENANT=steady
+fi
 
 servers=()
 [[ $only == peer ]] || servers+=(trellisd)
@@ -99,6 +137,7 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bench.XXXXXX")
 pids=()
 wrk_pid=""
+flood_pid=""
 
 stop_pid() {
   local pid=$1 i
@@ -115,6 +154,7 @@ stop_pid() {
 cleanup() {
   local pid
   [[ -z "$wrk_pid" ]] || stop_pid "$wrk_pid"
+  [[ -z "$flood_pid" ]] || stop_pid "$flood_pid"
   for pid in "${pids[@]}"; do stop_pid "$pid"; done
   rm -rf "$tmp"
 }
@@ -141,8 +181,23 @@ start_trellisd() {
   [[ -x "$bin" ]] || { log "trellisd: $bin not built"; return 1; }
   [[ -d "$repo/build/release/plugins" ]] || { log "trellisd: no plugins built"; return 1; }
   mkdir -p "$dir/data"
-  local key_hash
+  local key_hash tenants_yaml
   key_hash=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+  tenants_yaml="tenants:
+  - id: $TENANT
+    plugins: [trellis/echo-c, trellis/hello]
+    keys: [{sha256: \"$key_hash\"}]"
+  if [[ $scenario == noisy-neighbour ]]; then
+    # steady is on the implicit, unlimited plan "default"; noisy on a tight rate plan.
+    tenants_yaml="plans:
+  - name: bench-tight
+    quotas: {requests_per_second: $NN_RATE, burst: $NN_RATE}
+$tenants_yaml
+  - id: noisy
+    plan: bench-tight
+    plugins: [trellis/echo-c, trellis/hello]
+    keys: [{sha256: \"$(printf %s "$NOISY_KEY" | sha256sum | cut -d' ' -f1)\"}]"
+  fi
   cat >"$dir/trellis.yaml" <<YAML
 # Generated by bench/run.sh.
 server:
@@ -162,10 +217,7 @@ plugins:
     - id: trellis/echo-c
     - id: trellis/hello
       config: {greeting: "Hello"}
-tenants:
-  - id: $TENANT
-    plugins: [trellis/echo-c, trellis/hello]
-    keys: [{sha256: "$key_hash"}]
+$tenants_yaml
 YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
   pid=$!
@@ -278,6 +330,200 @@ wrk_run() {
 
 # field NAME LINE: value of NAME=... in a BENCH_RESULT line.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+or_na() { if [[ -n "$1" ]]; then echo "$1"; else echo n/a; fi; }
+json_num() { if [[ -n "$1" ]]; then echo "$1"; else echo null; fi; }
+
+# ---------------------------------------------------------------- noisy-neighbour scenario
+# wrk_start VAR KEY CONNECTIONS SECONDS OUTFILE SCRIPT: one-thread wrk with KEY and the Lua
+# SCRIPT against trellisd in the background; its pid goes into the variable VAR (wrk_pid or
+# flood_pid, which cleanup stops).
+wrk_start() {
+  BENCH_STEADY_DELAY_MS=$NN_DELAY_MS "${wrk_pin[@]}" nice -n "${NICE:-0}" wrk -t 1 -c "$3" -d "$4s" --latency \
+    -s "$6" -H "Authorization: Bearer $2" "http://127.0.0.1:${port[trellisd]}$TARGET" \
+    >"$5" 2>&1 &
+  printf -v "$1" %s "$!"
+}
+# wrk_wait VAR: waits for the wrk whose pid is in VAR, then clears VAR.
+wrk_wait() {
+  wait "${!1}" || true
+  printf -v "$1" %s ""
+}
+# steady_run SECONDS OUTFILE: steady's fixed light load (wrk/steady.lua paces each
+# connection), in the foreground.
+steady_run() {
+  wrk_start wrk_pid "$KEY" "$NN_STEADY_CONNS" "$1" "$2" bench/wrk/steady.lua
+  wrk_wait wrk_pid
+}
+
+# Mean of the arguments with one decimal; "" if there are none.
+mean() { (($#)) && printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; return 0; }
+max_of() { (($#)) && printf '%s\n' "$@" | sort -n | tail -n 1; return 0; }
+pct_change() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%+.1f", (b - a) * 100 / a }'; }
+
+noisy_neighbour() {
+  local r phase out line k order lead non2xx sockerr requests secs
+  declare -A nrps=() np50=() np99=() nbad=()
+  local -a runs=() flood_rps=() flood_ok_rps=() flood_share=() flood_runs=()
+
+  # The noisy key must work too (its first request is within the burst).
+  local code
+  code=$(http_code "${port[trellisd]}" -H "Authorization: Bearer $NOISY_KEY")
+  [[ $code == 200 ]] || { log "noisy tenant: GET $TARGET answered $code, not 200"; return 1; }
+
+  # The flood starts `lead` seconds before steady's measured run (steady warms up meanwhile)
+  # and ends about a second after it, so the whole measured run is under flood.
+  lead=$WARMUP
+  ((lead >= 1)) || lead=1
+  log "noisy-neighbour: steady ${NN_STEADY_CONNS} connections alone and during a flood by noisy" \
+    "(${NN_FLOOD_CONNS} connections, limit ${NN_RATE}/s); $ROUNDS round(s) of ${DURATION}s:" \
+    "about $((ROUNDS * (2 * DURATION + WARMUP + lead + 3)))s"
+
+  for ((r = 1; r <= ROUNDS; r++)); do
+    order=(alone flood)
+    # Alternate which phase goes first so drift does not favour one.
+    ((r % 2)) || order=(flood alone)
+    for phase in "${order[@]}"; do
+      out=$tmp/steady-$phase-$r.txt
+      if [[ $phase == alone ]]; then
+        ((WARMUP == 0)) || steady_run "$WARMUP" "$tmp/warmup.txt"
+        steady_run "$DURATION" "$out"
+      else
+        NICE=$NN_FLOOD_NICE wrk_start flood_pid "$NOISY_KEY" "$NN_FLOOD_CONNS" $((lead + DURATION + 1)) \
+          "$tmp/flood-$r.txt" bench/wrk/report.lua
+        if ((WARMUP)); then steady_run "$WARMUP" "$tmp/warmup.txt"; else sleep "$lead"; fi
+        steady_run "$DURATION" "$out"
+        wrk_wait flood_pid
+        sleep 1 # let the flood's connections close before the next phase
+        line=$(grep '^BENCH_RESULT ' "$tmp/flood-$r.txt" || true)
+        if [[ -n "$line" ]]; then
+          requests=$(field requests "$line")
+          non2xx=$(field non2xx "$line")
+          secs=$(awk -v d="$(field duration_us "$line")" 'BEGIN { printf "%.3f", d / 1e6 }')
+          flood_rps+=("$(field rps "$line")")
+          flood_ok_rps+=("$(awk -v n="$requests" -v e="$non2xx" -v s="$secs" \
+            'BEGIN { printf "%.1f", (n - e) / s }')")
+          flood_share+=("$(awk -v n="$requests" -v e="$non2xx" \
+            'BEGIN { if (n > 0) printf "%.2f", e * 100 / n; else print 0 }')")
+          printf 'round %d  noisy  flood  c=%-4d %10.0f req/s  admitted %7.1f req/s  non2xx %d of %d (%s%%)  socket errors %d\n' \
+            "$r" "$NN_FLOOD_CONNS" "${flood_rps[-1]}" "${flood_ok_rps[-1]}" "$non2xx" \
+            "$requests" "${flood_share[-1]}" "$(field socket_errors "$line")"
+          flood_runs+=("$(printf '{"round": %d, "connections": %d, "rps": %s, "admitted_rps": %s, "requests": %s, "non2xx": %s, "non2xx_pct": %s, "socket_errors": %s}' \
+            "$r" "$NN_FLOOD_CONNS" "${flood_rps[-1]}" "${flood_ok_rps[-1]}" "$requests" \
+            "$non2xx" "${flood_share[-1]}" "$(field socket_errors "$line")")")
+        else
+          log "round $r: the flood's wrk gave no result:"
+          cat "$tmp/flood-$r.txt" >&2
+        fi
+      fi
+      line=$(grep '^BENCH_RESULT ' "$out" || true)
+      if [[ -z "$line" ]]; then
+        log "round $r, steady $phase: wrk gave no result:"
+        cat "$out" >&2
+        continue
+      fi
+      k=$phase,$r
+      nrps[$k]=$(field rps "$line")
+      np50[$k]=$(field p50_us "$line")
+      np99[$k]=$(field p99_us "$line")
+      non2xx=$(field non2xx "$line")
+      sockerr=$(field socket_errors "$line")
+      if ((non2xx > 0 || sockerr > 0)); then nbad[$phase]=1; fi
+      printf 'round %d  steady %-6s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  non2xx %d  socket errors %d\n' \
+        "$r" "$phase" "$NN_STEADY_CONNS" "${nrps[$k]}" "${np50[$k]}" "${np99[$k]}" "$non2xx" \
+        "$sockerr"
+      runs+=("$(printf '{"round": %d, "phase": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
+        "$r" "$phase" "$NN_STEADY_CONNS" "${nrps[$k]}" "${np50[$k]}" "${np99[$k]}" \
+        "$(field requests "$line")" "$non2xx" "$sockerr")")
+    done
+  done
+
+  # Per phase: mean over the rounds of rps, p50 and p99, and the worst round's p99.
+  local -A s_rps=() s_p50=() s_p99=() s_worst=()
+  local -a v_rps v_p50 v_p99
+  for phase in alone flood; do
+    v_rps=() v_p50=() v_p99=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      [[ -n "${nrps[$phase,$r]:-}" ]] || continue
+      v_rps+=("${nrps[$phase,$r]}")
+      v_p50+=("${np50[$phase,$r]}")
+      v_p99+=("${np99[$phase,$r]}")
+    done
+    s_rps[$phase]=$(mean "${v_rps[@]}")
+    s_p50[$phase]=$(mean "${v_p50[@]}")
+    s_p99[$phase]=$(mean "${v_p99[@]}")
+    s_worst[$phase]=$(max_of "${v_p99[@]}")
+  done
+  local increase="" verdict="n/a" f_rps f_ok f_share
+  if [[ -n "${s_p99[alone]}" && -n "${s_p99[flood]}" ]]; then
+    increase=$(pct_change "${s_p99[alone]}" "${s_p99[flood]}")
+    verdict=$(awk -v i="$increase" 'BEGIN { print ((i + 0 < 20) ? "met" : "not met") }')
+  fi
+  f_rps=$(mean "${flood_rps[@]}")
+  f_ok=$(mean "${flood_ok_rps[@]}")
+  f_share=$(mean "${flood_share[@]}")
+
+  echo
+  echo "Noisy neighbour: one trellisd ($SERVER_THREADS thread(s)), GET $TARGET. Tenant steady"
+  echo "(unlimited plan) sends on $NN_STEADY_CONNS connections alone, then while tenant noisy"
+  echo "(${NN_RATE} req/s, burst ${NN_RATE}) floods on $NN_FLOOD_CONNS; wrk -t1 each, ${DURATION}s x $ROUNDS"
+  echo "round(s); rps, p50 and p99 = mean over rounds, worst = the worst round's p99."
+  if ((${#server_pin[@]})); then
+    echo "Pinned: trellisd on CPU 0 (one thread), both wrk on CPU 1."
+  else
+    echo "trellisd and both wrk share every core: the flood's CPU cost is part of the result."
+  fi
+  printf '%-14s %12s %12s %12s %12s\n' steady rps "p50" "p99" "worst p99"
+  for phase in alone flood; do
+    printf '%-14s %12s %12s %12s %12s\n' "$phase${nbad[$phase]:+*}" "$(or_na "${s_rps[$phase]}")" \
+      "$(or_na "${s_p50[$phase]:+${s_p50[$phase]} us}")" \
+      "$(or_na "${s_p99[$phase]:+${s_p99[$phase]} us}")" \
+      "$(or_na "${s_worst[$phase]:+${s_worst[$phase]} us}")"
+  done
+  echo
+  printf 'noisy during the flood: %s req/s sent, %s req/s admitted, %s%% refused (non-2xx, 429)\n' \
+    "$(or_na "$f_rps")" "$(or_na "$f_ok")" "$(or_na "$f_share")"
+  [[ -z "${nbad[*]}" ]] ||
+    echo "* steady had error responses or socket errors; see the per-round lines"
+  echo "steady p99 during the flood vs alone: $(or_na "${increase:+$increase%}")"
+  echo "Target: steady's p99 rises by less than 20% under the flood: $verdict"
+  echo "Benchmarks are informational: slow numbers never fail this script."
+
+  mkdir -p build/bench
+  local IFS=,
+  {
+    printf '{\n'
+    printf '  "scenario": "noisy-neighbour",\n'
+    printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    printf '  "host": {"cpus": %d, "kernel": "%s"},\n' "$(nproc)" "$(uname -r)"
+    printf '  "target": "%s", "duration_s": %d, "warmup_s": %d, "rounds": %d,\n' \
+      "$TARGET" "$DURATION" "$WARMUP" "$ROUNDS"
+    printf '  "server_threads": %d, "pinned": %s,\n' "$SERVER_THREADS" \
+      "$( ((${#server_pin[@]})) && echo true || echo false)"
+    printf '  "steady_connections": %d, "flood_connections": %d, "noisy_rps_limit": %d, "noisy_burst": %d,\n' \
+      "$NN_STEADY_CONNS" "$NN_FLOOD_CONNS" "$NN_RATE" "$NN_RATE"
+    printf '  "summary": {"alone": {"rps": %s, "p50_us": %s, "p99_us": %s, "worst_p99_us": %s},\n' \
+      "$(json_num "${s_rps[alone]}")" "$(json_num "${s_p50[alone]}")" \
+      "$(json_num "${s_p99[alone]}")" "$(json_num "${s_worst[alone]}")"
+    printf '              "flood": {"rps": %s, "p50_us": %s, "p99_us": %s, "worst_p99_us": %s},\n' \
+      "$(json_num "${s_rps[flood]}")" "$(json_num "${s_p50[flood]}")" \
+      "$(json_num "${s_p99[flood]}")" "$(json_num "${s_worst[flood]}")"
+    printf '              "p99_increase_pct": %s, "target_pct": 20, "target_met": %s,\n' \
+      "$(json_num "$increase")" \
+      "$(case $verdict in met) echo true ;; "not met") echo false ;; *) echo null ;; esac)"
+    printf '              "noisy_rps": %s, "noisy_admitted_rps": %s, "noisy_non2xx_pct": %s},\n' \
+      "$(json_num "$f_rps")" "$(json_num "$f_ok")" "$(json_num "$f_share")"
+    printf '  "steady_runs": [%s],\n' "${runs[*]}"
+    printf '  "flood_runs": [%s]\n' "${flood_runs[*]}"
+    printf '}\n'
+  } >build/bench/noisy-neighbour.json
+  log "results written to build/bench/noisy-neighbour.json"
+}
+
+if [[ $scenario == noisy-neighbour ]]; then
+  noisy_neighbour || status=1
+  exit "$status"
+fi
 
 total=$((ROUNDS * ${#conns[@]} * ${#active[@]} * (DURATION + WARMUP)))
 log "measuring ${active[*]} at ${conns[*]} connections, $ROUNDS round(s) of ${DURATION}s" \
@@ -334,8 +580,6 @@ worst_p99() {
   done
   echo "$worst"
 }
-or_na() { if [[ -n "$1" ]]; then echo "$1"; else echo n/a; fi; }
-json_num() { if [[ -n "$1" ]]; then echo "$1"; else echo null; fi; }
 
 echo
 echo "trellisd ($TARGET via trellis/echo-c, tenant key resolution) vs peer (nginx + Lua:"
