@@ -157,8 +157,19 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
 
   tenants::Ticket ticket = admission_.admit(tenant.id, tenant.quotas, req.body().size());
   if (!ticket.admitted()) {
-    quota_rejections_.labels({ticket.rejection().quota}).add(1);
-    reject(quotaProblem(req, ticket.rejection(), tenant), tenant.id);
+    const tenants::Rejection& r = ticket.rejection();
+    quota_rejections_.labels({r.quota}).add(1);
+    auto res = quotaProblem(req, r, tenant);
+    finish(req, peer, res, request_id, tenant.id, nullptr, started);
+    if (r.quota == "requests_per_second") {
+      // The client may retry after reset_seconds anyway; answering then, not now, keeps a
+      // flooding connection from taking the event loop from other tenants.
+      tarpit_.hold(std::move(respond), std::move(res),
+                   std::min(std::chrono::milliseconds(1000),
+                            std::chrono::milliseconds(1000 * r.reset_seconds)));
+    } else {
+      respond(std::move(res));
+    }
     return;
   }
 

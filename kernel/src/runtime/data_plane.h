@@ -10,6 +10,7 @@
 
 #include "runtime/access_log.h"
 #include "runtime/plugin_manager.h"
+#include "runtime/tarpit.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/metrics/registry.h"
@@ -45,6 +46,7 @@ class DataPlane : public http::RequestHandler {
   metrics::Histogram& latency_;
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
+  Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 
 // Maps a plugin's failure status to the HTTP status the client sees.
