@@ -2,16 +2,15 @@
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
-#include <Poco/JSON/Stringifier.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 #include "runtime/bearer.h"
+#include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/util/file.h"
 
@@ -20,16 +19,6 @@ namespace bhttp = boost::beast::http;
 namespace fs = std::filesystem;
 
 namespace {
-
-http::Response jsonResponse(const http::Request& req, const Poco::Dynamic::Var& body) {
-  std::ostringstream out;
-  Poco::JSON::Stringifier::stringify(body, out, 2);
-  http::Response res{bhttp::status::ok, req.version()};
-  res.set(bhttp::field::content_type, "application/json");
-  res.body() = out.str() + "\n";
-  res.keep_alive(req.keep_alive());
-  return res;
-}
 
 bool tokenMatches(std::string_view presented, const std::string& token) {
   return presented.size() == token.size() &&
@@ -44,18 +33,8 @@ AdminPlane::AdminPlane(AdminView view, std::string token, std::unique_ptr<Tenant
 void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond respond) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
-  auto simple = [&](bool ok, std::string_view body) {
-    http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable, req.version()};
-    res.set(bhttp::field::content_type, "application/json");
-    res.body() = body;
-    res.keep_alive(req.keep_alive());
-    return res;
-  };
-  if (path == "/healthz") return respond(simple(true, R"({"status":"ok"})"));
-  if (path == "/readyz") {
-    bool ready = view_.ready->load();
-    return respond(simple(ready, ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})"));
-  }
+  if (path == "/healthz") return respond(healthResponse(req, true));
+  if (path == "/readyz") return respond(healthResponse(req, view_.ready->load()));
   if (!tokenMatches(bearerCredential(req), token_)) {
     auto res = http::problem(401, "Unauthorized",
                              "the admin API needs Authorization: Bearer "
@@ -103,7 +82,7 @@ http::Response AdminPlane::status(const http::Request& req) const {
   plugins->set("failed", static_cast<uint64_t>(failed));
   plugins->set("broken_packages", static_cast<uint64_t>(view_.plugins->broken().size()));
   o->set("plugins", plugins);
-  return jsonResponse(req, o);
+  return jsonResponse(req, 200, o);
 }
 
 http::Response AdminPlane::pluginList(const http::Request& req) const {
@@ -137,7 +116,7 @@ http::Response AdminPlane::pluginList(const http::Request& req) const {
   Poco::JSON::Object::Ptr body = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
   body->set("plugins", list);
   body->set("broken_packages", broken);
-  return jsonResponse(req, body);
+  return jsonResponse(req, 200, body);
 }
 
 std::string renderTenantMetrics(const tenants::Admission& admission, size_t max_series) {

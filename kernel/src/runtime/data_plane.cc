@@ -6,6 +6,7 @@
 
 #include "runtime/bearer.h"
 #include "runtime/call_context.h"
+#include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
 
 namespace trellis::kernel::runtime {
@@ -14,20 +15,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-http::Response health(const http::Request& req, bool ok) {
-  http::Response res{ok ? bhttp::status::ok : bhttp::status::service_unavailable, req.version()};
-  res.set(bhttp::field::content_type, "application/json");
-  res.body() = ok ? R"({"status":"ok"})" : R"({"status":"unavailable"})";
-  res.keep_alive(req.keep_alive());
-  return res;
-}
-
 void addRateLimitHeaders(http::Response& res, const tenants::Ticket& ticket) {
   if (!ticket.rateLimit()) return;
   const auto& r = *ticket.rateLimit();
-  res.set("RateLimit-Limit", std::to_string(r.limit));
-  res.set("RateLimit-Remaining", std::to_string(r.remaining));
-  res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
+  setRateLimitHeaders(res, r.limit, r.remaining, r.reset_seconds);
 }
 
 // 413/429/507 problem+json naming the quota, its limit, when it resets and the decision id.
@@ -52,29 +43,13 @@ http::Response quotaProblem(const http::Request& req, const tenants::Rejection& 
                            &req);
   // Waiting helps only with the rate and concurrency quotas.
   if (rate || r.quota == "max_concurrent") {
-    res.set("RateLimit-Limit", std::to_string(r.limit));
-    res.set("RateLimit-Remaining", std::to_string(r.remaining));
-    res.set("RateLimit-Reset", std::to_string(r.reset_seconds));
+    setRateLimitHeaders(res, r.limit, r.remaining, r.reset_seconds);
     res.set(bhttp::field::retry_after, std::to_string(std::max<uint64_t>(1, r.reset_seconds)));
   }
   return res;
 }
 
 }  // namespace
-
-unsigned httpStatusFor(trellis_status s) {
-  switch (s) {
-    case TRELLIS_INVALID: return 400;
-    case TRELLIS_NOT_FOUND: return 404;
-    case TRELLIS_PERMISSION_DENIED: return 403;
-    case TRELLIS_QUOTA_EXCEEDED: return 429;
-    case TRELLIS_UNAVAILABLE: return 503;
-    case TRELLIS_TIMEOUT: return 504;
-    case TRELLIS_CONFLICT: return 409;
-    case TRELLIS_UNIMPLEMENTED: return 501;
-    default: return 500;
-  }
-}
 
 DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
                      tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
@@ -111,7 +86,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
 
   if (path == "/healthz" || path == "/readyz") {
-    respond(health(req, path == "/healthz" || ready_.load(std::memory_order_relaxed)));
+    respond(healthResponse(req, path == "/healthz" || ready_.load(std::memory_order_relaxed)));
     return;
   }
 

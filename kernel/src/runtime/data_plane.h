@@ -49,7 +49,4 @@ class DataPlane : public http::RequestHandler {
   Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 
-// Maps a plugin's failure status to the HTTP status the client sees.
-unsigned httpStatusFor(trellis_status s);
-
 }  // namespace trellis::kernel::runtime

@@ -3,11 +3,9 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
-#include <Poco/JSON/Stringifier.h>
 #include <spdlog/spdlog.h>
 
-#include <sstream>
-
+#include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
 
 namespace trellis::kernel::runtime {
@@ -19,30 +17,8 @@ namespace {
 
 using tenants::kQuotaFields;
 
-http::Response json(const http::Request& req, unsigned status, const Poco::Dynamic::Var& body) {
-  std::ostringstream out;
-  Poco::JSON::Stringifier::stringify(body, out, 2);
-  http::Response res{static_cast<bhttp::status>(status), req.version()};
-  res.set(bhttp::field::content_type, "application/json");
-  res.set(bhttp::field::cache_control, "no-store");
-  res.body() = out.str() + "\n";
-  res.keep_alive(req.keep_alive());
-  return res;
-}
-
-unsigned httpStatusOf(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kInvalid: return 400;
-    case StatusCode::kNotFound: return 404;
-    case StatusCode::kConflict: return 409;
-    case StatusCode::kPermissionDenied: return 403;
-    case StatusCode::kUnavailable: return 503;
-    default: return 500;
-  }
-}
-
 http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = httpStatusOf(s);
+  unsigned code = httpStatusFor(s.toC());
   return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
                        {}, &req);
 }
@@ -188,7 +164,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       for (const auto& t : registry_.list()) list->add(tenantJson(t));
       Object::Ptr o = new Object;
       o->set("tenants", list);
-      return json(req, 200, o);
+      return jsonResponse(req, 200, o);
     }
     case kCreate:
     case kUpdate: {
@@ -206,12 +182,12 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       auto saved = e == kCreate ? registry_.create(std::move(t)) : registry_.update(std::move(t));
       if (!saved) return failure(req, saved.status());
       spdlog::info("admin: tenant {} {}", saved->id, e == kCreate ? "created" : "updated");
-      return json(req, e == kCreate ? 201 : 200, tenantJson(*saved));
+      return jsonResponse(req, e == kCreate ? 201 : 200, tenantJson(*saved));
     }
     case kShow: {
       auto t = registry_.get(id);
       if (!t) return failure(req, t.status());
-      return json(req, 200, tenantJson(*t));
+      return jsonResponse(req, 200, tenantJson(*t));
     }
     case kSuspend:
     case kResume: {
@@ -220,7 +196,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       if (Status s = registry_.setStatus(id, status); !s) return failure(req, s);
       spdlog::info("admin: tenant {} {}", id, e == kSuspend ? "suspended" : "resumed");
       auto t = registry_.get(id);
-      return t ? json(req, 200, tenantJson(*t)) : failure(req, t.status());
+      return t ? jsonResponse(req, 200, tenantJson(*t)) : failure(req, t.status());
     }
     case kDelete: {
       // Deleting destroys data: the caller repeats the id, as `trellis tenant delete` does.
@@ -262,7 +238,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       auto stored = storage_.storageBytes(id);
       if (!stored) return failure(req, stored.status());
       o->set("storage_bytes", *stored);
-      return json(req, 200, o);
+      return jsonResponse(req, 200, o);
     }
     case kKeys: {
       if (auto t = registry_.get(id); !t) return failure(req, t.status());
@@ -270,7 +246,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       for (const auto& k : registry_.listKeys(id)) list->add(keyJson(k));
       Object::Ptr o = new Object;
       o->set("keys", list);
-      return json(req, 200, o);
+      return jsonResponse(req, 200, o);
     }
     case kCreateKey: {
       auto body = parseBody(req, {"ttl_seconds"});
@@ -289,7 +265,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       spdlog::info("admin: key {} created for tenant {}", key->info.id, id);  // never the secret
       auto o = keyJson(key->info);
       o->set("key", key->secret);
-      return json(req, 201, o);
+      return jsonResponse(req, 201, o);
     }
     case kRevokeKey: {
       std::string key_id(m.param("key").value_or(""));
@@ -309,7 +285,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       }
       Object::Ptr o = new Object;
       o->set("drift", list);
-      return json(req, 200, o);
+      return jsonResponse(req, 200, o);
     }
   }
   return failure(req, Status::internal("unhandled admin endpoint"));

@@ -1,0 +1,27 @@
+// Response builders shared by the data plane, the admin plane and the tenant admin API.
+#pragma once
+
+#include <Poco/Dynamic/Var.h>
+
+#include <cstdint>
+
+#include "trellis/kernel/http/message.h"
+#include "trellis/plugin.h"
+
+namespace trellis::kernel::runtime {
+
+// `body` as indented JSON, with Cache-Control: no-store (admin answers are never cached).
+http::Response jsonResponse(const http::Request& req, unsigned status,
+                            const Poco::Dynamic::Var& body);
+
+// /healthz and /readyz: 200 {"status":"ok"} or 503 {"status":"unavailable"}.
+http::Response healthResponse(const http::Request& req, bool ok);
+
+// RateLimit-Limit/-Remaining/-Reset, as the IETF RateLimit header fields define them.
+void setRateLimitHeaders(http::Response& res, uint64_t limit, uint64_t remaining,
+                         uint64_t reset_seconds);
+
+// The HTTP status for a failure status (a plugin's, or a registry's).
+unsigned httpStatusFor(trellis_status s);
+
+}  // namespace trellis::kernel::runtime
