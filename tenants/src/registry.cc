@@ -75,6 +75,13 @@ bool isValidPluginId(std::string_view id) {
   return isValidTenantId(id.substr(0, slash)) && isValidTenantId(id.substr(slash + 1));
 }
 
+// Capability names are the kernel's business; the registry only keeps them well formed.
+bool isValidCapabilityName(std::string_view c) {
+  if (c.empty() || c.size() > 32 || c[0] < 'a' || c[0] > 'z') return false;
+  return std::all_of(c.begin(), c.end(),
+                     [](char ch) { return (ch >= 'a' && ch <= 'z') || ch == '.'; });
+}
+
 // `where` names the owner in messages: `plan "free"`, `tenant "acme" overrides`.
 Status validateQuotas(const Quotas& q, const std::string& where) {
   for (const auto& f : kQuotaFields) {
@@ -152,6 +159,18 @@ Status validateRecordShape(const TenantRecord& t) {
                              std::string(kNamePattern));
     }
   }
+  for (const auto& [plugin, capabilities] : t.grants) {
+    if (t.plugins.count(plugin) == 0) {
+      return Status::invalid(who + ": grants for plugin " + inQuotes(plugin) +
+                             ", which the tenant has not enabled");
+    }
+    for (const auto& capability : capabilities) {
+      if (!isValidCapabilityName(capability)) {
+        return Status::invalid(who + ": capability " + inQuotes(capability) + " for plugin " +
+                               inQuotes(plugin) + " is invalid: expected [a-z][a-z.]{0,31}");
+      }
+    }
+  }
   if (t.source != "api" && t.source != "config") {
     return Status::invalid(who + ": source " + inQuotes(t.source) +
                            " is invalid: expected \"api\" or \"config\"");
@@ -205,7 +224,8 @@ std::string base64Url(const unsigned char* data, size_t n) {
 
 struct KeyEntry {
   const TenantView* tenant;  // owned by the same Snapshot
-  int64_t expires_at_ms;     // INT64_MAX: never
+  std::string id;
+  int64_t expires_at_ms;  // INT64_MAX: never
   bool revoked;
 };
 
@@ -240,6 +260,9 @@ Result<std::shared_ptr<const Snapshot>> buildSnapshot(StoredState state) {
     view->plan = t.plan;
     view->labels = t.labels;
     view->plugins.insert(t.plugins.begin(), t.plugins.end());
+    for (const auto& [plugin, capabilities] : t.grants) {
+      view->grants[plugin].insert(capabilities.begin(), capabilities.end());
+    }
     view->quotas = plan->second->quotas.overlaidWith(t.overrides);
     view->status = t.status;
     if (auto s = validateQuotas(view->quotas, "tenant " + inQuotes(t.id) + " (plan " +
@@ -257,7 +280,7 @@ Result<std::shared_ptr<const Snapshot>> buildSnapshot(StoredState state) {
       throw std::runtime_error("api key " + inQuotes(k.info.id) + " is corrupt");
     }
     snap->by_digest.emplace(
-        *digest, KeyEntry{view->second.get(),
+        *digest, KeyEntry{view->second.get(), k.info.id,
                           k.info.expires_at_ms.value_or(std::numeric_limits<int64_t>::max()),
                           k.info.revoked_at_ms.has_value()});
     snap->keys_by_tenant[k.info.tenant].push_back(std::move(k.info));
@@ -275,6 +298,18 @@ Result<std::shared_ptr<const Snapshot>> buildSnapshot(StoredState state) {
 
 std::string describe(const std::optional<uint64_t>& v) {
   return v ? std::to_string(*v) : std::string("unset");
+}
+
+// {"acme/x": [kv, metrics]} as `acme/x=kv,metrics`; "none" when empty.
+std::string describe(const std::map<std::string, std::set<std::string>>& grants) {
+  std::string out;
+  for (const auto& [plugin, capabilities] : grants) {
+    out += (out.empty() ? "" : " ") + plugin + "=";
+    std::string list;
+    for (const auto& c : capabilities) list += (list.empty() ? "" : ",") + c;
+    out += list;
+  }
+  return out.empty() ? "none" : out;
 }
 
 void compareDeclared(const TenantRecord& reg, const TenantRecord& decl, std::vector<Drift>& out) {
@@ -311,6 +346,10 @@ void compareDeclared(const TenantRecord& reg, const TenantRecord& decl, std::vec
     if (decl.plugins.count(plugin) == 0) {
       add("plugin " + inQuotes(plugin) + " is enabled in the registry but not in trellis.yaml");
     }
+  }
+  if (reg.grants != decl.grants) {
+    add("capability grants are " + describe(reg.grants) + " in the registry but " +
+        describe(decl.grants) + " in trellis.yaml");
   }
   for (const auto& f : kQuotaFields) {
     const auto& r = reg.overrides.*f.member;
@@ -395,6 +434,7 @@ class SqlTenantRegistry final : public TenantRegistry {
       updated.plan = std::move(tenant.plan);
       updated.labels = std::move(tenant.labels);
       updated.plugins = std::move(tenant.plugins);
+      updated.grants = std::move(tenant.grants);
       updated.overrides = tenant.overrides;
       db_->updateTenant(updated);
       return Status::ok();
@@ -436,35 +476,41 @@ class SqlTenantRegistry final : public TenantRegistry {
     });
   }
 
-  Result<NewKey> createKey(std::string_view tenant, std::optional<int64_t> ttl_seconds) override {
-    // A key that is expired at birth, or whose expiry overflows, is a caller's mistake.
-    if (ttl_seconds && (*ttl_seconds < 1 || *ttl_seconds > kMaxTtlSeconds)) {
-      return Status::invalid("ttl_seconds must be between 1 and " + std::to_string(kMaxTtlSeconds) +
-                             " (unset: never expires)");
-    }
+  Result<NewKey> createKey(std::string_view tenant, std::optional<int64_t> ttl_seconds,
+                           std::optional<uint64_t> max_active_keys) override {
+    if (Status s = validateTtl(ttl_seconds); !s) return s;
     NewKey out;
     std::string owner(tenant);
     Status s = mutate("create key", [&]() -> Status {
       if (!db_->tenant(owner)) return Status::notFound("no tenant " + inQuotes(owner));
-      // 32 bits of id: collisions are rare but possible, so look before taking one.
-      std::string id;
-      for (int attempt = 0; attempt < 16 && id.empty(); ++attempt) {
-        unsigned char raw[kKeyIdHexChars / 2];
-        if (RAND_bytes(raw, sizeof raw) != 1) return Status::internal("RAND_bytes failed");
-        std::string candidate = hexOf(raw, sizeof raw);
-        if (!db_->key(candidate)) id = std::move(candidate);
+      if (max_active_keys && db_->activeKeys(owner, nowMs()) >= *max_active_keys) {
+        return Status::quotaExceeded("tenant " + inQuotes(owner) + " already holds " +
+                                     std::to_string(*max_active_keys) +
+                                     " active keys, the max_api_keys quota of its plan; "
+                                     "revoke one first");
       }
-      if (id.empty()) return Status::internal("no free key id after 16 attempts");
-      unsigned char secret[kSecretBytes];
-      if (RAND_bytes(secret, sizeof secret) != 1) return Status::internal("RAND_bytes failed");
-      std::string key = std::string(kKeyPrefix) + id + "_" + base64Url(secret, sizeof secret);
-      OPENSSL_cleanse(secret, sizeof secret);
+      return insertNewKey(owner, ttl_seconds, out);
+    });
+    if (!s) return s;
+    return out;
+  }
+
+  Result<NewKey> rotateKey(std::string_view tenant, std::string_view old_key_id,
+                           std::optional<int64_t> ttl_seconds) override {
+    if (Status s = validateTtl(ttl_seconds); !s) return s;
+    NewKey out;
+    std::string owner(tenant), old_id(old_key_id);
+    Status s = mutate("rotate key", [&]() -> Status {
+      auto old = db_->key(old_id);
       int64_t now = nowMs();
-      StoredKey stored{KeyInfo{id, owner, now, std::nullopt, std::nullopt}, sha256Hex(key)};
-      if (ttl_seconds) stored.info.expires_at_ms = now + *ttl_seconds * 1000;
-      db_->insertKey(stored);
-      out.info = std::move(stored.info);
-      out.secret = std::move(key);
+      // Another tenant's key answers like a missing one.
+      if (!old || old->info.tenant != owner || old->info.revoked_at_ms ||
+          (old->info.expires_at_ms && *old->info.expires_at_ms <= now)) {
+        return Status::notFound("no active key " + inQuotes(old_id) + " of tenant " +
+                                inQuotes(owner));
+      }
+      if (Status created = insertNewKey(owner, ttl_seconds, out); !created) return created;
+      db_->revokeKey(old_id, now);
       return Status::ok();
     });
     if (!s) return s;
@@ -583,6 +629,7 @@ class SqlTenantRegistry final : public TenantRegistry {
       r.outcome = entry.tenant->status == TenantStatus::kSuspended ? Resolution::Outcome::kSuspended
                                                                    : Resolution::Outcome::kOk;
       r.tenant = entry.tenant;
+      r.key_id = entry.id;
       r.snapshot = std::move(snap);
     }
     return r;
@@ -616,6 +663,39 @@ class SqlTenantRegistry final : public TenantRegistry {
     } catch (const std::exception& e) {
       return Status::unavailable("system database: " + std::string(what) + " failed: " + e.what());
     }
+  }
+
+  // A key that is expired at birth, or whose expiry overflows, is a caller's mistake.
+  static Status validateTtl(std::optional<int64_t> ttl_seconds) {
+    if (ttl_seconds && (*ttl_seconds < 1 || *ttl_seconds > kMaxTtlSeconds)) {
+      return Status::invalid("ttl_seconds must be between 1 and " + std::to_string(kMaxTtlSeconds) +
+                             " (unset: never expires)");
+    }
+    return Status::ok();
+  }
+
+  // Inside mutate(): a fresh id and secret for `owner`, stored as its hash.
+  Status insertNewKey(const std::string& owner, std::optional<int64_t> ttl_seconds, NewKey& out) {
+    // 32 bits of id: collisions are rare but possible, so look before taking one.
+    std::string id;
+    for (int attempt = 0; attempt < 16 && id.empty(); ++attempt) {
+      unsigned char raw[kKeyIdHexChars / 2];
+      if (RAND_bytes(raw, sizeof raw) != 1) return Status::internal("RAND_bytes failed");
+      std::string candidate = hexOf(raw, sizeof raw);
+      if (!db_->key(candidate)) id = std::move(candidate);
+    }
+    if (id.empty()) return Status::internal("no free key id after 16 attempts");
+    unsigned char secret[kSecretBytes];
+    if (RAND_bytes(secret, sizeof secret) != 1) return Status::internal("RAND_bytes failed");
+    std::string key = std::string(kKeyPrefix) + id + "_" + base64Url(secret, sizeof secret);
+    OPENSSL_cleanse(secret, sizeof secret);
+    int64_t now = nowMs();
+    StoredKey stored{KeyInfo{id, owner, now, std::nullopt, std::nullopt}, sha256Hex(key)};
+    if (ttl_seconds) stored.info.expires_at_ms = now + *ttl_seconds * 1000;
+    db_->insertKey(stored);
+    out.info = std::move(stored.info);
+    out.secret = std::move(key);
+    return Status::ok();
   }
 
   std::mutex mu_;  // serialises mutations and every use of db_

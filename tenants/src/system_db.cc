@@ -21,33 +21,44 @@ constexpr int kBusyTimeoutMs = 5000;
 // Schema migrations; version N is the first N entries. Append only: a released entry
 // never changes, a later change is a new entry (ALTER TABLE ...).
 const std::vector<std::vector<std::string>>& migrations() {
-  static const std::vector<std::vector<std::string>> kMigrations = {{
-      "CREATE TABLE plans("
-      " name TEXT PRIMARY KEY,"
-      " requests_per_second BIGINT, burst BIGINT, max_concurrent BIGINT,"
-      " max_body_bytes BIGINT, max_storage_bytes BIGINT, max_host_calls BIGINT)",
-      "INSERT INTO plans(name) VALUES('default')",
-      "CREATE TABLE tenants("
-      " id TEXT PRIMARY KEY,"
-      " plan TEXT NOT NULL REFERENCES plans(name),"
-      " status TEXT NOT NULL CHECK(status IN ('active', 'suspended')),"
-      " source TEXT NOT NULL CHECK(source IN ('api', 'config')),"
-      " created_at_ms BIGINT NOT NULL,"
-      " requests_per_second BIGINT, burst BIGINT, max_concurrent BIGINT,"
-      " max_body_bytes BIGINT, max_storage_bytes BIGINT, max_host_calls BIGINT)",
-      "CREATE TABLE tenant_labels("
-      " tenant TEXT NOT NULL REFERENCES tenants(id),"
-      " name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, name))",
-      "CREATE TABLE tenant_plugins("
-      " tenant TEXT NOT NULL REFERENCES tenants(id),"
-      " plugin TEXT NOT NULL, PRIMARY KEY(tenant, plugin))",
-      "CREATE TABLE api_keys("
-      " id TEXT PRIMARY KEY,"
-      " tenant TEXT NOT NULL REFERENCES tenants(id),"
-      " sha256 TEXT NOT NULL UNIQUE,"
-      " created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT, revoked_at_ms BIGINT)",
-      "CREATE INDEX api_keys_by_tenant ON api_keys(tenant)",
-  }};
+  static const std::vector<std::vector<std::string>> kMigrations = {
+      {
+          "CREATE TABLE plans("
+          " name TEXT PRIMARY KEY,"
+          " requests_per_second BIGINT, burst BIGINT, max_concurrent BIGINT,"
+          " max_body_bytes BIGINT, max_storage_bytes BIGINT, max_host_calls BIGINT)",
+          "INSERT INTO plans(name) VALUES('default')",
+          "CREATE TABLE tenants("
+          " id TEXT PRIMARY KEY,"
+          " plan TEXT NOT NULL REFERENCES plans(name),"
+          " status TEXT NOT NULL CHECK(status IN ('active', 'suspended')),"
+          " source TEXT NOT NULL CHECK(source IN ('api', 'config')),"
+          " created_at_ms BIGINT NOT NULL,"
+          " requests_per_second BIGINT, burst BIGINT, max_concurrent BIGINT,"
+          " max_body_bytes BIGINT, max_storage_bytes BIGINT, max_host_calls BIGINT)",
+          "CREATE TABLE tenant_labels("
+          " tenant TEXT NOT NULL REFERENCES tenants(id),"
+          " name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, name))",
+          "CREATE TABLE tenant_plugins("
+          " tenant TEXT NOT NULL REFERENCES tenants(id),"
+          " plugin TEXT NOT NULL, PRIMARY KEY(tenant, plugin))",
+          "CREATE TABLE api_keys("
+          " id TEXT PRIMARY KEY,"
+          " tenant TEXT NOT NULL REFERENCES tenants(id),"
+          " sha256 TEXT NOT NULL UNIQUE,"
+          " created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT, revoked_at_ms BIGINT)",
+          "CREATE INDEX api_keys_by_tenant ON api_keys(tenant)",
+      },
+      {
+          // Self-service key limits and per-(plugin, tenant) capability grants. A NULL
+          // grants column means "everything the manifest requests"; otherwise a
+          // comma-separated list, possibly empty.
+          "ALTER TABLE plans ADD COLUMN max_api_keys BIGINT",
+          "ALTER TABLE plans ADD COLUMN max_key_ttl_seconds BIGINT",
+          "ALTER TABLE tenants ADD COLUMN max_api_keys BIGINT",
+          "ALTER TABLE tenants ADD COLUMN max_key_ttl_seconds BIGINT",
+          "ALTER TABLE tenant_plugins ADD COLUMN grants TEXT",
+      }};
   return kMigrations;
 }
 
@@ -107,6 +118,29 @@ struct QuotaValues {
     for (size_t i = 0; i < values.size(); ++i) q.into(values[i], inds[i]);
   }
 };
+
+std::string joinGrants(const std::set<std::string>& capabilities) {
+  std::string out;
+  for (const auto& c : capabilities) out += (out.empty() ? "" : ",") + c;
+  return out;
+}
+
+std::set<std::string> splitGrants(const std::string& list) {
+  std::set<std::string> out;
+  for (size_t begin = 0; begin < list.size();) {
+    size_t end = std::min(list.find(',', begin), list.size());
+    out.emplace(list.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return out;
+}
+
+// Reads (plugin, grants) rows into `t`: enabled plugins and, where not NULL, their grants.
+void addPluginRow(TenantRecord& t, const std::string& plugin, const std::string& grants,
+                  soci::indicator grants_ind) {
+  t.plugins.insert(plugin);
+  if (grants_ind != soci::i_null) t.grants[plugin] = splitGrants(grants);
+}
 
 TenantStatus parseStatus(const std::string& s) {
   if (s == "active") return TenantStatus::kActive;
@@ -179,9 +213,13 @@ void insertLabelsAndPlugins(soci::session& sql, const TenantRecord& t) {
         .run();
   }
   for (const auto& plugin : t.plugins) {
-    Query(sql, "INSERT INTO tenant_plugins(tenant, plugin) VALUES(:t, :p)")
+    auto granted = t.grants.find(plugin);
+    std::string grants = granted == t.grants.end() ? "" : joinGrants(granted->second);
+    soci::indicator grants_ind = granted == t.grants.end() ? soci::i_null : soci::i_ok;
+    Query(sql, "INSERT INTO tenant_plugins(tenant, plugin, grants) VALUES(:t, :p, :g)")
         .use(t.id)
         .use(plugin)
+        .use(grants, grants_ind)
         .run();
   }
 }
@@ -280,10 +318,13 @@ StoredState SystemDb::load() {
     for (bool row = q.run(); row; row = q.next()) by_id.at(tenant)->labels.emplace(name, value);
   }
   {
-    std::string tenant, plugin;
-    Query q(sql_, "SELECT tenant, plugin FROM tenant_plugins");
-    q.into(tenant).into(plugin);
-    for (bool row = q.run(); row; row = q.next()) by_id.at(tenant)->plugins.insert(plugin);
+    std::string tenant, plugin, grants;
+    soci::indicator grants_ind = soci::i_ok;
+    Query q(sql_, "SELECT tenant, plugin, grants FROM tenant_plugins");
+    q.into(tenant).into(plugin).into(grants, grants_ind);
+    for (bool row = q.run(); row; row = q.next()) {
+      addPluginRow(*by_id.at(tenant), plugin, grants, grants_ind);
+    }
   }
   state.keys = readKeys(sql_, "", [](Query&) {});
   return state;
@@ -345,10 +386,11 @@ std::optional<TenantRecord> SystemDb::tenant(const std::string& id) {
     for (bool row = q.run(); row; row = q.next()) t.labels.emplace(name, value);
   }
   {
-    std::string plugin;
-    Query q(sql_, "SELECT plugin FROM tenant_plugins WHERE tenant = :t");
-    q.use(id).into(plugin);
-    for (bool row = q.run(); row; row = q.next()) t.plugins.insert(plugin);
+    std::string plugin, grants;
+    soci::indicator grants_ind = soci::i_ok;
+    Query q(sql_, "SELECT plugin, grants FROM tenant_plugins WHERE tenant = :t");
+    q.use(id).into(plugin).into(grants, grants_ind);
+    for (bool row = q.run(); row; row = q.next()) addPluginRow(t, plugin, grants, grants_ind);
   }
   return t;
 }
@@ -415,6 +457,19 @@ void SystemDb::insertKey(const StoredKey& key) {
       .use(expires, expires_ind)
       .use(revoked, revoked_ind)
       .run();
+}
+
+uint64_t SystemDb::activeKeys(const std::string& tenant, int64_t now_ms) {
+  long long now = now_ms;
+  long long count = 0;
+  Query(sql_,
+        "SELECT COUNT(*) FROM api_keys WHERE tenant = :t AND revoked_at_ms IS NULL"
+        " AND (expires_at_ms IS NULL OR expires_at_ms > :now)")
+      .use(tenant)
+      .use(now)
+      .into(count)
+      .run();
+  return static_cast<uint64_t>(count);
 }
 
 void SystemDb::revokeKey(const std::string& id, int64_t at_ms) {

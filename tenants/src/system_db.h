@@ -72,6 +72,8 @@ class SystemDb {
   std::optional<StoredKey> key(const std::string& id);
   std::optional<StoredKey> keyByHash(const std::string& sha256_hex);
   void insertKey(const StoredKey& key);
+  // Keys of `tenant` neither revoked nor expired at `now_ms`.
+  uint64_t activeKeys(const std::string& tenant, int64_t now_ms);
   void revokeKey(const std::string& id, int64_t at_ms);
 
  private:

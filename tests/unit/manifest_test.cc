@@ -304,7 +304,7 @@ TEST(ManifestTest, Dependencies) {
 TEST(ManifestTest, Capabilities) {
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "metrics", "kvv"])")),
             "capabilities[2]: unknown capability \"kvv\" (known: kv, events.publish, "
-            "events.subscribe, metrics, egress)");
+            "events.subscribe, metrics, egress, tenant.read, tenant.keys)");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", 1])")),
             "capabilities[1]: expected a string, got an integer");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "kv"])")),

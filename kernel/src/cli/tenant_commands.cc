@@ -36,7 +36,36 @@ void printTenant(const std::string& body) {
   for (const auto& k : labels->getNames()) {
     std::printf("  label %s=%s\n", k.c_str(), labels->getValue<std::string>(k).c_str());
   }
+  if (auto grants = t->getObject("grants")) {
+    for (const auto& plugin : grants->getNames()) {
+      auto list = grants->getArray(plugin);
+      std::string caps;
+      for (size_t i = 0; i < list->size(); ++i) {
+        caps += (i ? "," : "") + list->getElement<std::string>(static_cast<unsigned>(i));
+      }
+      std::printf("  grants %s=%s\n", plugin.c_str(), caps.empty() ? "(none)" : caps.c_str());
+    }
+  }
   std::printf("  quota overrides: %s\n", quotasText(t->getObject("quotas")).c_str());
+}
+
+// --grant plugin=cap,cap (empty after '=': no capabilities) as the API's grants object.
+Poco::JSON::Object::Ptr grantsBody(const std::vector<std::string>& grants) {
+  Poco::JSON::Object::Ptr out = new Poco::JSON::Object;
+  for (const auto& g : grants) {
+    auto eq = g.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      AdminClient::die("--grant expects plugin=capability[,capability...], got " + g);
+    }
+    Poco::JSON::Array::Ptr caps = new Poco::JSON::Array;
+    for (size_t begin = eq + 1; begin < g.size();) {
+      size_t end = std::min(g.find(',', begin), g.size());
+      if (end > begin) caps->add(g.substr(begin, end - begin));
+      begin = end + 1;
+    }
+    out->set(g.substr(0, eq), caps);
+  }
+  return out;
 }
 
 void printTenantList(const std::string& body) {
@@ -105,6 +134,13 @@ TenantCommands::TenantCommands(CLI::App& app, const AdminClient& admin, const bo
     c->add_option("--plan", plan_, "Plan (quota set) name");
     c->add_option("--label", labels_, "Label key=value (repeatable)");
     c->add_option("--plugin", plugins_, "Enable a plugin for the tenant (repeatable)");
+    auto* grant =
+        c->add_option("--grant", grants_,
+                      "Limit a plugin to these capabilities for the tenant: plugin=cap,cap "
+                      "(repeatable; replaces the tenant's grants)");
+    c->add_flag("--all-capabilities", clear_grants_,
+                "Drop every grant: each plugin gets all the capabilities it requests")
+        ->excludes(grant);
     for (const auto& [name_view, field] : tenants::kQuotaFields) {
       const std::string q(name_view);
       c->add_option("--" + q, quotas_[q], "Quota override: " + q);
@@ -153,6 +189,7 @@ void TenantCommands::run() {
       for (const auto& p : plugins_) plugins->add(p);
       body.set("plugins", plugins);
     }
+    if (!grants_.empty() || clear_grants_) body.set("grants", grantsBody(grants_));
     Poco::JSON::Object::Ptr quotas = new Poco::JSON::Object;
     for (const auto& [name, value] : quotas_) {
       if (value > 0) quotas->set(name, value);

@@ -31,6 +31,8 @@ class TenantCommands {
   std::string plan_;
   std::vector<std::string> labels_;  // k=v
   std::vector<std::string> plugins_;
+  std::vector<std::string> grants_;  // plugin=cap,cap
+  bool clear_grants_ = false;
   std::map<std::string, uint64_t> quotas_;
   bool yes_ = false;
   int64_t ttl_seconds_ = 0;

@@ -186,7 +186,7 @@ class Parser {
 
   // A map (null counts as empty) whose keys are all in `allowed`, each at most once.
   static void checkKeys(const YAML::Node& node, const std::string& path,
-                        std::initializer_list<std::string_view> allowed) {
+                        const std::vector<std::string_view>& allowed) {
     if (node.IsNull()) return;
     if (!node.IsMap()) fail(path, "expected a map, got " + describe(node));
     std::set<std::string> seen;
@@ -369,7 +369,7 @@ class Parser {
       const YAML::Node& t = n[i];
       std::string tpath = indexed(path, i);
       if (!t.IsMap()) fail(tpath, "expected a map with id and keys, got " + describe(t));
-      checkKeys(t, tpath, {"id", "keys", "plan", "labels", "plugins", "quotas"});
+      checkKeys(t, tpath, {"id", "keys", "plan", "labels", "plugins", "grants", "quotas"});
       TenantEntry entry;
       if (!t["id"]) fail(join(tpath, "id"), "required");
       entry.id = readString(t["id"], join(tpath, "id"));
@@ -419,8 +419,33 @@ class Parser {
           entry.plugins.insert(id);
         }
       }
+      if (auto grants = t["grants"]) readGrants(grants, join(tpath, "grants"), entry);
       if (auto q = t["quotas"]) entry.quotas = readQuotas(q, join(tpath, "quotas"));
       cfg.tenants.push_back(std::move(entry));
+    }
+  }
+
+  // grants: {plugin id: [capability, …]}: each plugin enabled for the tenant, each
+  // capability one the kernel knows.
+  static void readGrants(const YAML::Node& n, const std::string& path, TenantEntry& entry) {
+    if (n.IsNull()) return;
+    if (!n.IsMap()) fail(path, "expected a map of plugin id to capabilities, got " + describe(n));
+    for (const auto& kv : n) {
+      std::string plugin = readString(kv.first, path);
+      std::string gpath = join(path, plugin);
+      if (entry.plugins.count(plugin) == 0) {
+        fail(gpath, "plugin \"" + plugin + "\" is not in this tenant's plugins");
+      }
+      auto& granted = entry.grants[plugin];
+      if (kv.second.IsNull()) continue;
+      requireList(kv.second, gpath);
+      for (size_t k = 0; k < kv.second.size(); ++k) {
+        std::string capability = readString(kv.second[k], indexed(gpath, k));
+        if (!plugin::isKnownCapability(capability)) {
+          fail(indexed(gpath, k), "unknown capability \"" + capability + "\"");
+        }
+        granted.insert(std::move(capability));
+      }
     }
   }
 
@@ -449,9 +474,9 @@ class Parser {
 
   // Every quota is optional (absent = unlimited) and at least 1.
   static tenants::Quotas readQuotas(const YAML::Node& n, const std::string& path) {
-    checkKeys(n, path,
-              {"requests_per_second", "burst", "max_concurrent", "max_body_bytes",
-               "max_storage_bytes", "max_host_calls"});
+    std::vector<std::string_view> names;
+    for (const auto& field : tenants::kQuotaFields) names.emplace_back(field.name);
+    checkKeys(n, path, names);
     tenants::Quotas q;
     for (const auto& [name, field] : tenants::kQuotaFields) {
       const std::string key(name);

@@ -394,8 +394,7 @@ class ManifestReader {
       std::string path = "capabilities[" + std::to_string(i) + "]";
       auto cap = asString((*caps)->get(static_cast<unsigned>(i)), path);
       if (!cap) return cap.status();
-      if (std::find(kKnownCapabilities.begin(), kKnownCapabilities.end(), *cap) ==
-          kKnownCapabilities.end()) {
+      if (!isKnownCapability(*cap)) {
         return fieldError(path, "unknown capability " + quoteText(*cap) +
                                     " (known: " + joined(kKnownCapabilities) + ")");
       }

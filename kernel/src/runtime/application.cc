@@ -6,6 +6,7 @@
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
 #include "runtime/plugin_manager.h"
+#include "runtime/self_service.h"
 #include "runtime/tenant_admin.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
@@ -37,6 +38,7 @@ struct Application::Impl {
   std::unique_ptr<tenants::TenantRegistry> tenants;
   tenants::Admission admission;
   std::unique_ptr<storage::KvStore> kv;
+  std::unique_ptr<runtime::SelfService> self_service;
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
   std::unique_ptr<PluginManager> plugins;
@@ -60,6 +62,7 @@ Result<std::vector<tenants::Drift>> applyDeclaredTenants(const config::Config& c
     r.plan = t.plan;
     r.labels = t.labels;
     r.plugins = t.plugins;
+    r.grants = t.grants;
     r.overrides = t.quotas;
     r.source = "config";
     declared.push_back(std::move(r));
@@ -100,8 +103,9 @@ Status Application::start() {
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
 
-  s.plugins = std::make_unique<PluginManager>(
-      runtime::HostServices{s.kv.get(), &s.events, &s.metrics, s.tenants.get()});
+  s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv);
+  s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
+      s.kv.get(), &s.events, &s.metrics, s.tenants.get(), s.self_service.get()});
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
   s.routes = s.plugins->buildRouteTable();
 

@@ -38,6 +38,7 @@ const trellis_host_api* hostApi();
 struct trellis_ctx {
   trellis::kernel::runtime::PluginInstance* plugin = nullptr;
   const trellis::tenants::TenantView* tenant = nullptr;  // null outside tenant calls
+  std::string_view principal;  // id of the key that made the request; "" otherwise
   trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
   std::string error;  // last message from host->set_error
   // Per-request quota on host calls (tenant's max_host_calls); see admitCall().

@@ -150,7 +150,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
 
   const RouteTarget& route = routes_.targets[match->target];
   if (!route.blocking) {
-    auto res = invoke(route, tenant, req, *match, path, query, request_id);
+    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id);
     addRateLimitHeaders(res, ticket);
     finish(req, peer, res, request_id, tenant.id, &route, started);
     respond(std::move(res));
@@ -160,8 +160,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
   bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
                                  match = std::move(*match), path, query, request_id, started,
-                                 respond, ticket_ptr]() mutable {
-    auto res = invoke(route, tenant, req, match, path, query, request_id);
+                                 respond, ticket_ptr, principal = who.key_id]() mutable {
+    auto res = invoke(route, tenant, principal, req, match, path, query, request_id);
     addRateLimitHeaders(res, *ticket_ptr);
     finish(req, peer, res, request_id, tenant.id, &route, started);
     ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
@@ -177,12 +177,13 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
 }
 
 http::Response DataPlane::invoke(const RouteTarget& target, const tenants::TenantView& tenant,
-                                 const http::Request& req, const http::RouteMatch& match,
-                                 std::string_view path, std::string_view query,
-                                 const std::string& request_id) {
+                                 std::string_view principal, const http::Request& req,
+                                 const http::RouteMatch& match, std::string_view path,
+                                 std::string_view query, const std::string& request_id) {
   trellis_ctx ctx;
   ctx.plugin = target.plugin;
   ctx.tenant = &tenant;
+  ctx.principal = principal;
   ctx.phase = Phase::kRequest;
   ctx.max_host_calls = tenant.quotas.max_host_calls.value_or(UINT64_MAX);
   trellis_request request;

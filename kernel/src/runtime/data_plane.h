@@ -28,10 +28,11 @@ class DataPlane : public http::RequestHandler {
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:
+  // `principal`: the id of the key that authenticated the request.
   http::Response invoke(const RouteTarget& target, const tenants::TenantView& tenant,
-                        const http::Request& req, const http::RouteMatch& match,
-                        std::string_view path, std::string_view query,
-                        const std::string& request_id);
+                        std::string_view principal, const http::Request& req,
+                        const http::RouteMatch& match, std::string_view path,
+                        std::string_view query, const std::string& request_id);
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
               const std::string& request_id, std::string_view tenant, const RouteTarget* target,
               std::chrono::steady_clock::time_point started);

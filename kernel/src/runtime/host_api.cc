@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "runtime/call_context.h"
+#include "runtime/self_service.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
@@ -39,6 +40,7 @@ trellis_ctx* live(const trellis_ctx* ctx) {
 trellis_status admitCall(const trellis_ctx* c) {
   trellis_ctx* ctx = live(c);
   if (!ctx) return TRELLIS_INVALID;
+  ctx->error.clear();  // last_error describes this call, not an earlier one
   if (ctx->phase == Phase::kRequest && ++ctx->host_calls > ctx->max_host_calls) {
     ctx->refused_quota = "max_host_calls";
     ctx->refused_limit = ctx->max_host_calls;
@@ -56,10 +58,17 @@ trellis_status fail(trellis_ctx* ctx, const Status& s) {
 
 // Refuses a call outside the plugin's granted capabilities: counted, logged and published
 // on the audit topic, so operators see what plugins try.
+// The grant is the manifest's request narrowed by the tenant's grants for this plugin.
 bool granted(trellis_ctx* ctx, std::string_view capability) {
-  if (ctx->plugin->manifest().hasCapability(capability)) return true;
+  bool requested = ctx->plugin->manifest().hasCapability(capability);
+  if (requested && (!ctx->tenant || ctx->tenant->grantsCapability(ctx->plugin->id(), capability))) {
+    return true;
+  }
   ctx->plugin->denied_calls.fetch_add(1, std::memory_order_relaxed);
-  ctx->error = "capability \"" + std::string(capability) + "\" was not requested in the manifest";
+  ctx->error = requested ? "capability \"" + std::string(capability) +
+                               "\" is not granted to this plugin by tenant " + ctx->tenant->id
+                         : "capability \"" + std::string(capability) +
+                               "\" was not requested in the manifest";
   const HostServices& svc = ctx->plugin->services();
   if (svc.metrics) {
     svc.metrics
@@ -75,8 +84,8 @@ bool granted(trellis_ctx* ctx, std::string_view capability) {
     svc.events->publish({ctx->tenant ? ctx->tenant->id : "", "kernel", "audit.capability_denied",
                          std::move(payload)});
   }
-  spdlog::warn("plugin={} tenant={} denied capability {}", ctx->plugin->id(),
-               ctx->tenant ? ctx->tenant->id : "-", capability);
+  spdlog::warn("plugin={} tenant={} denied: {}", ctx->plugin->id(),
+               ctx->tenant ? ctx->tenant->id : "-", ctx->error);
   return false;
 }
 
@@ -419,7 +428,10 @@ trellis_status eventSubscribe(const trellis_ctx* c, trellis_str topic, trellis_e
         std::shared_ptr<const tenants::TenantView> tenant;
         if (!e.tenant.empty()) {
           tenant = tenants ? tenants->view(e.tenant) : nullptr;
-          if (!tenant || !tenant->hasPlugin(plugin->id())) return;
+          if (!tenant || !tenant->hasPlugin(plugin->id()) ||
+              !tenant->grantsCapability(plugin->id(), "events.subscribe")) {
+            return;
+          }
           call.tenant = tenant.get();
         }
         CallScope scope(&call);
@@ -494,6 +506,89 @@ trellis_status metricRecord(const trellis_ctx* c, trellis_metric_id id, double v
   return TRELLIS_OK;
 }
 
+trellis_status ctxPrincipal(const trellis_ctx* c, trellis_str* out) {
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
+  trellis_ctx* ctx = live(c);
+  if (!out) return TRELLIS_INVALID;
+  *out = str(ctx->principal);
+  return TRELLIS_OK;
+}
+
+// Self-service calls act on the ctx's own tenant, so they need one and the capability.
+trellis_ctx* selfServiceCall(const trellis_ctx* c, std::string_view capability,
+                             trellis_status* refused) {
+  if (*refused = admitCall(c); *refused != TRELLIS_OK) return nullptr;
+  trellis_ctx* ctx = live(c);
+  if (!granted(ctx, capability)) {
+    *refused = TRELLIS_PERMISSION_DENIED;
+    return nullptr;
+  }
+  if (!ctx->tenant || !ctx->plugin->services().self_service) {
+    ctx->error = "tenant calls need a tenant: call them from a request or event handler";
+    *refused = TRELLIS_INVALID;
+    return nullptr;
+  }
+  return ctx;
+}
+
+trellis_status tenantInfo(const trellis_ctx* c, trellis_buf* out) {
+  trellis_status refused = TRELLIS_OK;
+  trellis_ctx* ctx = selfServiceCall(c, "tenant.read", &refused);
+  if (!ctx) return refused;
+  if (!out) return fail(ctx, Status::invalid("out_json is NULL"));
+  auto json = ctx->plugin->services().self_service->info(*ctx->tenant);
+  if (!json) return fail(ctx, json.status());
+  fillBuf(out, *json);
+  return TRELLIS_OK;
+}
+
+trellis_status tenantKeysList(const trellis_ctx* c, trellis_buf* out) {
+  trellis_status refused = TRELLIS_OK;
+  trellis_ctx* ctx = selfServiceCall(c, "tenant.keys", &refused);
+  if (!ctx) return refused;
+  if (!out) return fail(ctx, Status::invalid("out_json is NULL"));
+  fillBuf(out, ctx->plugin->services().self_service->keys(*ctx->tenant));
+  return TRELLIS_OK;
+}
+
+trellis_status tenantKeyCreate(const trellis_ctx* c, uint64_t ttl_seconds, trellis_buf* out) {
+  trellis_status refused = TRELLIS_OK;
+  trellis_ctx* ctx = selfServiceCall(c, "tenant.keys", &refused);
+  if (!ctx) return refused;
+  if (!out) return fail(ctx, Status::invalid("out_json is NULL"));
+  auto json = ctx->plugin->services().self_service->createKey(*ctx->tenant, ttl_seconds);
+  if (!json) return fail(ctx, json.status());
+  fillBuf(out, *json);
+  return TRELLIS_OK;
+}
+
+trellis_status tenantKeyRotate(const trellis_ctx* c, uint64_t ttl_seconds, trellis_buf* out) {
+  trellis_status refused = TRELLIS_OK;
+  trellis_ctx* ctx = selfServiceCall(c, "tenant.keys", &refused);
+  if (!ctx) return refused;
+  if (!out) return fail(ctx, Status::invalid("out_json is NULL"));
+  auto json =
+      ctx->plugin->services().self_service->rotateKey(*ctx->tenant, ctx->principal, ttl_seconds);
+  if (!json) return fail(ctx, json.status());
+  fillBuf(out, *json);
+  return TRELLIS_OK;
+}
+
+trellis_status tenantKeyRevoke(const trellis_ctx* c, trellis_str key_id) {
+  trellis_status refused = TRELLIS_OK;
+  trellis_ctx* ctx = selfServiceCall(c, "tenant.keys", &refused);
+  if (!ctx) return refused;
+  Status s = ctx->plugin->services().self_service->revokeKey(*ctx->tenant, view(key_id));
+  return s ? TRELLIS_OK : fail(ctx, s);
+}
+
+trellis_status lastError(const trellis_ctx* c, trellis_str* out) {
+  trellis_ctx* ctx = live(c);
+  if (!ctx || !out) return TRELLIS_INVALID;
+  *out = str(ctx->error);
+  return TRELLIS_OK;
+}
+
 constexpr trellis_host_api kHostApi = {
     sizeof(trellis_host_api),
     TRELLIS_ABI_MAJOR,
@@ -527,6 +622,13 @@ constexpr trellis_host_api kHostApi = {
     clockMonotonicNs,
     metricDefine,
     metricRecord,
+    ctxPrincipal,
+    tenantInfo,
+    tenantKeysList,
+    tenantKeyCreate,
+    tenantKeyRotate,
+    tenantKeyRevoke,
+    lastError,
 };
 
 }  // namespace

@@ -34,12 +34,15 @@ class TenantRegistry;
 
 namespace trellis::kernel::runtime {
 
+class SelfService;
+
 // Kernel services every plugin reaches through the host table.
 struct HostServices {
   storage::KvStore* kv = nullptr;
   events::EventBus* events = nullptr;
   metrics::MetricsRegistry* metrics = nullptr;
   const tenants::TenantRegistry* tenants = nullptr;
+  SelfService* self_service = nullptr;  // the tenant_* host calls; null = unavailable
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };

@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/responses.h"
+#include "runtime/tenant_json.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/plugin/manifest.h"
 
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
@@ -21,41 +23,6 @@ http::Response failure(const http::Request& req, const Status& s) {
   unsigned code = httpStatusFor(s.toC());
   return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
                        {}, &req);
-}
-
-Object::Ptr quotasJson(const tenants::Quotas& q) {
-  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-  for (const auto& [name, field] : kQuotaFields) {
-    if (q.*field) o->set(std::string(name), *(q.*field));
-  }
-  return o;
-}
-
-Object::Ptr tenantJson(const tenants::TenantRecord& t) {
-  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-  o->set("id", t.id);
-  o->set("status", std::string(tenants::tenantStatusName(t.status)));
-  o->set("plan", t.plan);
-  Object::Ptr labels = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-  for (const auto& [k, v] : t.labels) labels->set(k, v);
-  o->set("labels", labels);
-  Array::Ptr plugins = new Array;
-  for (const auto& p : t.plugins) plugins->add(p);
-  o->set("plugins", plugins);
-  o->set("quotas", quotasJson(t.overrides));
-  o->set("source", t.source);
-  o->set("created_at_ms", t.created_at_ms);
-  return o;
-}
-
-Object::Ptr keyJson(const tenants::KeyInfo& k) {
-  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-  o->set("id", k.id);
-  o->set("tenant", k.tenant);
-  o->set("created_at_ms", k.created_at_ms);
-  if (k.expires_at_ms) o->set("expires_at_ms", *k.expires_at_ms);
-  if (k.revoked_at_ms) o->set("revoked_at_ms", *k.revoked_at_ms);
-  return o;
 }
 
 // Strict JSON body: an object with only `allowed` members.
@@ -94,6 +61,24 @@ Status readTenantFields(const Object::Ptr& o, tenants::TenantRecord& t) {
       t.plugins.clear();
       for (size_t i = 0; i < plugins->size(); ++i) {
         t.plugins.insert(plugins->getElement<std::string>(static_cast<unsigned>(i)));
+      }
+    }
+    if (o->has("grants")) {
+      auto grants = o->getObject("grants");
+      if (!grants) return Status::invalid("grants: expected an object of capability arrays");
+      t.grants.clear();
+      for (const auto& plugin : grants->getNames()) {
+        auto list = grants->getArray(plugin);
+        if (!list) return Status::invalid("grants." + plugin + ": expected an array");
+        auto& granted = t.grants[plugin];
+        for (size_t i = 0; i < list->size(); ++i) {
+          auto capability = list->getElement<std::string>(static_cast<unsigned>(i));
+          if (!plugin::isKnownCapability(capability)) {
+            return Status::invalid("grants." + plugin + ": unknown capability \"" + capability +
+                                   "\"");
+          }
+          granted.insert(std::move(capability));
+        }
       }
     }
     if (o->has("quotas")) {
@@ -168,7 +153,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     }
     case kCreate:
     case kUpdate: {
-      auto body = parseBody(req, {"id", "plan", "labels", "plugins", "quotas"});
+      auto body = parseBody(req, {"id", "plan", "labels", "plugins", "grants", "quotas"});
       if (!body) return failure(req, body.status());
       tenants::TenantRecord t;
       if (e == kUpdate) {
@@ -227,17 +212,9 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     case kUsage: {
       auto view = registry_.view(id);
       if (!view) return failure(req, Status::notFound("no tenant \"" + id + "\""));
-      auto usage = admission_.usage(id);
-      Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-      o->set("tenant", id);
-      o->set("plan", view->plan);
-      o->set("quotas", quotasJson(view->quotas));
-      o->set("in_flight", usage.in_flight);
-      o->set("admitted", usage.admitted);
-      o->set("rejected", usage.rejected);
       auto stored = storage_.storageBytes(id);
       if (!stored) return failure(req, stored.status());
-      o->set("storage_bytes", *stored);
+      auto o = usageJson(*view, admission_.usage(id), *stored);
       return jsonResponse(req, 200, o);
     }
     case kKeys: {

@@ -1,5 +1,8 @@
 /*
- * Trellis plugin ABI, version 1 — the only contract between trellisd and a plugin.
+ * Trellis plugin ABI, version 1.1 — the only contract between trellisd and a plugin.
+ *
+ * 1.0: the original table. 1.1: ctx_principal, tenant self-service (tenant_info,
+ * tenant_key*) and last_error.
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -62,7 +65,7 @@ extern "C" {
 #endif
 
 #define TRELLIS_ABI_MAJOR 1
-#define TRELLIS_ABI_MINOR 0
+#define TRELLIS_ABI_MINOR 1
 
 #if defined(_WIN32)
 #define TRELLIS_PLUGIN_EXPORT __declspec(dllexport)
@@ -267,7 +270,51 @@ typedef struct trellis_host_api {
   trellis_status (*metric_define)(const trellis_ctx* ctx, int32_t kind, trellis_str name,
                                   trellis_str help, trellis_metric_id* out);
   trellis_status (*metric_record)(const trellis_ctx* ctx, trellis_metric_id id, double value);
+
+  /* == ABI 1.1 ======================================================================= */
+  /* Id of the API key that authenticated the request ("" outside a request). BORROWED:
+   * valid for the callback. An id, never the secret: fine to log and show. */
+  trellis_status (*ctx_principal)(const trellis_ctx* ctx, trellis_str* out);
+
+  /* -- tenant self-service: the calling tenant's own account, nothing else ------------ */
+  /* Each needs a tenant ctx (request or event handler; INVALID otherwise) and a
+   * capability: tenant_info "tenant.read", the key calls "tenant.keys". Results are JSON
+   * in a buffer OWNED by the plugin (buf_free it); fields may grow, so ignore unknown ones.
+   *
+   * tenant_info: {"id","plan","labels":{},"quotas":{name: number},
+   *   "usage":{"in_flight","admitted","rejected","storage_bytes"}}.
+   * Quotas left unlimited are absent. */
+  trellis_status (*tenant_info)(const trellis_ctx* ctx, trellis_buf* out_json);
+  /* [{"id","created_at_ms","expires_at_ms"?,"revoked_at_ms"?,"active"}], oldest first. */
+  trellis_status (*tenant_keys_list)(const trellis_ctx* ctx, trellis_buf* out_json);
+  /* Creates a key for the ctx's tenant, within its plan: QUOTA_EXCEEDED if it already
+   * holds max_api_keys active keys; INVALID if ttl_seconds exceeds max_key_ttl_seconds.
+   * ttl_seconds 0 = the plan's max_key_ttl_seconds, or never expiring if it has none.
+   * out_json: {"id","key","created_at_ms","expires_at_ms"?}; "key" is the secret, which
+   * the host never shows again: hand it to the caller, never log it. */
+  trellis_status (*tenant_key_create)(const trellis_ctx* ctx, uint64_t ttl_seconds,
+                                      trellis_buf* out_json);
+  /* Replaces the key that made this request: a new key (ttl_seconds and out_json as for
+   * tenant_key_create, not counted against max_api_keys since one goes) and the calling
+   * key revoked, atomically: both happen or neither. INVALID outside a request. */
+  trellis_status (*tenant_key_rotate)(const trellis_ctx* ctx, uint64_t ttl_seconds,
+                                      trellis_buf* out_json);
+  /* Revokes one of the tenant's own keys (NOT_FOUND for any other id, whoever owns it).
+   * CONFLICT if it is the tenant's last active key: a tenant cannot lock itself out. */
+  trellis_status (*tenant_key_revoke)(const trellis_ctx* ctx, trellis_str key_id);
+
+  /* -- errors ------------------------------------------------------------------------ */
+  /* The message of the last host call on `ctx` that failed ("" if none). BORROWED: valid
+   * until the next host call on this ctx. Messages are meant for the tenant and operator
+   * (they name the quota, key or field at fault) and never hold secrets. */
+  trellis_status (*last_error)(const trellis_ctx* ctx, trellis_str* out);
 } trellis_host_api;
+
+/* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not
+ * NULL). Check before calling a slot newer than 1.0. */
+#define TRELLIS_HOST_HAS(host, field)                                                  \
+  ((host)->struct_size >= offsetof(trellis_host_api, field) + sizeof((host)->field) && \
+   (host)->field != NULL)
 
 /* ---------------------------------------------------------------------------------------
  * The plugin descriptor (provided by the plugin)

@@ -57,6 +57,19 @@ inline Status fromC(trellis_status s, std::string_view what) {
   return Status(code, std::string(what));
 }
 
+// As above, with the host's own message for the failed call when it has one (ABI 1.1
+// last_error), e.g. `capability "kv" is not granted to this plugin by tenant acme`.
+inline Status fromC(const trellis_host_api* host, const trellis_ctx* ctx, trellis_status s,
+                    std::string_view fallback) {
+  if (s == TRELLIS_OK) return Status::ok();
+  trellis_str message{nullptr, 0};
+  if (TRELLIS_HOST_HAS(host, last_error) && host->last_error(ctx, &message) == TRELLIS_OK &&
+      message.len > 0) {
+    return fromC(s, toView(message));
+  }
+  return fromC(s, fallback);
+}
+
 // Runs `fn`, turning any exception into INTERNAL and reporting it through the host.
 template <typename Fn>
 trellis_status guard(const trellis_host_api* host, const trellis_ctx* ctx, Fn&& fn) noexcept {
@@ -131,17 +144,19 @@ class Response {
       : host_(host), ctx_(ctx), res_(res) {}
 
   Status status(int code) {
-    return detail::fromC(host_->res_set_status(ctx_, res_, code), "invalid status code");
+    return detail::fromC(host_, ctx_, host_->res_set_status(ctx_, res_, code),
+                         "invalid status code");
   }
   Status header(std::string_view name, std::string_view value) {
-    return detail::fromC(host_->res_add_header(ctx_, res_, toStr(name), toStr(value)),
+    return detail::fromC(host_, ctx_, host_->res_add_header(ctx_, res_, toStr(name), toStr(value)),
                          "invalid response header");
   }
   Status body(std::string_view b) {
-    return detail::fromC(host_->res_set_body(ctx_, res_, toStr(b)), "cannot set body");
+    return detail::fromC(host_, ctx_, host_->res_set_body(ctx_, res_, toStr(b)), "cannot set body");
   }
   Status append(std::string_view chunk) {
-    return detail::fromC(host_->res_append_body(ctx_, res_, toStr(chunk)), "cannot append");
+    return detail::fromC(host_, ctx_, host_->res_append_body(ctx_, res_, toStr(chunk)),
+                         "cannot append");
   }
   // Sets status, Content-Type: application/json and the body in one call.
   Status json(int code, std::string_view body_json) {
@@ -173,7 +188,7 @@ class Kv {
     trellis_buf buf{nullptr, 0};
     uint64_t version = 0;
     trellis_status s = host_->kv_get(ctx_, toStr(key), &buf, &version);
-    if (s != TRELLIS_OK) return detail::fromC(s, "kv get failed");
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "kv get failed");
     KvEntry e{std::string(buf.ptr ? buf.ptr : "", buf.len), version};
     host_->buf_free(&buf);
     return e;
@@ -183,11 +198,12 @@ class Kv {
                        uint64_t expected_version = kAnyVersion) const {
     uint64_t version = 0;
     trellis_status s = host_->kv_put(ctx_, toStr(key), toStr(value), expected_version, &version);
-    if (s != TRELLIS_OK) return detail::fromC(s, "kv put failed");
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "kv put failed");
     return version;
   }
   Status remove(std::string_view key, uint64_t expected_version = kAnyVersion) const {
-    return detail::fromC(host_->kv_delete(ctx_, toStr(key), expected_version), "kv delete failed");
+    return detail::fromC(host_, ctx_, host_->kv_delete(ctx_, toStr(key), expected_version),
+                         "kv delete failed");
   }
   // fn(key, value, version) returns false to stop.
   Status list(std::string_view prefix, std::string_view start_after, uint32_t limit,
@@ -200,6 +216,7 @@ class Kv {
     };
     using Fn = std::function<bool(std::string_view, std::string_view, uint64_t)>;
     return detail::fromC(
+        host_, ctx_,
         host_->kv_list(ctx_, toStr(prefix), toStr(start_after), limit, visit, const_cast<Fn*>(&fn)),
         "kv list failed");
   }
@@ -217,6 +234,10 @@ class Context {
   // "" outside a tenant's request (init, start, stop).
   std::string_view tenant() const { return get(host_->ctx_tenant); }
   std::string_view pluginId() const { return get(host_->ctx_plugin); }
+  // Id of the key that made the request ("" outside requests or before ABI 1.1).
+  std::string_view principal() const {
+    return TRELLIS_HOST_HAS(host_, ctx_principal) ? get(host_->ctx_principal) : std::string_view();
+  }
 
   void log(int32_t level, std::string_view msg) const { host_->log(ctx_, level, toStr(msg)); }
   void debug(std::string_view msg) const { log(TRELLIS_LOG_DEBUG, msg); }
@@ -234,19 +255,62 @@ class Context {
   Kv kv() const { return Kv(host_, ctx_); }
 
   Status publish(std::string_view topic, std::string_view payload) const {
-    return detail::fromC(host_->event_publish(ctx_, toStr(topic), toStr(payload)),
+    return detail::fromC(host_, ctx_, host_->event_publish(ctx_, toStr(topic), toStr(payload)),
                          "event publish failed");
   }
   Status record(trellis_metric_id id, double value) const {
-    return detail::fromC(host_->metric_record(ctx_, id, value), "metric record failed");
+    return detail::fromC(host_, ctx_, host_->metric_record(ctx_, id, value),
+                         "metric record failed");
   }
   uint64_t nowUnixMs() const { return host_->clock_unix_ms(ctx_); }
   uint64_t monotonicNs() const { return host_->clock_monotonic_ns(ctx_); }
+
+  // ABI 1.1: the calling tenant's own account (capabilities "tenant.read" and
+  // "tenant.keys"); JSON text as plugin.h documents. The message of a failure is the
+  // host's, fit to show to that tenant. UNIMPLEMENTED on a host older than 1.1.
+  Result<std::string> tenantInfo() const {
+    if (!TRELLIS_HOST_HAS(host_, tenant_info)) return unavailableSlot("tenant_info");
+    return takeJson([&](trellis_buf* out) { return host_->tenant_info(ctx_, out); });
+  }
+  Result<std::string> tenantKeys() const {
+    if (!TRELLIS_HOST_HAS(host_, tenant_keys_list)) return unavailableSlot("tenant_keys_list");
+    return takeJson([&](trellis_buf* out) { return host_->tenant_keys_list(ctx_, out); });
+  }
+  // ttl_seconds 0: the plan's longest lifetime, or none.
+  Result<std::string> createTenantKey(uint64_t ttl_seconds) const {
+    if (!TRELLIS_HOST_HAS(host_, tenant_key_create)) return unavailableSlot("tenant_key_create");
+    return takeJson(
+        [&](trellis_buf* out) { return host_->tenant_key_create(ctx_, ttl_seconds, out); });
+  }
+  // Swaps the key that made this request for a new one, atomically.
+  Result<std::string> rotateTenantKey(uint64_t ttl_seconds) const {
+    if (!TRELLIS_HOST_HAS(host_, tenant_key_rotate)) return unavailableSlot("tenant_key_rotate");
+    return takeJson(
+        [&](trellis_buf* out) { return host_->tenant_key_rotate(ctx_, ttl_seconds, out); });
+  }
+  Status revokeTenantKey(std::string_view key_id) const {
+    if (!TRELLIS_HOST_HAS(host_, tenant_key_revoke)) return unavailableSlot("tenant_key_revoke");
+    trellis_status s = host_->tenant_key_revoke(ctx_, toStr(key_id));
+    return s == TRELLIS_OK ? Status::ok() : detail::fromC(host_, ctx_, s, "key revoke failed");
+  }
 
   const trellis_host_api* host() const { return host_; }
   const trellis_ctx* raw() const { return ctx_; }
 
  private:
+  static Status unavailableSlot(std::string_view slot) {
+    return Status::unimplemented("the host does not offer " + std::string(slot) +
+                                 " (needs ABI 1.1)");
+  }
+  template <typename Call>
+  Result<std::string> takeJson(Call call) const {
+    trellis_buf buf{nullptr, 0};
+    trellis_status s = call(&buf);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "tenant call failed");
+    std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    host_->buf_free(&buf);
+    return out;
+  }
   using Getter = trellis_status (*)(const trellis_ctx*, trellis_str*);
   std::string_view get(Getter g) const {
     trellis_str out{nullptr, 0};
@@ -291,7 +355,7 @@ class InitContext : public Context {
   Result<trellis_metric_id> define(int32_t kind, std::string_view name, std::string_view help) {
     trellis_metric_id id = 0;
     trellis_status s = host()->metric_define(raw(), kind, toStr(name), toStr(help), &id);
-    if (s != TRELLIS_OK) return detail::fromC(s, "metric define failed");
+    if (s != TRELLIS_OK) return detail::fromC(host(), raw(), s, "metric define failed");
     return id;
   }
   Plugin* plugin_;
@@ -328,9 +392,9 @@ inline Status InitContext::route(std::string_view method, std::string_view patte
       return (*h)(c, q, r);
     });
   };
-  Status s =
-      detail::fromC(host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
-                    "cannot register route " + std::string(method) + " " + std::string(pattern));
+  Status s = detail::fromC(
+      host(), raw(), host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
+      "cannot register route " + std::string(method) + " " + std::string(pattern));
   if (s) plugin_->handlers_.push_back(std::move(owned));
   return s;
 }
@@ -346,8 +410,9 @@ inline Status InitContext::subscribe(std::string_view topic, EventHandler handle
       return Status::ok();
     });
   };
-  Status s = detail::fromC(host()->event_subscribe(raw(), toStr(topic), thunk, owned.get()),
-                           "cannot subscribe to " + std::string(topic));
+  Status s =
+      detail::fromC(host(), raw(), host()->event_subscribe(raw(), toStr(topic), thunk, owned.get()),
+                    "cannot subscribe to " + std::string(topic));
   if (s) plugin_->event_handlers_.push_back(std::move(owned));
   return s;
 }

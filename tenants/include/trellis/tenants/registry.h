@@ -37,6 +37,10 @@ struct Quotas {
   std::optional<uint64_t> max_body_bytes;       // request body
   std::optional<uint64_t> max_storage_bytes;    // KV keys + values, all plugins
   std::optional<uint64_t> max_host_calls;       // plugin host calls per request
+  // Self-service key limits (the tenancy plugin): active keys a tenant may hold, and the
+  // longest lifetime of a key it creates itself. Operators creating keys are not bound.
+  std::optional<uint64_t> max_api_keys;
+  std::optional<uint64_t> max_key_ttl_seconds;
 
   // Fields set in `overrides` replace ours.
   Quotas overlaidWith(const Quotas& overrides) const;
@@ -49,13 +53,15 @@ struct QuotaField {
   const char* name;
   std::optional<uint64_t> Quotas::*member;
 };
-inline constexpr std::array<QuotaField, 6> kQuotaFields{{
+inline constexpr std::array<QuotaField, 8> kQuotaFields{{
     {"requests_per_second", &Quotas::requests_per_second},
     {"burst", &Quotas::burst},
     {"max_concurrent", &Quotas::max_concurrent},
     {"max_body_bytes", &Quotas::max_body_bytes},
     {"max_storage_bytes", &Quotas::max_storage_bytes},
     {"max_host_calls", &Quotas::max_host_calls},
+    {"max_api_keys", &Quotas::max_api_keys},
+    {"max_key_ttl_seconds", &Quotas::max_key_ttl_seconds},
 }};
 
 struct Plan {
@@ -71,7 +77,10 @@ struct TenantRecord {
   std::string plan = "default";               // must name a defined plan
   std::map<std::string, std::string> labels;  // keys [a-z0-9_.-]{1,63}, values <= 256 bytes
   std::set<std::string> plugins;              // plugin ids this tenant enabled
-  Quotas overrides;                           // on top of the plan
+  // Capability grants per enabled plugin. A plugin not listed may use every capability
+  // its manifest requests; a listed one only those both requested and granted here.
+  std::map<std::string, std::set<std::string>> grants;
+  Quotas overrides;  // on top of the plan
   TenantStatus status = TenantStatus::kActive;
   std::string source = "api";  // "api" or "config" (declared in trellis.yaml)
   int64_t created_at_ms = 0;   // set by create()
@@ -97,9 +106,16 @@ struct TenantView {
   std::string plan;
   std::map<std::string, std::string> labels;
   std::set<std::string, std::less<>> plugins;
+  std::map<std::string, std::set<std::string, std::less<>>, std::less<>> grants;
   Quotas quotas;  // plan quotas overlaid with the tenant's overrides
   TenantStatus status = TenantStatus::kActive;
   bool hasPlugin(std::string_view plugin_id) const { return plugins.count(plugin_id) > 0; }
+  // Whether this tenant lets `plugin_id` use `capability` (the manifest must request it
+  // too; the kernel checks both).
+  bool grantsCapability(std::string_view plugin_id, std::string_view capability) const {
+    auto it = grants.find(plugin_id);
+    return it == grants.end() || it->second.count(capability) > 0;
+  }
 };
 
 struct Resolution {
@@ -112,6 +128,7 @@ struct Resolution {
   } outcome = Outcome::kUnknownKey;
   // Set for kOk and kSuspended; valid while `snapshot` is held.
   const TenantView* tenant = nullptr;
+  std::string_view key_id;               // the key that resolved (kOk, kSuspended); same lifetime
   std::shared_ptr<const void> snapshot;  // keeps `tenant` alive
 };
 
@@ -145,7 +162,15 @@ class TenantRegistry {
   virtual Status remove(std::string_view id) = 0;
 
   // A new key for an existing tenant; `ttl_seconds` unset = never expires, else >= 1.
-  virtual Result<NewKey> createKey(std::string_view tenant, std::optional<int64_t> ttl_seconds) = 0;
+  // With `max_active_keys`, QUOTA_EXCEEDED (creating nothing) if the tenant already holds
+  // that many unrevoked, unexpired keys; checked in the same transaction as the insert.
+  virtual Result<NewKey> createKey(std::string_view tenant, std::optional<int64_t> ttl_seconds,
+                                   std::optional<uint64_t> max_active_keys = std::nullopt) = 0;
+  // Replaces `old_key_id` by a new key in one transaction: the new key is created and the
+  // old one revoked together, or neither. NOT_FOUND unless the old key is the tenant's and
+  // active. `ttl_seconds` as for createKey.
+  virtual Result<NewKey> rotateKey(std::string_view tenant, std::string_view old_key_id,
+                                   std::optional<int64_t> ttl_seconds) = 0;
   // Registers a key given only by its SHA-256 (declared in trellis.yaml); idempotent: the
   // same hash again returns the stored key as it is (a revoked one stays revoked).
   // CONFLICT if another tenant has that hash.

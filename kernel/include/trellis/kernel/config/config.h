@@ -19,12 +19,14 @@
 //   plans:                                       # example; "default" (no limits) is implicit
 //     - name: free
 //       quotas: {requests_per_second: 10, burst: 20, max_concurrent: 4,
-//                max_body_bytes: 65536, max_storage_bytes: 1048576, max_host_calls: 100}
+//                max_body_bytes: 65536, max_storage_bytes: 1048576, max_host_calls: 100,
+//                max_api_keys: 5, max_key_ttl_seconds: 7776000}
 //   tenants:                                     # example; default: none
 //     - id: demo
 //       plan: free                               # default: "default"
 //       labels: {team: payments}
 //       plugins: [trellis/hello]                 # routes exist only for these plugins
+//       grants: {trellis/hello: [kv]}            # narrow a plugin's capabilities
 //       quotas: {max_concurrent: 8}              # overrides on top of the plan
 //       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
 //
@@ -89,7 +91,9 @@ struct TenantEntry {
   std::string plan = "default";
   std::map<std::string, std::string> labels;
   std::set<std::string> plugins;  // must be in plugins.enabled
-  tenants::Quotas quotas;         // overrides on top of the plan
+  // Per plugin, the capabilities it may use for this tenant (absent: all it requests).
+  std::map<std::string, std::set<std::string>> grants;
+  tenants::Quotas quotas;  // overrides on top of the plan
 };
 
 struct Config {

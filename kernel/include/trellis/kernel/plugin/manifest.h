@@ -35,8 +35,16 @@ namespace trellis::kernel::plugin {
 
 // Capabilities a manifest may request. Host calls outside the granted set return
 // PERMISSION_DENIED. log, config, clock, request/response and routes need none.
-inline constexpr std::array<std::string_view, 5> kKnownCapabilities = {
-    "kv", "events.publish", "events.subscribe", "metrics", "egress"};
+// "tenant.read" and "tenant.keys" reach the calling tenant's own account (ABI 1.1).
+inline constexpr std::array<std::string_view, 7> kKnownCapabilities = {
+    "kv", "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys"};
+
+inline bool isKnownCapability(std::string_view cap) {
+  for (auto known : kKnownCapabilities) {
+    if (known == cap) return true;
+  }
+  return false;
+}
 
 struct Dependency {
   std::string id;
