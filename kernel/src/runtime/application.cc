@@ -6,6 +6,7 @@
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
 #include "runtime/plugin_manager.h"
+#include "runtime/storage_backend.h"
 #include "runtime/tenant_admin.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
@@ -37,6 +38,7 @@ struct Application::Impl {
   std::unique_ptr<tenants::TenantRegistry> tenants;
   tenants::Admission admission;
   std::unique_ptr<storage::KvStore> kv;
+  std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
   std::unique_ptr<PluginManager> plugins;
@@ -87,15 +89,13 @@ Application::~Application() {
 
 Status Application::start() {
   Impl& s = *impl_;
-  auto registry = tenants::TenantRegistry::openSqlite(s.cfg.data_dir / "system.db");
-  if (!registry) return registry.status();
-  s.tenants = std::move(*registry);
+  auto storage = runtime::openStorage(s.cfg);
+  if (!storage) return storage.status();
+  s.tenants = std::move(storage->tenants);
+  s.kv = std::move(storage->kv);
+  s.pg_pool = std::move(storage->pool);
   auto drift = applyDeclaredTenants(s.cfg, *s.tenants);
   if (!drift) return drift.status();
-
-  auto kv = storage::openSqliteKvStore(s.cfg.data_dir / "tenants");
-  if (!kv) return kv.status();
-  s.kv = std::move(*kv);
 
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
