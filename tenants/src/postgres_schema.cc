@@ -130,6 +130,7 @@ Status migrate(const PostgresUrl& owner, const std::string& app_role) {
     const std::string app = quoteIdent(app_role);
     exec(sql, "GRANT USAGE ON SCHEMA trellis TO " + app);
     exec(sql, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA trellis TO " + app);
+    exec(sql, "REVOKE INSERT, UPDATE, DELETE ON schema_version FROM " + app);
     tx.commit();
     return Status::ok();
   } catch (const std::exception& e) {
