@@ -15,10 +15,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -366,17 +368,56 @@ void compareDeclared(const TenantRecord& reg, const TenantRecord& decl, std::vec
 class SqlTenantRegistry final : public TenantRegistry {
  public:
   explicit SqlTenantRegistry(std::unique_ptr<SystemDb> db) : db_(std::move(db)) {}
+  ~SqlTenantRegistry() override {
+    {
+      std::lock_guard lock(poll_mu_);
+      stopping_ = true;
+    }
+    poll_cv_.notify_all();
+    if (poller_.joinable()) poller_.join();
+  }
 
-  // Builds the first snapshot; UNAVAILABLE if the stored state cannot be read.
-  Status start() {
-    std::lock_guard lock(mu_);
+  // Builds the first snapshot; UNAVAILABLE if the stored state cannot be read. A non-zero
+  // `poll_interval` then starts checking for other hosts' changes (shared databases).
+  Status start(std::chrono::milliseconds poll_interval = std::chrono::milliseconds(0)) {
+    {
+      std::lock_guard lock(mu_);
+      try {
+        auto tx = db_->readTransaction();
+        auto version = db_->changeVersion();
+        auto snap = buildSnapshot(db_->load());
+        tx.commit();
+        if (!snap) return snap.status();
+        publish(std::move(*snap));
+        seen_version_ = version;
+      } catch (const std::exception& e) {
+        return Status::unavailable(std::string("cannot read the tenant registry: ") + e.what());
+      }
+    }
+    if (poll_interval.count() > 0) {
+      poller_ = std::thread([this, poll_interval] { pollLoop(poll_interval); });
+    }
+    return Status::ok();
+  }
+
+  // Reloads the snapshot if another host changed the registry since we last looked.
+  // Failures keep the current snapshot: this host goes on serving what it knew.
+  Status refresh() {
+    std::lock_guard lock(mu_);  // also orders us after this host's own mutations
     try {
+      db_->reconnectIfBroken();
+      auto version = db_->changeVersion();
+      if (!version || version == seen_version_) return Status::ok();
+      auto tx = db_->readTransaction();
+      version = db_->changeVersion();  // the one matching the state we load
       auto snap = buildSnapshot(db_->load());
+      tx.commit();
       if (!snap) return snap.status();
       publish(std::move(*snap));
+      seen_version_ = version;
       return Status::ok();
     } catch (const std::exception& e) {
-      return Status::unavailable(std::string("cannot read the tenant registry: ") + e.what());
+      return Status::unavailable(std::string("cannot refresh the tenant registry: ") + e.what());
     }
   }
 
@@ -657,8 +698,10 @@ class SqlTenantRegistry final : public TenantRegistry {
       if (Status s = body(); !s) return s;
       auto snap = buildSnapshot(db_->load());
       if (!snap) return snap.status();
+      auto version = db_->changeVersion();
       tx.commit();
       publish(std::move(*snap));
+      seen_version_ = version;
       return Status::ok();
     } catch (const std::exception& e) {
       return Status::unavailable("system database: " + std::string(what) + " failed: " + e.what());
@@ -698,8 +741,22 @@ class SqlTenantRegistry final : public TenantRegistry {
     return Status::ok();
   }
 
+  void pollLoop(std::chrono::milliseconds interval) {
+    std::unique_lock lock(poll_mu_);
+    while (!poll_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
+      lock.unlock();
+      (void)refresh();  // an outage is retried at the next tick
+      lock.lock();
+    }
+  }
+
   std::mutex mu_;  // serialises mutations and every use of db_
   const std::unique_ptr<SystemDb> db_;
+  std::optional<int64_t> seen_version_;  // guarded by mu_: the snapshot's change counter
+  std::mutex poll_mu_;
+  std::condition_variable poll_cv_;
+  bool stopping_ = false;  // guarded by poll_mu_
+  std::thread poller_;     // last member: joined before the rest is destroyed
   // Read and written only through std::atomic_load/atomic_store. Not the C++20
   // std::atomic<std::shared_ptr>: GCC 12's load() releases its internal lock with relaxed
   // order, a data race ThreadSanitizer reports. Both forms hold a short internal lock
@@ -731,6 +788,15 @@ Result<std::unique_ptr<TenantRegistry>> TenantRegistry::openSqlite(
   if (!opened) return opened.status();
   auto registry = std::make_unique<SqlTenantRegistry>(std::move(*opened));
   if (auto s = registry->start(); !s) return s;
+  return std::unique_ptr<TenantRegistry>(std::move(registry));
+}
+
+Result<std::unique_ptr<TenantRegistry>> TenantRegistry::openPostgres(
+    const PostgresUrl& url, std::chrono::milliseconds poll_interval) {
+  auto opened = SystemDb::openPostgres(url);
+  if (!opened) return opened.status();
+  auto registry = std::make_unique<SqlTenantRegistry>(std::move(*opened));
+  if (auto s = registry->start(poll_interval); !s) return s;
   return std::unique_ptr<TenantRegistry>(std::move(registry));
 }
 

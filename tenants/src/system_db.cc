@@ -275,6 +275,10 @@ int SystemDb::schemaVersion() {
   return static_cast<int>(migrations().size());
 }
 
+const std::vector<std::vector<std::string>>& SystemDb::migrationSteps() {
+  return migrations();
+}
+
 void SystemDb::migrate() {
   exec(sql_, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)");
   auto tx = transaction();

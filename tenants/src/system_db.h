@@ -1,7 +1,7 @@
 // The registry's tables in the system database. Every SQL statement the tenant registry
 // runs lives in system_db.cc; the SQL is plain and portable (TEXT/BIGINT columns, hex
 // digests, no upserts or SQLite-only functions), so a PostgreSQL SystemDb differs only in
-// how the session is opened and how a write transaction begins.
+// how the session is opened and how a write transaction begins (system_db_postgres.cc).
 //
 //   auto db = SystemDb::openSqlite("var/data/system.db");
 //   auto tx = (*db)->transaction();
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "trellis/status.hpp"
+#include "trellis/tenants/postgres.h"
 #include "trellis/tenants/registry.h"
 #include "trellis/tenants/sql_statement.h"
 
@@ -46,12 +47,32 @@ class SystemDb {
   // synchronous=FULL and a busy timeout, and migrates the schema. UNAVAILABLE on failure,
   // including a schema newer than this build knows.
   static Result<std::unique_ptr<SystemDb>> openSqlite(const std::filesystem::path& file);
+  // The shared registry in PostgreSQL (schema trellis, created by postgres_schema::migrate;
+  // this does not migrate). One dedicated session, reconnected when it breaks.
+  // UNAVAILABLE if PostgreSQL cannot be reached.
+  static Result<std::unique_ptr<SystemDb>> openPostgres(const PostgresUrl& url);
 
   // The newest schema version this build creates and reads.
   static int schemaVersion();
+  // The registry's migrations (version N = the first N steps). Their SQL is portable:
+  // the PostgreSQL schema (postgres_schema.cc) applies the same steps.
+  static const std::vector<std::vector<std::string>>& migrationSteps();
 
-  // One write transaction; rolled back unless committed.
-  sql::WriteTransaction transaction() { return sql::WriteTransaction(sql_, begin_); }
+  // One write transaction; rolled back unless committed. On PostgreSQL it starts by
+  // bumping the registry's change counter, whose row lock serialises registry writers on
+  // every host (as BEGIN IMMEDIATE does on SQLite) and tells other hosts to reload.
+  sql::WriteTransaction transaction() {
+    reconnectIfBroken();
+    return sql::WriteTransaction(sql_, begin_, after_begin_);
+  }
+  // A read-only transaction that sees one consistent state (load() plus changeVersion()).
+  sql::WriteTransaction readTransaction();
+  // The change counter: differs after any registry write by any host. Nothing for
+  // SQLite, where this process is the only writer that matters.
+  std::optional<int64_t> changeVersion();
+  // PostgreSQL: replaces a session the server dropped (restart, network). Throws if it
+  // cannot connect. No-op for SQLite.
+  void reconnectIfBroken();
 
   StoredState load();
 
@@ -81,7 +102,9 @@ class SystemDb {
   void migrate();
 
   soci::session sql_;
-  const char* begin_;  // the statement that starts a write transaction
+  const char* begin_;                  // the statement that starts a write transaction
+  const char* after_begin_ = nullptr;  // and the one right after it, if any
+  std::optional<PostgresUrl> postgres_;
 };
 
 }  // namespace trellis::tenants::internal

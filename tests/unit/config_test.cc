@@ -363,4 +363,68 @@ TEST(ConfigTest, TheShippedDefaultConfigLoads) {
 }
 
 }  // namespace
+TEST(ConfigTest, StorageUrlSelectsPostgres) {
+  Config sqlite = parse("");
+  EXPECT_FALSE(sqlite.postgres.url);
+  Config c = parse(
+      "storage:\n"
+      "  url: postgresql://trellis_app:s%40cret@db.internal:6432/trellis?sslmode=require\n"
+      "  owner_url: postgres://trellis_owner:other@db.internal/trellis\n"
+      "  pool_size: 3\n");
+  ASSERT_TRUE(c.postgres.url);
+  EXPECT_EQ(c.postgres.url->user, "trellis_app");
+  EXPECT_EQ(c.postgres.url->password, "s@cret");
+  EXPECT_EQ(c.postgres.url->host, "db.internal");
+  EXPECT_EQ(c.postgres.url->port, 6432);
+  EXPECT_EQ(c.postgres.url->database, "trellis");
+  EXPECT_EQ(c.postgres.url->params.at("sslmode"), "require");
+  EXPECT_EQ(c.postgres.url->redacted(),
+            "postgresql://trellis_app:***@db.internal:6432/trellis?sslmode=require");
+  ASSERT_TRUE(c.postgres.owner_url);
+  EXPECT_EQ(c.postgres.owner_url->user, "trellis_owner");
+  EXPECT_EQ(c.postgres.owner_url->port, 5432);
+  EXPECT_EQ(c.postgres.pool_size, 3u);
+  EXPECT_EQ(parse("storage: {url: \"postgresql://a@[::1]:5433/d\"}").postgres.url->endpoint(),
+            "[::1]:5433");
+}
+
+TEST(ConfigTest, MalformedStorageUrlsNameTheKeyAndNeverThePassword) {
+  const std::string secret = "hunter2-Secret";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"mysql://u:" + secret + "@h/d", "scheme must be postgresql://"},
+      {"postgresql://h/d", "the user name is missing"},
+      {"postgresql://:" + secret + "@h/d", "the user name is empty"},
+      {"postgresql://u:" + secret + "@/d", "the host is missing"},
+      {"postgresql://u:" + secret + "@h:0/d", "port \"0\" is not a number from 1 to 65535"},
+      {"postgresql://u:" + secret + "@h:99999/d", "is not a number from 1 to 65535"},
+      {"postgresql://u:" + secret + "@h:5432", "the database name is missing"},
+      {"postgresql://u:" + secret + "@h:5432/", "the database name is missing"},
+      {"postgresql://u:" + secret + "%zz@h/d", "the password has a bad %-escape"},
+      {"postgresql://u:" + secret + "@h/d?options=-csearch_path%3Dpublic",
+       "the parameter \"options\" is not supported"},
+      {"postgresql://u:" + secret + "@h/d?connect_timeout=0", "connect_timeout must be"},
+      {"postgresql://u:" + secret + "@h/d?sslmode=require&sslmode=disable", "given twice"},
+      {"postgresql://u:" + secret + "@bad host/d", "is not a host name or address"},
+      {"postgresql://u:" + secret + "@[::1/d", "no closing ']'"},
+  };
+  for (const auto& [url, fragment] : cases) {
+    std::string err = errorOf("storage:\n  url: \"" + url + "\"\n");
+    EXPECT_THAT(err, HasSubstr("storage.url: expected postgresql://user:password@host:port/"))
+        << url;
+    EXPECT_THAT(err, HasSubstr(fragment)) << url;
+    EXPECT_EQ(err.find(secret), std::string::npos) << err;
+  }
+  EXPECT_THAT(errorOf("storage:\n  url: [a]\n"), HasSubstr("storage.url: expected postgresql://"));
+  EXPECT_THAT(errorOf("storage:\n  owner_url: \"postgresql://o:" + secret + "@h/d\"\n"),
+              HasSubstr("storage.owner_url: needs storage.url"));
+  std::string same = errorOf("storage:\n  url: postgresql://app:" + secret +
+                             "@h/d\n  owner_url: postgresql://app:x@h/d\n");
+  EXPECT_THAT(same, HasSubstr("storage.owner_url: uses the same role \"app\" as storage.url"));
+  EXPECT_EQ(same.find(secret), std::string::npos);
+  EXPECT_THAT(errorOf("storage:\n  pool_size: 4\n"),
+              HasSubstr("storage.pool_size: only applies with storage.url"));
+  EXPECT_THAT(errorOf("storage:\n  url: postgresql://a@h/d\n  pool_size: 0\n"),
+              HasSubstr("storage.pool_size: expected an integer from 1 to 1024"));
+}
+
 }  // namespace trellis::kernel::config

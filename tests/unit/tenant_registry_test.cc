@@ -1,3 +1,5 @@
+// The tenant registry's contract, run against both system databases (SQLite's
+// system.db and the shared PostgreSQL schema), plus several hosts sharing PostgreSQL.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -8,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/shared_postgres.h"
 #include "support/test_support.h"
 #include "trellis/tenants/identity.h"
 #include "trellis/tenants/registry.h"
@@ -15,18 +18,30 @@
 namespace trellis::tenants {
 namespace {
 
+using test::SharedPostgres;
 using test::TempDir;
 using Outcome = Resolution::Outcome;
+using namespace std::chrono_literals;
 
-class TenantRegistryTest : public ::testing::Test {
+enum class Backend { kSqlite, kPostgres };
+
+class RegistryFixture : public ::testing::Test {
  protected:
-  void SetUp() override { reopen(); }
-
   void reopen() {
     reg_.reset();
-    auto opened = TenantRegistry::openSqlite(db_path_);
+    auto opened = open();
     ASSERT_TRUE(opened) << opened.status().toString();
     reg_ = std::move(*opened);
+  }
+
+  // Another registry on the same database: on PostgreSQL, what a second host sees.
+  Result<std::unique_ptr<TenantRegistry>> open() {
+    if (backend_ == Backend::kSqlite) return TenantRegistry::openSqlite(db_path_);
+    if (db_.name.empty()) {
+      db_ = SharedPostgres::freshDatabase();
+      if (!db_) return Status::unavailable(db_.error);
+    }
+    return TenantRegistry::openPostgres(db_.app, 20ms);
   }
 
   TenantRecord tenant(std::string id, std::string plan = "default") {
@@ -47,9 +62,73 @@ class TenantRegistryTest : public ::testing::Test {
     return k ? *k : NewKey{};
   }
 
+  // Everything the registry has stored, as bytes: the database files on SQLite, every
+  // key row on PostgreSQL.
+  std::string storedKeyBytes() {
+    if (backend_ == Backend::kSqlite) {
+      std::string bytes = test::readFile(db_path_);
+      if (std::filesystem::exists(db_path_.string() + "-wal")) {
+        bytes += test::readFile(db_path_.string() + "-wal");
+      }
+      return bytes;
+    }
+    auto r = SharedPostgres::server().execSql(
+        "SELECT id || ' ' || tenant || ' ' || sha256 FROM trellis.api_keys", db_.name);
+    EXPECT_TRUE(r) << r.error;
+    std::string out;
+    for (const auto& row : r.rows) out += row[0] + "\n";
+    return out;
+  }
+
+  Backend backend_ = Backend::kSqlite;
   TempDir dir_;
   std::filesystem::path db_path_ = dir_.path() / "var" / "system.db";
+  test::TestDatabase db_;
   std::unique_ptr<TenantRegistry> reg_;
+};
+
+class TenantRegistryTest : public RegistryFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  void SetUp() override {
+    backend_ = GetParam();
+    reopen();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, TenantRegistryTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+                         });
+
+class SqliteTenantRegistryTest : public RegistryFixture {
+ protected:
+  void SetUp() override { reopen(); }
+};
+
+// Two trellisd hosts on one PostgreSQL: `reg_` is host A, `other_` host B.
+class SharedTenantRegistryTest : public RegistryFixture {
+ protected:
+  void SetUp() override {
+    backend_ = Backend::kPostgres;
+    reopen();
+    auto b = open();
+    ASSERT_TRUE(b) << b.status().toString();
+    other_ = std::move(*b);
+  }
+
+  // Waits until `pred` holds (another host polls every 20 ms here); false after 10 s.
+  template <typename Pred>
+  static bool eventually(Pred pred) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  }
+
+  std::unique_ptr<TenantRegistry> other_;
 };
 
 Quotas rate(uint64_t rps, std::optional<uint64_t> burst = std::nullopt) {
@@ -70,7 +149,7 @@ bool looksLikeKey(const std::string& k) {
          std::all_of(k.begin() + 13, k.end(), b64url);
 }
 
-TEST_F(TenantRegistryTest, CreatesTheDatabasePrivately) {
+TEST_F(SqliteTenantRegistryTest, CreatesTheDatabasePrivately) {
   struct stat st {};
   ASSERT_EQ(::stat(db_path_.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -78,7 +157,7 @@ TEST_F(TenantRegistryTest, CreatesTheDatabasePrivately) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
-TEST_F(TenantRegistryTest, DefaultPlanAlwaysExistsWithoutLimits) {
+TEST_P(TenantRegistryTest, DefaultPlanAlwaysExistsWithoutLimits) {
   auto plans = reg_->plans();
   ASSERT_EQ(plans.size(), 1u);
   EXPECT_EQ(plans[0].name, "default");
@@ -95,7 +174,7 @@ TEST_F(TenantRegistryTest, DefaultPlanAlwaysExistsWithoutLimits) {
   EXPECT_EQ(reg_->plans()[0].quotas, rate(5));
 }
 
-TEST_F(TenantRegistryTest, CreateGetListUpdateRemove) {
+TEST_P(TenantRegistryTest, CreateGetListUpdateRemove) {
   ASSERT_TRUE(reg_->definePlans({{"free", rate(10, 20)}, {"pro", rate(100)}}));
   TenantRecord acme = tenant("acme", "free");
   acme.labels = {{"team", "payments"}, {"env", "prod"}};
@@ -147,7 +226,7 @@ TEST_F(TenantRegistryTest, CreateGetListUpdateRemove) {
   EXPECT_EQ(reg_->list().size(), 1u);
 }
 
-TEST_F(TenantRegistryTest, ValidationMessagesNameTheField) {
+TEST_P(TenantRegistryTest, ValidationMessagesNameTheField) {
   auto expectInvalid = [&](TenantRecord t, const std::string& fragment) {
     auto r = reg_->create(std::move(t));
     ASSERT_FALSE(r);
@@ -208,7 +287,7 @@ TEST_F(TenantRegistryTest, ValidationMessagesNameTheField) {
   EXPECT_EQ(reg_->list().size(), 1u);  // only the valid "acme"
 }
 
-TEST_F(TenantRegistryTest, PlanQuotasAreOverlaidWithOverrides) {
+TEST_P(TenantRegistryTest, PlanQuotasAreOverlaidWithOverrides) {
   Quotas pro = rate(100, 200);
   pro.max_body_bytes = 1 << 20;
   pro.max_concurrent = 10;
@@ -238,7 +317,7 @@ TEST_F(TenantRegistryTest, PlanQuotasAreOverlaidWithOverrides) {
   EXPECT_FALSE(view->quotas.max_concurrent);
 }
 
-TEST_F(TenantRegistryTest, DefinePlansRefusesToDropAPlanInUse) {
+TEST_P(TenantRegistryTest, DefinePlansRefusesToDropAPlanInUse) {
   ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}, {"pro", rate(100)}}));
   createOk(tenant("acme", "free"));
   Status s = reg_->definePlans({{"pro", rate(100)}});
@@ -261,7 +340,7 @@ TEST_F(TenantRegistryTest, DefinePlansRefusesToDropAPlanInUse) {
   EXPECT_EQ(reg_->plans().size(), 2u);
 }
 
-TEST_F(TenantRegistryTest, CreatedKeyResolvesToItsTenant) {
+TEST_P(TenantRegistryTest, CreatedKeyResolvesToItsTenant) {
   TenantRecord t = tenant("acme");
   t.plugins = {"trellis/hello"};
   createOk(t);
@@ -286,7 +365,7 @@ TEST_F(TenantRegistryTest, CreatedKeyResolvesToItsTenant) {
   EXPECT_EQ(reg_->createKey("nobody", std::nullopt).status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(TenantRegistryTest, ResolutionKeepsItsTenantAliveAfterChanges) {
+TEST_P(TenantRegistryTest, ResolutionKeepsItsTenantAliveAfterChanges) {
   createOk(tenant("acme"));
   NewKey key = keyFor("acme");
   Resolution r = reg_->resolve(key.secret);
@@ -297,7 +376,7 @@ TEST_F(TenantRegistryTest, ResolutionKeepsItsTenantAliveAfterChanges) {
   EXPECT_EQ(reg_->resolve(key.secret).outcome, Outcome::kUnknownKey);
 }
 
-TEST_F(TenantRegistryTest, UnknownEmptyAndGarbageKeysAreUnknown) {
+TEST_P(TenantRegistryTest, UnknownEmptyAndGarbageKeysAreUnknown) {
   createOk(tenant("acme"));
   NewKey key = keyFor("acme");
   std::string tampered = key.secret;
@@ -311,7 +390,7 @@ TEST_F(TenantRegistryTest, UnknownEmptyAndGarbageKeysAreUnknown) {
   }
 }
 
-TEST_F(TenantRegistryTest, RevokedKeysAreRefused) {
+TEST_P(TenantRegistryTest, RevokedKeysAreRefused) {
   createOk(tenant("acme"));
   NewKey key = keyFor("acme");
   NewKey kept = keyFor("acme");
@@ -336,7 +415,7 @@ TEST_F(TenantRegistryTest, RevokedKeysAreRefused) {
   EXPECT_EQ(reg_->revokeKey("deadbeef").code(), StatusCode::kNotFound);
 }
 
-TEST_F(TenantRegistryTest, KeysExpire) {
+TEST_P(TenantRegistryTest, KeysExpire) {
   createOk(tenant("acme"));
   EXPECT_EQ(reg_->createKey("acme", 0).status().code(), StatusCode::kInvalid);
   EXPECT_EQ(reg_->createKey("acme", -5).status().code(), StatusCode::kInvalid);
@@ -350,7 +429,7 @@ TEST_F(TenantRegistryTest, KeysExpire) {
   EXPECT_EQ(r.tenant, nullptr);
 }
 
-TEST_F(TenantRegistryTest, SuspendedTenantsResolveAsSuspended) {
+TEST_P(TenantRegistryTest, SuspendedTenantsResolveAsSuspended) {
   createOk(tenant("acme"));
   NewKey key = keyFor("acme");
   ASSERT_TRUE(reg_->setStatus("acme", TenantStatus::kSuspended));
@@ -367,7 +446,7 @@ TEST_F(TenantRegistryTest, SuspendedTenantsResolveAsSuspended) {
   EXPECT_EQ(tenantStatusName(TenantStatus::kSuspended), "suspended");
 }
 
-TEST_F(TenantRegistryTest, RemovingATenantRemovesItsKeys) {
+TEST_P(TenantRegistryTest, RemovingATenantRemovesItsKeys) {
   createOk(tenant("acme"));
   NewKey key = keyFor("acme");
   ASSERT_TRUE(reg_->remove("acme"));
@@ -379,7 +458,7 @@ TEST_F(TenantRegistryTest, RemovingATenantRemovesItsKeys) {
   EXPECT_EQ(reg_->revokeKey(key.info.id).code(), StatusCode::kNotFound);
 }
 
-TEST_F(TenantRegistryTest, ListKeysShowsIdsNeverSecrets) {
+TEST_P(TenantRegistryTest, ListKeysShowsIdsNeverSecrets) {
   createOk(tenant("acme"));
   createOk(tenant("globex"));
   NewKey a = keyFor("acme");
@@ -396,19 +475,16 @@ TEST_F(TenantRegistryTest, ListKeysShowsIdsNeverSecrets) {
   EXPECT_EQ(ids, (std::set<std::string>{a.info.id, b.info.id}));
   EXPECT_TRUE(reg_->listKeys("nobody").empty());
 
-  // Nothing in the database file is the secret or its base64 part.
+  // Nothing stored is the secret or its base64 part.
   reg_.reset();
-  std::string bytes = test::readFile(db_path_);
-  if (std::filesystem::exists(db_path_.string() + "-wal")) {
-    bytes += test::readFile(db_path_.string() + "-wal");
-  }
+  std::string bytes = storedKeyBytes();
   for (const auto& secret : {a.secret, b.secret}) {
     EXPECT_EQ(bytes.find(secret.substr(13)), std::string::npos);
     EXPECT_NE(bytes.find(sha256Hex(secret)), std::string::npos);
   }
 }
 
-TEST_F(TenantRegistryTest, ImportedKeyHashesAreIdempotent) {
+TEST_P(TenantRegistryTest, ImportedKeyHashesAreIdempotent) {
   createOk(tenant("acme"));
   createOk(tenant("globex"));
   std::string hex = sha256Hex("acme-declared-key");
@@ -438,7 +514,7 @@ TEST_F(TenantRegistryTest, ImportedKeyHashesAreIdempotent) {
   EXPECT_EQ(reg_->resolve("acme-declared-key").outcome, Outcome::kRevokedKey);
 }
 
-TEST_F(TenantRegistryTest, EverythingSurvivesAReopen) {
+TEST_P(TenantRegistryTest, EverythingSurvivesAReopen) {
   Quotas free = rate(10, 20);
   free.max_storage_bytes = 1 << 30;
   ASSERT_TRUE(reg_->definePlans({{"free", free}}));
@@ -479,7 +555,7 @@ TEST_F(TenantRegistryTest, EverythingSurvivesAReopen) {
   EXPECT_EQ(reg_->view("acme")->quotas.max_storage_bytes, uint64_t{1} << 30);
 }
 
-TEST_F(TenantRegistryTest, ApplyDeclaredCreatesMissingTenantsAndReportsDrift) {
+TEST_P(TenantRegistryTest, ApplyDeclaredCreatesMissingTenantsAndReportsDrift) {
   ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}, {"pro", rate(100)}}));
   TenantRecord acme = tenant("acme", "free");
   acme.labels = {{"team", "payments"}};
@@ -541,7 +617,7 @@ TEST_F(TenantRegistryTest, ApplyDeclaredCreatesMissingTenantsAndReportsDrift) {
   EXPECT_EQ(reg_->get("initech")->source, "api");
 }
 
-TEST_F(TenantRegistryTest, ApplyDeclaredRefusesBadDeclarationsAndChangesNothing) {
+TEST_P(TenantRegistryTest, ApplyDeclaredRefusesBadDeclarationsAndChangesNothing) {
   auto dup = reg_->applyDeclared({tenant("acme"), tenant("acme")});
   EXPECT_EQ(dup.status().code(), StatusCode::kInvalid);
   EXPECT_NE(dup.status().message().find("tenant \"acme\" is declared twice"), std::string::npos);
@@ -551,7 +627,7 @@ TEST_F(TenantRegistryTest, ApplyDeclaredRefusesBadDeclarationsAndChangesNothing)
   EXPECT_TRUE(reg_->list().empty());  // "acme" was rolled back with the rest
 }
 
-TEST_F(TenantRegistryTest, ConcurrentResolveWhileMutating) {
+TEST_P(TenantRegistryTest, ConcurrentResolveWhileMutating) {
   createOk(tenant("stable"));
   NewKey stable = keyFor("stable");
   createOk(tenant("flip"));
@@ -598,13 +674,75 @@ TEST_F(TenantRegistryTest, ConcurrentResolveWhileMutating) {
   EXPECT_GT(lookups.load(), 0);
 }
 
-TEST_F(TenantRegistryTest, RefusesAPathItCannotUse) {
+TEST_F(SqliteTenantRegistryTest, RefusesAPathItCannotUse) {
   EXPECT_FALSE(TenantRegistry::openSqlite(""));
   EXPECT_FALSE(TenantRegistry::openSqlite(dir_.path() / "a\"b.db"));
   test::writeFile(dir_.path() / "file", "x");
   auto r = TenantRegistry::openSqlite(dir_.path() / "file" / "system.db");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(SharedTenantRegistryTest, KeysAndTenantsCreatedOnOneHostResolveOnTheOther) {
+  TenantRecord acme = tenant("acme");
+  acme.plugins = {"trellis/hello"};
+  createOk(acme);
+  NewKey key = keyFor("acme");
+  ASSERT_TRUE(eventually([&] { return other_->resolve(key.secret).outcome == Outcome::kOk; }));
+  Resolution r = other_->resolve(key.secret);
+  ASSERT_NE(r.tenant, nullptr);
+  EXPECT_EQ(r.tenant->id, "acme");
+  EXPECT_TRUE(r.tenant->hasPlugin("trellis/hello"));
+  EXPECT_EQ(other_->get("acme")->plugins, acme.plugins);
+  EXPECT_EQ(other_->listKeys("acme").size(), 1u);
+}
+
+TEST_F(SharedTenantRegistryTest, RevocationAndSuspensionReachTheOtherHost) {
+  createOk(tenant("acme"));
+  createOk(tenant("globex"));
+  NewKey acme = keyFor("acme");
+  NewKey globex = keyFor("globex");
+  ASSERT_TRUE(eventually([&] { return other_->resolve(globex.secret).outcome == Outcome::kOk; }));
+
+  // Changed on B, seen on A: propagation works both ways.
+  ASSERT_TRUE(other_->revokeKey(acme.info.id));
+  ASSERT_TRUE(other_->setStatus("globex", TenantStatus::kSuspended));
+  EXPECT_EQ(other_->resolve(acme.secret).outcome, Outcome::kRevokedKey);  // at once on B
+  EXPECT_TRUE(
+      eventually([&] { return reg_->resolve(acme.secret).outcome == Outcome::kRevokedKey; }));
+  EXPECT_TRUE(
+      eventually([&] { return reg_->resolve(globex.secret).outcome == Outcome::kSuspended; }));
+
+  ASSERT_TRUE(reg_->remove("acme"));
+  EXPECT_TRUE(eventually([&] { return other_->view("acme") == nullptr; }));
+  EXPECT_EQ(other_->resolve(acme.secret).outcome, Outcome::kUnknownKey);
+}
+
+TEST_F(SharedTenantRegistryTest, TwoHostsCreatingTheSameTenantGetOneSuccessAndOneConflict) {
+  for (int round = 0; round < 10; ++round) {
+    const std::string id = "race" + std::to_string(round);
+    Result<TenantRecord> a = Status::internal("not run"), b = Status::internal("not run");
+    std::thread ta([&] { a = reg_->create(tenant(id)); });
+    std::thread tb([&] { b = other_->create(tenant(id)); });
+    ta.join();
+    tb.join();
+    EXPECT_NE(static_cast<bool>(a), static_cast<bool>(b))
+        << a.status().toString() << " / " << b.status().toString();
+    const Status loser = a ? b.status() : a.status();
+    EXPECT_EQ(loser.code(), StatusCode::kConflict) << loser.toString();
+  }
+  EXPECT_TRUE(eventually([&] { return other_->list().size() == 10 && reg_->list().size() == 10; }));
+}
+
+TEST_F(SharedTenantRegistryTest, AHostThatStartsLaterSeesEverything) {
+  ASSERT_TRUE(reg_->definePlans({{"free", rate(10, 20)}}));
+  createOk(tenant("acme", "free"));
+  NewKey key = keyFor("acme");
+  auto late = open();
+  ASSERT_TRUE(late) << late.status().toString();
+  EXPECT_EQ((*late)->resolve(key.secret).outcome, Outcome::kOk);
+  EXPECT_EQ((*late)->view("acme")->quotas.requests_per_second, 10u);
+  EXPECT_EQ((*late)->plans().size(), 2u);
 }
 
 }  // namespace

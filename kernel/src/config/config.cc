@@ -157,10 +157,7 @@ class Parser {
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
-    if (auto n = root["storage"]) {
-      checkKeys(n, "storage", {"data_dir"});
-      if (auto d = n["data_dir"]) cfg.data_dir = readPath(d, "storage.data_dir");
-    }
+    if (auto n = root["storage"]) parseStorage(n, "storage", cfg);
     if (auto n = root["log"]) parseLog(n, "log", cfg);
     if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
     if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
@@ -290,6 +287,41 @@ class Parser {
     if (auto v = n["blocking_queue"]) {
       s.blocking_queue = readUInt(v, join(path, "blocking_queue"), 1, 10'000'000);
     }
+  }
+
+  void parseStorage(const YAML::Node& n, const std::string& path, Config& cfg) const {
+    checkKeys(n, path, {"data_dir", "url", "owner_url", "pool_size"});
+    if (n.IsNull()) return;
+    if (auto d = n["data_dir"]) cfg.data_dir = readPath(d, join(path, "data_dir"));
+    PostgresConfig& pg = cfg.postgres;
+    if (auto u = n["url"]) pg.url = readPostgresUrl(u, join(path, "url"));
+    if (auto u = n["owner_url"]) {
+      pg.owner_url = readPostgresUrl(u, join(path, "owner_url"));
+      if (!pg.url)
+        fail(join(path, "owner_url"), "needs storage.url (the role trellisd serves with)");
+      if (pg.owner_url->user == pg.url->user) {
+        fail(join(path, "owner_url"), "uses the same role \"" + pg.url->user +
+                                          "\" as storage.url; the role trellisd serves with must "
+                                          "not own the tables");
+      }
+    }
+    if (auto v = n["pool_size"]) {
+      if (!pg.url) fail(join(path, "pool_size"), "only applies with storage.url (PostgreSQL)");
+      pg.pool_size = readUInt(v, join(path, "pool_size"), 1, 1024);
+    }
+  }
+
+  // Never echoes the value: it may hold a password.
+  static tenants::PostgresUrl readPostgresUrl(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) {
+      fail(path, "expected postgresql://user:password@host:port/database, got " +
+                     std::string(node.IsMap()        ? "a map"
+                                 : node.IsSequence() ? "a list"
+                                                     : "null"));
+    }
+    auto url = tenants::parsePostgresUrl(node.Scalar());
+    if (!url) fail(path, url.status().message());
+    return *url;
   }
 
   // True if token_file was given.

@@ -7,6 +7,7 @@
 #include "runtime/data_plane.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/self_service.h"
+#include "runtime/storage_backend.h"
 #include "runtime/tenant_admin.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
@@ -39,6 +40,7 @@ struct Application::Impl {
   tenants::Admission admission;
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
+  std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
   std::unique_ptr<PluginManager> plugins;
@@ -90,15 +92,13 @@ Application::~Application() {
 
 Status Application::start() {
   Impl& s = *impl_;
-  auto registry = tenants::TenantRegistry::openSqlite(s.cfg.data_dir / "system.db");
-  if (!registry) return registry.status();
-  s.tenants = std::move(*registry);
+  auto storage = runtime::openStorage(s.cfg);
+  if (!storage) return storage.status();
+  s.tenants = std::move(storage->tenants);
+  s.kv = std::move(storage->kv);
+  s.pg_pool = std::move(storage->pool);
   auto drift = applyDeclaredTenants(s.cfg, *s.tenants);
   if (!drift) return drift.status();
-
-  auto kv = storage::openSqliteKvStore(s.cfg.data_dir / "tenants");
-  if (!kv) return kv.status();
-  s.kv = std::move(*kv);
 
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();

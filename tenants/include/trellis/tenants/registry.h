@@ -3,6 +3,7 @@
 // in-memory snapshot that is swapped after every change, so a lookup takes no lock.
 //
 //   auto reg = TenantRegistry::openSqlite("var/data/system.db");
+//   auto reg = TenantRegistry::openPostgres(*parsePostgresUrl("postgresql://app@db/trellis"));
 //   (*reg)->definePlans({{"free", {.requests_per_second = 10, .burst = 20}}});
 //   (*reg)->create({.id = "acme", .plan = "free", .plugins = {"trellis/hello"}});
 //   auto key = (*reg)->createKey("acme", std::nullopt);   // key->secret: shown once
@@ -14,6 +15,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -28,6 +30,8 @@
 #include "trellis/status.hpp"
 
 namespace trellis::tenants {
+
+struct PostgresUrl;
 
 // Per-tenant limits; an unset field means "unlimited".
 struct Quotas {
@@ -192,6 +196,13 @@ class TenantRegistry {
 
   // SQLite system database; created with mode 0600 if missing.
   static Result<std::unique_ptr<TenantRegistry>> openSqlite(const std::filesystem::path& db);
+  // The registry shared by every host on one PostgreSQL database (schema trellis, created
+  // by postgres_schema::migrate). Writes of any host bump a change counter; this host
+  // checks it every `poll_interval` and reloads its snapshot when it moved, so another
+  // host's change (a revoked key, a suspended tenant) takes effect here within about one
+  // interval. While PostgreSQL is unreachable the last snapshot keeps serving.
+  static Result<std::unique_ptr<TenantRegistry>> openPostgres(
+      const PostgresUrl& url, std::chrono::milliseconds poll_interval = std::chrono::seconds(1));
 };
 
 }  // namespace trellis::tenants

@@ -48,7 +48,9 @@ class Query {
   // Executes; true if a first row was fetched into the `into` targets.
   bool run() {
     st_.alloc();
-    st_.prepare(text_);
+    // One-time: PostgreSQL then runs the statement unnamed (PQexecParams), one round trip
+    // and no server-side prepared statement left to deallocate; SQLite ignores the hint.
+    st_.prepare(text_, soci::details::st_one_time_query);
     st_.define_and_bind();
     return st_.execute(true);
   }
@@ -67,21 +69,24 @@ inline void exec(soci::session& sql, const std::string& text) {
 
 // BEGIN ... COMMIT, rolled back unless commit() was reached. The default, BEGIN IMMEDIATE,
 // takes SQLite's write lock up front, so a read-check-write sequence inside is atomic
-// against other connections too; another backend passes its own begin statement.
+// against other connections too; another backend passes its own begin statement, and
+// `then` (if given) runs right after it, e.g. to take a row lock that plays the same role.
 class WriteTransaction {
  public:
-  explicit WriteTransaction(soci::session& sql, const char* begin = "BEGIN IMMEDIATE") : sql_(sql) {
+  explicit WriteTransaction(soci::session& sql, const char* begin = "BEGIN IMMEDIATE",
+                            const char* then = nullptr)
+      : sql_(sql) {
     exec(sql_, begin);
+    if (then == nullptr) return;
+    try {
+      exec(sql_, then);
+    } catch (...) {
+      rollbackQuietly();  // the destructor does not run for a throwing constructor
+      throw;
+    }
   }
   ~WriteTransaction() {
-    if (open_) {
-      try {
-        exec(sql_, "ROLLBACK");
-      } catch (const std::exception&) {
-        // The connection is already failing; SQLite rolls back on its own when the
-        // transaction cannot continue, and the caller reports the original error.
-      }
-    }
+    if (open_) rollbackQuietly();
   }
   WriteTransaction(const WriteTransaction&) = delete;
   WriteTransaction& operator=(const WriteTransaction&) = delete;
@@ -91,6 +96,16 @@ class WriteTransaction {
   }
 
  private:
+  void rollbackQuietly() noexcept {
+    try {
+      exec(sql_, "ROLLBACK");
+    } catch (const std::exception&) {
+      // The connection is already failing; the database rolls back on its own when the
+      // transaction cannot continue (or the connection drops), and the caller reports the
+      // original error.
+    }
+  }
+
   soci::session& sql_;
   bool open_ = true;
 };

@@ -10,6 +10,10 @@
 //              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024}
 //   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token"}
 //   storage:  {data_dir: "../var/data"}
+//   storage:                                     # example: PostgreSQL instead of SQLite
+//     url: "postgresql://trellis_app:secret@db.internal:5432/trellis"   # the app role
+//     owner_url: "postgresql://trellis_owner:secret@db.internal:5432/trellis"  # optional
+//     pool_size: 8                               # sessions per host for plugin storage
 //   log:      {level: info, access_log: "stdout" | "off" | <file>}
 //   plugins:
 //     dirs: ["../build/plugins"]                 # example; default: none
@@ -30,6 +34,16 @@
 //       quotas: {max_concurrent: 8}              # overrides on top of the plan
 //       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
 //
+// storage.url selects PostgreSQL: tenants, keys and plugin data then live in the shared
+// schema `trellis` of that database, so several trellisd can serve the same tenants; the
+// role in the URL (the app role) must not own the tables, be a superuser or BYPASSRLS.
+// storage.owner_url, the role that owns the schema, is used only at start to create or
+// upgrade the tables (row-level security included) and grant the app role access; without
+// it, trellisd checks the schema exists at the version it needs and refuses to start
+// otherwise. Both are postgresql://user:password@host[:port]/database[?sslmode=...]
+// (parameters: sslmode, sslrootcert, sslcert, sslkey, connect_timeout, application_name);
+// passwords never appear in logs or error messages. data_dir is then unused for storage.
+//
 // listen is "a.b.c.d:port" or "[v6 address]:port" (host names are refused: the bind
 // address must not depend on DNS). Integers must be unquoted. Plugin config scalars
 // become JSON numbers, true/false or null only when written plain (unquoted, untagged)
@@ -40,11 +54,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "trellis/tenants/postgres.h"
 #include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::config {
@@ -96,11 +112,19 @@ struct TenantEntry {
   tenants::Quotas quotas;  // overrides on top of the plan
 };
 
+// PostgreSQL storage (storage.url and friends); unset url = SQLite under data_dir.
+struct PostgresConfig {
+  std::optional<tenants::PostgresUrl> url;        // the app role; never log (redacted())
+  std::optional<tenants::PostgresUrl> owner_url;  // used at start for migrations only
+  size_t pool_size = 8;
+};
+
 struct Config {
   std::filesystem::path file;  // where it was loaded from
   ServerConfig server;
   AdminConfig admin;
   std::filesystem::path data_dir;
+  PostgresConfig postgres;
   std::string log_level = "info";
   std::string access_log = "stdout";  // "stdout", "off", or an absolute file path
   std::vector<std::filesystem::path> plugin_dirs;

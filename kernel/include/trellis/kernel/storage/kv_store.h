@@ -1,8 +1,10 @@
 // Key/value storage scoped to (tenant, plugin). Plugins reach it only through the host
 // API, never with SQL. Keys and values are arbitrary bytes; every write is durable
-// (fsync'd) and atomic before it returns.
+// (fsync'd) and atomic before it returns. Two backends behave the same: SQLite (one file
+// per tenant) and PostgreSQL (shared tables under row-level security).
 //
 //   auto store = openSqliteKvStore("/var/lib/trellis/data");
+//   auto store = openPostgresKvStore(pool);   // pool: tenants::PostgresPool::open(...)
 //   auto v = store->put({"acme", "trellis/hello"}, "visits/ann", "1", kAnyVersion);
 #pragma once
 
@@ -15,6 +17,10 @@
 #include <vector>
 
 #include "trellis/status.hpp"
+
+namespace trellis::tenants {
+class PostgresPool;
+}
 
 namespace trellis::kernel::storage {
 
@@ -74,5 +80,14 @@ class KvStore {
 // [a-z0-9][a-z0-9-]{0,62}, empty plugin) is INVALID; UNAVAILABLE if a file cannot be
 // opened or written (the message says which and why).
 Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir);
+
+// PostgreSQL: tables trellis.kv and trellis.kv_usage (created by
+// tenants::postgres_schema::migrate), shared by every tenant and every host using the
+// database, isolated by row-level security on `trellis.tenant`, which each call sets for
+// its own transaction. Keys are bytea, so order and equality are bytewise. Thread-safe;
+// calls run concurrently up to the pool's size. UNAVAILABLE (naming host:port, never the
+// password) when PostgreSQL cannot be reached; the call's transaction is rolled back, and
+// the next call reconnects. removeTenant deletes the tenant's rows and usage.
+Result<std::unique_ptr<KvStore>> openPostgresKvStore(std::shared_ptr<tenants::PostgresPool> pool);
 
 }  // namespace trellis::kernel::storage

@@ -1,0 +1,341 @@
+// KvStore on PostgreSQL: every tenant's entries in one table, trellis.kv, kept apart by
+// row-level security (postgres.h). Each call is one transaction on a pooled session that
+// first sets the tenant for that transaction only; the queries also name the tenant, so
+// the index serves them, but the policy is what guarantees isolation.
+//
+// Keys and values are bytea, passed as hex text (decode(:k, 'hex') / encode(.., 'hex')):
+// SOCI binds strings as C strings, which would cut them at the first NUL, and hex keeps
+// every byte, valid UTF-8 or not. bytea compares like memcmp, which is list()'s order.
+//
+// Storage quota: trellis.kv_usage holds each tenant's key + value bytes. put() charges the
+// change with one conditional upsert in the write's transaction; the row lock it takes
+// serialises the tenant's growing writers on every host, so the quota is exact.
+#include <soci/postgresql/soci-postgresql.h>
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "trellis/kernel/storage/kv_store.h"
+#include "trellis/tenants/identity.h"
+#include "trellis/tenants/postgres.h"
+
+namespace trellis::kernel::storage {
+namespace {
+
+using tenants::PostgresPool;
+using tenants::TenantTransaction;
+using tenants::sql::Query;
+
+// Serialization failures, deadlocks and a racing first insert of the same key are
+// retried from the start; past this many attempts the call reports UNAVAILABLE.
+constexpr int kMaxAttempts = 5;
+
+std::string toHex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0x0f]);
+  }
+  return out;
+}
+
+std::string fromHex(const std::string& hex) {
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
+  }
+  return out;
+}
+
+std::optional<std::string> prefixSuccessor(std::string_view prefix) {
+  std::string s(prefix);
+  while (!s.empty() && static_cast<unsigned char>(s.back()) == 0xff) s.pop_back();
+  if (s.empty()) return std::nullopt;
+  s.back() = static_cast<char>(static_cast<unsigned char>(s.back()) + 1);
+  return s;
+}
+
+Status validateKey(std::string_view key) {
+  if (key.empty()) return Status::invalid("key is empty");
+  if (key.size() > kMaxKeyBytes) {
+    return Status::invalid("key is " + std::to_string(key.size()) + " bytes; the limit is " +
+                           std::to_string(kMaxKeyBytes));
+  }
+  return Status::ok();
+}
+
+Status validateScope(const Scope& scope) {
+  if (!tenants::isValidTenantId(scope.tenant)) {
+    return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
+  }
+  if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
+  return Status::ok();
+}
+
+Status conflict(uint64_t expected, uint64_t current) {
+  auto describe = [](uint64_t v) {
+    return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
+  };
+  return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
+}
+
+bool retryable(const std::string& sqlstate) {
+  return sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "23505";
+}
+
+class PostgresKvStore final : public KvStore {
+ public:
+  explicit PostgresKvStore(std::shared_ptr<PostgresPool> pool) : pool_(std::move(pool)) {}
+
+  Result<KvEntry> get(const Scope& scope, std::string_view key) override {
+    if (auto s = validateScope(scope); !s) return s;
+    if (auto s = validateKey(key); !s) return s;
+    const std::string k = toHex(key);
+    return inTenant<KvEntry>(scope.tenant, "get", [&](soci::session& sql) -> Result<KvEntry> {
+      std::string value;
+      long long version = 0;
+      bool found = Query(sql,
+                         "SELECT encode(value, 'hex'), version FROM kv WHERE tenant_id = :t "
+                         "AND plugin = :p AND key = decode(:k, 'hex')")
+                       .use(scope.tenant)
+                       .use(scope.plugin)
+                       .use(k)
+                       .into(value)
+                       .into(version)
+                       .run();
+      if (!found) return Status::notFound("no such key");
+      return KvEntry{std::string(key), fromHex(value), static_cast<uint64_t>(version)};
+    });
+  }
+
+  Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
+                       uint64_t expected_version) override {
+    if (auto s = validateScope(scope); !s) return s;
+    if (auto s = validateKey(key); !s) return s;
+    if (value.size() > kMaxValueBytes) {
+      return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
+                             std::to_string(kMaxValueBytes));
+    }
+    const std::string k = toHex(key), v = toHex(value);
+    return inTenant<uint64_t>(scope.tenant, "put", [&](soci::session& sql) -> Result<uint64_t> {
+      auto [current, old_bytes] = lockEntry(sql, scope, k);
+      if (expected_version != kAnyVersion && expected_version != current) {
+        return conflict(expected_version, current);
+      }
+      const long long delta = static_cast<long long>(key.size() + value.size()) - old_bytes;
+      if (Status s = charge(sql, scope, delta); !s) return s;
+      long long next = static_cast<long long>(current) + 1;
+      if (current == kAbsent) {
+        // A concurrent first insert of the same key fails here with unique_violation; the
+        // retry then finds and locks the row.
+        Query(sql,
+              "INSERT INTO kv(tenant_id, plugin, key, value, version) "
+              "VALUES (:t, :p, decode(:k, 'hex'), decode(:v, 'hex'), :n)")
+            .use(scope.tenant)
+            .use(scope.plugin)
+            .use(k)
+            .use(v)
+            .use(next)
+            .run();
+      } else {
+        Query(sql,
+              "UPDATE kv SET value = decode(:v, 'hex'), version = :n "
+              "WHERE tenant_id = :t AND plugin = :p AND key = decode(:k, 'hex')")
+            .use(v)
+            .use(next)
+            .use(scope.tenant)
+            .use(scope.plugin)
+            .use(k)
+            .run();
+      }
+      return static_cast<uint64_t>(next);
+    });
+  }
+
+  Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
+    if (auto s = validateScope(scope); !s) return s;
+    if (auto s = validateKey(key); !s) return s;
+    const std::string k = toHex(key);
+    auto r = inTenant<bool>(scope.tenant, "remove", [&](soci::session& sql) -> Result<bool> {
+      auto [current, old_bytes] = lockEntry(sql, scope, k);
+      if (current == kAbsent) return Status::notFound("no such key");
+      if (expected_version != kAnyVersion && expected_version != current) {
+        return conflict(expected_version, current);
+      }
+      Query(sql, "DELETE FROM kv WHERE tenant_id = :t AND plugin = :p AND key = decode(:k, 'hex')")
+          .use(scope.tenant)
+          .use(scope.plugin)
+          .use(k)
+          .run();
+      if (Status s = charge(sql, scope, -old_bytes); !s) return s;
+      return true;
+    });
+    return r ? Status::ok() : r.status();
+  }
+
+  Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
+                                    std::string_view start_after, uint32_t limit) override {
+    if (auto s = validateScope(scope); !s) return s;
+    if (prefix.size() > kMaxKeyBytes || start_after.size() > kMaxKeyBytes) {
+      return Status::invalid("prefix and start_after are limited to " +
+                             std::to_string(kMaxKeyBytes) + " bytes");
+    }
+    // Range conditions instead of LIKE: '%' and '_' in a prefix stay literal bytes, and
+    // the primary-key index serves the scan.
+    const std::string lower = toHex(prefix), after = toHex(start_after);
+    const std::optional<std::string> upper =
+        prefixSuccessor(prefix) ? std::optional(toHex(*prefixSuccessor(prefix))) : std::nullopt;
+    const int n = static_cast<int>(limit == 0 || limit > kMaxListLimit ? kMaxListLimit : limit);
+    std::string query =
+        "SELECT encode(key, 'hex'), encode(value, 'hex'), version FROM kv "
+        "WHERE tenant_id = :t AND plugin = :p AND key >= decode(:lo, 'hex')";
+    if (!start_after.empty()) query += " AND key > decode(:after, 'hex')";
+    if (upper) query += " AND key < decode(:hi, 'hex')";
+    query += " ORDER BY key LIMIT CAST(:n AS BIGINT)";
+    using Entries = std::vector<KvEntry>;
+    return inTenant<Entries>(scope.tenant, "list", [&](soci::session& sql) -> Result<Entries> {
+      std::string key, value;
+      long long version = 0;
+      Query q(sql, query);
+      q.use(scope.tenant).use(scope.plugin).use(lower);
+      if (!start_after.empty()) q.use(after);
+      if (upper) q.use(*upper);
+      q.use(n).into(key).into(value).into(version);
+      Entries out;
+      for (bool row = q.run(); row; row = q.next()) {
+        out.push_back(KvEntry{fromHex(key), fromHex(value), static_cast<uint64_t>(version)});
+      }
+      return out;
+    });
+  }
+
+  Result<uint64_t> storageBytes(std::string_view tenant) override {
+    if (!tenants::isValidTenantId(tenant)) {
+      return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
+    }
+    const std::string t(tenant);
+    return inTenant<uint64_t>(t, "storage usage", [&](soci::session& sql) -> Result<uint64_t> {
+      return static_cast<uint64_t>(std::max(usedBytes(sql, t), 0LL));
+    });
+  }
+
+  Status removeTenant(std::string_view tenant) override {
+    if (!tenants::isValidTenantId(tenant)) {
+      return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
+    }
+    const std::string t(tenant);
+    auto r = inTenant<bool>(t, "remove tenant", [&](soci::session& sql) -> Result<bool> {
+      Query(sql, "DELETE FROM kv WHERE tenant_id = :t").use(t).run();
+      Query(sql, "DELETE FROM kv_usage WHERE tenant_id = :t").use(t).run();
+      return true;
+    });
+    return r ? Status::ok() : r.status();
+  }
+
+ private:
+  // Runs `body` in one transaction scoped to `tenant` and commits if it succeeds.
+  // Retries from the start when PostgreSQL asks for it (serialization failure, deadlock,
+  // a racing insert) and once when a pooled session turns out to be dead before anything
+  // was done (the server restarted): that attempt had no effect, so repeating is safe.
+  template <typename T, typename Body>
+  Result<T> inTenant(const std::string& tenant, const char* op, Body&& body) {
+    const std::string what = "storage " + std::string(op) + " for tenant \"" + tenant + "\"";
+    bool stale_retried = false;
+    for (int attempt = 1;; ++attempt) {
+      auto lease = pool_->acquire();
+      if (!lease) return Status::unavailable(what + " failed: " + lease.status().message());
+      soci::session& sql = lease->session();
+      std::optional<TenantTransaction> tx;
+      try {
+        tx.emplace(sql, tenant);
+      } catch (const std::exception& e) {
+        if (!stale_retried && !tenants::isHealthyPostgresSession(sql)) {
+          stale_retried = true;
+          continue;  // the lease drops the dead session; the next one reconnects
+        }
+        return pool_->unavailable(what, e);
+      }
+      try {
+        Result<T> r = body(sql);
+        if (!r) return r;  // the transaction rolls back
+        tx->commit();
+        return r;
+      } catch (const soci::postgresql_soci_error& e) {
+        if (attempt < kMaxAttempts && retryable(e.sqlstate())) continue;
+        return pool_->unavailable(what, e);
+      } catch (const std::exception& e) {
+        return pool_->unavailable(what, e);
+      }
+    }
+  }
+
+  // The entry's version (kAbsent if none) and its charged bytes, row-locked until commit.
+  static std::pair<uint64_t, long long> lockEntry(soci::session& sql, const Scope& scope,
+                                                  const std::string& key_hex) {
+    long long version = 0, bytes = 0;
+    bool found = Query(sql,
+                       "SELECT version, length(key) + length(value) FROM kv "
+                       "WHERE tenant_id = :t AND plugin = :p AND key = decode(:k, 'hex') "
+                       "FOR UPDATE")
+                     .use(scope.tenant)
+                     .use(scope.plugin)
+                     .use(key_hex)
+                     .into(version)
+                     .into(bytes)
+                     .run();
+    return found ? std::pair{static_cast<uint64_t>(version), bytes} : std::pair{kAbsent, 0LL};
+  }
+
+  static long long usedBytes(soci::session& sql, const std::string& tenant) {
+    long long bytes = 0;
+    Query(sql, "SELECT bytes FROM kv_usage WHERE tenant_id = :t").use(tenant).into(bytes).run();
+    return bytes;
+  }
+
+  // Adds `delta` to the tenant's usage. Only growth is checked (a tenant over a quota
+  // lowered after the fact can still shrink): the check and the charge are one statement,
+  // and its row lock orders every writer of the tenant.
+  static Status charge(soci::session& sql, const Scope& scope, long long delta) {
+    if (delta == 0) return Status::ok();
+    long long max =
+        scope.max_storage_bytes
+            ? static_cast<long long>(std::min<uint64_t>(*scope.max_storage_bytes, INT64_MAX))
+            : -1;
+    long long charged = 0;
+    soci::indicator ind = soci::i_ok;
+    // Parameters are typed explicitly: libpq sends them untyped, and PostgreSQL would read
+    // a bare one compared with 0 as a 32-bit integer.
+    Query q(sql,
+            "INSERT INTO kv_usage AS u (tenant_id, bytes) "
+            "SELECT CAST(:t AS TEXT), CAST(:d AS BIGINT) "
+            "WHERE CAST(:d1 AS BIGINT) <= 0 OR CAST(:m AS BIGINT) < 0 "
+            " OR CAST(:d2 AS BIGINT) <= CAST(:m1 AS BIGINT) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET bytes = u.bytes + EXCLUDED.bytes "
+            "WHERE EXCLUDED.bytes <= 0 OR CAST(:m2 AS BIGINT) < 0 "
+            " OR u.bytes + EXCLUDED.bytes <= CAST(:m3 AS BIGINT) "
+            "RETURNING u.bytes");
+    q.use(scope.tenant).use(delta).use(delta).use(max).use(delta).use(max).use(max).use(max);
+    q.into(charged, ind);
+    if (q.run()) return Status::ok();
+    const long long used = std::max(usedBytes(sql, scope.tenant), 0LL);
+    return Status::quotaExceeded("storage quota of " + std::to_string(max) +
+                                 " bytes exceeded: using " + std::to_string(used) +
+                                 ", this write needs " + std::to_string(delta) + " more");
+  }
+
+  std::shared_ptr<PostgresPool> pool_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvStore>> openPostgresKvStore(std::shared_ptr<tenants::PostgresPool> pool) {
+  if (!pool) return Status::invalid("no PostgreSQL pool");
+  return std::unique_ptr<KvStore>(std::make_unique<PostgresKvStore>(std::move(pool)));
+}
+
+}  // namespace trellis::kernel::storage

@@ -1,0 +1,222 @@
+// The shared PostgreSQL schema. Two components are versioned separately in
+// trellis.schema_version: "registry" applies the tenant registry's own portable migrations
+// (SystemDb::migrationSteps(), the same steps SQLite's system.db gets), "storage" holds
+// what only the shared database needs: per-tenant data under row-level security and the
+// registry's change counter. Both lists are append-only.
+#include <soci/postgresql/soci-postgresql.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "system_db.h"
+#include "trellis/tenants/postgres.h"
+
+namespace trellis::tenants::postgres_schema {
+namespace {
+
+using sql::exec;
+using sql::Query;
+
+// Any constant both old and new builds agree on; "trellis" in ASCII.
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(32765855592802675)";
+
+// Tables with tenant data: row-level security, FORCEd so that even the table owner is
+// bound, with one policy for every command. current_setting(..., true) is NULL when the
+// transaction never set a tenant, and NULL matches no row.
+std::vector<std::string> tenantTable(const std::string& table) {
+  const std::string predicate = "(tenant_id = current_setting('trellis.tenant', true))";
+  return {
+      "ALTER TABLE " + table + " ENABLE ROW LEVEL SECURITY",
+      "ALTER TABLE " + table + " FORCE ROW LEVEL SECURITY",
+      "CREATE POLICY tenant_isolation ON " + table + " USING " + predicate + " WITH CHECK " +
+          predicate,
+  };
+}
+
+const std::vector<std::vector<std::string>>& storageSteps() {
+  static const std::vector<std::vector<std::string>> kSteps = [] {
+    std::vector<std::string> v1 = {
+        // Bumped by every registry write transaction (which also takes its row lock, so
+        // registry writers on all hosts are serialised); hosts poll it to refresh.
+        "CREATE TABLE registry_version("
+        " id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
+        "INSERT INTO registry_version(id, version) VALUES (1, 0)",
+        // bytea compares bytewise (memcmp), the order list() promises.
+        "CREATE TABLE kv("
+        " tenant_id TEXT NOT NULL, plugin TEXT NOT NULL, key BYTEA NOT NULL,"
+        " value BYTEA NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (tenant_id, plugin, key))",
+        // One row per tenant: key + value bytes, charged with a conditional update in the
+        // write's transaction (the row lock makes the quota exact across hosts).
+        "CREATE TABLE kv_usage(tenant_id TEXT PRIMARY KEY, bytes BIGINT NOT NULL)",
+    };
+    for (const char* t : {"kv", "kv_usage"}) {
+      for (auto& s : tenantTable(t)) v1.push_back(std::move(s));
+    }
+    return std::vector<std::vector<std::string>>{v1};
+  }();
+  return kSteps;
+}
+
+struct Component {
+  const char* name;
+  const std::vector<std::vector<std::string>>& steps;
+};
+
+std::vector<Component> components() {
+  return {{"registry", internal::SystemDb::migrationSteps()}, {"storage", storageSteps()}};
+}
+
+std::string quoteIdent(const std::string& name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// The stored version of `component`, 0 if none.
+int storedVersion(soci::session& sql, const std::string& component) {
+  int version = 0;
+  if (!Query(sql, "SELECT version FROM trellis.schema_version WHERE component = :c")
+           .use(component)
+           .into(version)
+           .run()) {
+    return 0;
+  }
+  return version;
+}
+
+}  // namespace
+
+Status migrate(const PostgresUrl& owner, const std::string& app_role) {
+  const std::string where = "cannot apply the Trellis schema to " + owner.redacted();
+  if (owner.user == app_role) {
+    return Status::invalid(where + ": storage.owner_url and storage.url use the same role \"" +
+                           app_role + "\"; the role trellisd serves with must not own the tables");
+  }
+  try {
+    soci::session sql;
+    connectPostgres(sql, owner);
+    // The advisory lock serialises hosts starting at once; DDL is transactional, so a
+    // failed step leaves the previous version intact.
+    sql::WriteTransaction tx(sql, "BEGIN", kMigrationLock);
+    exec(sql, "CREATE SCHEMA IF NOT EXISTS trellis");
+    exec(sql,
+         "CREATE TABLE IF NOT EXISTS trellis.schema_version("
+         " component TEXT PRIMARY KEY, version INTEGER NOT NULL)");
+    for (const auto& c : components()) {
+      const int current = storedVersion(sql, c.name);
+      const int latest = static_cast<int>(c.steps.size());
+      if (current > latest) {
+        return Status::unavailable(where + ": its " + c.name + " schema is version " +
+                                   std::to_string(current) + ", newer than this build (" +
+                                   std::to_string(latest) + ")");
+      }
+      if (current == latest) continue;
+      for (size_t v = static_cast<size_t>(current); v < c.steps.size(); ++v) {
+        for (const auto& statement : c.steps[v]) exec(sql, statement);
+      }
+      const std::string name = c.name;
+      Query(sql, "DELETE FROM trellis.schema_version WHERE component = :c").use(name).run();
+      Query(sql, "INSERT INTO trellis.schema_version(component, version) VALUES (:c, :v)")
+          .use(name)
+          .use(latest)
+          .run();
+    }
+    // The app role gets data access only: it owns nothing, so it can neither alter the
+    // tables nor switch row-level security off.
+    const std::string app = quoteIdent(app_role);
+    exec(sql, "GRANT USAGE ON SCHEMA trellis TO " + app);
+    exec(sql, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA trellis TO " + app);
+    exec(sql, "REVOKE INSERT, UPDATE, DELETE ON schema_version FROM " + app);
+    tx.commit();
+    return Status::ok();
+  } catch (const std::exception& e) {
+    return Status::unavailable(where + ": " + scrubbed(e.what(), owner.password));
+  }
+}
+
+Status verify(PostgresPool& app) {
+  const PostgresUrl& url = app.url();
+  const std::string where = "PostgreSQL database \"" + url.database + "\" at " + url.endpoint();
+  auto lease = app.acquire();
+  if (!lease) return lease.status();
+  soci::session& sql = lease->session();
+  try {
+    int super = 0, bypass = 0;
+    Query(sql,
+          "SELECT CAST(rolsuper AS INTEGER), CAST(rolbypassrls AS INTEGER) FROM pg_roles "
+          "WHERE rolname = current_user")
+        .into(super)
+        .into(bypass)
+        .run();
+    if (super || bypass) {
+      return Status::invalid("storage.url: role \"" + url.user + "\" is " +
+                             (super ? "a superuser" : "BYPASSRLS") +
+                             ", so row-level security would not keep tenants apart; serve with "
+                             "a role that has neither (see docs/admin-guide.md)");
+    }
+    int exists = 0;
+    Query(sql, "SELECT CASE WHEN to_regclass('trellis.schema_version') IS NULL THEN 0 ELSE 1 END")
+        .into(exists)
+        .run();
+    if (!exists) {
+      return Status::unavailable(where +
+                                 " has no Trellis schema: start trellisd once with "
+                                 "storage.owner_url (the role that owns the schema) to create it");
+    }
+    for (const auto& c : components()) {
+      const int stored = storedVersion(sql, c.name);
+      const int latest = static_cast<int>(c.steps.size());
+      if (stored < latest) {
+        return Status::unavailable(where + " has " + c.name + " schema version " +
+                                   std::to_string(stored) + " but this build needs " +
+                                   std::to_string(latest) +
+                                   ": start trellisd once with storage.owner_url to upgrade it");
+      }
+      if (stored > latest) {
+        return Status::unavailable(where + " has " + c.name + " schema version " +
+                                   std::to_string(stored) + ", newer than this build (" +
+                                   std::to_string(latest) + ")");
+      }
+    }
+    std::string owned;
+    {
+      std::string table;
+      Query q(sql,
+              "SELECT tablename FROM pg_tables WHERE schemaname = 'trellis' "
+              "AND tableowner = current_user ORDER BY tablename");
+      q.into(table);
+      for (bool row = q.run(); row; row = q.next()) owned += (owned.empty() ? "" : ", ") + table;
+    }
+    if (!owned.empty()) {
+      return Status::invalid("storage.url: role \"" + url.user + "\" owns " + owned +
+                             " in schema trellis; it could switch row-level security off. "
+                             "Serve with a role that owns nothing (storage.owner_url is for the "
+                             "owner)");
+    }
+    std::string unforced;
+    {
+      std::string table;
+      Query q(sql,
+              "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+              "WHERE n.nspname = 'trellis' AND c.relname IN ('kv', 'kv_usage') "
+              "AND NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY c.relname");
+      q.into(table);
+      for (bool row = q.run(); row; row = q.next()) {
+        unforced += (unforced.empty() ? "" : ", ") + table;
+      }
+    }
+    if (!unforced.empty()) {
+      return Status::unavailable(where + ": row-level security is not forced on " + unforced +
+                                 "; refusing to serve tenants from it");
+    }
+    return Status::ok();
+  } catch (const std::exception& e) {
+    return app.unavailable("checking the schema", e);
+  }
+}
+
+}  // namespace trellis::tenants::postgres_schema
