@@ -251,7 +251,13 @@ Result<std::string> ZipReader::read(const ZipEntry& e) const {
     out.assign(raw);
   } else {
     try {
-      Poco::MemoryInputStream compressed(raw.data(), raw.size());
+      // Poco inflates zlib streams only: wrap the raw deflate data in a fake zlib header
+      // and a dummy Adler-32 trailer, which STREAM_ZIP does not check (Poco::Zip does
+      // the same); the CRC-32 below is the real integrity check.
+      std::string framed;
+      framed.reserve(raw.size() + 6);
+      framed.append("\x78\x9c", 2).append(raw).append(4, ' ');
+      Poco::MemoryInputStream compressed(framed.data(), framed.size());
       Poco::InflatingInputStream inflater(compressed, Poco::InflatingStreamBuf::STREAM_ZIP);
       // Never trust the declared size beyond using it as the cap: read one byte past it
       // to detect an entry that inflates to more than it claims.
