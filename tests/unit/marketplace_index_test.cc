@@ -290,6 +290,14 @@ TEST_F(IndexTest, UnknownPublisherKeyIsRefused) {
   EXPECT_TRUE(contains(key.status(), "signed by unknown key " + stranger.keyId()));
 }
 
+TEST_F(IndexTest, PackagePublishedBeforeItsKeyWasAddedIsRefused) {
+  index_.namespaces["acme"][0].added = kNow - kDay;  // the package is five days old
+  auto verified = verifyIndex(trusted_, 0, kNow, publish(index_).first, publish(index_).second);
+  ASSERT_TRUE(verified);
+  EXPECT_TRUE(contains(verified->signingKey("acme/hello", "1.0.0").status(),
+                       "before its key " + acme_.keyId() + " was added"));
+}
+
 TEST_F(IndexTest, VerifiesADownloadedPackageAgainstTheIndex) {
   const fs::path good = fs::path(TRELLIS_FIXTURE_DIR) / "good";
   auto bytes = buildPackageBytes(good, acme_);

@@ -143,6 +143,44 @@ TEST_F(PackageTest, BuildRefusesSymlinksInThePluginFolder) {
   EXPECT_NE(r.status().message().find("is a symbolic link"), std::string::npos);
 }
 
+TEST_F(PackageTest, PackagesALuaPluginTreeWithoutHiddenFiles) {
+  TempDir plugin;
+  writeFile(plugin / "trellis-plugin.json",
+            R"({"schema":1,"id":"acme/policy","version":"0.3.0","runtime":"lua",
+                "entry":{"lua":"main.lua"},"capabilities":["kv"]})");
+  writeFile(plugin / "main.lua", "return require_local('lib/util')");
+  fs::create_directories(plugin / "lib" / "deep");
+  writeFile(plugin / "lib" / "util.lua", "return {}");
+  writeFile(plugin / "lib" / "deep" / "data.txt", "x");
+  writeFile(plugin / "README.md", "# policy");
+  fs::create_directories(plugin / ".git");
+  writeFile(plugin / ".git" / "config", "secret remote");
+  writeFile(plugin / ".env", "TOKEN=1");
+
+  BuiltPackage built;
+  auto bytes = buildPackageBytes(plugin.path(), *key_, &built);
+  ASSERT_TRUE(bytes) << bytes.status().message();
+  EXPECT_EQ(built.files, (std::vector<std::string>{"README.md", "lib/deep/data.txt", "lib/util.lua",
+                                                   "main.lua"}));
+  auto pkg = PackageArchive::fromBytes(*bytes);
+  ASSERT_TRUE(pkg) << pkg.status().message();
+  ASSERT_TRUE(pkg->verify({key_->publicKey()}));
+  ASSERT_TRUE(pkg->extractTo(dir_ / "policy"));
+  EXPECT_EQ(readFile(dir_ / "policy" / "lib" / "deep" / "data.txt"), "x");
+  EXPECT_FALSE(fs::exists(dir_ / "policy" / ".env"));
+  auto manifest = trellis::kernel::plugin::Manifest::load(dir_ / "policy" / "trellis-plugin.json");
+  ASSERT_TRUE(manifest) << manifest.status().message();
+  EXPECT_EQ(manifest->files.size(), 4u);
+}
+
+TEST_F(PackageTest, BuildRefusesToWriteThePackageIntoThePluginFolder) {
+  TempDir plugin;
+  fs::copy(kGood, plugin.path(), fs::copy_options::recursive);
+  auto r = buildPackage(plugin.path(), *key_, plugin / "sub" / "x.zip");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("is inside the plugin folder"), std::string::npos);
+}
+
 TEST_F(PackageTest, RefusesATamperedFile) {
   auto entries = goodEntries();
   for (auto& e : entries) {
@@ -218,7 +256,9 @@ TEST_F(PackageTest, RefusesPathsThatEscapeTheFolder) {
                                                         {"/etc/evil.so", "is an absolute path"},
                                                         {"C:/evil.so", "drive letter"},
                                                         {"lib\\evil.so", "contains a backslash"},
-                                                        {"./evil.so", "not normalized"}}) {
+                                                        {"./evil.so", "not normalized"},
+                                                        {"../", "contains \"..\""},
+                                                        {"lib//x.so", "not normalized"}}) {
     SCOPED_TRACE(name);
     auto entries = goodEntries();
     entries.push_back({name, "x"});
@@ -232,6 +272,14 @@ TEST_F(PackageTest, RefusesSymlinkAndSpecialEntries) {
   expectRefused(writeZip(entries), "entry \"link.so\" is a symbolic link");
   entries.back() = {"fifo", "", false, 0010644};
   expectRefused(writeZip(entries), "entry \"fifo\" is a special file");
+}
+
+TEST_F(PackageTest, RefusesFolderEntriesThatClashOrCarryContent) {
+  auto entries = goodEntries();
+  entries.push_back({"libfixture_good.so/", "", false, 040755});
+  expectRefused(writeZip(entries), "\"libfixture_good.so\" is both a file and a folder");
+  entries.back() = {"lib/", "hidden bytes"};
+  expectRefused(writeZip(entries), "entry \"lib/\" is a folder with content");
 }
 
 TEST_F(PackageTest, RefusesDuplicateEntries) {

@@ -166,6 +166,12 @@ TEST(Ed25519Test, LoadRefusesKeysOthersCanReadAndNonKeys) {
   ASSERT_FALSE(junk);
   EXPECT_NE(junk.status().message().find("not a PEM private key"), std::string::npos);
   EXPECT_EQ(PrivateKey::loadPem(dir / "missing.pem").status().code(), StatusCode::kNotFound);
+  // Encrypted keys are refused up front instead of prompting for a passphrase.
+  auto encrypted = PrivateKey::fromPem(
+      "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAc\n"
+      "-----END ENCRYPTED PRIVATE KEY-----\n");
+  EXPECT_NE(encrypted.status().message().find("encrypted private keys are not supported"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -121,7 +121,12 @@ Result<PrivateKey> PrivateKey::fromPem(std::string_view pem) {
   if (pem.size() > 64 * 1024) return Status::invalid("private key file is too large to be a key");
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Status::internal("out of memory");
-  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  if (pem.find("ENCRYPTED") != std::string_view::npos) {
+    return Status::invalid("encrypted private keys are not supported (use trellis keygen)");
+  }
+  // A callback that supplies no passphrase: OpenSSL's default would prompt on the tty.
+  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr);
   if (!raw) {
     ERR_clear_error();  // OpenSSL's text would say no more than "no start line"
     return Status::invalid("not a PEM private key");

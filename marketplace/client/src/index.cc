@@ -750,6 +750,11 @@ Result<PublicKey> VerifiedIndex::signingKey(std::string_view id, std::string_vie
   }
   for (const auto& k : keys->second) {
     if (k.keyid != record->keyid) continue;
+    if (k.added > record->published) {
+      return Status::permissionDenied(name + " was published at " +
+                                      std::to_string(record->published) + ", before its key " +
+                                      k.keyid + " was added (" + std::to_string(k.added) + ")");
+    }
     if (k.revoked && k.revoked->at <= record->published) {
       return Status::permissionDenied(name + " was signed by key " + k.keyid + ", revoked from " +
                                       std::to_string(k.revoked->at) + " (" + k.revoked->reason +

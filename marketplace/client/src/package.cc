@@ -6,6 +6,7 @@
 #include <Poco/Path.h>
 #include <Poco/Zip/Compress.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -265,6 +266,15 @@ Result<std::string> buildPackageBytes(const fs::path& dir, const PrivateKey& key
 
 Result<BuiltPackage> buildPackage(const fs::path& dir, const PrivateKey& key, const fs::path& out,
                                   bool overwrite) {
+  // An archive written into the folder would be packaged into the next build of it.
+  std::error_code ec;
+  fs::path abs_dir = fs::weakly_canonical(dir, ec);
+  fs::path abs_out = fs::weakly_canonical(out, ec);
+  auto rel = abs_out.lexically_relative(abs_dir);
+  if (!ec && !rel.empty() && *rel.begin() != "..") {
+    return Status::invalid(out.string() + " is inside the plugin folder " + dir.string() +
+                           "; write the package somewhere else");
+  }
   BuiltPackage info;
   auto bytes = buildPackageBytes(dir, key, &info);
   if (!bytes) return bytes.status();
@@ -327,7 +337,7 @@ Result<PackageArchive> PackageArchive::fromBytes(std::string bytes, const ZipLim
 
 Status PackageArchive::checkFiles() const {
   for (const auto& e : info_.entries) {
-    if (e.name == kManifestFile || e.name == kSignatureFile) continue;
+    if (e.directory || e.name == kManifestFile || e.name == kSignatureFile) continue;
     auto it = info_.files.find(e.name);
     if (it == info_.files.end()) {
       return Status::invalid("file " + inQuotes(e.name) +
@@ -342,7 +352,8 @@ Status PackageArchive::checkFiles() const {
     }
   }
   for (const auto& [name, hash] : info_.files) {
-    if (!zip_.find(name)) {
+    const ZipEntry* entry = zip_.find(name);
+    if (!entry || entry->directory) {
       return Status::invalid("the manifest lists " + inQuotes(name) +
                              " but the archive does not contain it");
     }
@@ -397,6 +408,11 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
 
   if (Status s = checkFiles(); !s) return s;
   for (const auto& e : info_.entries) {
+    if (e.directory) {
+      fs::create_directories(tmp / e.name, ec);
+      if (ec) return Status::invalid((tmp / e.name).string() + ": " + ec.message());
+      continue;
+    }
     auto bytes = zip_.read(e);
     if (!bytes) return bytes.status();
     // Names were checked to be relative and normalized, and everything below tmp was
@@ -422,11 +438,23 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
     if (::close(fd) != 0) ok = false;
     if (!ok) return Status::invalid(file.string() + ": cannot write: " + std::strerror(err));
   }
-  if (::chmod(tmp.c_str(), 0755) != 0 || ::rename(tmp.c_str(), dest.c_str()) != 0) {
-    return Status::invalid(
-        dest.string() + ": cannot move the extracted package into place: " + std::strerror(errno));
+  // RENAME_NOREPLACE: a folder that appeared at dest since the check above is never
+  // replaced (plain rename() would silently replace an empty one).
+  if (::chmod(tmp.c_str(), 0755) != 0 ||
+      ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) != 0) {
+    int e = errno;
+    if (e == EEXIST) {
+      return Status::conflict(dest.string() + " already exists; refusing to extract over it");
+    }
+    return Status::invalid(dest.string() +
+                           ": cannot move the extracted package into place: " + std::strerror(e));
   }
   cleanup.armed = false;
+  int dir_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);  // the rename itself is durable before we report success
+    ::close(dir_fd);
+  }
   return Status::ok();
 }
 

@@ -116,7 +116,8 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
   }
 
   std::vector<ZipEntry> entries;
-  std::set<std::string, std::less<>> names;
+  std::set<std::string, std::less<>> names;  // files
+  std::set<std::string, std::less<>> dirs;   // folder entries, without the trailing '/'
   uint64_t total = 0;
   size_t at = cd_offset;
   for (uint16_t i = 0; i < count; ++i) {
@@ -139,7 +140,11 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
     e.name.assign(b.substr(at + kCentralHeaderSize, name_len));
     const std::string shown = inQuotes(e.name);
 
-    if (auto why = unsafeEntryNameReason(e.name)) {
+    // A folder entry ("lib/") is the one place a trailing slash is allowed.
+    e.directory = !e.name.empty() && e.name.back() == '/';
+    std::string_view path = e.directory ? std::string_view(e.name).substr(0, e.name.size() - 1)
+                                        : std::string_view(e.name);
+    if (auto why = unsafeEntryNameReason(path)) {
       return Status::invalid("package archive entry " + shown + " is refused: " + *why);
     }
     if (flags & 0x0001) return Status::invalid("package archive entry " + shown + " is encrypted");
@@ -158,12 +163,15 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
                                " is a special file; packages hold regular files only");
       }
     }
-    if (e.name.back() == '/' ||
-        ((made_by >> 8) == kHostUnix && ((external >> 16) & kFileTypeMask) == kDirectory)) {
+    bool unix_dir = (made_by >> 8) == kHostUnix && ((external >> 16) & kFileTypeMask) == kDirectory;
+    if (unix_dir && !e.directory) {
       return Status::invalid("package archive entry " + shown +
-                             " is a directory entry; packages hold regular files only");
+                             " is a folder whose name does not end in '/'");
     }
-    if (!names.insert(e.name).second) {
+    if (e.directory && e.uncompressed_size != 0) {
+      return Status::invalid("package archive entry " + shown + " is a folder with content");
+    }
+    if (!(e.directory ? dirs : names).insert(std::string(path)).second) {
       return Status::invalid("package archive has two entries named " + shown);
     }
     if (e.compressed_size == 0xffffffff || e.uncompressed_size == 0xffffffff ||
@@ -223,7 +231,14 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
                  " overlap");
     }
   }
-  // A name that is both a file and a folder ("lib" and "lib/x.so") cannot be extracted.
+  // A name that is both a file and a folder ("lib" and "lib/x.so", or "lib" and "lib/")
+  // cannot be extracted.
+  for (const auto& dir : dirs) {
+    if (names.count(dir)) {
+      return Status::invalid("package archive entry " + inQuotes(dir) +
+                             " is both a file and a folder");
+    }
+  }
   for (const auto& name : names) {
     for (size_t slash = name.find('/'); slash != std::string::npos;
          slash = name.find('/', slash + 1)) {

@@ -2,7 +2,7 @@
 // as hostile: the central directory is parsed with explicit bounds, cross-checked against
 // each local header, and refused (with a message naming the entry) on anything a package
 // never needs: encryption, ZIP64, methods other than store/deflate, symlinks and special
-// files, directory entries, unsafe or duplicate names, overlapping entries, and sizes or
+// files, unsafe or duplicate names, folder entries with content, overlapping entries, and sizes or
 // compression ratios beyond the limits. Reading an entry inflates at most its declared
 // size (a lying header cannot make it inflate more) and checks the CRC.
 //
@@ -33,8 +33,9 @@ struct ZipLimits {
 };
 
 struct ZipEntry {
-  std::string name;
-  uint16_t method = 0;  // 0 stored, 8 deflated
+  std::string name;        // "lib/x.so"; a folder entry ends in '/' ("lib/")
+  bool directory = false;  // a folder entry: no content, created on extraction
+  uint16_t method = 0;     // 0 stored, 8 deflated
   uint32_t crc32 = 0;
   uint64_t compressed_size = 0;
   uint64_t uncompressed_size = 0;
