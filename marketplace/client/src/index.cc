@@ -199,6 +199,7 @@ Status checkThreshold(const Envelope& env, const std::string& file, const std::s
   std::set<std::string> valid;
   std::vector<std::string> bad, unknown;
   for (const auto& [keyid, sig] : env.signatures) {
+    if (valid.count(keyid)) continue;  // a key counts once, however often it signed
     bool in_role = std::find(keys.keyids.begin(), keys.keyids.end(), keyid) != keys.keyids.end();
     auto key = known.find(keyid);
     if (!in_role || key == known.end()) {
