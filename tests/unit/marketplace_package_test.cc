@@ -60,7 +60,7 @@ class PackageTest : public ::testing::Test {
     Status verified = verifyPackage(zip, {key_->publicKey()});
     EXPECT_FALSE(verified);
     EXPECT_NE(verified.message().find(expected), std::string::npos) << verified.message();
-    Status extracted = extractPackage(zip, dir_ / "out");
+    Status extracted = extractPackage(zip, dir_ / "out", {key_->publicKey()});
     EXPECT_FALSE(extracted);
     EXPECT_NE(extracted.message().find(expected), std::string::npos) << extracted.message();
     std::vector<std::string> left;
@@ -95,7 +95,7 @@ TEST_F(PackageTest, RoundTripsARealPluginBuild) {
   ASSERT_TRUE(verifyPackage(zip, {key_->publicKey()}));
   fs::path dest = dir_ / "plugins" / "good";
   fs::create_directories(dest.parent_path());
-  ASSERT_TRUE(extractPackage(zip, dest));
+  ASSERT_TRUE(extractPackage(zip, dest, {key_->publicKey()}));
   EXPECT_EQ(readFile(dest / "libfixture_good.so"), readFile(kGood / "libfixture_good.so"));
   // The kernel accepts the packaged manifest, file hashes included.
   auto manifest = trellis::kernel::plugin::Manifest::load(dest / "trellis-plugin.json");
@@ -187,6 +187,12 @@ TEST_F(PackageTest, RefusesATamperedFile) {
     if (e.name == "libfixture_good.so") e.data[100] ^= 0x55;
   }
   expectRefused(writeZip(entries), "file \"libfixture_good.so\" was modified");
+  // extractTo checks every file against the manifest on its own too.
+  auto pkg = PackageArchive::fromBytes(writeZip(entries));
+  ASSERT_TRUE(pkg);
+  Status s = pkg->extractTo(dir_ / "out");
+  EXPECT_NE(s.message().find("was modified"), std::string::npos) << s.message();
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
 TEST_F(PackageTest, RefusesATamperedManifest) {
@@ -198,10 +204,7 @@ TEST_F(PackageTest, RefusesATamperedManifest) {
       e.data.replace(pos, 17, "\"version\":\"9.0.0\"");
     }
   }
-  std::string bytes = writeZip(entries);
-  Status s = verifyPackage(save(bytes), {key_->publicKey()});
-  EXPECT_FALSE(s);
-  EXPECT_NE(s.message().find("manifest signature is invalid"), std::string::npos) << s.message();
+  expectRefused(writeZip(entries), "manifest signature is invalid");
 }
 
 TEST_F(PackageTest, RefusesAPackageSignedByAnUntrustedKey) {
@@ -211,6 +214,9 @@ TEST_F(PackageTest, RefusesAPackageSignedByAnUntrustedKey) {
   EXPECT_NE(s.message().find("signed by key " + key_->keyId() + ", which is not trusted"),
             std::string::npos)
       << s.message();
+  s = extractPackage(dir_ / "pkg.zip", dir_ / "out", {stranger->publicKey()});
+  EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
 TEST_F(PackageTest, RefusesASignatureForgedUnderATrustedKeyId) {
@@ -226,8 +232,7 @@ TEST_F(PackageTest, RefusesASignatureForgedUnderATrustedKeyId) {
       e.data = R"({"keyid":")" + key_->keyId() + R"(","sig":")" + base64Encode(*sig) + R"("})";
     }
   }
-  Status s = verifyPackage(save(writeZip(entries)), {key_->publicKey()});
-  EXPECT_NE(s.message().find("manifest signature is invalid"), std::string::npos) << s.message();
+  expectRefused(writeZip(entries), "manifest signature is invalid");
 }
 
 TEST_F(PackageTest, RefusesAnUnlistedFile) {
@@ -298,20 +303,20 @@ TEST_F(PackageTest, RefusesEntriesAboveTheSizeCaps) {
   fs::path zip = save(good_);
   ZipLimits entry_cap;
   entry_cap.max_entry_bytes = 1000;
-  Status s = extractPackage(zip, dir_ / "out", entry_cap);
+  Status s = extractPackage(zip, dir_ / "out", {key_->publicKey()}, entry_cap);
   EXPECT_NE(s.message().find("bytes uncompressed; the limit is 1000"), std::string::npos)
       << s.message();
   ZipLimits total_cap;
   total_cap.max_total_bytes = 5000;
-  s = extractPackage(zip, dir_ / "out", total_cap);
+  s = extractPackage(zip, dir_ / "out", {key_->publicKey()}, total_cap);
   EXPECT_NE(s.message().find("inflates to more than 5000 bytes"), std::string::npos);
   ZipLimits archive_cap;
   archive_cap.max_archive_bytes = 100;
-  s = extractPackage(zip, dir_ / "out", archive_cap);
+  s = extractPackage(zip, dir_ / "out", {key_->publicKey()}, archive_cap);
   EXPECT_NE(s.message().find("the limit is 100"), std::string::npos) << s.message();
   ZipLimits count_cap;
   count_cap.max_entries = 2;
-  s = extractPackage(zip, dir_ / "out", count_cap);
+  s = extractPackage(zip, dir_ / "out", {key_->publicKey()}, count_cap);
   EXPECT_NE(s.message().find("has 3 entries; the limit is 2"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
@@ -333,7 +338,7 @@ TEST_F(PackageTest, ExtractRefusesAnExistingDestination) {
   fs::path zip = save(good_);
   fs::create_directory(dir_ / "out");
   writeFile(dir_ / "out" / "keep", "mine");
-  Status s = extractPackage(zip, dir_ / "out");
+  Status s = extractPackage(zip, dir_ / "out", {key_->publicKey()});
   EXPECT_EQ(s.code(), StatusCode::kConflict);
   EXPECT_EQ(readFile(dir_ / "out" / "keep"), "mine");
 }

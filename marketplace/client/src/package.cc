@@ -471,9 +471,11 @@ Status verifyPackage(const fs::path& zip, const std::vector<PublicKey>& trusted,
   return pkg->verify(trusted);
 }
 
-Status extractPackage(const fs::path& zip, const fs::path& dest, const ZipLimits& limits) {
+Status extractPackage(const fs::path& zip, const fs::path& dest,
+                      const std::vector<PublicKey>& trusted, const ZipLimits& limits) {
   auto pkg = PackageArchive::open(zip, limits);
   if (!pkg) return pkg.status();
+  if (Status s = pkg->verify(trusted); !s) return s;
   return pkg->extractTo(dest);
 }
 

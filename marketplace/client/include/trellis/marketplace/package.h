@@ -103,7 +103,9 @@ class PackageArchive {
 Result<PackageInfo> inspectPackage(const std::filesystem::path& zip, const ZipLimits& limits = {});
 Status verifyPackage(const std::filesystem::path& zip, const std::vector<PublicKey>& trusted,
                      const ZipLimits& limits = {});
+// Verifies (as PackageArchive::verify) and only then extracts (as extractTo): there is no
+// way to extract an unverified package through the free functions.
 Status extractPackage(const std::filesystem::path& zip, const std::filesystem::path& dest,
-                      const ZipLimits& limits = {});
+                      const std::vector<PublicKey>& trusted, const ZipLimits& limits = {});
 
 }  // namespace trellis::marketplace
