@@ -9,11 +9,15 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace trellis::test {
 
 struct RawZipEntry {
+  RawZipEntry(std::string n, std::string d, bool compress = true, uint32_t mode = 0100644)
+      : name(std::move(n)), data(std::move(d)), deflate(compress), unix_mode(mode) {}
+
   std::string name;
   std::string data;
   bool deflate = true;

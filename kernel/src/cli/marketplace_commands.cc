@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "cli/admin_client.h"
 #include "trellis/kernel/plugin/manifest.h"
@@ -91,8 +92,10 @@ void MarketplaceCommands::keygen() {
   auto key = PrivateKey::generate();
   if (!key) fail(key.status());
   if (Status s = key->writePem(pem); !s) fail(s);
-  std::FILE* f = std::fopen(pub.c_str(), "wx");
-  if (!f || std::fprintf(f, "%s\n", key->publicKey().base64().c_str()) < 0 || std::fclose(f)) {
+  // "x": exclusive create, like the private key.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(pub.c_str(), "wx"), &std::fclose);
+  if (!f || std::fprintf(f.get(), "%s\n", key->publicKey().base64().c_str()) < 0 ||
+      std::fclose(f.release()) != 0) {
     AdminClient::die(pub.string() + ": cannot write the public key");
   }
   std::printf("key id:      %s\n", key->keyId().c_str());

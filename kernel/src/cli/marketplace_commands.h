@@ -2,8 +2,7 @@
 // package before it is published or installed. They work offline (no admin API).
 //
 //   trellis keygen --out ~/.trellis/keys --name acme        # acme.pem (0600) + acme.pub
-//   trellis package build/plugins/acme-hello --key ~/.trellis/keys/acme.pem \
-//       --out acme-hello-1.2.0.zip
+//   trellis package build/plugins/acme-hello --key ~/.trellis/keys/acme.pem --out hello.zip
 //   trellis package inspect acme-hello-1.2.0.zip           # what is inside (not verified)
 //   trellis package verify acme-hello-1.2.0.zip --pubkey ~/.trellis/keys/acme.pub
 #pragma once

@@ -22,6 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr size_t kMaxPemBytes = size_t{64} << 10;
+
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
 };
@@ -53,10 +55,6 @@ struct SecretText {
     if (!text.empty()) OPENSSL_cleanse(text.data(), text.size());
   }
 };
-
-std::string errnoText(int e) {
-  return std::strerror(e);
-}
 
 }  // namespace
 
@@ -118,7 +116,8 @@ Result<PrivateKey> PrivateKey::generate() {
 }
 
 Result<PrivateKey> PrivateKey::fromPem(std::string_view pem) {
-  if (pem.size() > 64 * 1024) return Status::invalid("private key file is too large to be a key");
+  if (pem.size() > kMaxPemBytes)
+    return Status::invalid("private key file is too large to be a key");
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Status::internal("out of memory");
   if (pem.find("ENCRYPTED") != std::string_view::npos) {
@@ -140,7 +139,7 @@ Result<PrivateKey> PrivateKey::loadPem(const fs::path& file) {
   if (::stat(name.c_str(), &st) != 0) {
     int e = errno;
     if (e == ENOENT) return Status::notFound(name + ": no such file");
-    return Status::invalid(name + ": cannot open: " + errnoText(e));
+    return Status::invalid(name + ": cannot open: " + internal::errnoText(e));
   }
   if (S_ISREG(st.st_mode) && (st.st_mode & 077)) {
     char mode[8];
@@ -148,7 +147,7 @@ Result<PrivateKey> PrivateKey::loadPem(const fs::path& file) {
     return Status::permissionDenied(name + ": private key is readable by others (mode " + mode +
                                     "); run chmod 600 " + name);
   }
-  auto text = internal::readFileCapped(file, 64 * 1024);
+  auto text = internal::readFileCapped(file, kMaxPemBytes);
   if (!text) return text.status();
   SecretText pem{std::move(*text)};
   auto key = fromPem(pem.text);

@@ -27,11 +27,13 @@ class Fd {
   int fd_;
 };
 
-std::string errnoText(int e) {
-  return std::strerror(e);
-}
-
 }  // namespace
+
+std::string errnoText(int e) {
+  char buf[256];
+  // GNU strerror_r returns a pointer to the message (maybe static, maybe in buf).
+  return ::strerror_r(e, buf, sizeof buf);
+}
 
 fs::path tempSibling(const fs::path& file) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};

@@ -20,6 +20,9 @@ Result<std::string> readFileCapped(const std::filesystem::path& file, uint64_t m
 Status writeFileAtomically(const std::filesystem::path& file, std::string_view content, mode_t mode,
                            bool replace);
 
+// strerror(), thread-safe.
+std::string errnoText(int e);
+
 // A uniquely named sibling path for temporary files: "<dir>/.<name>.tmp-<random>".
 std::filesystem::path tempSibling(const std::filesystem::path& file);
 

@@ -119,7 +119,7 @@ class Reader {
   do {                           \
     auto _r = (expr);            \
     if (!_r) return _r.status(); \
-    lhs = std::move(*_r);        \
+    (lhs) = std::move(*_r);      \
   } while (0)
 
 Object::Ptr newObject() {

@@ -394,7 +394,7 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
   std::string pattern = internal::tempSibling(dest).string() + "XXXXXX";
   if (!::mkdtemp(pattern.data())) {
     return Status::invalid(parent.string() +
-                           ": cannot create a temp folder: " + std::strerror(errno));
+                           ": cannot create a temp folder: " + internal::errnoText(errno));
   }
   const fs::path tmp = pattern;
   struct Cleanup {
@@ -421,7 +421,8 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
     fs::create_directories(file.parent_path(), ec);
     if (ec) return Status::invalid(file.parent_path().string() + ": " + ec.message());
     int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::invalid(file.string() + ": cannot create: " + std::strerror(errno));
+    if (fd < 0)
+      return Status::invalid(file.string() + ": cannot create: " + internal::errnoText(errno));
     size_t done = 0;
     bool ok = true;
     while (done < bytes->size()) {
@@ -436,7 +437,7 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
     if (ok && ::fsync(fd) != 0) ok = false;
     int err = errno;
     if (::close(fd) != 0) ok = false;
-    if (!ok) return Status::invalid(file.string() + ": cannot write: " + std::strerror(err));
+    if (!ok) return Status::invalid(file.string() + ": cannot write: " + internal::errnoText(err));
   }
   // RENAME_NOREPLACE: a folder that appeared at dest since the check above is never
   // replaced (plain rename() would silently replace an empty one).
@@ -446,8 +447,8 @@ Status PackageArchive::extractTo(const fs::path& dest) const {
     if (e == EEXIST) {
       return Status::conflict(dest.string() + " already exists; refusing to extract over it");
     }
-    return Status::invalid(dest.string() +
-                           ": cannot move the extracted package into place: " + std::strerror(e));
+    return Status::invalid(dest.string() + ": cannot move the extracted package into place: " +
+                           internal::errnoText(e));
   }
   cleanup.armed = false;
   int dir_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -220,6 +220,7 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
 
   // Entries that share bytes are a known zip-bomb construction; packages never need them.
   std::vector<const ZipEntry*> by_offset;
+  by_offset.reserve(entries.size());
   for (const auto& e : entries) by_offset.push_back(&e);
   std::sort(by_offset.begin(), by_offset.end(), [](const ZipEntry* x, const ZipEntry* y) {
     return x->header_offset < y->header_offset;
@@ -272,7 +273,8 @@ Result<std::string> ZipReader::read(const ZipEntry& e) const {
       std::string framed;
       framed.reserve(raw.size() + 6);
       framed.append("\x78\x9c", 2).append(raw).append(4, ' ');
-      Poco::MemoryInputStream compressed(framed.data(), framed.size());
+      Poco::MemoryInputStream compressed(framed.data(),
+                                         static_cast<std::streamsize>(framed.size()));
       Poco::InflatingInputStream inflater(compressed, Poco::InflatingStreamBuf::STREAM_ZIP);
       // Never trust the declared size beyond using it as the cap: read one byte past it
       // to detect an entry that inflates to more than it claims.

@@ -30,7 +30,7 @@
 namespace trellis::marketplace {
 
 // Signed metadata is small; the cap guards memory against a hostile registry or archive.
-inline constexpr size_t kMaxJsonBytes = 16 * 1024 * 1024;
+inline constexpr size_t kMaxJsonBytes = size_t{16} << 20;
 
 // Parses JSON, refusing duplicate object keys (Poco keeps the last one silently, which
 // would let two readers see two different documents), nesting deeper than 64 and input
