@@ -129,6 +129,14 @@ TEST_F(PackageTest, BuildRefusesFolderWithoutManifestOrWithMissingEntry) {
   EXPECT_NE(missing.status().message().find("names \"libx.so\", which is not in"),
             std::string::npos);
 
+  writeFile(plugin / "trellis-plugin.json",
+            R"({"id":"acme/x","version":"1.0.0","runtime":"wasm","entry":{"w":"lib.so"}})");
+  EXPECT_NE(buildPackageBytes(plugin.path(), *key_)
+                .status()
+                .message()
+                .find("unknown runtime \"wasm\" (known: native, lua)"),
+            std::string::npos);
+
   writeFile(plugin / "trellis-plugin.json", R"({"id":"Acme","version":"1.0.0"})");
   EXPECT_NE(
       buildPackageBytes(plugin.path(), *key_).status().message().find("not a valid plugin id"),

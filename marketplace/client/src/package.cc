@@ -74,6 +74,14 @@ Result<Object::Ptr> parseManifest(std::string_view text, const std::string& wher
   auto version = stringField(*m, "version", where);
   if (!version) return version.status();
   if (version->empty()) return Status::invalid(where + ": \"version\" is empty");
+  if (m->has("runtime")) {
+    auto runtime = stringField(*m, "runtime", where);
+    if (!runtime) return runtime.status();
+    if (*runtime != "native" && *runtime != "lua") {
+      return Status::invalid(where + ": unknown runtime " + inQuotes(*runtime) +
+                             " (known: native, lua)");
+    }
+  }
   return m;
 }
 
