@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "rate_leaser.h"
+
 namespace trellis::tenants {
 namespace {
 
@@ -117,6 +119,8 @@ struct TenantState {
   uint64_t admitted = 0;
   uint64_t rejected = 0;
   std::optional<TokenBucket> bucket;  // created when the tenant first has a rate quota
+  // With shared rates: the tenant's tokens leased to this host (created on first use).
+  std::shared_ptr<internal::LeasedTokens> leased;
 };
 
 struct StringHash {
@@ -169,9 +173,35 @@ struct Decision {
   std::optional<RateLimitState> rate;
 };
 
+// Takes one rate token, from this host's lease when rates are shared and the lease store
+// answers, else from the local bucket; `report` describes what is left.
+bool takeRateToken(TenantState& state, std::string_view tenant, const RateConfig& rate,
+                   Clock::time_point now, internal::RateLeaser* leaser,
+                   std::optional<RateLimitState>& report) {
+  if (leaser && rate.per_second > 0) {
+    if (!state.leased) state.leased = std::make_shared<internal::LeasedTokens>(std::string(tenant));
+    if (leaser->healthy()) {
+      bool taken = leaser->take(state.leased, rate.per_second, rate.capacityTokens(), now);
+      const int64_t balance = state.leased->balance.load(std::memory_order_relaxed);
+      report = RateLimitState{rate.capacityTokens(),
+                              static_cast<uint64_t>(std::max<int64_t>(balance, 0)), 1};
+      return taken;
+    }
+    leaser->requestLease(state.leased, rate.per_second, rate.capacityTokens(), now);
+  }
+  if (state.bucket) {
+    state.bucket->refill(rate, now);
+  } else {
+    state.bucket.emplace(rate, now);
+  }
+  bool taken = state.bucket->take();
+  report = state.bucket->report(rate);
+  return taken;
+}
+
 // The part of admit() that runs under the shard lock.
 Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uint64_t body_bytes,
-                Clock::time_point now) {
+                Clock::time_point now, internal::RateLeaser* leaser) {
   Decision d;
   std::lock_guard lock(shard.mu);
   auto it = shard.tenants.find(tenant);
@@ -180,22 +210,13 @@ Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uin
   }
   const std::shared_ptr<TenantState>& state = it->second;
 
-  std::optional<RateConfig> rate;
-  if (quotas.requests_per_second) {
-    rate = RateConfig::from(quotas);
-    if (state->bucket) {
-      state->bucket->refill(*rate, now);
-    } else {
-      state->bucket.emplace(*rate, now);
-    }
-  }
-
   if (quotas.max_body_bytes && body_bytes > *quotas.max_body_bytes) {
     d.verdict = Verdict::kBodyTooLarge;
   } else if (quotas.max_concurrent &&
              state->in_flight.load(std::memory_order_relaxed) >= *quotas.max_concurrent) {
     d.verdict = Verdict::kTooManyConcurrent;
-  } else if (rate && !state->bucket->take()) {
+  } else if (quotas.requests_per_second &&
+             !takeRateToken(*state, tenant, RateConfig::from(quotas), now, leaser, d.rate)) {
     d.verdict = Verdict::kRateExceeded;
   }
 
@@ -206,7 +227,6 @@ Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uin
   } else {
     ++state->rejected;
   }
-  if (rate) d.rate = state->bucket->report(*rate);
   return d;
 }
 
@@ -252,6 +272,8 @@ Ticket::~Ticket() {
 struct Admission::Impl {
   static constexpr size_t kShards = 64;
   std::array<Shard, kShards> shards;
+  // Set once by shareRates() before traffic; destroyed (thread stopped) before the shards.
+  std::unique_ptr<internal::RateLeaser> leaser;
 
   Shard& shardFor(std::string_view tenant) { return shards[StringHash{}(tenant) % kShards]; }
 };
@@ -267,7 +289,8 @@ Ticket Admission::admit(std::string_view tenant, const Quotas& quotas, uint64_t 
 Ticket Admission::admit(std::string_view tenant, const Quotas& quotas, uint64_t body_bytes,
                         Clock::time_point now) {
   Ticket ticket;
-  Decision d = decide(impl_->shardFor(tenant), tenant, quotas, body_bytes, now);
+  Decision d =
+      decide(impl_->shardFor(tenant), tenant, quotas, body_bytes, now, impl_->leaser.get());
   ticket.slot_ = std::move(d.slot);
   ticket.rate_ = d.rate;
   // Formatting the rejection allocates; it happens outside the lock.
@@ -297,6 +320,11 @@ std::vector<std::pair<std::string, Admission::Usage>> Admission::allUsage() cons
     }
   }
   return out;
+}
+
+void Admission::shareRates(std::shared_ptr<RateLeaseStore> leases,
+                           std::function<void(const Status&)> on_health) {
+  impl_->leaser = std::make_unique<internal::RateLeaser>(std::move(leases), std::move(on_health));
 }
 
 void Admission::forget(std::string_view tenant) {

@@ -53,7 +53,14 @@ const std::vector<std::vector<std::string>>& storageSteps() {
     for (const char* t : {"kv", "kv_usage"}) {
       for (auto& s : tenantTable(t)) v1.push_back(std::move(s));
     }
-    return std::vector<std::vector<std::string>>{v1};
+    std::vector<std::string> v2 = {
+        // Shared rate quotas (rate_leases.h): one token bucket per tenant, refilled by the
+        // database clock. Counters only, no tenant data, so no row-level security.
+        "CREATE TABLE rate_buckets("
+        " tenant_id TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL,"
+        " refilled_at TIMESTAMPTZ NOT NULL)",
+    };
+    return std::vector<std::vector<std::string>>{v1, v2};
   }();
   return kSteps;
 }

@@ -16,6 +16,7 @@
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/util/file.h"
 #include "trellis/tenants/admission.h"
+#include "trellis/tenants/rate_leases.h"
 #include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::app {
@@ -97,6 +98,19 @@ Status Application::start() {
   s.tenants = std::move(storage->tenants);
   s.kv = std::move(storage->kv);
   s.pg_pool = std::move(storage->pool);
+  if (s.pg_pool) {
+    // Several hosts share this database: rate quotas come from leased blocks.
+    s.admission.shareRates(tenants::openPostgresRateLeases(s.pg_pool), [](const Status& health) {
+      if (health) {
+        spdlog::info("rate quotas: leasing from PostgreSQL again");
+      } else {
+        spdlog::error(
+            "rate quotas: cannot lease from PostgreSQL ({}); each host enforces them "
+            "alone until it is back",
+            health.message());
+      }
+    });
+  }
   auto drift = applyDeclaredTenants(s.cfg, *s.tenants);
   if (!drift) return drift.status();
 

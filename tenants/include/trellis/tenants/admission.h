@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,8 @@ struct RateLimitState {
 };
 
 class Admission;
+
+class RateLeaseStore;
 
 // Holds one concurrency slot until destroyed (a moved-from Ticket holds none). Move-only.
 // On a rejection, send the RateLimit-* headers from rejection(); on an admission, from
@@ -89,6 +92,15 @@ class Admission {
   Usage usage(std::string_view tenant) const;
   // Every tracked tenant's use, for /metrics.
   std::vector<std::pair<std::string, Usage>> allUsage() const;
+
+  // Shares rate quotas with the other hosts using `leases` (rate_leases.h): from now on a
+  // tenant's rate tokens come from blocks a background thread leases, so admit() still
+  // never waits for the database. While the store is unreachable each host falls back to
+  // its own bucket at the full rate (precision is lost, availability is not);
+  // `on_health(status)` hears of each change (the error, then ok() once leases work again).
+  // Call once, before traffic. RateLimit-Remaining then counts this host's leased tokens.
+  void shareRates(std::shared_ptr<RateLeaseStore> leases,
+                  std::function<void(const Status&)> on_health);
 
   // Forget a deleted tenant's state. Tickets still held release into the old state; a
   // later admit() starts afresh (full bucket, no slots in use).
