@@ -200,6 +200,40 @@ TEST_F(PostgresStorageTest, MigrateRefusesToMakeTheAppRoleTheOwner) {
   EXPECT_THAT(s.message(), Not(HasSubstr(SharedPostgres::kAppPassword)));
 }
 
+TEST_F(PostgresStorageTest, PoolAnswersUnavailableWhenEverySessionStaysBusy) {
+  auto pool =
+      PostgresPool::open(db_.app, {.size = 1, .acquire_timeout = std::chrono::milliseconds(50)});
+  ASSERT_TRUE(pool) << pool.status().toString();
+  auto held = (*pool)->acquire();
+  ASSERT_TRUE(held);
+  auto second = (*pool)->acquire();
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr("all 1 PostgreSQL sessions to 127.0.0.1:"));
+  { auto released = std::move(*held); }
+  EXPECT_TRUE((*pool)->acquire());
+}
+
+TEST_F(PostgresStorageTest, ATransactionWhoseBodyFailsLeavesNothingBehind) {
+  Status s = pool_->transaction("test write", "acme", [](soci::session& sql) {
+    tenants::sql::exec(sql,
+                       "INSERT INTO kv VALUES ('acme', 'p', decode('00', 'hex'), "
+                       "decode('00', 'hex'), 1)");
+    return Status::conflict("changed my mind");
+  });
+  EXPECT_EQ(s.code(), StatusCode::kConflict);
+  EXPECT_EQ(only(SharedPostgres::server().execSql("SELECT count(*) FROM trellis.kv", db_.name)),
+            "0");
+  // A body that throws is reported as UNAVAILABLE, with what was being done.
+  s = pool_->transaction("test write", "acme", [](soci::session& sql) {
+    tenants::sql::exec(sql, "INSERT INTO no_such_table VALUES (1)");
+    return Status::ok();
+  });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("test write failed: PostgreSQL at 127.0.0.1:"));
+  EXPECT_THAT(s.message(), HasSubstr("no_such_table"));
+}
+
 TEST(PostgresUnreachableTest, OpeningAPoolFailsNamingHostAndPortButNotThePassword) {
   // A port nobody listens on: bind one, note it, close it.
   PostgresServer probe;
@@ -278,7 +312,9 @@ TEST_F(PostgresOutageTest, RegistryKeepsServingWhatItKnewAndCatchesUpAfterAnOuta
   auto a = tenants::TenantRegistry::openPostgres(app_, std::chrono::milliseconds(20));
   auto b = tenants::TenantRegistry::openPostgres(app_, std::chrono::milliseconds(20));
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE((*a)->create({.id = "acme"}));
+  tenants::TenantRecord acme;
+  acme.id = "acme";
+  ASSERT_TRUE((*a)->create(acme));
   auto key = (*a)->createKey("acme", std::nullopt);
   ASSERT_TRUE(key);
   auto resolvesOn = [&](tenants::TenantRegistry& r, tenants::Resolution::Outcome want) {
