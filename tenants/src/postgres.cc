@@ -227,9 +227,16 @@ std::string PostgresUrl::conninfo() const {
   }
   if (params.count("application_name") == 0) out += " application_name=trellisd";
   for (const auto& [k, v] : params) out += " " + k + "=" + conninfoValue(v);
+  // A server that vanishes without closing the connection (host down, network split)
+  // must fail calls within seconds, not after TCP's retransmissions give up (~15 min).
+  out += " keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3";
+  out += " tcp_user_timeout=15000";
   // Every Trellis table is in schema trellis; pinning search_path also keeps objects
-  // other roles create in public from shadowing ours.
-  out += " options=" + conninfoValue("-c search_path=trellis");
+  // other roles create in public from shadowing ours. Our transactions never wait on
+  // anything outside the database, so one left idle for a minute belongs to a host that
+  // froze mid-call: the server ends it and releases the row locks it holds.
+  out += " options=" +
+         conninfoValue("-c search_path=trellis -c idle_in_transaction_session_timeout=60000");
   return out;
 }
 

@@ -119,6 +119,18 @@ TEST_F(PostgresStorageTest, AppRoleCanNeitherTurnIsolationOffNorChangeTheSchema)
             "trellis_owner");
 }
 
+TEST_F(PostgresStorageTest, PooledSessionsUseTheTrellisSchemaAndEndStuckTransactions) {
+  auto lease = pool_->acquire();
+  ASSERT_TRUE(lease);
+  std::string search_path, idle_timeout;
+  tenants::sql::Query(lease->session(), "SHOW search_path").into(search_path).run();
+  tenants::sql::Query(lease->session(), "SHOW idle_in_transaction_session_timeout")
+      .into(idle_timeout)
+      .run();
+  EXPECT_EQ(search_path, "trellis");
+  EXPECT_EQ(idle_timeout, "1min");
+}
+
 TEST_F(PostgresStorageTest, VerifyAcceptsTheMigratedSchema) {
   EXPECT_TRUE(schema::verify(*pool_));
 }

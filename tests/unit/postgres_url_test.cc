@@ -52,7 +52,9 @@ TEST(PostgresUrlTest, LibpqGetsExactlyTheDecodedValuesHoweverOddTheirCharacters)
   EXPECT_EQ(seen["sslrootcert"], "/etc/ca file.pem");
   EXPECT_EQ(seen["application_name"], "host-1");
   EXPECT_EQ(seen["connect_timeout"], "5");
-  EXPECT_EQ(seen["options"], "-c search_path=trellis");
+  EXPECT_EQ(seen["options"], "-c search_path=trellis -c idle_in_transaction_session_timeout=60000");
+  EXPECT_EQ(seen["tcp_user_timeout"], "15000");
+  EXPECT_EQ(seen["keepalives"], "1");
 }
 
 TEST(PostgresUrlTest, RedactedFormAndEndpointNeverHoldThePassword) {
