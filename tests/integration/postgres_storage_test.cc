@@ -6,6 +6,7 @@
 #include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,6 +130,43 @@ TEST_F(PostgresStorageTest, PooledSessionsUseTheTrellisSchemaAndEndStuckTransact
       .run();
   EXPECT_EQ(search_path, "trellis");
   EXPECT_EQ(idle_timeout, "1min");
+}
+
+TEST_F(PostgresStorageTest, TwoHostsWritingAtOnceNeverTakeATenantOverItsQuota) {
+  auto other_pool = PostgresPool::open(db_.app, {.size = 4});
+  ASSERT_TRUE(other_pool);
+  auto other = openPostgresKvStore(*other_pool);
+  ASSERT_TRUE(other);
+  constexpr uint64_t kQuota = 2000;
+  std::atomic<int> written{0}, refused{0}, errors{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 8; ++t) {
+    KvStore& host = t % 2 ? *store_ : **other;
+    writers.emplace_back([&, t] {
+      const Scope s{"acme", t % 4 < 2 ? "trellis/hello" : "trellis/other", kQuota};
+      for (int i = 0; i < 40; ++i) {
+        auto r = host.put(s, "h" + std::to_string(t) + "/" + std::to_string(100 + i),
+                          std::string(10 + i % 5, 'v'), kAbsent);
+        if (r) {
+          ++written;
+        } else if (r.status().code() == StatusCode::kQuotaExceeded) {
+          ++refused;
+        } else {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(refused.load(), 0);
+  auto used = store_->storageBytes("acme");
+  ASSERT_TRUE(used);
+  EXPECT_LE(*used, kQuota);
+  EXPECT_GT(*used, kQuota - 20);  // a refusal saw less room than one entry
+  EXPECT_EQ(only(SharedPostgres::server().execSql(
+                "SELECT sum(length(key) + length(value)) FROM trellis.kv", db_.name)),
+            std::to_string(*used));
 }
 
 TEST_F(PostgresStorageTest, VerifyAcceptsTheMigratedSchema) {
@@ -318,6 +356,26 @@ TEST_F(PostgresOutageTest, KvCallsAreUnavailableWhileTheServerIsDownAndWorkAgain
   auto again = store_->put(acme_, "counter", "2", 1);
   ASSERT_TRUE(again) << again.status().toString();
   EXPECT_EQ(*again, 2u);
+}
+
+TEST_F(PostgresOutageTest, AServerStoppedInTheMiddleOfATransactionKeepsNoneOfIt) {
+  ASSERT_TRUE(store_->put(acme_, "before", "1", kAbsent));
+  auto pool = PostgresPool::open(app_, {.size = 1});
+  ASSERT_TRUE(pool);
+  Status s = (*pool)->transaction("half a write", "acme", [&](soci::session& sql) {
+    tenants::sql::exec(sql,
+                       "INSERT INTO kv VALUES ('acme', 'trellis/hello', decode('6868', 'hex'), "
+                       "decode('00', 'hex'), 1)");
+    tenants::sql::exec(sql, "UPDATE kv_usage SET bytes = bytes + 3");
+    EXPECT_TRUE(pg_.stop());  // the server goes away between two statements
+    tenants::sql::exec(sql, "UPDATE kv SET version = 2 WHERE key = decode('6868', 'hex')");
+    return Status::ok();
+  });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(pg_.start()) << pg_.error();
+  EXPECT_EQ(store_->get(acme_, "hh").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store_->storageBytes("acme"), 7u);
+  EXPECT_EQ(only(pg_.execSql("SELECT count(*) FROM trellis.kv", "trellis")), "1");
 }
 
 TEST_F(PostgresOutageTest, RegistryKeepsServingWhatItKnewAndCatchesUpAfterAnOutage) {
