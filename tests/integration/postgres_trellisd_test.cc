@@ -153,10 +153,16 @@ TEST(PostgresTrellisdTest, WritesAnswer503WhilePostgresIsDownAndWorkOnceItIsBack
   // The host itself is fine: it keeps answering what does not need storage.
   EXPECT_EQ(request(host.port(), "GET", "/healthz").status, 200);
 
+  // The host says, once, that it serves the tenants it last loaded.
+  EXPECT_TRUE(eventuallyStatus(
+      [&] { return host.log().find("serving the last loaded tenants") != std::string::npos; }, 1));
+
   ASSERT_TRUE(pg.start()) << pg.error();
   HttpReply back = request(host.port(), "GET", "/hello/ann", bearer("acme-key"));
   ASSERT_EQ(back.status, 200) << back.body;
   EXPECT_EQ(visits(back), 2);  // the write refused during the outage left nothing behind
+  EXPECT_TRUE(eventuallyStatus(
+      [&] { return host.log().find("refreshing from PostgreSQL again") != std::string::npos; }, 1));
   EXPECT_THAT(host.log(), Not(HasSubstr("Down-Pass")));
 }
 
