@@ -173,15 +173,17 @@ struct Decision {
   std::optional<RateLimitState> rate;
 };
 
-// Takes one rate token, from this host's lease when rates are shared and the lease store
-// answers, else from the local bucket; `report` describes what is left.
+// Takes one rate token if `consume` (else only looks), from this host's lease when rates
+// are shared and the lease store answers, else from the local bucket; `report` describes
+// what is left. A request refused for another quota still gets the RateLimit-* headers.
 bool takeRateToken(TenantState& state, std::string_view tenant, const RateConfig& rate,
-                   Clock::time_point now, internal::RateLeaser* leaser,
+                   Clock::time_point now, internal::RateLeaser* leaser, bool consume,
                    std::optional<RateLimitState>& report) {
   if (leaser && rate.per_second > 0) {
     if (!state.leased) state.leased = std::make_shared<internal::LeasedTokens>(std::string(tenant));
     if (leaser->healthy()) {
-      bool taken = leaser->take(state.leased, rate.per_second, rate.capacityTokens(), now);
+      bool taken =
+          consume && leaser->take(state.leased, rate.per_second, rate.capacityTokens(), now);
       const int64_t balance = state.leased->balance.load(std::memory_order_relaxed);
       report = RateLimitState{rate.capacityTokens(),
                               static_cast<uint64_t>(std::max<int64_t>(balance, 0)), 1};
@@ -194,7 +196,7 @@ bool takeRateToken(TenantState& state, std::string_view tenant, const RateConfig
   } else {
     state.bucket.emplace(rate, now);
   }
-  bool taken = state.bucket->take();
+  bool taken = consume && state.bucket->take();
   report = state.bucket->report(rate);
   return taken;
 }
@@ -215,9 +217,13 @@ Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uin
   } else if (quotas.max_concurrent &&
              state->in_flight.load(std::memory_order_relaxed) >= *quotas.max_concurrent) {
     d.verdict = Verdict::kTooManyConcurrent;
-  } else if (quotas.requests_per_second &&
-             !takeRateToken(*state, tenant, RateConfig::from(quotas), now, leaser, d.rate)) {
-    d.verdict = Verdict::kRateExceeded;
+  }
+  if (quotas.requests_per_second) {
+    const bool consume = d.verdict == Verdict::kAdmitted;
+    const RateConfig rate = RateConfig::from(quotas);
+    if (!takeRateToken(*state, tenant, rate, now, leaser, consume, d.rate) && consume) {
+      d.verdict = Verdict::kRateExceeded;
+    }
   }
 
   if (d.verdict == Verdict::kAdmitted) {

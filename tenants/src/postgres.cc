@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -15,6 +16,7 @@ namespace {
 
 constexpr std::string_view kShape = "expected postgresql://user:password@host:port/database";
 constexpr int kDefaultConnectTimeoutSeconds = 5;
+constexpr int kMaxTransactionAttempts = 5;
 
 Status urlError(const std::string& problem) {
   return Status::invalid(std::string(kShape) + ": " + problem);
@@ -225,9 +227,16 @@ std::string PostgresUrl::conninfo() const {
   }
   if (params.count("application_name") == 0) out += " application_name=trellisd";
   for (const auto& [k, v] : params) out += " " + k + "=" + conninfoValue(v);
+  // A server that vanishes without closing the connection (host down, network split)
+  // must fail calls within seconds, not after TCP's retransmissions give up (~15 min).
+  out += " keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3";
+  out += " tcp_user_timeout=15000";
   // Every Trellis table is in schema trellis; pinning search_path also keeps objects
-  // other roles create in public from shadowing ours.
-  out += " options=" + conninfoValue("-c search_path=trellis");
+  // other roles create in public from shadowing ours. Our transactions never wait on
+  // anything outside the database, so one left idle for a minute belongs to a host that
+  // froze mid-call: the server ends it and releases the row locks it holds.
+  out += " options=" +
+         conninfoValue("-c search_path=trellis -c idle_in_transaction_session_timeout=60000");
   return out;
 }
 
@@ -263,11 +272,6 @@ void connectPostgres(soci::session& sql, const PostgresUrl& url) {
   sql.open(soci::postgresql, url.conninfo());
 }
 
-TenantTransaction::TenantTransaction(soci::session& sql, const std::string& tenant)
-    : tx_(sql, "BEGIN") {
-  sql::Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
-}
-
 // ---- pool -------------------------------------------------------------------------------
 
 PostgresPool::PostgresPool(PostgresUrl url, Options options)
@@ -284,8 +288,8 @@ Result<std::shared_ptr<PostgresPool>> PostgresPool::open(const PostgresUrl& url,
 }
 
 Status PostgresPool::unavailable(const std::string& what, const std::exception& e) const {
-  return Status::unavailable("PostgreSQL at " + url_.endpoint() + ": " + what +
-                             " failed: " + scrubbed(e.what(), url_.password));
+  return Status::unavailable(what + " failed: PostgreSQL at " + url_.endpoint() + ": " +
+                             scrubbed(e.what(), url_.password));
 }
 
 Result<PostgresPool::Lease> PostgresPool::acquire() {
@@ -327,6 +331,45 @@ void PostgresPool::release(size_t slot, bool keep) {
     busy_[slot] = false;
   }
   freed_.notify_one();
+}
+
+Status PostgresPool::transaction(const std::string& what, const std::string& tenant,
+                                 const std::function<Status(soci::session&)>& body) {
+  bool stale_replaced = false;
+  for (int attempt = 1;; ++attempt) {
+    auto lease = acquire();
+    if (!lease) return Status::unavailable(what + " failed: " + lease.status().message());
+    soci::session& sql = lease->session();
+    std::optional<sql::WriteTransaction> tx;
+    try {
+      tx.emplace(sql, "BEGIN");
+      // Local to the transaction (true): it ends with COMMIT or ROLLBACK, so the session
+      // never carries this tenant to its next user.
+      if (!tenant.empty()) {
+        sql::Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
+      }
+    } catch (const std::exception& e) {
+      // Nothing ran yet, so trying again on a fresh session is safe; the lease drops the
+      // dead one when it goes out of scope.
+      if (!stale_replaced && !isHealthyPostgresSession(sql)) {
+        stale_replaced = true;
+        continue;
+      }
+      return unavailable(what, e);
+    }
+    try {
+      if (Status s = body(sql); !s) return s;  // `tx` rolls back
+      tx->commit();
+      return Status::ok();
+    } catch (const soci::postgresql_soci_error& e) {
+      const std::string state = e.sqlstate();
+      const bool retryable = state == "40001" || state == "40P01" || state == "23505";
+      if (retryable && attempt < kMaxTransactionAttempts) continue;
+      return unavailable(what, e);
+    } catch (const std::exception& e) {
+      return unavailable(what, e);
+    }
+  }
 }
 
 PostgresPool::Lease::Lease(Lease&& other) noexcept

@@ -38,13 +38,10 @@ class PostgresRateLeases final : public RateLeaseStore {
   template <typename Update>
   Status withBucket(std::string_view tenant, uint64_t rate, uint64_t burst, const char* what,
                     Update update) {
-    auto session = pool_->acquire();
-    if (!session) return session.status();
-    soci::session& sql = session->session();
     const std::string id(tenant);
     const double capacity = static_cast<double>(burst);
-    try {
-      sql::WriteTransaction tx(sql, "BEGIN");
+    // No tenant setting: rate_buckets holds counters, not tenant data (no row security).
+    return pool_->transaction(what, "", [&](soci::session& sql) {
       Query(sql,
             "INSERT INTO rate_buckets(tenant_id, tokens, refilled_at) "
             "VALUES(:t, :b, clock_timestamp()) ON CONFLICT (tenant_id) DO NOTHING")
@@ -52,28 +49,23 @@ class PostgresRateLeases final : public RateLeaseStore {
           .use(capacity)
           .run();
       double tokens = 0, elapsed = 0;
-      Query(
-          sql,
-          "SELECT tokens, GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - refilled_at))::float8 "
-          "FROM rate_buckets WHERE tenant_id = :t FOR UPDATE")
+      Query(sql,
+            "SELECT tokens, GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - refilled_at))"
+            "::float8 FROM rate_buckets WHERE tenant_id = :t FOR UPDATE")
           .use(id)
           .into(tokens)
           .into(elapsed)
           .run();
       const double available = std::min(capacity, tokens + elapsed * static_cast<double>(rate));
-      const double left = update(available);
       // refilled_at only moves forward: time already credited is never credited again.
       Query(sql,
             "UPDATE rate_buckets SET tokens = :k, "
             "refilled_at = GREATEST(refilled_at, clock_timestamp()) WHERE tenant_id = :t")
-          .use(left)
+          .use(update(available))
           .use(id)
           .run();
-      tx.commit();
       return Status::ok();
-    } catch (const std::exception& e) {
-      return pool_->unavailable(what, e);
-    }
+    });
   }
 
   std::shared_ptr<PostgresPool> pool_;

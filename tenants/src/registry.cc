@@ -17,6 +17,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
@@ -379,7 +380,8 @@ class SqlTenantRegistry final : public TenantRegistry {
 
   // Builds the first snapshot; UNAVAILABLE if the stored state cannot be read. A non-zero
   // `poll_interval` then starts checking for other hosts' changes (shared databases).
-  Status start(std::chrono::milliseconds poll_interval = std::chrono::milliseconds(0)) {
+  Status start(std::chrono::milliseconds poll_interval = std::chrono::milliseconds(0),
+               std::function<void(const Status&)> on_refresh = nullptr) {
     {
       std::lock_guard lock(mu_);
       try {
@@ -395,7 +397,9 @@ class SqlTenantRegistry final : public TenantRegistry {
       }
     }
     if (poll_interval.count() > 0) {
-      poller_ = std::thread([this, poll_interval] { pollLoop(poll_interval); });
+      poller_ = std::thread([this, poll_interval, report = std::move(on_refresh)] {
+        pollLoop(poll_interval, report);
+      });
     }
     return Status::ok();
   }
@@ -741,11 +745,17 @@ class SqlTenantRegistry final : public TenantRegistry {
     return Status::ok();
   }
 
-  void pollLoop(std::chrono::milliseconds interval) {
+  void pollLoop(std::chrono::milliseconds interval,
+                const std::function<void(const Status&)>& report) {
+    bool failing = false;
     std::unique_lock lock(poll_mu_);
     while (!poll_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
       lock.unlock();
-      (void)refresh();  // an outage is retried at the next tick
+      Status s = refresh();  // an outage is retried at the next tick
+      if (static_cast<bool>(s) == failing) {
+        failing = !s;
+        if (report) report(s);
+      }
       lock.lock();
     }
   }
@@ -792,11 +802,12 @@ Result<std::unique_ptr<TenantRegistry>> TenantRegistry::openSqlite(
 }
 
 Result<std::unique_ptr<TenantRegistry>> TenantRegistry::openPostgres(
-    const PostgresUrl& url, std::chrono::milliseconds poll_interval) {
+    const PostgresUrl& url, std::chrono::milliseconds poll_interval,
+    std::function<void(const Status&)> on_refresh) {
   auto opened = SystemDb::openPostgres(url);
   if (!opened) return opened.status();
   auto registry = std::make_unique<SqlTenantRegistry>(std::move(*opened));
-  if (auto s = registry->start(poll_interval); !s) return s;
+  if (auto s = registry->start(poll_interval, std::move(on_refresh)); !s) return s;
   return std::unique_ptr<TenantRegistry>(std::move(registry));
 }
 

@@ -6,6 +6,7 @@
 #include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,6 +120,55 @@ TEST_F(PostgresStorageTest, AppRoleCanNeitherTurnIsolationOffNorChangeTheSchema)
             "trellis_owner");
 }
 
+TEST_F(PostgresStorageTest, PooledSessionsUseTheTrellisSchemaAndEndStuckTransactions) {
+  auto lease = pool_->acquire();
+  ASSERT_TRUE(lease);
+  std::string search_path, idle_timeout;
+  tenants::sql::Query(lease->session(), "SHOW search_path").into(search_path).run();
+  tenants::sql::Query(lease->session(), "SHOW idle_in_transaction_session_timeout")
+      .into(idle_timeout)
+      .run();
+  EXPECT_EQ(search_path, "trellis");
+  EXPECT_EQ(idle_timeout, "1min");
+}
+
+TEST_F(PostgresStorageTest, TwoHostsWritingAtOnceNeverTakeATenantOverItsQuota) {
+  auto other_pool = PostgresPool::open(db_.app, {.size = 4});
+  ASSERT_TRUE(other_pool);
+  auto other = openPostgresKvStore(*other_pool);
+  ASSERT_TRUE(other);
+  constexpr uint64_t kQuota = 2000;
+  std::atomic<int> written{0}, refused{0}, errors{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 8; ++t) {
+    KvStore& host = t % 2 ? *store_ : **other;
+    writers.emplace_back([&, t] {
+      const Scope s{"acme", t % 4 < 2 ? "trellis/hello" : "trellis/other", kQuota};
+      for (int i = 0; i < 40; ++i) {
+        auto r = host.put(s, "h" + std::to_string(t) + "/" + std::to_string(100 + i),
+                          std::string(10 + i % 5, 'v'), kAbsent);
+        if (r) {
+          ++written;
+        } else if (r.status().code() == StatusCode::kQuotaExceeded) {
+          ++refused;
+        } else {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(refused.load(), 0);
+  auto used = store_->storageBytes("acme");
+  ASSERT_TRUE(used);
+  EXPECT_LE(*used, kQuota);
+  EXPECT_GT(*used, kQuota - 20);  // a refusal saw less room than one entry
+  EXPECT_EQ(only(SharedPostgres::server().execSql(
+                "SELECT sum(length(key) + length(value)) FROM trellis.kv", db_.name)),
+            std::to_string(*used));
+}
+
 TEST_F(PostgresStorageTest, VerifyAcceptsTheMigratedSchema) {
   EXPECT_TRUE(schema::verify(*pool_));
 }
@@ -157,7 +207,7 @@ TEST_F(PostgresStorageTest, VerifyRefusesAnOutdatedOrNewerSchema) {
                  "'storage'",
                  db_.name));
   Status old = schema::verify(*pool_);
-  EXPECT_THAT(old.message(), HasSubstr("storage schema version 0 but this build needs 1"));
+  EXPECT_THAT(old.message(), HasSubstr("storage schema version 0 but this build needs 2"));
   ASSERT_TRUE(
       pg.execSql("UPDATE trellis.schema_version SET version = 7 WHERE component = "
                  "'storage'",
@@ -198,6 +248,40 @@ TEST_F(PostgresStorageTest, MigrateRefusesToMakeTheAppRoleTheOwner) {
   EXPECT_EQ(s.code(), StatusCode::kInvalid);
   EXPECT_THAT(s.message(), HasSubstr("same role"));
   EXPECT_THAT(s.message(), Not(HasSubstr(SharedPostgres::kAppPassword)));
+}
+
+TEST_F(PostgresStorageTest, PoolAnswersUnavailableWhenEverySessionStaysBusy) {
+  auto pool =
+      PostgresPool::open(db_.app, {.size = 1, .acquire_timeout = std::chrono::milliseconds(50)});
+  ASSERT_TRUE(pool) << pool.status().toString();
+  auto held = (*pool)->acquire();
+  ASSERT_TRUE(held);
+  auto second = (*pool)->acquire();
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr("all 1 PostgreSQL sessions to 127.0.0.1:"));
+  { auto released = std::move(*held); }
+  EXPECT_TRUE((*pool)->acquire());
+}
+
+TEST_F(PostgresStorageTest, ATransactionWhoseBodyFailsLeavesNothingBehind) {
+  Status s = pool_->transaction("test write", "acme", [](soci::session& sql) {
+    tenants::sql::exec(sql,
+                       "INSERT INTO kv VALUES ('acme', 'p', decode('00', 'hex'), "
+                       "decode('00', 'hex'), 1)");
+    return Status::conflict("changed my mind");
+  });
+  EXPECT_EQ(s.code(), StatusCode::kConflict);
+  EXPECT_EQ(only(SharedPostgres::server().execSql("SELECT count(*) FROM trellis.kv", db_.name)),
+            "0");
+  // A body that throws is reported as UNAVAILABLE, with what was being done.
+  s = pool_->transaction("test write", "acme", [](soci::session& sql) {
+    tenants::sql::exec(sql, "INSERT INTO no_such_table VALUES (1)");
+    return Status::ok();
+  });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("test write failed: PostgreSQL at 127.0.0.1:"));
+  EXPECT_THAT(s.message(), HasSubstr("no_such_table"));
 }
 
 TEST(PostgresUnreachableTest, OpeningAPoolFailsNamingHostAndPortButNotThePassword) {
@@ -274,11 +358,33 @@ TEST_F(PostgresOutageTest, KvCallsAreUnavailableWhileTheServerIsDownAndWorkAgain
   EXPECT_EQ(*again, 2u);
 }
 
+TEST_F(PostgresOutageTest, AServerStoppedInTheMiddleOfATransactionKeepsNoneOfIt) {
+  ASSERT_TRUE(store_->put(acme_, "before", "1", kAbsent));
+  auto pool = PostgresPool::open(app_, {.size = 1});
+  ASSERT_TRUE(pool);
+  Status s = (*pool)->transaction("half a write", "acme", [&](soci::session& sql) {
+    tenants::sql::exec(sql,
+                       "INSERT INTO kv VALUES ('acme', 'trellis/hello', decode('6868', 'hex'), "
+                       "decode('00', 'hex'), 1)");
+    tenants::sql::exec(sql, "UPDATE kv_usage SET bytes = bytes + 3");
+    EXPECT_TRUE(pg_.stop());  // the server goes away between two statements
+    tenants::sql::exec(sql, "UPDATE kv SET version = 2 WHERE key = decode('6868', 'hex')");
+    return Status::ok();
+  });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(pg_.start()) << pg_.error();
+  EXPECT_EQ(store_->get(acme_, "hh").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store_->storageBytes("acme"), 7u);
+  EXPECT_EQ(only(pg_.execSql("SELECT count(*) FROM trellis.kv", "trellis")), "1");
+}
+
 TEST_F(PostgresOutageTest, RegistryKeepsServingWhatItKnewAndCatchesUpAfterAnOutage) {
   auto a = tenants::TenantRegistry::openPostgres(app_, std::chrono::milliseconds(20));
   auto b = tenants::TenantRegistry::openPostgres(app_, std::chrono::milliseconds(20));
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE((*a)->create({.id = "acme"}));
+  tenants::TenantRecord acme;
+  acme.id = "acme";
+  ASSERT_TRUE((*a)->create(acme));
   auto key = (*a)->createKey("acme", std::nullopt);
   ASSERT_TRUE(key);
   auto resolvesOn = [&](tenants::TenantRegistry& r, tenants::Resolution::Outcome want) {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -67,14 +68,22 @@ int visits(const HttpReply& r) {
   return obj->getValue<int>("visits");
 }
 
-// Polls `probe` until it returns `want` (other hosts refresh their registry every ~1 s).
-bool eventuallyStatus(const std::function<int()>& probe, int want) {
+// Polls `pred` until it holds (other hosts refresh their registry every ~1 s).
+bool eventually(const std::function<bool()>& pred) {
   auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (probe() != want) {
+  while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(50ms);
   }
   return true;
+}
+
+bool eventuallyStatus(const std::function<int()>& probe, int want) {
+  return eventually([&] { return probe() == want; });
+}
+
+bool eventuallyLogs(const TrellisdProcess& host, const std::string& text) {
+  return eventually([&] { return host.log().find(text) != std::string::npos; });
 }
 
 TEST(PostgresTrellisdTest, PluginDataLivesInPostgresAndIsSharedByHosts) {
@@ -153,10 +162,14 @@ TEST(PostgresTrellisdTest, WritesAnswer503WhilePostgresIsDownAndWorkOnceItIsBack
   // The host itself is fine: it keeps answering what does not need storage.
   EXPECT_EQ(request(host.port(), "GET", "/healthz").status, 200);
 
+  // The host says, once, that it serves the tenants it last loaded.
+  EXPECT_TRUE(eventuallyLogs(host, "serving the last loaded tenants and keys"));
+
   ASSERT_TRUE(pg.start()) << pg.error();
   HttpReply back = request(host.port(), "GET", "/hello/ann", bearer("acme-key"));
   ASSERT_EQ(back.status, 200) << back.body;
   EXPECT_EQ(visits(back), 2);  // the write refused during the outage left nothing behind
+  EXPECT_TRUE(eventuallyLogs(host, "refreshing from PostgreSQL again"));
   EXPECT_THAT(host.log(), Not(HasSubstr("Down-Pass")));
 }
 

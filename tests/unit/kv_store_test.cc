@@ -509,7 +509,9 @@ TEST_P(KvStoreTest, RemoveTenantDeletesOnlyThatTenantsDataAndFiles) {
   ASSERT_TRUE(store_->put(globex, "k", "g", kAnyVersion));
   ASSERT_TRUE(store_->put({"acme", "trellis/other"}, "k2", "o", kAnyVersion));
   const auto acme_file = dir_.path() / "data" / "acme.db";
-  if (sqlite()) ASSERT_TRUE(std::filesystem::exists(acme_file));
+  if (sqlite()) {
+    ASSERT_TRUE(std::filesystem::exists(acme_file));
+  }
 
   EXPECT_TRUE(store_->removeTenant("acme"));
   if (sqlite()) {
@@ -711,7 +713,9 @@ TEST_P(KvStoreTest, RemovedTenantUsesNothing) {
   EXPECT_EQ(usage("acme"), 2u);
   ASSERT_TRUE(store_->removeTenant("acme"));
   EXPECT_EQ(usage("acme"), 0u);
-  if (sqlite()) EXPECT_FALSE(std::filesystem::exists(dbFile("acme")));
+  if (sqlite()) {
+    EXPECT_FALSE(std::filesystem::exists(dbFile("acme")));
+  }
 }
 
 }  // namespace

@@ -28,7 +28,19 @@ Result<StorageBackends> openPostgres(const config::Config& cfg) {
   if (!pool) return pool.status();
   out.pool = std::move(*pool);
   if (Status s = tenants::postgres_schema::verify(*out.pool); !s) return s;
-  auto registry = tenants::TenantRegistry::openPostgres(url);
+  // Hosts keep serving the registry they last loaded while PostgreSQL is away: say so once
+  // when refreshing stops working and once when it works again.
+  auto registry =
+      tenants::TenantRegistry::openPostgres(url, std::chrono::seconds(1), [](const Status& s) {
+        if (!s) {
+          spdlog::warn(
+              "tenant registry: {}; serving the last loaded tenants and keys until "
+              "PostgreSQL answers",
+              s.toString());
+        } else {
+          spdlog::info("tenant registry: refreshing from PostgreSQL again");
+        }
+      });
   if (!registry) return registry.status();
   out.tenants = std::move(*registry);
   auto kv = storage::openPostgresKvStore(out.pool);

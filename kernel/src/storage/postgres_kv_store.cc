@@ -10,8 +10,6 @@
 // Storage quota: trellis.kv_usage holds each tenant's key + value bytes. put() charges the
 // change with one conditional upsert in the write's transaction; the row lock it takes
 // serialises the tenant's growing writers on every host, so the quota is exact.
-#include <soci/postgresql/soci-postgresql.h>
-
 #include <algorithm>
 #include <optional>
 #include <utility>
@@ -24,12 +22,7 @@ namespace trellis::kernel::storage {
 namespace {
 
 using tenants::PostgresPool;
-using tenants::TenantTransaction;
 using tenants::sql::Query;
-
-// Serialization failures, deadlocks and a racing first insert of the same key are
-// retried from the start; past this many attempts the call reports UNAVAILABLE.
-constexpr int kMaxAttempts = 5;
 
 std::string toHex(std::string_view bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -82,10 +75,6 @@ Status conflict(uint64_t expected, uint64_t current) {
     return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
   };
   return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
-}
-
-bool retryable(const std::string& sqlstate) {
-  return sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "23505";
 }
 
 class PostgresKvStore final : public KvStore {
@@ -238,40 +227,20 @@ class PostgresKvStore final : public KvStore {
   }
 
  private:
-  // Runs `body` in one transaction scoped to `tenant` and commits if it succeeds.
-  // Retries from the start when PostgreSQL asks for it (serialization failure, deadlock,
-  // a racing insert) and once when a pooled session turns out to be dead before anything
-  // was done (the server restarted): that attempt had no effect, so repeating is safe.
+  // Runs `body` in one transaction scoped to `tenant` (PostgresPool::transaction: commits
+  // on success, retries what PostgreSQL asks to retry, replaces dead sessions).
   template <typename T, typename Body>
   Result<T> inTenant(const std::string& tenant, const char* op, Body&& body) {
-    const std::string what = "storage " + std::string(op) + " for tenant \"" + tenant + "\"";
-    bool stale_retried = false;
-    for (int attempt = 1;; ++attempt) {
-      auto lease = pool_->acquire();
-      if (!lease) return Status::unavailable(what + " failed: " + lease.status().message());
-      soci::session& sql = lease->session();
-      std::optional<TenantTransaction> tx;
-      try {
-        tx.emplace(sql, tenant);
-      } catch (const std::exception& e) {
-        if (!stale_retried && !tenants::isHealthyPostgresSession(sql)) {
-          stale_retried = true;
-          continue;  // the lease drops the dead session; the next one reconnects
-        }
-        return pool_->unavailable(what, e);
-      }
-      try {
-        Result<T> r = body(sql);
-        if (!r) return r;  // the transaction rolls back
-        tx->commit();
-        return r;
-      } catch (const soci::postgresql_soci_error& e) {
-        if (attempt < kMaxAttempts && retryable(e.sqlstate())) continue;
-        return pool_->unavailable(what, e);
-      } catch (const std::exception& e) {
-        return pool_->unavailable(what, e);
-      }
-    }
+    std::optional<Result<T>> out;
+    Status s = pool_->transaction("storage " + std::string(op) + " for tenant \"" + tenant + "\"",
+                                  tenant, [&](soci::session& sql) -> Status {
+                                    Result<T> r = body(sql);
+                                    if (!r) return r.status();
+                                    out.emplace(std::move(r));
+                                    return Status::ok();
+                                  });
+    if (!s) return s;
+    return std::move(*out);
   }
 
   // The entry's version (kAbsent if none) and its charged bytes, row-locked until commit.

@@ -5,13 +5,16 @@
 //
 //   auto url = parsePostgresUrl("postgresql://app:secret@db:5432/trellis");   // INVALID names
 //   auto pool = PostgresPool::open(*url, {.size = 8});                       // the problem
-//   auto lease = (*pool)->acquire();            // UNAVAILABLE if PostgreSQL cannot be reached
-//   sql::Query(lease->session(), "SELECT 1").run();
+//   Status s = (*pool)->transaction("lease renewal", "acme", [&](soci::session& sql) {
+//     sql::Query(sql, "UPDATE rate_leases SET ... WHERE tenant_id = :t").use(t).run();
+//     return Status::ok();                       // anything else rolls back
+//   });
 //
 // Every table lives in the schema `trellis`; pooled sessions run with search_path=trellis.
 // Tables holding tenant data (kv, kv_usage) have a tenant_id column and FORCE ROW LEVEL
 // SECURITY with the policy tenant_id = current_setting('trellis.tenant'): a session that
-// has not set the tenant for its transaction (tenantTransaction below) sees no rows.
+// has not set the tenant for its transaction (transaction() below) sees no rows. New
+// tables are new steps in postgres_schema.cc.
 #pragma once
 
 #include <soci/soci.h>
@@ -19,6 +22,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -99,9 +103,19 @@ class PostgresPool {
   // PostgreSQL cannot be reached.
   Result<Lease> acquire();
 
+  // Runs `body` in one transaction on a pooled session and commits if it returns OK (any
+  // other status, or an exception, rolls back). With a non-empty `tenant`, the transaction
+  // first sets trellis.tenant for itself only, so row-level security shows exactly that
+  // tenant's rows. Serialization failures, deadlocks and unique violations (two first
+  // inserts racing) run `body` again from the start, up to 5 times; a session the server
+  // dropped (a restart) is replaced once before anything ran. Failures are UNAVAILABLE:
+  // "<what> failed: PostgreSQL at host:port: ...", never with the password.
+  Status transaction(const std::string& what, const std::string& tenant,
+                     const std::function<Status(soci::session&)>& body);
+
   const PostgresUrl& url() const { return url_; }
   size_t size() const { return slots_.size(); }
-  // UNAVAILABLE naming the server and the operation, password scrubbed.
+  // UNAVAILABLE "<what> failed: PostgreSQL at host:port: <reason>", password scrubbed.
   Status unavailable(const std::string& what, const std::exception& e) const;
 
  private:
@@ -122,18 +136,6 @@ bool isHealthyPostgresSession(soci::session& sql);
 
 // Opens one session (not pooled) with url.conninfo(). Throws soci::soci_error.
 void connectPostgres(soci::session& sql, const PostgresUrl& url);
-
-// BEGIN, then the tenant for this transaction only (set_config(..., true)): row-level
-// security then shows and accepts exactly that tenant's rows. The setting ends with the
-// transaction, so a pooled session never carries a tenant to its next user.
-class TenantTransaction {
- public:
-  TenantTransaction(soci::session& sql, const std::string& tenant);
-  void commit() { tx_.commit(); }
-
- private:
-  sql::WriteTransaction tx_;
-};
 
 namespace postgres_schema {
 

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -200,9 +201,12 @@ class TenantRegistry {
   // by postgres_schema::migrate). Writes of any host bump a change counter; this host
   // checks it every `poll_interval` and reloads its snapshot when it moved, so another
   // host's change (a revoked key, a suspended tenant) takes effect here within about one
-  // interval. While PostgreSQL is unreachable the last snapshot keeps serving.
+  // interval. While PostgreSQL is unreachable the last snapshot keeps serving;
+  // `on_refresh` (if set, called from the polling thread) hears when refreshing starts
+  // failing (the error) and when it works again (OK), once per change, for the log.
   static Result<std::unique_ptr<TenantRegistry>> openPostgres(
-      const PostgresUrl& url, std::chrono::milliseconds poll_interval = std::chrono::seconds(1));
+      const PostgresUrl& url, std::chrono::milliseconds poll_interval = std::chrono::seconds(1),
+      std::function<void(const Status&)> on_refresh = nullptr);
 };
 
 }  // namespace trellis::tenants
