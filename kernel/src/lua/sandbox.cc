@@ -442,6 +442,17 @@ Status Sandbox::addLibrary(const char* name, const luaL_Reg* functions, void* co
   return Status::ok();
 }
 
+Status Sandbox::protectedCall(lua_CFunction fn, void* data) {
+  lua_pushcfunction(L_, fn);
+  lua_pushlightuserdata(L_, data);
+  if (lua_pcall(L_, 1, 0, 0) != LUA_OK) {
+    std::string msg = describeError(L_, LUA_ERRRUN);
+    lua_settop(L_, 0);
+    return Status::internal("lua: " + msg);
+  }
+  return Status::ok();
+}
+
 bool Sandbox::hasFunction(const char* name) {
   lua_pushcfunction(L_, hasFunctionProtected);
   lua_pushlightuserdata(L_, const_cast<char*>(name));

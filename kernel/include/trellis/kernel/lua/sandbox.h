@@ -93,6 +93,10 @@ class Sandbox {
   // and runs its top level under the budget.
   CallResult load(std::string_view source, std::string_view chunk_name);
 
+  // Runs `fn` (a lua_CFunction getting `data` as a light userdata argument) in protected
+  // mode, unmetered: for host set-up such as registering objects in the registry.
+  Status protectedCall(lua_CFunction fn, void* data);
+
   // True if the script defined a global function `name`.
   bool hasFunction(const char* name);
 
