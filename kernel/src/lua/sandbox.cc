@@ -224,11 +224,21 @@ int addLibraryProtected(lua_State* L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
   lua_getmetatable(L, -1);
   lua_getfield(L, -1, "__index");  // the base table
+  // "a.b": descend into the table behind library a's read-only proxy.
+  const char* name = spec->name;
+  for (const char* dot = std::strchr(name, '.'); dot; dot = std::strchr(name, '.')) {
+    lua_pushlstring(L, name, static_cast<size_t>(dot - name));
+    if (lua_rawget(L, -2) != LUA_TTABLE || !lua_getmetatable(L, -1)) {
+      return luaL_error(L, "no library to nest %s in", spec->name);
+    }
+    lua_getfield(L, -1, "__index");
+    name = dot + 1;
+  }
   lua_newtable(L);
   lua_pushlightuserdata(L, spec->context);
   luaL_setfuncs(L, spec->functions, 1);
   freezeTop(L);
-  lua_setfield(L, -2, spec->name);
+  lua_setfield(L, -2, name);
   return 0;
 }
 
@@ -255,6 +265,7 @@ std::string_view outcomeName(Outcome o) {
 
 struct Sandbox::Run {
   const char* function = nullptr;  // a global function, or null to run `source`
+  int ref = LUA_NOREF;             // or a function in the registry
   std::string_view source;
   std::string chunk_name;  // "=policy.lua"
   Marshal push = nullptr;
@@ -469,7 +480,11 @@ int Sandbox::prepare(lua_State* L) {
     sb->co_ = lua_newthread(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
   }
-  if (r->function) {
+  if (r->ref != LUA_NOREF) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref) != LUA_TFUNCTION) {
+      return luaL_error(L, "registry reference %d is not a function", r->ref);
+    }
+  } else if (r->function) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
     lua_pushstring(L, r->function);
     if (lua_rawget(L, 1) != LUA_TFUNCTION) {
@@ -591,6 +606,15 @@ CallResult Sandbox::load(std::string_view source, std::string_view chunk_name) {
 CallResult Sandbox::call(const char* name, Marshal push, Marshal read, void* data) {
   Run r;
   r.function = name;
+  r.push = push;
+  r.read = read;
+  r.data = data;
+  return run(r);
+}
+
+CallResult Sandbox::callRef(int ref, Marshal push, Marshal read, void* data) {
+  Run r;
+  r.ref = ref;
   r.push = push;
   r.read = read;
   r.data = data;

@@ -87,6 +87,7 @@ class Sandbox {
 
   // Adds the read-only global table `name` with `functions` (NULL-terminated); each gets
   // `context` as its upvalue 1 (lua_touserdata(L, lua_upvalueindex(1))). Call before load().
+  // A dotted name ("host.kv") nests the table inside a library added earlier ("host").
   Status addLibrary(const char* name, const luaL_Reg* functions, void* context);
 
   // Compiles `source` (text only) as chunk `chunk_name` ("policy.lua" in error messages)
@@ -103,6 +104,9 @@ class Sandbox {
   // Calls the global function `name` with what `push` pushes; `read` sees its results.
   // A missing function is an error. Either callback may be null.
   CallResult call(const char* name, Marshal push, Marshal read, void* data);
+  // As call(), for the function a host function stored with luaL_ref(L, LUA_REGISTRYINDEX):
+  // closures a script registered (route handlers) rather than globals it could redefine.
+  CallResult callRef(int ref, Marshal push, Marshal read, void* data);
 
   const Budget& budget() const { return budget_; }
   void setBudget(const Budget& budget) { budget_ = budget; }
