@@ -20,6 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 using ::testing::Not;
 
 const std::map<std::string, std::string> kAcme = {{"Authorization", "Bearer acme-key"}};
@@ -114,8 +115,11 @@ TEST_F(LuaPluginTest, HelloLuaGreetsAndCountsVisitsPerTenantOverHttp) {
   EXPECT_THAT(
       metrics(server()),
       HasSubstr("trellis_plugin_hello_lua_greetings_total{plugin=\"trellis/hello-lua\"} 4"));
-  // init's log line is tagged with the plugin, once (other threads' states replay init).
-  EXPECT_THAT(server().log(), HasSubstr("plugin=trellis/hello-lua tenant=- hello-lua ready"));
+  // init's log line is tagged with the plugin, and written once: the other threads' Lua
+  // states replay init silently.
+  const std::string log = server().log();
+  EXPECT_THAT(log, HasSubstr("plugin=trellis/hello-lua tenant=- hello-lua ready"));
+  EXPECT_EQ(log.find("hello-lua ready"), log.rfind("hello-lua ready"));
 }
 
 TEST_F(LuaPluginTest, LuaAndNativePluginsExchangeEventsInThePublishersTenant) {
@@ -151,7 +155,7 @@ TEST_F(LuaPluginTest, BrokenLuaPluginsAreRefusedNamingTheFileAndTheRestServes) {
   create(
       luaConfig("    - id: trellis/hello-lua\n    - id: test/syntax\n    - id: test/init-error\n"
                 "    - id: test/init-spins\n    - id: test/escapes\n    - id: test/directory\n"
-                "    - id: test/tampered\n    - id: test/missing\n",
+                "    - id: test/tampered\n    - id: test/missing\n    - id: test/start-refuses\n",
                 "threads: 1"));
   const fs::path root = pluginRoot();
   writeLuaPlugin(root, "syntax", "function init(t)\n  local x = = 1\nend\n");
@@ -165,6 +169,10 @@ TEST_F(LuaPluginTest, BrokenLuaPluginsAreRefusedNamingTheFileAndTheRestServes) {
   writeLuaPlugin(root, "tampered", "function init(t) end -- changed after signing\n",
                  ", \"files\": {\"main.lua\": \"" + std::string(64, '0') + "\"}");
   writeLuaPlugin(root, "missing", "");
+  writeLuaPlugin(root, "start-refuses",
+                 "function start(ctx)\n"
+                 "  return nil, 'no database URL for tenant \"' .. ctx.tenant .. '\"'\n"
+                 "end\n");
   start();
 
   auto error = [&](const std::string& id) {
@@ -181,7 +189,34 @@ TEST_F(LuaPluginTest, BrokenLuaPluginsAreRefusedNamingTheFileAndTheRestServes) {
   EXPECT_THAT(error("test/directory"), HasSubstr("not a regular file"));
   EXPECT_THAT(error("test/tampered"), HasSubstr("SHA-256 of main.lua does not match"));
   EXPECT_THAT(error("test/missing"), HasSubstr("main.lua is missing"));
+  EXPECT_THAT(error("test/start-refuses"), HasSubstr("start: no database URL for tenant \"\""));
   EXPECT_EQ(get("/hello-lua/ann").status, 200);
+}
+
+TEST_F(LuaPluginTest, LuaPluginsGetTheSelfServiceCallsTheirManifestRequests) {
+  create(luaConfig("    - id: test/self\n"));
+  writeLuaPlugin(pluginRoot(), "self", R"(
+function init(t)
+  t.route("GET", "/self", function(ctx, req)
+    local info, err, code = trellis.tenant_info()
+    if not info then return 500, code end
+    return 200, info.id .. " " .. info.plan .. " " .. trellis.principal()
+  end)
+  t.route("GET", "/self/keys", function(ctx, req)
+    local keys, err, code = trellis.keys.list()
+    return 403, code .. ": " .. err
+  end)
+end
+)",
+                 ", \"capabilities\": [\"tenant.read\"]");
+  start();
+  auto self = get("/self");
+  EXPECT_EQ(self.status, 200) << server().log();
+  EXPECT_THAT(self.body, MatchesRegex("acme default [0-9a-z:]+"));  // the key's id
+  auto keys = get("/self/keys");
+  EXPECT_EQ(keys.status, 403);
+  EXPECT_EQ(keys.body,
+            "permission_denied: capability \"tenant.keys\" was not requested in the manifest");
 }
 
 class HostileLuaTest : public LuaPluginTest {
