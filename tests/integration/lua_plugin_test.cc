@@ -262,6 +262,25 @@ TEST_F(HostileLuaTest, EndlessLoopsArePreemptedWith503AndCounted) {
                                            "hostile-lua\",cause=\"instructions\"} 3"));
 }
 
+TEST_F(LuaPluginTest, EventLoopAndBlockingRoutesRunUnderTheirOwnWallTimeBudgets) {
+  // With the instruction budget out of reach, the wall clock ends the loops: the shorter
+  // budget on the event loop, the longer one on the blocking pool.
+  create(
+      luaConfig("    - id: fixture/hostile-lua\n"
+                "      lua: {instructions: 1000000000000, wall_ms: 50, blocking_wall_ms: 300}\n"));
+  start();
+  EXPECT_EQ(get("/hostile/spin").status, 503);
+  EXPECT_EQ(get("/hostile/spin-blocking").status, 503);
+  EXPECT_EQ(get("/hostile/ok").status, 200);
+  EXPECT_THAT(
+      server().log(),
+      AllOf(HasSubstr("GET /hostile/spin failed: UNAVAILABLE: wall-time budget of 50000 us"),
+            HasSubstr("GET /hostile/spin-blocking failed: UNAVAILABLE: wall-time budget "
+                      "of 300000 us")));
+  EXPECT_THAT(metrics(server()), HasSubstr("trellis_lua_plugin_failures_total{plugin=\"fixture/"
+                                           "hostile-lua\",cause=\"wall_time\"} 2"));
+}
+
 TEST_F(HostileLuaTest, MemoryBombIsStoppedWith503) {
   auto reply = get("/hostile/memory");
   EXPECT_EQ(reply.status, 503) << reply.body;
