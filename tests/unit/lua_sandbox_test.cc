@@ -409,6 +409,42 @@ TEST_F(LuaSandboxTest, JsonRoundTripsAndRefusesBadInput) {
   expectContained(attempt("return json.decode(('['):rep(10000))"), Outcome::kError, "json_decode");
 }
 
+TEST_F(LuaSandboxTest, NestedLibrariesAreReadOnlyLikeTheirParent) {
+  static const luaL_Reg kSub[] = {{"answer", hostAnswer}, {nullptr, nullptr}};
+  ASSERT_TRUE(sb_->addLibrary("host.sub", kSub, &answer_));
+  std::string out;
+  auto r = attempt("return tostring(host.sub.answer() + host.answer())", &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "84");
+  expectContained(attempt("host.sub.answer = nil"), Outcome::kError, "read-only");
+  expectContained(attempt("host.sub = {}"), Outcome::kError, "read-only");
+  expectContained(attempt("rawset(host.sub, 'x', 1)"), Outcome::kError, "read-only");
+  Status missing = sb_->addLibrary("absent.sub", kSub, nullptr);
+  EXPECT_FALSE(missing);
+  EXPECT_THAT(missing.message(), HasSubstr("no library to nest absent.sub in"));
+}
+
+// Keeps the script's global `handler` in the registry, as a host keeps a callback.
+int refHandler(lua_State* L) {
+  lua_getglobal(L, "handler");
+  *static_cast<int*>(lua_touserdata(L, 1)) = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+TEST_F(LuaSandboxTest, CallsAFunctionKeptInTheRegistryEvenIfTheGlobalChanges) {
+  ASSERT_TRUE(sb_->load("function handler() return 'kept' end", "ref.lua").ok());
+  int ref = LUA_NOREF;
+  ASSERT_TRUE(sb_->protectedCall(refHandler, &ref));
+  ASSERT_TRUE(sb_->load("function handler() return 'replaced' end", "ref.lua").ok());
+  std::string out;
+  auto r = sb_->callRef(ref, nullptr, readString, &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "kept");
+  auto bad = sb_->callRef(LUA_REFNIL, nullptr, readString, &out);
+  EXPECT_EQ(bad.outcome, Outcome::kError);
+  EXPECT_THAT(bad.error, HasSubstr("is not a function"));
+}
+
 TEST_F(LuaSandboxTest, BudgetIsRejectedWhenNonsensical) {
   EXPECT_FALSE(Sandbox::create(Budget{.instructions = 0}));
   EXPECT_FALSE(Sandbox::create(Budget{.memory_bytes = 1024}));
