@@ -46,6 +46,8 @@ std::vector<std::string> paramNames(std::string_view pattern) {
   return names;
 }
 
+// The entry's text, if it is a regular file inside `dir` (after following symlinks: a
+// link may point only within the plugin folder) of at most kMaxSourceBytes.
 Result<std::string> readEntry(const fs::path& dir, const std::string& entry) {
   std::error_code ec;
   const fs::path file = dir / entry;
@@ -65,8 +67,10 @@ Result<std::string> readEntry(const fs::path& dir, const std::string& entry) {
     return Status::invalid("lua entry " + entry + " is not a regular file");
   }
   const uintmax_t size = fs::file_size(real, ec);
-  if (ec || size > kMaxSourceBytes) {
-    return Status::invalid("lua entry " + entry + " is larger than 4 MiB");
+  if (ec) return Status::unavailable("cannot read lua entry " + entry + ": " + ec.message());
+  if (size > kMaxSourceBytes) {
+    return Status::invalid("lua entry " + entry + " has " + std::to_string(size) +
+                           " bytes; at most " + std::to_string(kMaxSourceBytes) + " are allowed");
   }
   std::ifstream in(real, std::ios::binary);
   std::ostringstream text;

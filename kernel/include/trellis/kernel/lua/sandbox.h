@@ -1,5 +1,5 @@
 // A sandboxed, metered Lua 5.4 state: the one place the kernel runs untrusted Lua (admin
-// policies today, Lua plugins later). What a script can reach:
+// policies, and Lua plugins through lua_plugin.h). What a script can reach:
 //   - base: assert error ipairs next pairs pcall xpcall rawequal rawlen rawget rawset select
 //     setmetatable getmetatable tonumber tostring type load _VERSION _G
 //   - string (no dump), table, math, utf8, coroutine — all read-only
