@@ -5,7 +5,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "lua/lua_plugin_state.h"
+#include "lua/internal/lua_plugin_state.h"
 
 // The adapter: the descriptor's hooks, route and event handlers, registration with the
 // host, and one Lua state per (thread, plugin). What scripts can call is script_api.cc.

@@ -4,7 +4,7 @@
 #include <cctype>
 #include <cstring>
 
-#include "lua/lua_plugin_state.h"
+#include "lua/internal/lua_plugin_state.h"
 #include "trellis/kernel/http/router.h"
 
 // The Lua side of a Lua plugin: trellis.* forwards each call to the host table with the
