@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A third party's view: install the SDK, build sdk/examples/greeter-c out of tree with
-# find_package(Trellis) alone, drop it into a plugin directory and call its route on a
-# real trellisd.
+# A third party's view: install the SDK, build sdk/examples/greeter-c and lay out
+# sdk/examples/greeter-lua out of tree with find_package(Trellis) alone, drop them into
+# plugin directories and call their routes on a real trellisd.
 # Usage: sdk_out_of_tree_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=${1:?build dir}; src=${2:?source dir}
@@ -15,6 +15,11 @@ cmake -S "$src/sdk/examples/greeter-c" -B "$work/greeter" -G Ninja \
 cmake --build "$work/greeter" >/dev/null
 test -f "$work/greeter/plugins/acme-greeter/libacme_greeter.so"
 test -f "$work/greeter/plugins/acme-greeter/trellis-plugin.json"
+cmake -S "$src/sdk/examples/greeter-lua" -B "$work/greeter-lua" -G Ninja \
+      -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/greeter-lua" >/dev/null
+test -f "$work/greeter-lua/plugins/acme-greeter-lua/main.lua"
+test -f "$work/greeter-lua/plugins/acme-greeter-lua/trellis-plugin.json"
 
 cat > "$work/trellis.yaml" <<YAML
 server: {listen: "127.0.0.1:0", threads: 1}
@@ -22,10 +27,10 @@ admin: {listen: "127.0.0.1:0", token_file: "$work/admin.token"}
 storage: {data_dir: "$work/data"}
 log: {level: warn, access_log: "off"}
 plugins:
-  dirs: ["$work/greeter/plugins"]
-  enabled: [{id: acme/greeter}]
+  dirs: ["$work/greeter/plugins", "$work/greeter-lua/plugins"]
+  enabled: [{id: acme/greeter}, {id: acme/greeter-lua}]
 tenants:
-  - {id: initech, plugins: [acme/greeter], keys: [{key: initech-key}]}
+  - {id: initech, plugins: [acme/greeter, acme/greeter-lua], keys: [{key: initech-key}]}
 YAML
 "$work/prefix/bin/trellisd" --config "$work/trellis.yaml" --ready-file "$work/ready.json" \
   >"$work/log" 2>&1 &
@@ -36,4 +41,9 @@ body=$(curl -sf -H 'Authorization: Bearer initech-key' "http://127.0.0.1:$port/g
 if [ "$body" != "hello, initech" ]; then
   echo "FAIL: expected 'hello, initech', got '$body'"; cat "$work/log"; exit 1
 fi
-echo "OK: out-of-tree C plugin built against the installed SDK and served: $body"
+lua=$(curl -sf -H 'Authorization: Bearer initech-key' "http://127.0.0.1:$port/greeter-lua/bob")
+case "$lua" in
+  *'"greeting":"Hello, bob"'*) ;;
+  *) echo "FAIL: expected a greeting for bob from greeter-lua, got '$lua'"; cat "$work/log"; exit 1 ;;
+esac
+echo "OK: out-of-tree C and Lua plugins built against the installed SDK and served: $body; $lua"

@@ -37,3 +37,36 @@ function(trellis_add_plugin target)
       VERBATIM)
   endforeach()
 endfunction()
+
+# trellis_add_lua_plugin(<target> MANIFEST <trellis-plugin.json> SOURCES <files.lua...>
+#                        [OUTPUT_DIR <dir>] [FILES <extra files>])
+#
+# Lays out a Lua plugin ("runtime": "lua") in OUTPUT_DIR (default:
+# ${CMAKE_BINARY_DIR}/plugins/<target>): the manifest as trellis-plugin.json beside the Lua
+# sources and extra files, copied again whenever one changes. Nothing is compiled: trellisd
+# compiles the entry when it loads the plugin and names file:line on a syntax error.
+function(trellis_add_lua_plugin target)
+  cmake_parse_arguments(ARG "" "MANIFEST;OUTPUT_DIR" "SOURCES;FILES" ${ARGN})
+  if(NOT ARG_MANIFEST OR NOT ARG_SOURCES)
+    message(FATAL_ERROR "trellis_add_lua_plugin(${target}): MANIFEST and SOURCES are required")
+  endif()
+  if(NOT ARG_OUTPUT_DIR)
+    set(ARG_OUTPUT_DIR "${CMAKE_BINARY_DIR}/plugins/${target}")
+  endif()
+  get_filename_component(manifest "${ARG_MANIFEST}" ABSOLUTE)
+  set(pairs "${manifest}" trellis-plugin.json)
+  foreach(file IN LISTS ARG_SOURCES ARG_FILES)
+    get_filename_component(abs "${file}" ABSOLUTE)
+    get_filename_component(name "${file}" NAME)
+    list(APPEND pairs "${abs}" "${name}")
+  endforeach()
+  set(outputs)
+  while(pairs)
+    list(POP_FRONT pairs src dst)
+    add_custom_command(OUTPUT "${ARG_OUTPUT_DIR}/${dst}"
+      COMMAND ${CMAKE_COMMAND} -E copy "${src}" "${ARG_OUTPUT_DIR}/${dst}"
+      DEPENDS "${src}" VERBATIM)
+    list(APPEND outputs "${ARG_OUTPUT_DIR}/${dst}")
+  endwhile()
+  add_custom_target(${target} ALL DEPENDS ${outputs})
+endfunction()

@@ -335,6 +335,37 @@ TEST(ConfigTest, PluginConfigBecomesJson) {
   EXPECT_EQ(c.plugins[0].config_json, R"({"greeting":"line one\nline two\n","limits":[1,2]})");
 }
 
+TEST(ConfigTest, LuaBudgetsAreSetPerPluginAndCheckedByName) {
+  Config c = parse(
+      "plugins:\n"
+      "  enabled:\n"
+      "    - id: a/lua\n"
+      "      lua: {instructions: 5000, memory_bytes: 1048576, wall_ms: 20, blocking_wall_ms: 300}\n"
+      "    - id: a/defaults\n");
+  const LuaBudget& set = c.plugins.at(0).lua;
+  EXPECT_EQ(set.instructions, 5000u);
+  EXPECT_EQ(set.memory_bytes, 1048576u);
+  EXPECT_EQ(set.wall, std::chrono::milliseconds(20));
+  EXPECT_EQ(set.blocking_wall, std::chrono::milliseconds(300));
+  const LuaBudget& defaults = c.plugins.at(1).lua;
+  EXPECT_EQ(defaults.instructions, 10'000'000u);
+  EXPECT_EQ(defaults.memory_bytes, 32u * 1024 * 1024);
+  EXPECT_EQ(defaults.wall, std::chrono::milliseconds(100));
+  EXPECT_EQ(defaults.blocking_wall, std::chrono::milliseconds(1000));
+
+  const std::string entry = "plugins:\n  enabled:\n    - id: a/lua\n      lua: ";
+  EXPECT_THAT(errorOf(entry + "{instructions: 10}\n"),
+              HasSubstr("plugins.enabled[0].lua.instructions: expected an integer from 1000"));
+  EXPECT_THAT(errorOf(entry + "{memory_bytes: 1024}\n"),
+              HasSubstr("plugins.enabled[0].lua.memory_bytes: expected an integer from 262144"));
+  EXPECT_THAT(errorOf(entry + "{wall_ms: 0}\n"),
+              HasSubstr("plugins.enabled[0].lua.wall_ms: expected an integer from 1"));
+  EXPECT_THAT(errorOf(entry + "{memory: 1}\n"),
+              HasSubstr("plugins.enabled[0].lua.memory: unknown key (expected one of: "
+                        "instructions, memory_bytes, wall_ms, blocking_wall_ms)"));
+  EXPECT_THAT(errorOf(entry + "[1]\n"), HasSubstr("plugins.enabled[0].lua: expected a map"));
+}
+
 TEST(ConfigTest, AnchorsAndAliasesExpand) {
   EXPECT_EQ(pluginJson("{a: &x {n: 1}, b: *x}"), R"({"a":{"n":1},"b":{"n":1}})");
 }

@@ -373,7 +373,7 @@ class Parser {
         const YAML::Node& e = enabled[i];
         std::string ipath = indexed(epath, i);
         if (!e.IsMap()) fail(ipath, "expected a map with id and config, got " + describe(e));
-        checkKeys(e, ipath, {"id", "config"});
+        checkKeys(e, ipath, {"id", "config", "lua"});
         PluginEntry entry;
         if (!e["id"]) fail(join(ipath, "id"), "required");
         entry.id = readString(e["id"], join(ipath, "id"));
@@ -388,8 +388,27 @@ class Parser {
           entry.config_json.clear();
           toJson(c, join(ipath, "config"), 0, entry.config_json);
         }
+        if (auto l = e["lua"]) parseLuaBudget(l, join(ipath, "lua"), entry.lua);
         cfg.plugins.push_back(std::move(entry));
       }
+    }
+  }
+
+  static void parseLuaBudget(const YAML::Node& n, const std::string& path, LuaBudget& b) {
+    checkKeys(n, path, {"instructions", "memory_bytes", "wall_ms", "blocking_wall_ms"});
+    if (n.IsNull()) return;
+    if (auto v = n["instructions"]) {
+      b.instructions = readUInt(v, join(path, "instructions"), 1000, uint64_t{1} << 40);
+    }
+    if (auto v = n["memory_bytes"]) {
+      b.memory_bytes = readUInt(v, join(path, "memory_bytes"), 256 * 1024, kMaxBytesSetting);
+    }
+    if (auto v = n["wall_ms"]) {
+      b.wall = std::chrono::milliseconds(readUInt(v, join(path, "wall_ms"), 1, kMaxMillis));
+    }
+    if (auto v = n["blocking_wall_ms"]) {
+      b.blocking_wall =
+          std::chrono::milliseconds(readUInt(v, join(path, "blocking_wall_ms"), 1, kMaxMillis));
     }
   }
 

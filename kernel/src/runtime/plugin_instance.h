@@ -1,5 +1,6 @@
-// One loaded plugin as the kernel sees it: manifest, library, the state its on_init
-// returned, and everything it registered. Owned by PluginManager; host API calls reach
+// One loaded plugin as the kernel sees it: manifest, code (a native library or a Lua
+// adapter, both behind a trellis_plugin descriptor), the state its on_init returned, and
+// everything it registered. Owned by PluginManager; host API calls reach
 // it through the call context.
 #pragma once
 
@@ -12,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "lua/lua_plugin.h"
 #include "trellis/kernel/plugin/manifest.h"
 #include "trellis/kernel/plugin/native_library.h"
 #include "trellis/plugin.h"
@@ -80,8 +82,14 @@ class PluginInstance {
   std::atomic<PluginState> state{PluginState::kDiscovered};
   std::string error;  // why it failed, for the admin API and CLI
 
-  std::unique_ptr<plugin::NativeLibrary> library;
-  void* plugin_state = nullptr;  // from on_init
+  std::unique_ptr<plugin::NativeLibrary> library;  // runtime "native"
+  std::unique_ptr<lua::LuaPlugin> lua;             // runtime "lua"
+  void* plugin_state = nullptr;                    // from on_init
+
+  // The hooks of whichever runtime loaded the plugin; null before loading.
+  const trellis_plugin* descriptor() const {
+    return library ? &library->descriptor() : lua ? &lua->descriptor() : nullptr;
+  }
 
   // Filled during on_init.
   std::vector<RouteRegistration> routes;

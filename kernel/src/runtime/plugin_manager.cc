@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "runtime/call_context.h"
@@ -134,10 +135,6 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
       fail(inst, "needs trellisd " + m.host->text() + " but this is " TRELLIS_VERSION);
       continue;
     }
-    if (m.runtime != "native") {
-      fail(inst, "runtime \"" + m.runtime + "\" is not supported by this host yet");
-      continue;
-    }
     auto entry_file = m.entryForThisPlatform();
     if (!entry_file) {
       fail(inst, entry_file.status().message());
@@ -147,12 +144,10 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
       fail(inst, s.message());
       continue;
     }
-    auto library = plugin::NativeLibrary::open(inst.dir() / *entry_file, m);
-    if (!library) {
-      fail(inst, library.status().message());
+    if (Status s = loadCode(inst, *entry_file, entry.lua); !s) {
+      fail(inst, s.message());
       continue;
     }
-    inst.library = std::move(*library);
     inst.state = PluginState::kLoaded;
     loaded.emplace(m.id, m);
   }
@@ -201,7 +196,7 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
   for (PluginInstance* p : order_) {
     if (p->state != PluginState::kInitialized) continue;
     if (!dependenciesReady(*p, PluginState::kActive)) continue;
-    const trellis_plugin& d = p->library->descriptor();
+    const trellis_plugin& d = *p->descriptor();
     if (d.on_start) {
       trellis_ctx ctx;
       ctx.plugin = p;
@@ -227,12 +222,38 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
   }
 }
 
+Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
+                               const config::LuaBudget& budget) {
+  const plugin::Manifest& m = p.manifest();
+  if (m.runtime == "lua") {
+    // The adapter builds each thread's Lua state under an init ctx of this plugin.
+    auto with_init_ctx = [plugin = &p](const std::function<void(const trellis_ctx*)>& fn) {
+      trellis_ctx ctx;
+      ctx.plugin = plugin;
+      ctx.phase = Phase::kInit;
+      CallScope scope(&ctx);
+      fn(&ctx);
+    };
+    auto lua =
+        lua::LuaPlugin::load(p.dir(), m, entry_file, budget, services_.metrics, with_init_ctx);
+    if (!lua) return lua.status();
+    p.lua = std::move(*lua);
+    return Status::ok();
+  }
+  auto library = plugin::NativeLibrary::open(p.dir() / entry_file, m);
+  if (!library) return library.status();
+  p.library = std::move(*library);
+  return Status::ok();
+}
+
 bool PluginManager::initPlugin(PluginInstance& p) {
-  const trellis_plugin& d = p.library->descriptor();
+  const trellis_plugin& d = *p.descriptor();
   trellis_ctx ctx;
   ctx.plugin = &p;
   ctx.phase = Phase::kInit;
   trellis_status s = TRELLIS_INTERNAL;
+  // C hooks carry no user pointer: the Lua adapter finds its plugin in *state.
+  p.plugin_state = p.lua ? p.lua->hookState() : nullptr;
   {
     CallScope scope(&ctx);
     s = d.on_init(hostApi(), &ctx, &p.plugin_state);
@@ -254,8 +275,8 @@ void PluginManager::stopPlugin(PluginInstance& p) {
     if (!p.subscriptions.empty()) services_.events->flush();
   }
   p.subscriptions.clear();
-  if (p.library) {
-    const trellis_plugin& d = p.library->descriptor();
+  if (const trellis_plugin* code = p.descriptor()) {
+    const trellis_plugin& d = *code;
     if (p.state == PluginState::kActive && d.on_stop) {
       trellis_ctx ctx;
       ctx.plugin = &p;
@@ -272,6 +293,7 @@ void PluginManager::stopPlugin(PluginInstance& p) {
   p.routes.clear();
   p.metrics.clear();
   p.library.reset();
+  p.lua.reset();
   p.state = PluginState::kStopped;
 }
 

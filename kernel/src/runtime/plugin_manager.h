@@ -64,6 +64,9 @@ class PluginManager {
 
  private:
   void fail(PluginInstance& p, std::string why);
+  // Opens the plugin's code for its runtime: a native library, or the Lua adapter.
+  Status loadCode(PluginInstance& p, const std::string& entry_file,
+                  const config::LuaBudget& budget);
   bool initPlugin(PluginInstance& p);
   void stopPlugin(PluginInstance& p);
 

@@ -20,6 +20,10 @@
 //     enabled:                                   # example; default: none
 //       - id: trellis/hello
 //         config: {greeting: "Hello"}            # any YAML, handed over as JSON text
+//       - id: trellis/hello-lua                  # budgets of each call into a Lua plugin
+//         lua: {instructions: 10000000, memory_bytes: 33554432, wall_ms: 100,
+//               blocking_wall_ms: 1000}          # wall_ms: event-loop routes; blocking_
+//                                                # wall_ms: blocking routes, events, init
 //   plans:                                       # example; "default" (no limits) is implicit
 //     - name: free
 //       quotas: {requests_per_second: 10, burst: 20, max_concurrent: 4,
@@ -92,9 +96,19 @@ struct AdminConfig {
   std::filesystem::path token_file;  // default: <data_dir>/../admin.token
 };
 
+// What one call into a Lua plugin may use (ignored for native plugins). Set by the
+// operator, never by the plugin's manifest: a plugin cannot raise its own limits.
+struct LuaBudget {
+  uint64_t instructions = 10'000'000;
+  uint64_t memory_bytes = 32 * 1024 * 1024;       // the plugin's whole state per thread
+  std::chrono::milliseconds wall{100};            // routes on an event-loop thread
+  std::chrono::milliseconds blocking_wall{1000};  // blocking routes, events, init/start/stop
+};
+
 struct PluginEntry {
   std::string id;
   std::string config_json = "{}";  // the `config:` subtree as JSON; "{}" if absent or null
+  LuaBudget lua;
 };
 
 struct TenantKey {

@@ -1,0 +1,153 @@
+// A sandboxed, metered Lua 5.4 state: the one place the kernel runs untrusted Lua (admin
+// policies, and Lua plugins through lua_plugin.h). What a script can reach:
+//   - base: assert error ipairs next pairs pcall xpcall rawequal rawlen rawget rawset select
+//     setmetatable getmetatable tonumber tostring type load _VERSION _G
+//   - string (no dump), table, math, utf8, coroutine — all read-only
+//   - the host libraries added with addLibrary(), read-only too
+// Gone: io, os, debug, package, require, dofile, loadfile, collectgarbage, print, warn,
+// string.dump and binary chunks (`load` is text-only and defaults to the sandbox's env).
+// setmetatable refuses a metatable with __gc; rawset refuses the read-only tables;
+// getmetatable on a string, a library or the globals answers "locked".
+//
+// Every load() and call() runs under a Budget:
+//   - instructions: a count hook. Once over budget the hook *yields* the call's coroutine
+//     out to the host, so pcall/xpcall cannot catch it; where yielding is impossible (inside
+//     a C function such as table.sort's comparator) it raises an uncatchable-in-effect
+//     sentinel error on every instruction until the script is back where it can be yielded.
+//   - memory: the state's allocator refuses to grow past memory_bytes (the whole state,
+//     including the loaded code); once refused, the call is over budget.
+//   - wall time: checked by the hook and by the allocator, so time spent in allocating C
+//     functions is noticed; the C functions that could run long without allocating or
+//     calling back (string.rep of empty strings, backtracking patterns, table.move) are
+//     wrapped with size and cost limits. A call that ends after its deadline fails.
+// A budget failure is sticky for the rest of the call and is reported as such even if the
+// script caught the error. The state stays usable for the next call.
+//
+//   auto sb = Sandbox::create(Budget{.instructions = 100'000});
+//   (*sb)->addLibrary("host", kHostFunctions, &my_context);
+//   auto loaded = (*sb)->load(source, "policy.lua");          // runs the top level
+//   if (!loaded.ok()) log(loaded.error);                      // "policy.lua:3: ..."
+//   auto r = (*sb)->call("on_request", pushArgs, readResults, &data);
+//
+// THREADING: a Sandbox is not thread-safe; use one per thread (or lock around it).
+// HOST FUNCTIONS (lua_CFunction) run inside Lua's protected calls: Lua reports errors by
+// longjmp, so a host function must not hold objects with non-trivial destructors while it
+// calls a Lua API function that can raise (anything that allocates, luaL_check*, lua_error).
+// Keep C++ work in a separate function that returns before pushing results; scratch() is a
+// per-state string for results built in C++.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "lua.hpp"
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::lua {
+
+struct Budget {
+  uint64_t instructions = 1'000'000;      // VM instructions per call (counted in steps of 100)
+  size_t memory_bytes = 8 * 1024 * 1024;  // the whole state
+  std::chrono::microseconds wall_time{50'000};
+};
+
+enum class Outcome { kOk, kError, kInstructionLimit, kMemoryLimit, kWallTimeLimit };
+// "ok", "error", "instructions", "memory", "wall_time"
+std::string_view outcomeName(Outcome o);
+
+struct Usage {
+  uint64_t instructions = 0;     // a multiple of the hook step (100), or fewer for tiny budgets
+  size_t peak_memory_bytes = 0;  // of the whole state during the call
+  std::chrono::microseconds wall_time{0};
+};
+
+struct CallResult {
+  Outcome outcome = Outcome::kOk;
+  std::string error;  // "policy.lua:12: attempt to index a nil value", or the budget exceeded
+  Usage usage;
+  bool ok() const { return outcome == Outcome::kOk; }
+};
+
+class Sandbox {
+ public:
+  // Pushes a call's arguments (returns how many) or reads its results (at stack indices
+  // 1..lua_gettop(L); returns 0). Both run in protected mode on the main state and may
+  // raise Lua errors (luaL_error) — with no C++ objects with destructors in their frames.
+  // Read with raw access (lua_rawget): a metamethod would run script code, which is metered
+  // but fails the call.
+  using Marshal = int (*)(lua_State* L, void* data);
+
+  static Result<std::unique_ptr<Sandbox>> create(const Budget& budget);
+  ~Sandbox();
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  // Adds the read-only global table `name` with `functions` (NULL-terminated); each gets
+  // `context` as its upvalue 1 (lua_touserdata(L, lua_upvalueindex(1))). Call before load().
+  // A dotted name ("host.kv") nests the table inside a library added earlier ("host").
+  Status addLibrary(const char* name, const luaL_Reg* functions, void* context);
+
+  // Compiles `source` (text only) as chunk `chunk_name` ("policy.lua" in error messages)
+  // and runs its top level under the budget.
+  CallResult load(std::string_view source, std::string_view chunk_name);
+
+  // Runs `fn` (a lua_CFunction getting `data` as a light userdata argument) in protected
+  // mode, unmetered: for host set-up such as registering objects in the registry.
+  Status protectedCall(lua_CFunction fn, void* data);
+
+  // True if the script defined a global function `name`.
+  bool hasFunction(const char* name);
+
+  // Calls the global function `name` with what `push` pushes; `read` sees its results.
+  // A missing function is an error. Either callback may be null.
+  CallResult call(const char* name, Marshal push, Marshal read, void* data);
+  // As call(), for the function a host function stored with luaL_ref(L, LUA_REGISTRYINDEX):
+  // closures a script registered (route handlers) rather than globals it could redefine.
+  CallResult callRef(int ref, Marshal push, Marshal read, void* data);
+
+  const Budget& budget() const { return budget_; }
+  void setBudget(const Budget& budget) { budget_ = budget; }
+  size_t memoryInUse() const { return in_use_; }
+
+  // The Sandbox that owns `L` (any of its threads).
+  static Sandbox* from(lua_State* L);
+  // A per-state buffer for host functions to build results in (see HOST FUNCTIONS).
+  std::string& scratch() { return scratch_; }
+
+ private:
+  struct Run;
+  explicit Sandbox(const Budget& budget);
+  static void* allocate(void* ud, void* ptr, size_t osize, size_t nsize) noexcept;
+  static void hook(lua_State* L, lua_Debug* ar);
+  static int setUp(lua_State* L);
+  static int prepare(lua_State* L);
+  static int finish(lua_State* L);
+  CallResult run(Run& run);
+  std::string describeError(lua_State* from, int status) const;
+
+  Budget budget_;
+  lua_State* L_ = nullptr;
+  lua_State* co_ = nullptr;  // the coroutine calls run in; anchored in the registry
+  // Metering of the current call (the allocator and the hook read these).
+  size_t in_use_ = 0;
+  size_t peak_ = 0;
+  bool metering_ = false;
+  Outcome tripped_ = Outcome::kOk;
+  uint64_t hook_fires_ = 0;
+  int hook_step_ = 100;
+  uint32_t alloc_ticks_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  std::string scratch_;
+};
+
+// JSON for scripts; lua_CFunctions to register with addLibrary().
+//   json_encode(value) -> string: tables with keys 1..n are arrays, others need string keys;
+//                                 an empty table is {}; functions, NaN and cycles are errors
+//   json_decode(text)  -> value:  null becomes nil; depth is limited to 100
+int jsonEncode(lua_State* L);
+int jsonDecode(lua_State* L);
+
+}  // namespace trellis::kernel::lua

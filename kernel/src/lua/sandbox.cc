@@ -1,0 +1,624 @@
+#include "trellis/kernel/lua/sandbox.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+// Lua reports errors with longjmp (Debian builds it as C). Every function in this file that
+// Lua calls, or that calls a raising Lua API function, keeps only trivially destructible
+// objects in its frame; C++ objects live in Sandbox members or in frames above lua_pcall.
+
+namespace trellis::kernel::lua {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Registry keys (their addresses) and the preemption sentinel.
+char kEnvKey;     // the scripts' global table (writable, __index = the read-only base)
+char kFrozenKey;  // weak set of the read-only proxies, so rawset can refuse them
+char kThreadKey;  // anchors the coroutine calls run in
+char kPreempted;  // error value the hook raises where it cannot yield
+
+// A backtracking pattern costs at most about len^(repetition items + 1 if unanchored)
+// steps; more than this is refused rather than left to run in C where no hook fires.
+constexpr double kMaxPatternCost = 2e7;
+
+const char* const kBaseFunctions[] = {
+    "assert", "error",  "ipairs", "next",         "pairs",    "pcall",    "xpcall", "rawequal",
+    "rawlen", "rawget", "select", "getmetatable", "tonumber", "tostring", "type",   "_VERSION"};
+
+int readOnlyError(lua_State* L) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    return luaL_error(L, "attempt to modify read-only table (field '%s')", lua_tostring(L, 2));
+  }
+  return luaL_error(L, "attempt to modify a read-only table");
+}
+
+// Replaces the table at the top with a read-only proxy onto it.
+void freezeTop(lua_State* L) {
+  int real = lua_gettop(L);
+  lua_newtable(L);  // proxy
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, real);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, readOnlyError);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_replace(L, real);
+}
+
+// Calls upvalue 1 (the original function) with this call's arguments.
+int callOriginal(lua_State* L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+int safeSetmetatable(lua_State* L) {
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, 2) != LUA_TNIL) {
+      return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+    }
+    lua_pop(L, 1);
+  }
+  return callOriginal(L);
+}
+
+int safeRawset(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, -2) != LUA_TNIL) return luaL_error(L, "rawset: the table is read-only");
+  lua_pop(L, 2);
+  return callOriginal(L);
+}
+
+// load(chunk [, chunkname [, mode [, env]]]): text only; env defaults to the sandbox's.
+int safeLoad(lua_State* L) {
+  const bool has_env = lua_gettop(L) >= 4;
+  if (!lua_isnoneornil(L, 3)) {
+    const char* mode = luaL_checkstring(L, 3);
+    if (std::strcmp(mode, "t") != 0) {
+      return luaL_error(L, "load: only text chunks can be loaded (mode \"t\")");
+    }
+  }
+  lua_settop(L, 4);
+  lua_pushliteral(L, "t");
+  lua_replace(L, 3);
+  if (!has_env) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+    lua_replace(L, 4);
+  }
+  return callOriginal(L);
+}
+
+int safeRep(lua_State* L) {
+  size_t len = 0, sep_len = 0;
+  luaL_checklstring(L, 1, &len);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &sep_len);
+  if (n <= 0 || len + sep_len == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  const double total = static_cast<double>(n) * static_cast<double>(len + sep_len);
+  const double limit = static_cast<double>(Sandbox::from(L)->budget().memory_bytes);
+  if (total > limit) {
+    return luaL_error(L, "string.rep: a result of %f bytes exceeds the memory budget (%f)",
+                      static_cast<lua_Number>(total), static_cast<lua_Number>(limit));
+  }
+  return callOriginal(L);
+}
+
+// Number of repetition items (*, +, -, ?, %b) in a Lua pattern.
+int repetitionItems(const char* p, size_t len) {
+  int items = 0;
+  for (size_t i = 0; i < len; ++i) {
+    char c = p[i];
+    if (c == '%') {
+      if (i + 1 < len && p[i + 1] == 'b') {
+        ++items;
+        i += 3;
+      } else {
+        ++i;
+      }
+    } else if (c == '[') {
+      ++i;
+      if (i < len && p[i] == '^') ++i;
+      if (i < len && p[i] == ']') ++i;
+      while (i < len && p[i] != ']') {
+        if (p[i] == '%') ++i;
+        ++i;
+      }
+    } else if ((c == '*' || c == '+' || c == '-' || c == '?') && i > 0) {
+      ++items;
+    }
+  }
+  return items;
+}
+
+// Raises an error if matching `pattern_arg` against `subject_arg` could backtrack too long.
+void checkPatternCost(lua_State* L, const char* fname, int subject_arg, int pattern_arg) {
+  size_t n = 0, plen = 0;
+  luaL_checklstring(L, subject_arg, &n);
+  const char* p = luaL_checklstring(L, pattern_arg, &plen);
+  const bool anchored = plen > 0 && p[0] == '^';
+  const int factors = repetitionItems(p, plen) + (anchored ? 0 : 1);
+  const double cost = std::pow(static_cast<double>(n) + 1, factors);
+  if (cost > kMaxPatternCost) {
+    luaL_error(L,
+               "%s: pattern too costly for a %d-byte subject (%d repetition items%s); "
+               "anchor it with ^, use fewer repetitions or a shorter subject",
+               fname, static_cast<int>(n), factors - (anchored ? 0 : 1),
+               anchored ? "" : ", unanchored");
+  }
+}
+
+int safeFind(lua_State* L) {
+  if (!lua_toboolean(L, 4)) checkPatternCost(L, "string.find", 1, 2);
+  return callOriginal(L);
+}
+int safeMatch(lua_State* L) {
+  checkPatternCost(L, "string.match", 1, 2);
+  return callOriginal(L);
+}
+int safeGmatch(lua_State* L) {
+  checkPatternCost(L, "string.gmatch", 1, 2);
+  return callOriginal(L);
+}
+int safeGsub(lua_State* L) {
+  checkPatternCost(L, "string.gsub", 1, 2);
+  return callOriginal(L);
+}
+
+// table.move copies in C without a hook: its range must fit in the instruction budget.
+int safeMove(lua_State* L) {
+  lua_Integer f = luaL_checkinteger(L, 2);
+  lua_Integer e = luaL_checkinteger(L, 3);
+  if (e >= f) {
+    const double count = static_cast<double>(e) - static_cast<double>(f) + 1;
+    if (count > static_cast<double>(Sandbox::from(L)->budget().instructions)) {
+      return luaL_error(L, "table.move: %f elements exceed the instruction budget",
+                        static_cast<lua_Number>(count));
+    }
+  }
+  return callOriginal(L);
+}
+
+// Replaces field `name` of the table at `lib` with `wrapper`, the original as its upvalue.
+void wrap(lua_State* L, int lib, const char* name, lua_CFunction wrapper) {
+  lua_getfield(L, lib, name);
+  lua_pushcclosure(L, wrapper, 1);
+  lua_setfield(L, lib, name);
+}
+
+void noWarnings(void*, const char*, int) {}
+
+int panic(lua_State* L) {
+  const char* msg = lua_tostring(L, -1);
+  spdlog::critical("lua: unprotected error in a sandbox: {}", msg ? msg : "?");
+  std::abort();
+}
+
+struct LibrarySpec {
+  const char* name;
+  const luaL_Reg* functions;
+  void* context;
+};
+
+int addLibraryProtected(lua_State* L) {
+  auto* spec = static_cast<LibrarySpec*>(lua_touserdata(L, 1));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+  lua_getmetatable(L, -1);
+  lua_getfield(L, -1, "__index");  // the base table
+  // "a.b": descend into the table behind library a's read-only proxy.
+  const char* name = spec->name;
+  for (const char* dot = std::strchr(name, '.'); dot; dot = std::strchr(name, '.')) {
+    lua_pushlstring(L, name, static_cast<size_t>(dot - name));
+    if (lua_rawget(L, -2) != LUA_TTABLE || !lua_getmetatable(L, -1)) {
+      return luaL_error(L, "no library to nest %s in", spec->name);
+    }
+    lua_getfield(L, -1, "__index");
+    name = dot + 1;
+  }
+  lua_newtable(L);
+  lua_pushlightuserdata(L, spec->context);
+  luaL_setfuncs(L, spec->functions, 1);
+  freezeTop(L);
+  lua_setfield(L, -2, name);
+  return 0;
+}
+
+int hasFunctionProtected(lua_State* L) {
+  const char* name = static_cast<const char*>(lua_touserdata(L, 1));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+  lua_pushstring(L, name);
+  lua_pushboolean(L, lua_rawget(L, -2) == LUA_TFUNCTION);
+  return 1;
+}
+
+}  // namespace
+
+std::string_view outcomeName(Outcome o) {
+  switch (o) {
+    case Outcome::kOk: return "ok";
+    case Outcome::kError: return "error";
+    case Outcome::kInstructionLimit: return "instructions";
+    case Outcome::kMemoryLimit: return "memory";
+    case Outcome::kWallTimeLimit: return "wall_time";
+  }
+  return "unknown";
+}
+
+struct Sandbox::Run {
+  const char* function = nullptr;  // a global function, or null to run `source`
+  int ref = LUA_NOREF;             // or a function in the registry
+  std::string_view source;
+  std::string chunk_name;  // "=policy.lua"
+  Marshal push = nullptr;
+  Marshal read = nullptr;
+  void* data = nullptr;
+};
+
+Sandbox::Sandbox(const Budget& budget) : budget_(budget) {}
+
+Sandbox::~Sandbox() {
+  if (L_) lua_close(L_);
+}
+
+Sandbox* Sandbox::from(lua_State* L) {
+  return *static_cast<Sandbox**>(lua_getextraspace(L));
+}
+
+void* Sandbox::allocate(void* ud, void* ptr, size_t osize, size_t nsize) noexcept {
+  auto* sb = static_cast<Sandbox*>(ud);
+  const size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    std::free(ptr);
+    sb->in_use_ -= old;
+    return nullptr;
+  }
+  if (nsize > old) {
+    if (sb->metering_) {
+      // Once over any budget the call is over: refusing memory stops C functions early.
+      if (sb->tripped_ != Outcome::kOk) return nullptr;
+      // The allocator is the watchdog inside C functions that build strings or tables.
+      if ((++sb->alloc_ticks_ & 63) == 0 && Clock::now() >= sb->deadline_) {
+        sb->tripped_ = Outcome::kWallTimeLimit;
+        return nullptr;
+      }
+    }
+    if (sb->in_use_ - old + nsize > sb->budget_.memory_bytes) {
+      if (sb->metering_) sb->tripped_ = Outcome::kMemoryLimit;
+      return nullptr;
+    }
+  }
+  void* p = std::realloc(ptr, nsize);
+  if (!p) return nullptr;
+  sb->in_use_ = sb->in_use_ - old + nsize;
+  sb->peak_ = std::max(sb->peak_, sb->in_use_);
+  return p;
+}
+
+void Sandbox::hook(lua_State* L, lua_Debug*) {
+  Sandbox* sb = from(L);
+  if (sb->tripped_ == Outcome::kOk) {
+    ++sb->hook_fires_;
+    if (sb->hook_fires_ * static_cast<uint64_t>(sb->hook_step_) > sb->budget_.instructions) {
+      sb->tripped_ = Outcome::kInstructionLimit;
+    } else if (Clock::now() >= sb->deadline_) {
+      sb->tripped_ = Outcome::kWallTimeLimit;
+    } else {
+      return;
+    }
+  }
+  // Over budget: from now on this thread stops at every instruction.
+  lua_sethook(L, &Sandbox::hook, LUA_MASKCOUNT, 1);
+  if (lua_isyieldable(L)) {
+    lua_yield(L, 0);  // straight out to run(): no pcall in between can see it
+    return;
+  }
+  lua_pushlightuserdata(L, &kPreempted);
+  lua_error(L);
+}
+
+int Sandbox::setUp(lua_State* L) {
+  lua_newtable(L);  // the frozen set, weak keys
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
+
+  luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
+  const int g = lua_gettop(L);
+  lua_newtable(L);  // base: what scripts see through their globals' __index
+  const int base = lua_gettop(L);
+  for (const char* name : kBaseFunctions) {
+    lua_getfield(L, g, name);
+    lua_setfield(L, base, name);
+  }
+  struct Wrapped {
+    const char* name;
+    lua_CFunction fn;
+  };
+  for (const Wrapped& w : {Wrapped{"setmetatable", safeSetmetatable}, Wrapped{"rawset", safeRawset},
+                           Wrapped{"load", safeLoad}}) {
+    lua_getfield(L, g, w.name);
+    lua_pushcclosure(L, w.fn, 1);
+    lua_setfield(L, base, w.name);
+  }
+
+  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
+  const int str = lua_gettop(L);
+  lua_pushnil(L);
+  lua_setfield(L, str, "dump");
+  wrap(L, str, "rep", safeRep);
+  wrap(L, str, "find", safeFind);
+  wrap(L, str, "match", safeMatch);
+  wrap(L, str, "gmatch", safeGmatch);
+  wrap(L, str, "gsub", safeGsub);
+  freezeTop(L);
+  // Strings index the read-only proxy, and their metatable cannot be fetched.
+  lua_pushliteral(L, "");
+  lua_getmetatable(L, -1);
+  lua_pushvalue(L, str);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 2);
+  lua_setfield(L, base, "string");
+
+  luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 0);
+  wrap(L, lua_gettop(L), "move", safeMove);
+  freezeTop(L);
+  lua_setfield(L, base, "table");
+  const std::pair<const char*, lua_CFunction> plain[] = {{LUA_MATHLIBNAME, luaopen_math},
+                                                         {LUA_UTF8LIBNAME, luaopen_utf8},
+                                                         {LUA_COLIBNAME, luaopen_coroutine}};
+  for (const auto& [name, open] : plain) {
+    luaL_requiref(L, name, open, 0);
+    freezeTop(L);
+    lua_setfield(L, base, name);
+  }
+
+  // The scripts' globals: writable, falling back to base, metatable locked.
+  lua_newtable(L);
+  const int env = lua_gettop(L);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, base);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, env);
+  lua_pushvalue(L, env);
+  lua_setfield(L, env, "_G");
+  lua_pushvalue(L, env);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+  // What the C API and the default `load` call "globals" is the sandbox's env too.
+  lua_pushvalue(L, env);
+  lua_rawseti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+
+  Sandbox* sb = from(L);
+  sb->co_ = lua_newthread(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
+  return 0;
+}
+
+Result<std::unique_ptr<Sandbox>> Sandbox::create(const Budget& budget) {
+  if (budget.instructions == 0) return Status::invalid("lua budget: instructions must be > 0");
+  if (budget.memory_bytes < 64 * 1024) {
+    return Status::invalid("lua budget: memory must be at least 65536 bytes");
+  }
+  if (budget.wall_time.count() <= 0) return Status::invalid("lua budget: wall time must be > 0");
+  std::unique_ptr<Sandbox> sb(new Sandbox(budget));
+  sb->L_ = lua_newstate(&Sandbox::allocate, sb.get());
+  if (!sb->L_) return Status::internal("lua: cannot create a state");
+  *static_cast<Sandbox**>(lua_getextraspace(sb->L_)) = sb.get();
+  lua_atpanic(sb->L_, panic);
+  lua_setwarnf(sb->L_, noWarnings, nullptr);
+  lua_pushcfunction(sb->L_, &Sandbox::setUp);
+  if (lua_pcall(sb->L_, 0, 0, 0) != LUA_OK) {
+    std::string msg = lua_tostring(sb->L_, -1) ? lua_tostring(sb->L_, -1) : "unknown error";
+    return Status::internal("lua: cannot set up the sandbox: " + msg);
+  }
+  lua_gc(sb->L_, LUA_GCGEN, 0, 0);  // short-lived garbage per call: generational suits it
+  // Hooked too, so a metamethod that host code triggers on the main thread is metered.
+  lua_sethook(sb->L_, &Sandbox::hook, LUA_MASKCOUNT, 100);
+  return sb;
+}
+
+Status Sandbox::addLibrary(const char* name, const luaL_Reg* functions, void* context) {
+  LibrarySpec spec{name, functions, context};
+  lua_pushcfunction(L_, addLibraryProtected);
+  lua_pushlightuserdata(L_, &spec);
+  if (lua_pcall(L_, 1, 0, 0) != LUA_OK) {
+    std::string msg = describeError(L_, LUA_ERRRUN);
+    lua_settop(L_, 0);
+    return Status::internal(std::string("lua: cannot add library ") + name + ": " + msg);
+  }
+  return Status::ok();
+}
+
+Status Sandbox::protectedCall(lua_CFunction fn, void* data) {
+  lua_pushcfunction(L_, fn);
+  lua_pushlightuserdata(L_, data);
+  if (lua_pcall(L_, 1, 0, 0) != LUA_OK) {
+    std::string msg = describeError(L_, LUA_ERRRUN);
+    lua_settop(L_, 0);
+    return Status::internal("lua: " + msg);
+  }
+  return Status::ok();
+}
+
+bool Sandbox::hasFunction(const char* name) {
+  lua_pushcfunction(L_, hasFunctionProtected);
+  lua_pushlightuserdata(L_, const_cast<char*>(name));
+  bool yes = lua_pcall(L_, 1, 1, 0) == LUA_OK && lua_toboolean(L_, -1);
+  lua_settop(L_, 0);
+  return yes;
+}
+
+int Sandbox::prepare(lua_State* L) {
+  auto* r = static_cast<Run*>(lua_touserdata(L, 1));
+  Sandbox* sb = from(L);
+  lua_settop(L, 0);
+  if (!sb->co_) {  // the last call ended abnormally: its coroutine is dead
+    sb->co_ = lua_newthread(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
+  }
+  if (r->ref != LUA_NOREF) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref) != LUA_TFUNCTION) {
+      return luaL_error(L, "registry reference %d is not a function", r->ref);
+    }
+  } else if (r->function) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+    lua_pushstring(L, r->function);
+    if (lua_rawget(L, 1) != LUA_TFUNCTION) {
+      return luaL_error(L, "the script defines no function %s", r->function);
+    }
+    lua_remove(L, 1);
+  } else {
+    if (luaL_loadbufferx(L, r->source.data(), r->source.size(), r->chunk_name.c_str(), "t") !=
+        LUA_OK) {
+      return lua_error(L);  // "policy.lua:3: syntax error near ..."
+    }
+  }
+  int n = r->push ? r->push(L, r->data) : 0;
+  return 1 + n;
+}
+
+int Sandbox::finish(lua_State* L) {
+  auto* r = static_cast<Run*>(lua_touserdata(L, 1));
+  lua_remove(L, 1);
+  return r->read ? (r->read(L, r->data), 0) : 0;
+}
+
+std::string Sandbox::describeError(lua_State* from, int status) const {
+  if (status == LUA_ERRMEM) return "not enough memory";
+  if (lua_touserdata(from, -1) == &kPreempted) return "preempted";
+  if (lua_type(from, -1) == LUA_TSTRING) return lua_tostring(from, -1);
+  return std::string("(error object is a ") + luaL_typename(from, -1) + " value)";
+}
+
+CallResult Sandbox::run(Run& r) {
+  CallResult out;
+  const auto started = Clock::now();
+  deadline_ = started + budget_.wall_time;
+  tripped_ = Outcome::kOk;
+  hook_fires_ = 0;
+  alloc_ticks_ = 0;
+  hook_step_ = static_cast<int>(std::clamp<uint64_t>(budget_.instructions, 1, 100));
+  peak_ = in_use_;
+  metering_ = true;
+
+  lua_State* L = L_;
+  lua_settop(L, 0);
+  lua_sethook(L, &Sandbox::hook, LUA_MASKCOUNT, hook_step_);
+  lua_pushcfunction(L, &Sandbox::prepare);
+  lua_pushlightuserdata(L, &r);
+  int status = lua_pcall(L, 1, LUA_MULTRET, 0);
+  bool abnormal = status != LUA_OK;
+  if (abnormal) {
+    out.outcome = Outcome::kError;
+    out.error = describeError(L, status);
+  } else {
+    const int nargs = lua_gettop(L) - 1;
+    lua_State* co = co_;
+    if (!lua_checkstack(co, nargs + 1)) {
+      metering_ = false;
+      lua_settop(L, 0);
+      return {Outcome::kError, "lua: stack overflow passing arguments", {}};
+    }
+    lua_xmove(L, co, nargs + 1);
+    lua_sethook(co, &Sandbox::hook, LUA_MASKCOUNT, hook_step_);
+    int nres = 0;
+    status = lua_resume(co, L, nargs, &nres);
+    if (status == LUA_OK) {
+      if (lua_checkstack(L, nres + 2)) {
+        lua_pushcfunction(L, &Sandbox::finish);
+        lua_pushlightuserdata(L, &r);
+        lua_xmove(co, L, nres);
+        status = lua_pcall(L, nres + 1, 0, 0);
+        if (status != LUA_OK) {
+          out.outcome = Outcome::kError;
+          out.error = describeError(L, status);
+        }
+      } else {
+        lua_settop(co, 0);
+        out.outcome = Outcome::kError;
+        out.error = "lua: too many results";
+      }
+    } else {
+      abnormal = true;
+      co_ = nullptr;  // dead or stuck mid-call: never resumed again
+      out.outcome = Outcome::kError;
+      out.error = status == LUA_YIELD ? "the script yielded outside a coroutine"
+                                      : describeError(co, status);
+    }
+  }
+  metering_ = false;
+  const auto ended = Clock::now();
+  if (tripped_ == Outcome::kOk && out.ok() && ended > deadline_) tripped_ = Outcome::kWallTimeLimit;
+  if (tripped_ != Outcome::kOk) {
+    out.outcome = tripped_;
+    switch (tripped_) {
+      case Outcome::kInstructionLimit:
+        out.error = "instruction budget of " + std::to_string(budget_.instructions) + " exceeded";
+        break;
+      case Outcome::kMemoryLimit:
+        out.error = "memory budget of " + std::to_string(budget_.memory_bytes) + " bytes exceeded";
+        break;
+      default:
+        out.error =
+            "wall-time budget of " + std::to_string(budget_.wall_time.count()) + " us exceeded";
+        break;
+    }
+  }
+  out.usage.instructions = hook_fires_ * static_cast<uint64_t>(hook_step_);
+  out.usage.peak_memory_bytes = peak_;
+  out.usage.wall_time = std::chrono::duration_cast<std::chrono::microseconds>(ended - started);
+  lua_settop(L, 0);
+  if (abnormal || !out.ok()) lua_gc(L, LUA_GCCOLLECT);  // what a runaway call left behind
+  return out;
+}
+
+CallResult Sandbox::load(std::string_view source, std::string_view chunk_name) {
+  Run r;
+  r.source = source;
+  r.chunk_name = "=" + std::string(chunk_name);
+  return run(r);
+}
+
+CallResult Sandbox::call(const char* name, Marshal push, Marshal read, void* data) {
+  Run r;
+  r.function = name;
+  r.push = push;
+  r.read = read;
+  r.data = data;
+  return run(r);
+}
+
+CallResult Sandbox::callRef(int ref, Marshal push, Marshal read, void* data) {
+  Run r;
+  r.ref = ref;
+  r.push = push;
+  r.read = read;
+  r.data = data;
+  return run(r);
+}
+
+}  // namespace trellis::kernel::lua
