@@ -1,5 +1,6 @@
 #include "rate_leaser.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace trellis::tenants::internal {
@@ -8,9 +9,11 @@ namespace {
 using namespace std::chrono_literals;
 
 // How often the leaser retries a tenant whose shared bucket was empty, and how long a
-// tenant must be quiet on this host before its unused tokens go back.
+// tenant must be quiet on this host before its unused tokens go back: longer than the
+// data plane holds a refused request (1 s), so tokens leased for clients coming back from
+// a refusal are still here when they do.
 constexpr auto kRetryInterval = 50ms;
-constexpr auto kIdleBeforeGiveBack = 1s;
+constexpr auto kIdleBeforeGiveBack = 2s;
 
 int64_t toNs(RateLeaser::Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -49,6 +52,7 @@ bool RateLeaser::take(const std::shared_ptr<LeasedTokens>& tokens, uint64_t rate
   int64_t balance = tokens->balance.load(std::memory_order_relaxed);
   do {
     if (balance <= -credit) {
+      tokens->refused.fetch_add(1, std::memory_order_relaxed);
       want(tokens);
       return false;
     }
@@ -94,9 +98,12 @@ void RateLeaser::serviceAll() {
     const bool idle = now - t->last_use_ns.load(std::memory_order_relaxed) >
                       std::chrono::nanoseconds(kIdleBeforeGiveBack).count();
     if (!idle && t->wanted.load(std::memory_order_relaxed) && balance < block) {
-      // Asks for a block on top of repaying any credit used.
-      auto granted = store_->lease(t->tenant, rate, burst, static_cast<uint64_t>(block - balance));
+      // A block, plus the credit to repay, plus what was refused meanwhile (at most a burst).
+      const uint64_t demand = std::min(t->refused.exchange(0, std::memory_order_relaxed), burst);
+      auto granted =
+          store_->lease(t->tenant, rate, burst, static_cast<uint64_t>(block - balance) + demand);
       if (!granted) {
+        t->refused.fetch_add(demand, std::memory_order_relaxed);
         reportHealth(granted.status());
         continue;
       }

@@ -29,6 +29,9 @@ struct LeasedTokens {
   std::atomic<uint64_t> burst{0};
   std::atomic<int64_t> last_use_ns{0};  // steady clock
   std::atomic<bool> wanted{false};      // queued for the leaser
+  // Requests refused since the last lease: demand the next lease also asks for, so clients
+  // that come back after a refusal find tokens waiting here rather than in the database.
+  std::atomic<uint64_t> refused{0};
 };
 
 class RateLeaser {

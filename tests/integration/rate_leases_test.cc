@@ -136,12 +136,62 @@ TEST(RateLeasesTest, AQuietHostGivesItsLeaseBack) {
   auto a = openHost(db);
   ASSERT_TRUE(a);
   const Quotas q = rateQuota(1, 20);
-  // One request on credit; the host then leases it plus a block (18 left in the bucket).
-  ASSERT_TRUE(a->admission.admit("acme", q, 0).admitted());
-  std::this_thread::sleep_for(1500ms);
-  // Refill alone would bring the bucket to 19.5 by now; the returned block makes it 20.
+  // One request on credit, the rest refused: the host then leases the whole bucket for the
+  // clients it turned away.
+  int admitted = 0;
+  for (int i = 0; i < 30; ++i) admitted += a->admission.admit("acme", q, 0).admitted() ? 1 : 0;
+  EXPECT_EQ(admitted, 1);
+  std::this_thread::sleep_for(2500ms);
+  // Nobody came back. Refill alone would have put 2-3 tokens back by now; the returned
+  // lease fills the bucket.
   auto other = tenants::openPostgresRateLeases(a->pool);
   EXPECT_EQ(*other->lease("acme", 1, 20, 20), 20u);
+}
+
+// The acceptance test: two real trellisd on one PostgreSQL, one tenant with a rate
+// quota driven through both; together they admit no more than the bound.
+TEST(RateLeasesTest, TwoTrellisdOnOnePostgresShareATenantsRateQuota) {
+  TestDatabase db = SharedPostgres::freshDatabase();
+  ASSERT_TRUE(db) << db.error;
+  const uint64_t rate = 20, burst = 20;
+  std::string config = defaultTestConfig(
+      "", "plans:\n  - name: metered\n    quotas: {requests_per_second: 20, burst: 20}\n");
+  const std::string storage = "  data_dir: @DATA@\n";
+  config.insert(config.find(storage) + storage.size(),
+                "  url: \"" + db.appUrl() + "\"\n  pool_size: 2\n");
+  const std::string acme = "  - id: acme\n";
+  config.insert(config.find(acme) + acme.size(), "    plan: metered\n");
+  TrellisdProcess a(config), b(config);
+  ASSERT_TRUE(a.start()) << a.log();
+  ASSERT_TRUE(b.start()) << b.log();
+
+  std::atomic<uint64_t> admitted{0}, refused{0};
+  std::atomic<bool> stop{false};
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> clients;
+  // Refusals are held until the next token (the tarpit), so it takes many clients to offer
+  // more than one host alone would admit.
+  for (int i = 0; i < 40; ++i) {
+    uint16_t port = (i % 2 == 0 ? a : b).port();
+    clients.emplace_back([&, port] {
+      while (!stop.load()) {
+        int status = request(port, "GET", "/ping", {{"Authorization", "Bearer acme-key"}}).status;
+        (status == 200 ? admitted : refused).fetch_add(1);
+      }
+    });
+  }
+  std::this_thread::sleep_for(3s);
+  stop = true;
+  for (auto& c : clients) c.join();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+
+  EXPECT_LE(static_cast<double>(admitted.load()), bound(rate, burst, 2, elapsed))
+      << admitted << " admitted, " << refused << " refused";
+  EXPECT_GE(admitted.load(), burst);
+  EXPECT_GT(refused.load(), 0u);
+  // The other tenant has no rate quota and is not slowed by acme's.
+  EXPECT_EQ(request(b.port(), "GET", "/ping", {{"Authorization", "Bearer globex-key"}}).status,
+            200);
 }
 
 }  // namespace
