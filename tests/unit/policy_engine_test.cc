@@ -9,8 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "lua/policy_store.h"
 #include "support/test_support.h"
+#include "trellis/kernel/lua/policy_store.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 

@@ -4,6 +4,7 @@
 //   trellis status
 //   trellis plugin list [--json]
 //   trellis tenant … / trellis key …      (see tenant_commands.h)
+//   trellis policy …                       (see policy_commands.h)
 #include <Poco/JSON/Array.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "cli/admin_client.h"
+#include "cli/policy_commands.h"
 #include "cli/tenant_commands.h"
 
 namespace {
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
   plugin->require_subcommand(1);
   auto* plugin_list = plugin->add_subcommand("list", "List enabled plugins and their state");
   trellis::cli::TenantCommands tenant_commands(cli, admin, json);
+  trellis::cli::PolicyCommands policy_commands(cli, admin, json);
 
   CLI11_PARSE(cli, argc, argv);
   try {
@@ -94,7 +97,7 @@ int main(int argc, char** argv) {
     } else if (plugin_list->parsed()) {
       std::string body = admin.call("GET", "/v1/plugins");
       json ? void(std::cout << body) : printPlugins(body);
-    } else {
+    } else if (!policy_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

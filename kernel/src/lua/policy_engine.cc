@@ -18,7 +18,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "lua/policy_store.h"
+#include "trellis/kernel/lua/policy_store.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/util/json.h"

@@ -1,4 +1,4 @@
-#include "lua/policy_store.h"
+#include "trellis/kernel/lua/policy_store.h"
 
 #include <chrono>
 #include <fstream>
