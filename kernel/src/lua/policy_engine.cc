@@ -87,6 +87,7 @@ struct PolicyEngine::Internals {
   metrics::Family<metrics::Counter>* custom = nullptr;
   std::atomic<int64_t> log_window{0};  // second of the current throttle window
   std::atomic<int> log_count{0};
+  std::string init_error;  // reported by start(): the decision log could not be opened
 };
 
 namespace {
@@ -103,9 +104,24 @@ struct ThreadCache {
   uint64_t generation = UINT64_MAX;
   std::shared_ptr<const PolicySnapshot> snapshot;
   std::unordered_map<uint64_t, std::unique_ptr<Sandbox>> sandboxes;  // null: failed to load
+  // `allow` decisions counted here and added to the shared counter in batches, so serving
+  // threads do not contend on one cache line per request.
+  std::array<uint32_t, kHookCount> pending_allows{};
 };
 // By engine uid. Sandboxes are per thread: a lua_State is never shared across threads.
 thread_local std::unordered_map<uint64_t, ThreadCache> t_caches;
+// The last engine this thread served and its cache: one comparison instead of a lookup.
+thread_local uint64_t t_last_uid = 0;
+thread_local ThreadCache* t_last_cache = nullptr;
+constexpr uint32_t kAllowBatch = 64;
+
+ThreadCache& threadCache(uint64_t uid) {
+  if (t_last_uid != uid) {
+    t_last_cache = &t_caches[uid];  // unordered_map nodes stay put on rehash
+    t_last_uid = uid;
+  }
+  return *t_last_cache;
+}
 
 int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -721,6 +737,10 @@ PolicyEngine::PolicyEngine(PolicyOptions options, std::unique_ptr<PolicyStore> s
 
 PolicyEngine::~PolicyEngine() {
   t_caches.erase(uid_);  // this thread's; other threads' entries are never used again
+  if (t_last_uid == uid_) {
+    t_last_uid = 0;
+    t_last_cache = nullptr;
+  }
 }
 
 Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compile(std::string_view tenant,
@@ -756,6 +776,7 @@ Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compile(std::string_view t
 }
 
 Status PolicyEngine::start() {
+  if (!internals_->init_error.empty()) return Status::unavailable(internals_->init_error);
   if (!store_) return Status::ok();
   auto stored = store_->loadActive();
   if (!stored) return stored.status();
@@ -890,7 +911,7 @@ std::vector<PolicyInfo> PolicyEngine::list() const {
 }
 
 const CompiledPolicy* PolicyEngine::policyFor(std::string_view tenant) const {
-  ThreadCache& cache = t_caches[uid_];
+  ThreadCache& cache = threadCache(uid_);
   if (cache.generation != generation_.load(std::memory_order_acquire)) {
     {
       std::lock_guard lock(mu_);
@@ -912,7 +933,7 @@ const CompiledPolicy* PolicyEngine::policyFor(std::string_view tenant) const {
 }
 
 Sandbox* PolicyEngine::sandboxFor(const CompiledPolicy& policy) {
-  auto& sandboxes = t_caches[uid_].sandboxes;
+  auto& sandboxes = threadCache(uid_).sandboxes;
   auto it = sandboxes.find(policy.uid);
   if (it != sandboxes.end()) return it->second.get();
   std::unique_ptr<Sandbox> made;
@@ -974,7 +995,19 @@ void PolicyEngine::record(Hook hook, const Verdict& v, std::string_view tenant) 
   const size_t h = static_cast<size_t>(hook);
   const FailMode mode = options_.fail[h];
   if (metrics_) {
-    decisions_[h][resultIndex(v, mode)]->add(1);
+    const size_t result = resultIndex(v, mode);
+    if (result == 0) {
+      uint32_t& pending = threadCache(uid_).pending_allows[h];
+      if (++pending >= kAllowBatch) {
+        decisions_[h][0]->add(pending);
+        pending = 0;
+      }
+    } else {
+      // Anything but an allow is counted at once, and brings the allows along.
+      uint32_t& pending = threadCache(uid_).pending_allows[h];
+      if (pending) decisions_[h][0]->add(std::exchange(pending, 0));
+      decisions_[h][result]->add(1);
+    }
     if (v.failed) failures_[h][static_cast<size_t>(v.eval.outcome) - 1]->add(1);
   }
   if (v.failed && !throttle(*internals_)) {

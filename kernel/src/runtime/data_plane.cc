@@ -198,9 +198,10 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   const RouteTarget& route = routes_.targets[match->target];
   // The admin policy: after admission, before the plugin. Without one, this is one load.
   const bool policy_active = policy_ && policy_->active();
+  std::string principal;  // what the policy context views; set only with a policy
+  lua::RequestContext rc;
   if (policy_active) {
-    std::string principal;
-    auto rc = policyContext(tenant, req, peer, route, principal);
+    rc = policyContext(tenant, req, peer, route, principal);
     auto v = policy_->onRequest(rc, req);
     if (v.action == lua::Verdict::Action::kDeny) {
       auto res = policyRefusal(req, v, request_id);
@@ -213,10 +214,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
   if (!route.blocking) {
     auto res = invoke(route, tenant, req, *match, path, query, request_id);
-    if (policy_active) {
-      std::string principal;
-      policyOnResponse(policyContext(tenant, req, peer, route, principal), req, res);
-    }
+    if (policy_active) policyOnResponse(rc, req, res);
     addRateLimitHeaders(res, ticket);
     finish(req, peer, res, request_id, tenant.id, &route, started);
     respond(std::move(res));
