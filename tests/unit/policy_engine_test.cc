@@ -330,6 +330,32 @@ TEST_F(PolicyEngineTest, DecisionLogRecordsEachDecisionAsJson) {
   EXPECT_THAT(metrics_.render(), HasSubstr("trellis_policy_metric_total{name=\"seen\"} 1"));
 }
 
+TEST_F(PolicyEngineTest, SampledDecisionLogStillRecordsEveryFailure) {
+  options_.decision_log = (dir_ / "sampled.log").string();
+  options_.decision_log_sample = 0;
+  makeEngine();
+  applyGlobal("function on_request(ctx, req) if req.headers['x-fail'] then error('boom') end end");
+  auto ok = request();
+  auto failing = request("/hello/ann", {{"X-Fail", "1"}});
+  for (int i = 0; i < 10; ++i) onRequest(acme_, ok);
+  auto v = onRequest(acme_, failing);
+  engine_.reset();
+  std::string log = test::readFile(dir_ / "sampled.log");
+  EXPECT_THAT(log, Not(HasSubstr("\"result\":\"allow\"")));
+  EXPECT_THAT(log, HasSubstr("\"decision_id\":\"" + v.decision_id + "\""));
+  EXPECT_THAT(log, HasSubstr("global.lua:1: boom"));
+}
+
+TEST_F(PolicyEngineTest, DecisionLogIsOffByDefault) {
+  applyGlobal("function on_request() end");
+  auto req = request();
+  onRequest(acme_, req);
+  engine_.reset();
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir_.path())) {
+    EXPECT_THAT(entry.path().filename().string(), Not(HasSubstr("decision")));
+  }
+}
+
 // ---- escape attempts through the policy API
 
 TEST_F(PolicyEngineTest, CtxAndReqAreReadOnly) {
