@@ -533,7 +533,9 @@ CallResult Sandbox::run(Run& r) {
     int nres = 0;
     status = lua_resume(co, L, nargs, &nres);
     if (status == LUA_OK) {
-      if (lua_checkstack(L, nres + 2)) {
+      if (nres == 0 || !r.read) {
+        lua_settop(co, 0);  // nothing to read: skip the protected call
+      } else if (lua_checkstack(L, nres + 2)) {
         lua_pushcfunction(L, &Sandbox::finish);
         lua_pushlightuserdata(L, &r);
         lua_xmove(co, L, nres);

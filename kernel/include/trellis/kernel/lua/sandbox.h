@@ -100,8 +100,9 @@ class Sandbox {
   // True if the script defined a global function `name`.
   bool hasFunction(const char* name);
 
-  // Calls the global function `name` with what `push` pushes; `read` sees its results.
-  // A missing function is an error. Either callback may be null.
+  // Calls the global function `name` with what `push` pushes; `read` sees its results
+  // (and is not called when the function returned none). A missing function is an error.
+  // Either callback may be null.
   CallResult call(const char* name, Marshal push, Marshal read, void* data);
 
   const Budget& budget() const { return budget_; }
