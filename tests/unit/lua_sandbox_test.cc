@@ -276,6 +276,23 @@ TEST_F(LuaSandboxTest, ResumingAPreemptedCoroutineForeverIsPreempted) {
                   Outcome::kInstructionLimit);
 }
 
+TEST_F(LuaSandboxTest, PreemptedCallCannotBeResumedByALaterOne) {
+  expectContained(attempt("saved = coroutine.running() local n = 0 while true do n = n + 1 end"),
+                  Outcome::kInstructionLimit);
+  std::string out;
+  auto r =
+      attempt("local ok, err = coroutine.resume(saved) return tostring(ok) .. ' ' .. err", &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "false cannot resume dead coroutine");
+  expectStillServes();
+}
+
+TEST_F(LuaSandboxTest, CloseHandlersOfAPreemptedCallAreMeteredToo) {
+  expectContained(attempt("local guard <close> = setmetatable({}, {__close = function() "
+                          "while true do end end}) while true do end"),
+                  Outcome::kInstructionLimit);
+}
+
 TEST_F(LuaSandboxTest, YieldingOutOfTheHostCallIsAnError) {
   expectContained(attempt("coroutine.yield('out') return 'escaped'"), Outcome::kError, "yielded");
 }

@@ -551,10 +551,17 @@ CallResult Sandbox::run(Run& r) {
       }
     } else {
       abnormal = true;
-      co_ = nullptr;  // dead or stuck mid-call: never resumed again
       out.outcome = Outcome::kError;
       out.error = status == LUA_YIELD ? "the script yielded outside a coroutine"
                                       : describeError(co, status);
+      // A script may hold this coroutine (coroutine.running()): kill it, still metered, so
+      // a later call cannot resume the preempted one. The next call gets a fresh coroutine.
+#if LUA_VERSION_RELEASE_NUM >= 50406
+      lua_closethread(co, L);
+#else
+      lua_resetthread(co);
+#endif
+      co_ = nullptr;
     }
   }
   metering_ = false;
