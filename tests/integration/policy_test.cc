@@ -172,6 +172,13 @@ TEST_F(PolicyTest, RollbackAndRestartKeepTheVersionHistory) {
   EXPECT_EQ(rc, 1);
   EXPECT_THAT(out, HasSubstr("no earlier version"));
 
+  out = cli("policy remove", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("policy global removed"));
+  EXPECT_EQ(get("/echo").status, 200);
+  EXPECT_THAT(cli("policy rollback", &rc), HasSubstr("rolled back to v1 (one.lua)"));
+  EXPECT_THAT(get("/echo").body, HasSubstr("one"));
+
   apply("three.lua", "function on_request() return policy.deny(403, 'three') end");
   ASSERT_EQ(server().stop(), 0);
   std::filesystem::remove(server().dir() / "ready.json");

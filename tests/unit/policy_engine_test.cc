@@ -193,6 +193,25 @@ TEST_F(PolicyEngineTest, TenantPolicyOverridesTheGlobalOne) {
   EXPECT_EQ(onRequest(globex_, req).reason, "global");
 }
 
+TEST_F(PolicyEngineTest, RemovedTenantPolicyFallsBackToGlobalAndRollbackRestoresIt) {
+  applyGlobal("function on_request() return policy.deny(403, 'global') end");
+  ASSERT_TRUE(engine_->apply("acme", "acme.lua",
+                             "function on_request() return policy.deny(403, 'acme') end"));
+  ASSERT_TRUE(engine_->remove("acme"));
+  auto req = request();
+  EXPECT_EQ(onRequest(acme_, req).reason, "global");
+  EXPECT_FALSE(engine_->remove("acme"));  // nothing left to remove
+  makeEngine();                           // removal survives a restart
+  EXPECT_EQ(onRequest(acme_, req).reason, "global");
+  auto back = engine_->rollback("acme");
+  ASSERT_TRUE(back) << back.status().toString();
+  EXPECT_EQ(back->version, 1u);
+  EXPECT_EQ(onRequest(acme_, req).reason, "acme");
+  ASSERT_TRUE(engine_->remove(""));
+  EXPECT_EQ(onRequest(globex_, req).evaluated, false);
+  EXPECT_TRUE(engine_->active());  // acme's policy is still there
+}
+
 TEST_F(PolicyEngineTest, OnResponseModifiesHeadersOnly) {
   applyGlobal(R"(
     function on_response(ctx, res)

@@ -121,6 +121,9 @@ PolicyCommands::PolicyCommands(CLI::App& app, const AdminClient& admin, const bo
   apply->add_option("--tenant", tenant_, "Apply to this tenant only (overrides the global)");
   auto* rollback = policy->add_subcommand("rollback", "Re-activate the version before");
   rollback->add_option("--tenant", tenant_, "The tenant's policy instead of the global one");
+  auto* remove = policy->add_subcommand("remove", "Remove a policy (rollback restores it)");
+  remove->add_option("--tenant", tenant_, "The tenant's policy (it falls back to the global)");
+  commands_["remove"] = remove;
   commands_["test"] = test;
   commands_["apply"] = apply;
   commands_["rollback"] = rollback;
@@ -157,6 +160,14 @@ bool PolicyCommands::run() {
   }
   if (commands_.at("rollback")->parsed()) {
     printInfo(admin_.call("POST", scope_path + "/rollback"), "rolled back to");
+    return true;
+  }
+  if (commands_.at("remove")->parsed()) {
+    admin_.call("DELETE", scope_path);
+    if (!json_) {
+      std::printf("policy %s removed\n",
+                  tenant_.empty() ? "global" : ("tenant:" + tenant_).c_str());
+    }
     return true;
   }
   if (commands_.at("list")->parsed()) {

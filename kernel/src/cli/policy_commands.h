@@ -3,6 +3,7 @@
 //   trellis policy test config/policies/example.lua --input request.json   # dry run, local
 //   trellis policy apply config/policies/example.lua [--tenant acme]       # new version
 //   trellis policy rollback [--tenant acme]                                # version before
+//   trellis policy remove [--tenant acme]                                  # no policy
 //   trellis policy list
 #pragma once
 

@@ -898,6 +898,30 @@ Result<PolicyInfo> PolicyEngine::rollback(std::string_view tenant) {
   return infoOf(**compiled);
 }
 
+Status PolicyEngine::remove(std::string_view tenant) {
+  std::lock_guard apply_lock(internals_->apply_mu);
+  std::shared_ptr<const PolicySnapshot> current;
+  {
+    std::lock_guard lock(mu_);
+    current = snapshot_;
+  }
+  const bool present =
+      tenant.empty() ? current->global != nullptr : current->tenants.count(tenant) > 0;
+  if (!present) return Status::notFound("no policy applied for " + scopeOf(tenant));
+  if (store_) {
+    if (Status s = store_->deactivate(tenant); !s) return s;
+  }
+  auto next = std::make_shared<PolicySnapshot>(*current);
+  if (tenant.empty()) {
+    next->global.reset();
+  } else {
+    next->tenants.erase(std::string(tenant));
+  }
+  publish(std::move(next));
+  spdlog::info("policy {} removed", scopeOf(tenant));
+  return Status::ok();
+}
+
 std::vector<PolicyInfo> PolicyEngine::list() const {
   std::shared_ptr<const PolicySnapshot> current;
   {

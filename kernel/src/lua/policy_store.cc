@@ -137,12 +137,26 @@ Result<StoredPolicy> PolicyStore::save(std::string_view tenant, std::string_view
                       st->applied_at_ms};
 }
 
-Result<StoredPolicy> PolicyStore::rollback(std::string_view tenant, bool commit) {
+Status PolicyStore::deactivate(std::string_view tenant) {
   auto dir = scopeDir(tenant);
   if (!dir) return dir.status();
   auto st = State::read(*dir);
   if (!st) return st.status();
   if (st->active == 0) return Status::notFound("no policy applied for " + describeScope(tenant));
+  st->history.push_back(st->active);
+  st->active = 0;
+  st->applied_at_ms = nowMs();
+  return st->write(*dir);
+}
+
+Result<StoredPolicy> PolicyStore::rollback(std::string_view tenant, bool commit) {
+  auto dir = scopeDir(tenant);
+  if (!dir) return dir.status();
+  auto st = State::read(*dir);
+  if (!st) return st.status();
+  if (st->active == 0 && st->history.empty()) {
+    return Status::notFound("no policy applied for " + describeScope(tenant));
+  }
   if (st->history.empty()) {
     return Status::conflict(describeScope(tenant) + " has no earlier version to roll back to");
   }

@@ -44,7 +44,9 @@ PolicyAdmin::PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistr
       {"PUT", "/v1/policies/global", kApplyGlobal},
       {"PUT", "/v1/policies/tenants/{id}", kApplyTenant},
       {"POST", "/v1/policies/global/rollback", kRollbackGlobal},
-      {"POST", "/v1/policies/tenants/{id}/rollback", kRollbackTenant}};
+      {"POST", "/v1/policies/tenants/{id}/rollback", kRollbackTenant},
+      {"DELETE", "/v1/policies/global", kRemoveGlobal},
+      {"DELETE", "/v1/policies/tenants/{id}", kRemoveTenant}};
   for (const auto& [method, pattern, endpoint] : routes) {
     Status s = router_.add(method, pattern, endpoint);
     assert(s.isOk() && "admin routes are constant");
@@ -105,6 +107,13 @@ http::Response PolicyAdmin::dispatch(Endpoint e, const http::Request& req,
       auto back = engine_.rollback(tenant);
       if (!back) return failure(req, back.status(), 422);
       return jsonResponse(req, 200, infoJson(*back));
+    }
+    case kRemoveGlobal:
+    case kRemoveTenant: {
+      if (Status s = engine_.remove(tenant); !s) return failure(req, s);
+      http::Response res{bhttp::status::no_content, req.version()};
+      res.keep_alive(req.keep_alive());
+      return res;
     }
   }
   return failure(req, Status::internal("unhandled policy endpoint"));

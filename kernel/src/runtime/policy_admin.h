@@ -4,6 +4,8 @@
 //   PUT  /v1/policies/tenants/{id}             the same for one tenant (overrides global)
 //   POST /v1/policies/global/rollback          the version before becomes active again
 //   POST /v1/policies/tenants/{id}/rollback
+//   DELETE /v1/policies/global | /v1/policies/tenants/{id}   no policy for the scope (a
+//                                              tenant falls back to the global); rollback undoes it
 // A policy that does not compile or whose top level fails answers 422 with file:line in the
 // detail, and the active version stays.
 #pragma once
@@ -25,7 +27,15 @@ class PolicyAdmin {
   std::optional<http::Response> handle(const http::Request& req, std::string_view path);
 
  private:
-  enum Endpoint : size_t { kList, kApplyGlobal, kApplyTenant, kRollbackGlobal, kRollbackTenant };
+  enum Endpoint : size_t {
+    kList,
+    kApplyGlobal,
+    kApplyTenant,
+    kRollbackGlobal,
+    kRollbackTenant,
+    kRemoveGlobal,
+    kRemoveTenant
+  };
   http::Response dispatch(Endpoint e, const http::Request& req, const http::RouteMatch& m);
 
   lua::PolicyEngine& engine_;

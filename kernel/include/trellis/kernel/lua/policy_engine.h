@@ -150,7 +150,11 @@ class PolicyEngine {
   // hook, stores it as the scope's next version and activates it. Any error leaves the
   // active version as it was; INVALID's message names file:line.
   Result<PolicyInfo> apply(std::string_view tenant, std::string_view name, std::string_view source);
+  // The version before the current one (or the last removed one) becomes active again.
   Result<PolicyInfo> rollback(std::string_view tenant);
+  // No policy for the scope any more: a tenant falls back to the global policy. A rollback
+  // re-activates the removed version. NOT_FOUND if none is active.
+  Status remove(std::string_view tenant);
   std::vector<PolicyInfo> list() const;
 
   const PolicyOptions& options() const { return options_; }
