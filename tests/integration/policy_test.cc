@@ -131,6 +131,20 @@ TEST_F(PolicyTest, TenantPolicyOverridesTheGlobalOne) {
   EXPECT_THAT(unknown, HasSubstr("no tenant \"nobody\""));
 }
 
+TEST_F(PolicyTest, DeletingATenantDeletesItsPolicy) {
+  startWith();
+  int rc = -1;
+  ASSERT_EQ(cli("tenant create initech --plugin trellis/echo-c", &rc).empty(), false);
+  apply("initech.lua", "function on_request() return policy.deny(403, 'initech') end", "initech");
+  cli("tenant delete initech --yes", &rc);
+  EXPECT_EQ(rc, 0);
+  EXPECT_FALSE(
+      std::filesystem::exists(server().dir() / "data" / "policies" / "tenants" / "initech"));
+  cli("tenant create initech --plugin trellis/echo-c", &rc);
+  EXPECT_THAT(cli("policy list", &rc), Not(HasSubstr("initech")));
+  EXPECT_THAT(cli("policy rollback --tenant initech", &rc), HasSubstr("no policy"));
+}
+
 TEST_F(PolicyTest, QuotaRefusalIsCustomisedByThePolicy) {
   startWith("", true);  // globex: the second request in a second is refused
   apply("quota.lua", R"(

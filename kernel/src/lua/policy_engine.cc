@@ -922,6 +922,22 @@ Status PolicyEngine::remove(std::string_view tenant) {
   return Status::ok();
 }
 
+Status PolicyEngine::forgetTenant(std::string_view tenant) {
+  if (tenant.empty()) return Status::invalid("forgetTenant needs a tenant id");
+  std::lock_guard apply_lock(internals_->apply_mu);
+  std::shared_ptr<const PolicySnapshot> current;
+  {
+    std::lock_guard lock(mu_);
+    current = snapshot_;
+  }
+  if (current->tenants.count(tenant)) {
+    auto next = std::make_shared<PolicySnapshot>(*current);
+    next->tenants.erase(std::string(tenant));
+    publish(std::move(next));
+  }
+  return store_ ? store_->purge(tenant) : Status::ok();
+}
+
 std::vector<PolicyInfo> PolicyEngine::list() const {
   std::shared_ptr<const PolicySnapshot> current;
   {

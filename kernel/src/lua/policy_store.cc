@@ -149,6 +149,16 @@ Status PolicyStore::deactivate(std::string_view tenant) {
   return st->write(*dir);
 }
 
+Status PolicyStore::purge(std::string_view tenant) {
+  if (tenant.empty()) return Status::invalid("purge needs a tenant id");
+  auto dir = scopeDir(tenant);
+  if (!dir) return dir.status();
+  std::error_code ec;
+  fs::remove_all(*dir, ec);
+  if (ec) return Status::unavailable("cannot remove " + dir->string() + ": " + ec.message());
+  return Status::ok();
+}
+
 Result<StoredPolicy> PolicyStore::rollback(std::string_view tenant, bool commit) {
   auto dir = scopeDir(tenant);
   if (!dir) return dir.status();

@@ -3,6 +3,7 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
+#include <spdlog/spdlog.h>
 
 #include <cassert>
 
@@ -64,6 +65,12 @@ std::optional<http::Response> PolicyAdmin::handle(const http::Request& req, std:
     return std::nullopt;
   }
   return dispatch(static_cast<Endpoint>(m->target), req, *m);
+}
+
+void PolicyAdmin::tenantDeleted(std::string_view tenant) {
+  if (Status s = engine_.forgetTenant(tenant); !s) {
+    spdlog::error("admin: tenant {} deleted but its policy was not: {}", tenant, s.toString());
+  }
 }
 
 http::Response PolicyAdmin::dispatch(Endpoint e, const http::Request& req,

@@ -25,6 +25,8 @@ class PolicyAdmin {
   PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistry& registry);
   // The response, or nullopt if the path is not a policy endpoint.
   std::optional<http::Response> handle(const http::Request& req, std::string_view path);
+  // After the tenant API deleted a tenant: its policy versions go too.
+  void tenantDeleted(std::string_view tenant);
 
  private:
   enum Endpoint : size_t {

@@ -155,6 +155,9 @@ class PolicyEngine {
   // No policy for the scope any more: a tenant falls back to the global policy. A rollback
   // re-activates the removed version. NOT_FOUND if none is active.
   Status remove(std::string_view tenant);
+  // The tenant was deleted: its policy and every stored version go, so a new tenant with
+  // the same id starts without one.
+  Status forgetTenant(std::string_view tenant);
   std::vector<PolicyInfo> list() const;
 
   const PolicyOptions& options() const { return options_; }
