@@ -237,6 +237,41 @@ TEST_F(PolicyTest, HostilePoliciesFailClosedAndTheHostKeepsServing) {
   EXPECT_THAT(server().log(), HasSubstr("failing closed [decision"));
 }
 
+TEST(PolicyCliTest, DryRunPrintsTheDecisionAndBudgetsWithoutAServer) {
+  const std::string cli = TRELLIS_CLI_PATH;
+  const std::string src = TRELLIS_SOURCE_DIR;
+  int rc = -1;
+  std::string out =
+      runCommand(cli + " policy test " + src + "/config/policies/example.lua --input " + src +
+                     "/config/policies/example-request.json 2>&1",
+                 &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(
+      out, AllOf(HasSubstr("decision:     deny 403 \"admin greetings only from the "
+                           "office network\""),
+                 HasSubstr("instructions:"), HasSubstr("peak memory:"), HasSubstr("wall time:")));
+  out = runCommand(cli + " policy test " + src + "/config/policies/example.lua --hook " +
+                       "on_plugin_install --input " + src +
+                       "/config/policies/example-request.json 2>&1",
+                   &rc);
+  EXPECT_THAT(out, HasSubstr("acme/billing asks for egress"));
+
+  TempDir dir;
+  writeFile(dir / "loop.lua", "function on_request() while true do end end");
+  writeFile(dir / "in.json", "{}");
+  out = runCommand(cli + " policy test " + (dir / "loop.lua").string() + " --input " +
+                       (dir / "in.json").string() + " 2>&1",
+                   &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_THAT(out, AllOf(HasSubstr("failed:       instructions"), HasSubstr("deny 500")));
+  writeFile(dir / "bad.lua", "function on_request()\n  return = 1\nend\n");
+  out = runCommand(cli + " policy test " + (dir / "bad.lua").string() + " --input " +
+                       (dir / "in.json").string() + " 2>&1",
+                   &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_THAT(out, HasSubstr("bad.lua:2:"));
+}
+
 TEST_F(PolicyTest, FailOpenLetsRequestsThroughWhenThePolicyBreaks) {
   startWith("  fail: {on_request: open}\n");
   apply("loop.lua", "function on_request() while true do end end");

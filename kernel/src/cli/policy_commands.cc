@@ -190,11 +190,14 @@ int PolicyCommands::test() const {
   spdlog::set_level(spdlog::level::warn);  // the report is the output, not the engine's log
   const std::string source = readWhole(file_, "policy file");
   Object::Ptr input;
+  const std::string text = readWhole(input_, "input file");
   try {
-    input = parseObject(readWhole(input_, "input file"));
+    auto parsed = Poco::JSON::Parser().parse(text);
+    if (parsed.type() == typeid(Object::Ptr)) input = parsed.extract<Object::Ptr>();
   } catch (const Poco::Exception& e) {
-    AdminClient::die("input " + input_ + " is not a JSON object: " + e.displayText());
+    AdminClient::die("input " + input_ + " is not valid JSON: " + e.displayText());
   }
+  if (!input) AdminClient::die("input " + input_ + " must be a JSON object (see docs/policies.md)");
   klua::PolicyOptions options;
   if (!config_.empty()) {
     try {
