@@ -107,12 +107,17 @@ TEST_F(PolicyTest, AppliedPolicyDeniesModifiesAndTagsResponses) {
   EXPECT_THAT(ok.body, HasSubstr("[\"X-Tenant-Seen\",\"acme\"]"));
   EXPECT_THAT(ok.body, Not(HasSubstr("secret")));
   EXPECT_EQ(ok.header("x-policy-version"), "1");
+  // trellis/hello's route is blocking: its hooks run around the call on the pool.
+  auto blocking = get("/hello/ann");
+  EXPECT_EQ(blocking.status, 200) << blocking.body;
+  EXPECT_EQ(blocking.header("x-policy-version"), "1");
+  EXPECT_EQ(get("/hello/ann", "acme-key", {{"X-Block", "1"}}).status, 403);
 
   int rc = -1;
   EXPECT_THAT(cli("policy list", &rc), HasSubstr("policy global active: v1 (good.lua)"));
   auto text = metrics().body;
   EXPECT_THAT(text,
-              HasSubstr("trellis_policy_decisions_total{hook=\"on_request\",result=\"deny\"} 1"));
+              HasSubstr("trellis_policy_decisions_total{hook=\"on_request\",result=\"deny\"} 2"));
   EXPECT_THAT(test::readFile(server().dir() / "decisions.log"), HasSubstr("\"result\":\"deny\""));
 }
 

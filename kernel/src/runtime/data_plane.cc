@@ -224,11 +224,12 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
   bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
                                  match = std::move(*match), path, query, request_id, started,
-                                 respond, ticket_ptr, policy_active]() mutable {
+                                 respond, ticket_ptr, policy_active,
+                                 principal = std::move(principal)]() mutable {
     auto res = invoke(route, tenant, req, match, path, query, request_id);
     if (policy_active) {
-      std::string principal;
-      policyOnResponse(policyContext(tenant, req, peer, route, principal), req, res);
+      // The principal as on_request saw it (before any header rewrite).
+      policyOnResponse({&tenant, principal, route.pattern, peer.address, &admission_}, req, res);
     }
     addRateLimitHeaders(res, *ticket_ptr);
     finish(req, peer, res, request_id, tenant.id, &route, started);
