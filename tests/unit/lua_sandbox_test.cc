@@ -232,6 +232,20 @@ TEST_F(LuaSandboxTest, TableMoveOverAHugeRangeIsRefused) {
                   "table.move");
 }
 
+TEST_F(LuaSandboxTest, SortingAHugeTableInCIsRefused) {
+  // string.byte builds the table in one instruction; sorting it would run in C, unhooked.
+  expectContained(attempt("local t = {string.byte(('x'):rep(60000), 1, -1)} "
+                          "table.sort(t) return 'escaped'"),
+                  Outcome::kError, "table.sort");
+  std::string out;
+  auto r = attempt(
+      "local t = {3, 1, 2} table.sort(t) table.sort(t, function(a, b) return a > b "
+      "end) return table.concat(t, ',')",
+      &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "3,2,1");
+}
+
 TEST_F(LuaSandboxTest, BacktrackingPatternBombIsRefused) {
   expectContained(attempt("return tostring(string.find(('a'):rep(5000), '.-.-.-.-.-b'))"),
                   Outcome::kError, "pattern too costly");

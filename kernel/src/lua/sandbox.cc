@@ -198,6 +198,21 @@ int safeMove(lua_State* L) {
   return callOriginal(L);
 }
 
+// table.sort without a comparator compares in C, where no hook fires: n log n comparisons
+// must fit in the instruction budget. (With a comparator each comparison runs Lua code.)
+int safeSort(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_isnoneornil(L, 2)) {
+    const double n = static_cast<double>(lua_rawlen(L, 1));
+    const double cost = n * std::log2(n + 1);
+    if (cost > static_cast<double>(Sandbox::from(L)->budget().instructions)) {
+      return luaL_error(L, "table.sort: sorting %f elements exceeds the instruction budget",
+                        static_cast<lua_Number>(n));
+    }
+  }
+  return callOriginal(L);
+}
+
 // Replaces field `name` of the table at `lib` with `wrapper`, the original as its upvalue.
 void wrap(lua_State* L, int lib, const char* name, lua_CFunction wrapper) {
   lua_getfield(L, lib, name);
@@ -373,6 +388,7 @@ int Sandbox::setUp(lua_State* L) {
 
   luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 0);
   wrap(L, lua_gettop(L), "move", safeMove);
+  wrap(L, lua_gettop(L), "sort", safeSort);
   freezeTop(L);
   lua_setfield(L, base, "table");
   const std::pair<const char*, lua_CFunction> plain[] = {{LUA_MATHLIBNAME, luaopen_math},

@@ -18,8 +18,9 @@
 //     including the loaded code); once refused, the call is over budget.
 //   - wall time: checked by the hook and by the allocator, so time spent in allocating C
 //     functions is noticed; the C functions that could run long without allocating or
-//     calling back (string.rep of empty strings, backtracking patterns, table.move) are
-//     wrapped with size and cost limits. A call that ends after its deadline fails.
+//     calling back (string.rep of empty strings, backtracking patterns, table.move, and
+//     table.sort without a comparator) are wrapped with size and cost limits. A call that
+//     ends after its deadline fails.
 // A budget failure is sticky for the rest of the call and is reported as such even if the
 // script caught the error. The state stays usable for the next call.
 //
