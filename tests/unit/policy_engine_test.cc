@@ -333,6 +333,25 @@ TEST_F(PolicyEngineTest, FailClosedRefusesAndFailOpenAllows) {
                               "\"instructions\"} 2"));
 }
 
+TEST_F(PolicyEngineTest, RunawayPolicyStopsBeingRunAfterRepeatedOverruns) {
+  applyGlobal("function on_request() while true do end end");
+  auto req = request();
+  for (int i = 0; i < 5; ++i) {
+    auto v = onRequest(acme_, req);
+    EXPECT_EQ(v.eval.outcome, Outcome::kInstructionLimit);
+    EXPECT_GT(v.eval.usage.instructions, 0u);
+  }
+  auto skipped = onRequest(acme_, req);
+  EXPECT_TRUE(skipped.failed);
+  EXPECT_EQ(skipped.status, 500u);  // still fails closed
+  EXPECT_EQ(skipped.eval.outcome, Outcome::kInstructionLimit);
+  EXPECT_EQ(skipped.eval.usage.instructions, 0u);  // but costs nothing
+  EXPECT_THAT(skipped.eval.error, HasSubstr("not run"));
+  // A fixed version runs at once.
+  applyGlobal("function on_request() return policy.deny(418, 'fixed') end");
+  EXPECT_EQ(onRequest(acme_, req).reason, "fixed");
+}
+
 TEST_F(PolicyEngineTest, DecisionLogRecordsEachDecisionAsJson) {
   options_.decision_log = (dir_ / "decisions.log").string();
   makeEngine();

@@ -100,10 +100,24 @@ std::atomic<uint64_t> g_next_uid{1};
 
 thread_local PolicyEngine::Call* t_call = nullptr;
 
+}  // namespace
+
+struct PolicyEngine::ThreadSandbox {
+  std::unique_ptr<Sandbox> sandbox;  // null: the policy did not load on this thread
+  uint32_t overruns = 0;             // budget failures in a row
+  Outcome last = Outcome::kOk;
+  Clock::time_point retry_at{};  // while in the future, the breaker is open
+};
+
+namespace {
+
+constexpr uint32_t kOverrunsToOpen = 5;
+constexpr auto kBreakerOpenFor = std::chrono::seconds(1);
+
 struct ThreadCache {
   uint64_t generation = UINT64_MAX;
   std::shared_ptr<const PolicySnapshot> snapshot;
-  std::unordered_map<uint64_t, std::unique_ptr<Sandbox>> sandboxes;  // null: failed to load
+  std::unordered_map<uint64_t, PolicyEngine::ThreadSandbox> sandboxes;  // by policy uid
   // `allow` decisions counted here and added to the shared counter in batches, so serving
   // threads do not contend on one cache line per request.
   std::array<uint32_t, kHookCount> pending_allows{};
@@ -972,10 +986,10 @@ const CompiledPolicy* PolicyEngine::policyFor(std::string_view tenant) const {
   return snap.global.get();
 }
 
-Sandbox* PolicyEngine::sandboxFor(const CompiledPolicy& policy) {
+PolicyEngine::ThreadSandbox& PolicyEngine::sandboxFor(const CompiledPolicy& policy) {
   auto& sandboxes = threadCache(uid_).sandboxes;
   auto it = sandboxes.find(policy.uid);
-  if (it != sandboxes.end()) return it->second.get();
+  if (it != sandboxes.end()) return it->second;
   std::unique_ptr<Sandbox> made;
   auto sb = Sandbox::create(options_.budget);
   if (sb && (*sb)->addLibrary("policy", kPolicyLibrary, this) &&
@@ -988,7 +1002,9 @@ Sandbox* PolicyEngine::sandboxFor(const CompiledPolicy& policy) {
                     policy.version, policy.name, loaded.error);
     }
   }
-  return sandboxes.emplace(policy.uid, std::move(made)).first->second.get();
+  ThreadSandbox entry;
+  entry.sandbox = std::move(made);
+  return sandboxes.emplace(policy.uid, std::move(entry)).first->second;
 }
 
 Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) {
@@ -1005,13 +1021,24 @@ Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) 
   call.policy = policy;
   call.engine = this;
   call.verdict = &v;
-  if (Sandbox* sb = sandboxFor(*policy)) {
-    t_call = &call;
-    v.eval = sb->call(hookName(hook).data(), pushArgs, readVerdict, &call);
-    t_call = nullptr;
-  } else {
+  ThreadSandbox& ts = sandboxFor(*policy);
+  if (!ts.sandbox) {
     v.eval.outcome = Outcome::kError;
     v.eval.error = "the policy does not load on this thread (see the log)";
+  } else if (ts.overruns >= kOverrunsToOpen && Clock::now() < ts.retry_at) {
+    // The breaker is open: fail as configured without spending the budget again.
+    v.eval.outcome = ts.last;
+    v.eval.error = "not run: the policy exceeded its " + std::string(outcomeName(ts.last)) +
+                   " budget on its last " + std::to_string(ts.overruns) +
+                   " calls on this thread (retried within 1 s)";
+  } else {
+    t_call = &call;
+    v.eval = ts.sandbox->call(hookName(hook).data(), pushArgs, readVerdict, &call);
+    t_call = nullptr;
+    const bool overrun = v.eval.outcome != Outcome::kOk && v.eval.outcome != Outcome::kError;
+    ts.overruns = overrun ? ts.overruns + 1 : 0;
+    if (overrun) ts.last = v.eval.outcome;
+    if (ts.overruns >= kOverrunsToOpen) ts.retry_at = Clock::now() + kBreakerOpenFor;
   }
   if (!v.eval.ok()) {
     v.failed = true;
