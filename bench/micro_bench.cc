@@ -6,6 +6,8 @@
 #include <string>
 
 #include "trellis/kernel/http/router.h"
+#include "trellis/kernel/lua/policy_engine.h"
+#include "trellis/kernel/lua/policy_store.h"
 #include "trellis/kernel/util/json.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
@@ -97,5 +99,47 @@ void BM_AdmissionReject(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_AdmissionReject);
+
+// One on_request evaluation as the data plane runs it: the bench policy of bench/run.sh (a
+// header check and a CIDR match) in the thread's sandbox, with the verdict read back.
+// Arg 0: an empty on_request (the fixed cost of a hook call); arg 1: the bench policy.
+void BM_PolicyOnRequest(benchmark::State& state) {
+  namespace lua = trellis::kernel::lua;
+  lua::PolicyEngine engine(lua::PolicyOptions{}, nullptr, nullptr, nullptr);
+  auto applied =
+      engine.apply("", "bench.lua", state.range(0) == 0 ? "function on_request() end" : R"(
+    local allowed = {"127.0.0.0/8", "10.0.0.0/8"}
+    function on_request(ctx, req)
+      if req.headers["x-blocked"] then return policy.deny(403, "blocked") end
+      if not policy.cidr_match(req.remote_addr, allowed) then
+        return policy.deny(403, "not from an allowed network")
+      end
+      return policy.allow()
+    end)");
+  if (!applied) return state.SkipWithError(applied.status().toString().c_str());
+  trellis::tenants::TenantView tenant;
+  tenant.id = "bench";
+  trellis::kernel::http::Request req{boost::beast::http::verb::get, "/ping", 11};
+  req.set("Authorization", "Bearer bench-key");
+  req.set("User-Agent", "wrk");
+  lua::RequestContext rc{&tenant, "key:configured", "/ping", "127.0.0.1", nullptr};
+  for (auto _ : state) {
+    auto v = engine.onRequest(rc, req);
+    if (v.action != lua::Verdict::Action::kAllow) {
+      state.SkipWithError("the bench policy did not allow");
+      break;
+    }
+    benchmark::DoNotOptimize(v);
+  }
+}
+BENCHMARK(BM_PolicyOnRequest)->ArgName("bench_policy")->Arg(0)->Arg(1);
+
+// The data plane's whole policy cost when no policy is applied.
+void BM_PolicyInactiveCheck(benchmark::State& state) {
+  namespace lua = trellis::kernel::lua;
+  lua::PolicyEngine engine(lua::PolicyOptions{}, nullptr, nullptr, nullptr);
+  for (auto _ : state) benchmark::DoNotOptimize(engine.active());
+}
+BENCHMARK(BM_PolicyInactiveCheck);
 
 }  // namespace

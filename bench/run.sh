@@ -9,6 +9,9 @@
 #                                   one trellisd, tenant `noisy` floods far past its rate
 #                                   limit while tenant `steady` sends a fixed light load:
 #                                   steady's latency alone vs during the flood
+#   bench/run.sh --scenario policy  the main scenario on two trellisd, one without and one
+#                                   with an on_request policy (bench/policy/bench.lua):
+#                                   throughput ratio and CPU us per request of each
 #
 # Env knobs (defaults in brackets):
 #   BENCH_TARGET [/ping]            request path; trellisd serves it from trellis/echo-c
@@ -51,7 +54,7 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,33s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,36s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 
@@ -67,8 +70,8 @@ while (($#)); do
       ;;
     --no-build) build=0; shift ;;
     --scenario)
-      [[ "${2:-}" == compare || "${2:-}" == noisy-neighbour ]] ||
-        die "--scenario takes compare or noisy-neighbour"
+      [[ "${2:-}" == compare || "${2:-}" == noisy-neighbour || "${2:-}" == policy ]] ||
+        die "--scenario takes compare, noisy-neighbour or policy"
       scenario=$2
       shift 2
       ;;
@@ -112,9 +115,16 @@ if [[ $scenario == noisy-neighbour ]]; then
   TENANT=steady
 fi
 
+if [[ $scenario == policy ]]; then
+  [[ $only != peer ]] || die "--scenario policy measures trellisd only"
+  only=trellisd
+fi
+
 servers=()
 [[ $only == peer ]] || servers+=(trellisd)
 [[ $only == trellisd ]] || servers+=(peer)
+# The policy scenario's second trellisd: the same, plus bench/policy/bench.lua.
+[[ $scenario != policy ]] || servers+=(policy)
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -122,7 +132,7 @@ cd "$repo"
 scripts/deps.sh --bench
 if [[ $only != peer ]] && ((build)); then
   cmake --preset release
-  cmake --build --preset release -j "$(nproc)" --target trellisd trellis_all_plugins
+  cmake --build --preset release -j "$(nproc)" --target trellisd trellis trellis_all_plugins
 fi
 
 # 512 connections need as many descriptors in wrk and in each server.
@@ -166,7 +176,7 @@ on_signal() {
 trap cleanup EXIT
 trap on_signal INT TERM
 
-declare -A port=()
+declare -A port=() server_pid=()
 status=0
 
 # HTTP status of GET $TARGET on $1 with optional extra curl args.
@@ -176,8 +186,10 @@ http_code() {
   curl -s -o /dev/null -m 5 -w '%{http_code}' "$@" "http://127.0.0.1:$p$TARGET" || true
 }
 
+# start_trellisd [NAME]: NAME (default trellisd) names its directory, port and pid.
 start_trellisd() {
-  local dir=$tmp/trellisd bin=$repo/build/release/kernel/trellisd i pid
+  local name=${1:-trellisd}
+  local dir=$tmp/$name bin=$repo/build/release/kernel/trellisd i pid
   [[ -x "$bin" ]] || { log "trellisd: $bin not built"; return 1; }
   [[ -d "$repo/build/release/plugins" ]] || { log "trellisd: no plugins built"; return 1; }
   mkdir -p "$dir/data"
@@ -222,6 +234,7 @@ YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
   pid=$!
   pids+=("$pid")
+  server_pid[$name]=$pid
   for ((i = 0; i < 300; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "trellisd exited during start-up; last log lines:"
@@ -231,10 +244,20 @@ YAML
     if grep -q '}' "$dir/ready.json" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  port[trellisd]=$(sed -n 's/.*"port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
+  port[$name]=$(sed -n 's/.*"port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
     "$dir/ready.json" 2>/dev/null)
-  [[ -n "${port[trellisd]}" ]] || { log "trellisd: no port in ready file after 30 s"; return 1; }
-  log "trellisd pid $pid on 127.0.0.1:${port[trellisd]}"
+  [[ -n "${port[$name]}" ]] || { log "$name: no port in ready file after 30 s"; return 1; }
+  log "$name pid $pid on 127.0.0.1:${port[$name]}"
+  [[ $name == policy ]] || return 0
+  local admin_port out
+  admin_port=$(sed -n 's/.*"admin_port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
+    "$dir/ready.json")
+  if ! out=$("$repo/build/release/kernel/trellis" --admin "http://127.0.0.1:$admin_port" \
+    --token-file "$dir/admin.token" policy apply "$repo/bench/policy/bench.lua" 2>&1); then
+    log "policy: could not apply bench/policy/bench.lua: $out"
+    return 1
+  fi
+  log "policy: $out"
 }
 
 nginx_modules_dir() {
@@ -302,6 +325,7 @@ active=()
 for s in "${servers[@]}"; do
   case $s in
     trellisd) start_trellisd && started=1 || started=0 ;;
+    policy) start_trellisd policy && started=1 || started=0 ;;
     peer) start_peer && started=1 || started=0 ;;
   esac
   if ((started)) && check_server "$s"; then
@@ -519,6 +543,108 @@ noisy_neighbour() {
   } >build/bench/noisy-neighbour.json
   log "results written to build/bench/noisy-neighbour.json"
 }
+
+# ---------------------------------------------------------------- policy scenario
+# cpu_ticks PID: the user + system CPU time PID has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+policy_overhead() {
+  local r c s out line k t0 t1 hz requests non2xx sockerr
+  local -a order runs=() summary=() v_rps v_cpu
+  declare -A prps=() pcpu=() pbad=()
+  hz=$(getconf CLK_TCK)
+  log "policy: trellisd without and with an on_request policy at ${conns[*]} connections," \
+    "$ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each:" \
+    "about $((ROUNDS * ${#conns[@]} * 2 * (DURATION + WARMUP)))s"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    order=(trellisd policy)
+    ((r % 2)) || order=(policy trellisd)
+    for c in "${conns[@]}"; do
+      for s in "${order[@]}"; do
+        out=$tmp/wrk-$s-$c-$r.txt
+        ((WARMUP == 0)) || wrk_run "$s" "$c" "$WARMUP" "$tmp/warmup.txt"
+        t0=$(cpu_ticks "${server_pid[$s]}")
+        wrk_run "$s" "$c" "$DURATION" "$out"
+        t1=$(cpu_ticks "${server_pid[$s]}")
+        line=$(grep '^BENCH_RESULT ' "$out" || true)
+        if [[ -z "$line" ]]; then
+          log "round $r, $s, $c connections: wrk gave no result:"
+          cat "$out" >&2
+          continue
+        fi
+        k=$s,$c,$r
+        requests=$(field requests "$line")
+        prps[$k]=$(field rps "$line")
+        pcpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$requests" \
+          'BEGIN { if (n > 0) printf "%.3f", t * 1e6 / hz / n }')
+        non2xx=$(field non2xx "$line")
+        sockerr=$(field socket_errors "$line")
+        if ((non2xx > 0 || sockerr > 0)); then pbad[$s,$c]=1; fi
+        printf 'round %d  %-8s c=%-4d %10.0f req/s  cpu %7.3f us/req  non2xx %d  socket errors %d\n' \
+          "$r" "$s" "$c" "${prps[$k]}" "${pcpu[$k]:-0}" "$non2xx" "$sockerr"
+        runs+=("$(printf '{"round": %d, "server": "%s", "connections": %d, "rps": %s, "cpu_us_per_request": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
+          "$r" "$s" "$c" "${prps[$k]}" "$(json_num "${pcpu[$k]}")" "$requests" "$non2xx" "$sockerr")")
+      done
+    done
+  done
+
+  echo
+  echo "Policy overhead: trellisd ($TARGET via trellis/echo-c) without a policy and with"
+  echo "bench/policy/bench.lua (on_request: a header check and a CIDR match). wrk -t$WRK_THREADS,"
+  echo "${DURATION}s x $ROUNDS round(s); means over rounds. CPU = the server's user+system time"
+  echo "(/proc/<pid>/stat) per request served."
+  printf '%-11s %13s %13s %8s %13s %13s %13s\n' connections "rps plain" "rps policy" ratio \
+    "cpu us plain" "cpu us policy" "overhead us"
+  local verdict="n/a" m_rps_t m_rps_p m_cpu_t m_cpu_p ratio overhead
+  for c in "${conns[@]}"; do
+    for s in trellisd policy; do
+      v_rps=() v_cpu=()
+      for ((r = 1; r <= ROUNDS; r++)); do
+        [[ -z "${prps[$s,$c,$r]:-}" ]] || v_rps+=("${prps[$s,$c,$r]}")
+        [[ -z "${pcpu[$s,$c,$r]:-}" ]] || v_cpu+=("${pcpu[$s,$c,$r]}")
+      done
+      printf -v "m_rps_${s:0:1}" %s "$(mean "${v_rps[@]}")"
+      printf -v "m_cpu_${s:0:1}" %s "$(printf '%s\n' "${v_cpu[@]}" | awk 'NF { s += $1; n++ } END { if (n) printf "%.3f", s / n }')"
+    done
+    ratio=$(awk -v a="$m_rps_p" -v b="$m_rps_t" 'BEGIN { if (b > 0) printf "%.3f", a / b }')
+    overhead=$(awk -v a="$m_cpu_p" -v b="$m_cpu_t" 'BEGIN { if (a != "" && b != "") printf "%.3f", a - b }')
+    printf '%-11s %13s %13s %8s %13s %13s %13s\n' "$c${pbad[trellisd,$c]:+*}${pbad[policy,$c]:+*}" \
+      "$(or_na "$m_rps_t")" "$(or_na "$m_rps_p")" "$(or_na "$ratio")" "$(or_na "$m_cpu_t")" \
+      "$(or_na "$m_cpu_p")" "$(or_na "$overhead")"
+    summary+=("$(printf '{"connections": %d, "rps_plain": %s, "rps_policy": %s, "ratio": %s, "cpu_us_plain": %s, "cpu_us_policy": %s, "overhead_cpu_us": %s}' \
+      "$c" "$(json_num "$m_rps_t")" "$(json_num "$m_rps_p")" "$(json_num "$ratio")" \
+      "$(json_num "$m_cpu_t")" "$(json_num "$m_cpu_p")" "$(json_num "$overhead")")")
+    if [[ $c == "${conns[0]}" && -n "$ratio" && -n "$overhead" ]]; then
+      verdict=$(awk -v r="$ratio" -v o="$overhead" \
+        'BEGIN { print ((o < 2.0 && r >= 0.90) ? "met" : "not met") }')
+    fi
+  done
+  echo
+  echo "Target at ${conns[0]} connections: overhead < 2 us CPU per request and >= 90% of the"
+  echo "plain throughput: $verdict"
+  echo "Benchmarks are informational: slow numbers never fail this script."
+  mkdir -p build/bench
+  local IFS=,
+  {
+    printf '{\n'
+    printf '  "scenario": "policy",\n'
+    printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    printf '  "host": {"cpus": %d, "kernel": "%s"},\n' "$(nproc)" "$(uname -r)"
+    printf '  "target": "%s", "duration_s": %d, "warmup_s": %d, "rounds": %d,\n' \
+      "$TARGET" "$DURATION" "$WARMUP" "$ROUNDS"
+    printf '  "wrk_threads": %d, "server_threads": %d,\n' "$WRK_THREADS" "$SERVER_THREADS"
+    printf '  "summary": [%s],\n' "${summary[*]}"
+    printf '  "runs": [%s]\n' "${runs[*]}"
+    printf '}\n'
+  } >build/bench/policy.json
+  log "results written to build/bench/policy.json"
+}
+
+if [[ $scenario == policy ]]; then
+  policy_overhead || status=1
+  exit "$status"
+fi
 
 if [[ $scenario == noisy-neighbour ]]; then
   noisy_neighbour || status=1

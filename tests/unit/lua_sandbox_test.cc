@@ -232,6 +232,20 @@ TEST_F(LuaSandboxTest, TableMoveOverAHugeRangeIsRefused) {
                   "table.move");
 }
 
+TEST_F(LuaSandboxTest, SortingAHugeTableInCIsRefused) {
+  // string.byte builds the table in one instruction; sorting it would run in C, unhooked.
+  expectContained(attempt("local t = {string.byte(('x'):rep(60000), 1, -1)} "
+                          "table.sort(t) return 'escaped'"),
+                  Outcome::kError, "table.sort");
+  std::string out;
+  auto r = attempt(
+      "local t = {3, 1, 2} table.sort(t) table.sort(t, function(a, b) return a > b "
+      "end) return table.concat(t, ',')",
+      &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "3,2,1");
+}
+
 TEST_F(LuaSandboxTest, BacktrackingPatternBombIsRefused) {
   expectContained(attempt("return tostring(string.find(('a'):rep(5000), '.-.-.-.-.-b'))"),
                   Outcome::kError, "pattern too costly");
@@ -273,6 +287,23 @@ TEST_F(LuaSandboxTest, EndlessLoopInsideACoroutineIsPreempted) {
 TEST_F(LuaSandboxTest, ResumingAPreemptedCoroutineForeverIsPreempted) {
   expectContained(attempt("local co = coroutine.create(function() while true do end end) "
                           "while true do coroutine.resume(co) end"),
+                  Outcome::kInstructionLimit);
+}
+
+TEST_F(LuaSandboxTest, PreemptedCallCannotBeResumedByALaterOne) {
+  expectContained(attempt("saved = coroutine.running() local n = 0 while true do n = n + 1 end"),
+                  Outcome::kInstructionLimit);
+  std::string out;
+  auto r =
+      attempt("local ok, err = coroutine.resume(saved) return tostring(ok) .. ' ' .. err", &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "false cannot resume dead coroutine");
+  expectStillServes();
+}
+
+TEST_F(LuaSandboxTest, CloseHandlersOfAPreemptedCallAreMeteredToo) {
+  expectContained(attempt("local guard <close> = setmetatable({}, {__close = function() "
+                          "while true do end end}) while true do end"),
                   Outcome::kInstructionLimit);
 }
 

@@ -9,8 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "lua/policy_store.h"
 #include "support/test_support.h"
+#include "trellis/kernel/lua/policy_store.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 
@@ -193,6 +193,25 @@ TEST_F(PolicyEngineTest, TenantPolicyOverridesTheGlobalOne) {
   EXPECT_EQ(onRequest(globex_, req).reason, "global");
 }
 
+TEST_F(PolicyEngineTest, RemovedTenantPolicyFallsBackToGlobalAndRollbackRestoresIt) {
+  applyGlobal("function on_request() return policy.deny(403, 'global') end");
+  ASSERT_TRUE(engine_->apply("acme", "acme.lua",
+                             "function on_request() return policy.deny(403, 'acme') end"));
+  ASSERT_TRUE(engine_->remove("acme"));
+  auto req = request();
+  EXPECT_EQ(onRequest(acme_, req).reason, "global");
+  EXPECT_FALSE(engine_->remove("acme"));  // nothing left to remove
+  makeEngine();                           // removal survives a restart
+  EXPECT_EQ(onRequest(acme_, req).reason, "global");
+  auto back = engine_->rollback("acme");
+  ASSERT_TRUE(back) << back.status().toString();
+  EXPECT_EQ(back->version, 1u);
+  EXPECT_EQ(onRequest(acme_, req).reason, "acme");
+  ASSERT_TRUE(engine_->remove(""));
+  EXPECT_EQ(onRequest(globex_, req).evaluated, false);
+  EXPECT_TRUE(engine_->active());  // acme's policy is still there
+}
+
 TEST_F(PolicyEngineTest, OnResponseModifiesHeadersOnly) {
   applyGlobal(R"(
     function on_response(ctx, res)
@@ -314,6 +333,25 @@ TEST_F(PolicyEngineTest, FailClosedRefusesAndFailOpenAllows) {
                               "\"instructions\"} 2"));
 }
 
+TEST_F(PolicyEngineTest, RunawayPolicyStopsBeingRunAfterRepeatedOverruns) {
+  applyGlobal("function on_request() while true do end end");
+  auto req = request();
+  for (int i = 0; i < 5; ++i) {
+    auto v = onRequest(acme_, req);
+    EXPECT_EQ(v.eval.outcome, Outcome::kInstructionLimit);
+    EXPECT_GT(v.eval.usage.instructions, 0u);
+  }
+  auto skipped = onRequest(acme_, req);
+  EXPECT_TRUE(skipped.failed);
+  EXPECT_EQ(skipped.status, 500u);  // still fails closed
+  EXPECT_EQ(skipped.eval.outcome, Outcome::kInstructionLimit);
+  EXPECT_EQ(skipped.eval.usage.instructions, 0u);  // but costs nothing
+  EXPECT_THAT(skipped.eval.error, HasSubstr("not run"));
+  // A fixed version runs at once.
+  applyGlobal("function on_request() return policy.deny(418, 'fixed') end");
+  EXPECT_EQ(onRequest(acme_, req).reason, "fixed");
+}
+
 TEST_F(PolicyEngineTest, DecisionLogRecordsEachDecisionAsJson) {
   options_.decision_log = (dir_ / "decisions.log").string();
   makeEngine();
@@ -328,6 +366,32 @@ TEST_F(PolicyEngineTest, DecisionLogRecordsEachDecisionAsJson) {
   EXPECT_THAT(log, HasSubstr("\"instructions\":"));
   EXPECT_THAT(log, HasSubstr("\"peak_memory_bytes\":"));
   EXPECT_THAT(metrics_.render(), HasSubstr("trellis_policy_metric_total{name=\"seen\"} 1"));
+}
+
+TEST_F(PolicyEngineTest, SampledDecisionLogStillRecordsEveryFailure) {
+  options_.decision_log = (dir_ / "sampled.log").string();
+  options_.decision_log_sample = 0;
+  makeEngine();
+  applyGlobal("function on_request(ctx, req) if req.headers['x-fail'] then error('boom') end end");
+  auto ok = request();
+  auto failing = request("/hello/ann", {{"X-Fail", "1"}});
+  for (int i = 0; i < 10; ++i) onRequest(acme_, ok);
+  auto v = onRequest(acme_, failing);
+  engine_.reset();
+  std::string log = test::readFile(dir_ / "sampled.log");
+  EXPECT_THAT(log, Not(HasSubstr("\"result\":\"allow\"")));
+  EXPECT_THAT(log, HasSubstr("\"decision_id\":\"" + v.decision_id + "\""));
+  EXPECT_THAT(log, HasSubstr("global.lua:1: boom"));
+}
+
+TEST_F(PolicyEngineTest, DecisionLogIsOffByDefault) {
+  applyGlobal("function on_request() end");
+  auto req = request();
+  onRequest(acme_, req);
+  engine_.reset();
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir_.path())) {
+    EXPECT_THAT(entry.path().filename().string(), Not(HasSubstr("decision")));
+  }
 }
 
 // ---- escape attempts through the policy API

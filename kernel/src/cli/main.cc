@@ -5,6 +5,7 @@
 //   trellis plugin list [--json]
 //   trellis tenant … / trellis key …      (see tenant_commands.h)
 //   trellis keygen / trellis package …     (see marketplace_commands.h)
+//   trellis policy …                       (see policy_commands.h)
 #include <Poco/JSON/Array.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/marketplace_commands.h"
+#include "cli/policy_commands.h"
 #include "cli/tenant_commands.h"
 
 namespace {
@@ -88,6 +90,7 @@ int main(int argc, char** argv) {
   auto* plugin_list = plugin->add_subcommand("list", "List enabled plugins and their state");
   trellis::cli::TenantCommands tenant_commands(cli, admin, json);
   trellis::cli::MarketplaceCommands marketplace_commands(cli);
+  trellis::cli::PolicyCommands policy_commands(cli, admin, json);
 
   CLI11_PARSE(cli, argc, argv);
   try {
@@ -97,7 +100,7 @@ int main(int argc, char** argv) {
     } else if (plugin_list->parsed()) {
       std::string body = admin.call("GET", "/v1/plugins");
       json ? void(std::cout << body) : printPlugins(body);
-    } else if (!marketplace_commands.run()) {
+    } else if (!marketplace_commands.run() && !policy_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -150,10 +151,11 @@ class Parser {
     if (!root.IsMap()) {
       fail("",
            "expected a map of sections (server, admin, storage, log, plugins, plans, "
-           "tenants), got " +
+           "tenants, policy), got " +
                describe(root));
     }
-    checkKeys(root, "", {"server", "admin", "storage", "log", "plugins", "plans", "tenants"});
+    checkKeys(root, "",
+              {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy"});
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
@@ -162,6 +164,7 @@ class Parser {
     if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
     if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
     if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
+    if (auto n = root["policy"]) parsePolicy(n, "policy", cfg.policy);
     return withDefaults(std::move(cfg), token_set);
   }
 
@@ -352,6 +355,51 @@ class Parser {
       std::string target = readString(v, join(path, "access_log"));
       if (target.empty()) fail(join(path, "access_log"), "expected stdout, off or a file path");
       cfg.access_log = target == "stdout" || target == "off" ? target : resolve(target).string();
+    }
+  }
+
+  void parsePolicy(const YAML::Node& n, const std::string& path, PolicyConfig& p) const {
+    checkKeys(n, path,
+              {"instructions", "memory_bytes", "wall_time_ms", "fail", "decision_log",
+               "decision_log_sample"});
+    if (n.IsNull()) return;
+    if (auto v = n["instructions"]) {
+      p.instructions = readUInt(v, join(path, "instructions"), 100, 1'000'000'000);
+    }
+    if (auto v = n["memory_bytes"]) {
+      p.memory_bytes = readUInt(v, join(path, "memory_bytes"), 256 * 1024, kMaxBytesSetting);
+    }
+    if (auto v = n["wall_time_ms"]) {
+      p.wall_time = std::chrono::milliseconds(readUInt(v, join(path, "wall_time_ms"), 1, 60'000));
+    }
+    if (auto f = n["fail"]) {
+      const std::string fpath = join(path, "fail");
+      checkKeys(f, fpath, {"on_request", "on_response", "on_plugin_install"});
+      if (!f.IsNull()) {
+        for (const auto& kv : f) {
+          const std::string key = kv.first.Scalar();
+          const std::string mode = kv.second.IsScalar() ? kv.second.Scalar() : "";
+          if (mode != "open" && mode != "closed") {
+            fail(join(fpath, key), "expected open or closed, got " + describe(kv.second));
+          }
+          p.fail_open[key] = mode == "open";
+        }
+      }
+    }
+    if (auto v = n["decision_log"]) {
+      std::string target = readString(v, join(path, "decision_log"));
+      if (target.empty()) fail(join(path, "decision_log"), "expected off or a file path");
+      p.decision_log = target == "off" ? target : resolve(target).string();
+    }
+    if (auto v = n["decision_log_sample"]) {
+      const std::string where = join(path, "decision_log_sample");
+      const std::string s = v.IsScalar() ? v.Scalar() : "";
+      char* end = nullptr;
+      double d = s.empty() ? -1 : std::strtod(s.c_str(), &end);
+      if (s.empty() || !isPlain(v) || end != s.c_str() + s.size() || !(d >= 0 && d <= 1)) {
+        fail(where, "expected a number from 0 to 1, got " + describe(v));
+      }
+      p.decision_log_sample = d;
     }
   }
 

@@ -1,4 +1,4 @@
-#include "lua/policy_store.h"
+#include "trellis/kernel/lua/policy_store.h"
 
 #include <chrono>
 #include <fstream>
@@ -137,12 +137,36 @@ Result<StoredPolicy> PolicyStore::save(std::string_view tenant, std::string_view
                       st->applied_at_ms};
 }
 
-Result<StoredPolicy> PolicyStore::rollback(std::string_view tenant, bool commit) {
+Status PolicyStore::deactivate(std::string_view tenant) {
   auto dir = scopeDir(tenant);
   if (!dir) return dir.status();
   auto st = State::read(*dir);
   if (!st) return st.status();
   if (st->active == 0) return Status::notFound("no policy applied for " + describeScope(tenant));
+  st->history.push_back(st->active);
+  st->active = 0;
+  st->applied_at_ms = nowMs();
+  return st->write(*dir);
+}
+
+Status PolicyStore::purge(std::string_view tenant) {
+  if (tenant.empty()) return Status::invalid("purge needs a tenant id");
+  auto dir = scopeDir(tenant);
+  if (!dir) return dir.status();
+  std::error_code ec;
+  fs::remove_all(*dir, ec);
+  if (ec) return Status::unavailable("cannot remove " + dir->string() + ": " + ec.message());
+  return Status::ok();
+}
+
+Result<StoredPolicy> PolicyStore::rollback(std::string_view tenant, bool commit) {
+  auto dir = scopeDir(tenant);
+  if (!dir) return dir.status();
+  auto st = State::read(*dir);
+  if (!st) return st.status();
+  if (st->active == 0 && st->history.empty()) {
+    return Status::notFound("no policy applied for " + describeScope(tenant));
+  }
   if (st->history.empty()) {
     return Status::conflict(describeScope(tenant) + " has no earlier version to roll back to");
   }

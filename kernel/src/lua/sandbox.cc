@@ -198,6 +198,21 @@ int safeMove(lua_State* L) {
   return callOriginal(L);
 }
 
+// table.sort without a comparator compares in C, where no hook fires: n log n comparisons
+// must fit in the instruction budget. (With a comparator each comparison runs Lua code.)
+int safeSort(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_isnoneornil(L, 2)) {
+    const double n = static_cast<double>(lua_rawlen(L, 1));
+    const double cost = n * std::log2(n + 1);
+    if (cost > static_cast<double>(Sandbox::from(L)->budget().instructions)) {
+      return luaL_error(L, "table.sort: sorting %f elements exceeds the instruction budget",
+                        static_cast<lua_Number>(n));
+    }
+  }
+  return callOriginal(L);
+}
+
 // Replaces field `name` of the table at `lib` with `wrapper`, the original as its upvalue.
 void wrap(lua_State* L, int lib, const char* name, lua_CFunction wrapper) {
   lua_getfield(L, lib, name);
@@ -384,6 +399,7 @@ int Sandbox::setUp(lua_State* L) {
 
   luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 0);
   wrap(L, lua_gettop(L), "move", safeMove);
+  wrap(L, lua_gettop(L), "sort", safeSort);
   freezeTop(L);
   lua_setfield(L, base, "table");
   const std::pair<const char*, lua_CFunction> plain[] = {{LUA_MATHLIBNAME, luaopen_math},
@@ -548,7 +564,9 @@ CallResult Sandbox::run(Run& r) {
     int nres = 0;
     status = lua_resume(co, L, nargs, &nres);
     if (status == LUA_OK) {
-      if (lua_checkstack(L, nres + 2)) {
+      if (nres == 0 || !r.read) {
+        lua_settop(co, 0);  // nothing to read: skip the protected call
+      } else if (lua_checkstack(L, nres + 2)) {
         lua_pushcfunction(L, &Sandbox::finish);
         lua_pushlightuserdata(L, &r);
         lua_xmove(co, L, nres);
@@ -564,10 +582,17 @@ CallResult Sandbox::run(Run& r) {
       }
     } else {
       abnormal = true;
-      co_ = nullptr;  // dead or stuck mid-call: never resumed again
       out.outcome = Outcome::kError;
       out.error = status == LUA_YIELD ? "the script yielded outside a coroutine"
                                       : describeError(co, status);
+      // A script may hold this coroutine (coroutine.running()): kill it, still metered, so
+      // a later call cannot resume the preempted one. The next call gets a fresh coroutine.
+#if LUA_VERSION_RELEASE_NUM >= 50406
+      lua_closethread(co, L);
+#else
+      lua_resetthread(co);
+#endif
+      co_ = nullptr;
     }
   }
   metering_ = false;

@@ -43,7 +43,18 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
     return respond(std::move(res));
   }
-  if (auto res = tenant_admin_->handle(req, path)) return respond(std::move(*res));
+  if (auto res = tenant_admin_->handle(req, path)) {
+    // A deleted tenant's policy goes with it, or a new tenant of that id would inherit it.
+    constexpr std::string_view kTenants = "/v1/tenants/";
+    if (view_.policies && req.method() == bhttp::verb::delete_ && res->result_int() == 204 &&
+        path.starts_with(kTenants) && path.find('/', kTenants.size()) == std::string_view::npos) {
+      view_.policies->tenantDeleted(path.substr(kTenants.size()));
+    }
+    return respond(std::move(*res));
+  }
+  if (view_.policies) {
+    if (auto res = view_.policies->handle(req, path)) return respond(std::move(*res));
+  }
   if (req.method() != bhttp::verb::get) {
     return respond(http::problem(405, "Method Not Allowed",
                                  std::string(req.method_string()) + " is not allowed here", {},

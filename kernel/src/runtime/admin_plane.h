@@ -4,6 +4,7 @@
 //   GET /v1/plugins             every enabled plugin with state, version, routes, error
 //   GET /metrics                Prometheus text: kernel and plugin metrics
 //   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
+//   /v1/policies…               admin Lua policies (policy_admin.h)
 #pragma once
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "runtime/plugin_manager.h"
+#include "runtime/policy_admin.h"
 #include "runtime/tenant_admin.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/metrics/registry.h"
@@ -23,6 +25,7 @@ struct AdminView {
   const metrics::MetricsRegistry* metrics = nullptr;
   const tenants::Admission* admission = nullptr;
   const std::atomic<bool>* ready = nullptr;
+  PolicyAdmin* policies = nullptr;                  // null: no policy endpoints
   std::function<std::string()> data_plane_address;  // "127.0.0.1:8080"
   std::function<size_t()> in_flight;
   std::function<size_t()> tenants;

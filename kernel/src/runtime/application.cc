@@ -6,12 +6,14 @@
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
 #include "runtime/plugin_manager.h"
+#include "runtime/policy_admin.h"
 #include "runtime/self_service.h"
 #include "runtime/storage_backend.h"
 #include "runtime/tenant_admin.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
+#include "trellis/kernel/lua/policy_store.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/util/file.h"
@@ -42,6 +44,8 @@ struct Application::Impl {
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
   std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
+  std::unique_ptr<lua::PolicyEngine> policy;
+  std::unique_ptr<runtime::PolicyAdmin> policy_admin;
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
   std::unique_ptr<PluginManager> plugins;
@@ -82,6 +86,21 @@ Result<std::vector<tenants::Drift>> applyDeclaredTenants(const config::Config& c
   return drift;
 }
 
+lua::PolicyOptions policyOptions(const config::PolicyConfig& c) {
+  lua::PolicyOptions o;
+  o.budget.instructions = c.instructions;
+  o.budget.memory_bytes = c.memory_bytes;
+  o.budget.wall_time = c.wall_time;
+  for (const auto& [hook, open] : c.fail_open) {
+    if (auto h = lua::hookFromName(hook)) {
+      o.fail[static_cast<size_t>(*h)] = open ? lua::FailMode::kOpen : lua::FailMode::kClosed;
+    }
+  }
+  o.decision_log = c.decision_log;
+  o.decision_log_sample = c.decision_log_sample;
+  return o;
+}
+
 }  // namespace
 
 Application::Application(config::Config config)
@@ -114,6 +133,13 @@ Status Application::start() {
   auto drift = applyDeclaredTenants(s.cfg, *s.tenants);
   if (!drift) return drift.status();
 
+  auto policy_store = lua::PolicyStore::open(s.cfg.data_dir / "policies");
+  if (!policy_store) return policy_store.status();
+  s.policy = std::make_unique<lua::PolicyEngine>(policyOptions(s.cfg.policy),
+                                                 std::move(*policy_store), s.kv.get(), &s.metrics);
+  if (Status st = s.policy->start(); !st) return st;
+  s.policy_admin = std::make_unique<runtime::PolicyAdmin>(*s.policy, *s.tenants);
+
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
 
@@ -133,8 +159,9 @@ Status Application::start() {
                                 .read_timeout = sc.read_timeout,
                                 .idle_timeout = sc.idle_timeout};
   s.data = std::make_unique<http::Server>(
-      data_opts, std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool,
-                                                      s.access_log, s.metrics, s.ready));
+      data_opts,
+      std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,
+                                           s.metrics, s.ready, s.policy.get()));
   if (Status st = s.data->start(); !st) return st;
 
   runtime::AdminView view;
@@ -142,6 +169,7 @@ Status Application::start() {
   view.metrics = &s.metrics;
   view.admission = &s.admission;
   view.ready = &s.ready;
+  view.policies = s.policy_admin.get();
   view.tenants = [this] { return impl_->tenants->list().size(); };
   view.started_at = s.started_at;
   view.data_plane_address = [this] {

@@ -49,11 +49,22 @@ http::Response quotaProblem(const http::Request& req, const tenants::Rejection& 
   return res;
 }
 
+// A policy's refusal (on_request deny, or fail closed) as problem+json.
+http::Response policyRefusal(const http::Request& req, const lua::Verdict& v,
+                             const std::string& request_id) {
+  auto res =
+      http::problem(v.status, bhttp::obsolete_reason(static_cast<bhttp::status>(v.status)),
+                    v.reason, {{"decision_id", v.decision_id}, {"request_id", request_id}}, &req);
+  res.set("X-Request-Id", request_id);
+  return res;
+}
+
 }  // namespace
 
 DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
                      tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
-                     metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready)
+                     metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
+                     lua::PolicyEngine* policy)
     : routes_(routes),
       tenants_(tenants),
       admission_(admission),
@@ -69,7 +80,8 @@ DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& te
                                     "Blocking-route requests refused because the pool was full")
                            .labels({})),
       quota_rejections_(metrics.counter("trellis_quota_rejections_total",
-                                        "Requests refused by a tenant quota", {"quota"})) {
+                                        "Requests refused by a tenant quota", {"quota"})),
+      policy_(policy) {
   auto& family = metrics.counter("trellis_http_requests_total",
                                  "Data-plane requests by status class", {"plane", "code"});
   const char* classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -135,6 +147,32 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     const tenants::Rejection& r = ticket.rejection();
     quota_rejections_.labels({r.quota}).add(1);
     auto res = quotaProblem(req, r, tenant);
+    if (policy_ && policy_->active()) {
+      std::string principal;
+      auto rc = policyContext(tenant, who.key_id, peer, routes_.targets[match->target], principal);
+      auto v = policy_->onQuotaExceeded(rc, r);
+      if (v.evaluated && !v.failed) {
+        if (v.status != 0 || !v.reason.empty()) {
+          // The policy's status and message replace the default; the quota facts stay.
+          const unsigned status = v.status ? v.status : r.http_status;
+          auto custom = http::problem(
+              status, bhttp::obsolete_reason(static_cast<bhttp::status>(status)),
+              v.reason.empty() ? "tenant " + tenant.id + " exceeded its " + r.quota + " quota"
+                               : v.reason,
+              {{"quota", r.quota},
+               {"limit", std::to_string(r.limit), true},
+               {"reset_seconds", std::to_string(r.reset_seconds), true},
+               {"decision_id", r.decision_id}},
+              &req);
+          for (const char* h :
+               {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"}) {
+            if (res.count(h)) custom.set(h, res[h]);
+          }
+          res = std::move(custom);
+        }
+        lua::applyHeaderEdits(v.headers, res.base());
+      }
+    }
     finish(req, peer, res, request_id, tenant.id, nullptr, started);
     if (r.quota == "requests_per_second") {
       // The client may retry after reset_seconds anyway; answering then, not now, keeps a
@@ -149,8 +187,25 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
 
   const RouteTarget& route = routes_.targets[match->target];
+  // The admin policy: after admission, before the plugin. Without one, this is one load.
+  const bool policy_active = policy_ && policy_->active();
+  std::string principal;  // what the policy context views; set only with a policy
+  lua::RequestContext rc;
+  if (policy_active) {
+    rc = policyContext(tenant, who.key_id, peer, route, principal);
+    auto v = policy_->onRequest(rc, req);
+    if (v.action == lua::Verdict::Action::kDeny) {
+      auto res = policyRefusal(req, v, request_id);
+      addRateLimitHeaders(res, ticket);
+      finish(req, peer, res, request_id, tenant.id, &route, started);
+      respond(std::move(res));
+      return;
+    }
+    if (v.action == lua::Verdict::Action::kModify) lua::applyHeaderEdits(v.headers, req.base());
+  }
   if (!route.blocking) {
     auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id);
+    if (policy_active) policyOnResponse(rc, req, res);
     addRateLimitHeaders(res, ticket);
     finish(req, peer, res, request_id, tenant.id, &route, started);
     respond(std::move(res));
@@ -160,8 +215,13 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
   bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
                                  match = std::move(*match), path, query, request_id, started,
-                                 respond, ticket_ptr, principal = who.key_id]() mutable {
-    auto res = invoke(route, tenant, principal, req, match, path, query, request_id);
+                                 respond, ticket_ptr, policy_active, key_id = who.key_id,
+                                 principal = std::move(principal)]() mutable {
+    auto res = invoke(route, tenant, key_id, req, match, path, query, request_id);
+    if (policy_active) {
+      // The principal as on_request saw it (before any header rewrite).
+      policyOnResponse({&tenant, principal, route.pattern, peer.address, &admission_}, req, res);
+    }
     addRateLimitHeaders(res, *ticket_ptr);
     finish(req, peer, res, request_id, tenant.id, &route, started);
     ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
@@ -230,6 +290,27 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
                            {{"request_id", request_id}}, &req);
   res.set("X-Request-Id", request_id);
   return res;
+}
+
+// Policies see who presented the key as "key:<id>" (ids are not secret; keys declared in
+// trellis.yaml have ids "cfg…").
+lua::RequestContext DataPlane::policyContext(const tenants::TenantView& tenant,
+                                             std::string_view key_id, const http::Peer& peer,
+                                             const RouteTarget& route,
+                                             std::string& principal) const {
+  principal = "key:" + std::string(key_id);
+  return lua::RequestContext{&tenant, principal, route.pattern, peer.address, &admission_};
+}
+
+void DataPlane::policyOnResponse(const lua::RequestContext& rc, const http::Request& req,
+                                 http::Response& res) {
+  auto v = policy_->onResponse(rc, req, res);
+  if (v.action == lua::Verdict::Action::kModify) {
+    lua::applyHeaderEdits(v.headers, res.base());
+  } else if (v.action == lua::Verdict::Action::kDeny) {  // failed closed
+    std::string request_id(res["X-Request-Id"]);
+    res = policyRefusal(req, v, request_id);
+  }
 }
 
 void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::Response& res,

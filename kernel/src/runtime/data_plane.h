@@ -13,6 +13,7 @@
 #include "runtime/tarpit.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
+#include "trellis/kernel/lua/policy_engine.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
@@ -23,7 +24,8 @@ class DataPlane : public http::RequestHandler {
  public:
   DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
             tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
-            metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready);
+            metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
+            lua::PolicyEngine* policy = nullptr);
 
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
@@ -33,6 +35,12 @@ class DataPlane : public http::RequestHandler {
                         std::string_view principal, const http::Request& req,
                         const http::RouteMatch& match, std::string_view path,
                         std::string_view query, const std::string& request_id);
+  // Admin policy hooks (only called when a policy is active).
+  lua::RequestContext policyContext(const tenants::TenantView& tenant, std::string_view key_id,
+                                    const http::Peer& peer, const RouteTarget& route,
+                                    std::string& principal) const;
+  void policyOnResponse(const lua::RequestContext& rc, const http::Request& req,
+                        http::Response& res);
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
               const std::string& request_id, std::string_view tenant, const RouteTarget* target,
               std::chrono::steady_clock::time_point started);
@@ -47,7 +55,8 @@ class DataPlane : public http::RequestHandler {
   metrics::Histogram& latency_;
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
-  Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
+  lua::PolicyEngine* policy_;  // null: no policies (tests, tools)
+  Tarpit tarpit_;              // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 
 }  // namespace trellis::kernel::runtime

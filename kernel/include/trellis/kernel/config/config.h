@@ -37,6 +37,13 @@
 //       grants: {trellis/hello: [kv]}            # narrow a plugin's capabilities
 //       quotas: {max_concurrent: 8}              # overrides on top of the plan
 //       keys: [{sha256: "<hex of the key>"}]     # or {key: "<plaintext, dev only>"}
+//   policy:                                      # admin Lua policies (docs/policies.md)
+//     instructions: 1000000                      # per hook call
+//     memory_bytes: 8388608                      # per Lua state
+//     wall_time_ms: 50                           # per hook call
+//     fail: {on_request: closed, on_response: open, on_plugin_install: closed}
+//     decision_log: "off"                        # or a file: JSON lines
+//     decision_log_sample: 1.0                   # share of decisions logged (failures: all)
 //
 // storage.url selects PostgreSQL: tenants, keys and plugin data then live in the shared
 // schema `trellis` of that database, so several trellisd can serve the same tenants; the
@@ -133,6 +140,15 @@ struct PostgresConfig {
   size_t pool_size = 8;
 };
 
+struct PolicyConfig {
+  uint64_t instructions = 1'000'000;
+  size_t memory_bytes = 8 * 1024 * 1024;
+  std::chrono::milliseconds wall_time{50};
+  std::map<std::string, bool> fail_open;  // hook name -> true: open, false: closed (as set)
+  std::string decision_log = "off";       // "off" or an absolute file path
+  double decision_log_sample = 1.0;
+};
+
 struct Config {
   std::filesystem::path file;  // where it was loaded from
   ServerConfig server;
@@ -145,6 +161,7 @@ struct Config {
   std::vector<PluginEntry> plugins;
   std::vector<tenants::Plan> plans;  // "default" (no limits) is implicit
   std::vector<TenantEntry> tenants;
+  PolicyConfig policy;
 
   // Throws ConfigError; its message starts with the file's absolute path.
   static Config load(const std::filesystem::path& file);

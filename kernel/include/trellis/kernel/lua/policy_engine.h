@@ -7,8 +7,10 @@
 //   on_quota_exceeded(ctx, q)    -> nil | {status=, message=, headers={...}}
 //   on_plugin_install(ctx, m)    -> nil | policy.allow() | policy.deny(status, reason)
 // A failing or over-budget hook is counted, logged with its decision id, and then fails
-// open or closed as configured per hook. Sandboxes are per (thread, policy version), built
-// on first use; serving threads never share one.
+// open or closed as configured per hook. After 5 budget overruns in a row a thread stops
+// running that policy version for a second (failing as configured without running it), so a
+// runaway policy costs its budget a few times a second, not on every request. Sandboxes are per
+// (thread, policy version), built on first use; serving threads never share one.
 //
 //   PolicyEngine engine(options, std::move(store), kv, &metrics);
 //   engine.start();                                          // loads the active versions
@@ -150,18 +152,26 @@ class PolicyEngine {
   // hook, stores it as the scope's next version and activates it. Any error leaves the
   // active version as it was; INVALID's message names file:line.
   Result<PolicyInfo> apply(std::string_view tenant, std::string_view name, std::string_view source);
+  // The version before the current one (or the last removed one) becomes active again.
   Result<PolicyInfo> rollback(std::string_view tenant);
+  // No policy for the scope any more: a tenant falls back to the global policy. A rollback
+  // re-activates the removed version. NOT_FOUND if none is active.
+  Status remove(std::string_view tenant);
+  // The tenant was deleted: its policy and every stored version go, so a new tenant with
+  // the same id starts without one.
+  Status forgetTenant(std::string_view tenant);
   std::vector<PolicyInfo> list() const;
 
   const PolicyOptions& options() const { return options_; }
 
-  struct Call;       // one hook invocation (policy_engine.cc)
-  struct Internals;  // apply serialisation, policy.metric names, log throttling
+  struct Call;           // one hook invocation (policy_engine.cc)
+  struct Internals;      // apply serialisation, policy.metric names, log throttling
+  struct ThreadSandbox;  // a thread's sandbox for one policy version, with its breaker
 
  private:
   Verdict evaluate(Hook hook, const RequestContext* rc, Call& call);
   const CompiledPolicy* policyFor(std::string_view tenant) const;
-  Sandbox* sandboxFor(const CompiledPolicy& policy);
+  ThreadSandbox& sandboxFor(const CompiledPolicy& policy);
   Result<std::shared_ptr<CompiledPolicy>> compile(std::string_view tenant, uint64_t version,
                                                   std::string_view name, std::string_view source,
                                                   int64_t applied_at_ms);

@@ -18,8 +18,9 @@
 //     including the loaded code); once refused, the call is over budget.
 //   - wall time: checked by the hook and by the allocator, so time spent in allocating C
 //     functions is noticed; the C functions that could run long without allocating or
-//     calling back (string.rep of empty strings, backtracking patterns, table.move) are
-//     wrapped with size and cost limits. A call that ends after its deadline fails.
+//     calling back (string.rep of empty strings, backtracking patterns, table.move, and
+//     table.sort without a comparator) are wrapped with size and cost limits. A call that
+//     ends after its deadline fails.
 // A budget failure is sticky for the rest of the call and is reported as such even if the
 // script caught the error. The state stays usable for the next call.
 //
@@ -101,8 +102,9 @@ class Sandbox {
   // True if the script defined a global function `name`.
   bool hasFunction(const char* name);
 
-  // Calls the global function `name` with what `push` pushes; `read` sees its results.
-  // A missing function is an error. Either callback may be null.
+  // Calls the global function `name` with what `push` pushes; `read` sees its results
+  // (and is not called when the function returned none). A missing function is an error.
+  // Either callback may be null.
   CallResult call(const char* name, Marshal push, Marshal read, void* data);
   // As call(), for the function a host function stored with luaL_ref(L, LUA_REGISTRYINDEX):
   // closures a script registered (route handlers) rather than globals it could redefine.

@@ -7,6 +7,7 @@
 //   auto store = PolicyStore::open(data_dir / "policies");
 //   auto v = (*store)->save("", "example.lua", source);   // "" = the global policy
 //   auto back = (*store)->rollback("");                    // the version before, now active
+//   (*store)->deactivate("acme");                          // acme falls back to the global
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,11 @@ class PolicyStore {
   // bad tenant id.
   Result<StoredPolicy> save(std::string_view tenant, std::string_view name,
                             std::string_view source);
+  // Deactivates the scope's policy (the active version joins the history, so a rollback
+  // brings it back). NOT_FOUND if none is active.
+  Status deactivate(std::string_view tenant);
+  // Deletes every version of a tenant's policy (the tenant was deleted). OK if none.
+  Status purge(std::string_view tenant);
   // Makes the version active before the current one active again. CONFLICT if there is
   // none, NOT_FOUND if the scope has no policy. With commit = false, only returns the
   // version a rollback would activate (so the caller can compile it first).
