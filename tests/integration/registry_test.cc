@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -379,6 +380,30 @@ TEST_F(RegistryTest, VersionsAreImmutableAndConfusableNamesRefused) {
 
   EXPECT_EQ(call("GET", "/packages/acme/he11o/versions").status, 404);
   EXPECT_EQ(publish(package("acme/hello", "1.1.0", acme), token).status, 201);
+}
+
+TEST_F(RegistryTest, ConcurrentPublishesOfOneVersionLeaveExactlyOneWinner) {
+  auto acme = mk::PrivateKey::generate().value();
+  const std::string token = bootstrap("acme", acme);
+  std::vector<std::string> archives;
+  for (int i = 0; i < 4; ++i) {
+    archives.push_back(package("acme/race", "1.0.0", acme, [i](Object& m) {
+      m.set("description", "contender " + std::to_string(i));
+    }));
+  }
+  std::vector<int> statuses(archives.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < archives.size(); ++i) {
+    threads.emplace_back([&, i] { statuses[i] = publish(archives[i], token).status; });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 201), 1);
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 409), 3);
+  const size_t winner = std::find(statuses.begin(), statuses.end(), 201) - statuses.begin();
+  EXPECT_EQ(call("GET", "/packages/acme/race/versions/1.0.0/download").body, archives[winner]);
+  auto index = verifiedIndex();
+  ASSERT_TRUE(index.isOk()) << index.status().message();
+  EXPECT_EQ(index->find("acme/race", "1.0.0").value().sha256, mk::sha256Hex(archives[winner]));
 }
 
 TEST_F(RegistryTest, KeyRotationAndRevocationGovernWhoMayPublish) {
