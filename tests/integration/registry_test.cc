@@ -61,7 +61,8 @@ class RegistryTest : public ::testing::Test {
  protected:
   void SetUp() override { start(8u << 20); }
 
-  void start(uint64_t max_package_bytes) {
+  // Starts trellisd with the registry; `edit` may change the plugin's config lines.
+  void start(uint64_t max_package_bytes, const std::function<void(std::string&)>& edit = nullptr) {
     keys_ = dir_ / ("keys-" + std::to_string(counter_++));
     fs::create_directories(keys_);
     root_ = std::make_unique<mk::PrivateKey>(writeKey(keys_ / "root.pem"));
@@ -88,6 +89,7 @@ class RegistryTest : public ::testing::Test {
         "\n"
         "        max_package_bytes: " +
         std::to_string(max_package_bytes) + "\n";
+    if (edit) edit(plugins);
     std::string config = defaultTestConfig(plugins);
     // Uploads are larger than the default 1 MiB request body.
     const std::string threads = "  threads: 2\n";
@@ -494,6 +496,36 @@ TEST_F(RegistryTest, YanksShowInTheIndexAndEveryChangeRaisesItsVersion) {
   // A client that saw the newer index refuses to go back to an older one.
   auto rollback = verifiedIndex(restored->version() + 1);
   EXPECT_THAT(rollback.status().message(), HasSubstr("rollback"));
+}
+
+TEST_F(RegistryTest, MisconfiguredRegistryIsRefusedNamingTheField) {
+  server_.reset();
+  start(1u << 20, [&](std::string& plugins) {
+    plugins += "        chunk_size: 1024\n";  // a typo of chunk_bytes
+  });
+  auto plugins = json(request(server_->adminPort(), "GET", "/v1/plugins",
+                              {{"Authorization", "Bearer " + server_->adminToken()}})
+                          .body)
+                     ->getArray("plugins");
+  std::string error;
+  for (size_t i = 0; i < plugins->size(); ++i) {
+    auto p = plugins->getObject(static_cast<unsigned>(i));
+    if (p->getValue<std::string>("id") == "trellis/registry") {
+      EXPECT_EQ(p->getValue<std::string>("state"), "failed");
+      error = p->optValue<std::string>("error", "");
+    }
+  }
+  EXPECT_THAT(error, HasSubstr("chunk_size is not a known setting"));
+  EXPECT_NE(call("GET", "/packages").status, 200);
+
+  // A private key that others can read is refused, as ssh does.
+  server_.reset();
+  start(1u << 20, [&](std::string&) {
+    fs::permissions(keys_ / "timestamp.pem", fs::perms::group_read | fs::perms::others_read,
+                    fs::perm_options::add);
+  });
+  EXPECT_THAT(server_->log(), HasSubstr("timestamp_key"));
+  EXPECT_THAT(server_->log(), Not(HasSubstr("PRIVATE KEY")));
 }
 
 TEST_F(RegistryTest, OnlyTheRegistryTenantSeesTheCatalogue) {

@@ -39,6 +39,7 @@ Status fieldError(std::string_view field, std::string_view what) {
 // YAML scalars may arrive as JSON numbers or as their text: accept both, in range.
 Result<uint64_t> number(const Object& o, std::string_view field, uint64_t min, uint64_t max) {
   Var v = o.get(std::string(field));
+  if (!v.isString() && !v.isInteger()) return fieldError(field, "must be an integer");
   std::string text = v.isString() ? v.extract<std::string>() : v.convert<std::string>();
   uint64_t out = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
@@ -143,6 +144,12 @@ Result<RegistryConfig> RegistryConfig::parse(std::string_view config_json) {
     auto v = number(o, n.field, n.min, n.max);
     if (!v) return v.status();
     n.set(*v);
+  }
+
+  // A timestamp must never outlive the index it names, or clients would see a fresh
+  // timestamp over an expired index.
+  if (c.index_expiry_seconds < c.timestamp_expiry_seconds) {
+    return fieldError("index_expiry_seconds", "must not be shorter than timestamp_expiry_seconds");
   }
 
   auto ts_path = text(o, "timestamp_key");
