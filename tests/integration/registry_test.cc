@@ -319,6 +319,17 @@ TEST_F(RegistryTest, PublishRefusesPackagesThatFailVerification) {
   EXPECT_EQ(bad_abi.status, 422);
   EXPECT_THAT(bad_abi.body, HasSubstr("abi major 2 is not supported"));
 
+  // An entry that would escape the extraction folder.
+  {
+    auto zip = mk::ZipReader::open(package("acme/hello", "1.0.0", acme)).value();
+    std::vector<RawZipEntry> entries;
+    for (const auto& e : zip.entries()) entries.emplace_back(e.name, zip.read(e).value());
+    entries.emplace_back("../escape.so", "boom");
+    auto escape = publish(writeZip(entries), token);
+    EXPECT_EQ(escape.status, 422);
+    EXPECT_THAT(escape.body, HasSubstr("escape.so"));
+  }
+
   auto not_zip = publish("definitely not a zip", token);
   EXPECT_EQ(not_zip.status, 422);
   EXPECT_THAT(not_zip.body, HasSubstr("not a valid package"));
@@ -334,6 +345,19 @@ TEST_F(RegistryTest, PublishRefusesOversizedUploads) {
   auto big = publish(package("acme/hello", "1.0.0", acme, nullptr, 512 * 1024), token);
   EXPECT_EQ(big.status, 413);
   EXPECT_THAT(big.body, HasSubstr("accepts at most 262144"));
+  expectNothingStored("acme/hello");
+}
+
+TEST_F(RegistryTest, PublishRefusesPackagesThatInflatePastTheCap) {
+  server_.reset();
+  start(8u << 20, [](std::string& plugins) { plugins += "        max_unpacked_bytes: 1048576\n"; });
+  auto acme = mk::PrivateKey::generate().value();
+  const std::string token = bootstrap("acme", acme);
+  // Files that add up to 2 MiB once inflated, in an upload well under the 8 MiB cap.
+  auto inflates = publish(package("acme/hello", "1.0.0", acme, nullptr, 2u << 20), token);
+  EXPECT_EQ(inflates.status, 422);
+  EXPECT_THAT(inflates.body, HasSubstr("not a valid package"));
+  EXPECT_THAT(inflates.body, HasSubstr("1048576")) << inflates.body;
   expectNothingStored("acme/hello");
 }
 

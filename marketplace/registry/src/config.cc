@@ -128,15 +128,15 @@ Result<RegistryConfig> RegistryConfig::parse(std::string_view config_json) {
        [&](uint64_t v) { c.root_threshold = static_cast<uint32_t>(v); }},
       {"root_version", 1, kMaxInt64, [&](uint64_t v) { c.root_version = v; }},
       {"root_expires", 1, kMaxInt64, [&](uint64_t v) { c.root_expires = static_cast<int64_t>(v); }},
-      {"timestamp_expiry_seconds", 60, 366 * 86'400,
+      {"timestamp_expiry_seconds", 60, uint64_t{366} * 86'400,
        [&](uint64_t v) { c.timestamp_expiry_seconds = static_cast<int64_t>(v); }},
-      {"index_expiry_seconds", 60, 3660 * 86'400,
+      {"index_expiry_seconds", 60, uint64_t{3660} * 86'400,
        [&](uint64_t v) { c.index_expiry_seconds = static_cast<int64_t>(v); }},
       {"max_package_bytes", 1, 1ull << 30, [&](uint64_t v) { c.max_package_bytes = v; }},
       {"max_unpacked_bytes", 1, 4ull << 30, [&](uint64_t v) { c.max_unpacked_bytes = v; }},
       // The host caps a KV value at 1 MiB.
       {"chunk_bytes", 1024, 1ull << 20, [&](uint64_t v) { c.chunk_bytes = v; }},
-      {"max_token_ttl_seconds", 60, 3660 * 86'400,
+      {"max_token_ttl_seconds", 60, uint64_t{3660} * 86'400,
        [&](uint64_t v) { c.max_token_ttl_seconds = static_cast<int64_t>(v); }},
   };
   for (const Num& n : nums) {

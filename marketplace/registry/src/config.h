@@ -36,11 +36,11 @@ struct RegistryConfig {
   std::unique_ptr<marketplace::PrivateKey> timestamp_key;
   std::unique_ptr<marketplace::PrivateKey> index_key;  // the timestamp key if not set
   int64_t timestamp_expiry_seconds = 86'400;
-  int64_t index_expiry_seconds = 30 * 86'400;
+  int64_t index_expiry_seconds = int64_t{30} * 86'400;
   uint64_t max_package_bytes = 20ull << 20;
   uint64_t max_unpacked_bytes = 64ull << 20;  // all files of a package, uncompressed
   uint64_t chunk_bytes = 512ull << 10;
-  int64_t max_token_ttl_seconds = 90 * 86'400;
+  int64_t max_token_ttl_seconds = int64_t{90} * 86'400;
 
   // Parses the plugin's whole config (JSON, as the host hands it over) and loads the keys.
   static Result<RegistryConfig> parse(std::string_view config_json);

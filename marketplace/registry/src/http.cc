@@ -5,7 +5,7 @@
 namespace trellis::registry {
 namespace {
 
-constexpr size_t kMaxJsonBody = 64 * 1024;
+constexpr size_t kMaxJsonBody = size_t{64} << 10;
 
 std::string_view title(int code) {
   switch (code) {

@@ -84,6 +84,12 @@ Status checkManifest(const marketplace::PackageInfo& info, const marketplace::Pa
   return Status::ok();
 }
 
+Status noSuchVersion(const std::string& id, const std::string& version) {
+  std::string message = "no version ";
+  message.append(version).append(" of ").append(id);
+  return Status::notFound(std::move(message));
+}
+
 Result<std::vector<std::string>> allIds(const Store& store) {
   std::vector<std::string> ids;
   Status s = store.forEach("pkg/", [&](std::string_view key, std::string_view) {
@@ -202,7 +208,7 @@ Result<VersionEntry> Packages::version(const Store& store, const std::string& id
   auto stored = store.getJson(versionKey(id, version));
   if (!stored) {
     if (stored.status().code() == StatusCode::kNotFound) {
-      return Status::notFound("no version " + version + " of " + id);
+      return noSuchVersion(id, version);
     }
     return stored.status();
   }
@@ -300,15 +306,16 @@ Result<VersionEntry> Packages::setYanked(const Store& store, const std::string& 
     auto stored = store.getJson(versionKey(id, version));
     if (!stored) {
       if (stored.status().code() == StatusCode::kNotFound) {
-        return Status::notFound("no version " + version + " of " + id);
+        return noSuchVersion(id, version);
       }
       return stored.status();
     }
     auto v = decodeVersion(stored->value);
     if (!v) return v.status();
     if (v->record.yanked == yanked) {
-      return Status::conflict(id + " " + version +
-                              (yanked ? " is already yanked" : " is not yanked"));
+      std::string message = id;
+      message.append(" ").append(version).append(yanked ? " is already yanked" : " is not yanked");
+      return Status::conflict(std::move(message));
     }
     v->record.yanked = yanked;
     v->record.yanked_reason = yanked ? reason : "";
