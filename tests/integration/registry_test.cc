@@ -390,9 +390,18 @@ TEST_F(RegistryTest, VersionsAreImmutableAndConfusableNamesRefused) {
   EXPECT_THAT(again.body, HasSubstr("already published; published versions are immutable"));
   EXPECT_EQ(call("GET", "/packages/acme/hello/versions/1.0.0/download").body, original);
 
+  auto build_only = publish(package("acme/hello", "1.0.0+rebuild", acme), token);
+  EXPECT_EQ(build_only.status, 409);
+  EXPECT_THAT(build_only.body, HasSubstr("only in build metadata"));
+
   auto lookalike = publish(package("acme/he11o", "1.0.0", acme), token);
   EXPECT_EQ(lookalike.status, 409);
   EXPECT_THAT(lookalike.body, HasSubstr("too close to the existing package acme/hello"));
+
+  auto lookalike_ns = call("POST", "/namespaces/acrne/keys", kAdminToken,
+                           "{\"public\":\"" + globex.publicKey().base64() + "\"}");
+  EXPECT_EQ(lookalike_ns.status, 409);
+  EXPECT_THAT(lookalike_ns.body, HasSubstr("too close to the existing namespace \\\"acme\\\""));
 
   // Another namespace may reuse a name, and a publisher's own names may be close.
   EXPECT_EQ(publish(package("globex/hello", "1.0.0", globex), globex_token).status, 201);

@@ -144,10 +144,17 @@ Result<VersionEntry> Packages::publish(const Store& store, const Caller& caller,
 
   auto existing = versions(store, info.id);
   if (existing) {
+    const Semver mine = Semver::parse(info.version).value();  // checked by checkManifest
     for (const auto& v : *existing) {
       if (v.version == info.version) {
         return Status::conflict(info.id + " " + info.version +
                                 " is already published; published versions are immutable");
+      }
+      // 1.0.0+a and 1.0.0+b have the same precedence: a resolver could not tell them apart.
+      auto theirs = Semver::parse(v.version);
+      if (theirs && compareSemver(mine, *theirs) == 0) {
+        return Status::conflict(info.id + " " + info.version + " differs from the published " +
+                                v.version + " only in build metadata");
       }
     }
   } else if (existing.status().code() == StatusCode::kNotFound) {

@@ -91,6 +91,14 @@ class Registry : public Plugin {
     for (const auto& [method, pattern, fn] : routes) {
       if (Status s = route(ctx, method, pattern, fn); !s) return s;
     }
+    // Clients refuse every index once root.json has expired, and only the operator can
+    // sign a new root: say so early and loudly.
+    const UnixSeconds left = config_->root_expires - nowOf(ctx);
+    if (left < 30 * 86'400) {
+      ctx.warn("root.json " + std::string(left <= 0 ? "expired" : "expires") + " at " +
+               std::to_string(config_->root_expires) +
+               ": clients refuse an expired root; raise root_version and root_expires");
+    }
     // Key ids only: the keys themselves never reach a log.
     ctx.info("registry serving tenant \"" + config_->tenant + "\"; timestamp key " +
              config_->timestamp_key->keyId() + ", " + std::to_string(config_->root_keys.size()) +
