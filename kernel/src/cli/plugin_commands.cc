@@ -88,7 +88,14 @@ struct Paths {
 PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClient& admin)
     : admin_(admin) {
   if (const char* env = std::getenv("TRELLIS_REGISTRY"); env && *env) registry_ = env;
+  auto addConfig = [&](CLI::App* c) {
+    if (c->get_option_no_throw("--config")) return;
+    c->add_option("--config", config_file_,
+                  "trellis.yaml: plugins.dirs[0] is the plugin folder, the trust store is beside "
+                  "storage.data_dir (default config/trellis.yaml)");
+  };
   auto withSource = [&](CLI::App* c) {
+    addConfig(c);
     c->add_option("--from", from_dir_, "Install from a mirror folder (trellis mirror export)");
     c->add_option("--registry", registry_, "Registry URL (env TRELLIS_REGISTRY)");
     c->add_option("--state-dir", state_dir_,
@@ -98,9 +105,7 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
     return c;
   };
   auto withTarget = [&](CLI::App* c) {
-    c->add_option(
-        "--config", config_file_,
-        "trellis.yaml: the plugin folder is plugins.dirs[0] (default config/trellis.yaml)");
+    addConfig(c);
     c->add_option("--plugin-dir", plugin_dir_, "Plugin folder to install into");
     c->add_option("--lock", lock_file_, "Lock file (default: PLUGIN_DIR/plugins.lock)");
     c->add_flag("--yes,-y", yes_, "Do not ask for confirmation");

@@ -51,7 +51,7 @@ http::Response quotaProblem(const http::Request& req, const tenants::Rejection& 
 
 }  // namespace
 
-DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
+DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
                      tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
                      metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready)
     : routes_(routes),
@@ -115,11 +115,14 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // The table stays alive (and with it every plugin it names) until this request has
+  // answered, even if hot activation swaps in another meanwhile.
+  std::shared_ptr<const RouteTable> table = routes_.load();
   // A plugin's routes exist only for the tenants that enabled it.
-  auto match = routes_.router.match(req.method_string(), path);
-  if (match && !tenant.hasPlugin(routes_.targets[match->target].plugin->id())) match.reset();
+  auto match = table->router.match(req.method_string(), path);
+  if (match && !tenant.hasPlugin(table->targets[match->target].plugin->id())) match.reset();
   if (!match) {
-    bool other = routes_.router.matchesOtherMethod(req.method_string(), path);
+    bool other = table->router.matchesOtherMethod(req.method_string(), path);
     reject(other ? http::problem(
                        405, "Method Not Allowed",
                        "no route for " + std::string(req.method_string()) + " " + std::string(path),
@@ -148,7 +151,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
-  const RouteTarget& route = routes_.targets[match->target];
+  const RouteTarget& route = table->targets[match->target];
   if (!route.blocking) {
     auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id);
     addRateLimitHeaders(res, ticket);
@@ -158,7 +161,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
   // The request, the strings it views and the tenant snapshot stay alive until `respond`.
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
-  bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
+  bool queued = pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
                                  match = std::move(*match), path, query, request_id, started,
                                  respond, ticket_ptr, principal = who.key_id]() mutable {
     auto res = invoke(route, tenant, principal, req, match, path, query, request_id);
