@@ -26,17 +26,37 @@ using trellis::test::TestMirror;
 using trellis::test::TrellisdProcess;
 namespace fs = std::filesystem;
 
-// A static web server over a mirror folder: what a registry (or any plain HTTP mirror)
-// looks like to the installer.
-class StaticFiles : public Poco::Net::HTTPRequestHandler {
+// A web server over a mirror folder. As a registry it speaks the registry's HTTP API
+// (docs/marketplace.md): everything under /registry/v1, archives at
+// …/versions/<version>/download, and the registry tenant's key required; otherwise it is a
+// plain static mirror.
+class MirrorFiles : public Poco::Net::HTTPRequestHandler {
  public:
-  explicit StaticFiles(fs::path root) : root_(std::move(root)) {}
+  MirrorFiles(fs::path root, bool registry) : root_(std::move(root)), registry_(registry) {}
   void handleRequest(Poco::Net::HTTPServerRequest& req,
                      Poco::Net::HTTPServerResponse& res) override {
-    const std::string path = req.getURI();
-    const fs::path file = root_ / path.substr(1);
+    std::string path = req.getURI().substr(1);
+    if (registry_) {
+      const std::string api = "registry/v1/";
+      if (req.get("Authorization", "") != "Bearer registry-key") {
+        res.setStatusAndReason(Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED);
+        res.send() << "a valid tenant key is required";
+        return;
+      }
+      path = path.rfind(api, 0) == 0 ? path.substr(api.size()) : "";
+      const std::string suffix = "/download";
+      auto versions = path.find("/versions/");
+      if (path.rfind("packages/", 0) == 0 && versions != std::string::npos &&
+          path.size() > suffix.size() &&
+          path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        const size_t from = versions + 10;
+        path = path.substr(0, versions) + "/" +
+               path.substr(from, path.size() - suffix.size() - from) + ".zip";
+      }
+    }
+    const fs::path file = root_ / path;
     std::error_code ec;
-    if (path.find("..") != std::string::npos || !fs::is_regular_file(file, ec)) {
+    if (path.empty() || path.find("..") != std::string::npos || !fs::is_regular_file(file, ec)) {
       res.setStatusAndReason(Poco::Net::HTTPResponse::HTTP_NOT_FOUND);
       res.send() << "not found";
       return;
@@ -49,21 +69,23 @@ class StaticFiles : public Poco::Net::HTTPRequestHandler {
 
  private:
   fs::path root_;
+  bool registry_;
 };
 
 class MirrorServer {
  public:
-  explicit MirrorServer(fs::path root) : socket_(Poco::Net::SocketAddress("127.0.0.1", 0)) {
+  MirrorServer(fs::path root, bool registry) : socket_(Poco::Net::SocketAddress("127.0.0.1", 0)) {
     struct Factory : Poco::Net::HTTPRequestHandlerFactory {
-      explicit Factory(fs::path r) : root(std::move(r)) {}
+      Factory(fs::path r, bool reg) : root(std::move(r)), registry(reg) {}
       Poco::Net::HTTPRequestHandler* createRequestHandler(
           const Poco::Net::HTTPServerRequest&) override {
-        return new StaticFiles(root);
+        return new MirrorFiles(root, registry);
       }
       fs::path root;
+      bool registry;
     };
-    server_ = std::make_unique<Poco::Net::HTTPServer>(new Factory(std::move(root)), socket_,
-                                                      new Poco::Net::HTTPServerParams);
+    server_ = std::make_unique<Poco::Net::HTTPServer>(new Factory(std::move(root), registry),
+                                                      socket_, new Poco::Net::HTTPServerParams);
     server_->start();
   }
   ~MirrorServer() { server_->stopAll(true); }
@@ -137,9 +159,16 @@ class PluginInstallTest : public ::testing::Test {
 TEST_F(PluginInstallTest, InstalledPluginServesWithoutRestartAndUpgradesInPlace) {
   mirror_.addPlugin(fixture("good"));
   mirror_.publish();
-  MirrorServer registry(mirror_.dir());
-  const std::string from = " --registry " + registry.url();
+  MirrorServer registry(mirror_.dir(), true);
+  trellis::test::writeFile(tmp_ / "registry.key", "registry-key\n");
+  const std::string from =
+      " --registry " + registry.url() + " --registry-key-file " + (tmp_ / "registry.key").string();
   EXPECT_EQ(get("/fixture/good").status, 404);
+
+  CliRun anonymous = trellis("plugin search good --registry " + registry.url() + target());
+  EXPECT_EQ(anonymous.rc, 1);
+  EXPECT_NE(anonymous.out.find("the registry refused the key (401)"), std::string::npos)
+      << anonymous.out;
 
   CliRun search = trellis("plugin search good" + from + target());
   ASSERT_EQ(search.rc, 0) << search.out;
@@ -218,8 +247,8 @@ TEST_F(PluginInstallTest, RefusedArchiveLeavesThePluginFolderUntouched) {
   zip[zip.size() / 3] ^= 0x20;
   mirror_.write("packages/fixture/good/1.0.0.zip", zip);
 
-  CliRun install =
-      trellis("plugin install fixture/good --yes --from " + mirror_.dir().string() + target());
+  MirrorServer mirror(mirror_.dir(), false);
+  CliRun install = trellis("plugin install fixture/good --yes --from " + mirror.url() + target());
   EXPECT_EQ(install.rc, 1);
   EXPECT_NE(install.out.find("nothing was installed"), std::string::npos) << install.out;
   std::error_code ec;

@@ -6,6 +6,7 @@
 
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -96,8 +97,12 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
   };
   auto withSource = [&](CLI::App* c) {
     addConfig(c);
-    c->add_option("--from", from_dir_, "Install from a mirror folder (trellis mirror export)");
-    c->add_option("--registry", registry_, "Registry URL (env TRELLIS_REGISTRY)");
+    c->add_option("--from", from_dir_,
+                  "A mirror: a folder (trellis mirror export) or its http:// URL");
+    c->add_option("--registry", registry_,
+                  "A Trellis registry: its trellisd URL (env TRELLIS_REGISTRY)");
+    c->add_option("--registry-key-file", registry_key_file_,
+                  "File holding the registry tenant's key (or env TRELLIS_REGISTRY_KEY)");
     c->add_option("--state-dir", state_dir_,
                   "Trust store: pinned root.json and last index version (default: "
                   "var/marketplace beside the data dir)");
@@ -203,16 +208,36 @@ Paths resolvePaths(const std::string& config_flag, const std::string& plugin_dir
   return p;
 }
 
-Session openSession(const std::string& from, const std::string& registry, const fs::path& state_dir,
+// The registry tenant's key: TRELLIS_REGISTRY_KEY, or the first line of a file (kept out of
+// argv, where other users could read it).
+std::string registryKey(const std::string& file) {
+  if (!file.empty()) {
+    std::ifstream in(file);
+    std::string key;
+    if (!std::getline(in, key) || key.empty()) {
+      AdminClient::die("--registry-key-file " + file + ": no key in it");
+    }
+    return key;
+  }
+  if (const char* env = std::getenv("TRELLIS_REGISTRY_KEY"); env && *env) return env;
+  return "";
+}
+
+Session openSession(const std::string& from, const std::string& registry,
+                    const std::string& registry_key_file, const fs::path& state_dir,
                     const std::string& root_file) {
   Session s;
   if (!from.empty() && !registry.empty()) AdminClient::die("pass --from or --registry, not both");
-  if (!from.empty()) {
+  if (from.rfind("http://", 0) == 0 || from.rfind("https://", 0) == 0) {
+    auto src = install::httpMirrorSource(from);
+    if (!src) fail(src.status());
+    s.source = std::move(*src);
+  } else if (!from.empty()) {
     std::error_code ec;
     if (!fs::is_directory(from, ec)) AdminClient::die("--from " + from + ": not a folder");
     s.source = install::directorySource(from);
   } else if (!registry.empty()) {
-    auto src = install::httpSource(registry);
+    auto src = install::registrySource(registry, registryKey(registry_key_file));
     if (!src) fail(src.status());
     s.source = std::move(*src);
   } else {
@@ -251,8 +276,8 @@ const char* actionName(PlannedPackage::Action a) {
 }  // namespace
 
 void PluginCommands::search() {
-  Session s =
-      openSession(from_dir_, registry_, defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_,
+                          defaultStateDir(state_dir_, config_file_), root_file_);
   const auto host = install::thisHost();
   std::printf("%-32s %-12s %-24s %s\n", "PLUGIN", "LATEST", "PLATFORMS", "CAPABILITIES");
   size_t shown = 0;
@@ -280,8 +305,8 @@ void PluginCommands::search() {
 }
 
 void PluginCommands::info() {
-  Session s =
-      openSession(from_dir_, registry_, defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_,
+                          defaultStateDir(state_dir_, config_file_), root_file_);
   auto it = s.index->index().packages.find(id_);
   if (it == s.index->index().packages.end()) AdminClient::die(id_ + " is not in the index");
   const auto host = install::thisHost();
@@ -316,7 +341,7 @@ void PluginCommands::install(bool upgrade) {
   const Paths paths = resolvePaths(config_file_, plugin_dir_, lock_file_, state_dir_);
   auto lock = LockFile::load(paths.lock_file);
   if (!lock) fail(lock.status());
-  Session s = openSession(from_dir_, registry_, paths.state_dir, root_file_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_, paths.state_dir, root_file_);
 
   std::vector<install::InstallRequest> requests;
   std::set<std::string> upgrading;
@@ -540,8 +565,8 @@ void PluginCommands::activate() {
 }
 
 void PluginCommands::mirrorExport() {
-  Session s =
-      openSession(from_dir_, registry_, defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_,
+                          defaultStateDir(state_dir_, config_file_), root_file_);
   auto report = install::exportMirror(*s.source, *s.index, s.files, out_dir_);
   if (!report) AdminClient::die("mirror export: " + report.status().message());
   std::printf("exported index version %llu with %zu archives (%s) to %s\n",

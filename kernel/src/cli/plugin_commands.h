@@ -1,7 +1,7 @@
 // Admin commands that install plugins from a registry or a mirror folder, and move them in
 // and out of a running trellisd (docs/marketplace.md, "Admin guide (install)"):
 //
-//   trellis plugin search [TEXT]            --from DIR | --registry URL
+//   trellis plugin search [TEXT]            --from DIR|URL | --registry URL
 //   trellis plugin info ID
 //   trellis plugin install [ID[@RANGE]...] [--yes] [--offline]   (none: the plugins.lock set)
 //   trellis plugin upgrade [ID...] [--yes] [--offline]          (none: every requested one)
@@ -47,6 +47,7 @@ class PluginCommands {
 
   std::string from_dir_;
   std::string registry_;
+  std::string registry_key_file_;
   std::string config_file_;
   std::string plugin_dir_;
   std::string state_dir_;

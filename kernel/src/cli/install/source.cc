@@ -74,10 +74,19 @@ class DirectorySource final : public Source {
 
 class HttpSource final : public Source {
  public:
-  explicit HttpSource(Poco::URI uri) : uri_(std::move(uri)) {}
+  HttpSource(Poco::URI uri, bool registry, std::string key)
+      : uri_(std::move(uri)), registry_(registry), key_(std::move(key)) {}
 
-  Result<std::string> fetch(const std::string& path, uint64_t max_bytes,
+  Result<std::string> fetch(const std::string& logical, uint64_t max_bytes,
                             const ProgressFn& progress) const override {
+    // packages/ns/name/1.2.0.zip -> packages/ns/name/versions/1.2.0/download on a registry.
+    std::string path = logical;
+    if (registry_ && path.rfind("packages/", 0) == 0 && path.size() > 4 &&
+        path.compare(path.size() - 4, 4, ".zip") == 0) {
+      auto slash = path.rfind('/');
+      path = path.substr(0, slash) + "/versions/" +
+             path.substr(slash + 1, path.size() - slash - 5) + "/download";
+    }
     std::string base = uri_.getPath();
     if (base.empty() || base.back() != '/') base += '/';
     const std::string what = uri_.toString() + (uri_.getPath().empty() ? "/" : "") + path;
@@ -86,11 +95,19 @@ class HttpSource final : public Source {
       session.setTimeout(Poco::Timespan(30, 0));
       Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, base + path,
                                  Poco::Net::HTTPMessage::HTTP_1_1);
+      if (!key_.empty()) req.set("Authorization", "Bearer " + key_);
       session.sendRequest(req);
       Poco::Net::HTTPResponse res;
       std::istream& in = session.receiveResponse(res);
       if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_NOT_FOUND) {
         return Status::notFound(describe() + " has no " + path);
+      }
+      if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED ||
+          res.getStatus() == Poco::Net::HTTPResponse::HTTP_FORBIDDEN) {
+        return Status::permissionDenied(
+            what + ": the registry refused the key (" +
+            std::to_string(static_cast<int>(res.getStatus())) +
+            "); set TRELLIS_REGISTRY_KEY or --registry-key-file to the registry tenant's key");
       }
       if (res.getStatus() != Poco::Net::HTTPResponse::HTTP_OK) {
         return Status::unavailable(what + ": the server answered " +
@@ -112,11 +129,30 @@ class HttpSource final : public Source {
       return Status::unavailable(what + ": " + e.displayText());
     }
   }
-  std::string describe() const override { return "registry " + uri_.toString(); }
+  std::string describe() const override {
+    return (registry_ ? "registry " : "mirror ") + uri_.toString();
+  }
 
  private:
   Poco::URI uri_;
+  bool registry_;
+  std::string key_;
 };
+
+Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) {
+  try {
+    Poco::URI uri(url);
+    if (uri.getScheme() != "http") {
+      return Status::invalid(flag + " " + url +
+                             ": only http:// URLs are supported (the metadata and archives are "
+                             "signed, so plain HTTP cannot change what gets installed)");
+    }
+    if (uri.getHost().empty()) return Status::invalid(flag + " " + url + ": no host");
+    return uri;
+  } catch (const Poco::Exception& e) {
+    return Status::invalid(flag + " " + url + ": " + e.displayText());
+  }
+}
 
 }  // namespace
 
@@ -128,19 +164,23 @@ std::unique_ptr<Source> directorySource(fs::path dir) {
   return std::make_unique<DirectorySource>(std::move(dir));
 }
 
-Result<std::unique_ptr<Source>> httpSource(const std::string& url) {
-  try {
-    Poco::URI uri(url);
-    if (uri.getScheme() != "http") {
-      return Status::invalid("--registry " + url +
-                             ": only http:// URLs are supported (the metadata is signed, so "
-                             "plain HTTP cannot change what gets installed)");
-    }
-    if (uri.getHost().empty()) return Status::invalid("--registry " + url + ": no host");
-    return std::unique_ptr<Source>(std::make_unique<HttpSource>(std::move(uri)));
-  } catch (const Poco::Exception& e) {
-    return Status::invalid("--registry " + url + ": " + e.displayText());
+Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url) {
+  auto uri = parseHttpUrl("--from", url);
+  if (!uri) return uri.status();
+  return std::unique_ptr<Source>(std::make_unique<HttpSource>(std::move(*uri), false, ""));
+}
+
+Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key) {
+  auto uri = parseHttpUrl("--registry", url);
+  if (!uri) return uri.status();
+  std::string path = uri->getPath();
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  const std::string api = "/registry/v1";
+  if (path.size() < api.size() || path.compare(path.size() - api.size(), api.size(), api) != 0) {
+    uri->setPath(path + api);
   }
+  return std::unique_ptr<Source>(
+      std::make_unique<HttpSource>(std::move(*uri), true, std::move(key)));
 }
 
 }  // namespace trellis::cli::install

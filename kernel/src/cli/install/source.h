@@ -1,10 +1,15 @@
-// Where the installer gets signed metadata and archives: a mirror directory (air-gapped
-// sites, `trellis mirror export`) or a registry / static mirror over HTTP. Both use one
-// layout, so a mirror folder served by any static web server is also a registry:
+// Where the installer gets signed metadata and archives: a mirror folder (air-gapped
+// sites, `trellis mirror export`), the same folder behind any static web server, or a
+// Trellis registry (marketplace/registry, "Registry HTTP API" in docs/marketplace.md).
+// Mirrors use this layout:
 //
 //   root.json  timestamp.json  index.json         the signed metadata (docs/marketplace.md)
 //   roots/<N>.root.json                           root version N, for rotation (optional)
 //   packages/<namespace>/<name>/<version>.zip     the archives
+//
+// A registry serves the same names under /registry/v1, except archives, which are at
+// /registry/v1/packages/<namespace>/<name>/versions/<version>/download, and wants the
+// registry tenant's key as a bearer token.
 //
 // Every byte a Source returns is untrusted: sizes are capped while reading, and callers
 // verify the content (trust.h, VerifiedIndex::verifyPackage) before using it.
@@ -44,8 +49,11 @@ std::string archivePath(std::string_view id, std::string_view version);
 
 // A mirror folder.
 std::unique_ptr<Source> directorySource(std::filesystem::path dir);
-// A registry or static mirror at an http:// URL (a path prefix is kept). INVALID for
-// other schemes.
-Result<std::unique_ptr<Source>> httpSource(const std::string& url);
+// A mirror folder behind a static web server at an http:// URL (a path prefix is kept).
+// INVALID for other schemes.
+Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url);
+// A Trellis registry: `url` is its trellisd (http://host:port, "/registry/v1" is added
+// unless the path already ends so); `key` is the registry tenant's key (never logged).
+Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key);
 
 }  // namespace trellis::cli::install
