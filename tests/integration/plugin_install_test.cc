@@ -256,4 +256,30 @@ TEST_F(PluginInstallTest, RefusedArchiveLeavesThePluginFolderUntouched) {
   EXPECT_EQ(get("/fixture/good").status, 404);
 }
 
+TEST_F(PluginInstallTest, OfflineInstallWaitsForActivateAndTheLockReproducesIt) {
+  mirror_.addPlugin(fixture("good"));
+  mirror_.addPlugin(fixture("good-v2"));
+  mirror_.publish();
+  const std::string from = " --from " + mirror_.dir().string();
+
+  CliRun offline = trellis("plugin install fixture/good@^1 --yes --offline" + from + target());
+  ASSERT_EQ(offline.rc, 0) << offline.out;
+  EXPECT_NE(offline.out.find("restart it or run trellis plugin activate"), std::string::npos)
+      << offline.out;
+  EXPECT_EQ(get("/fixture/good").status, 404);
+  CliRun activate = trellis("plugin activate fixture/good");
+  ASSERT_EQ(activate.rc, 0) << activate.out;
+  EXPECT_NE(activate.out.find("fixture/good@1.0.0 is active"), std::string::npos) << activate.out;
+  EXPECT_EQ(get("/fixture/good").body, "good");
+
+  // Another host with the same lock gets 1.0.0, although 2.0.0 is the newest.
+  const fs::path other = tmp_ / "other-plugins";
+  CliRun again = trellis("plugin install --yes --offline" + from + " --plugin-dir " +
+                         other.string() + " --lock " + (pluginDir() / "plugins.lock").string() +
+                         " --state-dir " + (tmp_ / "other-state").string());
+  ASSERT_EQ(again.rc, 0) << again.out;
+  EXPECT_TRUE(fs::exists(other / "fixture.good@1.0.0" / "libfixture_good.so"));
+  EXPECT_FALSE(fs::exists(other / "fixture.good@2.0.0"));
+}
+
 }  // namespace

@@ -395,6 +395,14 @@ TEST_F(InstallerTest, LockFileRoundTripsAndNamesDependents) {
   auto bad = LockFile::load(tmp_ / "bad.lock");
   ASSERT_FALSE(bad);
   EXPECT_TRUE(has(bad.status(), "names folder \"../../etc\"")) << bad.status().message();
+
+  // A version that would make the folder name climb out is refused too.
+  trellis::test::writeFile(tmp_ / "climb.lock",
+                           R"({"schema":1,"packages":{"acme/x":{"version":"/../../etc",)"
+                           R"("sha256":"","keyid":"","dir":"acme.x@/../../etc"}}})");
+  auto climb = LockFile::load(tmp_ / "climb.lock");
+  ASSERT_FALSE(climb);
+  EXPECT_TRUE(has(climb.status(), "not a semantic version")) << climb.status().message();
 }
 
 }  // namespace

@@ -126,6 +126,12 @@ Result<std::vector<fs::path>> writePackages(const fs::path& plugin_dir,
   if (ec) return Status::unavailable(plugin_dir.string() + ": cannot create: " + ec.message());
   std::vector<fs::path> written;
   for (const FetchedPackage* p : packages) {
+    // Folder names come from the index: only a plugin id and a semantic version, so they
+    // can never name a path outside the plugin folder.
+    if (!kernel::plugin::isValidPluginId(p->id) || !kernel::plugin::Version::parse(p->version)) {
+      for (const auto& dir : written) (void)removePackageDir(dir);
+      return Status::invalid("\"" + p->id + "@" + p->version + "\" is not a plugin id and version");
+    }
     const fs::path dest = plugin_dir / packageDirName(p->id, p->version);
     Status s = fs::exists(dest, ec) ? Status::conflict(dest.string() + " already exists")
                                     : p->archive.extractTo(dest);

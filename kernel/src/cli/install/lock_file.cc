@@ -59,6 +59,10 @@ Result<LockFile> LockFile::load(const fs::path& file) {
       lp.sha256 = str(p, "sha256");
       lp.keyid = str(p, "keyid");
       lp.dir = str(p, "dir");
+      if (!kernel::plugin::Version::parse(lp.version)) {
+        return Status::invalid(file.string() + ": \"" + id + "\" has version \"" + lp.version +
+                               "\", which is not a semantic version");
+      }
       if (lp.dir != packageDirName(id, lp.version)) {
         return Status::invalid(file.string() + ": \"" + id + "\" names folder \"" + lp.dir +
                                "\", expected \"" + packageDirName(id, lp.version) + "\"");
