@@ -109,6 +109,25 @@ TEST_F(PluginActivationTest, UpgradeWithNoRequestInFlightUnloadsTheOldVersionAtO
   EXPECT_TRUE(again->already);
 }
 
+TEST_F(PluginActivationTest, ANamedVersionCanReplaceAHigherOne) {
+  install("good", "fixture.good@1.0.0");
+  install("good-v2", "fixture.good@2.0.0");
+  start();
+  EXPECT_EQ(serving(), "2.0.0");  // at start, the highest installed version runs
+
+  auto down = manager_.activate("fixture/good", routes_, 5s,
+                                trellis::kernel::plugin::Version::parse("1.0.0").value());
+  ASSERT_TRUE(down) << down.status().message();
+  EXPECT_EQ(down->previous, "2.0.0");
+  EXPECT_EQ(serving(), "1.0.0");
+
+  auto missing = manager_.activate("fixture/good", routes_, 5s,
+                                   trellis::kernel::plugin::Version::parse("9.9.9").value());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.status().message(), "fixture/good@9.9.9 is not installed in any plugin folder");
+  EXPECT_EQ(serving(), "1.0.0");
+}
+
 TEST_F(PluginActivationTest, DeactivateRefusesWhileADependentIsActive) {
   install("good", "fixture.good@1.0.0");
   install("needs-good", "fixture.needs-good@1.0.0");

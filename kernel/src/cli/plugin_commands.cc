@@ -460,7 +460,9 @@ void PluginCommands::install(bool upgrade) {
     const PlannedPackage& p = *work[i];
     const fs::path dir = (*written)[i];
     if (failure.empty() && !activation_skipped) {
-      auto answer = admin_.tryCall("POST", "/v1/plugins/" + p.id + "/activate");
+      // The exact version: the highest installed one may be the old one (a downgrade).
+      auto answer = admin_.tryCall("POST", "/v1/plugins/" + p.id + "/activate",
+                                   "{\"version\":\"" + p.version + "\"}");
       if (!answer) {
         activation_skipped = true;
       } else if (answer->status != 200) {
@@ -484,7 +486,10 @@ void PluginCommands::install(bool upgrade) {
     lp.sha256 = p.record.sha256;
     lp.keyid = p.record.keyid;
     lp.dir = install::packageDirName(p.id, p.version);
-    lp.requested = p.requested;
+    // Reinstalling the locked set keeps what was asked for by name.
+    auto was = lock->packages.find(p.id);
+    lp.requested = args_.empty() && !upgrade && was != lock->packages.end() ? was->second.requested
+                                                                            : p.requested;
     lp.dependencies = p.record.dependencies;
     next.packages[p.id] = std::move(lp);
     std::printf("installed %s@%s in %s%s\n", p.id.c_str(), p.version.c_str(), dir.c_str(),
@@ -492,6 +497,7 @@ void PluginCommands::install(bool upgrade) {
   }
   // Requested flags of kept packages can change too (a dependency later asked for by name).
   for (const auto& p : plan->packages) {
+    if (args_.empty()) break;
     if (auto it = next.packages.find(p.id); it != next.packages.end() && p.requested) {
       it->second.requested = true;
     }

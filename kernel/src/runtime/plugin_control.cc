@@ -47,8 +47,21 @@ std::optional<http::Response> PluginControl::handle(const http::Request& req,
   if (!plugin::isValidPluginId(id)) {
     return failure(req, Status::invalid("\"" + id + "\" is not a plugin id"));
   }
+  // activate takes an optional {"version": "1.0.0"}: that installed version, not the highest.
+  std::optional<plugin::Version> version;
+  if (m->target == kActivate && !req.body().empty()) {
+    try {
+      auto o = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
+      auto v = plugin::Version::parse(o->getValue<std::string>("version"));
+      if (!v) return failure(req, v.status());
+      version = std::move(*v);
+    } catch (const Poco::Exception& e) {
+      return failure(req,
+                     Status::invalid("body must be {\"version\": \"x.y.z\"}: " + e.displayText()));
+    }
+  }
   std::lock_guard lock(mu_);
-  auto done = m->target == kActivate ? plugins_.activate(id, routes_, drain_)
+  auto done = m->target == kActivate ? plugins_.activate(id, routes_, drain_, version)
                                      : plugins_.deactivate(id, routes_, drain_);
   if (!done) return failure(req, done.status());
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);

@@ -1,7 +1,8 @@
 // The admin API's plugin lifecycle endpoints, used by `trellis plugin install/remove`:
 //   POST /v1/plugins/install-check        {"id","version","publisher","source","capabilities"}
 //        -> 200 {"allowed":true} or 403 naming the policy's reason (on_plugin_install)
-//   POST /v1/plugins/{ns}/{name}/activate   load the highest installed version now (hot);
+//   POST /v1/plugins/{ns}/{name}/activate   load the highest installed version now (hot),
+//        or the one named by {"version":"x.y.z"} (a downgrade);
 //        an upgrade swaps routes once the new version has started and drains the old one
 //   POST /v1/plugins/{ns}/{name}/deactivate routes gone, in-flight requests drained, stopped
 // Activations are serialised; the data plane never waits for them.

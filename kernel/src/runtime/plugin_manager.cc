@@ -340,9 +340,9 @@ bool PluginManager::swapAndDrain(ActiveRoutes& routes, RouteTable next,
   return true;
 }
 
-Result<PluginManager::Activation> PluginManager::activate(const std::string& id,
-                                                          ActiveRoutes& routes,
-                                                          std::chrono::milliseconds drain) {
+Result<PluginManager::Activation> PluginManager::activate(
+    const std::string& id, ActiveRoutes& routes, std::chrono::milliseconds drain,
+    const std::optional<plugin::Version>& wanted) {
   std::vector<BrokenPackage> broken;
   auto found = discover(dirs_, broken);
   auto it = found.find(id);
@@ -351,7 +351,15 @@ Result<PluginManager::Activation> PluginManager::activate(const std::string& id,
     for (const auto& b : broken) why += "; broken package " + b.dir.string() + ": " + b.error;
     return Status::notFound(why);
   }
-  const Candidate& best = *std::max_element(it->second.begin(), it->second.end(),
+  auto& candidates = it->second;
+  if (wanted) {
+    std::erase_if(candidates, [&](const Candidate& c) { return !(c.manifest.version == *wanted); });
+    if (candidates.empty()) {
+      return Status::notFound(id + "@" + wanted->toString() +
+                              " is not installed in any plugin folder");
+    }
+  }
+  const Candidate& best = *std::max_element(candidates.begin(), candidates.end(),
                                             [](const Candidate& a, const Candidate& b) {
                                               return a.manifest.version < b.manifest.version;
                                             });

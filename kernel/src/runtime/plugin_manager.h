@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,8 +95,10 @@ class PluginManager {
     bool drained = true;   // false: the old version outlived `drain`
     bool already = false;  // this version was already active; nothing changed
   };
+  // `version`: that installed version instead of the highest (a downgrade).
   Result<Activation> activate(const std::string& id, ActiveRoutes& routes,
-                              std::chrono::milliseconds drain);
+                              std::chrono::milliseconds drain,
+                              const std::optional<plugin::Version>& version = std::nullopt);
   // Takes `id`'s routes away, drains and stops it. CONFLICT while active plugins depend on it.
   Result<Activation> deactivate(const std::string& id, ActiveRoutes& routes,
                                 std::chrono::milliseconds drain);
