@@ -59,6 +59,7 @@ class InstallerTest : public ::testing::Test {
     std::vector<std::string> notices;
     auto index = trust.refresh(*src, mirror_.now(), std::nullopt, &notices);
     if (!index) return index.status();
+    if (Status s = checkPublisherRoots(index->index(), lock); !s) return s;
     std::vector<InstallRequest> requests;
     for (const auto& s : specs) requests.push_back(parseInstallRequest(s).value());
     auto plan = resolveInstall(index->index(), requests, lock, host_, {});
@@ -226,7 +227,7 @@ TEST_F(InstallerTest, InstallsALockedYankedVersionWithAWarning) {
   rec.yanked = true;
   mirror_.publish();
   LockFile lock;
-  lock.packages["acme/hello"] = {"1.1.0", rec.sha256, rec.keyid, "acme.hello@1.1.0", true, {}};
+  lock.packages["acme/hello"] = {"1.1.0", rec.sha256, rec.keyid, "acme.hello@1.1.0", true, {}, ""};
 
   Status s = install({"acme/hello"}, lock);
   ASSERT_TRUE(s) << s.message();
@@ -238,10 +239,34 @@ TEST_F(InstallerTest, RefusesALockedVersionWhoseArchiveChanged) {
   auto& rec = mirror_.addPlugin(plugin("acme/hello", "1.0.0"));
   mirror_.publish();
   LockFile lock;
-  lock.packages["acme/hello"] = {"1.0.0", std::string(64, 'a'), rec.keyid, "acme.hello@1.0.0", true,
-                                 {}};
+  lock.packages["acme/hello"] = {
+      "1.0.0", std::string(64, 'a'), rec.keyid, "acme.hello@1.0.0", true, {}, ""};
   Status s = install({"acme/hello"}, lock);
   EXPECT_TRUE(has(s, "plugins.lock recorded")) << s.message();
+  EXPECT_TRUE(pluginDirEmpty());
+}
+
+TEST_F(InstallerTest, RefusesANamespaceWhoseKeyChainNowStartsWithAnotherKey) {
+  mirror_.addPlugin(plugin("acme/hello", "1.0.0"));
+  mirror_.publish();
+  LockFile lock;
+  lock.packages["acme/hello"] = {"1.0.0", "", "", "acme.hello@1.0.0", true, {}, ""};
+  lock.packages["acme/hello"].publisher_root = publisherRoot(mirror_.index(), "acme/hello");
+  ASSERT_TRUE(install({"acme/hello"}, lock));
+  fs::remove_all(plugins_);
+
+  // The registry (or a stolen index key) replaces acme's whole chain with a new first key.
+  auto thief = trellis::marketplace::PrivateKey::generate().value();
+  mirror_.index().namespaces["acme"] = {
+      trellis::marketplace::firstPublisherKey(thief.publicKey(), mirror_.now() - 3600)};
+  mirror_.index().packages.clear();
+  mirror_.addPlugin(plugin("acme/hello", "1.0.1"), &thief);
+  mirror_.publish();
+  Status s = install({"acme/hello"}, lock);
+  ASSERT_FALSE(s);
+  EXPECT_TRUE(has(s, "namespace acme of the installed acme/hello had first publisher key"))
+      << s.message();
+  EXPECT_TRUE(has(s, thief.keyId())) << s.message();
   EXPECT_TRUE(pluginDirEmpty());
 }
 
@@ -265,7 +290,8 @@ TEST_F(InstallerTest, RefusesAnInstalledPackagesDependencyBeingBroken) {
   mirror_.addPlugin(plugin("acme/db", "2.0.0"));
   mirror_.publish();
   LockFile lock;
-  lock.packages["acme/app"] = {"1.0.0", "", "", "acme.app@1.0.0", true, {{"acme/db", "^1.0.0"}}};
+  lock.packages["acme/app"] = {"1.0.0", "", "", "acme.app@1.0.0", true, {{"acme/db", "^1.0.0"}},
+                               ""};
 
   Status s = install({"acme/db@2"}, lock);
   ASSERT_FALSE(s);
@@ -379,14 +405,16 @@ TEST_F(InstallerTest, ExportedMirrorInstallsWithTheSameVerification) {
 
 TEST_F(InstallerTest, LockFileRoundTripsAndNamesDependents) {
   LockFile lock;
-  lock.packages["acme/db"] = {"1.0.0", std::string(64, 'b'), "k1", "acme.db@1.0.0", false, {}};
-  lock.packages["acme/hello"] = {"1.2.0", std::string(64, 'a'),   "k2", "acme.hello@1.2.0",
-                                 true,    {{"acme/db", "^1.0.0"}}};
+  lock.packages["acme/db"] = {"1.0.0", std::string(64, 'b'), "k1", "acme.db@1.0.0", false, {}, ""};
+  lock.packages["acme/hello"] = {"1.2.0", std::string(64, 'a'),    "k2", "acme.hello@1.2.0",
+                                 true,    {{"acme/db", "^1.0.0"}}, ""};
+  lock.packages["acme/hello"].publisher_root = "k0";
   ASSERT_TRUE(lock.save(tmp_ / "plugins.lock"));
   auto back = LockFile::load(tmp_ / "plugins.lock");
   ASSERT_TRUE(back) << back.status().message();
   EXPECT_EQ(back->packages.at("acme/hello").dependencies.at("acme/db"), "^1.0.0");
   EXPECT_TRUE(back->packages.at("acme/hello").requested);
+  EXPECT_EQ(back->packages.at("acme/hello").publisher_root, "k0");
   EXPECT_EQ(back->dependentsOf("acme/db"), std::vector<std::string>{"acme/hello"});
 
   trellis::test::writeFile(tmp_ / "bad.lock",

@@ -343,6 +343,10 @@ void PluginCommands::install(bool upgrade) {
   if (!lock) fail(lock.status());
   Session s = openSession(from_dir_, registry_, registry_key_file_, paths.state_dir, root_file_);
 
+  if (Status st = install::checkPublisherRoots(s.index->index(), *lock); !st) {
+    AdminClient::die(st.message() + "; nothing was installed");
+  }
+
   std::vector<install::InstallRequest> requests;
   std::set<std::string> upgrading;
   for (const auto& a : args_) {
@@ -485,6 +489,7 @@ void PluginCommands::install(bool upgrade) {
     lp.version = p.version;
     lp.sha256 = p.record.sha256;
     lp.keyid = p.record.keyid;
+    lp.publisher_root = install::publisherRoot(s.index->index(), p.id);
     lp.dir = install::packageDirName(p.id, p.version);
     // Reinstalling the locked set keeps what was asked for by name.
     auto was = lock->packages.find(p.id);

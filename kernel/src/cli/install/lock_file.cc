@@ -68,6 +68,7 @@ Result<LockFile> LockFile::load(const fs::path& file) {
                                "\", expected \"" + packageDirName(id, lp.version) + "\"");
       }
       lp.requested = p->has("requested") && p->getValue<bool>("requested");
+      lp.publisher_root = p->optValue<std::string>("publisher_root", "");
       if (auto deps = p->getObject("dependencies")) {
         for (const auto& d : deps->getNames()) lp.dependencies[d] = deps->getValue<std::string>(d);
       }
@@ -86,6 +87,7 @@ Status LockFile::save(const fs::path& file) const {
     o->set("version", p.version);
     o->set("sha256", p.sha256);
     o->set("keyid", p.keyid);
+    if (!p.publisher_root.empty()) o->set("publisher_root", p.publisher_root);
     o->set("dir", p.dir);
     o->set("requested", p.requested);
     Object::Ptr deps = new Object;
@@ -100,6 +102,27 @@ Status LockFile::save(const fs::path& file) const {
   root.stringify(out, 2);
   out << "\n";
   return kernel::util::writeFileAtomically(file, out.str(), 0644);
+}
+
+std::string publisherRoot(const marketplace::Index& index, const std::string& id) {
+  auto ns = index.namespaces.find(id.substr(0, id.find('/')));
+  return ns == index.namespaces.end() || ns->second.empty() ? "" : ns->second.front().keyid;
+}
+
+Status checkPublisherRoots(const marketplace::Index& index, const LockFile& lock) {
+  for (const auto& [id, p] : lock.packages) {
+    if (p.publisher_root.empty()) continue;
+    const std::string now = publisherRoot(index, id);
+    if (now != p.publisher_root) {
+      return Status::permissionDenied(
+          "namespace " + id.substr(0, id.find('/')) + " of the installed " + id +
+          " had first publisher key " + p.publisher_root + " but the index now starts its chain " +
+          (now.empty() ? "nowhere" : "with " + now) +
+          ": the namespace was handed to another key; refusing (if this is intended, remove " + id +
+          " and install it again)");
+    }
+  }
+  return Status::ok();
 }
 
 std::vector<std::string> LockFile::dependentsOf(const std::string& id) const {

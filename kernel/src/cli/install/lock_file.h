@@ -3,7 +3,8 @@
 // so `remove` knows which installed packages depend on which.
 //
 //   {"schema": 1, "packages": {"acme/hello": {"version": "1.2.0", "sha256": "<archive>",
-//     "keyid": "<publisher key>", "dir": "acme.hello@1.2.0", "requested": true,
+//     "keyid": "<publisher key>", "publisher_root": "<namespace's first key>",
+//     "dir": "acme.hello@1.2.0", "requested": true,
 //     "dependencies": {"acme/db": "^1.0.0"}}}}
 //
 // Written atomically (temp file + rename), so a crash leaves the old lock or the new one.
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "trellis/marketplace/index.h"
 #include "trellis/status.hpp"
 
 namespace trellis::cli::install {
@@ -25,6 +27,9 @@ struct LockedPackage {
   std::string dir;         // folder name inside the plugin directory
   bool requested = false;  // asked for by name, not only pulled in as a dependency
   std::map<std::string, std::string> dependencies;  // id -> range
+  // The namespace's first publisher key when this was installed (trust on first use of
+  // the publisher): a later index whose chain starts elsewhere is refused.
+  std::string publisher_root;
 };
 
 struct LockFile {
@@ -37,6 +42,14 @@ struct LockFile {
   // Installed packages whose dependencies name `id`.
   std::vector<std::string> dependentsOf(const std::string& id) const;
 };
+
+// The first key of `id`'s namespace in `index`, "" if the namespace has none.
+std::string publisherRoot(const marketplace::Index& index, const std::string& id);
+
+// Refuses an index in which a namespace of a locked package now starts its key chain with
+// another key than the lock recorded: a registry, or a stolen index key, handing the
+// namespace to someone else. PERMISSION_DENIED names the namespace and both keys.
+Status checkPublisherRoots(const marketplace::Index& index, const LockFile& lock);
 
 // "acme.hello@1.2.0": the folder a package is extracted to (ids hold no '.' or '@').
 std::string packageDirName(const std::string& id, const std::string& version);
