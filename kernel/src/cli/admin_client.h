@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -23,14 +24,33 @@ struct AdminClient {
   std::string token;
   std::string token_file = "var/admin.token";
 
+  struct Answer {
+    int status = 0;
+    std::string body;
+  };
+
   // Sends a request; prints the server's problem detail and exits unless it answers 2xx.
   std::string call(const std::string& method, const std::string& path,
                    const std::string& body = "") const {
+    auto answer = tryCall(method, path, body);
+    if (!answer) {
+      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
+    }
+    if (answer->status < 200 || answer->status > 299)
+      die(problemDetail(answer->status, answer->body));
+    return answer->body;
+  }
+
+  // As call(), but any answer is returned, and nullopt means trellisd is not running
+  // (connection refused). Other transport errors and a refused token still exit.
+  std::optional<Answer> tryCall(const std::string& method, const std::string& path,
+                                const std::string& body = "") const {
     std::string bearer = resolveToken();
     try {
       Poco::URI uri(url);
       Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
-      session.setTimeout(Poco::Timespan(10, 0));
+      // Activation may wait for the old version's in-flight requests to drain.
+      session.setTimeout(Poco::Timespan(60, 0));
       Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
       req.set("Authorization", "Bearer " + bearer);
       if (!body.empty()) {
@@ -46,10 +66,9 @@ struct AdminClient {
       if (status == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
         die("the admin API refused the token (401): check --token or " + token_file);
       }
-      if (status < 200 || status > 299) die(problemDetail(status, answer.str()));
-      return answer.str();
+      return Answer{status, answer.str()};
     } catch (const Poco::Net::ConnectionRefusedException&) {
-      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
+      return std::nullopt;
     } catch (const Poco::Exception& e) {
       die("cannot reach the admin API at " + url + ": " + e.displayText());
     }

@@ -6,6 +6,8 @@
 //   trellis tenant … / trellis key …      (see tenant_commands.h)
 //   trellis keygen / trellis package …     (see marketplace_commands.h)
 //   trellis policy …                       (see policy_commands.h)
+//   trellis plugin search|info|install|upgrade|remove|activate, trellis mirror export
+//                                          (see plugin_commands.h)
 #include <Poco/JSON/Array.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +18,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/marketplace_commands.h"
+#include "cli/plugin_commands.h"
 #include "cli/policy_commands.h"
 #include "cli/tenant_commands.h"
 
@@ -85,12 +88,13 @@ int main(int argc, char** argv) {
   cli.add_flag("--json", json, "Print the admin API's JSON as is");
 
   auto* status = cli.add_subcommand("status", "Show the host's status");
-  auto* plugin = cli.add_subcommand("plugin", "Inspect plugins");
+  auto* plugin = cli.add_subcommand("plugin", "Inspect, install and remove plugins");
   plugin->require_subcommand(1);
   auto* plugin_list = plugin->add_subcommand("list", "List enabled plugins and their state");
   trellis::cli::TenantCommands tenant_commands(cli, admin, json);
   trellis::cli::MarketplaceCommands marketplace_commands(cli);
   trellis::cli::PolicyCommands policy_commands(cli, admin, json);
+  trellis::cli::PluginCommands plugin_commands(cli, *plugin, admin);
 
   CLI11_PARSE(cli, argc, argv);
   try {
@@ -100,7 +104,7 @@ int main(int argc, char** argv) {
     } else if (plugin_list->parsed()) {
       std::string body = admin.call("GET", "/v1/plugins");
       json ? void(std::cout << body) : printPlugins(body);
-    } else if (!marketplace_commands.run() && !policy_commands.run()) {
+    } else if (!marketplace_commands.run() && !policy_commands.run() && !plugin_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

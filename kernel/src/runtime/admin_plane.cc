@@ -55,6 +55,9 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
   if (view_.policies) {
     if (auto res = view_.policies->handle(req, path)) return respond(std::move(*res));
   }
+  if (view_.control) {
+    if (auto res = view_.control->handle(req, path)) return respond(std::move(*res));
+  }
   if (req.method() != bhttp::verb::get) {
     return respond(http::problem(405, "Method Not Allowed",
                                  std::string(req.method_string()) + " is not allowed here", {},

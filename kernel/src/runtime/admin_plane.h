@@ -2,6 +2,7 @@
 //   GET /healthz, /readyz       no token (for probes)
 //   GET /v1/status              version, ABI, uptime, planes, plugin counts
 //   GET /v1/plugins             every enabled plugin with state, version, routes, error
+//   POST /v1/plugins/…          install-check, activate, deactivate (plugin_control.h)
 //   GET /metrics                Prometheus text: kernel and plugin metrics
 //   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
 //   /v1/policies…               admin Lua policies (policy_admin.h)
@@ -12,6 +13,7 @@
 #include <functional>
 #include <string>
 
+#include "runtime/plugin_control.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/policy_admin.h"
 #include "runtime/tenant_admin.h"
@@ -30,6 +32,7 @@ struct AdminView {
   std::function<size_t()> in_flight;
   std::function<size_t()> tenants;
   std::chrono::steady_clock::time_point started_at;
+  PluginControl* control = nullptr;  // activate/deactivate/install-check; null: not offered
 };
 
 class AdminPlane : public http::RequestHandler {

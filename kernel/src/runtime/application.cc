@@ -5,6 +5,7 @@
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
+#include "runtime/plugin_control.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/policy_admin.h"
 #include "runtime/self_service.h"
@@ -49,7 +50,8 @@ struct Application::Impl {
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
   std::unique_ptr<PluginManager> plugins;
-  runtime::RouteTable routes;
+  runtime::ActiveRoutes routes;
+  std::unique_ptr<runtime::PluginControl> plugin_control;
   std::unique_ptr<http::Server> data;
   std::unique_ptr<http::Server> admin;
   bool stopped = false;
@@ -147,7 +149,20 @@ Status Application::start() {
   s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
       s.kv.get(), &s.events, &s.metrics, s.tenants.get(), s.self_service.get()});
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
-  s.routes = s.plugins->buildRouteTable();
+  s.routes.store(std::make_shared<const runtime::RouteTable>(s.plugins->buildRouteTable()));
+  // Hot activation; the drain bound is the shutdown one. Installs first ask the admin's
+  // Lua on_plugin_install policy (no policy, or none with that hook: allowed).
+  s.plugin_control =
+      std::make_unique<runtime::PluginControl>(*s.plugins, s.routes, s.cfg.server.drain_timeout);
+  s.plugin_control->setInstallPolicy(
+      [policy = s.policy.get()](const runtime::InstallCheck& c) -> std::optional<std::string> {
+        lua::Verdict v = policy->onPluginInstall(
+            {c.id, c.version, c.publisher, c.source, c.capabilities, "", ""});
+        if (v.action != lua::Verdict::Action::kDeny) return std::nullopt;
+        return v.reason.empty()
+                   ? "denied by the on_plugin_install policy (decision " + v.decision_id + ")"
+                   : v.reason;
+      });
 
   const auto& sc = s.cfg.server;
   http::ServerOptions data_opts{.name = "data",
@@ -176,6 +191,7 @@ Status Application::start() {
     return impl_->cfg.server.listen.host + ":" + std::to_string(impl_->data->port());
   };
   view.in_flight = [this] { return impl_->data->inFlight(); };
+  view.control = s.plugin_control.get();
   http::ServerOptions admin_opts{.name = "admin",
                                  .host = s.cfg.admin.listen.host,
                                  .port = s.cfg.admin.listen.port,

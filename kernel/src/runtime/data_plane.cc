@@ -61,7 +61,7 @@ http::Response policyRefusal(const http::Request& req, const lua::Verdict& v,
 
 }  // namespace
 
-DataPlane::DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
+DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
                      tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
                      metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
                      lua::PolicyEngine* policy)
@@ -127,11 +127,14 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // The table stays alive (and with it every plugin it names) until this request has
+  // answered, even if hot activation swaps in another meanwhile.
+  std::shared_ptr<const RouteTable> table = routes_.load();
   // A plugin's routes exist only for the tenants that enabled it.
-  auto match = routes_.router.match(req.method_string(), path);
-  if (match && !tenant.hasPlugin(routes_.targets[match->target].plugin->id())) match.reset();
+  auto match = table->router.match(req.method_string(), path);
+  if (match && !tenant.hasPlugin(table->targets[match->target].plugin->id())) match.reset();
   if (!match) {
-    bool other = routes_.router.matchesOtherMethod(req.method_string(), path);
+    bool other = table->router.matchesOtherMethod(req.method_string(), path);
     reject(other ? http::problem(
                        405, "Method Not Allowed",
                        "no route for " + std::string(req.method_string()) + " " + std::string(path),
@@ -149,7 +152,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     auto res = quotaProblem(req, r, tenant);
     if (policy_ && policy_->active()) {
       std::string principal;
-      auto rc = policyContext(tenant, who.key_id, peer, routes_.targets[match->target], principal);
+      auto rc = policyContext(tenant, who.key_id, peer, table->targets[match->target], principal);
       auto v = policy_->onQuotaExceeded(rc, r);
       if (v.evaluated && !v.failed) {
         if (v.status != 0 || !v.reason.empty()) {
@@ -186,7 +189,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
-  const RouteTarget& route = routes_.targets[match->target];
+  const RouteTarget& route = table->targets[match->target];
   // The admin policy: after admission, before the plugin. Without one, this is one load.
   const bool policy_active = policy_ && policy_->active();
   std::string principal;  // what the policy context views; set only with a policy
@@ -213,7 +216,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
   // The request, the strings it views and the tenant snapshot stay alive until `respond`.
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
-  bool queued = pool_.trySubmit([this, &route, snapshot = who.snapshot, &tenant, &req, peer,
+  bool queued = pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
                                  match = std::move(*match), path, query, request_id, started,
                                  respond, ticket_ptr, policy_active, key_id = who.key_id,
                                  principal = std::move(principal)]() mutable {

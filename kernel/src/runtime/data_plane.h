@@ -22,7 +22,7 @@ namespace trellis::kernel::runtime {
 
 class DataPlane : public http::RequestHandler {
  public:
-  DataPlane(const RouteTable& routes, const tenants::TenantRegistry& tenants,
+  DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
             tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
             metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
             lua::PolicyEngine* policy = nullptr);
@@ -45,7 +45,7 @@ class DataPlane : public http::RequestHandler {
               const std::string& request_id, std::string_view tenant, const RouteTarget* target,
               std::chrono::steady_clock::time_point started);
 
-  const RouteTable& routes_;
+  const ActiveRoutes& routes_;  // swapped whole by hot activation
   const tenants::TenantRegistry& tenants_;
   tenants::Admission& admission_;
   exec::BlockingPool& pool_;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <thread>
 
 #include "runtime/call_context.h"
 #include "trellis/kernel/events/event_bus.h"
@@ -102,11 +103,12 @@ void PluginManager::fail(PluginInstance& p, std::string why) {
 
 void PluginManager::startAll(const std::vector<fs::path>& dirs,
                              const std::vector<config::PluginEntry>& enabled) {
+  dirs_ = dirs;
+  enabled_ = enabled;
   auto found = discover(dirs, broken_);
   for (const auto& b : broken_) {
     spdlog::error("plugin package {} is broken: {}", b.dir.string(), b.error);
   }
-  const auto host_version = plugin::Version::parse(TRELLIS_VERSION);
 
   // Load: pick the highest installed version of each enabled plugin and open it.
   std::map<std::string, plugin::Manifest> loaded;
@@ -130,26 +132,11 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
         std::make_unique<PluginInstance>(best->manifest, best->dir, entry.config_json, services_);
     PluginInstance& inst = *p;
     by_id_[entry.id] = std::move(p);
-    const auto& m = inst.manifest();
-    if (m.host && host_version && !m.host->contains(*host_version)) {
-      fail(inst, "needs trellisd " + m.host->text() + " but this is " TRELLIS_VERSION);
-      continue;
-    }
-    auto entry_file = m.entryForThisPlatform();
-    if (!entry_file) {
-      fail(inst, entry_file.status().message());
-      continue;
-    }
-    if (Status s = verifyFiles(m, inst.dir()); !s) {
+    if (Status s = loadPlugin(inst, entry.lua); !s) {
       fail(inst, s.message());
       continue;
     }
-    if (Status s = loadCode(inst, *entry_file, entry.lua); !s) {
-      fail(inst, s.message());
-      continue;
-    }
-    inst.state = PluginState::kLoaded;
-    loaded.emplace(m.id, m);
+    loaded.emplace(inst.id(), inst.manifest());
   }
 
   // A plugin whose dependency is enabled but failed to load fails for that reason (the
@@ -196,25 +183,7 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
   for (PluginInstance* p : order_) {
     if (p->state != PluginState::kInitialized) continue;
     if (!dependenciesReady(*p, PluginState::kActive)) continue;
-    const trellis_plugin& d = *p->descriptor();
-    if (d.on_start) {
-      trellis_ctx ctx;
-      ctx.plugin = p;
-      ctx.phase = Phase::kStart;
-      trellis_status s = TRELLIS_OK;
-      {
-        CallScope scope(&ctx);
-        s = d.on_start(p->plugin_state, &ctx);
-      }
-      if (s != TRELLIS_OK) {
-        fail(*p, "on_start returned " + std::string(statusCodeName(static_cast<StatusCode>(s))) +
-                     (ctx.error.empty() ? "" : ": " + ctx.error));
-        continue;
-      }
-    }
-    p->state = PluginState::kActive;
-    spdlog::info("plugin {}@{} active ({} routes)", p->id(), p->manifest().version.toString(),
-                 p->routes.size());
+    startPlugin(*p);
   }
   // Failed plugins are reported after the started ones.
   for (auto& [id, p] : by_id_) {
@@ -244,6 +213,43 @@ Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
   if (!library) return library.status();
   p.library = std::move(*library);
   return Status::ok();
+}
+
+Status PluginManager::loadPlugin(PluginInstance& inst, const config::LuaBudget& budget) {
+  static const auto host_version = plugin::Version::parse(TRELLIS_VERSION);
+  const auto& m = inst.manifest();
+  if (m.host && host_version && !m.host->contains(*host_version)) {
+    return Status::invalid("needs trellisd " + m.host->text() + " but this is " TRELLIS_VERSION);
+  }
+  auto entry_file = m.entryForThisPlatform();
+  if (!entry_file) return entry_file.status();
+  if (Status s = verifyFiles(m, inst.dir()); !s) return s;
+  if (Status s = loadCode(inst, *entry_file, budget); !s) return s;
+  inst.state = PluginState::kLoaded;
+  return Status::ok();
+}
+
+bool PluginManager::startPlugin(PluginInstance& p) {
+  const trellis_plugin& d = *p.descriptor();
+  if (d.on_start) {
+    trellis_ctx ctx;
+    ctx.plugin = &p;
+    ctx.phase = Phase::kStart;
+    trellis_status s = TRELLIS_OK;
+    {
+      CallScope scope(&ctx);
+      s = d.on_start(p.plugin_state, &ctx);
+    }
+    if (s != TRELLIS_OK) {
+      fail(p, "on_start returned " + std::string(statusCodeName(static_cast<StatusCode>(s))) +
+                  (ctx.error.empty() ? "" : ": " + ctx.error));
+      return false;
+    }
+  }
+  p.state = PluginState::kActive;
+  spdlog::info("plugin {}@{} active ({} routes)", p.id(), p.manifest().version.toString(),
+               p.routes.size());
+  return true;
 }
 
 bool PluginManager::initPlugin(PluginInstance& p) {
@@ -297,36 +303,216 @@ void PluginManager::stopPlugin(PluginInstance& p) {
   p.state = PluginState::kStopped;
 }
 
+namespace {
+
+// Adds `p`'s routes to a copy of `table`'s router; "" on success, else the collision.
+std::string addRoutes(RouteTable& table, PluginInstance& p) {
+  http::Router trial = table.router;
+  for (size_t i = 0; i < p.routes.size(); ++i) {
+    const auto& r = p.routes[i];
+    if (Status s = trial.add(r.method, r.pattern, table.targets.size() + i); !s) {
+      std::string conflict = "route " + r.method + " " + r.pattern + " conflicts";
+      for (const auto& t : table.targets) {
+        if (t.method == r.method && routeShape(t.pattern) == routeShape(r.pattern)) {
+          conflict += " with " + t.plugin->id() + "'s " + t.method + " " + t.pattern;
+        }
+      }
+      return conflict;
+    }
+  }
+  table.router = std::move(trial);
+  for (const auto& r : p.routes) {
+    table.targets.push_back({&p, r.handler, r.user, r.blocking, r.method, r.pattern});
+  }
+  return "";
+}
+
+}  // namespace
+
 RouteTable PluginManager::buildRouteTable() {
   RouteTable table;
   for (PluginInstance* p : order_) {
     if (p->state != PluginState::kActive) continue;
-    http::Router trial = table.router;
-    std::string conflict;
-    for (size_t i = 0; i < p->routes.size() && conflict.empty(); ++i) {
-      const auto& r = p->routes[i];
-      if (Status s = trial.add(r.method, r.pattern, table.targets.size() + i); !s) {
-        conflict = "route " + r.method + " " + r.pattern + " conflicts";
-        for (const auto& t : table.targets) {
-          if (t.method == r.method && routeShape(t.pattern) == routeShape(r.pattern)) {
-            conflict += " with " + t.plugin->id() + "'s " + t.method + " " + t.pattern;
-          }
-        }
-      }
-    }
-    if (!conflict.empty()) {
-      fail(*p, conflict);
-      continue;
-    }
-    table.router = std::move(trial);
-    for (const auto& r : p->routes) {
-      table.targets.push_back({p, r.handler, r.user, r.blocking, r.method, r.pattern});
+    if (std::string conflict = addRoutes(table, *p); !conflict.empty()) fail(*p, conflict);
+  }
+  return table;
+}
+
+Result<RouteTable> PluginManager::routeTableOf(const std::vector<PluginInstance*>& plugins) {
+  RouteTable table;
+  for (PluginInstance* p : plugins) {
+    if (p->state != PluginState::kActive) continue;
+    if (std::string conflict = addRoutes(table, *p); !conflict.empty()) {
+      return Status::conflict(p->id() + ": " + conflict);
     }
   }
   return table;
 }
 
+bool PluginManager::swapAndDrain(ActiveRoutes& routes, RouteTable next,
+                                 std::chrono::milliseconds drain) {
+  std::weak_ptr<const RouteTable> old = routes.load();
+  routes.store(std::make_shared<const RouteTable>(std::move(next)));
+  // Every request that could still reach a replaced plugin holds the old table; when the
+  // last one lets go, nothing can call into it any more.
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  while (!old.expired()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+Result<PluginManager::Activation> PluginManager::activate(
+    const std::string& id, ActiveRoutes& routes, std::chrono::milliseconds drain,
+    const std::optional<plugin::Version>& wanted) {
+  std::vector<BrokenPackage> broken;
+  auto found = discover(dirs_, broken);
+  auto it = found.find(id);
+  if (it == found.end()) {
+    std::string why = id + " is not installed in any plugin folder";
+    for (const auto& b : broken) why += "; broken package " + b.dir.string() + ": " + b.error;
+    return Status::notFound(why);
+  }
+  auto& candidates = it->second;
+  if (wanted) {
+    std::erase_if(candidates, [&](const Candidate& c) { return !(c.manifest.version == *wanted); });
+    if (candidates.empty()) {
+      return Status::notFound(id + "@" + wanted->toString() +
+                              " is not installed in any plugin folder");
+    }
+  }
+  const Candidate& best = *std::max_element(candidates.begin(), candidates.end(),
+                                            [](const Candidate& a, const Candidate& b) {
+                                              return a.manifest.version < b.manifest.version;
+                                            });
+  const std::string version = best.manifest.version.toString();
+  auto existing = by_id_.find(id);
+  PluginInstance* old = existing == by_id_.end() ? nullptr : existing->second.get();
+  if (old && old->state != PluginState::kActive) old = nullptr;  // failed or stopped: replace
+  if (old && old->dir() == best.dir && old->manifest().version == best.manifest.version) {
+    return Activation{version, version, true, true};
+  }
+
+  // Dependencies must be running, in range; active dependents must accept the new version.
+  for (const auto& dep : best.manifest.dependencies) {
+    auto d = by_id_.find(dep.id);
+    if (d == by_id_.end() || d->second->state != PluginState::kActive) {
+      return Status::conflict(id + "@" + version + " requires " + dep.id + " " + dep.range.text() +
+                              ", which is not active");
+    }
+    if (!dep.range.contains(d->second->manifest().version)) {
+      return Status::conflict(id + "@" + version + " requires " + dep.id + " " + dep.range.text() +
+                              " but " + d->second->manifest().version.toString() + " is active");
+    }
+  }
+  for (PluginInstance* q : order_) {
+    if (q->state != PluginState::kActive || q->id() == id) continue;
+    for (const auto& dep : q->manifest().dependencies) {
+      if (dep.id == id && !dep.range.contains(best.manifest.version)) {
+        return Status::conflict(q->id() + " requires " + id + " " + dep.range.text() + ", so " +
+                                version + " would break it");
+      }
+    }
+  }
+
+  std::string config_json = "{}";
+  config::LuaBudget lua_budget;
+  for (const auto& e : enabled_) {
+    if (e.id != id) continue;
+    config_json = e.config_json;
+    lua_budget = e.lua;
+  }
+  auto next = std::make_unique<PluginInstance>(best.manifest, best.dir, config_json, services_);
+  if (Status s = loadPlugin(*next, lua_budget); !s)
+    return Status(s.code(), id + "@" + version + ": " + s.message());
+  // The new version starts while the old one still serves; on any failure it is torn down
+  // (fail() stops it) and the old one is untouched.
+  if (!initPlugin(*next) || !startPlugin(*next)) {
+    return Status::invalid(id + "@" + version + " failed: " + next->error);
+  }
+  std::vector<PluginInstance*> plugins;
+  for (PluginInstance* p : order_) plugins.push_back(p == old ? next.get() : p);
+  if (!old) plugins.push_back(next.get());
+  auto table = routeTableOf(plugins);
+  if (!table) {
+    stopPlugin(*next);
+    return table.status();
+  }
+
+  Activation result{version, old ? old->manifest().version.toString() : "", true, false};
+  result.drained = swapAndDrain(routes, std::move(*table), drain);
+  // Start order: the new version takes the old one's place (dependencies come earlier);
+  // a new plugin goes after every running one, before the failed ones kept for reports.
+  std::unique_ptr<PluginInstance> replaced;
+  if (existing != by_id_.end()) replaced = std::move(existing->second);
+  PluginInstance* raw = next.get();
+  by_id_[id] = std::move(next);
+  auto pos = std::find(order_.begin(), order_.end(), replaced.get());
+  if (replaced && pos != order_.end()) {
+    *pos = raw;
+  } else {
+    auto first_inactive = std::find_if(order_.begin(), order_.end(), [](PluginInstance* p) {
+      return p->state != PluginState::kActive;
+    });
+    order_.insert(first_inactive, raw);
+  }
+  if (replaced) {
+    if (result.drained) {
+      stopPlugin(*replaced);
+    } else {
+      spdlog::warn(
+          "plugin {}@{} still has requests in flight after {} ms; it is unloaded at "
+          "shutdown",
+          id, result.previous, drain.count());
+      retired_.push_back(std::move(replaced));
+    }
+  }
+  spdlog::info("plugin {}@{} activated{}", id, version,
+               result.previous.empty() ? "" : " (replacing " + result.previous + ")");
+  return result;
+}
+
+Result<PluginManager::Activation> PluginManager::deactivate(const std::string& id,
+                                                            ActiveRoutes& routes,
+                                                            std::chrono::milliseconds drain) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second->state != PluginState::kActive) {
+    return Status::notFound(id + " is not active");
+  }
+  for (PluginInstance* q : order_) {
+    if (q->state != PluginState::kActive || q->id() == id) continue;
+    for (const auto& dep : q->manifest().dependencies) {
+      if (dep.id == id) {
+        return Status::conflict(q->id() + " depends on " + id + "; deactivate it first");
+      }
+    }
+  }
+  PluginInstance* p = it->second.get();
+  std::vector<PluginInstance*> rest;
+  for (PluginInstance* q : order_) {
+    if (q != p) rest.push_back(q);
+  }
+  auto table = routeTableOf(rest);
+  if (!table) return table.status();
+  Activation result{"", p->manifest().version.toString(), true, false};
+  result.drained = swapAndDrain(routes, std::move(*table), drain);
+  std::unique_ptr<PluginInstance> gone = std::move(it->second);
+  by_id_.erase(it);
+  order_ = std::move(rest);
+  if (result.drained) {
+    stopPlugin(*gone);
+  } else {
+    retired_.push_back(std::move(gone));
+  }
+  spdlog::info("plugin {}@{} deactivated", id, result.previous);
+  return result;
+}
+
 void PluginManager::stopAll() {
+  for (auto& p : retired_) {
+    if (p->state == PluginState::kActive) stopPlugin(*p);
+  }
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     PluginInstance& p = **it;
     if (p.state == PluginState::kActive || p.state == PluginState::kInitialized) {

@@ -9,9 +9,12 @@
 //   pm.stopAll();                         // reverse start order
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +39,27 @@ struct RouteTable {
   std::vector<RouteTarget> targets;  // indexed by the router's target
 };
 
+// The route table the data plane serves, replaced whole by hot activation. Each request
+// holds the table it loaded until it has answered, so a replaced table, and the plugin
+// versions only it names, stay alive while requests still use them: activation waits for
+// the old table's last holder before unloading anything (PluginManager::activate).
+class ActiveRoutes {
+ public:
+  ActiveRoutes() : table_(std::make_shared<const RouteTable>()) {}
+  // One atomic shared_ptr load: the data plane's whole cost of hot swapping.
+  std::shared_ptr<const RouteTable> load() const {
+    return std::atomic_load_explicit(&table_, std::memory_order_acquire);
+  }
+  void store(std::shared_ptr<const RouteTable> table) {
+    std::atomic_store_explicit(&table_, std::move(table), std::memory_order_release);
+  }
+
+ private:
+  // Only through std::atomic_load/atomic_store: not C++20 std::atomic<std::shared_ptr>,
+  // whose GCC 12 load() ThreadSanitizer reports as a race (see tenants/src/registry.cc).
+  std::shared_ptr<const RouteTable> table_;
+};
+
 // A plugin that could not be identified by id (e.g. a broken manifest), for reports.
 struct BrokenPackage {
   std::filesystem::path dir;
@@ -58,6 +82,27 @@ class PluginManager {
   // on_stop in reverse start order, then on_destroy and unload.
   void stopAll();
 
+  // Hot activation: loads the highest installed version of `id` from the plugin folders
+  // (the same checks as at start), inits and starts it next to what runs, then swaps
+  // `routes` to a table that serves it. For an upgrade the old version serves until the
+  // swap, and is stopped and unloaded once the requests that hold the old table finish
+  // (at most `drain`; past that it is unloaded at shutdown). Any failure before the swap
+  // (load, dependencies, on_init, on_start, route conflict) leaves everything as it was and
+  // says why. Call from one thread at a time (the admin API's).
+  struct Activation {
+    std::string version;
+    std::string previous;  // the version it replaced; "" for a new plugin
+    bool drained = true;   // false: the old version outlived `drain`
+    bool already = false;  // this version was already active; nothing changed
+  };
+  // `version`: that installed version instead of the highest (a downgrade).
+  Result<Activation> activate(const std::string& id, ActiveRoutes& routes,
+                              std::chrono::milliseconds drain,
+                              const std::optional<plugin::Version>& version = std::nullopt);
+  // Takes `id`'s routes away, drains and stops it. CONFLICT while active plugins depend on it.
+  Result<Activation> deactivate(const std::string& id, ActiveRoutes& routes,
+                                std::chrono::milliseconds drain);
+
   // Every enabled plugin in start order, failed ones included.
   std::vector<const PluginInstance*> plugins() const;
   const std::vector<BrokenPackage>& broken() const { return broken_; }
@@ -67,10 +112,20 @@ class PluginManager {
   // Opens the plugin's code for its runtime: a native library, or the Lua adapter.
   Status loadCode(PluginInstance& p, const std::string& entry_file,
                   const config::LuaBudget& budget);
+  Status loadPlugin(PluginInstance& p, const config::LuaBudget& budget);
   bool initPlugin(PluginInstance& p);
+  bool startPlugin(PluginInstance& p);
   void stopPlugin(PluginInstance& p);
+  // Routes of `plugins` (active ones), or CONFLICT naming the first collision.
+  static Result<RouteTable> routeTableOf(const std::vector<PluginInstance*>& plugins);
+  // Publishes `next` and waits (up to `drain`) until no request holds the table it replaced.
+  static bool swapAndDrain(ActiveRoutes& routes, RouteTable next, std::chrono::milliseconds drain);
 
   HostServices services_;
+  std::vector<std::filesystem::path> dirs_;
+  std::vector<config::PluginEntry> enabled_;
+  // Replaced versions that outlived the drain: stopped at shutdown, after the data plane.
+  std::vector<std::unique_ptr<PluginInstance>> retired_;
   std::map<std::string, std::unique_ptr<PluginInstance>> by_id_;
   std::vector<PluginInstance*> order_;  // start order; failed ones kept for reports
   std::vector<BrokenPackage> broken_;

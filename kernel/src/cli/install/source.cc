@@ -1,0 +1,186 @@
+#include "cli/install/source.h"
+
+#include <Poco/Exception.h>
+#include <Poco/Net/HTTPClientSession.h>
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/URI.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <istream>
+
+namespace trellis::cli::install {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr size_t kChunk = 64 * 1024;
+
+std::string tooLarge(const std::string& what, uint64_t max_bytes) {
+  return what + " is larger than the " + std::to_string(max_bytes) + "-byte limit";
+}
+
+// Reads at most max_bytes + 1 bytes from `in`, so an oversized body is noticed without
+// holding it.
+template <typename ReadFn>
+Result<std::string> readCapped(const std::string& what, uint64_t max_bytes, uint64_t total,
+                               const ProgressFn& progress, ReadFn read) {
+  std::string out;
+  char buf[kChunk];
+  for (;;) {
+    long n = read(buf, sizeof buf);
+    if (n < 0) return Status::unavailable(what + ": read failed: " + std::strerror(errno));
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) return Status::invalid(tooLarge(what, max_bytes));
+    if (progress) progress(out.size(), total);
+  }
+  return out;
+}
+
+class DirectorySource final : public Source {
+ public:
+  explicit DirectorySource(fs::path dir) : dir_(std::move(dir)) {}
+
+  Result<std::string> fetch(const std::string& path, uint64_t max_bytes,
+                            const ProgressFn& progress) const override {
+    const fs::path file = dir_ / path;
+    // O_NOFOLLOW: a mirror is a folder of regular files; a symlink in it is refused
+    // rather than followed somewhere else on this machine.
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      int e = errno;
+      if (e == ENOENT) return Status::notFound(describe() + " has no " + path);
+      return Status::unavailable(file.string() + ": " + std::strerror(e));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return Status::invalid(file.string() + " is not a regular file");
+    }
+    auto r = readCapped(file.string(), max_bytes, static_cast<uint64_t>(st.st_size), progress,
+                        [fd](char* b, size_t n) { return static_cast<long>(::read(fd, b, n)); });
+    ::close(fd);
+    return r;
+  }
+  std::string describe() const override { return "mirror " + dir_.string(); }
+
+ private:
+  fs::path dir_;
+};
+
+class HttpSource final : public Source {
+ public:
+  HttpSource(Poco::URI uri, bool registry, std::string key)
+      : uri_(std::move(uri)), registry_(registry), key_(std::move(key)) {}
+
+  Result<std::string> fetch(const std::string& logical, uint64_t max_bytes,
+                            const ProgressFn& progress) const override {
+    // packages/ns/name/1.2.0.zip -> packages/ns/name/versions/1.2.0/download on a registry.
+    std::string path = logical;
+    if (registry_ && path.rfind("packages/", 0) == 0 && path.size() > 4 &&
+        path.compare(path.size() - 4, 4, ".zip") == 0) {
+      auto slash = path.rfind('/');
+      path = path.substr(0, slash) + "/versions/" +
+             path.substr(slash + 1, path.size() - slash - 5) + "/download";
+    }
+    std::string base = uri_.getPath();
+    if (base.empty() || base.back() != '/') base += '/';
+    const std::string what = uri_.toString() + (uri_.getPath().empty() ? "/" : "") + path;
+    try {
+      Poco::Net::HTTPClientSession session(uri_.getHost(), uri_.getPort());
+      session.setTimeout(Poco::Timespan(30, 0));
+      Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, base + path,
+                                 Poco::Net::HTTPMessage::HTTP_1_1);
+      if (!key_.empty()) req.set("Authorization", "Bearer " + key_);
+      session.sendRequest(req);
+      Poco::Net::HTTPResponse res;
+      std::istream& in = session.receiveResponse(res);
+      if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_NOT_FOUND) {
+        return Status::notFound(describe() + " has no " + path);
+      }
+      if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED ||
+          res.getStatus() == Poco::Net::HTTPResponse::HTTP_FORBIDDEN) {
+        return Status::permissionDenied(
+            what + ": the registry refused the key (" +
+            std::to_string(static_cast<int>(res.getStatus())) +
+            "); set TRELLIS_REGISTRY_KEY or --registry-key-file to the registry tenant's key");
+      }
+      if (res.getStatus() != Poco::Net::HTTPResponse::HTTP_OK) {
+        return Status::unavailable(what + ": the server answered " +
+                                   std::to_string(static_cast<int>(res.getStatus())));
+      }
+      // A declared length beyond the cap is refused before reading a byte.
+      const bool has_length = res.hasContentLength();
+      const auto length = has_length ? res.getContentLength64() : 0;
+      if (has_length && static_cast<uint64_t>(length) > max_bytes) {
+        return Status::invalid(tooLarge(what, max_bytes));
+      }
+      return readCapped(what, max_bytes, has_length ? static_cast<uint64_t>(length) : 0, progress,
+                        [&in](char* b, size_t n) {
+                          in.read(b, static_cast<std::streamsize>(n));
+                          if (in.bad()) return -1L;
+                          return static_cast<long>(in.gcount());
+                        });
+    } catch (const Poco::Exception& e) {
+      return Status::unavailable(what + ": " + e.displayText());
+    }
+  }
+  std::string describe() const override {
+    return (registry_ ? "registry " : "mirror ") + uri_.toString();
+  }
+
+ private:
+  Poco::URI uri_;
+  bool registry_;
+  std::string key_;
+};
+
+Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) {
+  try {
+    Poco::URI uri(url);
+    if (uri.getScheme() != "http") {
+      return Status::invalid(flag + " " + url +
+                             ": only http:// URLs are supported (the metadata and archives are "
+                             "signed, so plain HTTP cannot change what gets installed)");
+    }
+    if (uri.getHost().empty()) return Status::invalid(flag + " " + url + ": no host");
+    return uri;
+  } catch (const Poco::Exception& e) {
+    return Status::invalid(flag + " " + url + ": " + e.displayText());
+  }
+}
+
+}  // namespace
+
+std::string archivePath(std::string_view id, std::string_view version) {
+  return "packages/" + std::string(id) + "/" + std::string(version) + ".zip";
+}
+
+std::unique_ptr<Source> directorySource(fs::path dir) {
+  return std::make_unique<DirectorySource>(std::move(dir));
+}
+
+Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url) {
+  auto uri = parseHttpUrl("--from", url);
+  if (!uri) return uri.status();
+  return std::unique_ptr<Source>(std::make_unique<HttpSource>(std::move(*uri), false, ""));
+}
+
+Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key) {
+  auto uri = parseHttpUrl("--registry", url);
+  if (!uri) return uri.status();
+  std::string path = uri->getPath();
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  const std::string api = "/registry/v1";
+  if (path.size() < api.size() || path.compare(path.size() - api.size(), api.size(), api) != 0) {
+    uri->setPath(path + api);
+  }
+  return std::unique_ptr<Source>(
+      std::make_unique<HttpSource>(std::move(*uri), true, std::move(key)));
+}
+
+}  // namespace trellis::cli::install

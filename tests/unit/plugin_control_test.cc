@@ -1,0 +1,94 @@
+// The admin API's plugin lifecycle endpoints: the install policy hook decides, activation
+// errors come back as problem details naming the reason.
+#include "runtime/plugin_control.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/test_support.h"
+
+namespace {
+
+using trellis::kernel::runtime::ActiveRoutes;
+using trellis::kernel::runtime::HostServices;
+using trellis::kernel::runtime::InstallCheck;
+using trellis::kernel::runtime::PluginControl;
+using trellis::kernel::runtime::PluginManager;
+namespace bhttp = boost::beast::http;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+trellis::kernel::http::Request post(const std::string& target, const std::string& body = "") {
+  trellis::kernel::http::Request req{bhttp::verb::post, target, 11};
+  req.body() = body;
+  req.prepare_payload();
+  return req;
+}
+
+class PluginControlTest : public ::testing::Test {
+ protected:
+  PluginControlTest() { manager_.startAll({dir_.path()}, {}); }
+
+  std::optional<trellis::kernel::http::Response> call(const std::string& target,
+                                                      const std::string& body = "") {
+    auto req = post(target, body);
+    std::string_view path = req.target();
+    return control_.handle(req, path);
+  }
+
+  trellis::test::TempDir dir_;
+  PluginManager manager_{HostServices{}};
+  ActiveRoutes routes_;
+  PluginControl control_{manager_, routes_, 1s};
+};
+
+constexpr const char* kCheck =
+    R"({"id":"acme/spy","version":"1.0.0","publisher":"4cd420c2477b1425",)"
+    R"("source":"mirror /srv/m","capabilities":["egress","kv"]})";
+
+TEST_F(PluginControlTest, InstallCheckAllowsWhenNoPolicyIsConnected) {
+  auto res = call("/v1/plugins/install-check", kCheck);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  EXPECT_NE(res->body().find("\"allowed\": true"), std::string::npos) << res->body();
+}
+
+TEST_F(PluginControlTest, InstallCheckAsksThePolicyAndReportsItsReason) {
+  InstallCheck seen;
+  control_.setInstallPolicy([&](const InstallCheck& c) -> std::optional<std::string> {
+    seen = c;
+    for (const auto& cap : c.capabilities) {
+      if (cap == "egress") return "plugins with egress need a security review";
+    }
+    return std::nullopt;
+  });
+  auto res = call("/v1/plugins/install-check", kCheck);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 403);
+  EXPECT_NE(res->body().find("the on_plugin_install policy denied acme/spy@1.0.0: plugins with "
+                             "egress need a security review"),
+            std::string::npos)
+      << res->body();
+  EXPECT_EQ(seen.publisher, "4cd420c2477b1425");
+  EXPECT_EQ(seen.source, "mirror /srv/m");
+  EXPECT_EQ(seen.capabilities, (std::vector<std::string>{"egress", "kv"}));
+
+  auto malformed = call("/v1/plugins/install-check", "{\"id\":1}");
+  ASSERT_TRUE(malformed);
+  EXPECT_EQ(malformed->result_int(), 400);
+}
+
+TEST_F(PluginControlTest, ActivatingAPluginThatIsNotInstalledSaysSo) {
+  auto res = call("/v1/plugins/acme/hello/activate");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 404);
+  EXPECT_NE(res->body().find("acme/hello is not installed in any plugin folder"), std::string::npos)
+      << res->body();
+  auto bad = call("/v1/plugins/Acme/x/activate");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->result_int(), 400);
+  EXPECT_FALSE(call("/v1/plugins/acme/hello/explode"));
+}
+
+}  // namespace
