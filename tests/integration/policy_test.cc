@@ -121,6 +121,32 @@ TEST_F(PolicyTest, AppliedPolicyDeniesModifiesAndTagsResponses) {
   EXPECT_THAT(test::readFile(server().dir() / "decisions.log"), HasSubstr("\"result\":\"deny\""));
 }
 
+// The install path asks trellisd (POST /v1/plugins/install-check) before writing anything;
+// the admin's on_plugin_install decides.
+TEST_F(PolicyTest, InstallPolicyDecidesWhatTheMarketplaceMayInstall) {
+  startWith();
+  auto check = [&](const std::string& body) {
+    return request(server().adminPort(), "POST", "/v1/plugins/install-check",
+                   {{"Authorization", "Bearer " + server().adminToken()}}, body);
+  };
+  const std::string egress =
+      R"({"id":"acme/fetcher","version":"1.0.0","capabilities":["kv","egress"]})";
+  const std::string quiet = R"({"id":"acme/quiet","version":"1.0.0","capabilities":["kv"]})";
+  EXPECT_EQ(check(egress).status, 200);  // no policy: allowed
+
+  apply("install.lua", R"(
+function on_plugin_install(ctx, manifest)
+  for _, c in ipairs(manifest.capabilities) do
+    if c == "egress" then return policy.deny(403, manifest.id .. " may not reach the network") end
+  end
+end
+)");
+  auto denied = check(egress);
+  EXPECT_EQ(denied.status, 403) << denied.body;
+  EXPECT_THAT(denied.body, HasSubstr("acme/fetcher may not reach the network"));
+  EXPECT_EQ(check(quiet).status, 200);
+}
+
 TEST_F(PolicyTest, TenantPolicyOverridesTheGlobalOne) {
   startWith();
   apply("global.lua", "function on_request() return policy.deny(403, 'global says no') end");
