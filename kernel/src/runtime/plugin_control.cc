@@ -34,13 +34,7 @@ PluginControl::PluginControl(PluginManager& plugins, ActiveRoutes& routes,
 std::optional<http::Response> PluginControl::handle(const http::Request& req,
                                                     std::string_view path) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) {
-    if (router_.matchesOtherMethod(req.method_string(), path)) {
-      return http::problem(405, "Method Not Allowed",
-                           std::string(req.method_string()) + " is not allowed here", {}, &req);
-    }
-    return std::nullopt;
-  }
+  if (!m) return notMatched(router_, req, path);
   if (m->target == kInstallCheck) return installCheck(req);
   const std::string id =
       std::string(m->param("ns").value_or("")) + "/" + std::string(m->param("name").value_or(""));

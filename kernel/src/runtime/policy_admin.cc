@@ -57,13 +57,7 @@ PolicyAdmin::PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistr
 
 std::optional<http::Response> PolicyAdmin::handle(const http::Request& req, std::string_view path) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) {
-    if (router_.matchesOtherMethod(req.method_string(), path)) {
-      return http::problem(405, "Method Not Allowed",
-                           std::string(req.method_string()) + " is not allowed here", {}, &req);
-    }
-    return std::nullopt;
-  }
+  if (!m) return notMatched(router_, req, path);
   return dispatch(static_cast<Endpoint>(m->target), req, *m);
 }
 

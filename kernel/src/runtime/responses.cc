@@ -5,6 +5,8 @@
 #include <sstream>
 #include <string>
 
+#include "trellis/kernel/http/problem.h"
+
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
 
@@ -47,6 +49,13 @@ unsigned httpStatusFor(trellis_status s) {
     case TRELLIS_UNIMPLEMENTED: return 501;
     default: return 500;
   }
+}
+
+std::optional<http::Response> notMatched(const http::Router& router, const http::Request& req,
+                                         std::string_view path) {
+  if (!router.matchesOtherMethod(req.method_string(), path)) return std::nullopt;
+  return http::problem(405, "Method Not Allowed",
+                       std::string(req.method_string()) + " is not allowed here", {}, &req);
 }
 
 }  // namespace trellis::kernel::runtime

@@ -4,8 +4,11 @@
 #include <Poco/Dynamic/Var.h>
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "trellis/kernel/http/message.h"
+#include "trellis/kernel/http/router.h"
 #include "trellis/plugin.h"
 
 namespace trellis::kernel::runtime {
@@ -20,6 +23,11 @@ http::Response healthResponse(const http::Request& req, bool ok);
 // RateLimit-Limit/-Remaining/-Reset, as the IETF RateLimit header fields define them.
 void setRateLimitHeaders(http::Response& res, uint64_t limit, uint64_t remaining,
                          uint64_t reset_seconds);
+
+// For an admin API module whose router did not match `path`: a 405 problem if the path
+// is one of its own with another method, else nullopt (another module's path).
+std::optional<http::Response> notMatched(const http::Router& router, const http::Request& req,
+                                         std::string_view path);
 
 // The HTTP status for a failure status (a plugin's, or a registry's).
 unsigned httpStatusFor(trellis_status s);

@@ -14,12 +14,16 @@
 #include <optional>
 #include <utility>
 
+#include "storage/internal/kv_keys.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/tenants/identity.h"
 #include "trellis/tenants/postgres.h"
 
 namespace trellis::kernel::storage {
 namespace {
+
+using internal::prefixSuccessor;
+using internal::validateKey;
 
 using tenants::PostgresPool;
 using tenants::sql::Query;
@@ -43,23 +47,6 @@ std::string fromHex(const std::string& hex) {
     out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
   }
   return out;
-}
-
-std::optional<std::string> prefixSuccessor(std::string_view prefix) {
-  std::string s(prefix);
-  while (!s.empty() && static_cast<unsigned char>(s.back()) == 0xff) s.pop_back();
-  if (s.empty()) return std::nullopt;
-  s.back() = static_cast<char>(static_cast<unsigned char>(s.back()) + 1);
-  return s;
-}
-
-Status validateKey(std::string_view key) {
-  if (key.empty()) return Status::invalid("key is empty");
-  if (key.size() > kMaxKeyBytes) {
-    return Status::invalid("key is " + std::to_string(key.size()) + " bytes; the limit is " +
-                           std::to_string(kMaxKeyBytes));
-  }
-  return Status::ok();
 }
 
 Status validateScope(const Scope& scope) {

@@ -25,6 +25,7 @@
 #include <system_error>
 #include <utility>
 
+#include "storage/internal/kv_keys.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/tenants/identity.h"
 #include "trellis/tenants/sql_statement.h"
@@ -32,30 +33,14 @@
 namespace trellis::kernel::storage {
 namespace {
 
+using internal::prefixSuccessor;
+using internal::validateKey;
+
 using tenants::sql::exec;
 using tenants::sql::Query;
 using tenants::sql::WriteTransaction;
 
 constexpr int kBusyTimeoutMs = 5000;
-
-// The smallest byte string greater than every string starting with `prefix`, or nullopt
-// when there is none (empty prefix, or all bytes 0xff).
-std::optional<std::string> prefixSuccessor(std::string_view prefix) {
-  std::string s(prefix);
-  while (!s.empty() && static_cast<unsigned char>(s.back()) == 0xff) s.pop_back();
-  if (s.empty()) return std::nullopt;
-  s.back() = static_cast<char>(static_cast<unsigned char>(s.back()) + 1);
-  return s;
-}
-
-Status validateKey(std::string_view key) {
-  if (key.empty()) return Status::invalid("key is empty");
-  if (key.size() > kMaxKeyBytes) {
-    return Status::invalid("key is " + std::to_string(key.size()) + " bytes; the limit is " +
-                           std::to_string(kMaxKeyBytes));
-  }
-  return Status::ok();
-}
 
 // One open database. The mutex serialises every use of the session (SOCI sessions are
 // not thread-safe) and makes read-check-write sequences atomic within this process;

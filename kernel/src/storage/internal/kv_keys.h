@@ -1,0 +1,31 @@
+// Key rules both KV backends share, so SQLite and PostgreSQL refuse and order keys alike.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "trellis/kernel/storage/kv_store.h"
+
+namespace trellis::kernel::storage::internal {
+
+// The smallest byte string greater than every string starting with `prefix`, or nullopt
+// when there is none (empty prefix, or all bytes 0xff).
+inline std::optional<std::string> prefixSuccessor(std::string_view prefix) {
+  std::string s(prefix);
+  while (!s.empty() && static_cast<unsigned char>(s.back()) == 0xff) s.pop_back();
+  if (s.empty()) return std::nullopt;
+  s.back() = static_cast<char>(static_cast<unsigned char>(s.back()) + 1);
+  return s;
+}
+
+inline Status validateKey(std::string_view key) {
+  if (key.empty()) return Status::invalid("key is empty");
+  if (key.size() > kMaxKeyBytes) {
+    return Status::invalid("key is " + std::to_string(key.size()) + " bytes; the limit is " +
+                           std::to_string(kMaxKeyBytes));
+  }
+  return Status::ok();
+}
+
+}  // namespace trellis::kernel::storage::internal
