@@ -97,11 +97,12 @@ void RateLeaser::serviceAll() {
     const int64_t balance = t->balance.load(std::memory_order_relaxed);
     const bool idle = now - t->last_use_ns.load(std::memory_order_relaxed) >
                       std::chrono::nanoseconds(kIdleBeforeGiveBack).count();
-    if (!idle && t->wanted.load(std::memory_order_relaxed) && balance < block) {
+    const bool refusals = t->refused.load(std::memory_order_relaxed) > 0;
+    if (!idle && t->wanted.load(std::memory_order_relaxed) && (balance < block || refusals)) {
       // A block, plus the credit to repay, plus what was refused meanwhile (at most a burst).
       const uint64_t demand = std::min(t->refused.exchange(0, std::memory_order_relaxed), burst);
-      auto granted =
-          store_->lease(t->tenant, rate, burst, static_cast<uint64_t>(block - balance) + demand);
+      const uint64_t want = static_cast<uint64_t>(std::max<int64_t>(block - balance, 0)) + demand;
+      auto granted = store_->lease(t->tenant, rate, burst, want);
       if (!granted) {
         t->refused.fetch_add(demand, std::memory_order_relaxed);
         reportHealth(granted.status());
@@ -109,8 +110,13 @@ void RateLeaser::serviceAll() {
       }
       reportHealth(Status::ok());
       t->balance.fetch_add(static_cast<int64_t>(*granted), std::memory_order_relaxed);
-      // An empty shared bucket keeps the tenant queued: retried at the next tick.
-      if (*granted > 0) t->wanted.store(false, std::memory_order_relaxed);
+      if (*granted < want) {
+        // The shared bucket ran short: what is still missing is asked for again at the next
+        // tick, so tokens gather here while refused clients wait to retry.
+        t->refused.fetch_add(std::min(demand, want - *granted), std::memory_order_relaxed);
+      } else {
+        t->wanted.store(false, std::memory_order_relaxed);
+      }
     } else if (idle) {
       if (balance > 0) {
         Status s = store_->giveBack(t->tenant, rate, burst, static_cast<uint64_t>(balance));
