@@ -46,13 +46,7 @@ class PolicyTest : public ::testing::Test {
   }
   TrellisdProcess& server() { return *server_; }
 
-  std::string cli(const std::string& args, int* rc) {
-    std::string cmd = std::string(TRELLIS_CLI_PATH) +
-                      " --admin http://127.0.0.1:" + std::to_string(server().adminPort()) +
-                      " --token-file " + (server().dir() / "admin.token").string() + " " + args +
-                      " 2>&1 </dev/null";
-    return runCommand(cmd, rc);
-  }
+  std::string cli(const std::string& args, int* rc) { return runCli(server(), args, rc); }
 
   // Writes `source` to <dir>/<name> and applies it; returns the CLI's output.
   std::string apply(const std::string& name, const std::string& source,

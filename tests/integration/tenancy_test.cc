@@ -56,12 +56,7 @@ class TenancyTest : public ::testing::Test {
   HttpReply call(const std::string& method, const std::string& target, const std::string& key) {
     return request(server_->port(), method, target, bearer(key));
   }
-  std::string cli(const std::string& args, int* rc) {
-    return runCommand(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
-                          std::to_string(server_->adminPort()) + " --token-file " +
-                          (server_->dir() / "admin.token").string() + " " + args + " 2>&1",
-                      rc);
-  }
+  std::string cli(const std::string& args, int* rc) { return runCli(*server_, args, rc); }
   HttpReply admin(const std::string& method, const std::string& path) {
     return request(server_->adminPort(), method, path,
                    {{"Authorization", "Bearer " + server_->adminToken()}});

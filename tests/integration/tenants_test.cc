@@ -46,13 +46,7 @@ class TenantsTest : public ::testing::Test {
   TrellisdProcess& server() { return *server_; }
 
   // Runs the CLI against this server; returns stdout+stderr, exit status in *rc.
-  std::string cli(const std::string& args, int* rc) {
-    std::string cmd = std::string(TRELLIS_CLI_PATH) +
-                      " --admin http://127.0.0.1:" + std::to_string(server().adminPort()) +
-                      " --token-file " + (server().dir() / "admin.token").string() + " " + args +
-                      " 2>&1 </dev/null";
-    return runCommand(cmd, rc);
-  }
+  std::string cli(const std::string& args, int* rc) { return runCli(server(), args, rc); }
 
   HttpReply admin(const std::string& method, const std::string& path,
                   const std::string& body = "") {

@@ -298,6 +298,13 @@ std::string runCommand(const std::string& command, int* status) {
   return out;
 }
 
+std::string runCli(const TrellisdProcess& server, const std::string& args, int* status) {
+  return runCommand(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
+                        std::to_string(server.adminPort()) + " --token-file " +
+                        (server.dir() / "admin.token").string() + " " + args + " 2>&1 </dev/null",
+                    status);
+}
+
 std::string defaultTestConfig(const std::string& plugins_yaml, const std::string& extra) {
   std::string plugins = plugins_yaml.empty() ? "    - id: trellis/hello\n"
                                                "      config: {greeting: Hello}\n"

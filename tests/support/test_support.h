@@ -102,6 +102,10 @@ class TrellisdProcess {
 // stdout; the exit status goes to *status (-1 if it did not exit normally).
 std::string runCommand(const std::string& command, int* status);
 
+// Runs the `trellis` CLI against `server` (its admin port and token file) with stdin
+// closed; returns stdout+stderr, the exit status goes to *status.
+std::string runCli(const TrellisdProcess& server, const std::string& args, int* status);
+
 // A minimal config: both planes on port 0, the bundled plugins (or `plugins_yaml`, the
 // items of plugins.enabled), tenant "acme" with key "acme-key" and tenant "globex" with key
 // "globex-key", both enabling every listed plugin. `extra` is appended verbatim.
