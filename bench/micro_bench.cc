@@ -122,7 +122,7 @@ void BM_PolicyOnRequest(benchmark::State& state) {
   trellis::kernel::http::Request req{boost::beast::http::verb::get, "/ping", 11};
   req.set("Authorization", "Bearer bench-key");
   req.set("User-Agent", "wrk");
-  lua::RequestContext rc{&tenant, "key:configured", "/ping", "127.0.0.1", nullptr};
+  lua::RequestContext rc{&tenant, "configured", "/ping", "127.0.0.1", nullptr};
   for (auto _ : state) {
     auto v = engine.onRequest(rc, req);
     if (v.action != lua::Verdict::Action::kAllow) {

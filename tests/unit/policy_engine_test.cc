@@ -58,7 +58,7 @@ class PolicyEngineTest : public ::testing::Test {
   }
 
   RequestContext ctx(const tenants::TenantView& t, std::string_view addr = "10.1.2.3") {
-    return RequestContext{&t, "key:1a2b3c4d", "/hello/{name}", addr, nullptr};
+    return RequestContext{&t, "1a2b3c4d", "/hello/{name}", addr, nullptr};
   }
 
   Verdict onRequest(const tenants::TenantView& t, const http::Request& req) {
@@ -112,12 +112,12 @@ TEST_F(PolicyEngineTest, AllowDenyAndModifyFollowThePolicy) {
   EXPECT_TRUE(v.evaluated);
   EXPECT_EQ(v.action, Action::kAllow);
   EXPECT_EQ(v.policy_version, 1u);
-  EXPECT_FALSE(v.decision_id.empty());
 
   auto blocked = request("/hello/ann", {{"X-Block", "1"}});
   v = onRequest(acme_, blocked);
   EXPECT_EQ(v.action, Action::kDeny);
   EXPECT_EQ(v.status, 403u);
+  EXPECT_EQ(v.decision_id.size(), 16u);
   EXPECT_EQ(v.reason, "blocked for acme");
 
   auto rewrite = request("/hello/rewrite", {{"X-Drop", "secret"}});
@@ -134,13 +134,13 @@ TEST_F(PolicyEngineTest, CtxShowsTenantPrincipalRouteLabelsAndQuota) {
       return policy.deny(400, table.concat({ctx.tenant, ctx.plan, ctx.principal, ctx.route,
         ctx.labels.team, tostring(ctx.quota.requests_per_second), ctx.hook,
         tostring(ctx.policy_version), ctx.scope, tostring(type(ctx.time) == "number"),
-        tostring(ctx.decision_id ~= nil), req.method, req.remote_addr}, "|"))
+        ctx.decision_id, req.method, req.remote_addr}, "|"))
     end)");
   auto req = request();
   auto v = onRequest(acme_, req);
-  EXPECT_EQ(v.reason,
-            "acme|pro|key:1a2b3c4d|/hello/{name}|payments|10|on_request|1|global|true|true|GET|"
-            "10.1.2.3");
+  ASSERT_EQ(v.decision_id.size(), 16u);  // the id the script read is the verdict's
+  EXPECT_EQ(v.reason, "acme|pro|key:1a2b3c4d|/hello/{name}|payments|10|on_request|1|global|true|" +
+                          v.decision_id + "|GET|10.1.2.3");
 }
 
 TEST_F(PolicyEngineTest, CidrMatchAndJsonHelpersWork) {
@@ -159,6 +159,52 @@ TEST_F(PolicyEngineTest, CidrMatchAndJsonHelpersWork) {
   EXPECT_THAT(v.reason, HasSubstr("\"v6\":true"));
   EXPECT_THAT(v.reason, HasSubstr("\"outside\":false"));
   EXPECT_THAT(v.reason, HasSubstr("\"n\":2"));
+}
+
+// Addresses are read as inet_pton reads them: what it refuses never matches, even 0.0.0.0/0.
+TEST_F(PolicyEngineTest, CidrMatchReadsAddressesStrictly) {
+  applyGlobal(R"(
+    local cases = {"0.0.0.0", "255.255.255.255", "10.1.2.3", "::ffff:10.1.2.3", "01.2.3.4",
+                   "1.2.3", "1.2.3.4.", "256.1.1.1", "1..2.3", "1.2.3.4 ", "", "1.2.3.1000",
+                   ".1.2.3", "1.2.3.-4", "a.b.c.d"}
+    function on_request(ctx, req)
+      local out = {}
+      for _, ip in ipairs(cases) do
+        out[#out + 1] = (policy.cidr_match(ip, {"0.0.0.0/0", "::/0"}) and "y" or "n") ..
+                        (policy.cidr_match(ip, "10.0.0.0/8") and "y" or "n")
+      end
+      return policy.deny(400, table.concat(out, " "))
+    end)");
+  auto req = request();
+  EXPECT_EQ(onRequest(acme_, req).reason, "yn yn yy yy nn nn nn nn nn nn nn nn nn nn nn");
+  for (const char* bad : {"010.0.0.0/8", "10.0.0/8", "10.0.0.0/", "10.0.0.0/33", "10.0.0.0/a"}) {
+    applyGlobal(std::string("function on_request() policy.cidr_match('10.0.0.1', '") + bad +
+                "') end");
+    auto v = onRequest(acme_, req);
+    EXPECT_THAT(v.eval.error, HasSubstr("invalid CIDR")) << bad;
+  }
+}
+
+// Parsed CIDRs are cached per thread by text: many distinct ones, made on the fly and
+// matched twice over, must each still answer for their own network.
+TEST_F(PolicyEngineTest, CidrMatchStaysRightAcrossManyDistinctCidrs) {
+  applyGlobal(R"(
+    function on_request(ctx, req)
+      local wrong = 0
+      for pass = 1, 2 do
+        for i = 0, 255 do
+          local cidr = "10." .. i .. ".0.0/16"
+          if not policy.cidr_match("10." .. i .. ".7.7", cidr) then wrong = wrong + 1 end
+          if policy.cidr_match("10." .. (i + 1) % 256 .. ".7.7", cidr) then wrong = wrong + 1 end
+          if not policy.cidr_match("10." .. i .. ".7.7", {"192.0.2.0/24", cidr}) then
+            wrong = wrong + 1
+          end
+        end
+      end
+      return policy.deny(400, "wrong " .. wrong)
+    end)");
+  auto req = request();
+  EXPECT_EQ(onRequest(acme_, req).reason, "wrong 0");
 }
 
 TEST_F(PolicyEngineTest, InvalidCidrIsAnErrorThatFailsClosed) {

@@ -228,7 +228,12 @@ int PolicyCommands::test() const {
     for (const auto& k : labels->getNames()) tenant.labels[k] = labels->get(k).toString();
   }
   auto r = input->getObject("request");
+  // The data plane's principals are always "key:<key id>".
   const std::string principal = optString(input, "principal", "key:dryrun0");
+  if (principal.rfind("key:", 0) != 0 || principal.size() == 4) {
+    AdminClient::die("input " + input_ + ": principal \"" + principal +
+                     "\" must be key:<key id>, as the data plane shows it");
+  }
   const std::string route = optString(input, "route", optString(r, "path", "/"));
   const std::string remote = optString(r, "remote_addr", "127.0.0.1");
   kernel::http::Request req;
@@ -238,7 +243,7 @@ int PolicyCommands::test() const {
   req.target(target);
   readHeaders(r, req.base());
   req.body() = std::string(r ? static_cast<size_t>(r->optValue<int>("body_size", 0)) : 0, 'x');
-  klua::RequestContext rc{&tenant, principal, route, remote, nullptr};
+  klua::RequestContext rc{&tenant, std::string_view(principal).substr(4), route, remote, nullptr};
 
   klua::Verdict v;
   switch (*klua::hookFromName(hook_)) {

@@ -91,6 +91,9 @@ struct ThreadCache {
   uint64_t generation = UINT64_MAX;
   std::shared_ptr<const PolicySnapshot> snapshot;
   std::unordered_map<uint64_t, PolicyEngine::ThreadSandbox> sandboxes;  // by policy uid
+  // The sandbox used last (node pointers stay valid until their entry is erased).
+  uint64_t last_uid = 0;
+  PolicyEngine::ThreadSandbox* last = nullptr;
   // `allow` decisions counted here and added to the shared counter in batches, so serving
   // threads do not contend on one cache line per request.
   std::array<uint32_t, kHookCount> pending_allows{};
@@ -135,7 +138,7 @@ void EngineAccess::log(const PolicyEngine::Call& c, const char* msg, size_t n) n
   try {
     if (throttle(*c.engine->internals_)) return;
     spdlog::info("policy {} v{} {} [decision {}]: {}", c.policy->scope, c.policy->version,
-                 hookName(c.hook), c.verdict->decision_id,
+                 hookName(c.hook), decisionId(*c.verdict),
                  std::string_view(msg, std::min<size_t>(n, 1024)));
   } catch (...) {
   }
@@ -244,17 +247,24 @@ PolicyEngine::~PolicyEngine() {
   }
 }
 
-Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compile(std::string_view tenant,
-                                                              uint64_t version,
-                                                              std::string_view name,
-                                                              std::string_view source,
-                                                              int64_t applied_at_ms) {
+Result<std::unique_ptr<Sandbox>> PolicyEngine::loadSandbox(std::string_view source,
+                                                           std::string_view name) {
   auto sb = Sandbox::create(options_.budget);
   if (!sb) return sb.status();
   if (Status s = (*sb)->addLibrary("policy", policy_library::kFunctions, this); !s) return s;
   if (Status s = (*sb)->protectedCall(policy_library::installProxies, nullptr); !s) return s;
   auto loaded = (*sb)->load(source, name);
   if (!loaded.ok()) return Status::invalid(loaded.error);
+  return sb;
+}
+
+Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compile(std::string_view tenant,
+                                                              uint64_t version,
+                                                              std::string_view name,
+                                                              std::string_view source,
+                                                              int64_t applied_at_ms) {
+  auto sb = loadSandbox(source, name);
+  if (!sb) return sb.status();
   auto p = std::make_shared<CompiledPolicy>();
   p->uid = g_next_uid.fetch_add(1);
   p->tenant = std::string(tenant);
@@ -464,6 +474,8 @@ const CompiledPolicy* PolicyEngine::policyFor(std::string_view tenant) const {
     if (cache.snapshot->global) live.insert(cache.snapshot->global->uid);
     for (const auto& [id, p] : cache.snapshot->tenants) live.insert(p->uid);
     std::erase_if(cache.sandboxes, [&](const auto& e) { return !live.count(e.first); });
+    cache.last_uid = 0;
+    cache.last = nullptr;
   }
   const PolicySnapshot& snap = *cache.snapshot;
   if (!tenant.empty()) {
@@ -474,23 +486,22 @@ const CompiledPolicy* PolicyEngine::policyFor(std::string_view tenant) const {
 }
 
 PolicyEngine::ThreadSandbox& PolicyEngine::sandboxFor(const CompiledPolicy& policy) {
-  auto& sandboxes = threadCache(uid_).sandboxes;
+  ThreadCache& cache = threadCache(uid_);
+  if (cache.last_uid == policy.uid) return *cache.last;
+  auto& sandboxes = cache.sandboxes;
   auto it = sandboxes.find(policy.uid);
-  if (it != sandboxes.end()) return it->second;
-  std::unique_ptr<Sandbox> made;
-  auto sb = Sandbox::create(options_.budget);
-  if (sb && (*sb)->addLibrary("policy", policy_library::kFunctions, this) &&
-      (*sb)->protectedCall(policy_library::installProxies, nullptr)) {
-    auto loaded = (*sb)->load(policy.source, policy.name);
-    if (loaded.ok()) {
-      made = std::move(*sb);
-    } else {
-      spdlog::error("policy {} v{} ({}) does not load on this thread: {}", policy.scope,
-                    policy.version, policy.name, loaded.error);
-    }
+  if (it != sandboxes.end()) {
+    cache.last_uid = policy.uid;
+    cache.last = &it->second;
+    return it->second;
   }
   ThreadSandbox entry;
-  entry.sandbox = std::move(made);
+  if (auto sb = loadSandbox(policy.source, policy.name)) {
+    entry.sandbox = std::move(*sb);
+  } else {
+    spdlog::error("policy {} v{} ({}) does not load on this thread: {}", policy.scope,
+                  policy.version, policy.name, sb.status().message());
+  }
   return sandboxes.emplace(policy.uid, std::move(entry)).first->second;
 }
 
@@ -502,7 +513,6 @@ Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) 
   v.evaluated = true;
   v.scope = policy->scope;
   v.policy_version = policy->version;
-  v.decision_id = tenants::newDecisionId();
   call.hook = hook;
   call.rc = rc;
   call.policy = policy;
@@ -528,6 +538,8 @@ Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) 
     if (overrun) ts.last = v.eval.outcome;
     if (ts.overruns >= kOverrunsToOpen) ts.retry_at = Clock::now() + kBreakerOpenFor;
   }
+  // An allow nobody logs needs no id; anything a client, a log or the script sees has one.
+  if (v.action != Verdict::Action::kAllow || !v.eval.ok()) decisionId(v);
   if (!v.eval.ok()) {
     v.failed = true;
     v.headers.clear();
@@ -546,7 +558,7 @@ Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) 
   return v;
 }
 
-void PolicyEngine::record(Hook hook, const Verdict& v, std::string_view tenant) {
+void PolicyEngine::record(Hook hook, Verdict& v, std::string_view tenant) {
   const size_t h = static_cast<size_t>(hook);
   const FailMode mode = options_.fail[h];
   if (metrics_) {
@@ -578,6 +590,7 @@ void PolicyEngine::record(Hook hook, const Verdict& v, std::string_view tenant) 
     if (std::uniform_real_distribution<double>(0, 1)(rng) >= options_.decision_log_sample) return;
   }
   static const char* const kResults[] = {"allow", "deny", "modify", "failed_open", "failed_closed"};
+  decisionId(v);
   auto now = std::chrono::system_clock::now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
   std::string line = fmt::format("{{\"ts\":\"{:%Y-%m-%dT%H:%M:%S}.{:03}Z\",\"decision_id\":\"{}\"",

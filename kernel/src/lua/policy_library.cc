@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <strings.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -24,8 +25,14 @@ int64_t nowMs() {
 }
 
 // ------------------------------------------------------------------ proxies: ctx, req, res, q
+// Each proxy is a userdata whose metatable's __index answers from the call in progress.
+// Proxies are made once per sandbox and kept in its host refs (Sandbox::hostRef(kind)).
 enum ProxyKind : int { kCtx, kReq, kReqHeaders, kRes, kResHeaders, kQuota, kProxyKinds };
-char kProxyKeys[kProxyKinds];
+static_assert(kProxyKinds <= Sandbox::kHostRefs);
+
+void pushProxy(lua_State* L, ProxyKind kind) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, Sandbox::from(L)->hostRef(kind));
+}
 
 void pushView(lua_State* L, std::string_view s) {
   lua_pushlstring(L, s.data(), s.size());
@@ -57,10 +64,6 @@ void pushQuota(lua_State* L, const RequestContext& rc) {
   }
 }
 
-void pushHeaderProxy(lua_State* L, ProxyKind kind) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kind]);
-}
-
 int ctxField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
   const RequestContext* rc = c.rc;
   if (key == "tenant") {
@@ -76,7 +79,13 @@ int ctxField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
   } else if (key == "labels") {
     rc ? pushLabels(L, rc->tenant->labels) : lua_newtable(L);
   } else if (key == "principal") {
-    pushView(L, rc ? rc->principal : std::string_view(c.install->principal));
+    if (rc) {
+      lua_pushliteral(L, "key:");
+      pushView(L, rc->key_id);
+      lua_concat(L, 2);
+    } else {
+      pushView(L, c.install->principal);
+    }
   } else if (key == "route") {
     rc ? pushView(L, rc->route) : lua_pushnil(L);
   } else if (key == "quota") {
@@ -84,7 +93,7 @@ int ctxField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
   } else if (key == "time") {
     lua_pushnumber(L, static_cast<lua_Number>(nowMs()) / 1000.0);
   } else if (key == "decision_id") {
-    pushView(L, c.verdict->decision_id);
+    pushView(L, decisionId(*c.verdict));
   } else if (key == "hook") {
     pushView(L, hookName(c.hook));
   } else if (key == "policy_version") {
@@ -109,8 +118,6 @@ int reqField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
     } else {
       pushView(L, q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
     }
-  } else if (key == "headers") {
-    pushHeaderProxy(L, kReqHeaders);
   } else if (key == "remote_addr") {
     pushView(L, c.rc ? c.rc->remote_addr : std::string_view());
   } else if (key == "body_size") {
@@ -150,8 +157,9 @@ int quotaField(lua_State* L, const tenants::Rejection& r, std::string_view key) 
   return 1;
 }
 
+// __index of proxy kind upvalue 1.
 int proxyIndex(lua_State* L) {
-  const int kind = *static_cast<int*>(lua_touserdata(L, 1));
+  const auto kind = static_cast<ProxyKind>(lua_tointeger(L, lua_upvalueindex(1)));
   const PolicyEngine::Call* c = t_policy_call;
   if (!c) return luaL_error(L, "ctx, req, res and q can only be used during a hook call");
   if (lua_type(L, 2) != LUA_TSTRING) {
@@ -175,10 +183,6 @@ int proxyIndex(lua_State* L) {
         lua_pushinteger(L, static_cast<lua_Integer>(c->res->result_int()));
         return 1;
       }
-      if (key == "headers") {
-        pushHeaderProxy(L, kResHeaders);
-        return 1;
-      }
       break;
     case kResHeaders:
       if (c->res) return headerField(L, c->res->base(), key);
@@ -196,19 +200,32 @@ int proxyReadOnly(lua_State* L) {
 }
 
 int installProxies(lua_State* L) {
-  lua_createtable(L, 0, 3);  // one metatable for every proxy
-  const int mt = lua_gettop(L);
-  lua_pushcfunction(L, proxyIndex);
-  lua_setfield(L, mt, "__index");
-  lua_pushcfunction(L, proxyReadOnly);
-  lua_setfield(L, mt, "__newindex");
-  lua_pushliteral(L, "locked");
-  lua_setfield(L, mt, "__metatable");
-  for (int kind = 0; kind < kProxyKinds; ++kind) {
-    *static_cast<int*>(lua_newuserdatauv(L, sizeof(int), 0)) = kind;
-    lua_pushvalue(L, mt);
+  Sandbox* sb = Sandbox::from(L);
+  // Header proxies first: req.headers and res.headers are fixed fields of their parents,
+  // answered by a table lookup rather than a call into C.
+  for (ProxyKind kind : {kReqHeaders, kResHeaders, kCtx, kReq, kRes, kQuota}) {
+    lua_newuserdatauv(L, 0, 0);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, kind);
+    lua_pushcclosure(L, proxyIndex, 1);
+    const ProxyKind headers = kind == kReq ? kReqHeaders : kind == kRes ? kResHeaders : kind;
+    if (headers != kind) {
+      lua_createtable(L, 0, 1);  // the fixed fields, falling back to proxyIndex
+      pushProxy(L, headers);
+      lua_setfield(L, -2, "headers");
+      lua_createtable(L, 0, 1);
+      lua_pushvalue(L, -3);
+      lua_setfield(L, -2, "__index");
+      lua_setmetatable(L, -2);
+      lua_remove(L, -2);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, proxyReadOnly);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kind]);
+    sb->setHostRef(kind, luaL_ref(L, LUA_REGISTRYINDEX));
   }
   return 0;
 }
@@ -266,50 +283,104 @@ int policyKvGet(lua_State* L) {
   return 1;
 }
 
+// Dotted-quad IPv4 as inet_pton reads it (four decimal parts of 0-255, no leading zeros),
+// without its copy and terminator: cidr_match runs on every request of a typical policy.
+bool parseIpv4(const char* s, size_t n, unsigned char out[4]) {
+  size_t part = 0, digits = 0;
+  unsigned value = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const char ch = s[i];
+    if (ch >= '0' && ch <= '9') {
+      if (digits == 1 && value == 0) return false;  // leading zero
+      value = value * 10 + static_cast<unsigned>(ch - '0');
+      if (++digits > 3 || value > 255) return false;
+    } else if (ch == '.' && digits > 0 && part < 3) {
+      out[part++] = static_cast<unsigned char>(value);
+      digits = value = 0;
+    } else {
+      return false;
+    }
+  }
+  if (part != 3 || digits == 0) return false;
+  out[3] = static_cast<unsigned char>(value);
+  return true;
+}
+
 // Parses "a.b.c.d", "::1" into 16 bytes (IPv4 as ::ffff:a.b.c.d); false if invalid.
 bool parseIp(const char* s, size_t n, unsigned char out[16], bool* v4) {
-  char buf[64];
-  if (n == 0 || n >= sizeof buf) return false;
-  std::memcpy(buf, s, n);
-  buf[n] = '\0';
-  in_addr a4{};
-  if (inet_pton(AF_INET, buf, &a4) == 1) {
+  if (parseIpv4(s, n, out + 12)) {
     std::memset(out, 0, 10);
     out[10] = out[11] = 0xff;
-    std::memcpy(out + 12, &a4, 4);
     *v4 = true;
     return true;
   }
   *v4 = false;
+  char buf[64];
+  if (n == 0 || n >= sizeof buf) return false;
+  std::memcpy(buf, s, n);
+  buf[n] = '\0';
   return inet_pton(AF_INET6, buf, out) == 1;
 }
 
-// 1 match, 0 no match, -1 invalid CIDR.
-int cidrContains(const unsigned char ip[16], const char* cidr, size_t n) {
+struct Cidr {
+  unsigned char net[16];
+  int bits;  // of the 16-byte form (IPv4 prefixes + 96)
+};
+
+bool parseCidr(const char* cidr, size_t n, Cidr& out) {
   const char* slash = static_cast<const char*>(std::memchr(cidr, '/', n));
   size_t addr_len = slash ? static_cast<size_t>(slash - cidr) : n;
-  unsigned char net[16];
   bool v4 = false;
-  if (!parseIp(cidr, addr_len, net, &v4)) return -1;
+  if (!parseIp(cidr, addr_len, out.net, &v4)) return false;
   int bits = v4 ? 32 : 128;
   if (slash) {
     const char* p = slash + 1;
     const char* end = cidr + n;
-    if (p == end || end - p > 3) return -1;
+    if (p == end || end - p > 3) return false;
     int b = 0;
     for (; p < end; ++p) {
-      if (*p < '0' || *p > '9') return -1;
+      if (*p < '0' || *p > '9') return false;
       b = b * 10 + (*p - '0');
     }
-    if (b > bits) return -1;
+    if (b > bits) return false;
     bits = b;
   }
-  if (v4) bits += 96;
+  out.bits = v4 ? bits + 96 : bits;
+  return true;
+}
+
+bool contains(const Cidr& c, const unsigned char ip[16]) {
+  int bits = c.bits;
   for (int i = 0; i < 16 && bits > 0; ++i, bits -= 8) {
     unsigned char mask = bits >= 8 ? 0xff : static_cast<unsigned char>(0xff << (8 - bits));
-    if ((ip[i] & mask) != (net[i] & mask)) return 0;
+    if ((ip[i] & mask) != (c.net[i] & mask)) return false;
   }
-  return 1;
+  return true;
+}
+
+// Parsed CIDRs by their text, per thread: a policy matches against the same few strings on
+// every request. Slots are picked by the Lua string's address (interned strings keep theirs)
+// and confirmed by the text, so a reused address never returns a stale parse.
+struct CidrSlot {
+  char text[52];
+  size_t len = 0;  // 0: empty
+  bool valid = false;
+  Cidr cidr;
+};
+thread_local std::array<CidrSlot, 64> t_cidr_cache;
+
+// The parsed CIDR, or null if `text` is not one.
+const Cidr* cachedCidr(const char* text, size_t n) {
+  thread_local CidrSlot uncached;
+  CidrSlot& slot = n < sizeof uncached.text
+                       ? t_cidr_cache[(reinterpret_cast<uintptr_t>(text) >> 4) % 64]
+                       : uncached;
+  if (&slot == &uncached || slot.len != n || std::memcmp(slot.text, text, n) != 0) {
+    slot.valid = parseCidr(text, n, slot.cidr);
+    slot.len = &slot == &uncached ? 0 : n;
+    if (slot.len) std::memcpy(slot.text, text, n);
+  }
+  return slot.valid ? &slot.cidr : nullptr;
 }
 
 int policyCidrMatch(lua_State* L) {
@@ -320,11 +391,11 @@ int policyCidrMatch(lua_State* L) {
   const bool valid_ip = parseIp(ip_text, n, ip, &v4);
   auto test = [&](int idx) {
     size_t clen = 0;
-    const char* cidr = lua_tolstring(L, idx, &clen);
-    if (!cidr) luaL_error(L, "policy.cidr_match: CIDRs must be strings");
-    int r = cidrContains(ip, cidr, clen);
-    if (r < 0) luaL_error(L, "policy.cidr_match: invalid CIDR \"%s\"", cidr);
-    return valid_ip && r == 1;
+    const char* text = lua_tolstring(L, idx, &clen);
+    if (!text) luaL_error(L, "policy.cidr_match: CIDRs must be strings");
+    const Cidr* cidr = cachedCidr(text, clen);
+    if (!cidr) luaL_error(L, "policy.cidr_match: invalid CIDR \"%s\"", text);
+    return valid_ip && contains(*cidr, ip);
   };
   if (lua_type(L, 2) == LUA_TTABLE) {
     const lua_Integer len = static_cast<lua_Integer>(lua_rawlen(L, 2));
@@ -380,11 +451,11 @@ void pushManifest(lua_State* L, const PluginInstall& m) {
 
 int pushArgs(lua_State* L, void* data) {
   auto* c = static_cast<PolicyEngine::Call*>(data);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kCtx]);
+  pushProxy(L, kCtx);
   switch (c->hook) {
-    case Hook::kOnRequest: lua_rawgetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kReq]); break;
-    case Hook::kOnResponse: lua_rawgetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kRes]); break;
-    case Hook::kOnQuotaExceeded: lua_rawgetp(L, LUA_REGISTRYINDEX, &kProxyKeys[kQuota]); break;
+    case Hook::kOnRequest: pushProxy(L, kReq); break;
+    case Hook::kOnResponse: pushProxy(L, kRes); break;
+    case Hook::kOnQuotaExceeded: pushProxy(L, kQuota); break;
     case Hook::kOnPluginInstall: pushManifest(L, *c->install); break;
   }
   return 2;

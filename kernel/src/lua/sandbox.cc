@@ -488,39 +488,44 @@ bool Sandbox::hasFunction(const char* name) {
   return yes;
 }
 
-int Sandbox::prepare(lua_State* L) {
-  auto* r = static_cast<Run*>(lua_touserdata(L, 1));
+int Sandbox::newCoroutine(lua_State* L) {
   Sandbox* sb = from(L);
+  sb->co_ = lua_newthread(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
+  return 0;
+}
+
+// The body of a call, run as the coroutine's main function: finds the function, pushes the
+// arguments, calls it and reads its results. Running all of it inside the coroutine means
+// one protected entry (lua_resume) per call.
+int Sandbox::body(lua_State* L) {
+  auto* r = static_cast<Run*>(lua_touserdata(L, 1));
   lua_settop(L, 0);
-  if (!sb->co_) {  // the last call ended abnormally: its coroutine is dead
-    sb->co_ = lua_newthread(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
-  }
   if (r->ref != LUA_NOREF) {
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref) != LUA_TFUNCTION) {
       return luaL_error(L, "registry reference %d is not a function", r->ref);
     }
   } else if (r->function) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvKey);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);  // the scripts' env
     lua_pushstring(L, r->function);
     if (lua_rawget(L, 1) != LUA_TFUNCTION) {
       return luaL_error(L, "the script defines no function %s", r->function);
     }
     lua_remove(L, 1);
-  } else {
-    if (luaL_loadbufferx(L, r->source.data(), r->source.size(), r->chunk_name.c_str(), "t") !=
-        LUA_OK) {
-      return lua_error(L);  // "policy.lua:3: syntax error near ..."
-    }
+  } else if (luaL_loadbufferx(L, r->source.data(), r->source.size(), r->chunk_name.c_str(), "t") !=
+             LUA_OK) {
+    return lua_error(L);  // "policy.lua:3: syntax error near ..."
   }
-  int n = r->push ? r->push(L, r->data) : 0;
-  return 1 + n;
+  const int n = r->push ? r->push(L, r->data) : 0;
+  // With a continuation, so the hook can still yield out of the script.
+  lua_callk(L, n, LUA_MULTRET, reinterpret_cast<lua_KContext>(r), &Sandbox::afterBody);
+  return afterBody(L, LUA_OK, reinterpret_cast<lua_KContext>(r));
 }
 
-int Sandbox::finish(lua_State* L) {
-  auto* r = static_cast<Run*>(lua_touserdata(L, 1));
-  lua_remove(L, 1);
-  return r->read ? (r->read(L, r->data), 0) : 0;
+int Sandbox::afterBody(lua_State* L, int, lua_KContext ctx) {
+  auto* r = reinterpret_cast<Run*>(ctx);
+  if (r->read && lua_gettop(L) > 0) r->read(L, r->data);
+  return 0;
 }
 
 std::string Sandbox::describeError(lua_State* from, int status) const {
@@ -543,43 +548,24 @@ CallResult Sandbox::run(Run& r) {
 
   lua_State* L = L_;
   lua_settop(L, 0);
-  lua_sethook(L, &Sandbox::hook, LUA_MASKCOUNT, hook_step_);
-  lua_pushcfunction(L, &Sandbox::prepare);
-  lua_pushlightuserdata(L, &r);
-  int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-  bool abnormal = status != LUA_OK;
-  if (abnormal) {
-    out.outcome = Outcome::kError;
-    out.error = describeError(L, status);
-  } else {
-    const int nargs = lua_gettop(L) - 1;
-    lua_State* co = co_;
-    if (!lua_checkstack(co, nargs + 1)) {
-      metering_ = false;
-      lua_settop(L, 0);
-      return {Outcome::kError, "lua: stack overflow passing arguments", {}};
+  bool abnormal = false;
+  if (!co_) {  // the last call ended abnormally: its coroutine is dead
+    lua_pushcfunction(L, &Sandbox::newCoroutine);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+      out.outcome = Outcome::kError;
+      out.error = describeError(L, LUA_ERRMEM);
+      abnormal = true;
     }
-    lua_xmove(L, co, nargs + 1);
+  }
+  if (co_) {
+    lua_State* co = co_;
     lua_sethook(co, &Sandbox::hook, LUA_MASKCOUNT, hook_step_);
+    lua_pushcfunction(co, &Sandbox::body);
+    lua_pushlightuserdata(co, &r);
     int nres = 0;
-    status = lua_resume(co, L, nargs, &nres);
+    const int status = lua_resume(co, L, 1, &nres);
     if (status == LUA_OK) {
-      if (nres == 0 || !r.read) {
-        lua_settop(co, 0);  // nothing to read: skip the protected call
-      } else if (lua_checkstack(L, nres + 2)) {
-        lua_pushcfunction(L, &Sandbox::finish);
-        lua_pushlightuserdata(L, &r);
-        lua_xmove(co, L, nres);
-        status = lua_pcall(L, nres + 1, 0, 0);
-        if (status != LUA_OK) {
-          out.outcome = Outcome::kError;
-          out.error = describeError(L, status);
-        }
-      } else {
-        lua_settop(co, 0);
-        out.outcome = Outcome::kError;
-        out.error = "lua: too many results";
-      }
+      lua_settop(co, 0);
     } else {
       abnormal = true;
       out.outcome = Outcome::kError;

@@ -151,8 +151,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     quota_rejections_.labels({r.quota}).add(1);
     auto res = quotaProblem(req, r, tenant);
     if (policy_ && policy_->active()) {
-      std::string principal;
-      auto rc = policyContext(tenant, who.key_id, peer, table->targets[match->target], principal);
+      auto rc = policyContext(tenant, who.key_id, peer, table->targets[match->target]);
       auto v = policy_->onQuotaExceeded(rc, r);
       if (v.evaluated && !v.failed) {
         if (v.status != 0 || !v.reason.empty()) {
@@ -192,10 +191,9 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   const RouteTarget& route = table->targets[match->target];
   // The admin policy: after admission, before the plugin. Without one, this is one load.
   const bool policy_active = policy_ && policy_->active();
-  std::string principal;  // what the policy context views; set only with a policy
   lua::RequestContext rc;
   if (policy_active) {
-    rc = policyContext(tenant, who.key_id, peer, route, principal);
+    rc = policyContext(tenant, who.key_id, peer, route);
     auto v = policy_->onRequest(rc, req);
     if (v.action == lua::Verdict::Action::kDeny) {
       auto res = policyRefusal(req, v, request_id);
@@ -216,20 +214,19 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
   // The request, the strings it views and the tenant snapshot stay alive until `respond`.
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
-  bool queued = pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
-                                 match = std::move(*match), path, query, request_id, started,
-                                 respond, ticket_ptr, policy_active, key_id = who.key_id,
-                                 principal = std::move(principal)]() mutable {
-    auto res = invoke(route, tenant, key_id, req, match, path, query, request_id);
-    if (policy_active) {
-      // The principal as on_request saw it (before any header rewrite).
-      policyOnResponse({&tenant, principal, route.pattern, peer.address, &admission_}, req, res);
-    }
-    addRateLimitHeaders(res, *ticket_ptr);
-    finish(req, peer, res, request_id, tenant.id, &route, started);
-    ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
-    respond(std::move(res));
-  });
+  bool queued =
+      pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
+                       match = std::move(*match), path, query, request_id, started, respond,
+                       ticket_ptr, policy_active, key_id = who.key_id]() mutable {
+        auto res = invoke(route, tenant, key_id, req, match, path, query, request_id);
+        if (policy_active) {
+          policyOnResponse(policyContext(tenant, key_id, peer, route), req, res);
+        }
+        addRateLimitHeaders(res, *ticket_ptr);
+        finish(req, peer, res, request_id, tenant.id, &route, started);
+        ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
+        respond(std::move(res));
+      });
   if (!queued) {
     pool_rejections_.add(1);
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
@@ -299,10 +296,8 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
 // trellis.yaml have ids "cfg…").
 lua::RequestContext DataPlane::policyContext(const tenants::TenantView& tenant,
                                              std::string_view key_id, const http::Peer& peer,
-                                             const RouteTarget& route,
-                                             std::string& principal) const {
-  principal = "key:" + std::string(key_id);
-  return lua::RequestContext{&tenant, principal, route.pattern, peer.address, &admission_};
+                                             const RouteTarget& route) const {
+  return lua::RequestContext{&tenant, key_id, route.pattern, peer.address, &admission_};
 }
 
 void DataPlane::policyOnResponse(const lua::RequestContext& rc, const http::Request& req,

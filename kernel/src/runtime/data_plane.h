@@ -37,8 +37,7 @@ class DataPlane : public http::RequestHandler {
                         std::string_view query, const std::string& request_id);
   // Admin policy hooks (only called when a policy is active).
   lua::RequestContext policyContext(const tenants::TenantView& tenant, std::string_view key_id,
-                                    const http::Peer& peer, const RouteTarget& route,
-                                    std::string& principal) const;
+                                    const http::Peer& peer, const RouteTarget& route) const;
   void policyOnResponse(const lua::RequestContext& rc, const http::Request& req,
                         http::Response& res);
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,

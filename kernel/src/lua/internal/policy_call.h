@@ -33,6 +33,15 @@ struct PolicyEngine::Call {
   Verdict* verdict = nullptr;
 };
 
+// The verdict's decision id, made on first use (see Verdict::decision_id).
+inline const std::string& decisionId(Verdict& v) noexcept {
+  try {
+    if (v.decision_id.empty()) v.decision_id = tenants::newDecisionId();
+  } catch (...) {  // out of memory: no id rather than an exception through Lua's C frames
+  }
+  return v.decision_id;
+}
+
 // The hook call in progress on this thread; null outside hook calls.
 extern constinit thread_local PolicyEngine::Call* t_policy_call;
 

@@ -76,7 +76,7 @@ struct PolicyOptions {
 // What `ctx` shows a data-plane hook. Views must outlive the call.
 struct RequestContext {
   const tenants::TenantView* tenant = nullptr;  // required
-  std::string_view principal;                   // "key:1a2b3c4d"
+  std::string_view key_id;                      // ctx.principal is "key:" .. key_id
   std::string_view route;                       // "/hello/{name}"
   std::string_view remote_addr;
   const tenants::Admission* admission = nullptr;  // for ctx.quota usage; may be null
@@ -106,6 +106,9 @@ struct Verdict {
   std::vector<HeaderEdit> headers;
   bool evaluated = false;  // false: no policy with this hook applies
   bool failed = false;     // the hook failed; the action follows the fail mode
+  // Set for every decision anyone can see: a deny, a modify, a failure, a logged decision,
+  // or one whose script read ctx.decision_id. An allow nobody sees has none (it costs a
+  // string per request).
   std::string decision_id;
   std::string scope;  // "global" or "tenant:acme"
   uint64_t policy_version = 0;
@@ -172,11 +175,13 @@ class PolicyEngine {
   Verdict evaluate(Hook hook, const RequestContext* rc, Call& call);
   const CompiledPolicy* policyFor(std::string_view tenant) const;
   ThreadSandbox& sandboxFor(const CompiledPolicy& policy);
+  // A sandbox with the `policy` library, in which `source` ran its top level.
+  Result<std::unique_ptr<Sandbox>> loadSandbox(std::string_view source, std::string_view name);
   Result<std::shared_ptr<CompiledPolicy>> compile(std::string_view tenant, uint64_t version,
                                                   std::string_view name, std::string_view source,
                                                   int64_t applied_at_ms);
   void publish(std::shared_ptr<const PolicySnapshot> next);
-  void record(Hook hook, const Verdict& v, std::string_view tenant);
+  void record(Hook hook, Verdict& v, std::string_view tenant);
 
   const uint64_t uid_;  // tells thread-local caches of different engines apart
   PolicyOptions options_;

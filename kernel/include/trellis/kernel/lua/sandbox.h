@@ -38,6 +38,7 @@
 // per-state string for results built in C++.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -75,8 +76,8 @@ struct CallResult {
 class Sandbox {
  public:
   // Pushes a call's arguments (returns how many) or reads its results (at stack indices
-  // 1..lua_gettop(L); returns 0). Both run in protected mode on the main state and may
-  // raise Lua errors (luaL_error) — with no C++ objects with destructors in their frames.
+  // 1..lua_gettop(L); returns 0). Both run inside the call's coroutine and may raise Lua
+  // errors (luaL_error) — with no C++ objects with destructors in their frames.
   // Read with raw access (lua_rawget): a metamethod would run script code, which is metered
   // but fails the call.
   using Marshal = int (*)(lua_State* L, void* data);
@@ -118,6 +119,11 @@ class Sandbox {
   static Sandbox* from(lua_State* L);
   // A per-state buffer for host functions to build results in (see HOST FUNCTIONS).
   std::string& scratch() { return scratch_; }
+  // Registry references (luaL_ref) a host keeps for values it pushes on every call: a
+  // lua_rawgeti on the registry's array part is cheaper than a keyed lookup.
+  static constexpr size_t kHostRefs = 8;
+  int hostRef(size_t i) const { return host_refs_[i]; }
+  void setHostRef(size_t i, int ref) { host_refs_[i] = ref; }
 
  private:
   struct Run;
@@ -125,8 +131,9 @@ class Sandbox {
   static void* allocate(void* ud, void* ptr, size_t osize, size_t nsize) noexcept;
   static void hook(lua_State* L, lua_Debug* ar);
   static int setUp(lua_State* L);
-  static int prepare(lua_State* L);
-  static int finish(lua_State* L);
+  static int newCoroutine(lua_State* L);
+  static int body(lua_State* L);
+  static int afterBody(lua_State* L, int status, lua_KContext ctx);
   CallResult run(Run& run);
   std::string describeError(lua_State* from, int status) const;
 
@@ -143,6 +150,7 @@ class Sandbox {
   uint32_t alloc_ticks_ = 0;
   std::chrono::steady_clock::time_point deadline_;
   std::string scratch_;
+  std::array<int, kHostRefs> host_refs_{};
 };
 
 // JSON for scripts; lua_CFunctions to register with addLibrary().
