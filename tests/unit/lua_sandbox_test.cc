@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "support/test_support.h"
 #include "trellis/kernel/lua/sandbox.h"
@@ -86,6 +87,40 @@ TEST_F(LuaSandboxTest, WellBehavedScriptRunsAndReportsUsage) {
   EXPECT_GT(r.usage.instructions, 1000u);
   EXPECT_GT(r.usage.peak_memory_bytes, 0u);
   expectStillServes();
+}
+
+// A host function that blocks for its argument's milliseconds: time spent in C, where no
+// hook fires and nothing allocates.
+int hostSleep(lua_State* L) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(luaL_checkinteger(L, 1)));
+  return 0;
+}
+
+// Wall time is metered on the sandbox's own clock (the TSC where the kernel uses it): what
+// a call reports must agree with steady_clock, and a call that ends late fails on it.
+TEST_F(LuaSandboxTest, WallTimeIsMeasuredAndEnforcedInsideCFunctions) {
+  static const luaL_Reg kTime[] = {{"sleep", hostSleep}, {nullptr, nullptr}};
+  ASSERT_TRUE(sb_->addLibrary("host.time", kTime, nullptr));
+  const auto started = std::chrono::steady_clock::now();
+  auto r = attempt("host.time.sleep(30) return 'slept'");
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_GE(r.usage.wall_time, std::chrono::milliseconds(29));
+  EXPECT_LE(r.usage.wall_time, elapsed);
+
+  sb_->setBudget({.instructions = 200'000,
+                  .memory_bytes = 2 * 1024 * 1024,
+                  .wall_time = std::chrono::milliseconds(10)});
+  expectContained(attempt("host.time.sleep(30) return 'late'"), Outcome::kWallTimeLimit,
+                  "wall-time budget of 10000 us exceeded");
+  // A loop is stopped by the hook's clock check well before the instruction budget.
+  sb_->setBudget({.instructions = uint64_t{1} << 50,
+                  .memory_bytes = 2 * 1024 * 1024,
+                  .wall_time = std::chrono::milliseconds(20)});
+  auto loop = attempt("while true do end");
+  EXPECT_EQ(outcomeName(loop.outcome), "wall_time") << loop.error;
+  EXPECT_GE(loop.usage.wall_time, std::chrono::milliseconds(20));
 }
 
 TEST_F(LuaSandboxTest, FileAccessThroughIoIsAbsent) {

@@ -239,6 +239,20 @@ TEST_F(PolicyEngineTest, TenantPolicyOverridesTheGlobalOne) {
   EXPECT_EQ(onRequest(globex_, req).reason, "global");
 }
 
+// A hook only a tenant's policy defines still runs for that tenant, and stops running once
+// that policy is removed.
+TEST_F(PolicyEngineTest, HookDefinedOnlyByATenantPolicyRunsForThatTenant) {
+  applyGlobal("function on_request() end");
+  ASSERT_TRUE(engine_->apply("acme", "acme.lua", R"(
+    function on_response(ctx, res) return policy.modify({["X-Acme"] = "1"}) end)"));
+  auto req = request();
+  http::Response res{boost::beast::http::status::ok, 11};
+  EXPECT_EQ(engine_->onResponse(ctx(acme_), req, res).action, Action::kModify);
+  EXPECT_FALSE(engine_->onResponse(ctx(globex_), req, res).evaluated);
+  ASSERT_TRUE(engine_->remove("acme"));
+  EXPECT_FALSE(engine_->onResponse(ctx(acme_), req, res).evaluated);
+}
+
 TEST_F(PolicyEngineTest, RemovedTenantPolicyFallsBackToGlobalAndRollbackRestoresIt) {
   applyGlobal("function on_request() return policy.deny(403, 'global') end");
   ASSERT_TRUE(engine_->apply("acme", "acme.lua",

@@ -312,8 +312,15 @@ Status PolicyEngine::start() {
 }
 
 void PolicyEngine::publish(std::shared_ptr<const PolicySnapshot> next) {
+  uint32_t hooks = 0;  // the hooks any active policy defines
+  auto add = [&](const CompiledPolicy& p) {
+    for (size_t h = 0; h < kHookCount; ++h) hooks |= p.hooks[h] ? 1u << h : 0;
+  };
+  if (next->global) add(*next->global);
+  for (const auto& [id, p] : next->tenants) add(*p);
   std::lock_guard lock(mu_);
   active_.store(next->global != nullptr || !next->tenants.empty(), std::memory_order_release);
+  hooks_.store(hooks, std::memory_order_release);
   snapshot_ = std::move(next);
   generation_.fetch_add(1, std::memory_order_release);
 }
@@ -507,6 +514,8 @@ PolicyEngine::ThreadSandbox& PolicyEngine::sandboxFor(const CompiledPolicy& poli
 
 Verdict PolicyEngine::evaluate(Hook hook, const RequestContext* rc, Call& call) {
   Verdict v;
+  // No active policy defines this hook (on_response, typically): one load.
+  if (!(hooks_.load(std::memory_order_acquire) & (1u << static_cast<size_t>(hook)))) return v;
   std::string_view tenant = rc ? std::string_view(rc->tenant->id) : call.install->tenant;
   const CompiledPolicy* policy = policyFor(tenant);
   if (!policy || !policy->hooks[static_cast<size_t>(hook)]) return v;

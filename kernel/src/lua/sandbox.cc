@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "lua/internal/budget_clock.h"
+
 // Lua reports errors with longjmp (Debian builds it as C). Every function in this file that
 // Lua calls, or that calls a raising Lua API function, keeps only trivially destructible
 // objects in its frame; C++ objects live in Sandbox members or in frames above lua_pcall.
@@ -14,7 +16,7 @@
 namespace trellis::kernel::lua {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+namespace clock = budget_clock;
 
 // Registry keys (their addresses) and the preemption sentinel.
 char kEnvKey;     // the scripts' global table (writable, __index = the read-only base)
@@ -311,7 +313,7 @@ void* Sandbox::allocate(void* ud, void* ptr, size_t osize, size_t nsize) noexcep
       // Once over any budget the call is over: refusing memory stops C functions early.
       if (sb->tripped_ != Outcome::kOk) return nullptr;
       // The allocator is the watchdog inside C functions that build strings or tables.
-      if ((++sb->alloc_ticks_ & 63) == 0 && Clock::now() >= sb->deadline_) {
+      if ((++sb->alloc_ticks_ & 63) == 0 && clock::now() >= sb->deadline_) {
         sb->tripped_ = Outcome::kWallTimeLimit;
         return nullptr;
       }
@@ -334,7 +336,7 @@ void Sandbox::hook(lua_State* L, lua_Debug*) {
     ++sb->hook_fires_;
     if (sb->hook_fires_ * static_cast<uint64_t>(sb->hook_step_) > sb->budget_.instructions) {
       sb->tripped_ = Outcome::kInstructionLimit;
-    } else if (Clock::now() >= sb->deadline_) {
+    } else if (clock::now() >= sb->deadline_) {
       sb->tripped_ = Outcome::kWallTimeLimit;
     } else {
       return;
@@ -537,8 +539,8 @@ std::string Sandbox::describeError(lua_State* from, int status) const {
 
 CallResult Sandbox::run(Run& r) {
   CallResult out;
-  const auto started = Clock::now();
-  deadline_ = started + budget_.wall_time;
+  const clock::Ticks started = clock::now();
+  deadline_ = started + clock::fromMicros(budget_.wall_time);
   tripped_ = Outcome::kOk;
   hook_fires_ = 0;
   alloc_ticks_ = 0;
@@ -582,7 +584,7 @@ CallResult Sandbox::run(Run& r) {
     }
   }
   metering_ = false;
-  const auto ended = Clock::now();
+  const clock::Ticks ended = clock::now();
   if (tripped_ == Outcome::kOk && out.ok() && ended > deadline_) tripped_ = Outcome::kWallTimeLimit;
   if (tripped_ != Outcome::kOk) {
     out.outcome = tripped_;
@@ -601,7 +603,7 @@ CallResult Sandbox::run(Run& r) {
   }
   out.usage.instructions = hook_fires_ * static_cast<uint64_t>(hook_step_);
   out.usage.peak_memory_bytes = peak_;
-  out.usage.wall_time = std::chrono::duration_cast<std::chrono::microseconds>(ended - started);
+  out.usage.wall_time = clock::toMicros(ended - started);
   lua_settop(L, 0);
   if (abnormal || !out.ok()) lua_gc(L, LUA_GCCOLLECT);  // what a runaway call left behind
   return out;

@@ -190,6 +190,7 @@ class PolicyEngine {
   metrics::MetricsRegistry* metrics_;
   std::unique_ptr<DecisionLog> decision_log_;
   std::atomic<bool> active_{false};
+  std::atomic<uint32_t> hooks_{0};  // bit per Hook: defined by some active policy
   std::atomic<uint64_t> generation_{0};
   mutable std::mutex mu_;  // guards snapshot_
   std::shared_ptr<const PolicySnapshot> snapshot_;

@@ -148,7 +148,7 @@ class Sandbox {
   uint64_t hook_fires_ = 0;
   int hook_step_ = 100;
   uint32_t alloc_ticks_ = 0;
-  std::chrono::steady_clock::time_point deadline_;
+  int64_t deadline_ = 0;  // in budget_clock ticks
   std::string scratch_;
   std::array<int, kHostRefs> host_refs_{};
 };
