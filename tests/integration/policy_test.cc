@@ -295,6 +295,13 @@ TEST(PolicyCliTest, DryRunPrintsTheDecisionAndBudgetsWithoutAServer) {
                    &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_THAT(out, HasSubstr("bad.lua:2:"));
+  // The data plane's principals are always key:<id>; a dry run refuses anything else.
+  writeFile(dir / "admin.json", R"({"principal": "admin"})");
+  out = runCommand(cli + " policy test " + (dir / "loop.lua").string() + " --input " +
+                       (dir / "admin.json").string() + " 2>&1",
+                   &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(out, HasSubstr("principal \"admin\" must be key:<key id>"));
 }
 
 TEST_F(PolicyTest, FailOpenLetsRequestsThroughWhenThePolicyBreaks) {
