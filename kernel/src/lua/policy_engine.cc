@@ -33,6 +33,23 @@ using Clock = std::chrono::steady_clock;
 struct PolicySnapshot {
   std::shared_ptr<const CompiledPolicy> global;
   std::map<std::string, std::shared_ptr<const CompiledPolicy>, std::less<>> tenants;
+
+  // The scope's own policy ("" is the global scope), or null.
+  const CompiledPolicy* find(std::string_view tenant) const {
+    if (tenant.empty()) return global.get();
+    auto it = tenants.find(tenant);
+    return it == tenants.end() ? nullptr : it->second.get();
+  }
+  // Sets the scope's policy, or removes it when `p` is null.
+  void set(std::string_view tenant, std::shared_ptr<const CompiledPolicy> p) {
+    if (tenant.empty()) {
+      global = std::move(p);
+    } else if (p) {
+      tenants[std::string(tenant)] = std::move(p);
+    } else {
+      tenants.erase(std::string(tenant));
+    }
+  }
 };
 
 // Appends decisions as JSON lines through its own spdlog thread pool; when the queue is
@@ -300,15 +317,22 @@ Status PolicyEngine::start() {
                              ") does not load: " + p.status().message() +
                              " (roll it back with `trellis policy rollback`)");
     }
-    if (s.tenant.empty()) {
-      next->global = std::move(*p);
-    } else {
-      next->tenants[s.tenant] = std::move(*p);
-    }
+    next->set(s.tenant, std::move(*p));
     spdlog::info("policy {} v{} ({}) active", scopeOf(s.tenant), s.version, s.name);
   }
   publish(std::move(next));
   return Status::ok();
+}
+
+std::shared_ptr<const PolicySnapshot> PolicyEngine::current() const {
+  std::lock_guard lock(mu_);
+  return snapshot_;
+}
+
+void PolicyEngine::replace(std::string_view tenant, std::shared_ptr<const CompiledPolicy> p) {
+  auto next = std::make_shared<PolicySnapshot>(*current());
+  next->set(tenant, std::move(p));
+  publish(std::move(next));
 }
 
 void PolicyEngine::publish(std::shared_ptr<const PolicySnapshot> next) {
@@ -357,11 +381,6 @@ Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view
   std::lock_guard apply_lock(internals_->apply_mu);
   auto compiled = compile(tenant, 0, name, source, nowMs());
   if (!compiled) return compiled.status();
-  std::shared_ptr<const PolicySnapshot> current;
-  {
-    std::lock_guard lock(mu_);
-    current = snapshot_;
-  }
   auto& p = **compiled;
   if (store_) {
     auto saved = store_->save(tenant, name, source);
@@ -369,19 +388,10 @@ Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view
     p.version = saved->version;
     p.applied_at_ms = saved->applied_at_ms;
   } else {
-    auto it = current->tenants.find(tenant);
-    const CompiledPolicy* before = tenant.empty()                 ? current->global.get()
-                                   : it == current->tenants.end() ? nullptr
-                                                                  : it->second.get();
+    const CompiledPolicy* before = current()->find(tenant);
     p.version = before ? before->version + 1 : 1;
   }
-  auto next = std::make_shared<PolicySnapshot>(*current);
-  if (tenant.empty()) {
-    next->global = *compiled;
-  } else {
-    next->tenants[std::string(tenant)] = *compiled;
-  }
-  publish(std::move(next));
+  replace(tenant, *compiled);
   spdlog::info("policy {} v{} ({}) applied", p.scope, p.version, p.name);
   return infoOf(p);
 }
@@ -399,18 +409,7 @@ Result<PolicyInfo> PolicyEngine::rollback(std::string_view tenant) {
   auto committed = store_->rollback(tenant, true);
   if (!committed) return committed.status();
   (*compiled)->applied_at_ms = committed->applied_at_ms;
-  std::shared_ptr<const PolicySnapshot> current;
-  {
-    std::lock_guard lock(mu_);
-    current = snapshot_;
-  }
-  auto next = std::make_shared<PolicySnapshot>(*current);
-  if (tenant.empty()) {
-    next->global = *compiled;
-  } else {
-    next->tenants[std::string(tenant)] = *compiled;
-  }
-  publish(std::move(next));
+  replace(tenant, *compiled);
   spdlog::info("policy {} rolled back to v{} ({})", (*compiled)->scope, (*compiled)->version,
                (*compiled)->name);
   return infoOf(**compiled);
@@ -418,24 +417,11 @@ Result<PolicyInfo> PolicyEngine::rollback(std::string_view tenant) {
 
 Status PolicyEngine::remove(std::string_view tenant) {
   std::lock_guard apply_lock(internals_->apply_mu);
-  std::shared_ptr<const PolicySnapshot> current;
-  {
-    std::lock_guard lock(mu_);
-    current = snapshot_;
-  }
-  const bool present =
-      tenant.empty() ? current->global != nullptr : current->tenants.count(tenant) > 0;
-  if (!present) return Status::notFound("no policy applied for " + scopeOf(tenant));
+  if (!current()->find(tenant)) return Status::notFound("no policy applied for " + scopeOf(tenant));
   if (store_) {
     if (Status s = store_->deactivate(tenant); !s) return s;
   }
-  auto next = std::make_shared<PolicySnapshot>(*current);
-  if (tenant.empty()) {
-    next->global.reset();
-  } else {
-    next->tenants.erase(std::string(tenant));
-  }
-  publish(std::move(next));
+  replace(tenant, nullptr);
   spdlog::info("policy {} removed", scopeOf(tenant));
   return Status::ok();
 }
@@ -443,28 +429,15 @@ Status PolicyEngine::remove(std::string_view tenant) {
 Status PolicyEngine::forgetTenant(std::string_view tenant) {
   if (tenant.empty()) return Status::invalid("forgetTenant needs a tenant id");
   std::lock_guard apply_lock(internals_->apply_mu);
-  std::shared_ptr<const PolicySnapshot> current;
-  {
-    std::lock_guard lock(mu_);
-    current = snapshot_;
-  }
-  if (current->tenants.count(tenant)) {
-    auto next = std::make_shared<PolicySnapshot>(*current);
-    next->tenants.erase(std::string(tenant));
-    publish(std::move(next));
-  }
+  if (current()->find(tenant)) replace(tenant, nullptr);
   return store_ ? store_->purge(tenant) : Status::ok();
 }
 
 std::vector<PolicyInfo> PolicyEngine::list() const {
-  std::shared_ptr<const PolicySnapshot> current;
-  {
-    std::lock_guard lock(mu_);
-    current = snapshot_;
-  }
+  const auto snapshot = current();
   std::vector<PolicyInfo> out;
-  if (current->global) out.push_back(infoOf(*current->global));
-  for (const auto& [id, p] : current->tenants) out.push_back(infoOf(*p));
+  if (snapshot->global) out.push_back(infoOf(*snapshot->global));
+  for (const auto& [id, p] : snapshot->tenants) out.push_back(infoOf(*p));
   return out;
 }
 

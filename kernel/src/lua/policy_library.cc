@@ -205,7 +205,6 @@ int installProxies(lua_State* L) {
   // answered by a table lookup rather than a call into C.
   for (ProxyKind kind : {kReqHeaders, kResHeaders, kCtx, kReq, kRes, kQuota}) {
     lua_newuserdatauv(L, 0, 0);
-    lua_createtable(L, 0, 3);
     lua_pushinteger(L, kind);
     lua_pushcclosure(L, proxyIndex, 1);
     const ProxyKind headers = kind == kReq ? kReqHeaders : kind == kRes ? kResHeaders : kind;
@@ -219,11 +218,7 @@ int installProxies(lua_State* L) {
       lua_setmetatable(L, -2);
       lua_remove(L, -2);
     }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, proxyReadOnly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
+    Sandbox::makeLockedMetatable(L, proxyReadOnly);
     lua_setmetatable(L, -2);
     sb->setHostRef(kind, luaL_ref(L, LUA_REGISTRYINDEX));
   }

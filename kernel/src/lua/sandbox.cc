@@ -43,13 +43,8 @@ int readOnlyError(lua_State* L) {
 void freezeTop(lua_State* L) {
   int real = lua_gettop(L);
   lua_newtable(L);  // proxy
-  lua_createtable(L, 0, 3);
   lua_pushvalue(L, real);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, readOnlyError);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushliteral(L, "locked");
-  lua_setfield(L, -2, "__metatable");
+  Sandbox::makeLockedMetatable(L, readOnlyError);
   lua_setmetatable(L, -2);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
   lua_pushvalue(L, -2);
@@ -289,6 +284,16 @@ struct Sandbox::Run {
   Marshal read = nullptr;
   void* data = nullptr;
 };
+
+void Sandbox::makeLockedMetatable(lua_State* L, lua_CFunction refuse) {
+  lua_createtable(L, 0, 3);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, refuse);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+}
 
 Sandbox::Sandbox(const Budget& budget) : budget_(budget) {}
 

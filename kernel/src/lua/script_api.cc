@@ -621,13 +621,8 @@ int installTables(lua_State* L) {
   const std::pair<char*, lua_CFunction> metas[] = {{&kCtxMetaKey, ctxIndex},
                                                    {&kReqMetaKey, reqIndex}};
   for (const auto& [key, index] : metas) {
-    lua_createtable(L, 0, 3);
     lua_pushcfunction(L, index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, readOnly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
+    Sandbox::makeLockedMetatable(L, readOnly);
     lua_rawsetp(L, LUA_REGISTRYINDEX, key);
   }
   lua_newtable(L);

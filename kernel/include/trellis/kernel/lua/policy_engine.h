@@ -180,6 +180,9 @@ class PolicyEngine {
   Result<std::shared_ptr<CompiledPolicy>> compile(std::string_view tenant, uint64_t version,
                                                   std::string_view name, std::string_view source,
                                                   int64_t applied_at_ms);
+  std::shared_ptr<const PolicySnapshot> current() const;
+  // Publishes the current snapshot with the scope's policy set (null: removed).
+  void replace(std::string_view tenant, std::shared_ptr<const CompiledPolicy> p);
   void publish(std::shared_ptr<const PolicySnapshot> next);
   void record(Hook hook, Verdict& v, std::string_view tenant);
 

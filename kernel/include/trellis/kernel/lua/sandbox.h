@@ -115,6 +115,10 @@ class Sandbox {
   void setBudget(const Budget& budget) { budget_ = budget; }
   size_t memoryInUse() const { return in_use_; }
 
+  // Replaces the value at the top of the stack (a table or a function) with a metatable for
+  // a read-only proxy: the value is its __index, `refuse` its __newindex, and getmetatable()
+  // answers "locked". Raises on allocation failure, so call it in a protected call.
+  static void makeLockedMetatable(lua_State* L, lua_CFunction refuse);
   // The Sandbox that owns `L` (any of its threads).
   static Sandbox* from(lua_State* L);
   // A per-state buffer for host functions to build results in (see HOST FUNCTIONS).
