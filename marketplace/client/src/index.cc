@@ -110,6 +110,19 @@ class Reader {
     return Status::ok();
   }
 
+  // What root, timestamp and index files begin with: the kind, the schema, the version and
+  // the expiry.
+  Status header(const std::string& type, uint64_t& version, UnixSeconds& expires) const {
+    if (Status s = expectKind(type); !s) return s;
+    auto v = u64("version");
+    if (!v) return v.status();
+    auto e = i64("expires");
+    if (!e) return e.status();
+    version = *v;
+    expires = *e;
+    return Status::ok();
+  }
+
  private:
   Object::Ptr o_;
   std::string where_;
@@ -124,6 +137,16 @@ class Reader {
 
 Object::Ptr newObject() {
   return new Object;
+}
+
+// The beginning of every signed root, timestamp and index file (see Reader::header).
+Object::Ptr signedHeader(const std::string& type, uint64_t version, UnixSeconds expires) {
+  Object::Ptr o = newObject();
+  o->set("type", type);
+  o->set("schema", kSchema);
+  o->set("version", static_cast<Poco::UInt64>(version));
+  o->set("expires", static_cast<Poco::Int64>(expires));
+  return o;
 }
 
 Array::Ptr toArray(const std::vector<std::string>& items) {
@@ -402,11 +425,7 @@ Result<Timestamp> verifyTimestamp(const Root& root, std::string_view bytes, Unix
 // ---- formats ----
 
 Object::Ptr Root::toJson() const {
-  Object::Ptr o = newObject();
-  o->set("type", "root");
-  o->set("schema", kSchema);
-  o->set("version", static_cast<Poco::UInt64>(version));
-  o->set("expires", static_cast<Poco::Int64>(expires));
+  Object::Ptr o = signedHeader("root", version, expires);
   Object::Ptr k = newObject();
   for (const auto& [id, key] : keys) {
     Object::Ptr entry = newObject();
@@ -425,10 +444,8 @@ Object::Ptr Root::toJson() const {
 
 Result<Root> Root::fromJson(const Object::Ptr& signed_part) {
   Reader r(signed_part, "root.json");
-  if (Status s = r.expectKind("root"); !s) return s;
   Root root;
-  TRY_ASSIGN(root.version, r.u64("version"));
-  TRY_ASSIGN(root.expires, r.i64("expires"));
+  if (Status s = r.header("root", root.version, root.expires); !s) return s;
   Reader keys(nullptr, "");
   TRY_ASSIGN(keys, r.obj("keys"));
   for (const auto& id : keys.names()) {
@@ -463,11 +480,7 @@ Result<Root> Root::loadTrusted(std::string_view bytes) {
 }
 
 Object::Ptr Timestamp::toJson() const {
-  Object::Ptr o = newObject();
-  o->set("type", "timestamp");
-  o->set("schema", kSchema);
-  o->set("version", static_cast<Poco::UInt64>(version));
-  o->set("expires", static_cast<Poco::Int64>(expires));
+  Object::Ptr o = signedHeader("timestamp", version, expires);
   Object::Ptr idx = newObject();
   idx->set("version", static_cast<Poco::UInt64>(index_version));
   idx->set("sha256", index_sha256);
@@ -478,10 +491,8 @@ Object::Ptr Timestamp::toJson() const {
 
 Result<Timestamp> Timestamp::fromJson(const Object::Ptr& signed_part) {
   Reader r(signed_part, "timestamp.json");
-  if (Status s = r.expectKind("timestamp"); !s) return s;
   Timestamp t;
-  TRY_ASSIGN(t.version, r.u64("version"));
-  TRY_ASSIGN(t.expires, r.i64("expires"));
+  if (Status s = r.header("timestamp", t.version, t.expires); !s) return s;
   Reader idx(nullptr, "");
   TRY_ASSIGN(idx, r.obj("index"));
   TRY_ASSIGN(t.index_version, idx.u64("version"));
@@ -492,11 +503,7 @@ Result<Timestamp> Timestamp::fromJson(const Object::Ptr& signed_part) {
 }
 
 Object::Ptr Index::toJson() const {
-  Object::Ptr o = newObject();
-  o->set("type", "index");
-  o->set("schema", kSchema);
-  o->set("version", static_cast<Poco::UInt64>(version));
-  o->set("expires", static_cast<Poco::Int64>(expires));
+  Object::Ptr o = signedHeader("index", version, expires);
   Object::Ptr ns = newObject();
   for (const auto& [name, keys] : namespaces) {
     Array::Ptr list = new Array;
@@ -518,10 +525,8 @@ Object::Ptr Index::toJson() const {
 
 Result<Index> Index::fromJson(const Object::Ptr& signed_part) {
   Reader r(signed_part, "index.json");
-  if (Status s = r.expectKind("index"); !s) return s;
   Index index;
-  TRY_ASSIGN(index.version, r.u64("version"));
-  TRY_ASSIGN(index.expires, r.i64("expires"));
+  if (Status s = r.header("index", index.version, index.expires); !s) return s;
   Reader namespaces(nullptr, "");
   TRY_ASSIGN(namespaces, r.obj("namespaces"));
   for (const auto& name : namespaces.names()) {
