@@ -440,6 +440,20 @@ TEST_F(HttpServerTest, StopWithoutDrainAbandonsSlowRequests) {
   std::this_thread::sleep_for(400ms);  // let the pool answer into the void
 }
 
+// The late answer's closure is the last thing holding the connection when the pool thread
+// drops it; the handler (which owns that pool) must not be destroyed there, which would make
+// the pool join its own thread.
+TEST_F(HttpServerTest, HandlerReleasedWhileItsPoolStillAnswersIsDestroyedByItsOwner) {
+  startServer();
+  Connection c(port_);
+  ASSERT_TRUE(c.send(get("/slow?ms=300")));
+  ASSERT_TRUE(eventually([&] { return server_->inFlight() == 1; }));
+  server_.reset();
+  std::weak_ptr<TestHandler> handler = handler_;
+  handler_.reset();  // waits for the pool, whose task answers into the void
+  EXPECT_TRUE(handler.expired());
+}
+
 TEST(ProblemTest, BuildsRfc9457Json) {
   Request req{bhttp::verb::get, "/things/1?token=secret", 11};
   Response res = problem(404, "Not Found", "no \"thing\"\n\x01 here \xff",

@@ -601,6 +601,10 @@ void Server::Impl::shutdown(std::chrono::milliseconds drain) {
     w->ioc.restart();
     w->ioc.poll();
   }
+  // Nothing calls the handler any more. A late answer's closure on another thread still
+  // holds its connection, and through it this state: it must not also hold the handler, or
+  // the handler (with the pool that thread belongs to) could be destroyed on that thread.
+  shared->handler.reset();
 }
 
 Server::Server(ServerOptions options, std::shared_ptr<RequestHandler> handler)
