@@ -230,7 +230,7 @@ int PolicyCommands::test() const {
   auto r = input->getObject("request");
   // The data plane's principals are always "key:<key id>".
   const std::string principal = optString(input, "principal", "key:dryrun0");
-  if (principal.rfind("key:", 0) != 0 || principal.size() == 4) {
+  if (!principal.starts_with("key:") || principal.size() == 4) {
     AdminClient::die("input " + input_ + ": principal \"" + principal +
                      "\" must be key:<key id>, as the data plane shows it");
   }

@@ -343,7 +343,6 @@ void PolicyEngine::publish(std::shared_ptr<const PolicySnapshot> next) {
   if (next->global) add(*next->global);
   for (const auto& [id, p] : next->tenants) add(*p);
   std::lock_guard lock(mu_);
-  active_.store(next->global != nullptr || !next->tenants.empty(), std::memory_order_release);
   hooks_.store(hooks, std::memory_order_release);
   snapshot_ = std::move(next);
   generation_.fetch_add(1, std::memory_order_release);

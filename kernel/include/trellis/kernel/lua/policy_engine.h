@@ -142,7 +142,8 @@ class PolicyEngine {
   Status start();
 
   // True if any policy is applied: the data plane's whole cost when none is.
-  bool active() const { return active_.load(std::memory_order_acquire); }
+  // Every applied policy defines at least one hook, so "any hook" means "any policy".
+  bool active() const { return hooks_.load(std::memory_order_acquire) != 0; }
 
   Verdict onRequest(const RequestContext& rc, const http::Request& req);
   Verdict onResponse(const RequestContext& rc, const http::Request& req, const http::Response& res);
@@ -192,7 +193,6 @@ class PolicyEngine {
   storage::KvStore* kv_;
   metrics::MetricsRegistry* metrics_;
   std::unique_ptr<DecisionLog> decision_log_;
-  std::atomic<bool> active_{false};
   std::atomic<uint32_t> hooks_{0};  // bit per Hook: defined by some active policy
   std::atomic<uint64_t> generation_{0};
   mutable std::mutex mu_;  // guards snapshot_
