@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "http/request_parser.h"
 #include "trellis/kernel/http/problem.h"
 
 namespace trellis::kernel::http {
@@ -194,9 +195,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void startRequest() {
     parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(
-        std::min<size_t>(shared_.opts.max_header_bytes, std::numeric_limits<uint32_t>::max())));
-    parser_->body_limit(static_cast<uint64_t>(shared_.opts.max_body_bytes));
+    configureRequestParser(*parser_, shared_.opts);
     timed_out_ = false;
     continue_sent_ = false;
     if (buffer_.size() == 0) {
