@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs dependencies (PostgreSQL server included), then configures, builds and tests each
-# CMake preset.
+# CMake preset, then runs every fuzz harness briefly.
 #
-#   scripts/test.sh                 presets debug and asan (what CI runs)
+#   scripts/test.sh                 presets debug and asan, then fuzz (what CI runs)
 #   scripts/test.sh release tsan    any presets from CMakePresets.json
+#   scripts/test.sh fuzz            the fuzz step alone: scripts/fuzz.sh builds the `fuzz`
+#                                   preset and runs each harness FUZZ_SECONDS (default 30)
+#                                   under ASan + UBSan, two at a time
 #
 # Env: TEST_JOBS (parallel ctest jobs, default 2; tests use port 0 and their own temp
 # dirs, so integration tests may run side by side), CTEST_ARGS (extra ctest arguments,
@@ -16,7 +19,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 presets=("$@")
-((${#presets[@]})) || presets=(debug asan)
+((${#presets[@]})) || presets=(debug asan fuzz)
 jobs=${TEST_JOBS:-2}
 read -r -a ctest_extra <<<"${CTEST_ARGS:-}"
 
@@ -40,6 +43,16 @@ fi
 for p in "${presets[@]}"; do
   start=$SECONDS
   step=""
+  if [[ "$p" == fuzz ]]; then
+    echo "==> [fuzz] build and run each harness"
+    if scripts/fuzz.sh -t "${FUZZ_SECONDS:-30}" -j 2; then
+      results+=("fuzz: passed ($((SECONDS - start))s)")
+    else
+      results+=("fuzz: FAILED ($((SECONDS - start))s; inputs in build/fuzz/findings/)")
+      failed=1
+    fi
+    continue
+  fi
   echo "==> [$p] configure"
   if ! cmake --preset "$p"; then
     step=configure
