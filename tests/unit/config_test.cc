@@ -5,6 +5,7 @@
 
 #include <regex>
 
+#include "runtime/plugin_instance.h"
 #include "support/test_support.h"
 #include "trellis/tenants/identity.h"
 
@@ -333,6 +334,23 @@ TEST(ConfigTest, PluginConfigBecomesJson) {
       "          - 1\n"
       "          - 2\n");
   EXPECT_EQ(c.plugins[0].config_json, R"({"greeting":"line one\nline two\n","limits":[1,2]})");
+}
+
+// Found by tests/fuzz/config_fuzz.cc: the loader accepts a scalar `config:`, but the
+// plugin's config reader refused it (Poco's parser takes no bare scalar at the top), so every
+// config_get the plugin made failed as INTERNAL.
+TEST(ConfigTest, AScalarPluginConfigReachesThePlugin) {
+  const std::pair<std::string, std::string> cases[] = {{"\"just a string\"", "just a string"},
+                                                       {"12", "12"},
+                                                       {"true", "true"},
+                                                       {"x:plugin *anchor", "x:plugin *anchor"}};
+  for (const auto& [yaml, text] : cases) {
+    runtime::PluginInstance plugin(plugin::Manifest{}, "/tmp", pluginJson(yaml), {});
+    auto whole = plugin.config("");
+    ASSERT_TRUE(whole) << yaml << ": " << whole.status().message();
+    EXPECT_EQ(*whole, text);
+    EXPECT_EQ(plugin.config("greeting").status().code(), StatusCode::kNotFound) << yaml;
+  }
 }
 
 TEST(ConfigTest, LuaBudgetsAreSetPerPluginAndCheckedByName) {

@@ -1,5 +1,6 @@
 #include "runtime/plugin_instance.h"
 
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <Poco/JSON/Stringifier.h>
@@ -16,7 +17,12 @@ Result<std::string_view> PluginInstance::config(std::string_view path) {
 
   std::string answer;
   try {
-    Poco::Dynamic::Var node = Poco::JSON::Parser().parse(config_json_);
+    // Parsed inside an array: Poco's parser refuses a bare scalar at the top level, and
+    // `config: 12` or `config: "text"` in trellis.yaml is a valid plugin config.
+    Poco::Dynamic::Var node = Poco::JSON::Parser()
+                                  .parse("[" + config_json_ + "]")
+                                  .extract<Poco::JSON::Array::Ptr>()
+                                  ->get(0);
     std::string_view rest = path;
     while (!rest.empty()) {
       size_t dot = rest.find('.');
