@@ -245,6 +245,23 @@ TEST(SemverTest, RangesMatchLikeNpm) {
   }
 }
 
+// Found by tests/fuzz/semver_fuzz.cc: bumping the largest number for a range's upper bound
+// wrapped to 0, so "^18446744073709551615.0.0" did not contain its own version.
+TEST(SemverTest, RangesAtTheLargestNumbersHaveNoUpperBoundToWrap) {
+  const std::string max = "18446744073709551615";
+  EXPECT_TRUE(range("^" + max + ".0.0").contains(v(max + ".0.0")));
+  EXPECT_TRUE(range("^" + max + ".0.0").contains(v(max + "." + max + ".3")));
+  EXPECT_TRUE(range(max).contains(v(max + ".1.2")));
+  EXPECT_TRUE(range("<=" + max).contains(v(max + "." + max + "." + max)));
+  EXPECT_TRUE(range("~1." + max).contains(v("1." + max + ".7")));
+  EXPECT_FALSE(range("~1." + max).contains(v("2.0.0")));
+  EXPECT_TRUE(range("^0.0." + max).contains(v("0.0." + max)));
+  EXPECT_FALSE(range("^0.0." + max).contains(v("0.1.0")));
+  EXPECT_TRUE(range("1.0.0 - " + max).contains(v(max + ".9.9")));
+  EXPECT_FALSE(range(">" + max).contains(v(max + "." + max + "." + max)));
+  EXPECT_TRUE(range(">1." + max).contains(v("2.0.0")));
+}
+
 TEST(SemverTest, RangeKeepsItsText) {
   EXPECT_EQ(range("  ^1.2.0 || 3.x ").text(), "^1.2.0 || 3.x");
 }

@@ -171,6 +171,15 @@ Version makeVersion(uint64_t major, uint64_t minor, uint64_t patch, bool pre_zer
   return v;
 }
 
+// The first version after the whole line M.m.* (or M.* without m): the exclusive upper bound
+// of that line, with "-0" so the bound's own prereleases stay out. None when the numbers are
+// at their maximum and no version comes after: the line then has no upper bound.
+std::optional<Version> afterLine(uint64_t M, std::optional<uint64_t> m, bool pre_zero = true) {
+  if (m && *m < UINT64_MAX) return makeVersion(M, *m + 1, 0, pre_zero);
+  if (M < UINT64_MAX) return makeVersion(M + 1, 0, 0, pre_zero);
+  return std::nullopt;
+}
+
 }  // namespace
 
 Result<Version> Version::parse(std::string_view text) {
@@ -251,6 +260,10 @@ bool isOperatorOnly(std::string_view token) {
 // "-0" upper bounds, which keep prereleases of the excluded version out of the range.
 Result<VersionRange> VersionRange::parse(std::string_view text) {
   using C = Comparator;
+  // An upper bound, when there is one (afterLine).
+  auto below = [](std::vector<C>& set, const std::optional<Version>& bound) {
+    if (bound) set.push_back({C::Op::kLt, *bound});
+  };
   auto bad = [&](const std::string& why) {
     return Status::invalid(quote(text) + " is not a valid version range: " + why);
   };
@@ -289,10 +302,8 @@ Result<VersionRange> VersionRange::parse(std::string_view text) {
       if (!lo->any()) set.push_back({C::Op::kGe, lo->toVersion()});
       if (hi->full()) {
         set.push_back({C::Op::kLe, hi->toVersion()});
-      } else if (hi->minor) {
-        set.push_back({C::Op::kLt, makeVersion(*hi->major, *hi->minor + 1, 0, true)});
       } else if (hi->major) {
-        set.push_back({C::Op::kLt, makeVersion(*hi->major + 1, 0, 0, true)});
+        below(set, afterLine(*hi->major, hi->minor));
       }
       range.alternatives_.push_back(std::move(set));
       continue;
@@ -323,20 +334,16 @@ Result<VersionRange> VersionRange::parse(std::string_view text) {
         if (p.any()) continue;
         set.push_back({C::Op::kGe, v});
         if (M > 0 || !p.minor) {
-          set.push_back({C::Op::kLt, makeVersion(M + 1, 0, 0, true)});
+          below(set, afterLine(M, std::nullopt));
         } else if (m > 0 || !p.patch) {
-          set.push_back({C::Op::kLt, makeVersion(0, m + 1, 0, true)});
-        } else {
-          set.push_back({C::Op::kLt, makeVersion(0, 0, v.patch + 1, true)});
+          below(set, afterLine(0, m));
+        } else {  // ^0.0.p: only p, so the bound is 0.0.(p+1) or, at the maximum, 0.1.0
+          below(set, v.patch < UINT64_MAX ? makeVersion(0, 0, v.patch + 1, true) : afterLine(0, 0));
         }
       } else if (op == "~" || op == "~>") {
         if (p.any()) continue;
         set.push_back({C::Op::kGe, v});
-        if (p.minor) {
-          set.push_back({C::Op::kLt, makeVersion(M, m + 1, 0, true)});
-        } else {
-          set.push_back({C::Op::kLt, makeVersion(M + 1, 0, 0, true)});
-        }
+        below(set, afterLine(M, p.minor));
       } else if (p.full()) {
         C::Op kind = op == ">"    ? C::Op::kGt
                      : op == ">=" ? C::Op::kGe
@@ -348,18 +355,18 @@ Result<VersionRange> VersionRange::parse(std::string_view text) {
         // "<*" and ">*" can match nothing; everything else with "*" matches any release.
         if (op == "<" || op == ">") set.push_back({C::Op::kLt, makeVersion(0, 0, 0, true)});
       } else if (op == ">") {
-        set.push_back({C::Op::kGe, p.minor ? makeVersion(M, m + 1, 0) : makeVersion(M + 1, 0, 0)});
+        auto after = afterLine(M, p.minor, false);
+        // Nothing comes after the last line: match nothing, as "<0.0.0-0" does.
+        set.push_back(after ? C{C::Op::kGe, *after} : C{C::Op::kLt, makeVersion(0, 0, 0, true)});
       } else if (op == ">=") {
         set.push_back({C::Op::kGe, v});
       } else if (op == "<") {
         set.push_back({C::Op::kLt, makeVersion(M, m, 0, true)});
       } else if (op == "<=") {
-        set.push_back({C::Op::kLt,
-                       p.minor ? makeVersion(M, m + 1, 0, true) : makeVersion(M + 1, 0, 0, true)});
+        below(set, afterLine(M, p.minor));
       } else {  // "1", "1.2", "=1.x": the whole line
         set.push_back({C::Op::kGe, v});
-        set.push_back({C::Op::kLt,
-                       p.minor ? makeVersion(M, m + 1, 0, true) : makeVersion(M + 1, 0, 0, true)});
+        below(set, afterLine(M, p.minor));
       }
     }
     range.alternatives_.push_back(std::move(set));
