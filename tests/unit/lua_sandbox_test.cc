@@ -475,6 +475,20 @@ TEST_F(LuaSandboxTest, JsonRoundTripsAndRefusesBadInput) {
   expectContained(attempt("return json.decode(('['):rep(10000))"), Outcome::kError, "json_decode");
 }
 
+// Found by tests/fuzz/lua_json_fuzz.cc: decode took 101 nested arrays, which encode refuses.
+TEST_F(LuaSandboxTest, JsonDecodesExactlyAsDeepAsItEncodes) {
+  static const luaL_Reg kJson[] = {
+      {"encode", jsonEncode}, {"decode", jsonDecode}, {nullptr, nullptr}};
+  ASSERT_TRUE(sb_->addLibrary("json", kJson, nullptr));
+  std::string out;
+  auto r =
+      attempt("return json.encode(json.decode(('['):rep(100) .. '1' .. (']'):rep(100)))", &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, std::string(100, '[') + "1" + std::string(100, ']'));
+  expectContained(attempt("return json.decode(('['):rep(101) .. (']'):rep(101))"), Outcome::kError,
+                  "json_decode: nested too deeply at byte 101");
+}
+
 TEST_F(LuaSandboxTest, NestedLibrariesAreReadOnlyLikeTheirParent) {
   static const luaL_Reg kSub[] = {{"answer", hostAnswer}, {nullptr, nullptr}};
   ASSERT_TRUE(sb_->addLibrary("host.sub", kSub, &answer_));

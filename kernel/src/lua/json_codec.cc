@@ -273,9 +273,10 @@ bool decodeNumber(lua_State* L, Decoder& d) {
 bool decodeValue(lua_State* L, Decoder& d, int depth) {
   skipSpace(d);
   if (d.p >= d.end) return (d.error = "unexpected end of input", false);
-  if (depth > kMaxDepth) return (d.error = "nested too deeply", false);
-  luaL_checkstack(L, 3, "json_decode: nested too deeply");
   char c = *d.p;
+  // As deep as json_encode goes, so whatever decodes also encodes.
+  if ((c == '{' || c == '[') && depth >= kMaxDepth) return (d.error = "nested too deeply", false);
+  luaL_checkstack(L, 3, "json_decode: nested too deeply");
   if (c == '{') {
     ++d.p;
     lua_newtable(L);
