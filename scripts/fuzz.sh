@@ -49,7 +49,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 run() {
   local name=$1 bin=$out/tests/fuzz/fuzz_$1
   local dict=tests/fuzz/dict/$name.dict flags=()
-  case "$name" in manifest | canonical_json | lua_json | signed_metadata) dict=tests/fuzz/dict/json.dict ;; esac
+  case "$name" in
+    manifest | canonical_json | lua_json | signed_metadata) dict=tests/fuzz/dict/json.dict ;;
+  esac
   [[ -f "$dict" ]] && flags+=("-dict=$dict")
   mkdir -p "$out/corpus/$name" "$out/findings/$name" "$out/logs"
   local rc=0

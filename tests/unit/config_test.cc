@@ -200,6 +200,16 @@ TEST(ConfigTest, TopLevelMustBeAMap) {
   EXPECT_THAT(errorOf("a: 1\n---\nb: 2\n"), HasSubstr("one YAML document"));
 }
 
+// Found by tests/fuzz/config_fuzz.cc: on these, yaml-cpp's parser yields empty documents
+// forever without consuming a byte, and YAML::LoadAll never returned (trellisd hung at start,
+// its memory growing).
+TEST(ConfigTest, MalformedYamlThatStallsTheParserIsRefused) {
+  EXPECT_EQ(errorOf(",`"), "invalid YAML at line 1, column 1: unexpected ','");
+  EXPECT_THAT(errorOf(std::string(",3 \x80`\x10\xbe\xe4", 8)), HasSubstr("invalid YAML at line 1"));
+  EXPECT_THAT(errorOf("server: {}\n---\n,`\n"), HasSubstr("invalid YAML at line 3, column 1"));
+  EXPECT_THAT(errorOf("a: 1\n---\nb: 2\n---\n"), HasSubstr("expected one YAML document, found 3"));
+}
+
 struct BadInput {
   const char* yaml;
   const char* message;

@@ -1,6 +1,7 @@
 #include "trellis/kernel/config/config.h"
 
 #include <arpa/inet.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -616,22 +617,61 @@ class Parser {
   std::filesystem::path base_;
 };
 
+// Records where each document starts; ignores everything else.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// The number of documents in `yaml`. Not YAML::LoadAll: on some malformed input (",`") the
+// yaml-cpp parser yields empty documents forever without consuming a byte, and LoadAll never
+// returns. A document that starts where the previous one did is that stuck parser.
+size_t countDocuments(const std::string& yaml) {
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  DocumentStarts events;
+  while (parser.HandleNextDocument(events)) {
+    size_t n = events.starts.size();
+    if (n >= 2 && events.starts[n - 1].pos == events.starts[n - 2].pos) {
+      const YAML::Mark& at = events.starts[n - 1];
+      unsigned char c = at.pos >= 0 && static_cast<size_t>(at.pos) < yaml.size()
+                            ? static_cast<unsigned char>(yaml[static_cast<size_t>(at.pos)])
+                            : 0;
+      throw YAML::ParserException(at, c >= 0x21 && c < 0x7f
+                                          ? std::string("unexpected '") + char(c) + "'"
+                                          : std::string("unexpected character"));
+    }
+  }
+  return events.starts.size();
+}
+
 }  // namespace
 
 Config Config::parse(const std::string& yaml, const std::filesystem::path& base_dir) {
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
   try {
-    docs = YAML::LoadAll(yaml);
+    size_t docs = countDocuments(yaml);
+    if (docs > 1) throw ConfigError("expected one YAML document, found " + std::to_string(docs));
+    doc = YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
     throw ConfigError("invalid YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
                       std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
-  if (docs.size() > 1) {
-    throw ConfigError("expected one YAML document, found " + std::to_string(docs.size()));
-  }
   std::filesystem::path base = std::filesystem::absolute(base_dir).lexically_normal();
   try {
-    return Parser(base).parse(docs.empty() ? YAML::Node() : docs[0]);
+    return Parser(base).parse(doc);
   } catch (const YAML::Exception& e) {
     // Not expected (we never convert with as<>), but never let one escape as another type.
     throw ConfigError(std::string("invalid configuration: ") + e.what());
