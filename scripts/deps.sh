@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages Trellis needs to build, test, fuzz (clang-14 and its
-# libFuzzer / sanitizer runtimes) and (optionally) benchmark.
+# Installs the Debian 12 packages Trellis needs to build, test, fuzz (clang-14, its libFuzzer
+# and sanitizer runtimes, llvm-symbolizer for readable reports) and (optionally) benchmark.
 # Idempotent: asks dpkg first and touches apt only when something is missing.
 #
 #   scripts/deps.sh              build + test dependencies
@@ -17,7 +17,7 @@ packages=(
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev llvm-14
 )
 for arg in "$@"; do
   case "$arg" in

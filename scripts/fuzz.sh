@@ -44,6 +44,10 @@ fi
 # Leaks and UBSan reports are findings too (UBSan only warns by default).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Reports name files and lines (Debian's llvm-14 ships the symbolizer under this name only).
+if [[ -z "${ASAN_SYMBOLIZER_PATH:-}" && -x /usr/lib/llvm-14/bin/llvm-symbolizer ]]; then
+  export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
+fi
 
 # run <name>: one harness for $seconds; its log in build/fuzz/logs/<name>.log.
 run() {
