@@ -77,14 +77,13 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesAKillDashNineInAWriteStorm) {
     soci::session sql(soci::sqlite3, "db=\"" + db.string() + "\"");
     std::string key, value;
     long long version = 0;
-    Query q(sql, "SELECT CAST(key AS TEXT), CAST(value AS TEXT), version FROM kv "
-                 "WHERE plugin = 'trellis/hello'");
+    Query q(sql,
+            "SELECT CAST(key AS TEXT), CAST(value AS TEXT), version FROM kv "
+            "WHERE plugin = 'trellis/hello'");
     q.into(key).into(value).into(version);
     for (bool row = q.run(); row; row = q.next()) rows[key] = Row{value, version};
     Query(sql, "SELECT bytes FROM usage").into(usage).run();
-    Query(sql, "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv")
-        .into(real)
-        .run();
+    Query(sql, "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv").into(real).run();
   }
   // No write is half applied: the quota's count matches the data, and every entry's
   // value and version moved together (hello writes count N at version N).

@@ -189,9 +189,7 @@ class WriteBlocker {
     exec(sql_, "BEGIN");
     exec(sql_, "SELECT set_config('trellis.tenant', 'acme', true)");
     long long bytes = -1;
-    Query(sql_, "SELECT bytes FROM kv_usage WHERE tenant_id = 'acme' FOR UPDATE")
-        .into(bytes)
-        .run();
+    Query(sql_, "SELECT bytes FROM kv_usage WHERE tenant_id = 'acme' FOR UPDATE").into(bytes).run();
     EXPECT_GE(bytes, 0) << "acme needs a usage row to lock";
   }
   void release() {
@@ -304,10 +302,9 @@ TEST_P(KvGroupCommitTest, AQueuedBatchCommitsOnceDecidesCasInOrderAndFailsWrites
   auto g = startWrite([&] { return store_->remove(acme_, "nope", kAnyVersion); });
   auto h = startWrite([&] { return store_->remove(acme_, "seed", 1); });
   // An oversized value is refused before it reaches a batch: it does not wait.
-  EXPECT_EQ(store_->put(acme_, "v", std::string(kMaxValueBytes + 1, 'v'), kAnyVersion)
-                .status()
-                .code(),
-            StatusCode::kInvalid);
+  EXPECT_EQ(
+      store_->put(acme_, "v", std::string(kMaxValueBytes + 1, 'v'), kAnyVersion).status().code(),
+      StatusCode::kInvalid);
   // Nothing is answered, or visible to readers, before its batch commits.
   EXPECT_EQ(b.wait_for(20ms), std::future_status::timeout);
   EXPECT_EQ(store_->get(acme_, "c").status().code(), StatusCode::kNotFound);

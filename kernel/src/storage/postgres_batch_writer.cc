@@ -40,9 +40,8 @@ PostgresBatchWriter::PostgresBatchWriter(std::shared_ptr<tenants::PostgresPool> 
     : pool_(std::move(pool)),
       commit_([this](std::span<GroupCommit::Write* const> batch) { runBatch(batch); },
               {.max_batch = options.max_batch,
-               .max_leaders = options.max_leaders != 0
-                                  ? options.max_leaders
-                                  : std::max<size_t>(1, pool_->size() / 2)}) {}
+               .max_leaders = options.max_leaders != 0 ? options.max_leaders
+                                                       : std::max<size_t>(1, pool_->size() / 2)}) {}
 
 Status PostgresBatchWriter::write(const std::string& tenant, const GroupCommit::Work& work) {
   return commit_.submit([&](soci::session& sql) {

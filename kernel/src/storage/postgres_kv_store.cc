@@ -220,7 +220,7 @@ class PostgresKvStore final : public KvStore {
     return r ? Status::ok() : r.status();
   }
 
- GroupCommit::Stats writeStats() const override { return writer_.stats(); }
+  GroupCommit::Stats writeStats() const override { return writer_.stats(); }
 
  private:
   // Runs `body` as one write of a group-committed batch, for `tenant`; an UNAVAILABLE

@@ -40,10 +40,8 @@ bool failsTheBatch(soci::session& sql, const std::exception& e) {
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
     case SQLITE_NOMEM:
-    case SQLITE_CANTOPEN:
-      return true;
-    default:
-      return false;
+    case SQLITE_CANTOPEN: return true;
+    default: return false;
   }
 }
 
@@ -102,7 +100,9 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::open(const std::filesyst
   }
 }
 
-Status SqliteDatabase::write(const GroupCommit::Work& work) { return commit_.submit(work); }
+Status SqliteDatabase::write(const GroupCommit::Work& work) {
+  return commit_.submit(work);
+}
 
 void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
   soci::session& sql = writer_;
@@ -112,8 +112,8 @@ void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
     exec(sql, "BEGIN IMMEDIATE");
   } catch (const std::exception& e) {
     rollbackQuietly(sql);
-    failAll(batch, Status::unavailable(std::string("cannot start a write transaction: ") +
-                                       e.what()));
+    failAll(batch,
+            Status::unavailable(std::string("cannot start a write transaction: ") + e.what()));
     return;
   }
   for (GroupCommit::Write* w : batch) {

@@ -39,7 +39,7 @@ namespace trellis::kernel::storage {
 class PostgresBatchWriter {
  public:
   struct Options {
-    size_t max_batch = 64;  // PostgreSQL keeps up to 64 subtransactions cached per backend
+    size_t max_batch = 64;   // PostgreSQL keeps up to 64 subtransactions cached per backend
     size_t max_leaders = 0;  // 0: half the pool's sessions (at least 1)
   };
 

@@ -38,9 +38,9 @@ namespace trellis::kernel::storage {
 class SqliteDatabase {
  public:
   struct Options {
-    bool create = true;            // false: NOT_FOUND (and no file) if it does not exist
-    size_t max_batch = 256;        // writes per transaction
-    size_t max_idle_readers = 8;   // reader connections kept open between reads
+    bool create = true;           // false: NOT_FOUND (and no file) if it does not exist
+    size_t max_batch = 256;       // writes per transaction
+    size_t max_idle_readers = 8;  // reader connections kept open between reads
   };
   using Schema = std::function<void(soci::session&)>;
 
