@@ -37,7 +37,7 @@
 #
 # KV scenario only:
 #   BENCH_KV_KEYS [100000]         names the requests draw from (u1 .. uN)
-#   BENCH_KV_BLOCKING_THREADS [512] trellisd server.blocking_threads: how many /hello calls
+#   BENCH_KV_BLOCKING_THREADS [128] trellisd server.blocking_threads: how many /hello calls
 #                                  can wait for a commit at once, so the largest batch
 #   BENCH_KV_BASELINE_RPS [1216]   trellisd's figure at 32 connections before group commit
 #                                  (measured by this script on the same VM; README.md)
@@ -130,7 +130,7 @@ WRK_SCRIPT=bench/wrk/report.lua
 PEER_CONF=bench/nginx/nginx.conf.in
 RESULTS=build/bench/results.json
 KV_KEYS=${BENCH_KV_KEYS:-100000}
-KV_THREADS=${BENCH_KV_BLOCKING_THREADS:-512}
+KV_THREADS=${BENCH_KV_BLOCKING_THREADS:-128}
 KV_BASELINE=${BENCH_KV_BASELINE_RPS:-1216}
 if [[ $scenario == kv ]]; then
   in_range BENCH_KV_KEYS "$KV_KEYS" 1 100000000

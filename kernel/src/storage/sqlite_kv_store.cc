@@ -320,6 +320,11 @@ class SqliteKvStore final : public KvStore {
   // cached for the store's lifetime; a failed open is not cached, so a later call retries.
   // Without `create`, a tenant that has no file yet gets nullptr and still no file.
   Result<std::shared_ptr<TenantDb>> openTenant(const std::string& tenant, bool create) {
+    {
+      // Every call looks its tenant up: shared, so lookups never queue behind each other.
+      std::shared_lock lock(mu_);
+      if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
+    }
     std::lock_guard lock(mu_);
     if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
     const std::filesystem::path file = dir_ / (tenant + ".db");
@@ -336,7 +341,7 @@ class SqliteKvStore final : public KvStore {
   }
 
   const std::filesystem::path dir_;
-  mutable std::mutex mu_;  // guards dbs_ (not the databases inside)
+  mutable std::shared_mutex mu_;  // guards dbs_ (not the databases inside)
   // Shared: an operation that found a database keeps its entry alive even if
   // removeTenant() drops it meanwhile.
   std::map<std::string, std::shared_ptr<TenantDb>> dbs_;
