@@ -39,8 +39,8 @@
 #   BENCH_KV_KEYS [100000]         names the requests draw from (u1 .. uN)
 #   BENCH_KV_BLOCKING_THREADS [128] trellisd server.blocking_threads: how many /hello calls
 #                                  can wait for a commit at once, so the largest batch
-#   BENCH_KV_BASELINE_RPS [1216]   trellisd's figure at 32 connections before group commit
-#                                  (measured by this script on the same VM; README.md)
+#   BENCH_KV_BASELINE_RPS [780]    trellisd's figure at 32 connections before group commit
+#                                  (this scenario on commit 73dbcbb, same VM; README.md)
 #
 # Prints a table and writes build/bench/results.json (noisy-neighbour: writes
 # build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json). Slow numbers never fail the run; the exit
@@ -131,7 +131,7 @@ PEER_CONF=bench/nginx/nginx.conf.in
 RESULTS=build/bench/results.json
 KV_KEYS=${BENCH_KV_KEYS:-100000}
 KV_THREADS=${BENCH_KV_BLOCKING_THREADS:-128}
-KV_BASELINE=${BENCH_KV_BASELINE_RPS:-1216}
+KV_BASELINE=${BENCH_KV_BASELINE_RPS:-780}
 if [[ $scenario == kv ]]; then
   in_range BENCH_KV_KEYS "$KV_KEYS" 1 100000000
   in_range BENCH_KV_BLOCKING_THREADS "$KV_THREADS" 1 4096
