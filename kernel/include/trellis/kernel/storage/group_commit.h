@@ -23,7 +23,6 @@
 
 #include <soci/soci.h>
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
