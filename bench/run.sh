@@ -12,6 +12,10 @@
 #   bench/run.sh --scenario policy  the main scenario on two trellisd, one without and one
 #                                   with an on_request policy (bench/policy/bench.lua):
 #                                   throughput ratio and CPU us per request of each
+#   bench/run.sh --scenario kv      durable writes: GET /hello/{name} (a KV read and a
+#                                   compare-and-set write, group-committed) against nginx +
+#                                   Lua sending INCR to redis-server (appendfsync always);
+#                                   then both on one hot key, with trellisd's CAS conflict rate
 #
 # Env knobs (defaults in brackets):
 #   BENCH_TARGET [/ping]            request path; trellisd serves it from trellis/echo-c
@@ -31,8 +35,15 @@
 #   BENCH_NN_RATE [100]               noisy's plan: requests_per_second and burst
 #   BENCH_NN_FLOOD_NICE [0]           nice level of the flood's wrk (19: it yields the CPU)
 #
+# KV scenario only:
+#   BENCH_KV_KEYS [100000]         names the requests draw from (u1 .. uN)
+#   BENCH_KV_BLOCKING_THREADS [128] trellisd server.blocking_threads: how many /hello calls
+#                                  can wait for a commit at once, so the largest batch
+#   BENCH_KV_BASELINE_RPS [780]    trellisd's figure at 32 connections before group commit
+#                                  (this scenario on commit 73dbcbb, same VM; README.md)
+#
 # Prints a table and writes build/bench/results.json (noisy-neighbour: writes
-# build/bench/noisy-neighbour.json instead). Slow numbers never fail the run; the exit
+# build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json). Slow numbers never fail the run; the exit
 # status is non-zero only when a server could not be built, started or checked.
 set -euo pipefail
 
@@ -54,7 +65,7 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,36s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,47s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 
@@ -70,8 +81,8 @@ while (($#)); do
       ;;
     --no-build) build=0; shift ;;
     --scenario)
-      [[ "${2:-}" == compare || "${2:-}" == noisy-neighbour || "${2:-}" == policy ]] ||
-        die "--scenario takes compare, noisy-neighbour or policy"
+      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|kv)$ ]] ||
+        die "--scenario takes compare, noisy-neighbour, policy or kv"
       scenario=$2
       shift 2
       ;;
@@ -113,6 +124,23 @@ if [[ $scenario == noisy-neighbour ]]; then
   conns=("$NN_STEADY_CONNS" "$NN_FLOOD_CONNS") # for the open-file limit check below
   KEY=steady-key
   TENANT=steady
+fi
+
+WRK_SCRIPT=bench/wrk/report.lua
+PEER_CONF=bench/nginx/nginx.conf.in
+RESULTS=build/bench/results.json
+KV_KEYS=${BENCH_KV_KEYS:-100000}
+KV_THREADS=${BENCH_KV_BLOCKING_THREADS:-128}
+KV_BASELINE=${BENCH_KV_BASELINE_RPS:-780}
+if [[ $scenario == kv ]]; then
+  in_range BENCH_KV_KEYS "$KV_KEYS" 1 100000000
+  in_range BENCH_KV_BLOCKING_THREADS "$KV_THREADS" 1 4096
+  in_range BENCH_KV_BASELINE_RPS "$KV_BASELINE" 1 100000000
+  export BENCH_KV_KEYS=$KV_KEYS
+  TARGET=/hello/bench-check
+  WRK_SCRIPT=bench/wrk/kv.lua
+  PEER_CONF=bench/nginx/kv.conf.in
+  RESULTS=build/bench/kv.json
 fi
 
 if [[ $scenario == policy ]]; then
@@ -215,6 +243,7 @@ $tenants_yaml
 server:
   listen: "127.0.0.1:0"
   threads: $SERVER_THREADS
+$([[ $scenario != kv ]] || echo "  blocking_threads: $KV_THREADS")
 admin:
   listen: "127.0.0.1:0"
   token_file: "$dir/admin.token"
@@ -272,9 +301,48 @@ nginx_modules_dir() {
   return 1
 }
 
+# free_port: a random loopback port nothing listens on yet.
+free_port() {
+  local p attempt
+  for ((attempt = 0; attempt < 50; attempt++)); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The kv peer's store: Debian's redis-server, durable like trellisd's KV (append-only
+# file, fsync'd before every answer), no RDB snapshots, in its own directory.
+redis_port=""
+start_redis() {
+  local dir=$tmp/redis i pid
+  command -v redis-server >/dev/null || { log "peer: redis-server not installed"; return 1; }
+  mkdir -p "$dir"
+  redis_port=$(free_port) || { log "peer: no free port for redis"; return 1; }
+  "${server_pin[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir" \
+    --appendonly yes --appendfsync always --save "" --daemonize no \
+    --logfile "$dir/redis.log" --maxclients 10000 &
+  pid=$!
+  pids+=("$pid")
+  for ((i = 0; i < 50; i++)); do
+    [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+  done
+  if [[ $(redis-cli -p "$redis_port" config get appendfsync 2>/dev/null | tail -n 1) != always ]]; then
+    log "peer: redis-server did not start with appendfsync always; its log:"
+    cat "$dir/redis.log" >&2
+    return 1
+  fi
+  log "peer store (redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), appendfsync always) pid $pid on 127.0.0.1:$redis_port"
+}
+
 start_peer() {
   local dir=$tmp/nginx modules p attempt i pid
   modules=$(nginx_modules_dir) || { log "peer: ngx_http_lua_module.so not found"; return 1; }
+  if [[ $scenario == kv ]]; then start_redis || return 1; fi
   mkdir -p "$dir/tmp"
   for ((attempt = 0; attempt < 10; attempt++)); do
     p=$((20000 + RANDOM % 40000))
@@ -282,7 +350,7 @@ start_peer() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
     sed -e "s#@MODULES_DIR@#$modules#g" -e "s#@PREFIX@#$dir#g" -e "s#@PORT@#$p#g" \
       -e "s#@WORKERS@#$SERVER_THREADS#g" -e "s#@KEY@#$KEY#g" -e "s#@TENANT@#$TENANT#g" \
-      bench/nginx/nginx.conf.in >"$dir/nginx.conf"
+      -e "s#@REDIS_PORT@#$redis_port#g" "$PEER_CONF" >"$dir/nginx.conf"
     : >"$dir/error.log"
     "${server_pin[@]}" nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
     pid=$!
@@ -345,7 +413,7 @@ wrk_run() {
   local t=$WRK_THREADS
   ((t <= $2)) || t=$2
   # In the background, so a signal to this script is handled at once, not after wrk ends.
-  "${wrk_pin[@]}" wrk -t "$t" -c "$2" -d "$3s" --latency -s bench/wrk/report.lua \
+  "${wrk_pin[@]}" wrk -t "$t" -c "$2" -d "$3s" --latency -s "$WRK_SCRIPT" \
     -H "Authorization: Bearer $KEY" "http://127.0.0.1:${port[$1]}$TARGET" >"$4" 2>&1 &
   wrk_pid=$!
   wait "$wrk_pid" || true
@@ -708,8 +776,15 @@ worst_p99() {
 }
 
 echo
-echo "trellisd ($TARGET via trellis/echo-c, tenant key resolution) vs peer (nginx + Lua:"
-echo "bearer allow-list, per-tenant per-second counter, 2-byte body). Loopback, wrk -t$WRK_THREADS,"
+if [[ $scenario == kv ]]; then
+  echo "trellisd (GET /hello/{name} via trellis/hello: a KV read and a compare-and-set write,"
+  echo "group-committed to SQLite with synchronous=FULL) vs peer (nginx + Lua: the same bearer"
+  echo "check and tenant counter, then INCR on redis-server with appendonly yes, appendfsync"
+  echo "always). Names u1..u$KV_KEYS at random. Loopback, wrk -t$WRK_THREADS,"
+else
+  echo "trellisd ($TARGET via trellis/echo-c, tenant key resolution) vs peer (nginx + Lua:"
+  echo "bearer allow-list, per-tenant per-second counter, 2-byte body). Loopback, wrk -t$WRK_THREADS,"
+fi
 echo "${DURATION}s x $ROUNDS round(s); rps = mean over rounds, p99 = worst round."
 if ((${#server_pin[@]})); then
   echo "Pinned: servers on CPU 0 (one thread/worker), wrk on CPU 1."
@@ -741,7 +816,12 @@ for c in "${conns[@]}"; do
   summary_json+=("$(printf '{"connections": %d, "trellisd_rps": %s, "peer_rps": %s, "ratio": %s, "trellisd_p99_us": %s, "peer_p99_us": %s}' \
     "$c" "$(json_num "$t_rps")" "$(json_num "$n_rps")" "$(json_num "$ratio")" \
     "$(json_num "$t_p99")" "$(json_num "$n_p99")")")
-  if [[ $c == 32 && -n "$ratio" ]]; then
+  if [[ $scenario == kv && -n "$t_rps" ]]; then
+    gain=$(awk -v a="$t_rps" -v b="$KV_BASELINE" 'BEGIN { printf "%.1f", a / b }')
+    verdict=$(awk -v r="${ratio:-0}" -v g="$gain" \
+      'BEGIN { print ((r >= 1.0 && g >= 10) ? "met" : "not met") }')
+    notes+=("c=$c: trellisd ${gain}x its $KV_BASELINE req/s before group commit; trellisd/peer ${ratio:-n/a}: target $verdict")
+  elif [[ $c == 32 && -n "$ratio" ]]; then
     verdict=$(awk -v r="$ratio" -v p="$t_p99" \
       'BEGIN { print ((r >= 1.0 && p <= 1000) ? "met" : "not met") }')
     notes+=("target at 32 connections: trellisd/peer >= 1.0 and trellisd p99 <= 1 ms: $verdict")
@@ -749,7 +829,55 @@ for c in "${conns[@]}"; do
 done
 echo
 ((${#notes[@]})) && printf '%s\n' "${notes[@]}"
-echo "Target: ratio trellisd/peer >= 1.0 at 32 connections, with trellisd p99 <= 1 ms."
+if [[ $scenario == kv ]]; then
+  echo "Target: trellisd/peer >= 1.0 and trellisd >= 10x $KV_BASELINE req/s (before group commit)."
+else
+  echo "Target: ratio trellisd/peer >= 1.0 at 32 connections, with trellisd p99 <= 1 ms."
+fi
+
+# ---------------------------------------------------------------- kv: one hot key
+# metric_sum NAME: the sum of trellisd's /metrics samples of NAME (0 if none).
+metric_sum() {
+  local admin token
+  admin=$(sed -n 's/.*"admin_port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
+    "$tmp/trellisd/ready.json")
+  token=$(cat "$tmp/trellisd/admin.token")
+  curl -s -m 5 -H "Authorization: Bearer $token" "http://127.0.0.1:$admin/metrics" |
+    awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d", s }'
+}
+
+contention_json=()
+if [[ $scenario == kv ]]; then
+  c=${conns[0]}
+  echo
+  echo "Contention: every request on the one name \"hot\", $c connections, ${DURATION}s. The peer's"
+  echo "INCR cannot conflict; trellisd's compare-and-set retries (up to 16 times) when another"
+  echo "request's write to the key committed between its read and its write."
+  printf '%-9s %12s %10s %12s %12s %16s\n' server rps "non-2xx" "writes" "conflicts" "conflict rate"
+  for s in "${active[@]}"; do
+    out=$tmp/wrk-hot-$s.txt
+    if [[ $s == trellisd ]]; then
+      g0=$(metric_sum trellis_plugin_hello_greetings_total)
+      k0=$(metric_sum trellis_plugin_hello_cas_conflicts_total)
+    fi
+    BENCH_KV_HOT=hot wrk_run "$s" "$c" "$DURATION" "$out"
+    line=$(grep '^BENCH_RESULT ' "$out" || true)
+    [[ -n "$line" ]] || { log "hot key, $s: wrk gave no result:"; cat "$out" >&2; continue; }
+    writes=n/a conflicts=n/a rate=n/a
+    if [[ $s == trellisd ]]; then
+      writes=$(($(metric_sum trellis_plugin_hello_greetings_total) - g0))
+      conflicts=$(($(metric_sum trellis_plugin_hello_cas_conflicts_total) - k0))
+      rate=$(awk -v k="$conflicts" -v w="$writes" \
+        'BEGIN { if (k + w > 0) printf "%.1f%%", k * 100 / (k + w); else print "n/a" }')
+    fi
+    printf '%-9s %12s %10s %12s %12s %16s\n' "$s" "$(field rps "$line")" \
+      "$(field non2xx "$line")" "$writes" "$conflicts" "$rate"
+    contention_json+=("$(printf '{"server": "%s", "connections": %d, "rps": %s, "non2xx": %s, "writes": "%s", "conflicts": "%s", "conflict_rate": "%s"}' \
+      "$s" "$c" "$(field rps "$line")" "$(field non2xx "$line")" "$writes" "$conflicts" "$rate")")
+  done
+  echo "conflict rate = conflicting compare-and-set attempts / all attempts (trellisd metrics)."
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 echo "Benchmarks are informational: slow numbers never fail this script."
 
 mkdir -p build/bench
@@ -765,10 +893,16 @@ join() {
   printf '  "target": "%s", "duration_s": %d, "warmup_s": %d, "rounds": %d,\n' \
     "$TARGET" "$DURATION" "$WARMUP" "$ROUNDS"
   printf '  "wrk_threads": %d, "server_threads": %d,\n' "$WRK_THREADS" "$SERVER_THREADS"
-  printf '  "peer": "nginx %s + lua-nginx-module",\n' "$(nginx -v 2>&1 | sed 's#.*/##')"
+  printf '  "peer": "nginx %s + lua-nginx-module%s",\n' "$(nginx -v 2>&1 | sed 's#.*/##')" \
+    "$([[ $scenario != kv ]] || echo " + redis-server (appendfsync always)")"
+  if [[ $scenario == kv ]]; then
+    printf '  "scenario": "kv", "keys": %d, "blocking_threads": %d, "baseline_rps": %d,\n' \
+      "$KV_KEYS" "$KV_THREADS" "$KV_BASELINE"
+    printf '  "contention": [%s],\n' "$(join "${contention_json[@]}")"
+  fi
   printf '  "summary": [%s],\n' "$(join "${summary_json[@]}")"
   printf '  "runs": [%s]\n' "$(join "${runs_json[@]}")"
   printf '}\n'
-} >build/bench/results.json
-log "results written to build/bench/results.json"
+} >"$RESULTS"
+log "results written to $RESULTS"
 exit "$status"

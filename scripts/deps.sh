@@ -4,7 +4,7 @@
 # Idempotent: asks dpkg first and touches apt only when something is missing.
 #
 #   scripts/deps.sh              build + test dependencies
-#   scripts/deps.sh --bench      + nginx, its Lua module and wrk (bench/run.sh)
+#   scripts/deps.sh --bench      + nginx, its Lua module, wrk and redis-server (bench/run.sh)
 #   scripts/deps.sh --postgres   + a local PostgreSQL server (PostgreSQL integration tests)
 #
 # Runs apt-get as root directly, otherwise through sudo. Nothing is downloaded outside apt.
@@ -23,7 +23,8 @@ for arg in "$@"; do
   case "$arg" in
     # On Debian 12 the `nginx` package is the server itself (nginx-light only adds the echo
     # module); libnginx-mod-http-lua brings libnginx-mod-http-ndk and lua-resty-core.
-    --bench) packages+=(nginx libnginx-mod-http-lua wrk) ;;
+    # redis-server (+ redis-cli from redis-tools) is the store of the kv scenario's peer.
+    --bench) packages+=(nginx libnginx-mod-http-lua wrk redis-server redis-tools) ;;
     --postgres) packages+=(postgresql) ;;
     -h | --help) usage; exit 0 ;;
     *) echo "deps.sh: unknown option '$arg'" >&2; usage >&2; exit 2 ;;

@@ -221,6 +221,7 @@ TrellisdProcess::~TrellisdProcess() {
 bool TrellisdProcess::start(std::chrono::milliseconds timeout) {
   auto ready = dir_ / "ready.json";
   auto out = dir_ / "trellisd.log";
+  fs::remove(ready);  // a restart must not read the previous run's ports
   pid_ = ::fork();
   if (pid_ == 0) {
     std::string cfg = configFile().string(), rf = ready.string(), lf = out.string();
@@ -267,6 +268,13 @@ int TrellisdProcess::stop(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return -1;
+}
+
+void TrellisdProcess::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 bool TrellisdProcess::running() const {

@@ -81,6 +81,9 @@ class TrellisdProcess {
   bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // Sends SIGTERM and waits; returns the exit status (or -1 on timeout).
   int stop(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // SIGKILL, as a crash would: no shutdown code runs. Waits for it; start() may follow
+  // (same config and data, new ports).
+  void kill();
   bool running() const;
 
   uint16_t port() const { return port_; }

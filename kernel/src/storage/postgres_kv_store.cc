@@ -7,15 +7,20 @@
 // SOCI binds strings as C strings, which would cut them at the first NUL, and hex keeps
 // every byte, valid UTF-8 or not. bytea compares like memcmp, which is list()'s order.
 //
+// Writes are group-committed (postgres_batch_writer.h): concurrent put() and remove() calls
+// share a transaction and its commit, each in its own savepoint with its own tenant set.
+//
 // Storage quota: trellis.kv_usage holds each tenant's key + value bytes. put() charges the
-// change with one conditional upsert in the write's transaction; the row lock it takes
-// serialises the tenant's growing writers on every host, so the quota is exact.
+// change with one conditional upsert in the write's savepoint, inside the batch's
+// transaction; the row lock it takes serialises the tenant's growing writers on every
+// host until that transaction ends, so the quota is exact.
 #include <algorithm>
 #include <optional>
 #include <utility>
 
 #include "storage/internal/kv_keys.h"
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/kernel/storage/postgres_batch_writer.h"
 #include "trellis/tenants/identity.h"
 #include "trellis/tenants/postgres.h"
 
@@ -66,7 +71,8 @@ Status conflict(uint64_t expected, uint64_t current) {
 
 class PostgresKvStore final : public KvStore {
  public:
-  explicit PostgresKvStore(std::shared_ptr<PostgresPool> pool) : pool_(std::move(pool)) {}
+  explicit PostgresKvStore(std::shared_ptr<PostgresPool> pool)
+      : pool_(std::move(pool)), writer_(pool_, {}) {}
 
   Result<KvEntry> get(const Scope& scope, std::string_view key) override {
     if (auto s = validateScope(scope); !s) return s;
@@ -98,14 +104,15 @@ class PostgresKvStore final : public KvStore {
                              std::to_string(kMaxValueBytes));
     }
     const std::string k = toHex(key), v = toHex(value);
-    return inTenant<uint64_t>(scope.tenant, "put", [&](soci::session& sql) -> Result<uint64_t> {
+    long long next = 0;
+    Status s = write(scope.tenant, "put", [&](soci::session& sql) {
       auto [current, old_bytes] = lockEntry(sql, scope, k);
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
       const long long delta = static_cast<long long>(key.size() + value.size()) - old_bytes;
       if (Status s = charge(sql, scope, delta); !s) return s;
-      long long next = static_cast<long long>(current) + 1;
+      next = static_cast<long long>(current) + 1;
       if (current == kAbsent) {
         // A concurrent first insert of the same key fails here with unique_violation; the
         // retry then finds and locks the row.
@@ -129,15 +136,17 @@ class PostgresKvStore final : public KvStore {
             .use(k)
             .run();
       }
-      return static_cast<uint64_t>(next);
+      return Status::ok();
     });
+    if (!s) return s;
+    return static_cast<uint64_t>(next);
   }
 
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
     if (auto s = validateScope(scope); !s) return s;
     if (auto s = validateKey(key); !s) return s;
     const std::string k = toHex(key);
-    auto r = inTenant<bool>(scope.tenant, "remove", [&](soci::session& sql) -> Result<bool> {
+    return write(scope.tenant, "remove", [&](soci::session& sql) {
       auto [current, old_bytes] = lockEntry(sql, scope, k);
       if (current == kAbsent) return Status::notFound("no such key");
       if (expected_version != kAnyVersion && expected_version != current) {
@@ -148,10 +157,8 @@ class PostgresKvStore final : public KvStore {
           .use(scope.plugin)
           .use(k)
           .run();
-      if (Status s = charge(sql, scope, -old_bytes); !s) return s;
-      return true;
+      return charge(sql, scope, -old_bytes);
     });
-    return r ? Status::ok() : r.status();
   }
 
   Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
@@ -213,7 +220,21 @@ class PostgresKvStore final : public KvStore {
     return r ? Status::ok() : r.status();
   }
 
+  GroupCommit::Stats writeStats() const override { return writer_.stats(); }
+
  private:
+  // Runs `body` as one write of a group-committed batch, for `tenant`; an UNAVAILABLE
+  // answer names the operation and the tenant.
+  template <typename Body>
+  Status write(const std::string& tenant, const char* op, Body&& body) {
+    Status s = writer_.write(tenant, GroupCommit::Work(std::forward<Body>(body)));
+    if (s.code() == StatusCode::kUnavailable) {
+      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + tenant +
+                                 "\": " + s.message());
+    }
+    return s;
+  }
+
   // Runs `body` in one transaction scoped to `tenant` (PostgresPool::transaction: commits
   // on success, retries what PostgreSQL asks to retry, replaces dead sessions).
   template <typename T, typename Body>
@@ -285,6 +306,7 @@ class PostgresKvStore final : public KvStore {
   }
 
   std::shared_ptr<PostgresPool> pool_;
+  PostgresBatchWriter writer_;
 };
 
 }  // namespace

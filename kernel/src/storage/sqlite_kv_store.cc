@@ -2,31 +2,34 @@
 // file level (a bug in a query cannot read another tenant's rows) and lets an operator
 // back up, move or delete one tenant's data with ordinary file tools.
 //
+// Each file is a SqliteDatabase: put() and remove() are group-committed (concurrent
+// writes of a tenant share one transaction and one WAL fsync, each in its own savepoint,
+// each answered after the fsync that covers it), and get() and list() run on reader
+// connections that never wait for a writer.
+//
 // Keys and values are bound as strings (SOCI 4.0's sqlite3 backend passes the length, so
 // NUL bytes survive) and CAST to BLOB in SQL, so every stored key is a BLOB and compares
 // with memcmp: byte order for list(), and no collation or UTF-8 rules apply.
 //
 // Storage quota: each database keeps its tenant's total (key + value bytes) in the
-// one-row table `usage`. put() and remove() adjust it in the same BEGIN IMMEDIATE
-// transaction that checks the version and writes, so the quota check, the charge and the
-// write are one atomic step against every other writer of the file, in or out of process.
-#include <fcntl.h>
+// one-row table `usage`. put() and remove() adjust it in the write's own savepoint inside
+// the batch transaction, after the writes before it in the batch, so the quota check, the
+// charge and the write are one atomic step against every other writer of the file, in or
+// out of process (the batch holds SQLite's write lock: BEGIN IMMEDIATE).
 #include <soci/soci.h>
-#include <soci/sqlite3/soci-sqlite3.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <stdexcept>
+#include <shared_mutex>
 #include <system_error>
 #include <utility>
 
 #include "storage/internal/kv_keys.h"
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/kernel/storage/sqlite_database.h"
 #include "trellis/tenants/identity.h"
 #include "trellis/tenants/sql_statement.h"
 
@@ -38,17 +41,60 @@ using internal::validateKey;
 
 using tenants::sql::exec;
 using tenants::sql::Query;
-using tenants::sql::WriteTransaction;
 
-constexpr int kBusyTimeoutMs = 5000;
-
-// One open database. The mutex serialises every use of the session (SOCI sessions are
-// not thread-safe) and makes read-check-write sequences atomic within this process;
-// BEGIN IMMEDIATE makes them atomic against other processes on the same file too.
+// One tenant's database. Operations hold `life` shared for their whole duration;
+// removeTenant() takes it exclusively, so it waits for writes in flight (an acknowledged
+// write is never lost to a concurrent delete) and later callers find `db` gone.
 struct TenantDb {
-  std::mutex mu;
-  soci::session sql;
+  std::shared_mutex life;
+  std::unique_ptr<SqliteDatabase> db;  // null once removed
 };
+
+Status conflict(uint64_t expected, uint64_t current) {
+  auto describe = [](uint64_t v) {
+    return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
+  };
+  return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
+}
+
+// The entry's version (kAbsent if there is none) and the bytes it is charged for.
+std::pair<uint64_t, long long> currentEntry(soci::session& sql, const std::string& plugin,
+                                            const std::string& key) {
+  long long version = 0, bytes = 0;
+  bool found = Query(sql,
+                     "SELECT version, length(key) + length(value) FROM kv "
+                     "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+                   .use(plugin)
+                   .use(key)
+                   .into(version)
+                   .into(bytes)
+                   .run();
+  return found ? std::pair{static_cast<uint64_t>(version), bytes} : std::pair{kAbsent, 0LL};
+}
+
+long long usedBytes(soci::session& sql) {
+  long long bytes = 0;
+  Query(sql, "SELECT bytes FROM usage").into(bytes).run();
+  return bytes;
+}
+
+void addUsage(soci::session& sql, long long delta) {
+  if (delta != 0) Query(sql, "UPDATE usage SET bytes = bytes + :d").use(delta).run();
+}
+
+void createSchema(soci::session& sql) {
+  // One transaction (SqliteDatabase::open), so a database from before the quota (kv
+  // without usage) gets its usage row exactly once, computed from the data, even with
+  // two processes opening it.
+  exec(sql,
+       "CREATE TABLE IF NOT EXISTS kv("
+       "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
+       "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
+  exec(sql, "CREATE TABLE IF NOT EXISTS usage(bytes INTEGER NOT NULL)");
+  exec(sql,
+       "INSERT INTO usage(bytes) SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv "
+       "WHERE NOT EXISTS (SELECT 1 FROM usage)");
+}
 
 class SqliteKvStore final : public KvStore {
  public:
@@ -56,16 +102,12 @@ class SqliteKvStore final : public KvStore {
 
   Result<KvEntry> get(const Scope& scope, std::string_view key) override {
     if (auto s = validateKey(key); !s) return s;
-    auto db = open(scope);
-    if (!db) return db.status();
-    TenantDb& t = **db;
-    std::lock_guard lock(t.mu);
-    try {
-      std::string k(key), value;
-      long long version = 0;
+    std::string k(key), value;
+    long long version = 0;
+    Status s = onTenant(scope, "get", &SqliteDatabase::read, [&](soci::session& sql) {
       soci::indicator ind = soci::i_ok;
       bool found =
-          Query(t.sql, "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+          Query(sql, "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
               .use(scope.plugin)
               .use(k)
               .into(value, ind)
@@ -73,10 +115,10 @@ class SqliteKvStore final : public KvStore {
               .run();
       if (!found) return Status::notFound("no such key");
       if (ind == soci::i_null) value.clear();
-      return KvEntry{std::move(k), std::move(value), static_cast<uint64_t>(version)};
-    } catch (const std::exception& e) {
-      return failure(scope, "get", e);
-    }
+      return Status::ok();
+    });
+    if (!s) return s;
+    return KvEntry{std::move(k), std::move(value), static_cast<uint64_t>(version)};
   }
 
   Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
@@ -86,14 +128,10 @@ class SqliteKvStore final : public KvStore {
       return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
                              std::to_string(kMaxValueBytes));
     }
-    auto db = open(scope);
-    if (!db) return db.status();
-    TenantDb& t = **db;
-    std::lock_guard lock(t.mu);
-    try {
-      std::string k(key), v(value);
-      WriteTransaction tx(t.sql);
-      auto [current, old_bytes] = currentEntry(t.sql, scope.plugin, k);
+    const std::string k(key), v(value);
+    long long next = 0;
+    Status s = onTenant(scope, "put", &SqliteDatabase::write, [&](soci::session& sql) {
+      auto [current, old_bytes] = currentEntry(sql, scope.plugin, k);
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
@@ -101,7 +139,7 @@ class SqliteKvStore final : public KvStore {
       // Only growth is checked: shrinking must stay possible for a tenant that is over a
       // quota lowered after the data was written.
       if (delta > 0 && scope.max_storage_bytes) {
-        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(t.sql), 0LL));
+        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(sql), 0LL));
         const uint64_t max = *scope.max_storage_bytes;
         if (used > max || static_cast<uint64_t>(delta) > max - used) {
           return Status::quotaExceeded("storage quota of " + std::to_string(max) +
@@ -109,9 +147,9 @@ class SqliteKvStore final : public KvStore {
                                        ", this write needs " + std::to_string(delta) + " more");
         }
       }
-      long long next = static_cast<long long>(current) + 1;
+      next = static_cast<long long>(current) + 1;
       if (current == kAbsent) {
-        Query(t.sql,
+        Query(sql,
               "INSERT INTO kv(plugin, key, value, version) "
               "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
             .use(scope.plugin)
@@ -120,7 +158,7 @@ class SqliteKvStore final : public KvStore {
             .use(next)
             .run();
       } else {
-        Query(t.sql,
+        Query(sql,
               "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
               "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
             .use(v)
@@ -129,38 +167,29 @@ class SqliteKvStore final : public KvStore {
             .use(k)
             .run();
       }
-      addUsage(t.sql, delta);
-      tx.commit();
-      return static_cast<uint64_t>(next);
-    } catch (const std::exception& e) {
-      return failure(scope, "put", e);
-    }
+      addUsage(sql, delta);
+      return Status::ok();
+    });
+    if (!s) return s;
+    return static_cast<uint64_t>(next);
   }
 
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
     if (auto s = validateKey(key); !s) return s;
-    auto db = open(scope);
-    if (!db) return db.status();
-    TenantDb& t = **db;
-    std::lock_guard lock(t.mu);
-    try {
-      std::string k(key);
-      WriteTransaction tx(t.sql);
-      auto [current, old_bytes] = currentEntry(t.sql, scope.plugin, k);
+    const std::string k(key);
+    return onTenant(scope, "remove", &SqliteDatabase::write, [&](soci::session& sql) {
+      auto [current, old_bytes] = currentEntry(sql, scope.plugin, k);
       if (current == kAbsent) return Status::notFound("no such key");
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
-      Query(t.sql, "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+      Query(sql, "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
           .use(scope.plugin)
           .use(k)
           .run();
-      addUsage(t.sql, -old_bytes);
-      tx.commit();
+      addUsage(sql, -old_bytes);
       return Status::ok();
-    } catch (const std::exception& e) {
-      return failure(scope, "remove", e);
-    }
+    });
   }
 
   Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
@@ -169,10 +198,6 @@ class SqliteKvStore final : public KvStore {
       return Status::invalid("prefix and start_after are limited to " +
                              std::to_string(kMaxKeyBytes) + " bytes");
     }
-    auto db = open(scope);
-    if (!db) return db.status();
-    TenantDb& t = **db;
-
     // Range conditions instead of LIKE/GLOB: '%', '_' and '*' in a prefix stay literal
     // bytes, and the primary-key index serves the scan.
     std::string lower(prefix), after(start_after);
@@ -184,75 +209,45 @@ class SqliteKvStore final : public KvStore {
     if (upper) query += " AND key < CAST(:hi AS BLOB)";
     query += " ORDER BY key LIMIT :n";
 
-    std::lock_guard lock(t.mu);
-    try {
+    std::vector<KvEntry> out;
+    Status s = onTenant(scope, "list", &SqliteDatabase::read, [&](soci::session& sql) {
       std::string key, value;
       long long version = 0;
       soci::indicator ind = soci::i_ok;
-      Query q(t.sql, query);
+      Query q(sql, query);
       q.use(scope.plugin).use(lower);
       if (!after.empty()) q.use(after);
       if (upper) q.use(*upper);
       q.use(n).into(key).into(value, ind).into(version);
-      std::vector<KvEntry> out;
       for (bool row = q.run(); row; row = q.next()) {
         if (ind == soci::i_null) value.clear();
         out.push_back(KvEntry{key, value, static_cast<uint64_t>(version)});
       }
-      return out;
-    } catch (const std::exception& e) {
-      return failure(scope, "list", e);
-    }
+      return Status::ok();
+    });
+    if (!s) return s;
+    return out;
   }
 
   Result<uint64_t> storageBytes(std::string_view tenant) override {
     if (!tenants::isValidTenantId(tenant)) {
       return Status::invalid("invalid tenant id \"" + std::string(tenant) + "\"");
     }
-    auto db = openTenant(std::string(tenant), /*create=*/false);
-    if (!db) return db.status();
-    if (!*db) return uint64_t{0};  // no database: the tenant has never stored anything
-    TenantDb& t = **db;
-    std::lock_guard lock(t.mu);
-    try {
-      return static_cast<uint64_t>(std::max(usedBytes(t.sql), 0LL));
-    } catch (const std::exception& e) {
-      return Status::unavailable("storage usage for tenant \"" + std::string(tenant) +
-                                 "\" failed: " + e.what());
-    }
-  }
-
- private:
-  // The entry's version (kAbsent if there is none) and the bytes it is charged for.
-  static std::pair<uint64_t, long long> currentEntry(soci::session& sql, const std::string& plugin,
-                                                     const std::string& key) {
-    long long version = 0, bytes = 0;
-    bool found = Query(sql,
-                       "SELECT version, length(key) + length(value) FROM kv "
-                       "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-                     .use(plugin)
-                     .use(key)
-                     .into(version)
-                     .into(bytes)
-                     .run();
-    return found ? std::pair{static_cast<uint64_t>(version), bytes} : std::pair{kAbsent, 0LL};
-  }
-
-  static long long usedBytes(soci::session& sql) {
+    auto t = openTenant(std::string(tenant), /*create=*/false);
+    if (!t) return t.status();
+    if (!*t) return uint64_t{0};  // no database: the tenant has never stored anything
+    std::shared_lock life((*t)->life);
+    if (!(*t)->db) return uint64_t{0};  // removed meanwhile
     long long bytes = 0;
-    Query(sql, "SELECT bytes FROM usage").into(bytes).run();
-    return bytes;
-  }
-
-  static void addUsage(soci::session& sql, long long delta) {
-    if (delta != 0) Query(sql, "UPDATE usage SET bytes = bytes + :d").use(delta).run();
-  }
-
-  static Status conflict(uint64_t expected, uint64_t current) {
-    auto describe = [](uint64_t v) {
-      return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
-    };
-    return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
+    Status s = (*t)->db->read([&](soci::session& sql) {
+      bytes = usedBytes(sql);
+      return Status::ok();
+    });
+    if (!s) {
+      return Status::unavailable("storage usage for tenant \"" + std::string(tenant) +
+                                 "\" failed: " + s.message());
+    }
+    return static_cast<uint64_t>(std::max(bytes, 0LL));
   }
 
   Status removeTenant(std::string_view tenant) override {
@@ -263,10 +258,10 @@ class SqliteKvStore final : public KvStore {
     // closing it and unlinking it (nothing takes it while holding a tenant's lock).
     std::lock_guard lock(mu_);
     if (auto it = dbs_.find(std::string(tenant)); it != dbs_.end()) {
-      std::shared_ptr<TenantDb> db = std::move(it->second);
+      std::shared_ptr<TenantDb> t = std::move(it->second);
       dbs_.erase(it);
-      std::lock_guard db_lock(db->mu);  // lets the operation in progress finish first
-      db->sql.close();
+      std::unique_lock life(t->life);  // lets the operations in progress finish first
+      t->db.reset();
     }
     const std::string base = (dir_ / tenant).string() + ".db";
     for (const char* suffix : {"", "-wal", "-shm"}) {
@@ -279,68 +274,76 @@ class SqliteKvStore final : public KvStore {
     return Status::ok();
   }
 
-  static Status failure(const Scope& scope, const char* op, const std::exception& e) {
-    return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
-                               "\" failed: " + e.what());
+  GroupCommit::Stats writeStats() const override {
+    GroupCommit::Stats sum;
+    std::lock_guard lock(mu_);
+    for (const auto& [tenant, t] : dbs_) {
+      std::shared_lock life(t->life);
+      if (!t->db) continue;
+      const GroupCommit::Stats s = t->db->writeStats();
+      sum.batches += s.batches;
+      sum.writes += s.writes;
+      sum.pending += s.pending;
+      sum.max_batch = std::max(sum.max_batch, s.max_batch);
+    }
+    return sum;
   }
 
-  Result<std::shared_ptr<TenantDb>> open(const Scope& scope) {
+ private:
+  using Access = Status (SqliteDatabase::*)(const GroupCommit::Work&);
+
+  // Runs `body` through `access` (read or write) on the scope's tenant database, and
+  // names the tenant and the operation in an UNAVAILABLE answer.
+  template <typename Body>
+  Status onTenant(const Scope& scope, const char* op, Access access, Body&& body) {
     // Checked here as well as at the edge: the id becomes a file name.
     if (!tenants::isValidTenantId(scope.tenant)) {
       return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
     }
     if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
-    return openTenant(scope.tenant, /*create=*/true);
+    auto t = openTenant(scope.tenant, /*create=*/true);
+    if (!t) return t.status();
+    std::shared_lock life((*t)->life);
+    if (!(*t)->db) {
+      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
+                                 "\" failed: its storage was removed meanwhile");
+    }
+    Status s = ((*t)->db.get()->*access)(GroupCommit::Work(std::forward<Body>(body)));
+    if (s.code() == StatusCode::kUnavailable) {
+      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
+                                 "\" failed: " + s.message());
+    }
+    return s;
   }
 
   // The tenant's database (id already validated), opened on first use. The handle is
   // cached for the store's lifetime; a failed open is not cached, so a later call retries.
   // Without `create`, a tenant that has no file yet gets nullptr and still no file.
   Result<std::shared_ptr<TenantDb>> openTenant(const std::string& tenant, bool create) {
+    {
+      // Every call looks its tenant up: shared, so lookups never queue behind each other.
+      std::shared_lock lock(mu_);
+      if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
+    }
     std::lock_guard lock(mu_);
     if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
-    std::filesystem::path file = dir_ / (tenant + ".db");
-    try {
-      // Tenant data is private to the server's user: create the file 0600 before SQLite
-      // does (it would use the umask), and SQLite gives -wal/-shm the same mode.
-      int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-      if (fd < 0 && !create && errno == ENOENT) return std::shared_ptr<TenantDb>();
-      if (fd < 0) {
-        throw std::system_error(errno, std::generic_category(), create ? "create" : "open");
-      }
-      ::close(fd);
-      auto db = std::make_shared<TenantDb>();
-      db->sql.open(soci::sqlite3,
-                   "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000));
-      std::string mode;
-      Query(db->sql, "PRAGMA journal_mode=WAL").into(mode).run();
-      if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");
-      exec(db->sql, "PRAGMA synchronous=FULL");
-      exec(db->sql, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
-      // One transaction, so a database from before the quota (kv without usage) gets its
-      // usage row exactly once, computed from the data, even with two processes opening it.
-      WriteTransaction tx(db->sql);
-      exec(db->sql,
-           "CREATE TABLE IF NOT EXISTS kv("
-           "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
-           "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
-      exec(db->sql, "CREATE TABLE IF NOT EXISTS usage(bytes INTEGER NOT NULL)");
-      exec(db->sql,
-           "INSERT INTO usage(bytes) SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv "
-           "WHERE NOT EXISTS (SELECT 1 FROM usage)");
-      tx.commit();
-      dbs_.emplace(tenant, db);
-      return db;
-    } catch (const std::exception& e) {
-      return Status::unavailable("cannot open storage for tenant \"" + tenant + "\" (" +
-                                 file.string() + "): " + e.what());
+    const std::filesystem::path file = dir_ / (tenant + ".db");
+    auto db = SqliteDatabase::open(file, {.create = create}, createSchema);
+    if (!db && db.status().code() == StatusCode::kNotFound) return std::shared_ptr<TenantDb>();
+    if (!db) {
+      return Status::unavailable("cannot open storage for tenant \"" + tenant +
+                                 "\": " + db.status().message());
     }
+    auto t = std::make_shared<TenantDb>();
+    t->db = std::move(*db);
+    dbs_.emplace(tenant, t);
+    return t;
   }
 
   const std::filesystem::path dir_;
-  std::mutex mu_;  // guards dbs_ (not the sessions inside)
-  // Shared: an operation that opened a database keeps it alive even if removeTenant()
-  // drops it meanwhile (the operation then fails on the closed session).
+  mutable std::shared_mutex mu_;  // guards dbs_ (not the databases inside)
+  // Shared: an operation that found a database keeps its entry alive even if
+  // removeTenant() drops it meanwhile.
   std::map<std::string, std::shared_ptr<TenantDb>> dbs_;
 };
 

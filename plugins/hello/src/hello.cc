@@ -34,6 +34,10 @@ class Hello : public trellis::Plugin {
     auto greeted = ctx.counter("hello_greetings_total", "Greetings served");
     if (!greeted) return greeted.status();
     greeted_metric_ = *greeted;
+    auto conflicts = ctx.counter("hello_cas_conflicts_total",
+                                 "Compare-and-set writes that found the count changed and retried");
+    if (!conflicts) return conflicts.status();
+    conflicts_metric_ = *conflicts;
     return ctx.route("GET", "/hello/{name}", this, &Hello::greet);
   }
 
@@ -58,7 +62,7 @@ class Hello : public trellis::Plugin {
 
  private:
   // Increments visits/<name> with compare-and-set, so concurrent requests never lose a count.
-  static trellis::Result<uint64_t> countVisit(trellis::Context& ctx, std::string_view name) {
+  trellis::Result<uint64_t> countVisit(trellis::Context& ctx, std::string_view name) {
     const std::string key = "visits/" + std::string(name);
     trellis::Kv kv = ctx.kv();
     for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
@@ -74,12 +78,14 @@ class Hello : public trellis::Plugin {
       auto put = kv.put(key, std::to_string(count + 1), expected);
       if (put) return count + 1;
       if (put.status().code() != trellis::StatusCode::kConflict) return put.status();
+      (void)ctx.record(conflicts_metric_, 1);
     }
     return trellis::Status::conflict("too much contention on " + key);
   }
 
   std::string greeting_;
   trellis_metric_id greeted_metric_ = 0;
+  trellis_metric_id conflicts_metric_ = 0;
 };
 
 }  // namespace

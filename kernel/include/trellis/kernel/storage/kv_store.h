@@ -1,7 +1,9 @@
 // Key/value storage scoped to (tenant, plugin). Plugins reach it only through the host
 // API, never with SQL. Keys and values are arbitrary bytes; every write is durable
 // (fsync'd) and atomic before it returns. Two backends behave the same: SQLite (one file
-// per tenant) and PostgreSQL (shared tables under row-level security).
+// per tenant) and PostgreSQL (shared tables under row-level security). Both group-commit
+// (group_commit.h): concurrent writes share one transaction and one flush, and each is
+// answered only after the flush that covers it; reads never wait for writers.
 //
 //   auto store = openSqliteKvStore("/var/lib/trellis/data");
 //   auto store = openPostgresKvStore(pool);   // pool: tenants::PostgresPool::open(...)
@@ -16,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "trellis/kernel/storage/group_commit.h"
 #include "trellis/status.hpp"
 
 namespace trellis::tenants {
@@ -72,11 +75,14 @@ class KvStore {
   virtual Result<uint64_t> storageBytes(std::string_view tenant) = 0;
   // Deletes every plugin's data of `tenant` (its database file). OK if it had none.
   virtual Status removeTenant(std::string_view tenant) = 0;
+  // Group-commit counters of put() and remove() over every tenant (metrics, tests).
+  virtual GroupCommit::Stats writeStats() const { return {}; }
 };
 
 // SQLite via SOCI: one database file per tenant under `dir` (<tenant>.db, WAL,
-// synchronous=FULL), opened lazily and kept open. Creates `dir` if needed. Every method
-// is thread-safe; calls for one tenant are serialised. An invalid Scope (tenant id not
+// synchronous=FULL), opened lazily and kept open (sqlite_database.h). Creates `dir` if
+// needed. Every method is thread-safe; a tenant's writes are group-committed in the order
+// they arrive, its reads run beside them. An invalid Scope (tenant id not
 // [a-z0-9][a-z0-9-]{0,62}, empty plugin) is INVALID; UNAVAILABLE if a file cannot be
 // opened or written (the message says which and why).
 Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir);
@@ -85,7 +91,8 @@ Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& 
 // tenants::postgres_schema::migrate), shared by every tenant and every host using the
 // database, isolated by row-level security on `trellis.tenant`, which each call sets for
 // its own transaction. Keys are bytea, so order and equality are bytewise. Thread-safe;
-// calls run concurrently up to the pool's size. UNAVAILABLE (naming host:port, never the
+// writes are group-committed (postgres_batch_writer.h) on up to half the pool's sessions,
+// reads run on the others. UNAVAILABLE (naming host:port, never the
 // password) when PostgreSQL cannot be reached; the call's transaction is rolled back, and
 // the next call reconnects. removeTenant deletes the tenant's rows and usage.
 Result<std::unique_ptr<KvStore>> openPostgresKvStore(std::shared_ptr<tenants::PostgresPool> pool);

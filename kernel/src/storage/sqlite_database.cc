@@ -1,0 +1,179 @@
+#include "trellis/kernel/storage/sqlite_database.h"
+
+#include <fcntl.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "trellis/tenants/sql_statement.h"
+
+namespace trellis::kernel::storage {
+namespace {
+
+using tenants::sql::exec;
+using tenants::sql::Query;
+
+constexpr int kBusyTimeoutMs = 5000;
+
+sqlite_api::sqlite3* handleOf(soci::session& sql) {
+  return static_cast<soci::sqlite3_session_backend*>(sql.get_backend())->conn_;
+}
+
+std::string connectString(const std::filesystem::path& file) {
+  return "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000);
+}
+
+// True when an error inside the batch means the database, not the write, failed: the
+// disk is full, I/O failed, or SQLite already rolled the transaction back. Then no write
+// of the batch can be trusted to commit, so the batch fails as a whole.
+bool failsTheBatch(soci::session& sql, const std::exception& e) {
+  if (sqlite_api::sqlite3_get_autocommit(handleOf(sql)) != 0) return true;
+  const auto* err = dynamic_cast<const soci::sqlite3_soci_error*>(&e);
+  if (err == nullptr) return false;
+  switch (err->result() & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN: return true;
+    default: return false;
+  }
+}
+
+void rollbackQuietly(soci::session& sql) noexcept {
+  try {
+    exec(sql, "ROLLBACK");
+  } catch (const std::exception&) {
+    // Already rolled back by SQLite (or the connection is failing); the next BEGIN
+    // reports whatever is still wrong.
+  }
+}
+
+void failAll(std::span<GroupCommit::Write* const> batch, const Status& status) {
+  for (GroupCommit::Write* w : batch) w->status = status;
+}
+
+}  // namespace
+
+SqliteDatabase::SqliteDatabase(std::filesystem::path file, Options options)
+    : file_(std::move(file)),
+      options_(options),
+      commit_([this](std::span<GroupCommit::Write* const> batch) { runBatch(batch); },
+              {.max_batch = options.max_batch, .max_leaders = 1}) {}
+
+SqliteDatabase::~SqliteDatabase() = default;
+
+Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::open(const std::filesystem::path& file,
+                                                             Options options,
+                                                             const Schema& schema) {
+  try {
+    // Data is private to the server's user: create the file 0600 before SQLite does (it
+    // would use the umask), and SQLite gives -wal/-shm the same mode.
+    int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC | (options.create ? O_CREAT : 0), 0600);
+    if (fd < 0 && !options.create && errno == ENOENT) {
+      return Status::notFound("no database " + file.string());
+    }
+    if (fd < 0) {
+      throw std::system_error(errno, std::generic_category(), options.create ? "create" : "open");
+    }
+    ::close(fd);
+    std::unique_ptr<SqliteDatabase> db(new SqliteDatabase(file, options));
+    soci::session& sql = db->writer_;
+    sql.open(soci::sqlite3, connectString(file));
+    std::string mode;
+    Query(sql, "PRAGMA journal_mode=WAL").into(mode).run();
+    if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");
+    // FULL: every COMMIT fsyncs the WAL before it returns, so acknowledged is durable.
+    exec(sql, "PRAGMA synchronous=FULL");
+    exec(sql, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+    tenants::sql::WriteTransaction tx(sql);
+    schema(sql);
+    tx.commit();
+    return db;
+  } catch (const std::exception& e) {
+    return Status::unavailable("cannot open " + file.string() + ": " + e.what());
+  }
+}
+
+Status SqliteDatabase::write(const GroupCommit::Work& work) {
+  return commit_.submit(work);
+}
+
+void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
+  soci::session& sql = writer_;
+  try {
+    // IMMEDIATE: the write lock up front, so each write's read-check-write is atomic
+    // against other processes on the file too (they wait up to the busy timeout).
+    exec(sql, "BEGIN IMMEDIATE");
+  } catch (const std::exception& e) {
+    rollbackQuietly(sql);
+    failAll(batch,
+            Status::unavailable(std::string("cannot start a write transaction: ") + e.what()));
+    return;
+  }
+  for (GroupCommit::Write* w : batch) {
+    try {
+      exec(sql, "SAVEPOINT w");
+      w->status = (*w->work)(sql);
+    } catch (const std::exception& e) {
+      if (failsTheBatch(sql, e)) {
+        rollbackQuietly(sql);
+        failAll(batch, Status::unavailable(std::string("write batch rolled back: ") + e.what()));
+        return;
+      }
+      w->status = Status::unavailable(e.what());
+    }
+    try {
+      if (!w->status) exec(sql, "ROLLBACK TO w");
+      exec(sql, "RELEASE w");
+    } catch (const std::exception& e) {
+      rollbackQuietly(sql);
+      failAll(batch, Status::unavailable(std::string("write batch rolled back: ") + e.what()));
+      return;
+    }
+  }
+  try {
+    exec(sql, "COMMIT");  // appends the batch to the WAL and fsyncs it once
+  } catch (const std::exception& e) {
+    rollbackQuietly(sql);
+    failAll(batch, Status::unavailable(std::string("commit failed, nothing of this batch was "
+                                                   "written: ") +
+                                       e.what()));
+  }
+}
+
+std::unique_ptr<soci::session> SqliteDatabase::openReader() const {
+  auto s = std::make_unique<soci::session>(soci::sqlite3, connectString(file_));
+  exec(*s, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+  exec(*s, "PRAGMA query_only=1");
+  return s;
+}
+
+Status SqliteDatabase::read(const std::function<Status(soci::session&)>& fn) {
+  std::unique_ptr<soci::session> reader;
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!idle_readers_.empty()) {
+      reader = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+    }
+  }
+  try {
+    if (!reader) reader = openReader();
+    Status s = fn(*reader);
+    std::lock_guard lock(readers_mu_);
+    if (idle_readers_.size() < options_.max_idle_readers) {
+      idle_readers_.push_back(std::move(reader));
+    }
+    return s;
+  } catch (const std::exception& e) {
+    return Status::unavailable(e.what());  // the reader is dropped, not reused
+  }
+}
+
+}  // namespace trellis::kernel::storage
