@@ -53,7 +53,7 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     return respond(std::move(*res));
   }
   if (view_.policies) {
-    if (auto res = view_.policies->handle(req, path)) return respond(std::move(*res));
+    if (view_.policies->handle(req, path, respond)) return;
   }
   if (view_.control) {
     if (auto res = view_.control->handle(req, path)) return respond(std::move(*res));
