@@ -83,6 +83,7 @@ class TrellisdProcess {
   int stop(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   bool running() const;
 
+  pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
   uint16_t adminPort() const { return admin_port_; }
   std::string adminToken() const;

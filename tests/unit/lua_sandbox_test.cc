@@ -632,6 +632,35 @@ TEST_F(LuaSandboxTest, KeysChosenToCollideCannotMakeATableRehashForLong) {
   EXPECT_EQ(out, "20000");
 }
 
+TEST_F(LuaSandboxTest, MetatablesAreCapturedSoNoCallChainCanBeBuilt) {
+  // mt.__call = t after setmetatable: Lua would follow t -> t -> ... in one instruction,
+  // shifting the stack once per link (quadratic C work: minutes at 8 MiB).
+  std::string out;
+  auto r = attempt(
+      "local mt = {} local t = setmetatable({}, mt) mt.__call = t "
+      "local ok, err = pcall(t) return tostring(ok) .. ' ' .. tostring(err)",
+      &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_THAT(out, HasSubstr("false"));
+  expectContained(attempt("local mt = {} local t = {} mt.__call = t setmetatable(t, mt) t()"),
+                  Outcome::kError, "__call must be a function");
+  // What scripts rely on still holds.
+  r = attempt(
+      "local Class = {} Class.__index = Class "
+      "function Class.new(x) return setmetatable({x = x}, Class) end "
+      "function Class:get() return self.x end local a = Class.new('v') "
+      "assert(getmetatable(a) == Class and a:get() == 'v') "
+      "local mt = {} local b = setmetatable({}, mt) mt.__index = {y = 1} "
+      "assert(b.y == nil) setmetatable(b, mt) assert(b.y == 1) "
+      "local P = setmetatable({}, {__metatable = 'locked', __call = function() return 'called' "
+      "end}) assert(getmetatable(P) == 'locked') assert(not pcall(setmetatable, P, {})) "
+      "setmetatable(a, nil) assert(getmetatable(a) == nil) "
+      "return a.get == nil and Class.new('w'):get() .. P()",
+      &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(out, "wcalled");
+}
+
 TEST_F(LuaSandboxTest, OtherWorkInCIsBoundedToo) {
   // Short wall budget: whichever budget ends these first, none may hold the thread long.
   sb_->setBudget({.instructions = 200'000,

@@ -21,10 +21,12 @@ namespace {
 namespace clock = budget_clock;
 
 // Registry keys (their addresses) and the preemption sentinel.
-char kEnvKey;     // the scripts' global table (writable, __index = the read-only base)
-char kFrozenKey;  // weak set of the read-only proxies, so rawset can refuse them
-char kThreadKey;  // anchors the coroutine calls run in
-char kPreempted;  // error value the hook raises where it cannot yield
+char kEnvKey;       // the scripts' global table (writable, __index = the read-only base)
+char kFrozenKey;    // weak set of the read-only proxies, so rawset can refuse them
+char kThreadKey;    // anchors the coroutine calls run in
+char kPreempted;    // error value the hook raises where it cannot yield
+char kCapturedKey;  // weak map: metatable a script set -> the copy its tables really use
+char kOriginalKey;  // in a copy: the metatable it was made from
 
 // A table's hash part is an array of 2^k nodes of this size, allocated fresh (no old
 // block, no object tag) when the table is resized. Keys chosen to collide make a resize
@@ -77,15 +79,101 @@ int callOriginal(lua_State* L) {
   return lua_gettop(L);
 }
 
-int safeSetmetatable(lua_State* L) {
-  if (lua_type(L, 2) == LUA_TTABLE) {
-    lua_pushliteral(L, "__gc");
-    if (lua_rawget(L, 2) != LUA_TNIL) {
-      return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+// True if the copy at `copy` still has exactly the fields of the metatable at `mt`
+// (besides its own kOriginalKey and the __metatable it may have been given).
+bool sameFields(lua_State* L, int copy, int mt) {
+  lua_pushnil(L);
+  while (lua_next(L, mt) != 0) {
+    lua_pushvalue(L, -2);
+    const bool same = lua_rawget(L, copy) != LUA_TNIL && lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same) {
+      lua_pop(L, 1);
+      return false;
+    }
+  }
+  lua_pushnil(L);
+  while (lua_next(L, copy) != 0) {
+    // Ours: the link to the original, and the __metatable a copy gets when mt has none.
+    const bool ours =
+        lua_touserdata(L, -2) == &kOriginalKey ||
+        (lua_type(L, -2) == LUA_TSTRING && std::strcmp(lua_tostring(L, -2), "__metatable") == 0 &&
+         lua_rawequal(L, -1, mt));
+    bool same = true;
+    if (!ours) {
+      lua_pushvalue(L, -2);
+      same = lua_rawget(L, mt) != LUA_TNIL && lua_rawequal(L, -1, -2);
+      lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    if (!same) {
+      lua_pop(L, 1);
+      return false;
+    }
   }
-  return callOriginal(L);
+  return true;
+}
+
+// setmetatable(t, mt): t gets a copy of mt, taken now, which getmetatable(t) still answers
+// as mt. A metatable changed later does not change t: otherwise `mt.__call = t` after
+// setmetatable makes a __call chain, which Lua follows in one instruction, shifting the
+// stack once per link — quadratic work in C that runs until the memory budget is out
+// (minutes at 8 MiB). A copy's __call must be a function, and __gc is refused.
+int safeSetmetatable(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const int type = lua_type(L, 2);
+  luaL_argexpected(L, type == LUA_TNIL || type == LUA_TTABLE, 2, "nil or table");
+  lua_settop(L, 2);
+  if (lua_getmetatable(L, 1)) {  // its copy: protected if the original had __metatable
+    lua_rawgetp(L, -1, &kOriginalKey);
+    lua_pushliteral(L, "__metatable");
+    lua_rawget(L, -3);
+    if (!lua_isnil(L, -1) && !lua_rawequal(L, -1, -2)) {
+      return luaL_error(L, "cannot change a protected metatable");
+    }
+    lua_pop(L, 3);
+  }
+  if (type == LUA_TNIL) {
+    lua_setmetatable(L, 1);
+    return 1;
+  }
+  lua_pushliteral(L, "__gc");
+  if (lua_rawget(L, 2) != LUA_TNIL) {
+    return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+  }
+  lua_pushliteral(L, "__call");
+  const int call = lua_rawget(L, 2);
+  if (call != LUA_TNIL && call != LUA_TFUNCTION) {
+    return luaL_error(L, "setmetatable: __call must be a function in the sandbox");
+  }
+  lua_settop(L, 2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kCapturedKey);  // 3
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, 3) != LUA_TTABLE || !sameFields(L, 4, 2)) {  // 4: the copy
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, 2) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, 4);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawsetp(L, 4, &kOriginalKey);
+    lua_pushliteral(L, "__metatable");
+    if (lua_rawget(L, 4) == LUA_TNIL) {
+      lua_pushliteral(L, "__metatable");
+      lua_pushvalue(L, 2);
+      lua_rawset(L, 4);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4);
+    lua_rawset(L, 3);
+  }
+  lua_setmetatable(L, 1);
+  lua_settop(L, 1);
+  return 1;
 }
 
 int safeRawset(lua_State* L) {
@@ -306,6 +394,12 @@ int Sandbox::setUp(lua_State* L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
+  lua_newtable(L);  // the captured metatables, weak keys
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kCapturedKey);
 
   luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
   const int g = lua_gettop(L);
