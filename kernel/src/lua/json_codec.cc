@@ -24,10 +24,11 @@ enum class EncodeError { kNone, kDepth, kType, kKey, kNumber, kSize, kMemory, kB
 // table graph with shared subtables is walked once per path (exponential in its depth),
 // so both are counted here against what the call has left.
 struct EncodeBudget {
-  size_t max_bytes;     // output
-  uint64_t max_visits;  // values visited, in Sandbox::charge units
+  size_t max_bytes;  // output
   uint64_t visits = 0;
+  uint64_t charged = 0;  // visits already charged (Sandbox::checkpoint, which reads the clock)
 };
+constexpr uint64_t kVisitsPerCheckpoint = 1024;
 
 const char* encodeMessage(EncodeError e) {
   switch (e) {
@@ -45,7 +46,10 @@ const char* encodeMessage(EncodeError e) {
 // Never raises a Lua error: only non-raising API functions are used here.
 EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, EncodeBudget& b) {
   if (out.size() > b.max_bytes) return EncodeError::kSize;
-  if (++b.visits > b.max_visits) return EncodeError::kBudget;
+  if (++b.visits - b.charged >= kVisitsPerCheckpoint) {
+    b.charged = b.visits;
+    if (!Sandbox::checkpoint(L, kVisitsPerCheckpoint)) return EncodeError::kBudget;
+  }
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
     case LUA_TNONE: out += "null"; return EncodeError::kNone;
@@ -88,6 +92,7 @@ EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, Enco
     lua_pop(L, 1);
   }
   array = array && keys == n;
+  b.visits += keys;  // the walk over the keys is work too: a wide table may be shared
   if (array) {
     out += '[';
     for (lua_Unsigned i = 1; i <= n; ++i) {
@@ -345,10 +350,10 @@ int jsonEncode(lua_State* L) {
   lua_settop(L, 1);
   Sandbox* sb = Sandbox::from(L);
   const size_t limit = sb->budget().memory_bytes;
-  EncodeBudget b{limit - std::min(limit, sb->memoryInUse()), Sandbox::remaining(L)};
+  EncodeBudget b{limit - std::min(limit, sb->memoryInUse())};
   EncodeError e = encodeTop(L, sb->scratch(), b);
-  // Raises once over what is left: the sandbox reports the budget, not this error.
-  Sandbox::charge(L, b.visits + sb->scratch().size() / 64);
+  // Raises once over budget: the sandbox reports the budget, not this function's error.
+  Sandbox::charge(L, b.visits - b.charged + sb->scratch().size() / 64);
   if (e != EncodeError::kNone) return luaL_error(L, "json_encode: %s", encodeMessage(e));
   lua_pushlstring(L, sb->scratch().data(), sb->scratch().size());
   return 1;

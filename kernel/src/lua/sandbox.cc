@@ -364,9 +364,9 @@ void Sandbox::preempt(lua_State* L) {
   lua_error(L);
 }
 
-void Sandbox::charge(lua_State* L, uint64_t units) {
+bool Sandbox::checkpoint(lua_State* L, uint64_t units) {
   Sandbox* sb = from(L);
-  if (!sb->metering_) return;
+  if (!sb->metering_) return true;
   sb->charged_ += units;
   if (sb->tripped_ == Outcome::kOk) {
     if (sb->used() > sb->budget_.instructions) {
@@ -374,10 +374,14 @@ void Sandbox::charge(lua_State* L, uint64_t units) {
     } else if (clock::now() >= sb->deadline_ || sb->stopRequested()) {
       sb->tripped_ = Outcome::kWallTimeLimit;
     } else {
-      return;
+      return true;
     }
   }
-  preempt(L);
+  return false;
+}
+
+void Sandbox::charge(lua_State* L, uint64_t units) {
+  if (!checkpoint(L, units)) preempt(L);
 }
 
 uint64_t Sandbox::remaining(lua_State* L) {

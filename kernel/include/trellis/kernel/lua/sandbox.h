@@ -123,6 +123,9 @@ class Sandbox {
   // error, so the caller's frame must hold only trivially destructible objects. Outside a
   // call (host set-up) it does nothing.
   static void charge(lua_State* L, uint64_t units);
+  // As charge(), for C++ code that must not raise: false once the call is over budget
+  // (the next charge, hook or allocation then stops it).
+  static bool checkpoint(lua_State* L, uint64_t units);
   // Units a call may still charge; UINT64_MAX outside a call.
   static uint64_t remaining(lua_State* L);
   // Keys a table may hold outside its array part (see kMaxHashKeys in sandbox.cc).
