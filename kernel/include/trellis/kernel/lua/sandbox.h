@@ -180,6 +180,7 @@ class Sandbox {
   Outcome tripped_ = Outcome::kOk;
   uint64_t hook_fires_ = 0;
   uint64_t charged_ = 0;         // units C functions charged in this call
+  uint32_t charge_ticks_ = 0;    // small charges since the clock was read
   bool hash_limit_hit_ = false;  // the memory failure was a table over kMaxHashKeys
   int hook_step_ = 100;
   uint32_t alloc_ticks_ = 0;
