@@ -86,6 +86,7 @@ class TrellisdProcess {
   void kill();
   bool running() const;
 
+  pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
   uint16_t adminPort() const { return admin_port_; }
   std::string adminToken() const;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "support/test_support.h"
 
@@ -30,11 +32,23 @@ class PluginControlTest : public ::testing::Test {
  protected:
   PluginControlTest() { manager_.startAll({dir_.path()}, {}); }
 
+  // The answer, or nullopt for a path that is not ours; *answered_on gets the thread that
+  // answered.
   std::optional<trellis::kernel::http::Response> call(const std::string& target,
-                                                      const std::string& body = "") {
+                                                      const std::string& body = "",
+                                                      std::thread::id* answered_on = nullptr) {
     auto req = post(target, body);
     std::string_view path = req.target();
-    return control_.handle(req, path);
+    std::promise<std::pair<trellis::kernel::http::Response, std::thread::id>> answer;
+    auto done = answer.get_future();
+    if (!control_.handle(req, path, [&](trellis::kernel::http::Response res) {
+          answer.set_value({std::move(res), std::this_thread::get_id()});
+        })) {
+      return std::nullopt;
+    }
+    auto [res, thread] = done.get();
+    if (answered_on) *answered_on = thread;
+    return std::move(res);
   }
 
   trellis::test::TempDir dir_;
@@ -63,9 +77,12 @@ TEST_F(PluginControlTest, InstallCheckAsksThePolicyAndReportsItsReason) {
     }
     return std::nullopt;
   });
-  auto res = call("/v1/plugins/install-check", kCheck);
+  std::thread::id answered_on;
+  auto res = call("/v1/plugins/install-check", kCheck, &answered_on);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->result_int(), 403);
+  // The policy (Lua, in trellisd) ran on the control's own thread, not the admin listener's.
+  EXPECT_NE(answered_on, std::this_thread::get_id());
   EXPECT_NE(res->body().find("the on_plugin_install policy denied acme/spy@1.0.0: plugins with "
                              "egress need a security review"),
             std::string::npos)

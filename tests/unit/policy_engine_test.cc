@@ -503,6 +503,33 @@ TEST_F(PolicyEngineTest, DecisionTableMetamethodsDoNotRunInTheHost) {
   expectStillServes();
 }
 
+TEST_F(PolicyEngineTest, AHandMadeDenyIsHeldToPolicyDenysLimits) {
+  const std::pair<const char*, const char*> tables[] = {
+      {"{action = 'deny', status = 403, reason = ('x'):rep(1025)}", "at most 1024 bytes"},
+      {"{action = 'deny', status = 403}", "reason must be a string"},
+      {"{action = 'deny', status = 403, reason = 42}", "reason must be a string"},
+      {"{action = 'deny', status = 200, reason = 'no'}", "integer from 400 to 599"},
+      {"{action = 'deny', status = 403.5, reason = 'no'}", "integer from 400 to 599"},
+      {"{action = 'deny', status = '403', reason = 'no'}", "integer from 400 to 599"},
+      {"{action = 'deny', status = 403, reason = 'no', headers = {['Set-Cookie'] = 'x'}}",
+       "sets no headers"},
+  };
+  auto req = request();
+  for (const auto& [table, error] : tables) {
+    SCOPED_TRACE(table);
+    applyGlobal(std::string("function on_request() return ") + table + " end");
+    auto v = onRequest(acme_, req);
+    EXPECT_TRUE(v.failed);
+    EXPECT_THAT(v.eval.error, HasSubstr(error));
+    EXPECT_EQ(v.status, 500u);  // failed closed, not the table's
+  }
+  applyGlobal("function on_request() return {action = 'deny', status = 451, reason = 'law'} end");
+  auto v = onRequest(acme_, req);
+  EXPECT_FALSE(v.failed) << v.eval.error;
+  EXPECT_EQ(v.status, 451u);
+  EXPECT_EQ(v.reason, "law");
+}
+
 TEST_F(PolicyEngineTest, HeaderInjectionIsRefused) {
   applyGlobal("function on_request() return policy.modify({['X-A'] = 'v\\r\\nSet-Cookie: x'}) end");
   auto req = request();

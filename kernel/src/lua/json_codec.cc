@@ -2,6 +2,7 @@
 // that can see a Lua error (longjmp) holds only trivially destructible objects: the encoder
 // writes into the sandbox's scratch string and raises no Lua error itself; the decoder
 // builds Lua values directly and its state is a plain struct.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +18,17 @@ namespace {
 
 constexpr int kMaxDepth = 100;
 
-enum class EncodeError { kNone, kDepth, kType, kKey, kNumber, kSize, kMemory };
+enum class EncodeError { kNone, kDepth, kType, kKey, kNumber, kSize, kMemory, kBudget };
+
+// What an encoding may spend: its output is a C++ string outside the Lua allocator, and a
+// table graph with shared subtables is walked once per path (exponential in its depth),
+// so both are counted here against what the call has left.
+struct EncodeBudget {
+  size_t max_bytes;  // output
+  uint64_t visits = 0;
+  uint64_t charged = 0;  // visits already charged (Sandbox::checkpoint, which reads the clock)
+};
+constexpr uint64_t kVisitsPerCheckpoint = 1024;
 
 const char* encodeMessage(EncodeError e) {
   switch (e) {
@@ -27,13 +38,18 @@ const char* encodeMessage(EncodeError e) {
       return "object keys must be strings (or use a sequence 1..n for an array)";
     case EncodeError::kNumber: return "cannot encode NaN or infinity";
     case EncodeError::kSize: return "the result exceeds the memory budget";
+    case EncodeError::kBudget: return "the value is too large to encode within the budget";
     default: return "out of memory";
   }
 }
 
 // Never raises a Lua error: only non-raising API functions are used here.
-EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, size_t max) {
-  if (out.size() > max) return EncodeError::kSize;
+EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, EncodeBudget& b) {
+  if (out.size() > b.max_bytes) return EncodeError::kSize;
+  if (++b.visits - b.charged >= kVisitsPerCheckpoint) {
+    b.charged = b.visits;
+    if (!Sandbox::checkpoint(L, kVisitsPerCheckpoint)) return EncodeError::kBudget;
+  }
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
     case LUA_TNONE: out += "null"; return EncodeError::kNone;
@@ -76,12 +92,13 @@ EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, size
     lua_pop(L, 1);
   }
   array = array && keys == n;
+  b.visits += keys;  // the walk over the keys is work too: a wide table may be shared
   if (array) {
     out += '[';
     for (lua_Unsigned i = 1; i <= n; ++i) {
       if (i > 1) out += ',';
       lua_rawgeti(L, idx, static_cast<lua_Integer>(i));
-      EncodeError e = encodeValue(L, lua_gettop(L), out, depth + 1, max);
+      EncodeError e = encodeValue(L, lua_gettop(L), out, depth + 1, b);
       lua_pop(L, 1);
       if (e != EncodeError::kNone) return e;
     }
@@ -102,7 +119,7 @@ EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, size
     const char* k = lua_tolstring(L, -2, &klen);
     util::appendJsonString(out, std::string_view(k, klen));
     out += ':';
-    EncodeError e = encodeValue(L, lua_gettop(L), out, depth + 1, max);
+    EncodeError e = encodeValue(L, lua_gettop(L), out, depth + 1, b);
     lua_pop(L, 1);
     if (e != EncodeError::kNone) {
       lua_pop(L, 1);
@@ -113,10 +130,10 @@ EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, size
   return EncodeError::kNone;
 }
 
-EncodeError encodeTop(lua_State* L, std::string& out, size_t max) noexcept {
+EncodeError encodeTop(lua_State* L, std::string& out, EncodeBudget& b) noexcept {
   out.clear();
   try {
-    return encodeValue(L, 1, out, 0, max);
+    return encodeValue(L, 1, out, 0, b);
   } catch (...) {  // std::bad_alloc: must not unwind through Lua's C frames
     return EncodeError::kMemory;
   }
@@ -333,7 +350,11 @@ bool decodeValue(lua_State* L, Decoder& d, int depth) {
 int jsonEncode(lua_State* L) {
   lua_settop(L, 1);
   Sandbox* sb = Sandbox::from(L);
-  EncodeError e = encodeTop(L, sb->scratch(), sb->budget().memory_bytes);
+  const size_t limit = sb->budget().memory_bytes;
+  EncodeBudget b{limit - std::min(limit, sb->memoryInUse())};
+  EncodeError e = encodeTop(L, sb->scratch(), b);
+  // Raises once over budget: the sandbox reports the budget, not this function's error.
+  Sandbox::charge(L, b.visits - b.charged + sb->scratch().size() / 64);
   if (e != EncodeError::kNone) return luaL_error(L, "json_encode: %s", encodeMessage(e));
   lua_pushlstring(L, sb->scratch().data(), sb->scratch().size());
   return 1;
@@ -342,6 +363,7 @@ int jsonEncode(lua_State* L) {
 int jsonDecode(lua_State* L) {
   size_t len = 0;
   const char* s = luaL_checklstring(L, 1, &len);
+  Sandbox::charge(L, 1 + len / 64);
   Decoder d{s, s + len, nullptr};
   if (!decodeValue(L, d, 0)) {
     return luaL_error(L, "json_decode: %s at byte %d", d.error, static_cast<int>(d.p - s) + 1);

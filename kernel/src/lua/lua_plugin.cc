@@ -194,6 +194,7 @@ Result<std::unique_ptr<ThreadState>> LuaPlugin::Impl::build(const trellis_ctx* c
   auto sb = Sandbox::create(blocking_budget);
   if (!sb) return sb.status();
   ts->sb = std::move(*sb);
+  ts->sb->setLabel("lua plugin " + manifest.id + " " + version);
   if (Status s = installScriptApi(*ts->sb, ts.get()); !s) return s;
   if (phase == Phase::kReplay) {
     ts->route_refs.assign(routes.size(), LUA_NOREF);

@@ -265,9 +265,11 @@ PolicyEngine::~PolicyEngine() {
 }
 
 Result<std::unique_ptr<Sandbox>> PolicyEngine::loadSandbox(std::string_view source,
-                                                           std::string_view name) {
+                                                           std::string_view name,
+                                                           std::string label) {
   auto sb = Sandbox::create(options_.budget);
   if (!sb) return sb.status();
+  (*sb)->setLabel(std::move(label));
   if (Status s = (*sb)->addLibrary("policy", policy_library::kFunctions, this); !s) return s;
   if (Status s = (*sb)->protectedCall(policy_library::installProxies, nullptr); !s) return s;
   auto loaded = (*sb)->load(source, name);
@@ -280,7 +282,10 @@ Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compile(std::string_view t
                                                               std::string_view name,
                                                               std::string_view source,
                                                               int64_t applied_at_ms) {
-  auto sb = loadSandbox(source, name);
+  auto sb = loadSandbox(source, name,
+                        "policy " + scopeOf(tenant) +
+                            (version ? " v" + std::to_string(version) : " (being applied)") + " (" +
+                            std::string(name) + ")");
   if (!sb) return sb.status();
   auto p = std::make_shared<CompiledPolicy>();
   p->uid = g_next_uid.fetch_add(1);
@@ -377,9 +382,11 @@ Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view
   if (source.size() > kMaxSourceBytes) {
     return Status::invalid(std::string(name) + " is larger than 1 MiB");
   }
-  std::lock_guard apply_lock(internals_->apply_mu);
+  // The top level runs (under the budget) before the lock is taken: a slow one holds up
+  // nobody else's apply, rollback or remove.
   auto compiled = compile(tenant, 0, name, source, nowMs());
   if (!compiled) return compiled.status();
+  std::lock_guard apply_lock(internals_->apply_mu);
   auto& p = **compiled;
   if (store_) {
     auto saved = store_->save(tenant, name, source);
@@ -397,13 +404,22 @@ Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view
 
 Result<PolicyInfo> PolicyEngine::rollback(std::string_view tenant) {
   if (!store_) return Status::unimplemented("rollback needs a policy store");
-  std::lock_guard apply_lock(internals_->apply_mu);
-  auto previous = store_->rollback(tenant, false);
+  Result<StoredPolicy> previous = Status::internal("unset");
+  {
+    std::lock_guard apply_lock(internals_->apply_mu);
+    previous = store_->rollback(tenant, false);
+  }
   if (!previous) return previous.status();
+  // Compiled with no lock held, as in apply(); committed only if nothing changed meanwhile.
   auto compiled = compile(tenant, previous->version, previous->name, previous->source, nowMs());
   if (!compiled) {
     return Status::invalid("v" + std::to_string(previous->version) + " (" + previous->name +
                            ") no longer loads: " + compiled.status().message());
+  }
+  std::lock_guard apply_lock(internals_->apply_mu);
+  auto again = store_->rollback(tenant, false);
+  if (!again || again->version != previous->version) {
+    return Status::unavailable("the policy changed while its rollback was compiled; retry");
   }
   auto committed = store_->rollback(tenant, true);
   if (!committed) return committed.status();
@@ -475,7 +491,9 @@ PolicyEngine::ThreadSandbox& PolicyEngine::sandboxFor(const CompiledPolicy& poli
     return it->second;
   }
   ThreadSandbox entry;
-  if (auto sb = loadSandbox(policy.source, policy.name)) {
+  if (auto sb = loadSandbox(policy.source, policy.name,
+                            "policy " + policy.scope + " v" + std::to_string(policy.version) +
+                                " (" + policy.name + ")")) {
     entry.sandbox = std::move(*sb);
   } else {
     spdlog::error("policy {} v{} ({}) does not load on this thread: {}", policy.scope,

@@ -230,12 +230,18 @@ int policyAllow(lua_State*) {
   return 0;  // nil: the request goes on as it is
 }
 
+// What a deny may say, whether policy.deny made it or the script built the table itself.
+constexpr size_t kMaxReasonBytes = 1024;
+bool validDenyStatus(lua_Integer status) {
+  return status >= 400 && status <= 599;
+}
+
 int policyDeny(lua_State* L) {
   lua_Integer status = luaL_optinteger(L, 1, 403);
-  luaL_argcheck(L, status >= 400 && status <= 599, 1, "status must be from 400 to 599");
+  luaL_argcheck(L, validDenyStatus(status), 1, "status must be from 400 to 599");
   size_t n = 0;
   const char* reason = luaL_optlstring(L, 2, "denied by policy", &n);
-  luaL_argcheck(L, n <= 1024, 2, "reason is longer than 1024 bytes");
+  luaL_argcheck(L, n <= kMaxReasonBytes, 2, "reason is longer than 1024 bytes");
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, "deny");
   lua_setfield(L, -2, "action");
@@ -540,14 +546,23 @@ int readVerdict(lua_State* L, void* data) {
       rawField(L, 1, "action") == LUA_TSTRING ? lua_tolstring(L, -1, &an) : nullptr;
   std::string_view a = action ? std::string_view(action, an) : std::string_view();
   if (a == "deny" && c->hook != Hook::kOnResponse) {
-    rawField(L, 1, "status");
-    v->status = static_cast<unsigned>(lua_tointeger(L, -1));
-    rawField(L, 1, "reason");
-    size_t n = 0;
-    const char* reason = lua_tolstring(L, -1, &n);
-    if (v->status < 400 || v->status > 599 || !reason) {
-      return luaL_error(L, "%s: malformed deny decision (use policy.deny)", hook);
+    // A table built by hand is held to policy.deny's rules.
+    int is_int = 0;
+    const lua_Integer status =
+        rawField(L, 1, "status") == LUA_TNUMBER ? lua_tointegerx(L, -1, &is_int) : 0;
+    if (!is_int || !validDenyStatus(status)) {
+      return luaL_error(L, "%s: a deny's status must be an integer from 400 to 599", hook);
     }
+    size_t n = 0;
+    const char* reason =
+        rawField(L, 1, "reason") == LUA_TSTRING ? lua_tolstring(L, -1, &n) : nullptr;
+    if (!reason || n > kMaxReasonBytes) {
+      return luaL_error(L, "%s: a deny's reason must be a string of at most 1024 bytes", hook);
+    }
+    if (rawField(L, 1, "headers") != LUA_TNIL) {
+      return luaL_error(L, "%s: a deny sets no headers (use policy.deny)", hook);
+    }
+    v->status = static_cast<unsigned>(status);
     v->reason.assign(reason, n);
     v->action = Verdict::Action::kDeny;
     return 0;

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "lua/internal/bounded_stdlib.h"
 #include "lua/internal/budget_clock.h"
+#include "trellis/kernel/lua/watchdog.h"
 
 // Lua reports errors with longjmp (Debian builds it as C). Every function in this file that
 // Lua calls, or that calls a raising Lua API function, keeps only trivially destructible
@@ -19,14 +21,28 @@ namespace {
 namespace clock = budget_clock;
 
 // Registry keys (their addresses) and the preemption sentinel.
-char kEnvKey;     // the scripts' global table (writable, __index = the read-only base)
-char kFrozenKey;  // weak set of the read-only proxies, so rawset can refuse them
-char kThreadKey;  // anchors the coroutine calls run in
-char kPreempted;  // error value the hook raises where it cannot yield
+char kEnvKey;       // the scripts' global table (writable, __index = the read-only base)
+char kFrozenKey;    // weak set of the read-only proxies, so rawset can refuse them
+char kThreadKey;    // anchors the coroutine calls run in
+char kPreempted;    // error value the hook raises where it cannot yield
+char kCapturedKey;  // weak map: metatable a script set -> the copy its tables really use
+char kOriginalKey;  // in a copy: the metatable it was made from
 
-// A backtracking pattern costs at most about len^(repetition items + 1 if unanchored)
-// steps; more than this is refused rather than left to run in C where no hook fires.
-constexpr double kMaxPatternCost = 2e7;
+// A table's hash part is an array of 2^k nodes of this size, allocated fresh (no old
+// block, no object tag) when the table is resized. Keys chosen to collide make a resize
+// quadratic in C (each key re-inserted walks the chain of the ones before): refusing
+// hash parts over Sandbox::kMaxHashKeys keeps the worst at (kMaxHashKeys/2)^2/2 steps.
+constexpr size_t kNodeBytes = 24;  // Lua 5.4's Node on LP64
+static_assert(sizeof(void*) == 8 && LUA_VERSION_NUM == 504, "kNodeBytes is Lua 5.4's on LP64");
+
+bool isOversizedHashPart(void* ptr, size_t osize, size_t nsize) {
+  if (ptr || osize != 0 || nsize % kNodeBytes != 0) return false;
+  const size_t nodes = nsize / kNodeBytes;
+  return nodes > Sandbox::kMaxHashKeys && (nodes & (nodes - 1)) == 0;
+}
+
+// An allocation this large precedes (or is) work in C worth a look at the clock.
+constexpr size_t kLargeAllocation = 4096;
 
 const char* const kBaseFunctions[] = {
     "assert", "error",  "ipairs", "next",         "pairs",    "pcall",    "xpcall", "rawequal",
@@ -63,15 +79,101 @@ int callOriginal(lua_State* L) {
   return lua_gettop(L);
 }
 
-int safeSetmetatable(lua_State* L) {
-  if (lua_type(L, 2) == LUA_TTABLE) {
-    lua_pushliteral(L, "__gc");
-    if (lua_rawget(L, 2) != LUA_TNIL) {
-      return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+// True if the copy at `copy` still has exactly the fields of the metatable at `mt`
+// (besides its own kOriginalKey and the __metatable it may have been given).
+bool sameFields(lua_State* L, int copy, int mt) {
+  lua_pushnil(L);
+  while (lua_next(L, mt) != 0) {
+    lua_pushvalue(L, -2);
+    const bool same = lua_rawget(L, copy) != LUA_TNIL && lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same) {
+      lua_pop(L, 1);
+      return false;
+    }
+  }
+  lua_pushnil(L);
+  while (lua_next(L, copy) != 0) {
+    // Ours: the link to the original, and the __metatable a copy gets when mt has none.
+    const bool ours =
+        lua_touserdata(L, -2) == &kOriginalKey ||
+        (lua_type(L, -2) == LUA_TSTRING && std::strcmp(lua_tostring(L, -2), "__metatable") == 0 &&
+         lua_rawequal(L, -1, mt));
+    bool same = true;
+    if (!ours) {
+      lua_pushvalue(L, -2);
+      same = lua_rawget(L, mt) != LUA_TNIL && lua_rawequal(L, -1, -2);
+      lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    if (!same) {
+      lua_pop(L, 1);
+      return false;
+    }
   }
-  return callOriginal(L);
+  return true;
+}
+
+// setmetatable(t, mt): t gets a copy of mt, taken now, which getmetatable(t) still answers
+// as mt. A metatable changed later does not change t: otherwise `mt.__call = t` after
+// setmetatable makes a __call chain, which Lua follows in one instruction, shifting the
+// stack once per link — quadratic work in C that runs until the memory budget is out
+// (minutes at 8 MiB). A copy's __call must be a function, and __gc is refused.
+int safeSetmetatable(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const int type = lua_type(L, 2);
+  luaL_argexpected(L, type == LUA_TNIL || type == LUA_TTABLE, 2, "nil or table");
+  lua_settop(L, 2);
+  if (lua_getmetatable(L, 1)) {  // its copy: protected if the original had __metatable
+    lua_rawgetp(L, -1, &kOriginalKey);
+    lua_pushliteral(L, "__metatable");
+    lua_rawget(L, -3);
+    if (!lua_isnil(L, -1) && !lua_rawequal(L, -1, -2)) {
+      return luaL_error(L, "cannot change a protected metatable");
+    }
+    lua_pop(L, 3);
+  }
+  if (type == LUA_TNIL) {
+    lua_setmetatable(L, 1);
+    return 1;
+  }
+  lua_pushliteral(L, "__gc");
+  if (lua_rawget(L, 2) != LUA_TNIL) {
+    return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+  }
+  lua_pushliteral(L, "__call");
+  const int call = lua_rawget(L, 2);
+  if (call != LUA_TNIL && call != LUA_TFUNCTION) {
+    return luaL_error(L, "setmetatable: __call must be a function in the sandbox");
+  }
+  lua_settop(L, 2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kCapturedKey);  // 3
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, 3) != LUA_TTABLE || !sameFields(L, 4, 2)) {  // 4: the copy
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, 2) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, 4);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawsetp(L, 4, &kOriginalKey);
+    lua_pushliteral(L, "__metatable");
+    if (lua_rawget(L, 4) == LUA_TNIL) {
+      lua_pushliteral(L, "__metatable");
+      lua_pushvalue(L, 2);
+      lua_rawset(L, 4);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4);
+    lua_rawset(L, 3);
+  }
+  lua_setmetatable(L, 1);
+  lua_settop(L, 1);
+  return 1;
 }
 
 int safeRawset(lua_State* L) {
@@ -92,6 +194,9 @@ int safeLoad(lua_State* L) {
       return luaL_error(L, "load: only text chunks can be loaded (mode \"t\")");
     }
   }
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    Sandbox::charge(L, bounded_stdlib::scanUnits(lua_rawlen(L, 1)));  // the parser's work
+  }
   lua_settop(L, 4);
   lua_pushliteral(L, "t");
   lua_replace(L, 3);
@@ -100,121 +205,6 @@ int safeLoad(lua_State* L) {
     lua_replace(L, 4);
   }
   return callOriginal(L);
-}
-
-int safeRep(lua_State* L) {
-  size_t len = 0, sep_len = 0;
-  luaL_checklstring(L, 1, &len);
-  lua_Integer n = luaL_checkinteger(L, 2);
-  luaL_optlstring(L, 3, "", &sep_len);
-  if (n <= 0 || len + sep_len == 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  const double total = static_cast<double>(n) * static_cast<double>(len + sep_len);
-  const double limit = static_cast<double>(Sandbox::from(L)->budget().memory_bytes);
-  if (total > limit) {
-    return luaL_error(L, "string.rep: a result of %f bytes exceeds the memory budget (%f)",
-                      static_cast<lua_Number>(total), static_cast<lua_Number>(limit));
-  }
-  return callOriginal(L);
-}
-
-// Number of repetition items (*, +, -, ?, %b) in a Lua pattern.
-int repetitionItems(const char* p, size_t len) {
-  int items = 0;
-  for (size_t i = 0; i < len; ++i) {
-    char c = p[i];
-    if (c == '%') {
-      if (i + 1 < len && p[i + 1] == 'b') {
-        ++items;
-        i += 3;
-      } else {
-        ++i;
-      }
-    } else if (c == '[') {
-      ++i;
-      if (i < len && p[i] == '^') ++i;
-      if (i < len && p[i] == ']') ++i;
-      while (i < len && p[i] != ']') {
-        if (p[i] == '%') ++i;
-        ++i;
-      }
-    } else if ((c == '*' || c == '+' || c == '-' || c == '?') && i > 0) {
-      ++items;
-    }
-  }
-  return items;
-}
-
-// Raises an error if matching `pattern_arg` against `subject_arg` could backtrack too long.
-void checkPatternCost(lua_State* L, const char* fname, int subject_arg, int pattern_arg) {
-  size_t n = 0, plen = 0;
-  luaL_checklstring(L, subject_arg, &n);
-  const char* p = luaL_checklstring(L, pattern_arg, &plen);
-  const bool anchored = plen > 0 && p[0] == '^';
-  const int factors = repetitionItems(p, plen) + (anchored ? 0 : 1);
-  const double cost = std::pow(static_cast<double>(n) + 1, factors);
-  if (cost > kMaxPatternCost) {
-    luaL_error(L,
-               "%s: pattern too costly for a %d-byte subject (%d repetition items%s); "
-               "anchor it with ^, use fewer repetitions or a shorter subject",
-               fname, static_cast<int>(n), factors - (anchored ? 0 : 1),
-               anchored ? "" : ", unanchored");
-  }
-}
-
-int safeFind(lua_State* L) {
-  if (!lua_toboolean(L, 4)) checkPatternCost(L, "string.find", 1, 2);
-  return callOriginal(L);
-}
-int safeMatch(lua_State* L) {
-  checkPatternCost(L, "string.match", 1, 2);
-  return callOriginal(L);
-}
-int safeGmatch(lua_State* L) {
-  checkPatternCost(L, "string.gmatch", 1, 2);
-  return callOriginal(L);
-}
-int safeGsub(lua_State* L) {
-  checkPatternCost(L, "string.gsub", 1, 2);
-  return callOriginal(L);
-}
-
-// table.move copies in C without a hook: its range must fit in the instruction budget.
-int safeMove(lua_State* L) {
-  lua_Integer f = luaL_checkinteger(L, 2);
-  lua_Integer e = luaL_checkinteger(L, 3);
-  if (e >= f) {
-    const double count = static_cast<double>(e) - static_cast<double>(f) + 1;
-    if (count > static_cast<double>(Sandbox::from(L)->budget().instructions)) {
-      return luaL_error(L, "table.move: %f elements exceed the instruction budget",
-                        static_cast<lua_Number>(count));
-    }
-  }
-  return callOriginal(L);
-}
-
-// table.sort without a comparator compares in C, where no hook fires: n log n comparisons
-// must fit in the instruction budget. (With a comparator each comparison runs Lua code.)
-int safeSort(lua_State* L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  if (lua_isnoneornil(L, 2)) {
-    const double n = static_cast<double>(lua_rawlen(L, 1));
-    const double cost = n * std::log2(n + 1);
-    if (cost > static_cast<double>(Sandbox::from(L)->budget().instructions)) {
-      return luaL_error(L, "table.sort: sorting %f elements exceeds the instruction budget",
-                        static_cast<lua_Number>(n));
-    }
-  }
-  return callOriginal(L);
-}
-
-// Replaces field `name` of the table at `lib` with `wrapper`, the original as its upvalue.
-void wrap(lua_State* L, int lib, const char* name, lua_CFunction wrapper) {
-  lua_getfield(L, lib, name);
-  lua_pushcclosure(L, wrapper, 1);
-  lua_setfield(L, lib, name);
 }
 
 void noWarnings(void*, const char*, int) {}
@@ -298,7 +288,12 @@ void Sandbox::makeLockedMetatable(lua_State* L, lua_CFunction refuse) {
 Sandbox::Sandbox(const Budget& budget) : budget_(budget) {}
 
 Sandbox::~Sandbox() {
+  Watchdog::instance().remove(this);
   if (L_) lua_close(L_);
+}
+
+void Sandbox::setLabel(std::string label) {
+  Watchdog::instance().relabel(this, std::move(label));
 }
 
 Sandbox* Sandbox::from(lua_State* L) {
@@ -317,9 +312,15 @@ void* Sandbox::allocate(void* ud, void* ptr, size_t osize, size_t nsize) noexcep
     if (sb->metering_) {
       // Once over any budget the call is over: refusing memory stops C functions early.
       if (sb->tripped_ != Outcome::kOk) return nullptr;
-      // The allocator is the watchdog inside C functions that build strings or tables.
-      if ((++sb->alloc_ticks_ & 63) == 0 && clock::now() >= sb->deadline_) {
+      // The allocator is the clock check inside C functions that build strings or tables.
+      if ((nsize >= kLargeAllocation || (++sb->alloc_ticks_ & 63) == 0) &&
+          (clock::now() >= sb->deadline_ || sb->stopRequested())) {
         sb->tripped_ = Outcome::kWallTimeLimit;
+        return nullptr;
+      }
+      if (isOversizedHashPart(ptr, osize, nsize)) {
+        sb->tripped_ = Outcome::kMemoryLimit;
+        sb->hash_limit_hit_ = true;
         return nullptr;
       }
     }
@@ -339,9 +340,9 @@ void Sandbox::hook(lua_State* L, lua_Debug*) {
   Sandbox* sb = from(L);
   if (sb->tripped_ == Outcome::kOk) {
     ++sb->hook_fires_;
-    if (sb->hook_fires_ * static_cast<uint64_t>(sb->hook_step_) > sb->budget_.instructions) {
+    if (sb->used() > sb->budget_.instructions) {
       sb->tripped_ = Outcome::kInstructionLimit;
-    } else if (clock::now() >= sb->deadline_) {
+    } else if (clock::now() >= sb->deadline_ || sb->stopRequested()) {
       sb->tripped_ = Outcome::kWallTimeLimit;
     } else {
       return;
@@ -357,6 +358,42 @@ void Sandbox::hook(lua_State* L, lua_Debug*) {
   lua_error(L);
 }
 
+void Sandbox::preempt(lua_State* L) {
+  lua_sethook(L, &Sandbox::hook, LUA_MASKCOUNT, 1);
+  lua_pushlightuserdata(L, &kPreempted);
+  lua_error(L);
+}
+
+bool Sandbox::checkpoint(lua_State* L, uint64_t units) {
+  Sandbox* sb = from(L);
+  if (!sb->metering_) return true;
+  sb->charged_ += units;
+  if (sb->tripped_ == Outcome::kOk) {
+    if (sb->used() > sb->budget_.instructions) {
+      sb->tripped_ = Outcome::kInstructionLimit;
+    } else if ((units < 64 && (++sb->charge_ticks_ & 15) != 0) ||
+               (clock::now() < sb->deadline_ && !sb->stopRequested())) {
+      // The clock is read for a large charge, and for every 16th small one: a small
+      // charge stands for at most about a unit's work (an __index chain: ~2000 lookups).
+      return true;
+    } else {
+      sb->tripped_ = Outcome::kWallTimeLimit;
+    }
+  }
+  return false;
+}
+
+void Sandbox::charge(lua_State* L, uint64_t units) {
+  if (!checkpoint(L, units)) preempt(L);
+}
+
+uint64_t Sandbox::remaining(lua_State* L) {
+  const Sandbox* sb = from(L);
+  if (!sb->metering_) return UINT64_MAX;
+  const uint64_t used = sb->used();
+  return used >= sb->budget_.instructions ? 0 : sb->budget_.instructions - used;
+}
+
 int Sandbox::setUp(lua_State* L) {
   lua_newtable(L);  // the frozen set, weak keys
   lua_createtable(L, 0, 1);
@@ -364,6 +401,12 @@ int Sandbox::setUp(lua_State* L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kFrozenKey);
+  lua_newtable(L);  // the captured metatables, weak keys
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kCapturedKey);
 
   luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
   const int g = lua_gettop(L);
@@ -388,11 +431,7 @@ int Sandbox::setUp(lua_State* L) {
   const int str = lua_gettop(L);
   lua_pushnil(L);
   lua_setfield(L, str, "dump");
-  wrap(L, str, "rep", safeRep);
-  wrap(L, str, "find", safeFind);
-  wrap(L, str, "match", safeMatch);
-  wrap(L, str, "gmatch", safeGmatch);
-  wrap(L, str, "gsub", safeGsub);
+  bounded_stdlib::replaceStringFunctions(L, str);
   freezeTop(L);
   // Strings index the read-only proxy, and their metatable cannot be fetched.
   lua_pushliteral(L, "");
@@ -405,12 +444,14 @@ int Sandbox::setUp(lua_State* L) {
   lua_setfield(L, base, "string");
 
   luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 0);
-  wrap(L, lua_gettop(L), "move", safeMove);
-  wrap(L, lua_gettop(L), "sort", safeSort);
+  bounded_stdlib::replaceTableFunctions(L, lua_gettop(L));
   freezeTop(L);
   lua_setfield(L, base, "table");
+  luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 0);
+  bounded_stdlib::replaceUtf8Functions(L, lua_gettop(L));
+  freezeTop(L);
+  lua_setfield(L, base, "utf8");
   const std::pair<const char*, lua_CFunction> plain[] = {{LUA_MATHLIBNAME, luaopen_math},
-                                                         {LUA_UTF8LIBNAME, luaopen_utf8},
                                                          {LUA_COLIBNAME, luaopen_coroutine}};
   for (const auto& [name, open] : plain) {
     luaL_requiref(L, name, open, 0);
@@ -461,6 +502,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::create(const Budget& budget) {
   lua_gc(sb->L_, LUA_GCGEN, 0, 0);  // short-lived garbage per call: generational suits it
   // Hooked too, so a metamethod that host code triggers on the main thread is metered.
   lua_sethook(sb->L_, &Sandbox::hook, LUA_MASKCOUNT, 100);
+  Watchdog::instance().add(sb.get());
   return sb;
 }
 
@@ -547,11 +589,15 @@ CallResult Sandbox::run(Run& r) {
   const clock::Ticks started = clock::now();
   deadline_ = started + clock::fromMicros(budget_.wall_time);
   tripped_ = Outcome::kOk;
+  hash_limit_hit_ = false;
   hook_fires_ = 0;
+  charged_ = 0;
+  charge_ticks_ = 0;
   alloc_ticks_ = 0;
   hook_step_ = static_cast<int>(std::clamp<uint64_t>(budget_.instructions, 1, 100));
   peak_ = in_use_;
   metering_ = true;
+  watched_deadline_.store(deadline_, std::memory_order_release);
 
   lua_State* L = L_;
   lua_settop(L, 0);
@@ -589,6 +635,7 @@ CallResult Sandbox::run(Run& r) {
     }
   }
   metering_ = false;
+  watched_deadline_.store(0, std::memory_order_release);
   const clock::Ticks ended = clock::now();
   if (tripped_ == Outcome::kOk && out.ok() && ended > deadline_) tripped_ = Outcome::kWallTimeLimit;
   if (tripped_ != Outcome::kOk) {
@@ -598,7 +645,10 @@ CallResult Sandbox::run(Run& r) {
         out.error = "instruction budget of " + std::to_string(budget_.instructions) + " exceeded";
         break;
       case Outcome::kMemoryLimit:
-        out.error = "memory budget of " + std::to_string(budget_.memory_bytes) + " bytes exceeded";
+        out.error = hash_limit_hit_ ? "a table may hold at most " + std::to_string(kMaxHashKeys) +
+                                          " keys outside its array part (memory budget)"
+                                    : "memory budget of " + std::to_string(budget_.memory_bytes) +
+                                          " bytes exceeded";
         break;
       default:
         out.error =
@@ -606,7 +656,7 @@ CallResult Sandbox::run(Run& r) {
         break;
     }
   }
-  out.usage.instructions = hook_fires_ * static_cast<uint64_t>(hook_step_);
+  out.usage.instructions = used();
   out.usage.peak_memory_bytes = peak_;
   out.usage.wall_time = clock::toMicros(ended - started);
   lua_settop(L, 0);

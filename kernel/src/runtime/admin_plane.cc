@@ -53,10 +53,10 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
     return respond(std::move(*res));
   }
   if (view_.policies) {
-    if (auto res = view_.policies->handle(req, path)) return respond(std::move(*res));
+    if (view_.policies->handle(req, path, respond)) return;
   }
   if (view_.control) {
-    if (auto res = view_.control->handle(req, path)) return respond(std::move(*res));
+    if (view_.control->handle(req, path, respond)) return;
   }
   if (req.method() != bhttp::verb::get) {
     return respond(http::problem(405, "Method Not Allowed",

@@ -15,9 +15,11 @@
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
 #include "trellis/kernel/lua/policy_store.h"
+#include "trellis/kernel/lua/watchdog.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/util/file.h"
+#include "trellis/kernel/util/json.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/rate_leases.h"
 #include "trellis/tenants/registry.h"
@@ -101,6 +103,33 @@ lua::PolicyOptions policyOptions(const config::PolicyConfig& c) {
   o.decision_log = c.decision_log;
   o.decision_log_sample = c.decision_log_sample;
   return o;
+}
+
+// The Lua watchdog's reports: a metric, an audit event, and readiness, which fails while
+// any Lua call holds its thread past its deadline (the log line is the watchdog's own).
+void watchLua(metrics::MetricsRegistry& metrics, events::EventBus& events,
+              std::atomic<bool>& ready) {
+  auto& noticed = metrics
+                      .counter("trellis_lua_stuck_calls_total",
+                               "Lua calls still running past their deadline plus grace")
+                      .labels({});
+  auto& stuck = metrics
+                    .gauge("trellis_lua_stuck_threads",
+                           "Threads held by a Lua call past its deadline plus grace, now")
+                    .labels({});
+  lua::Watchdog::instance().setReporter(
+      [&events, &ready, &noticed, &stuck](const lua::Watchdog::Report& r) {
+        const size_t now_stuck = lua::Watchdog::instance().stuck();
+        stuck.set(static_cast<double>(now_stuck));
+        if (!r.released) {
+          noticed.add(1);
+          std::string payload = "{\"sandbox\":";
+          util::appendJsonString(payload, r.label);
+          payload += ",\"late_ms\":" + std::to_string(r.late.count()) + "}";
+          events.publish({"", "kernel", "audit.lua_stuck", std::move(payload)});
+        }
+        ready = now_stuck == 0;
+      });
 }
 
 }  // namespace
@@ -203,6 +232,7 @@ Status Application::start() {
                                                              std::move(*drift))));
   if (Status st = s.admin->start(); !st) return st;
 
+  watchLua(s.metrics, s.events, s.ready);
   s.ready = true;
   spdlog::info("trellisd {} serving on {}:{} (admin {}:{})", TRELLIS_VERSION, sc.listen.host,
                s.data->port(), s.cfg.admin.listen.host, s.admin->port());
@@ -212,6 +242,7 @@ Status Application::start() {
 void Application::stop() {
   Impl& s = *impl_;
   if (s.stopped) return;
+  lua::Watchdog::instance().setReporter(nullptr);
   s.stopped = true;
   s.ready = false;
   if (s.data) {

@@ -31,19 +31,32 @@ PluginControl::PluginControl(PluginManager& plugins, ActiveRoutes& routes,
   (void)router_.add("POST", "/v1/plugins/{ns}/{name}/deactivate", kDeactivate);
 }
 
-std::optional<http::Response> PluginControl::handle(const http::Request& req,
-                                                    std::string_view path) {
+bool PluginControl::handle(const http::Request& req, std::string_view path,
+                           const http::Respond& respond) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) return notMatched(router_, req, path);
-  if (m->target == kInstallCheck) return installCheck(req);
+  if (!m) {
+    auto res = notMatched(router_, req, path);
+    if (res) respond(std::move(*res));
+    return res.has_value();
+  }
+  // The request stays alive and untouched until respond is called (http::RequestHandler);
+  // the match's views point into it and into the router.
+  if (!worker_.trySubmit([this, &req, match = *m, respond] { respond(answer(req, match)); })) {
+    respond(failure(req, Status::unavailable("too many plugin changes queued; retry")));
+  }
+  return true;
+}
+
+http::Response PluginControl::answer(const http::Request& req, const http::RouteMatch& m) {
+  if (m.target == kInstallCheck) return installCheck(req);
   const std::string id =
-      std::string(m->param("ns").value_or("")) + "/" + std::string(m->param("name").value_or(""));
+      std::string(m.param("ns").value_or("")) + "/" + std::string(m.param("name").value_or(""));
   if (!plugin::isValidPluginId(id)) {
     return failure(req, Status::invalid("\"" + id + "\" is not a plugin id"));
   }
   // activate takes an optional {"version": "1.0.0"}: that installed version, not the highest.
   std::optional<plugin::Version> version;
-  if (m->target == kActivate && !req.body().empty()) {
+  if (m.target == kActivate && !req.body().empty()) {
     try {
       auto o = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
       auto v = plugin::Version::parse(o->getValue<std::string>("version"));
@@ -54,9 +67,8 @@ std::optional<http::Response> PluginControl::handle(const http::Request& req,
                      Status::invalid("body must be {\"version\": \"x.y.z\"}: " + e.displayText()));
     }
   }
-  std::lock_guard lock(mu_);
-  auto done = m->target == kActivate ? plugins_.activate(id, routes_, drain_, version)
-                                     : plugins_.deactivate(id, routes_, drain_);
+  auto done = m.target == kActivate ? plugins_.activate(id, routes_, drain_, version)
+                                    : plugins_.deactivate(id, routes_, drain_);
   if (!done) return failure(req, done.status());
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("id", id);

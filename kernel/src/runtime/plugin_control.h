@@ -5,17 +5,20 @@
 //        or the one named by {"version":"x.y.z"} (a downgrade);
 //        an upgrade swaps routes once the new version has started and drains the old one
 //   POST /v1/plugins/{ns}/{name}/deactivate routes gone, in-flight requests drained, stopped
-// Activations are serialised; the data plane never waits for them.
+// All three run on this module's own worker thread, one at a time, and answer from there:
+// activation runs a plugin's init (a Lua plugin's top level), deactivation drains, and the
+// install check runs the Lua policy; none of it runs on the admin listener's thread, and
+// the data plane never waits for it.
 #pragma once
 
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/plugin_manager.h"
+#include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 
@@ -38,10 +41,11 @@ class PluginControl {
   PluginControl(PluginManager& plugins, ActiveRoutes& routes, std::chrono::milliseconds drain);
   void setInstallPolicy(InstallPolicy policy) { policy_ = std::move(policy); }
 
-  // An answer for our endpoints; nullopt for any other path.
-  std::optional<http::Response> handle(const http::Request& req, std::string_view path);
+  // False for any other path; otherwise `respond` is (or will be) called.
+  bool handle(const http::Request& req, std::string_view path, const http::Respond& respond);
 
  private:
+  http::Response answer(const http::Request& req, const http::RouteMatch& m);
   http::Response installCheck(const http::Request& req);
 
   PluginManager& plugins_;
@@ -49,7 +53,7 @@ class PluginControl {
   std::chrono::milliseconds drain_;
   InstallPolicy policy_;
   http::Router router_;
-  std::mutex mu_;  // one activation at a time
+  exec::BlockingPool worker_{1, 16};  // one change at a time
 };
 
 }  // namespace trellis::kernel::runtime

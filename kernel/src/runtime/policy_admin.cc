@@ -55,10 +55,26 @@ PolicyAdmin::PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistr
   }
 }
 
-std::optional<http::Response> PolicyAdmin::handle(const http::Request& req, std::string_view path) {
+bool PolicyAdmin::handle(const http::Request& req, std::string_view path,
+                         const http::Respond& respond) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) return notMatched(router_, req, path);
-  return dispatch(static_cast<Endpoint>(m->target), req, *m);
+  if (!m) {
+    auto res = notMatched(router_, req, path);
+    if (res) respond(std::move(*res));
+    return res.has_value();
+  }
+  const auto e = static_cast<Endpoint>(m->target);
+  std::string tenant(m->param("id").value_or(""));
+  if (e != kApplyGlobal && e != kApplyTenant && e != kRollbackGlobal && e != kRollbackTenant) {
+    respond(dispatch(e, req, tenant));
+    return true;
+  }
+  // The request stays alive and untouched until respond is called (http::RequestHandler).
+  if (!compiler_.trySubmit(
+          [this, e, &req, tenant, respond] { respond(dispatch(e, req, tenant)); })) {
+    respond(failure(req, Status::unavailable("too many policy changes queued; retry")));
+  }
+  return true;
 }
 
 void PolicyAdmin::tenantDeleted(std::string_view tenant) {
@@ -68,8 +84,7 @@ void PolicyAdmin::tenantDeleted(std::string_view tenant) {
 }
 
 http::Response PolicyAdmin::dispatch(Endpoint e, const http::Request& req,
-                                     const http::RouteMatch& m) {
-  std::string tenant(m.param("id").value_or(""));
+                                     const std::string& tenant) {
   if (!tenant.empty() && !registry_.get(tenant)) {
     return failure(req, Status::notFound("no tenant \"" + tenant + "\""));
   }

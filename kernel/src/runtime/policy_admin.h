@@ -6,13 +6,16 @@
 //   POST /v1/policies/tenants/{id}/rollback
 //   DELETE /v1/policies/global | /v1/policies/tenants/{id}   no policy for the scope (a
 //                                              tenant falls back to the global); rollback undoes it
-// A policy that does not compile or whose top level fails answers 422 with file:line in the
-// detail, and the active version stays.
+// A policy that does not compile or whose top level fails (or overruns its budget) answers
+// 422 with file:line in the detail, and the active version stays. Applies and rollbacks run
+// the policy's top level on this module's own compiler thread, one at a time, and answer
+// from there: no Lua runs on the admin listener's thread.
 #pragma once
 
 #include <optional>
 #include <string_view>
 
+#include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/lua/policy_engine.h"
@@ -23,8 +26,8 @@ namespace trellis::kernel::runtime {
 class PolicyAdmin {
  public:
   PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistry& registry);
-  // The response, or nullopt if the path is not a policy endpoint.
-  std::optional<http::Response> handle(const http::Request& req, std::string_view path);
+  // False if the path is not a policy endpoint; otherwise `respond` is (or will be) called.
+  bool handle(const http::Request& req, std::string_view path, const http::Respond& respond);
   // After the tenant API deleted a tenant: its policy versions go too.
   void tenantDeleted(std::string_view tenant);
 
@@ -38,11 +41,12 @@ class PolicyAdmin {
     kRemoveGlobal,
     kRemoveTenant
   };
-  http::Response dispatch(Endpoint e, const http::Request& req, const http::RouteMatch& m);
+  http::Response dispatch(Endpoint e, const http::Request& req, const std::string& tenant);
 
   lua::PolicyEngine& engine_;
   const tenants::TenantRegistry& registry_;
   http::Router router_;
+  exec::BlockingPool compiler_{1, 16};  // applies and rollbacks: they run Lua
 };
 
 }  // namespace trellis::kernel::runtime

@@ -177,7 +177,9 @@ class PolicyEngine {
   const CompiledPolicy* policyFor(std::string_view tenant) const;
   ThreadSandbox& sandboxFor(const CompiledPolicy& policy);
   // A sandbox with the `policy` library, in which `source` ran its top level.
-  Result<std::unique_ptr<Sandbox>> loadSandbox(std::string_view source, std::string_view name);
+  // `label` names it in the watchdog's reports.
+  Result<std::unique_ptr<Sandbox>> loadSandbox(std::string_view source, std::string_view name,
+                                               std::string label);
   Result<std::shared_ptr<CompiledPolicy>> compile(std::string_view tenant, uint64_t version,
                                                   std::string_view name, std::string_view source,
                                                   int64_t applied_at_ms);

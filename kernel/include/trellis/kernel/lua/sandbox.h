@@ -16,11 +16,16 @@
 //     sentinel error on every instruction until the script is back where it can be yielded.
 //   - memory: the state's allocator refuses to grow past memory_bytes (the whole state,
 //     including the loaded code); once refused, the call is over budget.
-//   - wall time: checked by the hook and by the allocator, so time spent in allocating C
-//     functions is noticed; the C functions that could run long without allocating or
-//     calling back (string.rep of empty strings, backtracking patterns, table.move, and
-//     table.sort without a comparator) are wrapped with size and cost limits. A call that
-//     ends after its deadline fails.
+//   - wall time: checked by the hook, by the allocator (every 64th and every large
+//     allocation) and by every charge() below. A call that ends after its deadline fails.
+//   - work in C: every standard-library function a script can reach either does work
+//     bounded by its arguments' size or is replaced by a budget-aware version
+//     (bounded_stdlib.cc) that charges the work it is about to do against what is *left*
+//     of the call's instruction budget (charge()), so a loop of C calls cannot multiply
+//     one budget-sized call. A table's hash part holds at most kMaxHashKeys keys, which
+//     bounds a rehash of keys chosen to collide.
+//   - a watchdog thread (watchdog.h) notices a call still running past its deadline plus
+//     a grace period, reports it and asks it to stop at its next check.
 // A budget failure is sticky for the rest of the call and is reported as such even if the
 // script caught the error. The state stays usable for the next call.
 //
@@ -39,6 +44,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -111,6 +117,23 @@ class Sandbox {
   // closures a script registered (route handlers) rather than globals it could redefine.
   CallResult callRef(int ref, Marshal push, Marshal read, void* data);
 
+  // Charges `units` of work (about one VM instruction each) that a C function is about to
+  // do against the rest of the call's instruction budget, and checks the deadline and the
+  // watchdog's stop request. Over budget, the call is over (sticky) and this raises a Lua
+  // error, so the caller's frame must hold only trivially destructible objects. Outside a
+  // call (host set-up) it does nothing.
+  static void charge(lua_State* L, uint64_t units);
+  // As charge(), for C++ code that must not raise: false once the call is over budget
+  // (the next charge, hook or allocation then stops it).
+  static bool checkpoint(lua_State* L, uint64_t units);
+  // Units a call may still charge; UINT64_MAX outside a call.
+  static uint64_t remaining(lua_State* L);
+  // Keys a table may hold outside its array part (see kMaxHashKeys in sandbox.cc).
+  static constexpr size_t kMaxHashKeys = 4096;
+
+  // Who runs in this sandbox ("policy global v3 (acme.lua)"), for the watchdog's reports.
+  void setLabel(std::string label);
+
   const Budget& budget() const { return budget_; }
   void setBudget(const Budget& budget) { budget_ = budget; }
   size_t memoryInUse() const { return in_use_; }
@@ -139,6 +162,12 @@ class Sandbox {
   static int body(lua_State* L);
   static int afterBody(lua_State* L, int status, lua_KContext ctx);
   CallResult run(Run& run);
+  uint64_t used() const { return hook_fires_ * static_cast<uint64_t>(hook_step_) + charged_; }
+  // Over budget: stop this thread at its next instruction, and raise here.
+  [[noreturn]] static void preempt(lua_State* L);
+  bool stopRequested() const {
+    return stop_requested_.load(std::memory_order_relaxed) == deadline_;
+  }
   std::string describeError(lua_State* from, int status) const;
 
   Budget budget_;
@@ -150,11 +179,20 @@ class Sandbox {
   bool metering_ = false;
   Outcome tripped_ = Outcome::kOk;
   uint64_t hook_fires_ = 0;
+  uint64_t charged_ = 0;         // units C functions charged in this call
+  uint32_t charge_ticks_ = 0;    // small charges since the clock was read
+  bool hash_limit_hit_ = false;  // the memory failure was a table over kMaxHashKeys
   int hook_step_ = 100;
   uint32_t alloc_ticks_ = 0;
   int64_t deadline_ = 0;  // in budget_clock ticks
   std::string scratch_;
   std::array<int, kHostRefs> host_refs_{};
+  friend class Watchdog;
+  // What the watchdog sees (watchdog.h): the running call's deadline (0: idle), and its
+  // request to stop, which the hook, the allocator and charge() check.
+  std::atomic<int64_t> watched_deadline_{0};
+  std::atomic<int64_t> stop_requested_{0};  // the deadline of the call asked to stop
+  std::string label_;  // guarded by the watchdog's registry lock once registered
 };
 
 // JSON for scripts; lua_CFunctions to register with addLibrary().
