@@ -301,8 +301,11 @@ class InstallAtomicityTest : public ::testing::Test {
     r.out = runCommand(
         (hook.empty() ? "" : "TRELLIS_TEST_INSTALL_HOOK=" + hook + " ") +
             std::string(TRELLIS_CLI_PATH) + " plugin " + args + " --yes --offline --plugin-dir " +
-            plugins.string() + " --state-dir " + (tmp_ / "state").string() +
-            (args.rfind("remove", 0) == 0 ? "" : " --from " + mirror_.dir().string()) + " 2>&1",
+            plugins.string() +
+            (args.rfind("remove", 0) == 0 ? ""  // remove needs no source
+                                          : " --from " + mirror_.dir().string() + " --state-dir " +
+                                                (tmp_ / "state").string()) +
+            " 2>&1",
         &r.rc);
     return r;
   }
@@ -321,8 +324,10 @@ class InstallAtomicityTest : public ::testing::Test {
     if (!host.start()) return "<trellisd did not start: " + host.log() + ">";
     auto reply = trellis::test::request(host.port(), "GET", "/fixture/good",
                                         {{"Authorization", "Bearer acme-key"}});
+    last_log_ = host.log();
     return reply.status == 200 ? reply.body : std::to_string(reply.status);
   }
+  std::string last_log_;  // of the last served() trellisd, for failure messages
 
   static std::vector<std::string> listing(const fs::path& dir) {
     std::vector<std::string> names;
@@ -350,13 +355,13 @@ TEST_F(InstallAtomicityTest,
     CliRun killed = cli(plugins, "upgrade fixture/good", step + ":kill");
     EXPECT_NE(killed.rc, 0) << killed.out;
     EXPECT_NE(killed.rc, 1) << "it failed instead of being killed: " << killed.out;
-    EXPECT_EQ(served(plugins), expected);
+    EXPECT_EQ(served(plugins), expected) << last_log_;
 
     CliRun retry = cli(plugins, "upgrade fixture/good");
     ASSERT_EQ(retry.rc, 0) << retry.out;
     EXPECT_EQ(listing(plugins), (std::vector<std::string>{"fixture.good@2.0.0", "plugins.lock"}));
     const std::string lock = trellis::test::readFile(plugins / "plugins.lock");
-    EXPECT_NE(lock.find("\"version\" : \"2.0.0\""), std::string::npos) << lock;
+    EXPECT_NE(lock.find("\"version\": \"2.0.0\""), std::string::npos) << lock;
     EXPECT_EQ(lock.find("pending"), std::string::npos) << lock;
     EXPECT_EQ(served(plugins), "good v2");
   }
@@ -365,10 +370,11 @@ TEST_F(InstallAtomicityTest,
 TEST_F(InstallAtomicityTest, KillNineDuringAFirstInstallOrARemoveLeavesNothingServedHalfway) {
   const fs::path plugins = tmp_ / "plugins";
   CliRun killed = cli(plugins, "install fixture/good@^1", "placed:kill");
-  EXPECT_NE(killed.rc, 0);
+  EXPECT_NE(killed.rc, 0) << killed.out;
+  EXPECT_NE(killed.rc, 1) << "it failed instead of being killed: " << killed.out;
   // The folder is complete and enabled in trellis.yaml, but it was never committed.
   EXPECT_TRUE(fs::exists(plugins / "fixture.good@1.0.0" / "trellis-plugin.json"));
-  EXPECT_EQ(served(plugins), "404");
+  EXPECT_EQ(served(plugins), "404") << last_log_;
   CliRun install = cli(plugins, "install fixture/good@^1");
   ASSERT_EQ(install.rc, 0) << install.out;
   EXPECT_NE(install.out.find("removed a folder of fixture/good that an interrupted run left"),
@@ -377,8 +383,10 @@ TEST_F(InstallAtomicityTest, KillNineDuringAFirstInstallOrARemoveLeavesNothingSe
   EXPECT_EQ(served(plugins), "good");
 
   CliRun removing = cli(plugins, "remove fixture/good", "remove-committed:kill");
-  EXPECT_NE(removing.rc, 0);
-  EXPECT_EQ(served(plugins), "404");  // the folder is still there, but no longer installed
+  EXPECT_NE(removing.rc, 0) << removing.out;
+  EXPECT_NE(removing.rc, 1) << "it failed instead of being killed: " << removing.out;
+  // The folder is still there, but no longer installed.
+  EXPECT_EQ(served(plugins), "404") << last_log_;
   CliRun again = cli(plugins, "install fixture/good@^1");
   ASSERT_EQ(again.rc, 0) << again.out;
   EXPECT_EQ(listing(plugins), (std::vector<std::string>{"fixture.good@1.0.0", "plugins.lock"}));
@@ -421,8 +429,9 @@ YAML
   rm -f "$w/ready.json"
   "$trellisd" --config "$w/t.yaml" --ready-file "$w/ready.json" >"$w/trellisd.log" 2>&1 & local t=$!
   for _ in $(seq 400); do [ -s "$w/ready.json" ] && break; sleep 0.05; done
-  local port; port=$(sed -E 's/.*"port":([0-9]+).*//' "$w/ready.json")
-  curl -s -H 'Authorization: Bearer acme-key' "http://127.0.0.1:$port/fixture/good" || true
+  local port; port=$(sed -E 's/.*"port":([0-9]+).*/\1/' "$w/ready.json")
+  curl -sS -H 'Authorization: Bearer acme-key' "http://127.0.0.1:$port/fixture/good" \
+    2>"$w/curl.log" || cat "$w/ready.json" "$w/curl.log" >>"$w/trellisd.log"
   kill $t; wait $t || true
 }
 
@@ -436,9 +445,10 @@ kill -CONT $pid; rc=0; wait $pid || rc=$?
 grep -q "plugins.lock: .*No space left on device; rolled back, nothing was installed" "$w/out" ||
   fail "no rollback message: $(cat $w/out)"
 [ "$(listing)" = "filler fixture.good@1.0.0 plugins.lock " ] || fail "left behind: $(listing)"
-grep -q '"version" : "1.0.0"' "$p/plugins.lock" || fail "the lock changed"
+grep -q '"version": "1.0.0"' "$p/plugins.lock" || fail "the lock changed"
 rm "$p/filler"
-[ "$(serves)" = "good" ] || fail "trellisd does not serve 1.0.0 after the rollback"
+got=$(serves); [ "$got" = "good" ] ||
+  fail "trellisd serves '$got', not 1.0.0, after the rollback: $(cat "$w/trellisd.log")"
 run upgrade fixture/good@2.0.0 >"$w/out" 2>&1 || fail "retry after freeing space: $(cat $w/out)"
 [ "$(listing)" = "fixture.good@2.0.0 plugins.lock " ] || fail "after the retry: $(listing)"
 [ "$(serves)" = "good v2" ] || fail "trellisd does not serve 2.0.0 after the retry"
@@ -451,7 +461,7 @@ kill -CONT $pid; rc=0; wait $pid || rc=$?
 [ $rc = 1 ] || fail "expected exit 1, got $rc: $(cat $w/out)"
 grep -q "plugins.lock: .*Read-only file system; rolled back, nothing was installed" "$w/out" ||
   fail "no rollback message: $(cat $w/out)"
-grep -q '"version" : "2.0.0"' "$p/plugins.lock" || fail "the lock changed"
+grep -q '"version": "2.0.0"' "$p/plugins.lock" || fail "the lock changed"
 [ "$(serves)" = "good v2" ] || fail "trellisd does not serve 2.0.0 from a read-only folder"
 mount -o remount,rw "$p"
 run upgrade fixture/good@3.0.0 >"$w/out" 2>&1 || fail "retry once writable: $(cat $w/out)"

@@ -579,10 +579,18 @@ void PluginCommands::install(bool upgrade) {
   }
   if (Status st = next.save(paths.lock_file); !st) {
     rollBack(admin_, activated);
-    for (const auto& dir : *placed) (void)install::removePendingDir(dir);
+    std::vector<std::string> kept;  // e.g. on a read-only file system
+    for (const auto& dir : *placed) {
+      if (!install::removePendingDir(dir)) kept.push_back(dir.filename());
+    }
     AdminClient::die("cannot write " + paths.lock_file.string() + ": " + st.message() +
                      "; rolled back, nothing was installed" +
-                     (activated.empty() ? "" : " (trellisd serves the versions it served before)"));
+                     (activated.empty() ? "" : " (trellisd serves the versions it served before)") +
+                     (kept.empty()
+                          ? ""
+                          : "; " + joined(kept) +
+                                " could not be deleted: trellisd does not load them, and the next "
+                                "install, upgrade or remove deletes them"));
   }
   install::testHook("committed");
 
