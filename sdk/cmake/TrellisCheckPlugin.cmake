@@ -4,7 +4,8 @@
 # (its trellis_plugin descriptor) must be the ones its trellis-plugin.json declares, or
 # trellisd would refuse to load it. On a mismatch the library is deleted (so the next build
 # tries again) and the build fails naming both values.
-function(trellis_plugin_mismatch what)
+function(trellis_plugin_mismatch)
+  string(JOIN "" what ${ARGV})  # the message may come in several pieces
   file(REMOVE "${PLUGIN}")
   message(FATAL_ERROR "${MANIFEST}: ${what}; trellisd would refuse to load ${PLUGIN}")
 endfunction()
