@@ -152,13 +152,14 @@ Status checkAppRole(soci::session& sql, const std::string& app_user) {
         ", so it could get past row-level security and reach every tenant's data. Serve with "
         "a role that is none of these and belongs to no role that is (see docs/admin-guide.md)";
     if (path == role) {
-      if (!owned.empty()) return Status::invalid(who + " owns " + owned + " in schema trellis" + why);
+      if (!owned.empty())
+        return Status::invalid(who + " owns " + owned + " in schema trellis" + why);
       return Status::invalid(who + " is " + what + why);
     }
-    return Status::invalid(who + " is a member of \"" + role + "\" (" + path + ", " +
-                           (inherits ? "inheriting its privileges"
-                                     : "not inherited, but a membership it can use") +
-                           "), which is " + what + why + "; REVOKE that membership");
+    return Status::invalid(
+        who + " is a member of \"" + role + "\" (" + path + ", " +
+        (inherits ? "inheriting its privileges" : "not inherited, but a membership it can use") +
+        "), which is " + what + why + "; REVOKE that membership");
   }
   return Status::ok();
 }

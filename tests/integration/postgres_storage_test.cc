@@ -283,10 +283,10 @@ TEST_F(PostgresStorageTest, VerifyRefusesAnAppRoleThatCanBecomeTheOwnerThroughMe
   }
   Status inherited = verifyAs(app.url);
   EXPECT_EQ(inherited.code(), StatusCode::kInvalid);
-  EXPECT_THAT(inherited.message(),
-              HasSubstr("role \"" + app.name + "\" is a member of \"trellis_owner\" (" +
-                        app.name + " -> " + ops +
-                        " -> trellis_owner, inheriting its privileges), which is the owner of "));
+  EXPECT_THAT(
+      inherited.message(),
+      HasSubstr("role \"" + app.name + "\" is a member of \"trellis_owner\" (" + app.name + " -> " +
+                ops + " -> trellis_owner, inheriting its privileges), which is the owner of "));
   EXPECT_THAT(inherited.message(), HasSubstr(" kv, kv_usage, "));
 
   // Without INHERIT it still can SET ROLE to the owner: refused all the same.
@@ -314,9 +314,8 @@ TEST_F(PostgresStorageTest, VerifyRefusesMembershipInASuperuserBypassRlsOrSchema
                         ", inheriting its privileges), which is a superuser"));
   ASSERT_TRUE(pg.execSql("ALTER ROLE " + admin + " NOSUPERUSER BYPASSRLS"));
   EXPECT_THAT(verifyAs(app.url).message(), HasSubstr("), which is BYPASSRLS"));
-  ASSERT_TRUE(pg.execSql("ALTER ROLE " + admin + " NOBYPASSRLS; ALTER SCHEMA trellis OWNER TO " +
-                             admin,
-                         db_.name));
+  ASSERT_TRUE(pg.execSql(
+      "ALTER ROLE " + admin + " NOBYPASSRLS; ALTER SCHEMA trellis OWNER TO " + admin, db_.name));
   EXPECT_THAT(verifyAs(app.url).message(), HasSubstr("), which is the owner of schema trellis"));
   ASSERT_TRUE(pg.execSql("ALTER SCHEMA trellis OWNER TO trellis_owner", db_.name));
   EXPECT_TRUE(verifyAs(app.url));

@@ -208,15 +208,17 @@ TEST(PostgresTrellisdTest, AnAppRoleGrantedTheOwnerRoleIsRefusedAtStartNamingThe
   // A role of this test only (roles are cluster-wide) with the app role's access, then the
   // grant an operator might add "to make migrations work".
   const std::string app = db.name + "_app";
-  ASSERT_TRUE(SharedPostgres::server().execSql("CREATE ROLE " + app + " LOGIN; GRANT trellis_app TO " +
-                                               app + "; GRANT trellis_owner TO " + app));
+  ASSERT_TRUE(SharedPostgres::server().execSql("CREATE ROLE " + app +
+                                               " LOGIN; GRANT trellis_app TO " + app +
+                                               "; GRANT trellis_owner TO " + app));
   std::string url = db.appUrl();
   url.replace(url.find("trellis_app:"), std::string("trellis_app").size(), app);
   std::string out;
   EXPECT_EQ(runToExit(withStorage("  url: \"" + url + "\"\n"), &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("cannot start: "));
-  EXPECT_THAT(out, HasSubstr("storage.url: role \"" + app + "\" is a member of \"trellis_owner\" (" +
-                             app + " -> trellis_owner, inheriting its privileges)"));
+  EXPECT_THAT(
+      out, HasSubstr("storage.url: role \"" + app + "\" is a member of \"trellis_owner\" (" + app +
+                     " -> trellis_owner, inheriting its privileges)"));
   EXPECT_THAT(out, Not(HasSubstr(SharedPostgres::kAppPassword)));
 
   // Without the grant the same role serves.
