@@ -54,7 +54,7 @@ local function names(ctx, req)
   if not listed then
     return nil, err
   end
-  local out = {}
+  local out = trellis.json.array() -- no names yet: [] rather than {}
   for _, entry in ipairs(listed) do
     out[#out + 1] = { name = entry.key:sub(#"visits/" + 1), visits = tonumber(entry.value) }
   end

@@ -95,6 +95,75 @@ int storedVersion(soci::session& sql, const std::string& component) {
   return version;
 }
 
+// Every role the app role is a member of, directly or through other roles, however the
+// membership was granted (inheriting privileges, only SET ROLE, or only ADMIN): any of them
+// it can use, or grant itself back, so each counts as the app role itself. One row per
+// role, with the shortest membership path.
+constexpr const char* kReachableRoles = R"(
+WITH RECURSIVE reach(oid, path, depth) AS (
+  SELECT oid, rolname::text, 0 FROM pg_roles WHERE rolname = current_user
+  UNION ALL
+  SELECT m.roleid, reach.path || ' -> ' || r.rolname, reach.depth + 1
+  FROM reach JOIN pg_auth_members m ON m.member = reach.oid
+  JOIN pg_roles r ON r.oid = m.roleid
+  WHERE reach.depth < 64
+), shortest AS (
+  SELECT DISTINCT ON (oid) oid, path, depth FROM reach ORDER BY oid, depth
+)
+SELECT s.path, r.rolname,
+  CAST(r.rolsuper AS INTEGER), CAST(r.rolbypassrls AS INTEGER),
+  CAST(r.rolcreaterole AND current_setting('server_version_num')::int < 160000 AS INTEGER),
+  CAST(pg_has_role(current_user, r.oid, 'USAGE') AS INTEGER),
+  COALESCE((SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'trellis' AND c.relkind IN ('r', 'p') AND c.relowner = r.oid), ''),
+  CAST(EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = 'trellis' AND n.nspowner = r.oid)
+       AS INTEGER)
+FROM shortest s JOIN pg_roles r ON r.oid = s.oid
+ORDER BY s.depth, r.rolname)";
+
+// Refuses an app role that is, or through role membership can act as, a role that gets
+// past row-level security: a superuser, a BYPASSRLS role, the owner of a Trellis table or
+// of the schema (ALTER TABLE ... NO FORCE ROW LEVEL SECURITY), or, before PostgreSQL 16,
+// a CREATEROLE role (it may grant itself any of those). The message names the path.
+Status checkAppRole(soci::session& sql, const std::string& app_user) {
+  std::string path, role, owned;
+  int super = 0, bypass = 0, createrole = 0, inherits = 0, owns_schema = 0;
+  Query q(sql, kReachableRoles);
+  q.into(path).into(role).into(super).into(bypass).into(createrole).into(inherits).into(owned);
+  q.into(owns_schema);
+  for (bool row = q.run(); row; row = q.next()) {
+    std::string what;
+    if (super) {
+      what = "a superuser";
+    } else if (bypass) {
+      what = "BYPASSRLS";
+    } else if (!owned.empty()) {
+      what = "the owner of " + owned + " in schema trellis";
+    } else if (owns_schema) {
+      what = "the owner of schema trellis";
+    } else if (createrole) {
+      what = "CREATEROLE (before PostgreSQL 16 it can grant itself any role)";
+    } else {
+      continue;
+    }
+    const std::string who = "storage.url: role \"" + app_user + "\"";
+    const std::string why =
+        ", so it could get past row-level security and reach every tenant's data. Serve with "
+        "a role that is none of these and belongs to no role that is (see docs/admin-guide.md)";
+    if (path == role) {
+      if (!owned.empty())
+        return Status::invalid(who + " owns " + owned + " in schema trellis" + why);
+      return Status::invalid(who + " is " + what + why);
+    }
+    return Status::invalid(
+        who + " is a member of \"" + role + "\" (" + path + ", " +
+        (inherits ? "inheriting its privileges" : "not inherited, but a membership it can use") +
+        "), which is " + what + why + "; REVOKE that membership");
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Status migrate(const PostgresUrl& owner, const std::string& app_role) {
@@ -152,19 +221,7 @@ Status verify(PostgresPool& app) {
   if (!lease) return lease.status();
   soci::session& sql = lease->session();
   try {
-    int super = 0, bypass = 0;
-    Query(sql,
-          "SELECT CAST(rolsuper AS INTEGER), CAST(rolbypassrls AS INTEGER) FROM pg_roles "
-          "WHERE rolname = current_user")
-        .into(super)
-        .into(bypass)
-        .run();
-    if (super || bypass) {
-      return Status::invalid("storage.url: role \"" + url.user + "\" is " +
-                             (super ? "a superuser" : "BYPASSRLS") +
-                             ", so row-level security would not keep tenants apart; serve with "
-                             "a role that has neither (see docs/admin-guide.md)");
-    }
+    if (Status s = checkAppRole(sql, url.user); !s) return s;
     int exists = 0;
     Query(sql, "SELECT CASE WHEN to_regclass('trellis.schema_version') IS NULL THEN 0 ELSE 1 END")
         .into(exists)
@@ -188,21 +245,6 @@ Status verify(PostgresPool& app) {
                                    std::to_string(stored) + ", newer than this build (" +
                                    std::to_string(latest) + ")");
       }
-    }
-    std::string owned;
-    {
-      std::string table;
-      Query q(sql,
-              "SELECT tablename FROM pg_tables WHERE schemaname = 'trellis' "
-              "AND tableowner = current_user ORDER BY tablename");
-      q.into(table);
-      for (bool row = q.run(); row; row = q.next()) owned += (owned.empty() ? "" : ", ") + table;
-    }
-    if (!owned.empty()) {
-      return Status::invalid("storage.url: role \"" + url.user + "\" owns " + owned +
-                             " in schema trellis; it could switch row-level security off. "
-                             "Serve with a role that owns nothing (storage.owner_url is for the "
-                             "owner)");
     }
     std::string unforced;
     {

@@ -122,6 +122,34 @@ TEST_F(LuaPluginTest, HelloLuaGreetsAndCountsVisitsPerTenantOverHttp) {
   EXPECT_EQ(log.find("hello-lua ready"), log.rfind("hello-lua ready"));
 }
 
+TEST_F(LuaPluginTest, HelloLuaAnswersAnEmptyListAsAnArrayAndABadNameWith400) {
+  create(luaConfig("    - id: trellis/hello-lua\n"));
+  start();
+  // Nobody greeted yet: a list, even when empty.
+  auto empty = get("/hello-lua");
+  ASSERT_EQ(empty.status, 200) << empty.body;
+  EXPECT_EQ(empty.body, R"({"names":[]})");
+  // An encoded NUL or broken percent-encoding is refused by the host before the plugin
+  // runs; other control bytes by the plugin's own check. Both are the client's mistake.
+  for (const char* name : {"a%00b", "%00", "a%zzb"}) {
+    auto bad = get(std::string("/hello-lua/") + name);
+    EXPECT_EQ(bad.status, 400) << name << ": " << bad.body;
+    EXPECT_EQ(bad.header("content-type"), "application/problem+json") << name;
+    EXPECT_THAT(bad.body, HasSubstr("path parameter name is not valid percent-encoding or holds "
+                                    "a NUL byte"))
+        << name;
+    EXPECT_THAT(bad.body, HasSubstr(bad.header("x-request-id"))) << name;
+  }
+  for (const char* name : {"a%0Ab", "a%7Fb"}) {
+    auto bad = get(std::string("/hello-lua/") + name);
+    EXPECT_EQ(bad.status, 400) << name << ": " << bad.body;
+    EXPECT_THAT(bad.body, HasSubstr("name must be 1-64 printable ASCII characters")) << name;
+  }
+  EXPECT_EQ(get("/hello-lua").body, R"({"names":[]})");  // nothing was counted
+  EXPECT_THAT(server().log(), Not(HasSubstr("plugin=trellis/hello-lua tenant=acme request=")))
+      << "a client's bad name was logged as a plugin failure";
+}
+
 TEST_F(LuaPluginTest, LuaAndNativePluginsExchangeEventsInThePublishersTenant) {
   // A Lua subscriber counts the native hello's greetings in the tenant's KV.
   create(luaConfig("    - id: trellis/hello\n    - id: test/lua-listener\n"));

@@ -243,6 +243,84 @@ TEST_F(PostgresStorageTest, VerifyRefusesAnAppRoleThatCouldBypassRowLevelSecurit
               HasSubstr("row-level security is not forced on kv_usage"));
 }
 
+// A login role of this test only (roles are cluster-wide), with the app role's access
+// (it is a member of trellis_app, which is harmless), and a pool for it.
+struct ExtraAppRole {
+  std::string name;
+  tenants::PostgresUrl url;
+};
+ExtraAppRole extraAppRole(const TestDatabase& db, const std::string& suffix) {
+  ExtraAppRole r{db.name + "_" + suffix, db.app};
+  r.url.user = r.name;
+  SqlResult made = SharedPostgres::server().execSql("CREATE ROLE " + r.name +
+                                                    " LOGIN NOSUPERUSER NOBYPASSRLS; "
+                                                    "GRANT trellis_app TO " +
+                                                    r.name);
+  EXPECT_TRUE(made) << made.error;
+  return r;
+}
+
+Status verifyAs(const tenants::PostgresUrl& url) {
+  auto pool = PostgresPool::open(url, {.size = 1});
+  if (!pool) return pool.status();
+  return schema::verify(**pool);
+}
+
+TEST_F(PostgresStorageTest, VerifyRefusesAnAppRoleThatCanBecomeTheOwnerThroughMembership) {
+  auto& pg = SharedPostgres::server();
+  ExtraAppRole app = extraAppRole(db_, "app");
+  const std::string ops = db_.name + "_ops";
+  ASSERT_TRUE(pg.execSql("CREATE ROLE " + ops + " NOLOGIN; GRANT " + ops + " TO " + app.name));
+  // Plain membership in harmless roles passes.
+  EXPECT_TRUE(verifyAs(app.url));
+
+  // The owner two grants away: the app role inherits the right to switch RLS off.
+  ASSERT_TRUE(pg.execSql("GRANT trellis_owner TO " + ops));
+  {
+    soci::session sql(soci::postgresql, app.url.conninfo());
+    EXPECT_EQ(sqlState(sql, "ALTER TABLE trellis.kv NO FORCE ROW LEVEL SECURITY"), "");
+    EXPECT_EQ(sqlState(sql, "ALTER TABLE trellis.kv FORCE ROW LEVEL SECURITY"), "");
+  }
+  Status inherited = verifyAs(app.url);
+  EXPECT_EQ(inherited.code(), StatusCode::kInvalid);
+  EXPECT_THAT(
+      inherited.message(),
+      HasSubstr("role \"" + app.name + "\" is a member of \"trellis_owner\" (" + app.name + " -> " +
+                ops + " -> trellis_owner, inheriting its privileges), which is the owner of "));
+  EXPECT_THAT(inherited.message(), HasSubstr(" kv, kv_usage, "));
+
+  // Without INHERIT it still can SET ROLE to the owner: refused all the same.
+  ASSERT_TRUE(pg.execSql("ALTER ROLE " + app.name + " NOINHERIT"));
+  {
+    soci::session sql(soci::postgresql, app.url.conninfo());
+    EXPECT_EQ(sqlState(sql, "SET ROLE trellis_owner"), "");
+  }
+  EXPECT_THAT(verifyAs(app.url).message(),
+              HasSubstr("(" + app.name + " -> " + ops +
+                        " -> trellis_owner, not inherited, but a membership it can use)"));
+
+  ASSERT_TRUE(pg.execSql("ALTER ROLE " + app.name + " INHERIT; REVOKE trellis_owner FROM " + ops));
+  EXPECT_TRUE(verifyAs(app.url));
+}
+
+TEST_F(PostgresStorageTest, VerifyRefusesMembershipInASuperuserBypassRlsOrSchemaOwnerRole) {
+  auto& pg = SharedPostgres::server();
+  ExtraAppRole app = extraAppRole(db_, "app");
+  const std::string admin = db_.name + "_admin";
+  ASSERT_TRUE(pg.execSql("CREATE ROLE " + admin + " NOLOGIN SUPERUSER; GRANT " + admin + " TO " +
+                         app.name));
+  EXPECT_THAT(verifyAs(app.url).message(),
+              HasSubstr("is a member of \"" + admin + "\" (" + app.name + " -> " + admin +
+                        ", inheriting its privileges), which is a superuser"));
+  ASSERT_TRUE(pg.execSql("ALTER ROLE " + admin + " NOSUPERUSER BYPASSRLS"));
+  EXPECT_THAT(verifyAs(app.url).message(), HasSubstr("), which is BYPASSRLS"));
+  ASSERT_TRUE(pg.execSql(
+      "ALTER ROLE " + admin + " NOBYPASSRLS; ALTER SCHEMA trellis OWNER TO " + admin, db_.name));
+  EXPECT_THAT(verifyAs(app.url).message(), HasSubstr("), which is the owner of schema trellis"));
+  ASSERT_TRUE(pg.execSql("ALTER SCHEMA trellis OWNER TO trellis_owner", db_.name));
+  EXPECT_TRUE(verifyAs(app.url));
+}
+
 TEST_F(PostgresStorageTest, MigrateRefusesToMakeTheAppRoleTheOwner) {
   Status s = schema::migrate(db_.app, db_.app.user);
   EXPECT_EQ(s.code(), StatusCode::kInvalid);

@@ -202,6 +202,31 @@ TEST(PostgresTrellisdTest, WithoutOwnerUrlAMissingSchemaStopsStartWithWhatToDo) 
   EXPECT_THAT(out, Not(HasSubstr(SharedPostgres::kAppPassword)));
 }
 
+TEST(PostgresTrellisdTest, AnAppRoleGrantedTheOwnerRoleIsRefusedAtStartNamingThePath) {
+  TestDatabase db = SharedPostgres::freshDatabase();
+  ASSERT_TRUE(db) << db.error;
+  // A role of this test only (roles are cluster-wide) with the app role's access, then the
+  // grant an operator might add "to make migrations work".
+  const std::string app = db.name + "_app";
+  ASSERT_TRUE(SharedPostgres::server().execSql("CREATE ROLE " + app +
+                                               " LOGIN; GRANT trellis_app TO " + app +
+                                               "; GRANT trellis_owner TO " + app));
+  std::string url = db.appUrl();
+  url.replace(url.find("trellis_app:"), std::string("trellis_app").size(), app);
+  std::string out;
+  EXPECT_EQ(runToExit(withStorage("  url: \"" + url + "\"\n"), &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("cannot start: "));
+  EXPECT_THAT(
+      out, HasSubstr("storage.url: role \"" + app + "\" is a member of \"trellis_owner\" (" + app +
+                     " -> trellis_owner, inheriting its privileges)"));
+  EXPECT_THAT(out, Not(HasSubstr(SharedPostgres::kAppPassword)));
+
+  // Without the grant the same role serves.
+  ASSERT_TRUE(SharedPostgres::server().execSql("REVOKE trellis_owner FROM " + app));
+  TrellisdProcess host(withStorage("  url: \"" + url + "\"\n"));
+  ASSERT_TRUE(host.start()) << host.log();
+}
+
 TEST(PostgresTrellisdTest, AMalformedUrlIsAConfigErrorNamingTheKey) {
   std::string out;
   EXPECT_EQ(

@@ -11,8 +11,10 @@
 
 #include <cstdio>
 #include <future>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/test_support.h"
 
@@ -286,6 +288,45 @@ TEST_F(TrellisdTest, MisbehavingPluginIsContained) {
   // The host and the plugin keep serving.
   EXPECT_EQ(request(server().port(), "GET", "/hello/ann", kAcme).status, 200);
   EXPECT_EQ(request(server().port(), "GET", "/misbehaves/throw", kAcme).status, 500);
+}
+
+// A plugin answers a client error its own way: the status it chose (413 has no status
+// enum), a detail the client reads and the request id; and neither that nor a plain
+// NOT_FOUND is an error in the host log.
+TEST_F(TrellisdTest, PluginClientErrorsCarryTheirDetailAndAreNotLoggedAsErrors) {
+  startWith("    - id: trellis/hello\n    - id: fixture/misbehaves\n");
+  auto too_large = request(server().port(), "GET", "/misbehaves/too-large", kAcme);
+  EXPECT_EQ(too_large.status, 413) << too_large.body;
+  EXPECT_EQ(too_large.header("content-type"), "application/problem+json");
+  auto problem = Poco::JSON::Parser().parse(too_large.body).extract<Poco::JSON::Object::Ptr>();
+  EXPECT_EQ(problem->getValue<std::string>("title"), "Payload Too Large");
+  EXPECT_EQ(problem->getValue<int>("status"), 413);
+  EXPECT_EQ(problem->getValue<std::string>("detail"),
+            "uploads above 1 KiB are refused by this plugin");
+  EXPECT_EQ(problem->getValue<std::string>("request_id"), too_large.header("x-request-id"));
+  EXPECT_FALSE(too_large.header("x-request-id").empty());
+
+  auto missing = request(server().port(), "GET", "/misbehaves/not-found", kAcme);
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_THAT(missing.body, Not(HasSubstr("10.0.0.7")));  // set_error stays in the log
+
+  auto bad_name = request(server().port(), "GET", "/hello/" + std::string(65, 'x'), kAcme);
+  EXPECT_EQ(bad_name.status, 400);
+  EXPECT_THAT(bad_name.body,
+              HasSubstr(R"("detail":"name must be 1-64 printable ASCII characters")"));
+
+  EXPECT_EQ(request(server().port(), "GET", "/misbehaves/fail", kAcme).status, 503);
+  EXPECT_THAT(server().log(), HasSubstr("NOT_FOUND: no item 42 in 10.0.0.7"));
+  // Of the plugins' answers, only the 503 is an error.
+  std::vector<std::string> errors;
+  std::istringstream lines(server().log());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(" error ") != std::string::npos && line.find("plugin=") != std::string::npos) {
+      errors.push_back(line);
+    }
+  }
+  ASSERT_EQ(errors.size(), 1u) << server().log();
+  EXPECT_THAT(errors[0], HasSubstr("GET /misbehaves/fail failed: UNAVAILABLE"));
 }
 
 TEST_F(TrellisdTest, SigtermDrainsInFlightRequests) {

@@ -3,14 +3,22 @@
 // each with a clear message and nothing written to the plugin folder.
 #include "cli/install/installer.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "cli/install/lock_file.h"
 #include "cli/install/resolve.h"
 #include "cli/install/source.h"
+#include "cli/install/transaction.h"
 #include "cli/install/trust.h"
 #include "marketplace_zip_writer.h"
 #include "support/test_mirror.h"
@@ -73,8 +81,10 @@ class InstallerTest : public ::testing::Test {
     }
     std::vector<const FetchedPackage*> ptrs;
     for (const auto& f : fetched) ptrs.push_back(&f);
-    auto written = writePackages(plugins_, ptrs);
-    if (!written) return written.status();
+    auto staged = stagePackages(plugins_, ptrs);
+    if (!staged) return staged.status();
+    auto placed = staged->place();
+    if (!placed) return placed.status();
     plan_ = std::move(*plan);
     return Status::ok();
   }
@@ -331,6 +341,55 @@ TEST_F(InstallerTest, ChecksTheArchivesOwnManifestNotOnlyTheIndexSummary) {
   EXPECT_TRUE(pluginDirEmpty());
 }
 
+TEST_F(InstallerTest, RefusesAPackageWhoseSignedManifestAsksForMoreThanTheIndexLists) {
+  auto& rec = mirror_.addPlugin(
+      plugin("acme/hello", "1.0.0", "{}", "", "", R"(["kv","egress","tenant.keys"])"));
+  rec.capabilities = {"kv"};  // what the plan and the install policy would have shown
+  mirror_.publish();
+
+  Status s = install({"acme/hello"});
+  ASSERT_FALSE(s);
+  EXPECT_TRUE(has(s,
+                  "acme/hello@1.0.0: the signed manifest asks for capabilities [egress, kv, "
+                  "tenant.keys] but the index lists [kv]"))
+      << s.message();
+  EXPECT_TRUE(pluginDirEmpty());
+}
+
+TEST_F(InstallerTest, RefusesAPackageWhoseSignedDependenciesDifferFromTheIndex) {
+  mirror_.addPlugin(plugin("acme/db", "1.0.0"));
+  mirror_.addPlugin(plugin("acme/db", "2.0.0"));
+  auto& rec = mirror_.addPlugin(plugin("acme/hello", "1.0.0", R"({"acme/db":"^2.0.0"})"));
+  rec.dependencies = {{"acme/db", "^1.0.0"}};
+  mirror_.publish();
+
+  Status s = install({"acme/hello"});
+  ASSERT_FALSE(s);
+  EXPECT_TRUE(has(s,
+                  "the signed manifest names dependencies [acme/db ^2.0.0] but the index "
+                  "lists [acme/db ^1.0.0]"))
+      << s.message();
+  EXPECT_TRUE(pluginDirEmpty());
+}
+
+TEST_F(InstallerTest, HashesTheDownloadBeforeTheZipReaderSeesIt) {
+  mirror_.addPlugin(plugin("acme/hello", "1.0.0"));
+  mirror_.publish();
+  const fs::path file = mirror_.dir() / "packages/acme/hello/1.0.0.zip";
+  // Same length, not a zip at all: the zip reader would say "no end-of-central-directory".
+  mirror_.write("packages/acme/hello/1.0.0.zip",
+                std::string(trellis::test::readFile(file).size(), 'Z'));
+
+  Status s = install({"acme/hello"});
+  ASSERT_FALSE(s);
+  EXPECT_TRUE(has(s,
+                  "acme/hello@1.0.0: acme/hello 1.0.0: the downloaded archive is not the one "
+                  "the index names (expected sha256 "))
+      << s.message();
+  EXPECT_FALSE(has(s, "refused the archive")) << s.message();
+  EXPECT_TRUE(pluginDirEmpty());
+}
+
 // A correctly signed manifest and signature, plus one hostile entry; listed in the index
 // with its true hash, so only the archive checks stand between it and the disk.
 class HostileArchiveTest : public InstallerTest,
@@ -401,6 +460,72 @@ TEST_F(InstallerTest, ExportedMirrorInstallsWithTheSameVerification) {
   EXPECT_TRUE(pkg) << pkg.status().message();
   EXPECT_EQ(exportMirror(*src, *index, files, tmp_ / "airgap").status().code(),
             StatusCode::kConflict);
+}
+
+// A real loopback HTTP server that answers one request with `fast` at once and then
+// `slow`, one byte every `gap`: a mirror that never stalls long enough for a per-read
+// timeout but would take minutes in all.
+class TricklingServer {
+ public:
+  TricklingServer(std::string fast, std::string slow, std::chrono::milliseconds gap)
+      : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(listener_, 4), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, fast = std::move(fast), slow = std::move(slow), gap] {
+      int c = ::accept(listener_, nullptr, nullptr);
+      if (c < 0) return;
+      char buf[4096];
+      (void)::recv(c, buf, sizeof buf, 0);
+      (void)::send(c, fast.data(), fast.size(), MSG_NOSIGNAL);
+      for (size_t i = 0; i < slow.size() && !stop_; ++i) {
+        if (::send(c, &slow[i], 1, MSG_NOSIGNAL) != 1) break;
+        std::this_thread::sleep_for(gap);
+      }
+      ::close(c);
+    });
+  }
+  ~TricklingServer() {
+    stop_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    ::close(listener_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int listener_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(HttpSourceTest, ADownloadThatTricklesPastItsOverallDeadlineIsCut) {
+  HttpTimeouts timeouts;
+  timeouts.total = std::chrono::seconds(1);  // per-read stays 30 s: never reached
+  const auto gap = std::chrono::milliseconds(50);
+  for (bool slow_headers : {false, true}) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\n";
+    const std::string body(4000, 'x');
+    TricklingServer server(slow_headers ? "" : head, slow_headers ? head + body : body, gap);
+    auto src = httpMirrorSource(server.url(), timeouts);
+    ASSERT_TRUE(src);
+    const auto started = std::chrono::steady_clock::now();
+    auto got = (*src)->fetch("index.json", 1 << 20);
+    ASSERT_FALSE(got) << "4000 bytes at one per 50 ms should not arrive within 1 s";
+    EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+    EXPECT_TRUE(has(got.status(),
+                    "index.json: did not finish within 1 s (the download "
+                    "deadline; --download-timeout SECONDS changes it)"))
+        << got.status().message();
+    // Cut near the deadline, not after the ~200 s the trickle would take (loose: shared CI).
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
+  }
 }
 
 TEST_F(InstallerTest, LockFileRoundTripsAndNamesDependents) {

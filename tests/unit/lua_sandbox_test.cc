@@ -495,6 +495,30 @@ TEST_F(LuaSandboxTest, JsonDecodesExactlyAsDeepAsItEncodes) {
                   "json_decode: nested too deeply at byte 101");
 }
 
+// An empty Lua table is ambiguous; a list marked as one (json.array, or decoded from
+// JSON) stays a list when empty, and an unmarked one stays an object.
+TEST_F(LuaSandboxTest, JsonEncodesAnEmptyListAsAnArray) {
+  static const luaL_Reg kJson[] = {
+      {"encode", jsonEncode}, {"decode", jsonDecode}, {"array", jsonArray}, {nullptr, nullptr}};
+  ASSERT_TRUE(sb_->addLibrary("json", kJson, nullptr));
+  std::string out;
+  auto r = attempt(
+      "return json.encode({list = json.array(), object = {}, decoded = json.decode('[]'), "
+      "nested = json.decode('{\"x\":[]}'), filled = json.array({1, 2})})",
+      &out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_THAT(out, HasSubstr("\"list\":[]"));
+  EXPECT_THAT(out, HasSubstr("\"object\":{}"));
+  EXPECT_THAT(out, HasSubstr("\"decoded\":[]"));
+  EXPECT_THAT(out, HasSubstr("\"nested\":{\"x\":[]}"));
+  EXPECT_THAT(out, HasSubstr("\"filled\":[1,2]"));
+  // The mark cannot be read or swapped by a script.
+  ASSERT_TRUE(attempt("return tostring(getmetatable(json.array()))", &out).ok());
+  EXPECT_EQ(out, "trellis.json.array");
+  expectContained(attempt("return json.array(setmetatable({}, {}))"), Outcome::kError,
+                  "already has a metatable");
+}
+
 TEST_F(LuaSandboxTest, NestedLibrariesAreReadOnlyLikeTheirParent) {
   static const luaL_Reg kSub[] = {{"answer", hostAnswer}, {nullptr, nullptr}};
   ASSERT_TRUE(sb_->addLibrary("host.sub", kSub, &answer_));

@@ -338,6 +338,25 @@ TEST_F(PackageTest, RefusesAnEntryThatInflatesBeyondItsDeclaredSize) {
   expectRefused(writeZip(entries), "inflates beyond its declared size");
 }
 
+// A reader that trusts local headers (most unzip tools do while streaming) must never see
+// other bytes than this one verified: every field the two headers share must agree.
+TEST_F(PackageTest, RefusesALocalHeaderThatDisagreesWithTheCentralDirectory) {
+  const std::string honest = writeZip(goodEntries());
+  ASSERT_TRUE(ZipReader::open(honest));
+  auto patched = [&](size_t at, uint32_t value, size_t width) {
+    std::string bytes = honest;  // the first entry's local header is at offset 0
+    for (size_t i = 0; i < width; ++i) bytes[at + i] = char((value >> (8 * i)) & 0xff);
+    return bytes;
+  };
+  const std::string first = "entry \"" + goodEntries().front().name + "\": the local header";
+  expectRefused(patched(6, 0x0008, 2), first + " and the central directory disagree on the flags");
+  expectRefused(patched(14, 0, 4), "disagree on the CRC-32 (local 0, central ");
+  expectRefused(patched(18, 0, 4), "disagree on the compressed size (local 0, central ");
+  expectRefused(patched(22, 7, 4), "disagree on the uncompressed size (local 7, central ");
+  // The archive trellis itself writes passes.
+  EXPECT_TRUE(ZipReader::open(good_));
+}
+
 TEST_F(PackageTest, RefusesGarbageAndTruncatedArchives) {
   expectRefused("this is not a zip file at all", "no end-of-central-directory record");
   expectRefused(good_.substr(0, good_.size() / 2), "not a valid package archive");

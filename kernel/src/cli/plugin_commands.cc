@@ -16,6 +16,7 @@
 #include "cli/install/lock_file.h"
 #include "cli/install/resolve.h"
 #include "cli/install/source.h"
+#include "cli/install/transaction.h"
 #include "cli/install/trust.h"
 #include "trellis/kernel/config/config.h"
 
@@ -107,6 +108,9 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
                   "Trust store: pinned root.json and last index version (default: "
                   "var/marketplace beside the data dir)");
     c->add_option("--root", root_file_, "Pin this root.json on first use instead of the source's");
+    c->add_option("--download-timeout", download_timeout_s_,
+                  "Seconds one HTTP download may take in all (default 600)")
+        ->check(CLI::Range(1, 24 * 3600));
     return c;
   };
   auto withTarget = [&](CLI::App* c) {
@@ -225,11 +229,13 @@ std::string registryKey(const std::string& file) {
 
 Session openSession(const std::string& from, const std::string& registry,
                     const std::string& registry_key_file, const fs::path& state_dir,
-                    const std::string& root_file) {
+                    const std::string& root_file, int download_timeout_s) {
   Session s;
+  install::HttpTimeouts timeouts;
+  timeouts.total = std::chrono::seconds(download_timeout_s);
   if (!from.empty() && !registry.empty()) AdminClient::die("pass --from or --registry, not both");
   if (from.rfind("http://", 0) == 0 || from.rfind("https://", 0) == 0) {
-    auto src = install::httpMirrorSource(from);
+    auto src = install::httpMirrorSource(from, timeouts);
     if (!src) fail(src.status());
     s.source = std::move(*src);
   } else if (!from.empty()) {
@@ -237,7 +243,7 @@ Session openSession(const std::string& from, const std::string& registry,
     if (!fs::is_directory(from, ec)) AdminClient::die("--from " + from + ": not a folder");
     s.source = install::directorySource(from);
   } else if (!registry.empty()) {
-    auto src = install::registrySource(registry, registryKey(registry_key_file));
+    auto src = install::registrySource(registry, registryKey(registry_key_file), timeouts);
     if (!src) fail(src.status());
     s.source = std::move(*src);
   } else {
@@ -273,11 +279,48 @@ const char* actionName(PlannedPackage::Action a) {
   return "?";
 }
 
+// Undoes or finishes what an interrupted run left (transaction.h), and brings a running
+// trellisd back to the lock's versions of the plugins whose uncommitted folders went.
+void tidyInterrupted(const Paths& paths, LockFile& lock, const AdminClient& admin, bool offline) {
+  auto undone = install::recoverInterrupted(paths.plugin_dir, lock, paths.lock_file);
+  if (!undone) {
+    AdminClient::die("cannot tidy up after an interrupted run: " + undone.status().message() +
+                     "; nothing was changed");
+  }
+  for (const auto& id : *undone) {
+    std::fprintf(stderr, "trellis: removed a folder of %s that an interrupted run left\n",
+                 id.c_str());
+    if (offline) continue;
+    auto locked = lock.packages.find(id);
+    if (locked != lock.packages.end()) {
+      (void)admin.tryCall("POST", "/v1/plugins/" + id + "/activate",
+                          "{\"version\":\"" + locked->second.version + "\"}");
+    } else {
+      (void)admin.tryCall("POST", "/v1/plugins/" + id + "/deactivate");
+    }
+  }
+}
+
+// After a failed commit: trellisd goes back to what it served before this run, in reverse
+// order (dependents before their dependencies).
+void rollBack(const AdminClient& admin, const std::vector<const PlannedPackage*>& activated) {
+  for (auto it = activated.rbegin(); it != activated.rend(); ++it) {
+    const PlannedPackage& p = **it;
+    if (p.action == PlannedPackage::Action::kUpgrade) {
+      (void)admin.tryCall("POST", "/v1/plugins/" + p.id + "/activate",
+                          "{\"version\":\"" + p.replaces + "\"}");
+    } else if (p.action == PlannedPackage::Action::kInstall) {
+      (void)admin.tryCall("POST", "/v1/plugins/" + p.id + "/deactivate");
+    }
+  }
+}
+
 }  // namespace
 
 void PluginCommands::search() {
-  Session s = openSession(from_dir_, registry_, registry_key_file_,
-                          defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s =
+      openSession(from_dir_, registry_, registry_key_file_,
+                  defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   const auto host = install::thisHost();
   std::printf("%-32s %-12s %-24s %s\n", "PLUGIN", "LATEST", "PLATFORMS", "CAPABILITIES");
   size_t shown = 0;
@@ -305,8 +348,9 @@ void PluginCommands::search() {
 }
 
 void PluginCommands::info() {
-  Session s = openSession(from_dir_, registry_, registry_key_file_,
-                          defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s =
+      openSession(from_dir_, registry_, registry_key_file_,
+                  defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   auto it = s.index->index().packages.find(id_);
   if (it == s.index->index().packages.end()) AdminClient::die(id_ + " is not in the index");
   const auto host = install::thisHost();
@@ -339,9 +383,13 @@ void PluginCommands::info() {
 
 void PluginCommands::install(bool upgrade) {
   const Paths paths = resolvePaths(config_file_, plugin_dir_, lock_file_, state_dir_);
+  auto held = install::lockPluginDir(paths.plugin_dir);
+  if (!held) fail(held.status());
   auto lock = LockFile::load(paths.lock_file);
   if (!lock) fail(lock.status());
-  Session s = openSession(from_dir_, registry_, registry_key_file_, paths.state_dir, root_file_);
+  tidyInterrupted(paths, *lock, admin_, offline_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_, paths.state_dir, root_file_,
+                          download_timeout_s_);
 
   if (Status st = install::checkPublisherRoots(s.index->index(), *lock); !st) {
     AdminClient::die(st.message() + "; nothing was installed");
@@ -452,17 +500,40 @@ void PluginCommands::install(bool upgrade) {
   }
   std::vector<const FetchedPackage*> to_write;
   for (const auto& f : fetched) to_write.push_back(&f);
-  auto written = install::writePackages(paths.plugin_dir, to_write);
-  if (!written) AdminClient::die(written.status().message() + "; nothing was installed");
+  auto staged = install::stagePackages(paths.plugin_dir, to_write);
+  if (!staged) AdminClient::die(staged.status().message() + "; nothing was installed");
+  install::testHook("staged");
 
-  // Hot activation, dependencies first. A package trellisd refuses is taken out again;
-  // for an upgrade the old version keeps serving.
+  // 1. The lock lists every folder this run may add or delete before any of them changes:
+  // until the commit they are not installed, for trellisd and for the next run.
   LockFile next = *lock;
+  next.pending = staged->dirs();
+  for (const PlannedPackage* p : work) {
+    if (p->action == PlannedPackage::Action::kUpgrade) {
+      next.pending.push_back(install::packageDirName(p->id, p->replaces));
+    }
+  }
+  if (Status st = next.save(paths.lock_file); !st) {
+    staged->discard();
+    AdminClient::die("cannot write " + paths.lock_file.string() + ": " + st.message() +
+                     "; nothing was installed");
+  }
+  install::testHook("pending");
+  auto placed = staged->place();
+  if (!placed) {
+    staged->discard();
+    AdminClient::die(placed.status().message() + "; nothing was installed");
+  }
+  staged->discard();  // the empty staging folder
+  install::testHook("placed");
+
+  // 2. Hot activation, dependencies first. A package trellisd refuses is taken out again;
+  // for an upgrade the old version keeps serving.
   std::string failure;
   bool activation_skipped = !reachable;
+  std::vector<const PlannedPackage*> activated, installed;
   for (size_t i = 0; i < work.size(); ++i) {
     const PlannedPackage& p = *work[i];
-    const fs::path dir = (*written)[i];
     if (failure.empty() && !activation_skipped) {
       // The exact version: the highest installed one may be the old one (a downgrade).
       auto answer = admin_.tryCall("POST", "/v1/plugins/" + p.id + "/activate",
@@ -472,33 +543,32 @@ void PluginCommands::install(bool upgrade) {
       } else if (answer->status != 200) {
         failure = p.id + "@" + p.version + ": " +
                   AdminClient::problemDetail(answer->status, answer->body);
+      } else {
+        activated.push_back(&p);
       }
     }
     if (!failure.empty()) {
-      (void)install::removePackageDir(dir);
+      (void)install::removePendingDir((*placed)[i]);
       continue;
     }
-    if (p.action == PlannedPackage::Action::kUpgrade) {
-      if (Status st = install::removePackageDir(paths.plugin_dir /
-                                                install::packageDirName(p.id, p.replaces));
-          !st) {
-        std::fprintf(stderr, "trellis: warning: %s\n", st.message().c_str());
-      }
-    }
+    installed.push_back(&p);
+  }
+  install::testHook("activated");
+
+  // 3. Commit: one atomic rename of the lock makes the new folders the installed ones.
+  for (const PlannedPackage* p : installed) {
     install::LockedPackage lp;
-    lp.version = p.version;
-    lp.sha256 = p.record.sha256;
-    lp.keyid = p.record.keyid;
-    lp.publisher_root = install::publisherRoot(s.index->index(), p.id);
-    lp.dir = install::packageDirName(p.id, p.version);
+    lp.version = p->version;
+    lp.sha256 = p->record.sha256;
+    lp.keyid = p->record.keyid;
+    lp.publisher_root = install::publisherRoot(s.index->index(), p->id);
+    lp.dir = install::packageDirName(p->id, p->version);
     // Reinstalling the locked set keeps what was asked for by name.
-    auto was = lock->packages.find(p.id);
+    auto was = lock->packages.find(p->id);
     lp.requested = args_.empty() && !upgrade && was != lock->packages.end() ? was->second.requested
-                                                                            : p.requested;
-    lp.dependencies = p.record.dependencies;
-    next.packages[p.id] = std::move(lp);
-    std::printf("installed %s@%s in %s%s\n", p.id.c_str(), p.version.c_str(), dir.c_str(),
-                activation_skipped ? "" : " (active)");
+                                                                            : p->requested;
+    lp.dependencies = p->record.dependencies;
+    next.packages[p->id] = std::move(lp);
   }
   // Requested flags of kept packages can change too (a dependency later asked for by name).
   for (const auto& p : plan->packages) {
@@ -507,7 +577,42 @@ void PluginCommands::install(bool upgrade) {
       it->second.requested = true;
     }
   }
-  if (Status st = next.save(paths.lock_file); !st) fail(st);
+  if (Status st = next.save(paths.lock_file); !st) {
+    rollBack(admin_, activated);
+    std::vector<std::string> kept;  // e.g. on a read-only file system
+    for (const auto& dir : *placed) {
+      if (!install::removePendingDir(dir)) kept.push_back(dir.filename());
+    }
+    AdminClient::die("cannot write " + paths.lock_file.string() + ": " + st.message() +
+                     "; rolled back, nothing was installed" +
+                     (activated.empty() ? "" : " (trellisd serves the versions it served before)") +
+                     (kept.empty()
+                          ? ""
+                          : "; " + joined(kept) +
+                                " could not be deleted: trellisd does not load them, and the next "
+                                "install, upgrade or remove deletes them"));
+  }
+  install::testHook("committed");
+
+  // 4. Tidy up: replaced versions go, then the pending list (else the next run does it).
+  for (const PlannedPackage* p : installed) {
+    if (p->action != PlannedPackage::Action::kUpgrade) continue;
+    const fs::path old = paths.plugin_dir / install::packageDirName(p->id, p->replaces);
+    if (Status st = install::removePendingDir(old); !st) {
+      std::fprintf(stderr, "trellis: warning: %s\n", st.message().c_str());
+    }
+  }
+  next.pending.clear();
+  if (Status st = next.save(paths.lock_file); !st) {
+    std::fprintf(stderr, "trellis: warning: %s (the next install, upgrade or remove tidies up)\n",
+                 st.message().c_str());
+  }
+  install::testHook("tidied");
+  for (const PlannedPackage* p : installed) {
+    std::printf("installed %s@%s in %s%s\n", p->id.c_str(), p->version.c_str(),
+                (paths.plugin_dir / install::packageDirName(p->id, p->version)).c_str(),
+                activation_skipped ? "" : " (active)");
+  }
   if (!failure.empty()) {
     AdminClient::die("trellisd refused to activate " + failure +
                      (upgrade ? "; the installed version keeps serving" : "") +
@@ -530,8 +635,11 @@ void PluginCommands::install(bool upgrade) {
 
 void PluginCommands::remove() {
   const Paths paths = resolvePaths(config_file_, plugin_dir_, lock_file_, state_dir_);
+  auto held = install::lockPluginDir(paths.plugin_dir);
+  if (!held) fail(held.status());
   auto lock = LockFile::load(paths.lock_file);
   if (!lock) fail(lock.status());
+  tidyInterrupted(paths, *lock, admin_, offline_);
   auto it = lock->packages.find(id_);
   if (it == lock->packages.end()) {
     AdminClient::die(id_ + " was not installed by trellis (not in " + paths.lock_file.string() +
@@ -546,9 +654,12 @@ void PluginCommands::remove() {
     AdminClient::die("cannot remove " + id_ + ": installed plugins depend on it: " +
                      joined(dependents) + "; remove them first");
   }
-  if (!yes_ && !confirmed("Remove " + id_ + "@" + it->second.version + "?")) {
+  const std::string version = it->second.version;
+  const std::string dir = it->second.dir;
+  if (!yes_ && !confirmed("Remove " + id_ + "@" + version + "?")) {
     AdminClient::die("not confirmed; nothing was removed (pass --yes in scripts)");
   }
+  bool deactivated = false;
   if (!offline_) {
     auto answer = admin_.tryCall("POST", "/v1/plugins/" + id_ + "/deactivate");
     if (answer && answer->status != 200 && answer->status != 404) {
@@ -556,11 +667,29 @@ void PluginCommands::remove() {
                        AdminClient::problemDetail(answer->status, answer->body) +
                        "; nothing was removed");
     }
+    deactivated = answer && answer->status == 200;
   }
-  if (Status st = install::removePackageDir(paths.plugin_dir / it->second.dir); !st) fail(st);
-  const std::string version = it->second.version;
-  lock->packages.erase(it);
-  if (Status st = lock->save(paths.lock_file); !st) fail(st);
+  // Commit first: from the lock's rename on, the folder is no longer installed.
+  LockFile next = *lock;
+  next.packages.erase(id_);
+  next.pending = {dir};
+  if (Status st = next.save(paths.lock_file); !st) {
+    if (deactivated) {
+      (void)admin_.tryCall("POST", "/v1/plugins/" + id_ + "/activate",
+                           "{\"version\":\"" + version + "\"}");
+    }
+    AdminClient::die("cannot write " + paths.lock_file.string() + ": " + st.message() +
+                     "; nothing was removed");
+  }
+  install::testHook("remove-committed");
+  if (Status st = install::removePendingDir(paths.plugin_dir / dir); !st) {
+    std::fprintf(stderr, "trellis: warning: %s\n", st.message().c_str());
+  }
+  next.pending.clear();
+  if (Status st = next.save(paths.lock_file); !st) {
+    std::fprintf(stderr, "trellis: warning: %s (the next install, upgrade or remove tidies up)\n",
+                 st.message().c_str());
+  }
   std::printf("removed %s@%s\n", id_.c_str(), version.c_str());
 }
 
@@ -576,8 +705,9 @@ void PluginCommands::activate() {
 }
 
 void PluginCommands::mirrorExport() {
-  Session s = openSession(from_dir_, registry_, registry_key_file_,
-                          defaultStateDir(state_dir_, config_file_), root_file_);
+  Session s =
+      openSession(from_dir_, registry_, registry_key_file_,
+                  defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   auto report = install::exportMirror(*s.source, *s.index, s.files, out_dir_);
   if (!report) AdminClient::die("mirror export: " + report.status().message());
   std::printf("exported index version %llu with %zu archives (%s) to %s\n",

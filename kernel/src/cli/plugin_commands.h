@@ -52,6 +52,7 @@ class PluginCommands {
   std::string plugin_dir_;
   std::string state_dir_;
   std::string root_file_;
+  int download_timeout_s_ = 600;
   std::string lock_file_;
   std::vector<std::string> args_;
   std::string id_;

@@ -18,6 +18,19 @@ namespace {
 
 constexpr int kMaxDepth = 100;
 
+// The registry key of the metatable that marks a table as a JSON array, so an empty list
+// encodes as [] (an unmarked empty table is ambiguous and encodes as {}). Looking a
+// light-userdata key up allocates nothing, so the encoder can do it without raising.
+const char kArrayMetaKey = 0;
+
+bool isMarkedArray(lua_State* L, int idx) {
+  if (!lua_getmetatable(L, idx)) return false;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kArrayMetaKey);
+  const bool marked = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return marked;
+}
+
 enum class EncodeError { kNone, kDepth, kType, kKey, kNumber, kSize, kMemory, kBudget };
 
 // What an encoding may spend: its output is a C++ string outside the Lua allocator, and a
@@ -79,8 +92,8 @@ EncodeError encodeValue(lua_State* L, int idx, std::string& out, int depth, Enco
   if (depth >= kMaxDepth) return EncodeError::kDepth;
   if (!lua_checkstack(L, 4)) return EncodeError::kDepth;
   const lua_Unsigned n = lua_rawlen(L, idx);
-  // An array if its keys are exactly 1..n.
-  bool array = n > 0;
+  // An array if its keys are exactly 1..n (none at all, if marked as an array).
+  bool array = n > 0 || isMarkedArray(L, idx);
   lua_Unsigned keys = 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
@@ -321,6 +334,7 @@ bool decodeValue(lua_State* L, Decoder& d, int depth) {
   if (c == '[') {
     ++d.p;
     lua_newtable(L);
+    markJsonArray(L, -1);  // so [] encodes back as []
     skipSpace(d);
     if (d.p < d.end && *d.p == ']') return (++d.p, true);
     for (lua_Integer i = 1;; ++i) {
@@ -346,6 +360,35 @@ bool decodeValue(lua_State* L, Decoder& d, int depth) {
 }
 
 }  // namespace
+
+void markJsonArray(lua_State* L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kArrayMetaKey) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "trellis.json.array");
+    lua_setfield(L, -2, "__metatable");  // scripts can neither read nor replace it
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kArrayMetaKey);
+  }
+  lua_setmetatable(L, idx);
+}
+
+int jsonArray(lua_State* L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    if (lua_getmetatable(L, 1) && !isMarkedArray(L, 1)) {
+      return luaL_argerror(L, 1, "the table already has a metatable");
+    }
+    lua_settop(L, 1);
+  }
+  markJsonArray(L, 1);
+  return 1;
+}
 
 int jsonEncode(lua_State* L) {
   lua_settop(L, 1);

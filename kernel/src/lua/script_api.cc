@@ -328,6 +328,7 @@ int kvList(lua_State* L) {
   if (s != TRELLIS_OK) return pushFailure(L, c, s);
   const auto& entries = c->ts->entries;
   lua_createtable(L, static_cast<int>(entries.size()), 0);
+  markJsonArray(L, -1);  // an empty listing is sent as [], not {}
   for (size_t i = 0; i < entries.size(); ++i) {
     lua_createtable(L, 0, 3);
     lua_pushlstring(L, entries[i].key.data(), entries[i].key.size());
@@ -440,7 +441,8 @@ const luaL_Reg kKv[] = {
 const luaL_Reg kEvents[] = {{"publish", publish}, {nullptr, nullptr}};
 const luaL_Reg kMetrics[] = {{"record", record}, {nullptr, nullptr}};
 const luaL_Reg kClock[] = {{"unix_ms", unixMs}, {"monotonic_ns", monotonicNs}, {nullptr, nullptr}};
-const luaL_Reg kJson[] = {{"encode", jsonEncode}, {"decode", jsonDecode}, {nullptr, nullptr}};
+const luaL_Reg kJson[] = {
+    {"encode", jsonEncode}, {"decode", jsonDecode}, {"array", jsonArray}, {nullptr, nullptr}};
 const luaL_Reg kKeys[] = {{"list", keysList},
                           {"create", keysCreate},
                           {"rotate", keysRotate},

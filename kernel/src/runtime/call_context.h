@@ -38,7 +38,8 @@ const trellis_host_api* hostApi();
 struct trellis_ctx {
   trellis::kernel::runtime::PluginInstance* plugin = nullptr;
   const trellis::tenants::TenantView* tenant = nullptr;  // null outside tenant calls
-  std::string_view principal;  // id of the key that made the request; "" otherwise
+  std::string_view principal;   // id of the key that made the request; "" otherwise
+  std::string_view request_id;  // of the request being handled; "" otherwise
   trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
   std::string error;  // last message from host->set_error
   // Per-request quota on host calls (tenant's max_host_calls); see admitCall().

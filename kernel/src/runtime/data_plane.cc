@@ -240,10 +240,22 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
                                  std::string_view principal, const http::Request& req,
                                  const http::RouteMatch& match, std::string_view path,
                                  std::string_view query, const std::string& request_id) {
+  // A path parameter that does not decode (a bad %xx, or an encoded NUL, which C code
+  // would truncate at) is the client's mistake: 400 before any plugin sees it.
+  for (const auto& [name, raw] : match.params) {
+    if (http::percentDecode(raw)) continue;
+    auto res = http::problem(400, "Bad Request",
+                             "path parameter " + std::string(name) +
+                                 " is not valid percent-encoding or holds a NUL byte",
+                             {{"request_id", request_id}}, &req);
+    res.set("X-Request-Id", request_id);
+    return res;
+  }
   trellis_ctx ctx;
   ctx.plugin = target.plugin;
   ctx.tenant = &tenant;
   ctx.principal = principal;
+  ctx.request_id = request_id;
   ctx.phase = Phase::kRequest;
   ctx.max_host_calls = tenant.quotas.max_host_calls.value_or(UINT64_MAX);
   trellis_request request;
@@ -280,10 +292,13 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     return res;
   }
   unsigned code = httpStatusFor(status);
-  spdlog::error("plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(), tenant.id,
-                request_id, target.method, target.pattern,
-                statusCodeName(static_cast<StatusCode>(status)),
-                ctx.error.empty() ? "" : ": " + ctx.error);
+  // A 4xx is the client's doing (an unknown item, a refused input): worth a line, not an
+  // error an operator is paged for.
+  spdlog::log(code < 500 ? spdlog::level::info : spdlog::level::err,
+              "plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(), tenant.id,
+              request_id, target.method, target.pattern,
+              statusCodeName(static_cast<StatusCode>(status)),
+              ctx.error.empty() ? "" : ": " + ctx.error);
   // The plugin's message may hold internals: it goes to the log, never to the client.
   auto res = http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)),
                            "the plugin " + target.plugin->id() + " could not handle the request",

@@ -13,6 +13,7 @@
 #include "runtime/call_context.h"
 #include "runtime/self_service.h"
 #include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 
@@ -589,6 +590,30 @@ trellis_status lastError(const trellis_ctx* c, trellis_str* out) {
   return TRELLIS_OK;
 }
 
+trellis_status resProblem(const trellis_ctx* c, trellis_response* res, int32_t status,
+                          trellis_str detail) {
+  constexpr size_t kMaxDetailBytes = 4096;
+  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
+  if (!liveRes(c, res)) return TRELLIS_INVALID;
+  if (status < 400 || status > 599) {
+    return fail(live(c), Status::invalid("a problem's status must be 400 to 599, not " +
+                                         std::to_string(status)));
+  }
+  const std::string_view d = view(detail);
+  if (d.size() > kMaxDetailBytes) {  // invalid UTF-8 is replaced when the body is written
+    return fail(live(c), Status::invalid("a problem's detail must be at most 4096 bytes"));
+  }
+  namespace bhttp = boost::beast::http;
+  const auto code = static_cast<unsigned>(status);
+  const unsigned version = res->http.version();
+  const bool keep_alive = res->http.keep_alive();
+  res->http = http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), d,
+                            {{"request_id", std::string(live(c)->request_id)}});
+  res->http.version(version);
+  res->http.keep_alive(keep_alive);
+  return TRELLIS_OK;
+}
+
 constexpr trellis_host_api kHostApi = {
     sizeof(trellis_host_api),
     TRELLIS_ABI_MAJOR,
@@ -629,6 +654,7 @@ constexpr trellis_host_api kHostApi = {
     tenantKeyRotate,
     tenantKeyRevoke,
     lastError,
+    resProblem,
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "runtime/call_context.h"
 #include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/plugin/install_lock.h"
 #include "trellis/kernel/plugin/resolver.h"
 #include "trellis/tenants/identity.h"
 
@@ -24,9 +25,17 @@ struct Candidate {
   fs::path dir;
 };
 
+// Which installed folders discover() offers.
+enum class Installed {
+  kLocked,  // what each folder's plugins.lock names: what serves at start
+  kAny,     // any complete folder: an admin activating an exact version
+};
+
 // Every plugin folder (a directory holding trellis-plugin.json) directly below `dirs`.
+// Hidden folders are never offered: the installer extracts and deletes under such names.
 std::map<std::string, std::vector<Candidate>> discover(const std::vector<fs::path>& dirs,
-                                                       std::vector<BrokenPackage>& broken) {
+                                                       std::vector<BrokenPackage>& broken,
+                                                       Installed which = Installed::kLocked) {
   std::map<std::string, std::vector<Candidate>> found;
   for (const auto& dir : dirs) {
     std::error_code ec;
@@ -34,8 +43,14 @@ std::map<std::string, std::vector<Candidate>> discover(const std::vector<fs::pat
       spdlog::warn("plugin directory {} does not exist", dir.string());
       continue;
     }
+    auto lock = plugin::readInstallLock(dir);
+    if (!lock) {  // fail closed: nothing of this folder is served on a guess
+      broken.push_back({dir, lock.status().message() + "; no plugin in this folder is loaded"});
+      continue;
+    }
     std::vector<fs::path> subdirs;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().filename().string().front() == '.') continue;
       if (entry.is_directory() && fs::exists(entry.path() / kManifestFile)) {
         subdirs.push_back(entry.path());
       }
@@ -46,6 +61,12 @@ std::map<std::string, std::vector<Candidate>> discover(const std::vector<fs::pat
       if (!manifest) {
         broken.push_back({sub, manifest.status().message()});
         continue;
+      }
+      if (which == Installed::kLocked) {
+        if (auto why = lock->refusal(manifest->id, sub.filename().string())) {
+          spdlog::info("plugin folder {} is not served: {}", sub.string(), *why);
+          continue;
+        }
       }
       found[manifest->id].push_back({std::move(*manifest), sub});
     }
@@ -367,7 +388,9 @@ Result<PluginManager::Activation> PluginManager::activate(
     const std::string& id, ActiveRoutes& routes, std::chrono::milliseconds drain,
     const std::optional<plugin::Version>& wanted) {
   std::vector<BrokenPackage> broken;
-  auto found = discover(dirs_, broken);
+  // An exact version is the admin's (or the installer's) instruction; otherwise what the
+  // lock names, as at start.
+  auto found = discover(dirs_, broken, wanted ? Installed::kAny : Installed::kLocked);
   auto it = found.find(id);
   if (it == found.end()) {
     std::string why = id + " is not installed in any plugin folder";

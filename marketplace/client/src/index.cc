@@ -773,6 +773,25 @@ Result<PublicKey> VerifiedIndex::signingKey(std::string_view id, std::string_vie
                                   ", which is not a publisher key of namespace " + ns);
 }
 
+Status VerifiedIndex::verifyArchiveBytes(std::string_view id, std::string_view version,
+                                         std::string_view bytes) const {
+  auto record = find(id, version);
+  if (!record) return record.status();
+  if (bytes.size() != record->length) {
+    return Status::invalid(std::string(id) + " " + std::string(version) + ": the downloaded " +
+                           "archive is " + std::to_string(bytes.size()) +
+                           " bytes but the index names " + std::to_string(record->length));
+  }
+  const std::string got = sha256Hex(bytes);
+  if (got != record->sha256) {
+    return Status::invalid(std::string(id) + " " + std::string(version) +
+                           ": the downloaded archive is not the one the index names "
+                           "(expected sha256 " +
+                           record->sha256 + ", got " + got + ")");
+  }
+  return Status::ok();
+}
+
 Status VerifiedIndex::verifyPackage(std::string_view id, std::string_view version,
                                     const PackageArchive& pkg) const {
   auto record = find(id, version);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <set>
+#include <tuple>
 
 namespace trellis::marketplace {
 namespace {
@@ -203,10 +204,26 @@ Result<ZipReader> ZipReader::open(std::string archive, const ZipLimits& limits) 
       return bad("entry " + shown + " points at a damaged local header");
     }
     uint16_t local_name_len = le16(b, local + 26), local_extra_len = le16(b, local + 28);
-    if (le16(b, local + 8) != e.method ||
-        uint64_t(local) + kLocalHeaderSize + local_name_len > cd_offset ||
+    if (uint64_t(local) + kLocalHeaderSize + local_name_len > cd_offset ||
         b.substr(local + kLocalHeaderSize, local_name_len) != e.name) {
       return bad("entry " + shown + ": local header disagrees with the central directory");
+    }
+    // Another reader (an unzip tool, a later version of this one) may go by the local
+    // header: it must say exactly what the central directory says. Packages never need a
+    // data descriptor, whose zeroed local fields would let the two disagree.
+    for (auto [field, local_value, central_value] :
+         {std::tuple<const char*, uint32_t, uint32_t>{"flags", le16(b, local + 6), flags},
+          {"compression method", le16(b, local + 8), e.method},
+          {"CRC-32", le32(b, local + 14), e.crc32},
+          {"compressed size", le32(b, local + 18), uint32_t(e.compressed_size)},
+          {"uncompressed size", le32(b, local + 22), uint32_t(e.uncompressed_size)}}) {
+      if (local_value != central_value) {
+        return bad("entry " + shown +
+                   ": the local header and the central directory disagree "
+                   "on the " +
+                   field + " (local " + std::to_string(local_value) + ", central " +
+                   std::to_string(central_value) + ")");
+      }
     }
     e.header_offset = local;
     e.data_offset = uint64_t(local) + kLocalHeaderSize + local_name_len + local_extra_len;

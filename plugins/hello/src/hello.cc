@@ -45,10 +45,7 @@ class Hello : public trellis::Plugin {
                         trellis::Response& res) {
     std::string_view name = req.pathParam("name").value_or("");
     if (name.empty() || name.size() > kMaxNameBytes || !isPrintableAscii(name)) {
-      if (auto s = res.status(400); !s) return s;
-      if (auto s = res.header("Content-Type", "application/problem+json"); !s) return s;
-      return res.body(R"({"type":"about:blank","title":"Bad Request","status":400,)"
-                      R"("detail":"name must be 1-64 printable ASCII characters"})");
+      return res.problem(400, "name must be 1-64 printable ASCII characters");
     }
     auto visits = countVisit(ctx, name);
     if (!visits) return visits.status();

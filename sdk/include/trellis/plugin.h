@@ -146,8 +146,10 @@ typedef uint32_t trellis_metric_id;
 /* Route handler. THREADING: called concurrently from several host threads, for several
  * tenants; routes listed as blocking in the manifest run on the host's blocking pool,
  * the others on an event-loop thread and must not block. `user` is the pointer given to
- * route_add. Returning non-OK without setting a status makes the host answer 500
- * problem+json; the plugin's message (host->set_error) is logged, never sent. */
+ * route_add. Returning non-OK makes the host answer problem+json with the status's HTTP
+ * code (INVALID 400, NOT_FOUND 404, PERMISSION_DENIED 403, CONFLICT 409, others 5xx);
+ * the plugin's message (host->set_error) is logged (as an error for 5xx only), never sent.
+ * To give the client a detail, or any 4xx/5xx such as 413, use host->res_problem. */
 typedef trellis_status (*trellis_handler_fn)(void* user, const trellis_ctx* ctx,
                                              const trellis_request* req, trellis_response* res);
 
@@ -308,6 +310,17 @@ typedef struct trellis_host_api {
    * until the next host call on this ctx. Messages are meant for the tenant and operator
    * (they name the quota, key or field at fault) and never hold secrets. */
   trellis_status (*last_error)(const trellis_ctx* ctx, trellis_str* out);
+
+  /* -- errors the client may read --------------------------------------------------- */
+  /* Replaces the response with an RFC 9457 problem (application/problem+json): HTTP
+   * status `http_status` (400-599), its standard title, `detail` (copied; UTF-8, at most
+   * 4096 bytes) and the host's request_id. Return TRELLIS_OK from the handler after it:
+   * the answer is then the plugin's, and no error is logged. `detail` is shown to the
+   * client, so it must hold no internals or secrets (those go to host->set_error).
+   * INVALID for a status outside 400-599 or a longer detail.
+   * Request handlers only. Check TRELLIS_HOST_HAS(host, res_problem) first. */
+  trellis_status (*res_problem)(const trellis_ctx* ctx, trellis_response* res, int32_t http_status,
+                                trellis_str detail);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

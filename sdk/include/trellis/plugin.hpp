@@ -164,6 +164,15 @@ class Response {
     if (auto s = header("Content-Type", "application/json"); !s) return s;
     return body(body_json);
   }
+  // Answers with an RFC 9457 problem: `code` (400-599) and `client_detail`, which the
+  // client reads (no internals). Return its Status from the handler: no error is logged.
+  Status problem(int code, std::string_view client_detail) {
+    if (!TRELLIS_HOST_HAS(host_, res_problem)) {  // a host older than this slot
+      return Status::unimplemented("the host has no res_problem");
+    }
+    return detail::fromC(host_, ctx_, host_->res_problem(ctx_, res_, code, toStr(client_detail)),
+                         "cannot answer with a problem");
+  }
 
  private:
   const trellis_host_api* host_;

@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "trellis/marketplace/canonical_json.h"
 
@@ -52,6 +54,38 @@ Status writeNewFile(const fs::path& file, std::string_view content) {
   return Status::ok();
 }
 
+std::string listed(std::vector<std::string> items) {
+  std::sort(items.begin(), items.end());
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return "[" + out + "]";
+}
+
+std::string listed(const std::map<std::string, std::string>& deps) {
+  std::vector<std::string> items;
+  for (const auto& [id, range] : deps) items.push_back(id + " " + range);
+  return listed(std::move(items));
+}
+
+// The plan, the confirmation and the on_plugin_install policy saw the index's summary of
+// the package; the publisher signed the manifest. A registry (or a stolen index key) that
+// summarises a package as asking for less than it does is caught here.
+Status agreesWithIndex(const kernel::plugin::Manifest& m, const marketplace::PackageRecord& rec) {
+  std::map<std::string, std::string> deps;
+  for (const auto& d : m.dependencies) deps[d.id] = d.range.text();
+  if (deps != rec.dependencies) {
+    return Status::invalid("the signed manifest names dependencies " + listed(deps) +
+                           " but the index lists " + listed(rec.dependencies) +
+                           "; refusing a package the index misdescribes");
+  }
+  if (listed(m.capabilities) != listed(rec.capabilities)) {
+    return Status::invalid("the signed manifest asks for capabilities " + listed(m.capabilities) +
+                           " but the index lists " + listed(rec.capabilities) +
+                           "; refusing a package the index misdescribes");
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 namespace {
@@ -77,6 +111,10 @@ Result<FetchedPackage> verifyBytes(const marketplace::VerifiedIndex& index,
                                    const std::string& version, std::string bytes,
                                    const marketplace::ZipLimits& limits) {
   const std::string what = id + "@" + version;
+  // Hashed before parsing: the zip reader only ever sees bytes the signed index vouches for.
+  if (Status s = index.verifyArchiveBytes(id, version, bytes); !s) {
+    return Status(s.code(), what + ": " + s.message());
+  }
   auto archive = PackageArchive::fromBytes(std::move(bytes), limits);
   if (!archive) {
     return Status(archive.status().code(),
@@ -89,6 +127,8 @@ Result<FetchedPackage> verifyBytes(const marketplace::VerifiedIndex& index,
   if (!manifest) {
     return Status::invalid(what + ": trellis-plugin.json: " + manifest.status().message());
   }
+  if (Status s = agreesWithIndex(*manifest, record); !s)
+    return Status(s.code(), what + ": " + s.message());
   return FetchedPackage{id, version, std::move(record), std::move(*archive), std::move(*manifest)};
 }
 
@@ -117,47 +157,6 @@ Result<FetchedPackage> fetchVerified(const Source& source, const marketplace::Ve
     return Status::invalid(id + "@" + version + " cannot run here: it " + *why);
   }
   return pkg;
-}
-
-Result<std::vector<fs::path>> writePackages(const fs::path& plugin_dir,
-                                            const std::vector<const FetchedPackage*>& packages) {
-  std::error_code ec;
-  fs::create_directories(plugin_dir, ec);
-  if (ec) return Status::unavailable(plugin_dir.string() + ": cannot create: " + ec.message());
-  std::vector<fs::path> written;
-  for (const FetchedPackage* p : packages) {
-    // Folder names come from the index: only a plugin id and a semantic version, so they
-    // can never name a path outside the plugin folder.
-    if (!kernel::plugin::isValidPluginId(p->id) || !kernel::plugin::Version::parse(p->version)) {
-      for (const auto& dir : written) (void)removePackageDir(dir);
-      return Status::invalid("\"" + p->id + "@" + p->version + "\" is not a plugin id and version");
-    }
-    const fs::path dest = plugin_dir / packageDirName(p->id, p->version);
-    Status s = fs::exists(dest, ec) ? Status::conflict(dest.string() + " already exists")
-                                    : p->archive.extractTo(dest);
-    if (!s) {
-      for (const auto& dir : written) (void)removePackageDir(dir);
-      return Status(s.code(), p->id + "@" + p->version + ": " + s.message());
-    }
-    written.push_back(dest);
-  }
-  return written;
-}
-
-Status removePackageDir(const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) return Status::ok();
-  auto aside = tempDirBeside(dir);
-  if (!aside) return aside.status();
-  const fs::path target = *aside / "old";
-  if (::rename(dir.c_str(), target.c_str()) != 0) {
-    int e = errno;
-    fs::remove_all(*aside, ec);
-    return Status::unavailable(dir.string() + ": cannot move aside: " + errnoText(e));
-  }
-  fs::remove_all(*aside, ec);
-  if (ec) return Status::unavailable(aside->string() + ": cannot remove: " + ec.message());
-  return Status::ok();
 }
 
 Result<MirrorReport> exportMirror(const Source& source, const marketplace::VerifiedIndex& index,

@@ -1,10 +1,9 @@
-// The steps of an install that touch archives and the plugin folder. Everything is
-// downloaded and verified first (fetchVerified); only then is anything written
-// (writePackages), and that is all or nothing.
+// The steps of an install that touch archives. Everything is downloaded and verified first
+// (fetchVerified); only then is anything written, as transaction.h describes.
 //
 //   auto pkg = fetchVerified(*source, index, planned, thisHost(), progress);
 //   if (!pkg) refuse(pkg.status());          // nothing written
-//   auto dirs = writePackages(plugin_dir, packages);
+//   auto staged = stagePackages(plugin_dir, packages);   // transaction.h
 #pragma once
 
 #include <filesystem>
@@ -42,15 +41,6 @@ Result<FetchedPackage> fetchVerified(const Source& source, const marketplace::Ve
                                      const std::string& id, const std::string& version,
                                      const HostFacts& host, const ProgressFn& progress = {},
                                      const marketplace::ZipLimits& limits = {});
-
-// Extracts each package to plugin_dir/<id as ns.name>@<version>, refusing a folder that
-// already exists. All or nothing: on a failure the folders extracted so far are removed.
-Result<std::vector<std::filesystem::path>> writePackages(
-    const std::filesystem::path& plugin_dir, const std::vector<const FetchedPackage*>& packages);
-
-// Removes a plugin folder; it is renamed aside first, so trellisd never discovers half a
-// folder.
-Status removePackageDir(const std::filesystem::path& dir);
 
 struct MirrorReport {
   size_t archives = 0;

@@ -1,5 +1,6 @@
 #include "cli/install/lock_file.h"
 
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Stringifier.h>
 
@@ -30,6 +31,16 @@ std::string packageDirName(const std::string& id, const std::string& version) {
   std::string dir = id;
   dir[dir.find('/')] = '.';
   return dir + "@" + version;
+}
+
+bool isPackageDirName(const std::string& dir) {
+  const size_t at = dir.find('@'), dot = dir.find('.');
+  if (at == std::string::npos || dot == std::string::npos || dot > at) return false;
+  std::string id = dir.substr(0, at);
+  id[dot] = '/';
+  const std::string version = dir.substr(at + 1);
+  return kernel::plugin::isValidPluginId(id) && kernel::plugin::Version::parse(version) &&
+         packageDirName(id, version) == dir;
 }
 
 Result<LockFile> LockFile::load(const fs::path& file) {
@@ -74,6 +85,16 @@ Result<LockFile> LockFile::load(const fs::path& file) {
       }
       lock.packages[id] = std::move(lp);
     }
+    if (auto pending = root->getArray("pending")) {
+      for (size_t i = 0; i < pending->size(); ++i) {
+        const std::string dir = pending->getElement<std::string>(static_cast<unsigned>(i));
+        if (!isPackageDirName(dir)) {
+          return Status::invalid(file.string() + ": pending \"" + dir +
+                                 "\" is not a package folder name");
+        }
+        lock.pending.push_back(dir);
+      }
+    }
   } catch (const std::exception& e) {
     return Status::invalid(file.string() + ": " + e.what());
   }
@@ -98,6 +119,11 @@ Status LockFile::save(const fs::path& file) const {
   Object root;
   root.set("schema", 1);
   root.set("packages", packages);
+  if (!pending.empty()) {
+    Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
+    for (const auto& dir : pending) list->add(dir);
+    root.set("pending", list);
+  }
   std::ostringstream out;
   root.stringify(out, 2);
   out << "\n";

@@ -8,6 +8,10 @@
 //     "dependencies": {"acme/db": "^1.0.0"}}}}
 //
 // Written atomically (temp file + rename), so a crash leaves the old lock or the new one.
+// The lock is the commit point of every change to the plugin folder: before a folder is
+// moved in or deleted, it is listed in "pending"; a pending folder the lock's packages do
+// not name is not installed (trellisd skips it, the next run deletes it), and one they name
+// is. So the lock alone says what is installed, whenever the installer is interrupted.
 #pragma once
 
 #include <filesystem>
@@ -34,6 +38,8 @@ struct LockedPackage {
 
 struct LockFile {
   std::map<std::string, LockedPackage> packages;
+  // Folders (names inside the plugin folder) an unfinished change may have left.
+  std::vector<std::string> pending;
 
   // A missing file is an empty lock; a malformed one is INVALID naming the file.
   static Result<LockFile> load(const std::filesystem::path& file);
@@ -53,5 +59,7 @@ Status checkPublisherRoots(const marketplace::Index& index, const LockFile& lock
 
 // "acme.hello@1.2.0": the folder a package is extracted to (ids hold no '.' or '@').
 std::string packageDirName(const std::string& id, const std::string& version);
+// Whether `dir` is such a name (so it can never name a path outside the plugin folder).
+bool isPackageDirName(const std::string& dir);
 
 }  // namespace trellis::cli::install

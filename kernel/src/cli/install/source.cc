@@ -6,12 +6,18 @@
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/URI.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <istream>
+#include <mutex>
+#include <thread>
 
 namespace trellis::cli::install {
 namespace fs = std::filesystem;
@@ -72,10 +78,47 @@ class DirectorySource final : public Source {
   fs::path dir_;
 };
 
+// Shuts a connected socket down when a fetch outlives its deadline: that wakes a read
+// blocked inside Poco, which then fails, and the fetch reports the deadline.
+class Deadline {
+ public:
+  explicit Deadline(std::chrono::milliseconds budget)
+      : at_(std::chrono::steady_clock::now() + budget) {}
+  ~Deadline() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (watcher_.joinable()) watcher_.join();
+  }
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+
+  // From now on, `fd` (which must outlive this object) is cut at the deadline.
+  void watch(int fd) {
+    watcher_ = std::thread([this, fd] {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_until(lock, at_, [this] { return done_; })) return;
+      expired_ = true;
+      ::shutdown(fd, SHUT_RDWR);
+    });
+  }
+  bool expired() const { return expired_; }  // the socket was cut
+
+ private:
+  const std::chrono::steady_clock::time_point at_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::atomic<bool> expired_{false};
+  std::thread watcher_;
+};
+
 class HttpSource final : public Source {
  public:
-  HttpSource(Poco::URI uri, bool registry, std::string key)
-      : uri_(std::move(uri)), registry_(registry), key_(std::move(key)) {}
+  HttpSource(Poco::URI uri, bool registry, std::string key, HttpTimeouts timeouts)
+      : uri_(std::move(uri)), registry_(registry), key_(std::move(key)), timeouts_(timeouts) {}
 
   Result<std::string> fetch(const std::string& logical, uint64_t max_bytes,
                             const ProgressFn& progress) const override {
@@ -90,13 +133,22 @@ class HttpSource final : public Source {
     std::string base = uri_.getPath();
     if (base.empty() || base.back() != '/') base += '/';
     const std::string what = uri_.toString() + (uri_.getPath().empty() ? "/" : "") + path;
+    Poco::Net::HTTPClientSession session(uri_.getHost(), uri_.getPort());
+    Deadline deadline(timeouts_.total);  // destroyed first: it stops watching the socket
+    auto late = [&] {
+      return Status::unavailable(
+          what + ": did not finish within " + std::to_string(timeouts_.total.count() / 1000) +
+          " s (the download deadline; --download-timeout SECONDS changes it)");
+    };
     try {
-      Poco::Net::HTTPClientSession session(uri_.getHost(), uri_.getPort());
-      session.setTimeout(Poco::Timespan(30, 0));
+      const auto read_timeout = Poco::Timespan(std::min(timeouts_.read, timeouts_.total).count() *
+                                               Poco::Timespan::MILLISECONDS);
+      session.setTimeout(read_timeout, read_timeout, read_timeout);
       Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, base + path,
                                  Poco::Net::HTTPMessage::HTTP_1_1);
       if (!key_.empty()) req.set("Authorization", "Bearer " + key_);
       session.sendRequest(req);
+      deadline.watch(session.socket().impl()->sockfd());
       Poco::Net::HTTPResponse res;
       std::istream& in = session.receiveResponse(res);
       if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_NOT_FOUND) {
@@ -119,13 +171,21 @@ class HttpSource final : public Source {
       if (has_length && static_cast<uint64_t>(length) > max_bytes) {
         return Status::invalid(tooLarge(what, max_bytes));
       }
-      return readCapped(what, max_bytes, has_length ? static_cast<uint64_t>(length) : 0, progress,
-                        [&in](char* b, size_t n) {
-                          in.read(b, static_cast<std::streamsize>(n));
-                          if (in.bad()) return -1L;
-                          return static_cast<long>(in.gcount());
-                        });
+      auto body = readCapped(what, max_bytes, has_length ? static_cast<uint64_t>(length) : 0,
+                             progress, [&in](char* b, size_t n) {
+                               in.read(b, static_cast<std::streamsize>(n));
+                               if (in.bad()) return -1L;
+                               return static_cast<long>(in.gcount());
+                             });
+      if (deadline.expired()) return late();
+      if (body && has_length && body->size() != static_cast<uint64_t>(length)) {
+        return Status::unavailable(what + ": the connection closed after " +
+                                   std::to_string(body->size()) + " of " + std::to_string(length) +
+                                   " bytes");
+      }
+      return body;
     } catch (const Poco::Exception& e) {
+      if (deadline.expired()) return late();
       return Status::unavailable(what + ": " + e.displayText());
     }
   }
@@ -137,6 +197,7 @@ class HttpSource final : public Source {
   Poco::URI uri_;
   bool registry_;
   std::string key_;
+  HttpTimeouts timeouts_;
 };
 
 Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) {
@@ -164,13 +225,16 @@ std::unique_ptr<Source> directorySource(fs::path dir) {
   return std::make_unique<DirectorySource>(std::move(dir));
 }
 
-Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url) {
+Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url,
+                                                 const HttpTimeouts& timeouts) {
   auto uri = parseHttpUrl("--from", url);
   if (!uri) return uri.status();
-  return std::unique_ptr<Source>(std::make_unique<HttpSource>(std::move(*uri), false, ""));
+  return std::unique_ptr<Source>(
+      std::make_unique<HttpSource>(std::move(*uri), false, "", timeouts));
 }
 
-Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key) {
+Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key,
+                                               const HttpTimeouts& timeouts) {
   auto uri = parseHttpUrl("--registry", url);
   if (!uri) return uri.status();
   std::string path = uri->getPath();
@@ -180,7 +244,7 @@ Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::stri
     uri->setPath(path + api);
   }
   return std::unique_ptr<Source>(
-      std::make_unique<HttpSource>(std::move(*uri), true, std::move(key)));
+      std::make_unique<HttpSource>(std::move(*uri), true, std::move(key), timeouts));
 }
 
 }  // namespace trellis::cli::install

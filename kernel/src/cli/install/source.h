@@ -18,6 +18,7 @@
 //   auto bytes = (*src)->fetch("timestamp.json", 64 << 10);
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -49,11 +50,21 @@ std::string archivePath(std::string_view id, std::string_view version);
 
 // A mirror folder.
 std::unique_ptr<Source> directorySource(std::filesystem::path dir);
+// How long an HTTP fetch may take. `read` bounds each wait for bytes (and the connect);
+// `total` bounds the whole fetch, headers included, so a server that trickles a byte now
+// and then cannot hold an install forever.
+struct HttpTimeouts {
+  std::chrono::milliseconds read = std::chrono::seconds(30);
+  std::chrono::milliseconds total = std::chrono::minutes(10);
+};
+
 // A mirror folder behind a static web server at an http:// URL (a path prefix is kept).
 // INVALID for other schemes.
-Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url);
+Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url,
+                                                 const HttpTimeouts& timeouts = {});
 // A Trellis registry: `url` is its trellisd (http://host:port, "/registry/v1" is added
 // unless the path already ends so); `key` is the registry tenant's key (never logged).
-Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key);
+Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key,
+                                               const HttpTimeouts& timeouts = {});
 
 }  // namespace trellis::cli::install

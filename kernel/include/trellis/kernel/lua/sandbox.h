@@ -197,9 +197,16 @@ class Sandbox {
 
 // JSON for scripts; lua_CFunctions to register with addLibrary().
 //   json_encode(value) -> string: tables with keys 1..n are arrays, others need string keys;
-//                                 an empty table is {}; functions, NaN and cycles are errors
-//   json_decode(text)  -> value:  null becomes nil; depth is limited to 100
+//                                 an empty table is {} unless marked as an array: then []
+//                                 functions, NaN and cycles are errors
+//   json_decode(text)  -> value:  null becomes nil; arrays come back marked (so [] stays
+//                                 []); depth is limited to 100
+//   json_array([t])    -> t:      marks t (or a new table) as an array
 int jsonEncode(lua_State* L);
 int jsonDecode(lua_State* L);
+int jsonArray(lua_State* L);
+// Marks the table at `idx` as a JSON array (for lists the host hands to scripts). May
+// raise a Lua memory error.
+void markJsonArray(lua_State* L, int idx);
 
 }  // namespace trellis::kernel::lua

@@ -151,6 +151,10 @@ class VerifiedIndex {
   // verified chain, not revoked before the package was published. PERMISSION_DENIED says
   // why not (unknown key, revoked).
   Result<PublicKey> signingKey(std::string_view id, std::string_view version) const;
+  // Raw downloaded bytes are the archive the index names (same length and SHA-256). Run it
+  // before any parsing, so only bytes the index vouches for reach the zip reader.
+  Status verifyArchiveBytes(std::string_view id, std::string_view version,
+                            std::string_view bytes) const;
   // A downloaded archive is the one the index names: same SHA-256 and length, same id
   // and version inside, signed by signingKey(), every file intact.
   Status verifyPackage(std::string_view id, std::string_view version,
