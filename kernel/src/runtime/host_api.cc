@@ -15,6 +15,7 @@
 #include "services/calls/service_abi.h"
 #include "services/core/handle_abi.h"
 #include "services/core/host_call.h"
+#include "services/jobs/job_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
@@ -528,10 +529,8 @@ constexpr trellis_host_api kHostApi = {
     tenantKeyCreate, tenantKeyRotate, tenantKeyRevoke, lastError,
     // ABI 1.2: each slot forwards to its service under kernel/src/services/<name>/.
     services::handleClose, services::ctxTrace, services::serviceProvide, services::serviceCall,
-    services::serviceReply, services::ctxCaller,
-    nullptr,  // job_handler
-    nullptr,  // job_schedule
-    nullptr,  // job_cancel
+    services::serviceReply, services::ctxCaller, services::jobHandler, services::jobSchedule,
+    services::jobCancel,
     nullptr,  // http_send (services/egress)
     nullptr,  // http_response_status
     nullptr,  // http_response_headers
