@@ -45,7 +45,7 @@ class ServicesTest : public ::testing::Test {
       config.insert(config.find(globex) + globex.size(), tenants_extra);
     }
     server_ = std::make_unique<TrellisdProcess>(config);
-    for (const char* name : {"svc-a", "svc-b", "needs-svc"}) install(name);
+    for (const char* name : {"svc-a", "svc-b", "needs-svc", "svc-lua"}) install(name);
     ASSERT_TRUE(server_->start()) << server_->log();
   }
   void install(const std::string& fixture) {
@@ -224,6 +224,31 @@ TEST_F(ServicesTest, ForeignOrReleasedHandlesAreInvalid) {
   auto bogus = request(server_->port(), "POST", "/svc-a/handle-close/12345", kAcme);
   EXPECT_EQ(bogus.status, 200);
   EXPECT_THAT(bogus.body, StartsWith("INVALID: handle 12345 is not open for this plugin"));
+}
+
+TEST_F(ServicesTest, LuaPluginsProvideAndCallServicesAndRunJobs) {
+  startWith("", "    - id: fixture/svc-a\n    - id: fixture/svc-b\n    - id: fixture/svc-lua\n");
+  EXPECT_EQ(call("svc-lua", "echo", "ping").body, "lua:ping");
+  EXPECT_THAT(call("svc-lua", "whoami", "", kGlobex).body,
+              MatchesRegex("globex 00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]"));
+  auto failed = call("svc-lua", "fail");
+  EXPECT_EQ(failed.status, 502);
+  EXPECT_EQ(failed.body, "INTERNAL: service svc-lua.fail: lua says no");
+
+  auto from_lua = request(server_->port(), "POST", "/svc-lua/call/svc-b/echo", kAcme, "hi");
+  EXPECT_EQ(from_lua.status, 200) << from_lua.body;
+  EXPECT_EQ(from_lua.body, "hi");
+  auto ungranted = request(server_->port(), "POST", "/svc-lua/call/svc-z/echo", kAcme, "hi");
+  EXPECT_EQ(ungranted.body, "capability \"service:svc-z\" was not requested in the manifest");
+
+  ASSERT_EQ(request(server_->port(), "POST", "/svc-lua/job/j1", kAcme).body, "OK");
+  std::string runs;
+  for (int i = 0; i < 100; ++i) {
+    runs = request(server_->port(), "GET", "/svc-lua/job/j1", kAcme).body;
+    if (runs.starts_with("1 ")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_THAT(runs, MatchesRegex("1 00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]")) << server_->log();
 }
 
 // sdk/examples/sequence-c as shipped: a provider and a consumer that also schedules jobs.
