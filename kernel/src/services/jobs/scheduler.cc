@@ -191,6 +191,7 @@ void JobScheduler::fire(const JobKey& key) {
   it->second.state = JobState::kScheduled;
   it->second.next_run_ms = unixMs() + kPoolFullRetryMs;
   arm(it->second);
+  wake_.notify_all();
 }
 
 void JobScheduler::run(const JobKey& key) {
@@ -276,6 +277,7 @@ void JobScheduler::finish(const JobKey& key, int64_t started_ms, Status outcome)
       }
       persist(job);
       arm(job);
+      wake_.notify_all();
       return;
     }
   } else {
@@ -301,6 +303,7 @@ void JobScheduler::finish(const JobKey& key, int64_t started_ms, Status outcome)
   }
   if (job.durable) persist(job);
   arm(job);
+  wake_.notify_all();  // the timer may be waiting with nothing armed
 }
 
 }  // namespace trellis::kernel::services
