@@ -218,7 +218,7 @@ typedef struct trellis_job_spec {
 
 /* Runs a job (registered with host->job_handler in on_init). THREADING: a host pool
  * thread, never an event loop; one run of a given job at a time. `ctx` carries the job's
- * tenant and a trace context of its own; `name` and `payload` are BORROWED. A non-OK
+ * tenant and a span of the trace that scheduled it; `name` and `payload` are BORROWED. A non-OK
  * status fails the run: durable jobs are retried with backoff, then dead-lettered. */
 typedef trellis_status (*trellis_job_fn)(void* user, const trellis_ctx* ctx, trellis_str name,
                                          trellis_str payload);
