@@ -58,6 +58,11 @@ const std::vector<std::vector<std::string>>& migrations() {
           "ALTER TABLE tenants ADD COLUMN max_api_keys BIGINT",
           "ALTER TABLE tenants ADD COLUMN max_key_ttl_seconds BIGINT",
           "ALTER TABLE tenant_plugins ADD COLUMN grants TEXT",
+      },
+      {
+          // ABI 1.2 jobs: the max_jobs quota.
+          "ALTER TABLE plans ADD COLUMN max_jobs BIGINT",
+          "ALTER TABLE tenants ADD COLUMN max_jobs BIGINT",
       }};
   return kMigrations;
 }

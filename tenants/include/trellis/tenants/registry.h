@@ -46,6 +46,8 @@ struct Quotas {
   // longest lifetime of a key it creates itself. Operators creating keys are not bound.
   std::optional<uint64_t> max_api_keys;
   std::optional<uint64_t> max_key_ttl_seconds;
+  // Scheduled jobs (ABI 1.2 job_schedule) a tenant may have at once, all plugins together.
+  std::optional<uint64_t> max_jobs;
 
   // Fields set in `overrides` replace ours.
   Quotas overlaidWith(const Quotas& overrides) const;
@@ -58,7 +60,7 @@ struct QuotaField {
   const char* name;
   std::optional<uint64_t> Quotas::*member;
 };
-inline constexpr std::array<QuotaField, 8> kQuotaFields{{
+inline constexpr std::array<QuotaField, 9> kQuotaFields{{
     {"requests_per_second", &Quotas::requests_per_second},
     {"burst", &Quotas::burst},
     {"max_concurrent", &Quotas::max_concurrent},
@@ -67,6 +69,7 @@ inline constexpr std::array<QuotaField, 8> kQuotaFields{{
     {"max_host_calls", &Quotas::max_host_calls},
     {"max_api_keys", &Quotas::max_api_keys},
     {"max_key_ttl_seconds", &Quotas::max_key_ttl_seconds},
+    {"max_jobs", &Quotas::max_jobs},
 }};
 
 struct Plan {
