@@ -27,6 +27,7 @@ class DataPlane : public http::RequestHandler {
             metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
             lua::PolicyEngine* policy = nullptr);
 
+  std::optional<http::Response> screen(const http::Request& req, const http::Peer& peer) override;
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:
