@@ -2,8 +2,8 @@
 # Installs the Debian 12 packages Trellis needs to build, test and (optionally) benchmark.
 # Idempotent: asks dpkg first and touches apt only when something is missing.
 #
-#   scripts/deps.sh              build + test dependencies
-#   scripts/deps.sh --bench      + nginx, its Lua module and wrk (bench/run.sh)
+#   scripts/deps.sh              build + test dependencies (nginx: the differential framing test)
+#   scripts/deps.sh --bench      + nginx's Lua module and wrk (bench/run.sh)
 #   scripts/deps.sh --postgres   + a local PostgreSQL server (PostgreSQL integration tests)
 #
 # Runs apt-get as root directly, otherwise through sudo. Nothing is downloaded outside apt.
@@ -15,13 +15,13 @@ packages=(
   build-essential cmake ninja-build pkg-config binutils curl ca-certificates
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format nginx
 )
 for arg in "$@"; do
   case "$arg" in
     # On Debian 12 the `nginx` package is the server itself (nginx-light only adds the echo
     # module); libnginx-mod-http-lua brings libnginx-mod-http-ndk and lua-resty-core.
-    --bench) packages+=(nginx libnginx-mod-http-lua wrk) ;;
+    --bench) packages+=(libnginx-mod-http-lua wrk) ;;
     --postgres) packages+=(postgresql) ;;
     -h | --help) usage; exit 0 ;;
     *) echo "deps.sh: unknown option '$arg'" >&2; usage >&2; exit 2 ;;
