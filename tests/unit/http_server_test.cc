@@ -609,6 +609,25 @@ TEST_F(HttpServerTest, TwoAuthorizationFieldsAre400) {
   EXPECT_EQ(handler_->calls.load(), 0);
 }
 
+// Each is read one way by some proxies and another way by others.
+TEST_F(HttpServerTest, ObsoleteLineFoldingAndRepeatedContentLengthAre400) {
+  startServer();
+  HttpReply fold = rawExchange(
+      port_, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n");
+  expectProblem(fold, 400);
+  EXPECT_EQ(detailOf(fold),
+            "obsolete line folding (a field line starting with whitespace) is not accepted");
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n"), 400);
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\n Host: t\r\n\r\n"), 400);
+  for (std::string lengths :
+       {"Content-Length: 3\r\nContent-Length: 3\r\n", "Content-Length: 3, 3\r\n"}) {
+    HttpReply r = rawExchange(port_, "POST /echo HTTP/1.1\r\nHost: t\r\n" + lengths + "\r\nabc");
+    expectProblem(r, 400);
+    EXPECT_EQ(detailOf(r), "more than one Content-Length value");
+  }
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
 // The handler's screen answers on the header alone: the body is never awaited, never
 // buffered, and no `100 Continue` invites it.
 TEST_F(HttpServerTest, ScreenRefusesBeforeTheBodyIsRead) {
