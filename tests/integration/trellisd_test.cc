@@ -470,6 +470,29 @@ TEST_F(TrellisdTest, TransferEncodingIdentityCannotSmuggleARequest) {
   EXPECT_THAT(readFile(server().dir() / "access.log"), Not(HasSubstr("smuggled")));
 }
 
+// server.max_connections bounds what unauthenticated clients can hold open.
+TEST_F(TrellisdTest, MaxConnectionsCapsOpenDataPlaneConnections) {
+  std::string config = defaultTestConfig();
+  config.insert(config.find("server:\n") + 8, "  max_connections: 2\n");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  auto a = std::make_unique<Connection>(server().port());
+  Connection b(server().port());
+  for (Connection* c : {a.get(), &b}) {
+    ASSERT_TRUE(c->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_EQ(c->read().status, 200);
+  }
+  Connection extra(server().port());
+  EXPECT_TRUE(extra.closedByPeer(std::chrono::seconds(5)));
+  a.reset();  // a free slot lets the next one in
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    served = request(server().port(), "GET", "/healthz").status == 200;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(served);
+}
+
 // RFC 9110 §9.3.2: HEAD wherever GET, the same header fields, no body.
 TEST_F(TrellisdTest, HeadWorksWhereverGetDoes) {
   startWith();

@@ -90,7 +90,9 @@ size_t RequestParser::put(boost::asio::const_buffer buffer, ErrorCode& ec) {
     // Beast parses the field section from its start on every call until it is complete, so
     // the buffer holds all of it that has arrived (after the request line, once consumed).
     std::string_view bytes(static_cast<const char*>(buffer.data()), buffer.size());
-    std::string_view header = bytes.substr(0, bytes.find("\r\n\r\n"));
+    // An empty field section (the request line came earlier) ends at once.
+    size_t end = got_some() && bytes.starts_with("\r\n") ? 0 : bytes.find("\r\n\r\n");
+    std::string_view header = bytes.substr(0, end);
     bool fold = header.find("\n ") != std::string_view::npos ||
                 header.find("\n\t") != std::string_view::npos ||
                 (got_some() && (header.starts_with(' ') || header.starts_with('\t')));
