@@ -181,6 +181,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // Admission.
   tenants::Ticket ticket = admission_.admit(tenant.id, tenant.quotas, req.body().size());
   if (!ticket.admitted()) {
     const tenants::Rejection& r = ticket.rejection();
@@ -225,8 +226,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // Policy: after admission, before the plugin. Without one, this is one load.
   const RouteTarget& route = table->targets[match->target];
-  // The admin policy: after admission, before the plugin. Without one, this is one load.
   const bool policy_active = policy_ && policy_->active();
   lua::RequestContext rc;
   if (policy_active) {
@@ -241,6 +242,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     }
     if (v.action == lua::Verdict::Action::kModify) lua::applyHeaderEdits(v.headers, req.base());
   }
+  // Call, then after (metrics, access log): inline, or on the blocking pool.
   if (!route.blocking) {
     auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id);
     if (policy_active) policyOnResponse(rc, req, res);
