@@ -3,8 +3,8 @@
 # and sanitizer runtimes, llvm-symbolizer for readable reports) and (optionally) benchmark.
 # Idempotent: asks dpkg first and touches apt only when something is missing.
 #
-#   scripts/deps.sh              build + test dependencies
-#   scripts/deps.sh --bench      + nginx, its Lua module, wrk and redis-server (bench/run.sh)
+#   scripts/deps.sh              build + test dependencies (nginx: the differential framing test)
+#   scripts/deps.sh --bench      + nginx's Lua module, wrk and redis-server (bench/run.sh)
 #   scripts/deps.sh --postgres   + a local PostgreSQL server (PostgreSQL integration tests)
 #
 # Runs apt-get as root directly, otherwise through sudo. Nothing is downloaded outside apt.
@@ -16,7 +16,7 @@ packages=(
   build-essential cmake ninja-build pkg-config binutils curl ca-certificates
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format nginx
   clang-14 libclang-rt-14-dev llvm-14
 )
 for arg in "$@"; do
@@ -24,7 +24,7 @@ for arg in "$@"; do
     # On Debian 12 the `nginx` package is the server itself (nginx-light only adds the echo
     # module); libnginx-mod-http-lua brings libnginx-mod-http-ndk and lua-resty-core.
     # redis-server (+ redis-cli from redis-tools) is the store of the kv scenario's peer.
-    --bench) packages+=(nginx libnginx-mod-http-lua wrk redis-server redis-tools) ;;
+    --bench) packages+=(libnginx-mod-http-lua wrk redis-server redis-tools) ;;
     --postgres) packages+=(postgresql) ;;
     -h | --help) usage; exit 0 ;;
     *) echo "deps.sh: unknown option '$arg'" >&2; usage >&2; exit 2 ;;

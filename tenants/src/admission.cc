@@ -1,11 +1,13 @@
 #include "trellis/tenants/admission.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <functional>
 #include <mutex>
-#include <random>
+#include <stdexcept>
 #include <unordered_map>
 #include <utility>
 
@@ -236,24 +238,6 @@ Decision decide(Shard& shard, std::string_view tenant, const Quotas& quotas, uin
   return d;
 }
 
-uint64_t processKey() {
-  uint64_t key = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-  try {
-    std::random_device rd;
-    key ^= (static_cast<uint64_t>(rd()) << 32) | rd();
-  } catch (const std::exception&) {
-    // No entropy source: the clock alone still gives unique ids, only more guessable ones.
-  }
-  return key;
-}
-
-// splitmix64's finalizer: a bijection on 64-bit values, so distinct inputs give distinct ids.
-uint64_t mix(uint64_t x) {
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 }  // namespace
 
 Ticket::Ticket(Ticket&& other) noexcept
@@ -344,22 +328,25 @@ void Admission::forget(std::string_view tenant) {
 }
 
 std::string newDecisionId() {
-  // Every thread reserves a block of sequence numbers from one shared counter, so ids are
-  // unique across threads while the shared counter is touched once per 65536 ids. The
-  // keyed bijection makes them differ between runs and hides the request count.
-  static const uint64_t key = processKey();
-  static std::atomic<uint64_t> next_block{0};
-  constexpr uint64_t kBlock = uint64_t{1} << 16;
-  thread_local uint64_t next = 0;
-  thread_local uint64_t end = 0;
-  if (next == end) {
-    next = next_block.fetch_add(kBlock, std::memory_order_relaxed);
-    end = next + kBlock;
+  // 64 bits from OpenSSL's CSPRNG: a counter, even behind a public bijection, would let a
+  // tenant tell how many decisions were made for others between two of its own.
+  constexpr size_t kIdBytes = 8;
+  thread_local std::array<unsigned char, kIdBytes * 64> pool;
+  thread_local size_t used = pool.size();
+  if (used == pool.size()) {
+    if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1) {
+      throw std::runtime_error("no randomness for a decision id (OpenSSL RAND_bytes failed)");
+    }
+    used = 0;
   }
-  uint64_t x = mix(next++ + key);
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(16, '0');
-  for (int i = 15; i >= 0; --i, x >>= 4) id[static_cast<size_t>(i)] = kHex[x & 0xf];
+  std::string id(kIdBytes * 2, '0');
+  for (size_t i = 0; i < kIdBytes; ++i) {
+    unsigned char b = pool[used + i];
+    id[2 * i] = kHex[b >> 4];
+    id[2 * i + 1] = kHex[b & 15];
+  }
+  used += kIdBytes;
   return id;
 }
 

@@ -1,5 +1,5 @@
-// The HTTP/1.1 request parser as the listener configures it (kernel/src/http/
-// request_parser.h), fed the way a connection feeds it (kernel/src/http/server.cc,
+// The HTTP/1.1 request parser exactly as the listener runs it (trellis/kernel/http/
+// request_parser.h: Beast plus Trellis's RFC 9112 framing rules), fed the way a connection feeds it (kernel/src/http/server.cc,
 // parseAndRead): bytes accumulate in a buffer of max_header_bytes + 8 KiB, the parser takes
 // what it can, pipelined requests follow on the same buffer, and the connection ends at the
 // first error or at a request that does not keep the connection alive.
@@ -24,11 +24,13 @@
 #include <vector>
 
 #include "fuzz_check.h"
-#include "http/request_parser.h"
+#include "trellis/kernel/http/request_parser.h"
+#include "trellis/kernel/http/server.h"
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-using trellis::kernel::http::configureRequestParser;
+using trellis::kernel::http::framingStatus;
+using trellis::kernel::http::RequestLimits;
 using trellis::kernel::http::RequestParser;
 using trellis::kernel::http::ServerOptions;
 
@@ -38,6 +40,7 @@ constexpr size_t kReadChunk = 8 * 1024;  // as server.cc reads
 
 // What the server would answer for a parse error (server.cc, rejectRequest).
 std::string statusOf(const boost::system::error_code& ec) {
+  if (unsigned framing = framingStatus(ec)) return std::to_string(framing);
   if (ec == bhttp::error::header_limit) return "431";
   if (ec == bhttp::error::body_limit) return "413";
   return "400";  // or 505 for a well-formed unsupported version; the framing ends alike
@@ -67,8 +70,7 @@ std::vector<std::string> parseConnection(std::string_view stream, const ServerOp
   beast::flat_buffer buffer(std::max<size_t>(opts.max_header_bytes, 1) + kReadChunk);
   size_t sent = 0;
   for (;;) {
-    RequestParser parser;
-    configureRequestParser(parser, opts);
+    RequestParser parser(RequestLimits{opts.max_header_bytes, opts.max_body_bytes});
     while (!parser.is_done()) {
       boost::system::error_code ec;
       while (buffer.size() > 0 && !parser.is_done()) {
@@ -129,7 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // unfinished header ends in 400, 431 or a wait for more (the server's timeout) depending on
   // the reads. No request is handed over in any of these; the requests before must match.
   auto ended = [](const std::string& s) {
-    return s == "400" || s == "413" || s == "431" || s == "incomplete";
+    return s == "400" || s == "413" || s == "431" || s == "501" || s == "incomplete";
   };
   if (!whole.empty() && !pieces.empty() && ended(whole.back()) && ended(pieces.back())) {
     whole.back() = pieces.back() = "ended";

@@ -5,12 +5,15 @@
 #include <Poco/JSON/Parser.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <future>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -353,6 +356,202 @@ TEST_F(TrellisdTest, MalformedAndOversizedRequestsGetClearErrors) {
       "Content-Length: 5000000\r\n\r\n";
   EXPECT_EQ(rawExchange(server().port(), huge_body).status, 413);
   EXPECT_EQ(request(server().port(), "GET", "/hello/ann", kAcme).status, 200);
+}
+
+// Raw bytes from `fd` until `needle` appears, the peer closes, or `timeout` passes.
+std::string readRaw(int fd, const std::string& needle, std::chrono::milliseconds timeout) {
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (got.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+// globex enables only echo-c, so hello's routes do not exist for it, whatever the method:
+// a 405 would tell it they exist for someone.
+TEST_F(TrellisdTest, RoutesOfPluginsATenantDidNotEnableAre404ForEveryMethod) {
+  std::string config = defaultTestConfig();
+  size_t at = config.find("  - id: globex\n    plugins: [");
+  ASSERT_NE(at, std::string::npos);
+  config.replace(at, config.find(']', at) - at + 1,
+                 "  - id: globex\n    plugins: [trellis/echo-c]");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  for (const char* method : {"GET", "POST", "DELETE", "PATCH"}) {
+    SCOPED_TRACE(method);
+    auto reply = request(server().port(), method, "/hello/ann", kGlobex);
+    EXPECT_EQ(reply.status, 404);
+    EXPECT_EQ(json(reply.body)->getValue<std::string>("detail"), "no route for /hello/ann");
+  }
+  Connection head(server().port());
+  ASSERT_TRUE(
+      head.send("HEAD /hello/ann HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer globex-key\r\n\r\n"));
+  EXPECT_THAT(readRaw(head.fd(), "\r\n\r\n", std::chrono::seconds(10)), HasSubstr("HTTP/1.1 404 "));
+  EXPECT_EQ(request(server().port(), "DELETE", "/hello/ann", kAcme).status, 405);
+  EXPECT_EQ(request(server().port(), "GET", "/hello/ann", kAcme).status, 200);
+}
+
+// docs/operations.md: every answer carries X-Request-Id, and a problem+json body the same
+// request_id; ids are 128 random bits, so they reveal nothing about other traffic.
+TEST_F(TrellisdTest, EveryAnswerCarriesItsRequestId) {
+  startWith("    - id: trellis/hello\n    - id: trellis/echo-c\n    - id: fixture/misbehaves\n",
+            "  - id: initech\n"
+            "    plan: tiny\n"
+            "    plugins: [trellis/echo-c]\n"
+            "    keys: [{key: initech-key}]\n"
+            "plans:\n"
+            "  - name: tiny\n"
+            "    quotas: {requests_per_second: 1, burst: 1, max_body_bytes: 64}\n");
+  const uint16_t port = server().port();
+  const std::map<std::string, std::string> initech = {{"Authorization", "Bearer initech-key"}};
+  std::set<std::string> ids;
+  auto check = [&](const HttpReply& r, int status) {
+    SCOPED_TRACE(std::to_string(status) + ": " + r.body);
+    EXPECT_EQ(r.status, status);
+    std::string id = r.header("x-request-id");
+    EXPECT_EQ(id.size(), 32u);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos);
+    ids.insert(id);
+    if (r.header("content-type") == "application/problem+json") {
+      EXPECT_EQ(json(r.body)->optValue<std::string>("request_id", ""), id);
+    }
+  };
+  check(request(port, "GET", "/hello/ann", kAcme), 200);
+  check(request(port, "GET", "/healthz"), 200);
+  check(rawExchange(port, "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  check(rawExchange(port,
+                    "GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(64 * 1024, 'a') + "\r\n\r\n"),
+        431);
+  check(request(port, "GET", "/hello/ann"), 401);
+  check(request(port, "GET", "/nope", kAcme), 404);
+  check(request(port, "DELETE", "/hello/ann", kAcme), 405);
+  check(request(port, "POST", "/echo", initech, std::string(100, 'x')), 413);
+  HttpReply limited;
+  for (int i = 0; i < 5 && limited.status != 429; ++i)
+    limited = request(port, "GET", "/ping", initech);
+  check(limited, 429);
+  check(request(port, "GET", "/misbehaves/throw", kAcme), 500);
+  check(request(port, "GET", "/misbehaves/fail", kAcme), 503);
+  ASSERT_EQ(request(server().adminPort(), "POST", "/v1/tenants/globex/suspend",
+                    {{"Authorization", "Bearer " + server().adminToken()}})
+                .status,
+            200);
+  check(request(port, "GET", "/hello/ann", kGlobex), 403);
+  EXPECT_EQ(ids.size(), 12u) << "ids are unique";
+}
+
+// The tenant is known before a body byte is read: an unauthenticated client gets 401 on its
+// header alone, no `100 Continue`, and cannot make the host hold a body.
+TEST_F(TrellisdTest, TheTenantIsAuthenticatedBeforeTheBodyIsRead) {
+  startWith();
+  for (std::string auth : {"", "Authorization: Bearer nope\r\n"}) {
+    Connection c(server().port());
+    ASSERT_TRUE(c.send("POST /echo/x HTTP/1.1\r\nHost: x\r\n" + auth +
+                       "Expect: 100-continue\r\nContent-Length: 500000\r\n\r\n"));
+    HttpReply r = c.read(std::chrono::seconds(5));  // trellisd's read timeout is 10 s
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(r.header("connection"), "close");
+    EXPECT_TRUE(c.closedByPeer(std::chrono::seconds(5)));
+  }
+  Connection ok(server().port());
+  ASSERT_TRUE(
+      ok.send("POST /echo/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n"
+              "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"));
+  EXPECT_EQ(readRaw(ok.fd(), "\r\n\r\n", std::chrono::seconds(5)), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(ok.send("hi"));
+  HttpReply r = ok.read();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(json(r.body)->getValue<std::string>("body"), "hi");
+}
+
+TEST_F(TrellisdTest, CredentialsComeFromOneHeaderFieldOnly) {
+  startWith();
+  // Two keys: refused, not resolved to either tenant.
+  HttpReply two =
+      rawExchange(server().port(),
+                  "GET /echo/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n"
+                  "Authorization: Bearer globex-key\r\n\r\n");
+  EXPECT_EQ(two.status, 400);
+  EXPECT_EQ(json(two.body)->getValue<std::string>("detail"), "more than one Authorization field");
+  // Chunked trailer fields never reach the request's header.
+  const std::string chunked = "POST /echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n";
+  const std::string trailer =
+      "2\r\nhi\r\n0\r\nAuthorization: Bearer acme-key\r\nX-Injected: yes\r\n\r\n";
+  EXPECT_EQ(rawExchange(server().port(), chunked + "\r\n" + trailer).status, 401);
+  HttpReply echoed =
+      rawExchange(server().port(), chunked + "Authorization: Bearer globex-key\r\n\r\n" + trailer);
+  ASSERT_EQ(echoed.status, 200) << echoed.body;
+  EXPECT_EQ(json(echoed.body)->getValue<std::string>("tenant"), "globex");
+  EXPECT_THAT(echoed.body, Not(HasSubstr("X-Injected")));
+}
+
+// The attack from the outside test: the body of a `Transfer-Encoding: identity` request ran
+// as a second request, for another tenant.
+TEST_F(TrellisdTest, TransferEncodingIdentityCannotSmuggleARequest) {
+  startWith();
+  const std::string smuggled =
+      "GET /echo/smuggled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer globex-key\r\n\r\n";
+  for (std::string length :
+       {std::string(), "Content-Length: " + std::to_string(smuggled.size()) + "\r\n"}) {
+    Connection c(server().port());
+    ASSERT_TRUE(
+        c.send("POST /echo/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n"
+               "Transfer-Encoding: identity\r\n" +
+               length + "\r\n" + smuggled));
+    HttpReply r = c.read();
+    EXPECT_EQ(r.status, 400);
+    EXPECT_TRUE(c.closedByPeer(std::chrono::seconds(5)));
+  }
+  EXPECT_THAT(readFile(server().dir() / "access.log"), Not(HasSubstr("smuggled")));
+}
+
+// server.max_connections bounds what unauthenticated clients can hold open.
+TEST_F(TrellisdTest, MaxConnectionsCapsOpenDataPlaneConnections) {
+  std::string config = defaultTestConfig();
+  config.insert(config.find("server:\n") + 8, "  max_connections: 2\n");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  auto a = std::make_unique<Connection>(server().port());
+  Connection b(server().port());
+  for (Connection* c : {a.get(), &b}) {
+    ASSERT_TRUE(c->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_EQ(c->read().status, 200);
+  }
+  Connection extra(server().port());
+  EXPECT_TRUE(extra.closedByPeer(std::chrono::seconds(5)));
+  a.reset();  // a free slot lets the next one in
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    served = request(server().port(), "GET", "/healthz").status == 200;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(served);
+}
+
+// RFC 9110 §9.3.2: HEAD wherever GET, the same header fields, no body.
+TEST_F(TrellisdTest, HeadWorksWhereverGetDoes) {
+  startWith();
+  auto get = request(server().port(), "GET", "/hello/ann", kAcme);
+  ASSERT_EQ(get.status, 200);
+  Connection c(server().port());
+  ASSERT_TRUE(
+      c.send("HEAD /hello/ann HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-key\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string raw = readRaw(c.fd(), "{\"status\":\"ok\"}", std::chrono::seconds(10));
+  size_t end = raw.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << raw;
+  EXPECT_THAT(raw.substr(0, end),
+              AllOf(HasSubstr("HTTP/1.1 200 OK"),
+                    HasSubstr("Content-Length: " + get.header("content-length")),
+                    HasSubstr("Content-Type: application/json")));
+  // The next answer starts right after the HEAD answer's header: no body came between.
+  EXPECT_EQ(raw.compare(end + 4, 8, "HTTP/1.1"), 0) << raw;
 }
 
 TEST(TrellisdConfigTest, BadConfigurationIsRefusedNamingTheField) {

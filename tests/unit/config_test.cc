@@ -45,6 +45,7 @@ TEST(ConfigTest, EmptyConfigMeansDefaults) {
     EXPECT_EQ(c.server.drain_timeout.count(), 10000);
     EXPECT_EQ(c.server.blocking_threads, 8u);
     EXPECT_EQ(c.server.blocking_queue, 1024u);
+    EXPECT_EQ(c.server.max_connections, 10000u);
     EXPECT_EQ(c.admin.listen.host, "127.0.0.1");
     EXPECT_EQ(c.admin.listen.port, 8081);
     EXPECT_EQ(c.data_dir, fs::path("/etc/var/data"));
@@ -77,6 +78,7 @@ server:
   drain_timeout_ms: 0
   blocking_threads: 3
   blocking_queue: 77
+  max_connections: 500
 admin:
   listen: "[::1]:9001"
   token_file: /run/trellis/token
@@ -108,6 +110,7 @@ tenants:
   EXPECT_EQ(c.server.drain_timeout.count(), 0);
   EXPECT_EQ(c.server.blocking_threads, 3u);
   EXPECT_EQ(c.server.blocking_queue, 77u);
+  EXPECT_EQ(c.server.max_connections, 500u);
   EXPECT_EQ(c.admin.listen.host, "::1");
   EXPECT_EQ(c.admin.listen.port, 9001);
   EXPECT_EQ(c.admin.token_file, fs::path("/run/trellis/token"));
@@ -239,6 +242,7 @@ TEST(ConfigTest, EveryBadInputNamesItsPath) {
       {"server:\n  threads: \"2\"\n", "server.threads: expected a non-negative integer (unquoted)"},
       {"server:\n  read_timeout_ms: 1.5\n", "server.read_timeout_ms: expected a positive integer"},
       {"server:\n  idle_timeout_ms: 0\n", "server.idle_timeout_ms: expected an integer from 1"},
+      {"server:\n  max_connections: 0\n", "server.max_connections: expected an integer from 1"},
       {"server:\n  blocking_threads: 99999999999999999999999\n",
        "server.blocking_threads: expected a positive integer"},
       {"server:\n  blocking_queue: ~\n",

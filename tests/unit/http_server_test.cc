@@ -4,9 +4,12 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -14,6 +17,7 @@
 #include "support/test_support.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/http/request_id.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/http/server.h"
 #include "trellis/kernel/util/json.h"
@@ -28,9 +32,19 @@ using test::rawExchange;
 using Clock = std::chrono::steady_clock;
 namespace bhttp = boost::beast::http;
 
-// Routes on the path; "/slow?ms=N" answers from a pool thread after N ms.
+// Routes on the path; "/slow?ms=N" answers from a pool thread after N ms. Screening refuses
+// requests with "X-Screen: refuse", before their body is read.
 class TestHandler : public RequestHandler {
  public:
+  std::optional<Response> screen(const Request& header, const Peer&) override {
+    ++screens;
+    screened_body_size = header.body().size();
+    if (header["X-Screen"] != "refuse") return std::nullopt;
+    Response res{bhttp::status::unauthorized, header.version()};
+    res.body() = "refused";
+    return res;
+  }
+
   void handle(Request& req, const Peer& peer, Respond respond) override {
     ++calls;
     std::string_view target = req.target();
@@ -57,6 +71,10 @@ class TestHandler : public RequestHandler {
     }
     if (path == "/peer") return respond(text(req, peer.address));
     if (path == "/echo") return respond(text(req, req.body()));
+    if (path == "/header") {  // "/header?name=N": the value of field N, or "(none)"
+      auto it = req.find(queryParam(query, "name").value_or(""));
+      return respond(text(req, it == req.end() ? "(none)" : std::string(it->value())));
+    }
     if (path == "/close") {
       Response res = text(req, "bye");
       res.keep_alive(false);
@@ -73,6 +91,8 @@ class TestHandler : public RequestHandler {
   }
 
   std::atomic<int> calls{0};
+  std::atomic<int> screens{0};
+  std::atomic<size_t> screened_body_size{0};
   exec::BlockingPool pool{4, 64};
 };
 
@@ -95,6 +115,7 @@ std::string readUntil(int fd, const std::string& needle, std::chrono::millisecon
   return got;
 }
 
+// A problem+json answer of the listener itself, with its request id in header and body.
 void expectProblem(const HttpReply& r, int status) {
   EXPECT_EQ(r.status, status);
   EXPECT_EQ(r.header("content-type"), "application/problem+json");
@@ -106,6 +127,14 @@ void expectProblem(const HttpReply& r, int status) {
   EXPECT_EQ(obj->getValue<std::string>("type"), "about:blank");
   EXPECT_FALSE(obj->getValue<std::string>("title").empty());
   EXPECT_TRUE(obj->has("detail"));
+  EXPECT_EQ(r.header("x-request-id").size(), 32u);
+  EXPECT_EQ(obj->optValue<std::string>("request_id", ""), r.header("x-request-id"));
+}
+
+// The detail of a problem+json body.
+std::string detailOf(const HttpReply& r) {
+  auto obj = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+  return obj ? obj->optValue<std::string>("detail", "") : "";
 }
 
 class HttpServerTest : public ::testing::Test {
@@ -452,6 +481,213 @@ TEST_F(HttpServerTest, HandlerReleasedWhileItsPoolStillAnswersIsDestroyedByItsOw
   std::weak_ptr<TestHandler> handler = handler_;
   handler_.reset();  // waits for the pool, whose task answers into the void
   EXPECT_TRUE(handler.expired());
+}
+
+// RFC 9112 §6.3: with a Transfer-Encoding that does not end in chunked the body length is
+// unknown. Framing it any other way (as no body, or by Content-Length) lets the body run as
+// another request.
+TEST_F(HttpServerTest, TransferEncodingNotEndingInChunkedIs400AndCloses) {
+  startServer();
+  const std::string smuggled = get("/smuggled");
+  for (std::string te : {"identity", "xchunked", "chunked, identity", "gzip", "chunked;x=1", ""}) {
+    for (bool with_length : {false, true}) {
+      SCOPED_TRACE("Transfer-Encoding: " + te + (with_length ? " with Content-Length" : ""));
+      Connection c(port_);
+      ASSERT_TRUE(c.send(
+          "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + te + "\r\n" +
+          (with_length ? "Content-Length: " + std::to_string(smuggled.size()) + "\r\n" : "") +
+          "\r\n" + smuggled));
+      HttpReply r = c.read();
+      expectProblem(r, 400);
+      EXPECT_EQ(r.header("connection"), "close");
+      EXPECT_TRUE(c.closedByPeer(5s));
+    }
+  }
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
+TEST_F(HttpServerTest, OtherTransferCodingsAndHttp10ChunkingAreRefused) {
+  startServer();
+  const std::string body = "3\r\nabc\r\n0\r\n\r\n";
+  HttpReply gzip = rawExchange(
+      port_, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + body);
+  expectProblem(gzip, 501);
+  // Two field lines are one list.
+  expectProblem(rawExchange(port_,
+                            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n" +
+                                body),
+                501);
+  HttpReply old =
+      rawExchange(port_, "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" + body);
+  expectProblem(old, 400);
+  EXPECT_EQ(detailOf(old), "Transfer-Encoding is not allowed in HTTP/1.0");
+  // Transfer-Encoding with Content-Length, in either order.
+  expectProblem(rawExchange(port_,
+                            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                            "Content-Length: 3\r\n\r\nabc"),
+                400);
+  expectProblem(rawExchange(port_,
+                            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\nabc"),
+                400);
+  EXPECT_EQ(handler_->calls.load(), 0);
+  // Chunked alone, in any case, is served.
+  EXPECT_EQ(
+      rawExchange(port_,
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n" + body)
+          .body,
+      "abc");
+}
+
+TEST_F(HttpServerTest, Http11NeedsExactlyOneValidHost) {
+  startServer();
+  HttpReply missing = rawExchange(port_, "GET /x HTTP/1.1\r\n\r\n");
+  expectProblem(missing, 400);
+  EXPECT_EQ(detailOf(missing), "an HTTP/1.1 request needs a Host field");
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: u@a\r\n\r\n"), 400);
+  EXPECT_EQ(handler_->calls.load(), 0);
+  EXPECT_EQ(rawExchange(port_, "GET /x HTTP/1.0\r\n\r\n").status, 200);  // 1.0 may omit it
+  EXPECT_EQ(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").status, 200);
+  EXPECT_EQ(rawExchange(port_, "GET /x HTTP/1.1\r\nHost:\r\n\r\n").status, 200);  // §3.2
+}
+
+TEST_F(HttpServerTest, SpaceInTheTargetIs400Not505) {
+  startServer();
+  HttpReply r = rawExchange(port_, "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n");
+  expectProblem(r, 400);
+  expectProblem(rawExchange(port_, "GET /a%20b HTTP/2.0\r\nHost: t\r\n\r\n"), 505);
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
+// RFC 9112 §3.2.2: an origin server must accept absolute-form, and its authority wins over
+// the Host field.
+TEST_F(HttpServerTest, AbsoluteFormTargetsAreServedAsOriginForm) {
+  startServer();
+  HttpReply r =
+      rawExchange(port_, "GET http://example.com:8080/abs/p?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "/abs/p?x=1");
+  EXPECT_EQ(
+      rawExchange(port_, "GET HTTPS://example.com/header?name=host HTTP/1.1\r\nHost: other\r\n\r\n")
+          .body,
+      "example.com");
+  EXPECT_EQ(rawExchange(port_, "GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n").body, "/");
+  EXPECT_EQ(rawExchange(port_, "GET http://example.com?q HTTP/1.1\r\nHost: x\r\n\r\n").body, "/?q");
+  for (std::string bad : {"ftp://example.com/", "http://user@example.com/", "http:///p",
+                          "example.com/p", "http:example.com/p"}) {
+    SCOPED_TRACE(bad);
+    expectProblem(rawExchange(port_, "GET " + bad + " HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  }
+  // Still HTTP/1.1: the Host field is required even when the target names the host.
+  expectProblem(rawExchange(port_, "GET http://example.com/ HTTP/1.1\r\n\r\n"), 400);
+}
+
+TEST_F(HttpServerTest, ChunkedTrailerFieldsNeverJoinTheHeader) {
+  startServer();
+  auto with_trailer = [&](const std::string& name, const std::string& header) {
+    return rawExchange(port_, "POST /header?name=" + name +
+                                  " HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n" +
+                                  header + "\r\n3\r\nabc\r\n0\r\nX-Trailer: injected\r\n" +
+                                  "Authorization: Bearer stolen\r\n\r\n");
+  };
+  EXPECT_EQ(with_trailer("x-trailer", "").body, "(none)");
+  EXPECT_EQ(with_trailer("authorization", "").body, "(none)");
+  EXPECT_EQ(with_trailer("authorization", "Authorization: Bearer real\r\n").body, "Bearer real");
+}
+
+TEST_F(HttpServerTest, TwoAuthorizationFieldsAre400) {
+  startServer();
+  HttpReply r = rawExchange(port_,
+                            "GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\n"
+                            "Authorization: Bearer b\r\n\r\n");
+  expectProblem(r, 400);
+  EXPECT_EQ(detailOf(r), "more than one Authorization field");
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
+// Each is read one way by some proxies and another way by others.
+TEST_F(HttpServerTest, ObsoleteLineFoldingAndRepeatedContentLengthAre400) {
+  startServer();
+  HttpReply fold = rawExchange(
+      port_, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n");
+  expectProblem(fold, 400);
+  EXPECT_EQ(detailOf(fold),
+            "obsolete line folding (a field line starting with whitespace) is not accepted");
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n"), 400);
+  expectProblem(rawExchange(port_, "GET /x HTTP/1.1\r\n Host: t\r\n\r\n"), 400);
+  for (std::string lengths :
+       {"Content-Length: 3\r\nContent-Length: 3\r\n", "Content-Length: 3, 3\r\n"}) {
+    HttpReply r = rawExchange(port_, "POST /echo HTTP/1.1\r\nHost: t\r\n" + lengths + "\r\nabc");
+    expectProblem(r, 400);
+    EXPECT_EQ(detailOf(r), "more than one Content-Length value");
+  }
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
+// The handler's screen answers on the header alone: the body is never awaited, never
+// buffered, and no `100 Continue` invites it.
+TEST_F(HttpServerTest, ScreenRefusesBeforeTheBodyIsRead) {
+  startServer();
+  Connection c(port_);
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nX-Screen: refuse\r\n"
+             "Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n"));
+  HttpReply r = c.read(5s);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.body, "refused");
+  EXPECT_EQ(r.header("connection"), "close");
+  EXPECT_TRUE(c.closedByPeer(5s));
+  EXPECT_EQ(handler_->calls.load(), 0);
+}
+
+TEST_F(HttpServerTest, ScreenSeesTheHeaderBeforeAnyBodyByte) {
+  startServer();
+  // Header and body in one write: the parser still stops after the header.
+  EXPECT_EQ(
+      rawExchange(port_, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").body,
+      "hello");
+  EXPECT_EQ(handler_->screens.load(), 1);
+  EXPECT_EQ(handler_->screened_body_size.load(), 0u);
+  // A request without a body goes straight to the handler.
+  EXPECT_EQ(test::request(port_, "GET", "/plain").status, 200);
+  EXPECT_EQ(handler_->screens.load(), 1);
+}
+
+TEST_F(HttpServerTest, DeclaredBodyOverTheLimitGets413Not100Continue) {
+  startServer({.max_body_bytes = 1024});
+  Connection c(port_);
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+             "Content-Length: 4096\r\n\r\n"));
+  expectProblem(c.read(5s), 413);
+  EXPECT_TRUE(c.closedByPeer(5s));
+}
+
+TEST(RequestIdTest, IdsAre128RandomBitsInHex) {
+  constexpr int kIds = 2000;
+  std::set<std::string> seen;
+  std::array<int, 128> ones{};
+  for (int i = 0; i < kIds; ++i) {
+    std::string id = newRequestId();
+    ASSERT_EQ(id.size(), 32u);
+    ASSERT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+    seen.insert(id);
+    for (size_t bit = 0; bit < 128; ++bit) {
+      int nibble = id[bit / 4] <= '9' ? id[bit / 4] - '0' : id[bit / 4] - 'a' + 10;
+      ones[bit] += (nibble >> (3 - bit % 4)) & 1;
+    }
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kIds));
+  // A counter (or a counter run through a public bijection) would leave bits stuck or
+  // skewed; random bits are set about half the time (outside 40-60% has odds below 1e-18).
+  for (size_t bit = 0; bit < 128; ++bit) {
+    EXPECT_GT(ones[bit], kIds * 4 / 10) << "bit " << bit;
+    EXPECT_LT(ones[bit], kIds * 6 / 10) << "bit " << bit;
+  }
 }
 
 TEST(ProblemTest, BuildsRfc9457Json) {

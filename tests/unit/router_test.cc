@@ -156,6 +156,40 @@ TEST(RouterTest, MatchesOtherMethod) {
   EXPECT_FALSE(r.matchesOtherMethod("GET", "/items/../items"));
 }
 
+// RFC 9110 §9.3.2: HEAD is served wherever GET is; a route for HEAD itself still wins.
+TEST(RouterTest, HeadFallsBackToGet) {
+  Router r;
+  ASSERT_TRUE(r.add("GET", "/items/{id}", 1));
+  ASSERT_TRUE(r.add("*", "/any", 2));
+  ASSERT_TRUE(r.add("GET", "/both", 3));
+  ASSERT_TRUE(r.add("HEAD", "/both", 4));
+  ASSERT_TRUE(r.add("*", "/mixed/{x}", 5));
+  ASSERT_TRUE(r.add("GET", "/mixed/{x}", 6));
+  EXPECT_EQ(r.match("HEAD", "/items/7")->target, 1u);
+  EXPECT_EQ(r.match("HEAD", "/any")->target, 2u);
+  EXPECT_EQ(r.match("HEAD", "/both")->target, 4u);
+  EXPECT_EQ(r.match("GET", "/both")->target, 3u);
+  EXPECT_EQ(r.match("HEAD", "/mixed/a")->target, 6u);  // GET fits HEAD better than "*"
+  EXPECT_FALSE(r.match("POST", "/items/7"));
+  EXPECT_FALSE(r.match("HEAD", "/nothing"));
+}
+
+// Routes a caller may not see (a plugin its tenant did not enable) neither match nor turn a
+// miss into a 405; a less specific visible route serves instead.
+TEST(RouterTest, HiddenRoutesAreAsIfAbsent) {
+  Router r;
+  ASSERT_TRUE(r.add("GET", "/files/special", 1));
+  ASSERT_TRUE(r.add("GET", "/files/{rest...}", 2));
+  ASSERT_TRUE(r.add("POST", "/hidden", 3));
+  auto not_one_or_three = [](size_t target) { return target != 1 && target != 3; };
+  EXPECT_EQ(r.match("GET", "/files/special")->target, 1u);
+  EXPECT_EQ(r.match("GET", "/files/special", not_one_or_three)->target, 2u);
+  EXPECT_FALSE(r.match("POST", "/hidden", not_one_or_three));
+  EXPECT_TRUE(r.matchesOtherMethod("GET", "/hidden"));
+  EXPECT_FALSE(r.matchesOtherMethod("GET", "/hidden", not_one_or_three));
+  EXPECT_TRUE(r.matchesOtherMethod("POST", "/files/x", not_one_or_three));
+}
+
 TEST(PercentDecodeTest, DecodesAndRejectsMalformed) {
   EXPECT_EQ(percentDecode("a%20b%2Fc%2f"), "a b/c/");
   EXPECT_EQ(percentDecode("a+b"), "a+b");

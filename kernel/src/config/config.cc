@@ -267,7 +267,8 @@ class Parser {
   static void parseServer(const YAML::Node& n, const std::string& path, ServerConfig& s) {
     checkKeys(n, path,
               {"listen", "threads", "max_header_bytes", "max_body_bytes", "read_timeout_ms",
-               "idle_timeout_ms", "drain_timeout_ms", "blocking_threads", "blocking_queue"});
+               "idle_timeout_ms", "drain_timeout_ms", "blocking_threads", "blocking_queue",
+               "max_connections"});
     if (n.IsNull()) return;
     if (auto v = n["listen"]) s.listen = readListen(v, join(path, "listen"));
     if (auto v = n["threads"]) s.threads = readUInt(v, join(path, "threads"), 0, 4096);
@@ -290,6 +291,9 @@ class Parser {
     }
     if (auto v = n["blocking_queue"]) {
       s.blocking_queue = readUInt(v, join(path, "blocking_queue"), 1, 10'000'000);
+    }
+    if (auto v = n["max_connections"]) {
+      s.max_connections = readUInt(v, join(path, "max_connections"), 1, 10'000'000);
     }
   }
 

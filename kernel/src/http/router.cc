@@ -184,21 +184,30 @@ int compareSpecificity(const std::vector<std::string>& a, const std::vector<std:
 
 }  // namespace
 
-std::optional<RouteMatch> Router::match(std::string_view method, std::string_view path) const {
+std::optional<RouteMatch> Router::match(std::string_view method, std::string_view path,
+                                        const Visible& visible) const {
   path = pathOf(path);
   Segments segs;
   if (!splitPath(path, segs)) return std::nullopt;
 
+  // How well a route's method fits the request's: 0 not at all, then "*", GET for HEAD, exact.
+  auto fit = [method](const Route& r) {
+    if (r.method == method) return 3;
+    if (method == "HEAD" && r.method == "GET") return 2;
+    return r.method == "*" ? 1 : 0;
+  };
   const Route* best = nullptr;
+  int best_fit = 0;
   for (const auto& r : routes_) {
-    bool exact = r.method == method;
-    if (!exact && r.method != "*") continue;
-    if (!shapeMatches(r.segments, r.rest, segs)) continue;
+    int f = fit(r);
+    if (f == 0 || !shapeMatches(r.segments, r.rest, segs)) continue;
+    if (visible && !visible(r.target)) continue;
     if (best) {
       int c = compareSpecificity(r.segments, best->segments);
-      if (c > 0 || (c == 0 && !(exact && best->method == "*"))) continue;
+      if (c > 0 || (c == 0 && f <= best_fit)) continue;
     }
     best = &r;
+    best_fit = f;
   }
   if (!best) return std::nullopt;
 
@@ -217,11 +226,13 @@ std::optional<RouteMatch> Router::match(std::string_view method, std::string_vie
   return m;
 }
 
-bool Router::matchesOtherMethod(std::string_view method, std::string_view path) const {
+bool Router::matchesOtherMethod(std::string_view method, std::string_view path,
+                                const Visible& visible) const {
   Segments segs;
   if (!splitPath(pathOf(path), segs)) return false;
   for (const auto& r : routes_) {
-    if (r.method != method && r.method != "*" && shapeMatches(r.segments, r.rest, segs)) {
+    if (r.method != method && r.method != "*" && shapeMatches(r.segments, r.rest, segs) &&
+        (!visible || visible(r.target))) {
       return true;
     }
   }

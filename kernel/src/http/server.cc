@@ -14,20 +14,19 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <cerrno>
 #include <exception>
-#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include "http/request_parser.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/http/request_id.h"
+#include "trellis/kernel/http/request_parser.h"
 
 namespace trellis::kernel::http {
 namespace {
@@ -63,6 +62,16 @@ std::string formatEndpoint(const tcp::endpoint& ep) {
   std::string addr = ep.address().to_string();
   if (ep.address().is_v6()) addr = "[" + addr + "]";
   return addr + ":" + std::to_string(ep.port());
+}
+
+// The listener's own answers (malformed, too large, too slow, a handler that threw) carry a
+// request id like the handler's answers do.
+Response listenerProblem(unsigned status, std::string_view title, std::string_view detail,
+                         const Request* req = nullptr) {
+  std::string id = newRequestId();
+  Response res = problem(status, title, detail, {{"request_id", id}}, req);
+  res.set("X-Request-Id", id);
+  return res;
 }
 
 // Powers of two: a log line for the 1st, 2nd, 4th, … occurrence of a repeated event.
@@ -194,9 +203,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // --- reading ----------------------------------------------------------------------
 
   void startRequest() {
-    parser_.emplace();
-    configureRequestParser(*parser_, shared_.opts);
+    parser_.emplace(RequestLimits{shared_.opts.max_header_bytes, shared_.opts.max_body_bytes});
     timed_out_ = false;
+    screened_ = false;
     continue_sent_ = false;
     if (buffer_.size() == 0) {
       if (shared_.draining.load(std::memory_order_relaxed)) return close();
@@ -209,9 +218,12 @@ class Session : public std::enable_shared_from_this<Session> {
     parseAndRead();
   }
 
+  // Reads the header, lets the handler screen it, then reads the body: the parser returns
+  // once the header is complete (Beast's eager mode is off), before it takes a body byte.
   void parseAndRead() {
     ErrorCode ec;
     while (buffer_.size() > 0 && !parser_->is_done()) {
+      if (parser_->is_header_done() && !screened_ && !screen()) return;
       size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
       if (ec == bhttp::error::need_more) {
@@ -222,6 +234,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (used == 0) break;
     }
     if (parser_->is_done()) return onRequest();
+    if (parser_->is_header_done() && !screened_ && !screen()) return;
 
     if (parser_->is_header_done() && !continue_sent_ && buffer_.size() == 0 && expectsContinue()) {
       continue_sent_ = true;
@@ -244,6 +257,39 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.async_read_some(
         buffer_.prepare(std::min(room, kReadChunk)),
         [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->onRead(ec, n); });
+  }
+
+  // The handler's look at a header whose body is still to come; false if it refused the
+  // request (the refusal is being written). Then the declared length meets the body limit,
+  // so a client waiting for `100 Continue` hears 413 instead.
+  bool screen() {
+    screened_ = true;
+    const Request& header = parser_->get();
+    std::optional<Response> refusal;
+    try {
+      refusal = shared_.handler->screen(header, peer_);
+    } catch (const std::exception& e) {
+      spdlog::error("{} listener: request screen threw: {}", shared_.opts.name, e.what());
+      refusal = listenerProblem(500, "Internal Server Error", "the request handler failed");
+    } catch (...) {
+      spdlog::error("{} listener: request screen threw a non-standard exception",
+                    shared_.opts.name);
+      refusal = listenerProblem(500, "Internal Server Error", "the request handler failed");
+    }
+    if (refusal) {
+      res_ = std::move(*refusal);
+      keep_alive_ = false;  // the unread body would be taken for the next request
+      head_ = header.method() == bhttp::verb::head;
+      version_ = header.version();
+      finishAndWrite();
+      return false;
+    }
+    auto declared = parser_->content_length();
+    if (declared && *declared > shared_.opts.max_body_bytes) {
+      rejectRequest(bhttp::error::body_limit);
+      return false;
+    }
+    return true;
   }
 
   bool expectsContinue() const {
@@ -287,16 +333,21 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == bhttp::error::bad_version && isWellFormedVersion()) {
       return sendError(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1 are served");
     }
+    if (unsigned status = framingStatus(ec)) {
+      return sendError(status, status == 501 ? "Not Implemented" : "Bad Request", ec.message());
+    }
     sendError(400, "Bad Request", "malformed request: " + ec.message());
   }
 
   // Beast rejects every version but 1.0 and 1.1 alike; "HTTP/2.0" deserves a 505, not a 400.
-  // The parser consumes nothing of a failing request line, so it is still in the buffer.
+  // A line with more than two spaces is malformed (a space in the target), not a version
+  // problem. The parser consumes nothing of a failing request line, so it is in the buffer.
   bool isWellFormedVersion() const {
     auto data = buffer_.data();
     std::string_view pending(static_cast<const char*>(data.data()), data.size());
     std::string_view line = pending.substr(0, pending.find("\r\n"));
     if (line.size() < 9 || line.size() == pending.size()) return false;
+    if (std::count(line.begin(), line.end(), ' ') != 2) return false;
     std::string_view v = line.substr(line.size() - 8);
     auto digit = [](char c) { return c >= '0' && c <= '9'; };
     return v.starts_with("HTTP/") && digit(v[5]) && v[6] == '.' && digit(v[7]) &&
@@ -307,7 +358,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // A final error answer while reading; the connection closes after it.
   void sendError(unsigned status, std::string_view title, std::string_view detail) {
-    res_ = problem(status, title, detail);
+    res_ = listenerProblem(status, title, detail);
     keep_alive_ = false;
     head_ = false;
     version_ = 11;
@@ -332,11 +383,13 @@ class Session : public std::enable_shared_from_this<Session> {
       });
     } catch (const std::exception& e) {
       spdlog::error("{} listener: request handler threw: {}", shared_.opts.name, e.what());
-      deliver(gen, problem(500, "Internal Server Error", "the request handler failed", {}, &req));
+      deliver(gen,
+              listenerProblem(500, "Internal Server Error", "the request handler failed", &req));
     } catch (...) {
       spdlog::error("{} listener: request handler threw a non-standard exception",
                     shared_.opts.name);
-      deliver(gen, problem(500, "Internal Server Error", "the request handler failed", {}, &req));
+      deliver(gen,
+              listenerProblem(500, "Internal Server Error", "the request handler failed", &req));
     }
   }
 
@@ -422,7 +475,7 @@ class Session : public std::enable_shared_from_this<Session> {
   tcp::socket socket_;
   asio::steady_timer timer_;
   beast::flat_buffer buffer_;  // reused for every request on the connection
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   Response res_;
   std::optional<bhttp::response_serializer<bhttp::string_body>> serializer_;
   Peer peer_;
@@ -432,6 +485,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = false;
   bool head_ = false;
   bool timed_out_ = false;
+  bool screened_ = false;  // the handler has seen this request's header (see screen())
   bool continue_sent_ = false;
   bool awaiting_ = false;  // handle() was called and the answer has not been delivered
   unsigned version_ = 11;

@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <random>
 #include <utility>
 
 #include "trellis/kernel/util/json.h"
@@ -58,11 +57,6 @@ void AccessLog::record(const AccessEntry& e) {
   line += fmt::format(",\"status\":{},\"bytes\":{},\"duration_us\":{}}}", e.status, e.bytes,
                       e.duration_us);
   logger_->info(line);
-}
-
-std::string newRequestId() {
-  thread_local uint64_t next = std::random_device{}() * 0x9E3779B97F4A7C15ull;
-  return fmt::format("{:016x}", next++);
 }
 
 }  // namespace trellis::kernel::runtime

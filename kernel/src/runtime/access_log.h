@@ -43,7 +43,4 @@ class AccessLog {
   std::shared_ptr<spdlog::logger> logger_;
 };
 
-// A short unique id for a request or decision: 16 hex digits, cheap (no locks).
-std::string newRequestId();
-
 }  // namespace trellis::kernel::runtime

@@ -31,19 +31,28 @@ bool tokenMatches(std::string_view presented, const std::string& token) {
 AdminPlane::AdminPlane(AdminView view, std::string token, std::unique_ptr<TenantAdmin> tenant_admin)
     : view_(std::move(view)), token_(std::move(token)), tenant_admin_(std::move(tenant_admin)) {}
 
+std::optional<http::Response> AdminPlane::screen(const http::Request& req, const http::Peer&) {
+  // Bodies (policies, plugin uploads) are read only for the token's holder.
+  std::string_view target = req.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/healthz" || path == "/readyz") return std::nullopt;
+  if (tokenMatches(bearerCredential(req), token_)) return std::nullopt;
+  return unauthorized(req);
+}
+
+http::Response AdminPlane::unauthorized(const http::Request& req) {
+  auto res = http::problem(401, "Unauthorized",
+                           "the admin API needs Authorization: Bearer <admin token>", {}, &req);
+  res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
+  return res;
+}
+
 void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond respond) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   if (path == "/healthz") return respond(healthResponse(req, true));
   if (path == "/readyz") return respond(healthResponse(req, view_.ready->load()));
-  if (!tokenMatches(bearerCredential(req), token_)) {
-    auto res = http::problem(401, "Unauthorized",
-                             "the admin API needs Authorization: Bearer "
-                             "<admin token>",
-                             {}, &req);
-    res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis-admin\"");
-    return respond(std::move(res));
-  }
+  if (!tokenMatches(bearerCredential(req), token_)) return respond(unauthorized(req));
   if (auto res = tenant_admin_->handle(req, path)) {
     // A deleted tenant's policy goes with it, or a new tenant of that id would inherit it.
     constexpr std::string_view kTenants = "/v1/tenants/";

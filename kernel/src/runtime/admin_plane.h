@@ -41,9 +41,11 @@ struct AdminView {
 class AdminPlane : public http::RequestHandler {
  public:
   AdminPlane(AdminView view, std::string token, std::unique_ptr<TenantAdmin> tenant_admin);
+  std::optional<http::Response> screen(const http::Request& req, const http::Peer& peer) override;
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:
+  static http::Response unauthorized(const http::Request& req);
   http::Response status(const http::Request& req) const;
   http::Response pluginList(const http::Request& req) const;
 

@@ -230,7 +230,8 @@ Status Application::start() {
                                 .max_header_bytes = sc.max_header_bytes,
                                 .max_body_bytes = sc.max_body_bytes,
                                 .read_timeout = sc.read_timeout,
-                                .idle_timeout = sc.idle_timeout};
+                                .idle_timeout = sc.idle_timeout,
+                                .max_connections = sc.max_connections};
   s.data = std::make_unique<http::Server>(
       data_opts,
       std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,

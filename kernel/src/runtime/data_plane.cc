@@ -8,6 +8,7 @@
 #include "runtime/call_context.h"
 #include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/http/request_id.h"
 
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
@@ -21,11 +22,38 @@ void addRateLimitHeaders(http::Response& res, const tenants::Ticket& ticket) {
   setRateLimitHeaders(res, r.limit, r.remaining, r.reset_seconds);
 }
 
+bool isHealthProbe(std::string_view path) {
+  return path == "/healthz" || path == "/readyz";
+}
+
+std::string_view pathOf(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
+
+// The tenant stage's refusal of a request whose key did not resolve to an active tenant.
+http::Response tenantRefusal(const tenants::Resolution& who, const http::Request& req,
+                             const std::string& request_id) {
+  if (who.outcome == tenants::Resolution::Outcome::kSuspended) {
+    return http::problem(403, "Forbidden", "tenant " + who.tenant->id + " is suspended",
+                         {{"request_id", request_id}}, &req);
+  }
+  // Unknown, revoked and expired keys look alike to the caller.
+  auto res = http::problem(401, "Unauthorized",
+                           "a valid tenant key is required: Authorization: Bearer <key>",
+                           {{"request_id", request_id}}, &req);
+  res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis\"");
+  return res;
+}
+
+std::string_view tenantOf(const tenants::Resolution& who) {
+  return who.tenant ? std::string_view(who.tenant->id) : std::string_view();
+}
+
 // 413/429/507 problem+json naming the quota, its limit, when it resets and the decision id.
 // For the rate quota the body names the rate; the RateLimit-* headers speak of the burst
 // (the requests allowed at once), as the header fields are defined.
 http::Response quotaProblem(const http::Request& req, const tenants::Rejection& r,
-                            const tenants::TenantView& tenant) {
+                            const tenants::TenantView& tenant, const std::string& request_id) {
   const bool too_large = r.http_status == 413;
   const bool rate = r.quota == "requests_per_second";
   const uint64_t limit = rate ? tenant.quotas.requests_per_second.value_or(r.limit) : r.limit;
@@ -39,7 +67,8 @@ http::Response quotaProblem(const http::Request& req, const tenants::Rejection& 
                            {{"quota", r.quota},
                             {"limit", std::to_string(limit), true},
                             {"reset_seconds", std::to_string(r.reset_seconds), true},
-                            {"decision_id", r.decision_id}},
+                            {"decision_id", r.decision_id},
+                            {"request_id", request_id}},
                            &req);
   // Waiting helps only with the rate and concurrency quotas.
   if (rate || r.quota == "max_concurrent") {
@@ -115,52 +144,59 @@ DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& 
   }
 }
 
+// Before the body is read: a request without an active tenant is refused here, so the host
+// never reads (or buffers) a body for a client it does not know. handle() resolves the key
+// again, so a key revoked while the body arrived is refused too.
+std::optional<http::Response> DataPlane::screen(const http::Request& req, const http::Peer& peer) {
+  const auto started = Clock::now();
+  if (isHealthProbe(pathOf(req.target()))) return std::nullopt;
+  const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
+  if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
+  const std::string request_id = http::newRequestId();
+  auto res = tenantRefusal(who, req, request_id);
+  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, acceptTrace(req));
+  return res;
+}
+
 void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond respond) {
   const auto started = Clock::now();
+  const std::string request_id = http::newRequestId();
   std::string_view target = req.target();
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
   std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
 
-  if (path == "/healthz" || path == "/readyz") {
-    respond(healthResponse(req, path == "/healthz" || ready_.load(std::memory_order_relaxed)));
+  if (isHealthProbe(path)) {
+    auto res = healthResponse(req, path == "/healthz" || ready_.load(std::memory_order_relaxed));
+    res.set("X-Request-Id", request_id);
+    respond(std::move(res));
     return;
   }
 
-  const std::string request_id = newRequestId();
   const services::TraceContext trace = acceptTrace(req);
   auto reject = [&](http::Response res, std::string_view tenant) {
     finish(req, peer, res, request_id, tenant, nullptr, started, trace);
     respond(std::move(res));
   };
 
+  // Tenant.
   const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
-  if (who.outcome != tenants::Resolution::Outcome::kOk &&
-      who.outcome != tenants::Resolution::Outcome::kSuspended) {
-    // Unknown, revoked and expired keys look alike to the caller.
-    auto res = http::problem(401, "Unauthorized",
-                             "a valid tenant key is required: Authorization: Bearer <key>",
-                             {{"request_id", request_id}}, &req);
-    res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis\"");
-    reject(std::move(res), "");
+  if (who.outcome != tenants::Resolution::Outcome::kOk) {
+    reject(tenantRefusal(who, req, request_id), tenantOf(who));
     return;
   }
   const tenants::TenantView& tenant = *who.tenant;
-  if (who.outcome == tenants::Resolution::Outcome::kSuspended) {
-    reject(http::problem(403, "Forbidden", "tenant " + tenant.id + " is suspended",
-                         {{"request_id", request_id}}, &req),
-           tenant.id);
-    return;
-  }
 
-  // The table stays alive (and with it every plugin it names) until this request has
+  // Route. The table stays alive (and with it every plugin it names) until this request has
   // answered, even if hot activation swaps in another meanwhile.
   std::shared_ptr<const RouteTable> table = routes_.load();
-  // A plugin's routes exist only for the tenants that enabled it.
-  auto match = table->router.match(req.method_string(), path);
-  if (match && !tenant.hasPlugin(table->targets[match->target].plugin->id())) match.reset();
+  // A plugin's routes exist only for the tenants that enabled it, whatever the method.
+  auto enabled = [&tenant, &table](size_t t) {
+    return tenant.hasPlugin(table->targets[t].plugin->id());
+  };
+  auto match = table->router.match(req.method_string(), path, enabled);
   if (!match) {
-    bool other = table->router.matchesOtherMethod(req.method_string(), path);
+    bool other = table->router.matchesOtherMethod(req.method_string(), path, enabled);
     reject(other ? http::problem(
                        405, "Method Not Allowed",
                        "no route for " + std::string(req.method_string()) + " " + std::string(path),
@@ -171,11 +207,12 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // Admission.
   tenants::Ticket ticket = admission_.admit(tenant.id, tenant.quotas, req.body().size());
   if (!ticket.admitted()) {
     const tenants::Rejection& r = ticket.rejection();
     quota_rejections_.labels({r.quota}).add(1);
-    auto res = quotaProblem(req, r, tenant);
+    auto res = quotaProblem(req, r, tenant, request_id);
     if (policy_ && policy_->active()) {
       auto rc = policyContext(tenant, who.key_id, peer, table->targets[match->target]);
       auto v = policy_->onQuotaExceeded(rc, r);
@@ -190,7 +227,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
               {{"quota", r.quota},
                {"limit", std::to_string(r.limit), true},
                {"reset_seconds", std::to_string(r.reset_seconds), true},
-               {"decision_id", r.decision_id}},
+               {"decision_id", r.decision_id},
+               {"request_id", request_id}},
               &req);
           for (const char* h :
                {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"}) {
@@ -214,8 +252,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
+  // Policy: after admission, before the plugin. Without one, this is one load.
   const RouteTarget& route = table->targets[match->target];
-  // The admin policy: after admission, before the plugin. Without one, this is one load.
   const bool policy_active = policy_ && policy_->active();
   lua::RequestContext rc;
   if (policy_active) {
@@ -230,6 +268,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     }
     if (v.action == lua::Verdict::Action::kModify) lua::applyHeaderEdits(v.headers, req.base());
   }
+  // Call, then after (metrics, access log): inline, or on the blocking pool.
   if (!route.blocking) {
     auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id, trace);
     if (policy_active) policyOnResponse(rc, req, res);
@@ -315,7 +354,7 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     r.limit = ctx.refused_limit;
     r.decision_id = tenants::newDecisionId();
     quota_rejections_.labels({r.quota}).add(1);
-    auto res = quotaProblem(req, r, tenant);
+    auto res = quotaProblem(req, r, tenant, request_id);
     res.set("X-Request-Id", request_id);
     return res;
   }
@@ -358,6 +397,8 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
                        const std::string& request_id, std::string_view tenant,
                        const RouteTarget* target, Clock::time_point started,
                        const services::TraceContext& trace) {
+  // Every answer carries the ids, whatever a policy did to the headers.
+  res.set("X-Request-Id", request_id);
   addTraceId(res, trace.traceId());
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();

@@ -1,8 +1,10 @@
 // The data plane's request handler: health probes, tenant resolution from the bearer
-// key (401 unknown/revoked/expired, 403 suspended), routing to the plugins the tenant
-// enabled, admission against the tenant's quotas (413/429 with RateLimit-* headers), and
-// the call through the C ABI — inline on the event loop, or on the blocking pool for
-// routes the manifest declares blocking.
+// key (401 unknown/revoked/expired, 403 suspended; for a request with a body already in
+// screen(), before the body is read), routing to the plugins the tenant enabled (the others'
+// routes are hidden), admission against the tenant's quotas (413/429 with RateLimit-*
+// headers), the admin policy, and the call through the C ABI — inline on the event loop, or
+// on the blocking pool for routes the manifest declares blocking. Every answer carries
+// X-Request-Id.
 #pragma once
 
 #include <array>
@@ -28,6 +30,7 @@ class DataPlane : public http::RequestHandler {
             metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
             lua::PolicyEngine* policy = nullptr);
 
+  std::optional<http::Response> screen(const http::Request& req, const http::Peer& peer) override;
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
 
  private:

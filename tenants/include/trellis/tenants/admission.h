@@ -111,7 +111,8 @@ class Admission {
   std::unique_ptr<Impl> impl_;
 };
 
-// A fresh decision id: 16 hex digits, unique per process run.
+// A fresh decision id: 16 hex digits, 64 bits from a CSPRNG (so ids reveal nothing about
+// other tenants' traffic).
 std::string newDecisionId();
 
 }  // namespace trellis::tenants

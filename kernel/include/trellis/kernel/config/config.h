@@ -7,7 +7,8 @@
 //
 //   server:   {listen: "127.0.0.1:8080", threads: 0, max_header_bytes: 16384,
 //              max_body_bytes: 1048576, read_timeout_ms: 10000, idle_timeout_ms: 60000,
-//              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024}
+//              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024,
+//              max_connections: 10000}
 //   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token"}
 //   storage:  {data_dir: "../var/data"}
 //   storage:                                     # example: PostgreSQL instead of SQLite
@@ -96,6 +97,7 @@ struct ServerConfig {
   std::chrono::milliseconds drain_timeout{10'000};
   size_t blocking_threads = 8;
   size_t blocking_queue = 1024;
+  size_t max_connections = 10'000;  // open data-plane connections; further ones are closed
 };
 
 struct AdminConfig {

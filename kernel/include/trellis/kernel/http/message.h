@@ -7,6 +7,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace trellis::kernel::http {
@@ -29,6 +30,16 @@ using Respond = std::function<void(Response)>;
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
+  // Called on the event loop once the header of a request whose body is still to come has
+  // arrived, before any byte of that body is read or `100 Continue` is sent (requests without
+  // a body go straight to handle()). A response refuses the request: it is sent, the body is
+  // never read, and the connection closes. So an unauthenticated client cannot make the host
+  // buffer bodies. The default admits every request.
+  virtual std::optional<Response> screen(const Request& header, const Peer& peer) {
+    (void)header;
+    (void)peer;
+    return std::nullopt;
+  }
   virtual void handle(Request& req, const Peer& peer, Respond respond) = 0;
 };
 

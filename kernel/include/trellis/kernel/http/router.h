@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,13 +43,19 @@ class Router {
   // Method "*" matches any method.
   Status add(std::string_view method, std::string_view pattern, size_t target);
 
+  // Which targets a caller may reach; the others are as if never added (a tenant's plugins).
+  using Visible = std::function<bool(size_t target)>;
+
   // Literal segments win over parameters, parameters over a trailing rest, comparing
   // segments left to right (the first segment where two patterns differ decides); between
-  // equally specific patterns an exact method wins over "*". nullopt if no route matches.
-  std::optional<RouteMatch> match(std::string_view method, std::string_view path) const;
+  // equally specific patterns an exact method wins, then GET for HEAD (RFC 9110 §9.3.2: HEAD
+  // works wherever GET does), then "*". nullopt if no visible route matches.
+  std::optional<RouteMatch> match(std::string_view method, std::string_view path,
+                                  const Visible& visible = {}) const;
 
-  // True if some route matches the path with another method (for 405 vs 404).
-  bool matchesOtherMethod(std::string_view method, std::string_view path) const;
+  // True if some visible route matches the path with another method (for 405 vs 404).
+  bool matchesOtherMethod(std::string_view method, std::string_view path,
+                          const Visible& visible = {}) const;
 
  private:
   struct Route {

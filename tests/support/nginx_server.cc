@@ -1,0 +1,193 @@
+#include "support/nginx_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+namespace trellis::test {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string findNginx() {
+  for (const char* p : {"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
+// A port nothing listens on right now (the kernel's choice for port 0). nginx cannot be
+// asked for port 0 and report it, so a race with another process is retried by start().
+uint16_t freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+bool accepts(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+NginxServer::NginxServer(uint16_t upstream_port)
+    : upstream_port_(upstream_port), binary_(findNginx()) {}
+
+NginxServer::~NginxServer() {
+  stop();
+}
+
+std::string NginxServer::errorLog() const {
+  return fs::exists(dir_ / "error.log") ? readFile(dir_ / "error.log") : "";
+}
+
+std::string NginxServer::version() const {
+  int status = 0;
+  std::string v = runCommand(binary_ + " -v 2>&1", &status);
+  auto at = v.find("nginx/");
+  return at == std::string::npos ? v : v.substr(at, v.find_first_of("\r\n ", at) - at);
+}
+
+bool NginxServer::start(std::chrono::milliseconds timeout) {
+  if (binary_.empty()) {
+    error_ = "nginx is not installed; the differential framing test needs it (scripts/deps.sh)";
+    return false;
+  }
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (startOn(freePort(), timeout)) return true;
+  }
+  return false;
+}
+
+bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
+  const std::string d = dir_.path().string();
+  fs::create_directories(dir_ / "tmp");
+  writeFile(dir_ / "error.log", "");
+  std::string conf;
+  if (::geteuid() == 0) conf += "user root;\n";  // the worker writes to this temp dir
+  conf +=
+      "worker_processes 1;\n"
+      "daemon off;\n"
+      "pid " +
+      d +
+      "/nginx.pid;\n"
+      "error_log " +
+      d +
+      "/error.log info;\n"
+      "events { worker_connections 256; }\n"
+      "http {\n"
+      "  log_format framing '$request_id $status $upstream_status $upstream_http_x_request_id';\n"
+      "  access_log " +
+      d +
+      "/access.log framing;\n"
+      "  client_body_temp_path " +
+      d +
+      "/tmp/body;\n"
+      "  proxy_temp_path " +
+      d +
+      "/tmp/proxy;\n"
+      "  fastcgi_temp_path " +
+      d +
+      "/tmp/fastcgi;\n"
+      "  uwsgi_temp_path " +
+      d +
+      "/tmp/uwsgi;\n"
+      "  scgi_temp_path " +
+      d +
+      "/tmp/scgi;\n"
+      "  upstream trellis {\n"
+      "    server 127.0.0.1:" +
+      std::to_string(upstream_port_) +
+      ";\n"
+      "    keepalive 8;\n"  // reused upstream connections: where a desync would smuggle
+      "  }\n"
+      "  server {\n"
+      "    listen 127.0.0.1:" +
+      std::to_string(port) +
+      ";\n"
+      "    location / {\n"
+      "      proxy_pass http://trellis;\n"
+      "      proxy_http_version 1.1;\n"
+      "      proxy_set_header Connection \"\";\n"
+      "      proxy_request_buffering off;\n"
+      "      proxy_next_upstream off;\n"
+      "      proxy_set_header X-Proxy-Id $request_id;\n"
+      "      add_header X-Proxy-Id $request_id always;\n"
+      "    }\n"
+      "  }\n"
+      "}\n";
+  writeFile(dir_ / "nginx.conf", conf);
+
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+    std::string out = d + "/stdout.log", c = d + "/nginx.conf", e = d + "/error.log",
+                prefix = d + "/";
+    FILE* f = std::freopen(out.c_str(), "a", stdout);
+    (void)f;
+    ::dup2(::fileno(stdout), STDERR_FILENO);
+    ::execl(binary_.c_str(), binary_.c_str(), "-p", prefix.c_str(), "-c", c.c_str(), "-e",
+            e.c_str(), static_cast<char*>(nullptr));
+    std::perror("exec nginx");
+    std::_Exit(127);
+  }
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {  // e.g. the port was taken meanwhile
+      pid_ = -1;
+      error_ = "nginx exited at start: " + errorLog() + readFile(dir_ / "stdout.log");
+      return false;
+    }
+    if (accepts(port)) {
+      port_ = port;
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  error_ = "nginx did not accept connections on port " + std::to_string(port) + ": " + errorLog();
+  stop();
+  return false;
+}
+
+void NginxServer::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGQUIT);
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline) {
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+}  // namespace trellis::test
