@@ -84,17 +84,18 @@ TEST(NativeLibraryTest, CheckAbiTable) {
     const char* error;  // nullptr: accepted
   } cases[] = {
       {TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, nullptr},
-      {1, 0, nullptr},  // a 1.0 plugin keeps loading on a 1.1 host
+      {1, 0, nullptr},  // 1.0 and 1.1 plugins keep loading on a 1.2 host
       {1, 1, nullptr},
-      {2, 0, "plugin ABI 2.0 is not supported: host speaks ABI 1.1 (major must match)"},
-      {0, 9, "plugin ABI 0.9 is not supported: host speaks ABI 1.1 (major must match)"},
-      {1, 3, "plugin needs ABI 1.3 but host provides 1.1"},
-      {1, 99, "plugin needs ABI 1.99 but host provides 1.1"},
+      {1, 2, nullptr},
+      {2, 0, "plugin ABI 2.0 is not supported: host speaks ABI 1.2 (major must match)"},
+      {0, 9, "plugin ABI 0.9 is not supported: host speaks ABI 1.2 (major must match)"},
+      {1, 3, "plugin needs ABI 1.3 but host provides 1.2"},
+      {1, 99, "plugin needs ABI 1.99 but host provides 1.2"},
       {65535, 65535,
-       "plugin ABI 65535.65535 is not supported: host speaks ABI 1.1 (major must "
+       "plugin ABI 65535.65535 is not supported: host speaks ABI 1.2 (major must "
        "match)"},
   };
-  static_assert(TRELLIS_ABI_MAJOR == 1 && TRELLIS_ABI_MINOR == 1, "update the table");
+  static_assert(TRELLIS_ABI_MAJOR == 1 && TRELLIS_ABI_MINOR == 2, "update the table");
   for (const auto& c : cases) {
     Status s = checkAbi(c.major, c.minor);
     if (c.error == nullptr) {
@@ -147,7 +148,7 @@ TEST(NativeLibraryTest, RefusesAbiMajor) {
   // Refused from the manifest alone, before any of the library's code runs.
   EXPECT_EQ(refusal("abi-major"),
             fileOf("abi-major") +
-                ": plugin ABI 2.0 is not supported: host speaks ABI 1.1 (major must match)");
+                ": plugin ABI 2.0 is not supported: host speaks ABI 1.2 (major must match)");
   // A manifest that lies about the ABI does not help: the descriptor is checked too.
   Manifest lying = manifestOf("abi-major");
   lying.abi_major = 1;
@@ -155,18 +156,18 @@ TEST(NativeLibraryTest, RefusesAbiMajor) {
   ASSERT_FALSE(lib.isOk());
   EXPECT_EQ(lib.status().message(),
             fileOf("abi-major") +
-                ": plugin ABI 2.0 is not supported: host speaks ABI 1.1 (major must match)");
+                ": plugin ABI 2.0 is not supported: host speaks ABI 1.2 (major must match)");
 }
 
 TEST(NativeLibraryTest, RefusesAbiMinorTooNew) {
   EXPECT_EQ(refusal("abi-minor-too-new"),
-            fileOf("abi-minor-too-new") + ": plugin needs ABI 1.99 but host provides 1.1");
+            fileOf("abi-minor-too-new") + ": plugin needs ABI 1.99 but host provides 1.2");
   Manifest lying = manifestOf("abi-minor-too-new");
   lying.abi_minor = 0;
   auto lib = NativeLibrary::open(libraryOf("abi-minor-too-new", lying), lying);
   ASSERT_FALSE(lib.isOk());
   EXPECT_EQ(lib.status().message(),
-            fileOf("abi-minor-too-new") + ": plugin needs ABI 1.99 but host provides 1.1");
+            fileOf("abi-minor-too-new") + ": plugin needs ABI 1.99 but host provides 1.2");
 }
 
 TEST(NativeLibraryTest, RefusesLibraryWithoutEntrySymbol) {

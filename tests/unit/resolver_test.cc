@@ -167,5 +167,66 @@ TEST(ResolverTest, FirstFailingDependencyIsNamed) {
             "dependency f/a failed: requires f/none 1 which is not enabled");
 }
 
+// Inter-plugin services: (id, provides {name: version}, requires {name: range}).
+Manifest withServices(std::string id, std::vector<std::pair<std::string, std::string>> provides,
+                      std::vector<std::pair<std::string, std::string>> needs,
+                      bool optional = false) {
+  Manifest m;
+  m.id = std::move(id);
+  m.version = *Version::parse("1.0.0");
+  for (const auto& [name, version] : provides)
+    m.provides.push_back({name, *Version::parse(version)});
+  for (const auto& [name, range] : needs) {
+    m.required_services.push_back({name, *VersionRange::parse(range), optional});
+  }
+  return m;
+}
+
+TEST(ResolverTest, ServiceProvidersStartBeforeConsumers) {
+  std::map<std::string, Manifest> c;
+  c.emplace("a/backup", withServices("a/backup", {}, {{"secrets", "^1"}, {"blobstore", "^2.1"}}));
+  c.emplace("z/vault", withServices("z/vault", {{"secrets", "1.4.0"}}, {}));
+  c.emplace("b/s3", withServices("b/s3", {{"blobstore", "2.3.0"}}, {{"secrets", "^1.2"}}));
+  StartPlan plan = resolveStartOrder(c);
+  EXPECT_THAT(plan.refused, IsEmpty());
+  EXPECT_THAT(plan.order, ElementsAre("z/vault", "b/s3", "a/backup"));
+}
+
+TEST(ResolverTest, MissingOrOutOfRangeServiceIsNamed) {
+  std::map<std::string, Manifest> c;
+  c.emplace("a/app", withServices("a/app", {}, {{"secrets", "^2"}}));
+  c.emplace("a/other", withServices("a/other", {}, {{"kms", "~1.2"}}));
+  c.emplace("a/above", withServices("a/above", {{"reports", "1.0.0"}}, {}));
+  c.emplace("a/top", withServices("a/top", {}, {{"reports", "^1"}}));
+  c.at("a/above").required_services.push_back({"kms", *VersionRange::parse("~1.2"), false});
+  c.emplace("z/vault", withServices("z/vault", {{"secrets", "1.4.0"}}, {}));
+  StartPlan plan = resolveStartOrder(c);
+  EXPECT_EQ(plan.refused.at("a/app"), "requires service secrets ^2 but z/vault provides 1.4.0");
+  EXPECT_EQ(plan.refused.at("a/other"),
+            "requires service kms ~1.2 which no enabled plugin provides");
+  EXPECT_EQ(plan.refused.at("a/top"),
+            "service provider a/above failed: requires service kms ~1.2 which no enabled "
+            "plugin provides");
+  EXPECT_THAT(plan.order, ElementsAre("z/vault"));
+}
+
+TEST(ResolverTest, OptionalServiceOnlyOrders) {
+  std::map<std::string, Manifest> c;
+  c.emplace("a/app", withServices("a/app", {}, {{"metrics", "^1"}, {"absent", "^1"}}, true));
+  c.emplace("z/prom", withServices("z/prom", {{"metrics", "1.0.0"}}, {}));
+  StartPlan plan = resolveStartOrder(c);
+  EXPECT_THAT(plan.refused, IsEmpty());
+  EXPECT_THAT(plan.order, ElementsAre("z/prom", "a/app"));
+}
+
+TEST(ResolverTest, SecondProviderOfAServiceIsRefused) {
+  std::map<std::string, Manifest> c;
+  c.emplace("a/vault", withServices("a/vault", {{"secrets", "1.0.0"}}, {}));
+  c.emplace("b/vault", withServices("b/vault", {{"secrets", "2.0.0"}}, {}));
+  StartPlan plan = resolveStartOrder(c);
+  EXPECT_EQ(plan.refused.at("b/vault"), "provides service secrets, which a/vault already provides");
+  EXPECT_THAT(plan.order, ElementsAre("a/vault"));
+}
+
 }  // namespace
 }  // namespace trellis::kernel::plugin

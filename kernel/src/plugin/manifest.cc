@@ -31,8 +31,9 @@ constexpr size_t kMaxJsonDepth = 32;
 constexpr int kSchema = 1;
 
 constexpr std::string_view kKnownFields[] = {
-    "schema", "id",    "version",      "description",  "license",         "runtime", "abi",
-    "host",   "entry", "dependencies", "capabilities", "blocking_routes", "files"};
+    "schema", "id",       "version", "description",  "license",      "runtime",
+    "abi",    "host",     "entry",   "dependencies", "capabilities", "blocking_routes",
+    "files",  "provides", "requires"};
 
 template <typename Range>
 std::string joined(const Range& items) {
@@ -231,7 +232,8 @@ class ManifestReader {
          {&ManifestReader::readSchema, &ManifestReader::readIdentity, &ManifestReader::readRuntime,
           &ManifestReader::readAbi, &ManifestReader::readHost, &ManifestReader::readEntry,
           &ManifestReader::readDependencies, &ManifestReader::readCapabilities,
-          &ManifestReader::readBlockingRoutes, &ManifestReader::readFiles}) {
+          &ManifestReader::readBlockingRoutes, &ManifestReader::readFiles,
+          &ManifestReader::readProvides, &ManifestReader::readRequires}) {
       if (Status s = (this->*step)(m); !s) return s;
     }
     return m;
@@ -396,12 +398,101 @@ class ManifestReader {
       if (!cap) return cap.status();
       if (!isKnownCapability(*cap)) {
         return fieldError(path, "unknown capability " + quoteText(*cap) +
-                                    " (known: " + joined(kKnownCapabilities) + ")");
+                                    " (known: " + joined(kKnownCapabilities) + ", service:<name>)");
       }
       if (m.hasCapability(*cap)) return fieldError(path, "duplicate capability " + quoteText(*cap));
       m.capabilities.push_back(*cap);
     }
     return Status::ok();
+  }
+
+  // "provides": [{"name": "secrets", "version": "1.2.0"}]
+  Status readProvides(Manifest& m) {
+    std::optional<Var> v = field("provides");
+    if (!v) return Status::ok();
+    auto items = asArray(*v, "provides");
+    if (!items) return items.status();
+    for (size_t i = 0; i < (*items)->size(); ++i) {
+      std::string path = "provides[" + std::to_string(i) + "]";
+      auto item = asObject((*items)->get(static_cast<unsigned>(i)), path);
+      if (!item) return item.status();
+      if (Status s = onlyFields(**item, path, {"name", "version"}); !s) return s;
+      auto name = serviceName(**item, path);
+      if (!name) return name.status();
+      auto text = requiredString(**item, path, "version");
+      if (!text) return text.status();
+      auto version = Version::parse(*text);
+      if (!version) return fieldError(path + ".version", version.status().message());
+      for (const auto& seen : m.provides) {
+        if (seen.name == *name) return fieldError(path, "service " + quoteText(*name) + " twice");
+      }
+      m.provides.push_back({*name, *version});
+    }
+    return Status::ok();
+  }
+
+  // "requires": [{"name": "secrets", "range": "^1", "optional": false}]
+  Status readRequires(Manifest& m) {
+    std::optional<Var> v = field("requires");
+    if (!v) return Status::ok();
+    auto items = asArray(*v, "requires");
+    if (!items) return items.status();
+    for (size_t i = 0; i < (*items)->size(); ++i) {
+      std::string path = "requires[" + std::to_string(i) + "]";
+      auto item = asObject((*items)->get(static_cast<unsigned>(i)), path);
+      if (!item) return item.status();
+      if (Status s = onlyFields(**item, path, {"name", "range", "optional"}); !s) return s;
+      auto name = serviceName(**item, path);
+      if (!name) return name.status();
+      auto text = requiredString(**item, path, "range");
+      if (!text) return text.status();
+      auto range = VersionRange::parse(*text);
+      if (!range) return fieldError(path + ".range", range.status().message());
+      bool optional = false;
+      if ((*item)->has("optional")) {
+        Var flag = (*item)->get("optional");
+        if (!flag.isBoolean()) return fieldError(path + ".optional", "expected true or false");
+        optional = flag.extract<bool>();
+      }
+      for (const auto& seen : m.required_services) {
+        if (seen.name == *name) return fieldError(path, "service " + quoteText(*name) + " twice");
+      }
+      for (const auto& own : m.provides) {
+        if (own.name == *name) {
+          return fieldError(path, "a plugin cannot require the service it provides");
+        }
+      }
+      m.required_services.push_back({*name, *range, optional});
+    }
+    return Status::ok();
+  }
+
+  static Status onlyFields(const Object& item, const std::string& path,
+                           std::initializer_list<std::string_view> known) {
+    for (const auto& [name, value] : item) {
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        return fieldError(path,
+                          "unknown field " + quoteText(name) + " (known: " + joined(known) + ")");
+      }
+    }
+    return Status::ok();
+  }
+
+  static Result<std::string> requiredString(const Object& item, const std::string& path,
+                                            const std::string& name) {
+    if (!item.has(name)) return fieldError(path, "missing " + quoteText(name));
+    return asString(item.get(name), path + "." + name);
+  }
+
+  static Result<std::string> serviceName(const Object& item, const std::string& path) {
+    auto name = requiredString(item, path, "name");
+    if (!name) return name.status();
+    if (!isValidServiceName(*name)) {
+      return fieldError(path + ".name", quoteText(*name) +
+                                            " is not a valid service name (1-64 of a-z 0-9 . -, "
+                                            "starting with a letter)");
+    }
+    return name;
   }
 
   Status readBlockingRoutes(Manifest& m) {
@@ -573,6 +664,14 @@ bool isValidPluginId(std::string_view id) {
   size_t slash = id.find('/');
   if (slash == std::string_view::npos) return false;
   return isIdPart(id.substr(0, slash)) && isIdPart(id.substr(slash + 1));
+}
+
+bool isValidServiceName(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] < 'a' || name[0] > 'z') return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-')) return false;
+  }
+  return true;
 }
 
 }  // namespace trellis::kernel::plugin

@@ -88,17 +88,51 @@ std::string cyclePath(const Graph& graph, const std::set<std::string>& members,
 
 StartPlan resolveStartOrder(const std::map<std::string, Manifest>& candidates) {
   StartPlan plan;
+  // Each service has one provider: a second plugin offering the same name is refused, so
+  // which plugin answers a call never depends on start order.
+  std::map<std::string, std::string> provider_of;  // service -> plugin id
+  std::map<std::string, std::string> own_problem;
+  for (const auto& [id, manifest] : candidates) {
+    for (const auto& service : manifest.provides) {
+      auto [it, fresh] = provider_of.emplace(service.name, id);
+      if (!fresh && !own_problem.count(id)) {
+        own_problem[id] =
+            "provides service " + service.name + ", which " + it->second + " already provides";
+      }
+    }
+  }
+  // A required service is a dependency on its provider; an optional one only orders the
+  // start when its provider is there.
+  std::map<std::string, std::vector<std::string>> required_providers;
   Graph graph;
   for (const auto& [id, manifest] : candidates) {
     auto& edges = graph[id];
     for (const auto& dep : manifest.dependencies) {
       if (candidates.count(dep.id)) edges.push_back(dep.id);
     }
+    for (const auto& need : manifest.required_services) {
+      auto it = provider_of.find(need.name);
+      const Manifest* provider = it == provider_of.end() ? nullptr : &candidates.at(it->second);
+      const Version* offered = nullptr;
+      if (provider) {
+        for (const auto& p : provider->provides) {
+          if (p.name == need.name) offered = &p.version;
+        }
+      }
+      if (offered && need.range.contains(*offered)) {
+        edges.push_back(it->second);
+        if (!need.optional) required_providers[id].push_back(it->second);
+      } else if (!need.optional && !own_problem.count(id)) {
+        own_problem[id] = offered ? "requires service " + need.name + " " + need.range.text() +
+                                        " but " + it->second + " provides " + offered->toString()
+                                  : "requires service " + need.name + " " + need.range.text() +
+                                        " which no enabled plugin provides";
+      }
+    }
   }
 
   // A plugin's own problem: being part of a cycle comes first, since nothing in the cycle
   // can ever start; then its first missing or out-of-range dependency.
-  std::map<std::string, std::string> own_problem;
   for (const auto& component : cyclicComponents(graph)) {
     std::set<std::string> members(component.begin(), component.end());
     for (const auto& id : component) {
@@ -135,6 +169,12 @@ StartPlan resolveStartOrder(const std::map<std::string, Manifest>& candidates) {
         if (const auto& dep_why = failureOf(dep.id)) {
           why = "dependency " + dep.id + " failed: " + *dep_why;
           break;
+        }
+      }
+      for (const auto& provider : required_providers[id]) {
+        if (why) break;
+        if (const auto& provider_why = failureOf(provider)) {
+          why = "service provider " + provider + " failed: " + *provider_why;
         }
       }
     }

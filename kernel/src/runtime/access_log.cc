@@ -46,8 +46,9 @@ void AccessLog::record(const AccessEntry& e) {
                       fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms.count());
   line += '"';
   const std::pair<std::string_view, std::string_view> fields[] = {
-      {"id", e.request_id}, {"plane", e.plane}, {"peer", e.peer},   {"tenant", e.tenant},
-      {"method", e.method}, {"path", e.path},   {"route", e.route}, {"plugin", e.plugin}};
+      {"id", e.request_id}, {"plane", e.plane},   {"peer", e.peer},
+      {"tenant", e.tenant}, {"method", e.method}, {"path", e.path},
+      {"route", e.route},   {"plugin", e.plugin}, {"trace_id", e.trace_id}};
   for (const auto& [name, value] : fields) {
     line += ",\"";
     line += name;

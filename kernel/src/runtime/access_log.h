@@ -3,7 +3,7 @@
 //
 //   {"ts":"2026-11-22T10:00:00.123Z","id":"5f0c…","plane":"data","peer":"127.0.0.1",
 //    "tenant":"acme","method":"GET","path":"/hello/ann","route":"/hello/{name}",
-//    "plugin":"trellis/hello","status":200,"bytes":42,"duration_us":180}
+//    "plugin":"trellis/hello","trace_id":"4bf9…","status":200,"bytes":42,"duration_us":180}
 #pragma once
 
 #include <memory>
@@ -25,6 +25,7 @@ struct AccessEntry {
   std::string_view path;
   std::string_view route;
   std::string_view plugin;
+  std::string_view trace_id;  // W3C trace id of the request
   unsigned status = 0;
   size_t bytes = 0;
   uint64_t duration_us = 0;

@@ -11,6 +11,8 @@
 #include "runtime/self_service.h"
 #include "runtime/storage_backend.h"
 #include "runtime/tenant_admin.h"
+#include "services/calls/service_registry.h"
+#include "services/core/handle_table.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
@@ -44,6 +46,8 @@ struct Application::Impl {
   tenants::Admission admission;
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
+  services::HandleTable handles;  // outlives the plugins that hold handles
+  services::ServiceRegistry service_registry;
   std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
   std::unique_ptr<lua::PolicyEngine> policy;
   std::unique_ptr<runtime::PolicyAdmin> policy_admin;
@@ -147,7 +151,14 @@ Status Application::start() {
 
   s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv);
   s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
-      s.kv.get(), &s.events, &s.metrics, s.tenants.get(), s.self_service.get()});
+      .kv = s.kv.get(),
+      .events = &s.events,
+      .metrics = &s.metrics,
+      .tenants = s.tenants.get(),
+      .self_service = s.self_service.get(),
+      .handles = &s.handles,
+      .service_registry = &s.service_registry,
+  });
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
   s.routes.store(std::make_shared<const runtime::RouteTable>(s.plugins->buildRouteTable()));
   // Hot activation; the drain bound is the shutdown one. Installs first ask the admin's

@@ -14,9 +14,14 @@
 #include "trellis/plugin.h"
 #include "trellis/tenants/registry.h"
 
+namespace trellis::kernel::services {
+class TraceContext;
+}
+
 namespace trellis::kernel::runtime {
 
-enum class Phase { kInit, kStart, kStop, kRequest, kEvent };
+// kService: a provider answering another plugin's service_call (ABI 1.2).
+enum class Phase { kInit, kStart, kStop, kRequest, kEvent, kService };
 
 // Marks `ctx` live on this thread until destruction. Nests (an event delivered while a
 // request runs on the same thread is a separate, inner scope).
@@ -39,11 +44,15 @@ struct trellis_ctx {
   trellis::kernel::runtime::PluginInstance* plugin = nullptr;
   const trellis::tenants::TenantView* tenant = nullptr;  // null outside tenant calls
   std::string_view principal;  // id of the key that made the request; "" otherwise
+  const trellis::kernel::services::TraceContext* trace = nullptr;  // null outside traced calls
   trellis::kernel::runtime::Phase phase = trellis::kernel::runtime::Phase::kInit;
   std::string error;  // last message from host->set_error
   // Per-request quota on host calls (tenant's max_host_calls); see admitCall().
   uint64_t host_calls = 0;
   uint64_t max_host_calls = UINT64_MAX;
+  // Inside a service method: the calling plugin's id and the reply being built.
+  std::string_view caller;
+  trellis_service_reply* reply = nullptr;
   // Set when a host call was refused by a tenant quota, so the data plane can answer with
   // that quota's status (429 host calls, 507 storage) instead of a generic error.
   const char* refused_quota = nullptr;
@@ -61,4 +70,8 @@ struct trellis_request {
 
 struct trellis_response {
   trellis::kernel::http::Response http;
+};
+
+struct trellis_service_reply {
+  std::string bytes;
 };

@@ -59,6 +59,31 @@ http::Response policyRefusal(const http::Request& req, const lua::Verdict& v,
   return res;
 }
 
+// W3C trace context: continues the caller's trace or starts one. The plugin sees the
+// validated value in place of whatever the client sent (tracestate dropped if invalid).
+services::TraceContext acceptTrace(http::Request& req) {
+  auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
+  req.set("traceparent", trace.traceparent());
+  if (trace.tracestate().empty()) {
+    req.erase("tracestate");
+  } else {
+    req.set("tracestate", trace.tracestate());
+  }
+  return trace;
+}
+
+// Every problem+json body names the trace, so a client's error report leads to the logs.
+void addTraceId(http::Response& res, std::string_view trace_id) {
+  if (!res[bhttp::field::content_type].starts_with("application/problem+json")) return;
+  std::string& body = res.body();
+  size_t close = body.find_last_not_of(" \t\r\n");
+  if (close == std::string::npos || body[close] != '}' || body.find("\"trace_id\"") != body.npos) {
+    return;
+  }
+  body.insert(close, std::string(",\"trace_id\":\"").append(trace_id).append("\""));
+  res.prepare_payload();
+}
+
 }  // namespace
 
 DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
@@ -103,8 +128,9 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
 
   const std::string request_id = newRequestId();
+  const services::TraceContext trace = acceptTrace(req);
   auto reject = [&](http::Response res, std::string_view tenant) {
-    finish(req, peer, res, request_id, tenant, nullptr, started);
+    finish(req, peer, res, request_id, tenant, nullptr, started, trace);
     respond(std::move(res));
   };
 
@@ -175,7 +201,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
         lua::applyHeaderEdits(v.headers, res.base());
       }
     }
-    finish(req, peer, res, request_id, tenant.id, nullptr, started);
+    finish(req, peer, res, request_id, tenant.id, nullptr, started, trace);
     if (r.quota == "requests_per_second") {
       // The client may retry after reset_seconds anyway; answering then, not now, keeps a
       // flooding connection from taking the event loop from other tenants.
@@ -198,17 +224,17 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     if (v.action == lua::Verdict::Action::kDeny) {
       auto res = policyRefusal(req, v, request_id);
       addRateLimitHeaders(res, ticket);
-      finish(req, peer, res, request_id, tenant.id, &route, started);
+      finish(req, peer, res, request_id, tenant.id, &route, started, trace);
       respond(std::move(res));
       return;
     }
     if (v.action == lua::Verdict::Action::kModify) lua::applyHeaderEdits(v.headers, req.base());
   }
   if (!route.blocking) {
-    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id);
+    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id, trace);
     if (policy_active) policyOnResponse(rc, req, res);
     addRateLimitHeaders(res, ticket);
-    finish(req, peer, res, request_id, tenant.id, &route, started);
+    finish(req, peer, res, request_id, tenant.id, &route, started, trace);
     respond(std::move(res));
     return;
   }
@@ -217,13 +243,13 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   bool queued =
       pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
                        match = std::move(*match), path, query, request_id, started, respond,
-                       ticket_ptr, policy_active, key_id = who.key_id]() mutable {
-        auto res = invoke(route, tenant, key_id, req, match, path, query, request_id);
+                       ticket_ptr, policy_active, key_id = who.key_id, trace]() mutable {
+        auto res = invoke(route, tenant, key_id, req, match, path, query, request_id, trace);
         if (policy_active) {
           policyOnResponse(policyContext(tenant, key_id, peer, route), req, res);
         }
         addRateLimitHeaders(res, *ticket_ptr);
-        finish(req, peer, res, request_id, tenant.id, &route, started);
+        finish(req, peer, res, request_id, tenant.id, &route, started, trace);
         ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
         respond(std::move(res));
       });
@@ -239,11 +265,13 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
 http::Response DataPlane::invoke(const RouteTarget& target, const tenants::TenantView& tenant,
                                  std::string_view principal, const http::Request& req,
                                  const http::RouteMatch& match, std::string_view path,
-                                 std::string_view query, const std::string& request_id) {
+                                 std::string_view query, const std::string& request_id,
+                                 const services::TraceContext& trace) {
   trellis_ctx ctx;
   ctx.plugin = target.plugin;
   ctx.tenant = &tenant;
   ctx.principal = principal;
+  ctx.trace = &trace;
   ctx.phase = Phase::kRequest;
   ctx.max_host_calls = tenant.quotas.max_host_calls.value_or(UINT64_MAX);
   trellis_request request;
@@ -313,7 +341,9 @@ void DataPlane::policyOnResponse(const lua::RequestContext& rc, const http::Requ
 
 void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::Response& res,
                        const std::string& request_id, std::string_view tenant,
-                       const RouteTarget* target, Clock::time_point started) {
+                       const RouteTarget* target, Clock::time_point started,
+                       const services::TraceContext& trace) {
+  addTraceId(res, trace.traceId());
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
   unsigned status = res.result_int();
@@ -324,8 +354,8 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
   access_log_.record({request_id, "data", peer.address, tenant, req.method_string(),
                       target_str.substr(0, target_str.find('?')),
                       target ? std::string_view(target->pattern) : std::string_view(),
-                      target ? std::string_view(target->plugin->id()) : std::string_view(), status,
-                      res.body().size(), static_cast<uint64_t>(micros)});
+                      target ? std::string_view(target->plugin->id()) : std::string_view(),
+                      trace.traceId(), status, res.body().size(), static_cast<uint64_t>(micros)});
 }
 
 }  // namespace trellis::kernel::runtime

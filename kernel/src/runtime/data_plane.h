@@ -11,6 +11,7 @@
 #include "runtime/access_log.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/tarpit.h"
+#include "services/trace/trace_context.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/lua/policy_engine.h"
@@ -34,15 +35,18 @@ class DataPlane : public http::RequestHandler {
   http::Response invoke(const RouteTarget& target, const tenants::TenantView& tenant,
                         std::string_view principal, const http::Request& req,
                         const http::RouteMatch& match, std::string_view path,
-                        std::string_view query, const std::string& request_id);
+                        std::string_view query, const std::string& request_id,
+                        const services::TraceContext& trace);
   // Admin policy hooks (only called when a policy is active).
   lua::RequestContext policyContext(const tenants::TenantView& tenant, std::string_view key_id,
                                     const http::Peer& peer, const RouteTarget& route) const;
   void policyOnResponse(const lua::RequestContext& rc, const http::Request& req,
                         http::Response& res);
+  // Every answer but health probes passes here: metrics, the trace id in problem bodies, and
+  // the access log.
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
               const std::string& request_id, std::string_view tenant, const RouteTarget* target,
-              std::chrono::steady_clock::time_point started);
+              std::chrono::steady_clock::time_point started, const services::TraceContext& trace);
 
   const ActiveRoutes& routes_;  // swapped whole by hot activation
   const tenants::TenantRegistry& tenants_;

@@ -12,97 +12,36 @@
 
 #include "runtime/call_context.h"
 #include "runtime/self_service.h"
+#include "services/calls/service_abi.h"
+#include "services/core/handle_abi.h"
+#include "services/core/host_call.h"
+#include "services/trace/trace_abi.h"
+#include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 
 namespace trellis::kernel::runtime {
 namespace {
+using services::admitCall;
+using services::fail;
+using services::fillBuf;
+using services::granted;
+using services::live;
+using services::refuseQuota;
+using services::str;
+using services::view;
 
-thread_local std::array<const trellis_ctx*, 8> tls_live{};
+// A request (or event, or job) plus up to 8 nested service calls, with room to spare.
+thread_local std::array<const trellis_ctx*, 16> tls_live{};
 thread_local size_t tls_depth = 0;
-
-std::string_view view(trellis_str s) {
-  return s.ptr == nullptr ? std::string_view() : std::string_view(s.ptr, s.len);
-}
-trellis_str str(std::string_view s) {
-  return trellis_str{s.data(), s.size()};
-}
-
-// The ctx as a mutable object, or nullptr if the plugin passed something not live here.
-trellis_ctx* live(const trellis_ctx* ctx) {
-  return CallScope::isLive(ctx) ? const_cast<trellis_ctx*>(ctx) : nullptr;
-}
-
-// Every status-returning host call a plugin makes while serving a request counts against
-// the tenant's max_host_calls quota; past it, calls fail with QUOTA_EXCEEDED. INVALID for
-// a ctx that is not live on this thread.
-trellis_status admitCall(const trellis_ctx* c) {
-  trellis_ctx* ctx = live(c);
-  if (!ctx) return TRELLIS_INVALID;
-  ctx->error.clear();  // last_error describes this call, not an earlier one
-  if (ctx->phase == Phase::kRequest && ++ctx->host_calls > ctx->max_host_calls) {
-    ctx->refused_quota = "max_host_calls";
-    ctx->refused_limit = ctx->max_host_calls;
-    ctx->error =
-        "host call quota of " + std::to_string(ctx->max_host_calls) + " calls per request exceeded";
-    return TRELLIS_QUOTA_EXCEEDED;
-  }
-  return TRELLIS_OK;
-}
-
-trellis_status fail(trellis_ctx* ctx, const Status& s) {
-  ctx->error = s.message();
-  return s.toC();
-}
-
-// Refuses a call outside the plugin's granted capabilities: counted, logged and published
-// on the audit topic, so operators see what plugins try.
-// The grant is the manifest's request narrowed by the tenant's grants for this plugin.
-bool granted(trellis_ctx* ctx, std::string_view capability) {
-  bool requested = ctx->plugin->manifest().hasCapability(capability);
-  if (requested && (!ctx->tenant || ctx->tenant->grantsCapability(ctx->plugin->id(), capability))) {
-    return true;
-  }
-  ctx->plugin->denied_calls.fetch_add(1, std::memory_order_relaxed);
-  ctx->error = requested ? "capability \"" + std::string(capability) +
-                               "\" is not granted to this plugin by tenant " + ctx->tenant->id
-                         : "capability \"" + std::string(capability) +
-                               "\" was not requested in the manifest";
-  const HostServices& svc = ctx->plugin->services();
-  if (svc.metrics) {
-    svc.metrics
-        ->counter("trellis_plugin_capability_denied_total",
-                  "Host calls refused because the plugin lacks the capability",
-                  {"plugin", "capability"})
-        .labels({ctx->plugin->id(), std::string(capability)})
-        .add(1);
-  }
-  if (svc.events) {
-    std::string payload = "{\"plugin\":\"" + ctx->plugin->id() + "\",\"capability\":\"" +
-                          std::string(capability) + "\"}";
-    svc.events->publish({ctx->tenant ? ctx->tenant->id : "", "kernel", "audit.capability_denied",
-                         std::move(payload)});
-  }
-  spdlog::warn("plugin={} tenant={} denied: {}", ctx->plugin->id(),
-               ctx->tenant ? ctx->tenant->id : "-", ctx->error);
-  return false;
-}
 
 // KV calls need a tenant: every piece of plugin data belongs to one.
 trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
-  trellis_ctx* ctx = live(c);
-  if (!ctx) {
-    *refused = TRELLIS_INVALID;
-    return nullptr;
-  }
-  if (!granted(ctx, "kv")) {
-    *refused = TRELLIS_PERMISSION_DENIED;
-    return nullptr;
-  }
-  if (!ctx->tenant || !ctx->plugin->services().kv) {
-    ctx->error = "kv needs a tenant: call it from a request or event handler";
-    *refused = TRELLIS_INVALID;
+  trellis_ctx* ctx = services::enter(c, "kv", "kv", services::Tenant::kRequired, refused);
+  if (ctx && !ctx->plugin->services().kv) {
+    ctx->error = "this host has no key/value store";
+    *refused = TRELLIS_UNAVAILABLE;
     return nullptr;
   }
   return ctx;
@@ -110,13 +49,6 @@ trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
 
 storage::Scope scopeOf(const trellis_ctx* ctx) {
   return {ctx->tenant->id, ctx->plugin->id(), ctx->tenant->quotas.max_storage_bytes};
-}
-
-// Copies bytes into memory the plugin owns and releases with buf_free.
-void fillBuf(trellis_buf* out, std::string_view bytes) {
-  out->len = bytes.size();
-  out->ptr = static_cast<char*>(std::malloc(bytes.empty() ? 1 : bytes.size()));
-  if (!bytes.empty()) std::memcpy(out->ptr, bytes.data(), bytes.size());
 }
 
 bool hasControlBytes(std::string_view s) {
@@ -338,7 +270,6 @@ trellis_status resAppendBody(const trellis_ctx* c, trellis_response* res, trelli
 }
 
 trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value, uint64_t* version) {
-  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -352,14 +283,13 @@ trellis_status kvGet(const trellis_ctx* c, trellis_str key, trellis_buf* value, 
 
 trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
                      uint64_t expected_version, uint64_t* new_version) {
-  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
   auto v = ctx->plugin->services().kv->put(scopeOf(ctx), view(key), view(value), expected_version);
   if (!v && v.status().code() == StatusCode::kQuotaExceeded) {
-    ctx->refused_quota = "max_storage_bytes";
-    ctx->refused_limit = ctx->tenant->quotas.max_storage_bytes.value_or(0);
+    return refuseQuota(ctx, "max_storage_bytes", ctx->tenant->quotas.max_storage_bytes.value_or(0),
+                       v.status().message());
   }
   if (!v) return fail(ctx, v.status());
   if (new_version) *new_version = *v;
@@ -367,7 +297,6 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
 }
 
 trellis_status kvDelete(const trellis_ctx* c, trellis_str key, uint64_t expected_version) {
-  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -377,7 +306,6 @@ trellis_status kvDelete(const trellis_ctx* c, trellis_str key, uint64_t expected
 
 trellis_status kvList(const trellis_ctx* c, trellis_str prefix, trellis_str start_after,
                       uint32_t limit, trellis_kv_visit_fn visit, void* user) {
-  if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_status refused = TRELLIS_OK;
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
@@ -400,9 +328,10 @@ trellis_status eventPublish(const trellis_ctx* c, trellis_str topic, trellis_str
   if (t.empty() || t.size() > 256 || t.starts_with("audit.")) {
     return fail(ctx, Status::invalid("topic must be 1-256 bytes and not in audit.*"));
   }
-  bool queued = ctx->plugin->services().events->publish({ctx->tenant ? ctx->tenant->id : "",
-                                                         ctx->plugin->id(), std::string(t),
-                                                         std::string(view(payload))});
+  bool queued = ctx->plugin->services().events->publish(
+      {ctx->tenant ? ctx->tenant->id : "", ctx->plugin->id(), std::string(t),
+       std::string(view(payload)), ctx->trace ? ctx->trace->traceparent() : "",
+       ctx->trace ? ctx->trace->tracestate() : ""});
   return queued ? TRELLIS_OK : fail(ctx, Status::unavailable("event queue is full"));
 }
 
@@ -434,6 +363,11 @@ trellis_status eventSubscribe(const trellis_ctx* c, trellis_str topic, trellis_e
           }
           call.tenant = tenant.get();
         }
+        // The delivery is a span of the publisher's trace (a new trace for kernel events).
+        auto origin = services::TraceContext::restore(e.traceparent, e.tracestate);
+        const services::TraceContext trace =
+            origin ? origin->child() : services::TraceContext::root();
+        call.trace = &trace;
         CallScope scope(&call);
         fn(user, &call, str(e.topic), str(e.payload));
       });
@@ -517,15 +451,11 @@ trellis_status ctxPrincipal(const trellis_ctx* c, trellis_str* out) {
 // Self-service calls act on the ctx's own tenant, so they need one and the capability.
 trellis_ctx* selfServiceCall(const trellis_ctx* c, std::string_view capability,
                              trellis_status* refused) {
-  if (*refused = admitCall(c); *refused != TRELLIS_OK) return nullptr;
-  trellis_ctx* ctx = live(c);
-  if (!granted(ctx, capability)) {
-    *refused = TRELLIS_PERMISSION_DENIED;
-    return nullptr;
-  }
-  if (!ctx->tenant || !ctx->plugin->services().self_service) {
-    ctx->error = "tenant calls need a tenant: call them from a request or event handler";
-    *refused = TRELLIS_INVALID;
+  trellis_ctx* ctx =
+      services::enter(c, capability, "tenant calls", services::Tenant::kRequired, refused);
+  if (ctx && !ctx->plugin->services().self_service) {
+    ctx->error = "tenant self-service is not available on this host";
+    *refused = TRELLIS_UNAVAILABLE;
     return nullptr;
   }
   return ctx;
@@ -590,51 +520,39 @@ trellis_status lastError(const trellis_ctx* c, trellis_str* out) {
 }
 
 constexpr trellis_host_api kHostApi = {
-    sizeof(trellis_host_api),
-    TRELLIS_ABI_MAJOR,
-    TRELLIS_ABI_MINOR,
-    bufFree,
-    log,
-    setError,
-    ctxTenant,
-    ctxPlugin,
-    configGet,
-    routeAdd,
-    reqMethod,
-    reqPath,
-    reqQuery,
-    reqQueryParam,
-    reqPathParam,
-    reqHeader,
-    reqHeaders,
-    reqBody,
-    resSetStatus,
-    resAddHeader,
-    resSetBody,
-    resAppendBody,
-    kvGet,
-    kvPut,
-    kvDelete,
-    kvList,
-    eventPublish,
-    eventSubscribe,
-    clockUnixMs,
-    clockMonotonicNs,
-    metricDefine,
-    metricRecord,
-    ctxPrincipal,
-    tenantInfo,
-    tenantKeysList,
-    tenantKeyCreate,
-    tenantKeyRotate,
-    tenantKeyRevoke,
-    lastError,
+    sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
+    ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
+    reqPathParam, reqHeader, reqHeaders, reqBody, resSetStatus, resAddHeader, resSetBody,
+    resAppendBody, kvGet, kvPut, kvDelete, kvList, eventPublish, eventSubscribe, clockUnixMs,
+    clockMonotonicNs, metricDefine, metricRecord, ctxPrincipal, tenantInfo, tenantKeysList,
+    tenantKeyCreate, tenantKeyRotate, tenantKeyRevoke, lastError,
+    // ABI 1.2: each slot forwards to its service under kernel/src/services/<name>/.
+    services::handleClose, services::ctxTrace, services::serviceProvide, services::serviceCall,
+    services::serviceReply, services::ctxCaller,
+    nullptr,  // job_handler
+    nullptr,  // job_schedule
+    nullptr,  // job_cancel
+    nullptr,  // http_send (services/egress)
+    nullptr,  // http_response_status
+    nullptr,  // http_response_headers
+    nullptr,  // http_response_read
+    nullptr,  // blob_open_write (services/blobs)
+    nullptr,  // blob_write
+    nullptr,  // blob_commit
+    nullptr,  // blob_open_read
+    nullptr,  // blob_read
+    nullptr,  // blob_head
+    nullptr,  // blob_delete
+    nullptr,  // blob_list
 };
+static_assert(offsetof(trellis_host_api, blob_list) + sizeof(void*) == sizeof(trellis_host_api),
+              "every slot of the host table is listed above, in order");
 
 }  // namespace
 
 CallScope::CallScope(const trellis_ctx* ctx) {
-  // Deeper nesting than this would be a kernel bug (calls into plugins do not recurse).
+  // Deeper nesting than this would be a kernel bug: only service calls nest, and those
+  // stop at kMaxServiceDepth.
   if (tls_depth >= tls_live.size()) std::abort();
   tls_live[tls_depth++] = ctx;
 }

@@ -33,6 +33,10 @@ class KvStore;
 namespace trellis::tenants {
 class TenantRegistry;
 }
+namespace trellis::kernel::services {
+class HandleTable;
+class ServiceRegistry;
+}  // namespace trellis::kernel::services
 
 namespace trellis::kernel::runtime {
 
@@ -44,7 +48,9 @@ struct HostServices {
   events::EventBus* events = nullptr;
   metrics::MetricsRegistry* metrics = nullptr;
   const tenants::TenantRegistry* tenants = nullptr;
-  SelfService* self_service = nullptr;  // the tenant_* host calls; null = unavailable
+  SelfService* self_service = nullptr;       // the tenant_* host calls; null = unavailable
+  services::HandleTable* handles = nullptr;  // ABI 1.2 handles; null = none
+  services::ServiceRegistry* service_registry = nullptr;  // inter-plugin services
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };
@@ -57,6 +63,15 @@ struct RouteRegistration {
   void* user = nullptr;
   bool blocking = false;
 };
+
+// A method a provider registered with service_provide.
+struct ServiceMethod {
+  trellis_service_fn fn = nullptr;
+  void* user = nullptr;
+};
+// service -> method -> handler; filled during on_init, read-only afterwards.
+using ServiceMethods =
+    std::map<std::string, std::map<std::string, ServiceMethod, std::less<>>, std::less<>>;
 
 using MetricSlot = std::variant<metrics::Counter*, metrics::Gauge*, metrics::Histogram*>;
 
@@ -95,6 +110,7 @@ class PluginInstance {
   std::vector<RouteRegistration> routes;
   std::vector<uint64_t> subscriptions;
   std::vector<MetricSlot> metrics;
+  ServiceMethods service_methods;
 
   std::atomic<uint64_t> denied_calls{0};
 

@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "runtime/call_context.h"
+#include "services/calls/service_registry.h"
+#include "services/core/handle_table.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/plugin/resolver.h"
 #include "trellis/tenants/identity.h"
@@ -247,6 +249,8 @@ bool PluginManager::startPlugin(PluginInstance& p) {
     }
   }
   p.state = PluginState::kActive;
+  // From here on, its services answer calls (a previous version's drain as it stops).
+  if (services_.service_registry) services_.service_registry->bind(p);
   spdlog::info("plugin {}@{} active ({} routes)", p.id(), p.manifest().version.toString(),
                p.routes.size());
   return true;
@@ -275,6 +279,8 @@ bool PluginManager::initPlugin(PluginInstance& p) {
 }
 
 void PluginManager::stopPlugin(PluginInstance& p) {
+  // No service call may reach the plugin once it starts tearing down; those running end.
+  if (services_.service_registry) services_.service_registry->unbind(p);
   // No event may reach the plugin once it starts tearing down.
   if (services_.events) {
     for (uint64_t id : p.subscriptions) services_.events->unsubscribe(id);
@@ -289,6 +295,12 @@ void PluginManager::stopPlugin(PluginInstance& p) {
       ctx.phase = Phase::kStop;
       CallScope scope(&ctx);
       d.on_stop(p.plugin_state, &ctx);
+    }
+    // What the plugin left open is the host's to reclaim; nothing it holds outlives it.
+    if (services_.handles) {
+      if (size_t n = services_.handles->releaseAll(&p)) {
+        spdlog::info("plugin={} stopped holding {} handle(s); released", p.id(), n);
+      }
     }
     bool initialized = p.state == PluginState::kInitialized || p.state == PluginState::kActive;
     if (initialized && d.on_destroy) {

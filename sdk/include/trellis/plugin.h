@@ -1,8 +1,9 @@
 /*
- * Trellis plugin ABI, version 1.1 — the only contract between trellisd and a plugin.
+ * Trellis plugin ABI, version 1.2 — the only contract between trellisd and a plugin.
  *
  * 1.0: the original table. 1.1: ctx_principal, tenant self-service (tenant_info,
- * tenant_key*) and last_error.
+ * tenant_key*) and last_error. 1.2: platform services — handles, trace context,
+ * inter-plugin services, jobs and timers, egress HTTP and blob storage.
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -65,7 +66,7 @@ extern "C" {
 #endif
 
 #define TRELLIS_ABI_MAJOR 1
-#define TRELLIS_ABI_MINOR 1
+#define TRELLIS_ABI_MINOR 2
 
 #if defined(_WIN32)
 #define TRELLIS_PLUGIN_EXPORT __declspec(dllexport)
@@ -162,6 +163,88 @@ typedef int (*trellis_kv_visit_fn)(void* user, trellis_str key, trellis_str valu
 
 /* Header visitor for req_headers. Name and value are BORROWED. Return non-zero to stop. */
 typedef int (*trellis_header_visit_fn)(void* user, trellis_str name, trellis_str value);
+
+/* ---------------------------------------------------------------------------------------
+ * ABI 1.2 types
+ * ------------------------------------------------------------------------------------- */
+
+/* A host object the plugin holds across calls (an HTTP response being read, a blob being
+ * written or read). OWNERSHIP: the plugin's, released with host->handle_close (or by the
+ * call that finishes it, e.g. blob_commit). A handle belongs to the plugin and the tenant
+ * of the ctx that opened it: used by another plugin, under another tenant's ctx or after
+ * release, every call answers TRELLIS_INVALID. The host reclaims what a plugin leaves
+ * open when it stops. 0 is never a valid handle. */
+typedef uint64_t trellis_handle;
+#define TRELLIS_HANDLE_NONE ((trellis_handle)0)
+
+/* The reply a service method builds (see trellis_service_fn). OWNERSHIP: the host's;
+ * LIFETIME: the handler call. */
+typedef struct trellis_service_reply trellis_service_reply;
+
+/* A method a provider offers (registered with host->service_provide in on_init).
+ * THREADING: called concurrently from any host thread that runs a consumer's call.
+ * `ctx` carries the CALLER's tenant and trace context; host->ctx_caller names the calling
+ * plugin. `request` is BORROWED for the call. Set the answer with host->service_reply;
+ * a non-OK status reaches the caller as that status, with the message set by
+ * host->set_error prefixed by the service and method. */
+typedef trellis_status (*trellis_service_fn)(void* user, const trellis_ctx* ctx,
+                                             trellis_str request, trellis_service_reply* reply);
+
+/* Kinds of schedule for trellis_job_spec.kind. */
+enum {
+  TRELLIS_JOB_ONCE = 0,  /* once, delay_ms after scheduling */
+  TRELLIS_JOB_EVERY = 1, /* every interval_ms; the first run after delay_ms (0 = interval) */
+  TRELLIS_JOB_CRON = 2   /* at the times a 5-field cron expression names, in UTC */
+};
+/* trellis_job_spec.flags */
+#define TRELLIS_JOB_DURABLE 1u /* persisted: survives restarts, retried, dead-lettered */
+
+/* A job to schedule for the ctx's tenant. Every pointer is BORROWED for the call and
+ * copied by the host. Fields may be appended; set struct_size = sizeof(trellis_job_spec). */
+typedef struct trellis_job_spec {
+  uint32_t struct_size;
+  int32_t kind;          /* TRELLIS_JOB_ONCE, _EVERY or _CRON */
+  trellis_str name;      /* 1..128 bytes of [A-Za-z0-9._:-]; unique per (tenant, plugin):
+                          * scheduling an existing name replaces that job */
+  uint64_t delay_ms;     /* ONCE and EVERY: time until the first run */
+  uint64_t interval_ms;  /* EVERY: >= 1000 */
+  trellis_str cron;      /* CRON: "minute hour day-of-month month day-of-week", UTC */
+  trellis_str payload;   /* up to 64 KiB, handed to the job handler on every run */
+  uint32_t flags;        /* TRELLIS_JOB_DURABLE */
+  uint32_t max_attempts; /* durable: runs of one firing before it is dead-lettered
+                          * (0 = host default, 5); retries back off exponentially */
+  uint32_t budget_ms;    /* a run's time budget (0 = host default) */
+} trellis_job_spec;
+
+/* Runs a job (registered with host->job_handler in on_init). THREADING: a host pool
+ * thread, never an event loop; one run of a given job at a time. `ctx` carries the job's
+ * tenant and a trace context of its own; `name` and `payload` are BORROWED. A non-OK
+ * status fails the run: durable jobs are retried with backoff, then dead-lettered. */
+typedef trellis_status (*trellis_job_fn)(void* user, const trellis_ctx* ctx, trellis_str name,
+                                         trellis_str payload);
+
+/* An outbound HTTP/1.1 request (host->http_send). Every pointer is BORROWED for the call.
+ * Fields may be appended; set struct_size = sizeof(trellis_http_request). */
+typedef struct trellis_http_request {
+  uint32_t struct_size;
+  trellis_str method;         /* "GET", "POST", … */
+  trellis_str url;            /* absolute http:// or https:// URL */
+  const trellis_str* headers; /* 2 * header_count strings: name, value, name, value … */
+  size_t header_count;
+  trellis_str body;
+  uint32_t connect_timeout_ms;    /* 0 = host default */
+  uint32_t first_byte_timeout_ms; /* 0 = host default */
+  uint32_t total_timeout_ms;      /* 0 = host default */
+  uint32_t max_redirects;         /* 0 = redirects are answered, not followed; at most 5 */
+  uint64_t max_response_bytes;    /* 0 = host default; larger responses fail */
+} trellis_http_request;
+
+/* Options for host->blob_open_write. BORROWED for the call; may be NULL (defaults). */
+typedef struct trellis_blob_write_options {
+  uint32_t struct_size;
+  trellis_str content_type;  /* "" = application/octet-stream */
+  trellis_str metadata_json; /* a JSON object of string values, "" = none */
+} trellis_blob_write_options;
 
 /* ---------------------------------------------------------------------------------------
  * The host API table (provided by trellisd)
@@ -308,6 +391,91 @@ typedef struct trellis_host_api {
    * until the next host call on this ctx. Messages are meant for the tenant and operator
    * (they name the quota, key or field at fault) and never hold secrets. */
   trellis_status (*last_error)(const trellis_ctx* ctx, trellis_str* out);
+
+  /* == ABI 1.2 ======================================================================= */
+  /* -- handles ----------------------------------------------------------------------- */
+  /* Releases a handle (see trellis_handle); an unfinished operation behind it is
+   * abandoned (a blob write is aborted). INVALID for a handle this plugin and tenant do
+   * not hold. */
+  trellis_status (*handle_close)(const trellis_ctx* ctx, trellis_handle handle);
+
+  /* -- trace context (W3C Trace Context) --------------------------------------------- */
+  /* The call's `traceparent` ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>") and
+   * `tracestate` ("" if none). On the data plane it continues the caller's trace when the
+   * request carried a valid traceparent, else a new one; service calls, jobs and events
+   * carry the trace of the call that caused them. Both BORROWED for the callback;
+   * `tracestate` may be NULL. NOT_FOUND outside such a call (init, start, stop). */
+  trellis_status (*ctx_trace)(const trellis_ctx* ctx, trellis_str* traceparent,
+                              trellis_str* tracestate);
+
+  /* -- inter-plugin services ---------------------------------------------------------- */
+  /* Registers the handler of `method` (1..64 bytes [A-Za-z0-9._-]) of `service`, which the
+   * manifest must list in "provides". Only during on_init. `user` stays the plugin's. */
+  trellis_status (*service_provide)(const trellis_ctx* ctx, trellis_str service, trellis_str method,
+                                    trellis_service_fn fn, void* user);
+  /* Calls `method` of `service` (needs capability "service:<name>"), for the ctx's tenant
+   * and trace. On OK `response` is OWNED by the plugin (buf_free it). The provider's
+   * status comes back as is; UNAVAILABLE if no active provider serves the service now;
+   * NOT_FOUND for a method it does not offer; INVALID past 8 nested calls. Request and
+   * response are up to 1 MiB each. */
+  trellis_status (*service_call)(const trellis_ctx* ctx, trellis_str service, trellis_str method,
+                                 trellis_str request, trellis_buf* response);
+  /* Sets the bytes a service method answers (copied). Only inside that method. */
+  trellis_status (*service_reply)(const trellis_ctx* ctx, trellis_service_reply* reply,
+                                  trellis_str response);
+  /* Inside a service method: the plugin id of the caller. BORROWED for the callback.
+   * NOT_FOUND outside a service method. */
+  trellis_status (*ctx_caller)(const trellis_ctx* ctx, trellis_str* out);
+
+  /* -- jobs and timers ---------------------------------------------------------------- */
+  /* Sets the plugin's job handler. Only during on_init. */
+  trellis_status (*job_handler)(const trellis_ctx* ctx, trellis_job_fn fn, void* user);
+  /* Schedules a job for the ctx's tenant (needs capability "jobs" and a tenant ctx).
+   * QUOTA_EXCEEDED past the tenant's max_jobs; INVALID names the field at fault. */
+  trellis_status (*job_schedule)(const trellis_ctx* ctx, const trellis_job_spec* spec);
+  /* Cancels the ctx tenant's job `name`; NOT_FOUND if there is none. */
+  trellis_status (*job_cancel)(const trellis_ctx* ctx, trellis_str name);
+
+  /* -- egress HTTP (capability "egress"; destinations allowed by manifest and grant) --- */
+  /* Sends a request and waits for the response head; `*response` is a handle to read it.
+   * Only where blocking is allowed (blocking routes, jobs, event handlers): INVALID on an
+   * event loop. PERMISSION_DENIED names the rule that refused the destination. */
+  trellis_status (*http_send)(const trellis_ctx* ctx, const trellis_http_request* request,
+                              trellis_handle* response);
+  trellis_status (*http_response_status)(const trellis_ctx* ctx, trellis_handle response,
+                                         int32_t* status);
+  /* Visits the response headers in arrival order (BORROWED for the visit). */
+  trellis_status (*http_response_headers)(const trellis_ctx* ctx, trellis_handle response,
+                                          trellis_header_visit_fn visit, void* user);
+  /* Copies up to `cap` body bytes into `buf`; *len = 0 at the end of the body. */
+  trellis_status (*http_response_read)(const trellis_ctx* ctx, trellis_handle response, char* buf,
+                                       size_t cap, size_t* len);
+
+  /* -- blob storage, scoped by the host to (tenant, plugin) (capability "blobs") ------- */
+  /* Keys are 1..1024 bytes, no NUL, no ".." segment. Writes are streamed: open, write
+   * chunks, then commit (atomic: the object appears whole or not at all) or handle_close
+   * (abort). QUOTA_EXCEEDED at commit past the tenant's max_storage_bytes. */
+  trellis_status (*blob_open_write)(const trellis_ctx* ctx, trellis_str key,
+                                    const trellis_blob_write_options* options,
+                                    trellis_handle* writer);
+  trellis_status (*blob_write)(const trellis_ctx* ctx, trellis_handle writer, trellis_str chunk);
+  /* Commits and releases the writer. `head_json` (may be NULL) is OWNED by the plugin:
+   * {"key","size","sha256","content_type","metadata":{},"created_at_ms"}. */
+  trellis_status (*blob_commit)(const trellis_ctx* ctx, trellis_handle writer,
+                                trellis_buf* head_json);
+  /* Opens bytes [offset, offset + length) (length UINT64_MAX = to the end) for reading. */
+  trellis_status (*blob_open_read)(const trellis_ctx* ctx, trellis_str key, uint64_t offset,
+                                   uint64_t length, trellis_handle* reader);
+  /* Copies up to `cap` bytes into `buf`; *len = 0 at the end of the range. */
+  trellis_status (*blob_read)(const trellis_ctx* ctx, trellis_handle reader, char* buf, size_t cap,
+                              size_t* len);
+  /* The object's head as JSON (see blob_commit), OWNED by the plugin. NOT_FOUND if absent. */
+  trellis_status (*blob_head)(const trellis_ctx* ctx, trellis_str key, trellis_buf* head_json);
+  trellis_status (*blob_delete)(const trellis_ctx* ctx, trellis_str key);
+  /* Up to `limit` heads (0 = 1000) of keys starting with `prefix` after `start_after`, in
+   * byte order: {"items":[head…],"next":"<key>"|null}, OWNED by the plugin. */
+  trellis_status (*blob_list)(const trellis_ctx* ctx, trellis_str prefix, trellis_str start_after,
+                              uint32_t limit, trellis_buf* out_json);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

@@ -226,6 +226,96 @@ class Kv {
   const trellis_ctx* ctx_;
 };
 
+// ABI 1.2: a host object held across calls (see trellis_handle), closed when this goes
+// out of scope. The close needs a live ctx, so a Handle that must outlive its callback is
+// release()d and its id() reopened with Handle(host, ctx, id) in a later callback of the
+// same tenant.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(const trellis_host_api* host, const trellis_ctx* ctx, trellis_handle id)
+      : host_(host), ctx_(ctx), id_(id) {}
+  Handle(Handle&& o) noexcept : host_(o.host_), ctx_(o.ctx_), id_(o.release()) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      host_ = o.host_;
+      ctx_ = o.ctx_;
+      id_ = o.release();
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { reset(); }
+
+  trellis_handle id() const { return id_; }
+  explicit operator bool() const { return id_ != TRELLIS_HANDLE_NONE; }
+  // Gives up ownership without closing; returns the id.
+  trellis_handle release() {
+    trellis_handle id = id_;
+    id_ = TRELLIS_HANDLE_NONE;
+    return id;
+  }
+  // Closes now (an unfinished operation is abandoned).
+  void reset() {
+    if (id_ != TRELLIS_HANDLE_NONE && TRELLIS_HOST_HAS(host_, handle_close)) {
+      host_->handle_close(ctx_, id_);
+    }
+    id_ = TRELLIS_HANDLE_NONE;
+  }
+
+ private:
+  const trellis_host_api* host_ = nullptr;
+  const trellis_ctx* ctx_ = nullptr;
+  trellis_handle id_ = TRELLIS_HANDLE_NONE;
+};
+
+// ABI 1.2: a job to schedule for the calling tenant (see trellis_job_spec).
+//   ctx.schedule(trellis::Job::cron("nightly-backup", "0 3 * * *").durable());
+struct Job {
+  int32_t kind = TRELLIS_JOB_ONCE;
+  std::string name;
+  uint64_t delay_ms = 0;
+  uint64_t interval_ms = 0;
+  std::string cron;
+  std::string payload;
+  uint32_t flags = 0;
+  uint32_t max_attempts = 0;  // 0: host default
+  uint32_t budget_ms = 0;     // 0: host default
+
+  static Job once(std::string name, uint64_t delay_ms, std::string payload = {}) {
+    Job j;
+    j.kind = TRELLIS_JOB_ONCE;
+    j.name = std::move(name);
+    j.delay_ms = delay_ms;
+    j.payload = std::move(payload);
+    return j;
+  }
+  static Job every(std::string name, uint64_t interval_ms, std::string payload = {}) {
+    Job j;
+    j.kind = TRELLIS_JOB_EVERY;
+    j.name = std::move(name);
+    j.interval_ms = interval_ms;
+    j.payload = std::move(payload);
+    return j;
+  }
+  static Job cron(std::string name, std::string expression, std::string payload = {}) {
+    Job j;
+    j.kind = TRELLIS_JOB_CRON;
+    j.name = std::move(name);
+    j.cron = std::move(expression);
+    j.payload = std::move(payload);
+    return j;
+  }
+  // Persisted, retried with backoff up to `attempts` runs, then dead-lettered.
+  Job&& durable(uint32_t attempts = 0) && {
+    flags |= TRELLIS_JOB_DURABLE;
+    max_attempts = attempts;
+    return std::move(*this);
+  }
+};
+
 // What every callback receives: who is calling and what the host offers.
 class Context {
  public:
@@ -294,13 +384,67 @@ class Context {
     return s == TRELLIS_OK ? Status::ok() : detail::fromC(host_, ctx_, s, "key revoke failed");
   }
 
+  // ABI 1.2: the W3C trace context of this call ("" outside a request, service call, job
+  // or event). Pass traceparent on to anything outside Trellis you call.
+  std::string_view traceparent() const { return trace().first; }
+  std::string_view tracestate() const { return trace().second; }
+
+  // ABI 1.2: calls `method` of `service` (capability "service:<name>") for this call's
+  // tenant and trace; the answer's bytes, or the provider's status and message.
+  Result<std::string> call(std::string_view service, std::string_view method,
+                           std::string_view request) const {
+    if (!TRELLIS_HOST_HAS(host_, service_call)) return unavailableSlot("service_call", "1.2");
+    trellis_buf buf{nullptr, 0};
+    trellis_status s =
+        host_->service_call(ctx_, toStr(service), toStr(method), toStr(request), &buf);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "service call failed");
+    std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    host_->buf_free(&buf);
+    return out;
+  }
+  // Inside a service method: the id of the calling plugin ("" elsewhere).
+  std::string_view caller() const {
+    return TRELLIS_HOST_HAS(host_, ctx_caller) ? get(host_->ctx_caller) : std::string_view();
+  }
+
+  // ABI 1.2: schedules (or replaces) a job for this call's tenant (capability "jobs").
+  Status schedule(const Job& job) const {
+    if (!TRELLIS_HOST_HAS(host_, job_schedule)) return unavailableSlot("job_schedule", "1.2");
+    trellis_job_spec spec{};
+    spec.struct_size = sizeof(spec);
+    spec.kind = job.kind;
+    spec.name = toStr(job.name);
+    spec.delay_ms = job.delay_ms;
+    spec.interval_ms = job.interval_ms;
+    spec.cron = toStr(job.cron);
+    spec.payload = toStr(job.payload);
+    spec.flags = job.flags;
+    spec.max_attempts = job.max_attempts;
+    spec.budget_ms = job.budget_ms;
+    return detail::fromC(host_, ctx_, host_->job_schedule(ctx_, &spec),
+                         "cannot schedule job " + job.name);
+  }
+  Status cancelJob(std::string_view name) const {
+    if (!TRELLIS_HOST_HAS(host_, job_cancel)) return unavailableSlot("job_cancel", "1.2");
+    return detail::fromC(host_, ctx_, host_->job_cancel(ctx_, toStr(name)),
+                         "cannot cancel job " + std::string(name));
+  }
+
   const trellis_host_api* host() const { return host_; }
   const trellis_ctx* raw() const { return ctx_; }
 
  private:
-  static Status unavailableSlot(std::string_view slot) {
-    return Status::unimplemented("the host does not offer " + std::string(slot) +
-                                 " (needs ABI 1.1)");
+  std::pair<std::string_view, std::string_view> trace() const {
+    trellis_str parent{nullptr, 0}, state{nullptr, 0};
+    if (!TRELLIS_HOST_HAS(host_, ctx_trace) ||
+        host_->ctx_trace(ctx_, &parent, &state) != TRELLIS_OK) {
+      return {};
+    }
+    return {toView(parent), toView(state)};
+  }
+  static Status unavailableSlot(std::string_view slot, std::string_view abi = "1.1") {
+    return Status::unimplemented("the host does not offer " + std::string(slot) + " (needs ABI " +
+                                 std::string(abi) + ")");
   }
   template <typename Call>
   Result<std::string> takeJson(Call call) const {
@@ -322,6 +466,10 @@ class Context {
 
 using Handler = std::function<Status(Context&, const Request&, Response&)>;
 using EventHandler = std::function<void(Context&, std::string_view topic, std::string_view)>;
+// A service method: the request bytes in, the response bytes (or a failure) out.
+using ServiceHandler = std::function<Result<std::string>(Context&, std::string_view request)>;
+// A job run: non-OK fails it (durable jobs are retried, then dead-lettered).
+using JobHandler = std::function<Status(Context&, std::string_view name, std::string_view payload)>;
 
 class Plugin;
 
@@ -340,6 +488,10 @@ class InitContext : public Context {
     });
   }
   Status subscribe(std::string_view topic, EventHandler handler);
+  // ABI 1.2: answers `method` of `service` (listed in the manifest's "provides").
+  Status provide(std::string_view service, std::string_view method, ServiceHandler handler);
+  // ABI 1.2: runs this plugin's jobs.
+  Status onJob(JobHandler handler);
 
   Result<trellis_metric_id> counter(std::string_view name, std::string_view help) {
     return define(TRELLIS_METRIC_COUNTER, name, help);
@@ -376,6 +528,8 @@ class Plugin {
   // Registered callbacks; their addresses are the `user` pointers the host keeps.
   std::vector<std::unique_ptr<Handler>> handlers_;
   std::vector<std::unique_ptr<EventHandler>> event_handlers_;
+  std::vector<std::unique_ptr<ServiceHandler>> service_handlers_;
+  std::unique_ptr<JobHandler> job_handler_;
 };
 
 inline Status InitContext::route(std::string_view method, std::string_view pattern,
@@ -414,6 +568,52 @@ inline Status InitContext::subscribe(std::string_view topic, EventHandler handle
       detail::fromC(host(), raw(), host()->event_subscribe(raw(), toStr(topic), thunk, owned.get()),
                     "cannot subscribe to " + std::string(topic));
   if (s) plugin_->event_handlers_.push_back(std::move(owned));
+  return s;
+}
+
+inline Status InitContext::provide(std::string_view service, std::string_view method,
+                                   ServiceHandler handler) {
+  if (!TRELLIS_HOST_HAS(host(), service_provide)) {
+    return Status::unimplemented("the host does not offer service_provide (needs ABI 1.2)");
+  }
+  auto owned = std::make_unique<ServiceHandler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, trellis_str request,
+                  trellis_service_reply* reply) -> trellis_status {
+    auto* h = static_cast<ServiceHandler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    return detail::guard(host, ctx, [&]() -> Status {
+      Context c(host, ctx);
+      Result<std::string> answer = (*h)(c, toView(request));
+      if (!answer) return answer.status();
+      return detail::fromC(host, ctx, host->service_reply(ctx, reply, toStr(*answer)),
+                           "service reply failed");
+    });
+  };
+  Status s = detail::fromC(
+      host(), raw(),
+      host()->service_provide(raw(), toStr(service), toStr(method), thunk, owned.get()),
+      "cannot provide " + std::string(service) + "." + std::string(method));
+  if (s) plugin_->service_handlers_.push_back(std::move(owned));
+  return s;
+}
+
+inline Status InitContext::onJob(JobHandler handler) {
+  if (!TRELLIS_HOST_HAS(host(), job_handler)) {
+    return Status::unimplemented("the host does not offer job_handler (needs ABI 1.2)");
+  }
+  auto owned = std::make_unique<JobHandler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, trellis_str name,
+                  trellis_str payload) -> trellis_status {
+    auto* h = static_cast<JobHandler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    return detail::guard(host, ctx, [&] {
+      Context c(host, ctx);
+      return (*h)(c, toView(name), toView(payload));
+    });
+  };
+  Status s = detail::fromC(host(), raw(), host()->job_handler(raw(), thunk, owned.get()),
+                           "cannot set the job handler");
+  if (s) plugin_->job_handler_ = std::move(owned);
   return s;
 }
 

@@ -22,10 +22,24 @@
 namespace trellis::kernel::events {
 
 struct Event {
+  Event() = default;
+  Event(std::string tenant, std::string publisher, std::string topic, std::string payload,
+        std::string traceparent = {}, std::string tracestate = {})
+      : tenant(std::move(tenant)),
+        publisher(std::move(publisher)),
+        topic(std::move(topic)),
+        payload(std::move(payload)),
+        traceparent(std::move(traceparent)),
+        tracestate(std::move(tracestate)) {}
+
   std::string tenant;     // "" for host-wide events
   std::string publisher;  // plugin id, or "kernel"
   std::string topic;
   std::string payload;
+  // W3C trace context of the call that published it ("" when none); the subscriber's call
+  // continues that trace.
+  std::string traceparent;
+  std::string tracestate;
 };
 
 using Subscriber = std::function<void(const Event&)>;

@@ -16,6 +16,8 @@
 //     "dependencies": {"acme/db": "^1.0.0"},          // optional
 //     "capabilities": ["kv", "events.publish"],       // optional; see kKnownCapabilities
 //     "blocking_routes": ["GET /hello/{name}"],       // optional: run on the blocking pool
+//     "provides": [{"name": "secrets", "version": "1.0.0"}],   // optional: services offered
+//     "requires": [{"name": "kms", "range": "^1", "optional": false}],  // services used
 //     "files": {"libacme_hello.so": "<sha256 hex>"}   // optional: checked when present
 //   }
 #pragma once
@@ -35,11 +37,22 @@ namespace trellis::kernel::plugin {
 
 // Capabilities a manifest may request. Host calls outside the granted set return
 // PERMISSION_DENIED. log, config, clock, request/response and routes need none.
-// "tenant.read" and "tenant.keys" reach the calling tenant's own account (ABI 1.1).
-inline constexpr std::array<std::string_view, 7> kKnownCapabilities = {
-    "kv", "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys"};
+// "tenant.read" and "tenant.keys" reach the calling tenant's own account (ABI 1.1);
+// "jobs", "egress" and "blobs" the ABI 1.2 services, and "service:<name>" calls to the
+// inter-plugin service <name> (see isValidServiceName).
+inline constexpr std::array<std::string_view, 9> kKnownCapabilities = {
+    "kv",   "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys",
+    "jobs", "blobs"};
+inline constexpr std::string_view kServiceCapabilityPrefix = "service:";
+
+// An inter-plugin service name: 1..64 bytes of [a-z0-9], '.', '-', starting with a letter
+// ("secrets", "blobstore.s3").
+bool isValidServiceName(std::string_view name);
 
 inline bool isKnownCapability(std::string_view cap) {
+  if (cap.starts_with(kServiceCapabilityPrefix)) {
+    return isValidServiceName(cap.substr(kServiceCapabilityPrefix.size()));
+  }
   for (auto known : kKnownCapabilities) {
     if (known == cap) return true;
   }
@@ -49,6 +62,20 @@ inline bool isKnownCapability(std::string_view cap) {
 struct Dependency {
   std::string id;
   VersionRange range;
+};
+
+// An inter-plugin service the plugin offers (ABI 1.2 service_provide).
+struct ProvidedService {
+  std::string name;
+  Version version;
+};
+
+// A service the plugin calls. The resolver starts its provider first and refuses the
+// plugin when no enabled plugin provides a version in `range` (unless `optional`).
+struct RequiredService {
+  std::string name;
+  VersionRange range;
+  bool optional = false;
 };
 
 struct BlockingRoute {
@@ -70,6 +97,8 @@ struct Manifest {
   std::vector<std::string> capabilities;
   std::vector<BlockingRoute> blocking_routes;
   std::map<std::string, std::string> files;  // relative path -> sha256 hex
+  std::vector<ProvidedService> provides;
+  std::vector<RequiredService> required_services;  // "requires" in the JSON
 
   static Result<Manifest> parse(std::string_view json);
   static Result<Manifest> load(const std::filesystem::path& file);  // names the file
