@@ -58,6 +58,13 @@ const std::vector<std::vector<std::string>>& migrations() {
           "ALTER TABLE tenants ADD COLUMN max_api_keys BIGINT",
           "ALTER TABLE tenants ADD COLUMN max_key_ttl_seconds BIGINT",
           "ALTER TABLE tenant_plugins ADD COLUMN grants TEXT",
+      },
+      {
+          // Egress quotas (ABI 1.2 egress HTTP).
+          "ALTER TABLE plans ADD COLUMN egress_requests_per_second BIGINT",
+          "ALTER TABLE plans ADD COLUMN egress_bytes_per_day BIGINT",
+          "ALTER TABLE tenants ADD COLUMN egress_requests_per_second BIGINT",
+          "ALTER TABLE tenants ADD COLUMN egress_bytes_per_day BIGINT",
       }};
   return kMigrations;
 }

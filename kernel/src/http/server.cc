@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "trellis/kernel/exec/event_loop.h"
 #include "trellis/kernel/http/problem.h"
 
 namespace trellis::kernel::http {
@@ -636,6 +637,7 @@ Status Server::start() {
     auto* w = impl_->workers[i].get();
     w->accept();
     w->thread = std::thread([w, name = o.name] {
+      exec::markEventLoopThread();
       while (true) {
         try {
           w->ioc.run();

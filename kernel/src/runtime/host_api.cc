@@ -12,9 +12,11 @@
 
 #include "runtime/call_context.h"
 #include "runtime/self_service.h"
+#include "services/blobs/blob_abi.h"
 #include "services/calls/service_abi.h"
 #include "services/core/handle_abi.h"
 #include "services/core/host_call.h"
+#include "services/egress/egress_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
@@ -520,30 +522,67 @@ trellis_status lastError(const trellis_ctx* c, trellis_str* out) {
 }
 
 constexpr trellis_host_api kHostApi = {
-    sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
-    ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
-    reqPathParam, reqHeader, reqHeaders, reqBody, resSetStatus, resAddHeader, resSetBody,
-    resAppendBody, kvGet, kvPut, kvDelete, kvList, eventPublish, eventSubscribe, clockUnixMs,
-    clockMonotonicNs, metricDefine, metricRecord, ctxPrincipal, tenantInfo, tenantKeysList,
-    tenantKeyCreate, tenantKeyRotate, tenantKeyRevoke, lastError,
+    sizeof(trellis_host_api),
+    TRELLIS_ABI_MAJOR,
+    TRELLIS_ABI_MINOR,
+    bufFree,
+    log,
+    setError,
+    ctxTenant,
+    ctxPlugin,
+    configGet,
+    routeAdd,
+    reqMethod,
+    reqPath,
+    reqQuery,
+    reqQueryParam,
+    reqPathParam,
+    reqHeader,
+    reqHeaders,
+    reqBody,
+    resSetStatus,
+    resAddHeader,
+    resSetBody,
+    resAppendBody,
+    kvGet,
+    kvPut,
+    kvDelete,
+    kvList,
+    eventPublish,
+    eventSubscribe,
+    clockUnixMs,
+    clockMonotonicNs,
+    metricDefine,
+    metricRecord,
+    ctxPrincipal,
+    tenantInfo,
+    tenantKeysList,
+    tenantKeyCreate,
+    tenantKeyRotate,
+    tenantKeyRevoke,
+    lastError,
     // ABI 1.2: each slot forwards to its service under kernel/src/services/<name>/.
-    services::handleClose, services::ctxTrace, services::serviceProvide, services::serviceCall,
-    services::serviceReply, services::ctxCaller,
+    services::handleClose,
+    services::ctxTrace,
+    services::serviceProvide,
+    services::serviceCall,
+    services::serviceReply,
+    services::ctxCaller,
     nullptr,  // job_handler
     nullptr,  // job_schedule
     nullptr,  // job_cancel
-    nullptr,  // http_send (services/egress)
-    nullptr,  // http_response_status
-    nullptr,  // http_response_headers
-    nullptr,  // http_response_read
-    nullptr,  // blob_open_write (services/blobs)
-    nullptr,  // blob_write
-    nullptr,  // blob_commit
-    nullptr,  // blob_open_read
-    nullptr,  // blob_read
-    nullptr,  // blob_head
-    nullptr,  // blob_delete
-    nullptr,  // blob_list
+    services::httpSend,
+    services::httpResponseStatus,
+    services::httpResponseHeaders,
+    services::httpResponseRead,
+    services::blobOpenWrite,
+    services::blobWrite,
+    services::blobCommit,
+    services::blobOpenRead,
+    services::blobRead,
+    services::blobHead,
+    services::blobDelete,
+    services::blobList,
 };
 static_assert(offsetof(trellis_host_api, blob_list) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");

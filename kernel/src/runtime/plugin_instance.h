@@ -36,6 +36,12 @@ class TenantRegistry;
 namespace trellis::kernel::services {
 class HandleTable;
 class ServiceRegistry;
+namespace blobs {
+class BlobStore;
+}
+namespace egress {
+class EgressService;
+}
 }  // namespace trellis::kernel::services
 
 namespace trellis::kernel::runtime {
@@ -51,6 +57,8 @@ struct HostServices {
   SelfService* self_service = nullptr;       // the tenant_* host calls; null = unavailable
   services::HandleTable* handles = nullptr;  // ABI 1.2 handles; null = none
   services::ServiceRegistry* service_registry = nullptr;  // inter-plugin services
+  services::blobs::BlobStore* blobs = nullptr;            // null = no blob storage
+  services::egress::EgressService* egress = nullptr;      // null = no egress
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };
