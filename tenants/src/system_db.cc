@@ -60,6 +60,11 @@ const std::vector<std::vector<std::string>>& migrations() {
           "ALTER TABLE tenant_plugins ADD COLUMN grants TEXT",
       },
       {
+          // ABI 1.2 jobs: the max_jobs quota.
+          "ALTER TABLE plans ADD COLUMN max_jobs BIGINT",
+          "ALTER TABLE tenants ADD COLUMN max_jobs BIGINT",
+      },
+      {
           // Egress quotas (ABI 1.2 egress HTTP).
           "ALTER TABLE plans ADD COLUMN egress_requests_per_second BIGINT",
           "ALTER TABLE plans ADD COLUMN egress_bytes_per_day BIGINT",

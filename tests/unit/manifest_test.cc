@@ -180,9 +180,10 @@ TEST(ManifestTest, RefusesHugeInput) {
 }
 
 TEST(ManifestTest, RefusesUnknownAndDuplicateFields) {
-  EXPECT_EQ(errorOf(withField("nmae", "\"x\"")),
-            "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
-            "abi, host, entry, dependencies, capabilities, blocking_routes, files)");
+  EXPECT_EQ(
+      errorOf(withField("nmae", "\"x\"")),
+      "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
+      "abi, host, entry, dependencies, capabilities, blocking_routes, files, provides, requires)");
   EXPECT_EQ(errorOf(R"({"schema": 1, "schema": 1})"), "duplicate key \"schema\"");
   EXPECT_EQ(errorOf(withField("files", R"({"a.so": "x", "a.so": "y"})")),
             "files: duplicate key \"a.so\"");
@@ -299,6 +300,37 @@ TEST(ManifestTest, Dependencies) {
   EXPECT_EQ(errorOf(withField("dependencies", R"({"acme/db": ""})")),
             "dependencies.\"acme/db\": \"\" is not a valid version range: it is empty (use \"*\" "
             "for any version)");
+}
+
+TEST(ManifestTest, ProvidesAndRequiresServices) {
+  auto m = Manifest::parse(withField("provides", R"([{"name": "secrets", "version": "1.2.0"}])"));
+  ASSERT_TRUE(m) << m.status().message();
+  ASSERT_EQ(m->provides.size(), 1u);
+  EXPECT_EQ(m->provides[0].version.toString(), "1.2.0");
+  auto r = Manifest::parse(
+      withField("requires", R"([{"name": "kms", "range": "^1", "optional": true}])"));
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_TRUE(r->required_services[0].optional);
+  EXPECT_TRUE(r->required_services[0].range.contains(*Version::parse("1.9.0")));
+
+  EXPECT_EQ(errorOf(withField("provides", R"([{"name": "Secrets", "version": "1.0.0"}])")),
+            "provides[0].name: \"Secrets\" is not a valid service name (1-64 of a-z 0-9 . -, "
+            "starting with a letter)");
+  EXPECT_EQ(errorOf(withField("provides", R"([{"name": "secrets"}])")),
+            "provides[0]: missing \"version\"");
+  EXPECT_EQ(errorOf(withField("provides", R"([{"name": "a", "version": "1.0.0", "x": 1}])")),
+            "provides[0]: unknown field \"x\" (known: name, version)");
+  EXPECT_EQ(errorOf(withField("provides", R"([{"name": "a", "version": "1.0.0"},
+                                              {"name": "a", "version": "2.0.0"}])")),
+            "provides[1]: service \"a\" twice");
+  EXPECT_TRUE(errorOf(withField("provides", R"([{"name": "a", "version": "one"}])"))
+                  .starts_with("provides[0].version: "));
+  EXPECT_TRUE(errorOf(withField("requires", R"([{"name": "kms", "range": "^^1"}])"))
+                  .starts_with("requires[0].range: "));
+  EXPECT_EQ(errorOf(withField("requires", R"([{"name": "kms", "range": "^1", "optional": 1}])")),
+            "requires[0].optional: expected true or false");
+  EXPECT_EQ(errorOf(withField("requires", R"({"name": "kms"})")),
+            "requires: expected an array, got an object");
 }
 
 TEST(ManifestTest, Capabilities) {

@@ -6,6 +6,7 @@
 //   trellis tenant … / trellis key …      (see tenant_commands.h)
 //   trellis keygen / trellis package …     (see marketplace_commands.h)
 //   trellis policy …                       (see policy_commands.h)
+//   trellis job list|run|cancel            (see job_commands.h)
 //   trellis plugin search|info|install|upgrade|remove|activate, trellis mirror export
 //                                          (see plugin_commands.h)
 #include <Poco/JSON/Array.h>
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "cli/admin_client.h"
+#include "cli/job_commands.h"
 #include "cli/marketplace_commands.h"
 #include "cli/plugin_commands.h"
 #include "cli/policy_commands.h"
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
   trellis::cli::TenantCommands tenant_commands(cli, admin, json);
   trellis::cli::MarketplaceCommands marketplace_commands(cli);
   trellis::cli::PolicyCommands policy_commands(cli, admin, json);
+  trellis::cli::JobCommands job_commands(cli, admin, json);
   trellis::cli::PluginCommands plugin_commands(cli, *plugin, admin);
 
   CLI11_PARSE(cli, argc, argv);
@@ -104,7 +107,8 @@ int main(int argc, char** argv) {
     } else if (plugin_list->parsed()) {
       std::string body = admin.call("GET", "/v1/plugins");
       json ? void(std::cout << body) : printPlugins(body);
-    } else if (!marketplace_commands.run() && !policy_commands.run() && !plugin_commands.run()) {
+    } else if (!marketplace_commands.run() && !policy_commands.run() && !plugin_commands.run() &&
+               !job_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

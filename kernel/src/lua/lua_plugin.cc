@@ -26,6 +26,10 @@ thread_local std::unordered_map<uint64_t, ThreadState*> t_states;
 trellis_status routeHandler(void* user, const trellis_ctx* ctx, const trellis_request* req,
                             trellis_response* res);
 void eventHandler(void* user, const trellis_ctx* ctx, trellis_str topic, trellis_str payload);
+trellis_status methodHandler(void* user, const trellis_ctx* ctx, trellis_str request,
+                             trellis_service_reply* reply);
+trellis_status jobHandler(void* user, const trellis_ctx* ctx, trellis_str name,
+                          trellis_str payload);
 
 Budget toBudget(const config::LuaBudget& b, std::chrono::milliseconds wall) {
   return Budget{.instructions = b.instructions,
@@ -156,6 +160,75 @@ trellis_status registerSubscription(Call* c, trellis_str topic, int ref) noexcep
   }
 }
 
+// t.provide: a method of a service in the manifest's "provides" (ABI 1.2).
+trellis_status registerMethod(Call* c, trellis_str service, trellis_str method, int ref) noexcept {
+  try {
+    ThreadState* ts = c->ts;
+    LuaPlugin::Impl* p = ts->plugin;
+    std::string svc(service.ptr, service.len), m(method.ptr, method.len);
+    if (c->phase == Phase::kReplay) {
+      for (const Method& known : p->methods) {
+        if (known.service == svc && known.method == m &&
+            ts->method_refs[known.index] == LUA_NOREF) {
+          ts->method_refs[known.index] = ref;
+          return TRELLIS_OK;
+        }
+      }
+      ts->error = "init provided " + svc + "." + m +
+                  " on this thread but not at start: init must provide the same methods "
+                  "every time it runs";
+      return TRELLIS_INVALID;
+    }
+    if (!TRELLIS_HOST_HAS(p->host, service_provide)) {
+      ts->error = "this host offers no services (needs ABI 1.2)";
+      return TRELLIS_UNIMPLEMENTED;
+    }
+    Method& entry = p->methods.emplace_back();
+    entry.plugin = p;
+    entry.index = p->methods.size() - 1;
+    entry.service = svc;
+    entry.method = m;
+    trellis_status s = p->host->service_provide(c->ctx, service, method, methodHandler, &entry);
+    if (s != TRELLIS_OK) {
+      noteError(c, s);
+      p->methods.pop_back();
+      return s;
+    }
+    ts->method_refs.push_back(ref);
+    return TRELLIS_OK;
+  } catch (...) {
+    c->ts->error = "out of memory";
+    return TRELLIS_INTERNAL;
+  }
+}
+
+// t.on_job: the plugin's job handler (ABI 1.2).
+trellis_status registerJobHandler(Call* c, int ref) noexcept {
+  ThreadState* ts = c->ts;
+  LuaPlugin::Impl* p = ts->plugin;
+  if (ts->job_ref != LUA_NOREF) {
+    ts->error = "t.on_job called twice";
+    return TRELLIS_CONFLICT;
+  }
+  if (c->phase == Phase::kInit) {
+    if (!TRELLIS_HOST_HAS(p->host, job_handler)) {
+      ts->error = "this host runs no jobs (needs ABI 1.2)";
+      return TRELLIS_UNIMPLEMENTED;
+    }
+    trellis_status s = p->host->job_handler(c->ctx, jobHandler, p);
+    if (s != TRELLIS_OK) {
+      noteError(c, s);
+      return s;
+    }
+    p->job_handler = true;
+  } else if (!p->job_handler) {
+    ts->error = "init set a job handler on this thread but not at start";
+    return TRELLIS_INVALID;
+  }
+  ts->job_ref = ref;
+  return TRELLIS_OK;
+}
+
 trellis_status defineMetric(Call* c, int32_t kind, trellis_str name, trellis_str help) noexcept {
   try {
     LuaPlugin::Impl* p = c->ts->plugin;
@@ -198,6 +271,7 @@ Result<std::unique_ptr<ThreadState>> LuaPlugin::Impl::build(const trellis_ctx* c
   if (phase == Phase::kReplay) {
     ts->route_refs.assign(routes.size(), LUA_NOREF);
     ts->sub_refs.assign(subscriptions.size(), LUA_NOREF);
+    ts->method_refs.assign(methods.size(), LUA_NOREF);
   }
   Call c;
   c.phase = phase;
@@ -221,6 +295,17 @@ Result<std::unique_ptr<ThreadState>> LuaPlugin::Impl::build(const trellis_ctx* c
       return Status::internal("init did not subscribe to " + sub.topic +
                               " on this thread, though it did at start");
     }
+  }
+  for (const Method& m : methods) {
+    if (ts->method_refs[m.index] == LUA_NOREF) {
+      return Status::internal("init did not provide " + m.service + "." + m.method +
+                              " on this thread, though it did at start");
+    }
+  }
+  if (job_handler && ts->job_ref == LUA_NOREF) {
+    return Status::internal(
+        "init did not set a job handler on this thread, though it did at "
+        "start");
   }
   return ts;
 }
@@ -320,6 +405,52 @@ void eventHandler(void* user, const trellis_ctx* ctx, trellis_str topic, trellis
     p->host->last_error(ctx, &msg);
     p->host->log(ctx, TRELLIS_LOG_ERROR, msg);
   } catch (...) {
+  }
+}
+
+// A service method: runs on the caller's thread, under the blocking budget.
+trellis_status methodHandler(void* user, const trellis_ctx* ctx, trellis_str request,
+                             trellis_service_reply* reply) {
+  auto* method = static_cast<Method*>(user);
+  LuaPlugin::Impl* p = method->plugin;
+  try {
+    ThreadState* ts = p->threadState(ctx);
+    if (!ts) return TRELLIS_INTERNAL;
+    Call c;
+    c.phase = Phase::kService;
+    c.ts = ts;
+    c.ctx = ctx;
+    c.payload = request;
+    c.reply = reply;
+    ts->sb->setBudget(p->blocking_budget);
+    CallGuard guard(&c);
+    CallResult r =
+        ts->sb->callRef(ts->method_refs[method->index], pushServiceArgs, readServiceResult, &c);
+    return p->finish(c, r, nullptr);  // the caller's message names service and method
+  } catch (...) {
+    return TRELLIS_INTERNAL;
+  }
+}
+
+// A job run: on the jobs pool, under the blocking budget; nil, "message" fails the run.
+trellis_status jobHandler(void* user, const trellis_ctx* ctx, trellis_str name,
+                          trellis_str payload) {
+  auto* p = static_cast<LuaPlugin::Impl*>(user);
+  try {
+    ThreadState* ts = p->threadState(ctx);
+    if (!ts) return TRELLIS_INTERNAL;
+    Call c;
+    c.phase = Phase::kJob;
+    c.ts = ts;
+    c.ctx = ctx;
+    c.topic = name;
+    c.payload = payload;
+    ts->sb->setBudget(p->blocking_budget);
+    CallGuard guard(&c);
+    CallResult r = ts->sb->callRef(ts->job_ref, pushEventArgs, readStartResult, &c);
+    return p->finish(c, r, "job");
+  } catch (...) {
+    return TRELLIS_INTERNAL;
   }
 }
 

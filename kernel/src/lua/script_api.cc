@@ -430,6 +430,104 @@ int keysRevoke(lua_State* L) {
   return 1;
 }
 
+// -- ABI 1.2: trace context, service calls, jobs (the host checks capabilities and
+// grants; a missing slot reads as "unimplemented")
+int traceField(lua_State* L, bool state) {
+  Call* c = current(L);
+  const trellis_host_api* host = hostOf(c);
+  trellis_str parent{nullptr, 0}, tracestate{nullptr, 0};
+  trellis_status s = TRELLIS_HOST_HAS(host, ctx_trace)
+                         ? host->ctx_trace(c->ctx, &parent, &tracestate)
+                         : TRELLIS_UNIMPLEMENTED;
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  pushStr(L, state ? tracestate : parent);
+  return 1;
+}
+int traceparent(lua_State* L) {
+  return traceField(L, false);
+}
+int tracestate(lua_State* L) {
+  return traceField(L, true);
+}
+
+// trellis.service.call(service, method, request) -> response | nil, message, code
+int serviceCall(lua_State* L) {
+  Call* c = current(L);
+  trellis_str service = checkStr(L, 1), method = checkStr(L, 2), request = optStr(L, 3);
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, service_call)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_buf buf{nullptr, 0};
+  trellis_status s =
+      takeBuffer(c, host->service_call(c->ctx, service, method, request, &buf), &buf);
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  const std::string& value = c->ts->sb->scratch();
+  lua_pushlstring(L, value.data(), value.size());
+  return 1;
+}
+
+// Field `name` of the table at index 1 as a string view (borrowed from the table).
+trellis_str specString(lua_State* L, const char* name) {
+  lua_getfield(L, 1, name);
+  size_t len = 0;
+  const char* text = lua_isnil(L, -1) ? "" : luaL_checklstring(L, -1, &len);
+  lua_pop(L, 1);  // the table keeps the string alive
+  return {text, len};
+}
+uint64_t specNumber(lua_State* L, const char* name) {
+  lua_getfield(L, 1, name);
+  lua_Integer n = luaL_optinteger(L, -1, 0);
+  lua_pop(L, 1);
+  luaL_argcheck(L, n >= 0, 1, name);
+  return static_cast<uint64_t>(n);
+}
+
+// trellis.jobs.schedule{name=, kind="once"|"every"|"cron", delay_ms=, interval_ms=, cron=,
+//   payload=, durable=, max_attempts=, budget_ms=} -> true | nil, message, code
+int jobSchedule(lua_State* L) {
+  Call* c = current(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  trellis_job_spec spec{};
+  spec.struct_size = sizeof spec;
+  spec.name = specString(L, "name");
+  trellis_str kind = specString(L, "kind");
+  std::string_view k(kind.ptr, kind.len);
+  spec.kind = k == "every"               ? TRELLIS_JOB_EVERY
+              : k == "cron"              ? TRELLIS_JOB_CRON
+              : k == "once" || k.empty() ? TRELLIS_JOB_ONCE
+                                         : -1;
+  spec.delay_ms = specNumber(L, "delay_ms");
+  spec.interval_ms = specNumber(L, "interval_ms");
+  spec.cron = specString(L, "cron");
+  spec.payload = specString(L, "payload");
+  lua_getfield(L, 1, "durable");
+  spec.flags = lua_toboolean(L, -1) ? TRELLIS_JOB_DURABLE : 0;
+  lua_pop(L, 1);
+  spec.max_attempts = static_cast<uint32_t>(specNumber(L, "max_attempts"));
+  spec.budget_ms = static_cast<uint32_t>(specNumber(L, "budget_ms"));
+  const trellis_host_api* host = hostOf(c);
+  trellis_status s = TRELLIS_HOST_HAS(host, job_schedule) ? host->job_schedule(c->ctx, &spec)
+                                                          : TRELLIS_UNIMPLEMENTED;
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int jobCancel(lua_State* L) {
+  Call* c = current(L);
+  trellis_str name = checkStr(L, 1);
+  const trellis_host_api* host = hostOf(c);
+  trellis_status s =
+      TRELLIS_HOST_HAS(host, job_cancel) ? host->job_cancel(c->ctx, name) : TRELLIS_UNIMPLEMENTED;
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+const luaL_Reg kTrace[] = {
+    {"traceparent", traceparent}, {"tracestate", tracestate}, {nullptr, nullptr}};
+const luaL_Reg kService[] = {{"call", serviceCall}, {nullptr, nullptr}};
+const luaL_Reg kJobs[] = {{"schedule", jobSchedule}, {"cancel", jobCancel}, {nullptr, nullptr}};
+
 const luaL_Reg kTrellis[] = {{"config", config},          {"tenant", tenant},
                              {"plugin", pluginId},        {"principal", principal},
                              {"tenant_info", tenantInfo}, {nullptr, nullptr}};
@@ -451,10 +549,11 @@ struct Library {
   const char* name;
   const luaL_Reg* functions;
 };
-const Library kLibraries[] = {{"trellis", kTrellis},         {"trellis.log", kLog},
-                              {"trellis.kv", kKv},           {"trellis.events", kEvents},
-                              {"trellis.metrics", kMetrics}, {"trellis.clock", kClock},
-                              {"trellis.json", kJson},       {"trellis.keys", kKeys}};
+const Library kLibraries[] = {
+    {"trellis", kTrellis},         {"trellis.log", kLog},         {"trellis.kv", kKv},
+    {"trellis.events", kEvents},   {"trellis.metrics", kMetrics}, {"trellis.clock", kClock},
+    {"trellis.json", kJson},       {"trellis.keys", kKeys},       {"trellis.trace", kTrace},
+    {"trellis.service", kService}, {"trellis.jobs", kJobs}};
 
 // -- t: what init registers with
 Call* registering(lua_State* L, const char* what) {
@@ -513,8 +612,39 @@ int tHistogram(lua_State* L) {
   return metric(L, TRELLIS_METRIC_HISTOGRAM, "t.histogram");
 }
 
-const luaL_Reg kInitTable[] = {{"route", tRoute}, {"subscribe", tSubscribe}, {"counter", tCounter},
-                               {"gauge", tGauge}, {"histogram", tHistogram}, {nullptr, nullptr}};
+// t.provide(service, method, function(ctx, request) return response end)  (ABI 1.2)
+int tProvide(lua_State* L) {
+  Call* c = registering(L, "t.provide");
+  trellis_str service = checkStr(L, 1);
+  trellis_str method = checkStr(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_pushvalue(L, 3);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  trellis_status s = registerMethod(c, service, method, ref);
+  if (s != TRELLIS_OK) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return raiseNoted(L, c, s, "t.provide");
+  }
+  return 0;
+}
+
+// t.on_job(function(ctx, name, payload) … end)  (ABI 1.2)
+int tOnJob(lua_State* L) {
+  Call* c = registering(L, "t.on_job");
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  trellis_status s = registerJobHandler(c, ref);
+  if (s != TRELLIS_OK) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return raiseNoted(L, c, s, "t.on_job");
+  }
+  return 0;
+}
+
+const luaL_Reg kInitTable[] = {{"route", tRoute},  {"subscribe", tSubscribe}, {"counter", tCounter},
+                               {"gauge", tGauge},  {"histogram", tHistogram}, {"provide", tProvide},
+                               {"on_job", tOnJob}, {nullptr, nullptr}};
 
 // -- ctx and req: read-only proxies, valid for the call that received them. Fields are
 // fetched from the host on first use (each fetch is a host call, counted like a native
@@ -665,6 +795,35 @@ int pushEventArgs(lua_State* L, void* data) {
   pushStr(L, c->topic);
   pushStr(L, c->payload);
   return 3;
+}
+
+int pushServiceArgs(lua_State* L, void* data) {
+  auto* c = static_cast<Call*>(data);
+  pushProxy(L, &kCtxMetaKey, &kCurrentCtx);
+  pushStr(L, c->payload);
+  return 2;
+}
+
+// A method answers a string (the response), or nil, "message" (a failure the caller sees
+// as INTERNAL with that message).
+int readServiceResult(lua_State* L, void* data) {
+  auto* c = static_cast<Call*>(data);
+  if (lua_isnil(L, 1)) {
+    size_t len = 0;
+    const char* msg = lua_gettop(L) >= 2 ? luaL_tolstring(L, 2, &len) : "the method failed";
+    if (lua_gettop(L) < 2) len = std::strlen(msg);
+    noteMessage(c->ts, msg, len);
+    c->result = TRELLIS_INTERNAL;
+    return 0;
+  }
+  size_t len = 0;
+  const char* bytes = luaL_checklstring(L, 1, &len);
+  trellis_status s = hostOf(c)->service_reply(c->ctx, c->reply, {bytes, len});
+  if (s != TRELLIS_OK) {
+    noteError(c, s);
+    c->result = s;
+  }
+  return 0;
 }
 
 // A response call the host refused: a quota refusal ends the handler with that quota's

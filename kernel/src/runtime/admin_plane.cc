@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "runtime/bearer.h"
+#include "runtime/jobs_admin.h"
 #include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/util/file.h"
@@ -57,6 +58,9 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
   }
   if (view_.control) {
     if (auto res = view_.control->handle(req, path)) return respond(std::move(*res));
+  }
+  if (view_.jobs) {
+    if (auto res = view_.jobs->handle(req, path)) return respond(std::move(*res));
   }
   if (req.method() != bhttp::verb::get) {
     return respond(http::problem(405, "Method Not Allowed",

@@ -22,6 +22,8 @@
 
 namespace trellis::kernel::runtime {
 
+class JobsAdmin;
+
 struct AdminView {
   const PluginManager* plugins = nullptr;
   const metrics::MetricsRegistry* metrics = nullptr;
@@ -33,6 +35,7 @@ struct AdminView {
   std::function<size_t()> tenants;
   std::chrono::steady_clock::time_point started_at;
   PluginControl* control = nullptr;  // activate/deactivate/install-check; null: not offered
+  JobsAdmin* jobs = nullptr;         // /v1/jobs; null: not offered
 };
 
 class AdminPlane : public http::RequestHandler {

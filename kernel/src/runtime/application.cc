@@ -5,6 +5,7 @@
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
+#include "runtime/jobs_admin.h"
 #include "runtime/plugin_control.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/policy_admin.h"
@@ -14,6 +15,7 @@
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
 #include "services/egress/egress_service.h"
+#include "services/jobs/scheduler.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
@@ -51,6 +53,8 @@ struct Application::Impl {
   std::unique_ptr<services::egress::EgressService> egress;
   services::HandleTable handles;  // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
+  std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
+  std::unique_ptr<runtime::JobsAdmin> jobs_admin;
   std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
   std::unique_ptr<lua::PolicyEngine> policy;
   std::unique_ptr<runtime::PolicyAdmin> policy_admin;
@@ -167,6 +171,17 @@ Status Application::start() {
       std::make_unique<services::egress::EgressService>(std::move(*egress_client), s.metrics);
   s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv,
                                                           egressUsage(*s.egress));
+  // Durable jobs persist beside the SQLite data; a shared PostgreSQL store is to come, so
+  // hosts on PostgreSQL run in-memory jobs only and refuse durable ones (UNAVAILABLE).
+  services::JobScheduler::Options job_options;
+  if (!s.pg_pool) {
+    auto store = services::SqliteJobStore::open(s.cfg.data_dir / "jobs.db");
+    if (!store) return store.status();
+    job_options.store = std::move(*store);
+  }
+  s.jobs = std::make_unique<services::JobScheduler>(std::move(job_options));
+  s.jobs_admin = std::make_unique<runtime::JobsAdmin>(*s.jobs);
+
   s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
       .kv = s.kv.get(),
       .events = &s.events,
@@ -175,10 +190,13 @@ Status Application::start() {
       .self_service = s.self_service.get(),
       .handles = &s.handles,
       .service_registry = &s.service_registry,
+      .jobs = s.jobs.get(),
       .blobs = s.blobs.get(),
       .egress = s.egress.get(),
   });
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
+  // Stored jobs fire once their plugins run (an overdue one at once: at least once).
+  if (Status st = s.jobs->start(s.tenants.get()); !st) return st;
   s.routes.store(std::make_shared<const runtime::RouteTable>(s.plugins->buildRouteTable()));
   // Hot activation; the drain bound is the shutdown one. Installs first ask the admin's
   // Lua on_plugin_install policy (no policy, or none with that hook: allowed).
@@ -222,6 +240,7 @@ Status Application::start() {
   };
   view.in_flight = [this] { return impl_->data->inFlight(); };
   view.control = s.plugin_control.get();
+  view.jobs = s.jobs_admin.get();
   http::ServerOptions admin_opts{.name = "admin",
                                  .host = s.cfg.admin.listen.host,
                                  .port = s.cfg.admin.listen.port,
@@ -251,6 +270,7 @@ void Application::stop() {
   }
   if (s.admin) s.admin->stop(std::chrono::milliseconds(1000));
   s.events.flush();
+  if (s.jobs) s.jobs->stop();  // no new runs; the plugins' running ones end as they stop
   if (s.plugins) s.plugins->stopAll();
   spdlog::info("trellisd stopped");
 }

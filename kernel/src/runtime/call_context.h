@@ -20,8 +20,8 @@ class TraceContext;
 
 namespace trellis::kernel::runtime {
 
-// kService: a provider answering another plugin's service_call (ABI 1.2).
-enum class Phase { kInit, kStart, kStop, kRequest, kEvent, kService };
+// kService: a provider answering another plugin's service_call; kJob: a job run (ABI 1.2).
+enum class Phase { kInit, kStart, kStop, kRequest, kEvent, kService, kJob };
 
 // Marks `ctx` live on this thread until destruction. Nests (an event delivered while a
 // request runs on the same thread is a separate, inner scope).

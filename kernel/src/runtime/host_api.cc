@@ -17,6 +17,7 @@
 #include "services/core/handle_abi.h"
 #include "services/core/host_call.h"
 #include "services/egress/egress_abi.h"
+#include "services/jobs/job_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
@@ -568,9 +569,9 @@ constexpr trellis_host_api kHostApi = {
     services::serviceCall,
     services::serviceReply,
     services::ctxCaller,
-    nullptr,  // job_handler
-    nullptr,  // job_schedule
-    nullptr,  // job_cancel
+    services::jobHandler,
+    services::jobSchedule,
+    services::jobCancel,
     services::httpSend,
     services::httpResponseStatus,
     services::httpResponseHeaders,

@@ -35,6 +35,7 @@ class TenantRegistry;
 }
 namespace trellis::kernel::services {
 class HandleTable;
+class JobScheduler;
 class ServiceRegistry;
 namespace blobs {
 class BlobStore;
@@ -57,6 +58,7 @@ struct HostServices {
   SelfService* self_service = nullptr;       // the tenant_* host calls; null = unavailable
   services::HandleTable* handles = nullptr;  // ABI 1.2 handles; null = none
   services::ServiceRegistry* service_registry = nullptr;  // inter-plugin services
+  services::JobScheduler* jobs = nullptr;                 // jobs and timers
   services::blobs::BlobStore* blobs = nullptr;            // null = no blob storage
   services::egress::EgressService* egress = nullptr;      // null = no egress
 };
@@ -119,6 +121,9 @@ class PluginInstance {
   std::vector<uint64_t> subscriptions;
   std::vector<MetricSlot> metrics;
   ServiceMethods service_methods;
+  // The job handler set with job_handler; null = the plugin runs no jobs.
+  trellis_job_fn job_fn = nullptr;
+  void* job_user = nullptr;
 
   std::atomic<uint64_t> denied_calls{0};
 

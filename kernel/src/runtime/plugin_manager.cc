@@ -11,6 +11,7 @@
 #include "runtime/call_context.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
+#include "services/jobs/scheduler.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/plugin/resolver.h"
 #include "trellis/tenants/identity.h"
@@ -251,6 +252,7 @@ bool PluginManager::startPlugin(PluginInstance& p) {
   p.state = PluginState::kActive;
   // From here on, its services answer calls (a previous version's drain as it stops).
   if (services_.service_registry) services_.service_registry->bind(p);
+  if (services_.jobs && p.job_fn) services_.jobs->bind(p);
   spdlog::info("plugin {}@{} active ({} routes)", p.id(), p.manifest().version.toString(),
                p.routes.size());
   return true;
@@ -281,6 +283,7 @@ bool PluginManager::initPlugin(PluginInstance& p) {
 void PluginManager::stopPlugin(PluginInstance& p) {
   // No service call may reach the plugin once it starts tearing down; those running end.
   if (services_.service_registry) services_.service_registry->unbind(p);
+  if (services_.jobs) services_.jobs->unbind(p);  // its job runs finish first
   // No event may reach the plugin once it starts tearing down.
   if (services_.events) {
     for (uint64_t id : p.subscriptions) services_.events->unsubscribe(id);

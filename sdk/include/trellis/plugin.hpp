@@ -406,7 +406,7 @@ struct Job {
   std::string name;
   uint64_t delay_ms = 0;
   uint64_t interval_ms = 0;
-  std::string cron;
+  std::string expression;  // kind CRON
   std::string payload;
   uint32_t flags = 0;
   uint32_t max_attempts = 0;  // 0: host default
@@ -432,7 +432,7 @@ struct Job {
     Job j;
     j.kind = TRELLIS_JOB_CRON;
     j.name = std::move(name);
-    j.cron = std::move(expression);
+    j.expression = std::move(expression);
     j.payload = std::move(payload);
     return j;
   }
@@ -544,7 +544,7 @@ class Context {
     spec.name = toStr(job.name);
     spec.delay_ms = job.delay_ms;
     spec.interval_ms = job.interval_ms;
-    spec.cron = toStr(job.cron);
+    spec.cron = toStr(job.expression);
     spec.payload = toStr(job.payload);
     spec.flags = job.flags;
     spec.max_attempts = job.max_attempts;

@@ -24,7 +24,7 @@
 namespace trellis::kernel::lua {
 
 // What the plugin is being called for; registration (t.*) is allowed only in the first two.
-enum class Phase { kInit, kReplay, kStart, kStop, kRoute, kEvent };
+enum class Phase { kInit, kReplay, kStart, kStop, kRoute, kEvent, kService, kJob };
 
 struct Route {
   LuaPlugin::Impl* plugin = nullptr;
@@ -41,12 +41,22 @@ struct Subscription {
   std::string topic;
 };
 
+// A service method the script provides (t.provide, ABI 1.2).
+struct Method {
+  LuaPlugin::Impl* plugin = nullptr;
+  size_t index = 0;
+  std::string service;
+  std::string method;
+};
+
 // The plugin's Lua state on one thread, and scratch space for results built in C++.
 struct ThreadState {
   LuaPlugin::Impl* plugin = nullptr;
   std::unique_ptr<Sandbox> sb;
-  std::vector<int> route_refs;  // by Route::index: registry refs of the handlers
-  std::vector<int> sub_refs;    // by Subscription::index
+  std::vector<int> route_refs;   // by Route::index: registry refs of the handlers
+  std::vector<int> sub_refs;     // by Subscription::index
+  std::vector<int> method_refs;  // by Method::index
+  int job_ref = LUA_NOREF;       // t.on_job's function
   std::vector<std::pair<std::string, std::string>> pairs;  // headers, params, args
   struct Entry {
     std::string key, value;
@@ -65,9 +75,10 @@ struct Call {
   trellis_response* res = nullptr;
   const Route* route = nullptr;
   trellis_str topic{nullptr, 0};
-  trellis_str payload{nullptr, 0};
-  bool quota_refused = false;          // a host call answered QUOTA_EXCEEDED
-  trellis_status result = TRELLIS_OK;  // a handler may report a failure (nil, "message")
+  trellis_str payload{nullptr, 0};         // event payload, service request, job payload
+  trellis_service_reply* reply = nullptr;  // kService: where the answer goes
+  bool quota_refused = false;              // a host call answered QUOTA_EXCEEDED
+  trellis_status result = TRELLIS_OK;      // a handler may report a failure (nil, "message")
 };
 
 // The call in progress on this thread: what the trellis.* functions act on.
@@ -100,6 +111,8 @@ struct LuaPlugin::Impl {
   // Filled by the first init (on_init), read-only afterwards.
   std::deque<Route> routes;
   std::deque<Subscription> subscriptions;
+  std::deque<Method> methods;
+  bool job_handler = false;
   std::map<std::string, trellis_metric_id, std::less<>> metric_ids;
 
   std::array<metrics::Counter*, 4> failures{};  // error, instructions, memory, wall_time
@@ -134,6 +147,9 @@ void noteMessage(ThreadState* ts, const char* msg, size_t len) noexcept;
 // On failure the reason is in c->ts->error.
 trellis_status registerRoute(Call* c, trellis_str method, trellis_str pattern, int ref) noexcept;
 trellis_status registerSubscription(Call* c, trellis_str topic, int ref) noexcept;
+// t.provide and t.on_job (ABI 1.2), the same way.
+trellis_status registerMethod(Call* c, trellis_str service, trellis_str method, int ref) noexcept;
+trellis_status registerJobHandler(Call* c, int ref) noexcept;
 trellis_status defineMetric(Call* c, int32_t kind, trellis_str name, trellis_str help) noexcept;
 // 0 if the plugin defined no metric of that name.
 trellis_metric_id metricId(const Call* c, trellis_str name) noexcept;
@@ -141,10 +157,12 @@ trellis_metric_id metricId(const Call* c, trellis_str name) noexcept;
 // The script API (script_api.cc): the trellis.* libraries and the `t` and proxy tables,
 // installed in a new sandbox before main.lua loads; each marshal gets a Call*.
 Status installScriptApi(Sandbox& sb, ThreadState* ts);
-int pushInitArgs(lua_State* L, void* call);   // t
-int pushCtxArg(lua_State* L, void* call);     // ctx
-int pushRouteArgs(lua_State* L, void* call);  // ctx, req
-int pushEventArgs(lua_State* L, void* call);  // ctx, topic, payload
+int pushInitArgs(lua_State* L, void* call);     // t
+int pushCtxArg(lua_State* L, void* call);       // ctx
+int pushRouteArgs(lua_State* L, void* call);    // ctx, req
+int pushEventArgs(lua_State* L, void* call);    // ctx, topic, payload (also a job's name, payload)
+int pushServiceArgs(lua_State* L, void* call);  // ctx, request
+int readServiceResult(lua_State* L, void* call);  // response | nil, "message"
 // Applies a handler's results to the response through the host.
 int readRouteResult(lua_State* L, void* call);
 int readStartResult(lua_State* L, void* call);  // nil, "message" refuses

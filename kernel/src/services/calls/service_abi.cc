@@ -89,6 +89,12 @@ trellis_status serviceCall(const trellis_ctx* c, trellis_str service, trellis_st
   if (provider == ctx->plugin) {
     return fail(ctx, Status::invalid("a plugin cannot call its own service"));
   }
+  // The provider acts on the tenant's data, so the tenant must have enabled it.
+  if (ctx->tenant && !ctx->tenant->hasPlugin(provider->id())) {
+    return fail(ctx, Status::permissionDenied("tenant " + ctx->tenant->id + " has not enabled " +
+                                              provider->id() + ", which provides service \"" +
+                                              std::string(name) + "\""));
+  }
   const runtime::ServiceMethod* target = nullptr;
   if (auto s = provider->service_methods.find(name); s != provider->service_methods.end()) {
     if (auto it = s->second.find(m); it != s->second.end()) target = &it->second;
