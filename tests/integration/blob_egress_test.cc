@@ -116,7 +116,8 @@ TEST_F(BlobEgressTest, BlobsRoundTripPerTenantWithHeadListAndRanges) {
 TEST_F(BlobEgressTest, BadKeysAreRefusedNamingTheField) {
   auto longkey = call("PUT", "/fs/blob/" + std::string(1025, 'k'), "acme-key", "x");
   EXPECT_EQ(longkey.status, 400);
-  EXPECT_NE(longkey.body.find("key: is 1025 bytes"), std::string::npos) << longkey.body;
+  EXPECT_NE(longkey.body.find("key: is 1025 bytes"), std::string::npos)
+      << "[" << longkey.body << "]";
   auto dots = call("PUT", "/fs/blob/a%2F..%2Fb", "acme-key", "x");
   EXPECT_EQ(dots.status, 400);
   EXPECT_NE(dots.body.find("key: contains a \"..\" segment"), std::string::npos) << dots.body;

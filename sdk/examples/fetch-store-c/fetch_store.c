@@ -37,8 +37,13 @@ static int httpStatusFor(trellis_status s) {
  * the kernel answers with the quota's own status (507 for storage, 429 for egress rates). */
 static trellis_status failWith(const trellis_ctx* ctx, trellis_response* res, trellis_status s) {
   trellis_str message = {"", 0};
+  char copy[1024];
   if (s == TRELLIS_QUOTA_EXCEEDED) return s;
+  /* The message is borrowed until the next host call: copy it first. */
   host->last_error(ctx, &message);
+  if (message.len > sizeof copy) message.len = sizeof copy;
+  memcpy(copy, message.ptr, message.len);
+  message.ptr = copy;
   host->res_set_status(ctx, res, httpStatusFor(s));
   host->res_add_header(ctx, res, TRELLIS_STR("Content-Type"), TRELLIS_STR("text/plain"));
   return host->res_set_body(ctx, res, message);
