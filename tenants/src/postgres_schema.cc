@@ -24,6 +24,8 @@ constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(32765855592
 // Tables with tenant data: row-level security, FORCEd so that even the table owner is
 // bound, with one policy for every command. current_setting(..., true) is NULL when the
 // transaction never set a tenant, and NULL matches no row.
+constexpr const char* kBlobTables[] = {"blob_objects", "blob_chunks", "blob_uploads", "blob_usage"};
+
 std::vector<std::string> tenantTable(const std::string& table) {
   const std::string predicate = "(tenant_id = current_setting('trellis.tenant', true))";
   return {
@@ -65,13 +67,41 @@ const std::vector<std::vector<std::string>>& storageSteps() {
   return kSteps;
 }
 
+// Blob storage (kernel/src/services/blobs): heads, 1 MiB content rows, uploads in
+// progress and per-tenant usage, all tenant data under row-level security.
+const std::vector<std::vector<std::string>>& blobSteps() {
+  static const std::vector<std::vector<std::string>> kSteps = [] {
+    std::vector<std::string> v1 = {
+        "CREATE TABLE blob_objects("
+        " tenant_id TEXT NOT NULL, plugin TEXT NOT NULL, key BYTEA NOT NULL,"
+        " object_id TEXT NOT NULL, size BIGINT NOT NULL, chunk_size INTEGER NOT NULL,"
+        " sha256 TEXT NOT NULL, content_type TEXT NOT NULL, metadata TEXT NOT NULL,"
+        " created_ms BIGINT NOT NULL, PRIMARY KEY (tenant_id, plugin, key))",
+        "CREATE TABLE blob_chunks("
+        " tenant_id TEXT NOT NULL, object_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " data BYTEA NOT NULL, PRIMARY KEY (tenant_id, object_id, seq))",
+        "CREATE TABLE blob_uploads("
+        " tenant_id TEXT NOT NULL, object_id TEXT NOT NULL,"
+        " touched_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, object_id))",
+        "CREATE TABLE blob_usage(tenant_id TEXT PRIMARY KEY, bytes BIGINT NOT NULL)",
+    };
+    for (const char* t : kBlobTables) {
+      for (auto& s : tenantTable(t)) v1.push_back(std::move(s));
+    }
+    return std::vector<std::vector<std::string>>{v1};
+  }();
+  return kSteps;
+}
+
 struct Component {
   const char* name;
   const std::vector<std::vector<std::string>>& steps;
 };
 
 std::vector<Component> components() {
-  return {{"registry", internal::SystemDb::migrationSteps()}, {"storage", storageSteps()}};
+  return {{"registry", internal::SystemDb::migrationSteps()},
+          {"storage", storageSteps()},
+          {"blobs", blobSteps()}};
 }
 
 std::string quoteIdent(const std::string& name) {
@@ -251,7 +281,8 @@ Status verify(PostgresPool& app) {
       std::string table;
       Query q(sql,
               "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-              "WHERE n.nspname = 'trellis' AND c.relname IN ('kv', 'kv_usage') "
+              "WHERE n.nspname = 'trellis' AND c.relname IN ('kv', 'kv_usage', 'blob_objects', "
+              "'blob_chunks', 'blob_uploads', 'blob_usage') "
               "AND NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY c.relname");
       q.into(table);
       for (bool row = q.run(); row; row = q.next()) {

@@ -79,10 +79,22 @@ bool isValidPluginId(std::string_view id) {
 }
 
 // Capability names are the kernel's business; the registry only keeps them well formed.
+// A name, or "name:argument" ("service:secrets", "egress:https://api.example.com"): the
+// kernel checks what an argument means; here it only must survive the system database's
+// comma-separated column (no commas, no whitespace or controls, at most 512 bytes).
 bool isValidCapabilityName(std::string_view c) {
-  if (c.empty() || c.size() > 32 || c[0] < 'a' || c[0] > 'z') return false;
-  return std::all_of(c.begin(), c.end(),
-                     [](char ch) { return (ch >= 'a' && ch <= 'z') || ch == '.'; });
+  const size_t colon = c.find(':');
+  std::string_view name = c.substr(0, colon);
+  if (name.empty() || name.size() > 32 || name[0] < 'a' || name[0] > 'z') return false;
+  if (!std::all_of(name.begin(), name.end(),
+                   [](char ch) { return (ch >= 'a' && ch <= 'z') || ch == '.'; })) {
+    return false;
+  }
+  if (colon == std::string_view::npos) return true;
+  std::string_view arg = c.substr(colon + 1);
+  return !arg.empty() && arg.size() <= 512 && std::all_of(arg.begin(), arg.end(), [](char ch) {
+    return ch > 0x20 && ch < 0x7f && ch != ',';
+  });
 }
 
 // `where` names the owner in messages: `plan "free"`, `tenant "acme" overrides`.
@@ -170,7 +182,8 @@ Status validateRecordShape(const TenantRecord& t) {
     for (const auto& capability : capabilities) {
       if (!isValidCapabilityName(capability)) {
         return Status::invalid(who + ": capability " + inQuotes(capability) + " for plugin " +
-                               inQuotes(plugin) + " is invalid: expected [a-z][a-z.]{0,31}");
+                               inQuotes(plugin) +
+                               " is invalid: expected [a-z][a-z.]{0,31}[:<argument>]");
       }
     }
   }

@@ -63,6 +63,13 @@ const std::vector<std::vector<std::string>>& migrations() {
           // ABI 1.2 jobs: the max_jobs quota.
           "ALTER TABLE plans ADD COLUMN max_jobs BIGINT",
           "ALTER TABLE tenants ADD COLUMN max_jobs BIGINT",
+      },
+      {
+          // Egress quotas (ABI 1.2 egress HTTP).
+          "ALTER TABLE plans ADD COLUMN egress_requests_per_second BIGINT",
+          "ALTER TABLE plans ADD COLUMN egress_bytes_per_day BIGINT",
+          "ALTER TABLE tenants ADD COLUMN egress_requests_per_second BIGINT",
+          "ALTER TABLE tenants ADD COLUMN egress_bytes_per_day BIGINT",
       }};
   return kMigrations;
 }

@@ -152,11 +152,12 @@ class Parser {
     if (!root.IsMap()) {
       fail("",
            "expected a map of sections (server, admin, storage, log, plugins, plans, "
-           "tenants, policy), got " +
+           "tenants, policy, egress), got " +
                describe(root));
     }
-    checkKeys(root, "",
-              {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy"});
+    checkKeys(
+        root, "",
+        {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy", "egress"});
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
@@ -166,6 +167,10 @@ class Parser {
     if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
     if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
     if (auto n = root["policy"]) parsePolicy(n, "policy", cfg.policy);
+    if (auto n = root["egress"]) {
+      checkKeys(n, "egress", {"ca_file"});
+      if (auto f = n["ca_file"]) cfg.egress.ca_file = readPath(f, "egress.ca_file");
+    }
     return withDefaults(std::move(cfg), token_set);
   }
 

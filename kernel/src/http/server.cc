@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "trellis/kernel/exec/event_loop.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/request_id.h"
 #include "trellis/kernel/http/request_parser.h"
@@ -689,6 +690,7 @@ Status Server::start() {
     auto* w = impl_->workers[i].get();
     w->accept();
     w->thread = std::thread([w, name = o.name] {
+      exec::markEventLoopThread();
       while (true) {
         try {
           w->ioc.run();

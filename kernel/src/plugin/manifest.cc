@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "plugin/internal/quote.h"
+#include "trellis/kernel/services/egress_policy.h"
 
 namespace trellis::kernel::plugin {
 namespace {
@@ -31,9 +32,9 @@ constexpr size_t kMaxJsonDepth = 32;
 constexpr int kSchema = 1;
 
 constexpr std::string_view kKnownFields[] = {
-    "schema", "id",       "version", "description",  "license",      "runtime",
-    "abi",    "host",     "entry",   "dependencies", "capabilities", "blocking_routes",
-    "files",  "provides", "requires"};
+    "schema", "id",       "version",  "description",  "license",      "runtime",
+    "abi",    "host",     "entry",    "dependencies", "capabilities", "blocking_routes",
+    "files",  "provides", "requires", "egress"};
 
 template <typename Range>
 std::string joined(const Range& items) {
@@ -233,7 +234,8 @@ class ManifestReader {
           &ManifestReader::readAbi, &ManifestReader::readHost, &ManifestReader::readEntry,
           &ManifestReader::readDependencies, &ManifestReader::readCapabilities,
           &ManifestReader::readBlockingRoutes, &ManifestReader::readFiles,
-          &ManifestReader::readProvides, &ManifestReader::readRequires}) {
+          &ManifestReader::readProvides, &ManifestReader::readRequires,
+          &ManifestReader::readEgress}) {
       if (Status s = (this->*step)(m); !s) return s;
     }
     return m;
@@ -495,6 +497,28 @@ class ManifestReader {
     return name;
   }
 
+  // "egress": ["https://*.example.com:443", ...]: destinations (egress_policy.h); needs the
+  // "egress" capability.
+  Status readEgress(Manifest& m) {
+    std::optional<Var> v = field("egress");
+    if (!v) return Status::ok();
+    auto rules = asArray(*v, "egress");
+    if (!rules) return rules.status();
+    if (!m.hasCapability("egress")) {
+      return fieldError("egress", "destinations need the capability \"egress\"");
+    }
+    for (size_t i = 0; i < (*rules)->size(); ++i) {
+      std::string path = "egress[" + std::to_string(i) + "]";
+      auto text = asString((*rules)->get(static_cast<unsigned>(i)), path);
+      if (!text) return text.status();
+      if (auto rule = services::egress::parseRule(*text); !rule) {
+        return fieldError(path, rule.status().message());
+      }
+      m.egress.push_back(*text);
+    }
+    return Status::ok();
+  }
+
   Status readBlockingRoutes(Manifest& m) {
     std::optional<Var> v = field("blocking_routes");
     if (!v) return Status::ok();
@@ -664,6 +688,10 @@ bool isValidPluginId(std::string_view id) {
   size_t slash = id.find('/');
   if (slash == std::string_view::npos) return false;
   return isIdPart(id.substr(0, slash)) && isIdPart(id.substr(slash + 1));
+}
+
+bool isValidEgressGrant(std::string_view rule) {
+  return static_cast<bool>(services::egress::parseRule(rule));
 }
 
 bool isValidServiceName(std::string_view name) {

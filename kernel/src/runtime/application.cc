@@ -14,6 +14,7 @@
 #include "runtime/tenant_admin.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
+#include "services/egress/egress_service.h"
 #include "services/jobs/scheduler.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
@@ -48,8 +49,10 @@ struct Application::Impl {
   events::EventBus events;
   std::unique_ptr<tenants::TenantRegistry> tenants;
   tenants::Admission admission;
+  std::unique_ptr<services::blobs::BlobStore> blobs;  // outlives kv, which counts its bytes
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
+  std::unique_ptr<services::egress::EgressService> egress;
   services::HandleTable handles;  // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
@@ -140,6 +143,14 @@ void watchLua(metrics::MetricsRegistry& metrics, events::EventBus& events,
       });
 }
 
+// What the usage endpoints show of a tenant's egress today.
+runtime::EgressUsageFn egressUsage(const services::egress::EgressService& egress) {
+  return [&egress](const std::string& tenant) {
+    const auto u = egress.usage(tenant);
+    return runtime::EgressUsage{u.requests_today, u.bytes_today};
+  };
+}
+
 }  // namespace
 
 Application::Application(config::Config config)
@@ -154,6 +165,7 @@ Status Application::start() {
   auto storage = runtime::openStorage(s.cfg);
   if (!storage) return storage.status();
   s.tenants = std::move(storage->tenants);
+  s.blobs = std::move(storage->blobs);
   s.kv = std::move(storage->kv);
   s.pg_pool = std::move(storage->pool);
   if (s.pg_pool) {
@@ -182,7 +194,12 @@ Status Application::start() {
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
 
-  s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv);
+  auto egress_client = services::egress::EgressClient::create({.ca_file = s.cfg.egress.ca_file});
+  if (!egress_client) return egress_client.status();
+  s.egress =
+      std::make_unique<services::egress::EgressService>(std::move(*egress_client), s.metrics);
+  s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv,
+                                                          egressUsage(*s.egress));
   // Durable jobs persist beside the SQLite data; a shared PostgreSQL store is to come, so
   // hosts on PostgreSQL run in-memory jobs only and refuse durable ones (UNAVAILABLE).
   services::JobScheduler::Options job_options;
@@ -203,6 +220,8 @@ Status Application::start() {
       .handles = &s.handles,
       .service_registry = &s.service_registry,
       .jobs = s.jobs.get(),
+      .blobs = s.blobs.get(),
+      .egress = s.egress.get(),
   });
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
   // Stored jobs fire once their plugins run (an overdue one at once: at least once).
@@ -257,10 +276,11 @@ Status Application::start() {
                                  .port = s.cfg.admin.listen.port,
                                  .threads = 1};
   s.admin = std::make_unique<http::Server>(
-      admin_opts, std::make_shared<runtime::AdminPlane>(
-                      std::move(view), std::move(*token),
-                      std::make_unique<runtime::TenantAdmin>(*s.tenants, s.admission, *s.kv,
-                                                             std::move(*drift))));
+      admin_opts,
+      std::make_shared<runtime::AdminPlane>(
+          std::move(view), std::move(*token),
+          std::make_unique<runtime::TenantAdmin>(*s.tenants, s.admission, *s.kv, std::move(*drift),
+                                                 egressUsage(*s.egress))));
   if (Status st = s.admin->start(); !st) return st;
 
   watchLua(s.metrics, s.events, s.ready);

@@ -154,7 +154,8 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
   const std::string request_id = http::newRequestId();
   auto res = tenantRefusal(who, req, request_id);
-  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, acceptTrace(req));
+  const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
+  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace);
   return res;
 }
 

@@ -12,9 +12,11 @@
 
 #include "runtime/call_context.h"
 #include "runtime/self_service.h"
+#include "services/blobs/blob_abi.h"
 #include "services/calls/service_abi.h"
 #include "services/core/handle_abi.h"
 #include "services/core/host_call.h"
+#include "services/egress/egress_abi.h"
 #include "services/jobs/job_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
@@ -546,28 +548,67 @@ trellis_status resProblem(const trellis_ctx* c, trellis_response* res, int32_t s
 }
 
 constexpr trellis_host_api kHostApi = {
-    sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
-    ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
-    reqPathParam, reqHeader, reqHeaders, reqBody, resSetStatus, resAddHeader, resSetBody,
-    resAppendBody, kvGet, kvPut, kvDelete, kvList, eventPublish, eventSubscribe, clockUnixMs,
-    clockMonotonicNs, metricDefine, metricRecord, ctxPrincipal, tenantInfo, tenantKeysList,
-    tenantKeyCreate, tenantKeyRotate, tenantKeyRevoke, lastError,
+    sizeof(trellis_host_api),
+    TRELLIS_ABI_MAJOR,
+    TRELLIS_ABI_MINOR,
+    bufFree,
+    log,
+    setError,
+    ctxTenant,
+    ctxPlugin,
+    configGet,
+    routeAdd,
+    reqMethod,
+    reqPath,
+    reqQuery,
+    reqQueryParam,
+    reqPathParam,
+    reqHeader,
+    reqHeaders,
+    reqBody,
+    resSetStatus,
+    resAddHeader,
+    resSetBody,
+    resAppendBody,
+    kvGet,
+    kvPut,
+    kvDelete,
+    kvList,
+    eventPublish,
+    eventSubscribe,
+    clockUnixMs,
+    clockMonotonicNs,
+    metricDefine,
+    metricRecord,
+    ctxPrincipal,
+    tenantInfo,
+    tenantKeysList,
+    tenantKeyCreate,
+    tenantKeyRotate,
+    tenantKeyRevoke,
+    lastError,
     // ABI 1.2: each slot forwards to its service under kernel/src/services/<name>/.
-    services::handleClose, services::ctxTrace, services::serviceProvide, services::serviceCall,
-    services::serviceReply, services::ctxCaller, services::jobHandler, services::jobSchedule,
+    services::handleClose,
+    services::ctxTrace,
+    services::serviceProvide,
+    services::serviceCall,
+    services::serviceReply,
+    services::ctxCaller,
+    services::jobHandler,
+    services::jobSchedule,
     services::jobCancel,
-    nullptr,  // http_send (services/egress)
-    nullptr,  // http_response_status
-    nullptr,  // http_response_headers
-    nullptr,  // http_response_read
-    nullptr,  // blob_open_write (services/blobs)
-    nullptr,  // blob_write
-    nullptr,  // blob_commit
-    nullptr,  // blob_open_read
-    nullptr,  // blob_read
-    nullptr,  // blob_head
-    nullptr,  // blob_delete
-    nullptr,  // blob_list
+    services::httpSend,
+    services::httpResponseStatus,
+    services::httpResponseHeaders,
+    services::httpResponseRead,
+    services::blobOpenWrite,
+    services::blobWrite,
+    services::blobCommit,
+    services::blobOpenRead,
+    services::blobRead,
+    services::blobHead,
+    services::blobDelete,
+    services::blobList,
     resProblem,
 };
 static_assert(offsetof(trellis_host_api, res_problem) + sizeof(void*) == sizeof(trellis_host_api),

@@ -37,6 +37,12 @@ namespace trellis::kernel::services {
 class HandleTable;
 class JobScheduler;
 class ServiceRegistry;
+namespace blobs {
+class BlobStore;
+}
+namespace egress {
+class EgressService;
+}
 }  // namespace trellis::kernel::services
 
 namespace trellis::kernel::runtime {
@@ -53,6 +59,8 @@ struct HostServices {
   services::HandleTable* handles = nullptr;  // ABI 1.2 handles; null = none
   services::ServiceRegistry* service_registry = nullptr;  // inter-plugin services
   services::JobScheduler* jobs = nullptr;                 // jobs and timers
+  services::blobs::BlobStore* blobs = nullptr;            // null = no blob storage
+  services::egress::EgressService* egress = nullptr;      // null = no egress
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };

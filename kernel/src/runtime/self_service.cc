@@ -37,7 +37,8 @@ std::string text(const Json& json) {
 Result<std::string> SelfService::info(const tenants::TenantView& tenant) const {
   auto stored = storage_.storageBytes(tenant.id);
   if (!stored) return stored.status();
-  Object::Ptr usage = usageJson(tenant, admission_.usage(tenant.id), *stored);
+  Object::Ptr usage = usageJson(tenant, admission_.usage(tenant.id), *stored,
+                                egress_usage_ ? egress_usage_(tenant.id) : EgressUsage{});
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("id", tenant.id);
   o->set("plan", tenant.plan);

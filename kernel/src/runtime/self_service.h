@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/tenant_json.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/status.hpp"
 #include "trellis/tenants/admission.h"
@@ -22,8 +23,11 @@ namespace trellis::kernel::runtime {
 class SelfService {
  public:
   SelfService(tenants::TenantRegistry& registry, const tenants::Admission& admission,
-              storage::KvStore& storage)
-      : registry_(registry), admission_(admission), storage_(storage) {}
+              storage::KvStore& storage, EgressUsageFn egress_usage = {})
+      : registry_(registry),
+        admission_(admission),
+        storage_(storage),
+        egress_usage_(std::move(egress_usage)) {}
 
   // Plan, labels, effective quotas and usage.
   Result<std::string> info(const tenants::TenantView& tenant) const;
@@ -47,6 +51,7 @@ class SelfService {
   tenants::TenantRegistry& registry_;
   const tenants::Admission& admission_;
   storage::KvStore& storage_;
+  EgressUsageFn egress_usage_;
 };
 
 }  // namespace trellis::kernel::runtime

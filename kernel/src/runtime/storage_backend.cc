@@ -2,8 +2,54 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace trellis::kernel::runtime {
 namespace {
+
+class KvWithBlobs final : public storage::KvStore {
+ public:
+  KvWithBlobs(std::unique_ptr<storage::KvStore> kv, services::blobs::BlobStore& blobs)
+      : kv_(std::move(kv)), blobs_(blobs) {}
+
+  Result<storage::KvEntry> get(const storage::Scope& scope, std::string_view key) override {
+    return kv_->get(scope, key);
+  }
+  Result<uint64_t> put(const storage::Scope& scope, std::string_view key, std::string_view value,
+                       uint64_t expected_version) override {
+    if (!scope.max_storage_bytes) return kv_->put(scope, key, value, expected_version);
+    auto blob_bytes = blobs_.storageBytes(scope.tenant);
+    if (!blob_bytes) return blob_bytes.status();
+    storage::Scope left = scope;
+    left.max_storage_bytes =
+        *scope.max_storage_bytes - std::min(*scope.max_storage_bytes, *blob_bytes);
+    return kv_->put(left, key, value, expected_version);
+  }
+  Status remove(const storage::Scope& scope, std::string_view key,
+                uint64_t expected_version) override {
+    return kv_->remove(scope, key, expected_version);
+  }
+  Result<std::vector<storage::KvEntry>> list(const storage::Scope& scope, std::string_view prefix,
+                                             std::string_view start_after,
+                                             uint32_t limit) override {
+    return kv_->list(scope, prefix, start_after, limit);
+  }
+  Result<uint64_t> storageBytes(std::string_view tenant) override {
+    auto kv = kv_->storageBytes(tenant);
+    if (!kv) return kv;
+    auto blobs = blobs_.storageBytes(tenant);
+    if (!blobs) return blobs;
+    return *kv + *blobs;
+  }
+  Status removeTenant(std::string_view tenant) override {
+    if (Status s = blobs_.removeTenant(tenant); !s) return s;
+    return kv_->removeTenant(tenant);
+  }
+
+ private:
+  std::unique_ptr<storage::KvStore> kv_;
+  services::blobs::BlobStore& blobs_;
+};
 
 Result<StorageBackends> openSqlite(const config::Config& cfg) {
   StorageBackends out;
@@ -12,7 +58,10 @@ Result<StorageBackends> openSqlite(const config::Config& cfg) {
   out.tenants = std::move(*registry);
   auto kv = storage::openSqliteKvStore(cfg.data_dir / "tenants");
   if (!kv) return kv.status();
-  out.kv = std::move(*kv);
+  auto blobs = services::blobs::openFileBlobStore(cfg.data_dir / "blobs");
+  if (!blobs) return blobs.status();
+  out.blobs = std::move(*blobs);
+  out.kv = withBlobs(std::move(*kv), *out.blobs);
   return out;
 }
 
@@ -45,13 +94,21 @@ Result<StorageBackends> openPostgres(const config::Config& cfg) {
   out.tenants = std::move(*registry);
   auto kv = storage::openPostgresKvStore(out.pool);
   if (!kv) return kv.status();
-  out.kv = std::move(*kv);
+  auto blobs = services::blobs::openPostgresBlobStore(out.pool);
+  if (!blobs) return blobs.status();
+  out.blobs = std::move(*blobs);
+  out.kv = withBlobs(std::move(*kv), *out.blobs);
   spdlog::info("storage: PostgreSQL {} ({} sessions for plugin storage)", url.redacted(),
                pg.pool_size);
   return out;
 }
 
 }  // namespace
+
+std::unique_ptr<storage::KvStore> withBlobs(std::unique_ptr<storage::KvStore> kv,
+                                            services::blobs::BlobStore& blobs) {
+  return std::make_unique<KvWithBlobs>(std::move(kv), blobs);
+}
 
 Result<StorageBackends> openStorage(const config::Config& cfg) {
   return cfg.postgres.url ? openPostgres(cfg) : openSqlite(cfg);

@@ -106,8 +106,13 @@ Status readTenantFields(const Object::Ptr& o, tenants::TenantRecord& t) {
 }  // namespace
 
 TenantAdmin::TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
-                         storage::KvStore& storage, std::vector<tenants::Drift> drift)
-    : registry_(registry), admission_(admission), storage_(storage), drift_(std::move(drift)) {
+                         storage::KvStore& storage, std::vector<tenants::Drift> drift,
+                         EgressUsageFn egress_usage)
+    : registry_(registry),
+      admission_(admission),
+      storage_(storage),
+      egress_usage_(std::move(egress_usage)),
+      drift_(std::move(drift)) {
   const std::tuple<const char*, const char*, Endpoint> routes[] = {
       {"GET", "/v1/tenants", kList},
       {"POST", "/v1/tenants", kCreate},
@@ -208,7 +213,8 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       if (!view) return failure(req, Status::notFound("no tenant \"" + id + "\""));
       auto stored = storage_.storageBytes(id);
       if (!stored) return failure(req, stored.status());
-      auto o = usageJson(*view, admission_.usage(id), *stored);
+      auto o = usageJson(*view, admission_.usage(id), *stored,
+                         egress_usage_ ? egress_usage_(id) : EgressUsage{});
       return jsonResponse(req, 200, o);
     }
     case kKeys: {

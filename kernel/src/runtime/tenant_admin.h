@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/tenant_json.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/storage/kv_store.h"
@@ -28,7 +29,8 @@ class TenantAdmin {
  public:
   // `storage` holds the tenants' plugin data: usage reports it, delete removes it.
   TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& admission,
-              storage::KvStore& storage, std::vector<tenants::Drift> drift);
+              storage::KvStore& storage, std::vector<tenants::Drift> drift,
+              EgressUsageFn egress_usage = {});
 
   // The response, or nullopt if the path is not a tenant endpoint.
   std::optional<http::Response> handle(const http::Request& req, std::string_view path);
@@ -53,6 +55,7 @@ class TenantAdmin {
   tenants::TenantRegistry& registry_;
   tenants::Admission& admission_;
   storage::KvStore& storage_;
+  EgressUsageFn egress_usage_;
   std::vector<tenants::Drift> drift_;
   http::Router router_;
 };

@@ -53,7 +53,7 @@ Object::Ptr keyJson(const tenants::KeyInfo& k) {
 }
 
 Object::Ptr usageJson(const tenants::TenantView& tenant, const tenants::Admission::Usage& usage,
-                      uint64_t storage_bytes) {
+                      uint64_t storage_bytes, EgressUsage egress) {
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("tenant", tenant.id);
   o->set("plan", tenant.plan);
@@ -62,6 +62,10 @@ Object::Ptr usageJson(const tenants::TenantView& tenant, const tenants::Admissio
   o->set("admitted", usage.admitted);
   o->set("rejected", usage.rejected);
   o->set("storage_bytes", storage_bytes);
+  Object::Ptr e = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  e->set("requests_today", egress.requests_today);
+  e->set("bytes_today", egress.bytes_today);
+  o->set("egress", e);
   return o;
 }
 

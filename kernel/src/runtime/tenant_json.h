@@ -9,6 +9,8 @@
 #include <Poco/JSON/Object.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
@@ -22,8 +24,17 @@ Poco::JSON::Object::Ptr grantsJson(const std::map<std::string, std::set<std::str
 Poco::JSON::Object::Ptr tenantJson(const tenants::TenantRecord& t);
 // Ids and dates only: the secret is never stored, so it cannot be shown.
 Poco::JSON::Object::Ptr keyJson(const tenants::KeyInfo& k);
-// {"tenant","plan","quotas","in_flight","admitted","rejected","storage_bytes"}
+// Outbound HTTP of the tenant's plugins today (UTC), on this host.
+struct EgressUsage {
+  uint64_t requests_today = 0;
+  uint64_t bytes_today = 0;
+};
+using EgressUsageFn = std::function<EgressUsage(const std::string& tenant)>;
+
+// {"tenant","plan","quotas","in_flight","admitted","rejected","storage_bytes","egress"}
+// storage_bytes counts KV and blobs.
 Poco::JSON::Object::Ptr usageJson(const tenants::TenantView& tenant,
-                                  const tenants::Admission::Usage& usage, uint64_t storage_bytes);
+                                  const tenants::Admission::Usage& usage, uint64_t storage_bytes,
+                                  EgressUsage egress = {});
 
 }  // namespace trellis::kernel::runtime

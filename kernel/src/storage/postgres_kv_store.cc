@@ -18,6 +18,7 @@
 #include <optional>
 #include <utility>
 
+#include "storage/internal/hex.h"
 #include "storage/internal/kv_keys.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/storage/postgres_batch_writer.h"
@@ -27,32 +28,13 @@
 namespace trellis::kernel::storage {
 namespace {
 
+using internal::fromHex;
 using internal::prefixSuccessor;
+using internal::toHex;
 using internal::validateKey;
 
 using tenants::PostgresPool;
 using tenants::sql::Query;
-
-std::string toHex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0x0f]);
-  }
-  return out;
-}
-
-std::string fromHex(const std::string& hex) {
-  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  std::string out;
-  out.reserve(hex.size() / 2);
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
-  }
-  return out;
-}
 
 Status validateScope(const Scope& scope) {
   if (!tenants::isValidTenantId(scope.tenant)) {

@@ -280,6 +280,134 @@ class Handle {
   trellis_handle id_ = TRELLIS_HANDLE_NONE;
 };
 
+// ABI 1.2 blob storage (capability "blobs"), scoped by the host to (tenant, plugin).
+//   auto w = ctx.blobs().openWrite("backups/db.tar", "application/x-tar");
+//   w->write(chunk); ... auto head_json = w->commit();   // the object appears atomically
+//   auto r = ctx.blobs().openRead("backups/db.tar");  char buf[65536];
+//   while (auto n = r->read(buf, sizeof buf); n && *n > 0) use(buf, *n);
+class BlobWriter {
+ public:
+  BlobWriter(const trellis_host_api* host, const trellis_ctx* ctx, trellis_handle h)
+      : host_(host), ctx_(ctx), handle_(host, ctx, h) {}
+  Status write(std::string_view chunk) {
+    return detail::fromC(host_, ctx_, host_->blob_write(ctx_, handle_.id(), toStr(chunk)),
+                         "blob write failed");
+  }
+  // The head as JSON (plugin.h). Dropping the writer without commit() aborts the upload.
+  Result<std::string> commit() {
+    trellis_buf buf{nullptr, 0};
+    trellis_status s = host_->blob_commit(ctx_, handle_.release(), &buf);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "blob commit failed");
+    std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    host_->buf_free(&buf);
+    return out;
+  }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  Handle handle_;
+};
+
+class BlobReader {
+ public:
+  BlobReader(const trellis_host_api* host, const trellis_ctx* ctx, trellis_handle h)
+      : host_(host), ctx_(ctx), handle_(host, ctx, h) {}
+  // Bytes copied into buf; 0 at the end of the range.
+  Result<size_t> read(char* buf, size_t cap) {
+    size_t n = 0;
+    trellis_status s = host_->blob_read(ctx_, handle_.id(), buf, cap, &n);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "blob read failed");
+    return n;
+  }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  Handle handle_;
+};
+
+class Blobs {
+ public:
+  Blobs(const trellis_host_api* host, const trellis_ctx* ctx) : host_(host), ctx_(ctx) {}
+
+  // metadata_json: a JSON object of string values ("" = none).
+  Result<std::unique_ptr<BlobWriter>> openWrite(std::string_view key,
+                                                std::string_view content_type = "",
+                                                std::string_view metadata_json = "") const {
+    if (!TRELLIS_HOST_HAS(host_, blob_open_write)) return missing("blob_open_write");
+    trellis_blob_write_options o{sizeof(o), toStr(content_type), toStr(metadata_json)};
+    trellis_handle h = TRELLIS_HANDLE_NONE;
+    trellis_status s = host_->blob_open_write(ctx_, toStr(key), &o, &h);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "cannot open blob for writing");
+    return std::make_unique<BlobWriter>(host_, ctx_, h);
+  }
+  Result<std::unique_ptr<BlobReader>> openRead(std::string_view key, uint64_t offset = 0,
+                                               uint64_t length = UINT64_MAX) const {
+    if (!TRELLIS_HOST_HAS(host_, blob_open_read)) return missing("blob_open_read");
+    trellis_handle h = TRELLIS_HANDLE_NONE;
+    trellis_status s = host_->blob_open_read(ctx_, toStr(key), offset, length, &h);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "cannot open blob for reading");
+    return std::make_unique<BlobReader>(host_, ctx_, h);
+  }
+  Result<std::string> head(std::string_view key) const {
+    if (!TRELLIS_HOST_HAS(host_, blob_head)) return missing("blob_head");
+    return json(host_->blob_head, key);
+  }
+  Status remove(std::string_view key) const {
+    if (!TRELLIS_HOST_HAS(host_, blob_delete)) return missing("blob_delete");
+    return detail::fromC(host_, ctx_, host_->blob_delete(ctx_, toStr(key)), "blob delete failed");
+  }
+  // {"items":[head...],"next":"<key>"|null}
+  Result<std::string> list(std::string_view prefix, std::string_view start_after = "",
+                           uint32_t limit = 0) const {
+    if (!TRELLIS_HOST_HAS(host_, blob_list)) return missing("blob_list");
+    trellis_buf buf{nullptr, 0};
+    trellis_status s = host_->blob_list(ctx_, toStr(prefix), toStr(start_after), limit, &buf);
+    return take(s, buf);
+  }
+
+ private:
+  static Status missing(std::string_view slot) {
+    return Status::unimplemented("the host does not offer " + std::string(slot) +
+                                 " (needs ABI 1.2)");
+  }
+  template <typename Fn>
+  Result<std::string> json(Fn fn, std::string_view key) const {
+    trellis_buf buf{nullptr, 0};
+    return take(fn(ctx_, toStr(key), &buf), buf);
+  }
+  Result<std::string> take(trellis_status s, trellis_buf& buf) const {
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "blob call failed");
+    std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    host_->buf_free(&buf);
+    return out;
+  }
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+};
+
+// ABI 1.2 egress HTTP (capability "egress"; destinations from the manifest's "egress" list,
+// narrowed by the tenant's grant). Blocks: call it from blocking routes, jobs or events.
+//   trellis::HttpRequest req{.method = "GET", .url = "https://api.example.com/v1/x"};
+//   auto res = ctx.http(req);   // res->status, res->headers, res->body
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  uint32_t connect_timeout_ms = 0;  // 0: host defaults
+  uint32_t first_byte_timeout_ms = 0;
+  uint32_t total_timeout_ms = 0;
+  uint32_t max_redirects = 0;       // 0: a 3xx is answered as it is
+  uint64_t max_response_bytes = 0;  // 0: host default
+};
+struct HttpResponse {
+  int32_t status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
 // ABI 1.2: a job to schedule for the calling tenant (see trellis_job_spec).
 //   ctx.schedule(trellis::Job::cron("nightly-backup", "0 3 * * *").durable());
 struct Job {
@@ -437,6 +565,53 @@ class Context {
     if (!TRELLIS_HOST_HAS(host_, job_cancel)) return unavailableSlot("job_cancel", "1.2");
     return detail::fromC(host_, ctx_, host_->job_cancel(ctx_, toStr(name)),
                          "cannot cancel job " + std::string(name));
+  }
+
+  // ABI 1.2 blob storage (capability "blobs").
+  Blobs blobs() const { return Blobs(host_, ctx_); }
+
+  // ABI 1.2: an outbound HTTP request made by the kernel (capability "egress"). The status,
+  // headers and whole body (up to max_response_bytes), or the kernel's refusal, which names
+  // the rule, timeout or cap at fault.
+  Result<HttpResponse> http(const HttpRequest& r) const {
+    if (!TRELLIS_HOST_HAS(host_, http_send)) return unavailableSlot("http_send", "1.2");
+    std::vector<trellis_str> headers;
+    for (const auto& [name, value] : r.headers) {
+      headers.push_back(toStr(name));
+      headers.push_back(toStr(value));
+    }
+    trellis_http_request req{};
+    req.struct_size = sizeof(req);
+    req.method = toStr(r.method);
+    req.url = toStr(r.url);
+    req.headers = headers.data();
+    req.header_count = r.headers.size();
+    req.body = toStr(r.body);
+    req.connect_timeout_ms = r.connect_timeout_ms;
+    req.first_byte_timeout_ms = r.first_byte_timeout_ms;
+    req.total_timeout_ms = r.total_timeout_ms;
+    req.max_redirects = r.max_redirects;
+    req.max_response_bytes = r.max_response_bytes;
+    trellis_handle h = TRELLIS_HANDLE_NONE;
+    trellis_status s = host_->http_send(ctx_, &req, &h);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "http request failed");
+    Handle response(host_, ctx_, h);
+    HttpResponse out;
+    host_->http_response_status(ctx_, h, &out.status);
+    host_->http_response_headers(
+        ctx_, h,
+        [](void* user, trellis_str name, trellis_str value) {
+          static_cast<HttpResponse*>(user)->headers.emplace_back(toView(name), toView(value));
+          return 0;
+        },
+        &out);
+    char buf[16384];
+    size_t n = 0;
+    while ((s = host_->http_response_read(ctx_, h, buf, sizeof buf, &n)) == TRELLIS_OK && n > 0) {
+      out.body.append(buf, n);
+    }
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "http response read failed");
+    return out;
   }
 
   const trellis_host_api* host() const { return host_; }

@@ -11,7 +11,7 @@
 //   });
 //
 // Every table lives in the schema `trellis`; pooled sessions run with search_path=trellis.
-// Tables holding tenant data (kv, kv_usage) have a tenant_id column and FORCE ROW LEVEL
+// Tables holding tenant data (kv, kv_usage, blob_*) have a tenant_id column and FORCE ROW LEVEL
 // SECURITY with the policy tenant_id = current_setting('trellis.tenant'): a session that
 // has not set the tenant for its transaction (transaction() below) sees no rows. New
 // tables are new steps in postgres_schema.cc.

@@ -48,6 +48,9 @@ struct Quotas {
   std::optional<uint64_t> max_key_ttl_seconds;
   // Scheduled jobs (ABI 1.2 job_schedule) a tenant may have at once, all plugins together.
   std::optional<uint64_t> max_jobs;
+  // Outbound HTTP plugins make for the tenant (ABI 1.2 egress), per host.
+  std::optional<uint64_t> egress_requests_per_second;
+  std::optional<uint64_t> egress_bytes_per_day;  // request + response bodies, UTC day
 
   // Fields set in `overrides` replace ours.
   Quotas overlaidWith(const Quotas& overrides) const;
@@ -60,7 +63,7 @@ struct QuotaField {
   const char* name;
   std::optional<uint64_t> Quotas::*member;
 };
-inline constexpr std::array<QuotaField, 9> kQuotaFields{{
+inline constexpr std::array<QuotaField, 11> kQuotaFields{{
     {"requests_per_second", &Quotas::requests_per_second},
     {"burst", &Quotas::burst},
     {"max_concurrent", &Quotas::max_concurrent},
@@ -70,6 +73,8 @@ inline constexpr std::array<QuotaField, 9> kQuotaFields{{
     {"max_api_keys", &Quotas::max_api_keys},
     {"max_key_ttl_seconds", &Quotas::max_key_ttl_seconds},
     {"max_jobs", &Quotas::max_jobs},
+    {"egress_requests_per_second", &Quotas::egress_requests_per_second},
+    {"egress_bytes_per_day", &Quotas::egress_bytes_per_day},
 }};
 
 struct Plan {

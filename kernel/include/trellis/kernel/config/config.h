@@ -151,6 +151,12 @@ struct PolicyConfig {
   double decision_log_sample = 1.0;
 };
 
+// Outbound HTTP the kernel makes for plugins (ABI 1.2 egress).
+//   egress: {ca_file: /etc/trellis/ca.pem}   # trusted CAs; default: the system store
+struct EgressConfig {
+  std::filesystem::path ca_file;
+};
+
 struct Config {
   std::filesystem::path file;  // where it was loaded from
   ServerConfig server;
@@ -164,6 +170,7 @@ struct Config {
   std::vector<tenants::Plan> plans;  // "default" (no limits) is implicit
   std::vector<TenantEntry> tenants;
   PolicyConfig policy;
+  EgressConfig egress;
 
   // Throws ConfigError; its message starts with the file's absolute path.
   static Config load(const std::filesystem::path& file);

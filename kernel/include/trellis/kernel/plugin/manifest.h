@@ -18,6 +18,7 @@
 //     "blocking_routes": ["GET /hello/{name}"],       // optional: run on the blocking pool
 //     "provides": [{"name": "secrets", "version": "1.0.0"}],   // optional: services offered
 //     "requires": [{"name": "kms", "range": "^1", "optional": false}],  // services used
+//     "egress": ["https://*.example.com:443"],     // with capability "egress": destinations
 //     "files": {"libacme_hello.so": "<sha256 hex>"}   // optional: checked when present
 //   }
 #pragma once
@@ -44,6 +45,10 @@ inline constexpr std::array<std::string_view, 9> kKnownCapabilities = {
     "kv",   "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys",
     "jobs", "blobs"};
 inline constexpr std::string_view kServiceCapabilityPrefix = "service:";
+// In a tenant's grants only: "egress:<rule>" narrows the plugin's manifest destinations for
+// that tenant, and is the only way to let it dial a private or loopback address.
+inline constexpr std::string_view kEgressGrantPrefix = "egress:";
+bool isValidEgressGrant(std::string_view rule);
 
 // An inter-plugin service name: 1..64 bytes of [a-z0-9], '.', '-', starting with a letter
 // ("secrets", "blobstore.s3").
@@ -52,6 +57,9 @@ bool isValidServiceName(std::string_view name);
 inline bool isKnownCapability(std::string_view cap) {
   if (cap.starts_with(kServiceCapabilityPrefix)) {
     return isValidServiceName(cap.substr(kServiceCapabilityPrefix.size()));
+  }
+  if (cap.starts_with(kEgressGrantPrefix)) {
+    return isValidEgressGrant(cap.substr(kEgressGrantPrefix.size()));
   }
   for (auto known : kKnownCapabilities) {
     if (known == cap) return true;
@@ -99,6 +107,7 @@ struct Manifest {
   std::map<std::string, std::string> files;  // relative path -> sha256 hex
   std::vector<ProvidedService> provides;
   std::vector<RequiredService> required_services;  // "requires" in the JSON
+  std::vector<std::string> egress;                 // destination rules (services/egress_policy.h)
 
   static Result<Manifest> parse(std::string_view json);
   static Result<Manifest> load(const std::filesystem::path& file);  // names the file

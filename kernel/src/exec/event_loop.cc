@@ -1,0 +1,16 @@
+#include "trellis/kernel/exec/event_loop.h"
+
+namespace trellis::kernel::exec {
+namespace {
+thread_local bool tls_event_loop = false;
+}  // namespace
+
+void markEventLoopThread() {
+  tls_event_loop = true;
+}
+
+bool onEventLoopThread() {
+  return tls_event_loop;
+}
+
+}  // namespace trellis::kernel::exec
