@@ -1,8 +1,8 @@
 // The HTTP/1.1 request parser exactly as the listener runs it (trellis/kernel/http/
-// request_parser.h: Beast plus Trellis's RFC 9112 framing rules), fed the way a connection feeds it (kernel/src/http/server.cc,
-// parseAndRead): bytes accumulate in a buffer of max_header_bytes + 8 KiB, the parser takes
-// what it can, pipelined requests follow on the same buffer, and the connection ends at the
-// first error or at a request that does not keep the connection alive.
+// request_parser.h: Beast plus Trellis's RFC 9112 framing rules), fed the way a connection feeds it
+// (kernel/src/http/server.cc, parseAndRead): bytes accumulate in a buffer of max_header_bytes + 8
+// KiB, the parser takes what it can, pipelined requests follow on the same buffer, and the
+// connection ends at the first error or at a request that does not keep the connection alive.
 //
 // Input: byte 0 picks the limits (bit 0: the defaults, or small ones the fuzzer can reach)
 // and a segment size (bits 1-6: 1..64 bytes); the rest is what the client sends.
