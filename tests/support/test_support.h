@@ -89,7 +89,6 @@ class TrellisdProcess {
   pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
   uint16_t adminPort() const { return admin_port_; }
-  pid_t pid() const { return pid_; }
   std::string adminToken() const;
   std::string log() const;  // stdout + stderr so far
   const std::filesystem::path& dir() const { return dir_.path(); }

@@ -180,10 +180,10 @@ TEST(ManifestTest, RefusesHugeInput) {
 }
 
 TEST(ManifestTest, RefusesUnknownAndDuplicateFields) {
-  EXPECT_EQ(
-      errorOf(withField("nmae", "\"x\"")),
-      "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
-      "abi, host, entry, dependencies, capabilities, blocking_routes, files, provides, requires)");
+  EXPECT_EQ(errorOf(withField("nmae", "\"x\"")),
+            "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
+            "abi, host, entry, dependencies, capabilities, blocking_routes, files, provides, "
+            "requires, egress)");
   EXPECT_EQ(errorOf(R"({"schema": 1, "schema": 1})"), "duplicate key \"schema\"");
   EXPECT_EQ(errorOf(withField("files", R"({"a.so": "x", "a.so": "y"})")),
             "files: duplicate key \"a.so\"");

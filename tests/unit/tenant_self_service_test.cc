@@ -70,7 +70,7 @@ TEST_F(SelfServiceRegistryTest, GrantsAreValidatedWithTheFieldNamed) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().message(),
             "tenant \"acme\": capability \"KV;drop\" for plugin \"acme/a\" is invalid: expected "
-            "[a-z][a-z.]{0,31}");
+            "[a-z][a-z.]{0,31}[:<argument>]");
   EXPECT_TRUE(reg_->list().empty());
 }
 
