@@ -327,27 +327,33 @@ void Admission::forget(std::string_view tenant) {
   shard.tenants.erase(it);
 }
 
-std::string newDecisionId() {
-  // 64 bits from OpenSSL's CSPRNG: a counter, even behind a public bijection, would let a
-  // tenant tell how many decisions were made for others between two of its own.
-  constexpr size_t kIdBytes = 8;
-  thread_local std::array<unsigned char, kIdBytes * 64> pool;
+std::string randomHexId(size_t bytes) {
+  // One RAND_bytes call serves many ids; OpenSSL's CSPRNG, so an id says nothing of the ids
+  // made before it. Fails only without an entropy source, where no such id can be made.
+  thread_local std::array<unsigned char, 512> pool;
   thread_local size_t used = pool.size();
-  if (used == pool.size()) {
+  if (bytes > pool.size()) throw std::invalid_argument("randomHexId: at most 512 bytes");
+  if (pool.size() - used < bytes) {
     if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1) {
-      throw std::runtime_error("no randomness for a decision id (OpenSSL RAND_bytes failed)");
+      throw std::runtime_error("no randomness for an id (OpenSSL RAND_bytes failed)");
     }
     used = 0;
   }
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(kIdBytes * 2, '0');
-  for (size_t i = 0; i < kIdBytes; ++i) {
+  std::string id(bytes * 2, '0');
+  for (size_t i = 0; i < bytes; ++i) {
     unsigned char b = pool[used + i];
     id[2 * i] = kHex[b >> 4];
     id[2 * i + 1] = kHex[b & 15];
   }
-  used += kIdBytes;
+  used += bytes;
   return id;
+}
+
+// 64 random bits: a counter, even behind a public bijection, would let a tenant tell how
+// many decisions were made for others between two of its own.
+std::string newDecisionId() {
+  return randomHexId(8);
 }
 
 }  // namespace trellis::tenants

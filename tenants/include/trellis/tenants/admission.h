@@ -114,5 +114,7 @@ class Admission {
 // A fresh decision id: 16 hex digits, 64 bits from a CSPRNG (so ids reveal nothing about
 // other tenants' traffic).
 std::string newDecisionId();
+// `bytes` random bytes (at most 512) from OpenSSL's CSPRNG as lowercase hex; thread-safe.
+std::string randomHexId(size_t bytes);
 
 }  // namespace trellis::tenants
