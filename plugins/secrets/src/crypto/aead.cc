@@ -1,0 +1,100 @@
+#include "crypto/aead.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <climits>
+#include <memory>
+
+namespace trellis::secrets::aead {
+namespace {
+
+struct CtxFree {
+  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
+
+const unsigned char* bytes(std::string_view s) {
+  return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+Status checkInputs(const SecureBuffer& key, std::string_view nonce, size_t text_len,
+                   size_t aad_len) {
+  if (key.size() != kKeyBytes) return Status::invalid("an AES-256 key is 32 bytes");
+  if (nonce.size() != kNonceBytes) return Status::invalid("a GCM nonce is 12 bytes");
+  if (text_len > INT_MAX || aad_len > INT_MAX) return Status::invalid("input too large");
+  return Status::ok();
+}
+
+const Status& notAuthentic() {
+  static const Status s = Status::invalid(
+      "the ciphertext does not authenticate: it was altered, or was made for another key, "
+      "tenant, path or version");
+  return s;
+}
+
+}  // namespace
+
+Result<std::string> encryptWithNonce(const SecureBuffer& key, std::string_view nonce,
+                                     std::string_view plaintext, std::string_view aad) {
+  if (Status s = checkInputs(key, nonce, plaintext.size(), aad.size()); !s) return s;
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return Status::internal("EVP_CIPHER_CTX_new failed");
+  std::string out(plaintext.size() + kTagBytes, '\0');
+  auto* dst = reinterpret_cast<unsigned char*>(out.data());
+  int len = 0;
+  int tail = 0;
+  if (EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), bytes(nonce)) != 1 ||
+      (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, bytes(aad),
+                                         static_cast<int>(aad.size())) != 1) ||
+      (!plaintext.empty() && EVP_EncryptUpdate(ctx.get(), dst, &len, bytes(plaintext),
+                                               static_cast<int>(plaintext.size())) != 1) ||
+      EVP_EncryptFinal_ex(ctx.get(), dst + plaintext.size(), &tail) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagBytes),
+                          dst + plaintext.size()) != 1) {
+    return Status::internal("AES-256-GCM encryption failed");
+  }
+  return out;
+}
+
+Result<SecureBuffer> decryptWithNonce(const SecureBuffer& key, std::string_view nonce,
+                                      std::string_view ciphertext_and_tag, std::string_view aad) {
+  if (ciphertext_and_tag.size() < kTagBytes) return notAuthentic();
+  const size_t text_len = ciphertext_and_tag.size() - kTagBytes;
+  if (Status s = checkInputs(key, nonce, text_len, aad.size()); !s) return s;
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return Status::internal("EVP_CIPHER_CTX_new failed");
+  SecureBuffer out(text_len);
+  // The tag is copied because OpenSSL's ctrl takes a non-const pointer.
+  unsigned char tag[kTagBytes];
+  std::copy_n(bytes(ciphertext_and_tag) + text_len, kTagBytes, tag);
+  int len = 0;
+  int tail = 0;
+  if (EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), bytes(nonce)) != 1 ||
+      (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, bytes(aad),
+                                         static_cast<int>(aad.size())) != 1) ||
+      (text_len > 0 && EVP_DecryptUpdate(ctx.get(), out.data(), &len, bytes(ciphertext_and_tag),
+                                         static_cast<int>(text_len)) != 1) ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagBytes), tag) != 1) {
+    return Status::internal("AES-256-GCM decryption failed");
+  }
+  // Final checks the tag; on failure the partial plaintext is wiped with `out`.
+  if (EVP_DecryptFinal_ex(ctx.get(), out.data() + text_len, &tail) != 1) return notAuthentic();
+  return out;
+}
+
+Result<std::string> seal(const SecureBuffer& key, std::string_view plaintext,
+                         std::string_view aad) {
+  SecureBuffer nonce = randomBytes(kNonceBytes);
+  if (nonce.empty()) return Status::internal("the random generator failed");
+  auto body = encryptWithNonce(key, nonce.view(), plaintext, aad);
+  if (!body) return body.status();
+  return std::string(nonce.view()) + *body;
+}
+
+Result<SecureBuffer> open(const SecureBuffer& key, std::string_view box, std::string_view aad) {
+  if (box.size() < kOverhead) return notAuthentic();
+  return decryptWithNonce(key, box.substr(0, kNonceBytes), box.substr(kNonceBytes), aad);
+}
+
+}  // namespace trellis::secrets::aead

@@ -1,0 +1,67 @@
+// The seal: the one root key of this host's secrets store, held only in memory and only
+// while unsealed. `init` makes a root key and hands out its Shamir shares once; `unseal`
+// takes shares one by one until the threshold is reached and the combined key proves to
+// be the one the shares name; `seal` wipes it. Every other part asks withRoot().
+//
+//   Seal seal;
+//   auto shares = seal.init(5, 3);           // sealed afterwards: nothing kept
+//   seal.unseal(share_a); seal.unseal(share_b);
+//   auto st = seal.unseal(share_c);          // st->sealed == false
+//   seal.withRoot([](const SecureBuffer& root, std::string_view check) { … });
+#pragma once
+
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "crypto/secure_buffer.h"
+#include "seal/share_token.h"
+#include "trellis/status.hpp"
+
+namespace trellis::secrets {
+
+struct SealStatus {
+  bool sealed = true;
+  int threshold = 0;       // 0 until a share (or init) has named it
+  int progress = 0;        // shares given towards the threshold
+  std::string root_check;  // of the root key in use, or of the shares being given
+};
+
+class Seal {
+ public:
+  ~Seal() { seal(); }
+
+  // Creates a root key, returns its shares (wiped when the caller drops them) and stays
+  // sealed. CONFLICT once this host holds or has made a root key.
+  Result<std::vector<SecureBuffer>> init(int shares, int threshold);
+  // Adds one share. INVALID (progress kept) for a malformed share, a share of another
+  // root key or threshold, or one given already; INVALID (progress reset) when the
+  // threshold is reached but the shares do not combine to the key they name.
+  Result<SealStatus> unseal(std::string_view share_text);
+  // Forgets the shares given so far.
+  SealStatus reset();
+  // Wipes the root key and any pending shares.
+  void seal();
+  SealStatus status() const;
+
+  // Runs `use` with the root key and its check value while unsealed (readers run in
+  // parallel; seal() waits for them). UNAVAILABLE while sealed.
+  Status withRoot(const std::function<Status(const SecureBuffer&, std::string_view)>& use) const;
+
+ private:
+  SealStatus statusLocked() const;
+
+  mutable std::shared_mutex mu_;
+  SecureBuffer root_;
+  std::string root_check_;
+  bool made_here_ = false;
+  std::vector<ShareToken> pending_;
+};
+
+// What every sealed route and service call answers.
+inline constexpr std::string_view kSealedMessage =
+    "the secrets store is sealed: an operator must unseal it before secrets can be used";
+
+}  // namespace trellis::secrets

@@ -1,0 +1,76 @@
+// Transit: encryption as a service with named, versioned AES-256-GCM keys per tenant that
+// never leave the store (not exportable). Each key version is stored envelope-encrypted
+// under the tenant's KEK at "transit/<name>". Ciphertexts read "trellis:v<N>:<base64>",
+// N being the key version, with associated data binding tenant, key name and version.
+//
+//   TransitEngine transit(seal);
+//   transit.create(ctx, "orders");
+//   auto key = transit.open(ctx, "orders");
+//   auto ct = key->encrypt("card 4111…");     // "trellis:v1:…"
+//   auto pt = key->decrypt(*ct);
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "crypto/secure_buffer.h"
+#include "seal/seal.h"
+#include "trellis/plugin.hpp"
+
+namespace trellis::secrets::transit {
+
+inline constexpr size_t kMaxPlaintextBytes = 256 * 1024;
+
+struct KeyPolicy {
+  uint64_t created_ms = 0;
+  uint32_t latest = 0;
+  uint32_t min_decryption_version = 1;
+  bool deletion_allowed = false;
+  std::map<uint32_t, uint64_t> version_created_ms;
+};
+
+// One key's unwrapped versions, for the duration of a request.
+class OpenKey {
+ public:
+  const KeyPolicy& policy() const { return policy_; }
+  // Under the latest version.
+  Result<std::string> encrypt(std::string_view plaintext) const;
+  // INVALID for a malformed ciphertext, a version below min_decryption_version or above
+  // the latest, or one that does not authenticate (another tenant, key or version).
+  Result<SecureBuffer> decrypt(std::string_view ciphertext) const;
+  // HMAC-SHA256 of `input` under a key derived from the latest version: "trellis:v<N>:<b64>".
+  std::string hmac(std::string_view input) const;
+
+ private:
+  friend class TransitEngine;
+  std::string tenant_;
+  std::string name_;
+  KeyPolicy policy_;
+  std::map<uint32_t, SecureBuffer> versions_;
+};
+
+class TransitEngine {
+ public:
+  explicit TransitEngine(const Seal& seal) : seal_(seal) {}
+
+  // CONFLICT if the key exists. Names: 1..128 bytes of [A-Za-z0-9._-].
+  Result<KeyPolicy> create(const Context& ctx, std::string_view name) const;
+  Result<KeyPolicy> policy(const Context& ctx, std::string_view name) const;
+  Result<KeyPolicy> rotate(const Context& ctx, std::string_view name) const;
+  Result<KeyPolicy> configure(const Context& ctx, std::string_view name,
+                              std::optional<uint32_t> min_decryption_version,
+                              std::optional<bool> deletion_allowed) const;
+  // INVALID unless deletion_allowed was set.
+  Status remove(const Context& ctx, std::string_view name) const;
+  Result<OpenKey> open(const Context& ctx, std::string_view name) const;
+
+ private:
+  const Seal& seal_;
+};
+
+Status checkKeyName(std::string_view name);
+
+}  // namespace trellis::secrets::transit

@@ -1,0 +1,264 @@
+#include "transit/transit_routes.h"
+
+#include <Poco/JSON/Array.h>
+
+#include "audit/audit.h"
+#include "crypto/aead.h"
+#include "crypto/encoding.h"
+#include "http/json_io.h"
+
+namespace trellis::secrets::transit {
+namespace {
+
+using http::Object;
+using Poco::JSON::Array;
+
+constexpr std::string_view kBase = "/secrets/v1/transit/";
+constexpr size_t kMaxBatch = 1000;
+
+Status fail(Context& ctx, Response& res, const Status& s) {
+  if (s.code() == StatusCode::kInternal) return http::internalError(ctx, res, s);
+  return http::sendProblem(res, s);
+}
+
+Object::Ptr policyJson(std::string_view name, const KeyPolicy& p) {
+  Object::Ptr o = new Object;
+  o->set("name", std::string(name));
+  o->set("type", "aes256-gcm96");
+  o->set("latest_version", p.latest);
+  o->set("min_decryption_version", p.min_decryption_version);
+  o->set("min_encryption_version", 0);
+  o->set("deletion_allowed", p.deletion_allowed);
+  o->set("exportable", false);
+  Object::Ptr keys = new Object;
+  for (const auto& [v, ms] : p.version_created_ms) keys->set(std::to_string(v), ms / 1000);
+  o->set("keys", keys);
+  Object::Ptr wrap = new Object;
+  wrap->set("data", o);
+  return wrap;
+}
+
+// One item of encrypt/decrypt/rewrap: the answer's members, or a failure for this item.
+using ItemFn = std::function<Result<Object::Ptr>(const OpenKey&, const Object::Ptr& item)>;
+
+Result<std::string> stringMember(const Object::Ptr& item, const std::string& name) {
+  if (!item->has(name) || !item->get(name).isString()) {
+    return Status::invalid("\"" + name + "\" is missing or not a string");
+  }
+  return item->getValue<std::string>(name);
+}
+
+Result<Object::Ptr> encryptItem(const OpenKey& key, const Object::Ptr& item) {
+  auto text = stringMember(item, "plaintext");
+  if (!text) return text.status();
+  auto plain = fromBase64(*text);
+  cleanse(*text);
+  if (!plain) return Status::invalid("\"plaintext\" must be base64");
+  auto ct = key.encrypt(*plain);
+  cleanse(*plain);
+  if (!ct) return ct.status();
+  Object::Ptr o = new Object;
+  o->set("ciphertext", *ct);
+  o->set("key_version", key.policy().latest);
+  return o;
+}
+
+Result<Object::Ptr> decryptItem(const OpenKey& key, const Object::Ptr& item) {
+  auto ct = stringMember(item, "ciphertext");
+  if (!ct) return ct.status();
+  auto plain = key.decrypt(*ct);
+  if (!plain) return plain.status();
+  Object::Ptr o = new Object;
+  o->set("plaintext", toBase64(plain->view()));
+  return o;
+}
+
+Result<Object::Ptr> rewrapItem(const OpenKey& key, const Object::Ptr& item) {
+  auto ct = stringMember(item, "ciphertext");
+  if (!ct) return ct.status();
+  auto plain = key.decrypt(*ct);
+  if (!plain) return plain.status();
+  auto again = key.encrypt(plain->view());
+  if (!again) return again.status();
+  Object::Ptr o = new Object;
+  o->set("ciphertext", *again);
+  o->set("key_version", key.policy().latest);
+  return o;
+}
+
+class Routes {
+ public:
+  Routes(const Seal& seal, const TransitEngine& engine) : seal_(seal), engine_(engine) {}
+
+  Status create(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    auto body = http::parseObject(req.body());
+    if (!body) return http::sendProblem(res, body.status());
+    if ((*body)->has("type") && (*body)->optValue<std::string>("type", "") != "aes256-gcm96") {
+      return res.problem(400, "\"type\" must be aes256-gcm96, the only type offered");
+    }
+    if ((*body)->optValue<bool>("exportable", false)) {
+      return res.problem(400, "transit keys are never exportable");
+    }
+    auto p = engine_.create(ctx, name);
+    if (!p) return fail(ctx, res, p.status());
+    auditOperation(ctx, seal_, "secret.transit.create", "transit", name);
+    return http::sendJson(res, 200, policyJson(name, *p));
+  }
+
+  Status read(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    auto p = engine_.policy(ctx, name);
+    if (!p) return fail(ctx, res, p.status());
+    return http::sendJson(res, 200, policyJson(name, *p));
+  }
+
+  Status remove(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    if (Status s = engine_.remove(ctx, name); !s) return fail(ctx, res, s);
+    auditOperation(ctx, seal_, "secret.transit.delete", "transit", name);
+    return res.status(204);
+  }
+
+  Status rotate(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    auto p = engine_.rotate(ctx, name);
+    if (!p) return fail(ctx, res, p.status());
+    auditOperation(ctx, seal_, "secret.transit.rotate", "transit", name,
+                   "{\"version\":" + std::to_string(p->latest) + "}");
+    return http::sendJson(res, 200, policyJson(name, *p));
+  }
+
+  Status configure(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    auto body = http::parseObject(req.body());
+    if (!body) return http::sendProblem(res, body.status());
+    auto min = http::optionalUint(*body, "min_decryption_version", UINT32_MAX);
+    if (!min) return http::sendProblem(res, min.status());
+    auto del = http::optionalBool(*body, "deletion_allowed");
+    if (!del) return http::sendProblem(res, del.status());
+    std::optional<uint32_t> min32;
+    if (*min) min32 = static_cast<uint32_t>(**min);
+    auto p = engine_.configure(ctx, name, min32, *del);
+    if (!p) return fail(ctx, res, p.status());
+    auditOperation(ctx, seal_, "secret.transit.config", "transit", name);
+    return http::sendJson(res, 200, policyJson(name, *p));
+  }
+
+  Status items(Context& ctx, const Request& req, Response& res, std::string_view op,
+               const ItemFn& fn) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    auto body = http::parseObject(req.body());
+    if (!body) return http::sendProblem(res, body.status());
+    auto key = engine_.open(ctx, name);
+    if (!key) return fail(ctx, res, key.status());
+    Object::Ptr data = new Object;
+    size_t count = 1;
+    if ((*body)->has("batch_input")) {
+      Array::Ptr batch = (*body)->getArray("batch_input");
+      if (!batch || batch->size() == 0 || batch->size() > kMaxBatch) {
+        return res.problem(400, "\"batch_input\" must be a list of 1 to 1000 objects");
+      }
+      count = batch->size();
+      Array::Ptr results = new Array;
+      for (size_t i = 0; i < batch->size(); ++i) {
+        Object::Ptr item = batch->getObject(static_cast<unsigned>(i));
+        if (!item) return res.problem(400, "every \"batch_input\" item must be an object");
+        auto r = fn(*key, item);
+        if (r) {
+          results->add(*r);
+        } else {
+          Object::Ptr e = new Object;
+          e->set("error", r.status().message());
+          results->add(e);
+        }
+      }
+      data->set("batch_results", results);
+    } else {
+      auto r = fn(*key, *body);
+      if (!r) return fail(ctx, res, r.status());
+      data = *r;
+    }
+    auditOperation(ctx, seal_, "secret.transit." + std::string(op), "transit", name,
+                   "{\"items\":" + std::to_string(count) + "}");
+    Object::Ptr wrap = new Object;
+    wrap->set("data", data);
+    std::string text = http::stringify(wrap);
+    Status sent = res.json(200, text);
+    cleanse(text);
+    return sent;
+  }
+
+  Status datakey(Context& ctx, const Request& req, Response& res) const {
+    const std::string name(req.pathParam("name").value_or(""));
+    const std::string mode(req.pathParam("mode").value_or(""));
+    if (mode != "plaintext" && mode != "wrapped") {
+      return res.problem(400,
+                         "a data key is asked for as datakey/plaintext/<key> or "
+                         "datakey/wrapped/<key>");
+    }
+    auto body = http::parseObject(req.body());
+    if (!body) return http::sendProblem(res, body.status());
+    auto bits = http::optionalUint(*body, "bits", 512);
+    if (!bits) return http::sendProblem(res, bits.status());
+    const uint64_t b = bits->value_or(256);
+    if (b != 128 && b != 256 && b != 512)
+      return res.problem(400, "\"bits\" must be 128, 256 or 512");
+    auto key = engine_.open(ctx, name);
+    if (!key) return fail(ctx, res, key.status());
+    SecureBuffer dk = randomBytes(b / 8);
+    auto ct = key->encrypt(dk.view());
+    if (!ct) return fail(ctx, res, ct.status());
+    Object::Ptr data = new Object;
+    data->set("ciphertext", *ct);
+    data->set("key_version", key->policy().latest);
+    if (mode == "plaintext") data->set("plaintext", toBase64(dk.view()));
+    auditOperation(ctx, seal_, "secret.transit.datakey", "transit", name);
+    Object::Ptr wrap = new Object;
+    wrap->set("data", data);
+    std::string text = http::stringify(wrap);
+    Status sent = res.json(200, text);
+    cleanse(text);
+    return sent;
+  }
+
+ private:
+  const Seal& seal_;
+  const TransitEngine& engine_;
+};
+
+}  // namespace
+
+Status addTransitRoutes(InitContext& ctx, const Seal& seal, const TransitEngine& engine) {
+  auto routes = std::make_shared<Routes>(seal, engine);
+  auto guard = [&seal](Handler h) -> Handler {
+    return [&seal, h = std::move(h)](Context& c, const Request& q, Response& r) {
+      if (seal.status().sealed) return r.problem(503, kSealedMessage);
+      return h(c, q, r);
+    };
+  };
+  using Method = Status (Routes::*)(Context&, const Request&, Response&) const;
+  auto bind = [&](Method fn) {
+    return guard([routes, fn](Context& c, const Request& q, Response& r) {
+      return ((*routes).*fn)(c, q, r);
+    });
+  };
+  auto items = [&](std::string op, ItemFn fn) {
+    return guard([routes, op, fn](Context& c, const Request& q, Response& r) {
+      return routes->items(c, q, r, op, fn);
+    });
+  };
+  const std::string base(kBase);
+  Status s = ctx.route("POST", base + "keys/{name}", bind(&Routes::create));
+  if (s) s = ctx.route("GET", base + "keys/{name}", bind(&Routes::read));
+  if (s) s = ctx.route("DELETE", base + "keys/{name}", bind(&Routes::remove));
+  if (s) s = ctx.route("POST", base + "keys/{name}/rotate", bind(&Routes::rotate));
+  if (s) s = ctx.route("POST", base + "keys/{name}/config", bind(&Routes::configure));
+  if (s) s = ctx.route("POST", base + "encrypt/{name}", items("encrypt", encryptItem));
+  if (s) s = ctx.route("POST", base + "decrypt/{name}", items("decrypt", decryptItem));
+  if (s) s = ctx.route("POST", base + "rewrap/{name}", items("rewrap", rewrapItem));
+  if (s) s = ctx.route("POST", base + "datakey/{mode}/{name}", bind(&Routes::datakey));
+  return s;
+}
+
+}  // namespace trellis::secrets::transit
