@@ -12,6 +12,15 @@
 #   bench/run.sh --scenario policy  the main scenario on two trellisd, one without and one
 #                                   with an on_request policy (bench/policy/bench.lua):
 #                                   throughput ratio and CPU us per request of each
+#   bench/run.sh --scenario isolated
+#                                   the same route (trellis/echo-c, BENCH_TARGET) on two
+#                                   trellisd, one loading the plugin in process and one with
+#                                   isolation: process (a sandboxed trellis-worker); prints
+#                                   the throughput ratio and the added p50 (32 connections)
+#   bench/run.sh --scenario usage   the main scenario on two trellisd, one without and one
+#                                   with a usage-stream subscriber (tests/fixtures/usage-sub,
+#                                   a system plugin appending every record to a file):
+#                                   throughput ratio (target >= 95%) and CPU us per request
 #   bench/run.sh --scenario kv      durable writes: GET /hello/{name} (a KV read and a
 #                                   compare-and-set write, group-committed) against nginx +
 #                                   Lua sending INCR to redis-server (appendfsync always);
@@ -25,6 +34,7 @@
 #   BENCH_CONNECTIONS ["32 512"]   wrk connection counts
 #   BENCH_WRK_THREADS [2]          wrk threads
 #   BENCH_SERVER_THREADS [2]       trellisd threads and nginx worker processes
+#   BENCH_BUILD_DIR [build/release] the build whose trellisd and plugins are measured
 #   BENCH_PIN [0]                  1: each server on CPU 0 with one thread/worker and wrk on
 #                                  CPU 1, so latency is not the load generator's contention
 # Noisy-neighbour scenario only (wrk runs with one thread each; BENCH_CONNECTIONS and
@@ -65,7 +75,7 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,47s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,52s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 
@@ -81,8 +91,8 @@ while (($#)); do
       ;;
     --no-build) build=0; shift ;;
     --scenario)
-      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|kv)$ ]] ||
-        die "--scenario takes compare, noisy-neighbour, policy or kv"
+      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|usage|kv|isolated)$ ]] ||
+        die "--scenario takes compare, noisy-neighbour, policy, usage, kv or isolated"
       scenario=$2
       shift 2
       ;;
@@ -143,9 +153,15 @@ if [[ $scenario == kv ]]; then
   RESULTS=build/bench/kv.json
 fi
 
-if [[ $scenario == policy ]]; then
-  [[ $only != peer ]] || die "--scenario policy measures trellisd only"
+if [[ $scenario == policy || $scenario == usage ]]; then
+  [[ $only != peer ]] || die "--scenario $scenario measures trellisd only"
   only=trellisd
+fi
+
+if [[ $scenario == isolated ]]; then
+  [[ $only != peer ]] || die "--scenario isolated measures trellisd only"
+  only=trellisd
+  [[ -n "${BENCH_CONNECTIONS:-}" ]] || conns=(32)
 fi
 
 servers=()
@@ -153,6 +169,10 @@ servers=()
 [[ $only == trellisd ]] || servers+=(peer)
 # The policy scenario's second trellisd: the same, plus bench/policy/bench.lua.
 [[ $scenario != policy ]] || servers+=(policy)
+# The isolated scenario's second trellisd: trellis/echo-c in a worker process.
+[[ $scenario != isolated ]] || servers+=(isolated)
+# The usage scenario's second trellisd: the same, plus one usage-stream subscriber.
+[[ $scenario != usage ]] || servers+=(usage)
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -161,7 +181,9 @@ scripts/deps.sh --bench
 if [[ $only != peer ]] && ((build)); then
   cmake --preset release
   cmake --build --preset release -j "$(nproc)" --target trellisd trellis trellis_all_plugins
+  [[ $scenario != usage ]] || cmake --build --preset release --target fixture_usage_sub
 fi
+BUILD=$repo/${BENCH_BUILD_DIR:-build/release}
 
 # 512 connections need as many descriptors in wrk and in each server.
 hard=$(ulimit -Hn)
@@ -217,12 +239,20 @@ http_code() {
 # start_trellisd [NAME]: NAME (default trellisd) names its directory, port and pid.
 start_trellisd() {
   local name=${1:-trellisd}
-  local dir=$tmp/$name bin=$repo/build/release/kernel/trellisd i pid
+  local dir=$tmp/$name bin=$BUILD/kernel/trellisd i pid
   [[ -x "$bin" ]] || { log "trellisd: $bin not built"; return 1; }
-  [[ -d "$repo/build/release/plugins" ]] || { log "trellisd: no plugins built"; return 1; }
+  [[ -d "$BUILD/plugins" ]] || { log "trellisd: no plugins built"; return 1; }
   mkdir -p "$dir/data"
   local key_hash tenants_yaml
   key_hash=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+  local subscriber_yaml=""
+  if [[ $name == usage ]]; then
+    [[ -f "$BUILD/fixtures/usage-sub/trellis-plugin.json" ]] ||
+      { log "usage: $BUILD/fixtures/usage-sub not built (target fixture_usage_sub)"; return 1; }
+    subscriber_yaml="    - id: fixture/usage-sub
+      system: true
+      config: {out: \"$dir/records.jsonl\", pause: \"$dir/pause\", cursors: \"$dir/cursors.txt\"}"
+  fi
   tenants_yaml="tenants:
   - id: $TENANT
     plugins: [trellis/echo-c, trellis/hello]
@@ -253,11 +283,13 @@ log:
   level: warn
   access_log: "off"
 plugins:
-  dirs: ["$repo/build/release/plugins"]
+  dirs: ["$BUILD/plugins", "$BUILD/fixtures"]
   enabled:
     - id: trellis/echo-c
+$([[ $name != isolated ]] || echo "      isolation: process")
     - id: trellis/hello
       config: {greeting: "Hello"}
+$subscriber_yaml
 $tenants_yaml
 YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
@@ -281,7 +313,7 @@ YAML
   local admin_port out
   admin_port=$(sed -n 's/.*"admin_port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
     "$dir/ready.json")
-  if ! out=$("$repo/build/release/kernel/trellis" --admin "http://127.0.0.1:$admin_port" \
+  if ! out=$("$BUILD/kernel/trellis" --admin "http://127.0.0.1:$admin_port" \
     --token-file "$dir/admin.token" policy apply "$repo/bench/policy/bench.lua" 2>&1); then
     log "policy: could not apply bench/policy/bench.lua: $out"
     return 1
@@ -394,6 +426,8 @@ for s in "${servers[@]}"; do
   case $s in
     trellisd) start_trellisd && started=1 || started=0 ;;
     policy) start_trellisd policy && started=1 || started=0 ;;
+    isolated) start_trellisd isolated && started=1 || started=0 ;;
+    usage) start_trellisd usage && started=1 || started=0 ;;
     peer) start_peer && started=1 || started=0 ;;
   esac
   if ((started)) && check_server "$s"; then
@@ -616,17 +650,18 @@ noisy_neighbour() {
 # cpu_ticks PID: the user + system CPU time PID has used, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-policy_overhead() {
+overhead() {
+  local second=$1
   local r c s out line k t0 t1 hz requests non2xx sockerr
   local -a order runs=() summary=() v_rps v_cpu
   declare -A prps=() pcpu=() pbad=()
   hz=$(getconf CLK_TCK)
-  log "policy: trellisd without and with an on_request policy at ${conns[*]} connections," \
+  log "$second: trellisd without and with $([[ $second == policy ]] && echo "an on_request policy" || echo "a usage subscriber") at ${conns[*]} connections," \
     "$ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each:" \
     "about $((ROUNDS * ${#conns[@]} * 2 * (DURATION + WARMUP)))s"
   for ((r = 1; r <= ROUNDS; r++)); do
-    order=(trellisd policy)
-    ((r % 2)) || order=(policy trellisd)
+    order=(trellisd "$second")
+    ((r % 2)) || order=("$second" trellisd)
     for c in "${conns[@]}"; do
       for s in "${order[@]}"; do
         out=$tmp/wrk-$s-$c-$r.txt
@@ -657,45 +692,61 @@ policy_overhead() {
   done
 
   echo
-  echo "Policy overhead: trellisd ($TARGET via trellis/echo-c) without a policy and with"
-  echo "bench/policy/bench.lua (on_request: a header check and a CIDR match). wrk -t$WRK_THREADS,"
+  if [[ $second == policy ]]; then
+    echo "Policy overhead: trellisd ($TARGET via trellis/echo-c) without a policy and with"
+    echo "bench/policy/bench.lua (on_request: a header check and a CIDR match). wrk -t$WRK_THREADS,"
+  else
+    echo "Usage-stream overhead: trellisd ($TARGET via trellis/echo-c) without and with one"
+    echo "usage subscriber (fixture/usage-sub: every record appended to a file). wrk -t$WRK_THREADS,"
+  fi
   echo "${DURATION}s x $ROUNDS round(s); means over rounds. CPU = the server's user+system time"
   echo "(/proc/<pid>/stat) per request served."
-  printf '%-11s %13s %13s %8s %13s %13s %13s\n' connections "rps plain" "rps policy" ratio \
-    "cpu us plain" "cpu us policy" "overhead us"
+  printf '%-11s %13s %13s %8s %13s %13s %13s\n' connections "rps plain" "rps $second" ratio \
+    "cpu us plain" "cpu us $second" "overhead us"
   local verdict="n/a" m_rps_t m_rps_p m_cpu_t m_cpu_p ratio overhead
   for c in "${conns[@]}"; do
-    for s in trellisd policy; do
+    for s in trellisd "$second"; do
       v_rps=() v_cpu=()
       for ((r = 1; r <= ROUNDS; r++)); do
         [[ -z "${prps[$s,$c,$r]:-}" ]] || v_rps+=("${prps[$s,$c,$r]}")
         [[ -z "${pcpu[$s,$c,$r]:-}" ]] || v_cpu+=("${pcpu[$s,$c,$r]}")
       done
-      printf -v "m_rps_${s:0:1}" %s "$(mean "${v_rps[@]}")"
-      printf -v "m_cpu_${s:0:1}" %s "$(printf '%s\n' "${v_cpu[@]}" | awk 'NF { s += $1; n++ } END { if (n) printf "%.3f", s / n }')"
+      local side=p
+      [[ $s == trellisd ]] && side=t
+      printf -v "m_rps_$side" %s "$(mean "${v_rps[@]}")"
+      printf -v "m_cpu_$side" %s "$(printf '%s\n' "${v_cpu[@]}" | awk 'NF { s += $1; n++ } END { if (n) printf "%.3f", s / n }')"
     done
     ratio=$(awk -v a="$m_rps_p" -v b="$m_rps_t" 'BEGIN { if (b > 0) printf "%.3f", a / b }')
     overhead=$(awk -v a="$m_cpu_p" -v b="$m_cpu_t" 'BEGIN { if (a != "" && b != "") printf "%.3f", a - b }')
-    printf '%-11s %13s %13s %8s %13s %13s %13s\n' "$c${pbad[trellisd,$c]:+*}${pbad[policy,$c]:+*}" \
+    printf '%-11s %13s %13s %8s %13s %13s %13s\n' "$c${pbad[trellisd,$c]:+*}${pbad[$second,$c]:+*}" \
       "$(or_na "$m_rps_t")" "$(or_na "$m_rps_p")" "$(or_na "$ratio")" "$(or_na "$m_cpu_t")" \
       "$(or_na "$m_cpu_p")" "$(or_na "$overhead")"
     summary+=("$(printf '{"connections": %d, "rps_plain": %s, "rps_policy": %s, "ratio": %s, "cpu_us_plain": %s, "cpu_us_policy": %s, "overhead_cpu_us": %s}' \
       "$c" "$(json_num "$m_rps_t")" "$(json_num "$m_rps_p")" "$(json_num "$ratio")" \
       "$(json_num "$m_cpu_t")" "$(json_num "$m_cpu_p")" "$(json_num "$overhead")")")
     if [[ $c == "${conns[0]}" && -n "$ratio" && -n "$overhead" ]]; then
-      verdict=$(awk -v r="$ratio" -v o="$overhead" \
-        'BEGIN { print ((o < 2.0 && r >= 0.90) ? "met" : "not met") }')
+      if [[ $second == policy ]]; then
+        verdict=$(awk -v r="$ratio" -v o="$overhead" \
+          'BEGIN { print ((o < 2.0 && r >= 0.90) ? "met" : "not met") }')
+      else
+        verdict=$(awk -v r="$ratio" 'BEGIN { print ((r >= 0.95) ? "met" : "not met") }')
+      fi
     fi
   done
   echo
-  echo "Target at ${conns[0]} connections: overhead < 2 us CPU per request and >= 90% of the"
-  echo "plain throughput: $verdict"
+  if [[ $second == policy ]]; then
+    echo "Target at ${conns[0]} connections: overhead < 2 us CPU per request and >= 90% of the"
+    echo "plain throughput: $verdict"
+  else
+    echo "Target at ${conns[0]} connections: >= 95% of the throughput without a subscriber: $verdict"
+    echo "Records the subscriber received: $(wc -l <"$tmp/usage/records.jsonl" 2>/dev/null || echo 0)"
+  fi
   echo "Benchmarks are informational: slow numbers never fail this script."
   mkdir -p build/bench
   local IFS=,
   {
     printf '{\n'
-    printf '  "scenario": "policy",\n'
+    printf '  "scenario": "%s",\n' "$second"
     printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     printf '  "host": {"cpus": %d, "kernel": "%s"},\n' "$(nproc)" "$(uname -r)"
@@ -705,12 +756,100 @@ policy_overhead() {
     printf '  "summary": [%s],\n' "${summary[*]}"
     printf '  "runs": [%s]\n' "${runs[*]}"
     printf '}\n'
-  } >build/bench/policy.json
-  log "results written to build/bench/policy.json"
+  } >"build/bench/$second.json"
+  log "results written to build/bench/$second.json"
 }
 
-if [[ $scenario == policy ]]; then
-  policy_overhead || status=1
+# ---------------------------------------------------------------- isolated scenario
+isolation_overhead() {
+  local r c s out line k
+  local -a order runs=() summary=() v_rps v_p50
+  declare -A irps=() ip50=() ip99=() ibad=()
+  log "isolated: trellis/echo-c in process and in a worker at ${conns[*]} connections," \
+    "$ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    order=(trellisd isolated)
+    ((r % 2)) || order=(isolated trellisd)
+    for c in "${conns[@]}"; do
+      for s in "${order[@]}"; do
+        out=$tmp/wrk-$s-$c-$r.txt
+        ((WARMUP == 0)) || wrk_run "$s" "$c" "$WARMUP" "$tmp/warmup.txt"
+        wrk_run "$s" "$c" "$DURATION" "$out"
+        line=$(grep '^BENCH_RESULT ' "$out" || true)
+        if [[ -z "$line" ]]; then
+          log "round $r, $s, $c connections: wrk gave no result:"
+          cat "$out" >&2
+          continue
+        fi
+        k=$s,$c,$r
+        irps[$k]=$(field rps "$line")
+        ip50[$k]=$(field p50_us "$line")
+        ip99[$k]=$(field p99_us "$line")
+        if (($(field non2xx "$line") > 0 || $(field socket_errors "$line") > 0)); then
+          ibad[$s,$c]=1
+        fi
+        printf 'round %d  %-8s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  non2xx %d\n' \
+          "$r" "$s" "$c" "${irps[$k]}" "${ip50[$k]}" "${ip99[$k]}" "$(field non2xx "$line")"
+        runs+=("$(printf '{"round": %d, "server": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s}' \
+          "$r" "$s" "$c" "${irps[$k]}" "${ip50[$k]}" "${ip99[$k]}")")
+      done
+    done
+  done
+  echo
+  echo "Isolation overhead: $TARGET served by trellis/echo-c in process (plain) and in a"
+  echo "sandboxed worker process (worker), same run. wrk -t$WRK_THREADS, ${DURATION}s x $ROUNDS"
+  echo "round(s); means over rounds. * = non-2xx answers or socket errors in a run."
+  printf '%-11s %11s %11s %7s %10s %10s %11s\n' connections "rps plain" "rps worker" ratio \
+    "p50 plain" "p50 worker" "p50 added"
+  local verdict="n/a" m_rps_t m_rps_i m_p50_t m_p50_i ratio added
+  for c in "${conns[@]}"; do
+    for s in trellisd isolated; do
+      v_rps=() v_p50=()
+      for ((r = 1; r <= ROUNDS; r++)); do
+        [[ -z "${irps[$s,$c,$r]:-}" ]] || v_rps+=("${irps[$s,$c,$r]}")
+        [[ -z "${ip50[$s,$c,$r]:-}" ]] || v_p50+=("${ip50[$s,$c,$r]}")
+      done
+      printf -v "m_rps_${s:0:1}" %s "$(mean "${v_rps[@]}")"
+      printf -v "m_p50_${s:0:1}" %s "$(mean "${v_p50[@]}")"
+    done
+    ratio=$(awk -v a="$m_rps_i" -v b="$m_rps_t" 'BEGIN { if (b > 0) printf "%.3f", a / b }')
+    added=$(awk -v a="$m_p50_i" -v b="$m_p50_t" 'BEGIN { if (a != "" && b != "") printf "%.1f", a - b }')
+    printf '%-11s %11s %11s %7s %10s %10s %11s\n' "$c${ibad[trellisd,$c]:+*}${ibad[isolated,$c]:+*}" \
+      "$(or_na "$m_rps_t")" "$(or_na "$m_rps_i")" "$(or_na "$ratio")" "$(or_na "$m_p50_t")" \
+      "$(or_na "$m_p50_i")" "$(or_na "$added")"
+    summary+=("$(printf '{"connections": %d, "rps_in_process": %s, "rps_worker": %s, "ratio": %s, "p50_us_in_process": %s, "p50_us_worker": %s, "p50_added_us": %s}' \
+      "$c" "$(json_num "$m_rps_t")" "$(json_num "$m_rps_i")" "$(json_num "$ratio")" \
+      "$(json_num "$m_p50_t")" "$(json_num "$m_p50_i")" "$(json_num "$added")")")
+    if [[ $c == 32 && -n "$ratio" && -n "$added" ]]; then
+      verdict=$(awk -v r="$ratio" -v a="$added" 'BEGIN { print ((r >= 0.60 && a <= 30) ? "met" : "not met") }')
+    fi
+  done
+  echo
+  echo "Target at 32 connections: >= 60% of in-process throughput and <= 30 us added p50:" \
+    "$verdict"
+  echo "Benchmarks are informational: slow numbers never fail this script."
+  mkdir -p build/bench
+  local IFS=,
+  {
+    printf '{\n  "scenario": "isolated",\n'
+    printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    printf '  "host": {"cpus": %d, "kernel": "%s", "loadavg": "%s"},\n' "$(nproc)" "$(uname -r)" \
+      "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '  "target": "%s", "duration_s": %d, "rounds": %d,\n' "$TARGET" "$DURATION" "$ROUNDS"
+    printf '  "summary": [%s],\n' "${summary[*]}"
+    printf '  "runs": [%s]\n}\n' "${runs[*]}"
+  } >build/bench/isolated.json
+  log "results written to build/bench/isolated.json"
+}
+
+if [[ $scenario == isolated ]]; then
+  isolation_overhead || status=1
+  exit "$status"
+fi
+
+if [[ $scenario == policy || $scenario == usage ]]; then
+  overhead "$scenario" || status=1
   exit "$status"
 fi
 

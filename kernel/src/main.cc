@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "trellis/kernel/app/application.h"
+#include "trellis/kernel/util/systemd_notify.h"
 
 int main(int argc, char** argv) {
   CLI::App cli{"trellisd — the Trellis plugin host"};
@@ -54,9 +55,14 @@ int main(int argc, char** argv) {
   if (!ready_file.empty()) {
     if (auto s = app.writeReadyFile(ready_file); !s) spdlog::error("{}", s.toString());
   }
+  // systemd Type=notify (packaging/systemd/trellisd.service): ready once every listener is up.
+  if (auto s = trellis::kernel::util::notifySystemd("READY=1\nSTATUS=serving"); !s) {
+    spdlog::warn("{}", s.toString());
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (void)trellis::kernel::util::notifySystemd("STOPPING=1\nSTATUS=draining");
   app.stop();
   return 0;
 }

@@ -93,6 +93,47 @@ const std::vector<std::vector<std::string>>& blobSteps() {
   return kSteps;
 }
 
+// Durable jobs (kernel/src/services/jobs/postgres_job_store.cc). A job's definition, payload
+// and history are tenant data: `jobs`, under row-level security. What hosts need to find
+// and claim due firings across tenants is in `job_schedule`: ids, due times and leases,
+// no payload, no names, so no row-level security (like rate_buckets).
+const std::vector<std::vector<std::string>>& jobSteps() {
+  static const std::vector<std::vector<std::string>> kSteps = [] {
+    std::vector<std::string> v1 = {
+        "CREATE TABLE jobs("
+        " tenant_id TEXT NOT NULL, plugin TEXT NOT NULL, name TEXT NOT NULL,"
+        " job_id TEXT NOT NULL UNIQUE, kind INTEGER NOT NULL, interval_ms BIGINT NOT NULL,"
+        " cron TEXT NOT NULL, payload BYTEA NOT NULL, max_attempts INTEGER NOT NULL,"
+        " budget_ms INTEGER NOT NULL, traceparent TEXT NOT NULL, tracestate TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL, runs BIGINT NOT NULL, failures BIGINT NOT NULL,"
+        " last_error TEXT NOT NULL, last_run_ms BIGINT NOT NULL, dead BOOLEAN NOT NULL,"
+        " PRIMARY KEY (tenant_id, plugin, name))",
+        // next_run_ms -1: nothing due (dead letter). A lease is held by the host running
+        // the firing until lease_until (the database clock); a host that dies lets it lapse.
+        "CREATE TABLE job_schedule("
+        " job_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, plugin TEXT NOT NULL,"
+        " next_run_ms BIGINT NOT NULL, lease_ms BIGINT NOT NULL,"
+        " lease_owner TEXT NOT NULL DEFAULT '', lease_token TEXT NOT NULL DEFAULT '',"
+        " lease_until TIMESTAMPTZ)",
+        "CREATE INDEX job_schedule_due ON job_schedule(next_run_ms)",
+    };
+    for (auto& s : tenantTable("jobs")) v1.push_back(std::move(s));
+    return std::vector<std::vector<std::string>>{v1};
+  }();
+  return kSteps;
+}
+
+// Egress bytes per tenant and UTC day (kernel/src/services/egress), shared so that
+// egress_bytes_per_day holds across hosts. Counters only: no row-level security.
+const std::vector<std::vector<std::string>>& egressSteps() {
+  static const std::vector<std::vector<std::string>> kSteps = {{
+      "CREATE TABLE egress_usage("
+      " tenant_id TEXT NOT NULL, day BIGINT NOT NULL, bytes BIGINT NOT NULL,"
+      " PRIMARY KEY (tenant_id, day))",
+  }};
+  return kSteps;
+}
+
 struct Component {
   const char* name;
   const std::vector<std::vector<std::string>>& steps;
@@ -101,7 +142,9 @@ struct Component {
 std::vector<Component> components() {
   return {{"registry", internal::SystemDb::migrationSteps()},
           {"storage", storageSteps()},
-          {"blobs", blobSteps()}};
+          {"blobs", blobSteps()},
+          {"jobs", jobSteps()},
+          {"egress", egressSteps()}};
 }
 
 std::string quoteIdent(const std::string& name) {
@@ -282,7 +325,7 @@ Status verify(PostgresPool& app) {
       Query q(sql,
               "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
               "WHERE n.nspname = 'trellis' AND c.relname IN ('kv', 'kv_usage', 'blob_objects', "
-              "'blob_chunks', 'blob_uploads', 'blob_usage') "
+              "'blob_chunks', 'blob_uploads', 'blob_usage', 'jobs') "
               "AND NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY c.relname");
       q.into(table);
       for (bool row = q.run(); row; row = q.next()) {

@@ -6,7 +6,9 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "support/loopback_server.h"
 #include "support/test_support.h"
@@ -58,7 +60,15 @@ class BlobEgressTest : public ::testing::Test {
                                            "  - id: umbrella\n"
                                            "    plugins: [acme/fetch-store]\n"
                                            "    keys: [{key: umbrella-key}]\n"
-                                           "    grants: {acme/fetch-store: [egress]}\n");
+                                           "    grants: {acme/fetch-store: [egress]}\n"
+                                           "  - id: hooli\n"
+                                           "    plugins: [acme/fetch-store]\n"
+                                           "    keys: [{key: hooli-key}]\n"
+                                           "    quotas: {egress_requests_per_second: 1, "
+                                           "egress_bytes_per_day: 900}\n"
+                                           "    grants: {acme/fetch-store: [egress, "
+                                           "\"egress:http://127.0.0.1:" +
+                                               port + "\"]}\n");
     const std::string acme = "  - id: acme\n";
     config.insert(config.find(acme) + acme.size(),
                   "    grants: {acme/fetch-store: [blobs, egress, \"egress:http://127.0.0.1:" +
@@ -183,16 +193,66 @@ TEST_F(BlobEgressTest, EgressRefusalsNameTheRule) {
       << inline_call.body;
 }
 
+TEST_F(BlobEgressTest, EgressGrantMissingIsDeniedCountedAndAudited) {
+  // umbrella grants "egress" but no destination rule naming the loopback upstream.
+  auto r = call("POST", "/fs/fetch", "umbrella-key", upstream("/"));
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("loopback"), std::string::npos) << r.body;
+  // umbrella does not grant the blobs capability: refused before anything else, counted too.
+  auto no_capability = call("PUT", "/fs/blob/k", "umbrella-key", "x");
+  EXPECT_EQ(no_capability.status, 403);
+  const std::string metrics = admin("/metrics").body;
+  EXPECT_NE(metrics.find("trellis_plugin_capability_denied_total{plugin=\"acme/fetch-store\","
+                         "capability=\"egress\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("trellis_plugin_capability_denied_total{plugin=\"acme/fetch-store\","
+                         "capability=\"blobs\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(server_->log().find("plugin=acme/fetch-store tenant=umbrella denied: "),
+            std::string::npos);
+  EXPECT_EQ(upstream_->connections(), 0);
+}
+
+TEST_F(BlobEgressTest, EgressQuotasAreRefusedWithTheirNames) {
+  // One request per second: a burst meets egress_requests_per_second.
+  std::string rate_quota;
+  int sent = 0;
+  for (int i = 0; i < 6 && rate_quota.empty(); ++i) {
+    auto r = call("POST", "/fs/fetch", "hooli-key", upstream("/burst"));
+    if (r.status == 200) ++sent;
+    if (r.status == 429) rate_quota = json(r.body)->getValue<std::string>("quota");
+  }
+  EXPECT_EQ(rate_quota, "egress_requests_per_second");
+  // 900 bytes a day: spaced out, requests run until the day's bytes are spent.
+  std::string bytes_quota;
+  for (int i = 0; i < 20 && bytes_quota.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    auto r = call("POST", "/fs/fetch", "hooli-key", upstream("/spend"));
+    if (r.status == 200) ++sent;
+    if (r.status == 429) bytes_quota = json(r.body)->getValue<std::string>("quota");
+  }
+  EXPECT_EQ(bytes_quota, "egress_bytes_per_day");
+  auto egress = json(admin("/v1/tenants/hooli/usage").body)->getObject("egress");
+  EXPECT_GE(egress->getValue<uint64_t>("bytes_today"), 900u);
+  EXPECT_GE(sent, 2);
+}
+
 // 1 GiB through a blocking route (written in 1 MiB chunks, then streamed back and hashed):
 // the host never holds the object.
 TEST_F(BlobEgressTest, OneGibObjectStreamsWhileRssStaysFlat) {
   ASSERT_EQ(call("POST", "/fs/gen/warmup?mib=2", "acme-key").status, 201);
   const long before = rssKiB(server_->pid());
   ASSERT_GT(before, 0);
-  auto put = call("POST", "/fs/gen/huge?mib=1024", "acme-key");
+  // Minutes, not seconds, for a GiB on a loaded CI machine.
+  const auto slow = std::chrono::minutes(3);
+  auto put =
+      request(server_->port(), "POST", "/fs/gen/huge?mib=1024", bearer("acme-key", {}), "", slow);
   ASSERT_EQ(put.status, 201) << put.body;
   EXPECT_EQ(json(put.body)->getValue<uint64_t>("size"), 1024ull * 1024 * 1024);
-  auto digest = call("GET", "/fs/digest/huge", "acme-key");
+  auto digest =
+      request(server_->port(), "GET", "/fs/digest/huge", bearer("acme-key", {}), "", slow);
   ASSERT_EQ(digest.status, 200) << digest.body;
   EXPECT_EQ(json(digest.body)->getValue<uint64_t>("size"), 1024ull * 1024 * 1024);
   const long after = rssKiB(server_->pid());

@@ -176,5 +176,48 @@ TEST_F(JobsTest, CapabilityGrantQuotaAndBadInputAreRefused) {
             "NOT_FOUND: no job \"zzz\"");
 }
 
+TEST_F(JobsTest, HungNativeRunsAreMarkedAndHoldOnlyTheirPluginsShareOfThePool) {
+  // Two job threads (the default): one plugin gets at most one of them, so three hung runs
+  // of fixture/jobs leave the other thread to fixture/svc-lua.
+  startWith(defaultTestConfig("    - id: fixture/jobs\n    - id: fixture/svc-lua\n"));
+  for (const char* name : {"h1", "h2", "h3"}) {
+    ASSERT_EQ(schedule(name, "kind=once&budget=300", "sleep:60000").body, "OK");
+  }
+  auto marked = [&] {
+    for (const char* name : {"h1", "h2", "h3"}) {
+      auto j = adminJob(name);
+      if (j && j->getValue<std::string>("state") == "running" && j->has("overruns")) return j;
+    }
+    return Poco::JSON::Object::Ptr();
+  };
+  Poco::JSON::Object::Ptr hung;
+  for (int i = 0; i < 100 && !(hung = marked()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_NE(hung, nullptr) << server_->log();
+  EXPECT_EQ(hung->getValue<int>("overruns"), 1);
+  EXPECT_THAT(hung->getValue<std::string>("last_error"),
+              HasSubstr("overran its budget of 300 ms and still holds its thread"));
+  EXPECT_THAT(server_->log(), HasSubstr("overran its budget of 300 ms"));
+
+  // Another plugin's job still runs while the hung ones hold their thread.
+  ASSERT_EQ(request(server_->port(), "POST", "/svc-lua/job/other", kAcme).body, "OK");
+  std::string other;
+  for (int i = 0; i < 150; ++i) {
+    other = request(server_->port(), "GET", "/svc-lua/job/other", kAcme).body;
+    if (other.starts_with("1 ")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_THAT(other, StartsWith("1 ")) << server_->log();
+  for (const char* name : {"h1", "h2", "h3"}) {
+    EXPECT_NE(adminJob(name), nullptr) << name;  // none has finished
+  }
+  // Only one of them has started: the other two wait for fixture/jobs' one thread.
+  int tried = 0;
+  for (const char* name : {"h1", "h2", "h3"}) tried += runs(name).starts_with("0 1 ");
+  EXPECT_EQ(tried, 1);
+  server_->kill();  // the hung handler would hold shutdown for a minute
+}
+
 }  // namespace
 }  // namespace trellis::test

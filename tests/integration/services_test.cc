@@ -156,7 +156,7 @@ TEST_F(ServicesTest, HotUpgradeDrainsCallsInFlight) {
   ASSERT_EQ(request(server_->port(), "POST", "/svc-b/call/svc-a/version", kAcme).body, "1.0.0");
   // A call into svc-a 1.0.0 that takes a while…
   auto slow = std::async(std::launch::async, [&] {
-    return request(server_->port(), "POST", "/svc-b/call/svc-a/sleep", kAcme, "1500");
+    return request(server_->port(), "POST", "/svc-b/call/svc-a/sleep", kAcme, "4500");
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   // …while 2.0.0 replaces it: new calls reach 2.0.0 at once, the running one finishes on
@@ -164,8 +164,14 @@ TEST_F(ServicesTest, HotUpgradeDrainsCallsInFlight) {
   install("svc-a-v2");
   auto upgrade = std::async(std::launch::async,
                             [&] { return admin("POST", "/v1/plugins/fixture/svc-a/activate"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
-  EXPECT_EQ(request(server_->port(), "POST", "/svc-b/call/svc-a/version", kAcme).body, "2.0.0");
+  // Activation takes a moment (longer when svc-a runs in a worker under ASan): new calls
+  // reach 2.0.0 well before the slow one ends.
+  std::string version;
+  for (int i = 0; i < 60 && version != "2.0.0"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    version = request(server_->port(), "POST", "/svc-b/call/svc-a/version", kAcme).body;
+  }
+  EXPECT_EQ(version, "2.0.0");
   EXPECT_EQ(slow.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
   auto finished = slow.get();
   EXPECT_EQ(finished.status, 200) << finished.body;

@@ -221,7 +221,7 @@ TEST_F(TrellisdTest, CliShowsStatusAndPlugins) {
       runCommand(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
                      std::to_string(server().adminPort()) + " --token wrong status 2>&1",
                  &rc);
-  EXPECT_EQ(rc, 1);
+  EXPECT_EQ(rc, 4);  // exit code 4: a token was refused (docs/operations.md)
   EXPECT_THAT(refused, HasSubstr("refused the token"));
 }
 

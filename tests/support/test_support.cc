@@ -144,14 +144,15 @@ HttpReply rawExchange(uint16_t port, const std::string& raw, std::chrono::millis
 }
 
 HttpReply request(uint16_t port, const std::string& method, const std::string& target,
-                  const std::map<std::string, std::string>& headers, const std::string& body) {
+                  const std::map<std::string, std::string>& headers, const std::string& body,
+                  std::chrono::milliseconds timeout) {
   std::string raw = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   for (const auto& [k, v] : headers) raw += k + ": " + v + "\r\n";
   if (!body.empty() || method == "POST" || method == "PUT") {
     raw += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   }
   raw += "Connection: close\r\n\r\n" + body;
-  return rawExchange(port, raw);
+  return rawExchange(port, raw, timeout);
 }
 
 Connection::Connection(uint16_t port) : fd_(connectLoopback(port)) {}
@@ -313,11 +314,30 @@ std::string runCli(const TrellisdProcess& server, const std::string& args, int* 
                     status);
 }
 
+// TRELLIS_TEST_ISOLATION=process: every native plugin a test enables runs in a worker
+// process (the conformance run of tests/CMakeLists.txt). Lua plugins ("…-lua") stay put.
+std::string withIsolation(const std::string& plugins) {
+  const char* mode = std::getenv("TRELLIS_TEST_ISOLATION");
+  if (!mode || std::string(mode) != "process") return plugins;
+  std::string out;
+  std::istringstream lines(plugins);
+  for (std::string line; std::getline(lines, line);) {
+    out += line + "\n";
+    auto at = line.find("- id: ");
+    if (at == std::string::npos) continue;
+    std::string id = line.substr(at + 6);
+    bool has_isolation = plugins.find("isolation:") != std::string::npos;
+    if (id.size() >= 4 && id.compare(id.size() - 4, 4, "-lua") == 0) continue;
+    if (!has_isolation) out += std::string(at + 2, ' ') + "isolation: process\n";
+  }
+  return out;
+}
+
 std::string defaultTestConfig(const std::string& plugins_yaml, const std::string& extra) {
-  std::string plugins = plugins_yaml.empty() ? "    - id: trellis/hello\n"
-                                               "      config: {greeting: Hello}\n"
-                                               "    - id: trellis/echo-c\n"
-                                             : plugins_yaml;
+  std::string plugins = withIsolation(plugins_yaml.empty() ? "    - id: trellis/hello\n"
+                                                             "      config: {greeting: Hello}\n"
+                                                             "    - id: trellis/echo-c\n"
+                                                           : plugins_yaml);
   // Both tenants enable every plugin the test loads.
   std::string enabled;
   std::istringstream lines(plugins);

@@ -47,7 +47,8 @@ HttpReply rawExchange(uint16_t port, const std::string& raw,
 // A well-formed request with Connection: close.
 HttpReply request(uint16_t port, const std::string& method, const std::string& target,
                   const std::map<std::string, std::string>& headers = {},
-                  const std::string& body = "");
+                  const std::string& body = "",
+                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // Keeps one connection open for several requests (keep-alive tests).
 class Connection {
@@ -78,7 +79,9 @@ class TrellisdProcess {
   TrellisdProcess& operator=(const TrellisdProcess&) = delete;
 
   // Starts and waits for readiness; false (with log() explaining) if it did not come up.
-  bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Waits for the ready file; a minute, since ASan builds starting worker processes on a
+  // loaded machine are slow (a start that fails ends sooner: trellisd exits).
+  bool start(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   // Sends SIGTERM and waits; returns the exit status (or -1 on timeout).
   int stop(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   // SIGKILL, as a crash would: no shutdown code runs. Waits for it; start() may follow

@@ -183,7 +183,7 @@ TEST(ManifestTest, RefusesUnknownAndDuplicateFields) {
   EXPECT_EQ(errorOf(withField("nmae", "\"x\"")),
             "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
             "abi, host, entry, dependencies, capabilities, blocking_routes, files, provides, "
-            "requires, egress)");
+            "requires, egress, scope)");
   EXPECT_EQ(errorOf(R"({"schema": 1, "schema": 1})"), "duplicate key \"schema\"");
   EXPECT_EQ(errorOf(withField("files", R"({"a.so": "x", "a.so": "y"})")),
             "files: duplicate key \"a.so\"");
@@ -337,12 +337,12 @@ TEST(ManifestTest, Capabilities) {
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "metrics", "kvv"])")),
             "capabilities[2]: unknown capability \"kvv\" (known: kv, events.publish, "
             "events.subscribe, metrics, egress, tenant.read, tenant.keys, jobs, blobs, "
-            "service:<name>)");
+            "usage.emit, service:<name>)");
   EXPECT_TRUE(Manifest::parse(withField("capabilities", R"(["jobs", "service:secrets"])")));
   EXPECT_EQ(errorOf(withField("capabilities", R"(["service:Bad Name"])")),
             "capabilities[0]: unknown capability \"service:Bad Name\" (known: kv, "
             "events.publish, events.subscribe, metrics, egress, tenant.read, tenant.keys, jobs, "
-            "blobs, service:<name>)");
+            "blobs, usage.emit, service:<name>)");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", 1])")),
             "capabilities[1]: expected a string, got an integer");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "kv"])")),

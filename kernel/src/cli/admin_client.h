@@ -1,5 +1,6 @@
-// The CLI's HTTP client for the trellisd admin API: token from --token,
-// TRELLIS_ADMIN_TOKEN or a token file; any failure prints one clear line and exits 1.
+// The CLI's HTTP client for the trellisd admin API. The URL and token come from CliSettings
+// (flags, environment, profile, server config); any failure prints one clear line and exits
+// with one of the documented codes (docs/operations.md, "Exit codes").
 #pragma once
 
 #include <Poco/JSON/Object.h>
@@ -17,12 +18,26 @@
 #include <sstream>
 #include <string>
 
+#include "cli/cli_settings.h"
+
 namespace trellis::cli {
+
+// Exit codes of the trellis CLI (documented in docs/operations.md).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailed = 1,       // refused or failed: the message says why; nothing half-done
+  kExitUsage = 2,        // bad flags or arguments
+  kExitUnreachable = 3,  // the admin API or registry cannot be reached, or answered garbage
+  kExitAuth = 4,         // a token or key was refused (401/403), or a secret file is unsafe
+};
 
 struct AdminClient {
   std::string url = "http://127.0.0.1:8081";
   std::string token;
   std::string token_file = "var/admin.token";
+  const CliSettings* settings = nullptr;  // when set, the URL and token come from it
+
+  std::string baseUrl() const { return settings ? settings->adminUrl() : url; }
 
   struct Answer {
     int status = 0;
@@ -34,7 +49,9 @@ struct AdminClient {
                    const std::string& body = "") const {
     auto answer = tryCall(method, path, body);
     if (!answer) {
-      die("cannot reach the admin API at " + url + ": connection refused (is trellisd running?)");
+      die("cannot reach the admin API at " + baseUrl() +
+              ": connection refused (is trellisd running?)",
+          kExitUnreachable);
     }
     if (answer->status < 200 || answer->status > 299)
       die(problemDetail(answer->status, answer->body));
@@ -47,7 +64,7 @@ struct AdminClient {
                                 const std::string& body = "") const {
     std::string bearer = resolveToken();
     try {
-      Poco::URI uri(url);
+      Poco::URI uri(baseUrl());
       Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
       // Activation may wait for the old version's in-flight requests to drain.
       session.setTimeout(Poco::Timespan(60, 0));
@@ -64,13 +81,15 @@ struct AdminClient {
       answer << in.rdbuf();
       int status = res.getStatus();
       if (status == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
-        die("the admin API refused the token (401): check --token or " + token_file);
+        die("the admin API refused the token (401): check " +
+                (settings ? settings->adminTokenSource() : "--token or " + token_file),
+            kExitAuth);
       }
       return Answer{status, answer.str()};
     } catch (const Poco::Net::ConnectionRefusedException&) {
       return std::nullopt;
     } catch (const Poco::Exception& e) {
-      die("cannot reach the admin API at " + url + ": " + e.displayText());
+      die("cannot reach the admin API at " + baseUrl() + ": " + e.displayText(), kExitUnreachable);
     }
   }
 
@@ -87,6 +106,7 @@ struct AdminClient {
 
   std::string resolveToken() const {
     if (!token.empty()) return token;
+    if (settings) return settings->adminToken();
     if (const char* env = std::getenv("TRELLIS_ADMIN_TOKEN"); env && *env) return env;
     std::ifstream in(token_file);
     std::string t;
@@ -98,9 +118,9 @@ struct AdminClient {
     return t;
   }
 
-  [[noreturn]] static void die(const std::string& msg) {
+  [[noreturn]] static void die(const std::string& msg, int code = kExitFailed) {
     std::fprintf(stderr, "trellis: %s\n", msg.c_str());
-    std::exit(1);
+    std::exit(code);
   }
 };
 

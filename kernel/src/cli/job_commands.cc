@@ -7,6 +7,8 @@
 #include <ctime>
 #include <iostream>
 
+#include "cli/output.h"
+
 namespace trellis::cli {
 namespace {
 
@@ -52,7 +54,7 @@ bool JobCommands::run() {
     std::string body =
         admin_.call("GET", "/v1/jobs" + (tenant_.empty() ? "" : "?tenant=" + tenant_));
     if (json_) {
-      std::cout << body;
+      printStructured(body);
       return true;
     }
     auto jobs = parseObject(body)->getArray("jobs");

@@ -7,8 +7,16 @@
 //   trellis keygen / trellis package …     (see marketplace_commands.h)
 //   trellis policy …                       (see policy_commands.h)
 //   trellis job list|run|cancel            (see job_commands.h)
+//   trellis plugin grant-system|revoke-system|system-grants   (see system_commands.h)
+//   trellis admin-token create|list|revoke, trellis x <plugin> GET|POST <path>
+//                                          (see admin_commands.h)
 //   trellis plugin search|info|install|upgrade|remove|activate, trellis mirror export
 //                                          (see plugin_commands.h)
+//   trellis publish, trellis publisher key|token …, trellis plugin yank|unyank
+//                                          (see publisher_commands.h)
+//   trellis login                          (see login_command.h; settings: cli_settings.h)
+//
+// Read verbs take --output table|json|yaml. Exit codes: admin_client.h (ExitCode).
 #include <Poco/JSON/Array.h>
 
 #include <CLI/CLI.hpp>
@@ -18,14 +26,22 @@
 #include <string>
 
 #include "cli/admin_client.h"
+#include "cli/admin_commands.h"
+#include "cli/cli_settings.h"
 #include "cli/job_commands.h"
+#include "cli/login_command.h"
 #include "cli/marketplace_commands.h"
+#include "cli/output.h"
 #include "cli/plugin_commands.h"
 #include "cli/policy_commands.h"
+#include "cli/publisher_commands.h"
+#include "cli/system_commands.h"
 #include "cli/tenant_commands.h"
 
 namespace {
 using trellis::cli::AdminClient;
+using trellis::cli::CliSettings;
+using trellis::cli::Output;
 using trellis::cli::parseObject;
 
 void printStatus(const std::string& body) {
@@ -65,6 +81,20 @@ void printPlugins(const std::string& body) {
     std::printf("%-28s %-10s %-8s %s\n", p->getValue<std::string>("id").c_str(),
                 p->getValue<std::string>("version").c_str(),
                 p->getValue<std::string>("state").c_str(), detail.c_str());
+    // Plugins in worker processes: one line per worker (shared "*", or a tenant's own).
+    if (auto workers = p->getArray("workers")) {
+      for (size_t w = 0; w < workers->size(); ++w) {
+        auto wk = workers->getObject(static_cast<unsigned>(w));
+        std::string line = "  worker tenant=" + wk->getValue<std::string>("tenant") +
+                           " state=" + wk->getValue<std::string>("state") +
+                           " restarts=" + std::to_string(wk->getValue<uint64_t>("restarts")) +
+                           " crashes=" + std::to_string(wk->getValue<uint64_t>("crashes"));
+        if (wk->has("pid")) line += " pid=" + std::to_string(wk->getValue<int>("pid"));
+        if (wk->has("last_crash"))
+          line += " last_crash=\"" + wk->getValue<std::string>("last_crash") + "\"";
+        std::printf("%s\n", line.c_str());
+      }
+    }
   }
   auto broken = o->getArray("broken_packages");
   for (size_t i = 0; i < broken->size(); ++i) {
@@ -79,15 +109,30 @@ void printPlugins(const std::string& body) {
 int main(int argc, char** argv) {
   CLI::App cli{"trellis — manage a Trellis host"};
   cli.require_subcommand(1);
+  // Global flags work after the command too: `trellis status --output json`.
+  cli.fallthrough();
+  CliSettings settings;
   AdminClient admin;
-  if (const char* env = std::getenv("TRELLIS_ADMIN_URL"); env && *env) admin.url = env;
-  cli.add_option("--admin", admin.url, "Admin API URL (env TRELLIS_ADMIN_URL)")
+  admin.settings = &settings;
+  cli.add_option("--admin", settings.admin_flag,
+                 "Admin API URL (env TRELLIS_ADMIN_URL, the profile, the server config; "
+                 "default http://127.0.0.1:8081)");
+  cli.add_option("--token", admin.token,
+                 "Admin token (prefer --token-file or TRELLIS_ADMIN_TOKEN)");
+  cli.add_option("--token-file", settings.token_file_flag,
+                 "File holding the admin token (default: the server config's admin.token_file)");
+  cli.add_option("--config", settings.config_flag,
+                 "The server's trellis.yaml, for the admin URL and token file (env "
+                 "TRELLIS_CONFIG; default config/trellis.yaml)");
+  cli.add_option("--profile", settings.profile_flag,
+                 "Profile of the profile file to use (env TRELLIS_PROFILE; default \"default\")");
+  Output output;
+  cli.add_option("--output,-o", output.format, "How read verbs print: table, json or yaml")
+      ->check(CLI::IsMember({"table", "json", "yaml"}))
       ->capture_default_str();
-  cli.add_option("--token", admin.token, "Admin token (env TRELLIS_ADMIN_TOKEN)");
-  cli.add_option("--token-file", admin.token_file, "File holding the admin token")
-      ->capture_default_str();
+  cli.add_flag("--json", output.json_flag, "Same as --output json");
+  // The older commands take a bool: true means structured (json or yaml) output.
   bool json = false;
-  cli.add_flag("--json", json, "Print the admin API's JSON as is");
 
   auto* status = cli.add_subcommand("status", "Show the host's status");
   auto* plugin = cli.add_subcommand("plugin", "Inspect, install and remove plugins");
@@ -98,21 +143,38 @@ int main(int argc, char** argv) {
   trellis::cli::PolicyCommands policy_commands(cli, admin, json);
   trellis::cli::JobCommands job_commands(cli, admin, json);
   trellis::cli::PluginCommands plugin_commands(cli, *plugin, admin);
+  trellis::cli::PublisherCommands publisher_commands(cli, *plugin, settings, output);
+  trellis::cli::LoginCommand login_command(cli, settings);
+  trellis::cli::SystemCommands system_commands(*plugin, admin, json);
+  trellis::cli::AdminCommands admin_commands(cli, admin, json);
 
-  CLI11_PARSE(cli, argc, argv);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return cli.exit(e);
+  } catch (const CLI::ParseError& e) {
+    cli.exit(e);
+    return trellis::cli::kExitUsage;
+  }
+  json = output.structured();
+  trellis::cli::setCurrentOutput(output);
   try {
     if (status->parsed()) {
-      std::string body = admin.call("GET", "/v1/status");
-      json ? void(std::cout << body) : printStatus(body);
+      output.print(admin.call("GET", "/v1/status"), printStatus);
     } else if (plugin_list->parsed()) {
-      std::string body = admin.call("GET", "/v1/plugins");
-      json ? void(std::cout << body) : printPlugins(body);
-    } else if (!marketplace_commands.run() && !policy_commands.run() && !plugin_commands.run() &&
-               !job_commands.run()) {
+      output.print(admin.call("GET", "/v1/plugins"), printPlugins);
+    } else if (!login_command.run() && !publisher_commands.run() && !marketplace_commands.run() &&
+               !policy_commands.run() && !plugin_commands.run() && !job_commands.run() &&
+               !system_commands.run() && !admin_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {
-    AdminClient::die("unexpected answer from the admin API: " + e.displayText());
+    AdminClient::die("unexpected answer from the admin API: " + e.displayText(),
+                     trellis::cli::kExitUnreachable);
   }
   return 0;
 }

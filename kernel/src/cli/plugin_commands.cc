@@ -14,10 +14,12 @@
 
 #include "cli/install/installer.h"
 #include "cli/install/lock_file.h"
+#include "cli/install/outdated.h"
 #include "cli/install/resolve.h"
 #include "cli/install/source.h"
 #include "cli/install/transaction.h"
 #include "cli/install/trust.h"
+#include "cli/output.h"
 #include "trellis/kernel/config/config.h"
 
 namespace trellis::cli {
@@ -138,6 +140,14 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
   activate_ = plugin.add_subcommand("activate", "Load an installed plugin into trellisd now");
   activate_->add_option("id", id_, "Plugin id")->required();
 
+  outdated_ = withSource(plugin.add_subcommand(
+      "outdated",
+      "Installed, locked, newest allowed and newest available versions, and why "
+      "newer ones are held back"));
+  outdated_->add_option("--plugin-dir", plugin_dir_, "Plugin folder (its plugins.lock)");
+  outdated_->add_option("--lock", lock_file_, "Lock file (default: PLUGIN_DIR/plugins.lock)");
+  outdated_->add_flag("--offline", offline_, "Do not ask trellisd which versions it serves");
+
   auto* mirror = app.add_subcommand("mirror", "Mirrors for air-gapped sites");
   mirror->require_subcommand(1);
   export_ = withSource(mirror->add_subcommand(
@@ -146,6 +156,10 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
 }
 
 bool PluginCommands::run() {
+  // A registry and its key from the profile when neither flag nor environment names one.
+  if (registry_.empty() && from_dir_.empty() && admin_.settings) {
+    registry_ = admin_.settings->registryUrl();
+  }
   if (search_->parsed()) {
     search();
   } else if (info_->parsed()) {
@@ -160,6 +174,8 @@ bool PluginCommands::run() {
     activate();
   } else if (export_->parsed()) {
     mirrorExport();
+  } else if (outdated_->parsed()) {
+    outdated();
   } else {
     return false;
   }
@@ -214,7 +230,7 @@ Paths resolvePaths(const std::string& config_flag, const std::string& plugin_dir
 
 // The registry tenant's key: TRELLIS_REGISTRY_KEY, or the first line of a file (kept out of
 // argv, where other users could read it).
-std::string registryKey(const std::string& file) {
+std::string registryKey(const std::string& file, const std::string& fallback) {
   if (!file.empty()) {
     std::ifstream in(file);
     std::string key;
@@ -224,12 +240,13 @@ std::string registryKey(const std::string& file) {
     return key;
   }
   if (const char* env = std::getenv("TRELLIS_REGISTRY_KEY"); env && *env) return env;
-  return "";
+  return fallback;
 }
 
 Session openSession(const std::string& from, const std::string& registry,
-                    const std::string& registry_key_file, const fs::path& state_dir,
-                    const std::string& root_file, int download_timeout_s) {
+                    const std::string& registry_key_file, const std::string& profile_key,
+                    const fs::path& state_dir, const std::string& root_file,
+                    int download_timeout_s) {
   Session s;
   install::HttpTimeouts timeouts;
   timeouts.total = std::chrono::seconds(download_timeout_s);
@@ -243,7 +260,8 @@ Session openSession(const std::string& from, const std::string& registry,
     if (!fs::is_directory(from, ec)) AdminClient::die("--from " + from + ": not a folder");
     s.source = install::directorySource(from);
   } else if (!registry.empty()) {
-    auto src = install::registrySource(registry, registryKey(registry_key_file), timeouts);
+    auto src =
+        install::registrySource(registry, registryKey(registry_key_file, profile_key), timeouts);
     if (!src) fail(src.status());
     s.source = std::move(*src);
   } else {
@@ -319,7 +337,7 @@ void rollBack(const AdminClient& admin, const std::vector<const PlannedPackage*>
 
 void PluginCommands::search() {
   Session s =
-      openSession(from_dir_, registry_, registry_key_file_,
+      openSession(from_dir_, registry_, registry_key_file_, profileRegistryKey(),
                   defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   const auto host = install::thisHost();
   std::printf("%-32s %-12s %-24s %s\n", "PLUGIN", "LATEST", "PLATFORMS", "CAPABILITIES");
@@ -349,7 +367,7 @@ void PluginCommands::search() {
 
 void PluginCommands::info() {
   Session s =
-      openSession(from_dir_, registry_, registry_key_file_,
+      openSession(from_dir_, registry_, registry_key_file_, profileRegistryKey(),
                   defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   auto it = s.index->index().packages.find(id_);
   if (it == s.index->index().packages.end()) AdminClient::die(id_ + " is not in the index");
@@ -388,8 +406,8 @@ void PluginCommands::install(bool upgrade) {
   auto lock = LockFile::load(paths.lock_file);
   if (!lock) fail(lock.status());
   tidyInterrupted(paths, *lock, admin_, offline_);
-  Session s = openSession(from_dir_, registry_, registry_key_file_, paths.state_dir, root_file_,
-                          download_timeout_s_);
+  Session s = openSession(from_dir_, registry_, registry_key_file_, profileRegistryKey(),
+                          paths.state_dir, root_file_, download_timeout_s_);
 
   if (Status st = install::checkPublisherRoots(s.index->index(), *lock); !st) {
     AdminClient::die(st.message() + "; nothing was installed");
@@ -474,7 +492,7 @@ void PluginCommands::install(bool upgrade) {
       body.set("capabilities", caps);
       auto answer = admin_.tryCall("POST", "/v1/plugins/install-check", jsonText(body));
       if (!answer) {
-        AdminClient::die("cannot reach trellisd at " + admin_.url +
+        AdminClient::die("cannot reach trellisd at " + admin_.baseUrl() +
                          " to run the on_plugin_install policy; nothing was installed (pass "
                          "--offline to install without it, then restart trellisd)");
       }
@@ -695,7 +713,8 @@ void PluginCommands::remove() {
 
 void PluginCommands::activate() {
   auto answer = admin_.tryCall("POST", "/v1/plugins/" + id_ + "/activate");
-  if (!answer) AdminClient::die("cannot reach trellisd at " + admin_.url + " (is it running?)");
+  if (!answer)
+    AdminClient::die("cannot reach trellisd at " + admin_.baseUrl() + " (is it running?)");
   if (answer->status != 200) {
     AdminClient::die("trellisd refused to activate " + id_ + ": " +
                      AdminClient::problemDetail(answer->status, answer->body));
@@ -706,13 +725,86 @@ void PluginCommands::activate() {
 
 void PluginCommands::mirrorExport() {
   Session s =
-      openSession(from_dir_, registry_, registry_key_file_,
+      openSession(from_dir_, registry_, registry_key_file_, profileRegistryKey(),
                   defaultStateDir(state_dir_, config_file_), root_file_, download_timeout_s_);
   auto report = install::exportMirror(*s.source, *s.index, s.files, out_dir_);
   if (!report) AdminClient::die("mirror export: " + report.status().message());
   std::printf("exported index version %llu with %zu archives (%s) to %s\n",
               static_cast<unsigned long long>(s.index->version()), report->archives,
               humanBytes(report->bytes).c_str(), out_dir_.c_str());
+}
+
+}  // namespace trellis::cli
+
+namespace trellis::cli {
+namespace {
+
+void printOutdated(const std::string& body) {
+  auto list = parseObject(body)->getArray("plugins");
+  std::printf("%-28s %-12s %-12s %-14s %s\n", "PLUGIN", "INSTALLED", "LOCKED", "NEWEST ALLOWED",
+              "NEWEST AVAILABLE");
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto p = list->getObject(static_cast<unsigned>(i));
+    auto text = [&](const char* k) {
+      std::string v = p->optValue<std::string>(k, "");
+      return v.empty() ? std::string("-") : v;
+    };
+    std::printf("%-28s %-12s %-12s %-14s %s\n", text("id").c_str(), text("installed").c_str(),
+                text("locked").c_str(), text("newest_allowed").c_str(),
+                text("newest_available").c_str());
+    auto held = p->getArray("held_back");
+    for (size_t h = 0; h < held->size(); ++h) {
+      auto hb = held->getObject(static_cast<unsigned>(h));
+      std::printf("    %s held back: %s\n", hb->getValue<std::string>("version").c_str(),
+                  hb->getValue<std::string>("reason").c_str());
+    }
+  }
+  if (list->size() == 0) std::printf("(plugins.lock names no packages)\n");
+}
+
+}  // namespace
+
+void PluginCommands::outdated() {
+  Paths paths = resolvePaths(config_file_, plugin_dir_, lock_file_, state_dir_);
+  auto lock = LockFile::load(paths.lock_file);
+  if (!lock) fail(lock.status());
+  Session s = openSession(from_dir_, registry_, registry_key_file_, profileRegistryKey(),
+                          paths.state_dir, root_file_, download_timeout_s_);
+  // What trellisd serves right now, when it is running and we have its token.
+  std::map<std::string, std::string> serving;
+  if (!offline_ && admin_.settings && admin_.settings->findAdminToken()) {
+    if (auto answer = admin_.tryCall("GET", "/v1/plugins"); answer && answer->status == 200) {
+      auto list = parseObject(answer->body)->getArray("plugins");
+      for (size_t i = 0; i < list->size(); ++i) {
+        auto p = list->getObject(static_cast<unsigned>(i));
+        if (p->getValue<std::string>("state") == "active") {
+          serving[p->getValue<std::string>("id")] = p->getValue<std::string>("version");
+        }
+      }
+    }
+  }
+  Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
+  for (const auto& row : install::outdatedReport(s.index->index(), *lock, install::thisHost())) {
+    Poco::JSON::Object::Ptr o = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+    o->set("id", row.id);
+    auto it = serving.find(row.id);
+    o->set("installed", it == serving.end() ? std::string() : it->second);
+    o->set("locked", row.locked);
+    o->set("newest_allowed", row.newest_allowed);
+    o->set("newest_available", row.newest_available);
+    Poco::JSON::Array::Ptr held = new Poco::JSON::Array;
+    for (const auto& h : row.held_back) {
+      Poco::JSON::Object::Ptr hb = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+      hb->set("version", h.version);
+      hb->set("reason", h.reason);
+      held->add(hb);
+    }
+    o->set("held_back", held);
+    list->add(o);
+  }
+  Poco::JSON::Object::Ptr body = new Poco::JSON::Object;
+  body->set("plugins", list);
+  currentOutput().print(body, printOutdated);
 }
 
 }  // namespace trellis::cli

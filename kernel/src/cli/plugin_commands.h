@@ -7,6 +7,7 @@
 //   trellis plugin upgrade [ID...] [--yes] [--offline]          (none: every requested one)
 //   trellis plugin remove ID [--yes] [--offline]
 //   trellis plugin activate ID              load the installed version into trellisd
+//   trellis plugin outdated                 locked vs newest allowed vs newest, and why
 //   trellis mirror export DIR               a verified copy for air-gapped sites
 //
 // Order of an install: verify the index (pinned root) -> resolve -> show the plan and ask
@@ -35,6 +36,12 @@ class PluginCommands {
   void remove();
   void activate();
   void mirrorExport();
+  void outdated();
+  // The registry tenant's key of the CLI profile, used when no flag or variable gives one.
+  std::string profileRegistryKey() const {
+    return admin_.settings && admin_.settings->profile() ? admin_.settings->profile()->registry_key
+                                                         : "";
+  }
 
   const AdminClient& admin_;
   CLI::App* search_ = nullptr;
@@ -44,6 +51,7 @@ class PluginCommands {
   CLI::App* remove_ = nullptr;
   CLI::App* activate_ = nullptr;
   CLI::App* export_ = nullptr;
+  CLI::App* outdated_ = nullptr;
 
   std::string from_dir_;
   std::string registry_;

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/output.h"
 #include "trellis/kernel/config/config.h"
 #include "trellis/kernel/lua/policy_engine.h"
 #include "trellis/kernel/lua/policy_store.h"
@@ -135,7 +136,7 @@ bool PolicyCommands::run() {
       tenant_.empty() ? "/v1/policies/global" : "/v1/policies/tenants/" + tenant_;
   auto printInfo = [&](const std::string& body, const char* verb) {
     if (json_) {
-      std::cout << body;
+      printStructured(body);
       return;
     }
     auto o = parseObject(body);
@@ -173,7 +174,7 @@ bool PolicyCommands::run() {
   if (commands_.at("list")->parsed()) {
     std::string body = admin_.call("GET", "/v1/policies");
     if (json_) {
-      std::cout << body;
+      printStructured(body);
       return true;
     }
     auto list = parseObject(body)->getArray("policies");
@@ -297,8 +298,9 @@ int PolicyCommands::test() const {
     o.set("instructions", v.eval.usage.instructions);
     o.set("peak_memory_bytes", static_cast<uint64_t>(v.eval.usage.peak_memory_bytes));
     o.set("wall_us", static_cast<int64_t>(v.eval.usage.wall_time.count()));
-    o.stringify(std::cout);
-    std::cout << "\n";
+    std::ostringstream text;
+    o.stringify(text);
+    printStructured(text.str());
   } else {
     std::printf("hook:         %s\n", hook_.c_str());
     if (!v.evaluated) {

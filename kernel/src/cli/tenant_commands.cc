@@ -6,6 +6,7 @@
 
 #include <iostream>
 
+#include "cli/output.h"
 #include "trellis/tenants/registry.h"
 
 namespace trellis::cli {
@@ -159,7 +160,7 @@ TenantCommands::TenantCommands(CLI::App& app, const AdminClient& admin, const bo
 
 void TenantCommands::print(const std::string& body, void (*human)(const std::string&)) const {
   if (json_) {
-    std::cout << body;
+    printStructured(body);
   } else {
     human(body);
   }

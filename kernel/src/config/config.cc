@@ -152,18 +152,19 @@ class Parser {
     if (!root.IsMap()) {
       fail("",
            "expected a map of sections (server, admin, storage, log, plugins, plans, "
-           "tenants, policy, egress), got " +
+           "tenants, policy, egress, usage), got " +
                describe(root));
     }
-    checkKeys(
-        root, "",
-        {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy", "egress"});
+    checkKeys(root, "",
+              {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy",
+               "egress", "audit", "usage"});
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
     if (auto n = root["storage"]) parseStorage(n, "storage", cfg);
     if (auto n = root["log"]) parseLog(n, "log", cfg);
     if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
+    if (auto n = root["audit"]) parseAudit(n, "audit", cfg);
     if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
     if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
     if (auto n = root["policy"]) parsePolicy(n, "policy", cfg.policy);
@@ -171,10 +172,38 @@ class Parser {
       checkKeys(n, "egress", {"ca_file"});
       if (auto f = n["ca_file"]) cfg.egress.ca_file = readPath(f, "egress.ca_file");
     }
+    if (auto n = root["usage"]) parseUsage(n, "usage", cfg.usage);
     return withDefaults(std::move(cfg), token_set);
   }
 
  private:
+  static void parseUsage(const YAML::Node& n, const std::string& path, UsageConfig& u) {
+    checkKeys(n, path,
+              {"max_bytes", "max_age_seconds", "warn_percent", "queue_records", "flush_interval_ms",
+               "batch_records", "max_unacked", "redeliver_after_ms", "retention_check_ms"});
+    if (n.IsNull()) return;
+    auto uint = [&](const char* key, uint64_t min, uint64_t max) -> std::optional<uint64_t> {
+      if (auto v = n[key]) return readUInt(v, join(path, key), min, max);
+      return std::nullopt;
+    };
+    if (auto v = uint("max_bytes", 1024 * 1024, 1ULL << 50)) u.max_bytes = *v;
+    if (auto v = uint("max_age_seconds", 60, 10ULL * 365 * 86400))
+      u.max_age = std::chrono::seconds(*v);
+    if (auto v = uint("warn_percent", 1, 99)) u.warn_fraction = static_cast<double>(*v) / 100.0;
+    if (auto v = uint("queue_records", 1000, 100'000'000)) u.queue_records = *v;
+    // At most a second: a crash loses at most this much.
+    if (auto v = uint("flush_interval_ms", 10, 1000))
+      u.flush_interval = std::chrono::milliseconds(*v);
+    if (auto v = uint("batch_records", 1, 100'000)) u.batch_records = *v;
+    if (auto v = uint("max_unacked", 1, 100'000'000)) u.max_unacked = *v;
+    if (auto v = uint("redeliver_after_ms", 100, kMaxMillis)) {
+      u.redeliver_after = std::chrono::milliseconds(*v);
+    }
+    if (auto v = uint("retention_check_ms", 100, kMaxMillis)) {
+      u.retention_check = std::chrono::milliseconds(*v);
+    }
+  }
+
   Config withDefaults(Config cfg, bool token_set) const {
     if (cfg.data_dir.empty()) cfg.data_dir = resolve("../var/data");
     if (!token_set) cfg.admin.token_file = parentOf(cfg.data_dir) / "admin.token";
@@ -213,6 +242,15 @@ class Parser {
   static std::string readString(const YAML::Node& node, const std::string& path) {
     if (!node.IsScalar()) fail(path, "expected a string, got " + describe(node));
     return node.Scalar();
+  }
+
+  // Plain true or false only: a quoted "true" or a YAML 1.1 "yes" is a typo, not consent.
+  static bool readBool(const YAML::Node& node, const std::string& path) {
+    if (node.IsScalar() && isPlain(node)) {
+      if (node.Scalar() == "true") return true;
+      if (node.Scalar() == "false") return false;
+    }
+    fail(path, "expected true or false, got " + describe(node));
   }
 
   std::filesystem::path readPath(const YAML::Node& node, const std::string& path) const {
@@ -414,8 +452,9 @@ class Parser {
   }
 
   void parsePlugins(const YAML::Node& n, const std::string& path, Config& cfg) const {
-    checkKeys(n, path, {"dirs", "enabled"});
+    checkKeys(n, path, {"dirs", "enabled", "worker"});
     if (n.IsNull()) return;
+    if (auto w = n["worker"]) parseWorker(w, join(path, "worker"), cfg.worker);
     if (auto dirs = n["dirs"]) {
       std::string dpath = join(path, "dirs");
       requireList(dirs, dpath);
@@ -431,7 +470,7 @@ class Parser {
         const YAML::Node& e = enabled[i];
         std::string ipath = indexed(epath, i);
         if (!e.IsMap()) fail(ipath, "expected a map with id and config, got " + describe(e));
-        checkKeys(e, ipath, {"id", "config", "lua"});
+        checkKeys(e, ipath, {"id", "config", "lua", "isolation", "dedicated_tenants", "system"});
         PluginEntry entry;
         if (!e["id"]) fail(join(ipath, "id"), "required");
         entry.id = readString(e["id"], join(ipath, "id"));
@@ -447,8 +486,86 @@ class Parser {
           toJson(c, join(ipath, "config"), 0, entry.config_json);
         }
         if (auto l = e["lua"]) parseLuaBudget(l, join(ipath, "lua"), entry.lua);
+        if (auto iso = e["isolation"]) {
+          std::string v = readString(iso, join(ipath, "isolation"));
+          if (v == "process") {
+            entry.isolation = Isolation::kProcess;
+          } else if (v == "in-process") {
+            entry.isolation = Isolation::kInProcess;
+          } else {
+            fail(join(ipath, "isolation"),
+                 "expected \"process\" or \"in-process\", got " + describe(iso));
+          }
+        }
+        if (auto d = e["dedicated_tenants"]) {
+          std::string dpath = join(ipath, "dedicated_tenants");
+          requireList(d, dpath);
+          if (entry.isolation != Isolation::kProcess) {
+            fail(dpath, "needs isolation: process on this plugin");
+          }
+          for (size_t k = 0; k < d.size(); ++k) {
+            entry.dedicated_tenants.push_back(readString(d[k], indexed(dpath, k)));
+          }
+        }
+        if (auto sys = e["system"]) entry.system = readBool(sys, join(ipath, "system"));
         cfg.plugins.push_back(std::move(entry));
       }
+    }
+  }
+
+  void parseWorker(const YAML::Node& n, const std::string& path, WorkerConfig& w) const {
+    checkKeys(n, path,
+              {"binary", "channels", "call_timeout_ms", "sandbox", "user", "max_memory_mb",
+               "max_files", "max_cpu_seconds"});
+    if (n.IsNull()) return;
+    if (auto v = n["binary"]) w.binary = readPath(v, join(path, "binary"));
+    if (auto v = n["channels"]) w.channels = readUInt(v, join(path, "channels"), 1, 256);
+    if (auto v = n["call_timeout_ms"]) {
+      w.call_timeout =
+          std::chrono::milliseconds(readUInt(v, join(path, "call_timeout_ms"), 10, 3'600'000));
+    }
+    if (auto v = n["sandbox"]) {
+      std::string s = readString(v, join(path, "sandbox"));
+      if (s != "true" && s != "false") {
+        fail(join(path, "sandbox"), "expected true or false, got " + describe(v));
+      }
+      w.sandbox = s == "true";
+    }
+    if (auto v = n["user"]) {
+      w.user = readString(v, join(path, "user"));
+      if (w.user.empty() || w.user == "root") {
+        fail(join(path, "user"), "expected an unprivileged user name, got " + describe(v));
+      }
+    }
+    if (auto v = n["max_memory_mb"]) {
+      w.max_memory_bytes = readUInt(v, join(path, "max_memory_mb"), 16, 1u << 20) << 20;
+    }
+    if (auto v = n["max_files"]) w.max_files = readUInt(v, join(path, "max_files"), 16, 65536);
+    if (auto v = n["max_cpu_seconds"]) {
+      w.max_cpu_seconds = readUInt(v, join(path, "max_cpu_seconds"), 0, 1u << 30);
+    }
+  }
+
+  static void parseAudit(const YAML::Node& n, const std::string& path, Config& cfg) {
+    checkKeys(n, path, {"sink", "on_sink_failure"});
+    if (n.IsNull()) return;
+    if (auto v = n["sink"]) {
+      cfg.audit.sink = readString(v, join(path, "sink"));
+      bool enabled = false;
+      for (const auto& p : cfg.plugins) enabled = enabled || p.id == cfg.audit.sink;
+      if (!enabled) {
+        fail(join(path, "sink"), "plugin \"" + cfg.audit.sink + "\" is not in plugins.enabled");
+      }
+    }
+    if (auto v = n["on_sink_failure"]) {
+      std::string mode = readString(v, join(path, "on_sink_failure"));
+      if (mode != "block" && mode != "degrade") {
+        fail(join(path, "on_sink_failure"), "expected block or degrade, got " + describe(v));
+      }
+      if (cfg.audit.sink.empty()) {
+        fail(join(path, "on_sink_failure"), "only applies with audit.sink");
+      }
+      cfg.audit.block = mode == "block";
     }
   }
 

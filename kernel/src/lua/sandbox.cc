@@ -20,6 +20,8 @@ namespace {
 
 namespace clock = budget_clock;
 
+thread_local uint64_t t_instructions = 0;  // see Sandbox::threadInstructions
+
 // Registry keys (their addresses) and the preemption sentinel.
 char kEnvKey;       // the scripts' global table (writable, __index = the read-only base)
 char kFrozenKey;    // weak set of the read-only proxies, so rawset can refuse them
@@ -394,6 +396,19 @@ uint64_t Sandbox::remaining(lua_State* L) {
   return used >= sb->budget_.instructions ? 0 : sb->budget_.instructions - used;
 }
 
+std::chrono::microseconds Sandbox::wallLeft(lua_State* L) {
+  const Sandbox* sb = from(L);
+  if (!sb->metering_) return std::chrono::microseconds::max();
+  const int64_t left = sb->deadline_ - clock::now();
+  return left > 0 ? clock::toMicros(left) : std::chrono::microseconds(0);
+}
+
+size_t Sandbox::memoryLeft(lua_State* L) {
+  const Sandbox* sb = from(L);
+  if (!sb->metering_) return SIZE_MAX;
+  return sb->in_use_ >= sb->budget_.memory_bytes ? 0 : sb->budget_.memory_bytes - sb->in_use_;
+}
+
 int Sandbox::setUp(lua_State* L) {
   lua_newtable(L);  // the frozen set, weak keys
   lua_createtable(L, 0, 1);
@@ -480,6 +495,10 @@ int Sandbox::setUp(lua_State* L) {
   sb->co_ = lua_newthread(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kThreadKey);
   return 0;
+}
+
+uint64_t Sandbox::threadInstructions() {
+  return t_instructions;
 }
 
 Result<std::unique_ptr<Sandbox>> Sandbox::create(const Budget& budget) {
@@ -657,6 +676,7 @@ CallResult Sandbox::run(Run& r) {
     }
   }
   out.usage.instructions = used();
+  t_instructions += out.usage.instructions;
   out.usage.peak_memory_bytes = peak_;
   out.usage.wall_time = clock::toMicros(ended - started);
   lua_settop(L, 0);

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include "lua/internal/lua_plugin_state.h"
 #include "trellis/kernel/http/router.h"
+#include "trellis/kernel/util/json.h"
 
 // The Lua side of a Lua plugin: trellis.* forwards each call to the host table with the
 // ctx of the call in progress (t_call), and answers failures as nil, message, code.
@@ -466,6 +470,19 @@ int serviceCall(lua_State* L) {
   return 1;
 }
 
+// trellis.audit.emit(action, resource, details_json) -> true | nil, message, code
+// A record for the host's audit stream ("secret.read", "secret/db", '{"by":"x"}').
+int auditEmit(lua_State* L) {
+  Call* c = current(L);
+  trellis_str action = checkStr(L, 1), resource = optStr(L, 2), details = optStr(L, 3);
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, audit_emit)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_status s = host->audit_emit(c->ctx, action, resource, details);
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 // Field `name` of the table at index 1 as a string view (borrowed from the table).
 trellis_str specString(lua_State* L, const char* name) {
   lua_getfield(L, 1, name);
@@ -524,10 +541,358 @@ int jobCancel(lua_State* L) {
   return 1;
 }
 
+// -- trellis.usage: the plugin's own billable record, a table or JSON text.
+int usageEmit(lua_State* L) {
+  Call* c = current(L);
+  if (lua_istable(L, 1)) {
+    lua_settop(L, 1);
+    lua_pushcfunction(L, jsonEncode);
+    lua_insert(L, 1);
+    lua_call(L, 1, 1);  // metered like any script code; errors are the script's
+  }
+  trellis_str record = checkStr(L, 1);
+  const trellis_host_api* host = hostOf(c);
+  trellis_status s =
+      TRELLIS_HOST_HAS(host, usage_emit) ? host->usage_emit(c->ctx, record) : TRELLIS_UNIMPLEMENTED;
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+// -- ABI 1.2: blobs and egress. Both copy data in from outside the state, so they refuse
+// up front what would not fit in the memory the call has left, and an egress request waits
+// at most the wall time the call has left (the wait counts against the budget like any
+// other: once it returns past the deadline, the call is over).
+
+// nil, message, code for a refusal the script API makes itself.
+int pushOwnFailure(lua_State* L, Call* c, trellis_status s, const char* message) {
+  if (s == TRELLIS_QUOTA_EXCEEDED) c->quota_refused = true;
+  lua_pushnil(L);
+  lua_pushstring(L, message);
+  lua_pushstring(L, codeName(s));
+  return 3;
+}
+
+// drain()'s answer when the data would not fit in the memory the call has left.
+constexpr auto kTooBig = static_cast<trellis_status>(1000);
+
+// Reads a whole blob range (or the rest of an egress body) into scratch, `limit` bytes at
+// most (kTooBig past it). Closes the handle.
+trellis_status drain(Call* c, trellis_handle h, bool blob, size_t limit) noexcept {
+  const trellis_host_api* host = hostOf(c);
+  std::string& out = c->ts->sb->scratch();
+  trellis_status s = TRELLIS_OK;
+  try {
+    out.clear();
+    char buf[64 * 1024];
+    for (;;) {
+      size_t len = 0;
+      s = blob ? host->blob_read(c->ctx, h, buf, sizeof buf, &len)
+               : host->http_response_read(c->ctx, h, buf, sizeof buf, &len);
+      if (s != TRELLIS_OK || len == 0) break;
+      if (out.size() + len > limit) {
+        s = kTooBig;
+        break;
+      }
+      out.append(buf, len);
+    }
+  } catch (...) {
+    s = TRELLIS_INTERNAL;
+  }
+  host->handle_close(c->ctx, h);
+  return s;
+}
+
+// trellis.blobs.put(key, data [, {content_type=, metadata={name=value}}]) -> head | nil, msg, code
+trellis_status putBlob(Call* c, trellis_str key, trellis_str data, trellis_str content_type,
+                       trellis_buf* head) noexcept {
+  const trellis_host_api* host = hostOf(c);
+  std::string& metadata = c->ts->sb->scratch();
+  try {
+    metadata.clear();
+    if (!c->ts->pairs.empty()) {
+      metadata = "{";
+      for (const auto& [name, value] : c->ts->pairs) {
+        if (metadata.size() > 1) metadata.push_back(',');
+        util::appendJsonString(metadata, name);
+        metadata.push_back(':');
+        util::appendJsonString(metadata, value);
+      }
+      metadata.push_back('}');
+    }
+  } catch (...) {
+    return TRELLIS_INTERNAL;
+  }
+  trellis_blob_write_options options{
+      sizeof(trellis_blob_write_options), content_type, {metadata.data(), metadata.size()}};
+  trellis_handle writer = TRELLIS_HANDLE_NONE;
+  trellis_status s = host->blob_open_write(c->ctx, key, &options, &writer);
+  if (s != TRELLIS_OK) return s;
+  constexpr size_t kChunk = 1024 * 1024;
+  for (size_t at = 0; at < data.len; at += kChunk) {
+    s = host->blob_write(c->ctx, writer, {data.ptr + at, std::min(kChunk, data.len - at)});
+    if (s != TRELLIS_OK) {
+      host->handle_close(c->ctx, writer);  // aborts the upload
+      return s;
+    }
+  }
+  return host->blob_commit(c->ctx, writer, head);
+}
+
+// The string fields of the table at the top of the stack into ts->pairs; false (with the
+// offending key in ts->error) if a name or value is not a string.
+bool collectStringPairs(lua_State* L, Call* c) noexcept {
+  try {
+    c->ts->pairs.clear();
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 2);
+        c->ts->error = "names and values must be strings";
+        return false;
+      }
+      size_t nl = 0, vl = 0;
+      const char* n = lua_tolstring(L, -2, &nl);
+      const char* v = lua_tolstring(L, -1, &vl);
+      c->ts->pairs.emplace_back(std::string(n, nl), std::string(v, vl));
+      lua_pop(L, 1);
+    }
+    return true;
+  } catch (...) {
+    c->ts->error = "out of memory";
+    return false;
+  }
+}
+
+int blobPut(lua_State* L) {
+  Call* c = current(L);
+  trellis_str key = checkStr(L, 1), data = checkStr(L, 2), content_type{"", 0};
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, blob_open_write)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  c->ts->pairs.clear();
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    lua_getfield(L, 3, "content_type");
+    if (!lua_isnil(L, -1)) {
+      size_t n = 0;
+      const char* p = luaL_checklstring(L, -1, &n);
+      content_type = {p, n};  // the options table keeps it alive
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "metadata");
+    if (!lua_isnil(L, -1)) {
+      luaL_checktype(L, -1, LUA_TTABLE);
+      if (!collectStringPairs(L, c)) {
+        return luaL_error(L, "trellis.blobs.put: metadata: %s", c->ts->error.c_str());
+      }
+    }
+    lua_pop(L, 1);
+  }
+  Sandbox::charge(L, data.len / 64);
+  trellis_buf head{nullptr, 0};
+  trellis_status s = putBlob(c, key, data, content_type, &head);
+  Sandbox::charge(L, 64);  // reads the clock: the write's time counts against the budget
+  return pushJsonResult(L, c, s, &head);
+}
+
+// trellis.blobs.get(key [, {offset=, length=}]) -> data | nil, msg, code
+int blobGet(lua_State* L) {
+  Call* c = current(L);
+  trellis_str key = checkStr(L, 1);
+  uint64_t offset = 0, length = UINT64_MAX;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "offset");
+    lua_Integer o = luaL_optinteger(L, -1, 0);
+    luaL_argcheck(L, o >= 0, 2, "offset must not be negative");
+    offset = static_cast<uint64_t>(o);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "length");
+    if (!lua_isnil(L, -1)) {
+      lua_Integer n = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, n >= 0, 2, "length must not be negative");
+      length = static_cast<uint64_t>(n);
+    }
+    lua_pop(L, 1);
+  }
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, blob_open_read)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_handle reader = TRELLIS_HANDLE_NONE;
+  trellis_status s = host->blob_open_read(c->ctx, key, offset, length, &reader);
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  // Half of what is left: the copy into a Lua string needs as much again.
+  s = drain(c, reader, true, Sandbox::memoryLeft(L) / 2);
+  Sandbox::charge(L, 64 + c->ts->sb->scratch().size() / 64);
+  if (s == kTooBig) {
+    return pushOwnFailure(L, c, TRELLIS_INVALID,
+                          "trellis.blobs.get: the object is larger than the plugin's memory "
+                          "budget allows; read it in ranges ({offset=, length=})");
+  }
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  const std::string& value = c->ts->sb->scratch();
+  lua_pushlstring(L, value.data(), value.size());
+  return 1;
+}
+
+int blobHead(lua_State* L) {
+  Call* c = current(L);
+  trellis_str key = checkStr(L, 1);
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, blob_head)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_buf buf{nullptr, 0};
+  return pushJsonResult(L, c, host->blob_head(c->ctx, key, &buf), &buf);
+}
+
+int blobDelete(lua_State* L) {
+  Call* c = current(L);
+  trellis_str key = checkStr(L, 1);
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, blob_delete)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_status s = host->blob_delete(c->ctx, key);
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+// trellis.blobs.list(prefix [, {start_after=, limit=}]) -> {items={head…}, next=} | nil, …
+int blobList(lua_State* L) {
+  Call* c = current(L);
+  trellis_str prefix = optStr(L, 1), after{"", 0};
+  uint32_t limit = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "start_after");
+    if (!lua_isnil(L, -1)) {
+      size_t n = 0;
+      const char* p = luaL_checklstring(L, -1, &n);
+      after = {p, n};  // the options table keeps it alive
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "limit");
+    lua_Integer n = luaL_optinteger(L, -1, 0);
+    luaL_argcheck(L, n >= 0 && n <= 1000, 2, "limit must be 0-1000");
+    limit = static_cast<uint32_t>(n);
+    lua_pop(L, 1);
+  }
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, blob_list)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  trellis_buf buf{nullptr, 0};
+  return pushJsonResult(L, c, host->blob_list(c->ctx, prefix, after, limit, &buf), &buf);
+}
+
+// Sends the request, collects the response headers into ts->pairs and the body into
+// scratch (at most `limit` bytes, else kTooBig).
+trellis_status sendHttp(Call* c, const trellis_http_request& request, int32_t* status,
+                        size_t limit) noexcept {
+  const trellis_host_api* host = hostOf(c);
+  trellis_handle response = TRELLIS_HANDLE_NONE;
+  trellis_status s = host->http_send(c->ctx, &request, &response);
+  if (s != TRELLIS_OK) return s;
+  c->ts->pairs.clear();
+  s = host->http_response_status(c->ctx, response, status);
+  if (s == TRELLIS_OK) {
+    s = host->http_response_headers(c->ctx, response, collectHeader, &c->ts->pairs);
+  }
+  if (s != TRELLIS_OK) {
+    host->handle_close(c->ctx, response);
+    return s;
+  }
+  return drain(c, response, false, limit);
+}
+
+// trellis.http.request{method=, url=, headers={name=value}, body=, connect_timeout_ms=,
+//   first_byte_timeout_ms=, timeout_ms=, max_redirects=, max_response_bytes=}
+//   -> {status=, headers={name=value}, body=} | nil, message, code
+int httpRequest(lua_State* L) {
+  Call* c = current(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  trellis_http_request r{};
+  r.struct_size = sizeof r;
+  r.method = specString(L, "method");
+  if (r.method.len == 0) r.method = {"GET", 3};
+  r.url = specString(L, "url");
+  r.body = specString(L, "body");
+  r.connect_timeout_ms = static_cast<uint32_t>(specNumber(L, "connect_timeout_ms"));
+  r.first_byte_timeout_ms = static_cast<uint32_t>(specNumber(L, "first_byte_timeout_ms"));
+  r.total_timeout_ms = static_cast<uint32_t>(specNumber(L, "timeout_ms"));
+  r.max_redirects = static_cast<uint32_t>(specNumber(L, "max_redirects"));
+  r.max_response_bytes = specNumber(L, "max_response_bytes");
+  lua_getfield(L, 1, "headers");  // stays at index 2: it keeps the header strings alive
+  c->ts->strs.clear();
+  if (!lua_isnil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!collectStringPairs(L, c)) {
+      return luaL_error(L, "trellis.http.request: headers: %s", c->ts->error.c_str());
+    }
+    // Borrow each name and value from the table (no copies): walk it again.
+    bool ok = true;
+    try {
+      c->ts->strs.reserve(c->ts->pairs.size() * 2);
+    } catch (...) {
+      ok = false;
+    }
+    if (!ok) return luaL_error(L, "trellis.http.request: out of memory");
+    lua_pushnil(L);
+    while (lua_next(L, 2) != 0) {
+      size_t nl = 0, vl = 0;
+      const char* n = lua_tolstring(L, -2, &nl);
+      const char* v = lua_tolstring(L, -1, &vl);
+      c->ts->strs.push_back({n, nl});  // capacity reserved: does not throw
+      c->ts->strs.push_back({v, vl});
+      lua_pop(L, 1);
+    }
+    r.headers = c->ts->strs.data();
+    r.header_count = c->ts->strs.size() / 2;
+  }
+  const trellis_host_api* host = hostOf(c);
+  if (!TRELLIS_HOST_HAS(host, http_send)) return pushFailure(L, c, TRELLIS_UNIMPLEMENTED);
+  // Wait at most what the call has left of its wall time, rounded up: a wait the budget
+  // cut short ends just past the deadline, so the charge below ends the call.
+  const auto left = Sandbox::wallLeft(L);
+  if (left.count() <= 0) Sandbox::charge(L, 64);  // past the deadline: the call is over
+  const uint64_t left_ms = left == std::chrono::microseconds::max()
+                               ? UINT64_MAX
+                               : static_cast<uint64_t>((left.count() + 999) / 1000) + 1;
+  if (left_ms < UINT32_MAX && (r.total_timeout_ms == 0 || r.total_timeout_ms > left_ms)) {
+    r.total_timeout_ms = static_cast<uint32_t>(std::max<uint64_t>(left_ms, 1));
+  }
+  const size_t memory = Sandbox::memoryLeft(L) / 2;
+  int32_t status = 0;
+  trellis_status s = sendHttp(c, r, &status, memory);
+  // 64 units or more: the charge reads the clock, so time spent waiting counts.
+  Sandbox::charge(L, 64 + c->ts->sb->scratch().size() / 64);
+  if (s == kTooBig) {
+    return pushOwnFailure(L, c, TRELLIS_INVALID,
+                          "trellis.http.request: the response body is larger than the "
+                          "plugin's memory budget allows");
+  }
+  if (s != TRELLIS_OK) return pushFailure(L, c, s);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_createtable(L, 0, static_cast<int>(c->ts->pairs.size()));
+  for (const auto& [name, value] : c->ts->pairs) {
+    lua_pushlstring(L, value.data(), value.size());
+    lua_setfield(L, -2, name.c_str());  // repeated names: the last one
+  }
+  lua_setfield(L, -2, "headers");
+  const std::string& body = c->ts->sb->scratch();
+  lua_pushlstring(L, body.data(), body.size());
+  lua_setfield(L, -2, "body");
+  return 1;
+}
+
 const luaL_Reg kTrace[] = {
     {"traceparent", traceparent}, {"tracestate", tracestate}, {nullptr, nullptr}};
 const luaL_Reg kService[] = {{"call", serviceCall}, {nullptr, nullptr}};
 const luaL_Reg kJobs[] = {{"schedule", jobSchedule}, {"cancel", jobCancel}, {nullptr, nullptr}};
+const luaL_Reg kAudit[] = {{"emit", auditEmit}, {nullptr, nullptr}};
+const luaL_Reg kUsage[] = {{"emit", usageEmit}, {nullptr, nullptr}};
+const luaL_Reg kBlobs[] = {{"put", blobPut},       {"get", blobGet},   {"head", blobHead},
+                           {"delete", blobDelete}, {"list", blobList}, {nullptr, nullptr}};
+const luaL_Reg kHttp[] = {{"request", httpRequest}, {nullptr, nullptr}};
 
 const luaL_Reg kTrellis[] = {{"config", config},          {"tenant", tenant},
                              {"plugin", pluginId},        {"principal", principal},
@@ -555,7 +920,8 @@ const Library kLibraries[] = {
     {"trellis", kTrellis},         {"trellis.log", kLog},         {"trellis.kv", kKv},
     {"trellis.events", kEvents},   {"trellis.metrics", kMetrics}, {"trellis.clock", kClock},
     {"trellis.json", kJson},       {"trellis.keys", kKeys},       {"trellis.trace", kTrace},
-    {"trellis.service", kService}, {"trellis.jobs", kJobs}};
+    {"trellis.service", kService}, {"trellis.jobs", kJobs},       {"trellis.audit", kAudit},
+    {"trellis.usage", kUsage},     {"trellis.blobs", kBlobs},     {"trellis.http", kHttp}};
 
 // -- t: what init registers with
 Call* registering(lua_State* L, const char* what) {

@@ -34,7 +34,7 @@ constexpr int kSchema = 1;
 constexpr std::string_view kKnownFields[] = {
     "schema", "id",       "version",  "description",  "license",      "runtime",
     "abi",    "host",     "entry",    "dependencies", "capabilities", "blocking_routes",
-    "files",  "provides", "requires", "egress"};
+    "files",  "provides", "requires", "egress",       "scope"};
 
 template <typename Range>
 std::string joined(const Range& items) {
@@ -234,8 +234,8 @@ class ManifestReader {
           &ManifestReader::readAbi, &ManifestReader::readHost, &ManifestReader::readEntry,
           &ManifestReader::readDependencies, &ManifestReader::readCapabilities,
           &ManifestReader::readBlockingRoutes, &ManifestReader::readFiles,
-          &ManifestReader::readProvides, &ManifestReader::readRequires,
-          &ManifestReader::readEgress}) {
+          &ManifestReader::readProvides, &ManifestReader::readRequires, &ManifestReader::readEgress,
+          &ManifestReader::readScope}) {
       if (Status s = (this->*step)(m); !s) return s;
     }
     return m;
@@ -519,6 +519,21 @@ class ManifestReader {
     return Status::ok();
   }
 
+  // "scope": "tenant" (default) or "system". Asking is not having: a system plugin runs
+  // with system powers only once the operator grants it (config or admin API).
+  Status readScope(Manifest& m) {
+    std::optional<Var> v = field("scope");
+    if (!v) return Status::ok();
+    auto text = asString(*v, "scope");
+    if (!text) return text.status();
+    auto scope = parsePluginScope(*text);
+    if (!scope) {
+      return fieldError("scope", "unknown scope " + quoteText(*text) + " (known: tenant, system)");
+    }
+    m.scope = *scope;
+    return Status::ok();
+  }
+
   Status readBlockingRoutes(Manifest& m) {
     std::optional<Var> v = field("blocking_routes");
     if (!v) return Status::ok();
@@ -650,6 +665,16 @@ Result<std::string> Manifest::entryForThisPlatform() const {
   for (const auto& [key, file] : entry) offered.push_back(key);
   return Status::notFound(id + " has no entry for " + platform + " (the manifest offers: " +
                           (offered.empty() ? std::string("none") : joined(offered)) + ")");
+}
+
+std::optional<PluginScope> parsePluginScope(std::string_view text) {
+  if (text == "tenant") return PluginScope::Tenant;
+  if (text == "system") return PluginScope::System;
+  return std::nullopt;
+}
+
+std::string_view pluginScopeName(PluginScope scope) {
+  return scope == PluginScope::System ? "system" : "tenant";
 }
 
 std::string currentPlatform() {

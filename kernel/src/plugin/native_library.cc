@@ -164,16 +164,11 @@ Status checkAbi(uint16_t plugin_major, uint16_t plugin_minor) {
   return Status::ok();
 }
 
-Result<std::unique_ptr<NativeLibrary>> NativeLibrary::open(const fs::path& file,
-                                                           const Manifest& manifest) {
-  // dlopen() of a bare name searches the system; an absolute path loads exactly this file.
+Status NativeLibrary::inspect(const fs::path& file, const Manifest& manifest) {
   std::error_code ec;
   const fs::path path = fs::absolute(file, ec);
   const std::string name = (ec ? file : path).string();
   auto refuse = [&](const std::string& why) { return Status::invalid(name + ": " + why); };
-
-  // Everything that can be decided without running the library's code is checked first:
-  // dlopen() already executes its static constructors.
   if (manifest.runtime != "native") {
     return refuse("the manifest's runtime is " + quoteText(manifest.runtime) + ", not \"native\"");
   }
@@ -189,6 +184,19 @@ Result<std::unique_ptr<NativeLibrary>> NativeLibrary::open(const fs::path& file,
   if (auto problem = elfProblem(path)) {
     return refuse("not a loadable shared library: " + *problem);
   }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<NativeLibrary>> NativeLibrary::open(const fs::path& file,
+                                                           const Manifest& manifest) {
+  // Everything that can be decided without running the library's code is checked first:
+  // dlopen() already executes its static constructors.
+  if (Status s = inspect(file, manifest); !s) return s;
+  // dlopen() of a bare name searches the system; an absolute path loads exactly this file.
+  std::error_code ec;
+  const fs::path path = fs::absolute(file, ec);
+  const std::string name = (ec ? file : path).string();
+  auto refuse = [&](const std::string& why) { return Status::invalid(name + ": " + why); };
 
   auto lib = std::unique_ptr<NativeLibrary>(new NativeLibrary);
   lib->file_ = path;

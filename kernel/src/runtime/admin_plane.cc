@@ -9,9 +9,14 @@
 #include <cstdio>
 #include <fstream>
 
+#include "admin/admin_gate.h"
+#include "admin/admin_tokens_api.h"
+#include "admin/plugin_admin_routes.h"
 #include "runtime/bearer.h"
 #include "runtime/jobs_admin.h"
+#include "runtime/openapi_document.h"
 #include "runtime/responses.h"
+#include "runtime/system_admin.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/util/file.h"
 
@@ -31,11 +36,12 @@ bool tokenMatches(std::string_view presented, const std::string& token) {
 AdminPlane::AdminPlane(AdminView view, std::string token, std::unique_ptr<TenantAdmin> tenant_admin)
     : view_(std::move(view)), token_(std::move(token)), tenant_admin_(std::move(tenant_admin)) {}
 
-std::optional<http::Response> AdminPlane::screen(const http::Request& req, const http::Peer&) {
+std::optional<http::Response> AdminPlane::screen(const http::Request& req, const http::Peer& peer) {
   // Bodies (policies, plugin uploads) are read only for the token's holder.
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   if (path == "/healthz" || path == "/readyz") return std::nullopt;
+  if (view_.gate) return view_.gate->screen(req, peer);
   if (tokenMatches(bearerCredential(req), token_)) return std::nullopt;
   return unauthorized(req);
 }
@@ -47,12 +53,29 @@ http::Response AdminPlane::unauthorized(const http::Request& req) {
   return res;
 }
 
-void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond respond) {
+void AdminPlane::handle(http::Request& req, const http::Peer& peer, http::Respond respond) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   if (path == "/healthz") return respond(healthResponse(req, true));
   if (path == "/readyz") return respond(healthResponse(req, view_.ready->load()));
-  if (!tokenMatches(bearerCredential(req), token_)) return respond(unauthorized(req));
+  if (view_.gate) {
+    // A plugin's admin route declares its own role; the gate checks it before the plugin runs.
+    std::optional<admin::PluginAdminRoutes::Found> plugin_route;
+    if (view_.plugin_routes) plugin_route = view_.plugin_routes->find(req, path);
+    auto admitted = view_.gate->admit(
+        req, path, peer, std::move(respond),
+        plugin_route ? std::optional<admin::Requirement>(plugin_route->need) : std::nullopt);
+    if (!admitted) return;  // answered: 401, 403 or 503
+    if (plugin_route) {
+      return view_.plugin_routes->invoke(std::move(*plugin_route), req, path, std::move(*admitted));
+    }
+    respond = std::move(admitted->respond);
+  } else if (!tokenMatches(bearerCredential(req), token_)) {
+    return respond(unauthorized(req));
+  }
+  if (view_.admin_tokens) {
+    if (auto res = view_.admin_tokens->handle(req, path)) return respond(std::move(*res));
+  }
   if (auto res = tenant_admin_->handle(req, path)) {
     // A deleted tenant's policy goes with it, or a new tenant of that id would inherit it.
     constexpr std::string_view kTenants = "/v1/tenants/";
@@ -64,6 +87,9 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
   }
   if (view_.policies) {
     if (view_.policies->handle(req, path, respond)) return;
+  }
+  if (view_.system) {
+    if (auto res = view_.system->handle(req, path)) return respond(std::move(*res));
   }
   if (view_.control) {
     if (view_.control->handle(req, path, respond)) return;
@@ -77,6 +103,13 @@ void AdminPlane::handle(http::Request& req, const http::Peer&, http::Respond res
                                  &req));
   }
   if (path == "/v1/status") return respond(status(req));
+  if (path == "/v1/openapi.json") {
+    http::Response res{bhttp::status::ok, req.version()};
+    res.set(bhttp::field::content_type, "application/json");
+    res.body() = std::string(adminOpenApiJson());
+    res.keep_alive(req.keep_alive());
+    return respond(std::move(res));
+  }
   if (path == "/v1/plugins") return respond(pluginList(req));
   if (path == "/metrics") {
     http::Response res{bhttp::status::ok, req.version()};
@@ -112,6 +145,28 @@ http::Response AdminPlane::status(const http::Request& req) const {
   return jsonResponse(req, 200, o);
 }
 
+namespace {
+
+// Each worker of a plugin in isolation: process, as `trellis plugin list` shows it.
+Poco::JSON::Array::Ptr workerReportJson(const std::vector<worker::WorkerReport>& reports) {
+  Poco::JSON::Array::Ptr out = new Poco::JSON::Array;
+  for (const auto& r : reports) {
+    Poco::JSON::Object::Ptr w = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+    w->set("tenant", r.tenant.empty() ? "*" : r.tenant);
+    w->set("state", r.state);
+    if (r.pid) w->set("pid", r.pid);
+    w->set("restarts", r.restarts);
+    w->set("crashes", r.crashes);
+    if (!r.last_crash.empty()) w->set("last_crash", r.last_crash);
+    if (r.backoff_seconds > 0) w->set("backoff_seconds", r.backoff_seconds);
+    w->set("landlock", r.landlock);
+    out->add(w);
+  }
+  return out;
+}
+
+}  // namespace
+
 http::Response AdminPlane::pluginList(const http::Request& req) const {
   Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
   for (const auto* p : view_.plugins->plugins()) {
@@ -120,6 +175,8 @@ http::Response AdminPlane::pluginList(const http::Request& req) const {
     o->set("version", p->manifest().version.toString());
     o->set("state", std::string(pluginStateName(p->state)));
     o->set("runtime", p->manifest().runtime);
+    o->set("scope", std::string(plugin::pluginScopeName(p->manifest().scope)));
+    o->set("system", p->state == PluginState::kActive && p->isSystemPlugin());
     o->set("path", p->dir().string());
     Poco::JSON::Array::Ptr routes = new Poco::JSON::Array;
     for (const auto& r : p->routes) {
@@ -131,6 +188,8 @@ http::Response AdminPlane::pluginList(const http::Request& req) const {
     o->set("capabilities", caps);
     o->set("denied_calls", p->denied_calls.load());
     if (!p->error.empty()) o->set("error", p->error);
+    if (p->manifest().runtime != "lua") o->set("isolation", p->worker ? "process" : "in-process");
+    if (p->worker) o->set("workers", workerReportJson(p->worker->report()));
     list->add(o);
   }
   Poco::JSON::Array::Ptr broken = new Poco::JSON::Array;

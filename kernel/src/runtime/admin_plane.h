@@ -6,6 +6,11 @@
 //   GET /metrics                Prometheus text: kernel and plugin metrics
 //   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
 //   /v1/policies…               admin Lua policies (policy_admin.h)
+//   /v1/system-grants, /v1/plugins/{id}/system   system scope (system_admin.h)
+//   /v1/admin-tokens…           named admin principals (admin/admin_tokens_api.h)
+//   /v1/x/<ns>/<name>/…         system plugins' admin routes (admin/plugin_admin_routes.h)
+// With a gate (admin/admin_gate.h), every call is authenticated as a named principal,
+// checked against its route's role and audited before it runs.
 #pragma once
 
 #include <atomic>
@@ -20,9 +25,16 @@
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/metrics/registry.h"
 
+namespace trellis::kernel::admin {
+class AdminGate;
+class AdminTokensApi;
+class PluginAdminRoutes;
+}  // namespace trellis::kernel::admin
+
 namespace trellis::kernel::runtime {
 
 class JobsAdmin;
+class SystemAdmin;
 
 struct AdminView {
   const PluginManager* plugins = nullptr;
@@ -36,6 +48,12 @@ struct AdminView {
   std::chrono::steady_clock::time_point started_at;
   PluginControl* control = nullptr;  // activate/deactivate/install-check; null: not offered
   JobsAdmin* jobs = nullptr;         // /v1/jobs; null: not offered
+  SystemAdmin* system = nullptr;     // system-scope grants; null: not offered
+  // Named principals, roles and the audit stream (admin/admin_gate.h); null: the bearer
+  // token alone, unaudited.
+  admin::AdminGate* gate = nullptr;
+  admin::AdminTokensApi* admin_tokens = nullptr;      // /v1/admin-tokens; null: not offered
+  admin::PluginAdminRoutes* plugin_routes = nullptr;  // /v1/x/…; null: not offered (gate only)
 };
 
 class AdminPlane : public http::RequestHandler {

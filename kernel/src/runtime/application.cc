@@ -2,6 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "admin/admin_gate.h"
+#include "admin/admin_principals.h"
+#include "admin/admin_tokens_api.h"
+#include "admin/audit_stream.h"
+#include "admin/audit_windows.h"
+#include "admin/plugin_admin_routes.h"
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
@@ -11,11 +17,15 @@
 #include "runtime/policy_admin.h"
 #include "runtime/self_service.h"
 #include "runtime/storage_backend.h"
+#include "runtime/system_admin.h"
+#include "runtime/system_grants.h"
 #include "runtime/tenant_admin.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
 #include "services/egress/egress_service.h"
+#include "services/jobs/postgres_job_store.h"
 #include "services/jobs/scheduler.h"
+#include "services/usage/usage_stream.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/server.h"
@@ -57,12 +67,22 @@ struct Application::Impl {
   services::ServiceRegistry service_registry;
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
   std::unique_ptr<runtime::JobsAdmin> jobs_admin;
-  std::shared_ptr<tenants::PostgresPool> pg_pool;  // PostgreSQL only: the app role's sessions
+  std::unique_ptr<services::usage::UsageStream> usage;  // outlives its subscribers
+  std::shared_ptr<tenants::PostgresPool> pg_pool;       // PostgreSQL only: the app role's sessions
   std::unique_ptr<lua::PolicyEngine> policy;
   std::unique_ptr<runtime::PolicyAdmin> policy_admin;
   exec::BlockingPool pool;
   runtime::AccessLog access_log;
+  std::unique_ptr<runtime::SystemGrants> system_grants;  // outlives the plugins that ask it
   std::unique_ptr<PluginManager> plugins;
+  std::unique_ptr<runtime::SystemAdmin> system_admin;
+  std::unique_ptr<admin::AdminPrincipals> admin_principals;
+  std::unique_ptr<admin::AuditStream> audit;
+  std::unique_ptr<admin::AdminGate> admin_gate;
+  std::unique_ptr<admin::AdminTokensApi> admin_tokens;
+  std::unique_ptr<admin::PluginAdminRoutes> plugin_admin_routes;
+  admin::AuditWindows data_auth_failures;
+  admin::AuditWindows policy_denials;  // per (tenant, route)
   runtime::ActiveRoutes routes;
   std::unique_ptr<runtime::PluginControl> plugin_control;
   std::unique_ptr<http::Server> data;
@@ -194,23 +214,45 @@ Status Application::start() {
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
 
+  auto principals = admin::AdminPrincipals::open(s.cfg.data_dir / "admin-principals.json", *token);
+  if (!principals) return principals.status();
+  s.admin_principals = std::move(*principals);
+  // Before any plugin starts, so their failures and refusals are recorded too.
+  s.audit = std::make_unique<admin::AuditStream>(
+      admin::AuditStream::Options{s.cfg.audit.sink, s.cfg.audit.block}, s.service_registry,
+      s.metrics);
+  s.audit->attach(s.events);
+  s.admin_gate = std::make_unique<admin::AdminGate>(*s.admin_principals, *s.audit, s.metrics);
+  s.admin_tokens = std::make_unique<admin::AdminTokensApi>(*s.admin_principals);
+
   auto egress_client = services::egress::EgressClient::create({.ca_file = s.cfg.egress.ca_file});
   if (!egress_client) return egress_client.status();
   s.egress =
       std::make_unique<services::egress::EgressService>(std::move(*egress_client), s.metrics);
+  if (s.pg_pool) s.egress->shareBytes(services::egress::openPostgresEgressBytes(s.pg_pool));
   s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv,
                                                           egressUsage(*s.egress));
-  // Durable jobs persist beside the SQLite data; a shared PostgreSQL store is to come, so
-  // hosts on PostgreSQL run in-memory jobs only and refuse durable ones (UNAVAILABLE).
+  // Durable jobs persist beside the SQLite data, or in PostgreSQL when hosts share it:
+  // there each firing is claimed by one host under a lease (services/jobs).
   services::JobScheduler::Options job_options;
-  if (!s.pg_pool) {
+  if (s.pg_pool) {
+    job_options.shared = services::openPostgresJobStore(s.pg_pool, services::jobHostName());
+  } else {
     auto store = services::SqliteJobStore::open(s.cfg.data_dir / "jobs.db");
     if (!store) return store.status();
     job_options.store = std::move(*store);
   }
   s.jobs = std::make_unique<services::JobScheduler>(std::move(job_options));
   s.jobs_admin = std::make_unique<runtime::JobsAdmin>(*s.jobs);
+  // Each host journals the records of the requests it served, beside its data.
+  auto usage =
+      services::usage::UsageStream::open(s.cfg.data_dir / "usage.db", s.cfg.usage, s.metrics);
+  if (!usage) return usage.status();
+  s.usage = std::move(*usage);
 
+  auto grants = runtime::SystemGrants::open(s.cfg.data_dir / "system-grants.json", s.cfg.plugins);
+  if (!grants) return grants.status();
+  s.system_grants = std::move(*grants);
   s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
       .kv = s.kv.get(),
       .events = &s.events,
@@ -222,7 +264,10 @@ Status Application::start() {
       .jobs = s.jobs.get(),
       .blobs = s.blobs.get(),
       .egress = s.egress.get(),
+      .system_grants = s.system_grants.get(),
+      .usage = s.usage.get(),
   });
+  s.plugins->setWorkerConfig(s.cfg.worker);
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
   // Stored jobs fire once their plugins run (an overdue one at once: at least once).
   if (Status st = s.jobs->start(s.tenants.get()); !st) return st;
@@ -251,10 +296,49 @@ Status Application::start() {
                                 .read_timeout = sc.read_timeout,
                                 .idle_timeout = sc.idle_timeout,
                                 .max_connections = sc.max_connections};
-  s.data = std::make_unique<http::Server>(
-      data_opts,
+  auto data_plane =
       std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,
-                                           s.metrics, s.ready, s.policy.get()));
+                                           s.metrics, s.ready, s.policy.get(), s.usage.get());
+  // Bad tenant keys reach the audit stream aggregated, through the bus: the event loop never
+  // waits for the sink.
+  data_plane->onAuthFailure(
+      [&s](std::string_view credential, const http::Peer& peer, std::string_view reason) {
+        const std::string key = admin::credentialFingerprint(credential);
+        auto previous = s.data_auth_failures.shouldRecord(key, peer.address);
+        if (!previous) return;
+        std::string payload = "{\"resource\":\"data-plane\",\"key\":";
+        util::appendJsonString(payload, key.empty() ? "none" : key);
+        payload += ",\"source\":";
+        util::appendJsonString(payload, peer.address);
+        payload += ",\"reason\":";
+        util::appendJsonString(payload, reason);
+        payload += ",\"failures_in_previous_minute\":" + std::to_string(*previous) + "}";
+        s.events.publish({"", "kernel", "audit.auth_failure", std::move(payload)});
+      });
+  // Policy refusals too, one record per tenant and route a minute (the decision log has
+  // every one; the record names the first of its minute).
+  data_plane->onPolicyDenial([&s](std::string_view tenant, std::string_view route,
+                                  const lua::Verdict& v, std::string_view request_id) {
+    auto previous = s.policy_denials.shouldRecord(std::string(tenant), std::string(route));
+    if (!previous) return;
+    std::string payload = "{\"resource\":\"data-plane\",\"tenant\":";
+    util::appendJsonString(payload, tenant);
+    payload += ",\"route\":";
+    util::appendJsonString(payload, route);
+    payload += ",\"status\":" + std::to_string(v.status) + ",\"reason\":";
+    util::appendJsonString(payload, v.reason);
+    payload += ",\"policy\":";
+    util::appendJsonString(payload, v.scope + " v" + std::to_string(v.policy_version));
+    payload += ",\"failed\":";
+    payload += v.failed ? "true" : "false";
+    payload += ",\"decision_id\":";
+    util::appendJsonString(payload, v.decision_id);
+    payload += ",\"request_id\":";
+    util::appendJsonString(payload, request_id);
+    payload += ",\"denials_in_previous_minute\":" + std::to_string(*previous) + "}";
+    s.events.publish({"", "kernel", "audit.policy_denied", std::move(payload)});
+  });
+  s.data = std::make_unique<http::Server>(data_opts, std::move(data_plane));
   if (Status st = s.data->start(); !st) return st;
 
   runtime::AdminView view;
@@ -271,6 +355,12 @@ Status Application::start() {
   view.in_flight = [this] { return impl_->data->inFlight(); };
   view.control = s.plugin_control.get();
   view.jobs = s.jobs_admin.get();
+  s.system_admin = std::make_unique<runtime::SystemAdmin>(*s.system_grants, *s.plugins);
+  view.system = s.system_admin.get();
+  view.gate = s.admin_gate.get();
+  view.admin_tokens = s.admin_tokens.get();
+  s.plugin_admin_routes = std::make_unique<admin::PluginAdminRoutes>(s.routes);
+  view.plugin_routes = s.plugin_admin_routes.get();
   http::ServerOptions admin_opts{.name = "admin",
                                  .host = s.cfg.admin.listen.host,
                                  .port = s.cfg.admin.listen.port,
@@ -304,6 +394,7 @@ void Application::stop() {
   s.events.flush();
   if (s.jobs) s.jobs->stop();  // no new runs; the plugins' running ones end as they stop
   if (s.plugins) s.plugins->stopAll();
+  if (s.usage) s.usage->stop();  // what the drained requests produced reaches the journal
   spdlog::info("trellisd stopped");
 }
 

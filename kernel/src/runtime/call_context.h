@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "runtime/plugin_instance.h"
+#include "services/usage/usage_record.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/plugin.h"
@@ -58,6 +59,8 @@ struct trellis_ctx {
   // that quota's status (429 host calls, 507 storage) instead of a generic error.
   const char* refused_quota = nullptr;
   uint64_t refused_limit = 0;
+  // What the services this call used measured, for its usage record (host_calls above).
+  trellis::kernel::services::usage::Counters usage;
 };
 
 struct trellis_request {

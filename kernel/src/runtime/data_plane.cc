@@ -7,8 +7,10 @@
 #include "runtime/bearer.h"
 #include "runtime/call_context.h"
 #include "runtime/responses.h"
+#include "services/usage/usage_stream.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/request_id.h"
+#include "trellis/kernel/lua/sandbox.h"
 
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
@@ -118,7 +120,7 @@ void addTraceId(http::Response& res, std::string_view trace_id) {
 DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
                      tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
                      metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
-                     lua::PolicyEngine* policy)
+                     lua::PolicyEngine* policy, services::usage::UsageStream* usage)
     : routes_(routes),
       tenants_(tenants),
       admission_(admission),
@@ -135,7 +137,8 @@ DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& 
                            .labels({})),
       quota_rejections_(metrics.counter("trellis_quota_rejections_total",
                                         "Requests refused by a tenant quota", {"quota"})),
-      policy_(policy) {
+      policy_(policy),
+      usage_(usage) {
   auto& family = metrics.counter("trellis_http_requests_total",
                                  "Data-plane requests by status class", {"plane", "code"});
   const char* classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -152,11 +155,23 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   if (isHealthProbe(pathOf(req.target()))) return std::nullopt;
   const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
+  authFailed(who, req, peer);
   const std::string request_id = http::newRequestId();
   auto res = tenantRefusal(who, req, request_id);
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
-  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace);
+  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace, {who.key_id});
   return res;
+}
+
+void DataPlane::authFailed(const tenants::Resolution& who, const http::Request& req,
+                           const http::Peer& peer) const {
+  using Outcome = tenants::Resolution::Outcome;
+  if (!on_auth_failure_ || who.outcome == Outcome::kSuspended) return;
+  on_auth_failure_(bearerCredential(req), peer,
+                   who.outcome == Outcome::kExpiredKey   ? "expired key"
+                   : who.outcome == Outcome::kRevokedKey ? "revoked key"
+                   : bearerCredential(req).empty()       ? "no key"
+                                                         : "unknown key");
 }
 
 void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond respond) {
@@ -175,15 +190,16 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
 
   const services::TraceContext trace = acceptTrace(req);
-  auto reject = [&](http::Response res, std::string_view tenant) {
-    finish(req, peer, res, request_id, tenant, nullptr, started, trace);
+  auto reject = [&](http::Response res, std::string_view tenant, std::string_view key_id) {
+    finish(req, peer, res, request_id, tenant, nullptr, started, trace, {key_id});
     respond(std::move(res));
   };
 
   // Tenant.
   const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
   if (who.outcome != tenants::Resolution::Outcome::kOk) {
-    reject(tenantRefusal(who, req, request_id), tenantOf(who));
+    authFailed(who, req, peer);
+    reject(tenantRefusal(who, req, request_id), tenantOf(who), who.key_id);
     return;
   }
   const tenants::TenantView& tenant = *who.tenant;
@@ -204,7 +220,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
                        {{"request_id", request_id}}, &req)
                  : http::problem(404, "Not Found", "no route for " + std::string(path),
                                  {{"request_id", request_id}}, &req),
-           tenant.id);
+           tenant.id, who.key_id);
     return;
   }
 
@@ -240,7 +256,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
         lua::applyHeaderEdits(v.headers, res.base());
       }
     }
-    finish(req, peer, res, request_id, tenant.id, nullptr, started, trace);
+    finish(req, peer, res, request_id, tenant.id, nullptr, started, trace,
+           {who.key_id, r.decision_id});
     if (r.quota == "requests_per_second") {
       // The client may retry after reset_seconds anyway; answering then, not now, keeps a
       // flooding connection from taking the event loop from other tenants.
@@ -257,13 +274,17 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   const RouteTarget& route = table->targets[match->target];
   const bool policy_active = policy_ && policy_->active();
   lua::RequestContext rc;
+  std::string decision_id;
   if (policy_active) {
     rc = policyContext(tenant, who.key_id, peer, route);
     auto v = policy_->onRequest(rc, req);
+    decision_id = std::move(v.decision_id);
     if (v.action == lua::Verdict::Action::kDeny) {
+      if (on_policy_denial_) on_policy_denial_(tenant.id, route.pattern, v, request_id);
       auto res = policyRefusal(req, v, request_id);
       addRateLimitHeaders(res, ticket);
-      finish(req, peer, res, request_id, tenant.id, &route, started, trace);
+      finish(req, peer, res, request_id, tenant.id, &route, started, trace,
+             {who.key_id, decision_id});
       respond(std::move(res));
       return;
     }
@@ -271,34 +292,38 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
   // Call, then after (metrics, access log): inline, or on the blocking pool.
   if (!route.blocking) {
-    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id, trace);
+    RequestFacts facts{who.key_id, decision_id, {}};
+    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id, trace,
+                      facts.counters);
     if (policy_active) policyOnResponse(rc, req, res);
     addRateLimitHeaders(res, ticket);
-    finish(req, peer, res, request_id, tenant.id, &route, started, trace);
+    finish(req, peer, res, request_id, tenant.id, &route, started, trace, facts);
     respond(std::move(res));
     return;
   }
   // The request, the strings it views and the tenant snapshot stay alive until `respond`.
   auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
-  bool queued =
-      pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
-                       match = std::move(*match), path, query, request_id, started, respond,
-                       ticket_ptr, policy_active, key_id = who.key_id, trace]() mutable {
-        auto res = invoke(route, tenant, key_id, req, match, path, query, request_id, trace);
-        if (policy_active) {
-          policyOnResponse(policyContext(tenant, key_id, peer, route), req, res);
-        }
-        addRateLimitHeaders(res, *ticket_ptr);
-        finish(req, peer, res, request_id, tenant.id, &route, started, trace);
-        ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
-        respond(std::move(res));
-      });
+  bool queued = pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
+                                 match = std::move(*match), path, query, request_id, started,
+                                 respond, ticket_ptr, policy_active, key_id = who.key_id, trace,
+                                 decision_id = std::move(decision_id)]() mutable {
+    RequestFacts facts{key_id, decision_id, {}};
+    auto res =
+        invoke(route, tenant, key_id, req, match, path, query, request_id, trace, facts.counters);
+    if (policy_active) {
+      policyOnResponse(policyContext(tenant, key_id, peer, route), req, res);
+    }
+    addRateLimitHeaders(res, *ticket_ptr);
+    finish(req, peer, res, request_id, tenant.id, &route, started, trace, facts);
+    ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
+    respond(std::move(res));
+  });
   if (!queued) {
     pool_rejections_.add(1);
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
                              {{"request_id", request_id}}, &req);
     res.set(bhttp::field::retry_after, "1");
-    reject(std::move(res), tenant.id);
+    reject(std::move(res), tenant.id, who.key_id);
   }
 }
 
@@ -306,7 +331,8 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
                                  std::string_view principal, const http::Request& req,
                                  const http::RouteMatch& match, std::string_view path,
                                  std::string_view query, const std::string& request_id,
-                                 const services::TraceContext& trace) {
+                                 const services::TraceContext& trace,
+                                 services::usage::Counters& counters) {
   // A path parameter that does not decode (a bad %xx, or an encoded NUL, which C code
   // would truncate at) is the client's mistake: 400 before any plugin sees it.
   for (const auto& [name, raw] : match.params) {
@@ -336,12 +362,16 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
   response.http.result(bhttp::status::ok);
 
   trellis_status status = TRELLIS_INTERNAL;
+  const uint64_t lua_before = lua::Sandbox::threadInstructions();
   try {
     CallScope scope(&ctx);
     status = target.handler(target.user, &ctx, &request, &response);
   } catch (...) {  // a plugin broke the ABI rule; contain it anyway
     ctx.error = "exception escaped the plugin handler";
   }
+  counters = ctx.usage;
+  counters.host_calls = ctx.host_calls;
+  counters.lua_instructions = lua::Sandbox::threadInstructions() - lua_before;
   if (status == TRELLIS_OK) {
     response.http.keep_alive(req.keep_alive());
     response.http.set("X-Request-Id", request_id);
@@ -390,6 +420,7 @@ void DataPlane::policyOnResponse(const lua::RequestContext& rc, const http::Requ
     lua::applyHeaderEdits(v.headers, res.base());
   } else if (v.action == lua::Verdict::Action::kDeny) {  // failed closed
     std::string request_id(res["X-Request-Id"]);
+    if (on_policy_denial_) on_policy_denial_(rc.tenant->id, rc.route, v, request_id);
     res = policyRefusal(req, v, request_id);
   }
 }
@@ -397,7 +428,7 @@ void DataPlane::policyOnResponse(const lua::RequestContext& rc, const http::Requ
 void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::Response& res,
                        const std::string& request_id, std::string_view tenant,
                        const RouteTarget* target, Clock::time_point started,
-                       const services::TraceContext& trace) {
+                       const services::TraceContext& trace, const RequestFacts& facts) {
   // Every answer carries the ids, whatever a policy did to the headers.
   res.set("X-Request-Id", request_id);
   addTraceId(res, trace.traceId());
@@ -406,6 +437,9 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
   unsigned status = res.result_int();
   requests_by_class_[status >= 100 && status < 600 ? status / 100 : 0]->add(1);
   latency_.observe(static_cast<double>(micros) / 1e6);
+  if (usage_) {
+    recordUsage(req, res, request_id, tenant, target, static_cast<uint64_t>(micros), trace, facts);
+  }
   if (!access_log_.enabled()) return;
   std::string_view target_str = req.target();
   access_log_.record({request_id, "data", peer.address, tenant, req.method_string(),
@@ -413,6 +447,37 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
                       target ? std::string_view(target->pattern) : std::string_view(),
                       target ? std::string_view(target->plugin->id()) : std::string_view(),
                       trace.traceId(), status, res.body().size(), static_cast<uint64_t>(micros)});
+}
+
+}  // namespace trellis::kernel::runtime
+
+namespace trellis::kernel::runtime {
+
+// The usage stage: one record per answer, queued for the journal (no disk on this thread).
+void DataPlane::recordUsage(const http::Request& req, const http::Response& res,
+                            const std::string& request_id, std::string_view tenant,
+                            const RouteTarget* target, uint64_t micros,
+                            const services::TraceContext& trace, const RequestFacts& facts) {
+  services::usage::UsageRecord r;
+  r.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  r.tenant = tenant;
+  r.key_id = facts.key_id;
+  if (target) {
+    r.plugin = target->plugin->id();
+    r.route = target->pattern;
+  }
+  r.method = req.method_string();
+  r.status = res.result_int();
+  r.bytes_in = req.body().size();
+  r.bytes_out = res.body().size();
+  r.duration_us = micros;
+  r.counters = facts.counters;
+  r.decision_id = facts.decision_id;
+  r.trace_id = trace.traceId();
+  r.request_id = request_id;
+  usage_->record(std::move(r));
 }
 
 }  // namespace trellis::kernel::runtime

@@ -4,16 +4,19 @@
 // routes are hidden), admission against the tenant's quotas (413/429 with RateLimit-*
 // headers), the admin policy, and the call through the C ABI — inline on the event loop, or
 // on the blocking pool for routes the manifest declares blocking. Every answer carries
-// X-Request-Id.
+// X-Request-Id. The last stage, after, also hands a usage record of every answer (refusals
+// included) to the usage stream.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <functional>
 
 #include "runtime/access_log.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/tarpit.h"
 #include "services/trace/trace_context.h"
+#include "services/usage/usage_record.h"
 #include "trellis/kernel/exec/blocking_pool.h"
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/lua/policy_engine.h"
@@ -21,17 +24,40 @@
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
 
+namespace trellis::kernel::services::usage {
+class UsageStream;
+}
+
 namespace trellis::kernel::runtime {
+
+// What the stages learned about a request that its usage record names.
+struct RequestFacts {
+  std::string_view key_id;
+  std::string_view decision_id;  // the quota's or the policy's
+  services::usage::Counters counters;
+};
 
 class DataPlane : public http::RequestHandler {
  public:
   DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& tenants,
             tenants::Admission& admission, exec::BlockingPool& pool, AccessLog& access_log,
             metrics::MetricsRegistry& metrics, const std::atomic<bool>& ready,
-            lua::PolicyEngine* policy = nullptr);
+            lua::PolicyEngine* policy = nullptr, services::usage::UsageStream* usage = nullptr);
 
   std::optional<http::Response> screen(const http::Request& req, const http::Peer& peer) override;
   void handle(http::Request& req, const http::Peer& peer, http::Respond respond) override;
+
+  // Told of every request refused for an unknown, expired or revoked key (the audit
+  // stream aggregates them). Set before serving; runs on the event loop, so it must not block.
+  using AuthFailureFn = std::function<void(std::string_view credential, const http::Peer& peer,
+                                           std::string_view reason)>;
+  void onAuthFailure(AuthFailureFn fn) { on_auth_failure_ = std::move(fn); }
+  // Told of every request an admin policy refused (a deny, or a failure with fail closed),
+  // in on_request or on_response. Same rules as onAuthFailure.
+  using PolicyDenialFn =
+      std::function<void(std::string_view tenant, std::string_view route,
+                         const lua::Verdict& verdict, std::string_view request_id)>;
+  void onPolicyDenial(PolicyDenialFn fn) { on_policy_denial_ = std::move(fn); }
 
  private:
   // `principal`: the id of the key that authenticated the request.
@@ -39,18 +65,28 @@ class DataPlane : public http::RequestHandler {
                         std::string_view principal, const http::Request& req,
                         const http::RouteMatch& match, std::string_view path,
                         std::string_view query, const std::string& request_id,
-                        const services::TraceContext& trace);
+                        const services::TraceContext& trace, services::usage::Counters& counters);
   // Admin policy hooks (only called when a policy is active).
   lua::RequestContext policyContext(const tenants::TenantView& tenant, std::string_view key_id,
                                     const http::Peer& peer, const RouteTarget& route) const;
   void policyOnResponse(const lua::RequestContext& rc, const http::Request& req,
                         http::Response& res);
-  // Every answer but health probes passes here: metrics, the trace id in problem bodies, and
-  // the access log.
+  // Every answer but health probes passes here (the after stage): metrics, the trace id in
+  // problem bodies, the access log and the usage record.
   void finish(const http::Request& req, const http::Peer& peer, http::Response& res,
               const std::string& request_id, std::string_view tenant, const RouteTarget* target,
-              std::chrono::steady_clock::time_point started, const services::TraceContext& trace);
+              std::chrono::steady_clock::time_point started, const services::TraceContext& trace,
+              const RequestFacts& facts = {});
+  void recordUsage(const http::Request& req, const http::Response& res,
+                   const std::string& request_id, std::string_view tenant,
+                   const RouteTarget* target, uint64_t micros, const services::TraceContext& trace,
+                   const RequestFacts& facts);
 
+  void authFailed(const tenants::Resolution& who, const http::Request& req,
+                  const http::Peer& peer) const;
+
+  AuthFailureFn on_auth_failure_;
+  PolicyDenialFn on_policy_denial_;
   const ActiveRoutes& routes_;  // swapped whole by hot activation
   const tenants::TenantRegistry& tenants_;
   tenants::Admission& admission_;
@@ -61,8 +97,9 @@ class DataPlane : public http::RequestHandler {
   metrics::Histogram& latency_;
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
-  lua::PolicyEngine* policy_;  // null: no policies (tests, tools)
-  Tarpit tarpit_;              // rate-limit refusals wait here, so floods cannot hog the event loop
+  lua::PolicyEngine* policy_;            // null: no policies (tests, tools)
+  services::usage::UsageStream* usage_;  // null: no usage records (tests, tools)
+  Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 
 }  // namespace trellis::kernel::runtime

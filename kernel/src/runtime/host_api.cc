@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "admin/admin_abi.h"
 #include "runtime/call_context.h"
 #include "runtime/self_service.h"
 #include "services/blobs/blob_abi.h"
@@ -20,6 +21,7 @@
 #include "services/jobs/job_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
+#include "services/usage/usage_abi.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/metrics/registry.h"
@@ -41,8 +43,17 @@ thread_local std::array<const trellis_ctx*, 16> tls_live{};
 thread_local size_t tls_depth = 0;
 
 // KV calls need a tenant: every piece of plugin data belongs to one.
+// A tenant's ctx reaches that tenant's storage; a system plugin's ctx without a tenant
+// (admin routes, on_init, on_start) reaches the plugin's own system storage.
 trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
-  trellis_ctx* ctx = services::enter(c, "kv", "kv", services::Tenant::kRequired, refused);
+  trellis_ctx* ctx = services::enter(c, "kv", "kv", services::Tenant::kOptional, refused);
+  if (ctx && !ctx->tenant && !ctx->plugin->isSystemPlugin()) {
+    ctx->error =
+        "kv needs a tenant: call it from a request, job, service or event handler "
+        "(only a system plugin has storage of its own outside tenants)";
+    *refused = TRELLIS_INVALID;
+    return nullptr;
+  }
   if (ctx && !ctx->plugin->services().kv) {
     ctx->error = "this host has no key/value store";
     *refused = TRELLIS_UNAVAILABLE;
@@ -52,6 +63,7 @@ trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
 }
 
 storage::Scope scopeOf(const trellis_ctx* ctx) {
+  if (!ctx->tenant) return {std::string(storage::kSystemScopeTenant), ctx->plugin->id()};
   return {ctx->tenant->id, ctx->plugin->id(), ctx->tenant->quotas.max_storage_bytes};
 }
 
@@ -291,7 +303,7 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
   trellis_ctx* ctx = kvCall(c, &refused);
   if (!ctx) return refused;
   auto v = ctx->plugin->services().kv->put(scopeOf(ctx), view(key), view(value), expected_version);
-  if (!v && v.status().code() == StatusCode::kQuotaExceeded) {
+  if (!v && v.status().code() == StatusCode::kQuotaExceeded && ctx->tenant) {
     return refuseQuota(ctx, "max_storage_bytes", ctx->tenant->quotas.max_storage_bytes.value_or(0),
                        v.status().message());
   }
@@ -610,8 +622,13 @@ constexpr trellis_host_api kHostApi = {
     services::blobDelete,
     services::blobList,
     resProblem,
+    admin::auditEmit,
+    admin::adminRouteAdd,
+    services::usageSubscribe,
+    services::usageAck,
+    services::usageEmit,
 };
-static_assert(offsetof(trellis_host_api, res_problem) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, usage_emit) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

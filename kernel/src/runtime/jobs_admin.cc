@@ -34,6 +34,8 @@ Object::Ptr jobJson(const services::Job& j) {
   o->set("attempts", j.attempts);
   o->set("max_attempts", j.max_attempts);
   if (!j.last_error.empty()) o->set("last_error", j.last_error);
+  if (!j.running_on.empty()) o->set("running_on", j.running_on);
+  if (j.overruns) o->set("overruns", j.overruns);
   return o;
 }
 

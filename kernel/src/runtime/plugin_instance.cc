@@ -7,7 +7,14 @@
 
 #include <sstream>
 
+#include "runtime/system_grants.h"
+
 namespace trellis::kernel::runtime {
+
+bool PluginInstance::isSystemPlugin() const {
+  return manifest_.scope == plugin::PluginScope::System && services_.system_grants &&
+         services_.system_grants->isGranted(manifest_.id);
+}
 
 Result<std::string_view> PluginInstance::config(std::string_view path) {
   std::lock_guard lock(config_mu_);

@@ -17,6 +17,7 @@
 #include "trellis/kernel/plugin/manifest.h"
 #include "trellis/kernel/plugin/native_library.h"
 #include "trellis/plugin.h"
+#include "worker/host_side/worker_plugin.h"
 
 namespace trellis::kernel::events {
 class EventBus;
@@ -43,11 +44,15 @@ class BlobStore;
 namespace egress {
 class EgressService;
 }
+namespace usage {
+class UsageStream;
+}
 }  // namespace trellis::kernel::services
 
 namespace trellis::kernel::runtime {
 
 class SelfService;
+class SystemGrants;
 
 // Kernel services every plugin reaches through the host table.
 struct HostServices {
@@ -61,6 +66,8 @@ struct HostServices {
   services::JobScheduler* jobs = nullptr;                 // jobs and timers
   services::blobs::BlobStore* blobs = nullptr;            // null = no blob storage
   services::egress::EgressService* egress = nullptr;      // null = no egress
+  const SystemGrants* system_grants = nullptr;            // the operator's; null = none granted
+  services::usage::UsageStream* usage = nullptr;          // null = no usage stream
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };
@@ -72,6 +79,16 @@ struct RouteRegistration {
   trellis_handler_fn handler = nullptr;
   void* user = nullptr;
   bool blocking = false;
+};
+
+// A route on the admin port (admin_route_add; system plugins only), with the admin role
+// it declares ("admin", "operator", "auditor", "billing").
+struct AdminRouteRegistration {
+  std::string method;
+  std::string pattern;  // always under /v1/x/<namespace>/<name>/
+  std::string role;
+  trellis_handler_fn handler = nullptr;
+  void* user = nullptr;
 };
 
 // A method a provider registered with service_provide.
@@ -99,6 +116,11 @@ class PluginInstance {
   const std::filesystem::path& dir() const { return dir_; }
   const HostServices& services() const { return services_; }
 
+  // True while this plugin has system scope: its manifest asks for "scope": "system" and
+  // the operator's grant stands (runtime/system_grants.h). Asked live, so a revoked grant
+  // ends the plugin's system powers at once. Thread-safe.
+  bool isSystemPlugin() const;
+
   // Dotted-path lookup in the plugin's config; the returned view stays valid for the
   // plugin's lifetime (answers are cached). NOT_FOUND if absent.
   Result<std::string_view> config(std::string_view path);
@@ -109,21 +131,29 @@ class PluginInstance {
 
   std::unique_ptr<plugin::NativeLibrary> library;  // runtime "native"
   std::unique_ptr<lua::LuaPlugin> lua;             // runtime "lua"
+  std::unique_ptr<worker::WorkerPlugin> worker;    // runtime "native", isolation: process
   void* plugin_state = nullptr;                    // from on_init
 
   // The hooks of whichever runtime loaded the plugin; null before loading.
   const trellis_plugin* descriptor() const {
-    return library ? &library->descriptor() : lua ? &lua->descriptor() : nullptr;
+    return library  ? &library->descriptor()
+           : lua    ? &lua->descriptor()
+           : worker ? &worker->descriptor()
+                    : nullptr;
   }
 
   // Filled during on_init.
   std::vector<RouteRegistration> routes;
+  std::vector<AdminRouteRegistration> admin_routes;
   std::vector<uint64_t> subscriptions;
   std::vector<MetricSlot> metrics;
   ServiceMethods service_methods;
   // The job handler set with job_handler; null = the plugin runs no jobs.
   trellis_job_fn job_fn = nullptr;
   void* job_user = nullptr;
+  // The usage stream handler set with usage_subscribe; null = not a subscriber.
+  trellis_usage_fn usage_fn = nullptr;
+  void* usage_user = nullptr;
 
   std::atomic<uint64_t> denied_calls{0};
 

@@ -9,12 +9,16 @@
 #include <thread>
 
 #include "runtime/call_context.h"
+#include "runtime/system_grants.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
 #include "services/jobs/scheduler.h"
+#include "services/usage/usage_stream.h"
 #include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/plugin/install_lock.h"
 #include "trellis/kernel/plugin/resolver.h"
+#include "trellis/kernel/util/json.h"
 #include "trellis/tenants/identity.h"
 
 namespace trellis::kernel::runtime {
@@ -112,6 +116,34 @@ std::string routeShape(std::string_view pattern) {
   return shape;
 }
 
+// Third-party native plugins from a marketplace run in a worker unless the operator says
+// otherwise; first-party ones ("trellis/…") and plugins put in place by hand run in process.
+bool runsInWorker(const PluginInstance& p, const config::PluginEntry& entry) {
+  if (entry.isolation != config::Isolation::kDefault) {
+    return entry.isolation == config::Isolation::kProcess;
+  }
+  if (p.id().rfind("trellis/", 0) == 0) return false;
+  auto lock = plugin::readInstallLock(p.dir().parent_path());
+  return lock && lock->locked.count(p.id()) > 0;
+}
+
+worker::WorkerOptions workerOptions(const config::WorkerConfig& c) {
+  worker::WorkerOptions o;
+  o.binary = c.binary;
+  if (o.binary.empty()) {
+    std::error_code ec;
+    o.binary = fs::read_symlink("/proc/self/exe", ec).parent_path() / "trellis-worker";
+  }
+  o.channels = static_cast<int>(c.channels);
+  o.call_timeout = c.call_timeout;
+  o.sandbox = c.sandbox;
+  o.user = c.user;
+  o.max_memory_bytes = c.max_memory_bytes;
+  o.max_files = c.max_files;
+  o.max_cpu_seconds = c.max_cpu_seconds;
+  return o;
+}
+
 }  // namespace
 
 PluginManager::~PluginManager() {
@@ -120,6 +152,14 @@ PluginManager::~PluginManager() {
 
 void PluginManager::fail(PluginInstance& p, std::string why) {
   spdlog::error("plugin {} failed: {}", p.id(), why);
+  if (services_.events) {  // the audit stream records it (admin/audit_stream.h)
+    std::string payload = "{\"plugin\":";
+    util::appendJsonString(payload, p.id());
+    payload += ",\"reason\":";
+    util::appendJsonString(payload, why);
+    payload += "}";
+    services_.events->publish({"", "kernel", "audit.plugin_failed", std::move(payload)});
+  }
   stopPlugin(p);
   p.state = PluginState::kFailed;
   p.error = std::move(why);
@@ -156,7 +196,7 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
         std::make_unique<PluginInstance>(best->manifest, best->dir, entry.config_json, services_);
     PluginInstance& inst = *p;
     by_id_[entry.id] = std::move(p);
-    if (Status s = loadPlugin(inst, entry.lua); !s) {
+    if (Status s = loadPlugin(inst, entry); !s) {
       fail(inst, s.message());
       continue;
     }
@@ -216,9 +256,13 @@ void PluginManager::startAll(const std::vector<fs::path>& dirs,
 }
 
 Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
-                               const config::LuaBudget& budget) {
+                               const config::PluginEntry& entry) {
+  const config::LuaBudget& budget = entry.lua;
   const plugin::Manifest& m = p.manifest();
   if (m.runtime == "lua") {
+    if (entry.isolation == config::Isolation::kProcess) {
+      return Status::unimplemented("isolation: process is not available for Lua plugins yet");
+    }
     // The adapter builds each thread's Lua state under an init ctx of this plugin.
     auto with_init_ctx = [plugin = &p](const std::function<void(const trellis_ctx*)>& fn) {
       trellis_ctx ctx;
@@ -233,13 +277,28 @@ Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
     p.lua = std::move(*lua);
     return Status::ok();
   }
+  // A system plugin is trusted by the operator's grant, and its admin routes and usage
+  // subscription are host threads calling into it, which a worker does not offer yet.
+  const bool system = m.scope == plugin::PluginScope::System;
+  if (system && entry.isolation == config::Isolation::kProcess) {
+    return Status::unimplemented(
+        "isolation: process is not available for system plugins yet (admin routes and the "
+        "usage stream call into the plugin in process)");
+  }
+  if (!system && runsInWorker(p, entry)) {
+    auto worker = worker::WorkerPlugin::open(p, p.dir() / entry_file, workerOptions(worker_config_),
+                                             entry.dedicated_tenants);
+    if (!worker) return worker.status();
+    p.worker = std::move(*worker);
+    return Status::ok();
+  }
   auto library = plugin::NativeLibrary::open(p.dir() / entry_file, m);
   if (!library) return library.status();
   p.library = std::move(*library);
   return Status::ok();
 }
 
-Status PluginManager::loadPlugin(PluginInstance& inst, const config::LuaBudget& budget) {
+Status PluginManager::loadPlugin(PluginInstance& inst, const config::PluginEntry& entry) {
   static const auto host_version = plugin::Version::parse(TRELLIS_VERSION);
   const auto& m = inst.manifest();
   if (m.host && host_version && !m.host->contains(*host_version)) {
@@ -247,10 +306,48 @@ Status PluginManager::loadPlugin(PluginInstance& inst, const config::LuaBudget& 
   }
   auto entry_file = m.entryForThisPlatform();
   if (!entry_file) return entry_file.status();
+  if (Status s = checkScope(inst); !s) return s;
   if (Status s = verifyFiles(m, inst.dir()); !s) return s;
-  if (Status s = loadCode(inst, *entry_file, budget); !s) return s;
+  if (Status s = loadCode(inst, *entry_file, entry); !s) return s;
   inst.state = PluginState::kLoaded;
   return Status::ok();
+}
+
+Status PluginManager::checkScope(const PluginInstance& p) {
+  const bool asks = p.manifest().scope == plugin::PluginScope::System;
+  const bool granted = services_.system_grants && services_.system_grants->isGranted(p.id());
+  if (asks == granted) return Status::ok();
+  // Either way the operator and the package disagree about what this plugin may do.
+  std::string why =
+      asks ? "asks for \"scope\": \"system\", which only the operator can grant (set "
+             "`system: true` on its plugins.enabled entry in trellis.yaml, or `trellis plugin "
+             "grant-system " +
+                 p.id() + "`); refused"
+           : "is granted system scope but its manifest asks for \"scope\": \"tenant\"; "
+             "remove the grant or install a version that asks for system scope";
+  if (services_.metrics) {
+    services_.metrics
+        ->counter("trellis_plugin_scope_refusals_total",
+                  "Plugins refused because the scope they ask for and the operator's grant differ",
+                  {"plugin"})
+        .labels({p.id()})
+        .add(1);
+  }
+  if (services_.events) {
+    std::string payload = "{\"plugin\":";
+    util::appendJsonString(payload, p.id());
+    payload += ",\"reason\":";
+    util::appendJsonString(payload, why);
+    payload += "}";
+    services_.events->publish({"", "kernel", "audit.plugin_scope_refused", std::move(payload)});
+  }
+  return Status::permissionDenied(why);
+}
+
+bool PluginManager::isSystemPlugin(std::string_view id) const {
+  auto it = by_id_.find(std::string(id));
+  return it != by_id_.end() && it->second->state == PluginState::kActive &&
+         it->second->isSystemPlugin();
 }
 
 bool PluginManager::startPlugin(PluginInstance& p) {
@@ -274,6 +371,7 @@ bool PluginManager::startPlugin(PluginInstance& p) {
   // From here on, its services answer calls (a previous version's drain as it stops).
   if (services_.service_registry) services_.service_registry->bind(p);
   if (services_.jobs && p.job_fn) services_.jobs->bind(p);
+  if (services_.usage && p.usage_fn) services_.usage->bind(p);
   spdlog::info("plugin {}@{} active ({} routes)", p.id(), p.manifest().version.toString(),
                p.routes.size());
   return true;
@@ -286,7 +384,7 @@ bool PluginManager::initPlugin(PluginInstance& p) {
   ctx.phase = Phase::kInit;
   trellis_status s = TRELLIS_INTERNAL;
   // C hooks carry no user pointer: the Lua adapter finds its plugin in *state.
-  p.plugin_state = p.lua ? p.lua->hookState() : nullptr;
+  p.plugin_state = p.lua ? p.lua->hookState() : p.worker ? p.worker->hookState() : nullptr;
   {
     CallScope scope(&ctx);
     s = d.on_init(hostApi(), &ctx, &p.plugin_state);
@@ -304,7 +402,8 @@ bool PluginManager::initPlugin(PluginInstance& p) {
 void PluginManager::stopPlugin(PluginInstance& p) {
   // No service call may reach the plugin once it starts tearing down; those running end.
   if (services_.service_registry) services_.service_registry->unbind(p);
-  if (services_.jobs) services_.jobs->unbind(p);  // its job runs finish first
+  if (services_.jobs) services_.jobs->unbind(p);    // its job runs finish first
+  if (services_.usage) services_.usage->unbind(p);  // a batch in progress finishes first
   // No event may reach the plugin once it starts tearing down.
   if (services_.events) {
     for (uint64_t id : p.subscriptions) services_.events->unsubscribe(id);
@@ -333,9 +432,11 @@ void PluginManager::stopPlugin(PluginInstance& p) {
   }
   p.plugin_state = nullptr;
   p.routes.clear();
+  p.admin_routes.clear();
   p.metrics.clear();
   p.library.reset();
   p.lua.reset();
+  p.worker.reset();
   p.state = PluginState::kStopped;
 }
 
@@ -356,9 +457,26 @@ std::string addRoutes(RouteTable& table, PluginInstance& p) {
       return conflict;
     }
   }
+  // Admin routes sit under the plugin's own /v1/x/<id>/ prefix, so they cannot collide
+  // with another plugin's; they are served only while the plugin holds system scope.
+  http::Router admin_trial = table.admin_router;
+  if (p.isSystemPlugin()) {
+    for (size_t i = 0; i < p.admin_routes.size(); ++i) {
+      const auto& r = p.admin_routes[i];
+      if (Status s = admin_trial.add(r.method, r.pattern, table.admin_targets.size() + i); !s) {
+        return "admin route " + r.method + " " + r.pattern + ": " + s.message();
+      }
+    }
+  }
   table.router = std::move(trial);
   for (const auto& r : p.routes) {
     table.targets.push_back({&p, r.handler, r.user, r.blocking, r.method, r.pattern});
+  }
+  if (p.isSystemPlugin()) {
+    table.admin_router = std::move(admin_trial);
+    for (const auto& r : p.admin_routes) {
+      table.admin_targets.push_back({&p, r.handler, r.user, r.method, r.pattern, r.role});
+    }
   }
   return "";
 }
@@ -454,15 +572,14 @@ Result<PluginManager::Activation> PluginManager::activate(
     }
   }
 
-  std::string config_json = "{}";
-  config::LuaBudget lua_budget;
+  config::PluginEntry entry;
+  entry.id = id;
   for (const auto& e : enabled_) {
-    if (e.id != id) continue;
-    config_json = e.config_json;
-    lua_budget = e.lua;
+    if (e.id == id) entry = e;
   }
-  auto next = std::make_unique<PluginInstance>(best.manifest, best.dir, config_json, services_);
-  if (Status s = loadPlugin(*next, lua_budget); !s)
+  auto next =
+      std::make_unique<PluginInstance>(best.manifest, best.dir, entry.config_json, services_);
+  if (Status s = loadPlugin(*next, entry); !s)
     return Status(s.code(), id + "@" + version + ": " + s.message());
   // The new version starts while the old one still serves; on any failure it is torn down
   // (fail() stops it) and the old one is untouched.

@@ -34,9 +34,22 @@ struct RouteTarget {
   std::string pattern;
 };
 
+// A system plugin's route on the admin port (admin_route_add), with its declared role.
+struct AdminRouteTarget {
+  PluginInstance* plugin = nullptr;
+  trellis_handler_fn handler = nullptr;
+  void* user = nullptr;
+  std::string method;
+  std::string pattern;
+  std::string role;
+};
+
 struct RouteTable {
   http::Router router;
   std::vector<RouteTarget> targets;  // indexed by the router's target
+  // Admin routes of active system plugins, /v1/x/<ns>/<name>/… (admin/plugin_admin_routes.h).
+  http::Router admin_router;
+  std::vector<AdminRouteTarget> admin_targets;
 };
 
 // The route table the data plane serves, replaced whole by hot activation. Each request
@@ -103,6 +116,14 @@ class PluginManager {
   Result<Activation> deactivate(const std::string& id, ActiveRoutes& routes,
                                 std::chrono::milliseconds drain);
 
+  // How plugins with isolation: process run (before startAll).
+  void setWorkerConfig(const config::WorkerConfig& worker) { worker_config_ = worker; }
+
+  // True if `id` runs now as a system plugin (PluginInstance::isSystemPlugin): its manifest
+  // asks for "scope": "system", the operator granted it, and it is active. Call from the
+  // admin thread, as the other members; other threads ask the PluginInstance itself.
+  bool isSystemPlugin(std::string_view id) const;
+
   // Every enabled plugin in start order, failed ones included.
   std::vector<const PluginInstance*> plugins() const;
   const std::vector<BrokenPackage>& broken() const { return broken_; }
@@ -111,8 +132,10 @@ class PluginManager {
   void fail(PluginInstance& p, std::string why);
   // Opens the plugin's code for its runtime: a native library, or the Lua adapter.
   Status loadCode(PluginInstance& p, const std::string& entry_file,
-                  const config::LuaBudget& budget);
-  Status loadPlugin(PluginInstance& p, const config::LuaBudget& budget);
+                  const config::PluginEntry& entry);
+  Status loadPlugin(PluginInstance& p, const config::PluginEntry& entry);
+  // The scope the manifest asks for against the operator's grant, before any code loads.
+  Status checkScope(const PluginInstance& p);
   bool initPlugin(PluginInstance& p);
   bool startPlugin(PluginInstance& p);
   void stopPlugin(PluginInstance& p);
@@ -122,6 +145,7 @@ class PluginManager {
   static bool swapAndDrain(ActiveRoutes& routes, RouteTable next, std::chrono::milliseconds drain);
 
   HostServices services_;
+  config::WorkerConfig worker_config_;
   std::vector<std::filesystem::path> dirs_;
   std::vector<config::PluginEntry> enabled_;
   // Replaced versions that outlived the drain: stopped at shutdown, after the data plane.

@@ -37,7 +37,7 @@ using tenants::PostgresPool;
 using tenants::sql::Query;
 
 Status validateScope(const Scope& scope) {
-  if (!tenants::isValidTenantId(scope.tenant)) {
+  if (!isValidScopeTenant(scope.tenant)) {
     return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
   }
   if (scope.plugin.empty()) return Status::invalid("plugin id is empty");

@@ -33,9 +33,15 @@ std::string connectString(const std::filesystem::path& file) {
 // of the batch can be trusted to commit, so the batch fails as a whole.
 bool failsTheBatch(soci::session& sql, const std::exception& e) {
   if (sqlite_api::sqlite3_get_autocommit(handleOf(sql)) != 0) return true;
-  const auto* err = dynamic_cast<const soci::sqlite3_soci_error*>(&e);
-  if (err == nullptr) return false;
-  switch (err->result() & 0xff) {
+  int code = 0;
+  if (const auto* err = dynamic_cast<const soci::sqlite3_soci_error*>(&e)) {
+    code = err->result();
+  } else if (const auto* err = dynamic_cast<const SqliteError*>(&e)) {
+    code = err->code();
+  } else {
+    return false;
+  }
+  switch (code & 0xff) {
     case SQLITE_FULL:
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
@@ -85,6 +91,9 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::open(const std::filesyst
     std::unique_ptr<SqliteDatabase> db(new SqliteDatabase(file, options));
     soci::session& sql = db->writer_;
     sql.open(soci::sqlite3, connectString(file));
+    // The same C struct: SOCI only declares SQLite's API inside its own namespace.
+    db->writer_statements_ =
+        std::make_unique<SqliteStatements>(reinterpret_cast<::sqlite3*>(handleOf(sql)));
     std::string mode;
     Query(sql, "PRAGMA journal_mode=WAL").into(mode).run();
     if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");
@@ -100,16 +109,20 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::open(const std::filesyst
   }
 }
 
-Status SqliteDatabase::write(const GroupCommit::Work& work) {
-  return commit_.submit(work);
+Status SqliteDatabase::write(const Work& work) {
+  return commit_.submit([&](soci::session& sql) {
+    SqliteConnection c{sql, *writer_statements_};
+    return work(c);
+  });
 }
 
 void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
   soci::session& sql = writer_;
+  SqliteStatements& statements = *writer_statements_;
   try {
     // IMMEDIATE: the write lock up front, so each write's read-check-write is atomic
     // against other processes on the file too (they wait up to the busy timeout).
-    exec(sql, "BEGIN IMMEDIATE");
+    statements.exec("BEGIN IMMEDIATE");
   } catch (const std::exception& e) {
     rollbackQuietly(sql);
     failAll(batch,
@@ -118,7 +131,7 @@ void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
   }
   for (GroupCommit::Write* w : batch) {
     try {
-      exec(sql, "SAVEPOINT w");
+      statements.exec("SAVEPOINT w");
       w->status = (*w->work)(sql);
     } catch (const std::exception& e) {
       if (failsTheBatch(sql, e)) {
@@ -129,8 +142,8 @@ void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
       w->status = Status::unavailable(e.what());
     }
     try {
-      if (!w->status) exec(sql, "ROLLBACK TO w");
-      exec(sql, "RELEASE w");
+      if (!w->status) statements.exec("ROLLBACK TO w");
+      statements.exec("RELEASE w");
     } catch (const std::exception& e) {
       rollbackQuietly(sql);
       failAll(batch, Status::unavailable(std::string("write batch rolled back: ") + e.what()));
@@ -138,7 +151,7 @@ void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
     }
   }
   try {
-    exec(sql, "COMMIT");  // appends the batch to the WAL and fsyncs it once
+    statements.exec("COMMIT");  // appends the batch to the WAL and fsyncs it once
   } catch (const std::exception& e) {
     rollbackQuietly(sql);
     failAll(batch, Status::unavailable(std::string("commit failed, nothing of this batch was "
@@ -147,15 +160,17 @@ void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
   }
 }
 
-std::unique_ptr<soci::session> SqliteDatabase::openReader() const {
-  auto s = std::make_unique<soci::session>(soci::sqlite3, connectString(file_));
-  exec(*s, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
-  exec(*s, "PRAGMA query_only=1");
-  return s;
+SqliteDatabase::Reader SqliteDatabase::openReader() const {
+  Reader r;
+  r.sql = std::make_unique<soci::session>(soci::sqlite3, connectString(file_));
+  exec(*r.sql, "PRAGMA busy_timeout=" + std::to_string(kBusyTimeoutMs));
+  exec(*r.sql, "PRAGMA query_only=1");
+  r.statements = std::make_unique<SqliteStatements>(reinterpret_cast<::sqlite3*>(handleOf(*r.sql)));
+  return r;
 }
 
-Status SqliteDatabase::read(const std::function<Status(soci::session&)>& fn) {
-  std::unique_ptr<soci::session> reader;
+Status SqliteDatabase::read(const Work& work) {
+  Reader reader;
   {
     std::lock_guard lock(readers_mu_);
     if (!idle_readers_.empty()) {
@@ -164,8 +179,9 @@ Status SqliteDatabase::read(const std::function<Status(soci::session&)>& fn) {
     }
   }
   try {
-    if (!reader) reader = openReader();
-    Status s = fn(*reader);
+    if (!reader.sql) reader = openReader();
+    SqliteConnection c{*reader.sql, *reader.statements};
+    Status s = work(c);
     std::lock_guard lock(readers_mu_);
     if (idle_readers_.size() < options_.max_idle_readers) {
       idle_readers_.push_back(std::move(reader));

@@ -5,11 +5,12 @@
 // Each file is a SqliteDatabase: put() and remove() are group-committed (concurrent
 // writes of a tenant share one transaction and one WAL fsync, each in its own savepoint,
 // each answered after the fsync that covers it), and get() and list() run on reader
-// connections that never wait for a writer.
+// connections that never wait for a writer. The statements of get, put and remove are
+// compiled once per connection (sqlite_statements.h).
 //
-// Keys and values are bound as strings (SOCI 4.0's sqlite3 backend passes the length, so
-// NUL bytes survive) and CAST to BLOB in SQL, so every stored key is a BLOB and compares
-// with memcmp: byte order for list(), and no collation or UTF-8 rules apply.
+// Keys and values are bound as text with their length (so NUL bytes survive) and CAST to
+// BLOB in SQL, so every stored key is a BLOB and compares with memcmp: byte order for
+// list(), and no collation or UTF-8 rules apply.
 //
 // Storage quota: each database keeps its tenant's total (key + value bytes) in the
 // one-row table `usage`. put() and remove() adjust it in the write's own savepoint inside
@@ -58,28 +59,23 @@ Status conflict(uint64_t expected, uint64_t current) {
 }
 
 // The entry's version (kAbsent if there is none) and the bytes it is charged for.
-std::pair<uint64_t, long long> currentEntry(soci::session& sql, const std::string& plugin,
+std::pair<uint64_t, long long> currentEntry(SqliteStatements& stmts, const std::string& plugin,
                                             const std::string& key) {
-  long long version = 0, bytes = 0;
-  bool found = Query(sql,
-                     "SELECT version, length(key) + length(value) FROM kv "
-                     "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-                   .use(plugin)
-                   .use(key)
-                   .into(version)
-                   .into(bytes)
-                   .run();
-  return found ? std::pair{static_cast<uint64_t>(version), bytes} : std::pair{kAbsent, 0LL};
+  auto q = stmts.use(
+      "SELECT version, length(key) + length(value) FROM kv "
+      "WHERE plugin = :p AND key = CAST(:k AS BLOB)");
+  q.bind(plugin).bind(key);
+  if (!q.step()) return {kAbsent, 0LL};
+  return {static_cast<uint64_t>(q.int64(0)), q.int64(1)};
 }
 
-long long usedBytes(soci::session& sql) {
-  long long bytes = 0;
-  Query(sql, "SELECT bytes FROM usage").into(bytes).run();
-  return bytes;
+long long usedBytes(SqliteStatements& stmts) {
+  auto q = stmts.use("SELECT bytes FROM usage");
+  return q.step() ? q.int64(0) : 0;
 }
 
-void addUsage(soci::session& sql, long long delta) {
-  if (delta != 0) Query(sql, "UPDATE usage SET bytes = bytes + :d").use(delta).run();
+void addUsage(SqliteStatements& stmts, long long delta) {
+  if (delta != 0) stmts.use("UPDATE usage SET bytes = bytes + :d").bind(delta).run();
 }
 
 void createSchema(soci::session& sql) {
@@ -104,17 +100,13 @@ class SqliteKvStore final : public KvStore {
     if (auto s = validateKey(key); !s) return s;
     std::string k(key), value;
     long long version = 0;
-    Status s = onTenant(scope, "get", &SqliteDatabase::read, [&](soci::session& sql) {
-      soci::indicator ind = soci::i_ok;
-      bool found =
-          Query(sql, "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-              .use(scope.plugin)
-              .use(k)
-              .into(value, ind)
-              .into(version)
-              .run();
-      if (!found) return Status::notFound("no such key");
-      if (ind == soci::i_null) value.clear();
+    Status s = onTenant(scope, "get", &SqliteDatabase::read, [&](SqliteConnection& c) {
+      auto q = c.statements.use(
+          "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)");
+      q.bind(scope.plugin).bind(k);
+      if (!q.step()) return Status::notFound("no such key");
+      value = q.bytes(0);
+      version = q.int64(1);
       return Status::ok();
     });
     if (!s) return s;
@@ -130,8 +122,8 @@ class SqliteKvStore final : public KvStore {
     }
     const std::string k(key), v(value);
     long long next = 0;
-    Status s = onTenant(scope, "put", &SqliteDatabase::write, [&](soci::session& sql) {
-      auto [current, old_bytes] = currentEntry(sql, scope.plugin, k);
+    Status s = onTenant(scope, "put", &SqliteDatabase::write, [&](SqliteConnection& c) {
+      auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
@@ -139,7 +131,7 @@ class SqliteKvStore final : public KvStore {
       // Only growth is checked: shrinking must stay possible for a tenant that is over a
       // quota lowered after the data was written.
       if (delta > 0 && scope.max_storage_bytes) {
-        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(sql), 0LL));
+        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(c.statements), 0LL));
         const uint64_t max = *scope.max_storage_bytes;
         if (used > max || static_cast<uint64_t>(delta) > max - used) {
           return Status::quotaExceeded("storage quota of " + std::to_string(max) +
@@ -149,25 +141,27 @@ class SqliteKvStore final : public KvStore {
       }
       next = static_cast<long long>(current) + 1;
       if (current == kAbsent) {
-        Query(sql,
-              "INSERT INTO kv(plugin, key, value, version) "
-              "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
-            .use(scope.plugin)
-            .use(k)
-            .use(v)
-            .use(next)
+        c.statements
+            .use(
+                "INSERT INTO kv(plugin, key, value, version) "
+                "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
+            .bind(scope.plugin)
+            .bind(k)
+            .bind(v)
+            .bind(next)
             .run();
       } else {
-        Query(sql,
-              "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
-              "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-            .use(v)
-            .use(next)
-            .use(scope.plugin)
-            .use(k)
+        c.statements
+            .use(
+                "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
+                "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+            .bind(v)
+            .bind(next)
+            .bind(scope.plugin)
+            .bind(k)
             .run();
       }
-      addUsage(sql, delta);
+      addUsage(c.statements, delta);
       return Status::ok();
     });
     if (!s) return s;
@@ -177,17 +171,17 @@ class SqliteKvStore final : public KvStore {
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
     if (auto s = validateKey(key); !s) return s;
     const std::string k(key);
-    return onTenant(scope, "remove", &SqliteDatabase::write, [&](soci::session& sql) {
-      auto [current, old_bytes] = currentEntry(sql, scope.plugin, k);
+    return onTenant(scope, "remove", &SqliteDatabase::write, [&](SqliteConnection& c) {
+      auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
       if (current == kAbsent) return Status::notFound("no such key");
       if (expected_version != kAnyVersion && expected_version != current) {
         return conflict(expected_version, current);
       }
-      Query(sql, "DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-          .use(scope.plugin)
-          .use(k)
+      c.statements.use("DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+          .bind(scope.plugin)
+          .bind(k)
           .run();
-      addUsage(sql, -old_bytes);
+      addUsage(c.statements, -old_bytes);
       return Status::ok();
     });
   }
@@ -210,11 +204,11 @@ class SqliteKvStore final : public KvStore {
     query += " ORDER BY key LIMIT :n";
 
     std::vector<KvEntry> out;
-    Status s = onTenant(scope, "list", &SqliteDatabase::read, [&](soci::session& sql) {
+    Status s = onTenant(scope, "list", &SqliteDatabase::read, [&](SqliteConnection& c) {
       std::string key, value;
       long long version = 0;
       soci::indicator ind = soci::i_ok;
-      Query q(sql, query);
+      Query q(c.sql, query);
       q.use(scope.plugin).use(lower);
       if (!after.empty()) q.use(after);
       if (upper) q.use(*upper);
@@ -239,8 +233,8 @@ class SqliteKvStore final : public KvStore {
     std::shared_lock life((*t)->life);
     if (!(*t)->db) return uint64_t{0};  // removed meanwhile
     long long bytes = 0;
-    Status s = (*t)->db->read([&](soci::session& sql) {
-      bytes = usedBytes(sql);
+    Status s = (*t)->db->read([&](SqliteConnection& c) {
+      bytes = usedBytes(c.statements);
       return Status::ok();
     });
     if (!s) {
@@ -290,14 +284,14 @@ class SqliteKvStore final : public KvStore {
   }
 
  private:
-  using Access = Status (SqliteDatabase::*)(const GroupCommit::Work&);
+  using Access = Status (SqliteDatabase::*)(const SqliteDatabase::Work&);
 
   // Runs `body` through `access` (read or write) on the scope's tenant database, and
   // names the tenant and the operation in an UNAVAILABLE answer.
   template <typename Body>
   Status onTenant(const Scope& scope, const char* op, Access access, Body&& body) {
     // Checked here as well as at the edge: the id becomes a file name.
-    if (!tenants::isValidTenantId(scope.tenant)) {
+    if (!isValidScopeTenant(scope.tenant)) {
       return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
     }
     if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
@@ -308,7 +302,7 @@ class SqliteKvStore final : public KvStore {
       return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
                                  "\" failed: its storage was removed meanwhile");
     }
-    Status s = ((*t)->db.get()->*access)(GroupCommit::Work(std::forward<Body>(body)));
+    Status s = ((*t)->db.get()->*access)(SqliteDatabase::Work(std::forward<Body>(body)));
     if (s.code() == StatusCode::kUnavailable) {
       return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
                                  "\" failed: " + s.message());

@@ -127,8 +127,8 @@ Status Packages::verify(const Store& store, const Caller& caller,
 
 Result<VersionEntry> Packages::publish(const Store& store, const Caller& caller,
                                        const std::string& archive,
-                                       const std::vector<std::string>& tags,
-                                       UnixSeconds now) const {
+                                       const std::vector<std::string>& tags, UnixSeconds now,
+                                       bool dry_run) const {
   marketplace::ZipLimits limits;
   limits.max_archive_bytes = config_.max_package_bytes;
   limits.max_total_bytes = config_.max_unpacked_bytes;
@@ -174,6 +174,7 @@ Result<VersionEntry> Packages::publish(const Store& store, const Caller& caller,
   entry.record = std::move(*record);
   entry.description = info.manifest->optValue<std::string>("description", "");
   entry.tags = tags;
+  if (dry_run) return entry;
 
   // The archive first, then the record: a record never names bytes that are not there.
   if (auto put = store.putBlob(archive); !put) return put.status();

@@ -24,8 +24,10 @@ class Packages {
 
   // Verifies and stores one archive. INVALID (422) names the failed check; CONFLICT for a
   // version that exists or a confusable id; PERMISSION_DENIED for another namespace.
+  // `dry_run` runs every check and stores nothing: the entry is what a publish would store.
   Result<VersionEntry> publish(const Store& store, const Caller& caller, const std::string& archive,
-                               const std::vector<std::string>& tags, UnixSeconds now) const;
+                               const std::vector<std::string>& tags, UnixSeconds now,
+                               bool dry_run = false) const;
 
   // Versions of `id` in ascending precedence; NOT_FOUND if none.
   Result<std::vector<VersionEntry>> versions(const Store& store, const std::string& id) const;

@@ -6,6 +6,7 @@
 #include <Poco/JSON/Array.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <trellis/plugin.hpp>
 
@@ -52,6 +53,13 @@ std::optional<std::vector<std::string>> parseTags(std::string_view text) {
   }
   if (tags.size() > kMaxTags) return std::nullopt;
   return tags;
+}
+
+// A boolean query parameter: absent or empty is false.
+std::optional<bool> parseFlag(std::string_view text) {
+  if (text.empty() || text == "false" || text == "0") return false;
+  if (text == "true" || text == "1") return true;
+  return std::nullopt;
 }
 
 class Registry : public Plugin {
@@ -198,10 +206,20 @@ class Registry : public Plugin {
     if (!tags) {
       return problem(res, 400, "tags must be at most 10 comma-separated [a-z0-9][a-z0-9-]{0,31}");
     }
-    auto entry = packages_->publish(store, *caller, std::string(req.body()), *tags, nowOf(ctx));
+    auto dry_run = parseFlag(req.queryParam("dry_run").value_or(""));
+    if (!dry_run) return problem(res, 400, "dry_run must be true, false, 1 or 0");
+    auto entry =
+        packages_->publish(store, *caller, std::string(req.body()), *tags, nowOf(ctx), *dry_run);
     if (!entry) {
-      ctx.info("publish refused: " + entry.status().message());
+      ctx.info(std::string(*dry_run ? "dry-run " : "") +
+               "publish refused: " + entry.status().message());
       return answerFailure(res, entry.status());
+    }
+    if (*dry_run) {
+      // Every check passed and nothing was stored: no index version to name.
+      Object::Ptr body = versionJson(*entry, 0);
+      body->set("dry_run", true);
+      return replyJson(res, 200, body);
     }
     auto index_version = republish(ctx, store);
     ctx.info("published " + entry->id + " " + entry->version + " (sha256 " + entry->record.sha256 +

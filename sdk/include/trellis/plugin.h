@@ -241,6 +241,22 @@ typedef struct trellis_http_request {
   uint64_t max_response_bytes;    /* 0 = host default; larger responses fail */
 } trellis_http_request;
 
+/* ---------------------------------------------------------------------------------------
+ * System plugins: the usage stream
+ * ------------------------------------------------------------------------------------- */
+
+/* A batch of usage records for a subscribed system plugin (host->usage_subscribe).
+ * THREADING: the subscription's own host thread, never an event loop; one batch at a time.
+ * `records`: `count` JSON objects, one per line ("\n" after each), in journal order, which
+ * keeps each tenant's records in order. Delivery is at least once: a record may come again
+ * (deduplicate on its "event_id"). `cursor` names the end of this batch: pass it to
+ * host->usage_ack once the records are safe on your side (inside this call or later).
+ * Batches keep coming while unacknowledged ones are few; what stays unacknowledged is
+ * delivered again. Returning non-OK means "not taken": the host backs off and delivers again
+ * from the last acknowledged cursor. `records` and `cursor` are BORROWED for the call. */
+typedef trellis_status (*trellis_usage_fn)(void* user, const trellis_ctx* ctx, trellis_str records,
+                                           uint32_t count, trellis_str cursor);
+
 /* Options for host->blob_open_write. BORROWED for the call; may be NULL (defaults). */
 typedef struct trellis_blob_write_options {
   uint32_t struct_size;
@@ -322,7 +338,9 @@ typedef struct trellis_host_api {
 
   /* -- key/value store, scoped by the host to (tenant, plugin) ---------------------- */
   /* Keys are 1..1024 arbitrary bytes; values up to 1 MiB. A tenant-less ctx (init/start)
-   * gets INVALID: every piece of plugin data belongs to a tenant.
+   * gets INVALID: every piece of plugin data belongs to a tenant — except for a system
+   * plugin (scope "system", granted), whose tenant-less ctx (init, start, admin routes)
+   * reaches storage of its own that no tenant sees and no tenant quota counts.
    * On OK `value` is OWNED by the plugin (buf_free it); `version` may be NULL. */
   trellis_status (*kv_get)(const trellis_ctx* ctx, trellis_str key, trellis_buf* value,
                            uint64_t* version);
@@ -489,6 +507,41 @@ typedef struct trellis_host_api {
    * Request handlers only. Check TRELLIS_HOST_HAS(host, res_problem) first. */
   trellis_status (*res_problem)(const trellis_ctx* ctx, trellis_response* res, int32_t http_status,
                                 trellis_str detail);
+
+  /* -- audit and admin routes (system plugins; docs/plugin-guide.md) ------------------ */
+  /* Appends a record to the host's audit stream: `action` ("secret.read"; 1..128 bytes
+   * [a-z0-9._-]), `resource` (what it was done to; up to 1024 bytes) and `details_json`
+   * (a JSON object, or empty). The record names this plugin and the ctx's tenant, and
+   * reaches the audit sink asynchronously. All three together at most 16 KiB: INVALID
+   * beyond that, or for details that are not a JSON object. Any plugin may call it. */
+  trellis_status (*audit_emit)(const trellis_ctx* ctx, trellis_str action, trellis_str resource,
+                               trellis_str details_json);
+  /* Registers `handler` for `method` and `pattern` on the ADMIN port. Only a system plugin
+   * (operator-granted "scope": "system"), only during on_init, and only under
+   * "/v1/x/<namespace>/<name>/" of its own id (INVALID naming the prefix otherwise).
+   * `role` ("admin", "operator", "auditor" or "billing") is the admin role a caller needs
+   * besides admin; the host authenticates the caller, checks the role and audits the call
+   * before the handler runs. The handler runs on the host's admin pool with no tenant;
+   * ctx_principal (when offered) and the request API work as on the data plane. */
+  trellis_status (*admin_route_add)(const trellis_ctx* ctx, trellis_str method, trellis_str pattern,
+                                    trellis_str role, trellis_handler_fn handler, void* user);
+
+  /* -- usage stream (system plugins) ------------------------------------------------- */
+  /* Subscribes to the usage records of every tenant (only during on_init; one handler per
+   * plugin). PERMISSION_DENIED unless the operator granted the plugin system scope. The
+   * stream starts after the plugin's last acknowledged cursor, kept across restarts and
+   * upgrades. Check TRELLIS_HOST_HAS(host, usage_subscribe) first. */
+  trellis_status (*usage_subscribe)(const trellis_ctx* ctx, trellis_usage_fn fn, void* user);
+  /* Acknowledges every record up to and including the batch `cursor` ended (any phase,
+   * any live ctx of the subscribing plugin). Durable when it returns OK. INVALID, with the
+   * reason in last_error, for a cursor the host did not issue to this plugin (forged or
+   * altered), one already acknowledged (replayed), or one beyond what was delivered. */
+  trellis_status (*usage_ack)(const trellis_ctx* ctx, trellis_str cursor);
+  /* Appends the plugin's own billable record for the ctx's tenant to the usage stream, e.g.
+   * {"operation":"transit.encrypt","units":3}. `record_json`: a JSON object of at most
+   * 4096 bytes (copied); the host adds event id, time, tenant, key id, plugin, request and
+   * trace ids. INVALID (with the reason) for anything else; needs a tenant ctx. */
+  trellis_status (*usage_emit)(const trellis_ctx* ctx, trellis_str record_json);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

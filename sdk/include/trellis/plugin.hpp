@@ -485,6 +485,16 @@ class Context {
     return detail::fromC(host_, ctx_, host_->event_publish(ctx_, toStr(topic), toStr(payload)),
                          "event publish failed");
   }
+  // Appends a record to the host's audit stream (action "secret.read", resource
+  // "secret/db", details a JSON object or empty; 16 KiB in all). UNIMPLEMENTED on a host
+  // without the slot.
+  Status auditEmit(std::string_view action, std::string_view resource,
+                   std::string_view details_json = {}) const {
+    if (!TRELLIS_HOST_HAS(host_, audit_emit)) return unavailableSlot("audit_emit", "1.2");
+    return detail::fromC(
+        host_, ctx_, host_->audit_emit(ctx_, toStr(action), toStr(resource), toStr(details_json)),
+        "audit emit failed");
+  }
   Status record(trellis_metric_id id, double value) const {
     return detail::fromC(host_, ctx_, host_->metric_record(ctx_, id, value),
                          "metric record failed");
@@ -570,6 +580,19 @@ class Context {
   // ABI 1.2 blob storage (capability "blobs").
   Blobs blobs() const { return Blobs(host_, ctx_); }
 
+  // Usage stream: appends this plugin's own billable record (a JSON object, at most 4 KiB)
+  // for the calling tenant (capability "usage.emit").
+  Status emitUsage(std::string_view record_json) const {
+    if (!TRELLIS_HOST_HAS(host_, usage_emit)) return unavailableSlot("usage_emit", "1.3");
+    return detail::fromC(host_, ctx_, host_->usage_emit(ctx_, toStr(record_json)),
+                         "usage_emit refused");
+  }
+  // Usage stream (system plugins): acknowledges everything up to a batch's cursor.
+  Status ackUsage(std::string_view cursor) const {
+    if (!TRELLIS_HOST_HAS(host_, usage_ack)) return unavailableSlot("usage_ack", "1.3");
+    return detail::fromC(host_, ctx_, host_->usage_ack(ctx_, toStr(cursor)), "usage_ack refused");
+  }
+
   // ABI 1.2: an outbound HTTP request made by the kernel (capability "egress"). The status,
   // headers and whole body (up to max_response_bytes), or the kernel's refusal, which names
   // the rule, timeout or cap at fault.
@@ -654,6 +677,10 @@ using EventHandler = std::function<void(Context&, std::string_view topic, std::s
 using ServiceHandler = std::function<Result<std::string>(Context&, std::string_view request)>;
 // A job run: non-OK fails it (durable jobs are retried, then dead-lettered).
 using JobHandler = std::function<Status(Context&, std::string_view name, std::string_view payload)>;
+// A batch of usage records (JSON lines) for a system plugin; acknowledge with
+// Context::ackUsage(cursor) once they are safe. Non-OK: delivered again later.
+using UsageHandler = std::function<Status(Context&, std::string_view records, uint32_t count,
+                                          std::string_view cursor)>;
 
 class Plugin;
 
@@ -676,6 +703,12 @@ class InitContext : public Context {
   Status provide(std::string_view service, std::string_view method, ServiceHandler handler);
   // ABI 1.2: runs this plugin's jobs.
   Status onJob(JobHandler handler);
+  // System plugins: a route on the admin port under /v1/x/<namespace>/<name>/, callable by
+  // admin principals with `role` ("admin", "operator", "auditor", "billing") or admin.
+  Status adminRoute(std::string_view method, std::string_view pattern, std::string_view role,
+                    Handler handler);
+  // System plugins: receives the usage stream of every tenant (see trellis_usage_fn).
+  Status onUsage(UsageHandler handler);
 
   Result<trellis_metric_id> counter(std::string_view name, std::string_view help) {
     return define(TRELLIS_METRIC_COUNTER, name, help);
@@ -714,6 +747,7 @@ class Plugin {
   std::vector<std::unique_ptr<EventHandler>> event_handlers_;
   std::vector<std::unique_ptr<ServiceHandler>> service_handlers_;
   std::unique_ptr<JobHandler> job_handler_;
+  std::unique_ptr<UsageHandler> usage_handler_;
 };
 
 inline Status InitContext::route(std::string_view method, std::string_view pattern,
@@ -733,6 +767,32 @@ inline Status InitContext::route(std::string_view method, std::string_view patte
   Status s = detail::fromC(
       host(), raw(), host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
       "cannot register route " + std::string(method) + " " + std::string(pattern));
+  if (s) plugin_->handlers_.push_back(std::move(owned));
+  return s;
+}
+
+inline Status InitContext::adminRoute(std::string_view method, std::string_view pattern,
+                                      std::string_view role, Handler handler) {
+  if (!TRELLIS_HOST_HAS(host(), admin_route_add)) {
+    return Status::unimplemented("the host does not offer admin_route_add");
+  }
+  auto owned = std::make_unique<Handler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, const trellis_request* req,
+                  trellis_response* res) -> trellis_status {
+    auto* h = static_cast<Handler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    return detail::guard(host, ctx, [&] {
+      Context c(host, ctx);
+      Request q(host, ctx, req);
+      Response r(host, ctx, res);
+      return (*h)(c, q, r);
+    });
+  };
+  Status s = detail::fromC(
+      host(), raw(),
+      host()->admin_route_add(raw(), toStr(method), toStr(pattern), toStr(role), thunk,
+                              owned.get()),
+      "cannot register admin route " + std::string(method) + " " + std::string(pattern));
   if (s) plugin_->handlers_.push_back(std::move(owned));
   return s;
 }
@@ -798,6 +858,26 @@ inline Status InitContext::onJob(JobHandler handler) {
   Status s = detail::fromC(host(), raw(), host()->job_handler(raw(), thunk, owned.get()),
                            "cannot set the job handler");
   if (s) plugin_->job_handler_ = std::move(owned);
+  return s;
+}
+
+inline Status InitContext::onUsage(UsageHandler handler) {
+  if (!TRELLIS_HOST_HAS(host(), usage_subscribe)) {
+    return Status::unimplemented("the host does not offer usage_subscribe");
+  }
+  auto owned = std::make_unique<UsageHandler>(std::move(handler));
+  auto thunk = [](void* user, const trellis_ctx* ctx, trellis_str records, uint32_t count,
+                  trellis_str cursor) -> trellis_status {
+    auto* h = static_cast<UsageHandler*>(user);
+    const trellis_host_api* host = detail::hostSlot();
+    return detail::guard(host, ctx, [&] {
+      Context c(host, ctx);
+      return (*h)(c, toView(records), count, toView(cursor));
+    });
+  };
+  Status s = detail::fromC(host(), raw(), host()->usage_subscribe(raw(), thunk, owned.get()),
+                           "cannot subscribe to usage");
+  if (s) plugin_->usage_handler_ = std::move(owned);
   return s;
 }
 

@@ -62,8 +62,9 @@ struct ThreadState {
     std::string key, value;
     uint64_t version = 0;
   };
-  std::vector<Entry> entries;  // kv.list
-  std::string error;           // a message to raise or report
+  std::vector<Entry> entries;     // kv.list
+  std::vector<trellis_str> strs;  // egress request headers, borrowed from the script's table
+  std::string error;              // a message to raise or report
 };
 
 // One call into the plugin on this thread: what the trellis.* functions act on.

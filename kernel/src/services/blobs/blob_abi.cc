@@ -164,6 +164,7 @@ trellis_status blobCommit(const trellis_ctx* c, trellis_handle writer, trellis_b
   std::lock_guard lock(w.mu);
   auto info = w.writer->commit();
   if (!info) return quotaOrFail(ctx, info.status());
+  ctx->usage.blob_bytes_written += info->size;
   if (head_json) fillBuf(head_json, headJson(*info));
   return TRELLIS_OK;
 }

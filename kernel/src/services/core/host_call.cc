@@ -7,6 +7,7 @@
 
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/metrics/registry.h"
+#include "trellis/kernel/util/json.h"
 
 namespace trellis::kernel::services {
 using runtime::CallScope;
@@ -37,11 +38,16 @@ bool granted(trellis_ctx* ctx, std::string_view capability) {
   if (requested && (!ctx->tenant || ctx->tenant->grantsCapability(ctx->plugin->id(), capability))) {
     return true;
   }
-  ctx->plugin->denied_calls.fetch_add(1, std::memory_order_relaxed);
   ctx->error = requested ? "capability \"" + std::string(capability) +
                                "\" is not granted to this plugin by tenant " + ctx->tenant->id
                          : "capability \"" + std::string(capability) +
                                "\" was not requested in the manifest";
+  recordDenial(ctx, capability, capability);
+  return false;
+}
+
+void recordDenial(trellis_ctx* ctx, std::string_view capability, std::string_view target) {
+  ctx->plugin->denied_calls.fetch_add(1, std::memory_order_relaxed);
   const runtime::HostServices& svc = ctx->plugin->services();
   if (svc.metrics) {
     svc.metrics
@@ -52,14 +58,16 @@ bool granted(trellis_ctx* ctx, std::string_view capability) {
         .add(1);
   }
   if (svc.events) {
-    std::string payload = "{\"plugin\":\"" + ctx->plugin->id() + "\",\"capability\":\"" +
-                          std::string(capability) + "\"}";
+    std::string payload = "{\"plugin\":";
+    util::appendJsonString(payload, ctx->plugin->id());
+    payload += ",\"capability\":";
+    util::appendJsonString(payload, target);
+    payload += "}";
     svc.events->publish({ctx->tenant ? ctx->tenant->id : "", "kernel", "audit.capability_denied",
                          std::move(payload)});
   }
   spdlog::warn("plugin={} tenant={} denied: {}", ctx->plugin->id(),
                ctx->tenant ? ctx->tenant->id : "-", ctx->error);
-  return false;
 }
 
 trellis_ctx* enter(const trellis_ctx* c, std::string_view capability, std::string_view call,

@@ -43,6 +43,12 @@ trellis_status admitCall(const trellis_ctx* c);
 // ctx's tenant.
 bool granted(trellis_ctx* ctx, std::string_view capability);
 
+// Counts, logs and audits a refusal the way granted() does, for checks made later in a
+// call (an egress destination no grant allows): `capability` labels the metric,
+// `target` (e.g. "egress:https://api.example.com:443") goes into the audit event.
+// ctx->error must already say what was refused.
+void recordDenial(trellis_ctx* ctx, std::string_view capability, std::string_view target);
+
 enum class Tenant { kRequired, kOptional };
 
 // The whole gate. Returns the ctx, or nullptr with *refused set. `call` names the host

@@ -116,8 +116,17 @@ trellis_status httpSend(const trellis_ctx* c, const trellis_http_request* reques
                          (rate ? q.egress_requests_per_second : q.egress_bytes_per_day).value_or(0),
                          s.message());
     }
+    if (s.code() == StatusCode::kPermissionDenied) {
+      // A destination no rule allows: counted and audited like a missing grant.
+      auto url = egress::parseUrl(req.url);
+      ctx->error = s.message();
+      recordDenial(ctx, "egress", "egress:" + (url ? url->origin() : std::string("invalid")));
+      return s.toC();
+    }
     return fail(ctx, s);
   }
+  ctx->usage.egress_calls += 1;
+  ctx->usage.egress_bytes += r->bytes_sent + r->body.size();
   auto h = ctx->plugin->services().handles->open(ownerOf(ctx), HandleKind::kHttpResponse,
                                                  std::make_shared<ResponseHandle>(std::move(*r)));
   if (!h) return fail(ctx, h.status());

@@ -24,7 +24,23 @@ EgressService::EgressService(std::unique_ptr<EgressClient> client,
                              "Request and response body bytes of plugin egress",
                              {"plugin", "destination"})) {}
 
+void EgressService::shareBytes(std::unique_ptr<SharedEgressBytes> shared) {
+  shared_ = std::move(shared);
+}
+
 Status EgressService::admit(const std::string& tenant, const Limits& limits) {
+  std::optional<uint64_t> shared_bytes;
+  if (shared_ && limits.bytes_per_day) {
+    auto today = shared_->today(tenant, utcDay());
+    if (today) {
+      shared_bytes = *today;
+    } else {
+      spdlog::error(
+          "egress: cannot read tenant {}'s bytes today from the shared store ({}); "
+          "counting this host's alone",
+          tenant, today.status().message());
+    }
+  }
   std::lock_guard lock(mu_);
   Meter& m = meters_[tenant];
   const auto now = std::chrono::steady_clock::now();
@@ -32,7 +48,8 @@ Status EgressService::admit(const std::string& tenant, const Limits& limits) {
     m.day = utcDay();
     m.today = {};
   }
-  if (limits.bytes_per_day && m.today.bytes_today >= *limits.bytes_per_day) {
+  const uint64_t bytes_today = shared_bytes.value_or(m.today.bytes_today);
+  if (limits.bytes_per_day && bytes_today >= *limits.bytes_per_day) {
     return Status::quotaExceeded("egress_bytes_per_day quota of " +
                                  std::to_string(*limits.bytes_per_day) +
                                  " bytes exceeded; it resets at 00:00 UTC");
@@ -57,8 +74,16 @@ Status EgressService::admit(const std::string& tenant, const Limits& limits) {
 }
 
 void EgressService::charge(const std::string& tenant, uint64_t bytes) {
-  std::lock_guard lock(mu_);
-  meters_[tenant].today.bytes_today += bytes;
+  {
+    std::lock_guard lock(mu_);
+    meters_[tenant].today.bytes_today += bytes;
+  }
+  if (shared_ && bytes > 0) {
+    if (Status s = shared_->add(tenant, utcDay(), bytes); !s) {
+      spdlog::error("egress: cannot add {} bytes to tenant {}'s shared count: {}", bytes, tenant,
+                    s.message());
+    }
+  }
 }
 
 Result<Response> EgressService::send(const std::string& tenant, const std::string& plugin,
@@ -96,10 +121,16 @@ Result<Response> EgressService::send(const std::string& tenant, const std::strin
 }
 
 TenantUsage EgressService::usage(const std::string& tenant) const {
-  std::lock_guard lock(mu_);
-  auto it = meters_.find(tenant);
-  if (it == meters_.end() || it->second.day != utcDay()) return {};
-  return it->second.today;
+  TenantUsage out;
+  {
+    std::lock_guard lock(mu_);
+    auto it = meters_.find(tenant);
+    if (it != meters_.end() && it->second.day == utcDay()) out = it->second.today;
+  }
+  if (shared_) {  // bytes of every host; requests stay this host's
+    if (auto today = shared_->today(tenant, utcDay()); today) out.bytes_today = *today;
+  }
+  return out;
 }
 
 }  // namespace trellis::kernel::services::egress

@@ -39,6 +39,8 @@ struct Job {
   std::string last_error;
   int64_t last_run_ms = 0;
   JobState state = JobState::kScheduled;
+  std::string running_on;  // shared store: the host holding the firing's lease
+  uint64_t overruns = 0;   // runs past their budget seen by this host (not persisted)
 };
 
 }  // namespace trellis::kernel::services

@@ -21,12 +21,52 @@ int64_t backoffMs(uint32_t attempts) {
   return std::min(delay, kRetryMaxMs);
 }
 
+std::string overrunMessage(uint32_t budget_ms) {
+  return "the run overran its budget of " + std::to_string(budget_ms) +
+         " ms and still holds its thread (native handlers cannot be pre-empted in process)";
+}
+
 }  // namespace
 
 int64_t unixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+bool advanceJob(Job& job, int64_t started_ms, int64_t now, const Status& outcome) {
+  job.runs++;
+  job.last_run_ms = started_ms;
+  job.state = JobState::kScheduled;
+  job.running_on.clear();
+  if (!outcome) {
+    job.failures++;
+    job.last_error = outcome.message();
+    if (job.durable) {
+      if (++job.attempts < job.max_attempts) {
+        job.next_run_ms = now + backoffMs(job.attempts);
+      } else {
+        job.state = JobState::kDead;  // dead letter: kept for the operator to see and retry
+        job.next_run_ms = -1;
+      }
+      return true;
+    }
+  } else {
+    job.last_error.clear();
+  }
+  job.attempts = 0;
+  switch (job.kind) {
+    case JobKind::kOnce: job.next_run_ms = -1; break;
+    case JobKind::kEvery:
+      job.next_run_ms = std::max(now, started_ms + static_cast<int64_t>(job.interval_ms));
+      break;
+    case JobKind::kCron: {
+      auto cron = CronSchedule::parse(job.cron);
+      job.next_run_ms = cron ? cron->next(now) : -1;
+      break;
+    }
+  }
+  return job.next_run_ms >= 0;
 }
 
 JobScheduler::JobScheduler(Options options)
@@ -36,9 +76,14 @@ JobScheduler::~JobScheduler() {
   stop();
 }
 
+size_t JobScheduler::perPluginCap() const {
+  if (options_.max_runs_per_plugin) return options_.max_runs_per_plugin;
+  return std::max<size_t>(1, options_.threads > 1 ? options_.threads - 1 : 1);
+}
+
 Status JobScheduler::start(const tenants::TenantRegistry* tenants) {
   tenants_ = tenants;
-  if (options_.store) {
+  if (options_.store && !options_.shared) {
     auto stored = options_.store->loadAll();
     if (!stored) return stored.status();
     std::lock_guard lock(mu_);
@@ -49,6 +94,7 @@ Status JobScheduler::start(const tenants::TenantRegistry* tenants) {
     }
   }
   timer_ = std::thread([this] { timerLoop(); });
+  if (options_.shared) poller_ = std::thread([this] { pollLoop(); });
   return Status::ok();
 }
 
@@ -60,6 +106,7 @@ void JobScheduler::stop() {
   }
   wake_.notify_all();
   if (timer_.joinable()) timer_.join();
+  if (poller_.joinable()) poller_.join();
 }
 
 void JobScheduler::bind(runtime::PluginInstance& plugin) {
@@ -78,8 +125,43 @@ void JobScheduler::unbind(const runtime::PluginInstance& plugin) {
 }
 
 Status JobScheduler::schedule(Job job, std::optional<uint64_t> max_jobs) {
-  if (job.durable && !options_.store) {
+  if (job.durable && !options_.store && !options_.shared) {
     return Status::unavailable("durable jobs need a job store, which this host has none of");
+  }
+  if (options_.shared) {
+    // Durable jobs live in the shared store, the others here; a key is in one place only.
+    uint64_t local = 0;
+    {
+      std::lock_guard lock(mu_);
+      local = std::count_if(jobs_.begin(), jobs_.end(), [&](const auto& entry) {
+        return entry.first.tenant == job.key.tenant && entry.first != job.key;
+      });
+    }
+    if (job.durable) {
+      std::optional<uint64_t> room;
+      if (max_jobs) room = *max_jobs > local ? *max_jobs - local : 0;
+      if (Status s = options_.shared->put(job, room); !s) return s;
+      std::lock_guard lock(mu_);
+      if (auto it = jobs_.find(job.key); it != jobs_.end()) {
+        disarm(it->second);
+        jobs_.erase(it);
+      }
+      wake_.notify_all();
+      return Status::ok();
+    }
+    if (max_jobs) {
+      auto durable = options_.shared->count(job.key.tenant);
+      if (!durable) return durable.status();
+      if (local + *durable >= *max_jobs) {
+        return Status::quotaExceeded("tenant " + job.key.tenant + " already has " +
+                                     std::to_string(local + *durable) +
+                                     " jobs, its max_jobs quota");
+      }
+    }
+    if (Status s = options_.shared->remove(job.key); !s && s.code() != StatusCode::kNotFound) {
+      return s;
+    }
+    max_jobs.reset();  // counted above, with the shared store's jobs
   }
   std::lock_guard lock(mu_);
   auto existing = jobs_.find(job.key);
@@ -98,6 +180,7 @@ Status JobScheduler::schedule(Job job, std::optional<uint64_t> max_jobs) {
     job.failures = existing->second.failures;
     job.last_error = existing->second.last_error;
     job.last_run_ms = existing->second.last_run_ms;
+    job.overruns = existing->second.overruns;
     if (existing->second.state == JobState::kRunning) job.state = JobState::kRunning;
   }
   if (job.durable) {
@@ -110,39 +193,71 @@ Status JobScheduler::schedule(Job job, std::optional<uint64_t> max_jobs) {
 }
 
 Status JobScheduler::cancel(const JobKey& key) {
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(key);
-  if (it == jobs_.end()) return Status::notFound("no job \"" + key.name + "\"");
-  if (it->second.durable) {
-    if (Status s = options_.store->remove(key); !s) return s;
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(key);
+    if (it != jobs_.end()) {
+      if (it->second.durable) {
+        if (Status s = options_.store->remove(key); !s) return s;
+      }
+      disarm(it->second);
+      jobs_.erase(it);
+      return Status::ok();
+    }
   }
-  disarm(it->second);
-  jobs_.erase(it);
-  return Status::ok();
+  if (options_.shared) return options_.shared->remove(key);
+  return Status::notFound("no job \"" + key.name + "\"");
 }
 
 Status JobScheduler::runNow(const JobKey& key) {
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(key);
-  if (it == jobs_.end()) return Status::notFound("no job \"" + key.name + "\"");
-  Job& job = it->second;
-  if (job.state == JobState::kRunning) return Status::conflict("job " + key.name + " is running");
-  disarm(job);
-  if (job.state == JobState::kDead) job.attempts = 0;  // a retry from the dead letter
-  job.state = JobState::kScheduled;
-  job.next_run_ms = unixMs();
-  arm(job);
-  if (job.durable) persist(job);
-  wake_.notify_all();
-  return Status::ok();
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(key);
+    if (it != jobs_.end()) {
+      Job& job = it->second;
+      if (job.state == JobState::kRunning) {
+        return Status::conflict("job " + key.name + " is running");
+      }
+      disarm(job);
+      if (job.state == JobState::kDead) job.attempts = 0;  // a retry from the dead letter
+      job.state = JobState::kScheduled;
+      job.next_run_ms = unixMs();
+      arm(job);
+      if (job.durable) persist(job);
+      wake_.notify_all();
+      return Status::ok();
+    }
+  }
+  if (options_.shared) {
+    Status s = options_.shared->runNow(key);
+    wake_.notify_all();
+    return s;
+  }
+  return Status::notFound("no job \"" + key.name + "\"");
 }
 
 std::vector<Job> JobScheduler::list() const {
-  std::lock_guard lock(mu_);
   std::vector<Job> out;
-  out.reserve(jobs_.size());
-  for (const auto& [key, job] : jobs_) out.push_back(job);
+  {
+    std::lock_guard lock(mu_);
+    out.reserve(jobs_.size());
+    for (const auto& [key, job] : jobs_) out.push_back(job);
+  }
+  if (options_.shared) {
+    auto shared = options_.shared->list();
+    if (!shared) {
+      spdlog::error("jobs: cannot list the shared durable jobs: {}", shared.status().message());
+    } else {
+      for (auto& job : *shared) out.push_back(std::move(job));
+      std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) { return a.key < b.key; });
+    }
+  }
   return out;
+}
+
+uint64_t JobScheduler::overruns() const {
+  std::lock_guard lock(mu_);
+  return overruns_;
 }
 
 void JobScheduler::arm(const Job& job) {
@@ -159,11 +274,27 @@ void JobScheduler::persist(const Job& job) {
   }
 }
 
+void JobScheduler::watchOverruns() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [number, r] : watched_) {
+    if (r.overran || now < r.deadline) continue;
+    r.overran = true;
+    ++overruns_;
+    spdlog::warn("job tenant={} plugin={} name={}: {}", r.key.tenant, r.key.plugin, r.key.name,
+                 overrunMessage(r.budget_ms));
+    if (auto it = jobs_.find(r.key); it != jobs_.end()) {
+      it->second.overruns++;
+      it->second.last_error = overrunMessage(r.budget_ms);
+    }
+  }
+}
+
 void JobScheduler::timerLoop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
+    watchOverruns();
     if (timers_.empty()) {
-      wake_.wait(lock);
+      wake_.wait_for(lock, std::chrono::milliseconds(1000));
       continue;
     }
     auto [due, key] = *timers_.begin();
@@ -182,9 +313,67 @@ void JobScheduler::timerLoop() {
   }
 }
 
+void JobScheduler::pollLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    const size_t cap = perPluginCap();
+    const size_t free =
+        options_.threads > in_flight_total_ ? options_.threads - in_flight_total_ : 0;
+    std::vector<std::string> plugins;
+    size_t room = 0;  // runs the plugins may still start
+    for (const auto& [id, plugin] : active_) {
+      auto n = in_flight_.find(id);
+      const size_t busy = n == in_flight_.end() ? 0 : n->second;
+      if (busy < cap) {
+        plugins.push_back(id);
+        room += cap - busy;
+      }
+    }
+    if (free > 0 && !plugins.empty()) {
+      lock.unlock();
+      auto claims = options_.shared->claimDue(std::min(free, room), plugins);
+      lock.lock();
+      if (!claims) {
+        spdlog::error("jobs: cannot claim due jobs: {}", claims.status().message());
+      } else {
+        for (auto& claim : *claims) {
+          size_t& n = in_flight_[claim.job.key.plugin];
+          if (n >= cap || stopping_) {
+            lock.unlock();
+            options_.shared->release(claim);
+            lock.lock();
+            continue;
+          }
+          ++n;
+          ++in_flight_total_;
+          if (!pool_.trySubmit([this, claim] { runClaimed(claim); })) {
+            --n;
+            --in_flight_total_;
+            lock.unlock();
+            options_.shared->release(claim);
+            lock.lock();
+          }
+        }
+      }
+    }
+    wake_.wait_for(lock, options_.poll_interval);
+  }
+}
+
 void JobScheduler::fire(const JobKey& key) {
-  if (pool_.trySubmit([this, key] { run(key); })) return;
-  // The pool is full: try again shortly rather than queue without bound.
+  {
+    std::lock_guard lock(mu_);
+    size_t& n = in_flight_[key.plugin];
+    if (n < perPluginCap()) {
+      ++n;
+      ++in_flight_total_;
+      if (pool_.trySubmit([this, key] { run(key); })) return;
+      --n;
+      --in_flight_total_;
+    }
+  }
+  // The pool is full, or the plugin has its most runs under way: try again shortly
+  // rather than queue without bound.
   std::lock_guard lock(mu_);
   auto it = jobs_.find(key);
   if (it == jobs_.end()) return;
@@ -196,18 +385,63 @@ void JobScheduler::fire(const JobKey& key) {
 
 void JobScheduler::run(const JobKey& key) {
   Job job;
-  runtime::PluginInstance* plugin = nullptr;
+  bool found = false;
   {
     std::lock_guard lock(mu_);
     auto it = jobs_.find(key);
-    if (it == jobs_.end()) return;
-    job = it->second;
+    if (it != jobs_.end()) {
+      job = it->second;
+      found = true;
+    }
+  }
+  const int64_t started = unixMs();
+  Status outcome = found ? execute(job) : Status::ok();
+  {
+    std::lock_guard lock(mu_);
+    --in_flight_[key.plugin];
+    --in_flight_total_;
+  }
+  if (found) finish(key, started, std::move(outcome));
+}
+
+void JobScheduler::runClaimed(const JobClaim& claim) {
+  const int64_t started = unixMs();
+  Status outcome = execute(claim.job);
+  Job job = claim.job;
+  const bool keep = advanceJob(job, started, unixMs(), outcome);
+  if (!outcome) {
+    spdlog::warn("job tenant={} plugin={} name={} failed: {}", job.key.tenant, job.key.plugin,
+                 job.key.name, outcome.message());
+  }
+  if (Status s = options_.shared->complete(claim, job, !keep); !s) {
+    // The lease lapses and another host (or this one) runs the firing again.
+    spdlog::error("job tenant={} plugin={} name={}: cannot record the run: {}", job.key.tenant,
+                  job.key.plugin, job.key.name, s.message());
+  }
+  {
+    std::lock_guard lock(mu_);
+    --in_flight_[claim.job.key.plugin];
+    --in_flight_total_;
+  }
+  wake_.notify_all();  // a thread is free: claim again
+}
+
+Status JobScheduler::execute(const Job& job) {
+  const JobKey& key = job.key;
+  runtime::PluginInstance* plugin = nullptr;
+  const uint32_t budget = job.budget_ms ? job.budget_ms : options_.default_budget_ms;
+  uint64_t number = 0;
+  {
+    std::lock_guard lock(mu_);
     if (auto p = active_.find(key.plugin); p != active_.end()) {
       plugin = p->second;
       ++running_[plugin];
     }
+    number = ++next_run_number_;
+    watched_[number] = {key, key.plugin,
+                        std::chrono::steady_clock::now() + std::chrono::milliseconds(budget),
+                        budget};
   }
-  const int64_t started = unixMs();
   Status outcome = Status::ok();
   std::shared_ptr<const tenants::TenantView> tenant =
       tenants_ ? tenants_->view(key.tenant) : nullptr;
@@ -238,7 +472,6 @@ void JobScheduler::run(const JobKey& key) {
     }
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - t0);
-    const uint32_t budget = job.budget_ms ? job.budget_ms : options_.default_budget_ms;
     if (s != TRELLIS_OK) {
       outcome = Status(static_cast<StatusCode>(s), ctx.error.empty() ? "failed" : ctx.error);
     } else if (took.count() > budget) {
@@ -246,12 +479,13 @@ void JobScheduler::run(const JobKey& key) {
                                 " ms, over its budget of " + std::to_string(budget) + " ms");
     }
   }
-  if (plugin) {
+  {
     std::lock_guard lock(mu_);
-    --running_[plugin];
+    watched_.erase(number);
+    if (plugin) --running_[plugin];
   }
   idle_.notify_all();
-  finish(key, started, std::move(outcome));
+  return outcome;
 }
 
 void JobScheduler::finish(const JobKey& key, int64_t started_ms, Status outcome) {
@@ -259,43 +493,11 @@ void JobScheduler::finish(const JobKey& key, int64_t started_ms, Status outcome)
   auto it = jobs_.find(key);
   if (it == jobs_.end()) return;  // cancelled while it ran
   Job& job = it->second;
-  const int64_t now = unixMs();
-  job.runs++;
-  job.last_run_ms = started_ms;
-  job.state = JobState::kScheduled;
   if (!outcome) {
-    job.failures++;
-    job.last_error = outcome.message();
     spdlog::warn("job tenant={} plugin={} name={} failed: {}", key.tenant, key.plugin, key.name,
                  outcome.message());
-    if (job.durable) {
-      if (++job.attempts < job.max_attempts) {
-        job.next_run_ms = now + backoffMs(job.attempts);
-      } else {
-        job.state = JobState::kDead;  // dead letter: kept for the operator to see and retry
-        job.next_run_ms = -1;
-      }
-      persist(job);
-      arm(job);
-      wake_.notify_all();
-      return;
-    }
-  } else {
-    job.last_error.clear();
   }
-  job.attempts = 0;
-  switch (job.kind) {
-    case JobKind::kOnce: job.next_run_ms = -1; break;
-    case JobKind::kEvery:
-      job.next_run_ms = std::max(now, started_ms + static_cast<int64_t>(job.interval_ms));
-      break;
-    case JobKind::kCron: {
-      auto cron = CronSchedule::parse(job.cron);
-      job.next_run_ms = cron ? cron->next(now) : -1;
-      break;
-    }
-  }
-  if (job.next_run_ms < 0) {
+  if (!advanceJob(job, started_ms, unixMs(), outcome)) {
     // A one-shot that ran (or a cron that never matches again): done.
     if (job.durable) (void)options_.store->remove(key);
     jobs_.erase(it);

@@ -21,6 +21,8 @@
 //     enabled:                                   # example; default: none
 //       - id: trellis/hello
 //         config: {greeting: "Hello"}            # any YAML, handed over as JSON text
+//       - id: acme/audit-sink                    # example: a plugin whose manifest asks for
+//         system: true                           # "scope": "system" needs this grant
 //       - id: trellis/hello-lua                  # budgets of each call into a Lua plugin
 //         lua: {instructions: 10000000, memory_bytes: 33554432, wall_ms: 100,
 //               blocking_wall_ms: 1000}          # wall_ms: event-loop routes; blocking_
@@ -114,10 +116,35 @@ struct LuaBudget {
   std::chrono::milliseconds blocking_wall{1000};  // blocking routes, events, init/start/stop
 };
 
+// Where a native plugin's code runs (docs/operations.md, "Choosing isolation").
+enum class Isolation {
+  kDefault,    // third-party plugins installed from a marketplace: kProcess; others in process
+  kInProcess,  // dlopen'ed into trellisd
+  kProcess,    // in sandboxed trellis-worker processes
+};
+
 struct PluginEntry {
   std::string id;
   std::string config_json = "{}";  // the `config:` subtree as JSON; "{}" if absent or null
   LuaBudget lua;
+  Isolation isolation = Isolation::kDefault;
+  // Tenants that get a worker of their own (isolation: process only); the others share one.
+  std::vector<std::string> dedicated_tenants;
+  // The operator's grant of system scope (`system: true`). Activates only a plugin whose
+  // manifest asks for "scope": "system"; granting it to a tenant-scope plugin is refused.
+  bool system = false;
+};
+
+// plugins.worker: how trellis-worker processes run. Applies to every plugin in a worker.
+struct WorkerConfig {
+  std::filesystem::path binary;  // default: trellis-worker next to the trellisd executable
+  uint64_t channels = 8;         // concurrent calls per worker
+  std::chrono::milliseconds call_timeout{5000};
+  bool sandbox = true;
+  std::string user = "nobody";  // setuid target when trellisd runs as root
+  uint64_t max_memory_bytes = 1024ull * 1024 * 1024;
+  uint64_t max_files = 64;
+  uint64_t max_cpu_seconds = 0;  // 0 = no CPU-time limit
 };
 
 struct TenantKey {
@@ -157,6 +184,33 @@ struct EgressConfig {
   std::filesystem::path ca_file;
 };
 
+// The usage stream (docs/admin-guide.md, "Usage retention"). Unacknowledged records are
+// kept up to max_bytes and max_age; a warning and the backlog metrics start at
+// warn_fraction of either.
+//   usage: {max_bytes: 1073741824, max_age_seconds: 604800, warn_percent: 50}
+struct UsageConfig {
+  uint64_t max_bytes = 1ULL << 30;
+  std::chrono::seconds max_age{7 * 24 * 3600};
+  double warn_fraction = 0.5;
+  size_t queue_records = 100'000;  // in memory, between request threads and the journal
+  std::chrono::milliseconds flush_interval{200};  // the most a crash loses
+  size_t batch_records = 1000;                    // per journal write and per delivery
+  uint64_t max_unacked = 20'000;                  // delivered, not yet acknowledged
+  std::chrono::milliseconds redeliver_after{30'000};
+  std::chrono::milliseconds retention_check{5'000};
+};
+
+// The audit stream (docs/admin-guide.md, "Audit"). `sink` names the system plugin that
+// provides the audit.v1 service; with a sink, `block` (the default) refuses an admin action
+// whose request record cannot be written (503, nothing changes), `degrade` lets it proceed
+// and counts and warns. Without a sink, records go to any active system plugin providing
+// audit.v1, as in degrade.
+//   audit: {sink: acme/audit, on_sink_failure: block}
+struct AuditConfig {
+  std::string sink;   // plugin id; "" = none configured
+  bool block = true;  // on_sink_failure: block (true) or degrade (false); sink only
+};
+
 struct Config {
   std::filesystem::path file;  // where it was loaded from
   ServerConfig server;
@@ -167,10 +221,13 @@ struct Config {
   std::string access_log = "stdout";  // "stdout", "off", or an absolute file path
   std::vector<std::filesystem::path> plugin_dirs;
   std::vector<PluginEntry> plugins;
+  WorkerConfig worker;
   std::vector<tenants::Plan> plans;  // "default" (no limits) is implicit
   std::vector<TenantEntry> tenants;
   PolicyConfig policy;
   EgressConfig egress;
+  AuditConfig audit;
+  UsageConfig usage;
 
   // Throws ConfigError; its message starts with the file's absolute path.
   static Config load(const std::filesystem::path& file);

@@ -89,6 +89,9 @@ class Sandbox {
   using Marshal = int (*)(lua_State* L, void* data);
 
   static Result<std::unique_ptr<Sandbox>> create(const Budget& budget);
+  // Instructions every call on this thread has used so far (monotonic): a caller takes the
+  // difference around a stretch of work, e.g. the usage record of a request.
+  static uint64_t threadInstructions();
   ~Sandbox();
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -128,6 +131,12 @@ class Sandbox {
   static bool checkpoint(lua_State* L, uint64_t units);
   // Units a call may still charge; UINT64_MAX outside a call.
   static uint64_t remaining(lua_State* L);
+  // Wall time the call has left (0 once past its deadline); max() outside a call. Host
+  // functions that block (egress) bound their waits with it.
+  static std::chrono::microseconds wallLeft(lua_State* L);
+  // Bytes the state may still allocate; SIZE_MAX outside a call. Host functions that copy
+  // data in from outside (blob reads, egress bodies) refuse more than this up front.
+  static size_t memoryLeft(lua_State* L);
   // Keys a table may hold outside its array part (see kMaxHashKeys in sandbox.cc).
   static constexpr size_t kMaxHashKeys = 4096;
 

@@ -19,6 +19,8 @@
 //     "provides": [{"name": "secrets", "version": "1.0.0"}],   // optional: services offered
 //     "requires": [{"name": "kms", "range": "^1", "optional": false}],  // services used
 //     "egress": ["https://*.example.com:443"],     // with capability "egress": destinations
+//     "scope": "system",                  // optional: "tenant" (default) or "system";
+//                                         // system needs the operator's grant as well
 //     "files": {"libacme_hello.so": "<sha256 hex>"}   // optional: checked when present
 //   }
 #pragma once
@@ -41,9 +43,9 @@ namespace trellis::kernel::plugin {
 // "tenant.read" and "tenant.keys" reach the calling tenant's own account (ABI 1.1);
 // "jobs", "egress" and "blobs" the ABI 1.2 services, and "service:<name>" calls to the
 // inter-plugin service <name> (see isValidServiceName).
-inline constexpr std::array<std::string_view, 9> kKnownCapabilities = {
+inline constexpr std::array<std::string_view, 10> kKnownCapabilities = {
     "kv",   "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys",
-    "jobs", "blobs"};
+    "jobs", "blobs",          "usage.emit"};
 inline constexpr std::string_view kServiceCapabilityPrefix = "service:";
 // In a tenant's grants only: "egress:<rule>" narrows the plugin's manifest destinations for
 // that tenant, and is the only way to let it dial a private or loopback address.
@@ -86,6 +88,14 @@ struct RequiredService {
   bool optional = false;
 };
 
+// What a plugin asks to be. A tenant plugin serves tenants' requests and sees only the
+// calling tenant. A system plugin may also subscribe to the usage and audit streams of all
+// tenants and serve admin routes — but only once the operator grants it (`system: true` on
+// its config entry, or the admin API); a manifest alone never makes a plugin system.
+enum class PluginScope { Tenant, System };
+std::optional<PluginScope> parsePluginScope(std::string_view text);  // "tenant" | "system"
+std::string_view pluginScopeName(PluginScope scope);
+
 struct BlockingRoute {
   std::string method;   // "GET" or "*"
   std::string pattern;  // "/hello/{name}"
@@ -108,6 +118,7 @@ struct Manifest {
   std::vector<ProvidedService> provides;
   std::vector<RequiredService> required_services;  // "requires" in the JSON
   std::vector<std::string> egress;                 // destination rules (services/egress_policy.h)
+  PluginScope scope = PluginScope::Tenant;         // what it asks for; see PluginScope
 
   static Result<Manifest> parse(std::string_view json);
   static Result<Manifest> load(const std::filesystem::path& file);  // names the file

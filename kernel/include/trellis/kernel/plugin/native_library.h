@@ -19,6 +19,10 @@ class NativeLibrary {
  public:
   static Result<std::unique_ptr<NativeLibrary>> open(const std::filesystem::path& file,
                                                      const Manifest& manifest);
+  // What open() decides before it runs any of the library's code (manifest runtime and
+  // ABI, a regular file, an ELF shared object this host can load); also used before a
+  // library is handed to a worker process.
+  static Status inspect(const std::filesystem::path& file, const Manifest& manifest);
   ~NativeLibrary();
   NativeLibrary(const NativeLibrary&) = delete;
   NativeLibrary& operator=(const NativeLibrary&) = delete;

@@ -34,8 +34,14 @@ inline constexpr size_t kMaxValueBytes = 1024 * 1024;
 inline constexpr uint32_t kMaxListLimit = 1000;
 
 // Whose data: the host fills this from the call's context, never from plugin input.
+// The tenant of a system plugin's own storage, outside every tenant (its admin routes,
+// on_init and on_start run without one). No tenant id can take it: they start with [a-z0-9].
+inline constexpr std::string_view kSystemScopeTenant = "_system";
+// A tenant id, or kSystemScopeTenant.
+bool isValidScopeTenant(std::string_view tenant);
+
 struct Scope {
-  std::string tenant;  // validated tenant id: [a-z0-9][a-z0-9-]{0,62}
+  std::string tenant;  // validated tenant id: [a-z0-9][a-z0-9-]{0,62}, or kSystemScopeTenant
   std::string plugin;  // plugin id "namespace/name"
   // The tenant's storage quota (its `storage bytes` quota), shared by all its plugins:
   // the sum of key + value bytes of every entry of the tenant. Unset = unlimited. Only

@@ -7,8 +7,12 @@
 //
 //   auto db = SqliteDatabase::open("/var/lib/trellis/data/t.db", {.create = true},
 //                                  [](soci::session& sql) { exec(sql, "CREATE TABLE ..."); });
-//   Status s = (*db)->write([&](soci::session& sql) { ...; return Status::ok(); });
-//   Status r = (*db)->read([&](soci::session& sql) { ...; return Status::ok(); });
+//   Status s = (*db)->write([&](SqliteConnection& c) { ...; return Status::ok(); });
+//   Status r = (*db)->read([&](SqliteConnection& c) { ...; return Status::ok(); });
+//
+// Work gets the connection both ways: `c.sql` (SOCI) for anything, and `c.statements`
+// (sqlite_statements.h) for statements run often enough that compiling them each time
+// would show.
 //
 // Acknowledged means durable: write() returns OK only after the COMMIT covering the write
 // has fsync'd the WAL, and a read started after that sees it (read-your-writes). A read
@@ -31,12 +35,23 @@
 #include <vector>
 
 #include "trellis/kernel/storage/group_commit.h"
+#include "trellis/kernel/storage/sqlite_statements.h"
 #include "trellis/status.hpp"
 
 namespace trellis::kernel::storage {
 
+// The connection a write or read runs on, valid for that call only.
+struct SqliteConnection {
+  soci::session& sql;
+  SqliteStatements& statements;  // compiled once per connection
+};
+
 class SqliteDatabase {
  public:
+  // A write or a read. Writes run on the batch leader's thread inside the batch's
+  // transaction (GroupCommit::Work); reads on a reader connection in autocommit.
+  using Work = std::function<Status(SqliteConnection&)>;
+
   struct Options {
     bool create = true;           // false: NOT_FOUND (and no file) if it does not exist
     size_t max_batch = 256;       // writes per transaction
@@ -54,11 +69,11 @@ class SqliteDatabase {
 
   // Runs `work` in the next batch; returns its status once the batch is durable or failed.
   // Thread-safe. Exceptions from `work` become UNAVAILABLE with their message.
-  Status write(const GroupCommit::Work& work);
+  Status write(const Work& work);
 
   // Runs `fn` on a reader connection (autocommit: each statement sees the latest durable
   // commit). Thread-safe; never waits for write(). Exceptions become UNAVAILABLE.
-  Status read(const std::function<Status(soci::session&)>& fn);
+  Status read(const Work& work);
 
   GroupCommit::Stats writeStats() const { return commit_.stats(); }
   const std::filesystem::path& file() const { return file_; }
@@ -66,14 +81,19 @@ class SqliteDatabase {
  private:
   SqliteDatabase(std::filesystem::path file, Options options);
   void runBatch(std::span<GroupCommit::Write* const> batch);
-  std::unique_ptr<soci::session> openReader() const;
+  struct Reader {
+    std::unique_ptr<soci::session> sql;
+    std::unique_ptr<SqliteStatements> statements;  // declared after sql: finalized first
+  };
+  Reader openReader() const;
 
   const std::filesystem::path file_;
   const Options options_;
-  soci::session writer_;  // used by the batch leader only
+  soci::session writer_;                                 // used by the batch leader only
+  std::unique_ptr<SqliteStatements> writer_statements_;  // the leader's; before writer_ closes
   GroupCommit commit_;
   std::mutex readers_mu_;
-  std::vector<std::unique_ptr<soci::session>> idle_readers_;  // guarded by readers_mu_
+  std::vector<Reader> idle_readers_;  // guarded by readers_mu_
 };
 
 }  // namespace trellis::kernel::storage

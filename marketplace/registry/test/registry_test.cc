@@ -337,6 +337,37 @@ TEST_F(RegistryTest, PublishRefusesPackagesThatFailVerification) {
   expectNothingStored("acme/hello");
 }
 
+TEST_F(RegistryTest, DryRunRunsEveryCheckAndStoresNothing) {
+  auto acme = mk::PrivateKey::generate().value();
+  const std::string token = bootstrap("acme", acme);
+  const auto index_before = verifiedIndex();
+  ASSERT_TRUE(index_before.isOk()) << index_before.status().message();
+
+  const std::string archive = package("acme/hello", "1.0.0", acme);
+  auto dry = publish(archive, token, "?dry_run=true&tags=demo");
+  ASSERT_EQ(dry.status, 200) << dry.body;
+  auto v = json(dry.body);
+  EXPECT_TRUE(v->getValue<bool>("dry_run"));
+  EXPECT_EQ(v->getValue<std::string>("sha256"), mk::sha256Hex(archive));
+  EXPECT_FALSE(v->has("index_version"));
+  expectNothingStored("acme/hello");
+  auto index_after = verifiedIndex();
+  ASSERT_TRUE(index_after.isOk()) << index_after.status().message();
+  EXPECT_EQ(index_after->index().version, index_before->index().version);
+
+  // The checks are the real ones: an unregistered key and a bad token are refused.
+  auto stranger = mk::PrivateKey::generate().value();
+  auto refused = publish(package("acme/hello", "1.0.0", stranger), token, "?dry_run=1");
+  EXPECT_EQ(refused.status, 422);
+  EXPECT_THAT(refused.body, HasSubstr("which is not registered for namespace"));
+  EXPECT_EQ(publish(archive, "wrong-token", "?dry_run=1").status, 403);
+  EXPECT_EQ(publish(archive, token, "?dry_run=maybe").status, 400);
+
+  // After the real publish, a dry run of the same version is the same conflict.
+  ASSERT_EQ(publish(archive, token).status, 201);
+  EXPECT_EQ(publish(archive, token, "?dry_run=1").status, 409);
+}
+
 TEST_F(RegistryTest, PublishRefusesOversizedUploads) {
   server_.reset();
   start(256 * 1024);

@@ -1,0 +1,15 @@
+// Host-table entry points for system plugins' admin surface: audit_emit (any plugin adds
+// a record to the audit stream) and admin_route_add (a system plugin serves a route on
+// the admin port under /v1/x/<namespace>/<name>/).
+#pragma once
+
+#include "trellis/plugin.h"
+
+namespace trellis::kernel::admin {
+
+trellis_status auditEmit(const trellis_ctx* ctx, trellis_str action, trellis_str resource,
+                         trellis_str details_json);
+trellis_status adminRouteAdd(const trellis_ctx* ctx, trellis_str method, trellis_str pattern,
+                             trellis_str role, trellis_handler_fn handler, void* user);
+
+}  // namespace trellis::kernel::admin

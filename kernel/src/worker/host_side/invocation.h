@@ -1,0 +1,42 @@
+// Internal to the host side: one hook running in a worker, and the serving of the host
+// calls the plugin makes meanwhile (call_server.cc).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "trellis/plugin.h"
+#include "worker/protocol.h"
+
+namespace trellis::kernel::worker {
+
+class WorkerPlugin;
+
+// What a CALL may act on: the ctx of the hook being run (live on this thread) and the
+// request, response or service reply of that hook, if it has one.
+struct Invocation {
+  WorkerPlugin* owner = nullptr;
+  trellis_ctx* ctx = nullptr;  // null only for on_destroy, which gets no ctx
+  const trellis_request* req = nullptr;
+  trellis_response* res = nullptr;
+  trellis_service_reply* reply = nullptr;
+  // A restarted (or dedicated) worker runs on_init again: its registrations must repeat
+  // the first worker's, in order, and are answered from the record instead of the kernel.
+  bool replay = false;
+  size_t replay_pos = 0;
+  bool replay_diverged = false;
+};
+
+// Replays a batch of effect-only calls in order; false if the batch is malformed.
+bool applyEffects(Invocation& inv, std::string_view effects);
+
+// Serves one CALL: fills `reply` with status, message and the op's outputs. False if the
+// frame does not decode (a protocol violation: the worker is killed).
+bool serveCall(Invocation& inv, const Frame& call, FrameWriter& reply);
+
+// Registration calls (route_add, event_subscribe, service_provide, job_handler,
+// metric_define), which need the WorkerPlugin; defined in worker_plugin.cc.
+trellis_status registerCallback(Invocation& inv, CallOp op, FrameReader& args, uint64_t* out,
+                                bool* malformed);
+
+}  // namespace trellis::kernel::worker

@@ -1,0 +1,730 @@
+#include "worker/host_side/worker_plugin.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "runtime/call_context.h"
+#include "services/trace/trace_context.h"
+#include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/http/router.h"
+#include "trellis/kernel/metrics/registry.h"
+#include "trellis/kernel/plugin/native_library.h"
+#include "trellis/kernel/util/json.h"
+#include "worker/host_side/invocation.h"
+
+namespace trellis::kernel::worker {
+
+using Clock = std::chrono::steady_clock;
+using runtime::Phase;
+
+namespace {
+
+constexpr int kPoisonCrashes = 3;   // crashes after which a request is refused
+constexpr int kCrashloopAfter = 5;  // consecutive crashes shown as "crashlooping"
+constexpr auto kHealthyAfter = std::chrono::seconds(60);  // resets the backoff
+constexpr auto kMaxBackoff = std::chrono::seconds(60);
+
+// A callback the plugin registered, as the kernel holds it: the `user` of a trampoline.
+struct Remote {
+  WorkerPlugin::Impl* impl;
+  uint32_t index;     // the worker's number for it
+  std::string route;  // "GET /x/{id}" for routes: part of the poison-request key
+};
+
+// One registration of the first worker's on_init; later workers must repeat it.
+struct Registration {
+  CallOp op;
+  std::string a, b;
+  int32_t kind = 0;
+  uint32_t index = 0;
+  uint64_t result = 0;  // metric_define's id
+};
+
+struct Slot {
+  std::string tenant;  // "" = shared
+  std::mutex mu;       // guards everything below
+  std::shared_ptr<WorkerProcess> proc;
+  std::shared_ptr<WorkerProcess> spare;  // pre-started, waiting for its on_init
+  // The last death already recorded (weak: a raw pointer could match a newer worker
+  // allocated where a freed one was).
+  std::weak_ptr<WorkerProcess> counted;
+  bool restarting = false;  // one thread brings a new worker up at a time
+  uint64_t restarts = 0, crashes = 0, consecutive = 0;
+  std::string last_crash;
+  Clock::time_point not_before{}, healthy_since{};
+  metrics::Counter* crash_metric = nullptr;
+  metrics::Counter* restart_metric = nullptr;
+  metrics::Gauge* crashloop_metric = nullptr;
+};
+
+struct Outcome {
+  enum Kind { kOk, kCrashed, kTimeout, kBusy, kUnavailable } kind = kOk;
+  int32_t status = TRELLIS_INTERNAL;
+  std::string why;
+};
+
+std::atomic<uint64_t> g_next_invoke{1};
+
+// 0 after the first crash, then 0.5 s doubling up to a minute.
+Clock::duration backoffAfter(uint64_t consecutive) {
+  if (consecutive <= 1) return Clock::duration::zero();
+  auto ms = std::chrono::milliseconds(500 * (int64_t{1} << std::min<uint64_t>(consecutive - 2, 8)));
+  return std::min<Clock::duration>(kMaxBackoff, ms);
+}
+
+void writeCtx(FrameWriter& w, const trellis_ctx* ctx) {
+  w.str(ctx && ctx->tenant ? std::string_view(ctx->tenant->id) : std::string_view());
+  w.str(ctx ? ctx->principal : std::string_view());
+  bool trace = ctx && ctx->trace;
+  w.u8(trace ? 1 : 0);
+  w.str(trace ? std::string_view(ctx->trace->traceparent()) : std::string_view());
+  w.str(trace ? std::string_view(ctx->trace->tracestate()) : std::string_view());
+  bool caller = ctx && ctx->phase == Phase::kService;
+  w.u8(caller ? 1 : 0);
+  w.str(caller ? ctx->caller : std::string_view());
+  w.u64(ctx ? ctx->host_calls : 0).u64(ctx ? ctx->max_host_calls : UINT64_MAX);
+}
+
+}  // namespace
+
+struct WorkerPlugin::Impl {
+  WorkerPlugin* self = nullptr;
+  runtime::PluginInstance* plugin = nullptr;
+  std::filesystem::path library;
+  WorkerOptions options;
+  std::string id, version;
+  std::deque<Remote> remotes;               // node-stable: trampolines hold pointers
+  std::vector<Registration> registrations;  // written by the first on_init only
+  Slot shared;
+  std::map<std::string, std::unique_ptr<Slot>, std::less<>> dedicated;
+  std::atomic<bool> stopping{false};
+  std::mutex poison_mu;
+  std::unordered_map<size_t, int> poison;  // request key -> crashes it was in flight for
+
+  Slot& slotFor(const trellis_ctx* ctx) {
+    if (ctx && ctx->tenant) {
+      if (auto it = dedicated.find(ctx->tenant->id); it != dedicated.end()) return *it->second;
+    }
+    return shared;
+  }
+  std::vector<Slot*> slots() {
+    std::vector<Slot*> all{&shared};
+    for (auto& [t, s] : dedicated) all.push_back(s.get());
+    return all;
+  }
+
+  Result<std::shared_ptr<WorkerProcess>> spawn() {
+    return WorkerProcess::spawn(options, library, plugin->dir());
+  }
+
+  // The audit stream records a worker entering its crash loop (once per loop).
+  void auditCrashloop(const Slot& slot) {
+    events::EventBus* bus = plugin->services().events;
+    if (!bus) return;
+    std::string payload = "{\"plugin\":";
+    util::appendJsonString(payload, id);
+    payload += ",\"tenant\":";
+    util::appendJsonString(payload, slot.tenant.empty() ? "*" : slot.tenant);
+    payload += ",\"crashes_in_a_row\":" + std::to_string(slot.consecutive) + ",\"last_crash\":";
+    util::appendJsonString(payload, slot.last_crash);
+    payload += "}";
+    bus->publish({"", "kernel", "audit.worker_crashloop", std::move(payload)});
+  }
+
+  // Records a worker's end once; sets the backoff before the next start.
+  void recordDeath(Slot& slot, const std::shared_ptr<WorkerProcess>& proc, const char* kind) {
+    std::lock_guard lock(slot.mu);
+    if (slot.counted.lock() == proc) return;
+    slot.counted = proc;
+    auto now = Clock::now();
+    if (now - slot.healthy_since > kHealthyAfter) slot.consecutive = 0;
+    ++slot.crashes;
+    ++slot.consecutive;
+    auto backoff = backoffAfter(slot.consecutive);
+    slot.not_before = now + backoff;
+    slot.last_crash = proc->endReason();
+    if (slot.crash_metric) slot.crash_metric->add();
+    if (slot.crashloop_metric) slot.crashloop_metric->set(slot.consecutive >= kCrashloopAfter);
+    if (slot.consecutive == kCrashloopAfter) auditCrashloop(slot);
+    spdlog::error(
+        "plugin={} tenant={} worker pid {} {} ({}); {} crash(es) in a row, next start in {} ms", id,
+        slot.tenant.empty() ? "*" : slot.tenant, proc->pid(), slot.last_crash, kind,
+        slot.consecutive, std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count());
+  }
+
+  Outcome invoke(Slot& slot, const std::shared_ptr<WorkerProcess>& proc, InvokeOp op,
+                 const FrameWriter& payload, Invocation& inv);
+  // A live, initialized worker for `slot`, restarting one if the backoff allows.
+  Result<std::shared_ptr<WorkerProcess>> ready(Slot& slot);
+  // on_init (replayed) and on_start in a fresh worker, outside any kernel hook.
+  Status bringUp(Slot& slot, const std::shared_ptr<WorkerProcess>& proc);
+
+  trellis_status runRoute(const Remote& r, trellis_ctx* ctx, const trellis_request* req,
+                          trellis_response* res);
+  Outcome runCallback(InvokeOp op, const Remote& r, trellis_ctx* ctx, const FrameWriter& args,
+                      trellis_service_reply* reply);
+};
+
+Outcome WorkerPlugin::Impl::invoke(Slot& slot, const std::shared_ptr<WorkerProcess>& proc,
+                                   InvokeOp op, const FrameWriter& payload, Invocation& inv) {
+  Outcome out;
+  const auto timeout = options.call_timeout;
+  int ch = proc->acquire(Clock::now() + timeout);
+  if (ch < 0) {
+    out.kind = proc->dead() ? Outcome::kCrashed : Outcome::kBusy;
+    out.why = proc->dead() ? proc->endReason() : "every channel of the worker stayed busy";
+    if (proc->dead()) recordDeath(slot, proc, "crash");
+    return out;
+  }
+  const int fd = proc->fd(ch);
+  const uint64_t id = g_next_invoke.fetch_add(1, std::memory_order_relaxed);
+  auto violation = [&](const std::string& what) {
+    proc->kill("protocol violation: " + what);
+    out.kind = Outcome::kCrashed;
+  };
+  if (!writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(op), id, payload)) {
+    proc->kill("its channel closed");
+    out.kind = Outcome::kCrashed;
+  }
+  while (out.kind == Outcome::kOk) {
+    Frame f;
+    Status s = readFrame(fd, f, Clock::now() + timeout);
+    if (!s) {
+      if (s.code() == StatusCode::kTimeout) {
+        proc->kill("gave no answer within " + std::to_string(timeout.count()) + " ms");
+        out.kind = Outcome::kTimeout;
+      } else if (s.code() == StatusCode::kInvalid) {
+        violation(s.message());
+      } else {
+        proc->kill("its channel closed");
+        out.kind = Outcome::kCrashed;
+      }
+      break;
+    }
+    if (f.type == FrameType::kCall) {
+      FrameWriter reply;
+      if (!serveCall(inv, f, reply)) {
+        violation("a CALL that does not decode (op " + std::to_string(f.op) + ")");
+        break;
+      }
+      if (inv.replay_diverged) {
+        violation("its on_init registered other callbacks than the first worker's");
+        break;
+      }
+      if (!writeFrame(fd, FrameType::kReply, f.op, f.id, reply)) {
+        proc->kill("its channel closed");
+        out.kind = Outcome::kCrashed;
+      }
+      continue;
+    }
+    if (f.type != FrameType::kResult || f.id != id) {
+      violation("a frame it was never asked for (type " + std::to_string(int(f.type)) + ")");
+      break;
+    }
+    FrameReader r(f.payload);
+    std::string_view effects = r.str();
+    int32_t status = r.i32();
+    if (!r.ok() || !r.atEnd() || !applyEffects(inv, effects)) {
+      violation("a RESULT that does not decode");
+      break;
+    }
+    out.status = status;
+    break;
+  }
+  proc->release(ch);
+  if (out.kind == Outcome::kCrashed || out.kind == Outcome::kTimeout) {
+    out.why = proc->endReason();
+    recordDeath(slot, proc, out.kind == Outcome::kTimeout ? "timeout" : "crash");
+  }
+  return out;
+}
+
+Status WorkerPlugin::Impl::bringUp(Slot& slot, const std::shared_ptr<WorkerProcess>& proc) {
+  for (Phase phase : {Phase::kInit, Phase::kStart}) {
+    trellis_ctx ctx;
+    ctx.plugin = plugin;
+    ctx.phase = phase;
+    runtime::CallScope scope(&ctx);
+    Invocation inv;
+    inv.owner = self;
+    inv.ctx = &ctx;
+    inv.replay = true;
+    FrameWriter w;
+    w.u32(0);
+    writeCtx(w, &ctx);
+    Outcome o =
+        invoke(slot, proc, phase == Phase::kInit ? InvokeOp::kInit : InvokeOp::kStart, w, inv);
+    if (o.kind != Outcome::kOk) return Status::unavailable("the worker " + o.why);
+    if (o.status != TRELLIS_OK) {
+      proc->kill(phase == Phase::kInit ? "on_init failed" : "on_start failed");
+      return Status::unavailable(std::string(phase == Phase::kInit ? "on_init" : "on_start") +
+                                 " returned " +
+                                 std::string(statusCodeName(static_cast<StatusCode>(o.status))) +
+                                 (ctx.error.empty() ? "" : ": " + ctx.error));
+    }
+    if (phase == Phase::kInit && inv.replay_pos != registrations.size()) {
+      proc->kill("registered fewer callbacks than the first worker");
+      return Status::unavailable("its on_init registered fewer callbacks than the first worker");
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::shared_ptr<WorkerProcess>> WorkerPlugin::Impl::ready(Slot& slot) {
+  std::unique_lock lock(slot.mu);
+  if (slot.proc && !slot.proc->dead()) return slot.proc;
+  if (stopping) return Status::unavailable("the plugin is stopping");
+  if (slot.restarting) return Status::unavailable("its worker is restarting");
+  auto now = Clock::now();
+  if (now < slot.not_before) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(slot.not_before - now);
+    return Status::unavailable("its worker is restarting (next start in " +
+                               std::to_string(ms.count()) + " ms)");
+  }
+  std::shared_ptr<WorkerProcess> next;
+  if (slot.spare && !slot.spare->dead()) {
+    next = std::move(slot.spare);
+  } else {
+    auto fresh = spawn();
+    if (!fresh) {
+      slot.not_before = now + std::chrono::seconds(1);
+      return fresh.status();
+    }
+    next = std::move(*fresh);
+  }
+  slot.spare.reset();
+  // bringUp serves the CALLs of on_init on this thread; recordDeath must not deadlock.
+  slot.restarting = true;
+  lock.unlock();
+  Status up = bringUp(slot, next);
+  lock.lock();
+  slot.restarting = false;
+  if (!up) {
+    if (slot.proc == nullptr || slot.proc->dead()) slot.proc = next;
+    bool entered_crashloop = false;
+    if (slot.counted.lock() != next) {  // failed without dying: count it here
+      slot.counted = next;
+      ++slot.crashes;
+      ++slot.consecutive;
+      slot.not_before = Clock::now() + backoffAfter(slot.consecutive);
+      if (slot.crash_metric) slot.crash_metric->add();
+      entered_crashloop = slot.consecutive == kCrashloopAfter;
+    }
+    slot.last_crash = up.message();
+    if (entered_crashloop) auditCrashloop(slot);
+    if (slot.crashloop_metric) slot.crashloop_metric->set(slot.consecutive >= kCrashloopAfter);
+    spdlog::error("plugin={} tenant={} worker restart failed: {}", id,
+                  slot.tenant.empty() ? "*" : slot.tenant, up.message());
+    return Status::unavailable("its worker could not be restarted");
+  }
+  if (slot.proc && !slot.proc->dead()) {
+    // Another thread restarted it meanwhile; keep theirs, this one goes.
+    next->kill("not needed");
+    return slot.proc;
+  }
+  slot.proc = next;
+  slot.healthy_since = Clock::now();
+  ++slot.restarts;
+  if (slot.restart_metric) slot.restart_metric->add();
+  spdlog::warn("plugin={} tenant={} worker restarted (pid {}, restart {})", id,
+               slot.tenant.empty() ? "*" : slot.tenant, next->pid(), slot.restarts);
+  // The next crash is answered by a worker that has already started.
+  if (auto spare = spawn()) slot.spare = std::move(*spare);
+  return slot.proc;
+}
+
+trellis_status WorkerPlugin::Impl::runRoute(const Remote& r, trellis_ctx* ctx,
+                                            const trellis_request* req, trellis_response* res) {
+  const trellis_host_api* api = runtime::hostApi();
+  const std::string_view body = req->http->body();
+  const size_t key = std::hash<std::string_view>()(r.route) ^
+                     (std::hash<std::string_view>()(body) * 1099511628211ull);
+  {
+    std::lock_guard lock(poison_mu);
+    if (auto it = poison.find(key); it != poison.end() && it->second >= kPoisonCrashes) {
+      return api->res_problem(
+          ctx, res, 502,
+          TRELLIS_STR("this request made the plugin's worker fail repeatedly; it is not retried"));
+    }
+  }
+  Slot& slot = slotFor(ctx);
+  auto proc = ready(slot);
+  if (!proc) {
+    std::string detail = "the plugin is unavailable: " + proc.status().message();
+    return api->res_problem(ctx, res, 502, trellis_str{detail.data(), detail.size()});
+  }
+  FrameWriter w;
+  w.u32(r.index);
+  writeCtx(w, ctx);
+  w.str(req->http->method_string()).str(req->path).str(req->query).str(body);
+  size_t headers = 0;
+  for (auto it = req->http->begin(); it != req->http->end(); ++it) ++headers;
+  w.u32(static_cast<uint32_t>(headers));
+  for (const auto& field : *req->http) w.str(field.name_string()).str(field.value());
+  const auto& params = req->match->params;
+  w.u32(static_cast<uint32_t>(params.size()));
+  for (const auto& [name, raw] : params) {
+    auto decoded = http::percentDecode(raw);
+    w.str(name).str(decoded ? std::string_view(*decoded) : std::string_view()).u8(decoded ? 1 : 0);
+  }
+  Invocation inv;
+  inv.owner = self;
+  inv.ctx = ctx;
+  inv.req = req;
+  inv.res = res;
+  Outcome o = invoke(slot, *proc, InvokeOp::kRoute, w, inv);
+  switch (o.kind) {
+    case Outcome::kOk: return o.status;
+    case Outcome::kTimeout: {
+      std::string detail = "the plugin did not answer within " +
+                           std::to_string(options.call_timeout.count()) + " ms";
+      return api->res_problem(ctx, res, 504, trellis_str{detail.data(), detail.size()});
+    }
+    case Outcome::kBusy:
+      return api->res_problem(ctx, res, 503, TRELLIS_STR("the plugin is busy; retry later"));
+    case Outcome::kCrashed:
+    case Outcome::kUnavailable: {
+      std::lock_guard lock(poison_mu);
+      if (poison.size() > 4096) poison.clear();
+      ++poison[key];
+      return api->res_problem(
+          ctx, res, 502, TRELLIS_STR("the plugin's worker process failed during this request"));
+    }
+  }
+  return TRELLIS_INTERNAL;
+}
+
+Outcome WorkerPlugin::Impl::runCallback(InvokeOp op, const Remote& r, trellis_ctx* ctx,
+                                        const FrameWriter& args, trellis_service_reply* reply) {
+  Slot& slot = slotFor(ctx);
+  auto proc = ready(slot);
+  if (!proc) return {Outcome::kUnavailable, TRELLIS_UNAVAILABLE, proc.status().message()};
+  FrameWriter w;
+  w.u32(r.index);
+  writeCtx(w, ctx);
+  w.bytes(args.data());
+  Invocation inv;
+  inv.owner = self;
+  inv.ctx = ctx;
+  inv.reply = reply;
+  return invoke(slot, *proc, op, w, inv);
+}
+
+namespace {
+
+trellis_status routeTrampoline(void* user, const trellis_ctx* c, const trellis_request* req,
+                               trellis_response* res) {
+  auto* r = static_cast<Remote*>(user);
+  return r->impl->runRoute(*r, const_cast<trellis_ctx*>(c), req, res);
+}
+
+trellis_status failed(trellis_ctx* ctx, const Outcome& o) {
+  if (o.kind == Outcome::kOk) return o.status;
+  ctx->error = "the plugin's worker " + (o.why.empty() ? std::string("failed") : o.why);
+  return o.kind == Outcome::kTimeout ? TRELLIS_TIMEOUT : TRELLIS_UNAVAILABLE;
+}
+
+void eventTrampoline(void* user, const trellis_ctx* c, trellis_str topic, trellis_str payload) {
+  auto* r = static_cast<Remote*>(user);
+  FrameWriter w;
+  w.str({topic.ptr, topic.len}).str({payload.ptr, payload.len});
+  auto* ctx = const_cast<trellis_ctx*>(c);
+  Outcome o = r->impl->runCallback(InvokeOp::kEvent, *r, ctx, w, nullptr);
+  if (o.kind != Outcome::kOk) {
+    spdlog::warn("plugin={} event {} not delivered: worker {}", r->impl->id,
+                 std::string_view(topic.ptr, topic.len), o.why);
+  }
+}
+
+trellis_status serviceTrampoline(void* user, const trellis_ctx* c, trellis_str request,
+                                 trellis_service_reply* reply) {
+  auto* r = static_cast<Remote*>(user);
+  FrameWriter w;
+  w.str({request.ptr, request.len});
+  auto* ctx = const_cast<trellis_ctx*>(c);
+  return failed(ctx, r->impl->runCallback(InvokeOp::kService, *r, ctx, w, reply));
+}
+
+trellis_status jobTrampoline(void* user, const trellis_ctx* c, trellis_str name,
+                             trellis_str payload) {
+  auto* r = static_cast<Remote*>(user);
+  FrameWriter w;
+  w.str({name.ptr, name.len}).str({payload.ptr, payload.len});
+  auto* ctx = const_cast<trellis_ctx*>(c);
+  return failed(ctx, r->impl->runCallback(InvokeOp::kJob, *r, ctx, w, nullptr));
+}
+
+WorkerPlugin::Impl* implOf(void* state) {
+  return static_cast<WorkerPlugin::Impl*>(state);
+}
+
+// Runs a lifecycle hook in every slot's worker (shared first).
+trellis_status lifecycle(WorkerPlugin::Impl* impl, InvokeOp op, const trellis_ctx* c) {
+  auto* ctx = const_cast<trellis_ctx*>(c);
+  trellis_status result = TRELLIS_OK;
+  bool first = true;
+  for (Slot* slot : impl->slots()) {
+    std::shared_ptr<WorkerProcess> proc;
+    {
+      std::lock_guard lock(slot->mu);
+      proc = slot->proc;
+    }
+    if (!proc || proc->dead()) {
+      if (op == InvokeOp::kInit || op == InvokeOp::kStart) {
+        if (ctx) ctx->error = "the plugin's worker is not running";
+        return TRELLIS_UNAVAILABLE;
+      }
+      continue;
+    }
+    Invocation inv;
+    inv.owner = impl->self;
+    inv.ctx = ctx;
+    inv.replay = op == InvokeOp::kInit && !first;
+    FrameWriter w;
+    w.u32(0);
+    writeCtx(w, ctx);
+    Outcome o = impl->invoke(*slot, proc, op, w, inv);
+    if (o.kind != Outcome::kOk) {
+      if (ctx) ctx->error = "the plugin's worker " + o.why;
+      if (op == InvokeOp::kInit || op == InvokeOp::kStart) return TRELLIS_UNAVAILABLE;
+    } else if (o.status != TRELLIS_OK) {
+      result = o.status;
+      if (op == InvokeOp::kInit || op == InvokeOp::kStart) return result;
+    }
+    if (op == InvokeOp::kInit && inv.replay && inv.replay_pos != impl->registrations.size()) {
+      if (ctx) ctx->error = "a dedicated worker's on_init registered other callbacks";
+      return TRELLIS_INTERNAL;
+    }
+    if (op == InvokeOp::kStart) {
+      std::lock_guard lock(slot->mu);
+      slot->healthy_since = Clock::now();
+    }
+    first = false;
+  }
+  return result;
+}
+
+trellis_status onInit(const trellis_host_api*, const trellis_ctx* ctx, void** state) {
+  return lifecycle(implOf(*state), InvokeOp::kInit, ctx);
+}
+trellis_status onStart(void* state, const trellis_ctx* ctx) {
+  return lifecycle(implOf(state), InvokeOp::kStart, ctx);
+}
+void onStop(void* state, const trellis_ctx* ctx) {
+  lifecycle(implOf(state), InvokeOp::kStop, ctx);
+}
+void onDestroy(void* state) {
+  WorkerPlugin::Impl* impl = implOf(state);
+  lifecycle(impl, InvokeOp::kDestroy, nullptr);
+  impl->stopping = true;
+  for (Slot* slot : impl->slots()) {
+    std::lock_guard lock(slot->mu);
+    if (slot->proc) slot->proc->kill("stopped");
+    if (slot->spare) slot->spare->kill("stopped");
+  }
+}
+
+}  // namespace
+
+trellis_status registerCallback(Invocation& inv, CallOp op, FrameReader& r, uint64_t* out,
+                                bool* malformed) {
+  WorkerPlugin::Impl* impl = implOf(inv.owner->hookState());
+  Registration reg;
+  reg.op = op;
+  switch (op) {
+    case CallOp::kRouteAdd:
+    case CallOp::kServiceProvide:
+      reg.a = std::string(r.str());
+      reg.b = std::string(r.str());
+      reg.index = r.u32();
+      break;
+    case CallOp::kEventSubscribe:
+      reg.a = std::string(r.str());
+      reg.index = r.u32();
+      break;
+    case CallOp::kJobHandler: reg.index = r.u32(); break;
+    case CallOp::kMetricDefine:
+      reg.kind = r.i32();
+      reg.a = std::string(r.str());
+      reg.b = std::string(r.str());
+      break;
+    default: *malformed = true; return TRELLIS_INVALID;
+  }
+  if (!r.ok()) {
+    *malformed = true;
+    return TRELLIS_INVALID;
+  }
+  trellis_ctx* ctx = inv.ctx;
+  if (ctx->phase != Phase::kInit) {
+    ctx->error = "registrations are allowed only during on_init";
+    return TRELLIS_INVALID;
+  }
+  if (inv.replay) {
+    // A later worker of the same plugin: it must register what the first one did.
+    if (inv.replay_pos >= impl->registrations.size()) {
+      inv.replay_diverged = true;
+      return TRELLIS_INVALID;
+    }
+    const Registration& first = impl->registrations[inv.replay_pos++];
+    if (first.op != reg.op || first.a != reg.a || first.b != reg.b || first.kind != reg.kind ||
+        first.index != reg.index) {
+      inv.replay_diverged = true;
+      return TRELLIS_INVALID;
+    }
+    *out = first.result;
+    return TRELLIS_OK;
+  }
+  const trellis_host_api* api = runtime::hostApi();
+  auto str = [](const std::string& s) { return trellis_str{s.data(), s.size()}; };
+  trellis_status s = TRELLIS_INVALID;
+  auto remote = [&]() -> Remote* {
+    impl->remotes.push_back({impl, reg.index, reg.a + " " + reg.b});
+    return &impl->remotes.back();
+  };
+  switch (op) {
+    case CallOp::kRouteAdd:
+      s = api->route_add(ctx, str(reg.a), str(reg.b), routeTrampoline, remote());
+      break;
+    case CallOp::kServiceProvide:
+      s = api->service_provide(ctx, str(reg.a), str(reg.b), serviceTrampoline, remote());
+      break;
+    case CallOp::kEventSubscribe:
+      s = api->event_subscribe(ctx, str(reg.a), eventTrampoline, remote());
+      break;
+    case CallOp::kJobHandler: s = api->job_handler(ctx, jobTrampoline, remote()); break;
+    case CallOp::kMetricDefine: {
+      trellis_metric_id id = 0;
+      s = api->metric_define(ctx, reg.kind, str(reg.a), str(reg.b), &id);
+      reg.result = id;
+      *out = id;
+      break;
+    }
+    default: break;
+  }
+  // Only what succeeded is repeated by later workers (their failures would differ).
+  if (s == TRELLIS_OK) impl->registrations.push_back(std::move(reg));
+  return s;
+}
+
+Result<std::unique_ptr<WorkerPlugin>> WorkerPlugin::open(runtime::PluginInstance& plugin,
+                                                         const std::filesystem::path& library,
+                                                         const WorkerOptions& options,
+                                                         std::vector<std::string> dedicated) {
+  std::unique_ptr<WorkerPlugin> w(new WorkerPlugin());
+  w->impl_ = std::make_unique<Impl>();
+  Impl& impl = *w->impl_;
+  impl.self = w.get();
+  impl.plugin = &plugin;
+  impl.library = library;
+  impl.options = options;
+  const std::string name = library.filename().string();
+  // What can be refused without running the library is refused here, with the same
+  // messages as in process; the worker reports what only loading it can tell.
+  if (Status s = plugin::NativeLibrary::inspect(library, plugin.manifest()); !s) return s;
+  for (auto& t : dedicated) {
+    auto slot = std::make_unique<Slot>();
+    slot->tenant = t;
+    impl.dedicated.emplace(t, std::move(slot));
+  }
+  metrics::MetricsRegistry* reg = plugin.services().metrics;
+  for (Slot* slot : impl.slots()) {
+    auto first = impl.spawn();
+    if (!first) return Status(first.status().code(), name + ": " + first.status().message());
+    // No spare yet: start-up pays for one process per worker, and the first restart starts
+    // the spare that answers the next crash (ready()).
+    slot->proc = std::move(*first);
+    if (reg) {
+      std::vector<std::string> labels = {plugin.id(), slot->tenant.empty() ? "*" : slot->tenant};
+      slot->crash_metric = &reg->counter("trellis_worker_crashes_total",
+                                         "Plugin worker processes that crashed, hung or broke "
+                                         "the protocol",
+                                         {"plugin", "tenant"})
+                                .labels(labels);
+      slot->restart_metric =
+          &reg->counter("trellis_worker_restarts_total", "Plugin worker processes restarted",
+                        {"plugin", "tenant"})
+               .labels(labels);
+      slot->crashloop_metric =
+          &reg->gauge("trellis_worker_crashlooping",
+                      "1 while a plugin worker has crashed 5 or more times in a row",
+                      {"plugin", "tenant"})
+               .labels(labels);
+    }
+  }
+  // The library's descriptor must match the manifest, as in process (NativeLibrary).
+  const Hello& hello = impl.shared.proc->hello();
+  const auto& m = plugin.manifest();
+  if (Status abi = plugin::checkAbi(static_cast<uint16_t>(hello.abi_major),
+                                    static_cast<uint16_t>(hello.abi_minor));
+      !abi || hello.abi_major > 0xffff || hello.abi_minor > 0xffff) {
+    return Status::invalid(name + ": " + (abi ? "ABI out of range" : abi.message()));
+  }
+  if (hello.abi_major != m.abi_major || hello.abi_minor != m.abi_minor) {
+    return Status::invalid(name + ": descriptor says ABI " + std::to_string(hello.abi_major) + "." +
+                           std::to_string(hello.abi_minor) + " but manifest says ABI " +
+                           std::to_string(m.abi_major) + "." + std::to_string(m.abi_minor));
+  }
+  if (hello.id != m.id || hello.version != m.version.toString()) {
+    return Status::invalid(name + ": descriptor says " + hello.id + "@" + hello.version +
+                           " but manifest says " + m.id + "@" + m.version.toString());
+  }
+  impl.id = hello.id;
+  impl.version = hello.version;
+  spdlog::info("plugin {} runs in worker pid {} (landlock: {})", impl.id, impl.shared.proc->pid(),
+               hello.landlock);
+  w->descriptor_ = trellis_plugin{sizeof(trellis_plugin),
+                                  static_cast<uint16_t>(hello.abi_major),
+                                  static_cast<uint16_t>(hello.abi_minor),
+                                  impl.id.c_str(),
+                                  impl.version.c_str(),
+                                  onInit,
+                                  onStart,
+                                  onStop,
+                                  onDestroy};
+  return w;
+}
+
+WorkerPlugin::~WorkerPlugin() {
+  impl_->stopping = true;
+  for (Slot* slot : impl_->slots()) {
+    std::lock_guard lock(slot->mu);
+    if (slot->proc) slot->proc->kill("stopped");
+    if (slot->spare) slot->spare->kill("stopped");
+  }
+}
+
+std::vector<WorkerReport> WorkerPlugin::report() const {
+  std::vector<WorkerReport> out;
+  auto now = Clock::now();
+  for (Slot* slot : impl_->slots()) {
+    std::lock_guard lock(slot->mu);
+    WorkerReport r;
+    r.tenant = slot->tenant;
+    r.restarts = slot->restarts;
+    r.crashes = slot->crashes;
+    r.last_crash = slot->last_crash;
+    bool alive = slot->proc && !slot->proc->dead();
+    if (impl_->stopping) {
+      r.state = "stopped";
+    } else if (alive) {
+      r.state = "running";
+      r.pid = slot->proc->pid();
+    } else {
+      r.state = slot->consecutive >= kCrashloopAfter ? "crashlooping" : "restarting";
+      if (slot->not_before > now) {
+        r.backoff_seconds = std::chrono::duration<double>(slot->not_before - now).count();
+      }
+    }
+    if (slot->proc) r.landlock = slot->proc->hello().landlock;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace trellis::kernel::worker

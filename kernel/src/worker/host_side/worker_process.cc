@@ -1,0 +1,252 @@
+#include "worker/host_side/worker_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <thread>
+
+#include "worker/protocol.h"
+
+namespace trellis::kernel::worker {
+namespace {
+
+// Closes the fds it holds unless released.
+struct FdList {
+  std::vector<int> fds;
+  ~FdList() {
+    for (int fd : fds) ::close(fd);
+  }
+};
+
+std::string describeExit(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    return "killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+  }
+  if (WIFEXITED(status)) return "exited with " + std::to_string(WEXITSTATUS(status));
+  return "ended";
+}
+
+// PR_SET_PDEATHSIG fires when the *thread* that forked the worker exits, so every worker
+// is spawned from this one thread, which lives as long as trellisd.
+class Spawner {
+ public:
+  static Spawner& instance() {
+    static Spawner* s = new Spawner();  // never destroyed: workers must outlive statics
+    return *s;
+  }
+  template <typename F>
+  auto run(F fn) -> decltype(fn()) {
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto result = task.get_future();
+    {
+      std::lock_guard lock(mu_);
+      queue_.emplace_back([&task] { task(); });
+    }
+    cv_.notify_one();
+    return result.get();
+  }
+
+ private:
+  Spawner() {
+    std::thread([this] {
+      for (;;) {
+        std::function<void()> job;
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [this] { return !queue_.empty(); });
+          job = std::move(queue_.front());
+          queue_.pop_front();
+        }
+        job();
+      }
+    }).detach();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions& o,
+                                                            const std::filesystem::path& library,
+                                                            const std::filesystem::path& dir) {
+  std::shared_ptr<WorkerProcess> p(new WorkerProcess());
+  FdList parent_ends, child_ends;
+  for (int i = 0; i < o.channels; ++i) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      return Status::unavailable(std::string("socketpair: ") + std::strerror(errno));
+    }
+    parent_ends.fds.push_back(sv[0]);
+    child_ends.fds.push_back(sv[1]);
+  }
+
+  // The worker gets the library and its folder as descriptors opened here: it opens the
+  // very file trellisd checked, and it needs no search permission on the folders above
+  // (it runs as an unprivileged user; a plugin folder may be trellisd's alone).
+  int library_fd = ::open(library.c_str(), O_RDONLY | O_CLOEXEC);
+  if (library_fd < 0) {
+    return Status::unavailable("cannot open " + library.string() + ": " + std::strerror(errno));
+  }
+  child_ends.fds.push_back(library_fd);
+  int dir_fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) {
+    return Status::unavailable("cannot open " + dir.string() + ": " + std::strerror(errno));
+  }
+  child_ends.fds.push_back(dir_fd);
+
+  std::vector<std::string> args = {o.binary.string(),
+                                   "--library",
+                                   library.string(),
+                                   "--channels",
+                                   std::to_string(o.channels),
+                                   "--parent-pid",
+                                   std::to_string(::getpid()),
+                                   "--plugin-dir",
+                                   dir.string(),
+                                   "--max-files",
+                                   std::to_string(o.max_files)};
+  if (!o.sandbox) {
+    args.push_back("--no-sandbox");
+  } else {
+    args.insert(args.end(),
+                {"--sandbox-user", o.user, "--max-memory-bytes", std::to_string(o.max_memory_bytes),
+                 "--max-cpu-seconds", std::to_string(o.max_cpu_seconds)});
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  char* envp[] = {nullptr};
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  // The channels become 3, 4, …, then the library and its folder: first move each out of
+  // the way of that range, then into place (dup2 clears close-on-exec on the copy).
+  const int base = 3, high = 1000;
+  const int inherited = static_cast<int>(child_ends.fds.size());
+  for (int i = 0; i < inherited; ++i) {
+    posix_spawn_file_actions_adddup2(&fa, child_ends.fds[static_cast<size_t>(i)], high + i);
+  }
+  for (int i = 0; i < inherited; ++i) {
+    posix_spawn_file_actions_adddup2(&fa, high + i, base + i);
+    posix_spawn_file_actions_addclose(&fa, high + i);
+  }
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigfillset(&defaults);
+  posix_spawnattr_setsigmask(&attr, &none);  // trellisd blocks SIGTERM in every thread
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+  pid_t pid = -1;
+  int rc = Spawner::instance().run(
+      [&] { return posix_spawn(&pid, o.binary.c_str(), &fa, &attr, argv.data(), envp); });
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return Status::unavailable("cannot start " + o.binary.string() + ": " + std::strerror(rc));
+  }
+  // Only the worker holds its ends now, so a worker that dies before HELLO is seen at once
+  // as the channel closing, not after the whole call timeout.
+  for (int fd : child_ends.fds) ::close(fd);
+  child_ends.fds.clear();
+  p->pid_ = pid;
+  p->fds_ = std::move(parent_ends.fds);
+  parent_ends.fds.clear();
+  p->busy_.assign(p->fds_.size(), false);
+
+  Frame hello;
+  Status s = readFrame(p->fds_[0], hello, std::chrono::steady_clock::now() + o.call_timeout);
+  if (s && hello.type == FrameType::kRefused) {
+    FrameReader r(hello.payload);
+    std::string why(r.str().substr(0, 1024));
+    p->kill("refused");
+    return Status::unavailable(r.ok() ? why : "the worker refused to start");
+  }
+  if (!s || hello.type != FrameType::kHello) {
+    p->kill("no HELLO");
+    std::string why = p->endReason();
+    return Status::unavailable("the worker did not start (" +
+                               (s ? std::string("its first frame was not HELLO") : s.message()) +
+                               "; " + why + ")");
+  }
+  FrameReader r(hello.payload);
+  uint32_t protocol = r.u32();
+  p->hello_.struct_size = r.u32();
+  p->hello_.abi_major = r.u32();
+  p->hello_.abi_minor = r.u32();
+  p->hello_.id = std::string(r.str());
+  p->hello_.version = std::string(r.str());
+  p->hello_.landlock = std::string(r.str());
+  if (!r.ok() || protocol != kProtocolVersion || p->hello_.id.size() > 256 ||
+      p->hello_.version.size() > 256 || p->hello_.landlock.size() > 256) {
+    p->kill("bad HELLO");
+    return Status::unavailable("the worker's HELLO is malformed or speaks another protocol");
+  }
+  return p;
+}
+
+WorkerProcess::~WorkerProcess() {
+  kill("stopped");
+  for (int fd : fds_) ::close(fd);
+}
+
+int WorkerProcess::acquire(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (dead()) return -1;
+    for (size_t i = 0; i < busy_.size(); ++i) {
+      if (!busy_[i]) {
+        busy_[i] = true;
+        return static_cast<int>(i);
+      }
+    }
+    if (freed_.wait_until(lock, deadline) == std::cv_status::timeout) return -1;
+  }
+}
+
+void WorkerProcess::release(int channel) {
+  {
+    std::lock_guard lock(mu_);
+    busy_[static_cast<size_t>(channel)] = false;
+  }
+  freed_.notify_one();
+}
+
+void WorkerProcess::kill(const std::string& reason) {
+  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    pid_t got;
+    do {
+      got = ::waitpid(pid_, &status, 0);
+    } while (got < 0 && errno == EINTR);
+    // A worker that ended on its own says how; one we killed says why we did.
+    bool on_its_own = got == pid_ && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    std::lock_guard lock(mu_);
+    end_reason_ = on_its_own ? describeExit(status) : reason;
+  }
+  // Threads waiting on other channels wake up with EOF; nobody waits for a free one.
+  for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+  freed_.notify_all();
+}
+
+std::string WorkerProcess::endReason() const {
+  std::lock_guard lock(mu_);
+  return end_reason_;
+}
+
+}  // namespace trellis::kernel::worker

@@ -1,0 +1,85 @@
+// One trellis-worker process as trellisd sees it: its pid, its channels (one socketpair
+// each, fds 3.. in the child) and whether it is still alive. Spawned with posix_spawn
+// (never a bare fork of the threaded daemon) with a clean environment and signal mask.
+//
+//   auto p = WorkerProcess::spawn(options, library, plugin_dir);
+//   int ch = p->acquire(deadline);   // -1: dead, or every channel stayed busy
+//   ... writeFrame(p->fd(ch), ...) / readFrame(...) ...
+//   p->release(ch);
+//   p->kill("call timeout");          // SIGKILL, reaped; every channel reads EOF
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::worker {
+
+struct WorkerOptions {
+  std::filesystem::path binary;  // trellis-worker
+  int channels = 4;              // concurrent calls one worker serves
+  std::chrono::milliseconds call_timeout{5000};
+  bool sandbox = true;
+  std::string user = "nobody";
+  uint64_t max_memory_bytes = 1024ull * 1024 * 1024;
+  uint64_t max_files = 64;
+  uint64_t max_cpu_seconds = 0;
+};
+
+// What the worker said in HELLO about the library it opened.
+struct Hello {
+  uint32_t struct_size = 0;
+  uint32_t abi_major = 0;
+  uint32_t abi_minor = 0;
+  std::string id;
+  std::string version;
+  std::string landlock;  // "abi N", "absent (…)" or "off"
+};
+
+class WorkerProcess {
+ public:
+  // Starts the worker and waits (up to options.call_timeout) for its HELLO.
+  static Result<std::shared_ptr<WorkerProcess>> spawn(const WorkerOptions& options,
+                                                      const std::filesystem::path& library,
+                                                      const std::filesystem::path& plugin_dir);
+  ~WorkerProcess();  // kills and reaps it if still running
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  const Hello& hello() const { return hello_; }
+  pid_t pid() const { return pid_; }
+  int fd(int channel) const { return fds_[static_cast<size_t>(channel)]; }
+
+  // A free channel, or -1 if the worker is dead or none freed up before `deadline`.
+  int acquire(std::chrono::steady_clock::time_point deadline);
+  void release(int channel);
+
+  // SIGKILLs and reaps the worker (idempotent); the first reason given is kept.
+  void kill(const std::string& reason);
+  bool dead() const { return dead_.load(std::memory_order_acquire); }
+  // Why it ended ("killed by signal 11 (Segmentation fault)", "exited with 3", "call
+  // timeout"); "" while alive.
+  std::string endReason() const;
+
+ private:
+  WorkerProcess() = default;
+  pid_t pid_ = -1;
+  Hello hello_;
+  std::vector<int> fds_;
+  std::vector<bool> busy_;
+  mutable std::mutex mu_;
+  std::condition_variable freed_;
+  std::atomic<bool> dead_{false};
+  std::string end_reason_;
+};
+
+}  // namespace trellis::kernel::worker

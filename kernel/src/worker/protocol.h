@@ -1,0 +1,211 @@
+// The framed protocol between trellisd and a plugin worker process (trellis-worker), one
+// codec shared by both sides. A frame is a 16-byte header {payload length, type, op, call
+// id} followed by a flat payload of fixed-width integers and length-prefixed byte strings.
+// Nothing in a frame is a pointer; every length is checked against the bytes that arrived
+// and against kMaxFramePayload before anything is read, so a compromised worker can only
+// make its own frames fail to decode.
+//
+//   FrameWriter w;
+//   w.u32(index).str(method).str(path);
+//   writeFrame(fd, FrameType::kInvoke, InvokeOp::kRoute, call_id, w);
+//   Frame f;
+//   if (Status s = readFrame(fd, f, deadline); !s) ...
+//   FrameReader r(f.payload);
+//   uint32_t index = r.u32(); std::string_view m = r.str();
+//   if (!r.ok()) ... // truncated or oversized field: a protocol violation
+//
+// One channel (a SOCK_STREAM socketpair) carries one conversation at a time: the host sends
+// an INVOKE and reads frames until the RESULT with the same id, serving every CALL the
+// plugin makes meanwhile with a REPLY (the bridge loop). Effect-only host calls (log,
+// set_error, metric_record, the response setters, service_reply) are batched by the worker
+// and travel at the front of the next CALL or RESULT.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "trellis/status.hpp"
+
+namespace trellis::kernel::worker {
+
+// A frame larger than this is a protocol violation; the channel is dropped.
+constexpr uint32_t kMaxFramePayload = 16u * 1024 * 1024 + 64 * 1024;
+// The protocol spoken; the worker names it in HELLO and the host refuses any other.
+constexpr uint32_t kProtocolVersion = 1;
+
+enum class FrameType : uint16_t {
+  kHello = 1,     // worker -> host, once per channel: protocol, descriptor id/version/ABI
+  kInvoke = 2,    // host -> worker: run a plugin hook (op: InvokeOp)
+  kResult = 3,    // worker -> host: the hook returned (same id as its INVOKE)
+  kCall = 4,      // worker -> host: a host-table call made by the plugin (op: CallOp)
+  kReply = 5,     // host -> worker: the answer to a CALL (same id)
+  kShutdown = 6,  // host -> worker: exit now
+  kRefused = 7,   // worker -> host, instead of HELLO: why it cannot run the library
+};
+
+enum class InvokeOp : uint16_t {
+  kInit = 1,
+  kStart = 2,
+  kStop = 3,
+  kDestroy = 4,
+  kRoute = 5,
+  kEvent = 6,
+  kService = 7,
+  kJob = 8,
+};
+
+// Host-table slots that need the host's answer. Everything else is answered in the worker
+// (clock, ctx getters, request getters from the snapshot) or batched (Effect).
+enum class CallOp : uint16_t {
+  kConfigGet = 1,
+  kRouteAdd,
+  kReqQueryParam,
+  kKvGet,
+  kKvPut,
+  kKvDelete,
+  kKvList,
+  kEventPublish,
+  kEventSubscribe,
+  kMetricDefine,
+  kTenantInfo,
+  kTenantKeysList,
+  kTenantKeyCreate,
+  kTenantKeyRotate,
+  kTenantKeyRevoke,
+  kHandleClose,
+  kServiceProvide,
+  kServiceCall,
+  kJobHandler,
+  kJobSchedule,
+  kJobCancel,
+  kHttpSend,
+  kHttpResponseStatus,
+  kHttpResponseHeaders,
+  kHttpResponseRead,
+  kBlobOpenWrite,
+  kBlobWrite,
+  kBlobCommit,
+  kBlobOpenRead,
+  kBlobRead,
+  kBlobHead,
+  kBlobDelete,
+  kBlobList,
+  kAuditEmit,
+  kUsageAck,
+  kUsageEmit,
+  kLast = kUsageEmit,
+};
+
+// Batched effect-only calls, replayed by the host in order before it serves the frame
+// that carries them.
+enum class Effect : uint8_t {
+  kLog = 1,             // i32 level, str msg
+  kSetError = 2,        // str msg
+  kMetricRecord = 3,    // u32 id, f64 value
+  kResStatus = 4,       // i32 status
+  kResHeader = 5,       // str name, str value
+  kResBody = 6,         // str body
+  kResAppend = 7,       // str chunk
+  kResProblem = 8,      // i32 status, str detail
+  kServiceReply = 9,    // str bytes
+  kQuotaExceeded = 10,  // the worker refused a call: the request's max_host_calls is spent
+  kHostCalls = 11,      // u64: the request's host calls when the hook returned (last effect)
+};
+
+struct FrameHeader {
+  uint32_t length;  // payload bytes after the header
+  uint16_t type;
+  uint16_t op;
+  uint64_t id;
+};
+static_assert(sizeof(FrameHeader) == 16);
+
+class FrameWriter {
+ public:
+  FrameWriter& u8(uint8_t v) { return raw(&v, 1); }
+  FrameWriter& u32(uint32_t v) { return raw(&v, 4); }
+  FrameWriter& i32(int32_t v) { return raw(&v, 4); }
+  FrameWriter& u64(uint64_t v) { return raw(&v, 8); }
+  FrameWriter& f64(double v) { return raw(&v, 8); }
+  FrameWriter& str(std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    return raw(s.data(), s.size());
+  }
+  FrameWriter& bytes(std::string_view s) { return raw(s.data(), s.size()); }
+  const std::string& data() const { return buf_; }
+  std::string& data() { return buf_; }
+  size_t size() const { return buf_.size(); }
+  void clear() { buf_.clear(); }
+
+ private:
+  FrameWriter& raw(const void* p, size_t n) {
+    buf_.append(static_cast<const char*>(p), n);
+    return *this;
+  }
+  std::string buf_;
+};
+
+// Reads fields in order; any read past the end latches !ok() and yields zeros/empties, so
+// decoding code checks ok() once at the end instead of after every field.
+class FrameReader {
+ public:
+  explicit FrameReader(std::string_view payload) : p_(payload) {}
+  uint8_t u8() { return fixed<uint8_t>(); }
+  uint32_t u32() { return fixed<uint32_t>(); }
+  int32_t i32() { return fixed<int32_t>(); }
+  uint64_t u64() { return fixed<uint64_t>(); }
+  double f64() { return fixed<double>(); }
+  std::string_view str() {
+    uint32_t n = u32();
+    if (!ok_ || n > p_.size() - pos_) {
+      ok_ = false;
+      return {};
+    }
+    std::string_view s = p_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  bool ok() const { return ok_; }
+  bool atEnd() const { return pos_ == p_.size(); }
+  size_t remaining() const { return ok_ ? p_.size() - pos_ : 0; }
+
+ private:
+  template <typename T>
+  T fixed() {
+    T v{};
+    if (!ok_ || sizeof(T) > p_.size() - pos_) {
+      ok_ = false;
+      return v;
+    }
+    std::memcpy(&v, p_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string_view p_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+struct Frame {
+  FrameType type{};
+  uint16_t op = 0;
+  uint64_t id = 0;
+  std::string payload;
+};
+
+// Writes header + payload in one sendmsg (retried on partial writes). UNAVAILABLE if the
+// peer is gone; INVALID if the payload exceeds kMaxFramePayload.
+Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_view payload);
+inline Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
+  return writeFrame(fd, type, op, id, std::string_view(w.data()));
+}
+
+// Reads one frame. `deadline` bounds the wait for its bytes (time_point::max() = forever):
+// TIMEOUT past it, UNAVAILABLE on EOF or a socket error, INVALID for an unknown type or a
+// length over kMaxFramePayload (nothing more is read from such a channel).
+Status readFrame(int fd, Frame& out, std::chrono::steady_clock::time_point deadline);
+
+}  // namespace trellis::kernel::worker

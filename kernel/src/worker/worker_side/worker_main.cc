@@ -1,0 +1,118 @@
+// trellis-worker: runs one native plugin library outside trellisd. Started by trellisd
+// (never by hand) with the channel sockets as fds 3, 4, …; it sandboxes itself, opens the
+// library, says HELLO on the first channel and serves every channel on its own thread
+// until trellisd closes them.
+//
+//   trellis-worker --library /plugins/acme-x/libx.so --channels 4 [sandbox options]
+//
+// --library names the file for messages; the worker loads the descriptor it inherits.
+#include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker/protocol.h"
+#include "worker/worker_side/sandbox.h"
+#include "worker/worker_side/worker_host.h"
+
+namespace {
+
+using trellis::kernel::worker::FrameType;
+using trellis::kernel::worker::FrameWriter;
+using trellis::kernel::worker::kProtocolVersion;
+
+bool g_said_hello = false;
+
+// Before HELLO, trellisd is told why (it names the reason where the plugin's state is
+// shown); the message goes to stderr, which trellisd logs, as well.
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "trellis-worker: %s\n", why.c_str());
+  std::fflush(stderr);
+  if (!g_said_hello) {
+    FrameWriter w;
+    w.str(why.substr(0, 1024));
+    (void)trellis::kernel::worker::writeFrame(3, FrameType::kRefused, 0, 0, w);
+  }
+  _exit(2);
+}
+
+}  // namespace
+
+#if defined(__SANITIZE_ADDRESS__)
+// In AddressSanitizer builds a plugin's segfault must still end the worker by SIGSEGV, as
+// trellisd reports it in release builds, not by ASan's report and exit(1) (the worker runs
+// with an empty environment, so ASAN_OPTIONS cannot say this).
+extern "C" const char* __asan_default_options() {
+  return "handle_segv=0:handle_sigbus=0:handle_sigfpe=0";
+}
+#endif
+
+int main(int argc, char** argv) {
+  std::string library;
+  int channels = 1;
+  trellis::kernel::worker::SandboxOptions sandbox;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("option " + arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--library") {
+      library = value();
+    } else if (arg == "--channels") {
+      channels = std::atoi(value().c_str());
+    } else if (!trellis::kernel::worker::parseSandboxOption(arg, value, sandbox)) {
+      die("unknown option " + arg);
+    }
+  }
+  if (library.empty() || channels < 1 || channels > 256) die("usage: --library FILE --channels N");
+  // fds 3 … 3+channels-1 are the channels, then the library and its folder (opened by
+  // trellisd, which may read where this unprivileged process cannot). Anything else
+  // trellisd had open without close-on-exec is closed before plugin code runs.
+  const int library_fd = 3 + channels;
+  sandbox.plugin_dir_fd = library_fd + 1;
+  if (syscall(SYS_close_range, library_fd + 2, ~0u, 0) != 0) die("close_range failed");
+
+  // Privileges go before any plugin code runs; the seccomp filter after dlopen, whose
+  // loader needs calls (mmap of the file, mprotect) the filter allows anyway.
+  if (std::string why = trellis::kernel::worker::dropPrivileges(sandbox); !why.empty()) die(why);
+
+  std::string by_fd = "/proc/self/fd/" + std::to_string(library_fd);
+  void* handle = dlopen(by_fd.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) die("cannot open the plugin library " + library + ": " + dlerror());
+  auto entry =
+      reinterpret_cast<trellis_plugin_entry_fn>(dlsym(handle, TRELLIS_PLUGIN_ENTRY_SYMBOL));
+  if (!entry) die("the library exports no " TRELLIS_PLUGIN_ENTRY_SYMBOL);
+  const trellis_plugin* plugin = entry();
+  if (!plugin) die(TRELLIS_PLUGIN_ENTRY_SYMBOL " returned NULL");
+
+  if (std::string why = trellis::kernel::worker::enterSeccomp(sandbox, channels); !why.empty()) {
+    die(why);
+  }
+  close(library_fd);  // mapped by now; neither descriptor is the plugin's to use
+  close(sandbox.plugin_dir_fd);
+
+  // HELLO: what the host needs to check the descriptor against the manifest, as
+  // NativeLibrary does for in-process plugins. Strings are bounded: the host refuses more.
+  auto bounded = [](const char* s) { return s ? std::string(s, strnlen(s, 256)) : std::string(); };
+  FrameWriter hello;
+  hello.u32(kProtocolVersion).u32(plugin->struct_size).u32(plugin->abi_major);
+  hello.u32(plugin->abi_minor).str(bounded(plugin->id)).str(bounded(plugin->version));
+  hello.str(sandbox.landlock_status);
+  if (!trellis::kernel::worker::writeFrame(3, FrameType::kHello, 0, 0, hello)) return 70;
+  g_said_hello = true;
+
+  trellis::kernel::worker::WorkerHost host(plugin);
+  std::vector<std::thread> threads;
+  for (int i = 1; i < channels; ++i) {
+    threads.emplace_back([&host, i] { _exit(host.serve(3 + i)); });
+  }
+  // Any channel ending ends the worker: the host drops all of a worker's channels at once.
+  _exit(host.serve(3));
+}

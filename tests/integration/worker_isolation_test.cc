@@ -1,0 +1,347 @@
+// Native plugins in worker processes (isolation: process), end to end: the unchanged .so
+// answers as it does in process; a worker that crashes, hangs, floods its channel with
+// garbage or attacks its sandbox costs only its own requests (502/504 problem+json), is
+// restarted with backoff, and shows up in the admin API, the CLI and /metrics.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "support/test_support.h"
+
+namespace trellis::test {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+const std::map<std::string, std::string> kAcme = {{"Authorization", "Bearer acme-key"}};
+const std::map<std::string, std::string> kGlobex = {{"Authorization", "Bearer globex-key"}};
+
+Poco::JSON::Object::Ptr json(const std::string& body) {
+  return Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
+}
+
+Poco::JSON::Object::Ptr pluginEntry(const TrellisdProcess& t, const std::string& id) {
+  auto reply =
+      request(t.adminPort(), "GET", "/v1/plugins", {{"Authorization", "Bearer " + t.adminToken()}});
+  auto list = json(reply.body)->getArray("plugins");
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto p = list->getObject(static_cast<unsigned>(i));
+    if (p->getValue<std::string>("id") == id) return p;
+  }
+  return nullptr;
+}
+
+// The admin API's report of `id`'s worker for `tenant` ("*" = shared).
+Poco::JSON::Object::Ptr workerOf(const TrellisdProcess& t, const std::string& id,
+                                 const std::string& tenant = "*") {
+  auto p = pluginEntry(t, id);
+  if (!p || !p->has("workers")) return nullptr;
+  auto workers = p->getArray("workers");
+  for (size_t i = 0; i < workers->size(); ++i) {
+    auto w = workers->getObject(static_cast<unsigned>(i));
+    if (w->getValue<std::string>("tenant") == tenant) return w;
+  }
+  return nullptr;
+}
+
+bool processExists(int pid) {
+  return pid > 0 && ::kill(pid, 0) == 0 &&
+         readFile("/proc/" + std::to_string(pid) + "/status").find("State:\tZ") ==
+             std::string::npos;
+}
+
+// Polls `path` until it answers 200 (a restarted worker), up to `limit`.
+HttpReply untilOk(uint16_t port, const std::string& path,
+                  const std::map<std::string, std::string>& who = kAcme,
+                  std::chrono::seconds limit = std::chrono::seconds(90)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  HttpReply r;
+  do {
+    r = request(port, "GET", path, who);
+    if (r.status == 200) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return r;
+}
+
+const std::string kWorkers =
+    "    - id: trellis/hello\n"
+    "      config: {greeting: Hello}\n"
+    "      isolation: process\n"
+    "    - id: trellis/echo-c\n"
+    "      isolation: process\n"
+    "    - id: fixture/crashy\n"
+    "      isolation: process\n"
+    "  worker:\n"
+    "    call_timeout_ms: 4000\n"
+    "    max_memory_mb: 128\n"
+    "    max_cpu_seconds: 30\n";
+
+class WorkerIsolationTest : public ::testing::Test {
+ protected:
+  void startWith(const std::string& plugins_yaml, const std::string& extra = "") {
+    server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(plugins_yaml, extra));
+    ASSERT_TRUE(server_->start()) << server_->log();
+  }
+  TrellisdProcess& server() { return *server_; }
+  uint16_t port() { return server_->port(); }
+  std::unique_ptr<TrellisdProcess> server_;
+};
+
+TEST_F(WorkerIsolationTest, TheSameLibrariesAnswerTheSameFromAWorker) {
+  startWith(kWorkers);
+  auto first = request(port(), "GET", "/hello/ann", kAcme);
+  ASSERT_EQ(first.status, 200) << first.body << server().log();
+  EXPECT_EQ(first.header("content-type"), "application/json");
+  EXPECT_EQ(first.body, R"({"message":"Hello, ann!","visits":1})");
+  EXPECT_EQ(request(port(), "GET", "/hello/ann", kAcme).body,
+            R"({"message":"Hello, ann!","visits":2})");
+  EXPECT_EQ(request(port(), "GET", "/hello/ann", kGlobex).body,
+            R"({"message":"Hello, ann!","visits":1})");
+  EXPECT_EQ(request(port(), "GET", "/hello/J%20Doe", kAcme).body,
+            R"({"message":"Hello, J Doe!","visits":1})");
+  // A client error the plugin answers itself (res_problem) crosses too.
+  auto bad = request(port(), "GET", "/hello/" + std::string(100, 'x'), kAcme);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.header("content-type"), "application/problem+json");
+
+  auto echo = request(port(), "POST", "/echo/a/b?x=1&y=two",
+                      {{"Authorization", "Bearer acme-key"}, {"X-Trace", "t\"1"}}, "hi\n");
+  ASSERT_EQ(echo.status, 200) << echo.body;
+  auto o = json(echo.body);
+  EXPECT_EQ(o->getValue<std::string>("tenant"), "acme");
+  EXPECT_EQ(o->getValue<std::string>("method"), "POST");
+  EXPECT_EQ(o->getValue<std::string>("path"), "/echo/a/b");
+  EXPECT_EQ(o->getValue<std::string>("query"), "x=1&y=two");
+  EXPECT_EQ(o->getValue<std::string>("body"), "hi\n");
+  EXPECT_THAT(echo.body, HasSubstr(R"(["X-Trace","t\"1"])"));
+  EXPECT_THAT(echo.body,
+              AllOf(HasSubstr(R"(["Authorization","[redacted]"])"), Not(HasSubstr("acme-key"))));
+
+  // Each runs in a process of its own, not in trellisd, as an unprivileged user.
+  auto hello = pluginEntry(server(), "trellis/hello");
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->getValue<std::string>("isolation"), "process");
+  EXPECT_EQ(hello->getValue<std::string>("state"), "active");
+  auto w = workerOf(server(), "trellis/hello");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->getValue<std::string>("state"), "running");
+  int pid = w->getValue<int>("pid");
+  EXPECT_NE(pid, server().pid());
+  EXPECT_TRUE(processExists(pid));
+  if (::geteuid() == 0) {
+    EXPECT_THAT(readFile("/proc/" + std::to_string(pid) + "/status"), HasSubstr("Uid:\t65534"));
+  }
+  // Plugin metrics defined in the worker are exported by the host.
+  auto metrics = request(server().adminPort(), "GET", "/metrics",
+                         {{"Authorization", "Bearer " + server().adminToken()}});
+  EXPECT_THAT(metrics.body, HasSubstr("trellis_plugin_hello_greetings_total"));
+}
+
+TEST_F(WorkerIsolationTest, CrashesCostOnlyTheirOwnRequestsAndRestartTheWorker) {
+  startWith(kWorkers);
+  auto ok = request(port(), "GET", "/crashy/ok", kAcme);
+  ASSERT_EQ(ok.status, 200) << ok.body << server().log();
+  const std::string first_pid = ok.body;
+
+  for (const std::string route : {"/crashy/segv", "/crashy/abort", "/crashy/exit"}) {
+    SCOPED_TRACE(route);
+    auto crash = request(port(), "GET", route, kAcme);
+    EXPECT_EQ(crash.status, 502) << crash.body;
+    EXPECT_EQ(crash.header("content-type"), "application/problem+json");
+    EXPECT_THAT(crash.body, HasSubstr("worker process failed"));
+    EXPECT_FALSE(crash.header("x-request-id").empty());
+    // Other plugins never noticed.
+    EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+    auto again = untilOk(port(), "/crashy/ok");
+    ASSERT_EQ(again.status, 200) << again.body;
+    EXPECT_NE(again.body, first_pid);
+  }
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->getValue<uint64_t>("crashes"), 3u);
+  EXPECT_GE(w->getValue<uint64_t>("restarts"), 3u);
+  EXPECT_EQ(w->getValue<std::string>("last_crash"), "exited with 3");
+  auto metrics = request(server().adminPort(), "GET", "/metrics",
+                         {{"Authorization", "Bearer " + server().adminToken()}});
+  EXPECT_THAT(metrics.body,
+              HasSubstr(R"(trellis_worker_crashes_total{plugin="fixture/crashy",tenant="*"} 3)"));
+  EXPECT_THAT(server().log(), HasSubstr("signal 11"));
+}
+
+TEST_F(WorkerIsolationTest, HangsAndSpinsAreAnswered504AndTheWorkerReplaced) {
+  startWith(kWorkers);
+  for (const std::string route : {"/crashy/hang", "/crashy/spin"}) {
+    SCOPED_TRACE(route);
+    auto before = std::chrono::steady_clock::now();
+    auto r = request(port(), "GET", route, kAcme);
+    EXPECT_EQ(r.status, 504) << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/problem+json");
+    EXPECT_THAT(r.body, HasSubstr("did not answer within 4000 ms"));
+    EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30));
+    EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+    EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+  }
+}
+
+TEST_F(WorkerIsolationTest, GarbageFromAWorkerKillsOnlyThatWorker) {
+  startWith(kWorkers);
+  auto r = request(port(), "GET", "/crashy/garbage", kAcme);
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_THAT(server().log(), HasSubstr("protocol violation"));
+  EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+  EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+}
+
+TEST_F(WorkerIsolationTest, AMemoryBombMeetsTheAddressSpaceLimit) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "an AddressSanitizer worker cannot run under RLIMIT_AS (sandbox.cc)";
+#endif
+  startWith(kWorkers);
+  auto r = request(port(), "GET", "/crashy/alloc", kAcme);
+  // Either malloc failed under RLIMIT_AS (the plugin says so) or the worker died of it.
+  if (r.status == 200) {
+    EXPECT_THAT(r.body, StartsWith("malloc failed after "));
+    EXPECT_LE(std::stoul(r.body.substr(20)), 128u);
+  } else {
+    EXPECT_EQ(r.status, 502) << r.body;
+  }
+  EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+}
+
+TEST_F(WorkerIsolationTest, ARequestThatCrashedTheWorkerThreeTimesIsRefusedAtOnce) {
+  startWith(kWorkers);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+    auto r = request(port(), "POST", "/crashy/poison", kAcme, "poison");
+    EXPECT_EQ(r.status, 502) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("worker process failed"));
+  }
+  ASSERT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+  auto refused = request(port(), "POST", "/crashy/poison", kAcme, "poison");
+  EXPECT_EQ(refused.status, 502);
+  EXPECT_THAT(refused.body, HasSubstr("fail repeatedly"));
+  EXPECT_EQ(workerOf(server(), "fixture/crashy")->getValue<uint64_t>("crashes"), 3u);
+  // The same route with another body is served.
+  auto fine = request(port(), "POST", "/crashy/poison", kAcme, "fine");
+  EXPECT_EQ(fine.status, 200);
+  EXPECT_EQ(fine.body, "fine");
+}
+
+TEST_F(WorkerIsolationTest, RepeatedCrashesBackOffIntoAVisibleCrashLoop) {
+  startWith(kWorkers);
+  // Each crash by another request (another body), so that the poison-request rule, which
+  // refuses a request after its third crash, does not end the series first.
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(untilOk(port(), "/crashy/ok").status, 200) << "crash " << i;
+    EXPECT_EQ(request(port(), "GET", "/crashy/segv", kAcme, "crash " + std::to_string(i)).status,
+              502);
+  }
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->getValue<std::string>("state"), "crashlooping");
+  EXPECT_GT(w->getValue<double>("backoff_seconds"), 0.0);
+  // While it backs off, its requests are answered at once; everything else is served.
+  auto during = request(port(), "GET", "/crashy/ok", kAcme);
+  EXPECT_EQ(during.status, 502);
+  EXPECT_THAT(during.body, HasSubstr("restarting"));
+  EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+  int status = -1;
+  std::string list = runCli(server(), "plugin list", &status);
+  EXPECT_EQ(status, 0) << list;
+  EXPECT_THAT(list, HasSubstr("state=crashlooping"));
+  auto metrics = request(server().adminPort(), "GET", "/metrics",
+                         {{"Authorization", "Bearer " + server().adminToken()}});
+  EXPECT_THAT(metrics.body,
+              HasSubstr(R"(trellis_worker_crashlooping{plugin="fixture/crashy",tenant="*"} 1)"));
+  // … and the audit stream gets one record of it (no sink here: it says so in the log).
+  EXPECT_THAT(server().log(), HasSubstr("(worker_crashloop) not stored"));
+}
+
+TEST_F(WorkerIsolationTest, ADedicatedTenantWorkerCrashesAlone) {
+  startWith(
+      "    - id: fixture/crashy\n"
+      "      isolation: process\n"
+      "      dedicated_tenants: [globex]\n");
+  auto acme = request(port(), "GET", "/crashy/ok", kAcme);
+  auto globex = request(port(), "GET", "/crashy/ok", kGlobex);
+  ASSERT_EQ(acme.status, 200) << server().log();
+  ASSERT_EQ(globex.status, 200);
+  EXPECT_NE(acme.body, globex.body);  // two processes
+  EXPECT_EQ(request(port(), "GET", "/crashy/segv", kGlobex).status, 502);
+  EXPECT_EQ(request(port(), "GET", "/crashy/ok", kAcme).body, acme.body);  // untouched
+  EXPECT_EQ(untilOk(port(), "/crashy/ok", kGlobex).status, 200);
+  EXPECT_EQ(workerOf(server(), "fixture/crashy", "globex")->getValue<uint64_t>("crashes"), 1u);
+  EXPECT_EQ(workerOf(server(), "fixture/crashy", "*")->getValue<uint64_t>("crashes"), 0u);
+}
+
+TEST_F(WorkerIsolationTest, TheSandboxRefusesEachForbiddenThing) {
+  startWith(
+      "    - id: fixture/hostile-native\n"
+      "      isolation: process\n"
+      "    - id: trellis/echo-c\n");
+  auto r = request(port(), "GET", "/hostile/try", kAcme);
+  ASSERT_EQ(r.status, 200) << r.body << server().log();
+  EXPECT_THAT(r.body, HasSubstr("thread ALLOWED"));  // the control: threads are fine
+  for (const char* forbidden :
+       {"exec", "fork", "clone-process", "ptrace", "socket-inet", "socket-inet6", "socket-raw",
+        "socket-netlink", "socket-unix", "io_uring", "signal-other-process"}) {
+    EXPECT_THAT(r.body, HasSubstr(std::string(forbidden) + " denied")) << r.body;
+  }
+  auto w = workerOf(server(), "fixture/hostile-native");
+  ASSERT_TRUE(w);
+  if (w->getValue<std::string>("landlock").rfind("abi", 0) == 0) {
+    EXPECT_THAT(r.body, HasSubstr("read-outside-plugin-dir denied"));
+    EXPECT_THAT(r.body, HasSubstr("write-tmp denied"));
+  }
+  EXPECT_EQ(request(port(), "GET", "/hostile/alive", kAcme).body, "alive");
+  EXPECT_EQ(request(port(), "GET", "/echo/x", kAcme).status, 200);
+}
+
+TEST_F(WorkerIsolationTest, WorkersDieWithTrellisd) {
+  startWith(kWorkers);
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  int pid = w->getValue<int>("pid");
+  ASSERT_TRUE(processExists(pid));
+  server().kill();  // SIGKILL: no shutdown code runs
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (processExists(pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(processExists(pid)) << "worker " << pid << " outlived trellisd";
+}
+
+TEST(WorkerConfigTest, IsolationIsParsedStrictly) {
+  TempDir dir;
+  for (const auto& [yaml, message] : std::vector<std::pair<std::string, std::string>>{
+           {"    - id: trellis/hello\n      isolation: sandboxed\n",
+            "isolation: expected \"process\" or \"in-process\""},
+           {"    - id: trellis/hello\n      dedicated_tenants: [acme]\n",
+            "dedicated_tenants: needs isolation: process"},
+           {"    - id: trellis/hello\n  worker:\n    user: root\n", "worker.user"},
+           {"    - id: trellis/hello\n  worker:\n    channels: 0\n", "worker.channels"}}) {
+    writeFile(dir / "trellis.yaml", "plugins:\n  enabled:\n" + yaml);
+    int status = -1;
+    std::string out = runCommand(
+        std::string(TRELLISD_PATH) + " --check -c " + (dir / "trellis.yaml").string() + " 2>&1",
+        &status);
+    EXPECT_EQ(status, 2) << yaml;
+    EXPECT_THAT(out, HasSubstr(message)) << yaml;
+  }
+}
+
+}  // namespace
+}  // namespace trellis::test

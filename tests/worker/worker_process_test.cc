@@ -1,0 +1,260 @@
+// The worker process and its protocol without the rest of the kernel: this test plays
+// trellisd's part (spawn, HELLO, INVOKE, serving CALLs) against the real trellis-worker and
+// the fixture plugins, so the sandbox, the codec and crash detection are checked directly.
+#include "worker/host_side/worker_process.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "trellis/plugin.h"
+#include "worker/protocol.h"
+
+namespace trellis::kernel::worker {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+WorkerOptions options() {
+  WorkerOptions o;
+  o.binary = TRELLIS_WORKER_PATH;
+  o.channels = 2;
+  o.call_timeout = std::chrono::seconds(5);
+  o.max_memory_bytes = 512ull << 20;
+  return o;
+}
+
+std::filesystem::path fixture(const std::string& name) {
+  return std::filesystem::path(TRELLIS_FIXTURE_DIR) / name;
+}
+
+void writeCtx(FrameWriter& w, const std::string& tenant = "") {
+  // tenant, principal, trace, caller, then the host calls made and allowed so far
+  w.str(tenant).str("").u8(0).str("").str("").u8(0).str("").u64(0).u64(UINT64_MAX);
+}
+
+// What a RESULT carried: its status and the effects, decoded.
+struct Result {
+  Status transport;
+  int32_t status = -1;
+  std::string body;
+  std::vector<std::string> logs;
+  uint64_t host_calls = 0;  // as the worker counted them (its last effect)
+};
+
+// Runs one INVOKE on channel 0, answering route_add CALLs (recorded in `routes`) and
+// refusing any other call; returns what came back.
+Result invoke(WorkerProcess& p, InvokeOp op, const FrameWriter& payload,
+              std::map<std::string, uint32_t>* routes = nullptr) {
+  Result out;
+  int fd = p.fd(0);
+  out.transport = writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(op), 7, payload);
+  while (out.transport) {
+    Frame f;
+    out.transport = readFrame(fd, f, Clock::now() + std::chrono::seconds(5));
+    if (!out.transport) break;
+    FrameReader r(f.payload);
+    std::string_view effects = r.str();
+    if (f.type == FrameType::kCall) {
+      FrameWriter reply;
+      if (f.op == static_cast<uint16_t>(CallOp::kRouteAdd) && routes) {
+        std::string method(r.str()), pattern(r.str());
+        (*routes)[method + " " + pattern] = r.u32();
+        reply.i32(TRELLIS_OK).str("");
+      } else {
+        reply.i32(TRELLIS_UNIMPLEMENTED).str("not in this test");
+      }
+      out.transport = writeFrame(fd, FrameType::kReply, f.op, f.id, reply);
+      continue;
+    }
+    EXPECT_EQ(f.type, FrameType::kResult);
+    EXPECT_EQ(f.id, 7u);
+    out.status = r.i32();
+    EXPECT_TRUE(r.ok() && r.atEnd());
+    FrameReader e(effects);
+    while (e.ok() && !e.atEnd()) {
+      switch (static_cast<Effect>(e.u8())) {
+        case Effect::kResBody: out.body = std::string(e.str()); break;
+        case Effect::kResAppend: out.body += std::string(e.str()); break;
+        case Effect::kLog:
+          e.i32();
+          out.logs.emplace_back(e.str());
+          break;
+        case Effect::kResStatus: e.i32(); break;
+        case Effect::kHostCalls: out.host_calls = e.u64(); break;
+        case Effect::kResHeader:
+          e.str();
+          e.str();
+          break;
+        default: ADD_FAILURE() << "unexpected effect"; return out;
+      }
+    }
+    EXPECT_TRUE(e.ok());
+    break;
+  }
+  return out;
+}
+
+FrameWriter routeCall(uint32_t index, const std::string& method, const std::string& path,
+                      const std::string& body = "") {
+  FrameWriter w;
+  w.u32(index);
+  writeCtx(w, "acme");
+  w.str(method).str(path).str("").str(body).u32(1).str("Host").str("x").u32(0);
+  return w;
+}
+
+std::map<std::string, uint32_t> init(WorkerProcess& p) {
+  std::map<std::string, uint32_t> routes;
+  FrameWriter w;
+  w.u32(0);
+  writeCtx(w);
+  Result r = invoke(p, InvokeOp::kInit, w, &routes);
+  EXPECT_TRUE(r.transport) << r.transport.message();
+  EXPECT_EQ(r.status, TRELLIS_OK);
+  return routes;
+}
+
+TEST(WorkerProcessTest, ServesARouteAndSaysWhatItLoaded) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p) << p.status().message();
+  EXPECT_EQ((*p)->hello().id, "fixture/crashy");
+  EXPECT_EQ((*p)->hello().version, "1.0.0");
+  EXPECT_EQ((*p)->hello().abi_major, 1u);
+  auto routes = init(**p);
+  ASSERT_EQ(routes.count("GET /crashy/ok"), 1u);
+  Result r =
+      invoke(**p, InvokeOp::kRoute, routeCall(routes["GET /crashy/ok"], "GET", "/crashy/ok"));
+  ASSERT_TRUE(r.transport) << r.transport.message();
+  EXPECT_EQ(r.status, TRELLIS_OK);
+  EXPECT_EQ(r.body, "ok " + std::to_string((*p)->pid()));
+  // The poison route reads the body from the request snapshot: no round trip.
+  r = invoke(**p, InvokeOp::kRoute,
+             routeCall(routes["POST /crashy/poison"], "POST", "/crashy/poison", "harmless"));
+  EXPECT_EQ(r.body, "fine");
+  EXPECT_GE(r.host_calls, 2u);  // it read the body and set it: answered here, still counted
+  if (::geteuid() == 0) {
+    std::ifstream status("/proc/" + std::to_string((*p)->pid()) + "/status");
+    std::string text((std::istreambuf_iterator<char>(status)), {});
+    EXPECT_THAT(text, HasSubstr("Uid:\t65534"));
+  }
+}
+
+TEST(WorkerProcessTest, ACrashIsSeenAsTheChannelClosingAndNamedBySignal) {
+  for (const auto& [route, reason] :
+       std::vector<std::pair<std::string, std::string>>{{"GET /crashy/segv", "signal 11"},
+                                                        {"GET /crashy/abort", "signal 6"},
+                                                        {"GET /crashy/exit", "exited with 3"}}) {
+    SCOPED_TRACE(route);
+    auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                  fixture("crashy"));
+    ASSERT_TRUE(p) << p.status().message();
+    auto routes = init(**p);
+    Result r = invoke(**p, InvokeOp::kRoute, routeCall(routes[route], "GET", route.substr(4)));
+    EXPECT_EQ(r.transport.code(), StatusCode::kUnavailable) << r.transport.message();
+    (*p)->kill("test");
+    EXPECT_THAT((*p)->endReason(), HasSubstr(reason));
+  }
+}
+
+TEST(WorkerProcessTest, AHangIsATimeout) {
+  auto o = options();
+  auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));
+  ASSERT_TRUE(p);
+  auto routes = init(**p);
+  int fd = (*p)->fd(0);
+  ASSERT_TRUE(writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 1,
+                         routeCall(routes["GET /crashy/hang"], "GET", "/crashy/hang")));
+  Frame f;
+  Status s = readFrame(fd, f, Clock::now() + std::chrono::milliseconds(300));
+  EXPECT_EQ(s.code(), StatusCode::kTimeout);
+}
+
+TEST(WorkerProcessTest, TheSandboxRefusesEachForbiddenThing) {
+  auto p =
+      WorkerProcess::spawn(options(), fixture("hostile-native") / "libfixture_hostile_native.so",
+                           fixture("hostile-native"));
+  ASSERT_TRUE(p) << p.status().message();
+  auto routes = init(**p);
+  Result r =
+      invoke(**p, InvokeOp::kRoute, routeCall(routes["GET /hostile/try"], "GET", "/hostile/try"));
+  ASSERT_TRUE(r.transport) << r.transport.message();
+  std::printf("landlock: %s\n%s", (*p)->hello().landlock.c_str(), r.body.c_str());
+  EXPECT_THAT(r.body, HasSubstr("thread ALLOWED"));
+  for (const char* forbidden :
+       {"exec", "fork", "clone-process", "ptrace", "socket-inet", "socket-inet6", "socket-raw",
+        "socket-netlink", "socket-unix", "io_uring", "signal-other-process"}) {
+    EXPECT_THAT(r.body, HasSubstr(std::string(forbidden) + " denied")) << r.body;
+  }
+  if ((*p)->hello().landlock.rfind("abi", 0) == 0) {
+    EXPECT_THAT(r.body, HasSubstr("read-outside-plugin-dir denied"));
+    EXPECT_THAT(r.body, HasSubstr("write-tmp denied"));
+  }
+  // And it still serves.
+  r = invoke(**p, InvokeOp::kRoute,
+             routeCall(routes["GET /hostile/alive"], "GET", "/hostile/alive"));
+  EXPECT_EQ(r.body, "alive");
+}
+
+TEST(WorkerProcessTest, AnInvokeForACallbackNeverRegisteredEndsTheWorker) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p);
+  init(**p);
+  Result r = invoke(**p, InvokeOp::kRoute, routeCall(999, "GET", "/nowhere"));
+  EXPECT_EQ(r.transport.code(), StatusCode::kUnavailable);
+  (*p)->kill("test");
+  EXPECT_EQ((*p)->endReason(), "exited with 71");
+}
+
+TEST(WorkerProcessTest, AWorkerThatEndsBeforeHelloIsRefused) {
+  auto o = options();
+  o.binary = "/bin/sleep";  // refuses the options and exits without a word
+  o.call_timeout = std::chrono::milliseconds(300);
+  auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));
+  EXPECT_FALSE(p);
+  EXPECT_THAT(p.status().message(), HasSubstr("did not start"));
+}
+
+TEST(WorkerProtocolTest, LengthsFromThePeerAreChecked) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  // A header claiming more than the limit: refused before anything is allocated.
+  FrameHeader h{kMaxFramePayload + 1, static_cast<uint16_t>(FrameType::kResult), 0, 1};
+  ASSERT_EQ(write(sv[0], &h, sizeof h), static_cast<ssize_t>(sizeof h));
+  Frame f;
+  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
+            StatusCode::kInvalid);
+  // An unknown type.
+  FrameHeader t{0, 99, 0, 1};
+  ASSERT_EQ(write(sv[0], &t, sizeof t), static_cast<ssize_t>(sizeof t));
+  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
+            StatusCode::kInvalid);
+  // A truncated frame: the peer goes away mid-payload.
+  FrameHeader cut{100, static_cast<uint16_t>(FrameType::kResult), 0, 1};
+  ASSERT_EQ(write(sv[0], &cut, sizeof cut), static_cast<ssize_t>(sizeof cut));
+  ASSERT_EQ(write(sv[0], "abc", 3), 3);
+  close(sv[0]);
+  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
+            StatusCode::kUnavailable);
+  close(sv[1]);
+
+  // A string whose length runs past the payload latches the reader, never reads past it.
+  FrameWriter w;
+  w.u32(1000).bytes("short");
+  FrameReader r(w.data());
+  EXPECT_TRUE(r.str().empty());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.u64(), 0u);
+}
+
+}  // namespace
+}  // namespace trellis::kernel::worker
