@@ -254,6 +254,46 @@ TEST_F(SystemPluginsTest, ASystemPluginKeepsStorageOfItsOwnOutsideEveryTenant) {
   EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/counter").body, "3");
 }
 
+TEST_F(SystemPluginsTest, ASystemPluginActsForANamedTenantInThatTenantsStorageOnlyAndAudited) {
+  startGranted("audit:\n  sink: fixture/sys-audit\n");
+  const std::string acme = "/v1/x/fixture/sys-audit/tenants/acme/counter";
+  EXPECT_EQ(admin("POST", acme, "monthly invoice").body, "1");
+  EXPECT_EQ(admin("POST", acme, "monthly invoice").body, "2");
+  // The writes landed in acme's storage of this plugin: acme sees them, globex and the
+  // plugin's own tenant-less storage do not.
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "2");
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter",
+                    {{"Authorization", "Bearer globex-key"}})
+                .body,
+            "NOT_FOUND");
+  EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/counter").body, "1");
+
+  // Each act is audited before it runs, naming the plugin, the tenant and the reason.
+  int acts = 0;
+  for (auto& r : records()) {
+    if (r->getValue<std::string>("action") != "system.act_for_tenant") continue;
+    ++acts;
+    EXPECT_EQ(r->getObject("actor")->getValue<std::string>("principal"), "fixture/sys-audit");
+    EXPECT_EQ(r->getValue<std::string>("tenant"), "acme");
+    EXPECT_EQ(r->getObject("parameters")->getValue<std::string>("reason"), "monthly invoice");
+  }
+  EXPECT_EQ(acts, 2);
+
+  EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/tenants/nobody/counter", "why").body,
+            "NOT_FOUND: act_for_tenant: no tenant \"nobody\"");
+  EXPECT_EQ(admin("POST", acme, "").body,
+            "INVALID: act_for_tenant: the reason must be 1-256 bytes, not 0");
+  EXPECT_THAT(admin("POST", acme, std::string(257, 'r')).body, HasSubstr("not 257"));
+  // A tenant's ctx cannot hop to another tenant.
+  EXPECT_EQ(request(server_->port(), "POST", "/sys-audit/act", kAcme).body,
+            "INVALID: act_for_tenant from a tenant ctx (it already acts for acme)");
+  ASSERT_EQ(admin("POST", "/v1/tenants/acme/suspend").status, 200);
+  EXPECT_EQ(admin("POST", acme, "after suspension").body,
+            "UNAVAILABLE: act_for_tenant: tenant acme is suspended");
+  ASSERT_EQ(admin("POST", "/v1/tenants/acme/resume").status, 200);
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "2");
+}
+
 TEST_F(SystemPluginsTest, FailingSinkBlocksTheActionAndChangesNothing) {
   startGranted("audit:\n  sink: fixture/sys-audit\n");
   ASSERT_EQ(admin("POST", "/v1/tenants", "{\"id\":\"initech\"}").status, 201);

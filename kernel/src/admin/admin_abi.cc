@@ -10,10 +10,12 @@
 #include "admin/admin_roles.h"
 #include "admin/audit_stream.h"
 #include "services/core/host_call.h"
+#include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/util/json.h"
+#include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::admin {
 namespace {
@@ -137,6 +139,74 @@ trellis_status adminRouteAdd(const trellis_ctx* c, trellis_str method, trellis_s
   ctx->plugin->admin_routes.push_back(
       {std::move(m), std::move(p), std::string(roleName(*declared)), handler, user});
   return TRELLIS_OK;
+}
+
+trellis_status actForTenant(const trellis_ctx* c, trellis_str tenant, trellis_str reason,
+                            trellis_tenant_fn fn, void* user) {
+  if (trellis_status s = services::admitCall(c); s != TRELLIS_OK) return s;
+  trellis_ctx* ctx = services::live(c);
+  if (!fn) return fail(ctx, Status::invalid("act_for_tenant needs a function"));
+  if (!ctx->plugin->isSystemPlugin()) {
+    return refuse(ctx, "act_for_tenant",
+                  Status::permissionDenied("acting for a tenant is for system plugins (manifest "
+                                           "\"scope\": \"system\" and the operator's grant)"));
+  }
+  // A tenant ctx already acts for its tenant, and a service method answers for its caller
+  // (the audit sink's write, called under the audit stream's lock, among them).
+  if (ctx->tenant) {
+    return fail(ctx, Status::invalid("act_for_tenant from a tenant ctx (it already acts for " +
+                                     ctx->tenant->id + ")"));
+  }
+  if (ctx->phase == runtime::Phase::kService) {
+    return fail(ctx, Status::invalid("act_for_tenant inside a service method"));
+  }
+  const std::string_view id = view(tenant), why = view(reason);
+  if (why.empty() || why.size() > 256) {
+    return fail(ctx, Status::invalid("act_for_tenant: the reason must be 1-256 bytes, not " +
+                                     std::to_string(why.size())));
+  }
+  const runtime::HostServices& svc = ctx->plugin->services();
+  if (!svc.tenants) return fail(ctx, Status::unavailable("this host has no tenant registry"));
+  std::shared_ptr<const tenants::TenantView> target = svc.tenants->view(id);
+  if (!target) {
+    return fail(ctx, Status::notFound("act_for_tenant: no tenant \"" + std::string(id) + "\""));
+  }
+  if (target->status != tenants::TenantStatus::kActive) {
+    return fail(ctx, Status::unavailable("act_for_tenant: tenant " + target->id + " is suspended"));
+  }
+  // Recorded before the plugin acts: in block mode an unrecorded act does not happen.
+  if (svc.audit) {
+    AuditRecord record;
+    record.type = "plugin";
+    record.principal = ctx->plugin->id();
+    record.action = "system.act_for_tenant";
+    record.resource = target->id;
+    record.tenant = target->id;
+    record.parameters = "{\"reason\":";
+    util::appendJsonString(record.parameters, why);
+    record.parameters += "}";
+    record.outcome = "pending";
+    if (ctx->trace) record.trace_id = std::string(ctx->trace->traceId());
+    if (Status s = svc.audit->write(std::move(record), true); !s) return fail(ctx, s);
+  }
+  trellis_ctx inner;
+  inner.plugin = ctx->plugin;
+  inner.tenant = target.get();
+  inner.trace = ctx->trace;
+  inner.phase = ctx->phase;
+  inner.max_host_calls = target->quotas.max_host_calls.value_or(UINT64_MAX);
+  trellis_status status = TRELLIS_INTERNAL;
+  {
+    runtime::CallScope scope(&inner);
+    try {
+      status = fn(user, &inner);
+    } catch (...) {  // a plugin broke the ABI rule; contain it anyway
+      inner.error = "exception escaped the act_for_tenant function";
+    }
+  }
+  // The plugin's own message from inside says what went wrong for the tenant.
+  if (status != TRELLIS_OK && !inner.error.empty()) ctx->error = inner.error;
+  return status;
 }
 
 }  // namespace trellis::kernel::admin

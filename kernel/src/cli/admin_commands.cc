@@ -5,22 +5,11 @@
 #include <Poco/JSON/Parser.h>
 
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 
+#include "cli/output.h"
+
 namespace trellis::cli {
-namespace {
-
-std::string utc(int64_t ms) {
-  time_t t = static_cast<time_t>(ms / 1000);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
-}  // namespace
 
 AdminCommands::AdminCommands(CLI::App& app, const AdminClient& admin, const bool& json)
     : admin_(admin), json_(json) {
@@ -90,8 +79,8 @@ bool AdminCommands::runTokens() {
       std::printf(
           "%-18s %-24s %-9s %-21s %s\n", p->getValue<std::string>("id").c_str(),
           p->getValue<std::string>("name").c_str(), p->getValue<std::string>("role").c_str(),
-          utc(p->getValue<int64_t>("created_at_ms")).c_str(),
-          p->has("revoked_at_ms") ? utc(p->getValue<int64_t>("revoked_at_ms")).c_str() : "-");
+          utcTime(p->getValue<int64_t>("created_at_ms")).c_str(),
+          p->has("revoked_at_ms") ? utcTime(p->getValue<int64_t>("revoked_at_ms")).c_str() : "-");
     }
     return true;
   }

@@ -4,25 +4,11 @@
 #include <Poco/JSON/Object.h>
 
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 
 #include "cli/output.h"
 
 namespace trellis::cli {
-namespace {
-
-// "2026-12-02T13:00:00Z" for Unix ms.
-std::string utc(int64_t ms) {
-  time_t t = static_cast<time_t>(ms / 1000);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
-}  // namespace
 
 JobCommands::JobCommands(CLI::App& app, const AdminClient& admin, const bool& json)
     : admin_(admin), json_(json) {
@@ -62,7 +48,7 @@ bool JobCommands::run() {
                 "RUNS", "FAILURES", "NEXT RUN", "LAST ERROR");
     for (size_t i = 0; i < jobs->size(); ++i) {
       auto j = jobs->getObject(static_cast<unsigned>(i));
-      std::string next = j->has("next_run_ms") ? utc(j->getValue<int64_t>("next_run_ms")) : "-";
+      std::string next = j->has("next_run_ms") ? utcTime(j->getValue<int64_t>("next_run_ms")) : "-";
       std::printf(
           "%-12s %-24s %-20s %-10s %6s %8s  %-20s %s\n", j->getValue<std::string>("tenant").c_str(),
           j->getValue<std::string>("plugin").c_str(), j->getValue<std::string>("name").c_str(),

@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <sstream>
 
@@ -51,6 +52,15 @@ OutputFormat Output::kind() const {
   if (json_flag || format == "json") return OutputFormat::kJson;
   if (format == "yaml") return OutputFormat::kYaml;
   return OutputFormat::kTable;
+}
+
+std::string utcTime(int64_t unix_ms) {
+  time_t t = static_cast<time_t>(unix_ms / 1000);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
 }
 
 std::string jsonToYaml(const std::string& json_body) {

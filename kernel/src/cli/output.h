@@ -8,6 +8,7 @@
 
 #include <Poco/JSON/Object.h>
 
+#include <cstdint>
 #include <string>
 
 namespace trellis::cli {
@@ -31,6 +32,9 @@ const Output& currentOutput();
 void setCurrentOutput(const Output& out);
 // A JSON body as JSON (with a final newline) or as YAML, following currentOutput().
 void printStructured(const std::string& json_body);
+
+// "2026-12-02T13:00:00Z" for Unix milliseconds, as tables show times.
+std::string utcTime(int64_t unix_ms);
 
 // JSON text -> YAML text (block style; strings quoted when YAML would misread them).
 std::string jsonToYaml(const std::string& json_body);

@@ -266,6 +266,7 @@ Status Application::start() {
       .egress = s.egress.get(),
       .system_grants = s.system_grants.get(),
       .usage = s.usage.get(),
+      .audit = s.audit.get(),
   });
   s.plugins->setWorkerConfig(s.cfg.worker);
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);

@@ -627,8 +627,10 @@ constexpr trellis_host_api kHostApi = {
     services::usageSubscribe,
     services::usageAck,
     services::usageEmit,
+    admin::actForTenant,
 };
-static_assert(offsetof(trellis_host_api, usage_emit) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, act_for_tenant) + sizeof(void*) ==
+                  sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

@@ -31,6 +31,9 @@ class Histogram;
 namespace trellis::kernel::storage {
 class KvStore;
 }
+namespace trellis::kernel::admin {
+class AuditStream;
+}
 namespace trellis::tenants {
 class TenantRegistry;
 }
@@ -68,6 +71,7 @@ struct HostServices {
   services::egress::EgressService* egress = nullptr;      // null = no egress
   const SystemGrants* system_grants = nullptr;            // the operator's; null = none granted
   services::usage::UsageStream* usage = nullptr;          // null = no usage stream
+  admin::AuditStream* audit = nullptr;                    // null = nothing audits act_for_tenant
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };

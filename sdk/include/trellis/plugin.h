@@ -257,6 +257,12 @@ typedef struct trellis_http_request {
 typedef trellis_status (*trellis_usage_fn)(void* user, const trellis_ctx* ctx, trellis_str records,
                                            uint32_t count, trellis_str cursor);
 
+/* A system plugin acting for one tenant (host->act_for_tenant). `tenant_ctx` is a ctx for
+ * that tenant, live only during this call: through it the plugin reaches exactly what it
+ * reaches in the tenant's own requests (its storage for (tenant, this plugin), the tenant's
+ * grants and quotas) and nothing of other plugins. Return its status. */
+typedef trellis_status (*trellis_tenant_fn)(void* user, const trellis_ctx* tenant_ctx);
+
 /* Options for host->blob_open_write. BORROWED for the call; may be NULL (defaults). */
 typedef struct trellis_blob_write_options {
   uint32_t struct_size;
@@ -542,6 +548,16 @@ typedef struct trellis_host_api {
    * 4096 bytes (copied); the host adds event id, time, tenant, key id, plugin, request and
    * trace ids. INVALID (with the reason) for anything else; needs a tenant ctx. */
   trellis_status (*usage_emit)(const trellis_ctx* ctx, trellis_str record_json);
+  /* Runs `fn` with a ctx for `tenant` (see trellis_tenant_fn). Only a system plugin, only
+   * from a tenant-less ctx (start, admin routes, usage batches, ...) and not inside a
+   * service method. `reason` (1..256 bytes, shown to auditors) says why: the host writes an
+   * audit record (action "system.act_for_tenant") before `fn` runs, and refuses with
+   * UNAVAILABLE when the audit sink cannot store it in block mode. PERMISSION_DENIED for a
+   * plugin without system scope; INVALID from a tenant ctx or with a bad reason; NOT_FOUND
+   * for a tenant that does not exist; UNAVAILABLE for a suspended one. Returns fn's status.
+   * Native plugins in process only (a worker answers UNIMPLEMENTED). */
+  trellis_status (*act_for_tenant)(const trellis_ctx* ctx, trellis_str tenant, trellis_str reason,
+                                   trellis_tenant_fn fn, void* user);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -583,14 +584,32 @@ class Context {
   // Usage stream: appends this plugin's own billable record (a JSON object, at most 4 KiB)
   // for the calling tenant (capability "usage.emit").
   Status emitUsage(std::string_view record_json) const {
-    if (!TRELLIS_HOST_HAS(host_, usage_emit)) return unavailableSlot("usage_emit", "1.3");
+    if (!TRELLIS_HOST_HAS(host_, usage_emit)) return unavailableSlot("usage_emit", "1.2");
     return detail::fromC(host_, ctx_, host_->usage_emit(ctx_, toStr(record_json)),
                          "usage_emit refused");
   }
   // Usage stream (system plugins): acknowledges everything up to a batch's cursor.
   Status ackUsage(std::string_view cursor) const {
-    if (!TRELLIS_HOST_HAS(host_, usage_ack)) return unavailableSlot("usage_ack", "1.3");
+    if (!TRELLIS_HOST_HAS(host_, usage_ack)) return unavailableSlot("usage_ack", "1.2");
     return detail::fromC(host_, ctx_, host_->usage_ack(ctx_, toStr(cursor)), "usage_ack refused");
+  }
+
+  // System plugins: runs `fn` with a Context for `tenant` (its storage for this plugin, its
+  // grants and quotas), audited with `reason` before it runs (see trellis_tenant_fn).
+  template <typename Fn>
+  Status actForTenant(std::string_view tenant, std::string_view reason, Fn&& fn) const {
+    if (!TRELLIS_HOST_HAS(host_, act_for_tenant)) return unavailableSlot("act_for_tenant", "1.2");
+    auto thunk = [](void* user, const trellis_ctx* tenant_ctx) -> trellis_status {
+      const trellis_host_api* host = detail::hostSlot();
+      return detail::guard(host, tenant_ctx, [&]() -> Status {
+        Context inner(host, tenant_ctx);
+        return (*static_cast<std::remove_reference_t<Fn>*>(user))(inner);
+      });
+    };
+    return detail::fromC(host_, ctx_,
+                         host_->act_for_tenant(ctx_, toStr(tenant), toStr(reason), thunk,
+                                               const_cast<void*>(static_cast<const void*>(&fn))),
+                         "act_for_tenant " + std::string(tenant) + " failed");
   }
 
   // ABI 1.2: an outbound HTTP request made by the kernel (capability "egress"). The status,
@@ -721,6 +740,9 @@ class InitContext : public Context {
   }
 
  private:
+  // The C handler of every route and admin route: `user` is the plugin's Handler.
+  static trellis_status runHandler(void* user, const trellis_ctx* ctx, const trellis_request* req,
+                                   trellis_response* res);
   Result<trellis_metric_id> define(int32_t kind, std::string_view name, std::string_view help) {
     trellis_metric_id id = 0;
     trellis_status s = host()->metric_define(raw(), kind, toStr(name), toStr(help), &id);
@@ -750,22 +772,23 @@ class Plugin {
   std::unique_ptr<UsageHandler> usage_handler_;
 };
 
+inline trellis_status InitContext::runHandler(void* user, const trellis_ctx* ctx,
+                                              const trellis_request* req, trellis_response* res) {
+  const trellis_host_api* host = detail::hostSlot();
+  return detail::guard(host, ctx, [&] {
+    Context c(host, ctx);
+    Request q(host, ctx, req);
+    Response r(host, ctx, res);
+    return (*static_cast<Handler*>(user))(c, q, r);
+  });
+}
+
 inline Status InitContext::route(std::string_view method, std::string_view pattern,
                                  Handler handler) {
   auto owned = std::make_unique<Handler>(std::move(handler));
-  auto thunk = [](void* user, const trellis_ctx* ctx, const trellis_request* req,
-                  trellis_response* res) -> trellis_status {
-    auto* h = static_cast<Handler*>(user);
-    const trellis_host_api* host = detail::hostSlot();
-    return detail::guard(host, ctx, [&] {
-      Context c(host, ctx);
-      Request q(host, ctx, req);
-      Response r(host, ctx, res);
-      return (*h)(c, q, r);
-    });
-  };
   Status s = detail::fromC(
-      host(), raw(), host()->route_add(raw(), toStr(method), toStr(pattern), thunk, owned.get()),
+      host(), raw(),
+      host()->route_add(raw(), toStr(method), toStr(pattern), runHandler, owned.get()),
       "cannot register route " + std::string(method) + " " + std::string(pattern));
   if (s) plugin_->handlers_.push_back(std::move(owned));
   return s;
@@ -777,20 +800,9 @@ inline Status InitContext::adminRoute(std::string_view method, std::string_view 
     return Status::unimplemented("the host does not offer admin_route_add");
   }
   auto owned = std::make_unique<Handler>(std::move(handler));
-  auto thunk = [](void* user, const trellis_ctx* ctx, const trellis_request* req,
-                  trellis_response* res) -> trellis_status {
-    auto* h = static_cast<Handler*>(user);
-    const trellis_host_api* host = detail::hostSlot();
-    return detail::guard(host, ctx, [&] {
-      Context c(host, ctx);
-      Request q(host, ctx, req);
-      Response r(host, ctx, res);
-      return (*h)(c, q, r);
-    });
-  };
   Status s = detail::fromC(
       host(), raw(),
-      host()->admin_route_add(raw(), toStr(method), toStr(pattern), toStr(role), thunk,
+      host()->admin_route_add(raw(), toStr(method), toStr(pattern), toStr(role), runHandler,
                               owned.get()),
       "cannot register admin route " + std::string(method) + " " + std::string(pattern));
   if (s) plugin_->handlers_.push_back(std::move(owned));

@@ -814,9 +814,9 @@ trellis_status auditEmit(const trellis_ctx* c, trellis_str action, trellis_str r
   return callPlain(c, CallOp::kAuditEmit, w);
 }
 
-// Admin routes and the usage subscription are the host calling into a system plugin from
-// threads of its own; system plugins run in process (the host refuses isolation: process
-// for them), so a worker never offers these two.
+// Admin routes, the usage subscription and acting for a tenant are system-plugin calls;
+// system plugins run in process (the host refuses isolation: process for them), so a
+// worker never offers these three.
 trellis_status adminRouteAdd(const trellis_ctx* c, trellis_str, trellis_str, trellis_str,
                              trellis_handler_fn, void*) {
   WorkerCtx* ctx = live(c);
@@ -829,6 +829,14 @@ trellis_status usageSubscribe(const trellis_ctx* c, trellis_usage_fn, void*) {
   if (!ctx) return refusal();
   return failLocal(ctx, TRELLIS_UNIMPLEMENTED,
                    "the usage stream needs the plugin to run in process");
+}
+
+trellis_status actForTenant(const trellis_ctx* c, trellis_str, trellis_str, trellis_tenant_fn,
+                            void*) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  return failLocal(ctx, TRELLIS_UNIMPLEMENTED,
+                   "acting for a tenant needs the plugin to run in process");
 }
 
 trellis_status usageAck(const trellis_ctx* c, trellis_str cursor) {
@@ -925,9 +933,11 @@ constexpr trellis_host_api kWorkerApi = {
     usageSubscribe,
     usageAck,
     usageEmit,
+    actForTenant,
 };
 // Every slot is offered: a new slot in plugin.h must be added here too.
-static_assert(offsetof(trellis_host_api, usage_emit) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, act_for_tenant) + sizeof(void*) ==
+                  sizeof(trellis_host_api),
               "the worker's host table must fill every slot of trellis_host_api");
 
 // Reads the ctx block every INVOKE starts with (after its callback index).

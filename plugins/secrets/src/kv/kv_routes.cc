@@ -8,6 +8,7 @@
 #include "audit/audit.h"
 #include "http/json_io.h"
 #include "http/times.h"
+#include "seal/seal_routes.h"
 
 namespace trellis::secrets::kv {
 namespace {
@@ -236,20 +237,10 @@ class Routes {
 
 Status addKvRoutes(InitContext& ctx, const Seal& seal, const KvEngine& engine) {
   // Shared by the handlers, which the host keeps until the plugin is destroyed.
-  auto routes = std::make_shared<Routes>(seal, engine);
-  // Every route answers 503 while sealed, before it looks at its input.
-  auto guard = [&seal](Handler h) -> Handler {
-    return [&seal, h = std::move(h)](Context& c, const Request& q, Response& r) {
-      if (seal.status().sealed) return r.problem(503, kSealedMessage);
-      return h(c, q, r);
-    };
-  };
+  auto routes = std::make_shared<const Routes>(seal, engine);
+  auto guard = [&seal](Handler h) { return unsealedOnly(seal, std::move(h)); };
   using Method = Status (Routes::*)(Context&, const Request&, Response&) const;
-  auto bind = [&](Method fn) {
-    return guard([routes, fn](Context& c, const Request& q, Response& r) {
-      return ((*routes).*fn)(c, q, r);
-    });
-  };
+  auto bind = [&](Method fn) { return unsealedMember(seal, routes, fn); };
   const std::pair<const char*, const char*> methods[] = {
       {"GET", "data/{path...}"},     {"POST", "data/{path...}"},
       {"PUT", "data/{path...}"},     {"DELETE", "data/{path...}"},

@@ -95,4 +95,11 @@ Status addSealRoutes(InitContext& ctx, Seal& seal) {
   return s;
 }
 
+Handler unsealedOnly(const Seal& seal, Handler h) {
+  return [&seal, h = std::move(h)](Context& c, const Request& q, Response& r) {
+    if (seal.status().sealed) return r.problem(503, kSealedMessage);
+    return h(c, q, r);
+  };
+}
+
 }  // namespace trellis::secrets

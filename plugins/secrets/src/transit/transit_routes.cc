@@ -6,6 +6,7 @@
 #include "crypto/aead.h"
 #include "crypto/encoding.h"
 #include "http/json_io.h"
+#include "seal/seal_routes.h"
 
 namespace trellis::secrets::transit {
 namespace {
@@ -230,19 +231,10 @@ class Routes {
 }  // namespace
 
 Status addTransitRoutes(InitContext& ctx, const Seal& seal, const TransitEngine& engine) {
-  auto routes = std::make_shared<Routes>(seal, engine);
-  auto guard = [&seal](Handler h) -> Handler {
-    return [&seal, h = std::move(h)](Context& c, const Request& q, Response& r) {
-      if (seal.status().sealed) return r.problem(503, kSealedMessage);
-      return h(c, q, r);
-    };
-  };
+  auto routes = std::make_shared<const Routes>(seal, engine);
+  auto guard = [&seal](Handler h) { return unsealedOnly(seal, std::move(h)); };
   using Method = Status (Routes::*)(Context&, const Request&, Response&) const;
-  auto bind = [&](Method fn) {
-    return guard([routes, fn](Context& c, const Request& q, Response& r) {
-      return ((*routes).*fn)(c, q, r);
-    });
-  };
+  auto bind = [&](Method fn) { return unsealedMember(seal, routes, fn); };
   auto items = [&](std::string op, ItemFn fn) {
     return guard([routes, op, fn](Context& c, const Request& q, Response& r) {
       return routes->items(c, q, r, op, fn);
