@@ -42,6 +42,11 @@ Status TenantLog::restore(std::string line) {
 }
 
 const Checkpoint& TenantLog::checkpoint(const Ed25519Key& key, int64_t time_ms) {
+  checkpoints_.push_back(makeCheckpoint(key, time_ms));
+  return checkpoints_.back();
+}
+
+Checkpoint TenantLog::makeCheckpoint(const Ed25519Key& key, int64_t time_ms) const {
   Checkpoint cp;
   cp.origin = originOf(tenant_);
   cp.size = size();
@@ -50,8 +55,7 @@ const Checkpoint& TenantLog::checkpoint(const Ed25519Key& key, int64_t time_ms) 
   cp.time_ms = time_ms;
   cp.key_id = keyId(key.publicKey());
   cp.signature = key.sign(cp.signedBody());
-  checkpoints_.push_back(std::move(cp));
-  return checkpoints_.back();
+  return cp;
 }
 
 }  // namespace trellis::audit

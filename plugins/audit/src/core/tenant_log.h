@@ -39,7 +39,9 @@ class TenantLog {
   // continue the log (storage was altered behind the plugin's back).
   Status restore(std::string line);
 
-  // Signs the log's current state (size, root, chain head) and keeps the checkpoint.
+  // Signs the log's current state (size, root, chain head); keeps nothing.
+  Checkpoint makeCheckpoint(const Ed25519Key& key, int64_t time_ms) const;
+  // makeCheckpoint() and keep it.
   const Checkpoint& checkpoint(const Ed25519Key& key, int64_t time_ms);
   void restoreCheckpoint(Checkpoint cp) { checkpoints_.push_back(std::move(cp)); }
 
