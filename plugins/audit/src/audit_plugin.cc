@@ -96,7 +96,7 @@ class AuditPlugin : public Plugin {
             c.warn("audit: cannot record this read: " + s.message());
           }
         }
-        r.header("Content-Type", "application/x-ndjson");
+        if (Status s = r.header("Content-Type", "application/x-ndjson"); !s) return s;
         return r.body(
             sink_->recordsJsonl(log, number(q, "from").value_or(1),
                                 std::min<uint64_t>(number(q, "limit").value_or(10000), 100000)));
@@ -107,7 +107,7 @@ class AuditPlugin : public Plugin {
         if (auto cp = sink_->checkpoint(c, log, static_cast<int64_t>(c.nowUnixMs()), false); !cp) {
           c.warn("audit: checkpoint not stored: " + cp.status().message());
         }
-        r.header("Content-Type", "application/x-ndjson");
+        if (Status s = r.header("Content-Type", "application/x-ndjson"); !s) return s;
         return r.body(sink_->checkpointsJsonl(log));
       };
       auto inclusion = [this, resolver](Context& c, const Request& q, Response& r) {
@@ -137,7 +137,7 @@ class AuditPlugin : public Plugin {
       }
     }
     auto public_key = [this](Context&, const Request&, Response& r) {
-      r.header("Content-Type", "application/x-pem-file");
+      if (Status s = r.header("Content-Type", "application/x-pem-file"); !s) return s;
       return r.body(sink_->publicPem());
     };
     admin("GET", "public-key", "auditor", public_key);

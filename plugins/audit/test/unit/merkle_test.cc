@@ -134,7 +134,7 @@ std::vector<Hash> naiveSubproof(const std::vector<std::string>& d, uint64_t m, s
   return out;
 }
 
-TEST(MerkleTest, RootsMatchTheCertificateTransparencyVectors) {
+TEST(AuditMerkleTest, RootsMatchTheCertificateTransparencyVectors) {
   MerkleTree t = ctTree();
   EXPECT_EQ(toHex(*t.root(0)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   for (uint64_t n = 1; n <= 8; ++n) EXPECT_EQ(toHex(*t.root(n)), kRoots[n - 1]) << "size " << n;
@@ -146,7 +146,7 @@ TEST(MerkleTest, RootsMatchTheCertificateTransparencyVectors) {
   }
 }
 
-TEST(MerkleTest, InclusionProofsMatchAndVerify) {
+TEST(AuditMerkleTest, InclusionProofsMatchAndVerify) {
   MerkleTree t = ctTree();
   for (const auto& v : inclusionVectors()) {
     auto proof = t.inclusionProof(v.index, v.size);
@@ -157,7 +157,7 @@ TEST(MerkleTest, InclusionProofsMatchAndVerify) {
   }
 }
 
-TEST(MerkleTest, ConsistencyProofsMatchAndVerify) {
+TEST(AuditMerkleTest, ConsistencyProofsMatchAndVerify) {
   MerkleTree t = ctTree();
   for (const auto& v : consistencyVectors()) {
     auto proof = t.consistencyProof(v.first, v.second);
@@ -168,7 +168,7 @@ TEST(MerkleTest, ConsistencyProofsMatchAndVerify) {
   }
 }
 
-TEST(MerkleTest, InclusionProofsFailForTheWrongSizeIndexNodeOrLength) {
+TEST(AuditMerkleTest, InclusionProofsFailForTheWrongSizeIndexNodeOrLength) {
   const auto& v = inclusionVectors()[2];  // leaf 5 of 8
   const Hash leaf = leafHash(kLeaves[5]);
   const Hash root = h(kRoots[7]);
@@ -197,7 +197,7 @@ TEST(MerkleTest, InclusionProofsFailForTheWrongSizeIndexNodeOrLength) {
   EXPECT_FALSE(t.inclusionProof(0, 9));
 }
 
-TEST(MerkleTest, ConsistencyProofsFailForTheWrongSizesNodeRootOrLength) {
+TEST(AuditMerkleTest, ConsistencyProofsFailForTheWrongSizesNodeRootOrLength) {
   const auto& v = consistencyVectors()[2];  // 6 -> 8
   const Hash r6 = h(kRoots[5]), r8 = h(kRoots[7]);
   ASSERT_TRUE(verifyConsistency(6, 8, v.proof, r6, r8));
@@ -227,7 +227,7 @@ TEST(MerkleTest, ConsistencyProofsFailForTheWrongSizesNodeRootOrLength) {
   EXPECT_FALSE(t.consistencyProof(4, 9));
 }
 
-TEST(MerkleTest, EveryProofAgreesWithTheNaiveDefinitionUpTo40Leaves) {
+TEST(AuditMerkleTest, EveryProofAgreesWithTheNaiveDefinitionUpTo40Leaves) {
   std::vector<std::string> d;
   MerkleTree t;
   for (int i = 0; i < 40; ++i) {
@@ -241,7 +241,9 @@ TEST(MerkleTest, EveryProofAgreesWithTheNaiveDefinitionUpTo40Leaves) {
       auto path = *t.inclusionProof(m, n);
       ASSERT_EQ(path, naivePath(d, m, 0, n)) << m << " in " << n;
       ASSERT_TRUE(verifyInclusion(m, n, leafHash(d[m]), path, root));
-      if (n > 1) ASSERT_FALSE(verifyInclusion(m, n, leafHash(d[(m + 1) % n]), path, root));
+      if (n > 1) {
+        ASSERT_FALSE(verifyInclusion(m, n, leafHash(d[(m + 1) % n]), path, root));
+      }
     }
     for (uint64_t m = 1; m <= n; ++m) {
       auto proof = *t.consistencyProof(m, n);
@@ -257,7 +259,7 @@ TEST(MerkleTest, EveryProofAgreesWithTheNaiveDefinitionUpTo40Leaves) {
   }
 }
 
-TEST(MerkleTest, AppendRate) {
+TEST(AuditMerkleTest, AppendRate) {
   // Printed, not asserted: benchmarks never fail on a noisy machine.
   MerkleTree t;
   const std::string record(300, 'x');

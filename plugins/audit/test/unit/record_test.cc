@@ -21,7 +21,7 @@ const char* kKernelRecord =
     R"("parameters":{"id":"acme","owner":{"email":"a@example.com"}},"outcome":"pending",)"
     R"("status":0,"request_id":"r1","trace_id":"t1"})";
 
-TEST(CanonicalJsonTest, SortsKeysDropsWhitespaceAndIsIdempotent) {
+TEST(AuditCanonicalJsonTest, SortsKeysDropsWhitespaceAndIsIdempotent) {
   auto c = canonicalJson(R"({ "b" : 1, "a" : [true, null, "x\"y\n"], "c": {"z":1.5,"y":-2}})");
   ASSERT_TRUE(c) << c.status().message();
   EXPECT_EQ(*c, R"({"a":[true,null,"x\"y\u000a"],"b":1,"c":{"y":-2,"z":1.5}})");
@@ -29,7 +29,7 @@ TEST(CanonicalJsonTest, SortsKeysDropsWhitespaceAndIsIdempotent) {
   EXPECT_FALSE(canonicalJson("{nope"));
 }
 
-TEST(RecordTest, UuidV7CarriesTheTimeAndVersion) {
+TEST(AuditRecordTest, UuidV7CarriesTheTimeAndVersion) {
   const std::string id = uuidV7(0x0123456789ab);
   EXPECT_TRUE(std::regex_match(id, std::regex("01234567-89ab-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
                                               "[0-9a-f]{12}")))
@@ -38,7 +38,7 @@ TEST(RecordTest, UuidV7CarriesTheTimeAndVersion) {
   EXPECT_EQ(rfc3339Utc(1764825514123), "2025-12-04T05:18:34.123Z");
 }
 
-TEST(RecordTest, BuildsTheSchemaAndHidesSensitiveFields) {
+TEST(AuditRecordTest, BuildsTheSchemaAndHidesSensitiveFields) {
   auto in = IncomingRecord::parse(kKernelRecord);
   ASSERT_TRUE(in);
   EXPECT_EQ(in->tenant, "acme");
@@ -65,13 +65,13 @@ TEST(RecordTest, BuildsTheSchemaAndHidesSensitiveFields) {
   EXPECT_NE(sensitiveDigest("k", "a@example.com"), sensitiveDigest("k2", "a@example.com"));
 }
 
-TEST(RecordTest, RefusesWhatIsNotARecord) {
+TEST(AuditRecordTest, RefusesWhatIsNotARecord) {
   EXPECT_FALSE(IncomingRecord::parse("[1]"));
   EXPECT_FALSE(IncomingRecord::parse("{"));
   EXPECT_FALSE(IncomingRecord::parse(std::string(kMaxRecordBytes + 1, ' ')));
 }
 
-TEST(RecordTest, CheckpointsSignAndVerifyAndRoundTrip) {
+TEST(AuditRecordTest, CheckpointsSignAndVerifyAndRoundTrip) {
   auto key = Ed25519Key::generate();
   ASSERT_TRUE(key);
   TenantLog log("acme");
@@ -101,7 +101,7 @@ TEST(RecordTest, CheckpointsSignAndVerifyAndRoundTrip) {
   EXPECT_EQ(*ed25519PublicKeyFromText(key->publicPem()), key->publicKey());
 }
 
-TEST(RecordTest, RestoreRebuildsTheSameLogAndRefusesABrokenChain) {
+TEST(AuditRecordTest, RestoreRebuildsTheSameLogAndRefusesABrokenChain) {
   TenantLog log("");
   auto in = *IncomingRecord::parse(kKernelRecord);
   for (int i = 0; i < 4; ++i) log.commit(log.prepare(in, 1000 + i, "k", {}));
@@ -114,7 +114,7 @@ TEST(RecordTest, RestoreRebuildsTheSameLogAndRefusesABrokenChain) {
   EXPECT_FALSE(skipped.restore(log.line(2)).isOk());
 }
 
-TEST(RecordTest, AppendRate) {
+TEST(AuditRecordTest, AppendRate) {
   // Printed, not asserted: record building + chain + tree, without storage.
   TenantLog log("acme");
   auto in = *IncomingRecord::parse(kKernelRecord);

@@ -18,7 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class VerifyTest : public ::testing::Test {
+class AuditVerifyTest : public ::testing::Test {
  protected:
   void SetUp() override {
     key_ = std::make_unique<Ed25519Key>(Ed25519Key::generate().value());
@@ -42,7 +42,7 @@ class VerifyTest : public ::testing::Test {
   std::vector<std::string> records_, checkpoints_;
 };
 
-TEST_F(VerifyTest, AnUntouchedPackVerifies) {
+TEST_F(AuditVerifyTest, AnUntouchedPackVerifies) {
   auto r = verify();
   EXPECT_EQ(r.code, VerifyCode::kOk) << r.message;
   std::string notes;
@@ -50,7 +50,7 @@ TEST_F(VerifyTest, AnUntouchedPackVerifies) {
   EXPECT_THAT(notes, HasSubstr("2 record(s) after the newest checkpoint"));
 }
 
-TEST_F(VerifyTest, AModifiedRecordIsCaught) {
+TEST_F(AuditVerifyTest, AModifiedRecordIsCaught) {
   const auto at = records_[2].find("\"k3\"");
   records_[2].replace(at, 4, "\"kX\"");
   auto r = verify();
@@ -58,7 +58,7 @@ TEST_F(VerifyTest, AModifiedRecordIsCaught) {
   EXPECT_THAT(r.message, HasSubstr("seq 3 was modified"));
 }
 
-TEST_F(VerifyTest, AModifiedRecordWithARecomputedChainIsCaughtByTheSignedRoot) {
+TEST_F(AuditVerifyTest, AModifiedRecordWithARecomputedChainIsCaughtByTheSignedRoot) {
   // The operator rewrites record 2 and recomputes every later link: the chain is whole
   // again, but the signed root and chain head are not theirs to recompute.
   TenantLog forged("acme");
@@ -73,14 +73,14 @@ TEST_F(VerifyTest, AModifiedRecordWithARecomputedChainIsCaughtByTheSignedRoot) {
   EXPECT_THAT(r.message, HasSubstr("do not hash to the signed root"));
 }
 
-TEST_F(VerifyTest, ADeletedRecordIsCaught) {
+TEST_F(AuditVerifyTest, ADeletedRecordIsCaught) {
   records_.erase(records_.begin() + 4);
   auto r = verify();
   EXPECT_EQ(r.code, VerifyCode::kDeleted) << r.message;
   EXPECT_THAT(r.message, HasSubstr("seq 5 is missing"));
 }
 
-TEST_F(VerifyTest, AnInsertedRecordIsCaught) {
+TEST_F(AuditVerifyTest, AnInsertedRecordIsCaught) {
   // A copy of record 3 with another resource, placed after it.
   std::string extra = records_[2];
   extra.replace(extra.find("\"k3\""), 4, "\"k99\"");
@@ -90,7 +90,7 @@ TEST_F(VerifyTest, AnInsertedRecordIsCaught) {
   EXPECT_THAT(r.message, HasSubstr("seq 3 appears twice"));
 }
 
-TEST_F(VerifyTest, AnInsertedRecordThatFitsTheNumberingIsCaughtByTheChain) {
+TEST_F(AuditVerifyTest, AnInsertedRecordThatFitsTheNumberingIsCaughtByTheChain) {
   // Renumbered to fit, with a valid link to its predecessor: the next link breaks.
   TenantLog fake("acme");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(fake.restore(records_[i]).isOk());
@@ -110,21 +110,21 @@ TEST_F(VerifyTest, AnInsertedRecordThatFitsTheNumberingIsCaughtByTheChain) {
   EXPECT_THAT(r.message, HasSubstr("seq 4 (line 4) is not in the chain"));
 }
 
-TEST_F(VerifyTest, ReorderedRecordsAreCaught) {
+TEST_F(AuditVerifyTest, ReorderedRecordsAreCaught) {
   std::swap(records_[5], records_[6]);
   auto r = verify();
   EXPECT_EQ(r.code, VerifyCode::kReordered) << r.message;
   EXPECT_THAT(r.message, HasSubstr("seq 6 (line 7) comes after seq 7"));
 }
 
-TEST_F(VerifyTest, ATruncatedLogIsCaught) {
+TEST_F(AuditVerifyTest, ATruncatedLogIsCaught) {
   records_.resize(6);  // the checkpoint at 8 covers records 7 and 8
   auto r = verify();
   EXPECT_EQ(r.code, VerifyCode::kTruncated) << r.message;
   EXPECT_THAT(r.message, HasSubstr("holds 6 records but a signed checkpoint covers 8"));
 }
 
-TEST_F(VerifyTest, ABadSignatureIsCaught) {
+TEST_F(AuditVerifyTest, ABadSignatureIsCaught) {
   auto cp = *Checkpoint::fromJson(checkpoints_[0]);
   cp.time_ms += 1;  // a field changed after signing
   checkpoints_[0] = cp.toJson();
@@ -133,7 +133,7 @@ TEST_F(VerifyTest, ABadSignatureIsCaught) {
   EXPECT_THAT(r.message, HasSubstr("checkpoint at size 4"));
 }
 
-TEST_F(VerifyTest, ACheckpointSignedByAnotherKeyIsCaught) {
+TEST_F(AuditVerifyTest, ACheckpointSignedByAnotherKeyIsCaught) {
   auto other = Ed25519Key::generate();
   checkpoints_.push_back(log_.checkpoint(*other, 1).toJson());
   auto r = verify();
@@ -141,7 +141,7 @@ TEST_F(VerifyTest, ACheckpointSignedByAnotherKeyIsCaught) {
   EXPECT_THAT(r.message, HasSubstr("checkpoint at size 10"));
 }
 
-TEST_F(VerifyTest, ForkedCheckpointsAreCaught) {
+TEST_F(AuditVerifyTest, ForkedCheckpointsAreCaught) {
   // The operator, holding the key, signs a second history of the first four records.
   TenantLog other("acme");
   for (int i = 1; i <= 4; ++i) {
@@ -164,7 +164,7 @@ TEST_F(VerifyTest, ForkedCheckpointsAreCaught) {
   EXPECT_THAT(r.message, HasSubstr("checkpoint at size 6"));
 }
 
-TEST_F(VerifyTest, AClientCheckpointIsCheckedByAConsistencyProof) {
+TEST_F(AuditVerifyTest, AClientCheckpointIsCheckedByAConsistencyProof) {
   const std::string mine = checkpoints_[0];  // kept by the auditor at size 4
   auto r = verify(mine);
   EXPECT_EQ(r.code, VerifyCode::kOk) << r.message;
@@ -189,7 +189,7 @@ TEST_F(VerifyTest, AClientCheckpointIsCheckedByAConsistencyProof) {
   EXPECT_THAT(r.message, HasSubstr("not a prefix of the newest at size 8"));
 }
 
-TEST_F(VerifyTest, AClientCheckpointPastThePacksNewestMeansThePackWasCutShort) {
+TEST_F(AuditVerifyTest, AClientCheckpointPastThePacksNewestMeansThePackWasCutShort) {
   const std::string at8 = checkpoints_[1];  // the auditor kept the checkpoint at 8
   records_.resize(5);
   checkpoints_.pop_back();  // the pack only shows the one at 4
@@ -198,7 +198,7 @@ TEST_F(VerifyTest, AClientCheckpointPastThePacksNewestMeansThePackWasCutShort) {
   EXPECT_THAT(r.message, HasSubstr("your checkpoint covers 8 records"));
 }
 
-TEST_F(VerifyTest, BadInputIsAClearMessageNotACrash) {
+TEST_F(AuditVerifyTest, BadInputIsAClearMessageNotACrash) {
   EXPECT_EQ(verifyEvidence(records_, checkpoints_, "not a key", std::nullopt).code,
             VerifyCode::kBadPack);
   checkpoints_.push_back("{\"size\":");
