@@ -86,7 +86,7 @@ class AuditPlugin : public Plugin {
     const Resolver admin_resolver = [adminLog](Context&, const Request& q) { return adminLog(q); };
     const Resolver data_resolver = ownLog;
 
-    for (const auto& [resolver, is_admin] :  // NOLINT(performance-for-range-copy)
+    for (const auto& [resolver, is_admin] :
          {std::pair{admin_resolver, true}, std::pair{data_resolver, false}}) {
       auto records = [this, resolver, is_admin](Context& c, const Request& q, Response& r) {
         const std::string log = resolver(c, q);
