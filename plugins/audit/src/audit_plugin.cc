@@ -1,0 +1,178 @@
+// trellis/audit: the plugin object. It reads the checkpoint policy from its config, serves
+// audit.v1 "write" from the sink, and exposes the logs: every log to the auditor role on
+// the admin plane, a tenant's own log on the data plane.
+//
+// Admin plane (/v1/x/trellis/audit/…; <log> is a tenant id or "_system"):
+//   GET  logs                                    (auditor) every log, its size and signed size
+//   GET  logs/{log}/records?from=&limit=         (auditor) records, JSON Lines
+//   GET  logs/{log}/checkpoints                  (auditor) checkpoints, JSON Lines
+//   GET  logs/{log}/proof/inclusion?seq=&size=   (auditor)
+//   GET  logs/{log}/proof/consistency?from=&to=  (auditor)
+//   POST logs/{log}/checkpoint                   (operator) sign a checkpoint now
+//   GET  public-key                              (auditor) the checkpoint key, PEM
+//   POST hmac  {"tenant","value"}                (auditor) the digest a sensitive value has
+// Data plane (the calling tenant's log only): GET /audit/v1/records, /audit/v1/checkpoints,
+//   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Parser.h>
+
+#include <charconv>
+
+#include "sink.h"
+#include "trellis/plugin.hpp"
+
+namespace trellis::audit {
+namespace {
+
+constexpr std::string_view kAdminPrefix = "/v1/x/trellis/audit/";
+
+std::optional<uint64_t> number(const Request& req, std::string_view name) {
+  auto v = req.queryParam(name);
+  if (!v) return std::nullopt;
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
+  return n;
+}
+
+Status problemFrom(Response& res, const Status& s) {
+  int code = 500;
+  switch (s.code()) {
+    case StatusCode::kInvalid: code = 400; break;
+    case StatusCode::kNotFound: code = 404; break;
+    case StatusCode::kConflict: code = 409; break;
+    case StatusCode::kUnavailable: code = 503; break;
+    default: return s;
+  }
+  return res.problem(code, s.message());
+}
+
+class AuditPlugin : public Plugin {
+ public:
+  Status init(InitContext& ctx) override {
+    SinkOptions options;
+    if (auto v = ctx.config("checkpoint_every"))
+      options.checkpoint_every = std::stoull(std::string(*v));
+    if (auto v = ctx.config("checkpoint_interval_s")) {
+      options.checkpoint_interval_ms = std::stoll(std::string(*v)) * 1000;
+    }
+    if (auto v = ctx.config("sensitive_fields")) {
+      auto list = Poco::JSON::Parser().parse(std::string(*v)).extract<Poco::JSON::Array::Ptr>();
+      for (size_t i = 0; i < list->size(); ++i) {
+        options.sensitive.push_back(list->getElement<std::string>(static_cast<unsigned>(i)));
+      }
+    }
+    if (options.checkpoint_every == 0) return Status::invalid("checkpoint_every must be >= 1");
+    sink_ = std::make_unique<AuditSink>(options);
+    if (Status s = sink_->load(ctx); !s) return s;
+
+    Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
+      return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
+    });
+    auto admin = [&](std::string_view method, std::string_view tail, std::string_view role,
+                     Handler h) {
+      if (s) s = ctx.adminRoute(method, std::string(kAdminPrefix) + std::string(tail), role, h);
+    };
+    auto data = [&](std::string_view tail, Handler h) {
+      if (s) s = ctx.route("GET", "/audit/v1/" + std::string(tail), h);
+    };
+    // The log a request reads: the path's on the admin plane, the caller's own otherwise.
+    auto adminLog = [](const Request& q) {
+      std::string log(q.pathParam("log").value_or(""));
+      return log == "_system" ? std::string() : log;
+    };
+    auto ownLog = [](Context& c, const Request&) { return std::string(c.tenant()); };
+    using Resolver = std::function<std::string(Context&, const Request&)>;
+    const Resolver admin_resolver = [adminLog](Context&, const Request& q) { return adminLog(q); };
+    const Resolver data_resolver = ownLog;
+
+    for (const auto& [resolver, is_admin] :
+         {std::pair{admin_resolver, true}, std::pair{data_resolver, false}}) {
+      auto records = [this, resolver, is_admin](Context& c, const Request& q, Response& r) {
+        const std::string log = resolver(c, q);
+        // Reading the audit log is itself audited (admin reads: by the kernel's admin gate).
+        if (!is_admin) {
+          if (Status s = c.auditEmit("audit.read", "audit/records", "{}"); !s) {
+            c.warn("audit: cannot record this read: " + s.message());
+          }
+        }
+        if (Status s = r.header("Content-Type", "application/x-ndjson"); !s) return s;
+        return r.body(
+            sink_->recordsJsonl(log, number(q, "from").value_or(1),
+                                std::min<uint64_t>(number(q, "limit").value_or(10000), 100000)));
+      };
+      auto checkpoints = [this, resolver](Context& c, const Request& q, Response& r) {
+        const std::string log = resolver(c, q);
+        // A reader may be the first to see that the interval passed.
+        if (auto cp = sink_->checkpoint(c, log, static_cast<int64_t>(c.nowUnixMs()), false); !cp) {
+          c.warn("audit: checkpoint not stored: " + cp.status().message());
+        }
+        if (Status s = r.header("Content-Type", "application/x-ndjson"); !s) return s;
+        return r.body(sink_->checkpointsJsonl(log));
+      };
+      auto inclusion = [this, resolver](Context& c, const Request& q, Response& r) {
+        auto seq = number(q, "seq");
+        if (!seq) return r.problem(400, "seq= (a record's sequence number) is required");
+        auto out = sink_->inclusionJson(resolver(c, q), *seq, number(q, "size"));
+        if (!out) return problemFrom(r, out.status());
+        return r.json(200, *out);
+      };
+      auto consistency = [this, resolver](Context& c, const Request& q, Response& r) {
+        auto from = number(q, "from");
+        if (!from) return r.problem(400, "from= (the older tree size) is required");
+        auto out = sink_->consistencyJson(resolver(c, q), *from, number(q, "to"));
+        if (!out) return problemFrom(r, out.status());
+        return r.json(200, *out);
+      };
+      if (is_admin) {
+        admin("GET", "logs/{log}/records", "auditor", records);
+        admin("GET", "logs/{log}/checkpoints", "auditor", checkpoints);
+        admin("GET", "logs/{log}/proof/inclusion", "auditor", inclusion);
+        admin("GET", "logs/{log}/proof/consistency", "auditor", consistency);
+      } else {
+        data("records", records);
+        data("checkpoints", checkpoints);
+        data("proof/inclusion", inclusion);
+        data("proof/consistency", consistency);
+      }
+    }
+    auto public_key = [this](Context&, const Request&, Response& r) {
+      if (Status s = r.header("Content-Type", "application/x-pem-file"); !s) return s;
+      return r.body(sink_->publicPem());
+    };
+    admin("GET", "public-key", "auditor", public_key);
+    data("public-key", public_key);
+    admin("GET", "logs", "auditor",
+          [this](Context&, const Request&, Response& r) { return r.json(200, sink_->logsJson()); });
+    admin("POST", "logs/{log}/checkpoint", "operator",
+          [this, adminLog](Context& c, const Request& q, Response& r) {
+            auto cp = sink_->checkpoint(c, adminLog(q), static_cast<int64_t>(c.nowUnixMs()), true);
+            if (!cp) return problemFrom(r, cp.status());
+            if (!*cp) return r.problem(404, "the log has no records to sign");
+            return r.json(200, (*cp)->toJson());
+          });
+    admin("POST", "hmac", "auditor", [this](Context& c, const Request& q, Response& r) {
+      std::string tenant, value;
+      try {
+        auto o =
+            Poco::JSON::Parser().parse(std::string(q.body())).extract<Poco::JSON::Object::Ptr>();
+        tenant = o->optValue<std::string>("tenant", "");
+        value = o->getValue<std::string>("value");
+      } catch (const Poco::Exception&) {
+        return r.problem(400, "the body is {\"tenant\": \"<id or empty>\", \"value\": \"…\"}");
+      }
+      auto digest = sink_->hmacOf(c, tenant == "_system" ? "" : tenant, value);
+      if (!digest) return problemFrom(r, digest.status());
+      return r.json(200, "{\"digest\":\"" + *digest + "\"}");
+    });
+    return s;
+  }
+
+ private:
+  std::unique_ptr<AuditSink> sink_;
+};
+
+}  // namespace
+}  // namespace trellis::audit
+
+TRELLIS_PLUGIN(trellis::audit::AuditPlugin, "trellis/audit", "0.1.0")

@@ -1,0 +1,81 @@
+// The audit record as the log stores it, and its parts: UUIDv7 event ids, RFC 3339 UTC
+// times, HMAC of sensitive fields, and signed checkpoints.
+//
+// A stored record is one line of canonical JSON (see canonical_json.h):
+//   {"action","actor":{"name","principal","role"},"event_id","kernel_seq","outcome",
+//    "parameters","prev","request_id","resource","seq","status","tenant","time",
+//    "trace_id","type"}
+// `seq` counts 1, 2, … per tenant log ("" = the system log); `prev` is the hex SHA-256 of
+// the previous line (64 zeros for the first), which makes the lines a hash chain; each line
+// is also one leaf of the log's RFC 6962 tree.
+//
+//   auto in = IncomingRecord::parse(kernel_json);            // what audit.v1 write received
+//   std::string line = buildRecord(*in, {.seq = 1, .time_ms = now, .event_id = uuidV7(now),
+//                                        .prev = kZeroHash, .hmac_key = key,
+//                                        .sensitive = {"email"}});
+#pragma once
+
+#include <Poco/JSON/Object.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/hash.h"
+#include "trellis/status.hpp"
+
+namespace trellis::audit {
+
+inline constexpr Hash kZeroHash{};
+// A record the sink receives is refused above this size (the kernel's own limit is 16 KiB
+// of plugin-supplied fields; admin parameters are bounded by the admin body limit).
+inline constexpr size_t kMaxRecordBytes = 256 * 1024;
+
+// A version 7 UUID (RFC 9562): 48 bits of Unix milliseconds, then random bits.
+std::string uuidV7(int64_t unix_ms);
+// "2026-12-04T05:18:34.123Z".
+std::string rfc3339Utc(int64_t unix_ms);
+
+struct IncomingRecord {
+  std::string tenant;  // "" = the system log
+  Poco::JSON::Object::Ptr object;
+  static Result<IncomingRecord> parse(std::string_view json);
+};
+
+struct RecordContext {
+  uint64_t seq = 0;
+  int64_t time_ms = 0;
+  std::string event_id;
+  Hash prev = kZeroHash;
+  std::string_view hmac_key;
+  const std::vector<std::string>* sensitive = nullptr;  // member names; may be null
+};
+
+// The canonical line for `in` as record number ctx.seq of its log.
+std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx);
+// "hmac-sha256:<hex>" of `value` under `key`: what a sensitive field is stored as.
+std::string sensitiveDigest(std::string_view key, std::string_view value);
+
+// A signed statement that the log `origin` had `size` records with this root and chain head.
+struct Checkpoint {
+  std::string origin;  // "trellis-audit/<tenant>" ("_system" for the system log)
+  uint64_t size = 0;
+  Hash root{};
+  Hash chain{};  // SHA-256 of line `size` (kZeroHash for size 0)
+  int64_t time_ms = 0;
+  std::string key_id;     // first 8 bytes of SHA-256(public key), hex
+  std::string signature;  // 64 raw bytes, Ed25519 over signedBody()
+
+  // The exact bytes signed: "trellis-audit checkpoint v1\n<origin>\n<size>\n<root hex>\n
+  // <chain hex>\n<time_ms>\n".
+  std::string signedBody() const;
+  std::string toJson() const;  // one canonical JSON line
+  static Result<Checkpoint> fromJson(std::string_view json);
+};
+
+std::string keyId(std::string_view public_key);
+std::string originOf(std::string_view tenant);
+bool verifyCheckpoint(const Checkpoint& cp, std::string_view public_key);
+
+}  // namespace trellis::audit
