@@ -22,6 +22,7 @@
 #include "runtime/tenant_admin.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
+#include "auth/token_verifier.h"
 #include "services/egress/egress_service.h"
 #include "services/jobs/postgres_job_store.h"
 #include "services/jobs/scheduler.h"
@@ -63,6 +64,7 @@ struct Application::Impl {
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
   std::unique_ptr<services::egress::EgressService> egress;
+  std::unique_ptr<auth::TokenVerifier> tokens;  // outlives the data plane; null: no issuers
   services::HandleTable handles;  // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
@@ -299,6 +301,14 @@ Status Application::start() {
   auto data_plane =
       std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,
                                            s.metrics, s.ready, s.policy.get(), s.usage.get());
+  if (!s.cfg.auth.jwt_issuers.empty()) {
+    auto tokens = auth::TokenVerifier::create(s.cfg.auth.jwt_issuers);
+    if (!tokens) return tokens.status();
+    s.tokens = std::move(*tokens);
+    data_plane->acceptTokens(s.tokens.get());
+    spdlog::info("data plane: accepting signed tokens from {} issuer(s)",
+                 s.cfg.auth.jwt_issuers.size());
+  }
   // Bad tenant keys reach the audit stream aggregated, through the bus: the event loop never
   // waits for the sink.
   data_plane->onAuthFailure(
