@@ -16,6 +16,7 @@
 #include "auth/jwks.h"
 #include "auth/jwt.h"
 #include "auth/token_verifier.h"
+#include "support/test_jwt.h"
 #include "support/test_support.h"
 
 namespace trellis::kernel::auth {
@@ -26,87 +27,9 @@ using ::testing::Not;
 
 constexpr int64_t kNow = 1'800'000'000;
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
-std::string bnBytes(const EVP_PKEY* key, const char* param, size_t pad = 0) {
-  BIGNUM* bn = nullptr;
-  EXPECT_EQ(EVP_PKEY_get_bn_param(key, param, &bn), 1);
-  std::string out(pad ? pad : static_cast<size_t>(BN_num_bytes(bn)), '\0');
-  BN_bn2binpad(bn, reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(out.size()));
-  BN_free(bn);
-  return out;
-}
-
-// A signing key of one alg, and its public JWK.
-struct TestKey {
-  std::string alg;
-  std::string kid;
-  PkeyPtr key;
-
-  static TestKey make(const std::string& alg, const std::string& kid) {
-    EVP_PKEY* k = alg == "RS256"   ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048})
-                  : alg == "ES256" ? EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")
-                                   : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
-    EXPECT_NE(k, nullptr);
-    return {alg, kid, PkeyPtr(k)};
-  }
-
-  std::string jwk(bool with_kid = true) const {
-    std::string head = "{";
-    if (with_kid) head += "\"kid\":\"" + kid + "\",";
-    if (alg == "RS256") {
-      return head + "\"kty\":\"RSA\",\"n\":\"" +
-             base64UrlEncode(bnBytes(key.get(), OSSL_PKEY_PARAM_RSA_N)) + "\",\"e\":\"" +
-             base64UrlEncode(bnBytes(key.get(), OSSL_PKEY_PARAM_RSA_E)) + "\"}";
-    }
-    if (alg == "ES256") {
-      return head + "\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"" +
-             base64UrlEncode(bnBytes(key.get(), OSSL_PKEY_PARAM_EC_PUB_X, 32)) + "\",\"y\":\"" +
-             base64UrlEncode(bnBytes(key.get(), OSSL_PKEY_PARAM_EC_PUB_Y, 32)) + "\"}";
-    }
-    unsigned char raw[32];
-    size_t len = sizeof raw;
-    EXPECT_EQ(EVP_PKEY_get_raw_public_key(key.get(), raw, &len), 1);
-    return head + "\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"" +
-           base64UrlEncode(std::string(reinterpret_cast<char*>(raw), len)) + "\"}";
-  }
-
-  std::string publicPem() const {
-    BIO* bio = BIO_new(BIO_s_mem());
-    PEM_write_bio_PUBKEY(bio, key.get());
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio, &data);
-    std::string pem(data, static_cast<size_t>(n));
-    BIO_free(bio);
-    return pem;
-  }
-
-  std::string sign(std::string_view input) const {
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    const EVP_MD* digest = alg == "EdDSA" ? nullptr : EVP_sha256();
-    EXPECT_EQ(EVP_DigestSignInit(md.get(), nullptr, digest, nullptr, key.get()), 1);
-    size_t len = 0;
-    const auto* in = reinterpret_cast<const unsigned char*>(input.data());
-    EXPECT_EQ(EVP_DigestSign(md.get(), nullptr, &len, in, input.size()), 1);
-    std::string sig(len, '\0');
-    EXPECT_EQ(EVP_DigestSign(md.get(), reinterpret_cast<unsigned char*>(sig.data()), &len, in,
-                             input.size()),
-              1);
-    sig.resize(len);
-    if (alg != "ES256") return sig;
-    // DER -> JOSE r || s.
-    const auto* p = reinterpret_cast<const unsigned char*>(sig.data());
-    ECDSA_SIG* es = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size()));
-    std::string raw(64, '\0');
-    BN_bn2binpad(ECDSA_SIG_get0_r(es), reinterpret_cast<unsigned char*>(raw.data()), 32);
-    BN_bn2binpad(ECDSA_SIG_get0_s(es), reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-    ECDSA_SIG_free(es);
-    return raw;
-  }
-};
+using test::bnBytes;
+using test::PkeyPtr;
+using test::TestKey;
 
 std::string defaultClaims(int64_t now = kNow) {
   return R"({"iss":"https://idp.test/","aud":"trellis","sub":"alice","tenant":"acme","iat":)" +
@@ -171,7 +94,8 @@ TestKey* JwtTest::ed_ = nullptr;
 TEST_F(JwtTest, ValidTokensOfEachAlgorithmVerify) {
   const JwkSet keys = jwks();
   for (const TestKey* k : {rsa_, ec_, ed_}) {
-    auto decoded = decodeJwt(token(*k));
+    const std::string tok = token(*k);
+    auto decoded = decodeJwt(tok);
     ASSERT_TRUE(decoded) << decoded.status().message();
     auto v = verifyJwt(*decoded, keys, rulesFor(), kNow);
     ASSERT_TRUE(v) << k->alg << ": " << v.status().message();
@@ -369,7 +293,8 @@ TEST_F(JwtTest, MalformedTokensAreRefusedByStructure) {
       {h + "." + p + ".", "no signature"},
       {base64UrlEncode("{\"alg\":") + "." + p + ".abcd", "header is not valid JSON"},
       {base64UrlEncode("[1,2]") + "." + p + ".abcd", "header is not a JSON object"},
-      {h + "." + base64UrlEncode("\"acme\"") + ".abcd", "payload is not a JSON object"},
+      {h + "." + base64UrlEncode("\"acme\"") + ".abcd", "payload is not"},
+      {h + "." + base64UrlEncode("[\"acme\"]") + ".abcd", "payload is not a JSON object"},
       {h + "." + base64UrlEncode("not json") + ".abcd", "payload is not valid JSON"},
       {base64UrlEncode(R"({"alg":"EdDSA","alg":"none"})") + "." + p + ".abcd", "duplicate"},
       {h + "." + base64UrlEncode(R"({"tenant":"acme","tenant":"globex"})") + ".abcd",
@@ -476,6 +401,19 @@ config::JwtIssuerConfig issuerConfig() {
   return c;
 }
 
+TokenVerifier::Options quiet(TokenVerifier::Fetch fetch = {}) {
+  TokenVerifier::Options o;
+  o.fetch = std::move(fetch);
+  o.background = false;
+  return o;
+}
+
+TokenVerifier::Options withFetch(TokenVerifier::Fetch fetch) {
+  TokenVerifier::Options o;
+  o.fetch = std::move(fetch);
+  return o;
+}
+
 int64_t realNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -488,7 +426,7 @@ TEST_F(JwtTest, VerifierReadsAJwksFileAndRefusesBadOnes) {
   c.jwks_uri.clear();
   c.jwks_file = dir.path() / "jwks.json";
   test::writeFile(c.jwks_file, jwksText());
-  auto v = TokenVerifier::create({c}, {.background = false});
+  auto v = TokenVerifier::create({c}, quiet());
   ASSERT_TRUE(v) << v.status().message();
   auto who = (*v)->verify(token(*ec_, defaultClaims(realNow())));
   ASSERT_TRUE(who) << who.status().message();
@@ -501,12 +439,12 @@ TEST_F(JwtTest, VerifierReadsAJwksFileAndRefusesBadOnes) {
               HasSubstr("not a configured issuer"));
 
   test::writeFile(c.jwks_file, "{\"keys\":");
-  auto broken = TokenVerifier::create({c}, {.background = false});
+  auto broken = TokenVerifier::create({c}, quiet());
   ASSERT_FALSE(broken);
   EXPECT_THAT(broken.status().message(), HasSubstr("https://idp.test/"));
   EXPECT_THAT(broken.status().message(), HasSubstr("not valid JSON"));
   c.jwks_file = dir.path() / "missing.json";
-  EXPECT_FALSE(TokenVerifier::create({c}, {.background = false}));
+  EXPECT_FALSE(TokenVerifier::create({c}, quiet()));
 }
 
 TEST_F(JwtTest, AFailedRefreshKeepsTheLastGoodSet) {
@@ -519,7 +457,7 @@ TEST_F(JwtTest, AFailedRefreshKeepsTheLastGoodSet) {
     if (served == "timeout") return Status::timeout("egress: no response header within 5000 ms");
     return served;
   };
-  auto v = TokenVerifier::create({issuerConfig()}, {.fetch = fetch, .background = false});
+  auto v = TokenVerifier::create({issuerConfig()}, quiet(fetch));
   ASSERT_TRUE(v);
   // Nothing fetched yet: refused, and no fetch happens inline.
   EXPECT_THAT((*v)->verify(token(*rsa_, defaultClaims(realNow()))).status().message(),
@@ -546,7 +484,7 @@ TEST_F(JwtTest, UnknownKidTriggersARateLimitedRefetch) {
     if (!rotated_published) return jwksText();
     return "{\"keys\":[" + ed_->jwk() + "," + rotated.jwk() + "]}";
   };
-  auto v = TokenVerifier::create({issuerConfig()}, {.fetch = fetch});
+  auto v = TokenVerifier::create({issuerConfig()}, withFetch(fetch));
   ASSERT_TRUE(v);
   auto eventually = [&](auto pred) {
     for (int i = 0; i < 100 && !pred(); ++i) {

@@ -123,7 +123,7 @@ Result<std::shared_ptr<EVP_PKEY>> ecKey(const Object& k, const std::string& name
     return Status::internal("jwks: cannot build an EC key");
   }
   auto key = fromParams("EC", bld.get(), name);
-  if (!key) return key.status();
+  if (!key) return Status::invalid("jwks: " + name + " is not a point on P-256");
   // fromdata does not prove the point is on the curve; an invalid point must not verify.
   std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> check(EVP_PKEY_CTX_new(key->get(), nullptr));
   if (!check || EVP_PKEY_public_check(check.get()) != 1) {

@@ -47,12 +47,12 @@ struct DecodedJwt {
   std::string alg;
   std::string kid;  // empty: none in the header
   Poco::JSON::Object::Ptr claims;
-  std::string_view signing_input;  // header.payload, a view into the decoded credential
+  std::string signing_input;  // header.payload, as received
   std::string signature;           // raw bytes
 };
 
 // Structure only: size, three segments, base64url, JSON objects without duplicate members,
-// a string "alg", no "crit". INVALID naming what is wrong. `token` must outlive the result.
+// a string "alg", no "crit". INVALID naming what is wrong.
 Result<DecodedJwt> decodeJwt(std::string_view token);
 
 // The "iss" claim if it is a string, else empty; decides which issuer's keys to try.

@@ -46,9 +46,11 @@ TokenVerifier::Fetch httpsFetch(std::shared_ptr<services::egress::EgressClient> 
     if (!url) return url.status();
     auto rule = egress::parseRule(url->origin());
     if (!rule) return rule.status();
-    egress::Policy policy{.manifest = {*rule}, .grant = std::nullopt, .tenant = "",
-                          .operator_configured = true};
-    egress::Request req{.method = "GET", .url = c.jwks_uri};
+    egress::Policy policy;
+    policy.manifest = {*rule};
+    policy.operator_configured = true;
+    egress::Request req;
+    req.url = c.jwks_uri;
     req.headers = {{"Accept", "application/jwk-set+json, application/json"}};
     req.timeouts = {.connect = std::chrono::seconds(5),
                     .first_byte = std::chrono::seconds(5),
@@ -114,8 +116,10 @@ Result<std::unique_ptr<TokenVerifier>> TokenVerifier::create(
       } else {
         auto& client = clients[c.ca_file.string()];
         if (!client) {
-          auto made = services::egress::EgressClient::create(
-              {.ca_file = c.ca_file.string(), .user_agent = "trellis-jwks"});
+          services::egress::EgressClient::Options client_options;
+          client_options.ca_file = c.ca_file.string();
+          client_options.user_agent = "trellis-jwks";
+          auto made = services::egress::EgressClient::create(client_options);
           if (!made) {
             return Status::invalid("auth.jwt issuer " + c.issuer + ": " + made.status().message());
           }
