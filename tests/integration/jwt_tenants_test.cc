@@ -27,8 +27,8 @@ int64_t now() {
 
 std::string claims(const std::string& tenant, const std::string& sub = "alice",
                    int64_t exp_in = 600, const std::string& aud = "trellis") {
-  return R"({"iss":"https://idp.test/","aud":")" + aud + R"(","sub":")" + sub +
-         R"(","tenant":")" + tenant + R"(","iat":)" + std::to_string(now()) + R"(,"exp":)" +
+  return R"({"iss":"https://idp.test/","aud":")" + aud + R"(","sub":")" + sub + R"(","tenant":")" +
+         tenant + R"(","iat":)" + std::to_string(now()) + R"(,"exp":)" +
          std::to_string(now() + exp_in) + "}";
 }
 
@@ -72,7 +72,8 @@ class JwtTenantsTest : public ::testing::Test {
     auto reply = call("whoami", bearer(token));
     EXPECT_EQ(reply.status, 401) << reply.body;
     EXPECT_EQ(reply.header("content-type"), "application/problem+json");
-    EXPECT_EQ(reply.header("www-authenticate"), "Bearer realm=\"trellis\", error=\"invalid_token\"");
+    EXPECT_EQ(reply.header("www-authenticate"),
+              "Bearer realm=\"trellis\", error=\"invalid_token\"");
     // The client is not told which check failed.
     EXPECT_THAT(reply.body, Not(HasSubstr(logged)));
     EXPECT_THAT(reply.body, Not(HasSubstr("alice")));

@@ -131,8 +131,8 @@ TEST_F(TrellisdTest, RequestsWithoutAValidTenantKeyAreRefused) {
     EXPECT_EQ(reply.status, 401);
     EXPECT_EQ(reply.header("content-type"), "application/problem+json");
     // A presented bearer credential that is not good is an invalid_token (RFC 6750 §3.1).
-    const bool presented = headers.count("Authorization") && headers.at("Authorization") ==
-                                                                  "Bearer nope";
+    const bool presented =
+        headers.count("Authorization") && headers.at("Authorization") == "Bearer nope";
     EXPECT_EQ(reply.header("www-authenticate"),
               presented ? "Bearer realm=\"trellis\", error=\"invalid_token\""
                         : "Bearer realm=\"trellis\"");

@@ -477,8 +477,9 @@ TEST(ConfigTest, BadJwtIssuersNameTheirPath) {
               HasSubstr("set exactly one of jwks_uri and jwks_file"));
   EXPECT_THAT(errorOf(head + ok + "        jwks_uri: http://idp/jwks\n"),
               HasSubstr("jwks_uri: must be an https:// URL"));
-  EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        clock_skew_seconds: 301\n"),
-              HasSubstr("auth.jwt.issuers[0].clock_skew_seconds: expected an integer from 0 to 300"));
+  EXPECT_THAT(
+      errorOf(head + ok + "        jwks_file: k\n        clock_skew_seconds: 301\n"),
+      HasSubstr("auth.jwt.issuers[0].clock_skew_seconds: expected an integer from 0 to 300"));
   EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        ca_file: ca.pem\n"),
               HasSubstr("ca_file: only applies with jwks_uri"));
   EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        tenant_claim: \"\"\n"),

@@ -1,5 +1,7 @@
 // Signed-token verification (kernel/src/auth): keys generated and tokens signed here with
 // OpenSSL, for each accepted alg and for the ways a token or a key set can be wrong.
+#include "auth/jwt.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
@@ -14,7 +16,6 @@
 #include <thread>
 
 #include "auth/jwks.h"
-#include "auth/jwt.h"
 #include "auth/token_verifier.h"
 #include "support/test_jwt.h"
 #include "support/test_support.h"
@@ -37,8 +38,8 @@ std::string defaultClaims(int64_t now = kNow) {
 }
 
 std::string header(const std::string& alg, const std::string& kid) {
-  return "{\"alg\":\"" + alg + "\",\"typ\":\"JWT\"" + (kid.empty() ? "" : ",\"kid\":\"" + kid + "\"") +
-         "}";
+  return "{\"alg\":\"" + alg + "\",\"typ\":\"JWT\"" +
+         (kid.empty() ? "" : ",\"kid\":\"" + kid + "\"") + "}";
 }
 
 std::string tokenWith(const TestKey& key, const std::string& header_json,
@@ -122,7 +123,7 @@ TEST_F(JwtTest, ClaimNamesAreConfigurable) {
 
 TEST_F(JwtTest, ExpiryIsCheckedWithBoundedSkew) {
   const JwkSet keys = jwks();
-  const std::string tok = token(*rsa_);  // exp = kNow + 600
+  const std::string tok = token(*rsa_);                // exp = kNow + 600
   EXPECT_EQ(refusal(tok, keys, kNow + 600 + 59), "");  // inside the 60 s skew
   EXPECT_THAT(refusal(tok, keys, kNow + 600 + 60), HasSubstr("expired"));
   EXPECT_THAT(refusal(tok, keys, kNow + 10'000), HasSubstr("expired"));
@@ -231,9 +232,9 @@ TEST_F(JwtTest, Hs256WithThePublicKeyAsSecretIsRefused) {
           base64UrlEncode(header(alg, "rsa-1")) + "." + base64UrlEncode(defaultClaims());
       unsigned char mac[64];
       size_t len = 0;
-      ASSERT_NE(EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, secret.data(),
-                          secret.size(), reinterpret_cast<const unsigned char*>(input.data()),
-                          input.size(), mac, sizeof mac, &len),
+      ASSERT_NE(EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, secret.data(), secret.size(),
+                          reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac,
+                          sizeof mac, &len),
                 nullptr);
       const std::string tok =
           input + "." + base64UrlEncode(std::string(reinterpret_cast<char*>(mac), len));
@@ -297,8 +298,7 @@ TEST_F(JwtTest, MalformedTokensAreRefusedByStructure) {
       {h + "." + base64UrlEncode("[\"acme\"]") + ".abcd", "payload is not a JSON object"},
       {h + "." + base64UrlEncode("not json") + ".abcd", "payload is not valid JSON"},
       {base64UrlEncode(R"({"alg":"EdDSA","alg":"none"})") + "." + p + ".abcd", "duplicate"},
-      {h + "." + base64UrlEncode(R"({"tenant":"acme","tenant":"globex"})") + ".abcd",
-       "duplicate"},
+      {h + "." + base64UrlEncode(R"({"tenant":"acme","tenant":"globex"})") + ".abcd", "duplicate"},
       {base64UrlEncode(R"({"alg":"EdDSA","crit":["b64"]})") + "." + p + ".abcd", "crit"},
       {base64UrlEncode(R"({"alg":5})") + "." + p + ".abcd", "\"alg\""},
       {base64UrlEncode(R"({"alg":"EdDSA","kid":7})") + "." + p + ".abcd", "\"kid\""},

@@ -1,10 +1,9 @@
 #include "auth/jwks.h"
 
+#include <Poco/JSON/Array.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
-
-#include <Poco/JSON/Array.h>
 
 #include <set>
 
@@ -63,7 +62,8 @@ Result<std::string> bytesMember(const Object& k, const std::string& key, const s
 Result<std::shared_ptr<EVP_PKEY>> fromParams(const char* type, OSSL_PARAM_BLD* bld,
                                              const std::string& name) {
   std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
+      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
   EVP_PKEY* raw = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
@@ -92,7 +92,8 @@ Result<std::shared_ptr<EVP_PKEY>> rsaKey(const Object& k, const std::string& nam
   BnPtr bn_e(BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()),
                        static_cast<int>(e->size()), nullptr));
   std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
-  if (!bn_n || !bn_e || !bld || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
+  if (!bn_n || !bn_e || !bld ||
+      OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1) {
     return Status::internal("jwks: cannot build an RSA key");
   }
@@ -152,12 +153,9 @@ Result<std::shared_ptr<EVP_PKEY>> okpKey(const Object& k, const std::string& nam
 
 std::string_view keyTypeName(KeyType t) {
   switch (t) {
-    case KeyType::kRsa:
-      return "RSA";
-    case KeyType::kEcP256:
-      return "EC P-256";
-    case KeyType::kEd25519:
-      return "OKP Ed25519";
+    case KeyType::kRsa: return "RSA";
+    case KeyType::kEcP256: return "EC P-256";
+    case KeyType::kEd25519: return "OKP Ed25519";
   }
   return "?";
 }
@@ -186,7 +184,8 @@ Result<JwkSet> parseJwks(std::string_view json) {
   std::set<std::string> kids;
   for (size_t i = 0; i < arr->size(); ++i) {
     auto obj = arr->getObject(static_cast<unsigned>(i));
-    if (obj.isNull()) return Status::invalid("jwks: keys[" + std::to_string(i) + "] is not an object");
+    if (obj.isNull())
+      return Status::invalid("jwks: keys[" + std::to_string(i) + "] is not an object");
     const Object& k = *obj;
     const std::string name = nameOf(i, k);
     if (k.has("use")) {
@@ -233,7 +232,7 @@ Result<JwkSet> parseJwks(std::string_view json) {
                              "\"; only RSA, EC (P-256) and OKP (Ed25519) are accepted");
     }
     if (!key) return key.status();
-    const char* expected = jwk.type == KeyType::kRsa     ? "RS256"
+    const char* expected = jwk.type == KeyType::kRsa      ? "RS256"
                            : jwk.type == KeyType::kEcP256 ? "ES256"
                                                           : "EdDSA";
     if (!jwk.alg.empty() && jwk.alg != expected) {

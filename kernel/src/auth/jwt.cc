@@ -1,11 +1,10 @@
 #include "auth/jwt.h"
 
+#include <Poco/JSON/Array.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
-#include <openssl/rsa.h>
 #include <openssl/evp.h>
-
-#include <Poco/JSON/Array.h>
+#include <openssl/rsa.h>
 
 #include <array>
 #include <cmath>
@@ -33,7 +32,9 @@ constexpr std::array<int8_t, 256> decodeTable() {
 }
 constexpr auto kDecode = decodeTable();
 
-bool isBase64UrlChar(char c) { return kDecode[static_cast<unsigned char>(c)] >= 0; }
+bool isBase64UrlChar(char c) {
+  return kDecode[static_cast<unsigned char>(c)] >= 0;
+}
 
 struct MdCtxFree {
   void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
@@ -275,9 +276,9 @@ Result<VerifiedToken> verifyJwt(const DecodedJwt& token, const JwkSet& keys,
                       (key->alg.empty() ? "" : ", alg " + quoted(key->alg)) + ")");
   }
   if (!verifySignature(*key, token.alg, token.signing_input, token.signature)) {
-    return refuse(refusal, JwtFailure::kSignature,
-                  "signature does not verify with key " + quoted(key->kid) + " (" + token.alg +
-                      ")");
+    return refuse(
+        refusal, JwtFailure::kSignature,
+        "signature does not verify with key " + quoted(key->kid) + " (" + token.alg + ")");
   }
 
   // Claims: only now, with the signature good, do they mean anything.

@@ -48,7 +48,7 @@ struct DecodedJwt {
   std::string kid;  // empty: none in the header
   Poco::JSON::Object::Ptr claims;
   std::string signing_input;  // header.payload, as received
-  std::string signature;           // raw bytes
+  std::string signature;      // raw bytes
 };
 
 // Structure only: size, three segments, base64url, JSON objects without duplicate members,

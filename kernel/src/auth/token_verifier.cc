@@ -59,8 +59,7 @@ TokenVerifier::Fetch httpsFetch(std::shared_ptr<services::egress::EgressClient> 
     auto res = client->send(req, policy);
     if (!res) return res.status();
     if (res->status != 200) {
-      return Status::unavailable(url->redacted() + " answered HTTP " +
-                                 std::to_string(res->status));
+      return Status::unavailable(url->redacted() + " answered HTTP " + std::to_string(res->status));
     }
     return std::move(res->body);
   };
@@ -79,7 +78,7 @@ std::string describeSet(const JwkSet& set) {
 struct TokenVerifier::Issuer {
   config::JwtIssuerConfig config;
   ClaimRules rules;
-  Fetch fetch;  // jwks_uri issuers
+  Fetch fetch;                         // jwks_uri issuers
   std::shared_ptr<const JwkSet> keys;  // atomic_load/atomic_store only
   // Guarded by mu_.
   Clock::time_point next_refresh{};
@@ -166,16 +165,15 @@ Status TokenVerifier::refreshOne(Issuer& issuer) {
     failure = text.status();
   }
   const bool have = std::atomic_load(&issuer.keys) != nullptr;
-  spdlog::warn("jwt: issuer {}: key set not {}{}: {}", c.issuer,
-               c.jwks_file.empty() ? "fetched" : "loaded",
-               have ? " (keeping the last good set)" : " (tokens refused until it is)",
-               failure.message());
+  spdlog::warn(
+      "jwt: issuer {}: key set not {}{}: {}", c.issuer, c.jwks_file.empty() ? "fetched" : "loaded",
+      have ? " (keeping the last good set)" : " (tokens refused until it is)", failure.message());
   // Retry sooner than a full refresh period, but no sooner than refetches are allowed.
   std::lock_guard lock(mu_);
   issuer.next_refresh =
       Clock::now() + std::max<std::chrono::seconds>(
-                         c.jwks_min_refetch, std::min<std::chrono::seconds>(
-                                                 c.jwks_refresh, std::chrono::seconds(30)));
+                         c.jwks_min_refetch,
+                         std::min<std::chrono::seconds>(c.jwks_refresh, std::chrono::seconds(30)));
   return failure;
 }
 
@@ -248,8 +246,9 @@ Result<VerifiedToken> TokenVerifier::verify(std::string_view token) const {
   if (!issuer) {
     std::string shown = iss.substr(0, 128);
     for (char& ch : shown) ch = (ch >= 0x20 && ch < 0x7f) ? ch : '?';
-    return Status::permissionDenied(iss.empty() ? "token has no string iss"
-                                                : "iss \"" + shown + "\" is not a configured issuer");
+    return Status::permissionDenied(iss.empty()
+                                        ? "token has no string iss"
+                                        : "iss \"" + shown + "\" is not a configured issuer");
   }
   auto keys = std::atomic_load(&issuer->keys);
   if (!keys) {

@@ -37,9 +37,9 @@ class TokenVerifier {
   using Fetch = std::function<Result<std::string>(const config::JwtIssuerConfig&)>;
 
   struct Options {
-    Fetch fetch;                        // empty: HTTPS through the egress client
-    std::function<int64_t()> now;       // seconds since the epoch; empty: the system clock
-    bool background = true;             // false: no refresher thread (tests drive refresh())
+    Fetch fetch;                   // empty: HTTPS through the egress client
+    std::function<int64_t()> now;  // seconds since the epoch; empty: the system clock
+    bool background = true;        // false: no refresher thread (tests drive refresh())
   };
 
   // INVALID naming the issuer when a jwks_file cannot be read or parsed, or an HTTPS client

@@ -8,6 +8,7 @@
 #include "admin/audit_stream.h"
 #include "admin/audit_windows.h"
 #include "admin/plugin_admin_routes.h"
+#include "auth/token_verifier.h"
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
@@ -22,7 +23,6 @@
 #include "runtime/tenant_admin.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
-#include "auth/token_verifier.h"
 #include "services/egress/egress_service.h"
 #include "services/jobs/postgres_job_store.h"
 #include "services/jobs/scheduler.h"
@@ -65,7 +65,7 @@ struct Application::Impl {
   std::unique_ptr<runtime::SelfService> self_service;
   std::unique_ptr<services::egress::EgressService> egress;
   std::unique_ptr<auth::TokenVerifier> tokens;  // outlives the data plane; null: no issuers
-  services::HandleTable handles;  // outlives the plugins that hold handles
+  services::HandleTable handles;                // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
   std::unique_ptr<runtime::JobsAdmin> jobs_admin;

@@ -46,9 +46,9 @@ http::Response tenantRefusal(const tenants::Resolution& who, const http::Request
                            "a valid tenant key or token is required: Authorization: Bearer <key>",
                            {{"request_id", request_id}}, &req);
   // RFC 6750 §3.1: a credential was presented and is not good.
-  res.set(bhttp::field::www_authenticate, bearerCredential(req).empty()
-                                              ? "Bearer realm=\"trellis\""
-                                              : "Bearer realm=\"trellis\", error=\"invalid_token\"");
+  res.set(bhttp::field::www_authenticate,
+          bearerCredential(req).empty() ? "Bearer realm=\"trellis\""
+                                        : "Bearer realm=\"trellis\", error=\"invalid_token\"");
   return res;
 }
 

@@ -92,8 +92,8 @@ class DataPlane : public http::RequestHandler {
   // issuers configured, a signed token. For a refused token, `token_refusal` says why.
   tenants::Resolution resolveCaller(const http::Request& req, const http::Peer& peer,
                                     std::string* token_refusal) const;
-  void authFailed(const tenants::Resolution& who, const http::Request& req,
-                  const http::Peer& peer, const std::string& token_refusal) const;
+  void authFailed(const tenants::Resolution& who, const http::Request& req, const http::Peer& peer,
+                  const std::string& token_refusal) const;
 
   AuthFailureFn on_auth_failure_;
   PolicyDenialFn on_policy_denial_;
@@ -108,8 +108,8 @@ class DataPlane : public http::RequestHandler {
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
   const auth::TokenVerifier* tokens_ = nullptr;  // null: API keys only
-  lua::PolicyEngine* policy_;            // null: no policies (tests, tools)
-  services::usage::UsageStream* usage_;  // null: no usage records (tests, tools)
+  lua::PolicyEngine* policy_;                    // null: no policies (tests, tools)
+  services::usage::UsageStream* usage_;          // null: no usage records (tests, tools)
   Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 

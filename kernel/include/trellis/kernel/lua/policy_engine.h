@@ -78,7 +78,7 @@ struct RequestContext {
   const tenants::TenantView* tenant = nullptr;  // required
   // ctx.principal is "key:" .. key_id, or key_id itself for a token ("jwt:<subject>").
   std::string_view key_id;
-  std::string_view route;                       // "/hello/{name}"
+  std::string_view route;  // "/hello/{name}"
   std::string_view remote_addr;
   const tenants::Admission* admission = nullptr;  // for ctx.quota usage; may be null
 };
