@@ -17,6 +17,7 @@
 
 #include "auth/jwks.h"
 #include "auth/token_verifier.h"
+#include "support/loopback_server.h"
 #include "support/test_jwt.h"
 #include "support/test_support.h"
 
@@ -515,6 +516,88 @@ TEST_F(JwtTest, UnknownKidTriggersARateLimitedRefetch) {
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(elapsed).count();
   EXPECT_LE(calls.load(), 2 + seconds);
   EXPECT_GE(calls.load(), 2);
+}
+
+// The key set over real HTTPS, through the kernel's egress client: a loopback server with a
+// certificate from the test CA.
+class JwksOverHttpsTest : public JwtTest {
+ protected:
+  void serve(int status, const std::string& body, std::chrono::milliseconds delay = {}) {
+    std::lock_guard lock(mu_);
+    status_ = status;
+    body_ = body;
+    delay_ = delay;
+  }
+  test::LoopbackServer::Handler handler() {
+    return [this](const auto& read, const auto& write, const std::atomic<bool>& stop) {
+      for (auto req = read(); !req.empty() && !stop; req = read()) {
+        int status;
+        std::string body;
+        std::chrono::milliseconds delay;
+        {
+          std::lock_guard lock(mu_);
+          status = status_;
+          body = body_;
+          delay = delay_;
+        }
+        for (auto waited = std::chrono::milliseconds(0); waited < delay && !stop;
+             waited += std::chrono::milliseconds(50)) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        if (!write(test::reply(status, body, "Content-Type: application/json\r\n"))) return;
+      }
+    };
+  }
+  config::JwtIssuerConfig httpsIssuer(uint16_t port) {
+    auto c = issuerConfig();
+    c.jwks_uri = "https://localhost:" + std::to_string(port) + "/jwks.json";
+    c.ca_file = pki_.path("ca.pem");
+    return c;
+  }
+
+  test::TestPki pki_;
+  std::mutex mu_;
+  int status_ = 200;
+  std::string body_;
+  std::chrono::milliseconds delay_{0};
+};
+
+TEST_F(JwksOverHttpsTest, KeysAreFetchedOverVerifiedTlsAndKeptWhenTheEndpointFails) {
+  ASSERT_TRUE(pki_.ok());
+  serve(200, jwksText());
+  test::LoopbackServer server(handler(), &pki_, "localhost");
+  auto v = TokenVerifier::create({httpsIssuer(server.port())}, quiet());
+  ASSERT_TRUE(v) << v.status().message();
+  ASSERT_TRUE((*v)->refresh()) << (*v)->refresh().message();
+  const std::string tok = token(*ec_, defaultClaims(realNow()));
+  ASSERT_TRUE((*v)->verify(tok));
+
+  serve(200, "<html>maintenance</html>");
+  EXPECT_THAT((*v)->refresh().message(), HasSubstr("jwks: document is not valid JSON"));
+  EXPECT_TRUE((*v)->verify(tok));
+  serve(503, "");
+  EXPECT_THAT((*v)->refresh().message(), HasSubstr("answered HTTP 503"));
+  EXPECT_TRUE((*v)->verify(tok));
+  // A slow endpoint costs the refresher a bounded wait (5 s to the response header).
+  serve(200, jwksText(), std::chrono::seconds(8));
+  const auto started = std::chrono::steady_clock::now();
+  Status slow = (*v)->refresh();
+  EXPECT_FALSE(slow);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8));
+  EXPECT_TRUE((*v)->verify(tok));
+}
+
+TEST_F(JwksOverHttpsTest, AnUntrustedCertificateIsRefused) {
+  ASSERT_TRUE(pki_.ok());
+  serve(200, jwksText());
+  test::LoopbackServer server(handler(), &pki_, "rogue");
+  auto v = TokenVerifier::create({httpsIssuer(server.port())}, quiet());
+  ASSERT_TRUE(v);
+  Status s = (*v)->refresh();
+  EXPECT_THAT(s.message(), HasSubstr("certificate verify failed"));
+  EXPECT_EQ((*v)->loads(), 0u);
+  EXPECT_THAT((*v)->verify(token(*ec_, defaultClaims(realNow()))).status().message(),
+              HasSubstr("no key set loaded yet"));
 }
 
 }  // namespace

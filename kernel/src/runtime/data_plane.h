@@ -1,5 +1,6 @@
 // The data plane's request handler: health probes, tenant resolution from the bearer
-// key (401 unknown/revoked/expired, 403 suspended; for a request with a body already in
+// key or signed token (401 unknown/revoked/expired key or refused token, 403 a suspended
+// tenant's key; for a request with a body already in
 // screen(), before the body is read), routing to the plugins the tenant enabled (the others'
 // routes are hidden), admission against the tenant's quotas (413/429 with RateLimit-*
 // headers), the admin policy, and the call through the C ABI — inline on the event loop, or
