@@ -189,8 +189,10 @@ tenants::Resolution DataPlane::resolveCaller(const http::Request& req, const htt
   if (!verified) {
     *token_refusal = verified.status().message();
   } else if (auto view = tenants_.view(verified->tenant); !view) {
-    *token_refusal = "token of issuer " + verified->issuer + " names tenant \"" +
-                     verified->tenant.substr(0, 64) + "\", which does not exist";
+    std::string shown = verified->tenant.substr(0, 64);  // a claim: printable in the log
+    for (char& c : shown) c = (c >= 0x20 && c < 0x7f && c != '"') ? c : '?';
+    *token_refusal = "token of issuer " + verified->issuer + " names tenant \"" + shown +
+                     "\", which does not exist";
   } else if (view->status != tenants::TenantStatus::kActive) {
     // 401 like any refused token: the token is not a credential for a suspended tenant.
     *token_refusal = "token of issuer " + verified->issuer + " names tenant " + view->id +
