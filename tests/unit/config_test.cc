@@ -425,6 +425,69 @@ TEST(ConfigTest, TheShippedDefaultConfigLoads) {
   EXPECT_FALSE(c.tenants.empty());
 }
 
+TEST(ConfigTest, JwtIssuersAreReadWithDefaults) {
+  Config c = parse(
+      "egress: {ca_file: ca.pem}\n"
+      "auth:\n"
+      "  jwt:\n"
+      "    issuers:\n"
+      "      - issuer: https://idp.example.com/\n"
+      "        audience: trellis\n"
+      "        jwks_uri: https://idp.example.com/jwks.json\n"
+      "      - issuer: https://other.example.com/\n"
+      "        audience: api\n"
+      "        jwks_file: keys/jwks.json\n"
+      "        tenant_claim: org\n"
+      "        principal_claim: email\n"
+      "        clock_skew_seconds: 0\n"
+      "        jwks_refresh_seconds: 60\n"
+      "        jwks_min_refetch_seconds: 5\n");
+  ASSERT_EQ(c.auth.jwt_issuers.size(), 2u);
+  const auto& a = c.auth.jwt_issuers[0];
+  EXPECT_EQ(a.issuer, "https://idp.example.com/");
+  EXPECT_EQ(a.audience, "trellis");
+  EXPECT_EQ(a.jwks_uri, "https://idp.example.com/jwks.json");
+  EXPECT_EQ(a.ca_file, fs::path("/etc/trellis/ca.pem"));  // egress.ca_file by default
+  EXPECT_EQ(a.tenant_claim, "tenant");
+  EXPECT_EQ(a.principal_claim, "sub");
+  EXPECT_EQ(a.clock_skew, std::chrono::seconds(60));
+  EXPECT_EQ(a.jwks_refresh, std::chrono::seconds(300));
+  const auto& b = c.auth.jwt_issuers[1];
+  EXPECT_EQ(b.jwks_file, fs::path("/etc/trellis/keys/jwks.json"));
+  EXPECT_EQ(b.tenant_claim, "org");
+  EXPECT_EQ(b.principal_claim, "email");
+  EXPECT_EQ(b.clock_skew, std::chrono::seconds(0));
+  EXPECT_EQ(b.jwks_refresh, std::chrono::seconds(60));
+  EXPECT_EQ(b.jwks_min_refetch, std::chrono::seconds(5));
+  EXPECT_TRUE(parse("auth:\n").auth.jwt_issuers.empty());
+}
+
+TEST(ConfigTest, BadJwtIssuersNameTheirPath) {
+  const std::string head = "auth:\n  jwt:\n    issuers:\n      - ";
+  const std::string ok = "issuer: i\n        audience: a\n";
+  EXPECT_THAT(errorOf("auth:\n  oidc: {}\n"), HasSubstr("auth.oidc: unknown key"));
+  EXPECT_THAT(errorOf("auth:\n  jwt:\n    issuers: {}\n"),
+              HasSubstr("auth.jwt.issuers: expected a list"));
+  EXPECT_THAT(errorOf(head + "audience: a\n        jwks_file: k\n"),
+              HasSubstr("auth.jwt.issuers[0].issuer: required"));
+  EXPECT_THAT(errorOf(head + "issuer: i\n        jwks_file: k\n"),
+              HasSubstr("auth.jwt.issuers[0].audience: required"));
+  EXPECT_THAT(errorOf(head + ok), HasSubstr("set exactly one of jwks_uri and jwks_file"));
+  EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        jwks_uri: https://x/\n"),
+              HasSubstr("set exactly one of jwks_uri and jwks_file"));
+  EXPECT_THAT(errorOf(head + ok + "        jwks_uri: http://idp/jwks\n"),
+              HasSubstr("jwks_uri: must be an https:// URL"));
+  EXPECT_THAT(
+      errorOf(head + ok + "        jwks_file: k\n        clock_skew_seconds: 301\n"),
+      HasSubstr("auth.jwt.issuers[0].clock_skew_seconds: expected an integer from 0 to 300"));
+  EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        ca_file: ca.pem\n"),
+              HasSubstr("ca_file: only applies with jwks_uri"));
+  EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n        tenant_claim: \"\"\n"),
+              HasSubstr("tenant_claim: must not be empty"));
+  EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n      - " + ok + "        jwks_file: k\n"),
+              HasSubstr("auth.jwt.issuers[1].issuer: issuer \"i\" is listed twice"));
+}
+
 }  // namespace
 TEST(ConfigTest, StorageUrlSelectsPostgres) {
   Config sqlite = parse("");

@@ -143,6 +143,15 @@ TEST_F(PolicyEngineTest, CtxShowsTenantPrincipalRouteLabelsAndQuota) {
                           v.decision_id + "|GET|10.1.2.3");
 }
 
+TEST_F(PolicyEngineTest, ATokenCallersPrincipalIsItsPrefixedSubject) {
+  applyGlobal(R"(
+    function on_request(ctx, req) return policy.deny(400, ctx.principal) end)");
+  auto req = request();
+  RequestContext rc = ctx(acme_);
+  rc.key_id = "jwt:alice@acme.test";  // what the data plane sets for a signed token
+  EXPECT_EQ(engine_->onRequest(rc, req).reason, "jwt:alice@acme.test");
+}
+
 TEST_F(PolicyEngineTest, CidrMatchAndJsonHelpersWork) {
   applyGlobal(R"(
     function on_request(ctx, req)

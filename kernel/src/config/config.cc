@@ -152,12 +152,12 @@ class Parser {
     if (!root.IsMap()) {
       fail("",
            "expected a map of sections (server, admin, storage, log, plugins, plans, "
-           "tenants, policy, egress, usage), got " +
+           "tenants, policy, egress, audit, usage, auth), got " +
                describe(root));
     }
     checkKeys(root, "",
               {"server", "admin", "storage", "log", "plugins", "plans", "tenants", "policy",
-               "egress", "audit", "usage"});
+               "egress", "audit", "usage", "auth"});
     if (auto n = root["server"]) parseServer(n, "server", cfg.server);
     bool token_set = false;
     if (auto n = root["admin"]) token_set = parseAdmin(n, "admin", cfg.admin);
@@ -173,6 +173,7 @@ class Parser {
       if (auto f = n["ca_file"]) cfg.egress.ca_file = readPath(f, "egress.ca_file");
     }
     if (auto n = root["usage"]) parseUsage(n, "usage", cfg.usage);
+    if (auto n = root["auth"]) parseAuth(n, "auth", cfg);
     return withDefaults(std::move(cfg), token_set);
   }
 
@@ -201,6 +202,78 @@ class Parser {
     }
     if (auto v = uint("retention_check_ms", 100, kMaxMillis)) {
       u.retention_check = std::chrono::milliseconds(*v);
+    }
+  }
+
+  void parseAuth(const YAML::Node& n, const std::string& path, Config& cfg) const {
+    checkKeys(n, path, {"jwt"});
+    if (n.IsNull()) return;
+    const YAML::Node jwt = n["jwt"];
+    if (!jwt) return;
+    const std::string jwt_path = join(path, "jwt");
+    checkKeys(jwt, jwt_path, {"issuers"});
+    if (jwt.IsNull()) return;
+    const YAML::Node list = jwt["issuers"];
+    if (!list) return;
+    const std::string list_path = join(jwt_path, "issuers");
+    if (!list.IsSequence()) fail(list_path, "expected a list, got " + describe(list));
+    std::set<std::string> seen;
+    for (size_t i = 0; i < list.size(); ++i) {
+      const YAML::Node item = list[i];
+      const std::string at = indexed(list_path, i);
+      checkKeys(item, at,
+                {"issuer", "audience", "jwks_uri", "jwks_file", "ca_file", "tenant_claim",
+                 "principal_claim", "clock_skew_seconds", "jwks_refresh_seconds",
+                 "jwks_min_refetch_seconds"});
+      if (!item.IsMap()) fail(at, "expected a map, got " + describe(item));
+      JwtIssuerConfig c;
+      auto required = [&](const char* key) {
+        const YAML::Node v = item[key];
+        if (!v) fail(join(at, key), "required");
+        std::string s = readString(v, join(at, key));
+        if (s.empty()) fail(join(at, key), "must not be empty");
+        return s;
+      };
+      c.issuer = required("issuer");
+      c.audience = required("audience");
+      if (!seen.insert(c.issuer).second) {
+        fail(join(at, "issuer"), "issuer \"" + c.issuer + "\" is listed twice");
+      }
+      const YAML::Node uri = item["jwks_uri"];
+      const YAML::Node file = item["jwks_file"];
+      if (bool(uri) == bool(file)) fail(at, "set exactly one of jwks_uri and jwks_file");
+      if (uri) {
+        c.jwks_uri = readString(uri, join(at, "jwks_uri"));
+        if (!c.jwks_uri.starts_with("https://")) {
+          fail(join(at, "jwks_uri"), "must be an https:// URL (keys are not fetched in clear)");
+        }
+      }
+      if (file) c.jwks_file = readPath(file, join(at, "jwks_file"));
+      if (auto v = item["ca_file"]) {
+        if (!uri) fail(join(at, "ca_file"), "only applies with jwks_uri");
+        c.ca_file = readPath(v, join(at, "ca_file"));
+      } else if (uri) {
+        c.ca_file = cfg.egress.ca_file;
+      }
+      for (auto [key, out] : {std::pair{"tenant_claim", &c.tenant_claim},
+                              std::pair{"principal_claim", &c.principal_claim}}) {
+        if (auto v = item[key]) {
+          *out = readString(v, join(at, key));
+          if (out->empty()) fail(join(at, key), "must not be empty");
+        }
+      }
+      if (auto v = item["clock_skew_seconds"]) {
+        c.clock_skew = std::chrono::seconds(readUInt(v, join(at, "clock_skew_seconds"), 0, 300));
+      }
+      if (auto v = item["jwks_refresh_seconds"]) {
+        c.jwks_refresh =
+            std::chrono::seconds(readUInt(v, join(at, "jwks_refresh_seconds"), 10, 86400));
+      }
+      if (auto v = item["jwks_min_refetch_seconds"]) {
+        c.jwks_min_refetch =
+            std::chrono::seconds(readUInt(v, join(at, "jwks_min_refetch_seconds"), 1, 3600));
+      }
+      cfg.auth.jwt_issuers.push_back(std::move(c));
     }
   }
 

@@ -79,7 +79,9 @@ int ctxField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
   } else if (key == "labels") {
     rc ? pushLabels(L, rc->tenant->labels) : lua_newtable(L);
   } else if (key == "principal") {
-    if (rc) {
+    if (rc && rc->key_id.starts_with("jwt:")) {
+      pushView(L, rc->key_id);  // a signed token's subject, already "jwt:" prefixed
+    } else if (rc) {
       lua_pushliteral(L, "key:");
       pushView(L, rc->key_id);
       lua_concat(L, 2);

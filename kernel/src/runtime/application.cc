@@ -8,6 +8,7 @@
 #include "admin/audit_stream.h"
 #include "admin/audit_windows.h"
 #include "admin/plugin_admin_routes.h"
+#include "auth/token_verifier.h"
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
 #include "runtime/data_plane.h"
@@ -63,7 +64,8 @@ struct Application::Impl {
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
   std::unique_ptr<services::egress::EgressService> egress;
-  services::HandleTable handles;  // outlives the plugins that hold handles
+  std::unique_ptr<auth::TokenVerifier> tokens;  // outlives the data plane; null: no issuers
+  services::HandleTable handles;                // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
   std::unique_ptr<runtime::JobsAdmin> jobs_admin;
@@ -300,6 +302,14 @@ Status Application::start() {
   auto data_plane =
       std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,
                                            s.metrics, s.ready, s.policy.get(), s.usage.get());
+  if (!s.cfg.auth.jwt_issuers.empty()) {
+    auto tokens = auth::TokenVerifier::create(s.cfg.auth.jwt_issuers);
+    if (!tokens) return tokens.status();
+    s.tokens = std::move(*tokens);
+    data_plane->acceptTokens(s.tokens.get());
+    spdlog::info("data plane: accepting signed tokens from {} issuer(s)",
+                 s.cfg.auth.jwt_issuers.size());
+  }
   // Bad tenant keys reach the audit stream aggregated, through the bus: the event loop never
   // waits for the sink.
   data_plane->onAuthFailure(

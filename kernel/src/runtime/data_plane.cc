@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "auth/jwt.h"
 #include "runtime/bearer.h"
 #include "runtime/call_context.h"
 #include "runtime/responses.h"
@@ -39,11 +40,15 @@ http::Response tenantRefusal(const tenants::Resolution& who, const http::Request
     return http::problem(403, "Forbidden", "tenant " + who.tenant->id + " is suspended",
                          {{"request_id", request_id}}, &req);
   }
-  // Unknown, revoked and expired keys look alike to the caller.
+  // Unknown, revoked and expired keys and refused tokens look alike to the caller: the
+  // log, not the client, learns which check failed.
   auto res = http::problem(401, "Unauthorized",
-                           "a valid tenant key is required: Authorization: Bearer <key>",
+                           "a valid tenant key or token is required: Authorization: Bearer <key>",
                            {{"request_id", request_id}}, &req);
-  res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis\"");
+  // RFC 6750 §3.1: a credential was presented and is not good.
+  res.set(bhttp::field::www_authenticate,
+          bearerCredential(req).empty() ? "Bearer realm=\"trellis\""
+                                        : "Bearer realm=\"trellis\", error=\"invalid_token\"");
   return res;
 }
 
@@ -153,9 +158,10 @@ DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& 
 std::optional<http::Response> DataPlane::screen(const http::Request& req, const http::Peer& peer) {
   const auto started = Clock::now();
   if (isHealthProbe(pathOf(req.target()))) return std::nullopt;
-  const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
+  std::string token_refusal;
+  const tenants::Resolution who = resolveCaller(req, peer, &token_refusal);
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
-  authFailed(who, req, peer);
+  authFailed(who, req, peer, token_refusal);
   const std::string request_id = http::newRequestId();
   auto res = tenantRefusal(who, req, request_id);
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
@@ -163,10 +169,57 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   return res;
 }
 
+namespace {
+
+// What keeps a token caller's tenant view and principal alive for the request (the
+// Resolution's `snapshot`).
+struct TokenCaller {
+  std::shared_ptr<const tenants::TenantView> tenant;
+  std::string principal;
+};
+
+}  // namespace
+
+tenants::Resolution DataPlane::resolveCaller(const http::Request& req, const http::Peer& peer,
+                                             std::string* token_refusal) const {
+  const std::string_view credential = bearerCredential(req);
+  if (!tokens_ || !auth::looksLikeJwt(credential)) return tenants_.resolve(credential);
+  tenants::Resolution r;  // kUnknownKey until proven otherwise
+  auto verified = tokens_->verify(credential);
+  if (!verified) {
+    *token_refusal = verified.status().message();
+  } else if (auto view = tenants_.view(verified->tenant); !view) {
+    std::string shown = verified->tenant.substr(0, 64);  // a claim: printable in the log
+    for (char& c : shown) c = (c >= 0x20 && c < 0x7f && c != '"') ? c : '?';
+    *token_refusal = "token of issuer " + verified->issuer + " names tenant \"" + shown +
+                     "\", which does not exist";
+  } else if (view->status != tenants::TenantStatus::kActive) {
+    // 401 like any refused token: the token is not a credential for a suspended tenant.
+    *token_refusal = "token of issuer " + verified->issuer + " names tenant " + view->id +
+                     ", which is suspended";
+  } else {
+    auto caller = std::make_shared<TokenCaller>();
+    caller->tenant = std::move(view);
+    // Prefixed, so a token's subject can never pass for one of the tenant's key ids.
+    caller->principal = "jwt:" + verified->principal;
+    r.outcome = tenants::Resolution::Outcome::kOk;
+    r.tenant = caller->tenant.get();
+    r.key_id = caller->principal;
+    r.snapshot = std::move(caller);
+    return r;
+  }
+  spdlog::info("data plane: bearer token from {} refused: {}", peer.address, *token_refusal);
+  return r;
+}
+
 void DataPlane::authFailed(const tenants::Resolution& who, const http::Request& req,
-                           const http::Peer& peer) const {
+                           const http::Peer& peer, const std::string& token_refusal) const {
   using Outcome = tenants::Resolution::Outcome;
   if (!on_auth_failure_ || who.outcome == Outcome::kSuspended) return;
+  if (!token_refusal.empty()) {
+    on_auth_failure_(bearerCredential(req), peer, "invalid token: " + token_refusal);
+    return;
+  }
   on_auth_failure_(bearerCredential(req), peer,
                    who.outcome == Outcome::kExpiredKey   ? "expired key"
                    : who.outcome == Outcome::kRevokedKey ? "revoked key"
@@ -196,9 +249,10 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   };
 
   // Tenant.
-  const tenants::Resolution who = tenants_.resolve(bearerCredential(req));
+  std::string token_refusal;
+  const tenants::Resolution who = resolveCaller(req, peer, &token_refusal);
   if (who.outcome != tenants::Resolution::Outcome::kOk) {
-    authFailed(who, req, peer);
+    authFailed(who, req, peer, token_refusal);
     reject(tenantRefusal(who, req, request_id), tenantOf(who), who.key_id);
     return;
   }

@@ -1,5 +1,6 @@
 // The data plane's request handler: health probes, tenant resolution from the bearer
-// key (401 unknown/revoked/expired, 403 suspended; for a request with a body already in
+// key or signed token (401 unknown/revoked/expired key or refused token, 403 a suspended
+// tenant's key; for a request with a body already in
 // screen(), before the body is read), routing to the plugins the tenant enabled (the others'
 // routes are hidden), admission against the tenant's quotas (413/429 with RateLimit-*
 // headers), the admin policy, and the call through the C ABI — inline on the event loop, or
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <functional>
 
+#include "auth/token_verifier.h"
 #include "runtime/access_log.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/tarpit.h"
@@ -58,6 +60,11 @@ class DataPlane : public http::RequestHandler {
       std::function<void(std::string_view tenant, std::string_view route,
                          const lua::Verdict& verdict, std::string_view request_id)>;
   void onPolicyDenial(PolicyDenialFn fn) { on_policy_denial_ = std::move(fn); }
+  // Signed bearer tokens (JWT) from these issuers are tenant credentials too: a credential of
+  // three dot-separated segments is checked here instead of against the key registry. Its
+  // tenant claim names an active tenant; its principal claim becomes the principal ("jwt:"
+  // prefixed) that plugins, policies, usage and audit see. Set before serving; null: none.
+  void acceptTokens(const auth::TokenVerifier* verifier) { tokens_ = verifier; }
 
  private:
   // `principal`: the id of the key that authenticated the request.
@@ -82,8 +89,12 @@ class DataPlane : public http::RequestHandler {
                    const RouteTarget* target, uint64_t micros, const services::TraceContext& trace,
                    const RequestFacts& facts);
 
-  void authFailed(const tenants::Resolution& who, const http::Request& req,
-                  const http::Peer& peer) const;
+  // The caller's tenant from the bearer credential: an API key (the registry) or, with
+  // issuers configured, a signed token. For a refused token, `token_refusal` says why.
+  tenants::Resolution resolveCaller(const http::Request& req, const http::Peer& peer,
+                                    std::string* token_refusal) const;
+  void authFailed(const tenants::Resolution& who, const http::Request& req, const http::Peer& peer,
+                  const std::string& token_refusal) const;
 
   AuthFailureFn on_auth_failure_;
   PolicyDenialFn on_policy_denial_;
@@ -97,8 +108,9 @@ class DataPlane : public http::RequestHandler {
   metrics::Histogram& latency_;
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
-  lua::PolicyEngine* policy_;            // null: no policies (tests, tools)
-  services::usage::UsageStream* usage_;  // null: no usage records (tests, tools)
+  const auth::TokenVerifier* tokens_ = nullptr;  // null: API keys only
+  lua::PolicyEngine* policy_;                    // null: no policies (tests, tools)
+  services::usage::UsageStream* usage_;          // null: no usage records (tests, tools)
   Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 

@@ -211,6 +211,39 @@ struct AuditConfig {
   bool block = true;  // on_sink_failure: block (true) or degrade (false); sink only
 };
 
+// Identity providers whose signed tokens (JWT) the data plane accepts as tenant credentials
+// (docs/operations.md, "JWT issuers"). Each issuer names its public keys by jwks_uri
+// (https, fetched in the background and cached) or jwks_file (read at start; re-read on
+// refresh and on an unknown kid).
+//   auth:
+//     jwt:
+//       issuers:
+//         - issuer: https://idp.example.com/      # "iss" must equal it exactly
+//           audience: trellis                     # "aud" must hold it
+//           jwks_uri: https://idp.example.com/.well-known/jwks.json   # or jwks_file: path
+//           ca_file: /etc/trellis/idp-ca.pem      # jwks_uri only; default egress.ca_file
+//           tenant_claim: tenant                  # default
+//           principal_claim: sub                  # default
+//           clock_skew_seconds: 60                # default; at most 300
+//           jwks_refresh_seconds: 300             # default; 10 .. 86400
+//           jwks_min_refetch_seconds: 10          # unknown-kid refetches at most this often
+struct JwtIssuerConfig {
+  std::string issuer;
+  std::string audience;
+  std::string jwks_uri;
+  std::filesystem::path jwks_file;
+  std::filesystem::path ca_file;
+  std::string tenant_claim = "tenant";
+  std::string principal_claim = "sub";
+  std::chrono::seconds clock_skew{60};
+  std::chrono::seconds jwks_refresh{300};
+  std::chrono::seconds jwks_min_refetch{10};
+};
+
+struct AuthConfig {
+  std::vector<JwtIssuerConfig> jwt_issuers;
+};
+
 struct Config {
   std::filesystem::path file;  // where it was loaded from
   ServerConfig server;
@@ -228,6 +261,7 @@ struct Config {
   EgressConfig egress;
   AuditConfig audit;
   UsageConfig usage;
+  AuthConfig auth;
 
   // Throws ConfigError; its message starts with the file's absolute path.
   static Config load(const std::filesystem::path& file);

@@ -76,8 +76,9 @@ struct PolicyOptions {
 // What `ctx` shows a data-plane hook. Views must outlive the call.
 struct RequestContext {
   const tenants::TenantView* tenant = nullptr;  // required
-  std::string_view key_id;                      // ctx.principal is "key:" .. key_id
-  std::string_view route;                       // "/hello/{name}"
+  // ctx.principal is "key:" .. key_id, or key_id itself for a token ("jwt:<subject>").
+  std::string_view key_id;
+  std::string_view route;  // "/hello/{name}"
   std::string_view remote_addr;
   const tenants::Admission* admission = nullptr;  // for ctx.quota usage; may be null
 };

@@ -67,6 +67,9 @@ struct Policy {
   std::vector<Rule> manifest;
   std::optional<std::vector<Rule>> grant;  // unset: the tenant did not narrow the manifest
   std::string tenant;                      // for messages
+  // The kernel's own requests to a URL the operator configured (a JWKS endpoint on an
+  // internal identity provider): any address the name resolves to may be dialled.
+  bool operator_configured = false;
 };
 
 // PERMISSION_DENIED "egress: <origin> is not allowed by the manifest's egress rules
