@@ -465,6 +465,31 @@ TEST_F(TlsTest, StalledHandshakeIsDroppedWhileOthersAreServed) {
   EXPECT_EQ(fetch(proc.port(), verifying()).status, 200);
 }
 
+TEST_F(TlsTest, GarbageInTheHandshakeClosesOnlyThatConnection) {
+  TrellisdProcess proc(config(tlsBlock()));
+  ASSERT_TRUE(proc.start()) << proc.log();
+  Connection garbage(proc.port());
+  ASSERT_TRUE(garbage.send(std::string(4096, '\x42')));
+  EXPECT_TRUE(garbage.closedByPeer(10s));
+  // A ClientHello record that claims more than a record may hold.
+  Connection oversized(proc.port());
+  ASSERT_TRUE(oversized.send(std::string("\x16\x03\x01\xff\xff", 5) + std::string(1024, '\0')));
+  EXPECT_TRUE(oversized.closedByPeer(10s));
+  EXPECT_EQ(fetch(proc.port(), verifying()).status, 200);
+  EXPECT_EQ(proc.log().find("critical"), std::string::npos);
+}
+
+TEST_F(TlsTest, StopsCleanlyWithTlsConnectionsOpen) {
+  TrellisdProcess proc(config(tlsBlock()));
+  ASSERT_TRUE(proc.start()) << proc.log();
+  TlsClient idle;
+  ASSERT_EQ(idle.connect(proc.port(), verifying()), "");
+  ASSERT_EQ(idle.get("/healthz").status, 200);
+  Connection handshaking(proc.port());
+  ASSERT_TRUE(handshaking.send(std::string("\x16\x03\x01\x02\x00\x01\x00", 7)));
+  EXPECT_EQ(proc.stop(), 0) << proc.log();
+}
+
 TEST_F(TlsTest, SessionsResume) {
   TrellisdProcess proc(config(tlsBlock()));
   ASSERT_TRUE(proc.start()) << proc.log();
