@@ -574,6 +574,35 @@ TEST_F(TlsTest, SighupReloadsUnderLoadWithoutFailingARequest) {
   EXPECT_EQ(after.peer_cn, "localhost-v2");
 }
 
+TEST_F(TlsTest, SessionsIssuedBeforeAReloadResumeAfterIt) {
+  TrellisdProcess proc(config(tlsBlock("    reload_check_ms: 0\n")));
+  ASSERT_TRUE(proc.start()) << proc.log();
+  ClientOptions o = verifying();
+  o.max_version = TLS1_2_VERSION;
+  TlsClient first;
+  ASSERT_EQ(first.connect(proc.port(), o), "");
+  ASSERT_EQ(first.get("/healthz").status, 200);
+  SSL_SESSION* session = first.session();
+  ASSERT_NE(session, nullptr);
+
+  rotate(dir_, ca_, "localhost-v4");
+  ASSERT_EQ(::kill(proc.pid(), SIGHUP), 0);
+  bool seen = false;
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       !seen && std::chrono::steady_clock::now() < until;) {
+    seen = fetch(proc.port(), verifying()).peer_cn == "localhost-v4";
+    if (!seen) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(seen) << proc.log();
+
+  TlsClient resumed;
+  ASSERT_EQ(resumed.connect(proc.port(), o, session), "");
+  Reply r = resumed.get("/healthz");
+  SSL_SESSION_free(session);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(r.resumed);
+}
+
 TEST_F(TlsTest, ChangedFilesAreReloadedWithoutASignal) {
   TrellisdProcess proc(config(tlsBlock("    reload_check_ms: 100\n")));
   ASSERT_TRUE(proc.start()) << proc.log();
