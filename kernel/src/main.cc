@@ -1,5 +1,6 @@
 // trellisd: the Trellis host. Loads the configured plugins and serves them until SIGTERM
-// or SIGINT, then drains in-flight requests and stops the plugins in reverse order.
+// or SIGINT, then drains in-flight requests and stops the plugins in reverse order. SIGHUP
+// reloads the listeners' TLS certificates.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -60,7 +62,12 @@ int main(int argc, char** argv) {
     spdlog::warn("{}", s.toString());
   }
   int sig = 0;
-  sigwait(&signals, &sig);
+  // SIGHUP reloads TLS certificates and keys (a failure keeps the current ones and is
+  // logged); SIGTERM and SIGINT stop.
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    spdlog::info("received SIGHUP, reloading TLS certificates");
+    (void)app.reloadTls();
+  }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   (void)trellis::kernel::util::notifySystemd("STOPPING=1\nSTATUS=draining");
   app.stop();

@@ -235,6 +235,15 @@ TEST(ConfigTest, EveryBadInputNamesItsPath) {
       {"server:\n  listen: \"[::1]\"\n", "server.listen: expected host:port"},
       {"server:\n  listen: [127.0.0.1, 80]\n", "server.listen: expected host:port, got a list"},
       {"admin:\n  listen: \"[nope]:1\"\n", "admin.listen: expected host:port"},
+      {"admin:\n  listen: 10.0.0.5:8081\n",
+       "admin.listen: 10.0.0.5 is not a loopback address and admin.tls is not set"},
+      {"admin:\n  listen: \"[::]:8081\"\n", "set admin.allow_plaintext: true"},
+      {"admin:\n  listen: 0.0.0.0:8081\n  allow_plaintext: yes\n",
+       "admin.allow_plaintext: expected true or false"},
+      {"server:\n  tls:\n", "server.tls: expected a map with certificates, got null"},
+      {"server:\n  tls: {client_auth: off}\n", "server.tls.certificates: required"},
+      {"admin:\n  tls:\n    certificates: [{cert: a.pem}]\n",
+       "admin.tls.certificates[0]: expected {cert: <file>, key: <file>}"},
       {"server:\n  max_body_bytes: big\n",
        "server.max_body_bytes: expected a positive integer, got \"big\""},
       {"server:\n  max_header_bytes: 0\n", "server.max_header_bytes: expected an integer from 1"},
@@ -300,8 +309,17 @@ TEST(ConfigTest, EveryBadInputNamesItsPath) {
   }
 }
 
+TEST(ConfigTest, AdminPlaintextOffLoopbackNeedsConsent) {
+  Config c = parse("admin:\n  listen: 0.0.0.0:8081\n  allow_plaintext: true\n");
+  EXPECT_TRUE(c.admin.allow_plaintext);
+  EXPECT_FALSE(c.admin.tls.enabled());
+  EXPECT_FALSE(parse("admin:\n  listen: 127.0.0.2:8081\n").admin.allow_plaintext);
+}
+
 TEST(ConfigTest, ListenAcceptsIPv4AndBracketedIPv6) {
-  Config c = parse("server: {listen: \"[::]:0\"}\nadmin: {listen: 10.1.2.3:65535}\n");
+  // Off loopback, plain HTTP on the admin plane needs consent (AdminPlaintextOffLoopback…).
+  Config c = parse(
+      "server: {listen: \"[::]:0\"}\nadmin: {listen: 10.1.2.3:65535, allow_plaintext: true}\n");
   EXPECT_EQ(c.server.listen.host, "::");
   EXPECT_EQ(c.server.listen.port, 0);
   EXPECT_EQ(c.admin.listen.host, "10.1.2.3");

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "trellis/kernel/plugin/manifest.h"
+#include "trellis/kernel/tls/server_context.h"
 #include "trellis/kernel/util/json.h"
 #include "trellis/tenants/identity.h"
 
@@ -349,6 +350,12 @@ class Parser {
     return v;
   }
 
+  static bool isLoopback(const std::string& host) {
+    in_addr a4{};
+    if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    return host == "::1";
+  }
+
   static ListenAddress readListen(const YAML::Node& node, const std::string& path) {
     if (!node.IsScalar()) fail(path, "expected host:port, got " + describe(node));
     const std::string& s = node.Scalar();
@@ -380,13 +387,74 @@ class Parser {
     return ListenAddress{host, static_cast<uint16_t>(std::stoul(port))};
   }
 
-  static void parseServer(const YAML::Node& n, const std::string& path, ServerConfig& s) {
+  // The files are loaded here too (and thrown away), so `trellisd --check` catches a
+  // missing file or a key that does not match its certificate.
+  tls::ServerTlsOptions parseTls(const YAML::Node& n, const std::string& path) const {
+    checkKeys(n, path,
+              {"certificates", "client_auth", "client_ca", "ciphers", "ciphersuites",
+               "handshake_timeout_ms", "reload_check_ms"});
+    tls::ServerTlsOptions t;
+    if (n.IsNull()) fail(path, "expected a map with certificates, got null");
+    auto certs = n["certificates"];
+    if (!certs) fail(join(path, "certificates"), "required: a list of {cert, key}");
+    if (!certs.IsSequence() || certs.size() == 0) {
+      fail(join(path, "certificates"),
+           "expected a non-empty list of {cert, key}, got " + describe(certs));
+    }
+    for (size_t i = 0; i < certs.size(); ++i) {
+      const std::string ipath = indexed(join(path, "certificates"), i);
+      const YAML::Node& c = certs[i];
+      checkKeys(c, ipath, {"cert", "key"});
+      if (!c.IsMap() || !c["cert"] || !c["key"])
+        fail(ipath, "expected {cert: <file>, key: <file>}");
+      t.certificates.push_back(
+          {readPath(c["cert"], join(ipath, "cert")), readPath(c["key"], join(ipath, "key"))});
+    }
+    if (auto v = n["client_auth"]) {
+      std::string mode = v.IsScalar() ? v.Scalar() : "";
+      if (mode == "off") {
+        t.client_auth = tls::ClientAuth::kOff;
+      } else if (mode == "optional") {
+        t.client_auth = tls::ClientAuth::kOptional;
+      } else if (mode == "required") {
+        t.client_auth = tls::ClientAuth::kRequired;
+      } else {
+        fail(join(path, "client_auth"), "expected off, optional or required, got " + describe(v));
+      }
+    }
+    if (auto v = n["client_ca"]) t.client_ca = readPath(v, join(path, "client_ca"));
+    if (t.client_auth != tls::ClientAuth::kOff && t.client_ca.empty()) {
+      fail(join(path, "client_ca"),
+           "required when client_auth is " +
+               std::string(t.client_auth == tls::ClientAuth::kRequired ? "required" : "optional"));
+    }
+    if (t.client_auth == tls::ClientAuth::kOff && !t.client_ca.empty()) {
+      fail(join(path, "client_ca"), "set, but client_auth is off (set it to optional or required)");
+    }
+    if (auto v = n["ciphers"]) t.ciphers = readString(v, join(path, "ciphers"));
+    if (auto v = n["ciphersuites"]) t.ciphersuites = readString(v, join(path, "ciphersuites"));
+    if (auto v = n["handshake_timeout_ms"]) {
+      t.handshake_timeout =
+          std::chrono::milliseconds(readUInt(v, join(path, "handshake_timeout_ms"), 1, kMaxMillis));
+    }
+    if (auto v = n["reload_check_ms"]) {
+      t.reload_check =
+          std::chrono::milliseconds(readUInt(v, join(path, "reload_check_ms"), 0, kMaxMillis));
+    }
+    // "server.tls" -> "server": the context names its keys from there.
+    auto loaded = tls::ServerContext::create(t, path.substr(0, path.rfind('.')));
+    if (!loaded) fail("", loaded.status().message());
+    return t;
+  }
+
+  void parseServer(const YAML::Node& n, const std::string& path, ServerConfig& s) const {
     checkKeys(n, path,
               {"listen", "threads", "max_header_bytes", "max_body_bytes", "read_timeout_ms",
                "idle_timeout_ms", "drain_timeout_ms", "blocking_threads", "blocking_queue",
-               "max_connections"});
+               "max_connections", "tls"});
     if (n.IsNull()) return;
     if (auto v = n["listen"]) s.listen = readListen(v, join(path, "listen"));
+    if (auto v = n["tls"]) s.tls = parseTls(v, join(path, "tls"));
     if (auto v = n["threads"]) s.threads = readUInt(v, join(path, "threads"), 0, 4096);
     if (auto v = n["max_header_bytes"]) {
       s.max_header_bytes = readUInt(v, join(path, "max_header_bytes"), 1, kMaxBytesSetting);
@@ -450,9 +518,20 @@ class Parser {
 
   // True if token_file was given.
   bool parseAdmin(const YAML::Node& n, const std::string& path, AdminConfig& a) const {
-    checkKeys(n, path, {"listen", "token_file"});
+    checkKeys(n, path, {"listen", "token_file", "tls", "allow_plaintext"});
     if (n.IsNull()) return false;
     if (auto v = n["listen"]) a.listen = readListen(v, join(path, "listen"));
+    if (auto v = n["tls"]) a.tls = parseTls(v, join(path, "tls"));
+    if (auto v = n["allow_plaintext"]) {
+      a.allow_plaintext = readBool(v, join(path, "allow_plaintext"));
+    }
+    if (!a.tls.enabled() && !a.allow_plaintext && !isLoopback(a.listen.host)) {
+      fail(join(path, "listen"),
+           a.listen.host +
+               " is not a loopback address and admin.tls is not set: admin tokens would cross "
+               "the network in clear text. Configure admin.tls, or set admin.allow_plaintext: "
+               "true if something else (a TLS proxy, a private link) protects this address");
+    }
     if (auto v = n["token_file"]) {
       a.token_file = readPath(v, join(path, "token_file"));
       return true;

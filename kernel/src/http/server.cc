@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -28,6 +29,7 @@
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/request_id.h"
 #include "trellis/kernel/http/request_parser.h"
+#include "trellis/kernel/tls/server_context.h"
 
 namespace trellis::kernel::http {
 namespace {
@@ -80,7 +82,13 @@ bool shouldLog(uint64_t count) {
   return (count & (count - 1)) == 0;
 }
 
-class Session;
+// What the worker needs of a connection, whatever it is carried over.
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void drain() = 0;
+  virtual void close() = 0;
+};
 
 // One event loop with its own acceptor. Everything but `post_mu`/`closed` is touched only
 // by the loop's thread (or by the stopping thread once the loop has been joined).
@@ -104,7 +112,7 @@ struct Worker : std::enable_shared_from_this<Worker> {
   asio::executor_work_guard<asio::io_context::executor_type> guard;
   std::thread thread;
   // Weak, so a connection never has to unregister (it may die on a pool thread).
-  std::vector<std::weak_ptr<Session>> sessions;
+  std::vector<std::weak_ptr<SessionBase>> sessions;
   size_t sweep_at = 64;
   // Respond calls from other threads post under this lock; once `closed`, they are
   // dropped so nothing is queued on a loop that will never run again.
@@ -112,16 +120,31 @@ struct Worker : std::enable_shared_from_this<Worker> {
   bool closed = false;
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+using TlsStream = asio::ssl::stream<tcp::socket>;
+
+// One connection, plain (Stream = tcp::socket) or TLS (Stream = TlsStream).
+template <class Stream>
+class Session final : public SessionBase {
  public:
-  Session(std::shared_ptr<Worker> worker, tcp::socket socket)
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+  Session(std::shared_ptr<Worker> worker, tcp::socket socket) requires(!kTls)
       : worker_(std::move(worker)),
         shared_(*worker_->shared),
         socket_(std::move(socket)),
         timer_(worker_->ioc),
         buffer_(std::max<size_t>(shared_.opts.max_header_bytes, 1) + kReadChunk) {}
 
-  ~Session() {
+  Session(std::shared_ptr<Worker> worker, tcp::socket socket,
+          std::shared_ptr<tls::Generation> generation) requires kTls
+      : worker_(std::move(worker)),
+        shared_(*worker_->shared),
+        generation_(std::move(generation)),
+        socket_(std::move(socket), generation_->context()),
+        timer_(worker_->ioc),
+        buffer_(std::max<size_t>(shared_.opts.max_header_bytes, 1) + kReadChunk) {}
+
+  ~Session() override {
     // Normally closed on the loop; otherwise the last Respond was dropped uncalled.
     if (counted_) shared_.connections.fetch_sub(1, std::memory_order_relaxed);
     if (awaiting_) shared_.in_flight.fetch_sub(1, std::memory_order_relaxed);
@@ -132,22 +155,33 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void start() {
     ErrorCode ec;
-    socket_.set_option(tcp::no_delay(true), ec);
-    auto remote = socket_.remote_endpoint(ec);
-    if (!ec) peer_ = Peer{remote.address().to_string(), remote.port()};
-    startRequest();
+    tcpSocket().set_option(tcp::no_delay(true), ec);
+    auto remote = tcpSocket().remote_endpoint(ec);
+    if (!ec) {
+      peer_.address = remote.address().to_string();
+      peer_.port = remote.port();
+    }
+    if constexpr (kTls) {
+      peer_.tls = true;
+      phase_ = Phase::kHandshake;
+      setDeadline(Clock::now() + shared_.opts.tls->options().handshake_timeout);
+      socket_.async_handshake(asio::ssl::stream_base::server,
+                              [self = self()](const ErrorCode& ec) { self->onHandshake(ec); });
+    } else {
+      startRequest();
+    }
   }
 
   // The server is draining: a connection between requests has nothing left to finish.
-  void drain() {
-    if (phase_ == Phase::kIdle) close();
+  void drain() override {
+    if (phase_ == Phase::kIdle || phase_ == Phase::kHandshake) close();
   }
 
-  void close() {
+  void close() override {
     if (phase_ == Phase::kClosed) return;
     phase_ = Phase::kClosed;
     ErrorCode ec;
-    socket_.close(ec);
+    tcpSocket().close(ec);
     timer_.cancel();
     if (counted_) {
       counted_ = false;
@@ -156,7 +190,30 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
-  enum class Phase { kIdle, kReading, kHandling, kWriting, kLingering, kClosed };
+  enum class Phase { kHandshake, kIdle, kReading, kHandling, kWriting, kLingering, kClosed };
+
+  std::shared_ptr<Session> self() { return std::static_pointer_cast<Session>(shared_from_this()); }
+
+  tcp::socket& tcpSocket() {
+    if constexpr (kTls) {
+      return socket_.next_layer();
+    } else {
+      return socket_;
+    }
+  }
+
+  // A failed handshake (wrong version, no shared cipher, untrusted or missing client
+  // certificate, garbage) is the client's problem: logged at debug, the connection closed.
+  void onHandshake(const ErrorCode& ec) {
+    if (phase_ == Phase::kClosed) return;
+    if (ec) {
+      spdlog::debug("{} listener: TLS handshake with {}:{} failed: {}", shared_.opts.name,
+                    peer_.address, peer_.port, ec.message());
+      return close();
+    }
+    if constexpr (kTls) peer_.certificate = tls::peerIdentity(socket_.native_handle());
+    startRequest();
+  }
 
   // --- deadlines: one timer per connection, re-armed lazily ---------------------------
   // Moving the deadline later costs nothing; the timer wakes at the old expiry and sleeps
@@ -174,7 +231,7 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_.expires_at(at);  // a pending wait completes with a stale generation
     // Weak: a pending wait must not keep a connection alive whose Respond was dropped.
     timer_.async_wait([weak = weak_from_this(), gen = ++timer_gen_](const ErrorCode&) {
-      if (auto self = weak.lock()) self->onTimer(gen);
+      if (auto self = weak.lock()) static_cast<Session&>(*self).onTimer(gen);
     });
   }
 
@@ -184,6 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (deadline_ == kNever) return;
     if (Clock::now() < deadline_) return armTimer(deadline_);
     switch (phase_) {
+      case Phase::kHandshake:  // a client stalling mid-handshake holds nothing longer
       case Phase::kIdle: return close();
       case Phase::kReading:
         // Part of a request arrived: cancel the pending read (or 100-continue write),
@@ -191,7 +249,7 @@ class Session : public std::enable_shared_from_this<Session> {
         timed_out_ = true;
         {
           ErrorCode ec;
-          socket_.cancel(ec);
+          tcpSocket().cancel(ec);
         }
         return;
       case Phase::kWriting:
@@ -239,10 +297,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
     if (parser_->is_header_done() && !continue_sent_ && buffer_.size() == 0 && expectsContinue()) {
       continue_sent_ = true;
-      asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
-                        [self = shared_from_this()](const ErrorCode& ec, size_t) {
-                          self->onContinueWritten(ec);
-                        });
+      asio::async_write(
+          socket_, asio::buffer(kContinue.data(), kContinue.size()),
+          [self = self()](const ErrorCode& ec, size_t) { self->onContinueWritten(ec); });
       return;
     }
 
@@ -257,7 +314,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     socket_.async_read_some(
         buffer_.prepare(std::min(room, kReadChunk)),
-        [self = shared_from_this()](const ErrorCode& ec, size_t n) { self->onRead(ec, n); });
+        [self = self()](const ErrorCode& ec, size_t n) { self->onRead(ec, n); });
   }
 
   // The handler's look at a header whose body is still to come; false if it refused the
@@ -379,9 +436,8 @@ class Session : public std::enable_shared_from_this<Session> {
     uint64_t gen = ++request_gen_;
     shared_.in_flight.fetch_add(1, std::memory_order_relaxed);
     try {
-      shared_.handler->handle(req, peer_, [self = shared_from_this(), gen](Response res) {
-        self->respond(gen, std::move(res));
-      });
+      shared_.handler->handle(
+          req, peer_, [self = self(), gen](Response res) { self->respond(gen, std::move(res)); });
     } catch (const std::exception& e) {
       spdlog::error("{} listener: request handler threw: {}", shared_.opts.name, e.what());
       deliver(gen,
@@ -400,7 +456,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (w.ioc.get_executor().running_in_this_thread()) return deliver(gen, std::move(res));
     std::lock_guard lock(w.post_mu);
     if (w.closed) return;  // the server has stopped; ~Session settles the counters
-    asio::post(w.ioc, [self = shared_from_this(), gen, res = std::move(res)]() mutable {
+    asio::post(w.ioc, [self = self(), gen, res = std::move(res)]() mutable {
       self->deliver(gen, std::move(res));
     });
   }
@@ -437,9 +493,8 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::kWriting;
     setDeadline(Clock::now() + shared_.opts.read_timeout);
     serializer_.emplace(res_);
-    bhttp::async_write(
-        socket_, *serializer_,
-        [self = shared_from_this()](const ErrorCode& ec, size_t) { self->onWritten(ec); });
+    bhttp::async_write(socket_, *serializer_,
+                       [self = self()](const ErrorCode& ec, size_t) { self->onWritten(ec); });
   }
 
   void onWritten(const ErrorCode& ec) {
@@ -453,17 +508,23 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void linger() {
     phase_ = Phase::kLingering;
-    ErrorCode ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
-    if (ec) return close();
     setDeadline(Clock::now() + std::min(kMaxLinger, shared_.opts.read_timeout));
-    discard();
+    if constexpr (kTls) {
+      // close_notify, then whatever the client still sends is read and dropped until its
+      // own close_notify, EOF or the deadline.
+      socket_.async_shutdown([self = self()](const ErrorCode&) { self->close(); });
+    } else {
+      ErrorCode ec;
+      socket_.shutdown(tcp::socket::shutdown_send, ec);
+      if (ec) return close();
+      discard();
+    }
   }
 
   void discard() {
     buffer_.clear();
     socket_.async_read_some(buffer_.prepare(kReadChunk),
-                            [self = shared_from_this()](const ErrorCode& ec, size_t) {
+                            [self = self()](const ErrorCode& ec, size_t) {
                               if (self->phase_ == Phase::kClosed) return;
                               if (ec) return self->close();
                               self->discard();
@@ -473,7 +534,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Declared first so it is destroyed last: the socket and timer need the io_context.
   std::shared_ptr<Worker> worker_;
   Shared& shared_;
-  tcp::socket socket_;
+  std::shared_ptr<tls::Generation> generation_;  // the certificates this connection started on
+  Stream socket_;
   asio::steady_timer timer_;
   beast::flat_buffer buffer_;  // reused for every request on the connection
   std::optional<RequestParser> parser_;
@@ -536,12 +598,19 @@ void Worker::onAccept(const ErrorCode& ec, tcp::socket socket) {
     return;
   }
   if (sessions.size() >= sweep_at) {
-    std::erase_if(sessions, [](const std::weak_ptr<Session>& s) { return s.expired(); });
+    std::erase_if(sessions, [](const std::weak_ptr<SessionBase>& s) { return s.expired(); });
     sweep_at = std::max<size_t>(64, sessions.size() * 2);
   }
-  auto session = std::make_shared<Session>(shared_from_this(), std::move(socket));
-  sessions.push_back(session);
-  session->start();
+  if (shared->opts.tls) {
+    auto session = std::make_shared<Session<TlsStream>>(shared_from_this(), std::move(socket),
+                                                        shared->opts.tls->current());
+    sessions.push_back(session);
+    session->start();
+  } else {
+    auto session = std::make_shared<Session<tcp::socket>>(shared_from_this(), std::move(socket));
+    sessions.push_back(session);
+    session->start();
+  }
 }
 
 void Worker::beginDrain() {

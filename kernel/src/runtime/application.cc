@@ -34,6 +34,7 @@
 #include "trellis/kernel/lua/watchdog.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/kernel/tls/server_context.h"
 #include "trellis/kernel/util/file.h"
 #include "trellis/kernel/util/json.h"
 #include "trellis/tenants/admission.h"
@@ -89,6 +90,8 @@ struct Application::Impl {
   std::unique_ptr<runtime::PluginControl> plugin_control;
   std::unique_ptr<http::Server> data;
   std::unique_ptr<http::Server> admin;
+  std::shared_ptr<tls::ServerContext> data_tls;  // null: plain HTTP
+  std::shared_ptr<tls::ServerContext> admin_tls;
   bool stopped = false;
 };
 
@@ -290,6 +293,18 @@ Status Application::start() {
       });
 
   const auto& sc = s.cfg.server;
+  // The config parser loaded these files already; this load is the one that serves.
+  auto makeTls = [](const tls::ServerTlsOptions& opts, const char* name,
+                    std::shared_ptr<tls::ServerContext>& out) -> Status {
+    if (!opts.enabled()) return Status::ok();
+    auto ctx = tls::ServerContext::create(opts, name);
+    if (!ctx) return ctx.status();
+    out = std::move(*ctx);
+    out->watch();
+    return Status::ok();
+  };
+  if (Status st = makeTls(sc.tls, "server", s.data_tls); !st) return st;
+  if (Status st = makeTls(s.cfg.admin.tls, "admin", s.admin_tls); !st) return st;
   http::ServerOptions data_opts{.name = "data",
                                 .host = sc.listen.host,
                                 .port = sc.listen.port,
@@ -298,7 +313,8 @@ Status Application::start() {
                                 .max_body_bytes = sc.max_body_bytes,
                                 .read_timeout = sc.read_timeout,
                                 .idle_timeout = sc.idle_timeout,
-                                .max_connections = sc.max_connections};
+                                .max_connections = sc.max_connections,
+                                .tls = s.data_tls};
   auto data_plane =
       std::make_shared<runtime::DataPlane>(s.routes, *s.tenants, s.admission, s.pool, s.access_log,
                                            s.metrics, s.ready, s.policy.get(), s.usage.get());
@@ -375,7 +391,8 @@ Status Application::start() {
   http::ServerOptions admin_opts{.name = "admin",
                                  .host = s.cfg.admin.listen.host,
                                  .port = s.cfg.admin.listen.port,
-                                 .threads = 1};
+                                 .threads = 1,
+                                 .tls = s.admin_tls};
   s.admin = std::make_unique<http::Server>(
       admin_opts,
       std::make_shared<runtime::AdminPlane>(
@@ -389,6 +406,18 @@ Status Application::start() {
   spdlog::info("trellisd {} serving on {}:{} (admin {}:{})", TRELLIS_VERSION, sc.listen.host,
                s.data->port(), s.cfg.admin.listen.host, s.admin->port());
   return Status::ok();
+}
+
+Status Application::reloadTls() {
+  Status result = Status::ok();
+  bool any = false;
+  for (auto* ctx : {impl_->data_tls.get(), impl_->admin_tls.get()}) {
+    if (ctx == nullptr) continue;
+    any = true;
+    if (Status s = ctx->reload(); !s && result) result = s;
+  }
+  if (!any) spdlog::info("SIGHUP: no listener has TLS configured; nothing to reload");
+  return result;
 }
 
 void Application::stop() {

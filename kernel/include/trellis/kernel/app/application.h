@@ -32,6 +32,10 @@ class Application {
 
   uint16_t port() const;
   uint16_t adminPort() const;
+  // SIGHUP: loads the TLS certificates and keys of both listeners again. New handshakes use
+  // them; open connections keep theirs. A listener whose files do not load keeps its
+  // current certificates; the failure is logged and returned.
+  Status reloadTls();
   // Writes {"port":N,"admin_port":M} atomically, for supervisors and tests.
   Status writeReadyFile(const std::filesystem::path& file) const;
 

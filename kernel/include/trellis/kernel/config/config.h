@@ -9,7 +9,19 @@
 //              max_body_bytes: 1048576, read_timeout_ms: 10000, idle_timeout_ms: 60000,
 //              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024,
 //              max_connections: 10000}
-//   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token"}
+//   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token",
+//              allow_plaintext: false}           # true: plain HTTP on a non-loopback address
+//   server:                                      # example: TLS (same keys under admin:)
+//     tls:
+//       certificates:                            # the first is the default; others by SNI
+//         - {cert: "tls/api.pem", key: "tls/api.key"}
+//         - {cert: "tls/legacy.pem", key: "tls/legacy.key"}
+//       client_auth: off                         # off | optional | required (mTLS)
+//       client_ca: "tls/clients-ca.pem"          # needed unless client_auth is off
+//       ciphers: "<TLS 1.2 list>"                # default: ECDHE with AEAD only
+//       ciphersuites: "<TLS 1.3 list>"           # default: the three AEAD suites
+//       handshake_timeout_ms: 10000
+//       reload_check_ms: 2000                    # 0: reload on SIGHUP only
 //   storage:  {data_dir: "../var/data"}
 //   storage:                                     # example: PostgreSQL instead of SQLite
 //     url: "postgresql://trellis_app:secret@db.internal:5432/trellis"   # the app role
@@ -74,6 +86,7 @@
 #include <string>
 #include <vector>
 
+#include "trellis/kernel/tls/server_options.h"
 #include "trellis/tenants/postgres.h"
 #include "trellis/tenants/registry.h"
 
@@ -100,11 +113,16 @@ struct ServerConfig {
   size_t blocking_threads = 8;
   size_t blocking_queue = 1024;
   size_t max_connections = 10'000;  // open data-plane connections; further ones are closed
+  tls::ServerTlsOptions tls;        // no certificates: plain HTTP
 };
 
 struct AdminConfig {
   ListenAddress listen{"127.0.0.1", 8081};
   std::filesystem::path token_file;  // default: <data_dir>/../admin.token
+  tls::ServerTlsOptions tls;
+  // Plain HTTP on an address other than loopback sends admin tokens in clear text; refused
+  // at start-up unless this says the operator means it.
+  bool allow_plaintext = false;
 };
 
 // What one call into a Lua plugin may use (ignored for native plugins). Set by the

@@ -7,8 +7,11 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+
+#include "trellis/kernel/tls/server_options.h"
 
 namespace trellis::kernel::http {
 
@@ -19,6 +22,9 @@ using Response = boost::beast::http::response<boost::beast::http::string_body>;
 struct Peer {
   std::string address;  // "127.0.0.1"
   uint16_t port = 0;
+  bool tls = false;  // the connection is TLS
+  // The client certificate the listener verified (mTLS), or null: none asked for, none sent.
+  std::shared_ptr<const tls::PeerIdentity> certificate;
 };
 
 // Completes one exchange. May be called from any thread, exactly once.

@@ -18,6 +18,10 @@
 #include "trellis/kernel/http/message.h"
 #include "trellis/status.hpp"
 
+namespace trellis::kernel::tls {
+class ServerContext;
+}
+
 namespace trellis::kernel::http {
 
 struct ServerOptions {
@@ -32,6 +36,9 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{10'000};
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
   size_t max_connections = 10'000;                 // further accepts are closed at once
+  // Set: every connection is TLS, with the context's current certificates at accept time
+  // and its handshake_timeout. Null: plain HTTP.
+  std::shared_ptr<tls::ServerContext> tls;
 };
 
 class Server {
