@@ -77,7 +77,8 @@ unsigned framingStatus(const ErrorCode& ec) {
   return ec.value() == static_cast<int>(FramingError::kTransferCodingUnsupported) ? 501 : 400;
 }
 
-RequestParser::RequestParser(const RequestLimits& limits) : max_body_(limits.max_body_bytes) {
+RequestParser::RequestParser(const RequestLimits& limits)
+    : max_header_(limits.max_header_bytes), max_body_(limits.max_body_bytes) {
   header_limit(static_cast<std::uint32_t>(
       std::min<size_t>(limits.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   // Checked here when the body starts (see on_body_init_impl). Not boost::none: Beast 1.74
@@ -86,22 +87,45 @@ RequestParser::RequestParser(const RequestLimits& limits) : max_body_(limits.max
 }
 
 size_t RequestParser::put(boost::asio::const_buffer buffer, ErrorCode& ec) {
-  if (!is_header_done()) {
-    // Beast parses the field section from its start on every call until it is complete, so
-    // the buffer holds all of it that has arrived (after the request line, once consumed).
-    std::string_view bytes(static_cast<const char*>(buffer.data()), buffer.size());
-    // An empty field section (the request line came earlier) ends at once.
-    size_t end = got_some() && bytes.starts_with("\r\n") ? 0 : bytes.find("\r\n\r\n");
-    std::string_view header = bytes.substr(0, end);
-    bool fold = header.find("\n ") != std::string_view::npos ||
-                header.find("\n\t") != std::string_view::npos ||
-                (got_some() && (header.starts_with(' ') || header.starts_with('\t')));
-    if (fold) {
-      ec = makeErrorCode(FramingError::kObsoleteLineFolding);
+  if (is_header_done()) {
+    // Beast 1.74 asserts (in builds with assertions) that a last chunk is re-read from at
+    // least 5 bytes, which "0\r\n" and a partial trailer are not. Nothing shorter than 5
+    // bytes can end a chunked body, so waiting for them changes no framing.
+    if (chunked() && !is_done() && chunk_left_ == 0 && buffer.size() < 5) {
+      ec = boost::beast::http::error::need_more;
       return 0;
     }
+    return basic_parser::put(buffer, ec);
   }
-  return basic_parser::put(buffer, ec);
+  // Beast parses the request line on its first call, then the field section from its start
+  // on every call until it is complete, so the buffer holds all of the header that has
+  // arrived and not been consumed: from the request line, or from the fields after it.
+  std::string_view bytes(static_cast<const char*>(buffer.data()), buffer.size());
+  size_t end = std::string_view::npos;  // of the header within `bytes`, once it has arrived
+  if (request_line_bytes_ > 0 && bytes.starts_with("\r\n")) {
+    end = 2;  // an empty field section
+  } else if (size_t eom = bytes.find("\r\n\r\n"); eom != std::string_view::npos) {
+    end = eom + 4;
+  }
+  std::string_view header = bytes.substr(0, end);
+  bool fold = header.find("\n ") != std::string_view::npos ||
+              header.find("\n\t") != std::string_view::npos ||
+              (request_line_bytes_ > 0 && (header.starts_with(' ') || header.starts_with('\t')));
+  if (fold) {
+    ec = makeErrorCode(FramingError::kObsoleteLineFolding);
+    return 0;
+  }
+  // The limit is the whole header's, however it arrives: Beast alone lets a header that
+  // arrives at once grow to twice the limit (request line and fields are each capped).
+  size_t header_bytes = request_line_bytes_ + header.size();
+  if (end == std::string_view::npos ? header_bytes >= max_header_ : header_bytes > max_header_) {
+    ec = boost::beast::http::error::header_limit;
+    return 0;
+  }
+  bool line_seen = request_line_bytes_ > 0;
+  size_t used = basic_parser::put(buffer, ec);
+  if (!line_seen && !is_header_done()) request_line_bytes_ = used;
+  return used;
 }
 
 void RequestParser::on_request_impl(bhttp::verb method, std::string_view method_str,
@@ -221,9 +245,11 @@ void RequestParser::on_chunk_header_impl(std::uint64_t size, std::string_view, E
     return;
   }
   body_seen_ += size;
+  chunk_left_ = size;
 }
 
-size_t RequestParser::on_chunk_body_impl(std::uint64_t, std::string_view body, ErrorCode&) {
+size_t RequestParser::on_chunk_body_impl(std::uint64_t remain, std::string_view body, ErrorCode&) {
+  chunk_left_ = remain - body.size();
   req_.body().append(body);
   return body.size();
 }
