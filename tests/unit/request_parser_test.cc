@@ -2,13 +2,13 @@
 // bytes that arrived so far, minus what the parser consumed. The first two cases were
 // fuzz_http_request findings (docs/fuzzing.md): their outcome depended on how TCP segmented
 // them.
+#include "trellis/kernel/http/request_parser.h"
+
 #include <gtest/gtest.h>
 
 #include <boost/beast/http/error.hpp>
 #include <string>
 #include <string_view>
-
-#include "trellis/kernel/http/request_parser.h"
 
 namespace {
 

@@ -36,7 +36,7 @@
 namespace trellis::kernel::http {
 
 struct RequestLimits {
-  size_t max_header_bytes = 16 * 1024;  // of the request line and fields; larger: header_limit (431)
+  size_t max_header_bytes = 16 * 1024;  // request line and fields; larger: 431
   size_t max_body_bytes = 1024 * 1024;  // larger: Beast's body_limit error (413)
 };
 
@@ -93,8 +93,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   uint64_t max_body_;
   size_t request_line_bytes_ = 0;  // consumed on its own, before the rest of the header came
   uint64_t chunk_left_ = 0;        // of the chunk being read; 0 between chunks
-  uint64_t body_seen_ = 0;  // declared so far: Content-Length, or the sum of chunk sizes
-  std::string authority_;   // from an absolute-form target; replaces Host
+  uint64_t body_seen_ = 0;         // declared so far: Content-Length, or the sum of chunk sizes
+  std::string authority_;          // from an absolute-form target; replaces Host
   bool absolute_form_ = false;
   unsigned hosts_ = 0;
   unsigned authorizations_ = 0;
