@@ -134,6 +134,17 @@ const std::vector<std::vector<std::string>>& egressSteps() {
   return kSteps;
 }
 
+// Documents of the control plane every host must read alike (kernel/src/admin/
+// shared_document.h): admin principals and system grants. Operator data, no tenant data,
+// so no row-level security. A NULL body: the row exists (to be locked) but was never written.
+const std::vector<std::vector<std::string>>& controlSteps() {
+  static const std::vector<std::vector<std::string>> kSteps = {{
+      "CREATE TABLE control_documents("
+      " name TEXT PRIMARY KEY, body TEXT, version BIGINT NOT NULL)",
+  }};
+  return kSteps;
+}
+
 struct Component {
   const char* name;
   const std::vector<std::vector<std::string>>& steps;
@@ -144,7 +155,8 @@ std::vector<Component> components() {
           {"storage", storageSteps()},
           {"blobs", blobSteps()},
           {"jobs", jobSteps()},
-          {"egress", egressSteps()}};
+          {"egress", egressSteps()},
+          {"control", controlSteps()}};
 }
 
 std::string quoteIdent(const std::string& name) {

@@ -81,7 +81,7 @@ TEST(SystemScopeTest, GrantsComeFromConfigAndPersistAdminApiGrants) {
   from_config.id = "acme/audit";
   from_config.system = true;
   {
-    auto grants = runtime::SystemGrants::open(file, {from_config});
+    auto grants = runtime::SystemGrants::open(admin::SharedDocument::file(file), {from_config});
     ASSERT_TRUE(grants) << grants.status().message();
     EXPECT_TRUE((*grants)->isGranted("acme/audit"));
     EXPECT_FALSE((*grants)->isGranted("acme/finops"));
@@ -97,13 +97,13 @@ TEST(SystemScopeTest, GrantsComeFromConfigAndPersistAdminApiGrants) {
   }
   {
     // A restart keeps the admin-API grant; dropping `system: true` drops the config one.
-    auto grants = runtime::SystemGrants::open(file, {});
+    auto grants = runtime::SystemGrants::open(admin::SharedDocument::file(file), {});
     ASSERT_TRUE(grants) << grants.status().message();
     EXPECT_TRUE((*grants)->isGranted("acme/finops"));
     EXPECT_FALSE((*grants)->isGranted("acme/audit"));
     EXPECT_TRUE(*(*grants)->revoke("acme/finops"));
   }
-  auto grants = runtime::SystemGrants::open(file, {});
+  auto grants = runtime::SystemGrants::open(admin::SharedDocument::file(file), {});
   ASSERT_TRUE(grants);
   EXPECT_FALSE((*grants)->isGranted("acme/finops"));
 }
@@ -114,7 +114,7 @@ TEST(SystemScopeTest, DamagedGrantFileRefusesToStart) {
   for (std::string text : {"{\"system\": [\"../etc\"]}", "{\"system\": \"acme/x\"}", "not json",
                            "{\"system\": [], \"extra\": 1}"}) {
     std::ofstream(file) << text;
-    auto grants = runtime::SystemGrants::open(file, {});
+    auto grants = runtime::SystemGrants::open(admin::SharedDocument::file(file), {});
     ASSERT_FALSE(grants) << text;
     EXPECT_THAT(grants.status().message(), HasSubstr(file.string())) << text;
   }

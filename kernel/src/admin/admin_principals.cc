@@ -4,13 +4,12 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <sstream>
 
-#include "trellis/kernel/util/file.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/identity.h"
 
@@ -52,19 +51,12 @@ std::string AdminPrincipals::claimedId(std::string_view token) {
   return isHexId(id) ? std::string(id) : "";
 }
 
-Result<std::unique_ptr<AdminPrincipals>> AdminPrincipals::open(fs::path file,
-                                                               std::string bootstrap_token) {
-  auto store = std::unique_ptr<AdminPrincipals>(new AdminPrincipals());
-  store->file_ = std::move(file);
-  store->bootstrap_token_ = std::move(bootstrap_token);
-  std::error_code ec;
-  if (!fs::exists(store->file_, ec)) return store;
-  const std::string where = store->file_.string();
-  std::ifstream in(store->file_, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
+Result<AdminPrincipals::Table> AdminPrincipals::parse(const std::optional<std::string>& text,
+                                                      const std::string& where) {
+  Table table;
+  if (!text) return table;
   try {
-    auto root = Poco::JSON::Parser().parse(text.str()).extract<Object::Ptr>();
+    auto root = Poco::JSON::Parser().parse(*text).extract<Object::Ptr>();
     auto list = root->getArray("principals");
     if (!list) return Status::invalid(where + ": expected {\"principals\": [...]}");
     for (size_t i = 0; i < list->size(); ++i) {
@@ -84,18 +76,17 @@ Result<std::unique_ptr<AdminPrincipals>> AdminPrincipals::open(fs::path file,
       e.principal.created_at_ms = o->optValue<int64_t>("created_at_ms", 0);
       if (o->has("revoked_at_ms"))
         e.principal.revoked_at_ms = o->getValue<int64_t>("revoked_at_ms");
-      store->id_by_hash_[e.sha256_hex] = e.principal.id;
-      store->by_id_[e.principal.id] = std::move(e);
+      table[e.principal.id] = std::move(e);
     }
   } catch (const Poco::Exception& e) {
     return Status::invalid(where + ": not valid JSON: " + e.displayText());
   }
-  return store;
+  return table;
 }
 
-Status AdminPrincipals::persistLocked() const {
+std::string AdminPrincipals::serialize(const Table& table) {
   Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
-  for (const auto& [id, e] : by_id_) {
+  for (const auto& [id, e] : table) {
     Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
     o->set("id", id);
     o->set("name", e.principal.name);
@@ -110,20 +101,82 @@ Status AdminPrincipals::persistLocked() const {
   std::ostringstream out;
   root.stringify(out, 1);
   out << "\n";
-  return util::writeFileAtomically(file_, out.str(), 0600);
+  return out.str();
+}
+
+Result<std::unique_ptr<AdminPrincipals>> AdminPrincipals::open(std::unique_ptr<SharedDocument> doc,
+                                                               std::string bootstrap_token) {
+  auto store = std::unique_ptr<AdminPrincipals>(new AdminPrincipals());
+  store->bootstrap_token_ = std::move(bootstrap_token);
+  auto now = doc->read();
+  if (!now) return now.status();
+  auto table = parse(now->text, doc->where());
+  if (!table) return table.status();
+  store->adopt(std::move(*table), now->version);
+  store->doc_ = std::move(doc);
+  store->doc_->watch(now->version, [self = store.get()](const SharedDocument::Snapshot& s) {
+    auto table = parse(s.text, self->doc_->where());
+    if (!table) {  // keep serving the last good one
+      spdlog::error("admin principals: {}", table.status().message());
+      return;
+    }
+    self->adopt(std::move(*table), s.version);
+  });
+  return store;
+}
+
+void AdminPrincipals::adopt(Table table, int64_t version) {
+  std::unique_lock lock(mu_);
+  if (version <= version_) return;  // a poll that read before this host's own write
+  id_by_hash_.clear();
+  for (const auto& [id, e] : table) id_by_hash_[e.sha256_hex] = id;
+  by_id_ = std::move(table);
+  version_ = version;
+}
+
+Status AdminPrincipals::edit(const std::function<Status(Table&)>& change) {
+  Table written;
+  auto done = doc_->update([&](const std::optional<std::string>& text) -> Result<std::string> {
+    auto table = parse(text, doc_->where());
+    if (!table) return table.status();
+    if (Status s = change(*table); !s) return s;
+    written = *table;
+    return serialize(*table);
+  });
+  if (!done) return done.status();  // not durable: not done
+  adopt(std::move(written), done->version);
+  return Status::ok();
+}
+
+Result<size_t> AdminPrincipals::importFile(const fs::path& legacy) {
+  std::error_code ec;
+  if (!fs::exists(legacy, ec)) return size_t{0};
+  auto old = SharedDocument::file(legacy)->read();
+  if (!old) return old.status();
+  auto from = parse(old->text, legacy.string());
+  if (!from) return from.status();
+  size_t added = 0;
+  Status s = edit([&](Table& table) {
+    added = 0;
+    for (const auto& [id, e] : *from) {
+      auto [it, inserted] = table.try_emplace(id, e);
+      if (inserted) ++added;
+      if (e.principal.revoked_at_ms && !it->second.principal.revoked_at_ms) {
+        it->second.principal.revoked_at_ms = e.principal.revoked_at_ms;
+      }
+    }
+    return Status::ok();
+  });
+  if (!s) return s;
+  fs::rename(legacy, fs::path(legacy) += ".imported", ec);
+  if (ec) return Status::unavailable("cannot rename " + legacy.string() + ": " + ec.message());
+  return added;
 }
 
 Result<AdminPrincipals::Created> AdminPrincipals::create(const std::string& name, Role role) {
   if (!isValidName(name) || name == "bootstrap") {
     return Status::invalid(
         "admin name must be 1-64 of A-Z a-z 0-9 . _ @ - (and not \"bootstrap\")");
-  }
-  std::unique_lock lock(mu_);
-  for (const auto& [id, e] : by_id_) {
-    if (e.principal.name == name && !e.principal.revoked_at_ms) {
-      return Status::conflict("an admin principal named \"" + name + "\" exists (id " + id +
-                              "); revoke it first");
-    }
   }
   Created made;
   made.principal.id = tenants::randomHexId(kIdBytes);
@@ -132,14 +185,18 @@ Result<AdminPrincipals::Created> AdminPrincipals::create(const std::string& name
   made.principal.created_at_ms = nowMs();
   made.token =
       std::string(kTokenPrefix) + made.principal.id + "_" + tenants::randomHexId(kSecretBytes);
-  Entry e{made.principal, tenants::sha256Hex(made.token)};
-  by_id_[made.principal.id] = e;
-  id_by_hash_[e.sha256_hex] = made.principal.id;
-  if (Status s = persistLocked(); !s) {  // not durable: not created
-    id_by_hash_.erase(e.sha256_hex);
-    by_id_.erase(made.principal.id);
-    return s;
-  }
+  const Entry entry{made.principal, tenants::sha256Hex(made.token)};
+  Status s = edit([&](Table& table) {
+    for (const auto& [id, e] : table) {
+      if (e.principal.name == name && !e.principal.revoked_at_ms) {
+        return Status::conflict("an admin principal named \"" + name + "\" exists (id " + id +
+                                "); revoke it first");
+      }
+    }
+    table[entry.principal.id] = entry;
+    return Status::ok();
+  });
+  if (!s) return s;
   return made;
 }
 
@@ -159,22 +216,21 @@ Result<bool> AdminPrincipals::revoke(const std::string& id_or_name, Principal* r
         "the bootstrap principal is the token in admin.token_file; replace that file and "
         "restart to change it");
   }
-  std::unique_lock lock(mu_);
-  Entry* found = nullptr;
-  if (auto it = by_id_.find(id_or_name); it != by_id_.end()) found = &it->second;
-  for (auto& [id, e] : by_id_) {
-    if (!found && e.principal.name == id_or_name && !e.principal.revoked_at_ms) found = &e;
-  }
-  if (!found) return Status::notFound("no admin principal \"" + id_or_name + "\"");
-  if (revoked) *revoked = found->principal;
-  if (found->principal.revoked_at_ms) return false;
-  found->principal.revoked_at_ms = nowMs();
-  if (Status s = persistLocked(); !s) {
-    found->principal.revoked_at_ms.reset();
-    return s;
-  }
-  if (revoked) *revoked = found->principal;
-  return true;
+  bool changed = false;
+  Status s = edit([&](Table& table) {
+    Entry* found = nullptr;
+    if (auto it = table.find(id_or_name); it != table.end()) found = &it->second;
+    for (auto& [id, e] : table) {
+      if (!found && e.principal.name == id_or_name && !e.principal.revoked_at_ms) found = &e;
+    }
+    if (!found) return Status::notFound("no admin principal \"" + id_or_name + "\"");
+    changed = !found->principal.revoked_at_ms;
+    if (changed) found->principal.revoked_at_ms = nowMs();
+    if (revoked) *revoked = found->principal;
+    return Status::ok();
+  });
+  if (!s) return s;
+  return changed;
 }
 
 Result<Principal> AdminPrincipals::authenticate(std::string_view token) const {

@@ -2,19 +2,22 @@
 // bootstrap token (the principal "bootstrap", role admin, from admin.token_file), the
 // operator creates one token per person or automation with `trellis admin-token create`.
 // Only the SHA-256 of each token is stored (a 256-bit random secret needs no slow hash,
-// as with tenant API keys), in <data_dir>/admin-principals.json (mode 0600, replaced
-// atomically); the token itself is shown once, at creation.
+// as with tenant API keys), in a SharedDocument: <data_dir>/admin-principals.json on one
+// host, PostgreSQL when hosts share it (so a token created or revoked on one host counts on
+// every host, within a second). The token itself is shown once, at creation.
 //
 // A token reads "tadm_<id>_<secret>": the id part names the principal in audit records of
 // failed attempts without revealing anything that authenticates.
 //
-//   auto store = AdminPrincipals::open(data_dir / "admin-principals.json");
+//   auto store = AdminPrincipals::open(SharedDocument::file(data_dir / "admin-principals.json"),
+//                                      bootstrap_token);
 //   auto made = (*store)->create("alice", Role::kOperator);   // made->token: show once
 //   auto who = (*store)->authenticate(presented);            // Principal or why not
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "admin/admin_roles.h"
+#include "admin/shared_document.h"
 #include "trellis/status.hpp"
 
 namespace trellis::kernel::admin {
@@ -39,9 +43,14 @@ struct Principal {
 
 class AdminPrincipals {
  public:
-  // A missing file means no named principals yet; a damaged one refuses to start.
-  static Result<std::unique_ptr<AdminPrincipals>> open(std::filesystem::path file,
+  // A document never written means no named principals yet; a damaged one refuses to
+  // start. Changes other hosts make are picked up as the document reports them.
+  static Result<std::unique_ptr<AdminPrincipals>> open(std::unique_ptr<SharedDocument> doc,
                                                        std::string bootstrap_token);
+  // Moving to a shared document: adds the principals of `legacy` (this host's file from
+  // before) that the document lacks, keeps revocations from either, then renames the file
+  // to <file>.imported. The number of principals added; 0 if there is no such file.
+  Result<size_t> importFile(const std::filesystem::path& legacy);
 
   struct Created {
     Principal principal;
@@ -62,17 +71,24 @@ class AdminPrincipals {
   static std::string claimedId(std::string_view token);
 
  private:
-  Status persistLocked() const;
-
   struct Entry {
     Principal principal;
     std::string sha256_hex;
   };
-  std::filesystem::path file_;
+  using Table = std::map<std::string, Entry>;  // by principal id
+
+  static Result<Table> parse(const std::optional<std::string>& text, const std::string& where);
+  static std::string serialize(const Table& table);
+  // Applies `change` to the latest document and writes it; then serves what was written.
+  Status edit(const std::function<Status(Table&)>& change);
+  void adopt(Table table, int64_t version);
+
   std::string bootstrap_token_;
   mutable std::shared_mutex mu_;
-  std::map<std::string, Entry> by_id_;
+  Table by_id_;
   std::map<std::string, std::string> id_by_hash_;
+  int64_t version_ = -1;                 // of the document by_id_ came from
+  std::unique_ptr<SharedDocument> doc_;  // last: its watcher stops before the rest goes
 };
 
 }  // namespace trellis::kernel::admin

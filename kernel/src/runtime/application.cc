@@ -176,6 +176,15 @@ runtime::EgressUsageFn egressUsage(const services::egress::EgressService& egress
   };
 }
 
+// Where a control-plane document lives: data_dir/<file> on one host; PostgreSQL, named after
+// the file, when hosts share it (what one host's operator changes counts on all).
+std::unique_ptr<admin::SharedDocument> controlDocument(
+    const config::Config& cfg, const std::shared_ptr<tenants::PostgresPool>& pool,
+    const std::string& file) {
+  if (!pool) return admin::SharedDocument::file(cfg.data_dir / file);
+  return admin::SharedDocument::postgres(pool, std::filesystem::path(file).stem().string());
+}
+
 }  // namespace
 
 Application::Application(config::Config config)
@@ -219,9 +228,15 @@ Status Application::start() {
   auto token = runtime::loadOrCreateAdminToken(s.cfg.admin.token_file);
   if (!token) return token.status();
 
-  auto principals = admin::AdminPrincipals::open(s.cfg.data_dir / "admin-principals.json", *token);
+  auto principals = admin::AdminPrincipals::open(
+      controlDocument(s.cfg, s.pg_pool, "admin-principals.json"), *token);
   if (!principals) return principals.status();
   s.admin_principals = std::move(*principals);
+  if (s.pg_pool) {
+    auto imported = s.admin_principals->importFile(s.cfg.data_dir / "admin-principals.json");
+    if (!imported) return imported.status();
+    if (*imported) spdlog::info("admin principals: imported {} into PostgreSQL", *imported);
+  }
   // Before any plugin starts, so their failures and refusals are recorded too.
   s.audit = std::make_unique<admin::AuditStream>(
       admin::AuditStream::Options{s.cfg.audit.sink, s.cfg.audit.block}, s.service_registry,
@@ -255,9 +270,15 @@ Status Application::start() {
   if (!usage) return usage.status();
   s.usage = std::move(*usage);
 
-  auto grants = runtime::SystemGrants::open(s.cfg.data_dir / "system-grants.json", s.cfg.plugins);
+  auto grants = runtime::SystemGrants::open(controlDocument(s.cfg, s.pg_pool, "system-grants.json"),
+                                            s.cfg.plugins);
   if (!grants) return grants.status();
   s.system_grants = std::move(*grants);
+  if (s.pg_pool) {
+    auto imported = s.system_grants->importFile(s.cfg.data_dir / "system-grants.json");
+    if (!imported) return imported.status();
+    if (*imported) spdlog::info("system grants: imported {} into PostgreSQL", *imported);
+  }
   s.plugins = std::make_unique<PluginManager>(runtime::HostServices{
       .kv = s.kv.get(),
       .events = &s.events,

@@ -3,12 +3,11 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
+#include <spdlog/spdlog.h>
 
-#include <fstream>
 #include <sstream>
 
 #include "trellis/kernel/plugin/manifest.h"
-#include "trellis/kernel/util/file.h"
 
 namespace trellis::kernel::runtime {
 namespace fs = std::filesystem;
@@ -23,38 +22,105 @@ SystemGrants::SystemGrants(const std::vector<config::PluginEntry>& enabled) {
   }
 }
 
-Result<std::unique_ptr<SystemGrants>> SystemGrants::open(
-    fs::path file, const std::vector<config::PluginEntry>& enabled) {
-  auto grants = std::make_unique<SystemGrants>(enabled);
-  grants->file_ = std::move(file);
-  std::error_code ec;
-  if (!fs::exists(grants->file_, ec)) return grants;
-  std::ifstream in(grants->file_, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string where = grants->file_.string();
-  // {"system": ["acme/audit", …]}: anything else means the file was edited or damaged, and
-  // guessing which plugins hold system powers is not an option.
+Result<SystemGrants::Ids> SystemGrants::parse(const std::optional<std::string>& text,
+                                              const std::string& where) {
+  Ids ids;
+  if (!text) return ids;
+  // {"system": ["acme/audit", …]}: anything else means the document was edited or damaged,
+  // and guessing which plugins hold system powers is not an option.
   try {
-    Poco::JSON::Parser parser;
-    auto root = parser.parse(text.str()).extract<Poco::JSON::Object::Ptr>();
+    auto root = Poco::JSON::Parser().parse(*text).extract<Poco::JSON::Object::Ptr>();
     if (root->size() != 1 || !root->has("system")) {
       return Status::invalid(where + ": expected {\"system\": [plugin ids]}");
     }
-    auto ids = root->getArray("system");
-    if (!ids) return Status::invalid(where + ": \"system\" must be an array of plugin ids");
-    for (size_t i = 0; i < ids->size(); ++i) {
-      auto v = ids->get(static_cast<unsigned>(i));
+    auto list = root->getArray("system");
+    if (!list) return Status::invalid(where + ": \"system\" must be an array of plugin ids");
+    for (size_t i = 0; i < list->size(); ++i) {
+      auto v = list->get(static_cast<unsigned>(i));
       if (!v.isString() || !plugin::isValidPluginId(v.extract<std::string>())) {
         return Status::invalid(where + ": system[" + std::to_string(i) +
                                "] is not a plugin id (namespace/name)");
       }
-      grants->grants_.try_emplace(v.extract<std::string>(), Source::kAdminApi);
+      ids.insert(v.extract<std::string>());
     }
   } catch (const Poco::Exception& e) {
     return Status::invalid(where + ": not valid JSON: " + e.displayText());
   }
+  return ids;
+}
+
+std::string SystemGrants::serialize(const Ids& ids) {
+  Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
+  for (const auto& id : ids) list->add(id);
+  Poco::JSON::Object root;
+  root.set("system", list);
+  std::ostringstream out;
+  root.stringify(out);
+  out << "\n";
+  return out.str();
+}
+
+Result<std::unique_ptr<SystemGrants>> SystemGrants::open(
+    std::unique_ptr<admin::SharedDocument> doc, const std::vector<config::PluginEntry>& enabled) {
+  auto grants = std::make_unique<SystemGrants>(enabled);
+  auto now = doc->read();
+  if (!now) return now.status();
+  auto ids = parse(now->text, doc->where());
+  if (!ids) return ids.status();
+  grants->adopt(*ids, now->version);
+  grants->doc_ = std::move(doc);
+  grants->doc_->watch(now->version,
+                      [self = grants.get()](const admin::SharedDocument::Snapshot& s) {
+                        auto ids = parse(s.text, self->doc_->where());
+                        if (!ids) {  // keep the grants last read
+                          spdlog::error("system grants: {}", ids.status().message());
+                          return;
+                        }
+                        self->adopt(*ids, s.version);
+                      });
   return grants;
+}
+
+void SystemGrants::adopt(const Ids& ids, int64_t version) {
+  std::unique_lock lock(mu_);
+  if (version <= version_) return;  // a poll that read before this host's own write
+  std::erase_if(grants_, [](const auto& g) { return g.second == Source::kAdminApi; });
+  for (const auto& id : ids) grants_.try_emplace(id, Source::kAdminApi);
+  version_ = version;
+}
+
+Status SystemGrants::edit(const std::function<Status(Ids&)>& change) {
+  if (!doc_) return Status::unavailable("system grants are not persisted on this host");
+  Ids written;
+  auto done = doc_->update([&](const std::optional<std::string>& text) -> Result<std::string> {
+    auto ids = parse(text, doc_->where());
+    if (!ids) return ids.status();
+    if (Status s = change(*ids); !s) return s;
+    written = *ids;
+    return serialize(*ids);
+  });
+  if (!done) return done.status();  // not durable, so not changed
+  adopt(written, done->version);
+  return Status::ok();
+}
+
+Result<size_t> SystemGrants::importFile(const fs::path& legacy) {
+  std::error_code ec;
+  if (!fs::exists(legacy, ec)) return size_t{0};
+  auto old = admin::SharedDocument::file(legacy)->read();
+  if (!old) return old.status();
+  auto from = parse(old->text, legacy.string());
+  if (!from) return from.status();
+  size_t added = 0;
+  Status s = edit([&](Ids& ids) {
+    added = 0;
+    for (const auto& id : *from) added += ids.insert(id).second ? 1 : 0;
+    return Status::ok();
+  });
+  if (!s) return s;
+  fs::rename(legacy, fs::path(legacy) += ".imported", ec);
+  if (ec) return Status::unavailable("cannot rename " + legacy.string() + ": " + ec.message());
+  return added;
 }
 
 bool SystemGrants::isGranted(std::string_view plugin) const {
@@ -69,49 +135,38 @@ std::vector<SystemGrants::Grant> SystemGrants::list() const {
   return out;
 }
 
-Status SystemGrants::persistLocked() const {
-  Poco::JSON::Array::Ptr ids = new Poco::JSON::Array;
-  for (const auto& [id, source] : grants_) {
-    if (source == Source::kAdminApi) ids->add(id);
-  }
-  Poco::JSON::Object root;
-  root.set("system", ids);
-  std::ostringstream out;
-  root.stringify(out);
-  out << "\n";
-  return util::writeFileAtomically(file_, out.str(), 0600);
-}
-
 Result<bool> SystemGrants::grant(const std::string& plugin) {
   if (!plugin::isValidPluginId(plugin)) {
     return Status::invalid("\"" + plugin + "\" is not a plugin id (namespace/name)");
   }
-  std::unique_lock lock(mu_);
-  if (grants_.count(plugin)) return false;
-  if (file_.empty()) return Status::unavailable("system grants are not persisted on this host");
-  grants_[plugin] = Source::kAdminApi;
-  if (Status s = persistLocked(); !s) {
-    grants_.erase(plugin);  // not durable, so not granted
-    return s;
-  }
-  return true;
+  if (isGranted(plugin)) return false;
+  bool added = false;
+  Status s = edit([&](Ids& ids) {
+    added = ids.insert(plugin).second;
+    return Status::ok();
+  });
+  if (!s) return s;
+  return added;
 }
 
 Result<bool> SystemGrants::revoke(const std::string& plugin) {
-  std::unique_lock lock(mu_);
-  auto it = grants_.find(plugin);
-  if (it == grants_.end()) return false;
-  if (it->second == Source::kConfig) {
-    return Status::conflict(plugin +
-                            " is granted system scope in trellis.yaml (system: true); remove it "
-                            "there and restart");
+  {
+    std::shared_lock lock(mu_);
+    auto it = grants_.find(plugin);
+    if (it == grants_.end()) return false;
+    if (it->second == Source::kConfig) {
+      return Status::conflict(plugin +
+                              " is granted system scope in trellis.yaml (system: true); remove "
+                              "it there and restart");
+    }
   }
-  grants_.erase(it);
-  if (Status s = persistLocked(); !s) {
-    grants_[plugin] = Source::kAdminApi;
-    return s;
-  }
-  return true;
+  bool removed = false;
+  Status s = edit([&](Ids& ids) {
+    removed = ids.erase(plugin) > 0;
+    return Status::ok();
+  });
+  if (!s) return s;
+  return removed;
 }
 
 }  // namespace trellis::kernel::runtime
