@@ -294,6 +294,24 @@ TEST_F(SystemPluginsTest, ASystemPluginActsForANamedTenantInThatTenantsStorageOn
   EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "2");
 }
 
+TEST_F(SystemPluginsTest, RevokingTheGrantEndsActingForTenantsAtOnce) {
+  startWith("    - id: fixture/sys-audit\n");  // refused at load: not granted yet
+  ASSERT_EQ(admin("PUT", "/v1/plugins/fixture/sys-audit/system").status, 200);
+  auto activated = admin("POST", "/v1/plugins/fixture/sys-audit/activate");
+  ASSERT_EQ(activated.status, 200) << activated.body;
+  EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/tenants/acme/counter", "invoice").body, "1");
+
+  ASSERT_EQ(admin("DELETE", "/v1/plugins/fixture/sys-audit/system").status, 200);
+  // Still loaded, no longer a system plugin: the host refuses before looking at the ctx.
+  EXPECT_EQ(request(server_->port(), "POST", "/sys-audit/act", kAcme).body,
+            "PERMISSION_DENIED: acting for a tenant is for system plugins (manifest \"scope\": "
+            "\"system\" and the operator's grant)");
+  auto route = admin("POST", "/v1/x/fixture/sys-audit/tenants/acme/counter", "invoice");
+  EXPECT_EQ(route.status, 403);
+  EXPECT_THAT(route.body, HasSubstr("fixture/sys-audit no longer has system scope"));
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "1");
+}
+
 TEST_F(SystemPluginsTest, FailingSinkBlocksTheActionAndChangesNothing) {
   startGranted("audit:\n  sink: fixture/sys-audit\n");
   ASSERT_EQ(admin("POST", "/v1/tenants", "{\"id\":\"initech\"}").status, 201);
