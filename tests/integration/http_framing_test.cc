@@ -321,8 +321,9 @@ TEST(HttpFramingTest, TrellisdAndNginxAgreeWhereEveryRequestEnds) {
     EXPECT_EQ(disagreement(d, p, !c.nginx_stricter.empty()), "");
     EXPECT_EQ(statuses(d), c.expected);
     for (const Reply& r : p.replies) {
-      if (r.echoed)
+      if (r.echoed) {
         EXPECT_EQ(r.echoed_proxy, r.proxy_id) << "answer to a request nginx did not send";
+      }
     }
   }
 

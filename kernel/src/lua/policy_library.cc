@@ -192,6 +192,7 @@ int proxyIndex(lua_State* L) {
     case kQuota:
       if (c->rejection) return quotaField(L, *c->rejection, key);
       break;
+    case kProxyKinds: break;  // a count, not a proxy
   }
   lua_pushnil(L);
   return 1;

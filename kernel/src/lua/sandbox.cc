@@ -364,6 +364,7 @@ void Sandbox::preempt(lua_State* L) {
   lua_sethook(L, &Sandbox::hook, LUA_MASKCOUNT, 1);
   lua_pushlightuserdata(L, &kPreempted);
   lua_error(L);
+  std::abort();  // lua_error unwinds (longjmp or throw), but is not declared noreturn
 }
 
 bool Sandbox::checkpoint(lua_State* L, uint64_t units) {

@@ -25,7 +25,7 @@ Result<std::shared_ptr<boost::asio::ssl::context>> makeClientContext(const Clien
 Status prepareClientStream(SSL* ssl, std::string_view host) {
   const std::string h(host);
   boost::system::error_code ec;
-  const auto ip = boost::asio::ip::make_address(h, ec);
+  (void)boost::asio::ip::make_address(h, ec);  // only: is it an IP literal?
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
   X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
   if (!ec) {
