@@ -84,6 +84,29 @@ TEST_F(SecretsSealRoutesTest, InitShowsSharesOnceAndUnsealReportsProgress) {
   for (const auto& s : shares) EXPECT_EQ(server_->log().find(s.substr(15, 64)), std::string::npos);
 }
 
+TEST_F(SecretsSealRoutesTest, TheStoreStaysInitializedAcrossARestart) {
+  auto shares = init(3, 2);
+  ASSERT_EQ(shares.size(), 3u);
+  ASSERT_EQ(server_->stop(), 0);
+  ASSERT_TRUE(server_->start()) << server_->log();
+
+  // A restarted host knows the store has a root key: a second init would have made the
+  // stored secrets unreadable, so it is refused, naming the key.
+  auto status = admin("GET", "status");
+  ASSERT_EQ(status.status, 200) << status.body;
+  EXPECT_TRUE(json(status.body)->getValue<bool>("initialized"));
+  EXPECT_TRUE(json(status.body)->getValue<bool>("sealed"));
+  auto again = admin("POST", "init", R"({"shares":3,"threshold":2})");
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_NE(again.body.find("already initialized (root key "), std::string::npos) << again.body;
+  EXPECT_EQ(again.body.find("tss1-"), std::string::npos);
+
+  ASSERT_EQ(unseal(shares[2]).status, 200);
+  auto done = unseal(shares[0]);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_FALSE(json(done.body)->getValue<bool>("sealed"));
+}
+
 TEST_F(SecretsSealRoutesTest, BadInputIsRefusedWithAClearProblem) {
   auto missing = admin("POST", "init", "{}");
   EXPECT_EQ(missing.status, 400);

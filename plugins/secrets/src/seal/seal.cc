@@ -5,11 +5,16 @@
 
 namespace trellis::secrets {
 
-Result<std::vector<SecureBuffer>> Seal::init(int shares, int threshold) {
+void Seal::knowStoreRoot(std::string check) {
   std::unique_lock lock(mu_);
-  if (!root_.empty() || made_here_) {
-    return Status::conflict("the secrets store is already initialized (root key " +
-                            (root_check_.empty() ? std::string("made on this host") : root_check_) +
+  store_check_ = std::move(check);
+}
+
+Result<std::vector<SecureBuffer>> Seal::init(
+    int shares, int threshold, const std::function<Status(std::string_view check)>& persist) {
+  std::unique_lock lock(mu_);
+  if (!store_check_.empty()) {
+    return Status::conflict("the secrets store is already initialized (root key " + store_check_ +
                             "); its shares were shown once, when it was made");
   }
   SecureBuffer root = randomBytes(aead::kKeyBytes);
@@ -17,9 +22,10 @@ Result<std::vector<SecureBuffer>> Seal::init(int shares, int threshold) {
   auto parts = shamir::split(root, shares, threshold);
   if (!parts) return parts.status();
   const std::string check = rootCheck(root);
+  if (Status s = persist(check); !s) return s;
   std::vector<SecureBuffer> out;
   for (auto& part : *parts) out.push_back(encodeShare({threshold, check, std::move(part)}));
-  made_here_ = true;
+  store_check_ = check;
   root_check_ = check;
   pending_.clear();
   return out;  // `root` is wiped here: the shares are now the only way back to it
@@ -31,6 +37,11 @@ Result<SealStatus> Seal::unseal(std::string_view share_text) {
   std::unique_lock lock(mu_);
   if (!root_.empty()) {
     return Status::conflict("the secrets store is already unsealed (root key " + root_check_ + ")");
+  }
+  if (!store_check_.empty() && token->root_check != store_check_) {
+    return Status::invalid("this share belongs to root key " + token->root_check +
+                           ", but this store was initialized with root key " + store_check_ +
+                           "; progress kept");
   }
   if (!pending_.empty()) {
     const ShareToken& first = pending_.front();
@@ -87,6 +98,7 @@ SealStatus Seal::status() const {
 SealStatus Seal::statusLocked() const {
   SealStatus s;
   s.sealed = root_.empty();
+  s.initialized = !store_check_.empty();
   if (!pending_.empty()) {
     s.threshold = pending_.front().threshold;
     s.progress = static_cast<int>(pending_.size());

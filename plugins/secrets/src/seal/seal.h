@@ -4,7 +4,8 @@
 // be the one the shares name; `seal` wipes it. Every other part asks withRoot().
 //
 //   Seal seal;
-//   auto shares = seal.init(5, 3);           // sealed afterwards: nothing kept
+//   seal.knowStoreRoot(persisted_check);     // if the store was initialized before
+//   auto shares = seal.init(5, 3, persist);  // sealed afterwards: only the check is kept
 //   seal.unseal(share_a); seal.unseal(share_b);
 //   auto st = seal.unseal(share_c);          // st->sealed == false
 //   seal.withRoot([](const SecureBuffer& root, std::string_view check) { … });
@@ -24,18 +25,26 @@ namespace trellis::secrets {
 
 struct SealStatus {
   bool sealed = true;
-  int threshold = 0;       // 0 until a share (or init) has named it
-  int progress = 0;        // shares given towards the threshold
-  std::string root_check;  // of the root key in use, or of the shares being given
+  bool initialized = false;  // the store has a root key (this host knows its check value)
+  int threshold = 0;         // 0 until a share (or init) has named it
+  int progress = 0;          // shares given towards the threshold
+  std::string root_check;    // of the root key in use, or of the shares being given
 };
 
 class Seal {
  public:
   ~Seal() { seal(); }
 
-  // Creates a root key, returns its shares (wiped when the caller drops them) and stays
-  // sealed. CONFLICT once this host holds or has made a root key.
-  Result<std::vector<SecureBuffer>> init(int shares, int threshold);
+  // The root key the store was initialized with (its check value, as persisted): init is
+  // refused from now on, and unseal takes only that key's shares.
+  void knowStoreRoot(std::string check);
+
+  // Creates a root key and stays sealed. `persist` records the key's check value first
+  // (so that no second init succeeds, on this host after a restart or on another one); if
+  // it fails, its status is returned and the key and shares are gone. Otherwise returns the
+  // shares, wiped when the caller drops them. CONFLICT once the store has a root key.
+  Result<std::vector<SecureBuffer>> init(
+      int shares, int threshold, const std::function<Status(std::string_view check)>& persist);
   // Adds one share. INVALID (progress kept) for a malformed share, a share of another
   // root key or threshold, or one given already; INVALID (progress reset) when the
   // threshold is reached but the shares do not combine to the key they name.
@@ -56,7 +65,7 @@ class Seal {
   mutable std::shared_mutex mu_;
   SecureBuffer root_;
   std::string root_check_;
-  bool made_here_ = false;
+  std::string store_check_;  // the store's root key, once known; "" before init
   std::vector<ShareToken> pending_;
 };
 

@@ -10,10 +10,22 @@ namespace {
 using http::Object;
 
 constexpr std::string_view kPrefix = "/v1/x/trellis/secrets/";
+// The root key's check value, which init records in the plugin's own storage (admin routes
+// run outside every tenant), shared by every host on one database. Public: it names the key.
+constexpr std::string_view kRootCheckKey = "seal/root-check";
+
+// Tells the seal which root key the store was initialized with, if any.
+Status learnStoreRoot(Seal& seal, Context& ctx) {
+  auto stored = ctx.kv().get(kRootCheckKey);
+  if (stored) seal.knowStoreRoot(stored->value);
+  if (stored || stored.status().code() == StatusCode::kNotFound) return Status::ok();
+  return stored.status();
+}
 
 Object::Ptr statusJson(const SealStatus& s) {
   Object::Ptr o = new Object;
   o->set("sealed", s.sealed);
+  o->set("initialized", s.initialized);
   o->set("threshold", s.threshold);
   o->set("progress", s.progress);
   o->set("root_check", s.root_check);
@@ -32,7 +44,17 @@ Status init(Seal& seal, Context& ctx, const Request& req, Response& res) {
                        "init needs \"shares\" and \"threshold\", e.g. {\"shares\":5,"
                        "\"threshold\":3}");
   }
-  auto made = seal.init(static_cast<int>(**shares), static_cast<int>(**threshold));
+  if (Status s = learnStoreRoot(seal, ctx); !s) return http::sendProblem(res, s);
+  auto made = seal.init(static_cast<int>(**shares), static_cast<int>(**threshold),
+                        [&ctx](std::string_view check) -> Status {
+                          auto put = ctx.kv().put(kRootCheckKey, check, Kv::kAbsent);
+                          if (put || put.status().code() != StatusCode::kConflict) {
+                            return put.status();
+                          }
+                          return Status::conflict(
+                              "the secrets store was initialized meanwhile (on another host?); "
+                              "its shares were shown there");
+                        });
   if (!made) return http::sendProblem(res, made.status());
   Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
   for (const SecureBuffer& s : *made) list->add(std::string(s.view()));
@@ -58,6 +80,7 @@ Status unseal(Seal& seal, Context& ctx, const Request& req, Response& res) {
   if (!(*body)->has("key") || !(*body)->get("key").isString()) {
     return res.problem(400, "unseal needs {\"key\":\"<one share>\"} or {\"reset\":true}");
   }
+  if (Status s = learnStoreRoot(seal, ctx); !s) return http::sendProblem(res, s);
   std::string share = (*body)->getValue<std::string>("key");
   auto status = seal.unseal(share);
   cleanse(share);
@@ -88,7 +111,10 @@ Status addSealRoutes(InitContext& ctx, Seal& seal) {
   }
   if (s) {
     s = ctx.adminRoute("GET", path("status"), "operator",
-                       [&seal](Context&, const Request&, Response& r) {
+                       [&seal](Context& c, const Request&, Response& r) {
+                         if (Status s = learnStoreRoot(seal, c); !s) {
+                           return http::sendProblem(r, s);
+                         }
                          return http::sendJson(r, 200, statusJson(seal.status()));
                        });
   }

@@ -12,8 +12,12 @@
 namespace trellis::secrets {
 namespace {
 
+Status keep(std::string_view) {
+  return Status::ok();
+}
+
 std::vector<std::string> initShares(Seal& seal, int n, int t) {
-  auto made = seal.init(n, t);
+  auto made = seal.init(n, t, keep);
   EXPECT_TRUE(made) << made.status().toString();
   std::vector<std::string> out;
   if (made) {
@@ -108,12 +112,37 @@ TEST(SecretsSealTest, AnAlteredShareIsCaughtWhenCombiningAndProgressResets) {
 
 TEST(SecretsSealTest, InitRefusesBadParametersAndASecondInit) {
   Seal seal;
-  EXPECT_EQ(seal.init(2, 3).status().message(), "shares (2) must be at least the threshold (3)");
-  EXPECT_EQ(seal.init(3, 1).status().message(), "threshold must be at least 2");
-  ASSERT_TRUE(seal.init(3, 2));
-  auto second = seal.init(3, 2);
+  EXPECT_EQ(seal.init(2, 3, keep).status().message(),
+            "shares (2) must be at least the threshold (3)");
+  EXPECT_EQ(seal.init(3, 1, keep).status().message(), "threshold must be at least 2");
+  ASSERT_TRUE(seal.init(3, 2, keep));
+  EXPECT_TRUE(seal.status().initialized);
+  auto second = seal.init(3, 2, keep);
   ASSERT_FALSE(second);
   EXPECT_EQ(second.status().code(), StatusCode::kConflict);
+}
+
+TEST(SecretsSealTest, AnInitThatCannotBeRecordedHandsOutNoShares) {
+  Seal seal;
+  auto made = seal.init(3, 2, [](std::string_view) { return Status::unavailable("disk full"); });
+  ASSERT_FALSE(made);
+  EXPECT_EQ(made.status().message(), "disk full");
+  EXPECT_FALSE(seal.status().initialized);
+  EXPECT_TRUE(seal.init(3, 2, keep));  // nothing was taken: a later init may succeed
+}
+
+TEST(SecretsSealTest, AStoreInitializedElsewhereTakesOnlyItsOwnRootsShares) {
+  Seal other;
+  auto foreign = initShares(other, 3, 2);
+  Seal seal;  // a host that learned the store's root from storage
+  seal.knowStoreRoot("0badc0de");
+  EXPECT_TRUE(seal.status().initialized);
+  auto refused = seal.unseal(foreign[0]);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.status().message(),
+            "this share belongs to root key " + other.status().root_check +
+                ", but this store was initialized with root key 0badc0de; progress kept");
+  EXPECT_EQ(seal.init(3, 2, keep).status().code(), StatusCode::kConflict);
 }
 
 TEST(SecretsSealTest, GarbageIsNotAShare) {
