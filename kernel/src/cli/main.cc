@@ -15,6 +15,7 @@
 //   trellis publish, trellis publisher key|token …, trellis plugin yank|unyank
 //                                          (see publisher_commands.h)
 //   trellis login                          (see login_command.h; settings: cli_settings.h)
+//   trellis secrets init|unseal|seal|status  (see secrets_commands.h)
 //
 // Read verbs take --output table|json|yaml. Exit codes: admin_client.h (ExitCode).
 #include <Poco/JSON/Array.h>
@@ -35,6 +36,7 @@
 #include "cli/plugin_commands.h"
 #include "cli/policy_commands.h"
 #include "cli/publisher_commands.h"
+#include "cli/secrets_commands.h"
 #include "cli/system_commands.h"
 #include "cli/tenant_commands.h"
 
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
   trellis::cli::LoginCommand login_command(cli, settings);
   trellis::cli::SystemCommands system_commands(*plugin, admin, json);
   trellis::cli::AdminCommands admin_commands(cli, admin, json);
+  trellis::cli::SecretsCommands secrets_commands(cli, admin, json);
 
   try {
     cli.parse(argc, argv);
@@ -169,7 +172,7 @@ int main(int argc, char** argv) {
       output.print(admin.call("GET", "/v1/plugins"), printPlugins);
     } else if (!login_command.run() && !publisher_commands.run() && !marketplace_commands.run() &&
                !policy_commands.run() && !plugin_commands.run() && !job_commands.run() &&
-               !system_commands.run() && !admin_commands.run()) {
+               !system_commands.run() && !admin_commands.run() && !secrets_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

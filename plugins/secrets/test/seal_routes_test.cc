@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -105,6 +106,48 @@ TEST_F(SecretsSealRoutesTest, TheStoreStaysInitializedAcrossARestart) {
   auto done = unseal(shares[0]);
   ASSERT_EQ(done.status, 200) << done.body;
   EXPECT_FALSE(json(done.body)->getValue<bool>("sealed"));
+}
+
+TEST_F(SecretsSealRoutesTest, TheCliInitializesAndUnsealsReadingSharesFromStdin) {
+  int status = -1;
+  std::string out = runCli(*server_, "secrets init --shares 3 --threshold 2", &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("shown this once"), std::string::npos) << out;
+  std::vector<std::string> shares;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("tss1-")) shares.push_back(line);
+  }
+  ASSERT_EQ(shares.size(), 3u) << out;
+
+  // A share goes in on stdin (a terminal gets no echo), never on the command line.
+  auto unsealWith = [&](const std::string& input) {
+    return runCommand("printf '%s\\n' '" + input + "' | " + TRELLIS_CLI_PATH +
+                          " --admin http://127.0.0.1:" + std::to_string(server_->adminPort()) +
+                          " --token-file " + (server_->dir() / "admin.token").string() +
+                          " secrets unseal 2>&1",
+                      &status);
+  };
+  out = unsealWith(shares[1]);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("sealed: 1 of 2 shares given"), std::string::npos) << out;
+  out = unsealWith("tss1-\"}, \"reset\": true");
+  EXPECT_EQ(status, 2) << out;
+  EXPECT_NE(out.find("that is not a share"), std::string::npos) << out;
+  out = unsealWith(shares[1]);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("already given"), std::string::npos) << out;
+  out = unsealWith(shares[2]);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("unsealed (root key"), std::string::npos) << out;
+
+  EXPECT_NE(runCli(*server_, "secrets status", &status).find("unsealed"), std::string::npos);
+  out = runCli(*server_, "secrets seal", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("sealed: give shares"), std::string::npos) << out;
+  out = runCli(*server_, "secrets init", &status);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("already initialized"), std::string::npos) << out;
 }
 
 TEST_F(SecretsSealRoutesTest, BadInputIsRefusedWithAClearProblem) {
