@@ -4,7 +4,8 @@
 //
 // Admin plane (/v1/x/trellis/audit/…; <log> is a tenant id or "_system"):
 //   GET  logs                                    (auditor) every log, its size and signed size
-//   GET  logs/{log}/records?from=&limit=         (auditor) records, JSON Lines
+//   GET  logs/{log}/records?from=&limit=&format= (auditor) records: JSON Lines, or format=cef
+//                                                or syslog (RFC 5424, octet-counted)
 //   GET  logs/{log}/checkpoints                  (auditor) checkpoints, JSON Lines
 //   GET  logs/{log}/proof/inclusion?seq=&size=   (auditor)
 //   GET  logs/{log}/proof/consistency?from=&to=  (auditor)
@@ -18,6 +19,7 @@
 
 #include <charconv>
 
+#include "core/export_formats.h"
 #include "sink.h"
 #include "trellis/plugin.hpp"
 
@@ -63,6 +65,7 @@ class AuditPlugin : public Plugin {
       }
     }
     if (options.checkpoint_every == 0) return Status::invalid("checkpoint_every must be >= 1");
+    syslog_hostname_ = std::string(ctx.config("syslog_hostname").value_or("-"));
     sink_ = std::make_unique<AuditSink>(options);
     if (Status s = sink_->load(ctx); !s) return s;
 
@@ -96,10 +99,15 @@ class AuditPlugin : public Plugin {
             c.warn("audit: cannot record this read: " + s.message());
           }
         }
-        if (Status s = r.header("Content-Type", "application/x-ndjson"); !s) return s;
-        return r.body(
+        auto format = parseExportFormat(q.queryParam("format").value_or("jsonl"));
+        if (!format) return problemFrom(r, format.status());
+        auto out = exportRecords(
             sink_->recordsJsonl(log, number(q, "from").value_or(1),
-                                std::min<uint64_t>(number(q, "limit").value_or(10000), 100000)));
+                                std::min<uint64_t>(number(q, "limit").value_or(10000), 100000)),
+            *format, syslog_hostname_);
+        if (!out) return problemFrom(r, out.status());
+        if (Status s = r.header("Content-Type", contentType(*format)); !s) return s;
+        return r.body(*out);
       };
       auto checkpoints = [this, resolver](Context& c, const Request& q, Response& r) {
         const std::string log = resolver(c, q);
@@ -169,7 +177,17 @@ class AuditPlugin : public Plugin {
   }
 
  private:
+  static std::string contentType(ExportFormat format) {
+    switch (format) {
+      case ExportFormat::kJsonLines: return "application/x-ndjson";
+      case ExportFormat::kCef: return "text/plain; charset=utf-8";
+      case ExportFormat::kSyslog: return "application/octet-stream";  // octet-counted frames
+    }
+    return "application/octet-stream";
+  }
+
   std::unique_ptr<AuditSink> sink_;
+  std::string syslog_hostname_;  // HOSTNAME of syslog exports (config syslog_hostname; "-")
 };
 
 }  // namespace

@@ -160,6 +160,33 @@ TEST_F(AuditSinkTest, AdminActionsAreRecordedAndTheirProofsVerifyAgainstACheckpo
   EXPECT_EQ(audit("GET", "logs/_system/proof/consistency?from=0", carol).status, 400);
 }
 
+TEST_F(AuditSinkTest, RecordsExportAsCefAndSyslogForCollectors) {
+  ASSERT_EQ(admin("POST", "/v1/admin-tokens", R"({"name":"erin","role":"auditor"})").status, 201);
+  auto jsonl = lines(audit("GET", "logs/_system/records").body);
+  ASSERT_GE(jsonl.size(), 2u);
+
+  auto cef = audit("GET", "logs/_system/records?format=cef&limit=" + std::to_string(jsonl.size()));
+  ASSERT_EQ(cef.status, 200) << cef.body;
+  EXPECT_EQ(cef.header("content-type"), "text/plain; charset=utf-8");
+  auto cef_lines = lines(cef.body);
+  ASSERT_EQ(cef_lines.size(), jsonl.size());
+  for (const auto& l : cef_lines) EXPECT_TRUE(l.starts_with("CEF:0|Trellis|trellis-audit|1|")) << l;
+  EXPECT_THAT(cef.body, HasSubstr("act=POST /v1/admin-tokens"));
+
+  auto syslog = audit("GET", "logs/_system/records?format=syslog&from=2&limit=1");
+  ASSERT_EQ(syslog.status, 200) << syslog.body;
+  // One octet-counted RFC 5424 message carrying record 2 exactly as stored.
+  const size_t space = syslog.body.find(' ');
+  ASSERT_NE(space, std::string::npos);
+  EXPECT_EQ(std::stoul(syslog.body.substr(0, space)), syslog.body.size() - space - 1);
+  EXPECT_THAT(syslog.body, HasSubstr(">1 "));
+  EXPECT_TRUE(syslog.body.ends_with(jsonl[1])) << syslog.body;
+
+  auto bad = audit("GET", "logs/_system/records?format=xml");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("format must be jsonl, cef or syslog"));
+}
+
 TEST_F(AuditSinkTest, ATenantReadsOnlyItsOwnLog) {
   // Reading one's own log is audited into that tenant's log.
   ASSERT_EQ(tenant("acme-key", "records").status, 200);
