@@ -81,8 +81,11 @@ std::string cefHeader(std::string_view s) {
   return out;
 }
 
-// CEF extension values: '\' and '=' escaped, line breaks as \n and \r.
-std::string cefValue(std::string_view s) {
+// `s` with each of `specials` preceded by a backslash and line breaks written as \n and
+// \r: CEF extension values ('\\' and '='), RFC 5424 PARAM-VALUEs ('"', '\\' and ']',
+// §6.3.3; line breaks are allowed there but break line-oriented collectors, and the record
+// in MSG keeps the exact value).
+std::string backslashEscaped(std::string_view s, std::string_view specials) {
   std::string out;
   for (char c : s) {
     if (c == '\n') {
@@ -90,29 +93,17 @@ std::string cefValue(std::string_view s) {
     } else if (c == '\r') {
       out += "\\r";
     } else {
-      if (c == '\\' || c == '=') out += '\\';
+      if (specials.find(c) != std::string_view::npos) out += '\\';
       out += c;
     }
   }
   return out;
 }
-
-// RFC 5424 PARAM-VALUE: '"', '\' and ']' escaped (§6.3.3). Line breaks are allowed there
-// but break line-oriented collectors, so they appear as \n and \r (the record in MSG keeps
-// the exact value).
+std::string cefValue(std::string_view s) {
+  return backslashEscaped(s, "\\=");
+}
 std::string sdValue(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else {
-      if (c == '"' || c == '\\' || c == ']') out += '\\';
-      out += c;
-    }
-  }
-  return out;
+  return backslashEscaped(s, "\"\\]");
 }
 
 // RFC 5424 header fields are PRINTUSASCII without spaces, at most `max` long; "-" if empty.
