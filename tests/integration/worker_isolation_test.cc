@@ -266,8 +266,13 @@ TEST_F(WorkerIsolationTest, RepeatedCrashesBackOffIntoAVisibleCrashLoop) {
                          {{"Authorization", "Bearer " + server().adminToken()}});
   EXPECT_THAT(metrics.body,
               HasSubstr(R"(trellis_worker_crashlooping{plugin="fixture/crashy",tenant="*"} 1)"));
-  // … and the audit stream gets one record of it (no sink here: it says so in the log).
-  EXPECT_THAT(server().log(), HasSubstr("(worker_crashloop) not stored"));
+  // … and the audit stream gets one record of it (no sink here: it says so in the log,
+  // written by the event bus's thread, so poll for it).
+  const std::string needle = "(worker_crashloop) not stored";
+  for (int i = 0; i < 100 && server().log().find(needle) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_THAT(server().log(), HasSubstr(needle));
 }
 
 TEST_F(WorkerIsolationTest, ADedicatedTenantWorkerCrashesAlone) {
