@@ -216,6 +216,15 @@ Result<bool> AdminPrincipals::revoke(const std::string& id_or_name, Principal* r
         "the bootstrap principal is the token in admin.token_file; replace that file and "
         "restart to change it");
   }
+  {
+    // Already revoked here: nothing to write (the document only ever gains revocations).
+    std::shared_lock lock(mu_);
+    auto it = by_id_.find(id_or_name);
+    if (it != by_id_.end() && it->second.principal.revoked_at_ms) {
+      if (revoked) *revoked = it->second.principal;
+      return false;
+    }
+  }
   bool changed = false;
   Status s = edit([&](Table& table) {
     Entry* found = nullptr;

@@ -16,6 +16,7 @@ constexpr std::string_view kRootCheckKey = "seal/root-check";
 
 // Tells the seal which root key the store was initialized with, if any.
 Status learnStoreRoot(Seal& seal, Context& ctx) {
+  if (seal.status().initialized) return Status::ok();  // the record is written once, never changed
   auto stored = ctx.kv().get(kRootCheckKey);
   if (stored) seal.knowStoreRoot(stored->value);
   if (stored || stored.status().code() == StatusCode::kNotFound) return Status::ok();
