@@ -1,5 +1,5 @@
-// TLS and mTLS on the listeners, through real handshakes: certificates are generated here
-// with the OpenSSL API (a CA, leaves for SNI names, an expired one, client certificates from
+// TLS and mTLS on the listeners, through real handshakes: certificates come from
+// support/test_certs.h (a CA, leaves for SNI names, an expired one, client certificates from
 // a trusted and an untrusted CA); the client is plain OpenSSL on a blocking socket with a
 // receive timeout, so a hang fails instead of stalling the suite.
 #include <arpa/inet.h>
@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/test_certs.h"
 #include "support/test_support.h"
 #include "trellis/kernel/config/config.h"
 #include "trellis/kernel/http/server.h"
@@ -31,87 +32,7 @@
 namespace trellis::test {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-// --- certificates ---------------------------------------------------------------------
-
-struct KeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct CertDeleter {
-  void operator()(X509* c) const { X509_free(c); }
-};
-
-struct Identity {
-  std::unique_ptr<EVP_PKEY, KeyDeleter> key;
-  std::unique_ptr<X509, CertDeleter> cert;
-  fs::path cert_file, key_file;
-};
-
-struct CertSpec {
-  std::string cn;
-  std::string sans;  // "DNS:localhost,IP:127.0.0.1,URI:spiffe://..."; "" = none
-  bool ca = false;
-  bool rsa = false;
-  long not_before = -3600;  // seconds from now
-  long not_after = 86400;
-};
-
-void addExt(X509* cert, X509* issuer, int nid, const std::string& value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-  ASSERT_NE(ext, nullptr) << value;
-  X509_add_ext(cert, ext, -1);
-  X509_EXTENSION_free(ext);
-}
-
-void writePem(const Identity& id) {
-  const fs::path tmp_cert = id.cert_file.string() + ".tmp";
-  const fs::path tmp_key = id.key_file.string() + ".tmp";
-  FILE* f = std::fopen(tmp_cert.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  PEM_write_X509(f, id.cert.get());
-  std::fclose(f);
-  f = std::fopen(tmp_key.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  PEM_write_PrivateKey(f, id.key.get(), nullptr, nullptr, 0, nullptr, nullptr);
-  std::fclose(f);
-  // Replaced by rename, as deployment tools do: a reader sees the old file or the new.
-  fs::rename(tmp_cert, id.cert_file);
-  fs::rename(tmp_key, id.key_file);
-}
-
-// Issued by `issuer`, or self-signed when it is null; written to <dir>/<name>.{pem,key}.
-Identity makeCert(const fs::path& dir, const std::string& name, const CertSpec& spec,
-                  const Identity* issuer) {
-  static int serial = 1;
-  Identity id;
-  id.key.reset(spec.rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256"));
-  id.cert.reset(X509_new());
-  X509* x = id.cert.get();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x), spec.not_before);
-  X509_gmtime_adj(X509_getm_notAfter(x), spec.not_after);
-  X509_set_pubkey(x, id.key.get());
-  X509_NAME* subject = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(spec.cn.c_str()), -1, -1, 0);
-  X509* issuer_cert = issuer ? issuer->cert.get() : x;
-  X509_set_issuer_name(x, X509_get_subject_name(issuer_cert));
-  addExt(x, issuer_cert, NID_basic_constraints, spec.ca ? "critical,CA:TRUE" : "CA:FALSE");
-  if (spec.ca) addExt(x, issuer_cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-  addExt(x, issuer_cert, NID_subject_key_identifier, "hash");
-  if (!spec.sans.empty()) addExt(x, issuer_cert, NID_subject_alt_name, spec.sans);
-  X509_sign(x, issuer ? issuer->key.get() : id.key.get(), EVP_sha256());
-  id.cert_file = dir / (name + ".pem");
-  id.key_file = dir / (name + ".key");
-  writePem(id);
-  return id;
-}
 
 // --- a small TLS client ---------------------------------------------------------------
 
