@@ -25,6 +25,10 @@
 #                                   compare-and-set write, group-committed) against nginx +
 #                                   Lua sending INCR to redis-server (appendfsync always);
 #                                   then both on one hot key, with trellisd's CAS conflict rate
+#   bench/run.sh --scenario transit one trellisd with trellis/secrets unsealed: /ping against
+#                                   a transit encrypt of 1 KiB (POST /secrets/v1/transit/
+#                                   encrypt/bench), interleaved; ratio (target >= 70%) and
+#                                   CPU us per request of each
 #
 # Env knobs (defaults in brackets):
 #   BENCH_TARGET [/ping]            request path; trellisd serves it from trellis/echo-c
@@ -91,8 +95,8 @@ while (($#)); do
       ;;
     --no-build) build=0; shift ;;
     --scenario)
-      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|usage|kv|isolated)$ ]] ||
-        die "--scenario takes compare, noisy-neighbour, policy, usage, kv or isolated"
+      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|usage|kv|isolated|transit)$ ]] ||
+        die "--scenario takes compare, noisy-neighbour, policy, usage, kv, isolated or transit"
       scenario=$2
       shift 2
       ;;
@@ -153,7 +157,7 @@ if [[ $scenario == kv ]]; then
   RESULTS=build/bench/kv.json
 fi
 
-if [[ $scenario == policy || $scenario == usage ]]; then
+if [[ $scenario == policy || $scenario == usage || $scenario == transit ]]; then
   [[ $only != peer ]] || die "--scenario $scenario measures trellisd only"
   only=trellisd
 fi
@@ -173,6 +177,10 @@ servers=()
 [[ $scenario != isolated ]] || servers+=(isolated)
 # The usage scenario's second trellisd: the same, plus one usage-stream subscriber.
 [[ $scenario != usage ]] || servers+=(usage)
+# The transit scenario's second target, on the same trellisd (started with trellis/secrets).
+[[ $scenario != transit ]] || servers+=(transit)
+# Per measured server: its path and wrk script, when not $TARGET and $WRK_SCRIPT.
+declare -A target_of=() script_of=()
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -253,9 +261,15 @@ start_trellisd() {
       system: true
       config: {out: \"$dir/records.jsonl\", pause: \"$dir/pause\", cursors: \"$dir/cursors.txt\"}"
   fi
+  local secrets_yaml="" tenant_plugins="trellis/echo-c, trellis/hello"
+  if [[ $scenario == transit ]]; then
+    secrets_yaml="    - id: trellis/secrets
+      system: true"
+    tenant_plugins+=", trellis/secrets"
+  fi
   tenants_yaml="tenants:
   - id: $TENANT
-    plugins: [trellis/echo-c, trellis/hello]
+    plugins: [$tenant_plugins]
     keys: [{sha256: \"$key_hash\"}]"
   if [[ $scenario == noisy-neighbour ]]; then
     # steady is on the implicit, unlimited plan "default"; noisy on a tight rate plan.
@@ -290,6 +304,7 @@ $([[ $name != isolated ]] || echo "      isolation: process")
     - id: trellis/hello
       config: {greeting: "Hello"}
 $subscriber_yaml
+$secrets_yaml
 $tenants_yaml
 YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
@@ -309,16 +324,42 @@ YAML
     "$dir/ready.json" 2>/dev/null)
   [[ -n "${port[$name]}" ]] || { log "$name: no port in ready file after 30 s"; return 1; }
   log "$name pid $pid on 127.0.0.1:${port[$name]}"
-  [[ $name == policy ]] || return 0
   local admin_port out
   admin_port=$(sed -n 's/.*"admin_port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
     "$dir/ready.json")
-  if ! out=$("$BUILD/kernel/trellis" --admin "http://127.0.0.1:$admin_port" \
-    --token-file "$dir/admin.token" policy apply "$repo/bench/policy/bench.lua" 2>&1); then
+  local cli=("$BUILD/kernel/trellis" --admin "http://127.0.0.1:$admin_port" --token-file "$dir/admin.token")
+  if [[ $scenario == transit ]]; then
+    unseal_transit "$name" "${cli[@]}" || return 1
+  fi
+  [[ $name == policy ]] || return 0
+  if ! out=$("${cli[@]}" policy apply "$repo/bench/policy/bench.lua" 2>&1); then
     log "policy: could not apply bench/policy/bench.lua: $out"
     return 1
   fi
   log "policy: $out"
+}
+
+# unseal_transit NAME CLI...: init trellis/secrets with two shares, unseal with both, make the
+# transit key "bench", and register the pseudo-server "transit": the same process and port
+# as NAME, measured on the encrypt route.
+unseal_transit() {
+  local name=$1 out share code
+  shift
+  out=$("$@" secrets init --shares 2 --threshold 2 2>&1) || { log "transit: init failed: $out"; return 1; }
+  for share in $(grep -o 'tss1-[A-Za-z0-9-]*' <<<"$out"); do
+    out=$("$@" secrets unseal <<<"$share" 2>&1) || { log "transit: unseal failed: $out"; return 1; }
+  done
+  [[ $out == unsealed* ]] || { log "transit: still sealed after every share: $out"; return 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST -H "Authorization: Bearer $KEY" \
+    "http://127.0.0.1:${port[$name]}/secrets/v1/transit/keys/bench")
+  [[ $code == 200 ]] || { log "transit: creating the key answered $code"; return 1; }
+  BENCH_TRANSIT_PLAINTEXT=$(head -c 1024 /dev/urandom | base64 -w 0)
+  export BENCH_TRANSIT_PLAINTEXT
+  port[transit]=${port[$name]}
+  server_pid[transit]=${server_pid[$name]}
+  target_of[transit]=/secrets/v1/transit/encrypt/bench
+  script_of[transit]=bench/wrk/transit.lua
+  log "transit: unsealed; key bench made; 1 KiB plaintexts"
 }
 
 nginx_modules_dir() {
@@ -411,6 +452,13 @@ start_peer() {
 # Both servers must refuse a missing key and serve the bench tenant before we time them.
 check_server() {
   local s=$1 p=${port[$1]} ok anon
+  if [[ $s == transit ]]; then
+    ok=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Authorization: Bearer $KEY" \
+      -d "{\"plaintext\":\"$BENCH_TRANSIT_PLAINTEXT\"}" "http://127.0.0.1:$p${target_of[transit]}")
+    [[ $ok == 200 ]] && return 0
+    log "transit: the encrypt route answered $ok, not 200: not measuring it"
+    return 1
+  fi
   ok=$(http_code "$p" -H "Authorization: Bearer $KEY")
   anon=$(http_code "$p")
   if [[ $ok != 200 ]]; then
@@ -428,6 +476,7 @@ for s in "${servers[@]}"; do
     policy) start_trellisd policy && started=1 || started=0 ;;
     isolated) start_trellisd isolated && started=1 || started=0 ;;
     usage) start_trellisd usage && started=1 || started=0 ;;
+    transit) [[ -n "${port[transit]:-}" ]] && started=1 || started=0 ;;
     peer) start_peer && started=1 || started=0 ;;
   esac
   if ((started)) && check_server "$s"; then
@@ -447,8 +496,8 @@ wrk_run() {
   local t=$WRK_THREADS
   ((t <= $2)) || t=$2
   # In the background, so a signal to this script is handled at once, not after wrk ends.
-  "${wrk_pin[@]}" wrk -t "$t" -c "$2" -d "$3s" --latency -s "$WRK_SCRIPT" \
-    -H "Authorization: Bearer $KEY" "http://127.0.0.1:${port[$1]}$TARGET" >"$4" 2>&1 &
+  "${wrk_pin[@]}" wrk -t "$t" -c "$2" -d "$3s" --latency -s "${script_of[$1]:-$WRK_SCRIPT}" \
+    -H "Authorization: Bearer $KEY" "http://127.0.0.1:${port[$1]}${target_of[$1]:-$TARGET}" >"$4" 2>&1 &
   wrk_pid=$!
   wait "$wrk_pid" || true
   wrk_pid=""
@@ -656,7 +705,13 @@ overhead() {
   local -a order runs=() summary=() v_rps v_cpu
   declare -A prps=() pcpu=() pbad=()
   hz=$(getconf CLK_TCK)
-  log "$second: trellisd without and with $([[ $second == policy ]] && echo "an on_request policy" || echo "a usage subscriber") at ${conns[*]} connections," \
+  local what
+  case $second in
+    policy) what="trellisd without and with an on_request policy" ;;
+    usage) what="trellisd without and with a usage subscriber" ;;
+    transit) what="$TARGET against a transit encrypt of 1 KiB on one trellisd" ;;
+  esac
+  log "$second: $what at ${conns[*]} connections," \
     "$ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each:" \
     "about $((ROUNDS * ${#conns[@]} * 2 * (DURATION + WARMUP)))s"
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -695,9 +750,12 @@ overhead() {
   if [[ $second == policy ]]; then
     echo "Policy overhead: trellisd ($TARGET via trellis/echo-c) without a policy and with"
     echo "bench/policy/bench.lua (on_request: a header check and a CIDR match). wrk -t$WRK_THREADS,"
-  else
+  elif [[ $second == usage ]]; then
     echo "Usage-stream overhead: trellisd ($TARGET via trellis/echo-c) without and with one"
     echo "usage subscriber (fixture/usage-sub: every record appended to a file). wrk -t$WRK_THREADS,"
+  else
+    echo "Transit: $TARGET (trellis/echo-c) and POST ${target_of[transit]} (trellis/secrets:"
+    echo "AES-256-GCM of 1 KiB, base64 in JSON) on the same trellisd. wrk -t$WRK_THREADS,"
   fi
   echo "${DURATION}s x $ROUNDS round(s); means over rounds. CPU = the server's user+system time"
   echo "(/proc/<pid>/stat) per request served."
@@ -721,15 +779,16 @@ overhead() {
     printf '%-11s %13s %13s %8s %13s %13s %13s\n' "$c${pbad[trellisd,$c]:+*}${pbad[$second,$c]:+*}" \
       "$(or_na "$m_rps_t")" "$(or_na "$m_rps_p")" "$(or_na "$ratio")" "$(or_na "$m_cpu_t")" \
       "$(or_na "$m_cpu_p")" "$(or_na "$overhead")"
-    summary+=("$(printf '{"connections": %d, "rps_plain": %s, "rps_policy": %s, "ratio": %s, "cpu_us_plain": %s, "cpu_us_policy": %s, "overhead_cpu_us": %s}' \
-      "$c" "$(json_num "$m_rps_t")" "$(json_num "$m_rps_p")" "$(json_num "$ratio")" \
-      "$(json_num "$m_cpu_t")" "$(json_num "$m_cpu_p")" "$(json_num "$overhead")")")
+    summary+=("$(printf '{"connections": %d, "rps_plain": %s, "rps_%s": %s, "ratio": %s, "cpu_us_plain": %s, "cpu_us_%s": %s, "overhead_cpu_us": %s}' \
+      "$c" "$(json_num "$m_rps_t")" "$second" "$(json_num "$m_rps_p")" "$(json_num "$ratio")" \
+      "$(json_num "$m_cpu_t")" "$second" "$(json_num "$m_cpu_p")" "$(json_num "$overhead")")")
     if [[ $c == "${conns[0]}" && -n "$ratio" && -n "$overhead" ]]; then
       if [[ $second == policy ]]; then
         verdict=$(awk -v r="$ratio" -v o="$overhead" \
           'BEGIN { print ((o < 2.0 && r >= 0.90) ? "met" : "not met") }')
       else
-        verdict=$(awk -v r="$ratio" 'BEGIN { print ((r >= 0.95) ? "met" : "not met") }')
+        verdict=$(awk -v r="$ratio" -v t="$([[ $second == transit ]] && echo 0.70 || echo 0.95)" \
+          'BEGIN { print ((r >= t) ? "met" : "not met") }')
       fi
     fi
   done
@@ -737,9 +796,11 @@ overhead() {
   if [[ $second == policy ]]; then
     echo "Target at ${conns[0]} connections: overhead < 2 us CPU per request and >= 90% of the"
     echo "plain throughput: $verdict"
-  else
+  elif [[ $second == usage ]]; then
     echo "Target at ${conns[0]} connections: >= 95% of the throughput without a subscriber: $verdict"
     echo "Records the subscriber received: $(wc -l <"$tmp/usage/records.jsonl" 2>/dev/null || echo 0)"
+  else
+    echo "Target at ${conns[0]} connections: transit >= 70% of $TARGET's throughput: $verdict"
   fi
   echo "Benchmarks are informational: slow numbers never fail this script."
   mkdir -p build/bench
@@ -848,7 +909,7 @@ if [[ $scenario == isolated ]]; then
   exit "$status"
 fi
 
-if [[ $scenario == policy || $scenario == usage ]]; then
+if [[ $scenario == policy || $scenario == usage || $scenario == transit ]]; then
   overhead "$scenario" || status=1
   exit "$status"
 fi

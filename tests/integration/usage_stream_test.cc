@@ -260,7 +260,9 @@ TEST_F(UsageStreamTest, KillNineLosesAtMostTheLastSecond) {
 
 TEST_F(UsageStreamTest, StoppedSubscriberCatchesUpCompletelyAfterABacklogWarning) {
   // A 1 MiB retention with the warning at 1%: a few hundred records are "near the limit".
-  startWith(config(", max_bytes: 1048576, warn_percent: 1"));
+  // Batches of 10 keep only the newest 20 records in memory, so catching up reads the
+  // journal back before it reaches them.
+  startWith(config(", max_bytes: 1048576, warn_percent: 1, batch_records: 10"));
   { std::ofstream(files_ / "pause") << "stop acking\n"; }
   // Enough records to pass the 1% warning many times over, too few to reach the 1 MiB
   // retention however fast the machine: the test is about catching up, not about dropping.

@@ -141,10 +141,8 @@ void UsageStream::writeLoop() {
     if (!pending.empty()) {
       auto head = journal_->append(pending);
       if (head) {
+        keepRecent(pending, *head);
         pending.clear();
-        head_ = *head;
-        std::lock_guard lock(mu_);
-        cv_.notify_all();
       } else {
         spdlog::error("usage: cannot write {} records to the journal ({}); retrying",
                       pending.size(), head.status().message());
@@ -166,6 +164,47 @@ void UsageStream::writeLoop() {
       last_retain = Clock::now();
     }
   }
+}
+
+// Publishes rows just made durable (the last one is `head`) and keeps the newest of them in
+// memory, within bounds: a few batches, at most kRecentBytes.
+void UsageStream::keepRecent(std::vector<UsageJournal::Row>& written, uint64_t head) {
+  constexpr size_t kRecentBytes = 16 << 20;
+  const size_t keep_records = 2 * options_.batch_records;
+  std::lock_guard lock(mu_);
+  uint64_t seq = head - written.size();
+  for (UsageJournal::Row& r : written) {
+    recent_bytes_ += r.json.size();
+    recent_.push_back({++seq, r.at_ms, std::move(r.json)});
+  }
+  while (!recent_.empty() && (recent_.size() > keep_records || recent_bytes_ > kRecentBytes)) {
+    recent_bytes_ -= recent_.front().json.size();
+    recent_.pop_front();
+  }
+  head_ = head;
+  cv_.notify_all();
+}
+
+bool UsageStream::takeRecent(uint64_t after, Batch& out) const {
+  if (recent_.empty() || after + 1 < recent_.front().seq || after >= recent_.back().seq) {
+    return false;
+  }
+  const size_t first = after + 1 - recent_.front().seq;
+  const size_t n = std::min(recent_.size() - first, options_.batch_records);
+  for (size_t i = first; i < first + n; ++i) out.text.append(recent_[i].json).push_back('\n');
+  out.count = static_cast<uint32_t>(n);
+  out.last = recent_[first + n - 1].seq;
+  return true;
+}
+
+Result<UsageStream::Batch> UsageStream::readJournal(uint64_t after) const {
+  auto rows = journal_->read(after, options_.batch_records);
+  if (!rows) return rows.status();
+  Batch out;
+  for (const auto& e : *rows) out.text.append(e.json).push_back('\n');
+  out.count = static_cast<uint32_t>(rows->size());
+  if (!rows->empty()) out.last = rows->back().seq;
+  return out;
 }
 
 // Prunes what every subscriber acknowledged, reports each backlog, and enforces the limits.
@@ -313,16 +352,16 @@ void UsageStream::deliverLoop(Subscriber& s) {
     }
     const uint64_t from = s.delivered;
     const uint64_t head = head_.load();
+    Result<Batch> batch = Batch{};
+    const bool recent = takeRecent(from, *batch);
     lock.unlock();
-    auto rows = journal_->read(from, options_.batch_records);
+    if (!recent) batch = readJournal(from);
     trellis_status status = TRELLIS_UNAVAILABLE;
     std::string error;
-    if (!rows) {
-      error = rows.status().message();
-    } else if (!rows->empty()) {
-      const uint64_t last = rows->back().seq;
-      std::string batch;
-      for (const auto& e : *rows) batch.append(e.json).push_back('\n');
+    if (!batch) {
+      error = batch.status().message();
+    } else if (batch->count > 0) {
+      const uint64_t last = batch->last;
       const std::string cursor = sign(s.id, last);
       {
         std::lock_guard l(mu_);
@@ -334,8 +373,8 @@ void UsageStream::deliverLoop(Subscriber& s) {
       {
         runtime::CallScope scope(&call);
         try {
-          status = s.fn(s.user, &call, {batch.data(), batch.size()},
-                        static_cast<uint32_t>(rows->size()), {cursor.data(), cursor.size()});
+          status = s.fn(s.user, &call, {batch->text.data(), batch->text.size()}, batch->count,
+                        {cursor.data(), cursor.size()});
         } catch (...) {
           status = TRELLIS_INTERNAL;
           call.error = "exception escaped the usage handler";

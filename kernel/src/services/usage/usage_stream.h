@@ -5,7 +5,8 @@
 // system plugin gets its own delivery thread that reads the journal from the plugin's
 // acknowledged cursor and hands it batches in journal order (so in order per tenant), at
 // least once: an unacknowledged batch is delivered again after redeliver_after, after the
-// plugin returns an error, or after a restart.
+// plugin returns an error, or after a restart. The newest records also stay in memory, so a
+// subscriber that keeps up is served without reading the journal back.
 //
 // Cursors are opaque to plugins: "u1.<seq>.<mac>", the MAC an HMAC-SHA256 over the
 // journal, the subscriber and the position with a secret kept in the journal. A forged or
@@ -78,9 +79,17 @@ class UsageStream {
 
  private:
   struct Subscriber;
+  struct Batch {
+    std::string text;  // the records, one JSON object per line
+    uint32_t count = 0;
+    uint64_t last = 0;  // the sequence number of the last record
+  };
   UsageStream(std::unique_ptr<UsageJournal> journal, const config::UsageConfig& options,
               metrics::MetricsRegistry& metrics);
   void writeLoop();
+  void keepRecent(std::vector<UsageJournal::Row>& written, uint64_t head);
+  bool takeRecent(uint64_t after, Batch& out) const;  // needs mu_
+  Result<Batch> readJournal(uint64_t after) const;
   void deliverLoop(Subscriber& s);
   void retain();
   std::string sign(const std::string& subscriber, uint64_t seq) const;
@@ -108,6 +117,8 @@ class UsageStream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> head_{0};
+  std::deque<UsageJournal::Entry> recent_;  // the newest rows, consecutive, ending at head_
+  size_t recent_bytes_ = 0;
   std::map<std::string, std::unique_ptr<Subscriber>, std::less<>> subscribers_;
   std::map<std::string, std::chrono::steady_clock::time_point> last_warning_;  // writer only
 };
