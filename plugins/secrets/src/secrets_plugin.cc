@@ -1,6 +1,10 @@
 // trellis/secrets: the plugin object. It owns the seal and wires the operator's admin
 // routes, the tenants' data-plane routes and the secrets.v1 service to it; each of those
 // lives in its own module.
+#include <charconv>
+
+#include "keys/keyring.h"
+#include "keys/keyring_routes.h"
 #include "kv/kv_engine.h"
 #include "kv/kv_routes.h"
 #include "seal/seal.h"
@@ -15,7 +19,9 @@ namespace trellis::secrets {
 class SecretsPlugin : public Plugin {
  public:
   Status init(InitContext& ctx) override {
+    if (Status s = configureKekUses(ctx); !s) return s;
     if (Status s = addSealRoutes(ctx, seal_); !s) return s;
+    if (Status s = addKeyringRoutes(ctx, seal_, kek_uses_); !s) return s;
     if (Status s = kv::addKvRoutes(ctx, seal_, kv_); !s) return s;
     if (Status s = transit::addTransitRoutes(ctx, seal_, transit_); !s) return s;
     if (Status s = provideSecretsService(ctx, seal_, kv_, transit_); !s) return s;
@@ -25,9 +31,27 @@ class SecretsPlugin : public Plugin {
   void stop(Context&) override { seal_.seal(); }
 
  private:
+  // Config `kek_max_uses`: data keys one KEK version wraps before it is replaced (default
+  // 2^30, well below the 2^32 random-nonce limit of AES-GCM; tests set it low).
+  Status configureKekUses(InitContext& ctx) {
+    auto v = ctx.config("kek_max_uses");
+    if (!v || v->empty()) return Status::ok();
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec != std::errc() || end != v->data() + v->size() || n == 0 ||
+        n > KekUses::kDefaultMaxUses) {
+      return Status::invalid("config kek_max_uses must be a whole number from 1 to " +
+                             std::to_string(KekUses::kDefaultMaxUses) + ", not \"" +
+                             std::string(*v) + "\"");
+    }
+    kek_uses_.setMaxUses(n);
+    return Status::ok();
+  }
+
   Seal seal_;
-  kv::KvEngine kv_{seal_};
-  transit::TransitEngine transit_{seal_};
+  KekUses kek_uses_;
+  kv::KvEngine kv_{seal_, kek_uses_};
+  transit::TransitEngine transit_{seal_, kek_uses_};
 };
 
 }  // namespace trellis::secrets

@@ -108,6 +108,7 @@ Result<SecretRecord> KvEngine::write(const Context& ctx, std::string_view path,
                               std::to_string(exists ? r.current : 0));
     }
     const uint64_t version = r.current + 1;
+    if (Status s = kek_uses_.take(ctx, seal_, *ring); !s) return s;
     auto env = envelope::seal(*ring, data_json, versionAad(ctx.tenant(), path, version));
     if (!env) return env.status();
     r.current = version;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "crypto/secure_buffer.h"
+#include "keys/keyring.h"
 #include "kv/secret_record.h"
 #include "seal/seal.h"
 #include "trellis/plugin.hpp"
@@ -39,7 +40,7 @@ Status checkPath(std::string_view path);
 
 class KvEngine {
  public:
-  explicit KvEngine(const Seal& seal) : seal_(seal) {}
+  KvEngine(const Seal& seal, KekUses& kek_uses) : seal_(seal), kek_uses_(kek_uses) {}
 
   // Writes a new version. `cas`: nullopt = unconditional (unless the secret requires
   // cas), 0 = only if the secret does not exist, N = only if N is the current version.
@@ -76,6 +77,7 @@ class KvEngine {
                               const Change& change) const;
 
   const Seal& seal_;
+  KekUses& kek_uses_;
 };
 
 }  // namespace trellis::secrets::kv

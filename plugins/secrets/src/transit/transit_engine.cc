@@ -96,10 +96,12 @@ Result<StoredKey> parse(std::string_view text) {
 }
 
 // Adds a fresh version, wrapped under the tenant's current KEK.
-Status addVersion(const Context& ctx, const Keyring& ring, std::string_view name, StoredKey& k) {
+Status addVersion(const Context& ctx, const Seal& seal, KekUses& uses, Keyring& ring,
+                  std::string_view name, StoredKey& k) {
   SecureBuffer key = randomBytes(aead::kKeyBytes);
   if (key.empty()) return Status::internal("the random generator failed");
   const uint32_t v = k.policy.latest + 1;
+  if (Status s = uses.take(ctx, seal, ring); !s) return s;
   auto env = envelope::seal(ring, key.view(), keyAad(ctx.tenant(), name, v));
   if (!env) return env.status();
   k.wrapped[v] = std::move(*env);
@@ -150,7 +152,7 @@ Result<KeyPolicy> TransitEngine::create(const Context& ctx, std::string_view nam
   auto k = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
     if (exists) return Status::conflict("the transit key \"" + std::string(name) + "\" exists");
     key.policy.created_ms = ctx.nowUnixMs();
-    return addVersion(ctx, *ring, name, key);
+    return addVersion(ctx, seal_, kek_uses_, *ring, name, key);
   });
   if (!k) return k.status();
   return k->policy;
@@ -171,7 +173,7 @@ Result<KeyPolicy> TransitEngine::rotate(const Context& ctx, std::string_view nam
   if (!ring) return ring.status();
   auto k = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
     if (!exists) return noKey(name);
-    return addVersion(ctx, *ring, name, key);
+    return addVersion(ctx, seal_, kek_uses_, *ring, name, key);
   });
   if (!k) return k.status();
   return k->policy;

@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "crypto/secure_buffer.h"
+#include "keys/keyring.h"
 #include "seal/seal.h"
 #include "trellis/plugin.hpp"
 
@@ -54,7 +55,7 @@ class OpenKey {
 
 class TransitEngine {
  public:
-  explicit TransitEngine(const Seal& seal) : seal_(seal) {}
+  TransitEngine(const Seal& seal, KekUses& kek_uses) : seal_(seal), kek_uses_(kek_uses) {}
 
   // CONFLICT if the key exists. Names: 1..128 bytes of [A-Za-z0-9._-].
   Result<KeyPolicy> create(const Context& ctx, std::string_view name) const;
@@ -69,6 +70,7 @@ class TransitEngine {
 
  private:
   const Seal& seal_;
+  KekUses& kek_uses_;
 };
 
 Status checkKeyName(std::string_view name);
