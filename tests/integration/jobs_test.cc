@@ -89,6 +89,16 @@ TEST_F(JobsTest, OneShotRunsOnceForItsTenantInTheSchedulersTrace) {
   EXPECT_EQ(adminJob("hello"), nullptr);           // and then it is gone
 }
 
+TEST_F(JobsTest, AOneShotThatSchedulesItselfAgainRunsAgain) {
+  // Each run replaces the job while it runs; the end of that run must not retire the new one.
+  startWith(config());
+  ASSERT_EQ(schedule("chain", "kind=once&delay=0", "again:3").body, "OK");
+  ASSERT_TRUE(waitFor("chain", "4 4 ")) << runs("chain") << server_->log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_THAT(runs("chain"), StartsWith("4 4 "));  // and no more
+  EXPECT_EQ(adminJob("chain"), nullptr);
+}
+
 TEST_F(JobsTest, IntervalJobIsListedRunAndCancelledByTheOperator) {
   startWith(config());
   ASSERT_EQ(schedule("tick", "kind=every&interval=1000").body, "OK");

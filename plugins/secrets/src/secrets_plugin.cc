@@ -3,6 +3,7 @@
 // lives in its own module.
 #include <charconv>
 
+#include "keys/kek_rewrap.h"
 #include "keys/keyring.h"
 #include "keys/keyring_routes.h"
 #include "kv/kv_engine.h"
@@ -21,7 +22,16 @@ class SecretsPlugin : public Plugin {
   Status init(InitContext& ctx) override {
     if (Status s = configureKekUses(ctx); !s) return s;
     if (Status s = addSealRoutes(ctx, seal_); !s) return s;
-    if (Status s = addKeyringRoutes(ctx, seal_, kek_uses_); !s) return s;
+    if (Status s = addKeyringRoutes(ctx, seal_, kek_uses_, rewrap_); !s) return s;
+    auto rewrapped = ctx.counter("kek_rewrapped_total",
+                                 "Data keys re-wrapped under a newer KEK after a rotation");
+    if (!rewrapped) return rewrapped.status();
+    rewrap_.setMetric(*rewrapped);
+    Status jobs = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
+      if (name != KekRewrap::kJobName) return Status::notFound("no job " + std::string(name));
+      return rewrap_.run(c);
+    });
+    if (!jobs) return jobs;
     if (Status s = kv::addKvRoutes(ctx, seal_, kv_); !s) return s;
     if (Status s = transit::addTransitRoutes(ctx, seal_, transit_); !s) return s;
     if (Status s = provideSecretsService(ctx, seal_, kv_, transit_); !s) return s;
@@ -52,6 +62,7 @@ class SecretsPlugin : public Plugin {
   KekUses kek_uses_;
   kv::KvEngine kv_{seal_, kek_uses_};
   transit::TransitEngine transit_{seal_, kek_uses_};
+  KekRewrap rewrap_{seal_, kv_, transit_};
 };
 
 }  // namespace trellis::secrets

@@ -6,8 +6,10 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/test_support.h"
@@ -24,9 +26,11 @@ Object::Ptr json(const std::string& body) {
 class SecretsKeyringTest : public ::testing::Test {
  protected:
   // Each KEK version wraps at most 4 data keys.
-  void SetUp() override {
+  void SetUp() override { startWith("config: {kek_max_uses: 4}"); }
+  void startWith(const std::string& plugin_config) {
+    shares_.clear();
     server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(
-        "    - id: trellis/secrets\n      system: true\n      config: {kek_max_uses: 4}\n"));
+        "    - id: trellis/secrets\n      system: true\n      " + plugin_config + "\n"));
     ASSERT_TRUE(server_->start()) << server_->log();
     auto res = admin("POST", "init", R"({"shares":2,"threshold":2})");
     ASSERT_EQ(res.status, 200) << res.body;
@@ -105,6 +109,53 @@ TEST_F(SecretsKeyringTest, RotateAddsAVersionThatWrapsNewKeysWhileOldOnesStillOp
   EXPECT_GE(uses[1].second, 1);
   // Another tenant's keyring is its own.
   EXPECT_EQ(call("GET", "/secrets/v1/keyring", "", "globex-key").status, 404);
+}
+
+TEST_F(SecretsKeyringTest, RotationReWrapsEveryKeyInPagesThenRetiresTheOldVersion) {
+  startWith("");  // the default limit: no version is used up by the re-wrap itself
+  // More secrets than one page of the job (64), and a transit key with a ciphertext.
+  for (int i = 0; i < 70; ++i) writeSecret("bulk/s" + std::to_string(i), std::to_string(i));
+  ASSERT_EQ(call("POST", "/secrets/v1/transit/keys/orders").status, 200);
+  auto enc = call("POST", "/secrets/v1/transit/encrypt/orders", R"({"plaintext":"aGVsbG8="})");
+  ASSERT_EQ(enc.status, 200) << enc.body;
+  const std::string ciphertext =
+      json(enc.body)->getObject("data")->getValue<std::string>("ciphertext");
+  const int before = keyring()->getValue<int>("current_version");
+
+  auto rotated = call("POST", "/secrets/v1/keyring/rotate");
+  ASSERT_EQ(rotated.status, 200) << rotated.body;
+  EXPECT_TRUE(json(rotated.body)->getObject("data")->has("rewrap")) << rotated.body;
+
+  // The job runs in the background; when it is done only the new version is left.
+  std::vector<std::pair<int, int>> versions;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  Object::Ptr ring;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ring = keyring();
+    versions = versionsAndUses(ring);
+  } while ((ring->has("rewrap") || versions.size() > 1) &&
+           std::chrono::steady_clock::now() < deadline);
+  ASSERT_EQ(versions.size(), 1u) << request(server_->adminPort(), "GET", "/v1/jobs",
+                                            {{"Authorization", "Bearer " + server_->adminToken()}})
+                                        .body;
+  EXPECT_GT(versions[0].first, before);
+  EXPECT_FALSE(ring->has("rewrap"));
+
+  for (int i = 0; i < 70; ++i)
+    EXPECT_EQ(readSecret("bulk/s" + std::to_string(i), 1), std::to_string(i));
+  auto dec =
+      call("POST", "/secrets/v1/transit/decrypt/orders", "{\"ciphertext\":\"" + ciphertext + "\"}");
+  ASSERT_EQ(dec.status, 200) << dec.body;
+  EXPECT_EQ(json(dec.body)->getObject("data")->getValue<std::string>("plaintext"), "aGVsbG8=");
+  // 70 secrets and one transit key version, at least once each (a second pass finds none).
+  const std::string metrics = request(server_->adminPort(), "GET", "/metrics",
+                                      {{"Authorization", "Bearer " + server_->adminToken()}})
+                                  .body;
+  EXPECT_NE(metrics.find("trellis_plugin_kek_rewrapped_total{plugin=\"trellis/secrets\"} 71"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(server_->log().find("retired after re-wrapping 71 data keys"), std::string::npos);
 }
 
 TEST_F(SecretsKeyringTest, CountsSurviveARestartAndAreNeverBehind) {

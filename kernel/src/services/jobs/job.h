@@ -39,6 +39,8 @@ struct Job {
   std::string last_error;
   int64_t last_run_ms = 0;
   JobState state = JobState::kScheduled;
+  // Scheduled again while it ran (e.g. by its own run): the run's end must not retire it.
+  bool replaced_while_running = false;
   std::string running_on;  // shared store: the host holding the firing's lease
   uint64_t overruns = 0;   // runs past their budget seen by this host (not persisted)
 };

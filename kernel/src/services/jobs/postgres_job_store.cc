@@ -142,7 +142,11 @@ class PostgresJobStore final : public SharedJobStore {
           .use(j.tracestate)
           .use(id)
           .run();
-      Query(sql, "UPDATE job_schedule SET next_run_ms = :nx, lease_ms = :l WHERE job_id = :id")
+      // A lease held by a run of the job it replaces is dropped: that run's completion then
+      // leaves this job alone, and the new firing is claimable at next_run_ms.
+      Query(sql,
+            "UPDATE job_schedule SET next_run_ms = :nx, lease_ms = :l, lease_owner = '',"
+            " lease_token = '', lease_until = NULL WHERE job_id = :id")
           .use(next)
           .use(lease)
           .use(id)

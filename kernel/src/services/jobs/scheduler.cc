@@ -181,7 +181,10 @@ Status JobScheduler::schedule(Job job, std::optional<uint64_t> max_jobs) {
     job.last_error = existing->second.last_error;
     job.last_run_ms = existing->second.last_run_ms;
     job.overruns = existing->second.overruns;
-    if (existing->second.state == JobState::kRunning) job.state = JobState::kRunning;
+    if (existing->second.state == JobState::kRunning) {
+      job.state = JobState::kRunning;
+      job.replaced_while_running = true;  // armed when the run ends (finish)
+    }
   }
   if (job.durable) {
     if (Status s = options_.store->put(job); !s) return s;
@@ -496,6 +499,21 @@ void JobScheduler::finish(const JobKey& key, int64_t started_ms, Status outcome)
   if (!outcome) {
     spdlog::warn("job tenant={} plugin={} name={} failed: {}", key.tenant, key.plugin, key.name,
                  outcome.message());
+  }
+  if (job.replaced_while_running) {
+    // The run belonged to the job it replaced: count it, then start the new one afresh.
+    Job ran = job;
+    advanceJob(ran, started_ms, unixMs(), outcome);
+    job.runs = ran.runs;
+    job.failures = ran.failures;
+    job.last_error = ran.last_error;
+    job.last_run_ms = ran.last_run_ms;
+    job.state = JobState::kScheduled;
+    job.replaced_while_running = false;
+    if (job.durable) persist(job);
+    arm(job);
+    wake_.notify_all();
+    return;
   }
   if (!advanceJob(job, started_ms, unixMs(), outcome)) {
     // A one-shot that ran (or a cron that never matches again): done.

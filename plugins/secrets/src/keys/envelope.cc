@@ -32,4 +32,10 @@ Result<SecureBuffer> open(const Keyring& ring, const Envelope& env, std::string_
   return aead::open(*data_key, env.box, partAad(aad, "value", env.kek_version));
 }
 
+Result<Envelope> rewrap(const Keyring& ring, const Envelope& env, std::string_view aad) {
+  auto plain = open(ring, env, aad);
+  if (!plain) return plain.status();
+  return seal(ring, plain->view(), aad);
+}
+
 }  // namespace trellis::secrets::envelope

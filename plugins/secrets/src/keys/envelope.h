@@ -24,5 +24,9 @@ struct Envelope {
 
 Result<Envelope> seal(const Keyring& ring, std::string_view plaintext, std::string_view aad);
 Result<SecureBuffer> open(const Keyring& ring, const Envelope& env, std::string_view aad);
+// The same plaintext sealed again under the ring's current KEK and a fresh data key (both
+// parts' associated data name the KEK version, so re-wrapping the data key alone would not
+// do). Take a KEK use first, as for seal.
+Result<Envelope> rewrap(const Keyring& ring, const Envelope& env, std::string_view aad);
 
 }  // namespace trellis::secrets::envelope

@@ -168,6 +168,19 @@ Status Keyring::rotate(const Context& ctx, const Seal& seal) {
       });
 }
 
+Status Keyring::retireBelow(const Context& ctx, const Seal& seal, uint32_t version) {
+  return update(ctx, seal, [&](Object::Ptr& stored, const SecureBuffer&, std::string_view) {
+    Array::Ptr list = stored->getArray("keys");
+    Array::Ptr kept = new Array;
+    for (size_t i = 0; i < list->size(); ++i) {
+      Object::Ptr k = list->getObject(static_cast<unsigned>(i));
+      if (k->getValue<uint32_t>("version") >= version || i + 1 == list->size()) kept->add(k);
+    }
+    stored->set("keys", kept);
+    return Status::ok();
+  });
+}
+
 Result<uint32_t> Keyring::reserveUses(const Context& ctx, const Seal& seal, uint64_t n,
                                       uint64_t max_uses) {
   uint32_t version = 0;

@@ -49,6 +49,9 @@ class Keyring {
   // Adds a KEK version, which wraps every data key from then on; the older versions still
   // open what they wrapped. This object is reopened with it.
   Status rotate(const Context& ctx, const Seal& seal);
+  // Drops the versions below `version` (never the current one): call it only once nothing
+  // they wrapped is stored any more.
+  Status retireBelow(const Context& ctx, const Seal& seal, uint32_t version);
   // Reserves `n` uses of the current KEK (one compare-and-set of the stored keyring),
   // rotating first when fewer than `n` are left under `max_uses`. Returns the version the
   // uses belong to; this object is reopened when the stored keyring changed.

@@ -17,12 +17,13 @@ using Poco::JSON::Object;
 
 class Routes {
  public:
-  Routes(const Seal& seal, const KekUses& uses) : seal_(seal), uses_(uses) {}
+  Routes(const Seal& seal, const KekUses& uses, const KekRewrap& rewrap)
+      : seal_(seal), uses_(uses), rewrap_(rewrap) {}
 
   Status read(Context& ctx, const Request&, Response& res) const {
     auto ring = Keyring::open(ctx, seal_, /*create=*/false);
     if (!ring) return fail(ctx, res, ring.status());
-    return answer(res, *ring);
+    return answer(ctx, res, *ring);
   }
 
   Status rotate(Context& ctx, const Request&, Response& res) const {
@@ -31,7 +32,8 @@ class Routes {
     if (Status s = ring->rotate(ctx, seal_); !s) return fail(ctx, res, s);
     auditOperation(ctx, seal_, "secret.keyring.rotate", "keyring", "kek",
                    "{\"version\":" + std::to_string(ring->current().version) + "}");
-    return answer(res, *ring);
+    if (Status s = rewrap_.start(ctx); !s) return fail(ctx, res, s);
+    return answer(ctx, res, *ring);
   }
 
  private:
@@ -40,7 +42,7 @@ class Routes {
     return http::sendProblem(res, s);
   }
 
-  Status answer(Response& res, const Keyring& ring) const {
+  Status answer(Context& ctx, Response& res, const Keyring& ring) const {
     Array::Ptr versions = new Array;
     for (const Kek& k : ring.keys()) {
       Object::Ptr v = new Object;
@@ -53,6 +55,9 @@ class Routes {
     data->set("current_version", ring.current().version);
     data->set("max_uses", uses_.maxUses());
     data->set("versions", versions);
+    auto progress = rewrap_.progress(ctx);
+    if (!progress) return fail(ctx, res, progress.status());
+    if (*progress) data->set("rewrap", **progress);
     Object::Ptr wrap = new Object;
     wrap->set("data", data);
     return http::sendJson(res, 200, wrap);
@@ -60,12 +65,14 @@ class Routes {
 
   const Seal& seal_;
   const KekUses& uses_;
+  const KekRewrap& rewrap_;
 };
 
 }  // namespace
 
-Status addKeyringRoutes(InitContext& ctx, const Seal& seal, const KekUses& uses) {
-  auto routes = std::make_shared<const Routes>(seal, uses);
+Status addKeyringRoutes(InitContext& ctx, const Seal& seal, const KekUses& uses,
+                        const KekRewrap& rewrap) {
+  auto routes = std::make_shared<const Routes>(seal, uses, rewrap);
   Status s = ctx.route("GET", "/secrets/v1/keyring", unsealedMember(seal, routes, &Routes::read));
   if (s) {
     s = ctx.route("POST", "/secrets/v1/keyring/rotate",

@@ -9,7 +9,7 @@
 namespace trellis::secrets::kv {
 namespace {
 
-constexpr std::string_view kPrefix = "kv/";
+constexpr std::string_view kPrefix = KvEngine::kStoragePrefix;
 constexpr int kAttempts = 8;
 // The KV store keeps values up to 1 MiB; leave room for the entry's own framing.
 constexpr size_t kMaxRecordBytes = 1000 * 1000;
@@ -117,6 +117,28 @@ Result<SecretRecord> KvEngine::write(const Context& ctx, std::string_view path,
     while (r.versions.size() > keep) r.versions.erase(r.versions.begin());
     return Status::ok();
   });
+}
+
+Result<uint64_t> KvEngine::rewrapOlder(const Context& ctx, std::string_view storage_key,
+                                       Keyring& ring) const {
+  const std::string_view path = storage_key.substr(kPrefix.size());
+  uint64_t count = 0;
+  auto written = update(ctx, path, [&](SecretRecord& r, bool exists) -> Status {
+    count = 0;
+    // NOT_FOUND writes nothing: gone meanwhile, or nothing older to re-wrap.
+    if (!exists) return Status::notFound("gone");
+    for (auto& [version, v] : r.versions) {
+      if (v.destroyed || v.value.kek_version >= ring.current().version) continue;
+      if (Status s = kek_uses_.take(ctx, seal_, ring); !s) return s;
+      auto env = envelope::rewrap(ring, v.value, versionAad(ctx.tenant(), path, version));
+      if (!env) return env.status();
+      v.value = std::move(*env);
+      ++count;
+    }
+    return count ? Status::ok() : Status::notFound("nothing older");
+  });
+  if (!written && written.status().code() != StatusCode::kNotFound) return written.status();
+  return count;
 }
 
 Result<ReadResult> KvEngine::read(const Context& ctx, std::string_view path,

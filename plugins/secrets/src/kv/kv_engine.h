@@ -68,6 +68,11 @@ class KvEngine {
   // The names directly under `folder` ("" = the top): secrets, and folders with a
   // trailing "/". NOT_FOUND when there are none.
   Result<std::vector<std::string>> list(const Context& ctx, std::string_view folder) const;
+  // Re-wraps each version of the secret stored at `storage_key` (a key under kStoragePrefix)
+  // that an older KEK than `ring`'s current wrapped; returns how many it re-wrapped.
+  Result<uint64_t> rewrapOlder(const Context& ctx, std::string_view storage_key,
+                               Keyring& ring) const;
+  static constexpr std::string_view kStoragePrefix = "kv/";
 
  private:
   using Change = std::function<Status(SecretRecord&, bool exists)>;

@@ -18,7 +18,7 @@ namespace {
 
 using Poco::JSON::Object;
 
-constexpr std::string_view kPrefix = "transit/";
+constexpr std::string_view kPrefix = TransitEngine::kStoragePrefix;
 constexpr std::string_view kCipherPrefix = "trellis:v";
 
 std::string storageKey(std::string_view name) {
@@ -207,6 +207,28 @@ Status TransitEngine::remove(const Context& ctx, std::string_view name) const {
                            "\" may not be deleted: set deletion_allowed in its config first");
   }
   return ctx.kv().remove(storageKey(name));
+}
+
+Result<uint64_t> TransitEngine::rewrapOlder(const Context& ctx, std::string_view storage_key,
+                                            Keyring& ring) const {
+  const std::string_view name = storage_key.substr(kPrefix.size());
+  uint64_t count = 0;
+  auto written = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
+    count = 0;
+    // NOT_FOUND writes nothing: gone meanwhile, or nothing older to re-wrap.
+    if (!exists) return Status::notFound("gone");
+    for (auto& [version, env] : key.wrapped) {
+      if (env.kek_version >= ring.current().version) continue;
+      if (Status s = kek_uses_.take(ctx, seal_, ring); !s) return s;
+      auto again = envelope::rewrap(ring, env, keyAad(ctx.tenant(), name, version));
+      if (!again) return again.status();
+      env = std::move(*again);
+      ++count;
+    }
+    return count ? Status::ok() : Status::notFound("nothing older");
+  });
+  if (!written && written.status().code() != StatusCode::kNotFound) return written.status();
+  return count;
 }
 
 Result<OpenKey> TransitEngine::open(const Context& ctx, std::string_view name) const {

@@ -67,6 +67,11 @@ class TransitEngine {
   // INVALID unless deletion_allowed was set.
   Status remove(const Context& ctx, std::string_view name) const;
   Result<OpenKey> open(const Context& ctx, std::string_view name) const;
+  // Re-wraps each version of the key stored at `storage_key` (under kStoragePrefix) that an
+  // older KEK than `ring`'s current wrapped; returns how many it re-wrapped.
+  Result<uint64_t> rewrapOlder(const Context& ctx, std::string_view storage_key,
+                               Keyring& ring) const;
+  static constexpr std::string_view kStoragePrefix = "transit/";
 
  private:
   const Seal& seal_;
