@@ -21,12 +21,13 @@ std::string readShare() {
   const bool tty = ::isatty(STDIN_FILENO);
   termios saved{};
   if (tty) {
-    std::fprintf(stderr, "Unseal share (not shown): ");
-    std::fflush(stderr);
+    // Echo goes off before the prompt shows: what is typed after the prompt is never shown.
     ::tcgetattr(STDIN_FILENO, &saved);
     termios quiet = saved;
     quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
     ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::fprintf(stderr, "Unseal share (not shown): ");
+    std::fflush(stderr);
   }
   std::string share;
   std::getline(std::cin, share);

@@ -4,7 +4,12 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <pty.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -148,6 +153,62 @@ TEST_F(SecretsSealRoutesTest, TheCliInitializesAndUnsealsReadingSharesFromStdin)
   out = runCli(*server_, "secrets init", &status);
   EXPECT_EQ(status, 1) << out;
   EXPECT_NE(out.find("already initialized"), std::string::npos) << out;
+}
+
+// Runs `trellis secrets unseal` on a pseudo-terminal, types `share` once the prompt shows,
+// and returns everything the terminal displayed; *status is the exit status.
+std::string unsealOnATerminal(const TrellisdProcess& server, const std::string& share,
+                              int* status) {
+  const std::string admin = "http://127.0.0.1:" + std::to_string(server.adminPort());
+  const std::string token = (server.dir() / "admin.token").string();
+  int master = -1;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid == 0) {
+    ::execl(TRELLIS_CLI_PATH, "trellis", "--admin", admin.c_str(), "--token-file", token.c_str(),
+            "secrets", "unseal", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::string shown;
+  bool typed = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{master, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::read(master, buf, sizeof buf);
+    if (n <= 0) break;  // EIO: the CLI exited and closed the terminal
+    shown.append(buf, static_cast<size_t>(n));
+    if (!typed && shown.find("(not shown): ") != std::string::npos) {
+      const std::string line = share + "\n";
+      EXPECT_EQ(::write(master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+      typed = true;
+    }
+  }
+  ::close(master);
+  int raw = 0;
+  ::waitpid(pid, &raw, 0);
+  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return shown;
+}
+
+TEST_F(SecretsSealRoutesTest, TheCliReadsAShareFromATerminalWithoutEchoingIt) {
+  int status = -1;
+  std::string out = runCli(*server_, "secrets init --shares 3 --threshold 2", &status);
+  ASSERT_EQ(status, 0) << out;
+  std::vector<std::string> shares;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("tss1-")) shares.push_back(line);
+  }
+  ASSERT_EQ(shares.size(), 3u) << out;
+
+  const std::string shown = unsealOnATerminal(*server_, shares[0], &status);
+  EXPECT_EQ(status, 0) << shown;
+  EXPECT_NE(shown.find("Unseal share (not shown): "), std::string::npos) << shown;
+  EXPECT_NE(shown.find("sealed: 1 of 2 shares given"), std::string::npos) << shown;
+  // Not one piece of the share reached the screen (its random part is 64 hex digits).
+  EXPECT_EQ(shown.find(shares[0].substr(shares[0].size() - 20)), std::string::npos) << shown;
+  EXPECT_EQ(shown.find("tss1-"), std::string::npos) << shown;
 }
 
 TEST_F(SecretsSealRoutesTest, BadInputIsRefusedWithAClearProblem) {
