@@ -187,6 +187,41 @@ TEST_F(AuditSinkTest, RecordsExportAsCefAndSyslogForCollectors) {
   EXPECT_THAT(bad.body, HasSubstr("format must be jsonl, cef or syslog"));
 }
 
+TEST_F(AuditSinkTest, ACanarySecretAppearsInNoExport) {
+  // Secrets pass through audited admin actions: an email marked sensitive (HMAC'd), a
+  // member named "key" in a request (redacted; refused requests are recorded too), and a
+  // tenant key the kernel hands out once (answers are recorded without their bodies).
+  const std::string email = "canary-4d61a9@example.com";
+  ASSERT_EQ(admin("POST", "/v1/admin-tokens",
+                  R"({"name":"frank","role":"auditor","email":")" + email + R"("})")
+                .status,
+            400);
+  ASSERT_EQ(admin("POST", "/v1/admin-tokens", R"({"name":"gina","key":"canary-77e0c1"})").status,
+            400);
+  auto key = admin("POST", "/v1/tenants/acme/keys");
+  ASSERT_EQ(key.status, 201) << key.body;
+  const std::string secret = json(key.body)->getValue<std::string>("key");
+  ASSERT_GE(secret.size(), 16u);
+
+  std::string everything;
+  for (const std::string tenant : {"_system", "acme"}) {
+    for (const std::string format : {"jsonl", "cef", "syslog"}) {
+      auto res = audit("GET", "logs/" + tenant + "/records?format=" + format);
+      ASSERT_EQ(res.status, 200) << tenant << " " << format << ": " << res.body;
+      everything += res.body;
+    }
+    everything += audit("GET", "logs/" + tenant + "/checkpoints").body;
+  }
+  EXPECT_THAT(everything, HasSubstr("/v1/tenants/acme/keys"));  // the action is there
+  EXPECT_THAT(everything, HasSubstr("hmac-sha256:"));           // and the email, HMAC'd
+  EXPECT_THAT(everything, HasSubstr(R"("key":"[redacted]")"));
+  EXPECT_EQ(everything.find(secret), std::string::npos);
+  EXPECT_EQ(everything.find(secret.substr(secret.size() - 12)), std::string::npos);
+  EXPECT_EQ(everything.find("canary-4d61a9"), std::string::npos);
+  EXPECT_EQ(everything.find("canary-77e0c1"), std::string::npos);
+  EXPECT_EQ(server_->log().find(secret), std::string::npos);
+}
+
 TEST_F(AuditSinkTest, ATenantReadsOnlyItsOwnLog) {
   // Reading one's own log is audited into that tenant's log.
   ASSERT_EQ(tenant("acme-key", "records").status, 200);
