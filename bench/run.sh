@@ -62,8 +62,9 @@
 #   BENCH_TLS_CLOSE_CONNECTIONS [32] connections of the handshake-heavy run
 #
 # Prints a table and writes build/bench/results.json (noisy-neighbour: writes
-# build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json; tls: build/bench/tls.json). Slow numbers never fail the run; the exit
-# status is non-zero only when a server could not be built, started or checked.
+# build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json; tls: build/bench/tls.json).
+# Slow numbers never fail the run; the exit status is non-zero only when a server could not
+# be built, started or checked.
 set -euo pipefail
 
 TARGET=${BENCH_TARGET:-/ping}
@@ -84,7 +85,7 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,62s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,67s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 

@@ -55,18 +55,18 @@ class RefuseAndRecord final : public Poco::Net::InvalidCertificateHandler {
 // so a wrong host is refused during the handshake like an untrusted issuer. (Poco's own
 // check after the handshake is off: it resolves names and skips "localhost".)
 Context::Ptr contextFor(const std::string& host) {
+  const TrustedCa ca = trustedCa();  // may exit (an unreadable --ca): before taking the lock
   static std::mutex mu;
   static std::map<std::string, Context::Ptr> contexts;
   std::lock_guard lock(mu);
   if (auto it = contexts.find(host); it != contexts.end()) return it->second;
 
-  const TrustedCa ca = trustedCa();
   Context::Params params;
   params.verificationMode = Context::VERIFY_RELAXED;  // a client: verify the server
   params.loadDefaultCAs = ca.file.empty();
   params.caLocation = ca.file;
   params.cipherList = kernel::tls::kDefaultCiphers;  // TLS 1.2: ECDHE + AEAD only
-  Context::Ptr ctx = new Context(Context::TLS_CLIENT_USE, params);
+  Context::Ptr ctx(new Context(Context::TLS_CLIENT_USE, params));
   ctx->requireMinimumProtocol(Context::PROTO_TLSV1_2);
   ctx->enableExtendedCertificateVerification(false);
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx->sslContext());
