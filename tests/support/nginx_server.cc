@@ -75,7 +75,7 @@ std::string NginxServer::version() const {
 
 bool NginxServer::start(std::chrono::milliseconds timeout) {
   if (binary_.empty()) {
-    error_ = "nginx is not installed; the differential framing test needs it (scripts/deps.sh)";
+    error_ = "nginx is not installed; the tests that put it in front need it (scripts/deps.sh)";
     return false;
   }
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -118,29 +118,40 @@ bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
       d +
       "/tmp/uwsgi;\n"
       "  scgi_temp_path " +
-      d +
-      "/tmp/scgi;\n"
-      "  upstream trellis {\n"
-      "    server 127.0.0.1:" +
-      std::to_string(upstream_port_) +
-      ";\n"
-      "    keepalive 8;\n"  // reused upstream connections: where a desync would smuggle
-      "  }\n"
+      d + "/tmp/scgi;\n";
+  if (root_.empty()) {
+    conf +=
+        "  upstream trellis {\n"
+        "    server 127.0.0.1:" +
+        std::to_string(upstream_port_) +
+        ";\n"
+        "    keepalive 8;\n"  // reused upstream connections: where a desync would smuggle
+        "  }\n";
+  }
+  conf +=
       "  server {\n"
       "    listen 127.0.0.1:" +
-      std::to_string(port) +
-      ";\n"
-      "    location / {\n"
-      "      proxy_pass http://trellis;\n"
-      "      proxy_http_version 1.1;\n"
-      "      proxy_set_header Connection \"\";\n"
-      "      proxy_request_buffering off;\n"
-      "      proxy_next_upstream off;\n"
-      "      proxy_set_header X-Proxy-Id $request_id;\n"
-      "      add_header X-Proxy-Id $request_id always;\n"
-      "    }\n"
-      "  }\n"
-      "}\n";
+      std::to_string(port) + (tls_cert_.empty() ? "" : " ssl") + ";\n";
+  if (!tls_cert_.empty()) {
+    conf += "    ssl_certificate " + tls_cert_.string() + ";\n    ssl_certificate_key " +
+            tls_key_.string() + ";\n    ssl_protocols TLSv1.2 TLSv1.3;\n";
+  }
+  if (!root_.empty()) {
+    conf += "    location / {\n      root " + root_.string() + ";\n    }\n  }\n}\n";
+  } else {
+    conf +=
+        "    location / {\n"
+        "      proxy_pass http://trellis;\n"
+        "      proxy_http_version 1.1;\n"
+        "      proxy_set_header Connection \"\";\n"
+        "      proxy_request_buffering off;\n"
+        "      proxy_next_upstream off;\n"
+        "      proxy_set_header X-Proxy-Id $request_id;\n"
+        "      add_header X-Proxy-Id $request_id always;\n"
+        "    }\n"
+        "  }\n"
+        "}\n";
+  }
   writeFile(dir_ / "nginx.conf", conf);
 
   pid_ = ::fork();

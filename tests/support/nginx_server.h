@@ -10,6 +10,9 @@
 //   ASSERT_TRUE(nginx.start()) << nginx.error();
 //   HttpReply r = request(nginx.port(), "GET", "/hello/ann", key);
 //
+// Before start(), serveTls() makes it listen with TLS (HTTPS clients under test), and
+// serveDirectory() makes it serve a folder's files instead of proxying (an HTTP mirror).
+//
 // A missing nginx is a failure with a message naming scripts/deps.sh, not a skip.
 #pragma once
 
@@ -31,6 +34,14 @@ class NginxServer {
   NginxServer(const NginxServer&) = delete;
   NginxServer& operator=(const NginxServer&) = delete;
 
+  // TLS 1.2/1.3 with this PEM certificate chain and key.
+  void serveTls(std::filesystem::path cert, std::filesystem::path key) {
+    tls_cert_ = std::move(cert);
+    tls_key_ = std::move(key);
+  }
+  // Static files from `root` (404 for anything else); upstream_port is then unused.
+  void serveDirectory(std::filesystem::path root) { root_ = std::move(root); }
+
   // Starts nginx and waits until it accepts connections; false with error() on failure.
   bool start(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   void stop();
@@ -50,6 +61,7 @@ class NginxServer {
   pid_t pid_ = -1;
   std::string binary_;
   std::string error_;
+  std::filesystem::path tls_cert_, tls_key_, root_;
 };
 
 }  // namespace trellis::test

@@ -264,6 +264,19 @@ bool PostgresServer::initCluster() {
       "wal_level = minimal\n"
       "max_wal_senders = 0\n"
       "logging_collector = off\n";
+  if (!ssl_cert_.empty()) {
+    for (const auto& [from, to] :
+         {std::pair{ssl_cert_, data / "server.crt"}, std::pair{ssl_key_, data / "server.key"}}) {
+      std::error_code ec;
+      fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+      if (ec || ::chmod(to.c_str(), 0600) != 0 ||
+          (as_postgres_user_ && ::chown(to.c_str(), uid_, gid_) != 0)) {
+        error_ = "cannot copy " + from.string() + " into the cluster";
+        return false;
+      }
+    }
+    conf += "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+  }
   writeFile(data / "postgresql.conf", conf);
   initialized_ = true;
   return true;

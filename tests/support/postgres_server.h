@@ -45,6 +45,13 @@ class PostgresServer {
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
 
+  // Before the first start(): serve TLS (ssl = on) with this PEM certificate and key, copied
+  // into the cluster (the server wants its key private to it). Plain connections still work.
+  void enableSsl(std::filesystem::path cert, std::filesystem::path key) {
+    ssl_cert_ = std::move(cert);
+    ssl_key_ = std::move(key);
+  }
+
   // Runs initdb on first use, then starts postgres and waits until it accepts connections.
   // A restart after stop() keeps the data and, if still free, the port. On failure returns
   // false and error() explains, with the tail of the server log.
@@ -87,6 +94,7 @@ class PostgresServer {
   pid_t pid_ = -1;
   uint16_t port_ = 0;
   std::string error_;
+  std::filesystem::path ssl_cert_, ssl_key_;
 };
 
 }  // namespace trellis::test

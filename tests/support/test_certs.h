@@ -65,7 +65,7 @@ inline void writePem(const Identity& id) {
 
 // Issued by `issuer`, or self-signed when it is null; written to <dir>/<name>.{pem,key}.
 inline Identity makeCert(const fs::path& dir, const std::string& name, const CertSpec& spec,
-                  const Identity* issuer) {
+                         const Identity* issuer) {
   static int serial = 1;  // unique within a test binary
   Identity id;
   id.key.reset(spec.rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256"));

@@ -5,7 +5,6 @@
 
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
-#include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/Net/NetException.h>
@@ -19,6 +18,7 @@
 #include <string>
 
 #include "cli/cli_settings.h"
+#include "cli/http_session.h"
 
 namespace trellis::cli {
 
@@ -65,18 +65,18 @@ struct AdminClient {
     std::string bearer = resolveToken();
     try {
       Poco::URI uri(baseUrl());
-      Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
+      auto session = openHttpSession(uri);
       // Activation may wait for the old version's in-flight requests to drain.
-      session.setTimeout(Poco::Timespan(60, 0));
+      session->setTimeout(Poco::Timespan(60, 0));
       Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
       req.set("Authorization", "Bearer " + bearer);
       if (!body.empty()) {
         req.setContentType("application/json");
         req.setContentLength(static_cast<std::streamsize>(body.size()));
       }
-      session.sendRequest(req) << body;
+      session->sendRequest(req) << body;
       Poco::Net::HTTPResponse res;
-      std::istream& in = session.receiveResponse(res);
+      std::istream& in = session->receiveResponse(res);
       std::stringstream answer;
       answer << in.rdbuf();
       int status = res.getStatus();
@@ -89,7 +89,8 @@ struct AdminClient {
     } catch (const Poco::Net::ConnectionRefusedException&) {
       return std::nullopt;
     } catch (const Poco::Exception& e) {
-      die("cannot reach the admin API at " + baseUrl() + ": " + e.displayText(), kExitUnreachable);
+      die("cannot reach the admin API at " + baseUrl() + ": " + describeHttpError(e),
+          kExitUnreachable);
     }
   }
 

@@ -56,6 +56,7 @@ const std::map<std::string, std::string Profile::*>& profileFields() {
       {"registry", &Profile::registry},
       {"registry_key", &Profile::registry_key},
       {"registry_token", &Profile::registry_token},
+      {"ca", &Profile::ca},
   };
   return fields;
 }
@@ -128,7 +129,7 @@ Result<std::map<std::string, Profile>> loadProfiles(const fs::path& file) {
           if (it == profileFields().end()) {
             return Status::invalid(file.string() + ": " + path +
                                    ": unknown key (expected admin, token, registry, "
-                                   "registry_key, registry_token)");
+                                   "registry_key, registry_token, ca)");
           }
           if (!f.second.IsScalar()) {
             return Status::invalid(file.string() + ": " + path + ": expected a string");
@@ -234,7 +235,9 @@ const std::optional<CliSettings::ServerHints>& CliSettings::serverHints() const 
     if (host == "0.0.0.0") host = "127.0.0.1";
     if (host == "::") host = "::1";
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
-    hints_ = ServerHints{"http://" + host + ":" + std::to_string(cfg.admin.listen.port),
+    // A TLS admin plane is dialled as https:// and verified like any other.
+    const char* scheme = cfg.admin.tls.enabled() ? "https://" : "http://";
+    hints_ = ServerHints{scheme + host + ":" + std::to_string(cfg.admin.listen.port),
                          cfg.admin.token_file};
   } catch (const std::exception& e) {
     // Only explicit choices are errors; a default that does not parse is skipped.
@@ -287,6 +290,25 @@ std::string CliSettings::adminToken() const {
 std::string CliSettings::registryUrl() const {
   if (std::string v = firstOf({registry_flag, env("TRELLIS_REGISTRY")}); !v.empty()) return v;
   return profile() ? profile()->registry : "";
+}
+
+TrustedCa CliSettings::trustedCa() const {
+  TrustedCa ca;
+  if (!ca_flag.empty()) {
+    ca = {ca_flag, "--ca"};
+  } else if (std::string e = env("TRELLIS_CA"); !e.empty()) {
+    ca = {e, "TRELLIS_CA"};
+  } else if (profile() && !profile()->ca.empty()) {
+    ca = {profile()->ca, "profile \"" + profileName() + "\""};
+  } else {
+    return {"", "the system store"};
+  }
+  if (std::ifstream in(ca.file); !in) {
+    AdminClient::die(
+        ca.source + " " + ca.file + ": cannot read the CA bundle: " + std::strerror(errno),
+        kExitUsage);
+  }
+  return ca;
 }
 
 std::string CliSettings::registryKey() const {

@@ -1,12 +1,12 @@
 // Where the CLI finds the admin API, its token and the registry. Each setting is taken from
 // the first of these that has it (docs/operations.md, "The trellis CLI"):
 //
-//   1. a flag            --admin, --token-file, --registry, --registry-key-file, …
-//   2. the environment   TRELLIS_ADMIN_URL, TRELLIS_ADMIN_TOKEN, TRELLIS_REGISTRY, …
+//   1. a flag            --admin, --token-file, --registry, --registry-key-file, --ca, …
+//   2. the environment   TRELLIS_ADMIN_URL, TRELLIS_ADMIN_TOKEN, TRELLIS_REGISTRY, TRELLIS_CA, …
 //   3. the profile file  written by `trellis login` (mode 0600; refused if others can read it)
 //   4. the server config --config / TRELLIS_CONFIG / ./config/trellis.yaml / the source tree's
 //                        config/trellis.yaml next to this binary: admin.listen, admin.token_file
-//   5. built-in defaults http://127.0.0.1:8081
+//   5. built-in defaults http://127.0.0.1:8081; for https://, the system's trusted CAs
 //
 // Secrets (tokens, keys) are read from files or the environment, never from argv.
 //
@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 
+#include "cli/http_session.h"
 #include "trellis/status.hpp"
 
 namespace trellis::cli {
@@ -31,6 +32,7 @@ struct Profile {
   std::string registry;        // registry trellisd URL
   std::string registry_key;    // the registry tenant's API key
   std::string registry_token;  // registry admin or publish token
+  std::string ca;              // PEM bundle of the CAs trusted for https:// ("": the system's)
 };
 
 // The profile file: ${TRELLIS_PROFILE_FILE}, else
@@ -56,6 +58,7 @@ struct CliSettings {
   std::string registry_flag;
   std::string registry_key_file_flag;
   std::string registry_token_file_flag;
+  std::string ca_flag;
 
   std::string adminUrl() const;
   // The admin token; exits naming every place it looked when there is none.
@@ -70,6 +73,9 @@ struct CliSettings {
   std::string registryKey() const;    // "" if none
   std::string registryToken() const;  // "" if none
   std::string profileName() const;    // --profile, TRELLIS_PROFILE, or "default"
+  // The CAs that verify https:// servers: --ca, TRELLIS_CA, the profile's ca:, else the
+  // system store (file ""). Exits 2 naming the source if the file cannot be read.
+  TrustedCa trustedCa() const;
 
   // The selected profile (nullopt if there is none); exits 1 on a bad profile file.
   const std::optional<Profile>& profile() const;

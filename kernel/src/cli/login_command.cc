@@ -1,6 +1,7 @@
 #include "cli/login_command.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/admin_client.h"
 
@@ -33,6 +34,10 @@ bool LoginCommand::run() {
   p.registry = settings_.registryUrl();
   p.registry_key = settings_.registryKey();
   p.registry_token = settings_.registryToken();
+  // Saved absolute: later commands run from other folders.
+  if (std::string ca = settings_.trustedCa().file; !ca.empty()) {
+    p.ca = std::filesystem::absolute(ca).string();
+  }
   if (p.token.empty() && p.registry.empty()) {
     AdminClient::die(
         "nothing to save: no admin token found (pass --token-file or set TRELLIS_ADMIN_TOKEN) "

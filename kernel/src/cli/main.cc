@@ -1,5 +1,6 @@
 // trellis: the command-line client for operators and admins. Talks to a trellisd admin
-// API (default http://127.0.0.1:8081) with the admin token.
+// API (default http://127.0.0.1:8081) with the admin token; https:// URLs are verified
+// against the system's CAs or --ca / TRELLIS_CA / the profile's ca: (http_session.h).
 //
 //   trellis status
 //   trellis plugin list [--json]
@@ -128,6 +129,11 @@ int main(int argc, char** argv) {
                  "TRELLIS_CONFIG; default config/trellis.yaml)");
   cli.add_option("--profile", settings.profile_flag,
                  "Profile of the profile file to use (env TRELLIS_PROFILE; default \"default\")");
+  cli.add_option("--ca", settings.ca_flag,
+                 "PEM bundle of the CAs that sign the https:// admin API, registry or mirror "
+                 "(env TRELLIS_CA, the profile's ca:; default the system's trusted CAs)");
+  // Every HTTPS connection (admin API, registries, mirrors) trusts what the settings say.
+  trellis::cli::setCaResolver([&settings] { return settings.trustedCa(); });
   Output output;
   cli.add_option("--output,-o", output.format, "How read verbs print: table, json or yaml")
       ->check(CLI::IsMember({"table", "json", "yaml"}))

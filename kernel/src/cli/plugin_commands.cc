@@ -275,6 +275,10 @@ Session openSession(const std::string& from, const std::string& registry,
                              root, &notices, &s.files);
   for (const auto& n : notices) std::fprintf(stderr, "trellis: %s\n", n.c_str());
   if (!index) {
+    // A source that cannot be reached (down, or its TLS certificate refused) is exit 3.
+    if (index.status().code() == StatusCode::kUnavailable) {
+      AdminClient::die(s.source->describe() + ": " + index.status().message(), kExitUnreachable);
+    }
     AdminClient::die(s.source->describe() + ": refused the index: " + index.status().message());
   }
   s.index = std::move(*index);

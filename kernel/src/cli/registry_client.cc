@@ -2,13 +2,14 @@
 
 #include <Poco/Exception.h>
 #include <Poco/JSON/Parser.h>
-#include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/URI.h>
 
 #include <istream>
 #include <sstream>
+
+#include "cli/http_session.h"
 
 namespace trellis::cli {
 namespace {
@@ -74,12 +75,10 @@ Result<RegistryClient> RegistryClient::open(const std::string& url, std::string 
         "no registry: pass --registry URL, set TRELLIS_REGISTRY, or put registry: in your "
         "profile (trellis login)");
   }
+  auto parsed = parseHttpUrl("--registry", url);
+  if (!parsed) return parsed.status();
   try {
-    Poco::URI uri(url);
-    if (uri.getScheme() != "http" || uri.getHost().empty()) {
-      return Status::invalid("--registry " + url +
-                             ": expected http://host:port (https is not supported yet)");
-    }
+    Poco::URI uri = *parsed;
     std::string path = uri.getPath();
     while (!path.empty() && path.back() == '/') path.pop_back();
     const std::string api = "/registry/v1";
@@ -100,8 +99,8 @@ Result<RegistryClient::Answer> RegistryClient::send(const std::string& method,
   answer.what = method + " " + base_ + path;
   try {
     Poco::URI uri(base_ + path);
-    Poco::Net::HTTPClientSession session(uri.getHost(), uri.getPort());
-    session.setTimeout(Poco::Timespan(60, 0));
+    auto session = openHttpSession(uri);
+    session->setTimeout(Poco::Timespan(60, 0));
     Poco::Net::HTTPRequest req(method, uri.getPathAndQuery(), Poco::Net::HTTPMessage::HTTP_1_1);
     if (!key_.empty()) req.set("Authorization", "Bearer " + key_);
     if (!token_.empty()) req.set("X-Registry-Token", token_);
@@ -109,9 +108,9 @@ Result<RegistryClient::Answer> RegistryClient::send(const std::string& method,
       req.setContentType("application/json");
       req.setContentLength(static_cast<std::streamsize>(body.size()));
     }
-    session.sendRequest(req) << body;
+    session->sendRequest(req) << body;
     Poco::Net::HTTPResponse res;
-    std::istream& in = session.receiveResponse(res);
+    std::istream& in = session->receiveResponse(res);
     std::string buf(64 * 1024, '\0');
     while (in) {
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
@@ -131,7 +130,8 @@ Result<RegistryClient::Answer> RegistryClient::send(const std::string& method,
     }
     return answer;
   } catch (const Poco::Exception& e) {
-    return Status::unavailable("cannot reach the registry at " + base_ + ": " + e.displayText());
+    return Status::unavailable("cannot reach the registry at " + base_ + ": " +
+                               describeHttpError(e));
   }
 }
 

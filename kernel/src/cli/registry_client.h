@@ -32,8 +32,9 @@ class RegistryClient {
     Result<Poco::JSON::Object::Ptr> json() const;
   };
 
-  // `url` is the registry's trellisd (http://host:port); "/registry/v1" is added unless the
-  // path already ends so. INVALID for a URL that is not http://.
+  // `url` is the registry's trellisd (http:// or https://host:port); "/registry/v1" is added
+  // unless the path already ends so. INVALID for other URLs. https:// is verified
+  // (http_session.h).
   static Result<RegistryClient> open(const std::string& url, std::string tenant_key,
                                      std::string token);
 

@@ -1,7 +1,6 @@
 #include "cli/install/source.h"
 
 #include <Poco/Exception.h>
-#include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/URI.h>
@@ -18,6 +17,8 @@
 #include <istream>
 #include <mutex>
 #include <thread>
+
+#include "cli/http_session.h"
 
 namespace trellis::cli::install {
 namespace fs = std::filesystem;
@@ -133,7 +134,7 @@ class HttpSource final : public Source {
     std::string base = uri_.getPath();
     if (base.empty() || base.back() != '/') base += '/';
     const std::string what = uri_.toString() + (uri_.getPath().empty() ? "/" : "") + path;
-    Poco::Net::HTTPClientSession session(uri_.getHost(), uri_.getPort());
+    std::unique_ptr<Poco::Net::HTTPClientSession> session;
     Deadline deadline(timeouts_.total);  // destroyed first: it stops watching the socket
     auto late = [&] {
       return Status::unavailable(
@@ -143,14 +144,15 @@ class HttpSource final : public Source {
     try {
       const auto read_timeout = Poco::Timespan(std::min(timeouts_.read, timeouts_.total).count() *
                                                Poco::Timespan::MILLISECONDS);
-      session.setTimeout(read_timeout, read_timeout, read_timeout);
+      session = openHttpSession(uri_);
+      session->setTimeout(read_timeout, read_timeout, read_timeout);
       Poco::Net::HTTPRequest req(Poco::Net::HTTPRequest::HTTP_GET, base + path,
                                  Poco::Net::HTTPMessage::HTTP_1_1);
       if (!key_.empty()) req.set("Authorization", "Bearer " + key_);
-      session.sendRequest(req);
-      deadline.watch(session.socket().impl()->sockfd());
+      session->sendRequest(req);
+      deadline.watch(session->socket().impl()->sockfd());
       Poco::Net::HTTPResponse res;
-      std::istream& in = session.receiveResponse(res);
+      std::istream& in = session->receiveResponse(res);
       if (res.getStatus() == Poco::Net::HTTPResponse::HTTP_NOT_FOUND) {
         return Status::notFound(describe() + " has no " + path);
       }
@@ -186,7 +188,7 @@ class HttpSource final : public Source {
       return body;
     } catch (const Poco::Exception& e) {
       if (deadline.expired()) return late();
-      return Status::unavailable(what + ": " + e.displayText());
+      return Status::unavailable(what + ": " + describeHttpError(e));
     }
   }
   std::string describe() const override {
@@ -199,21 +201,6 @@ class HttpSource final : public Source {
   std::string key_;
   HttpTimeouts timeouts_;
 };
-
-Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) {
-  try {
-    Poco::URI uri(url);
-    if (uri.getScheme() != "http") {
-      return Status::invalid(flag + " " + url +
-                             ": only http:// URLs are supported (the metadata and archives are "
-                             "signed, so plain HTTP cannot change what gets installed)");
-    }
-    if (uri.getHost().empty()) return Status::invalid(flag + " " + url + ": no host");
-    return uri;
-  } catch (const Poco::Exception& e) {
-    return Status::invalid(flag + " " + url + ": " + e.displayText());
-  }
-}
 
 }  // namespace
 

@@ -58,11 +58,11 @@ struct HttpTimeouts {
   std::chrono::milliseconds total = std::chrono::minutes(10);
 };
 
-// A mirror folder behind a static web server at an http:// URL (a path prefix is kept).
-// INVALID for other schemes.
+// A mirror folder behind a static web server at an http:// or https:// URL (a path prefix
+// is kept); https:// is verified (cli/http_session.h). INVALID for other schemes.
 Result<std::unique_ptr<Source>> httpMirrorSource(const std::string& url,
                                                  const HttpTimeouts& timeouts = {});
-// A Trellis registry: `url` is its trellisd (http://host:port, "/registry/v1" is added
+// A Trellis registry: `url` is its trellisd (http(s)://host:port, "/registry/v1" is added
 // unless the path already ends so); `key` is the registry tenant's key (never logged).
 Result<std::unique_ptr<Source>> registrySource(const std::string& url, std::string key,
                                                const HttpTimeouts& timeouts = {});
