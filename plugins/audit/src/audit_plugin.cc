@@ -14,11 +14,14 @@
 //   POST hmac  {"tenant","value"}                (auditor) the digest a sensitive value has
 // Data plane (the calling tenant's log only): GET /audit/v1/records, /audit/v1/checkpoints,
 //   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key.
+// With config "access", the usage stream's requests on the named tenants and routes become
+// "data.access" records in those tenants' logs.
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
 #include <charconv>
 
+#include "core/access_records.h"
 #include "core/export_formats.h"
 #include "sink.h"
 #include "trellis/plugin.hpp"
@@ -68,6 +71,7 @@ class AuditPlugin : public Plugin {
     syslog_hostname_ = std::string(ctx.config("syslog_hostname").value_or("-"));
     sink_ = std::make_unique<AuditSink>(options);
     if (Status s = sink_->load(ctx); !s) return s;
+    if (Status s = subscribeForAccess(ctx); !s) return s;
 
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
       return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
@@ -177,6 +181,41 @@ class AuditPlugin : public Plugin {
   }
 
  private:
+  // Config "access": record the named tenants' requests on the named routes, from the
+  // usage stream (core/access_records.h). Without it the plugin does not subscribe.
+  Status subscribeForAccess(InitContext& ctx) {
+    auto v = ctx.config("access");
+    if (!v || v->empty()) return Status::ok();
+    auto rules = AccessRules::parse(*v);
+    if (!rules) return rules.status();
+    access_ = std::move(*rules);
+    if (access_.empty()) return Status::ok();
+    return ctx.onUsage(
+        [this](Context& c, std::string_view records, uint32_t, std::string_view cursor) {
+          return recordAccess(c, records, cursor);
+        });
+  }
+
+  // A batch of usage records: the selected ones become records in their tenants' logs,
+  // and the batch is acknowledged once they are stored (not before: at least once).
+  Status recordAccess(Context& ctx, std::string_view records, std::string_view cursor) {
+    size_t start = 0;
+    while (start < records.size()) {
+      size_t end = records.find('\n', start);
+      if (end == std::string_view::npos) end = records.size();
+      auto record = accessRecord(access_, records.substr(start, end - start));
+      start = end + 1;
+      if (!record) {
+        ctx.warn("audit: skipped a usage record: " + record.status().message());
+        continue;
+      }
+      if (!*record) continue;
+      auto written = sink_->write(ctx, **record, static_cast<int64_t>(ctx.nowUnixMs()));
+      if (!written) return written.status();  // delivered again later
+    }
+    return ctx.ackUsage(cursor);
+  }
+
   static std::string contentType(ExportFormat format) {
     switch (format) {
       case ExportFormat::kJsonLines: return "application/x-ndjson";
@@ -186,6 +225,7 @@ class AuditPlugin : public Plugin {
     return "application/octet-stream";
   }
 
+  AccessRules access_;
   std::unique_ptr<AuditSink> sink_;
   std::string syslog_hostname_;  // HOSTNAME of syslog exports (config syslog_hostname; "-")
 };

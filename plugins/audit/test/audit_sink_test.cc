@@ -222,6 +222,47 @@ TEST_F(AuditSinkTest, ACanarySecretAppearsInNoExport) {
   EXPECT_EQ(server_->log().find(secret), std::string::npos);
 }
 
+TEST(AuditAccessTest, SelectedDataPlaneRequestsBecomeRecordsInTheirTenantsLog) {
+  TrellisdProcess server(
+      defaultTestConfig("    - id: trellis/audit\n"
+                        "      system: true\n"
+                        "      config: {access: {acme: [\"GET /hello/*\"]}}\n"
+                        "    - id: trellis/hello\n"
+                        "      config: {greeting: Hello}\n"
+                        "    - id: trellis/echo-c\n",
+                        "audit:\n  sink: trellis/audit\n"));
+  ASSERT_TRUE(server.start()) << server.log();
+  auto get = [&](const std::string& key, const std::string& path) {
+    return request(server.port(), "GET", path, {{"Authorization", "Bearer " + key}});
+  };
+  ASSERT_EQ(get("acme-key", "/hello/bob").status, 200);
+  ASSERT_EQ(get("acme-key", "/ping").status, 200);         // another route: not recorded
+  ASSERT_EQ(get("globex-key", "/hello/eve").status, 200);  // another tenant: not recorded
+  auto log = [&](const std::string& tenant) {
+    return request(server.adminPort(), "GET", "/v1/x/trellis/audit/logs/" + tenant + "/records",
+                   {{"Authorization", "Bearer " + server.adminToken()}})
+        .body;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (log("acme").find("data.access") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::vector<Object::Ptr> access;
+  for (const auto& line : lines(log("acme"))) {
+    auto r = json(line);
+    if (r->getValue<std::string>("type") == "data.access") access.push_back(r);
+  }
+  ASSERT_EQ(access.size(), 1u) << log("acme") << server.log();
+  EXPECT_EQ(access[0]->getValue<std::string>("action"), "GET /hello/{name}");
+  EXPECT_EQ(access[0]->getValue<std::string>("outcome"), "success");
+  EXPECT_THAT(access[0]->getObject("actor")->getValue<std::string>("principal"),
+              ::testing::StartsWith("key:"));
+  EXPECT_EQ(log("globex").find("data.access"), std::string::npos);
+  // A tenant reads its access records on the data plane, in its own verified log.
+  EXPECT_THAT(get("acme-key", "/audit/v1/records").body, HasSubstr("\"type\":\"data.access\""));
+}
+
 TEST_F(AuditSinkTest, ATenantReadsOnlyItsOwnLog) {
   // Reading one's own log is audited into that tenant's log.
   ASSERT_EQ(tenant("acme-key", "records").status, 200);
