@@ -204,15 +204,22 @@ Result<uint32_t> Keyring::reserveUses(const Context& ctx, const Seal& seal, uint
 }
 
 Status KekUses::take(const Context& ctx, const Seal& seal, Keyring& ring) {
-  std::lock_guard lock(mu_);
-  auto it = blocks_.find(ctx.tenant());
-  if (it != blocks_.end() && it->second.left > 0 && it->second.version == ring.current().version) {
-    --it->second.left;
-    return Status::ok();
+  {
+    std::lock_guard lock(mu_);
+    auto it = blocks_.find(ctx.tenant());
+    if (it != blocks_.end() && it->second.left > 0 &&
+        it->second.version == ring.current().version) {
+      --it->second.left;
+      return Status::ok();
+    }
   }
+  // Reserved without the lock, so one tenant's keyring write never stalls another's
+  // encryptions. Two threads of one tenant may both reserve; the block one of them drops
+  // stays counted, which errs on the safe side.
   const uint64_t n = std::min(kBlock, max_uses_);
   auto version = ring.reserveUses(ctx, seal, n, max_uses_);
   if (!version) return version.status();
+  std::lock_guard lock(mu_);
   blocks_[std::string(ctx.tenant())] = {*version, n - 1};
   return Status::ok();
 }

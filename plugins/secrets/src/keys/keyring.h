@@ -88,7 +88,7 @@ class KekUses {
     uint64_t left = 0;
   };
   uint64_t max_uses_;
-  std::mutex mu_;
+  std::mutex mu_;                                     // guards blocks_ only
   std::map<std::string, Block, std::less<>> blocks_;  // by tenant
 };
 
