@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <boost/asio/ssl/error.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -324,6 +325,40 @@ std::shared_ptr<const PeerIdentity> peerIdentity(SSL* s) {
     GENERAL_NAMES_free(sans);
   }
   return id;
+}
+
+std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
+                                   bool* client_certificate) {
+  *client_certificate = false;
+  const long verdict = s == nullptr ? X509_V_OK : SSL_get_verify_result(s);
+  if (verdict != X509_V_OK) {
+    *client_certificate = true;
+    std::string why;
+    switch (verdict) {
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: why = "untrusted issuer"; break;
+      case X509_V_ERR_CERT_HAS_EXPIRED: why = "expired"; break;
+      case X509_V_ERR_CERT_NOT_YET_VALID: why = "not yet valid"; break;
+      default: why = "refused"; break;
+    }
+    std::string out =
+        "client certificate " + why + " (" + X509_verify_cert_error_string(verdict) + ")";
+    if (X509* cert = SSL_get0_peer_certificate(s)) {
+      out += ": subject \"" + nameToString(X509_get_subject_name(cert)) + "\", issuer \"" +
+             nameToString(X509_get_issuer_name(cert)) + "\"";
+    }
+    return out;
+  }
+  if (ec.category() == boost::asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+          SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+    *client_certificate = true;
+    return "no client certificate, and this listener requires one";
+  }
+  return ec.message();
 }
 
 }  // namespace trellis::kernel::tls
