@@ -339,7 +339,9 @@ std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
       case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
       case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
       case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: why = "untrusted issuer"; break;
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      // Names a trusted CA but was not signed by it: an impostor CA of the same name.
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE: why = "untrusted issuer"; break;
       case X509_V_ERR_CERT_HAS_EXPIRED: why = "expired"; break;
       case X509_V_ERR_CERT_NOT_YET_VALID: why = "not yet valid"; break;
       default: why = "refused"; break;
