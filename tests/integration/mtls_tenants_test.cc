@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "support/shared_postgres.h"
 #include "support/test_certs.h"
 #include "support/test_support.h"
 
@@ -70,18 +71,26 @@ class MtlsTenantsTest : public ::testing::Test {
     unmapped_ = makeCert(dir, "unmapped", {.cn = "stranger"}, &ca_);
     rogue_ca_ = makeCert(dir, "rogue-ca", {.cn = "Mtls Test CA"}, nullptr);
     rogue_ = makeCert(dir, "rogue", {.cn = "orders"}, &rogue_ca_);
+    expired_ =
+        makeCert(dir, "expired", {.cn = "orders", .not_before = -7200, .not_after = -3600}, &ca_);
   }
 
   // `server.tls` (and `admin.tls` with `admin_tls`): client certificates optional, verified
   // against the test CA.
-  std::string config(bool admin_tls = false) const {
-    const std::string tls =
-        "    certificates:\n      - {cert: " + server_cert_.cert_file.string() +
-        ", key: " + server_cert_.key_file.string() +
-        "}\n    client_auth: optional\n    client_ca: " + ca_.cert_file.string() + "\n";
+  // `storage`: lines added to the storage map (PostgreSQL).
+  std::string config(bool admin_tls = false, const std::string& client_auth = "optional",
+                     const std::string& storage = "") const {
+    const std::string tls = "    certificates:\n      - {cert: " + server_cert_.cert_file.string() +
+                            ", key: " + server_cert_.key_file.string() +
+                            "}\n    client_auth: " + client_auth +
+                            "\n    client_ca: " + ca_.cert_file.string() + "\n";
     std::string yaml = defaultTestConfig("    - id: fixture/svc-a\n    - id: fixture/svc-b\n");
     const std::string drain = "  drain_timeout_ms: 5000\n";
     yaml.replace(yaml.find(drain), drain.size(), drain + "  tls:\n" + tls);
+    if (!storage.empty()) {
+      const std::string anchor = "  data_dir: @DATA@\n";
+      yaml.insert(yaml.find(anchor) + anchor.size(), storage);
+    }
     if (admin_tls) {
       const std::string token = "  token_file: @DIR@/admin.token\n";
       yaml.replace(yaml.find(token), token.size(), token + "  tls:\n" + tls);
@@ -129,8 +138,8 @@ class MtlsTenantsTest : public ::testing::Test {
     return id;
   }
 
-  void start(bool admin_tls = false) {
-    server_ = std::make_unique<TrellisdProcess>(config(admin_tls));
+  void start(bool admin_tls = false, const std::string& client_auth = "optional") {
+    server_ = std::make_unique<TrellisdProcess>(config(admin_tls, client_auth));
     ASSERT_TRUE(server_->start()) << server_->log();
   }
 
@@ -146,7 +155,8 @@ class MtlsTenantsTest : public ::testing::Test {
   }
 
   TempDir certs_;
-  Identity ca_, server_cert_, spiffe_, subject_, pinned_, globex_, unmapped_, rogue_ca_, rogue_;
+  Identity ca_, server_cert_, spiffe_, subject_, pinned_, globex_, unmapped_, rogue_ca_, rogue_,
+      expired_;
   std::unique_ptr<TrellisdProcess> server_;
 };
 
@@ -250,6 +260,21 @@ TEST_F(MtlsTenantsTest, AnUntrustedCertificateIsRefusedAtTheHandshakeWithALogged
   EXPECT_EQ(call("whoami", &subject_).status, 200);
 }
 
+TEST_F(MtlsTenantsTest, HandshakeFailuresAreLoggedWithTheirReason) {
+  start(false, "required");
+  addCert("acme --subject CN=orders --issuer 'CN=Mtls Test CA'");
+  EXPECT_EQ(call("whoami", nullptr).status, 0);
+  EXPECT_EQ(call("whoami", &expired_).status, 0);
+  ASSERT_TRUE(eventually([&] {
+    const std::string log = server_->log();
+    return log.find("no client certificate, and this listener requires one") != log.npos &&
+           log.find(
+               "client certificate expired (certificate has expired): subject "
+               "\"CN=orders\"") != log.npos;
+  })) << server_->log();
+  EXPECT_EQ(call("whoami", &subject_).status, 200);
+}
+
 TEST_F(MtlsTenantsTest, TheCliRefusesBadInputWithAClearMessage) {
   start();
   EXPECT_THAT(cli("tenant cert add acme --pin 1234", 2), HasSubstr("64 hex digits"));
@@ -270,6 +295,16 @@ TEST_F(MtlsTenantsTest, TheCliRefusesBadInputWithAClearMessage) {
   EXPECT_NE(cli("tenant cert add acme", 2).find("needs one of"), std::string::npos);
   // Nothing was stored by any of them.
   EXPECT_THAT(cli("tenant cert list acme"), Not(HasSubstr("spiffe://")));
+  // Admin principals take the same selectors.
+  cli("admin-token create deployer --role operator");
+  EXPECT_THAT(cli("admin-token cert deployer --spiffe spiffe://acme.test/ops/deployer"),
+              HasSubstr("admin principal deployer"));
+  EXPECT_THAT(cli("admin-token cert deployer --pin 12:34", 2), HasSubstr("64 hex digits"));
+  EXPECT_THAT(cli("admin-token cert nobody --spiffe spiffe://acme.test/ops/x", 1),
+              HasSubstr("no active admin principal \"nobody\""));
+  EXPECT_THAT(cli("--json admin-token list"), HasSubstr("spiffe://acme.test/ops/deployer"));
+  EXPECT_THAT(cli("admin-token cert deployer --unbind"), HasSubstr("has no client certificate"));
+  EXPECT_THAT(cli("--json admin-token list"), Not(HasSubstr("spiffe://acme.test/ops/deployer")));
   // The same selector twice is a conflict, naming the credential that has it.
   const std::string id = addCert("acme --spiffe spiffe://acme.test/x");
   EXPECT_THAT(cli("tenant cert add acme --spiffe spiffe://acme.test/x", 1), HasSubstr(id));
@@ -310,6 +345,35 @@ TEST_F(MtlsTenantsTest, ACertificateBoundToAnAdminPrincipalAuthenticatesAsIt) {
   EXPECT_THAT(revoked.body, HasSubstr("was revoked"));
   // The data plane is unaffected: the same certificate is no tenant credential there.
   EXPECT_EQ(call("whoami", &spiffe_).status, 401);
+}
+
+// Two hosts on one PostgreSQL: a credential added through one reaches the tenant through the
+// other, and a revocation on one is refused on the other once it has polled the registry.
+TEST_F(MtlsTenantsTest, OnPostgresACredentialAndItsRevocationReachEveryHost) {
+  auto db = SharedPostgres::freshDatabase();
+  ASSERT_TRUE(db) << db.error;
+  const std::string storage =
+      "  url: \"" + db.appUrl() + "\"\n  owner_url: \"" + db.ownerUrl() + "\"\n  pool_size: 2\n";
+  server_ = std::make_unique<TrellisdProcess>(config(false, "optional", storage));
+  ASSERT_TRUE(server_->start()) << server_->log();
+  TrellisdProcess other(config(false, "optional", storage));
+  ASSERT_TRUE(other.start()) << other.log();
+
+  const std::string id = addCert("acme --spiffe spiffe://acme.test/ns/prod/sa/billing");
+  CurlReply there;
+  ASSERT_TRUE(eventually([&] {
+    there = curl(other.port(), "POST", "/svc-a/call/svc-b/whoami", &spiffe_);
+    return there.status == 200;
+  })) << there.body;
+  EXPECT_THAT(there.body, HasSubstr(" acme "));
+  EXPECT_THAT(there.body, HasSubstr("cert:" + id));
+
+  cli("tenant cert revoke acme " + id);
+  ASSERT_TRUE(eventually([&] {
+    there = curl(other.port(), "POST", "/svc-a/call/svc-b/whoami", &spiffe_);
+    return there.status == 401;
+  })) << there.body;
+  EXPECT_THAT(there.body, HasSubstr("revoked"));
 }
 
 }  // namespace

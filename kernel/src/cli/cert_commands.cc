@@ -103,21 +103,53 @@ Result<int64_t> parseExpiry(std::string_view text, int64_t now_ms) {
   return ms;
 }
 
+void addSelectorOptions(CLI::App* cmd, std::string& spiffe, std::string& subject,
+                        std::string& issuer, std::string& pin) {
+  auto* s = cmd->add_option("--spiffe", spiffe, "SPIFFE ID in the certificate's URI SAN");
+  auto* subj = cmd->add_option("--subject", subject, "Subject DN, RFC 2253 (CN=billing,O=Acme)");
+  auto* iss = cmd->add_option("--issuer", issuer, "Issuer DN, RFC 2253 (with --subject)");
+  auto* p = cmd->add_option("--pin", pin, "SHA-256 of the certificate (64 hex digits)");
+  subj->needs(iss);
+  iss->needs(subj);
+  s->excludes(subj)->excludes(iss)->excludes(p);
+  p->excludes(subj)->excludes(iss);
+}
+
+std::string selectorBody(const std::string& what, const std::string& spiffe,
+                         const std::string& subject, const std::string& issuer,
+                         const std::string& pin, const std::string& expires) {
+  Result<tenants::CertSelector> selector = Status::invalid(
+      what + " needs one of --spiffe <id>, --subject <dn> --issuer <dn>, --pin <sha256>");
+  Poco::JSON::Object body;
+  if (!spiffe.empty()) {
+    selector = tenants::parseSpiffeSelector(spiffe);
+    body.set("spiffe", spiffe);
+  } else if (!pin.empty()) {
+    selector = tenants::parsePinSelector(pin);
+    body.set("pin", pin);
+  } else if (!subject.empty()) {
+    selector = tenants::parseSubjectSelector(subject, issuer);
+    body.set("subject", subject);
+    body.set("issuer", issuer);
+  }
+  if (!selector) AdminClient::die(selector.status().message(), kExitUsage);
+  if (!expires.empty()) {
+    auto at = parseExpiry(expires, nowMs());
+    if (!at) AdminClient::die(at.status().message(), kExitUsage);
+    body.set("expires_at_ms", *at);
+  }
+  std::ostringstream out;
+  body.stringify(out);
+  return out.str();
+}
+
 TenantCertCommands::TenantCertCommands(CLI::App& tenant, const AdminClient& admin, const bool& json)
     : admin_(admin), json_(json) {
   auto* cert = tenant.add_subcommand("cert", "Client certificates as tenant credentials (mTLS)");
   cert->require_subcommand(1);
   add_ = cert->add_subcommand("add", "Map a client certificate to a tenant");
   add_->add_option("tenant", tenant_, "tenant id")->required();
-  auto* spiffe = add_->add_option("--spiffe", spiffe_, "SPIFFE ID in the certificate's URI SAN");
-  auto* subject =
-      add_->add_option("--subject", subject_, "Subject DN, RFC 2253 (CN=billing,O=Acme)");
-  auto* issuer = add_->add_option("--issuer", issuer_, "Issuer DN, RFC 2253 (with --subject)");
-  auto* pin = add_->add_option("--pin", pin_, "SHA-256 of the certificate (64 hex digits)");
-  subject->needs(issuer);
-  issuer->needs(subject);
-  spiffe->excludes(subject)->excludes(issuer)->excludes(pin);
-  pin->excludes(subject)->excludes(issuer);
+  addSelectorOptions(add_, spiffe_, subject_, issuer_, pin_);
   add_->add_option("--expires", expires_,
                    "Expiry: RFC 3339 UTC time or a lifetime (90d, 12h, 30m, 45s); default never");
   list_ = cert->add_subcommand("list", "List a tenant's certificate credentials");
@@ -130,30 +162,8 @@ TenantCertCommands::TenantCertCommands(CLI::App& tenant, const AdminClient& admi
 bool TenantCertCommands::run() {
   const std::string path = "/v1/tenants/" + tenant_ + "/certs";
   if (add_->parsed()) {
-    // Checked here too, so a typo is named before anything is sent.
-    Result<tenants::CertSelector> selector = Status::invalid(
-        "tenant cert add needs one of --spiffe <id>, --subject <dn> --issuer <dn>, --pin <sha256>");
-    Poco::JSON::Object body;
-    if (!spiffe_.empty()) {
-      selector = tenants::parseSpiffeSelector(spiffe_);
-      body.set("spiffe", spiffe_);
-    } else if (!pin_.empty()) {
-      selector = tenants::parsePinSelector(pin_);
-      body.set("pin", pin_);
-    } else if (!subject_.empty()) {
-      selector = tenants::parseSubjectSelector(subject_, issuer_);
-      body.set("subject", subject_);
-      body.set("issuer", issuer_);
-    }
-    if (!selector) AdminClient::die(selector.status().message(), kExitUsage);
-    if (!expires_.empty()) {
-      auto at = parseExpiry(expires_, nowMs());
-      if (!at) AdminClient::die(at.status().message(), kExitUsage);
-      body.set("expires_at_ms", *at);
-    }
-    std::ostringstream out;
-    body.stringify(out);
-    std::string answer = admin_.call("POST", path, out.str());
+    std::string answer = admin_.call(
+        "POST", path, selectorBody("tenant cert add", spiffe_, subject_, issuer_, pin_, expires_));
     json_ ? printStructured(answer) : printCert(answer);
     return true;
   }

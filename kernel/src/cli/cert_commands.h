@@ -22,6 +22,18 @@ namespace trellis::cli {
 // "12h", "30m", "45s"), as milliseconds since the epoch. INVALID with the accepted forms.
 Result<int64_t> parseExpiry(std::string_view text, int64_t now_ms);
 
+// The selector flags as an admin API body ({"spiffe"} | {"subject","issuer"} | {"pin"}),
+// checked here so a typo is named before anything is sent; exits with status 2 on bad input.
+// `what` names the command in the message.
+std::string selectorBody(const std::string& what, const std::string& spiffe,
+                         const std::string& subject, const std::string& issuer,
+                         const std::string& pin, const std::string& expires = "");
+
+// Adds --spiffe, --subject, --issuer and --pin to `cmd`, mutually exclusive but for
+// --subject with --issuer.
+void addSelectorOptions(CLI::App* cmd, std::string& spiffe, std::string& subject,
+                        std::string& issuer, std::string& pin);
+
 class TenantCertCommands {
  public:
   // Registers `cert add|list|revoke` under the `tenant` subcommand.

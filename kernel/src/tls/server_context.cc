@@ -97,6 +97,32 @@ std::string hex(const unsigned char* p, size_t n) {
   return out;
 }
 
+// The names of the certificate a client's chain failed on, kept on the SSL object until the
+// handshake's end (the peer certificate is not kept when verification fails), so the log can
+// say which certificate was refused.
+void freeRefusedNames(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<std::string*>(ptr);
+}
+
+int refusedNamesIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRefusedNames);
+  return index;
+}
+
+int rememberRefusal(int preverify_ok, X509_STORE_CTX* store) {
+  if (preverify_ok == 1) return 1;
+  auto* s =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (s != nullptr && cert != nullptr && SSL_get_ex_data(s, refusedNamesIndex()) == nullptr) {
+    SSL_set_ex_data(
+        s, refusedNamesIndex(),
+        new std::string("subject \"" + nameToString(X509_get_subject_name(cert)) + "\", issuer \"" +
+                        nameToString(X509_get_issuer_name(cert)) + "\""));
+  }
+  return 0;
+}
+
 std::string fileStamp(const std::filesystem::path& p) {
   struct stat st {};
   if (::stat(p.c_str(), &st) != 0) return p.string() + ":missing;";
@@ -238,7 +264,7 @@ Result<std::shared_ptr<Generation>> ServerContext::load(const Generation* previo
       SSL_CTX_set_client_CA_list(c, names);
       int mode = SSL_VERIFY_PEER;
       if (options_.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-      SSL_CTX_set_verify(c, mode, nullptr);
+      SSL_CTX_set_verify(c, mode, rememberRefusal);
       SSL_CTX_set_verify_depth(c, 8);  // bounds the work an oversized chain can cause
     }
     gen->entries_.push_back(std::move(entry));
@@ -348,9 +374,8 @@ std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
     }
     std::string out =
         "client certificate " + why + " (" + X509_verify_cert_error_string(verdict) + ")";
-    if (X509* cert = SSL_get0_peer_certificate(s)) {
-      out += ": subject \"" + nameToString(X509_get_subject_name(cert)) + "\", issuer \"" +
-             nameToString(X509_get_issuer_name(cert)) + "\"";
+    if (auto* names = static_cast<std::string*>(SSL_get_ex_data(s, refusedNamesIndex()))) {
+      out += ": " + *names;
     }
     return out;
   }
