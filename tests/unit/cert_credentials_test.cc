@@ -2,12 +2,15 @@
 // with a message naming the problem), and the registry's mapping on both system databases
 // (SQLite's system.db and the shared PostgreSQL schema), including a second host on
 // PostgreSQL seeing a revocation.
+#include <Poco/JSON/Parser.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <sstream>
 #include <thread>
 
+#include "auth/cert_identity.h"
 #include "support/shared_postgres.h"
 #include "support/test_support.h"
 #include "trellis/tenants/cert_selector.h"
@@ -124,6 +127,75 @@ TEST(CertSelectorTest, APresentedCertificateMatchesEachKindOnce) {
   EXPECT_NE(*lookups[1], parseSubjectSelector("CN=x", "CN=y")->lookup());
   auto bare = lookupsOf({kPin, "", "CN=billing", "CN=Acme CA"});
   EXPECT_FALSE(bare[1]);
+}
+
+// --- the kernel's side: JSON bodies and a listener's peer identity ---------------------------
+
+Result<CertSelector> fromJson(const std::string& json) {
+  auto o = Poco::JSON::Parser().parse(json).extract<Poco::JSON::Object::Ptr>();
+  return kernel::auth::selectorFromJson(o, {"expires_at_ms"});
+}
+
+TEST(CertIdentityTest, SelectorBodiesNeedExactlyOneKind) {
+  EXPECT_EQ(fromJson(R"({"spiffe":"spiffe://acme.test/x"})")->kind, CertSelectorKind::kSpiffe);
+  EXPECT_EQ(fromJson(R"({"pin":")" + kPin + R"(","expires_at_ms":1})")->kind,
+            CertSelectorKind::kPin);
+  auto subject = fromJson(R"({"subject":"CN=a","issuer":"CN=b"})");
+  ASSERT_TRUE(subject);
+  // Back as it came in.
+  std::ostringstream out;
+  kernel::auth::selectorJson(*subject)->stringify(out);
+  EXPECT_EQ(out.str(), R"({"subject":"CN=a","issuer":"CN=b"})");
+
+  const std::pair<std::string, std::string> bad[] = {
+      {"{}", "exactly one of"},
+      {R"({"spiffe":"spiffe://acme.test/x","pin":")" + kPin + R"("})", "exactly one of"},
+      {R"({"subject":"CN=a"})", "subject and issuer go together"},
+      {R"({"issuer":"CN=a"})", "subject and issuer go together"},
+      {R"({"spiffe":7})", "spiffe: expected a string"},
+      {R"({"spiffe":"spiffe://acme.test/x","tenant":"globex"})", "unknown field \"tenant\""},
+      {R"({"pin":"nope"})", "64 hex digits"},
+  };
+  for (const auto& [json, why] : bad) {
+    auto r = fromJson(json);
+    ASSERT_FALSE(r) << json;
+    EXPECT_THAT(r.status().message(), HasSubstr(why)) << json;
+  }
+}
+
+TEST(CertIdentityTest, APeerIdentityResolvesToItsTenantOrSaysWhyNot) {
+  TempDir dir;
+  auto reg = TenantRegistry::openSqlite(dir / "system.db");
+  ASSERT_TRUE(reg);
+  TenantRecord t;
+  t.id = "acme";
+  ASSERT_TRUE((*reg)->create(t));
+  kernel::tls::PeerIdentity peer;
+  peer.sha256 = kPin;
+  peer.subject = "CN=billing,O=Acme";
+  peer.issuer = "CN=Acme CA";
+  peer.spiffe_id = "spiffe://acme.test/billing";
+  peer.uris = {peer.spiffe_id};
+
+  std::string why;
+  EXPECT_EQ(kernel::auth::resolveCertificateTenant(**reg, peer, &why).outcome,
+            Outcome::kUnknownKey);
+  EXPECT_THAT(why, HasSubstr("not mapped to a tenant"));
+  auto c = (*reg)->addCertCredential("acme", *parseSpiffeSelector(peer.spiffe_id), std::nullopt);
+  ASSERT_TRUE(c);
+  why.clear();
+  Resolution r = kernel::auth::resolveCertificateTenant(**reg, peer, &why);
+  ASSERT_EQ(r.outcome, Outcome::kOk);
+  EXPECT_EQ(r.tenant->id, "acme");
+  EXPECT_EQ(r.key_id, "cert:" + c->id);
+  EXPECT_EQ(why, "");
+  ASSERT_TRUE((*reg)->revokeCertCredential("acme", c->id));
+  EXPECT_EQ(kernel::auth::resolveCertificateTenant(**reg, peer, &why).outcome,
+            Outcome::kRevokedKey);
+  EXPECT_THAT(why, HasSubstr("revoked"));
+  // The log line names the certificate, not any key.
+  EXPECT_THAT(kernel::auth::describeCertificate(peer),
+              HasSubstr("subject \"CN=billing,O=Acme\", issuer \"CN=Acme CA\""));
 }
 
 // --- the registry, both backends ----------------------------------------------------------
