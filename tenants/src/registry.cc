@@ -32,6 +32,7 @@
 namespace trellis::tenants {
 namespace {
 
+using internal::StoredCert;
 using internal::StoredKey;
 using internal::StoredState;
 using internal::SystemDb;
@@ -254,12 +255,22 @@ struct DigestHash {
   }
 };
 
+struct CertEntry {
+  const TenantView* tenant;  // owned by the same Snapshot
+  std::string principal;     // "cert:<id>"
+  int64_t expires_at_ms;     // INT64_MAX: never
+  bool revoked;
+};
+
 struct Snapshot {
   std::vector<Plan> plans;                                                      // by name
   std::map<std::string, TenantRecord, std::less<>> records;                     // by id
   std::map<std::string, std::shared_ptr<const TenantView>, std::less<>> views;  // by id
   std::map<std::string, std::vector<KeyInfo>, std::less<>> keys_by_tenant;      // by created, id
   std::unordered_map<Sha256Digest, KeyEntry, DigestHash> by_digest;
+  std::map<std::string, std::vector<CertCredential>, std::less<>> certs_by_tenant;  // by created
+  // By selector lookup digest: the unrevoked credential if there is one, else a revoked one.
+  std::unordered_map<Sha256Digest, CertEntry, DigestHash> certs_by_lookup;
 };
 
 // INVALID if a tenant's plan overlaid with its overrides breaks the quota rules (a plan
@@ -300,6 +311,24 @@ Result<std::shared_ptr<const Snapshot>> buildSnapshot(StoredState state) {
                           k.info.expires_at_ms.value_or(std::numeric_limits<int64_t>::max()),
                           k.info.revoked_at_ms.has_value()});
     snap->keys_by_tenant[k.info.tenant].push_back(std::move(k.info));
+  }
+  for (auto& c : state.certs) {
+    auto lookup = parseSha256Hex(c.lookup_hex);
+    auto view = snap->views.find(c.info.tenant);
+    if (!lookup || view == snap->views.end() || *lookup != c.info.selector.lookup()) {
+      throw std::runtime_error("certificate credential " + inQuotes(c.info.id) + " is corrupt");
+    }
+    CertEntry entry{view->second.get(), "cert:" + c.info.id,
+                    c.info.expires_at_ms.value_or(std::numeric_limits<int64_t>::max()),
+                    c.info.revoked_at_ms.has_value()};
+    auto [it, inserted] = snap->certs_by_lookup.try_emplace(*lookup, entry);
+    if (!inserted && it->second.revoked) it->second = std::move(entry);
+    snap->certs_by_tenant[c.info.tenant].push_back(std::move(c.info));
+  }
+  for (auto& [tenant, certs] : snap->certs_by_tenant) {
+    std::sort(certs.begin(), certs.end(), [](const CertCredential& a, const CertCredential& b) {
+      return std::tie(a.created_at_ms, a.id) < std::tie(b.created_at_ms, b.id);
+    });
   }
   for (auto& [tenant, keys] : snap->keys_by_tenant) {
     std::sort(keys.begin(), keys.end(), [](const KeyInfo& a, const KeyInfo& b) {
@@ -624,6 +653,65 @@ class SqlTenantRegistry final : public TenantRegistry {
     });
   }
 
+  Result<CertCredential> addCertCredential(std::string_view tenant, CertSelector selector,
+                                           std::optional<int64_t> expires_at_ms) override {
+    const int64_t now = nowMs();
+    if (expires_at_ms && (*expires_at_ms <= now || *expires_at_ms > now + kMaxTtlSeconds * 1000)) {
+      return Status::invalid("expires_at_ms must be in the future, within " +
+                             std::to_string(kMaxTtlSeconds / (365 * 24 * 3600)) +
+                             " years (unset: never expires)");
+    }
+    CertCredential out;
+    std::string owner(tenant);
+    const std::string lookup = sha256HexOf(selector.lookup());
+    Status s = mutate("add certificate credential", [&]() -> Status {
+      if (!db_->tenant(owner)) return Status::notFound("no tenant " + inQuotes(owner));
+      if (auto existing = db_->activeCertByLookup(lookup)) {
+        // Another tenant's credential is not named: its id would tell who else is here.
+        return Status::conflict(existing->info.tenant == owner
+                                    ? "certificate credential " + inQuotes(existing->info.id) +
+                                          " of tenant " + inQuotes(owner) + " already maps " +
+                                          selector.describe() + "; revoke it first"
+                                    : selector.describe() + " is already mapped to another tenant");
+      }
+      std::string id;
+      for (int attempt = 0; attempt < 16 && id.empty(); ++attempt) {
+        unsigned char raw[kKeyIdHexChars / 2];
+        if (RAND_bytes(raw, sizeof raw) != 1) return Status::internal("RAND_bytes failed");
+        std::string candidate = hexOf(raw, sizeof raw);
+        if (!db_->cert(candidate)) id = std::move(candidate);
+      }
+      if (id.empty()) return Status::internal("no free credential id after 16 attempts");
+      StoredCert stored{CertCredential{id, owner, selector, now, expires_at_ms, std::nullopt},
+                        lookup};
+      db_->insertCert(stored);
+      out = std::move(stored.info);
+      return Status::ok();
+    });
+    if (!s) return s;
+    return out;
+  }
+
+  std::vector<CertCredential> listCertCredentials(std::string_view tenant) const override {
+    auto snap = current();
+    auto it = snap->certs_by_tenant.find(tenant);
+    return it == snap->certs_by_tenant.end() ? std::vector<CertCredential>{} : it->second;
+  }
+
+  Status revokeCertCredential(std::string_view tenant, std::string_view id) override {
+    std::string owner(tenant), cert_id(id);
+    return mutate("revoke certificate credential", [&]() -> Status {
+      auto c = db_->cert(cert_id);
+      // Another tenant's credential answers like a missing one.
+      if (!c || c->info.tenant != owner) {
+        return Status::notFound("no certificate credential " + inQuotes(cert_id) + " of tenant " +
+                                inQuotes(owner));
+      }
+      db_->revokeCert(cert_id, nowMs());
+      return Status::ok();
+    });
+  }
+
   // The registry wins: a declared tenant that already exists is never overwritten, so a
   // change made through the API survives a restart. Each difference is reported instead,
   // as is a tenant created through the API that trellis.yaml also declares and a
@@ -689,6 +777,34 @@ class SqlTenantRegistry final : public TenantRegistry {
       r.tenant = entry.tenant;
       r.key_id = entry.id;
       r.snapshot = std::move(snap);
+    }
+    return r;
+  }
+
+  Resolution resolveCertificate(const PresentedCertificate& cert) const override {
+    using Outcome = Resolution::Outcome;
+    Resolution r;
+    const auto lookups = lookupsOf(cert);
+    auto snap = current();
+    const int64_t now = nowMs();
+    for (size_t i = 0; i < lookups.size(); ++i) {
+      if (!lookups[i]) continue;
+      auto it = snap->certs_by_lookup.find(*lookups[i]);
+      if (it == snap->certs_by_lookup.end()) continue;
+      const CertEntry& entry = it->second;
+      if (entry.revoked || entry.expires_at_ms <= now) {
+        if (r.outcome == Outcome::kUnknownKey) {
+          r.outcome = entry.revoked ? Outcome::kRevokedKey : Outcome::kExpiredKey;
+        }
+        if (i == 0 && entry.revoked) return r;  // a revoked pin: that certificate is out
+        continue;
+      }
+      r.outcome =
+          entry.tenant->status == TenantStatus::kSuspended ? Outcome::kSuspended : Outcome::kOk;
+      r.tenant = entry.tenant;
+      r.key_id = entry.principal;
+      r.snapshot = std::move(snap);
+      return r;
     }
     return r;
   }

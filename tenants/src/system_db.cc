@@ -70,6 +70,21 @@ const std::vector<std::vector<std::string>>& migrations() {
           "ALTER TABLE plans ADD COLUMN egress_bytes_per_day BIGINT",
           "ALTER TABLE tenants ADD COLUMN egress_requests_per_second BIGINT",
           "ALTER TABLE tenants ADD COLUMN egress_bytes_per_day BIGINT",
+      },
+      {
+          // Client certificates as tenant credentials (mTLS). `lookup` is the hex SHA-256 of
+          // the selector (kind, value, issuer): the data plane's index. Unique among
+          // unrevoked rows, so a revoked selector can be mapped again later.
+          "CREATE TABLE cert_credentials("
+          " id TEXT PRIMARY KEY,"
+          " tenant TEXT NOT NULL REFERENCES tenants(id),"
+          " kind TEXT NOT NULL CHECK(kind IN ('pin', 'spiffe', 'subject')),"
+          " value TEXT NOT NULL, issuer TEXT NOT NULL, lookup TEXT NOT NULL,"
+          " created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT, revoked_at_ms BIGINT)",
+          "CREATE INDEX cert_credentials_by_tenant ON cert_credentials(tenant)",
+          "CREATE INDEX cert_credentials_by_lookup ON cert_credentials(lookup)",
+          "CREATE UNIQUE INDEX cert_credentials_active ON cert_credentials(lookup)"
+          " WHERE revoked_at_ms IS NULL",
       }};
   return kMigrations;
 }
@@ -187,6 +202,30 @@ std::vector<StoredKey> readKeys(soci::session& sql, const std::string& where, Bi
     out.push_back({KeyInfo{id, tenant, created, nullable(expires, expires_ind),
                            nullable(revoked, revoked_ind)},
                    hex});
+  }
+  return out;
+}
+
+// Reads certificate credential rows selected by `where`.
+template <typename Bind>
+std::vector<StoredCert> readCerts(soci::session& sql, const std::string& where, Bind bind) {
+  std::string id, tenant, kind, value, issuer, lookup;
+  long long created = 0, expires = 0, revoked = 0;
+  soci::indicator expires_ind = soci::i_ok, revoked_ind = soci::i_ok;
+  Query q(sql,
+          "SELECT id, tenant, kind, value, issuer, lookup, created_at_ms, expires_at_ms,"
+          " revoked_at_ms FROM cert_credentials" +
+              where + " ORDER BY id");
+  bind(q);
+  q.into(id).into(tenant).into(kind).into(value).into(issuer).into(lookup).into(created);
+  q.into(expires, expires_ind).into(revoked, revoked_ind);
+  std::vector<StoredCert> out;
+  for (bool row = q.run(); row; row = q.next()) {
+    auto k = parseCertSelectorKind(kind);
+    if (!k) throw std::runtime_error("unknown certificate selector \"" + kind + "\"");
+    out.push_back({CertCredential{id, tenant, CertSelector{*k, value, issuer}, created,
+                                  nullable(expires, expires_ind), nullable(revoked, revoked_ind)},
+                   lookup});
   }
   return out;
 }
@@ -343,6 +382,7 @@ StoredState SystemDb::load() {
     }
   }
   state.keys = readKeys(sql_, "", [](Query&) {});
+  state.certs = readCerts(sql_, "", [](Query&) {});
   return state;
 }
 
@@ -441,6 +481,7 @@ void SystemDb::setStatus(const std::string& id, TenantStatus status) {
 
 void SystemDb::removeTenant(const std::string& id) {
   Query(sql_, "DELETE FROM api_keys WHERE tenant = :t").use(id).run();
+  Query(sql_, "DELETE FROM cert_credentials WHERE tenant = :t").use(id).run();
   deleteLabelsAndPlugins(sql_, id);
   Query(sql_, "DELETE FROM tenants WHERE id = :t").use(id).run();
 }
@@ -491,6 +532,47 @@ uint64_t SystemDb::activeKeys(const std::string& tenant, int64_t now_ms) {
 void SystemDb::revokeKey(const std::string& id, int64_t at_ms) {
   long long at = at_ms;
   Query(sql_, "UPDATE api_keys SET revoked_at_ms = :at WHERE id = :id AND revoked_at_ms IS NULL")
+      .use(at)
+      .use(id)
+      .run();
+}
+
+std::optional<StoredCert> SystemDb::cert(const std::string& id) {
+  auto rows = readCerts(sql_, " WHERE id = :id", [&](Query& q) { q.use(id); });
+  if (rows.empty()) return std::nullopt;
+  return std::move(rows.front());
+}
+
+std::optional<StoredCert> SystemDb::activeCertByLookup(const std::string& lookup_hex) {
+  auto rows = readCerts(sql_, " WHERE lookup = :l AND revoked_at_ms IS NULL",
+                        [&](Query& q) { q.use(lookup_hex); });
+  if (rows.empty()) return std::nullopt;
+  return std::move(rows.front());
+}
+
+void SystemDb::insertCert(const StoredCert& cert) {
+  std::string kind(certSelectorKindName(cert.info.selector.kind));
+  long long created = cert.info.created_at_ms;
+  long long expires = cert.info.expires_at_ms.value_or(0);
+  soci::indicator expires_ind = cert.info.expires_at_ms ? soci::i_ok : soci::i_null;
+  Query(sql_,
+        "INSERT INTO cert_credentials(id, tenant, kind, value, issuer, lookup, created_at_ms,"
+        " expires_at_ms) VALUES(:id, :t, :k, :v, :i, :l, :c, :e)")
+      .use(cert.info.id)
+      .use(cert.info.tenant)
+      .use(kind)
+      .use(cert.info.selector.value)
+      .use(cert.info.selector.issuer)
+      .use(cert.lookup_hex)
+      .use(created)
+      .use(expires, expires_ind)
+      .run();
+}
+
+void SystemDb::revokeCert(const std::string& id, int64_t at_ms) {
+  long long at = at_ms;
+  Query(sql_,
+        "UPDATE cert_credentials SET revoked_at_ms = :at WHERE id = :id AND revoked_at_ms IS NULL")
       .use(at)
       .use(id)
       .run();

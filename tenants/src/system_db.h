@@ -34,11 +34,17 @@ struct StoredKey {
   std::string sha256_hex;  // lowercase
 };
 
+struct StoredCert {
+  CertCredential info;
+  std::string lookup_hex;  // the selector's lookup digest: indexed, unique among unrevoked
+};
+
 // Everything the registry holds, each list sorted by its primary key.
 struct StoredState {
   std::vector<Plan> plans;
   std::vector<TenantRecord> tenants;
   std::vector<StoredKey> keys;
+  std::vector<StoredCert> certs;
 };
 
 class SystemDb {
@@ -96,6 +102,12 @@ class SystemDb {
   // Keys of `tenant` neither revoked nor expired at `now_ms`.
   uint64_t activeKeys(const std::string& tenant, int64_t now_ms);
   void revokeKey(const std::string& id, int64_t at_ms);
+
+  std::optional<StoredCert> cert(const std::string& id);
+  // The unrevoked credential with this lookup digest, if any.
+  std::optional<StoredCert> activeCertByLookup(const std::string& lookup_hex);
+  void insertCert(const StoredCert& cert);
+  void revokeCert(const std::string& id, int64_t at_ms);
 
  private:
   explicit SystemDb(const char* begin) : begin_(begin) {}

@@ -1,7 +1,10 @@
 #include "admin/admin_gate.h"
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 
+#include "auth/cert_identity.h"
 #include "runtime/bearer.h"
 #include "services/trace/trace_context.h"
 #include "trellis/kernel/http/problem.h"
@@ -76,6 +79,19 @@ void AdminGate::auditAuthFailure(const std::string& claimed, const std::string& 
 
 std::optional<Principal> AdminGate::authenticate(const http::Request& req, const http::Peer& peer,
                                                  http::Response* refusal) {
+  if (peer.certificate && req.find(bhttp::field::authorization) == req.end()) {
+    // No token: the client certificate the listener verified is the credential.
+    auto who = principals_.authenticateCertificate(auth::presented(*peer.certificate));
+    if (who) return *who;
+    auth_failures_->add(1);
+    spdlog::info("admin listener: client certificate from {} refused: {} ({})", peer.address,
+                 who.status().message(), auth::describeCertificate(*peer.certificate));
+    auditAuthFailure("cert:" + peer.certificate->sha256.substr(0, 16), peer.address,
+                     who.status().message());
+    *refusal = unauthorized(
+        req, who.status().message() + "; present Authorization: Bearer <admin token> instead");
+    return std::nullopt;
+  }
   const std::string_view presented = runtime::bearerCredential(req);
   auto who = principals_.authenticate(presented);
   if (who) return *who;

@@ -1,8 +1,9 @@
 // What every admin API call passes before it reaches an endpoint, in this order:
-//   1. authentication: the bearer token names an admin principal (admin_principals.h);
-//      401 otherwise, and a revoked principal's token is refused by name. Failures are
-//      audited once per (claimed principal id, source address) per minute, with the
-//      previous minute's count, so a password-spraying client cannot flood the sink;
+//   1. authentication: the bearer token names an admin principal (admin_principals.h) or,
+//      without an Authorization header, the client certificate the listener verified is
+//      bound to one; 401 otherwise, and a revoked principal's token is refused by name. Failures
+//      are audited once per (claimed principal id, source address) per minute, with the previous
+//      minute's count, so a password-spraying client cannot flood the sink;
 //   2. authorization: the principal's role satisfies the route's requirement
 //      (admin_roles.h); 403 problem+json otherwise (audited as "denied");
 //   3. the audit request record reaches the sink (audit_stream.h); in block mode a record

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <sstream>
 
+#include "auth/cert_identity.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/identity.h"
 
@@ -76,6 +77,11 @@ Result<AdminPrincipals::Table> AdminPrincipals::parse(const std::optional<std::s
       e.principal.created_at_ms = o->optValue<int64_t>("created_at_ms", 0);
       if (o->has("revoked_at_ms"))
         e.principal.revoked_at_ms = o->getValue<int64_t>("revoked_at_ms");
+      if (o->has("certificate")) {
+        auto selector = auth::selectorFromJson(o->getObject("certificate"));
+        if (!selector) return Status::invalid(at + ".certificate: " + selector.status().message());
+        e.principal.certificate = std::move(*selector);
+      }
       table[e.principal.id] = std::move(e);
     }
   } catch (const Poco::Exception& e) {
@@ -94,6 +100,8 @@ std::string AdminPrincipals::serialize(const Table& table) {
     o->set("sha256", e.sha256_hex);
     o->set("created_at_ms", e.principal.created_at_ms);
     if (e.principal.revoked_at_ms) o->set("revoked_at_ms", *e.principal.revoked_at_ms);
+    if (e.principal.certificate)
+      o->set("certificate", auth::selectorJson(*e.principal.certificate));
     list->add(o);
   }
   Object root;
@@ -129,7 +137,14 @@ void AdminPrincipals::adopt(Table table, int64_t version) {
   std::unique_lock lock(mu_);
   if (version <= version_) return;  // a poll that read before this host's own write
   id_by_hash_.clear();
-  for (const auto& [id, e] : table) id_by_hash_[e.sha256_hex] = id;
+  id_by_cert_.clear();
+  for (const auto& [id, e] : table) {
+    id_by_hash_[e.sha256_hex] = id;
+    if (!e.principal.certificate) continue;
+    // An unrevoked principal wins the selector over revoked ones.
+    auto [it, inserted] = id_by_cert_.try_emplace(e.principal.certificate->lookup(), id);
+    if (!inserted && !e.principal.revoked_at_ms) it->second = id;
+  }
   by_id_ = std::move(table);
   version_ = version;
 }
@@ -245,7 +260,7 @@ Result<bool> AdminPrincipals::revoke(const std::string& id_or_name, Principal* r
 Result<Principal> AdminPrincipals::authenticate(std::string_view token) const {
   if (token.size() == bootstrap_token_.size() &&
       CRYPTO_memcmp(token.data(), bootstrap_token_.data(), token.size()) == 0) {
-    return Principal{"bootstrap", "bootstrap", Role::kAdmin, 0, std::nullopt};
+    return Principal{"bootstrap", "bootstrap", Role::kAdmin, 0, std::nullopt, std::nullopt};
   }
   if (token.empty()) return Status::notFound("no admin token presented");
   const std::string hash = tenants::sha256Hex(token);
@@ -258,6 +273,58 @@ Result<Principal> AdminPrincipals::authenticate(std::string_view token) const {
                                     ") was revoked");
   }
   return p;
+}
+
+Result<Principal> AdminPrincipals::bindCertificate(const std::string& id_or_name,
+                                                   std::optional<tenants::CertSelector> selector) {
+  if (id_or_name == "bootstrap") {
+    return Status::invalid(
+        "the bootstrap principal is the token in admin.token_file; bind a "
+        "certificate to a named principal (trellis admin-token create)");
+  }
+  Principal bound;
+  Status s = edit([&](Table& table) {
+    Entry* found = nullptr;
+    if (auto it = table.find(id_or_name); it != table.end()) found = &it->second;
+    for (auto& [id, e] : table) {
+      if (!found && e.principal.name == id_or_name && !e.principal.revoked_at_ms) found = &e;
+    }
+    if (!found || found->principal.revoked_at_ms) {
+      return Status::notFound("no active admin principal \"" + id_or_name + "\"");
+    }
+    if (selector) {
+      for (const auto& [id, e] : table) {
+        if (&e != found && !e.principal.revoked_at_ms && e.principal.certificate &&
+            e.principal.certificate->lookup() == selector->lookup()) {
+          return Status::conflict("admin principal " + e.principal.name + " (" + id +
+                                  ") is already bound to " + selector->describe());
+        }
+      }
+    }
+    found->principal.certificate = selector;
+    bound = found->principal;
+    return Status::ok();
+  });
+  if (!s) return s;
+  return bound;
+}
+
+Result<Principal> AdminPrincipals::authenticateCertificate(
+    const tenants::PresentedCertificate& cert) const {
+  const auto lookups = tenants::lookupsOf(cert);
+  std::shared_lock lock(mu_);
+  for (const auto& lookup : lookups) {
+    if (!lookup) continue;
+    auto it = id_by_cert_.find(*lookup);
+    if (it == id_by_cert_.end()) continue;
+    const Principal& p = by_id_.at(it->second).principal;
+    if (p.revoked_at_ms) {
+      return Status::permissionDenied("admin principal " + p.name + " (" + p.id +
+                                      "), bound to this client certificate, was revoked");
+    }
+    return p;
+  }
+  return Status::notFound("the client certificate is bound to no admin principal");
 }
 
 }  // namespace trellis::kernel::admin

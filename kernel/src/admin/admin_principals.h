@@ -13,6 +13,10 @@
 //                                      bootstrap_token);
 //   auto made = (*store)->create("alice", Role::kOperator);   // made->token: show once
 //   auto who = (*store)->authenticate(presented);            // Principal or why not
+//
+// A principal may also be bound to a client certificate (a pin, a SPIFFE ID, or subject and
+// issuer): a certificate the admin listener verified then authenticates as that principal
+// when the request carries no Authorization header.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +34,7 @@
 #include "admin/admin_roles.h"
 #include "admin/shared_document.h"
 #include "trellis/status.hpp"
+#include "trellis/tenants/cert_selector.h"
 
 namespace trellis::kernel::admin {
 
@@ -39,6 +44,7 @@ struct Principal {
   Role role = Role::kAdmin;
   int64_t created_at_ms = 0;
   std::optional<int64_t> revoked_at_ms;
+  std::optional<tenants::CertSelector> certificate;  // bound client certificate, if any
 };
 
 class AdminPrincipals {
@@ -66,6 +72,15 @@ class AdminPrincipals {
   // like failures are NOT_FOUND. Constant-time in the secret (hash lookup). Thread-safe.
   Result<Principal> authenticate(std::string_view token) const;
 
+  // Binds a client certificate to the principal (nullopt: unbinds). NOT_FOUND for an unknown
+  // or revoked principal; CONFLICT if another unrevoked principal has the same selector.
+  Result<Principal> bindCertificate(const std::string& id_or_name,
+                                    std::optional<tenants::CertSelector> selector);
+  // Who a verified client certificate is: the principal bound by its pin, else its SPIFFE
+  // ID, else its subject and issuer. NOT_FOUND if none; PERMISSION_DENIED names a revoked
+  // principal. Thread-safe.
+  Result<Principal> authenticateCertificate(const tenants::PresentedCertificate& cert) const;
+
   // The principal id a presented token claims ("tadm_<id>_…"), for aggregating failures;
   // "" if it does not look like one of ours.
   static std::string claimedId(std::string_view token);
@@ -87,7 +102,8 @@ class AdminPrincipals {
   mutable std::shared_mutex mu_;
   Table by_id_;
   std::map<std::string, std::string> id_by_hash_;
-  int64_t version_ = -1;                 // of the document by_id_ came from
+  std::map<tenants::Sha256Digest, std::string> id_by_cert_;  // selector lookup -> principal id
+  int64_t version_ = -1;                                     // of the document by_id_ came from
   std::unique_ptr<SharedDocument> doc_;  // last: its watcher stops before the rest goes
 };
 

@@ -4,6 +4,7 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include "auth/cert_identity.h"
 #include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
 
@@ -13,7 +14,7 @@ using Poco::JSON::Object;
 
 namespace {
 
-enum Endpoint : size_t { kList, kCreate, kRevoke };
+enum Endpoint : size_t { kList, kCreate, kRevoke, kBindCert, kUnbindCert };
 
 http::Response failure(const http::Request& req, const Status& s) {
   unsigned code = runtime::httpStatusFor(s.toC());
@@ -28,6 +29,7 @@ Object::Ptr describe(const Principal& p) {
   o->set("role", std::string(roleName(p.role)));
   o->set("created_at_ms", p.created_at_ms);
   if (p.revoked_at_ms) o->set("revoked_at_ms", *p.revoked_at_ms);
+  if (p.certificate) o->set("certificate", auth::selectorJson(*p.certificate));
   return o;
 }
 
@@ -37,6 +39,8 @@ AdminTokensApi::AdminTokensApi(AdminPrincipals& principals) : principals_(princi
   (void)router_.add("GET", "/v1/admin-tokens", kList);
   (void)router_.add("POST", "/v1/admin-tokens", kCreate);
   (void)router_.add("DELETE", "/v1/admin-tokens/{id}", kRevoke);
+  (void)router_.add("PUT", "/v1/admin-tokens/{id}/certificate", kBindCert);
+  (void)router_.add("DELETE", "/v1/admin-tokens/{id}/certificate", kUnbindCert);
 }
 
 std::optional<http::Response> AdminTokensApi::handle(const http::Request& req,
@@ -57,6 +61,23 @@ std::optional<http::Response> AdminTokensApi::handle(const http::Request& req,
     Object::Ptr o = describe(revoked);
     o->set("changed", *changed);
     return runtime::jsonResponse(req, 200, o);
+  }
+  if (m->target == kBindCert || m->target == kUnbindCert) {
+    std::optional<tenants::CertSelector> selector;
+    if (m->target == kBindCert) {
+      Object::Ptr body;
+      try {
+        body = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
+      } catch (const Poco::Exception& e) {
+        return failure(req, Status::invalid("body must be a JSON object: " + e.displayText()));
+      }
+      auto parsed = auth::selectorFromJson(body);
+      if (!parsed) return failure(req, parsed.status());
+      selector = std::move(*parsed);
+    }
+    auto bound = principals_.bindCertificate(std::string(m->param("id").value_or("")), selector);
+    if (!bound) return failure(req, bound.status());
+    return runtime::jsonResponse(req, 200, describe(*bound));
   }
   std::string name, role_text;
   try {

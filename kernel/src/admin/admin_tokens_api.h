@@ -4,6 +4,9 @@
 //   POST   /v1/admin-tokens           {"name":"alice","role":"operator"} -> 201 with
 //                                     "token": shown this once, stored only hashed
 //   DELETE /v1/admin-tokens/{id|name} revoke: its token is refused from now on
+//   PUT    /v1/admin-tokens/{id|name}/certificate  {"spiffe"} | {"subject","issuer"} | {"pin"}:
+//                                     a verified client certificate authenticates as it
+//   DELETE /v1/admin-tokens/{id|name}/certificate  unbind
 #pragma once
 
 #include <optional>

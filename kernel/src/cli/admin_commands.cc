@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cli/cert_commands.h"
 #include "cli/output.h"
 
 namespace trellis::cli {
@@ -23,6 +24,11 @@ AdminCommands::AdminCommands(CLI::App& app, const AdminClient& admin, const bool
   list_ = tokens->add_subcommand("list", "List admin principals (never their tokens)");
   revoke_ = tokens->add_subcommand("revoke", "Revoke an admin principal's token now");
   revoke_->add_option("principal", name_, "Name or id")->required();
+  cert_ = tokens->add_subcommand(
+      "cert", "Bind a client certificate to an admin principal (mTLS on the admin listener)");
+  cert_->add_option("principal", name_, "Name or id")->required();
+  addSelectorOptions(cert_, spiffe_, subject_, issuer_, pin_);
+  cert_->add_flag("--unbind", unbind_, "Remove the principal's certificate binding");
 
   x_ = app.add_subcommand("x", "Call a system plugin's admin route (/v1/x/<plugin>/<path>)");
   x_->add_option("plugin", plugin_, "Plugin id (namespace/name)")->required();
@@ -82,6 +88,23 @@ bool AdminCommands::runTokens() {
           utcTime(p->getValue<int64_t>("created_at_ms")).c_str(),
           p->has("revoked_at_ms") ? utcTime(p->getValue<int64_t>("revoked_at_ms")).c_str() : "-");
     }
+    return true;
+  }
+  if (cert_->parsed()) {
+    const std::string path = "/v1/admin-tokens/" + name_ + "/certificate";
+    std::string answer =
+        unbind_ ? admin_.call("DELETE", path)
+                : admin_.call("PUT", path,
+                              selectorBody("admin-token cert", spiffe_, subject_, issuer_, pin_));
+    if (json_) {
+      std::cout << answer;
+      return true;
+    }
+    auto o = parseObject(answer);
+    std::printf(
+        "admin principal %s (%s) %s\n", o->getValue<std::string>("name").c_str(),
+        o->getValue<std::string>("id").c_str(),
+        o->has("certificate") ? "is bound to a client certificate" : "has no client certificate");
     return true;
   }
   if (revoke_->parsed()) {

@@ -4,6 +4,8 @@
 //   trellis admin-token create alice --role operator   prints the token once
 //   trellis admin-token list
 //   trellis admin-token revoke alice                    (name or id)
+//   trellis admin-token cert deployer --spiffe spiffe://acme.test/ops/deployer
+//   trellis admin-token cert deployer --unbind
 //   trellis x acme/audit GET records --output json      GET /v1/x/acme/audit/records
 //   trellis x acme/audit POST export --data '{"since":0}'
 #pragma once
@@ -31,6 +33,7 @@ class AdminCommands {
   CLI::App* create_ = nullptr;
   CLI::App* list_ = nullptr;
   CLI::App* revoke_ = nullptr;
+  CLI::App* cert_ = nullptr;
   CLI::App* x_ = nullptr;
   std::string name_;
   std::string role_ = "operator";
@@ -39,6 +42,8 @@ class AdminCommands {
   std::string path_;
   std::string data_;
   std::string output_ = "text";
+  std::string spiffe_, subject_, issuer_, pin_;
+  bool unbind_ = false;
 };
 
 }  // namespace trellis::cli

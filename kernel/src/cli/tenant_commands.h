@@ -4,14 +4,17 @@
 //   trellis key create acme --ttl 86400        # prints the key once
 //   trellis tenant usage acme
 //   trellis tenant delete acme                 # asks to type the id (or --yes)
+//   trellis tenant cert add acme --spiffe spiffe://acme.test/billing   (cert_commands.h)
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/admin_client.h"
+#include "cli/cert_commands.h"
 
 namespace trellis::cli {
 
@@ -37,6 +40,7 @@ class TenantCommands {
   bool yes_ = false;
   int64_t ttl_seconds_ = 0;
   std::map<std::string, CLI::App*> commands_;  // "tenant create" -> subcommand
+  std::unique_ptr<TenantCertCommands> certs_;  // `tenant cert …`
 };
 
 }  // namespace trellis::cli

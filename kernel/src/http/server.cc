@@ -202,13 +202,21 @@ class Session final : public SessionBase {
     }
   }
 
-  // A failed handshake (wrong version, no shared cipher, untrusted or missing client
-  // certificate, garbage) is the client's problem: logged at debug, the connection closed.
+  // A failed handshake is the client's problem: the connection is closed. A refused client
+  // certificate (untrusted issuer, expired, none sent when required) is logged at info with
+  // the reason, since an operator rolling out mTLS needs to see it; the rest (wrong version,
+  // no shared cipher, garbage) at debug, so scanners cannot flood the log.
   void onHandshake(const ErrorCode& ec) {
     if (phase_ == Phase::kClosed) return;
     if (ec) {
-      spdlog::debug("{} listener: TLS handshake with {}:{} failed: {}", shared_.opts.name,
-                    peer_.address, peer_.port, ec.message());
+      bool client_certificate = false;
+      std::string why = ec.message();
+      if constexpr (kTls) {
+        why = tls::handshakeFailureReason(socket_.native_handle(), ec, &client_certificate);
+      }
+      spdlog::log(client_certificate ? spdlog::level::info : spdlog::level::debug,
+                  "{} listener: TLS handshake with {}:{} failed: {}", shared_.opts.name,
+                  peer_.address, peer_.port, why);
       return close();
     }
     if constexpr (kTls) peer_.certificate = tls::peerIdentity(socket_.native_handle());

@@ -79,8 +79,9 @@ int ctxField(lua_State* L, const PolicyEngine::Call& c, std::string_view key) {
   } else if (key == "labels") {
     rc ? pushLabels(L, rc->tenant->labels) : lua_newtable(L);
   } else if (key == "principal") {
-    if (rc && rc->key_id.starts_with("jwt:")) {
-      pushView(L, rc->key_id);  // a signed token's subject, already "jwt:" prefixed
+    if (rc && (rc->key_id.starts_with("jwt:") || rc->key_id.starts_with("cert:"))) {
+      // A signed token's subject or a certificate credential, already prefixed.
+      pushView(L, rc->key_id);
     } else if (rc) {
       lua_pushliteral(L, "key:");
       pushView(L, rc->key_id);

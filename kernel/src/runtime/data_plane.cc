@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "auth/cert_identity.h"
 #include "auth/jwt.h"
 #include "runtime/bearer.h"
 #include "runtime/call_context.h"
@@ -33,12 +34,26 @@ std::string_view pathOf(std::string_view target) {
   return target.substr(0, target.find('?'));
 }
 
+// A request without an Authorization header on a connection whose client certificate the
+// listener verified: the certificate is its credential.
+bool certificateCaller(const http::Request& req, const http::Peer& peer) {
+  return peer.certificate && req.find(bhttp::field::authorization) == req.end();
+}
+
 // The tenant stage's refusal of a request whose key did not resolve to an active tenant.
+// `cert_refusal`: why a client certificate did not resolve ("" for other credentials).
 http::Response tenantRefusal(const tenants::Resolution& who, const http::Request& req,
-                             const std::string& request_id) {
+                             const std::string& request_id, const std::string& cert_refusal) {
   if (who.outcome == tenants::Resolution::Outcome::kSuspended) {
     return http::problem(403, "Forbidden", "tenant " + who.tenant->id + " is suspended",
                          {{"request_id", request_id}}, &req);
+  }
+  if (!cert_refusal.empty()) {
+    // The certificate is the caller's own: saying which check failed tells it nothing about
+    // anyone else, and spares the operator a guess.
+    auto res = http::problem(401, "Unauthorized", cert_refusal, {{"request_id", request_id}}, &req);
+    res.set(bhttp::field::www_authenticate, "Bearer realm=\"trellis\"");
+    return res;
   }
   // Unknown, revoked and expired keys and refused tokens look alike to the caller: the
   // log, not the client, learns which check failed.
@@ -163,7 +178,8 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
   authFailed(who, req, peer, token_refusal);
   const std::string request_id = http::newRequestId();
-  auto res = tenantRefusal(who, req, request_id);
+  auto res = tenantRefusal(who, req, request_id,
+                           certificateCaller(req, peer) ? token_refusal : std::string());
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
   finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace, {who.key_id});
   return res;
@@ -182,6 +198,15 @@ struct TokenCaller {
 
 tenants::Resolution DataPlane::resolveCaller(const http::Request& req, const http::Peer& peer,
                                              std::string* token_refusal) const {
+  if (certificateCaller(req, peer)) {
+    tenants::Resolution r =
+        auth::resolveCertificateTenant(tenants_, *peer.certificate, token_refusal);
+    if (r.outcome != tenants::Resolution::Outcome::kOk && !token_refusal->empty()) {
+      spdlog::info("data plane: client certificate from {} refused: {} ({})", peer.address,
+                   *token_refusal, auth::describeCertificate(*peer.certificate));
+    }
+    return r;
+  }
   const std::string_view credential = bearerCredential(req);
   if (!tokens_ || !auth::looksLikeJwt(credential)) return tenants_.resolve(credential);
   tenants::Resolution r;  // kUnknownKey until proven otherwise
@@ -216,6 +241,11 @@ void DataPlane::authFailed(const tenants::Resolution& who, const http::Request& 
                            const http::Peer& peer, const std::string& token_refusal) const {
   using Outcome = tenants::Resolution::Outcome;
   if (!on_auth_failure_ || who.outcome == Outcome::kSuspended) return;
+  if (certificateCaller(req, peer)) {
+    // The pin is public (anyone who saw the handshake has the certificate) and names it.
+    on_auth_failure_(peer.certificate->sha256, peer, "client certificate: " + token_refusal);
+    return;
+  }
   if (!token_refusal.empty()) {
     on_auth_failure_(bearerCredential(req), peer, "invalid token: " + token_refusal);
     return;
@@ -253,7 +283,9 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   const tenants::Resolution who = resolveCaller(req, peer, &token_refusal);
   if (who.outcome != tenants::Resolution::Outcome::kOk) {
     authFailed(who, req, peer, token_refusal);
-    reject(tenantRefusal(who, req, request_id), tenantOf(who), who.key_id);
+    reject(tenantRefusal(who, req, request_id,
+                         certificateCaller(req, peer) ? token_refusal : std::string()),
+           tenantOf(who), who.key_id);
     return;
   }
   const tenants::TenantView& tenant = *who.tenant;

@@ -1,12 +1,11 @@
 // The data plane's request handler: health probes, tenant resolution from the bearer
-// key or signed token (401 unknown/revoked/expired key or refused token, 403 a suspended
-// tenant's key; for a request with a body already in
-// screen(), before the body is read), routing to the plugins the tenant enabled (the others'
-// routes are hidden), admission against the tenant's quotas (413/429 with RateLimit-*
-// headers), the admin policy, and the call through the C ABI — inline on the event loop, or
-// on the blocking pool for routes the manifest declares blocking. Every answer carries
-// X-Request-Id. The last stage, after, also hands a usage record of every answer (refusals
-// included) to the usage stream.
+// key, signed token or verified client certificate (401 unknown/revoked/expired key or refused
+// token, 403 a suspended tenant's key; for a request with a body already in screen(), before the
+// body is read), routing to the plugins the tenant enabled (the others' routes are hidden),
+// admission against the tenant's quotas (413/429 with RateLimit-* headers), the admin policy, and
+// the call through the C ABI — inline on the event loop, or on the blocking pool for routes the
+// manifest declares blocking. Every answer carries X-Request-Id. The last stage, after, also hands
+// a usage record of every answer (refusals included) to the usage stream.
 #pragma once
 
 #include <array>
@@ -90,7 +89,9 @@ class DataPlane : public http::RequestHandler {
                    const RequestFacts& facts);
 
   // The caller's tenant from the bearer credential: an API key (the registry) or, with
-  // issuers configured, a signed token. For a refused token, `token_refusal` says why.
+  // issuers configured, a signed token; without an Authorization header, from the client
+  // certificate the listener verified (auth/cert_identity.h). For a refused token or
+  // certificate, `token_refusal` says why.
   tenants::Resolution resolveCaller(const http::Request& req, const http::Peer& peer,
                                     std::string* token_refusal) const;
   void authFailed(const tenants::Resolution& who, const http::Request& req, const http::Peer& peer,

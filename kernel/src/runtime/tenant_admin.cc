@@ -5,6 +5,7 @@
 #include <Poco/JSON/Parser.h>
 #include <spdlog/spdlog.h>
 
+#include "auth/cert_identity.h"
 #include "runtime/responses.h"
 #include "runtime/tenant_json.h"
 #include "trellis/kernel/http/problem.h"
@@ -26,6 +27,19 @@ http::Response failure(const http::Request& req, const Status& s) {
 }
 
 // Strict JSON body: an object with only `allowed` members.
+Object::Ptr certJson(const tenants::CertCredential& c) {
+  Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  o->set("id", c.id);
+  o->set("tenant", c.tenant);
+  o->set("principal", "cert:" + c.id);
+  o->set("kind", std::string(tenants::certSelectorKindName(c.selector.kind)));
+  o->set("selector", auth::selectorJson(c.selector));
+  o->set("created_at_ms", c.created_at_ms);
+  if (c.expires_at_ms) o->set("expires_at_ms", *c.expires_at_ms);
+  if (c.revoked_at_ms) o->set("revoked_at_ms", *c.revoked_at_ms);
+  return o;
+}
+
 Result<Object::Ptr> parseBody(const http::Request& req,
                               std::initializer_list<std::string_view> allowed) {
   if (req.body().empty()) return Object::Ptr(new Object);
@@ -125,6 +139,9 @@ TenantAdmin::TenantAdmin(tenants::TenantRegistry& registry, tenants::Admission& 
       {"GET", "/v1/tenants/{id}/keys", kKeys},
       {"POST", "/v1/tenants/{id}/keys", kCreateKey},
       {"DELETE", "/v1/keys/{key}", kRevokeKey},
+      {"GET", "/v1/tenants/{id}/certs", kCerts},
+      {"POST", "/v1/tenants/{id}/certs", kAddCert},
+      {"DELETE", "/v1/tenants/{id}/certs/{cert}", kRevokeCert},
       {"GET", "/v1/drift", kDrift}};
   for (const auto& [method, pattern, endpoint] : routes) {
     Status s = router_.add(method, pattern, endpoint);
@@ -248,6 +265,40 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       std::string key_id(m.param("key").value_or(""));
       if (Status s = registry_.revokeKey(key_id); !s) return failure(req, s);
       spdlog::info("admin: key {} revoked", key_id);
+      http::Response res{bhttp::status::no_content, req.version()};
+      res.keep_alive(req.keep_alive());
+      return res;
+    }
+    case kCerts: {
+      if (auto t = registry_.get(id); !t) return failure(req, t.status());
+      Array::Ptr list = new Array;
+      for (const auto& c : registry_.listCertCredentials(id)) list->add(certJson(c));
+      Object::Ptr o = new Object;
+      o->set("certs", list);
+      return jsonResponse(req, 200, o);
+    }
+    case kAddCert: {
+      auto body = parseBody(req, {"spiffe", "subject", "issuer", "pin", "expires_at_ms"});
+      if (!body) return failure(req, body.status());
+      auto selector = auth::selectorFromJson(*body, {"expires_at_ms"});
+      if (!selector) return failure(req, selector.status());
+      std::optional<int64_t> expires;
+      if ((*body)->has("expires_at_ms")) {
+        const auto& v = (*body)->get("expires_at_ms");
+        if (!v.isInteger())
+          return failure(req, Status::invalid("expires_at_ms: expected an integer"));
+        expires = v.convert<int64_t>();
+      }
+      auto added = registry_.addCertCredential(id, std::move(*selector), expires);
+      if (!added) return failure(req, added.status());
+      spdlog::info("admin: certificate credential {} ({}) added for tenant {}", added->id,
+                   added->selector.describe(), id);
+      return jsonResponse(req, 201, certJson(*added));
+    }
+    case kRevokeCert: {
+      std::string cert_id(m.param("cert").value_or(""));
+      if (Status s = registry_.revokeCertCredential(id, cert_id); !s) return failure(req, s);
+      spdlog::info("admin: certificate credential {} of tenant {} revoked", cert_id, id);
       http::Response res{bhttp::status::no_content, req.version()};
       res.keep_alive(req.keep_alive());
       return res;

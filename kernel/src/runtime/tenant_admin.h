@@ -9,6 +9,9 @@
 //   GET    /v1/tenants/{id}/keys               key ids, creation, expiry, revocation
 //   POST   /v1/tenants/{id}/keys               {ttl_seconds?} -> the key, shown once
 //   DELETE /v1/keys/{key_id}                   revoke
+//   GET    /v1/tenants/{id}/certs              certificate credentials (mTLS)
+//   POST   /v1/tenants/{id}/certs              {spiffe | subject+issuer | pin, expires_at_ms?}
+//   DELETE /v1/tenants/{id}/certs/{cert_id}    revoke
 //   GET    /v1/drift                           declared tenants that differ from the registry
 #pragma once
 
@@ -48,6 +51,9 @@ class TenantAdmin {
     kKeys,
     kCreateKey,
     kRevokeKey,
+    kCerts,
+    kAddCert,
+    kRevokeCert,
     kDrift
   };
   http::Response dispatch(Endpoint e, const http::Request& req, const http::RouteMatch& m);

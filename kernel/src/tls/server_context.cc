@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <boost/asio/ssl/error.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -94,6 +95,32 @@ std::string hex(const unsigned char* p, size_t n) {
     out[2 * i + 1] = kDigits[p[i] & 15];
   }
   return out;
+}
+
+// The names of the certificate a client's chain failed on, kept on the SSL object until the
+// handshake's end (the peer certificate is not kept when verification fails), so the log can
+// say which certificate was refused.
+void freeRefusedNames(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<std::string*>(ptr);
+}
+
+int refusedNamesIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRefusedNames);
+  return index;
+}
+
+int rememberRefusal(int preverify_ok, X509_STORE_CTX* store) {
+  if (preverify_ok == 1) return 1;
+  auto* s =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (s != nullptr && cert != nullptr && SSL_get_ex_data(s, refusedNamesIndex()) == nullptr) {
+    SSL_set_ex_data(
+        s, refusedNamesIndex(),
+        new std::string("subject \"" + nameToString(X509_get_subject_name(cert)) + "\", issuer \"" +
+                        nameToString(X509_get_issuer_name(cert)) + "\""));
+  }
+  return 0;
 }
 
 std::string fileStamp(const std::filesystem::path& p) {
@@ -237,7 +264,7 @@ Result<std::shared_ptr<Generation>> ServerContext::load(const Generation* previo
       SSL_CTX_set_client_CA_list(c, names);
       int mode = SSL_VERIFY_PEER;
       if (options_.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-      SSL_CTX_set_verify(c, mode, nullptr);
+      SSL_CTX_set_verify(c, mode, rememberRefusal);
       SSL_CTX_set_verify_depth(c, 8);  // bounds the work an oversized chain can cause
     }
     gen->entries_.push_back(std::move(entry));
@@ -324,6 +351,41 @@ std::shared_ptr<const PeerIdentity> peerIdentity(SSL* s) {
     GENERAL_NAMES_free(sans);
   }
   return id;
+}
+
+std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
+                                   bool* client_certificate) {
+  *client_certificate = false;
+  const long verdict = s == nullptr ? X509_V_OK : SSL_get_verify_result(s);
+  if (verdict != X509_V_OK) {
+    *client_certificate = true;
+    std::string why;
+    switch (verdict) {
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      // Names a trusted CA but was not signed by it: an impostor CA of the same name.
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE: why = "untrusted issuer"; break;
+      case X509_V_ERR_CERT_HAS_EXPIRED: why = "expired"; break;
+      case X509_V_ERR_CERT_NOT_YET_VALID: why = "not yet valid"; break;
+      default: why = "refused"; break;
+    }
+    std::string out =
+        "client certificate " + why + " (" + X509_verify_cert_error_string(verdict) + ")";
+    if (auto* names = static_cast<std::string*>(SSL_get_ex_data(s, refusedNamesIndex()))) {
+      out += ": " + *names;
+    }
+    return out;
+  }
+  if (ec.category() == boost::asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+          SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+    *client_certificate = true;
+    return "no client certificate, and this listener requires one";
+  }
+  return ec.message();
 }
 
 }  // namespace trellis::kernel::tls

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "trellis/status.hpp"
+#include "trellis/tenants/cert_selector.h"
 
 namespace trellis::tenants {
 
@@ -108,6 +109,17 @@ struct KeyInfo {
   std::optional<int64_t> revoked_at_ms;
 };
 
+// A client certificate as a tenant credential, beside API keys: the selector names the
+// certificate, the tenant is whose data it reaches. Its principal is "cert:<id>".
+struct CertCredential {
+  std::string id;  // unique: 8 hex chars
+  std::string tenant;
+  CertSelector selector;
+  int64_t created_at_ms = 0;
+  std::optional<int64_t> expires_at_ms;
+  std::optional<int64_t> revoked_at_ms;
+};
+
 struct NewKey {
   KeyInfo info;
   std::string secret;  // the whole key; never stored, shown once
@@ -141,7 +153,9 @@ struct Resolution {
   } outcome = Outcome::kUnknownKey;
   // Set for kOk and kSuspended; valid while `snapshot` is held.
   const TenantView* tenant = nullptr;
-  std::string_view key_id;               // the key that resolved (kOk, kSuspended); same lifetime
+  // The key that resolved (kOk, kSuspended), or "cert:<id>" for a certificate credential;
+  // same lifetime.
+  std::string_view key_id;
   std::shared_ptr<const void> snapshot;  // keeps `tenant` alive
 };
 
@@ -192,6 +206,15 @@ class TenantRegistry {
   // NOT_FOUND for an unknown id; revoking twice is OK.
   virtual Status revokeKey(std::string_view key_id) = 0;
 
+  // Maps certificates matching `selector` to `tenant`. `expires_at_ms` unset: never; else
+  // in the future. NOT_FOUND for an unknown tenant; CONFLICT if an unrevoked credential
+  // (of any tenant: then without naming it) already has the same selector.
+  virtual Result<CertCredential> addCertCredential(std::string_view tenant, CertSelector selector,
+                                                   std::optional<int64_t> expires_at_ms) = 0;
+  virtual std::vector<CertCredential> listCertCredentials(std::string_view tenant) const = 0;
+  // NOT_FOUND unless `id` is one of the tenant's credentials; revoking twice is OK.
+  virtual Status revokeCertCredential(std::string_view tenant, std::string_view id) = 0;
+
   // Creates declared tenants that are missing (source "config") and reports those whose
   // registry state differs from the declaration. The registry wins: an existing tenant is
   // never changed here. Also drift: a declared tenant created through the API, and a
@@ -202,6 +225,12 @@ class TenantRegistry {
   // Empty, oversized and malformed keys are kUnknownKey.
   virtual Resolution resolve(std::string_view presented_key) const = 0;
   virtual std::shared_ptr<const TenantView> view(std::string_view id) const = 0;
+  // Hot path, like resolve(): the tenant of a verified client certificate, looked up by its
+  // pin, then its SPIFFE ID, then its subject and issuer, each an O(1) index lookup. The
+  // first unrevoked, unexpired credential decides; a revoked pin refuses the certificate
+  // outright (a pin names that one certificate). kUnknownKey if nothing maps it, else
+  // kRevokedKey / kExpiredKey for the most specific credential that did.
+  virtual Resolution resolveCertificate(const PresentedCertificate& cert) const = 0;
 
   // SQLite system database; created with mode 0600 if missing.
   static Result<std::unique_ptr<TenantRegistry>> openSqlite(const std::filesystem::path& db);

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/system/error_code.hpp>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -89,5 +90,12 @@ class ServerContext {
 // After a successful handshake: the client's certificate if it sent one and it verified,
 // else null. Cheap enough to call once per connection.
 std::shared_ptr<const PeerIdentity> peerIdentity(SSL* ssl);
+
+// Why a handshake failed, for the log: for the client certificate, the check that refused it
+// ("untrusted issuer", "expired", "no client certificate, and this listener requires one")
+// with the certificate's subject and issuer when known; otherwise OpenSSL's reason. Sets
+// `client_certificate` when the failure is about the client certificate. Never key material.
+std::string handshakeFailureReason(SSL* ssl, const boost::system::error_code& ec,
+                                   bool* client_certificate);
 
 }  // namespace trellis::kernel::tls
