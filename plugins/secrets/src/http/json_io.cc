@@ -70,4 +70,9 @@ Status internalError(Context& ctx, Response& res, const Status& s) {
   return res.problem(500, "the secrets store failed to handle the request; see the host log");
 }
 
+Status answerFailure(Context& ctx, Response& res, const Status& s) {
+  if (s.code() == StatusCode::kInternal) return internalError(ctx, res, s);
+  return sendProblem(res, s);
+}
+
 }  // namespace trellis::secrets::http

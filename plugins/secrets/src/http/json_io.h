@@ -33,5 +33,8 @@ Status sendJson(Response& res, int code, const Object::Ptr& o);
 Status sendProblem(Response& res, const Status& s);
 // Logs `s` for the operator and answers 500 with a generic detail.
 Status internalError(Context& ctx, Response& res, const Status& s);
+// A failed engine call: INTERNAL through internalError (logged, not shown), anything else
+// through sendProblem (its message was written for the client).
+Status answerFailure(Context& ctx, Response& res, const Status& s);
 
 }  // namespace trellis::secrets::http

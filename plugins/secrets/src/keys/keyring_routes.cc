@@ -22,26 +22,21 @@ class Routes {
 
   Status read(Context& ctx, const Request&, Response& res) const {
     auto ring = Keyring::open(ctx, seal_, /*create=*/false);
-    if (!ring) return fail(ctx, res, ring.status());
+    if (!ring) return http::answerFailure(ctx, res, ring.status());
     return answer(ctx, res, *ring);
   }
 
   Status rotate(Context& ctx, const Request&, Response& res) const {
     auto ring = Keyring::open(ctx, seal_, /*create=*/true);
-    if (!ring) return fail(ctx, res, ring.status());
-    if (Status s = ring->rotate(ctx, seal_); !s) return fail(ctx, res, s);
+    if (!ring) return http::answerFailure(ctx, res, ring.status());
+    if (Status s = ring->rotate(ctx, seal_); !s) return http::answerFailure(ctx, res, s);
     auditOperation(ctx, seal_, "secret.keyring.rotate", "keyring", "kek",
                    "{\"version\":" + std::to_string(ring->current().version) + "}");
-    if (Status s = rewrap_.start(ctx); !s) return fail(ctx, res, s);
+    if (Status s = rewrap_.start(ctx); !s) return http::answerFailure(ctx, res, s);
     return answer(ctx, res, *ring);
   }
 
  private:
-  static Status fail(Context& ctx, Response& res, const Status& s) {
-    if (s.code() == StatusCode::kInternal) return http::internalError(ctx, res, s);
-    return http::sendProblem(res, s);
-  }
-
   Status answer(Context& ctx, Response& res, const Keyring& ring) const {
     Array::Ptr versions = new Array;
     for (const Kek& k : ring.keys()) {
@@ -56,7 +51,7 @@ class Routes {
     data->set("max_uses", uses_.maxUses());
     data->set("versions", versions);
     auto progress = rewrap_.progress(ctx);
-    if (!progress) return fail(ctx, res, progress.status());
+    if (!progress) return http::answerFailure(ctx, res, progress.status());
     if (*progress) data->set("rewrap", **progress);
     Object::Ptr wrap = new Object;
     wrap->set("data", data);

@@ -18,11 +18,7 @@ using Poco::JSON::Array;
 
 constexpr std::string_view kBase = "/secrets/v1/kv/";
 
-// Client-facing failures keep their message; anything internal is logged, not shown.
-Status fail(Context& ctx, Response& res, const Status& s) {
-  if (s.code() == StatusCode::kInternal) return http::internalError(ctx, res, s);
-  return http::sendProblem(res, s);
-}
+using http::answerFailure;
 
 Object::Ptr versionJson(const SecretRecord& r, uint64_t version) {
   Object::Ptr o = new Object;
@@ -94,7 +90,7 @@ class Routes {
     std::string data_json = http::stringify(data);
     auto written = engine_.write(ctx, path, data_json, cas);
     cleanse(data_json);
-    if (!written) return fail(ctx, res, written.status());
+    if (!written) return answerFailure(ctx, res, written.status());
     auditOperation(ctx, seal_, "secret.kv.write", "kv", path,
                    "{\"version\":" + std::to_string(written->current) + "}");
     return http::sendJson(res, 200, wrapData(versionJson(*written, written->current)));
@@ -105,7 +101,7 @@ class Routes {
     auto version = versionParam(req);
     if (!version) return http::sendProblem(res, version.status());
     auto read = engine_.read(ctx, path, *version);
-    if (!read) return fail(ctx, res, read.status());
+    if (!read) return answerFailure(ctx, res, read.status());
     auditOperation(ctx, seal_, "secret.kv.read", "kv", path,
                    "{\"version\":" + std::to_string(read->version) + "}");
     Object::Ptr inner = new Object;
@@ -115,7 +111,8 @@ class Routes {
       return http::sendJson(res, 404, wrapData(inner));  // deleted or destroyed, as Vault
     }
     auto data = http::parseObject(read->data_json.view());
-    if (!data) return fail(ctx, res, Status::internal("a stored secret is not a JSON object"));
+    if (!data)
+      return answerFailure(ctx, res, Status::internal("a stored secret is not a JSON object"));
     inner->set("data", *data);
     std::string text = http::stringify(wrapData(inner));
     Status sent = res.json(200, text);
@@ -151,7 +148,7 @@ class Routes {
     const std::string path(req.pathParam("path").value_or(""));
     if (req.queryParam("list").value_or("") == "true") return list(ctx, res, path);
     auto record = engine_.metadata(ctx, path);
-    if (!record) return fail(ctx, res, record.status());
+    if (!record) return answerFailure(ctx, res, record.status());
     Object::Ptr o = new Object;
     o->set("cas_required", record->cas_required);
     o->set("created_time", http::rfc3339(record->created_ms));
@@ -178,7 +175,7 @@ class Routes {
 
   Status list(Context& ctx, Response& res, std::string_view folder) const {
     auto names = engine_.list(ctx, folder);
-    if (!names) return fail(ctx, res, names.status());
+    if (!names) return answerFailure(ctx, res, names.status());
     Array::Ptr keys = new Array;
     for (const auto& n : *names) keys->add(n);
     Object::Ptr o = new Object;
@@ -224,7 +221,7 @@ class Routes {
  private:
   Status versionsChange(Context& ctx, Response& res, std::string_view path,
                         const std::string& action, const Status& s) const {
-    if (!s) return fail(ctx, res, s);
+    if (!s) return answerFailure(ctx, res, s);
     auditOperation(ctx, seal_, action, "kv", path);
     return res.status(204);
   }

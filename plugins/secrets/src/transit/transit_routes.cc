@@ -17,10 +17,7 @@ using Poco::JSON::Array;
 constexpr std::string_view kBase = "/secrets/v1/transit/";
 constexpr size_t kMaxBatch = 1000;
 
-Status fail(Context& ctx, Response& res, const Status& s) {
-  if (s.code() == StatusCode::kInternal) return http::internalError(ctx, res, s);
-  return http::sendProblem(res, s);
-}
+using http::answerFailure;
 
 Object::Ptr policyJson(std::string_view name, const KeyPolicy& p) {
   Object::Ptr o = new Object;
@@ -102,7 +99,7 @@ class Routes {
       return res.problem(400, "transit keys are never exportable");
     }
     auto p = engine_.create(ctx, name);
-    if (!p) return fail(ctx, res, p.status());
+    if (!p) return answerFailure(ctx, res, p.status());
     auditOperation(ctx, seal_, "secret.transit.create", "transit", name);
     return http::sendJson(res, 200, policyJson(name, *p));
   }
@@ -110,13 +107,13 @@ class Routes {
   Status read(Context& ctx, const Request& req, Response& res) const {
     const std::string name(req.pathParam("name").value_or(""));
     auto p = engine_.policy(ctx, name);
-    if (!p) return fail(ctx, res, p.status());
+    if (!p) return answerFailure(ctx, res, p.status());
     return http::sendJson(res, 200, policyJson(name, *p));
   }
 
   Status remove(Context& ctx, const Request& req, Response& res) const {
     const std::string name(req.pathParam("name").value_or(""));
-    if (Status s = engine_.remove(ctx, name); !s) return fail(ctx, res, s);
+    if (Status s = engine_.remove(ctx, name); !s) return answerFailure(ctx, res, s);
     auditOperation(ctx, seal_, "secret.transit.delete", "transit", name);
     return res.status(204);
   }
@@ -124,7 +121,7 @@ class Routes {
   Status rotate(Context& ctx, const Request& req, Response& res) const {
     const std::string name(req.pathParam("name").value_or(""));
     auto p = engine_.rotate(ctx, name);
-    if (!p) return fail(ctx, res, p.status());
+    if (!p) return answerFailure(ctx, res, p.status());
     auditOperation(ctx, seal_, "secret.transit.rotate", "transit", name,
                    "{\"version\":" + std::to_string(p->latest) + "}");
     return http::sendJson(res, 200, policyJson(name, *p));
@@ -141,7 +138,7 @@ class Routes {
     std::optional<uint32_t> min32;
     if (*min) min32 = static_cast<uint32_t>(**min);
     auto p = engine_.configure(ctx, name, min32, *del);
-    if (!p) return fail(ctx, res, p.status());
+    if (!p) return answerFailure(ctx, res, p.status());
     auditOperation(ctx, seal_, "secret.transit.config", "transit", name);
     return http::sendJson(res, 200, policyJson(name, *p));
   }
@@ -152,7 +149,7 @@ class Routes {
     auto body = http::parseObject(req.body());
     if (!body) return http::sendProblem(res, body.status());
     auto key = engine_.open(ctx, name);
-    if (!key) return fail(ctx, res, key.status());
+    if (!key) return answerFailure(ctx, res, key.status());
     Object::Ptr data = new Object;
     size_t count = 1;
     if ((*body)->has("batch_input")) {
@@ -177,7 +174,7 @@ class Routes {
       data->set("batch_results", results);
     } else {
       auto r = fn(*key, *body);
-      if (!r) return fail(ctx, res, r.status());
+      if (!r) return answerFailure(ctx, res, r.status());
       data = *r;
     }
     auditOperation(ctx, seal_, "secret.transit." + std::string(op), "transit", name,
@@ -206,10 +203,10 @@ class Routes {
     if (b != 128 && b != 256 && b != 512)
       return res.problem(400, "\"bits\" must be 128, 256 or 512");
     auto key = engine_.open(ctx, name);
-    if (!key) return fail(ctx, res, key.status());
+    if (!key) return answerFailure(ctx, res, key.status());
     SecureBuffer dk = randomBytes(b / 8);
     auto ct = key->encrypt(dk.view());
-    if (!ct) return fail(ctx, res, ct.status());
+    if (!ct) return answerFailure(ctx, res, ct.status());
     Object::Ptr data = new Object;
     data->set("ciphertext", *ct);
     data->set("key_version", key->policy().latest);
