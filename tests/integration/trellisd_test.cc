@@ -176,7 +176,7 @@ TEST_F(TrellisdTest, AdminApiNeedsItsTokenAndReportsPlugins) {
   ASSERT_TRUE(hello);
   EXPECT_EQ(hello->getValue<std::string>("state"), "active");
   EXPECT_EQ(hello->getValue<std::string>("version"), "1.0.0");
-  EXPECT_EQ(hello->getArray("routes")->getElement<std::string>(0), "GET /hello/{name} (blocking)");
+  EXPECT_EQ(hello->getArray("routes")->getElement<std::string>(0), "GET /hello/{name}");
 }
 
 TEST_F(TrellisdTest, AdminTokenIsGeneratedOncePrivateAndPrintedOnce) {
@@ -221,7 +221,7 @@ TEST_F(TrellisdTest, CliShowsStatusAndPlugins) {
   std::string list = runCommand(std::string(TRELLIS_CLI_PATH) + flags + " plugin list", &rc);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(list, AllOf(HasSubstr("trellis/hello"), HasSubstr("trellis/echo-c"),
-                          HasSubstr("GET /hello/{name} (blocking)")));
+                          HasSubstr("GET /hello/{name}")));
   std::string refused =
       runCommand(std::string(TRELLIS_CLI_PATH) + " --admin http://127.0.0.1:" +
                      std::to_string(server().adminPort()) + " --token wrong status 2>&1",

@@ -172,6 +172,60 @@ TEST(GroupCommitTest, SeveralLeadersRunBatchesAtTheSameTime) {
   EXPECT_EQ(gc.stats().pending, 0u);
 }
 
+// An asynchronous submitter's answer, kept for the test to wait on.
+struct AsyncAnswer {
+  std::promise<Status> status;
+  std::atomic<int> calls{0};
+  std::thread::id thread;
+  GroupCommit::Done done() {
+    return [this](Status s) {
+      thread = std::this_thread::get_id();
+      if (++calls == 1) status.set_value(std::move(s));
+    };
+  }
+};
+
+TEST(GroupCommitTest, AsyncWritersShareTheQueuedBatchAndAreAnsweredOnceAfterItsCommit) {
+  RecordingRunner r;
+  GroupCommit gc(r.runner(), {});
+  auto first = std::async(std::launch::async, [&] { return gc.submit(returning(Status::ok())); });
+  ASSERT_TRUE(eventually([&] { return gc.stats().pending == 1; }));
+  std::vector<std::unique_ptr<AsyncAnswer>> answers;
+  for (int i = 0; i < 4; ++i) {
+    answers.push_back(std::make_unique<AsyncAnswer>());
+    gc.submitAsync(returning(i == 1 ? Status::conflict("stale") : Status::ok()),
+                   answers.back()->done(), nullptr);
+  }
+  auto blocked = std::async(std::launch::async, [&] { return gc.submit(returning(Status::ok())); });
+  ASSERT_TRUE(eventually([&] { return gc.stats().pending == 6; }));
+  auto second = answers[0]->status.get_future();
+  EXPECT_EQ(second.wait_for(50ms), std::future_status::timeout);  // not before its commit
+  r.gate.open();
+  EXPECT_TRUE(first.get());
+  EXPECT_TRUE(blocked.get());
+  EXPECT_TRUE(second.get());
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(answers[i]->status.get_future().get().code(),
+              i == 1 ? StatusCode::kConflict : StatusCode::kOk);
+  }
+  for (auto& a : answers) EXPECT_EQ(a->calls.load(), 1);
+  EXPECT_EQ(r.sizes, (std::vector<size_t>{1, 5}));  // the blocked writer led the async ones
+}
+
+TEST(GroupCommitTest, AnAsyncWriterOnAnIdleQueueIsLedByTheCommitPoolNotTheCaller) {
+  RecordingRunner r;
+  r.gate.open();
+  GroupCommit gc(r.runner(), {});
+  AsyncAnswer answer;
+  auto owner = std::make_shared<int>(42);
+  gc.submitAsync(returning(Status::ok()), answer.done(), owner);
+  EXPECT_TRUE(answer.status.get_future().get());
+  EXPECT_NE(answer.thread, std::this_thread::get_id());
+  // The owner is kept only until the write is answered.
+  EXPECT_TRUE(eventually([&] { return owner.use_count() == 1; }));
+  EXPECT_EQ(gc.stats().pending, 0u);
+}
+
 // ------------------------------------------------------------------ through the KV store
 
 // Holds a lock the store's next batch needs, from another connection, as another host or
@@ -286,6 +340,39 @@ class SqliteGroupCommitTest : public KvGroupCommitFixture {
  protected:
   void SetUp() override { open(dir_.path() / "data"); }
 };
+
+TEST_P(KvGroupCommitTest, AsyncPutsQueueLikeBlockingOnesAndAreAnsweredAfterTheCommit) {
+  const Scope q{"acme", "trellis/hello", 100};
+  ASSERT_TRUE(store_->put(acme_, "seed", "x", kAnyVersion));
+  auto lock = blockWrites();
+  auto a = startWrite([&] { return store_->put(acme_, "a", "1", kAnyVersion); });  // leads
+  struct Answer {
+    std::promise<Result<uint64_t>> result;
+    KvStore::PutDone done() {
+      return [this](Result<uint64_t> r) { result.set_value(std::move(r)); };
+    }
+  };
+  Answer b, c, d, e, invalid;
+  const uint64_t queued = store_->writeStats().pending;
+  store_->putAsync(acme_, "c", "1", kAbsent, b.done());
+  store_->putAsync(acme_, "c", "2", 1, c.done());  // sees b's write
+  store_->putAsync(acme_, "c", "3", 1, d.done());  // stale: conflict
+  store_->putAsync(q, "big", std::string(200, 'v'), kAnyVersion, e.done());
+  store_->putAsync(acme_, "", "x", kAnyVersion, invalid.done());  // refused, never queued
+  EXPECT_EQ(invalid.result.get_future().get().status().code(), StatusCode::kInvalid);
+  ASSERT_TRUE(eventually([&] { return store_->writeStats().pending == queued + 4; }));
+  auto first = b.result.get_future();
+  EXPECT_EQ(first.wait_for(20ms), std::future_status::timeout);
+  lock->release();
+
+  EXPECT_EQ(*a.get(), 1u);
+  EXPECT_EQ(*first.get(), 1u);
+  EXPECT_EQ(*c.result.get_future().get(), 2u);
+  EXPECT_EQ(d.result.get_future().get().status().code(), StatusCode::kConflict);
+  EXPECT_EQ(e.result.get_future().get().status().code(), StatusCode::kQuotaExceeded);
+  EXPECT_EQ(store_->get(acme_, "c")->value, "2");
+  EXPECT_EQ(realAcmeBytes(), 5u + 2u + 2u);  // seed=x, a=1, c=2: nothing of "big"
+}
 
 TEST_P(KvGroupCommitTest, AQueuedBatchCommitsOnceDecidesCasInOrderAndFailsWritesAlone) {
   ASSERT_TRUE(store_->put(acme_, "seed", "x", kAnyVersion));

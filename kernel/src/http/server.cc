@@ -154,6 +154,10 @@ class Session final : public SessionBase {
   Session& operator=(const Session&) = delete;
 
   void start() {
+    peer_.post = [w = worker_](std::function<void()> fn) {
+      std::lock_guard lock(w->post_mu);
+      if (!w->closed) asio::post(w->ioc, std::move(fn));
+    };
     ErrorCode ec;
     tcpSocket().set_option(tcp::no_delay(true), ec);
     auto remote = tcpSocket().remote_endpoint(ec);

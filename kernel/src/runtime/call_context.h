@@ -18,6 +18,9 @@
 namespace trellis::kernel::services {
 class TraceContext;
 }
+namespace trellis::kernel::runtime {
+class PluginCall;
+}
 
 namespace trellis::kernel::runtime {
 
@@ -61,6 +64,9 @@ struct trellis_ctx {
   uint64_t refused_limit = 0;
   // What the services this call used measured, for its usage record (host_calls above).
   trellis::kernel::services::usage::Counters usage;
+  // A data-plane route call on an event loop, which an asynchronous host call
+  // (kv_put_async) suspends and resumes (runtime/plugin_call.h); null everywhere else.
+  trellis::kernel::runtime::PluginCall* suspendable = nullptr;
 };
 
 struct trellis_request {

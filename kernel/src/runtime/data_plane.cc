@@ -8,6 +8,7 @@
 #include "auth/jwt.h"
 #include "runtime/bearer.h"
 #include "runtime/call_context.h"
+#include "runtime/plugin_call.h"
 #include "runtime/responses.h"
 #include "services/usage/usage_stream.h"
 #include "trellis/kernel/http/problem.h"
@@ -376,34 +377,48 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     }
     if (v.action == lua::Verdict::Action::kModify) lua::applyHeaderEdits(v.headers, req.base());
   }
-  // Call, then after (metrics, access log): inline, or on the blocking pool.
-  if (!route.blocking) {
-    RequestFacts facts{who.key_id, decision_id, {}};
-    auto res = invoke(route, tenant, who.key_id, req, *match, path, query, request_id, trace,
-                      facts.counters);
-    if (policy_active) policyOnResponse(rc, req, res);
-    addRateLimitHeaders(res, ticket);
-    finish(req, peer, res, request_id, tenant.id, &route, started, trace, facts);
-    respond(std::move(res));
+  // A path parameter that does not decode (a bad %xx, or an encoded NUL, which C code
+  // would truncate at) is the client's mistake: 400 before any plugin sees it.
+  if (auto bad = undecodablePathParam(*match, req, request_id)) {
+    if (policy_active) policyOnResponse(rc, req, *bad);
+    addRateLimitHeaders(*bad, ticket);
+    finish(req, peer, *bad, request_id, tenant.id, &route, started, trace,
+           {who.key_id, decision_id});
+    respond(std::move(*bad));
     return;
   }
-  // The request, the strings it views and the tenant snapshot stay alive until `respond`.
-  auto ticket_ptr = std::make_shared<tenants::Ticket>(std::move(ticket));
-  bool queued = pool_.trySubmit([this, table, &route, snapshot = who.snapshot, &tenant, &req, peer,
-                                 match = std::move(*match), path, query, request_id, started,
-                                 respond, ticket_ptr, policy_active, key_id = who.key_id, trace,
-                                 decision_id = std::move(decision_id)]() mutable {
-    RequestFacts facts{key_id, decision_id, {}};
-    auto res =
-        invoke(route, tenant, key_id, req, match, path, query, request_id, trace, facts.counters);
+
+  // Call: inline on the event loop (where kv_put_async may suspend it), or on the blocking
+  // pool. `keep_alive` holds the route table (and so the plugin) and the tenant snapshot;
+  // the request stays alive until `respond`.
+  auto call = std::make_shared<PluginCall>(
+      PluginCall::Site{&route, &tenant, std::string(who.key_id), &req, std::move(*match), path,
+                       query, request_id, trace},
+      route.blocking ? nullptr : peer.post,
+      std::vector<std::shared_ptr<const void>>{table, who.snapshot});
+  // After: policy on_response, metrics, access log, usage record, then the answer.
+  auto after = [this, &req, peer, started, respond, policy_active,
+                ticket = std::make_shared<tenants::Ticket>(std::move(ticket)),
+                decision_id = std::move(decision_id)](PluginCall& call,
+                                                      trellis_status status) mutable {
+    const PluginCall::Site& site = call.site();
+    RequestFacts facts{site.principal, decision_id, call.counters()};
+    auto res = answerOf(call, status);
     if (policy_active) {
-      policyOnResponse(policyContext(tenant, key_id, peer, route), req, res);
+      policyOnResponse(policyContext(*site.tenant, site.principal, peer, *site.target), req, res);
     }
-    addRateLimitHeaders(res, *ticket_ptr);
-    finish(req, peer, res, request_id, tenant.id, &route, started, trace, facts);
-    ticket_ptr.reset();  // the concurrency slot frees before the bytes go out
+    addRateLimitHeaders(res, *ticket);
+    finish(req, peer, res, site.request_id, site.tenant->id, site.target, started, site.trace,
+           facts);
+    ticket.reset();  // the concurrency slot frees before the bytes go out
     respond(std::move(res));
-  });
+  };
+  if (!route.blocking) {
+    call->run(std::move(after));
+    return;
+  }
+  bool queued =
+      pool_.trySubmit([call, after = std::move(after)]() mutable { call->run(std::move(after)); });
   if (!queued) {
     pool_rejections_.add(1);
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
@@ -413,14 +428,9 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   }
 }
 
-http::Response DataPlane::invoke(const RouteTarget& target, const tenants::TenantView& tenant,
-                                 std::string_view principal, const http::Request& req,
-                                 const http::RouteMatch& match, std::string_view path,
-                                 std::string_view query, const std::string& request_id,
-                                 const services::TraceContext& trace,
-                                 services::usage::Counters& counters) {
-  // A path parameter that does not decode (a bad %xx, or an encoded NUL, which C code
-  // would truncate at) is the client's mistake: 400 before any plugin sees it.
+std::optional<http::Response> DataPlane::undecodablePathParam(const http::RouteMatch& match,
+                                                              const http::Request& req,
+                                                              const std::string& request_id) {
   for (const auto& [name, raw] : match.params) {
     if (http::percentDecode(raw)) continue;
     auto res = http::problem(400, "Bad Request",
@@ -430,38 +440,20 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     res.set("X-Request-Id", request_id);
     return res;
   }
-  trellis_ctx ctx;
-  ctx.plugin = target.plugin;
-  ctx.tenant = &tenant;
-  ctx.principal = principal;
-  ctx.request_id = request_id;
-  ctx.trace = &trace;
-  ctx.phase = Phase::kRequest;
-  ctx.max_host_calls = tenant.quotas.max_host_calls.value_or(UINT64_MAX);
-  trellis_request request;
-  request.http = &req;
-  request.match = &match;
-  request.path = path;
-  request.query = query;
-  trellis_response response;
-  response.http.version(req.version());
-  response.http.result(bhttp::status::ok);
+  return std::nullopt;
+}
 
-  trellis_status status = TRELLIS_INTERNAL;
-  const uint64_t lua_before = lua::Sandbox::threadInstructions();
-  try {
-    CallScope scope(&ctx);
-    status = target.handler(target.user, &ctx, &request, &response);
-  } catch (...) {  // a plugin broke the ABI rule; contain it anyway
-    ctx.error = "exception escaped the plugin handler";
-  }
-  counters = ctx.usage;
-  counters.host_calls = ctx.host_calls;
-  counters.lua_instructions = lua::Sandbox::threadInstructions() - lua_before;
+// The answer a finished plugin call makes: the plugin's response, a quota's refusal the
+// plugin passed on, or a problem naming the plugin (its message goes to the log only).
+http::Response DataPlane::answerOf(PluginCall& call, trellis_status status) {
+  const PluginCall::Site& site = call.site();
+  const http::Request& req = *site.req;
+  const trellis_ctx& ctx = call.ctx();
   if (status == TRELLIS_OK) {
-    response.http.keep_alive(req.keep_alive());
-    response.http.set("X-Request-Id", request_id);
-    return std::move(response.http);
+    http::Response res = std::move(call.response());
+    res.keep_alive(req.keep_alive());
+    res.set("X-Request-Id", site.request_id);
+    return res;
   }
   if (status == TRELLIS_QUOTA_EXCEEDED && ctx.refused_quota) {
     // A tenant quota refused one of the plugin's host calls and the plugin passed it on.
@@ -471,23 +463,24 @@ http::Response DataPlane::invoke(const RouteTarget& target, const tenants::Tenan
     r.limit = ctx.refused_limit;
     r.decision_id = tenants::newDecisionId();
     quota_rejections_.labels({r.quota}).add(1);
-    auto res = quotaProblem(req, r, tenant, request_id);
-    res.set("X-Request-Id", request_id);
+    auto res = quotaProblem(req, r, *site.tenant, site.request_id);
+    res.set("X-Request-Id", site.request_id);
     return res;
   }
   unsigned code = httpStatusFor(status);
   // A 4xx is the client's doing (an unknown item, a refused input): worth a line, not an
   // error an operator is paged for.
   spdlog::log(code < 500 ? spdlog::level::info : spdlog::level::err,
-              "plugin={} tenant={} request={} {} {} failed: {}{}", target.plugin->id(), tenant.id,
-              request_id, target.method, target.pattern,
+              "plugin={} tenant={} request={} {} {} failed: {}{}", site.target->plugin->id(),
+              site.tenant->id, site.request_id, site.target->method, site.target->pattern,
               statusCodeName(static_cast<StatusCode>(status)),
               ctx.error.empty() ? "" : ": " + ctx.error);
   // The plugin's message may hold internals: it goes to the log, never to the client.
-  auto res = http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)),
-                           "the plugin " + target.plugin->id() + " could not handle the request",
-                           {{"request_id", request_id}}, &req);
-  res.set("X-Request-Id", request_id);
+  auto res =
+      http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)),
+                    "the plugin " + site.target->plugin->id() + " could not handle the request",
+                    {{"request_id", site.request_id}}, &req);
+  res.set("X-Request-Id", site.request_id);
   return res;
 }
 

@@ -14,6 +14,7 @@
 
 #include "auth/token_verifier.h"
 #include "runtime/access_log.h"
+#include "runtime/plugin_call.h"
 #include "runtime/plugin_manager.h"
 #include "runtime/tarpit.h"
 #include "services/trace/trace_context.h"
@@ -66,12 +67,10 @@ class DataPlane : public http::RequestHandler {
   void acceptTokens(const auth::TokenVerifier* verifier) { tokens_ = verifier; }
 
  private:
-  // `principal`: the id of the key that authenticated the request.
-  http::Response invoke(const RouteTarget& target, const tenants::TenantView& tenant,
-                        std::string_view principal, const http::Request& req,
-                        const http::RouteMatch& match, std::string_view path,
-                        std::string_view query, const std::string& request_id,
-                        const services::TraceContext& trace, services::usage::Counters& counters);
+  static std::optional<http::Response> undecodablePathParam(const http::RouteMatch& match,
+                                                            const http::Request& req,
+                                                            const std::string& request_id);
+  http::Response answerOf(PluginCall& call, trellis_status status);
   // Admin policy hooks (only called when a policy is active).
   lua::RequestContext policyContext(const tenants::TenantView& tenant, std::string_view key_id,
                                     const http::Peer& peer, const RouteTarget& route) const;

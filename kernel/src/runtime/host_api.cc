@@ -19,6 +19,8 @@
 #include "services/core/host_call.h"
 #include "services/egress/egress_abi.h"
 #include "services/jobs/job_abi.h"
+#include "services/kv/kv_access.h"
+#include "services/kv/kv_async.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
 #include "services/usage/usage_abi.h"
@@ -33,39 +35,16 @@ using services::admitCall;
 using services::fail;
 using services::fillBuf;
 using services::granted;
+using services::kvCall;
 using services::live;
 using services::refuseQuota;
+using services::scopeOf;
 using services::str;
 using services::view;
 
 // A request (or event, or job) plus up to 8 nested service calls, with room to spare.
 thread_local std::array<const trellis_ctx*, 16> tls_live{};
 thread_local size_t tls_depth = 0;
-
-// KV calls need a tenant: every piece of plugin data belongs to one.
-// A tenant's ctx reaches that tenant's storage; a system plugin's ctx without a tenant
-// (admin routes, on_init, on_start) reaches the plugin's own system storage.
-trellis_ctx* kvCall(const trellis_ctx* c, trellis_status* refused) {
-  trellis_ctx* ctx = services::enter(c, "kv", "kv", services::Tenant::kOptional, refused);
-  if (ctx && !ctx->tenant && !ctx->plugin->isSystemPlugin()) {
-    ctx->error =
-        "kv needs a tenant: call it from a request, job, service or event handler "
-        "(only a system plugin has storage of its own outside tenants)";
-    *refused = TRELLIS_INVALID;
-    return nullptr;
-  }
-  if (ctx && !ctx->plugin->services().kv) {
-    ctx->error = "this host has no key/value store";
-    *refused = TRELLIS_UNAVAILABLE;
-    return nullptr;
-  }
-  return ctx;
-}
-
-storage::Scope scopeOf(const trellis_ctx* ctx) {
-  if (!ctx->tenant) return {std::string(storage::kSystemScopeTenant), ctx->plugin->id()};
-  return {ctx->tenant->id, ctx->plugin->id(), ctx->tenant->quotas.max_storage_bytes};
-}
 
 bool hasControlBytes(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
@@ -628,9 +607,9 @@ constexpr trellis_host_api kHostApi = {
     services::usageAck,
     services::usageEmit,
     admin::actForTenant,
+    services::kvPutAsync,
 };
-static_assert(offsetof(trellis_host_api, act_for_tenant) + sizeof(void*) ==
-                  sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, kv_put_async) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

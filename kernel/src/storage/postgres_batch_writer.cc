@@ -52,6 +52,16 @@ Status PostgresBatchWriter::write(const std::string& tenant, const GroupCommit::
   });
 }
 
+void PostgresBatchWriter::writeAsync(const std::string& tenant, GroupCommit::Work work,
+                                     GroupCommit::Done done) {
+  commit_.submitAsync(
+      [tenant, work = std::move(work)](soci::session& sql) {
+        Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
+        return work(sql);
+      },
+      std::move(done), nullptr);
+}
+
 void PostgresBatchWriter::runBatch(std::span<GroupCommit::Write* const> batch) {
   const std::string what = "storage write batch";
   bool stale_replaced = false;

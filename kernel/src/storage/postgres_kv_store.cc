@@ -32,6 +32,7 @@ using internal::fromHex;
 using internal::prefixSuccessor;
 using internal::toHex;
 using internal::validateKey;
+using internal::validatePut;
 
 using tenants::PostgresPool;
 using tenants::sql::Query;
@@ -80,48 +81,41 @@ class PostgresKvStore final : public KvStore {
   Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
                        uint64_t expected_version) override {
     if (auto s = validateScope(scope); !s) return s;
-    if (auto s = validateKey(key); !s) return s;
-    if (value.size() > kMaxValueBytes) {
-      return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
-                             std::to_string(kMaxValueBytes));
-    }
+    if (auto s = validatePut(key, value); !s) return s;
     const std::string k = toHex(key), v = toHex(value);
+    const size_t bytes = key.size() + value.size();
     long long next = 0;
     Status s = write(scope.tenant, "put", [&](soci::session& sql) {
-      auto [current, old_bytes] = lockEntry(sql, scope, k);
-      if (expected_version != kAnyVersion && expected_version != current) {
-        return conflict(expected_version, current);
-      }
-      const long long delta = static_cast<long long>(key.size() + value.size()) - old_bytes;
-      if (Status s = charge(sql, scope, delta); !s) return s;
-      next = static_cast<long long>(current) + 1;
-      if (current == kAbsent) {
-        // A concurrent first insert of the same key fails here with unique_violation; the
-        // retry then finds and locks the row.
-        Query(sql,
-              "INSERT INTO kv(tenant_id, plugin, key, value, version) "
-              "VALUES (:t, :p, decode(:k, 'hex'), decode(:v, 'hex'), :n)")
-            .use(scope.tenant)
-            .use(scope.plugin)
-            .use(k)
-            .use(v)
-            .use(next)
-            .run();
-      } else {
-        Query(sql,
-              "UPDATE kv SET value = decode(:v, 'hex'), version = :n "
-              "WHERE tenant_id = :t AND plugin = :p AND key = decode(:k, 'hex')")
-            .use(v)
-            .use(next)
-            .use(scope.tenant)
-            .use(scope.plugin)
-            .use(k)
-            .run();
-      }
-      return Status::ok();
+      return putEntry(sql, scope, k, v, bytes, expected_version, next);
     });
     if (!s) return s;
     return static_cast<uint64_t>(next);
+  }
+
+  void putAsync(const Scope& scope, std::string_view key, std::string_view value,
+                uint64_t expected_version, PutDone done) override {
+    if (auto s = validateScope(scope); !s) return done(s);
+    if (auto s = validatePut(key, value); !s) return done(s);
+    struct Put {
+      Scope scope;
+      std::string key_hex, value_hex;
+      size_t bytes;
+      uint64_t expected_version;
+      PutDone done;
+      long long next = 0;
+    };
+    auto put = std::make_shared<Put>(Put{scope, toHex(key), toHex(value), key.size() + value.size(),
+                                         expected_version, std::move(done)});
+    writer_.writeAsync(
+        scope.tenant,
+        [put](soci::session& sql) {
+          return putEntry(sql, put->scope, put->key_hex, put->value_hex, put->bytes,
+                          put->expected_version, put->next);
+        },
+        [put](Status s) {
+          if (!s) return put->done(named(std::move(s), "put", put->scope.tenant));
+          put->done(static_cast<uint64_t>(put->next));
+        });
   }
 
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
@@ -209,12 +203,13 @@ class PostgresKvStore final : public KvStore {
   // answer names the operation and the tenant.
   template <typename Body>
   Status write(const std::string& tenant, const char* op, Body&& body) {
-    Status s = writer_.write(tenant, GroupCommit::Work(std::forward<Body>(body)));
-    if (s.code() == StatusCode::kUnavailable) {
-      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + tenant +
-                                 "\": " + s.message());
-    }
-    return s;
+    return named(writer_.write(tenant, GroupCommit::Work(std::forward<Body>(body))), op, tenant);
+  }
+
+  static Status named(Status s, const char* op, const std::string& tenant) {
+    if (s.code() != StatusCode::kUnavailable) return s;
+    return Status::unavailable("storage " + std::string(op) + " for tenant \"" + tenant +
+                               "\": " + s.message());
   }
 
   // Runs `body` in one transaction scoped to `tenant` (PostgresPool::transaction: commits
@@ -231,6 +226,44 @@ class PostgresKvStore final : public KvStore {
                                   });
     if (!s) return s;
     return std::move(*out);
+  }
+
+  // The write of a put: checks the version and charges the quota (`key_bytes`: the key's and
+  // value's bytes), then writes the entry. Sets `next` to the new version.
+  static Status putEntry(soci::session& sql, const Scope& scope, const std::string& k,
+                         const std::string& v, size_t key_bytes, uint64_t expected_version,
+                         long long& next) {
+    auto [current, old_bytes] = lockEntry(sql, scope, k);
+    if (expected_version != kAnyVersion && expected_version != current) {
+      return conflict(expected_version, current);
+    }
+    const long long delta = static_cast<long long>(key_bytes) - old_bytes;
+    if (Status s = charge(sql, scope, delta); !s) return s;
+    next = static_cast<long long>(current) + 1;
+    if (current == kAbsent) {
+      // A concurrent first insert of the same key fails here with unique_violation; the
+      // retry then finds and locks the row.
+      Query(sql,
+            "INSERT INTO kv(tenant_id, plugin, key, value, version) "
+            "VALUES (:t, :p, decode(:k, 'hex'), decode(:v, 'hex'), :n)")
+          .use(scope.tenant)
+          .use(scope.plugin)
+          .use(k)
+          .use(v)
+          .use(next)
+          .run();
+    } else {
+      Query(sql,
+            "UPDATE kv SET value = decode(:v, 'hex'), version = :n "
+            "WHERE tenant_id = :t AND plugin = :p AND key = decode(:k, 'hex')")
+          .use(v)
+          .use(next)
+          .use(scope.tenant)
+          .use(scope.plugin)
+          .use(k)
+          .run();
+    }
+    return Status::ok();
   }
 
   // The entry's version (kAbsent if none) and its charged bytes, row-locked until commit.

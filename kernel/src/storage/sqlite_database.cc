@@ -116,6 +116,16 @@ Status SqliteDatabase::write(const Work& work) {
   });
 }
 
+void SqliteDatabase::writeAsync(Work work, GroupCommit::Done done,
+                                std::shared_ptr<const void> owner) {
+  commit_.submitAsync(
+      [this, work = std::move(work)](soci::session& sql) {
+        SqliteConnection c{sql, *writer_statements_};
+        return work(c);
+      },
+      std::move(done), std::move(owner));
+}
+
 void SqliteDatabase::runBatch(std::span<GroupCommit::Write* const> batch) {
   soci::session& sql = writer_;
   SqliteStatements& statements = *writer_statements_;

@@ -39,6 +39,7 @@ namespace {
 
 using internal::prefixSuccessor;
 using internal::validateKey;
+using internal::validatePut;
 
 using tenants::sql::exec;
 using tenants::sql::Query;
@@ -48,7 +49,8 @@ using tenants::sql::Query;
 // write is never lost to a concurrent delete) and later callers find `db` gone.
 struct TenantDb {
   std::shared_mutex life;
-  std::unique_ptr<SqliteDatabase> db;  // null once removed
+  // Shared: an asynchronous write keeps it open until answered (tenantDatabase()).
+  std::shared_ptr<SqliteDatabase> db;  // null once removed
 };
 
 Status conflict(uint64_t expected, uint64_t current) {
@@ -92,6 +94,59 @@ void createSchema(soci::session& sql) {
        "WHERE NOT EXISTS (SELECT 1 FROM usage)");
 }
 
+// An UNAVAILABLE answer names the operation and the tenant; others pass as they are.
+Status namedFailure(Status s, const char* op, const std::string& tenant) {
+  if (s.code() != StatusCode::kUnavailable) return s;
+  return Status::unavailable("storage " + std::string(op) + " for tenant \"" + tenant +
+                             "\" failed: " + s.message());
+}
+
+// The write of a put: checks the version and the storage quota, then writes the entry
+// and charges its bytes. Sets `next` to the new version.
+Status putEntry(SqliteConnection& c, const Scope& scope, const std::string& k, const std::string& v,
+                uint64_t expected_version, long long& next) {
+  auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
+  if (expected_version != kAnyVersion && expected_version != current) {
+    return conflict(expected_version, current);
+  }
+  const long long delta = static_cast<long long>(k.size() + v.size()) - old_bytes;
+  // Only growth is checked: shrinking must stay possible for a tenant that is over a
+  // quota lowered after the data was written.
+  if (delta > 0 && scope.max_storage_bytes) {
+    const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(c.statements), 0LL));
+    const uint64_t max = *scope.max_storage_bytes;
+    if (used > max || static_cast<uint64_t>(delta) > max - used) {
+      return Status::quotaExceeded("storage quota of " + std::to_string(max) +
+                                   " bytes exceeded: using " + std::to_string(used) +
+                                   ", this write needs " + std::to_string(delta) + " more");
+    }
+  }
+  next = static_cast<long long>(current) + 1;
+  if (current == kAbsent) {
+    c.statements
+        .use(
+            "INSERT INTO kv(plugin, key, value, version) "
+            "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
+        .bind(scope.plugin)
+        .bind(k)
+        .bind(v)
+        .bind(next)
+        .run();
+  } else {
+    c.statements
+        .use(
+            "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
+            "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
+        .bind(v)
+        .bind(next)
+        .bind(scope.plugin)
+        .bind(k)
+        .run();
+  }
+  addUsage(c.statements, delta);
+  return Status::ok();
+}
+
 class SqliteKvStore final : public KvStore {
  public:
   explicit SqliteKvStore(std::filesystem::path dir) : dir_(std::move(dir)) {}
@@ -115,57 +170,39 @@ class SqliteKvStore final : public KvStore {
 
   Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
                        uint64_t expected_version) override {
-    if (auto s = validateKey(key); !s) return s;
-    if (value.size() > kMaxValueBytes) {
-      return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
-                             std::to_string(kMaxValueBytes));
-    }
+    if (auto s = validatePut(key, value); !s) return s;
     const std::string k(key), v(value);
     long long next = 0;
     Status s = onTenant(scope, "put", &SqliteDatabase::write, [&](SqliteConnection& c) {
-      auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
-      if (expected_version != kAnyVersion && expected_version != current) {
-        return conflict(expected_version, current);
-      }
-      const long long delta = static_cast<long long>(k.size() + v.size()) - old_bytes;
-      // Only growth is checked: shrinking must stay possible for a tenant that is over a
-      // quota lowered after the data was written.
-      if (delta > 0 && scope.max_storage_bytes) {
-        const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(c.statements), 0LL));
-        const uint64_t max = *scope.max_storage_bytes;
-        if (used > max || static_cast<uint64_t>(delta) > max - used) {
-          return Status::quotaExceeded("storage quota of " + std::to_string(max) +
-                                       " bytes exceeded: using " + std::to_string(used) +
-                                       ", this write needs " + std::to_string(delta) + " more");
-        }
-      }
-      next = static_cast<long long>(current) + 1;
-      if (current == kAbsent) {
-        c.statements
-            .use(
-                "INSERT INTO kv(plugin, key, value, version) "
-                "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
-            .bind(scope.plugin)
-            .bind(k)
-            .bind(v)
-            .bind(next)
-            .run();
-      } else {
-        c.statements
-            .use(
-                "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
-                "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-            .bind(v)
-            .bind(next)
-            .bind(scope.plugin)
-            .bind(k)
-            .run();
-      }
-      addUsage(c.statements, delta);
-      return Status::ok();
+      return putEntry(c, scope, k, v, expected_version, next);
     });
     if (!s) return s;
     return static_cast<uint64_t>(next);
+  }
+
+  void putAsync(const Scope& scope, std::string_view key, std::string_view value,
+                uint64_t expected_version, PutDone done) override {
+    if (auto s = validatePut(key, value); !s) return done(s);
+    auto db = tenantDatabase(scope, "put");
+    if (!db) return done(db.status());
+    struct Put {
+      Scope scope;
+      std::string key, value;
+      uint64_t expected_version;
+      PutDone done;
+      long long next = 0;
+    };
+    auto put = std::make_shared<Put>(
+        Put{scope, std::string(key), std::string(value), expected_version, std::move(done)});
+    (*db)->writeAsync(
+        [put](SqliteConnection& c) {
+          return putEntry(c, put->scope, put->key, put->value, put->expected_version, put->next);
+        },
+        [put](Status s) {
+          if (!s) return put->done(namedFailure(s, "put", put->scope.tenant));
+          put->done(static_cast<uint64_t>(put->next));
+        },
+        *db);
   }
 
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
@@ -290,24 +327,39 @@ class SqliteKvStore final : public KvStore {
   // names the tenant and the operation in an UNAVAILABLE answer.
   template <typename Body>
   Status onTenant(const Scope& scope, const char* op, Access access, Body&& body) {
+    if (auto s = validateScope(scope); !s) return s;
+    auto t = openTenant(scope.tenant, /*create=*/true);
+    if (!t) return t.status();
+    std::shared_lock life((*t)->life);
+    if (!(*t)->db) return removedMeanwhile(scope, op);
+    Status s = ((*t)->db.get()->*access)(SqliteDatabase::Work(std::forward<Body>(body)));
+    return namedFailure(std::move(s), op, scope.tenant);
+  }
+
+  // The scope's tenant database for an asynchronous write, which holds it (not `life`:
+  // a lock cannot pass between threads) until the write is answered. A tenant removed
+  // while such a write is in flight loses it with the rest of its data.
+  Result<std::shared_ptr<SqliteDatabase>> tenantDatabase(const Scope& scope, const char* op) {
+    if (auto s = validateScope(scope); !s) return s;
+    auto t = openTenant(scope.tenant, /*create=*/true);
+    if (!t) return t.status();
+    std::shared_lock life((*t)->life);
+    if (!(*t)->db) return removedMeanwhile(scope, op);
+    return (*t)->db;
+  }
+
+  static Status validateScope(const Scope& scope) {
     // Checked here as well as at the edge: the id becomes a file name.
     if (!isValidScopeTenant(scope.tenant)) {
       return Status::invalid("invalid tenant id \"" + scope.tenant + "\"");
     }
     if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
-    auto t = openTenant(scope.tenant, /*create=*/true);
-    if (!t) return t.status();
-    std::shared_lock life((*t)->life);
-    if (!(*t)->db) {
-      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
-                                 "\" failed: its storage was removed meanwhile");
-    }
-    Status s = ((*t)->db.get()->*access)(SqliteDatabase::Work(std::forward<Body>(body)));
-    if (s.code() == StatusCode::kUnavailable) {
-      return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
-                                 "\" failed: " + s.message());
-    }
-    return s;
+    return Status::ok();
+  }
+
+  static Status removedMeanwhile(const Scope& scope, const char* op) {
+    return Status::unavailable("storage " + std::string(op) + " for tenant \"" + scope.tenant +
+                               "\" failed: its storage was removed meanwhile");
   }
 
   // The tenant's database (id already validated), opened on first use. The handle is

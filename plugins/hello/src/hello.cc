@@ -47,37 +47,48 @@ class Hello : public trellis::Plugin {
     if (name.empty() || name.size() > kMaxNameBytes || !isPrintableAscii(name)) {
       return res.problem(400, "name must be 1-64 printable ASCII characters");
     }
-    auto visits = countVisit(ctx, name);
-    if (!visits) return visits.status();
+    return countVisit(ctx, req, res, std::string(name), 0);
+  }
+
+ private:
+  // Increments visits/<name> with compare-and-set, so concurrent requests never lose a
+  // count: read, then write without holding the event loop while the write commits; a
+  // write that finds the count changed meanwhile reads again and retries.
+  trellis::Status countVisit(trellis::Context& ctx, const trellis::Request& req,
+                             trellis::Response& res, std::string name, int attempt) {
+    const std::string key = "visits/" + name;
+    trellis::Kv kv = ctx.kv();
+    uint64_t count = 0, expected = trellis::Kv::kAbsent;
+    auto current = kv.get(key);
+    if (current) {
+      std::from_chars(current->value.data(), current->value.data() + current->value.size(), count);
+      expected = current->version;
+    } else if (current.status().code() != trellis::StatusCode::kNotFound) {
+      return current.status();
+    }
+    return kv.putAsync(
+        req, res, key, std::to_string(count + 1), expected,
+        [this, name = std::move(name), count, attempt](
+            trellis::Context& ctx, const trellis::Request& req, trellis::Response& res,
+            trellis::Result<uint64_t> put) mutable -> trellis::Status {
+          if (put) return answer(ctx, res, name, count + 1);
+          if (put.status().code() != trellis::StatusCode::kConflict) return put.status();
+          (void)ctx.record(conflicts_metric_, 1);
+          if (attempt + 1 >= kMaxCasAttempts) {
+            return trellis::Status::conflict("too much contention on visits/" + name);
+          }
+          return countVisit(ctx, req, res, std::move(name), attempt + 1);
+        });
+  }
+
+  trellis::Status answer(trellis::Context& ctx, trellis::Response& res, std::string_view name,
+                         uint64_t visits) {
     (void)ctx.record(greeted_metric_, 1);
     // Other plugins may react to greetings; delivery is best-effort, so a full queue is
     // not the caller's problem.
     (void)ctx.publish("hello.greeted", "{\"name\":" + quote(name) + "}");
     return res.json(200, "{\"message\":" + quote(greeting_ + ", " + std::string(name) + "!") +
-                             ",\"visits\":" + std::to_string(*visits) + "}");
-  }
-
- private:
-  // Increments visits/<name> with compare-and-set, so concurrent requests never lose a count.
-  trellis::Result<uint64_t> countVisit(trellis::Context& ctx, std::string_view name) {
-    const std::string key = "visits/" + std::string(name);
-    trellis::Kv kv = ctx.kv();
-    for (int attempt = 0; attempt < kMaxCasAttempts; ++attempt) {
-      uint64_t count = 0, expected = trellis::Kv::kAbsent;
-      auto current = kv.get(key);
-      if (current) {
-        std::from_chars(current->value.data(), current->value.data() + current->value.size(),
-                        count);
-        expected = current->version;
-      } else if (current.status().code() != trellis::StatusCode::kNotFound) {
-        return current.status();
-      }
-      auto put = kv.put(key, std::to_string(count + 1), expected);
-      if (put) return count + 1;
-      if (put.status().code() != trellis::StatusCode::kConflict) return put.status();
-      (void)ctx.record(conflicts_metric_, 1);
-    }
-    return trellis::Status::conflict("too much contention on " + key);
+                             ",\"visits\":" + std::to_string(visits) + "}");
   }
 
   std::string greeting_;

@@ -3,7 +3,8 @@
  *
  * 1.0: the original table. 1.1: ctx_principal, tenant self-service (tenant_info,
  * tenant_key*) and last_error. 1.2: platform services — handles, trace context,
- * inter-plugin services, jobs and timers, egress HTTP and blob storage.
+ * inter-plugin services, jobs and timers, egress HTTP, blob storage, system plugins
+ * (audit, admin routes, usage stream) and asynchronous KV writes (kv_put_async).
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -262,6 +263,15 @@ typedef trellis_status (*trellis_usage_fn)(void* user, const trellis_ctx* ctx, t
  * reaches in the tenant's own requests (its storage for (tenant, this plugin), the tenant's
  * grants and quotas) and nothing of other plugins. Return its status. */
 typedef trellis_status (*trellis_tenant_fn)(void* user, const trellis_ctx* tenant_ctx);
+
+/* Completion of host->kv_put_async. THREADING: the event loop of the request that started
+ * the call. `ctx`, `req` and `res` are live for this call exactly as in a route handler:
+ * set the response, call host functions, or start another asynchronous call. `status` and
+ * `version` are what kv_put would have returned (last_error holds its message). Return
+ * what a route handler returns. */
+typedef trellis_status (*trellis_kv_put_done_fn)(void* user, const trellis_ctx* ctx,
+                                                 const trellis_request* req, trellis_response* res,
+                                                 trellis_status status, uint64_t version);
 
 /* Options for host->blob_open_write. BORROWED for the call; may be NULL (defaults). */
 typedef struct trellis_blob_write_options {
@@ -558,6 +568,30 @@ typedef struct trellis_host_api {
    * Native plugins in process only (a worker answers UNIMPLEMENTED). */
   trellis_status (*act_for_tenant)(const trellis_ctx* ctx, trellis_str tenant, trellis_str reason,
                                    trellis_tenant_fn fn, void* user);
+
+  /* -- asynchronous storage (route handlers on an event loop) ------------------------ */
+  /* kv_put without blocking the event loop: the write joins the tenant's next group
+   * commit and this returns at once; the handler then returns TRELLIS_OK with the response
+   * unfinished. Once the commit covering the write is durable (or the write failed), `done`
+   * runs (see trellis_kv_put_done_fn) and finishes the response — or starts another call,
+   * e.g. a compare-and-set retry. The host answers the request when a handler or
+   * completion returns with no call pending; its status decides the answer as a
+   * handler's does. So a request stays on no thread while its write commits, and the
+   * batch a commit takes is bounded by the clients waiting, not by threads.
+   * Rules: one call in flight per request (INVALID while one is pending); only in a route
+   * handler or a completion of a route that runs on an event loop (INVALID in routes the
+   * manifest declares blocking, jobs, events and services: use kv_put there); a handler or
+   * completion that starts a call should return TRELLIS_OK — any other status answers the
+   * request at once, and the completion then runs with an empty request and a response
+   * nobody receives. On OK, `done` runs exactly once — with TRELLIS_UNAVAILABLE if the
+   * server stops first — so it may release `user`. A refusal found before the write is
+   * queued (bad key or value, capability, host-call quota) is returned here and `done`
+   * never runs; the storage quota is checked in the write's own transaction and reaches
+   * `done` as QUOTA_EXCEEDED. Not offered to plugins in a worker process.
+   * Check TRELLIS_HOST_HAS(host, kv_put_async) first. */
+  trellis_status (*kv_put_async)(const trellis_ctx* ctx, trellis_str key, trellis_str value,
+                                 uint64_t expected_version, trellis_kv_put_done_fn done,
+                                 void* user);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

@@ -186,6 +186,8 @@ struct KvEntry {
   uint64_t version = 0;
 };
 
+class Context;
+
 // The key/value store of the calling tenant and this plugin.
 class Kv {
  public:
@@ -215,6 +217,15 @@ class Kv {
     return detail::fromC(host_, ctx_, host_->kv_delete(ctx_, toStr(key), expected_version),
                          "kv delete failed");
   }
+  // ABI 1.2: put() without blocking the event loop (kv_put_async in plugin.h), for routes
+  // not declared blocking. Return its Status from the handler; `then` runs on the event
+  // loop once the write is durable (or failed), with what put() would return, and finishes
+  // the response — or starts another putAsync, e.g. a compare-and-set retry. A host without
+  // the slot (a plugin in a worker process) gets put() and `then` at once instead.
+  using PutThen = std::function<Status(Context&, const Request&, Response&, Result<uint64_t>)>;
+  Status putAsync(const Request& req, Response& res, std::string_view key, std::string_view value,
+                  uint64_t expected_version, PutThen then) const;
+
   // fn(key, value, version) returns false to stop.
   Status list(std::string_view prefix, std::string_view start_after, uint32_t limit,
               const std::function<bool(std::string_view, std::string_view, uint64_t)>& fn) const {
@@ -232,6 +243,8 @@ class Kv {
   }
 
  private:
+  static trellis_status completePut(void* user, const trellis_ctx* ctx, const trellis_request* req,
+                                    trellis_response* res, trellis_status status, uint64_t version);
   const trellis_host_api* host_;
   const trellis_ctx* ctx_;
 };
@@ -771,6 +784,36 @@ class Plugin {
   std::unique_ptr<JobHandler> job_handler_;
   std::unique_ptr<UsageHandler> usage_handler_;
 };
+
+inline Status Kv::putAsync(const Request& req, Response& res, std::string_view key,
+                           std::string_view value, uint64_t expected_version, PutThen then) const {
+  if (!TRELLIS_HOST_HAS(host_, kv_put_async)) {
+    Context c(host_, ctx_);
+    return then(c, req, res, put(key, value, expected_version));
+  }
+  auto owned = std::make_unique<PutThen>(std::move(then));
+  trellis_status s = host_->kv_put_async(ctx_, toStr(key), toStr(value), expected_version,
+                                         completePut, owned.get());
+  if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "kv put failed");
+  owned.release();  // the host calls completePut exactly once, which frees it
+  return Status::ok();
+}
+
+inline trellis_status Kv::completePut(void* user, const trellis_ctx* ctx,
+                                      const trellis_request* req, trellis_response* res,
+                                      trellis_status status, uint64_t version) {
+  std::unique_ptr<PutThen> then(static_cast<PutThen*>(user));
+  const trellis_host_api* host = detail::hostSlot();
+  return detail::guard(host, ctx, [&] {
+    Context c(host, ctx);
+    Request q(host, ctx, req);
+    Response r(host, ctx, res);
+    Result<uint64_t> put =
+        status == TRELLIS_OK ? Result<uint64_t>(version)
+                             : Result<uint64_t>(detail::fromC(host, ctx, status, "kv put failed"));
+    return (*then)(c, q, r, std::move(put));
+  });
+}
 
 inline trellis_status InitContext::runHandler(void* user, const trellis_ctx* ctx,
                                               const trellis_request* req, trellis_response* res) {

@@ -28,4 +28,14 @@ inline Status validateKey(std::string_view key) {
   return Status::ok();
 }
 
+// A put's key and value, before any storage is touched.
+inline Status validatePut(std::string_view key, std::string_view value) {
+  if (auto s = validateKey(key); !s) return s;
+  if (value.size() > kMaxValueBytes) {
+    return Status::invalid("value is " + std::to_string(value.size()) + " bytes; the limit is " +
+                           std::to_string(kMaxValueBytes));
+  }
+  return Status::ok();
+}
+
 }  // namespace trellis::kernel::storage::internal

@@ -934,10 +934,10 @@ constexpr trellis_host_api kWorkerApi = {
     usageAck,
     usageEmit,
     actForTenant,
+    nullptr,  // kv_put_async: a worker's handler blocks its own thread, so kv_put serves
 };
-// Every slot is offered: a new slot in plugin.h must be added here too.
-static_assert(offsetof(trellis_host_api, act_for_tenant) + sizeof(void*) ==
-                  sizeof(trellis_host_api),
+// Every slot is listed: a new slot in plugin.h must be added here too.
+static_assert(offsetof(trellis_host_api, kv_put_async) + sizeof(void*) == sizeof(trellis_host_api),
               "the worker's host table must fill every slot of trellis_host_api");
 
 // Reads the ctx block every INVOKE starts with (after its callback index).

@@ -25,6 +25,9 @@ struct Peer {
   bool tls = false;  // the connection is TLS
   // The client certificate the listener verified (mTLS), or null: none asked for, none sent.
   std::shared_ptr<const tls::PeerIdentity> certificate;
+  // Runs a function on the connection's event loop, from any thread (how work finished
+  // elsewhere resumes a request there). Dropped, unrun, once the server has stopped.
+  std::function<void(std::function<void()>)> post;
 };
 
 // Completes one exchange. May be called from any thread, exactly once.

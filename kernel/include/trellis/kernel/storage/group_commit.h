@@ -14,11 +14,17 @@
 // (postgres_batch_writer.h) are the two runners; KV, and later appends of the usage and
 // audit streams, submit through them.
 //
+// A caller that must not block (an event loop) submits asynchronously instead: its write
+// joins the same queue and batches, and when it is the one to lead, a thread of the
+// process's commit pool (commitPool()) runs the batch in its place. `done` runs once, on
+// the thread that ran the batch, after the commit covering the write.
+//
 //   GroupCommit gc(runner, {.max_batch = 256});
 //   Status s = gc.submit([&](soci::session& sql) {   // blocks until durable or failed
 //     Query(sql, "INSERT INTO log(line) VALUES(:l)").use(line).run();
 //     return Status::ok();                           // anything else: undone, returned
 //   });
+//   gc.submitAsync(work, [](Status s) { ... }, owner);  // returns at once
 #pragma once
 
 #include <soci/soci.h>
@@ -27,8 +33,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
+#include <vector>
 
 #include "trellis/status.hpp"
 
@@ -72,19 +80,44 @@ class GroupCommit {
   // Runs `work` in a batch and returns its status once that batch's commit is durable
   // (OK) or has failed (every write of the batch gets the failure). Thread-safe.
   Status submit(const Work& work);
+  // The same without blocking: `done` gets the status (exactly once, on the thread that
+  // ran the batch: the commit pool's or a blocked submitter's). `owner` is kept alive
+  // until then, so the object holding this GroupCommit outlives every write in flight.
+  using Done = std::function<void(Status)>;
+  void submitAsync(Work work, Done done, std::shared_ptr<const void> owner);
 
   Stats stats() const;
 
  private:
   struct Waiter;
   void promote();  // chooses queued writers to lead while slots are free; mu_ held
+  // A writer chosen to lead: takes the queue's front into a batch, or nothing if another
+  // leader took `me` along already. mu_ held.
+  std::vector<std::shared_ptr<Waiter>> takeBatch(const std::shared_ptr<Waiter>& me);
+  // Runs the batch, then answers every writer in it (`me`, the leader, excepted if sync).
+  void runBatch(std::vector<std::shared_ptr<Waiter>>& batch, const Waiter* me);
+  void leadAsync(const std::shared_ptr<Waiter>& me);
 
   const RunBatch run_;
   const Options options_;
   mutable std::mutex mu_;
-  std::deque<Waiter*> queue_;  // guarded by mu_
-  size_t leaders_ = 0;         // batches running or about to; guarded by mu_
-  Stats stats_;                // guarded by mu_
+  std::deque<std::shared_ptr<Waiter>> queue_;  // guarded by mu_
+  size_t leaders_ = 0;                         // batches running or about to; guarded by mu_
+  Stats stats_;                                // guarded by mu_
+};
+
+// The threads that lead batches for asynchronous submitters: a few, shared by every
+// GroupCommit of the process (each batch is one fsync; different databases commit side by
+// side). Created on first use.
+class CommitPool {
+ public:
+  static CommitPool& instance();
+  void post(std::function<void()> task);
+
+ private:
+  CommitPool();
+  struct State;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace trellis::kernel::storage

@@ -48,6 +48,9 @@ class PostgresBatchWriter {
   // Runs `work` for `tenant` (a validated id) in the next batch; returns its status once
   // the batch has committed or failed. Thread-safe.
   Status write(const std::string& tenant, const GroupCommit::Work& work);
+  // The same without blocking (GroupCommit::submitAsync): `done` gets the status on the
+  // thread that ran the batch. The writer must outlive the writes in flight.
+  void writeAsync(const std::string& tenant, GroupCommit::Work work, GroupCommit::Done done);
 
   GroupCommit::Stats stats() const { return commit_.stats(); }
 

@@ -70,6 +70,10 @@ class SqliteDatabase {
   // Runs `work` in the next batch; returns its status once the batch is durable or failed.
   // Thread-safe. Exceptions from `work` become UNAVAILABLE with their message.
   Status write(const Work& work);
+  // The same without blocking (GroupCommit::submitAsync): `done` gets the status once the
+  // batch is durable or failed, on the thread that ran it. `owner` (the shared_ptr holding
+  // this database) keeps it open until then.
+  void writeAsync(Work work, GroupCommit::Done done, std::shared_ptr<const void> owner);
 
   // Runs `fn` on a reader connection (autocommit: each statement sees the latest durable
   // commit). Thread-safe; never waits for write(). Exceptions become UNAVAILABLE.
