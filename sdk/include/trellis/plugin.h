@@ -587,7 +587,8 @@ typedef struct trellis_host_api {
    * server stops first — so it may release `user`. A refusal found before the write is
    * queued (bad key or value, capability, host-call quota) is returned here and `done`
    * never runs; the storage quota is checked in the write's own transaction and reaches
-   * `done` as QUOTA_EXCEEDED. Not offered to plugins in a worker process.
+   * `done` as QUOTA_EXCEEDED. In a worker process (isolation: process) the write is made
+   * at once on the worker's own thread, and `done` runs after the callback returns, as here.
    * Check TRELLIS_HOST_HAS(host, kv_put_async) first. */
   trellis_status (*kv_put_async)(const trellis_ctx* ctx, trellis_str key, trellis_str value,
                                  uint64_t expected_version, trellis_kv_put_done_fn done,

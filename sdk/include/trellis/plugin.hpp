@@ -221,7 +221,7 @@ class Kv {
   // not declared blocking. Return its Status from the handler; `then` runs on the event
   // loop once the write is durable (or failed), with what put() would return, and finishes
   // the response — or starts another putAsync, e.g. a compare-and-set retry. A host without
-  // the slot (a plugin in a worker process) gets put() and `then` at once instead.
+  // the slot (older than this SDK) gets put() and `then` at once instead.
   using PutThen = std::function<Status(Context&, const Request&, Response&, Result<uint64_t>)>;
   Status putAsync(const Request& req, Response& res, std::string_view key, std::string_view value,
                   uint64_t expected_version, PutThen then) const;

@@ -56,23 +56,25 @@ Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::
 
 Result<uint64_t> UsageJournal::append(const std::vector<Row>& rows) {
   if (rows.empty()) return head_;
-  std::vector<long long> seqs, ats, sizes;
-  std::vector<std::string> tenants, jsons;
-  seqs.reserve(rows.size());
   uint64_t seq = head_, bytes = 0;
-  for (const Row& r : rows) {
-    seqs.push_back(static_cast<long long>(++seq));
-    ats.push_back(r.at_ms);
-    sizes.push_back(static_cast<long long>(r.json.size()));
-    bytes += r.json.size();
-    tenants.push_back(r.tenant);
-    jsons.push_back(r.json);
-  }
+  // One compiled statement, the rows' bytes bound in place: this runs for every record
+  // the server answers, on the writer thread that shares the cores with the event loops.
   Status s = db_->write([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    sql << "INSERT INTO usage_records(seq, at_ms, tenant, bytes, record) "
-           "VALUES(:s, :a, :t, :b, :r)",
-        soci::use(seqs), soci::use(ats), soci::use(tenants), soci::use(sizes), soci::use(jsons);
+    seq = head_;
+    bytes = 0;
+    for (const Row& r : rows) {
+      conn.statements
+          .use(
+              "INSERT INTO usage_records(seq, at_ms, tenant, bytes, record) "
+              "VALUES(:s, :a, :t, :b, :r)")
+          .bind(static_cast<long long>(++seq))
+          .bind(static_cast<long long>(r.at_ms))
+          .bind(r.tenant)
+          .bind(static_cast<long long>(r.json.size()))
+          .bind(r.json)
+          .run();
+      bytes += r.json.size();
+    }
     return Status::ok();
   });
   if (!s) return s;

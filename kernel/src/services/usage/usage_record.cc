@@ -14,7 +14,8 @@ std::string newEventId(int64_t unix_ms) {
   std::snprintf(ts, sizeof ts, "%012llx",
                 static_cast<unsigned long long>(unix_ms) & 0xffffffffffffULL);
   static constexpr char kHex[] = "0123456789abcdef";
-  const int variant_nibble = 8 | (std::stoi(rnd.substr(3, 1), nullptr, 16) & 3);
+  const char r3 = rnd[3];  // a hex digit; its low two bits become the variant's
+  const int variant_nibble = 8 | ((r3 <= '9' ? r3 - '0' : r3 - 'a' + 10) & 3);
   std::string id;
   id.reserve(36);
   id.append(ts, 8).append("-").append(ts + 8, 4).append("-7").append(rnd, 0, 3).append("-");

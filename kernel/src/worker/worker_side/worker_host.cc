@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "services/calls/service_abi.h"
@@ -66,6 +67,15 @@ struct WorkerCtx {
   uintptr_t token = 0;  // what the plugin holds as this invocation's trellis_ctx*
   uint64_t calls = 0, max_calls = UINT64_MAX;  // host calls of the request, as the host counts
   std::deque<std::string> scratch;             // answers handed out as borrowed views
+  // kv_put_async: the write already made (this thread may block), its completion owed.
+  struct PendingPut {
+    trellis_kv_put_done_fn done;
+    void* user;
+    trellis_status status;
+    uint64_t version;
+    std::string error;
+  };
+  std::optional<PendingPut> pending_put;
 };
 
 // The plugin's trellis_ctx*, trellis_response* and trellis_service_reply* are tokens, never
@@ -73,6 +83,7 @@ struct WorkerCtx {
 // a pointer kept from an earlier call would otherwise pass for the current one.
 std::atomic<uintptr_t> g_next_token{1};
 constexpr uintptr_t kResponseToken = 16, kReplyToken = 32;  // offsets from the ctx token
+constexpr uintptr_t kLateResponseToken = 48;  // a late completion's response: no calls reach it
 
 thread_local std::vector<WorkerCtx*> tls_live;
 thread_local trellis_status tls_refusal = TRELLIS_INVALID;  // why live() last said no
@@ -451,6 +462,31 @@ trellis_status kvPut(const trellis_ctx* c, trellis_str key, trellis_str value,
   FrameWriter w;
   w.str(view(key)).str(view(value)).u64(expected_version);
   return callU64(c, CallOp::kKvPut, w, new_version);
+}
+
+// A worker's handler runs on the worker's own thread, so the write is made here, blocking
+// it; the completion runs after the handler (or completion) that started it returns, as
+// in process. Refusals before any write (bad input, capability) are returned at once.
+trellis_status kvPutAsync(const trellis_ctx* c, trellis_str key, trellis_str value,
+                          uint64_t expected_version, trellis_kv_put_done_fn done, void* user) {
+  WorkerCtx* ctx = find(c);
+  if (!ctx) return TRELLIS_INVALID;
+  if (!done) return failLocal(ctx, TRELLIS_INVALID, "kv_put_async needs a completion function");
+  if (ctx->phase != InvokeOp::kRoute) {
+    return failLocal(ctx, TRELLIS_INVALID,
+                     "kv_put_async works only in a route handler (or its completion); in jobs, "
+                     "events and services use kv_put");
+  }
+  if (ctx->pending_put) {
+    return failLocal(ctx, TRELLIS_INVALID,
+                     "another asynchronous call of this request is still pending");
+  }
+  uint64_t version = 0;
+  trellis_status s = kvPut(c, key, value, expected_version, &version);
+  if (s == TRELLIS_INVALID || s == TRELLIS_PERMISSION_DENIED) return s;
+  ctx->pending_put = WorkerCtx::PendingPut{done, user, s, version, ctx->error};
+  ctx->error.clear();
+  return TRELLIS_OK;
 }
 
 trellis_status kvDelete(const trellis_ctx* c, trellis_str key, uint64_t expected_version) {
@@ -934,9 +970,9 @@ constexpr trellis_host_api kWorkerApi = {
     usageAck,
     usageEmit,
     actForTenant,
-    nullptr,  // kv_put_async: a worker's handler blocks its own thread, so kv_put serves
+    kvPutAsync,
 };
-// Every slot is listed: a new slot in plugin.h must be added here too.
+// Every slot is offered: a new slot in plugin.h must be added here too.
 static_assert(offsetof(trellis_host_api, kv_put_async) + sizeof(void*) == sizeof(trellis_host_api),
               "the worker's host table must fill every slot of trellis_host_api");
 
@@ -992,6 +1028,30 @@ const trellis_host_api* WorkerHost::api() {
   return &kWorkerApi;
 }
 
+// The completions of kv_put_async, each after the callback that started it, until one
+// returns with nothing pending. A failure while one is pending answers with that failure;
+// the completion still runs, with an empty request and a response its calls cannot reach.
+namespace {
+
+trellis_status runCompletions(WorkerCtx& ctx, const trellis_ctx* c, trellis_status status) {
+  static Snapshot empty;
+  bool late = false;
+  while (ctx.pending_put) {
+    WorkerCtx::PendingPut put = std::move(*ctx.pending_put);
+    ctx.pending_put.reset();
+    late = late || status != TRELLIS_OK;
+    if (late) ctx.req = &empty;
+    ctx.error = put.error;
+    const uintptr_t res = ctx.token + (late ? kLateResponseToken : kResponseToken);
+    trellis_status s = put.done(put.user, c, reinterpret_cast<const trellis_request*>(ctx.req),
+                                reinterpret_cast<trellis_response*>(res), put.status, put.version);
+    if (!late) status = s;
+  }
+  return status;
+}
+
+}  // namespace
+
 int WorkerHost::serve(int fd) {
   uint64_t next_id = 0;
   for (;;) {
@@ -1039,6 +1099,7 @@ int WorkerHost::serve(int fd) {
         status = reinterpret_cast<trellis_handler_fn>(cb->fn)(
             cb->user, c, reinterpret_cast<const trellis_request*>(&snapshot),
             reinterpret_cast<trellis_response*>(ctx.token + kResponseToken));
+        status = runCompletions(ctx, c, status);
         break;
       }
       case InvokeOp::kEvent: {
