@@ -19,6 +19,7 @@
 #include <boost/beast/http/write.hpp>
 #include <cerrno>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -104,6 +105,23 @@ struct Worker : std::enable_shared_from_this<Worker> {
   void onAccept(const ErrorCode& ec, tcp::socket socket);
   void beginDrain();
   void closeAll();
+  // Any thread: runs `fn` on this loop (dropped once `closed`). Work arriving while earlier
+  // work waits joins it, so a burst — every answer of one storage commit — wakes the loop
+  // once instead of once per item.
+  void postFromAnyThread(std::function<void()> fn) {
+    std::lock_guard lock(post_mu);
+    if (closed) return;
+    inbox.push_back(std::move(fn));
+    if (inbox.size() == 1) asio::post(ioc, [this] { runInbox(); });
+  }
+  void runInbox() {
+    std::vector<std::function<void()>> work;
+    {
+      std::lock_guard lock(post_mu);
+      work.swap(inbox);
+    }
+    for (auto& fn : work) fn();
+  }
 
   std::shared_ptr<Shared> shared;
   asio::io_context ioc;
@@ -118,6 +136,7 @@ struct Worker : std::enable_shared_from_this<Worker> {
   // dropped so nothing is queued on a loop that will never run again.
   std::mutex post_mu;
   bool closed = false;
+  std::vector<std::function<void()>> inbox;  // guarded by post_mu
 };
 
 using TlsStream = asio::ssl::stream<tcp::socket>;
@@ -154,10 +173,7 @@ class Session final : public SessionBase {
   Session& operator=(const Session&) = delete;
 
   void start() {
-    peer_.post = [w = worker_](std::function<void()> fn) {
-      std::lock_guard lock(w->post_mu);
-      if (!w->closed) asio::post(w->ioc, std::move(fn));
-    };
+    peer_.post = [w = worker_](std::function<void()> fn) { w->postFromAnyThread(std::move(fn)); };
     ErrorCode ec;
     tcpSocket().set_option(tcp::no_delay(true), ec);
     auto remote = tcpSocket().remote_endpoint(ec);
@@ -466,9 +482,8 @@ class Session final : public SessionBase {
   void respond(uint64_t gen, Response res) {
     Worker& w = *worker_;
     if (w.ioc.get_executor().running_in_this_thread()) return deliver(gen, std::move(res));
-    std::lock_guard lock(w.post_mu);
-    if (w.closed) return;  // the server has stopped; ~Session settles the counters
-    asio::post(w.ioc, [self = self(), gen, res = std::move(res)]() mutable {
+    // Dropped once the server has stopped; ~Session settles the counters.
+    w.postFromAnyThread([self = self(), gen, res = std::move(res)]() mutable {
       self->deliver(gen, std::move(res));
     });
   }
