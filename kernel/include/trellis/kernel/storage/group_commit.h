@@ -16,7 +16,7 @@
 //
 // A caller that must not block (an event loop) submits asynchronously instead: its write
 // joins the same queue and batches, and when it is the one to lead, a thread of the
-// process's commit pool (commitPool()) runs the batch in its place. `done` runs once, on
+// process's commit pool (CommitPool, below) runs the batch in its place. `done` runs once, on
 // the thread that ran the batch, after the commit covering the write.
 //
 //   GroupCommit gc(runner, {.max_batch = 256});
