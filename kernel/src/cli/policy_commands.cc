@@ -53,6 +53,10 @@ class InputKv : public kernel::storage::KvStore {
                        uint64_t) override {
     return Status::unimplemented("read-only");
   }
+  void putAsync(const kernel::storage::Scope&, std::string_view, std::string_view, uint64_t,
+                PutDone done) override {
+    done(Status::unimplemented("read-only"));
+  }
   Status remove(const kernel::storage::Scope&, std::string_view, uint64_t) override {
     return Status::unimplemented("read-only");
   }

@@ -17,13 +17,15 @@ class KvWithBlobs final : public storage::KvStore {
   }
   Result<uint64_t> put(const storage::Scope& scope, std::string_view key, std::string_view value,
                        uint64_t expected_version) override {
-    if (!scope.max_storage_bytes) return kv_->put(scope, key, value, expected_version);
-    auto blob_bytes = blobs_.storageBytes(scope.tenant);
-    if (!blob_bytes) return blob_bytes.status();
-    storage::Scope left = scope;
-    left.max_storage_bytes =
-        *scope.max_storage_bytes - std::min(*scope.max_storage_bytes, *blob_bytes);
-    return kv_->put(left, key, value, expected_version);
+    auto left = withBlobsCharged(scope);
+    if (!left) return left.status();
+    return kv_->put(*left, key, value, expected_version);
+  }
+  void putAsync(const storage::Scope& scope, std::string_view key, std::string_view value,
+                uint64_t expected_version, PutDone done) override {
+    auto left = withBlobsCharged(scope);
+    if (!left) return done(left.status());
+    kv_->putAsync(*left, key, value, expected_version, std::move(done));
   }
   Status remove(const storage::Scope& scope, std::string_view key,
                 uint64_t expected_version) override {
@@ -47,6 +49,18 @@ class KvWithBlobs final : public storage::KvStore {
   }
 
  private:
+  // The scope with the tenant's blob bytes taken off its storage quota: one quota covers
+  // KV and blobs together.
+  Result<storage::Scope> withBlobsCharged(const storage::Scope& scope) {
+    if (!scope.max_storage_bytes) return scope;
+    auto blob_bytes = blobs_.storageBytes(scope.tenant);
+    if (!blob_bytes) return blob_bytes.status();
+    storage::Scope left = scope;
+    left.max_storage_bytes =
+        *scope.max_storage_bytes - std::min(*scope.max_storage_bytes, *blob_bytes);
+    return left;
+  }
+
   std::unique_ptr<storage::KvStore> kv_;
   services::blobs::BlobStore& blobs_;
 };

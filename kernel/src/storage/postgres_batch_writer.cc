@@ -43,22 +43,25 @@ PostgresBatchWriter::PostgresBatchWriter(std::shared_ptr<tenants::PostgresPool> 
                .max_leaders = options.max_leaders != 0 ? options.max_leaders
                                                        : std::max<size_t>(1, pool_->size() / 2)}) {}
 
+namespace {
+
+// Local to the write's savepoint (and the transaction): row-level security shows this
+// tenant's rows only, and the next write sets its own.
+Status asTenant(soci::session& sql, const std::string& tenant, const GroupCommit::Work& work) {
+  Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
+  return work(sql);
+}
+
+}  // namespace
+
 Status PostgresBatchWriter::write(const std::string& tenant, const GroupCommit::Work& work) {
-  return commit_.submit([&](soci::session& sql) {
-    // Local to this write's savepoint (and the transaction): row-level security shows
-    // this tenant's rows only, and the next write sets its own.
-    Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
-    return work(sql);
-  });
+  return commit_.submit([&](soci::session& sql) { return asTenant(sql, tenant, work); });
 }
 
 void PostgresBatchWriter::writeAsync(const std::string& tenant, GroupCommit::Work work,
                                      GroupCommit::Done done) {
   commit_.submitAsync(
-      [tenant, work = std::move(work)](soci::session& sql) {
-        Query(sql, "SELECT set_config('trellis.tenant', :t, true)").use(tenant).run();
-        return work(sql);
-      },
+      [tenant, work = std::move(work)](soci::session& sql) { return asTenant(sql, tenant, work); },
       std::move(done), nullptr);
 }
 

@@ -71,11 +71,11 @@ class KvStore {
                                uint64_t expected_version) = 0;
   // put() for a caller that must not block (an event loop): `done` gets what put() would
   // return, exactly once, after the commit that covers the write — on a storage thread,
-  // or before putAsync returns for input refused at once. It must not block. The default
-  // runs put() on a thread of the commit pool; SQLite joins the group commit directly.
+  // or before putAsync returns for input refused at once. It must not block. Both backends
+  // join their group commit (GroupCommit::submitAsync).
   using PutDone = std::function<void(Result<uint64_t>)>;
   virtual void putAsync(const Scope& scope, std::string_view key, std::string_view value,
-                        uint64_t expected_version, PutDone done);
+                        uint64_t expected_version, PutDone done) = 0;
   // NOT_FOUND if absent (whatever expected_version), CONFLICT if present at another
   // version than expected_version (kAnyVersion: any).
   virtual Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) = 0;
