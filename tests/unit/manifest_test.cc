@@ -183,7 +183,7 @@ TEST(ManifestTest, RefusesUnknownAndDuplicateFields) {
   EXPECT_EQ(errorOf(withField("nmae", "\"x\"")),
             "unknown field \"nmae\" (known: schema, id, version, description, license, runtime, "
             "abi, host, entry, dependencies, capabilities, blocking_routes, files, provides, "
-            "requires, egress, scope)");
+            "requires, egress, scope, tenant_config)");
   EXPECT_EQ(errorOf(R"({"schema": 1, "schema": 1})"), "duplicate key \"schema\"");
   EXPECT_EQ(errorOf(withField("files", R"({"a.so": "x", "a.so": "y"})")),
             "files: duplicate key \"a.so\"");
@@ -426,6 +426,27 @@ TEST(ManifestTest, EveryFixtureManifestButBadManifestParses) {
   EXPECT_NE(bad.status().message().find("bad-manifest/trellis-plugin.json: not valid JSON: "),
             std::string::npos)
       << bad.status().message();
+}
+
+TEST(ManifestTest, ReadsTenantConfigSchema) {
+  auto m = Manifest::parse(withField(
+      "tenant_config", R"({"type": "object", "properties": {"greeting": {"type": "string"}}})"));
+  ASSERT_TRUE(m.isOk()) << m.status().message();
+  ASSERT_TRUE(m->tenant_config.has_value());
+  EXPECT_TRUE(m->tenant_config->validate(R"({"greeting": "Hi"})").isOk());
+  EXPECT_EQ(m->tenant_config->validate(R"({"other": 1})").message(), "/other: unknown key");
+  EXPECT_FALSE(Manifest::parse(minimal())->tenant_config.has_value());
+}
+
+TEST(ManifestTest, RefusesBadTenantConfigSchemaNamingTheSchemaPath) {
+  EXPECT_EQ(errorOf(withField("tenant_config",
+                              R"({"type": "object", "properties": {"n": {"type": "int"}}})")),
+            "tenant_config: /properties/n/type: must be one of \"object\", \"string\", "
+            "\"integer\", \"number\", \"boolean\", \"array\"");
+  EXPECT_EQ(errorOf(withField("tenant_config", R"({"type": "string"})")),
+            "tenant_config: /type: must be \"object\" (overrides are objects)");
+  EXPECT_EQ(errorOf(withField("tenant_config", "[]")),
+            "tenant_config: expected an object, got an array");
 }
 
 }  // namespace

@@ -12,10 +12,12 @@
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
 #include "plugin/internal/quote.h"
+#include "trellis/kernel/config/json_schema.h"
 #include "trellis/kernel/services/egress_policy.h"
 
 namespace trellis::kernel::plugin {
@@ -34,7 +36,7 @@ constexpr int kSchema = 1;
 constexpr std::string_view kKnownFields[] = {
     "schema", "id",       "version",  "description",  "license",      "runtime",
     "abi",    "host",     "entry",    "dependencies", "capabilities", "blocking_routes",
-    "files",  "provides", "requires", "egress",       "scope"};
+    "files",  "provides", "requires", "egress",       "scope",        "tenant_config"};
 
 template <typename Range>
 std::string joined(const Range& items) {
@@ -235,7 +237,7 @@ class ManifestReader {
           &ManifestReader::readDependencies, &ManifestReader::readCapabilities,
           &ManifestReader::readBlockingRoutes, &ManifestReader::readFiles,
           &ManifestReader::readProvides, &ManifestReader::readRequires, &ManifestReader::readEgress,
-          &ManifestReader::readScope}) {
+          &ManifestReader::readScope, &ManifestReader::readTenantConfig}) {
       if (Status s = (this->*step)(m); !s) return s;
     }
     return m;
@@ -521,6 +523,26 @@ class ManifestReader {
 
   // "scope": "tenant" (default) or "system". Asking is not having: a system plugin runs
   // with system powers only once the operator grants it (config or admin API).
+  // The keys a tenant may override, as a schema the kernel checks overrides against. A bad
+  // schema refuses the plugin here, so an override is never judged by a broken one.
+  Status readTenantConfig(Manifest& m) {
+    std::optional<Var> v = field("tenant_config");
+    if (!v) return Status::ok();
+    auto obj = asObject(*v, "tenant_config");
+    if (!obj) return obj.status();
+    std::ostringstream text;
+    (*obj)->stringify(text);
+    auto schema = config::JsonSchema::parse(text.str());
+    if (!schema) return fieldError("tenant_config", schema.status().message());
+    Var type = (*obj)->get("type");
+    if (!type.isString() || type.extract<std::string>() != "object") {
+      return fieldError("tenant_config", "/type: must be \"object\" (overrides are objects)");
+    }
+    m.tenant_config = *schema;
+    m.tenant_config_json = text.str();
+    return Status::ok();
+  }
+
   Status readScope(Manifest& m) {
     std::optional<Var> v = field("scope");
     if (!v) return Status::ok();

@@ -21,6 +21,8 @@
 //     "egress": ["https://*.example.com:443"],     // with capability "egress": destinations
 //     "scope": "system",                  // optional: "tenant" (default) or "system";
 //                                         // system needs the operator's grant as well
+//     "tenant_config": {"type": "object",           // optional: keys tenants may override
+//         "properties": {"greeting": {"type": "string", "maxLength": 80}}},
 //     "files": {"libacme_hello.so": "<sha256 hex>"}   // optional: checked when present
 //   }
 #pragma once
@@ -33,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "trellis/kernel/config/json_schema.h"
 #include "trellis/kernel/plugin/semver.h"
 #include "trellis/status.hpp"
 
@@ -119,6 +122,10 @@ struct Manifest {
   std::vector<RequiredService> required_services;  // "requires" in the JSON
   std::vector<std::string> egress;                 // destination rules (services/egress_policy.h)
   PluginScope scope = PluginScope::Tenant;         // what it asks for; see PluginScope
+  // "tenant_config": the JSON Schema (config/json_schema.h subset) of the configuration keys
+  // a tenant may override; absent when the plugin allows no per-tenant configuration.
+  std::optional<config::JsonSchema> tenant_config;
+  std::string tenant_config_json;  // the schema as written, for the admin API
 
   static Result<Manifest> parse(std::string_view json);
   static Result<Manifest> load(const std::filesystem::path& file);  // names the file
