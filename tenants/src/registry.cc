@@ -300,6 +300,16 @@ Result<std::shared_ptr<const Snapshot>> buildSnapshot(StoredState state) {
     snap->views.emplace(t.id, std::move(view));
     snap->records.emplace(t.id, std::move(t));
   }
+  for (auto& c : state.plugin_configs) {
+    auto view = snap->views.find(c.tenant);
+    if (view == snap->views.end()) {
+      throw std::runtime_error("plugin configuration of tenant " + inQuotes(c.tenant) +
+                               " has no tenant");
+    }
+    // Views are immutable once published; this one is not published yet.
+    std::const_pointer_cast<TenantView>(view->second)
+        ->plugin_config.emplace(std::move(c.plugin), std::move(c.json));
+  }
   for (auto& k : state.keys) {
     auto digest = parseSha256Hex(k.sha256_hex);
     auto view = snap->views.find(k.info.tenant);
@@ -708,6 +718,30 @@ class SqlTenantRegistry final : public TenantRegistry {
                                 inQuotes(owner));
       }
       db_->revokeCert(cert_id, nowMs());
+      return Status::ok();
+    });
+  }
+
+  Status setPluginConfig(std::string_view tenant, std::string_view plugin,
+                         std::optional<std::string> override_json) override {
+    if (override_json && override_json->size() > kMaxPluginConfigBytes) {
+      return Status::invalid("plugin configuration overrides are " +
+                             std::to_string(override_json->size()) + " bytes; the limit is " +
+                             std::to_string(kMaxPluginConfigBytes));
+    }
+    std::string owner(tenant), plugin_id(plugin);
+    return mutate("set plugin configuration", [&]() -> Status {
+      auto t = db_->tenant(owner);
+      if (!t) return Status::notFound("no tenant " + inQuotes(owner));
+      if (t->plugins.count(plugin_id) == 0) {
+        return Status::invalid("tenant " + inQuotes(owner) + " does not enable plugin " +
+                               inQuotes(plugin_id) + ": enable it first");
+      }
+      if (override_json) {
+        db_->setPluginConfig(owner, plugin_id, *override_json, nowMs());
+      } else {
+        db_->removePluginConfig(owner, plugin_id);
+      }
       return Status::ok();
     });
   }

@@ -85,6 +85,14 @@ const std::vector<std::vector<std::string>>& migrations() {
           "CREATE INDEX cert_credentials_by_lookup ON cert_credentials(lookup)",
           "CREATE UNIQUE INDEX cert_credentials_active ON cert_credentials(lookup)"
           " WHERE revoked_at_ms IS NULL",
+      },
+      {
+          // Per-tenant plugin configuration: the keys a tenant overrides, as a JSON object
+          // the kernel checked against the plugin's tenant_config schema.
+          "CREATE TABLE tenant_plugin_config("
+          " tenant TEXT NOT NULL REFERENCES tenants(id),"
+          " plugin TEXT NOT NULL, config TEXT NOT NULL, updated_at_ms BIGINT NOT NULL,"
+          " PRIMARY KEY(tenant, plugin))",
       }};
   return kMigrations;
 }
@@ -383,6 +391,13 @@ StoredState SystemDb::load() {
   }
   state.keys = readKeys(sql_, "", [](Query&) {});
   state.certs = readCerts(sql_, "", [](Query&) {});
+  {
+    StoredPluginConfig c;
+    Query q(sql_,
+            "SELECT tenant, plugin, config FROM tenant_plugin_config ORDER BY tenant, plugin");
+    q.into(c.tenant).into(c.plugin).into(c.json);
+    for (bool row = q.run(); row; row = q.next()) state.plugin_configs.push_back(c);
+  }
   return state;
 }
 
@@ -472,6 +487,13 @@ void SystemDb::updateTenant(const TenantRecord& t) {
   q.use(t.id).run();
   deleteLabelsAndPlugins(sql_, t.id);
   insertLabelsAndPlugins(sql_, t);
+  // A plugin the tenant no longer enables takes its overrides with it.
+  Query(sql_,
+        "DELETE FROM tenant_plugin_config WHERE tenant = :t AND plugin NOT IN "
+        "(SELECT plugin FROM tenant_plugins WHERE tenant = :t2)")
+      .use(t.id)
+      .use(t.id)
+      .run();
 }
 
 void SystemDb::setStatus(const std::string& id, TenantStatus status) {
@@ -482,6 +504,7 @@ void SystemDb::setStatus(const std::string& id, TenantStatus status) {
 void SystemDb::removeTenant(const std::string& id) {
   Query(sql_, "DELETE FROM api_keys WHERE tenant = :t").use(id).run();
   Query(sql_, "DELETE FROM cert_credentials WHERE tenant = :t").use(id).run();
+  Query(sql_, "DELETE FROM tenant_plugin_config WHERE tenant = :t").use(id).run();
   deleteLabelsAndPlugins(sql_, id);
   Query(sql_, "DELETE FROM tenants WHERE id = :t").use(id).run();
 }
@@ -575,6 +598,27 @@ void SystemDb::revokeCert(const std::string& id, int64_t at_ms) {
         "UPDATE cert_credentials SET revoked_at_ms = :at WHERE id = :id AND revoked_at_ms IS NULL")
       .use(at)
       .use(id)
+      .run();
+}
+
+void SystemDb::setPluginConfig(const std::string& tenant, const std::string& plugin,
+                               const std::string& json, int64_t at_ms) {
+  long long at = at_ms;
+  removePluginConfig(tenant, plugin);
+  Query(sql_,
+        "INSERT INTO tenant_plugin_config(tenant, plugin, config, updated_at_ms) "
+        "VALUES(:t, :p, :c, :u)")
+      .use(tenant)
+      .use(plugin)
+      .use(json)
+      .use(at)
+      .run();
+}
+
+void SystemDb::removePluginConfig(const std::string& tenant, const std::string& plugin) {
+  Query(sql_, "DELETE FROM tenant_plugin_config WHERE tenant = :t AND plugin = :p")
+      .use(tenant)
+      .use(plugin)
       .run();
 }
 

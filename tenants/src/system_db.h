@@ -39,12 +39,19 @@ struct StoredCert {
   std::string lookup_hex;  // the selector's lookup digest: indexed, unique among unrevoked
 };
 
+struct StoredPluginConfig {
+  std::string tenant;
+  std::string plugin;
+  std::string json;  // the tenant's override object
+};
+
 // Everything the registry holds, each list sorted by its primary key.
 struct StoredState {
   std::vector<Plan> plans;
   std::vector<TenantRecord> tenants;
   std::vector<StoredKey> keys;
   std::vector<StoredCert> certs;
+  std::vector<StoredPluginConfig> plugin_configs;
 };
 
 class SystemDb {
@@ -108,6 +115,11 @@ class SystemDb {
   std::optional<StoredCert> activeCertByLookup(const std::string& lookup_hex);
   void insertCert(const StoredCert& cert);
   void revokeCert(const std::string& id, int64_t at_ms);
+
+  // A tenant's overrides of one plugin's configuration, replacing any before.
+  void setPluginConfig(const std::string& tenant, const std::string& plugin,
+                       const std::string& json, int64_t at_ms);
+  void removePluginConfig(const std::string& tenant, const std::string& plugin);
 
  private:
   explicit SystemDb(const char* begin) : begin_(begin) {}

@@ -186,7 +186,7 @@ TEST_F(PostgresStorageTest, MigrateIsIdempotentAndSafeFromSeveralHostsAtOnce) {
                 "SELECT string_agg(component || '=' || version, ',' ORDER BY component) "
                 "FROM trellis.schema_version",
                 db_.name)),
-            "blobs=1,control=1,egress=1,jobs=1,registry=5,storage=2");
+            "blobs=1,control=1,egress=1,jobs=1,registry=6,storage=2");
 }
 
 TEST_F(PostgresStorageTest, VerifyRefusesADatabaseWithoutTheSchemaAndSaysHowToCreateIt) {

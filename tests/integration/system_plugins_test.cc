@@ -114,7 +114,7 @@ TEST_F(SystemPluginsTest, GrantedSystemPluginServesAdminRoutesInsideItsPrefixOnl
 }
 
 TEST_F(SystemPluginsTest, EveryCliVerbWritesOneRequestAndOneResponseRecordNamingThePrincipal) {
-  startGranted();
+  startWith("    - id: trellis/hello\n    - id: fixture/sys-audit\n      system: true\n");
   const std::string alice = principal("alice", "operator");
   const std::vector<std::pair<std::string, std::string>> verbs = {
       {"status", "GET /v1/status"},
@@ -125,6 +125,12 @@ TEST_F(SystemPluginsTest, EveryCliVerbWritesOneRequestAndOneResponseRecordNaming
       {"tenant usage initech", "GET /v1/tenants/initech/usage"},
       {"job list", "GET /v1/jobs"},
       {"plugin system-grants", "GET /v1/system-grants"},
+      {"tenant config set acme trellis/hello '{\"greeting\":\"Hej\"}'",
+       "PUT /v1/tenants/acme/plugins/trellis/hello/config"},
+      {"tenant config show acme trellis/hello",
+       "GET /v1/tenants/acme/plugins/trellis/hello/config"},
+      {"tenant config unset acme trellis/hello",
+       "DELETE /v1/tenants/acme/plugins/trellis/hello/config"},
   };
   for (const auto& [args, action] : verbs) {
     const size_t before = recordsOf("alice").size();

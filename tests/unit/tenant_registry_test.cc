@@ -555,6 +555,50 @@ TEST_P(TenantRegistryTest, EverythingSurvivesAReopen) {
   EXPECT_EQ(reg_->view("acme")->quotas.max_storage_bytes, uint64_t{1} << 30);
 }
 
+TEST_P(TenantRegistryTest, PluginConfigOverridesLiveWithTheEnabledPlugin) {
+  TenantRecord acme = tenant("acme");
+  acme.plugins = {"trellis/hello", "acme/other"};
+  createOk(acme);
+  createOk(tenant("globex"));
+
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "trellis/hello", R"({"greeting":"Bonjour"})"));
+  EXPECT_EQ(reg_->view("acme")->plugin_config.at("trellis/hello"), R"({"greeting":"Bonjour"})");
+  EXPECT_TRUE(reg_->view("globex")->plugin_config.empty());
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "acme/other", R"({"n":1})"));
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "trellis/hello", R"({"greeting":"Hola"})"));
+  reopen();
+  EXPECT_EQ(reg_->view("acme")->plugin_config.at("trellis/hello"), R"({"greeting":"Hola"})");
+
+  // Only for an enabled plugin of an existing tenant, and within the size limit.
+  Status s = reg_->setPluginConfig("globex", "trellis/hello", "{}");
+  EXPECT_EQ(s.code(), StatusCode::kInvalid);
+  EXPECT_NE(s.message().find("does not enable plugin \"trellis/hello\""), std::string::npos)
+      << s.message();
+  EXPECT_EQ(reg_->setPluginConfig("nobody", "trellis/hello", "{}").code(), StatusCode::kNotFound);
+  std::string big =
+      R"({"greeting":")" + std::string(TenantRegistry::kMaxPluginConfigBytes, 'x') + R"("})";
+  EXPECT_EQ(reg_->setPluginConfig("acme", "trellis/hello", big).code(), StatusCode::kInvalid);
+  EXPECT_EQ(reg_->view("acme")->plugin_config.at("trellis/hello"), R"({"greeting":"Hola"})");
+
+  // Disabling the plugin drops its overrides; re-enabling it does not bring them back.
+  TenantRecord changed = *reg_->get("acme");
+  changed.plugins = {"acme/other"};
+  ASSERT_TRUE(reg_->update(changed));
+  EXPECT_EQ(reg_->view("acme")->plugin_config.count("trellis/hello"), 0u);
+  EXPECT_EQ(reg_->view("acme")->plugin_config.count("acme/other"), 1u);
+  changed.plugins = {"acme/other", "trellis/hello"};
+  ASSERT_TRUE(reg_->update(changed));
+  EXPECT_EQ(reg_->view("acme")->plugin_config.count("trellis/hello"), 0u);
+
+  // Removing them, and the tenant with what is left.
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "acme/other", std::nullopt));
+  EXPECT_TRUE(reg_->view("acme")->plugin_config.empty());
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "acme/other", R"({"n":2})"));
+  ASSERT_TRUE(reg_->remove("acme"));
+  createOk(acme);
+  EXPECT_TRUE(reg_->view("acme")->plugin_config.empty());
+}
+
 TEST_P(TenantRegistryTest, ApplyDeclaredCreatesMissingTenantsAndReportsDrift) {
   ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}, {"pro", rate(100)}}));
   TenantRecord acme = tenant("acme", "free");
@@ -695,6 +739,18 @@ TEST_F(SharedTenantRegistryTest, KeysAndTenantsCreatedOnOneHostResolveOnTheOther
   EXPECT_TRUE(r.tenant->hasPlugin("trellis/hello"));
   EXPECT_EQ(other_->get("acme")->plugins, acme.plugins);
   EXPECT_EQ(other_->listKeys("acme").size(), 1u);
+}
+
+TEST_F(SharedTenantRegistryTest, PluginConfigOverridesReachTheOtherHost) {
+  TenantRecord acme = tenant("acme");
+  acme.plugins = {"trellis/hello"};
+  createOk(acme);
+  ASSERT_TRUE(reg_->setPluginConfig("acme", "trellis/hello", R"({"greeting":"Hej"})"));
+  EXPECT_TRUE(eventually([&] {
+    auto v = other_->view("acme");
+    return v && v->plugin_config.count("trellis/hello") == 1 &&
+           v->plugin_config.at("trellis/hello") == R"({"greeting":"Hej"})";
+  }));
 }
 
 TEST_F(SharedTenantRegistryTest, RevocationAndSuspensionReachTheOtherHost) {

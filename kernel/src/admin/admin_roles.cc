@@ -45,9 +45,10 @@ Requirement kernelRouteRequirement(std::string_view method, std::string_view pat
   }
   if (!read) return kChange;
   // Billing reads tenants, their usage and the host's status; nothing about keys,
-  // certificate credentials, policies or plugins.
+  // certificate credentials, plugin configuration, policies or plugins.
   if (path == "/v1/status" || path == "/metrics" || path == "/v1/tenants" ||
-      (path.starts_with("/v1/tenants/") && !path.ends_with("/keys") && !path.ends_with("/certs"))) {
+      (path.starts_with("/v1/tenants/") && !path.ends_with("/keys") && !path.ends_with("/certs") &&
+       !path.ends_with("/config"))) {
     return kReadWithBilling;
   }
   return kRead;

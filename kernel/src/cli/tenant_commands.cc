@@ -157,6 +157,7 @@ TenantCommands::TenantCommands(CLI::App& app, const AdminClient& admin, const bo
   withId(key, "list", "List a tenant's keys (ids only)");
   withId(key, "revoke", "Revoke a key", "key id");
   certs_ = std::make_unique<TenantCertCommands>(*tenant, admin_, json_);
+  config_ = std::make_unique<TenantConfigCommands>(*tenant, admin_, json_);
 }
 
 void TenantCommands::print(const std::string& body, void (*human)(const std::string&)) const {
@@ -169,7 +170,7 @@ void TenantCommands::print(const std::string& body, void (*human)(const std::str
 
 void TenantCommands::run() {
   auto parsed = [&](const char* name) { return commands_.at(name)->parsed(); };
-  if (certs_->run()) return;
+  if (certs_->run() || config_->run()) return;
   const std::string tenant_path = "/v1/tenants/" + id_;
   if (parsed("tenant list")) return print(admin_.call("GET", "/v1/tenants"), printTenantList);
   if (parsed("tenant show")) return print(admin_.call("GET", tenant_path), printTenant);

@@ -5,6 +5,7 @@
 //   trellis tenant usage acme
 //   trellis tenant delete acme                 # asks to type the id (or --yes)
 //   trellis tenant cert add acme --spiffe spiffe://acme.test/billing   (cert_commands.h)
+//   trellis tenant config set acme trellis/hello '{"greeting":"Hej"}'  (tenant_config_commands.h)
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/cert_commands.h"
+#include "cli/tenant_config_commands.h"
 
 namespace trellis::cli {
 
@@ -39,8 +41,9 @@ class TenantCommands {
   std::map<std::string, uint64_t> quotas_;
   bool yes_ = false;
   int64_t ttl_seconds_ = 0;
-  std::map<std::string, CLI::App*> commands_;  // "tenant create" -> subcommand
-  std::unique_ptr<TenantCertCommands> certs_;  // `tenant cert …`
+  std::map<std::string, CLI::App*> commands_;     // "tenant create" -> subcommand
+  std::unique_ptr<TenantCertCommands> certs_;     // `tenant cert …`
+  std::unique_ptr<TenantConfigCommands> config_;  // `tenant config …`
 };
 
 }  // namespace trellis::cli

@@ -43,6 +43,32 @@ Var merge(const Var& base, const Var& over) {
 
 }  // namespace
 
+Result<std::string> configValue(std::string_view json, std::string_view path) {
+  Var node;
+  try {
+    node = parseAny(json);
+  } catch (const Poco::Exception& e) {
+    return Status::invalid("plugin config is not valid JSON: " + e.displayText());
+  }
+  std::string_view rest = path;
+  while (!rest.empty()) {
+    const size_t dot = rest.find('.');
+    const std::string key(rest.substr(0, dot));
+    rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+    if (!isObject(node) || !node.extract<Object::Ptr>()->has(key)) {
+      return Status::notFound("config has no \"" + std::string(path) + "\"");
+    }
+    node = node.extract<Object::Ptr>()->get(key);
+  }
+  if (isObject(node) || node.type() == typeid(Poco::JSON::Array::Ptr)) {
+    std::ostringstream out;
+    Poco::JSON::Stringifier::condense(node, out);
+    return out.str();
+  }
+  if (node.isEmpty()) return std::string("null");
+  return node.convert<std::string>();
+}
+
 Result<std::string> mergeConfig(std::string_view base_json, std::string_view override_json) {
   Var base, over;
   try {

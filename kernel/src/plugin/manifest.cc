@@ -521,8 +521,6 @@ class ManifestReader {
     return Status::ok();
   }
 
-  // "scope": "tenant" (default) or "system". Asking is not having: a system plugin runs
-  // with system powers only once the operator grants it (config or admin API).
   // The keys a tenant may override, as a schema the kernel checks overrides against. A bad
   // schema refuses the plugin here, so an override is never judged by a broken one.
   Status readTenantConfig(Manifest& m) {
@@ -543,6 +541,8 @@ class ManifestReader {
     return Status::ok();
   }
 
+  // "scope": "tenant" (default) or "system". Asking is not having: a system plugin runs
+  // with system powers only once the operator grants it (config or admin API).
   Status readScope(Manifest& m) {
     std::optional<Var> v = field("scope");
     if (!v) return Status::ok();

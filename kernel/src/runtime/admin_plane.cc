@@ -17,6 +17,7 @@
 #include "runtime/openapi_document.h"
 #include "runtime/responses.h"
 #include "runtime/system_admin.h"
+#include "runtime/tenant_config_admin.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/util/file.h"
 
@@ -75,6 +76,9 @@ void AdminPlane::handle(http::Request& req, const http::Peer& peer, http::Respon
   }
   if (view_.admin_tokens) {
     if (auto res = view_.admin_tokens->handle(req, path)) return respond(std::move(*res));
+  }
+  if (view_.tenant_config) {
+    if (auto res = view_.tenant_config->handle(req, path)) return respond(std::move(*res));
   }
   if (auto res = tenant_admin_->handle(req, path)) {
     // A deleted tenant's policy goes with it, or a new tenant of that id would inherit it.

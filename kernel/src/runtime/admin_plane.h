@@ -5,6 +5,7 @@
 //   POST /v1/plugins/…          install-check, activate, deactivate (plugin_control.h)
 //   GET /metrics                Prometheus text: kernel and plugin metrics
 //   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
+//   /v1/tenants/{id}/plugins/{ns}/{name}/config   per-tenant plugin config (tenant_config_admin.h)
 //   /v1/policies…               admin Lua policies (policy_admin.h)
 //   /v1/system-grants, /v1/plugins/{id}/system   system scope (system_admin.h)
 //   /v1/admin-tokens…           named admin principals (admin/admin_tokens_api.h)
@@ -35,6 +36,7 @@ namespace trellis::kernel::runtime {
 
 class JobsAdmin;
 class SystemAdmin;
+class TenantConfigAdmin;
 
 struct AdminView {
   const PluginManager* plugins = nullptr;
@@ -49,6 +51,7 @@ struct AdminView {
   PluginControl* control = nullptr;  // activate/deactivate/install-check; null: not offered
   JobsAdmin* jobs = nullptr;         // /v1/jobs; null: not offered
   SystemAdmin* system = nullptr;     // system-scope grants; null: not offered
+  TenantConfigAdmin* tenant_config = nullptr;  // per-tenant plugin config; null: not offered
   // Named principals, roles and the audit stream (admin/admin_gate.h); null: the bearer
   // token alone, unaudited.
   admin::AdminGate* gate = nullptr;

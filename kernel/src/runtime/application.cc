@@ -21,6 +21,7 @@
 #include "runtime/system_admin.h"
 #include "runtime/system_grants.h"
 #include "runtime/tenant_admin.h"
+#include "runtime/tenant_config_admin.h"
 #include "services/calls/service_registry.h"
 #include "services/core/handle_table.h"
 #include "services/egress/egress_service.h"
@@ -79,6 +80,7 @@ struct Application::Impl {
   std::unique_ptr<runtime::SystemGrants> system_grants;  // outlives the plugins that ask it
   std::unique_ptr<PluginManager> plugins;
   std::unique_ptr<runtime::SystemAdmin> system_admin;
+  std::unique_ptr<runtime::TenantConfigAdmin> tenant_config_admin;
   std::unique_ptr<admin::AdminPrincipals> admin_principals;
   std::unique_ptr<admin::AuditStream> audit;
   std::unique_ptr<admin::AdminGate> admin_gate;
@@ -405,6 +407,8 @@ Status Application::start() {
   view.jobs = s.jobs_admin.get();
   s.system_admin = std::make_unique<runtime::SystemAdmin>(*s.system_grants, *s.plugins);
   view.system = s.system_admin.get();
+  s.tenant_config_admin = std::make_unique<runtime::TenantConfigAdmin>(*s.tenants, *s.plugins);
+  view.tenant_config = s.tenant_config_admin.get();
   view.gate = s.admin_gate.get();
   view.admin_tokens = s.admin_tokens.get();
   s.plugin_admin_routes = std::make_unique<admin::PluginAdminRoutes>(s.routes);

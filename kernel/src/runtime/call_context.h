@@ -5,6 +5,7 @@
 #pragma once
 
 #include <deque>
+#include <forward_list>
 #include <string>
 #include <string_view>
 
@@ -67,6 +68,10 @@ struct trellis_ctx {
   // A data-plane route call on an event loop, which an asynchronous host call
   // (kv_put_async) suspends and resumes (runtime/plugin_call.h); null everywhere else.
   trellis::kernel::runtime::PluginCall* suspendable = nullptr;
+  // Answers made for this call alone (a tenant's merged config), lent to the plugin until
+  // the call returns. A list, so earlier answers stay where they are.
+  std::forward_list<std::string> lent;
+  std::string_view lend(std::string s) { return lent.emplace_front(std::move(s)); }
 };
 
 struct trellis_request {

@@ -122,6 +122,12 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
   if (trellis_status s = admitCall(c); s != TRELLIS_OK) return s;
   trellis_ctx* ctx = live(c);
   if (!ctx || !out) return TRELLIS_INVALID;
+  if (ctx->tenant && ctx->tenant->plugin_config.contains(ctx->plugin->id())) {
+    auto value = ctx->plugin->config(view(path), *ctx->tenant);
+    if (!value) return fail(ctx, value.status());
+    *out = str(ctx->lend(std::move(*value)));
+    return TRELLIS_OK;
+  }
   auto value = ctx->plugin->config(view(path));
   if (!value) return fail(ctx, value.status());
   *out = str(*value);

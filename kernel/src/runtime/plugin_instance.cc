@@ -1,13 +1,9 @@
 #include "runtime/plugin_instance.h"
 
-#include <Poco/JSON/Array.h>
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
-#include <Poco/JSON/Stringifier.h>
-
-#include <sstream>
+#include <spdlog/spdlog.h>
 
 #include "runtime/system_grants.h"
+#include "trellis/kernel/config/config_merge.h"
 
 namespace trellis::kernel::runtime {
 
@@ -21,42 +17,43 @@ Result<std::string_view> PluginInstance::config(std::string_view path) {
   if (auto it = config_cache_.find(path); it != config_cache_.end()) {
     return std::string_view(it->second);
   }
-
-  std::string answer;
-  try {
-    // Parsed inside an array: Poco's parser refuses a bare scalar at the top level, and
-    // `config: 12` or `config: "text"` in trellis.yaml is a valid plugin config.
-    Poco::Dynamic::Var node = Poco::JSON::Parser()
-                                  .parse("[" + config_json_ + "]")
-                                  .extract<Poco::JSON::Array::Ptr>()
-                                  ->get(0);
-    std::string_view rest = path;
-    while (!rest.empty()) {
-      size_t dot = rest.find('.');
-      std::string key(rest.substr(0, dot));
-      rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
-      if (node.type() != typeid(Poco::JSON::Object::Ptr)) {
-        return Status::notFound("config has no \"" + std::string(path) + "\"");
-      }
-      auto obj = node.extract<Poco::JSON::Object::Ptr>();
-      if (!obj->has(key)) return Status::notFound("config has no \"" + std::string(path) + "\"");
-      node = obj->get(key);
-    }
-    if (node.type() == typeid(Poco::JSON::Object::Ptr) ||
-        node.type() == typeid(Poco::JSON::Array::Ptr)) {
-      std::ostringstream out;
-      Poco::JSON::Stringifier::condense(node, out);
-      answer = out.str();
-    } else if (node.isEmpty()) {
-      answer = "null";
-    } else {
-      answer = node.convert<std::string>();
-    }
-  } catch (const Poco::Exception& e) {
-    return Status::internal("plugin config is not valid JSON: " + e.displayText());
-  }
+  auto answer = config::configValue(config_json_, path);
+  if (!answer) return answer.status();
   return std::string_view(
-      config_cache_.emplace(std::string(path), std::move(answer)).first->second);
+      config_cache_.emplace(std::string(path), std::move(*answer)).first->second);
+}
+
+Result<std::string> PluginInstance::config(std::string_view path,
+                                           const tenants::TenantView& tenant) {
+  auto overrides = tenant.plugin_config.find(manifest_.id);
+  if (overrides == tenant.plugin_config.end()) {
+    auto global = config(path);
+    if (!global) return global.status();
+    return std::string(*global);
+  }
+  std::lock_guard lock(config_mu_);
+  TenantConfig& entry = tenant_config_[tenant.id];
+  if (entry.overrides != overrides->second || entry.merged.empty()) {
+    entry = {overrides->second, mergedFor(tenant.id, overrides->second), {}};
+  }
+  if (auto it = entry.answers.find(path); it != entry.answers.end()) return it->second;
+  auto answer = config::configValue(entry.merged, path);
+  if (!answer) return answer.status();
+  return entry.answers.emplace(std::string(path), std::move(*answer)).first->second;
+}
+
+// The admin API checked the overrides against the schema of the version then running; an
+// upgrade may have narrowed it. What the running version refuses is ignored, never seen.
+std::string PluginInstance::mergedFor(const std::string& tenant, const std::string& overrides) {
+  Status fit = manifest_.tenant_config ? manifest_.tenant_config->validate(overrides)
+                                       : Status::invalid("version " + manifest_.version.toString() +
+                                                         " declares no tenant_config");
+  if (fit) {
+    if (auto merged = config::mergeConfig(config_json_, overrides)) return std::move(*merged);
+  }
+  spdlog::warn("plugin {}: tenant {}'s configuration overrides are ignored: {}", manifest_.id,
+               tenant, fit ? "they cannot be merged" : fit.message());
+  return config_json_.empty() ? std::string("null") : config_json_;
 }
 
 }  // namespace trellis::kernel::runtime

@@ -17,6 +17,7 @@
 #include "trellis/kernel/plugin/manifest.h"
 #include "trellis/kernel/plugin/native_library.h"
 #include "trellis/plugin.h"
+#include "trellis/tenants/registry.h"
 #include "worker/host_side/worker_plugin.h"
 
 namespace trellis::kernel::events {
@@ -128,6 +129,10 @@ class PluginInstance {
   // Dotted-path lookup in the plugin's config; the returned view stays valid for the
   // plugin's lifetime (answers are cached). NOT_FOUND if absent.
   Result<std::string_view> config(std::string_view path);
+  // The same lookup in the config as `tenant` sees it: its overrides (TenantView::
+  // plugin_config) laid over the global config. Cached until the overrides change.
+  Result<std::string> config(std::string_view path, const tenants::TenantView& tenant);
+  const std::string& configJson() const { return config_json_; }
 
   // Lifecycle state as reported to operators; read by the event thread, hence atomic.
   std::atomic<PluginState> state{PluginState::kDiscovered};
@@ -166,8 +171,16 @@ class PluginInstance {
   std::filesystem::path dir_;
   std::string config_json_;
   HostServices services_;
+  struct TenantConfig {
+    std::string overrides;  // as they were when `merged` was built
+    std::string merged;
+    std::map<std::string, std::string, std::less<>> answers;  // by path
+  };
+  std::string mergedFor(const std::string& tenant, const std::string& overrides);
+
   std::mutex config_mu_;
-  std::map<std::string, std::string, std::less<>> config_cache_;  // node-stable
+  std::map<std::string, std::string, std::less<>> config_cache_;    // node-stable
+  std::map<std::string, TenantConfig, std::less<>> tenant_config_;  // by tenant id
 };
 
 }  // namespace trellis::kernel::runtime

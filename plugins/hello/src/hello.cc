@@ -30,7 +30,6 @@ bool isPrintableAscii(std::string_view s) {
 class Hello : public trellis::Plugin {
  public:
   trellis::Status init(trellis::InitContext& ctx) override {
-    greeting_ = std::string(ctx.config("greeting").value_or("Hello"));
     auto greeted = ctx.counter("hello_greetings_total", "Greetings served");
     if (!greeted) return greeted.status();
     greeted_metric_ = *greeted;
@@ -87,11 +86,14 @@ class Hello : public trellis::Plugin {
     // Other plugins may react to greetings; delivery is best-effort, so a full queue is
     // not the caller's problem.
     (void)ctx.publish("hello.greeted", "{\"name\":" + quote(name) + "}");
-    return res.json(200, "{\"message\":" + quote(greeting_ + ", " + std::string(name) + "!") +
-                             ",\"visits\":" + std::to_string(visits) + "}");
+    // Read per request: a tenant may override the greeting (manifest tenant_config), and
+    // a change reaches the next request without a restart.
+    const std::string_view greeting = ctx.config("greeting").value_or("Hello");
+    return res.json(
+        200, "{\"message\":" + quote(std::string(greeting) + ", " + std::string(name) + "!") +
+                 ",\"visits\":" + std::to_string(visits) + "}");
   }
 
-  std::string greeting_;
   trellis_metric_id greeted_metric_ = 0;
   trellis_metric_id conflicts_metric_ = 0;
 };

@@ -309,7 +309,10 @@ typedef struct trellis_host_api {
   trellis_status (*ctx_plugin)(const trellis_ctx* ctx, trellis_str* out);
   /* Reads the plugin's configuration from trellis.yaml. `path` is a dotted path
    * ("" = everything, "limits.max" = nested). Scalars come back as their text, maps and
-   * lists as JSON. `out` is BORROWED for the callback. NOT_FOUND if the path is absent. */
+   * lists as JSON. `out` is BORROWED for the callback. NOT_FOUND if the path is absent.
+   * Under a tenant's ctx, that tenant's overrides of the keys the manifest's
+   * "tenant_config" declares are laid over it (objects merge per key), and a change to
+   * them is seen by the next call, without a restart. */
   trellis_status (*config_get)(const trellis_ctx* ctx, trellis_str path, trellis_str* out);
 
   /* -- routes (only during on_init) ------------------------------------------------- */

@@ -134,6 +134,9 @@ struct TenantView {
   std::map<std::string, std::set<std::string, std::less<>>, std::less<>> grants;
   Quotas quotas;  // plan quotas overlaid with the tenant's overrides
   TenantStatus status = TenantStatus::kActive;
+  // The tenant's overrides of an enabled plugin's configuration (a JSON object), by plugin
+  // id; the kernel lays them over the plugin's global config (setPluginConfig).
+  std::map<std::string, std::string, std::less<>> plugin_config;
   bool hasPlugin(std::string_view plugin_id) const { return plugins.count(plugin_id) > 0; }
   // Whether this tenant lets `plugin_id` use `capability` (the manifest must request it
   // too; the kernel checks both).
@@ -214,6 +217,15 @@ class TenantRegistry {
   virtual std::vector<CertCredential> listCertCredentials(std::string_view tenant) const = 0;
   // NOT_FOUND unless `id` is one of the tenant's credentials; revoking twice is OK.
   virtual Status revokeCertCredential(std::string_view tenant, std::string_view id) = 0;
+
+  // Sets (a JSON object) or, with nullopt, removes the tenant's overrides of one enabled
+  // plugin's configuration. The registry checks only their place and size (at most
+  // kMaxPluginConfigBytes); the caller checks them against the plugin's schema. NOT_FOUND
+  // for an unknown tenant, INVALID if the tenant does not enable the plugin. Disabling the
+  // plugin (update) or deleting the tenant removes them.
+  static constexpr size_t kMaxPluginConfigBytes = 64 * 1024;
+  virtual Status setPluginConfig(std::string_view tenant, std::string_view plugin,
+                                 std::optional<std::string> override_json) = 0;
 
   // Creates declared tenants that are missing (source "config") and reports those whose
   // registry state differs from the declaration. The registry wins: an existing tenant is

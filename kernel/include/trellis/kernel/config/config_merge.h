@@ -15,6 +15,11 @@
 
 namespace trellis::kernel::config {
 
+// The value at a dotted path ("" = everything, "limits.max" = nested) of a config document:
+// scalars as their text, objects and arrays as condensed JSON, null as "null". NOT_FOUND if
+// the path is absent, INVALID if `json` is not JSON.
+Result<std::string> configValue(std::string_view json, std::string_view path);
+
 // `base_json` may be any JSON value, or empty for a plugin without config; `override_json`
 // must be an object. INVALID if either is not JSON. The result is condensed JSON.
 Result<std::string> mergeConfig(std::string_view base_json, std::string_view override_json);
