@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <regex>
@@ -338,6 +339,33 @@ TEST_F(MtlsTenantsTest, ACertificateBoundToAnAdminPrincipalAuthenticatesAsIt) {
   auto stranger = curl(admin, "GET", "/v1/tenants", &unmapped_);
   EXPECT_EQ(stranger.status, 401);
   EXPECT_THAT(stranger.body, HasSubstr("bound to no admin principal"));
+
+  // The CLI presents one too (--cert/--key) and then needs no token at all.
+  auto cliWith = [&](const Identity& who, const std::string& args, int* exit_status) {
+    return runCommand("cd " + certs_.path().string() +
+                          " && env -u TRELLIS_ADMIN_TOKEN -u TRELLIS_CONFIG -u TRELLIS_PROFILE " +
+                          TRELLIS_CLI_PATH + " --admin https://localhost:" + std::to_string(admin) +
+                          " --ca " + ca_.cert_file.string() + " --cert " + who.cert_file.string() +
+                          " --key " + who.key_file.string() + " " + args + " 2>&1 </dev/null",
+                      exit_status);
+  };
+  ASSERT_EQ(::chmod(spiffe_.key_file.c_str(), 0644), 0);
+  EXPECT_THAT(cliWith(spiffe_, "tenant list", &status),
+              HasSubstr("the private key is readable by others (mode 0644); chmod 600 it"));
+  EXPECT_EQ(status, 2);
+  ASSERT_EQ(::chmod(spiffe_.key_file.c_str(), 0600), 0);
+  ASSERT_EQ(::chmod(unmapped_.key_file.c_str(), 0600), 0);
+  std::string out = cliWith(spiffe_, "tenant list", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_THAT(out, HasSubstr("acme"));
+  out = cliWith(spiffe_, "tenant suspend acme", &status);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_THAT(out, HasSubstr("admin principal auditor-bot has role auditor"));
+  out = cliWith(unmapped_, "tenant list", &status);
+  EXPECT_EQ(status, 4) << out;
+  EXPECT_THAT(out, HasSubstr("refused the client certificate of --cert/--key"));
+  EXPECT_THAT(out, HasSubstr("bound to no admin principal"));
+
   // Revoking the principal revokes its certificate's access too.
   ASSERT_EQ(curl(admin, "DELETE", "/v1/admin-tokens/auditor-bot", nullptr, bootstrap).status, 200);
   auto revoked = curl(admin, "GET", "/v1/tenants", &spiffe_);

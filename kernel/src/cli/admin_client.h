@@ -62,14 +62,14 @@ struct AdminClient {
   // (connection refused). Other transport errors and a refused token still exit.
   std::optional<Answer> tryCall(const std::string& method, const std::string& path,
                                 const std::string& body = "") const {
-    std::string bearer = resolveToken();
+    const std::optional<std::string> bearer = resolveBearer();
     try {
       Poco::URI uri(baseUrl());
-      auto session = openHttpSession(uri);
+      auto session = openHttpSession(uri, /*present_certificate=*/true);
       // Activation may wait for the old version's in-flight requests to drain.
       session->setTimeout(Poco::Timespan(60, 0));
       Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
-      req.set("Authorization", "Bearer " + bearer);
+      if (bearer) req.set("Authorization", "Bearer " + *bearer);
       if (!body.empty()) {
         req.setContentType("application/json");
         req.setContentLength(static_cast<std::streamsize>(body.size()));
@@ -80,6 +80,12 @@ struct AdminClient {
       std::stringstream answer;
       answer << in.rdbuf();
       int status = res.getStatus();
+      if (status == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED && !bearer) {
+        die("the admin API refused the client certificate of " +
+                settings->clientCertificate().source + " (" + problemDetail(status, answer.str()) +
+                ")",
+            kExitAuth);
+      }
       if (status == Poco::Net::HTTPResponse::HTTP_UNAUTHORIZED) {
         die("the admin API refused the token (401): check " +
                 (settings ? settings->adminTokenSource() : "--token or " + token_file),
@@ -103,6 +109,16 @@ struct AdminClient {
     } catch (const Poco::Exception&) {
     }
     return "admin API answered " + std::to_string(status) + ": " + body;
+  }
+
+  // The bearer token; with a client certificate over https://, none is needed (the
+  // certificate may name an admin principal), so a missing one is not an error then.
+  std::optional<std::string> resolveBearer() const {
+    if (!settings || !baseUrl().starts_with("https://") || settings->clientCertificate().empty()) {
+      return resolveToken();
+    }
+    if (!token.empty()) return token;
+    return settings->findAdminToken();
   }
 
   std::string resolveToken() const {

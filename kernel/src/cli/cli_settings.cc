@@ -57,6 +57,8 @@ const std::map<std::string, std::string Profile::*>& profileFields() {
       {"registry_key", &Profile::registry_key},
       {"registry_token", &Profile::registry_token},
       {"ca", &Profile::ca},
+      {"cert", &Profile::cert},
+      {"key", &Profile::key},
   };
   return fields;
 }
@@ -129,7 +131,7 @@ Result<std::map<std::string, Profile>> loadProfiles(const fs::path& file) {
           if (it == profileFields().end()) {
             return Status::invalid(file.string() + ": " + path +
                                    ": unknown key (expected admin, token, registry, "
-                                   "registry_key, registry_token, ca)");
+                                   "registry_key, registry_token, ca, cert, key)");
           }
           if (!f.second.IsScalar()) {
             return Status::invalid(file.string() + ": " + path + ": expected a string");
@@ -309,6 +311,38 @@ TrustedCa CliSettings::trustedCa() const {
         kExitUsage);
   }
   return ca;
+}
+
+ClientCertificate CliSettings::clientCertificate() const {
+  ClientCertificate c;
+  if (!cert_flag.empty() || !key_flag.empty()) {
+    c = {cert_flag, key_flag, "--cert/--key"};
+  } else if (!env("TRELLIS_CERT").empty() || !env("TRELLIS_KEY").empty()) {
+    c = {env("TRELLIS_CERT"), env("TRELLIS_KEY"), "TRELLIS_CERT/TRELLIS_KEY"};
+  } else if (profile() && (!profile()->cert.empty() || !profile()->key.empty())) {
+    c = {profile()->cert, profile()->key, "profile \"" + profileName() + "\" cert:/key:"};
+  } else {
+    return {};
+  }
+  if (c.cert.empty() || c.key.empty()) {
+    AdminClient::die(c.source + ": a client certificate needs both the certificate and its key",
+                     kExitUsage);
+  }
+  for (const std::string* file : {&c.cert, &c.key}) {
+    if (std::ifstream in(*file); !in) {
+      AdminClient::die(c.source + " " + *file + ": cannot read it: " + std::strerror(errno),
+                       kExitUsage);
+    }
+  }
+  struct stat st {};
+  if (::stat(c.key.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    AdminClient::die(c.source + " " + c.key + ": the private key is readable by others (mode " +
+                         mode + "); chmod 600 it",
+                     kExitUsage);
+  }
+  return c;
 }
 
 std::string CliSettings::registryKey() const {

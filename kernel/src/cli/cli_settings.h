@@ -1,7 +1,7 @@
 // Where the CLI finds the admin API, its token and the registry. Each setting is taken from
 // the first of these that has it (docs/operations.md, "The trellis CLI"):
 //
-//   1. a flag            --admin, --token-file, --registry, --registry-key-file, --ca, …
+//   1. a flag            --admin, --token-file, --registry, --registry-key-file, --ca, --cert, …
 //   2. the environment   TRELLIS_ADMIN_URL, TRELLIS_ADMIN_TOKEN, TRELLIS_REGISTRY, TRELLIS_CA, …
 //   3. the profile file  written by `trellis login` (mode 0600; refused if others can read it)
 //   4. the server config --config / TRELLIS_CONFIG / ./config/trellis.yaml / the source tree's
@@ -33,6 +33,8 @@ struct Profile {
   std::string registry_key;    // the registry tenant's API key
   std::string registry_token;  // registry admin or publish token
   std::string ca;              // PEM bundle of the CAs trusted for https:// ("": the system's)
+  std::string cert;            // client certificate for the admin API (mTLS), with `key`
+  std::string key;             // its private key: a file only the user may read
 };
 
 // The profile file: ${TRELLIS_PROFILE_FILE}, else
@@ -59,6 +61,8 @@ struct CliSettings {
   std::string registry_key_file_flag;
   std::string registry_token_file_flag;
   std::string ca_flag;
+  std::string cert_flag;
+  std::string key_flag;
 
   std::string adminUrl() const;
   // The admin token; exits naming every place it looked when there is none.
@@ -76,6 +80,10 @@ struct CliSettings {
   // The CAs that verify https:// servers: --ca, TRELLIS_CA, the profile's ca:, else the
   // system store (file ""). Exits 2 naming the source if the file cannot be read.
   TrustedCa trustedCa() const;
+  // The client certificate for the admin API: --cert/--key, TRELLIS_CERT/TRELLIS_KEY, the
+  // profile's cert:/key:, else none. Exits 2 naming the source when only one of the pair
+  // is given, a file cannot be read, or group or others may read the key.
+  ClientCertificate clientCertificate() const;
 
   // The selected profile (nullopt if there is none); exits 1 on a bad profile file.
   const std::optional<Profile>& profile() const;

@@ -28,6 +28,11 @@ std::function<TrustedCa()>& caResolver() {
   return resolver;
 }
 
+std::function<ClientCertificate()>& certificateResolver() {
+  static std::function<ClientCertificate()> resolver;
+  return resolver;
+}
+
 TrustedCa trustedCa() {
   if (caResolver()) return caResolver()();
   if (const char* env = std::getenv("TRELLIS_CA"); env && *env) return {env, "TRELLIS_CA"};
@@ -54,14 +59,19 @@ class RefuseAndRecord final : public Poco::Net::InvalidCertificateHandler {
 // One context per host: OpenSSL checks the name (or IP address) while it verifies the chain,
 // so a wrong host is refused during the handshake like an untrusted issuer. (Poco's own
 // check after the handshake is off: it resolves names and skips "localhost".)
-Context::Ptr contextFor(const std::string& host) {
+Context::Ptr contextFor(const std::string& host, bool present_certificate) {
   const TrustedCa ca = trustedCa();  // may exit (an unreadable --ca): before taking the lock
+  ClientCertificate mine;
+  if (present_certificate && certificateResolver()) mine = certificateResolver()();
   static std::mutex mu;
   static std::map<std::string, Context::Ptr> contexts;
   std::lock_guard lock(mu);
-  if (auto it = contexts.find(host); it != contexts.end()) return it->second;
+  const std::string key = host + (mine.empty() ? "" : "\n" + mine.cert);
+  if (auto it = contexts.find(key); it != contexts.end()) return it->second;
 
   Context::Params params;
+  params.certificateFile = mine.cert;
+  params.privateKeyFile = mine.key;
   params.verificationMode = Context::VERIFY_RELAXED;  // a client: verify the server
   params.loadDefaultCAs = ca.file.empty();
   params.caLocation = ca.file;
@@ -85,7 +95,7 @@ Context::Ptr contextFor(const std::string& host) {
         Poco::Net::SSLManager::PrivateKeyPassphraseHandlerPtr(),
         Poco::Net::SSLManager::InvalidCertificateHandlerPtr(new RefuseAndRecord), ctx);
   });
-  contexts[host] = ctx;
+  contexts[key] = ctx;
   return ctx;
 }
 
@@ -112,6 +122,10 @@ void setCaResolver(std::function<TrustedCa()> resolver) {
   caResolver() = std::move(resolver);
 }
 
+void setClientCertificateResolver(std::function<ClientCertificate()> resolver) {
+  certificateResolver() = std::move(resolver);
+}
+
 Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) {
   try {
     Poco::URI uri(url);
@@ -125,14 +139,15 @@ Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url) 
   }
 }
 
-std::unique_ptr<Poco::Net::HTTPClientSession> openHttpSession(const Poco::URI& uri) {
+std::unique_ptr<Poco::Net::HTTPClientSession> openHttpSession(const Poco::URI& uri,
+                                                              bool present_certificate) {
   if (uri.getScheme() != "https") {
     return std::make_unique<Poco::Net::HTTPClientSession>(uri.getHost(), uri.getPort());
   }
   last_verify_error = X509_V_OK;
   last_host = uri.getHost();
-  return std::make_unique<Poco::Net::HTTPSClientSession>(uri.getHost(), uri.getPort(),
-                                                         contextFor(uri.getHost()));
+  return std::make_unique<Poco::Net::HTTPSClientSession>(
+      uri.getHost(), uri.getPort(), contextFor(uri.getHost(), present_certificate));
 }
 
 std::string describeHttpError(const Poco::Exception& e) {

@@ -3,6 +3,8 @@
 // sends SNI, and accepts the server only if its chain ends at a trusted CA and the
 // certificate names the host (or IP address) that was dialled. The trusted CAs are the
 // system store, or the one bundle the CLI was given (--ca, TRELLIS_CA, the profile's ca:).
+// To the admin API it may present a client certificate (--cert/--key, TRELLIS_CERT/_KEY,
+// the profile's cert:/key:).
 //
 //   setCaResolver([&settings] { return settings.trustedCa(); });   // once, in main
 //   auto session = openHttpSession(Poco::URI("https://registry.example:8443"));
@@ -29,6 +31,19 @@ struct TrustedCa {
   std::string source;  // where the choice came from, for messages: "--ca", "TRELLIS_CA", …
 };
 
+// The client certificate the CLI presents to the admin API (mTLS; the admin plane may map it
+// to an admin principal). Empty: none.
+struct ClientCertificate {
+  std::string cert;    // PEM chain, leaf first
+  std::string key;     // PEM private key, unencrypted
+  std::string source;  // "--cert", "TRELLIS_CERT", "profile \"default\"", …
+  bool empty() const { return cert.empty(); }
+};
+
+// How the client certificate is chosen, asked only when the admin API is dialled over
+// https://. Without one, none is presented.
+void setClientCertificateResolver(std::function<ClientCertificate()> resolver);
+
 // How the CA is chosen, asked only when an https:// URL is opened (so commands that never
 // dial do not read the profile file). Without one, TRELLIS_CA or the system store.
 void setCaResolver(std::function<TrustedCa()> resolver);
@@ -37,8 +52,11 @@ void setCaResolver(std::function<TrustedCa()> resolver);
 Result<Poco::URI> parseHttpUrl(const std::string& flag, const std::string& url);
 
 // A client session to the URL's host and port: plain for http://, verified TLS for
-// https://. Poco exceptions from it are best described by describeHttpError().
-std::unique_ptr<Poco::Net::HTTPClientSession> openHttpSession(const Poco::URI& uri);
+// https://, presenting the client certificate if `present_certificate` (the admin API
+// only: registries and mirrors never learn who the operator is). Poco exceptions from it
+// are best described by describeHttpError().
+std::unique_ptr<Poco::Net::HTTPClientSession> openHttpSession(const Poco::URI& uri,
+                                                              bool present_certificate = false);
 
 // One line on why a request failed. A refused certificate names the reason (untrusted
 // issuer, wrong host, expired, not yet valid) and how to trust a CA.

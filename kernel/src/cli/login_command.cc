@@ -38,7 +38,11 @@ bool LoginCommand::run() {
   if (std::string ca = settings_.trustedCa().file; !ca.empty()) {
     p.ca = std::filesystem::absolute(ca).string();
   }
-  if (p.token.empty() && p.registry.empty()) {
+  if (ClientCertificate mine = settings_.clientCertificate(); !mine.empty()) {
+    p.cert = std::filesystem::absolute(mine.cert).string();
+    p.key = std::filesystem::absolute(mine.key).string();
+  }
+  if (p.token.empty() && p.registry.empty() && p.cert.empty()) {
     AdminClient::die(
         "nothing to save: no admin token found (pass --token-file or set TRELLIS_ADMIN_TOKEN) "
         "and no --registry",
@@ -64,7 +68,8 @@ bool LoginCommand::run() {
   if (Status s = saveProfiles(file, *all); !s) AdminClient::die(s.message());
   std::printf("saved profile \"%s\" in %s (mode 0600)\n", settings_.profileName().c_str(),
               file.c_str());
-  if (!p.token.empty()) std::printf("  admin API  %s\n", p.admin.c_str());
+  if (!p.token.empty() || !p.cert.empty()) std::printf("  admin API  %s\n", p.admin.c_str());
+  if (!p.cert.empty()) std::printf("  client certificate %s\n", p.cert.c_str());
   if (!p.registry.empty()) std::printf("  registry   %s\n", p.registry.c_str());
   return true;
 }

@@ -132,8 +132,16 @@ int main(int argc, char** argv) {
   cli.add_option("--ca", settings.ca_flag,
                  "PEM bundle of the CAs that sign the https:// admin API, registry or mirror "
                  "(env TRELLIS_CA, the profile's ca:; default the system's trusted CAs)");
-  // Every HTTPS connection (admin API, registries, mirrors) trusts what the settings say.
+  cli.add_option("--cert", settings.cert_flag,
+                 "PEM client certificate for the https:// admin API (mTLS; env TRELLIS_CERT, "
+                 "the profile's cert:); with --key, a token is optional");
+  cli.add_option("--key", settings.key_flag,
+                 "Its unencrypted PEM private key, readable only by you (env TRELLIS_KEY, the "
+                 "profile's key:)");
+  // Every HTTPS connection (admin API, registries, mirrors) trusts what the settings say;
+  // only the admin API is shown the client certificate.
   trellis::cli::setCaResolver([&settings] { return settings.trustedCa(); });
+  trellis::cli::setClientCertificateResolver([&settings] { return settings.clientCertificate(); });
   Output output;
   cli.add_option("--output,-o", output.format, "How read verbs print: table, json or yaml")
       ->check(CLI::IsMember({"table", "json", "yaml"}))

@@ -17,6 +17,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <cerrno>
 #include <exception>
 #include <functional>
@@ -139,7 +140,9 @@ struct Worker : std::enable_shared_from_this<Worker> {
   std::vector<std::function<void()>> inbox;  // guarded by post_mu
 };
 
-using TlsStream = asio::ssl::stream<tcp::socket>;
+// Beast's ssl_stream, not asio's: asio encrypts only the first buffer of a sequence per
+// write, so a response's header and body would go out as two TLS records and two sends.
+using TlsStream = boost::beast::ssl_stream<tcp::socket>;
 
 // One connection, plain (Stream = tcp::socket) or TLS (Stream = TlsStream).
 template <class Stream>

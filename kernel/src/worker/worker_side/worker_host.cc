@@ -260,7 +260,11 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
   WorkerCtx* ctx = live(c);
   if (!ctx) return refusal();
   if (!out) return TRELLIS_INVALID;
-  {
+  // Under a tenant's ctx the host may lay that tenant's overrides (manifest tenant_config)
+  // over the config, and they change at any time: only the plugin-wide answers, asked
+  // without a tenant, never change while the plugin runs and are kept here.
+  const bool plugin_wide = ctx->tenant.empty();
+  if (plugin_wide) {
     std::lock_guard lock(g_mu);
     if (auto it = g_config.find(view(path)); it != g_config.end()) {
       *out = str(it->second);
@@ -275,7 +279,11 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
   if (s != TRELLIS_OK) return s;
   std::string_view value = r.str();
   if (!r.ok()) _exit(kExitProtocol);
-  std::lock_guard lock(g_mu);  // a plugin's config never changes while it runs
+  if (!plugin_wide) {
+    *out = str(ctx->scratch.emplace_back(value));
+    return TRELLIS_OK;
+  }
+  std::lock_guard lock(g_mu);
   *out = str(g_config.emplace(std::string(view(path)), std::string(value)).first->second);
   return TRELLIS_OK;
 }
