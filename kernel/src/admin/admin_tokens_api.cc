@@ -16,12 +16,6 @@ namespace {
 
 enum Endpoint : size_t { kList, kCreate, kRevoke, kBindCert, kUnbindCert };
 
-http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = runtime::httpStatusFor(s.toC());
-  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
-                       {}, &req);
-}
-
 Object::Ptr describe(const Principal& p) {
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("id", p.id);
@@ -57,7 +51,7 @@ std::optional<http::Response> AdminTokensApi::handle(const http::Request& req,
   if (m->target == kRevoke) {
     Principal revoked;
     auto changed = principals_.revoke(std::string(m->param("id").value_or("")), &revoked);
-    if (!changed) return failure(req, changed.status());
+    if (!changed) return runtime::failureResponse(req, changed.status());
     Object::Ptr o = describe(revoked);
     o->set("changed", *changed);
     return runtime::jsonResponse(req, 200, o);
@@ -69,14 +63,15 @@ std::optional<http::Response> AdminTokensApi::handle(const http::Request& req,
       try {
         body = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
       } catch (const Poco::Exception& e) {
-        return failure(req, Status::invalid("body must be a JSON object: " + e.displayText()));
+        return runtime::failureResponse(
+            req, Status::invalid("body must be a JSON object: " + e.displayText()));
       }
       auto parsed = auth::selectorFromJson(body);
-      if (!parsed) return failure(req, parsed.status());
+      if (!parsed) return runtime::failureResponse(req, parsed.status());
       selector = std::move(*parsed);
     }
     auto bound = principals_.bindCertificate(std::string(m->param("id").value_or("")), selector);
-    if (!bound) return failure(req, bound.status());
+    if (!bound) return runtime::failureResponse(req, bound.status());
     return runtime::jsonResponse(req, 200, describe(*bound));
   }
   std::string name, role_text;
@@ -86,23 +81,26 @@ std::optional<http::Response> AdminTokensApi::handle(const http::Request& req,
     o->getNames(names);
     for (const auto& n : names) {
       if (n != "name" && n != "role") {
-        return failure(req, Status::invalid("unknown field \"" + n + "\" (known: name, role)"));
+        return runtime::failureResponse(
+            req, Status::invalid("unknown field \"" + n + "\" (known: name, role)"));
       }
     }
     name = o->getValue<std::string>("name");
     role_text = o->getValue<std::string>("role");
   } catch (const Poco::Exception& e) {
-    return failure(req, Status::invalid("body must be {\"name\": \"alice\", \"role\": "
-                                        "\"admin|operator|auditor|billing\"}: " +
-                                        e.displayText()));
+    return runtime::failureResponse(req,
+                                    Status::invalid("body must be {\"name\": \"alice\", \"role\": "
+                                                    "\"admin|operator|auditor|billing\"}: " +
+                                                    e.displayText()));
   }
   auto role = parseRole(role_text);
   if (!role) {
-    return failure(req, Status::invalid("unknown role \"" + role_text +
-                                        "\" (known: admin, operator, auditor, billing)"));
+    return runtime::failureResponse(
+        req, Status::invalid("unknown role \"" + role_text +
+                             "\" (known: admin, operator, auditor, billing)"));
   }
   auto made = principals_.create(name, *role);
-  if (!made) return failure(req, made.status());
+  if (!made) return runtime::failureResponse(req, made.status());
   Object::Ptr o = describe(made->principal);
   o->set("token", made->token);
   return runtime::jsonResponse(req, 201, o);

@@ -314,6 +314,11 @@ TrustedCa CliSettings::trustedCa() const {
 }
 
 ClientCertificate CliSettings::clientCertificate() const {
+  if (!certificate_) certificate_ = findClientCertificate();
+  return *certificate_;
+}
+
+ClientCertificate CliSettings::findClientCertificate() const {
   ClientCertificate c;
   if (!cert_flag.empty() || !key_flag.empty()) {
     c = {cert_flag, key_flag, "--cert/--key"};

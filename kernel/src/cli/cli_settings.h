@@ -94,9 +94,11 @@ struct CliSettings {
     std::filesystem::path token_file;
   };
   const std::optional<ServerHints>& serverHints() const;
+  ClientCertificate findClientCertificate() const;
 
   mutable bool profile_loaded_ = false;
   mutable std::optional<Profile> profile_;
+  mutable std::optional<ClientCertificate> certificate_;  // checked once per run
   mutable bool hints_loaded_ = false;
   mutable std::optional<ServerHints> hints_;
 };

@@ -15,12 +15,6 @@ namespace {
 
 enum Endpoint : size_t { kInstallCheck, kActivate, kDeactivate };
 
-http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = httpStatusFor(s.toC());
-  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
-                       {}, &req);
-}
-
 }  // namespace
 
 PluginControl::PluginControl(PluginManager& plugins, ActiveRoutes& routes,
@@ -42,7 +36,7 @@ bool PluginControl::handle(const http::Request& req, std::string_view path,
   // The request stays alive and untouched until respond is called (http::RequestHandler);
   // the match's views point into it and into the router.
   if (!worker_.trySubmit([this, &req, match = *m, respond] { respond(answer(req, match)); })) {
-    respond(failure(req, Status::unavailable("too many plugin changes queued; retry")));
+    respond(failureResponse(req, Status::unavailable("too many plugin changes queued; retry")));
   }
   return true;
 }
@@ -52,7 +46,7 @@ http::Response PluginControl::answer(const http::Request& req, const http::Route
   const std::string id =
       std::string(m.param("ns").value_or("")) + "/" + std::string(m.param("name").value_or(""));
   if (!plugin::isValidPluginId(id)) {
-    return failure(req, Status::invalid("\"" + id + "\" is not a plugin id"));
+    return failureResponse(req, Status::invalid("\"" + id + "\" is not a plugin id"));
   }
   // activate takes an optional {"version": "1.0.0"}: that installed version, not the highest.
   std::optional<plugin::Version> version;
@@ -60,16 +54,16 @@ http::Response PluginControl::answer(const http::Request& req, const http::Route
     try {
       auto o = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
       auto v = plugin::Version::parse(o->getValue<std::string>("version"));
-      if (!v) return failure(req, v.status());
+      if (!v) return failureResponse(req, v.status());
       version = std::move(*v);
     } catch (const Poco::Exception& e) {
-      return failure(req,
-                     Status::invalid("body must be {\"version\": \"x.y.z\"}: " + e.displayText()));
+      return failureResponse(
+          req, Status::invalid("body must be {\"version\": \"x.y.z\"}: " + e.displayText()));
     }
   }
   auto done = m.target == kActivate ? plugins_.activate(id, routes_, drain_, version)
                                     : plugins_.deactivate(id, routes_, drain_);
-  if (!done) return failure(req, done.status());
+  if (!done) return failureResponse(req, done.status());
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("id", id);
   o->set("version", done->version);
@@ -93,9 +87,9 @@ http::Response PluginControl::installCheck(const http::Request& req) {
       }
     }
   } catch (const Poco::Exception& e) {
-    return failure(req, Status::invalid("body must be {\"id\",\"version\",\"publisher\","
-                                        "\"source\",\"capabilities\"}: " +
-                                        e.displayText()));
+    return failureResponse(req, Status::invalid("body must be {\"id\",\"version\",\"publisher\","
+                                                "\"source\",\"capabilities\"}: " +
+                                                e.displayText()));
   }
   if (policy_) {
     if (auto denied = policy_(check)) {

@@ -58,4 +58,11 @@ std::optional<http::Response> notMatched(const http::Router& router, const http:
                        std::string(req.method_string()) + " is not allowed here", {}, &req);
 }
 
+http::Response failureResponse(const http::Request& req, const Status& s) {
+  const unsigned code = httpStatusFor(s.toC());
+  return http::problem(
+      code, boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(code)),
+      s.message(), {}, &req);
+}
+
 }  // namespace trellis::kernel::runtime

@@ -10,6 +10,7 @@
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/plugin.h"
+#include "trellis/status.hpp"
 
 namespace trellis::kernel::runtime {
 
@@ -31,5 +32,8 @@ std::optional<http::Response> notMatched(const http::Router& router, const http:
 
 // The HTTP status for a failure status (a plugin's, or a registry's).
 unsigned httpStatusFor(trellis_status s);
+
+// An admin API failure as problem+json: the status's HTTP code and its message.
+http::Response failureResponse(const http::Request& req, const Status& s);
 
 }  // namespace trellis::kernel::runtime

@@ -15,12 +15,6 @@ namespace {
 
 enum Endpoint : size_t { kList, kGrant, kRevoke };
 
-http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = httpStatusFor(s.toC());
-  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
-                       {}, &req);
-}
-
 }  // namespace
 
 SystemAdmin::SystemAdmin(SystemGrants& grants, const PluginManager& plugins)
@@ -49,10 +43,10 @@ std::optional<http::Response> SystemAdmin::handle(const http::Request& req, std:
   const std::string id =
       std::string(m->param("ns").value_or("")) + "/" + std::string(m->param("name").value_or(""));
   if (!plugin::isValidPluginId(id)) {
-    return failure(req, Status::invalid("\"" + id + "\" is not a plugin id"));
+    return failureResponse(req, Status::invalid("\"" + id + "\" is not a plugin id"));
   }
   auto changed = m->target == kGrant ? grants_.grant(id) : grants_.revoke(id);
-  if (!changed) return failure(req, changed.status());
+  if (!changed) return failureResponse(req, changed.status());
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("plugin", id);
   o->set("system", m->target == kGrant);

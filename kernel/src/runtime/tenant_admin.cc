@@ -20,12 +20,6 @@ namespace {
 
 using tenants::kQuotaFields;
 
-http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = httpStatusFor(s.toC());
-  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
-                       {}, &req);
-}
-
 // Strict JSON body: an object with only `allowed` members.
 Object::Ptr certJson(const tenants::CertCredential& c) {
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
@@ -170,34 +164,34 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     case kCreate:
     case kUpdate: {
       auto body = parseBody(req, {"id", "plan", "labels", "plugins", "grants", "quotas"});
-      if (!body) return failure(req, body.status());
+      if (!body) return failureResponse(req, body.status());
       tenants::TenantRecord t;
       if (e == kUpdate) {
         auto current = registry_.get(id);
-        if (!current) return failure(req, current.status());
+        if (!current) return failureResponse(req, current.status());
         t = std::move(*current);
       } else {
         t.id = (*body)->optValue<std::string>("id", "");
       }
-      if (Status s = readTenantFields(*body, t); !s) return failure(req, s);
+      if (Status s = readTenantFields(*body, t); !s) return failureResponse(req, s);
       auto saved = e == kCreate ? registry_.create(std::move(t)) : registry_.update(std::move(t));
-      if (!saved) return failure(req, saved.status());
+      if (!saved) return failureResponse(req, saved.status());
       spdlog::info("admin: tenant {} {}", saved->id, e == kCreate ? "created" : "updated");
       return jsonResponse(req, e == kCreate ? 201 : 200, tenantJson(*saved));
     }
     case kShow: {
       auto t = registry_.get(id);
-      if (!t) return failure(req, t.status());
+      if (!t) return failureResponse(req, t.status());
       return jsonResponse(req, 200, tenantJson(*t));
     }
     case kSuspend:
     case kResume: {
       auto status =
           e == kSuspend ? tenants::TenantStatus::kSuspended : tenants::TenantStatus::kActive;
-      if (Status s = registry_.setStatus(id, status); !s) return failure(req, s);
+      if (Status s = registry_.setStatus(id, status); !s) return failureResponse(req, s);
       spdlog::info("admin: tenant {} {}", id, e == kSuspend ? "suspended" : "resumed");
       auto t = registry_.get(id);
-      return t ? jsonResponse(req, 200, tenantJson(*t)) : failure(req, t.status());
+      return t ? jsonResponse(req, 200, tenantJson(*t)) : failureResponse(req, t.status());
     }
     case kDelete: {
       // Deleting destroys data: the caller repeats the id, as `trellis tenant delete` does.
@@ -213,12 +207,12 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
                                  id,
                              {}, &req);
       }
-      if (Status s = registry_.remove(id); !s) return failure(req, s);
+      if (Status s = registry_.remove(id); !s) return failureResponse(req, s);
       admission_.forget(id);
       if (Status s = storage_.removeTenant(id); !s) {
         spdlog::error("admin: tenant {} deleted but its data was not removed: {}", id,
                       s.toString());
-        return failure(req, s);
+        return failureResponse(req, s);
       }
       spdlog::info("admin: tenant {} deleted with its data", id);
       http::Response res{bhttp::status::no_content, req.version()};
@@ -227,15 +221,15 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     }
     case kUsage: {
       auto view = registry_.view(id);
-      if (!view) return failure(req, Status::notFound("no tenant \"" + id + "\""));
+      if (!view) return failureResponse(req, Status::notFound("no tenant \"" + id + "\""));
       auto stored = storage_.storageBytes(id);
-      if (!stored) return failure(req, stored.status());
+      if (!stored) return failureResponse(req, stored.status());
       auto o = usageJson(*view, admission_.usage(id), *stored,
                          egress_usage_ ? egress_usage_(id) : EgressUsage{});
       return jsonResponse(req, 200, o);
     }
     case kKeys: {
-      if (auto t = registry_.get(id); !t) return failure(req, t.status());
+      if (auto t = registry_.get(id); !t) return failureResponse(req, t.status());
       Array::Ptr list = new Array;
       for (const auto& k : registry_.listKeys(id)) list->add(keyJson(k));
       Object::Ptr o = new Object;
@@ -244,18 +238,19 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     }
     case kCreateKey: {
       auto body = parseBody(req, {"ttl_seconds"});
-      if (!body) return failure(req, body.status());
+      if (!body) return failureResponse(req, body.status());
       std::optional<int64_t> ttl;
       if ((*body)->has("ttl_seconds")) {
         try {
           ttl = (*body)->getValue<int64_t>("ttl_seconds");
         } catch (const Poco::Exception&) {
-          return failure(req, Status::invalid("ttl_seconds: expected an integer"));
+          return failureResponse(req, Status::invalid("ttl_seconds: expected an integer"));
         }
-        if (*ttl < 1) return failure(req, Status::invalid("ttl_seconds: must be at least 1"));
+        if (*ttl < 1)
+          return failureResponse(req, Status::invalid("ttl_seconds: must be at least 1"));
       }
       auto key = registry_.createKey(id, ttl);
-      if (!key) return failure(req, key.status());
+      if (!key) return failureResponse(req, key.status());
       spdlog::info("admin: key {} created for tenant {}", key->info.id, id);  // never the secret
       auto o = keyJson(key->info);
       o->set("key", key->secret);
@@ -263,14 +258,14 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     }
     case kRevokeKey: {
       std::string key_id(m.param("key").value_or(""));
-      if (Status s = registry_.revokeKey(key_id); !s) return failure(req, s);
+      if (Status s = registry_.revokeKey(key_id); !s) return failureResponse(req, s);
       spdlog::info("admin: key {} revoked", key_id);
       http::Response res{bhttp::status::no_content, req.version()};
       res.keep_alive(req.keep_alive());
       return res;
     }
     case kCerts: {
-      if (auto t = registry_.get(id); !t) return failure(req, t.status());
+      if (auto t = registry_.get(id); !t) return failureResponse(req, t.status());
       Array::Ptr list = new Array;
       for (const auto& c : registry_.listCertCredentials(id)) list->add(certJson(c));
       Object::Ptr o = new Object;
@@ -279,25 +274,26 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
     }
     case kAddCert: {
       auto body = parseBody(req, {"spiffe", "subject", "issuer", "pin", "expires_at_ms"});
-      if (!body) return failure(req, body.status());
+      if (!body) return failureResponse(req, body.status());
       auto selector = auth::selectorFromJson(*body, {"expires_at_ms"});
-      if (!selector) return failure(req, selector.status());
+      if (!selector) return failureResponse(req, selector.status());
       std::optional<int64_t> expires;
       if ((*body)->has("expires_at_ms")) {
         const auto& v = (*body)->get("expires_at_ms");
         if (!v.isInteger())
-          return failure(req, Status::invalid("expires_at_ms: expected an integer"));
+          return failureResponse(req, Status::invalid("expires_at_ms: expected an integer"));
         expires = v.convert<int64_t>();
       }
       auto added = registry_.addCertCredential(id, std::move(*selector), expires);
-      if (!added) return failure(req, added.status());
+      if (!added) return failureResponse(req, added.status());
       spdlog::info("admin: certificate credential {} ({}) added for tenant {}", added->id,
                    added->selector.describe(), id);
       return jsonResponse(req, 201, certJson(*added));
     }
     case kRevokeCert: {
       std::string cert_id(m.param("cert").value_or(""));
-      if (Status s = registry_.revokeCertCredential(id, cert_id); !s) return failure(req, s);
+      if (Status s = registry_.revokeCertCredential(id, cert_id); !s)
+        return failureResponse(req, s);
       spdlog::info("admin: certificate credential {} of tenant {} revoked", cert_id, id);
       http::Response res{bhttp::status::no_content, req.version()};
       res.keep_alive(req.keep_alive());
@@ -316,7 +312,7 @@ http::Response TenantAdmin::dispatch(Endpoint e, const http::Request& req,
       return jsonResponse(req, 200, o);
     }
   }
-  return failure(req, Status::internal("unhandled admin endpoint"));
+  return failureResponse(req, Status::internal("unhandled admin endpoint"));
 }
 
 }  // namespace trellis::kernel::runtime

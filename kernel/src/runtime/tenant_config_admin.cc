@@ -16,12 +16,6 @@ using Poco::JSON::Object;
 
 namespace {
 
-http::Response failure(const http::Request& req, const Status& s) {
-  unsigned code = httpStatusFor(s.toC());
-  return http::problem(code, bhttp::obsolete_reason(static_cast<bhttp::status>(code)), s.message(),
-                       {}, &req);
-}
-
 Poco::Dynamic::Var parsed(const std::string& json) {
   return Poco::JSON::Parser().parse(json);
 }
@@ -50,17 +44,17 @@ std::optional<http::Response> TenantConfigAdmin::handle(const http::Request& req
   const std::string plugin_id =
       std::string(m->param("ns").value_or("")) + "/" + std::string(m->param("name").value_or(""));
   auto view = registry_.view(tenant);
-  if (!view) return failure(req, Status::notFound("no tenant \"" + tenant + "\""));
+  if (!view) return failureResponse(req, Status::notFound("no tenant \"" + tenant + "\""));
   const PluginInstance* plugin = nullptr;
   for (const PluginInstance* p : plugins_.plugins()) {
     if (p->id() == plugin_id) plugin = p;
   }
   if (!plugin) {
-    return failure(req,
-                   Status::notFound("plugin \"" + plugin_id + "\" is not enabled on this host"));
+    return failureResponse(
+        req, Status::notFound("plugin \"" + plugin_id + "\" is not enabled on this host"));
   }
   if (!plugin->manifest().tenant_config) {
-    return failure(
+    return failureResponse(
         req, Status::invalid("plugin " + plugin_id + " " + plugin->manifest().version.toString() +
                              " declares no configuration tenants may override "
                              "(its manifest has no \"tenant_config\")"));
@@ -71,17 +65,17 @@ std::optional<http::Response> TenantConfigAdmin::handle(const http::Request& req
   if (req.method() == bhttp::verb::put) {
     // Strict: a duplicate key would let the schema check and the plugin see two documents.
     auto body = auth::internal::parseJsonObject(req.body(), "the overrides");
-    if (!body) return failure(req, body.status());
+    if (!body) return failureResponse(req, body.status());
     std::ostringstream text;
     (*body)->stringify(text);
     if (Status s = plugin->manifest().tenant_config->validate(text.str()); !s) {
-      return failure(req, Status::invalid("the overrides do not fit " + plugin_id +
-                                          "'s tenant_config: " + s.message()));
+      return failureResponse(req, Status::invalid("the overrides do not fit " + plugin_id +
+                                                  "'s tenant_config: " + s.message()));
     }
     overrides = text.str();
   }
   if (Status s = registry_.setPluginConfig(tenant, plugin_id, overrides); !s) {
-    return failure(req, s);
+    return failureResponse(req, s);
   }
   spdlog::info("admin: tenant {}'s configuration of plugin {} {}", tenant, plugin_id,
                overrides ? "set" : "removed");
