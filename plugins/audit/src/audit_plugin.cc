@@ -12,8 +12,16 @@
 //   POST logs/{log}/checkpoint                   (operator) sign a checkpoint now
 //   GET  public-key                              (auditor) the checkpoint key, PEM
 //   POST hmac  {"tenant","value"}                (auditor) the digest a sensitive value has
+//   GET  logs/{log}/retention                    (auditor) retention, legal hold, purged size
+//   PUT  logs/{log}/retention {"keep":"400d"}    (operator) the log's own retention
+//   PUT  logs/{log}/legal-hold {"reason":"…"}    (auditor) stops purging
+//   DELETE logs/{log}/legal-hold                 (auditor) releases it
+//   POST logs/{log}/purge                        (operator) purges what retention allows
+//   GET  logs/{log}/purged                       (auditor) purged.json of an evidence pack
+//   GET  logs/{log}/evidence                     (auditor) the evidence pack, a tar archive
 // Data plane (the calling tenant's log only): GET /audit/v1/records, /audit/v1/checkpoints,
-//   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key.
+//   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key,
+//   /audit/v1/retention, /audit/v1/purged.
 // With config "access", the usage stream's requests on the named tenants and routes become
 // "data.access" records in those tenants' logs.
 #include <Poco/JSON/Array.h>
@@ -23,6 +31,7 @@
 
 #include "core/access_records.h"
 #include "core/export_formats.h"
+#include "core/retention.h"
 #include "sink.h"
 #include "trellis/plugin.hpp"
 
@@ -68,6 +77,12 @@ class AuditPlugin : public Plugin {
       }
     }
     if (options.checkpoint_every == 0) return Status::invalid("checkpoint_every must be >= 1");
+    if (Status s = retentionOptions(ctx, options); !s) return s;
+    if (auto v = ctx.config("checkpoint_mirror_dir")) {
+      auto mirror = CheckpointMirror::open(std::string(*v));
+      if (!mirror) return mirror.status();
+      options.mirror = std::move(mirror).value();
+    }
     syslog_hostname_ = std::string(ctx.config("syslog_hostname").value_or("-"));
     sink_ = std::make_unique<AuditSink>(options);
     if (Status s = sink_->load(ctx); !s) return s;
@@ -76,6 +91,11 @@ class AuditPlugin : public Plugin {
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
       return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
     });
+    if (s) {
+      s = ctx.provide("audit.v1", "write_batch", [this](Context& c, std::string_view request) {
+        return sink_->writeBatch(c, request, static_cast<int64_t>(c.nowUnixMs()));
+      });
+    }
     auto admin = [&](std::string_view method, std::string_view tail, std::string_view role,
                      Handler h) {
       if (s) s = ctx.adminRoute(method, std::string(kAdminPrefix) + std::string(tail), role, h);
@@ -163,6 +183,7 @@ class AuditPlugin : public Plugin {
             if (!*cp) return r.problem(404, "the log has no records to sign");
             return r.json(200, (*cp)->toJson());
           });
+    addRetentionRoutes(admin, data, adminLog);
     admin("POST", "hmac", "auditor", [this](Context& c, const Request& q, Response& r) {
       std::string tenant, value;
       try {
@@ -181,6 +202,109 @@ class AuditPlugin : public Plugin {
   }
 
  private:
+  // Config "retention" (default for every log, "365d") and "min_retention" (the least a
+  // log's own retention may be, "30d").
+  static Status retentionOptions(InitContext& ctx, SinkOptions& options) {
+    for (auto [name, field] : {std::pair{"retention", &options.default_keep_s},
+                               std::pair{"min_retention", &options.min_keep_s}}) {
+      auto v = ctx.config(name);
+      if (!v) continue;
+      auto seconds = parseDuration(*v);
+      if (!seconds || *seconds <= 0) {
+        return Status::invalid(std::string(name) + ": " +
+                               (seconds ? "must be more than 0s" : seconds.status().message()));
+      }
+      *field = *seconds;
+    }
+    if (options.default_keep_s < options.min_keep_s) {
+      return Status::invalid("retention " + formatDuration(options.default_keep_s) +
+                             " is less than min_retention " + formatDuration(options.min_keep_s));
+    }
+    return Status::ok();
+  }
+
+  template <typename AddAdmin, typename AddData, typename LogOf>
+  void addRetentionRoutes(AddAdmin& admin, AddData& data, const LogOf& adminLog) {
+    auto now = [](Context& c) { return static_cast<int64_t>(c.nowUnixMs()); };
+    admin("GET", "logs/{log}/retention", "auditor",
+          [this, adminLog](Context&, const Request& q, Response& r) {
+            return r.json(200, sink_->retentionJson(adminLog(q)));
+          });
+    admin("PUT", "logs/{log}/retention", "operator",
+          [this, adminLog, now](Context& c, const Request& q, Response& r) {
+            auto keep = bodyMember(q, "keep");
+            if (!keep) return r.problem(400, "the body is {\"keep\": \"<duration, e.g. 400d>\"}");
+            auto seconds = parseDuration(*keep);
+            if (!seconds) return problemFrom(r, seconds.status());
+            auto out = sink_->setRetention(c, adminLog(q), *seconds, now(c));
+            if (!out) return problemFrom(r, out.status());
+            return r.json(200, *out);
+          });
+    admin("PUT", "logs/{log}/legal-hold", "auditor",
+          [this, adminLog, now](Context& c, const Request& q, Response& r) {
+            auto reason = bodyMember(q, "reason");
+            if (!reason || reason->empty() || reason->size() > 1024) {
+              return r.problem(400,
+                               "the body is {\"reason\": \"<why, e.g. a case number; "
+                               "1 to 1024 bytes>\"}");
+            }
+            auto out = sink_->setLegalHold(c, adminLog(q), *reason, now(c));
+            if (!out) return problemFrom(r, out.status());
+            return r.json(200, *out);
+          });
+    admin("DELETE", "logs/{log}/legal-hold", "auditor",
+          [this, adminLog, now](Context& c, const Request& q, Response& r) {
+            auto out = sink_->setLegalHold(c, adminLog(q), std::nullopt, now(c));
+            if (!out) return problemFrom(r, out.status());
+            return r.json(200, *out);
+          });
+    admin("POST", "logs/{log}/purge", "operator",
+          [this, adminLog, now](Context& c, const Request& q, Response& r) {
+            auto done = sink_->purge(c, adminLog(q), now(c));
+            if (!done) return problemFrom(r, done.status());
+            return r.json(200, "{\"purged_through\":" + std::to_string(done->purged_through) +
+                                   ",\"records\":" + std::to_string(done->records) +
+                                   ",\"recorded_as\":" + std::to_string(done->recorded_as) + "}");
+          });
+    auto purged = [this](const std::string& log, Response& r) {
+      return r.json(200, sink_->purgedJson(log));
+    };
+    admin("GET", "logs/{log}/purged", "auditor",
+          [purged, adminLog](Context&, const Request& q, Response& r) {
+            return purged(adminLog(q), r);
+          });
+    data("purged", [purged](Context& c, const Request&, Response& r) {
+      return purged(std::string(c.tenant()), r);
+    });
+    admin("GET", "logs/{log}/evidence", "auditor",
+          [this, adminLog](Context& c, const Request& q, Response& r) {
+            const std::string log = adminLog(q);
+            if (Status s = r.header("Content-Type", "application/x-tar"); !s) return s;
+            if (Status s = r.header("Content-Disposition", "attachment; filename=\"trellis-audit-" +
+                                                               logName(log) + ".tar\"");
+                !s) {
+              return s;
+            }
+            return r.body(sink_->evidencePack(log, static_cast<int64_t>(c.nowUnixMs())));
+          });
+    data("retention", [this](Context& c, const Request&, Response& r) {
+      return r.json(200, sink_->retentionJson(c.tenant()));
+    });
+  }
+
+  // A string member of the request's JSON body, if the body is an object that has it.
+  static std::optional<std::string> bodyMember(const Request& q, const std::string& name) {
+    try {
+      auto o = Poco::JSON::Parser().parse(std::string(q.body())).extract<Poco::JSON::Object::Ptr>();
+      if (!o->has(name) || !o->get(name).isString()) return std::nullopt;
+      return o->getValue<std::string>(name);
+    } catch (const Poco::Exception&) {
+      return std::nullopt;
+    } catch (const std::exception&) {
+      return std::nullopt;  // a body that is JSON but not an object
+    }
+  }
+
   // Config "access": record the named tenants' requests on the named routes, from the
   // usage stream (core/access_records.h). Without it the plugin does not subscribe.
   Status subscribeForAccess(InitContext& ctx) {
@@ -197,8 +321,9 @@ class AuditPlugin : public Plugin {
   }
 
   // A batch of usage records: the selected ones become records in their tenants' logs,
-  // and the batch is acknowledged once they are stored (not before: at least once).
+  // stored together, and the batch is acknowledged once they are (not before: at least once).
   Status recordAccess(Context& ctx, std::string_view records, std::string_view cursor) {
+    std::string selected;
     size_t start = 0;
     while (start < records.size()) {
       size_t end = records.find('\n', start);
@@ -210,7 +335,11 @@ class AuditPlugin : public Plugin {
         continue;
       }
       if (!*record) continue;
-      auto written = sink_->write(ctx, **record, static_cast<int64_t>(ctx.nowUnixMs()));
+      selected += **record;
+      selected += '\n';
+    }
+    if (!selected.empty()) {
+      auto written = sink_->writeBatch(ctx, selected, static_cast<int64_t>(ctx.nowUnixMs()));
       if (!written) return written.status();  // delivered again later
     }
     return ctx.ackUsage(cursor);

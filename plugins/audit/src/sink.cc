@@ -2,10 +2,14 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
 
 #include "core/canonical_json.h"
 #include "core/hash.h"
+#include "core/tar.h"
+#include "core/verify.h"
 
 namespace trellis::audit {
 namespace {
@@ -24,6 +28,34 @@ std::string recordKey(std::string_view tenant, uint64_t seq) {
 std::string checkpointKey(std::string_view tenant, uint64_t size) {
   return "cp/" + logName(tenant) + "/" + padded(size);
 }
+std::string policyKey(std::string_view tenant) {
+  return "ret/" + logName(tenant);
+}
+std::string purgedKey(std::string_view tenant) {
+  return "purged/" + logName(tenant);
+}
+std::string blockKey(std::string_view tenant, uint64_t first_seq) {
+  return "blk/" + logName(tenant) + "/" + padded(first_seq);
+}
+// A block of records is one KV value: at most about this much (the KV limit is 1 MiB and
+// a record at most kMaxRecordBytes).
+constexpr size_t kBlockBytes = 512 * 1024;
+std::string leafKey(std::string_view tenant, uint64_t first_seq) {
+  return "leaf/" + logName(tenant) + "/" + padded(first_seq);
+}
+// Leaf hashes per stored chunk: 512 KiB of hex, half the KV value limit.
+constexpr uint64_t kLeavesPerChunk = 8192;
+
+// "<log>/<seq:020>" after a key's prefix: the log and the number.
+std::pair<std::string_view, uint64_t> logAndNumber(std::string_view rest) {
+  const auto slash = rest.rfind('/');
+  uint64_t n = 0;
+  if (slash != std::string_view::npos) {
+    std::from_chars(rest.data() + slash + 1, rest.data() + rest.size(), n);
+  }
+  return {rest.substr(0, slash), n};
+}
+
 std::string tenantOfLog(std::string_view log) {
   return log == "_system" ? std::string() : std::string(log);
 }
@@ -88,15 +120,19 @@ Status AuditSink::load(const Context& ctx) {
       !s) {
     return s;
   }
-  if (Status s =
-          listAll(kv, "rec/",
-                  [&](std::string_view k, std::string_view v) {
-                    const auto slash = k.find('/', 4);
-                    return logOf(tenantOfLog(k.substr(4, slash - 4))).restore(std::string(v));
-                  });
+  if (Status s = listAll(kv, "ret/",
+                         [&](std::string_view k, std::string_view v) {
+                           auto p = RetentionPolicy::fromJson(v);
+                           if (!p)
+                             return Status::internal(std::string(k) + ": " + p.status().message());
+                           policies_[tenantOfLog(k.substr(4))] = *p;
+                           return Status::ok();
+                         });
       !s) {
     return s;
   }
+  if (Status s = loadPurged(kv); !s) return s;
+  if (Status s = loadRecords(kv); !s) return s;
   if (Status s = listAll(kv, "cp/",
                          [&](std::string_view k, std::string_view v) {
                            const auto slash = k.find('/', 3);
@@ -109,7 +145,11 @@ Status AuditSink::load(const Context& ctx) {
     return s;
   }
   uint64_t records = 0;
-  for (const auto& [name, log] : logs_) records += log.size();
+  for (auto& [name, log] : logs_) {
+    records += log.size();
+    if (Status s = finishPurgeRecord(ctx, log, static_cast<int64_t>(ctx.nowUnixMs())); !s) return s;
+    mirrorCheckpoints(ctx, log);  // catch up what a mirror outage or a crash left out
+  }
   ctx.info("audit: loaded " + std::to_string(records) + " records in " +
            std::to_string(logs_.size()) + " logs");
   return Status::ok();
@@ -144,20 +184,130 @@ Result<std::string> AuditSink::write(const Context& ctx, std::string_view record
   auto in = IncomingRecord::parse(record_json);
   if (!in) return in.status();
   std::lock_guard lock(mu_);
-  auto key = hmacKey(ctx, in->tenant);
+  auto seq = append(ctx, *in, now_ms);
+  if (!seq) return seq.status();
+  return "{\"log\":\"" + logName(in->tenant) + "\",\"seq\":" + std::to_string(*seq) + "}";
+}
+
+Result<uint64_t> AuditSink::append(const Context& ctx, const IncomingRecord& in, int64_t now_ms) {
+  auto key = hmacKey(ctx, in.tenant);
   if (!key) return Status::unavailable("cannot keep the log's HMAC key: " + key.status().message());
-  TenantLog& log = logOf(in->tenant);
-  std::string line = log.prepare(*in, now_ms, *key, options_.sensitive);
+  TenantLog& log = logOf(in.tenant);
+  std::string line = log.prepare(in, now_ms, *key, options_.sensitive);
   // Absent-only: a record number is never written twice, whatever happens in between.
-  auto put = ctx.kv().put(recordKey(in->tenant, log.size() + 1), line, TRELLIS_KV_ABSENT);
-  if (!put) return Status::unavailable("record not stored: " + put.status().message());
   const uint64_t seq = log.size() + 1;
+  auto put = ctx.kv().put(recordKey(in.tenant, seq), line, TRELLIS_KV_ABSENT);
+  if (!put) return Status::unavailable("record not stored: " + put.status().message());
   log.commit(std::move(line));
   if (Status s = maybeCheckpoint(ctx, log, now_ms, false); !s) {
     // The record is stored; the checkpoint comes with the next record or read.
-    ctx.warn("audit: checkpoint of " + logName(in->tenant) + " not stored: " + s.message());
+    ctx.warn("audit: checkpoint of " + logName(in.tenant) + " not stored: " + s.message());
   }
-  return "{\"log\":\"" + logName(in->tenant) + "\",\"seq\":" + std::to_string(seq) + "}";
+  return seq;
+}
+
+Result<std::string> AuditSink::writeBatch(const Context& ctx, std::string_view records_jsonl,
+                                          int64_t now_ms) {
+  // Parsed first, all of them: a bad line refuses the batch before anything is stored.
+  std::map<std::string, std::vector<IncomingRecord>, std::less<>> by_log;
+  size_t line_no = 0, count = 0;
+  for (size_t start = 0; start < records_jsonl.size();) {
+    size_t end = records_jsonl.find('\n', start);
+    if (end == std::string_view::npos) end = records_jsonl.size();
+    const auto text = records_jsonl.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    if (text.empty()) continue;
+    auto in = IncomingRecord::parse(text);
+    if (!in)
+      return Status::invalid("line " + std::to_string(line_no) + ": " + in.status().message());
+    by_log[in->tenant].push_back(std::move(*in));
+    ++count;
+  }
+  std::lock_guard lock(mu_);
+  for (const auto& [tenant, records] : by_log) {
+    if (Status s = appendBlock(ctx, tenant, records, now_ms); !s) return s;
+  }
+  return "{\"records\":" + std::to_string(count) + "}";
+}
+
+Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
+                              const std::vector<IncomingRecord>& records, int64_t now_ms) {
+  auto key = hmacKey(ctx, tenant);
+  if (!key) return Status::unavailable("cannot keep the log's HMAC key: " + key.status().message());
+  TenantLog& log = logOf(tenant);
+  // Lines are chained in memory as they are made, and stored a block at a time (one
+  // durable write per block); a block that is not stored is rolled back, with what follows.
+  size_t next = 0;
+  while (next < records.size()) {
+    const uint64_t first = log.size() + 1;
+    std::string block;
+    for (; next < records.size() && block.size() < kBlockBytes; ++next) {
+      std::string line = log.prepare(records[next], now_ms, *key, options_.sensitive);
+      if (!block.empty()) block += '\n';
+      block += line;
+      log.commit(std::move(line));
+    }
+    auto put = ctx.kv().put(blockKey(tenant, first), block, TRELLIS_KV_ABSENT);
+    if (!put) {
+      log.rollback(first - 1);
+      return Status::unavailable("records " + std::to_string(first) + ".. of log " +
+                                 logName(tenant) + " not stored: " + put.status().message());
+    }
+  }
+  if (Status s = maybeCheckpoint(ctx, log, now_ms, false); !s) {
+    ctx.warn("audit: checkpoint of " + logName(tenant) + " not stored: " + s.message());
+  }
+  return Status::ok();
+}
+
+Status AuditSink::loadRecords(const Kv& kv) {
+  // Single records (rec/) and blocks (blk/) of each log, merged by first seq.
+  std::map<std::pair<std::string, uint64_t>, std::string> stored;
+  for (std::string_view prefix : {"rec/", "blk/"}) {
+    if (Status s = listAll(kv, prefix,
+                           [&](std::string_view k, std::string_view v) {
+                             auto [log_name, first] = logAndNumber(k.substr(4));
+                             stored.emplace(std::pair{tenantOfLog(log_name), first}, v);
+                             return Status::ok();
+                           });
+        !s) {
+      return s;
+    }
+  }
+  for (auto& [at, value] : stored) {
+    TenantLog& log = logOf(at.first);
+    uint64_t seq = at.second;
+    for (size_t start = 0; start <= value.size(); ++seq) {
+      size_t end = value.find('\n', start);
+      if (end == std::string::npos) end = value.size();
+      // Lines a purge that stopped before its deletes left behind are not the log's.
+      if (seq > log.purged()) {
+        if (Status s = log.restore(value.substr(start, end - start)); !s) return s;
+      }
+      start = end + 1;
+    }
+  }
+  return Status::ok();
+}
+
+Result<uint64_t> AuditSink::appendOwn(const Context& ctx, std::string_view tenant,
+                                      std::string_view action, std::string parameters_json,
+                                      int64_t now_ms) {
+  std::string json = "{\"type\":\"audit.retention\",\"action\":";
+  appendJsonString(json, action);
+  json += ",\"tenant\":";
+  appendJsonString(json, tenant);
+  json += ",\"resource\":";
+  appendJsonString(json, "audit/logs/" + logName(tenant));
+  json += ",\"outcome\":\"success\",\"actor\":{\"name\":";
+  appendJsonString(json, ctx.principal().empty() ? "trellis/audit" : ctx.principal());
+  json += ",\"principal\":";
+  appendJsonString(json, ctx.principal());
+  json += "},\"parameters\":" + parameters_json + "}";
+  auto in = IncomingRecord::parse(json);
+  if (!in) return in.status();
+  return append(ctx, *in, now_ms);
 }
 
 Status AuditSink::maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t now_ms, bool force) {
@@ -172,7 +322,33 @@ Status AuditSink::maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t no
       ctx.kv().put(checkpointKey(log.tenant(), cp.size), cp.toJson(), TRELLIS_KV_ANY_VERSION);
   if (!put) return put.status();
   log.restoreCheckpoint(std::move(cp));
+  mirrorCheckpoints(ctx, log);
   return Status::ok();
+}
+
+void AuditSink::mirrorCheckpoints(const Context& ctx, const TenantLog& log) {
+  if (!options_.mirror) return;
+  const CheckpointMirror& mirror = *options_.mirror;
+  const std::string name = logName(log.tenant());
+  // Each checkpoint's file is written or compared once per process; a failure stops here and
+  // the next call resumes from the same checkpoint.
+  size_t& done = mirrored_[name];
+  const auto& cps = log.checkpoints();
+  for (; done < cps.size(); ++done) {
+    Status s = mirror.write(name, cps[done].size, cps[done].toJson());
+    if (s.code() == StatusCode::kConflict) {
+      ctx.error("audit: " + s.message());  // evidence, left in place
+    } else if (!s) {
+      if (!mirror_failing_) {
+        ctx.warn("audit: checkpoint mirror " + mirror.dir() + " not written (" + s.message() +
+                 "); retrying at each checkpoint");
+      }
+      mirror_failing_ = true;
+      return;
+    }
+  }
+  if (mirror_failing_) ctx.info("audit: checkpoint mirror " + mirror.dir() + " caught up");
+  mirror_failing_ = false;
 }
 
 Result<std::optional<Checkpoint>> AuditSink::checkpoint(const Context& ctx, std::string_view tenant,
@@ -191,7 +367,8 @@ std::string AuditSink::recordsJsonl(std::string_view tenant, uint64_t from_seq,
   std::string out;
   const TenantLog* log = findLog(tenant);
   if (!log) return out;
-  for (uint64_t i = from_seq == 0 ? 0 : from_seq - 1; i < log->size() && limit > 0; ++i, --limit) {
+  const uint64_t first = std::max<uint64_t>(from_seq == 0 ? 0 : from_seq - 1, log->purged());
+  for (uint64_t i = first; i < log->size() && limit > 0; ++i, --limit) {
     out += log->line(i);
     out += '\n';
   }
@@ -252,7 +429,8 @@ std::string AuditSink::logsJson() const {
     out += "{\"log\":";
     appendJsonString(out, logName(tenant));
     out += ",\"size\":" + std::to_string(log.size()) +
-           ",\"checkpointed_size\":" + std::to_string(log.checkpointedSize()) + "}";
+           ",\"checkpointed_size\":" + std::to_string(log.checkpointedSize()) +
+           ",\"purged_through\":" + std::to_string(log.purged()) + "}";
   }
   return out + "]}";
 }
@@ -268,6 +446,321 @@ Result<std::string> AuditSink::hmacOf(const Context& ctx, std::string_view tenan
   auto key = hmacKey(ctx, tenant);
   if (!key) return key.status();
   return sensitiveDigest(*key, value);
+}
+
+Status AuditSink::loadPurged(const Kv& kv) {
+  std::map<std::string, PurgedPrefix, std::less<>> prefixes;
+  if (Status s = listAll(kv, "purged/",
+                         [&](std::string_view k, std::string_view v) {
+                           auto p = PurgedPrefix::fromJson(v, false);
+                           if (!p)
+                             return Status::internal(std::string(k) + ": " + p.status().message());
+                           prefixes[tenantOfLog(k.substr(7))] = *p;
+                           return Status::ok();
+                         });
+      !s) {
+    return s;
+  }
+  if (prefixes.empty()) return Status::ok();
+  if (Status s = listAll(kv, "leaf/",
+                         [&](std::string_view k, std::string_view v) {
+                           auto [log_name, first] = logAndNumber(k.substr(5));
+                           auto it = prefixes.find(tenantOfLog(log_name));
+                           // Chunks past the prefix: a purge that stopped before its commit.
+                           if (it == prefixes.end() || first > it->second.through) {
+                             return Status::ok();
+                           }
+                           auto leaves = leavesFromHex(v);
+                           if (!leaves || first != it->second.leaves.size() + 1) {
+                             return Status::internal("damaged leaf hashes " + std::string(k));
+                           }
+                           auto& kept = it->second.leaves;
+                           const size_t take =
+                               std::min<uint64_t>(leaves->size(), it->second.through - kept.size());
+                           kept.insert(kept.end(), leaves->begin(), leaves->begin() + take);
+                           return Status::ok();
+                         });
+      !s) {
+    return s;
+  }
+  for (auto& [tenant, prefix] : prefixes) {
+    if (Status s = logOf(tenant).restorePurged(prefix); !s) return Status::internal(s.message());
+  }
+  return Status::ok();
+}
+
+Status AuditSink::finishPurgeRecord(const Context& ctx, TenantLog& log, int64_t now_ms) {
+  if (log.purged() == 0) return Status::ok();
+  const Kv kv = ctx.kv();
+  auto stored = kv.get(purgedKey(log.tenant()));
+  if (!stored) return stored.status();
+  auto prefix = PurgedPrefix::fromJson(stored->value, false);
+  if (!prefix) return prefix.status();
+  if (prefix->recorded_as != 0) return Status::ok();
+  auto seq = appendOwn(
+      ctx, log.tenant(), "audit.purge",
+      "{\"purged_through\":" + std::to_string(prefix->through) + ",\"recovered\":true}", now_ms);
+  if (!seq) return seq.status();
+  prefix->recorded_as = *seq;
+  auto put = kv.put(purgedKey(log.tenant()), prefix->baseJson(), TRELLIS_KV_ANY_VERSION);
+  if (!put) return put.status();
+  return maybeCheckpoint(ctx, log, now_ms, true);
+}
+
+RetentionPolicy AuditSink::policyOf(std::string_view tenant) const {
+  if (auto it = policies_.find(tenant); it != policies_.end()) return it->second;
+  RetentionPolicy p;
+  p.keep_s = options_.default_keep_s;
+  return p;
+}
+
+Status AuditSink::storePolicy(const Context& ctx, std::string_view tenant,
+                              const RetentionPolicy& p) {
+  auto put = ctx.kv().put(policyKey(tenant), p.toJson(), TRELLIS_KV_ANY_VERSION);
+  if (!put) return Status::unavailable("retention not stored: " + put.status().message());
+  policies_[std::string(tenant)] = p;
+  return Status::ok();
+}
+
+std::string AuditSink::retentionJson(std::string_view tenant) const {
+  std::lock_guard lock(mu_);
+  const RetentionPolicy p = policyOf(tenant);
+  const TenantLog* log = findLog(tenant);
+  std::string out = "{\"log\":";
+  appendJsonString(out, logName(tenant));
+  out += ",\"keep\":\"" + formatDuration(p.keep_s) + "\",\"keep_s\":" + std::to_string(p.keep_s) +
+         ",\"legal_hold\":";
+  if (p.hold) {
+    out += "{\"reason\":";
+    appendJsonString(out, p.hold_reason);
+    out += ",\"since\":\"" + rfc3339Utc(p.hold_since_ms) + "\"}";
+  } else {
+    out += "null";
+  }
+  out += ",\"size\":" + std::to_string(log ? log->size() : 0) +
+         ",\"purged_through\":" + std::to_string(log ? log->purged() : 0) + "}";
+  return out;
+}
+
+Result<std::string> AuditSink::setRetention(const Context& ctx, std::string_view tenant,
+                                            int64_t keep_s, int64_t now_ms) {
+  if (keep_s < options_.min_keep_s || keep_s > kMaxKeepSeconds) {
+    return Status::invalid("retention " + formatDuration(keep_s) + " is outside " +
+                           formatDuration(options_.min_keep_s) + " (min_retention) .. " +
+                           formatDuration(kMaxKeepSeconds));
+  }
+  {
+    std::lock_guard lock(mu_);
+    RetentionPolicy p = policyOf(tenant);
+    const int64_t before = p.keep_s;
+    p.keep_s = keep_s;
+    if (Status s = storePolicy(ctx, tenant, p); !s) return s;
+    auto seq = appendOwn(ctx, tenant, "audit.retention.set",
+                         "{\"keep\":\"" + formatDuration(keep_s) + "\",\"previous\":\"" +
+                             formatDuration(before) + "\"}",
+                         now_ms);
+    if (!seq) return seq.status();
+  }
+  return retentionJson(tenant);
+}
+
+Result<std::string> AuditSink::setLegalHold(const Context& ctx, std::string_view tenant,
+                                            std::optional<std::string> reason, int64_t now_ms) {
+  {
+    std::lock_guard lock(mu_);
+    RetentionPolicy p = policyOf(tenant);
+    std::string parameters = "{\"reason\":";
+    appendJsonString(parameters, reason ? *reason : p.hold_reason);
+    parameters += "}";
+    p.hold = reason.has_value();
+    p.hold_reason = reason.value_or("");
+    p.hold_since_ms = reason ? now_ms : 0;
+    if (Status s = storePolicy(ctx, tenant, p); !s) return s;
+    auto seq = appendOwn(ctx, tenant, reason ? "audit.legal_hold.set" : "audit.legal_hold.release",
+                         parameters, now_ms);
+    if (!seq) return seq.status();
+  }
+  return retentionJson(tenant);
+}
+
+Result<PurgeOutcome> AuditSink::purge(const Context& ctx, std::string_view tenant, int64_t now_ms) {
+  PurgeOutcome outcome;
+  {
+    std::lock_guard lock(mu_);
+    auto it = logs_.find(tenant);
+    if (it == logs_.end()) return outcome;
+    TenantLog& log = it->second;
+    const RetentionPolicy policy = policyOf(tenant);
+    outcome.purged_through = log.purged();
+    if (policy.hold) {
+      return Status::conflict("log " + logName(tenant) + " is under legal hold since " +
+                              rfc3339Utc(policy.hold_since_ms) + " (" + policy.hold_reason +
+                              "): nothing is purged until the hold is released");
+    }
+    const uint64_t through =
+        purgeBoundary(log.checkpoints(), log.purged(), now_ms - policy.keep_s * 1000);
+    if (through > log.purged()) {
+      auto done = purgeThrough(ctx, log, policy, through, now_ms);
+      if (!done) return done.status();
+      outcome = *done;
+    }
+  }
+  // The lines themselves, outside the lock: nothing reads them any more. This also
+  // deletes what a purge interrupted by a crash left behind.
+  if (outcome.purged_through > 0) {
+    if (Status s = deletePurgedRecords(ctx, tenant, outcome.purged_through); !s) return s;
+  }
+  return outcome;
+}
+
+Result<PurgeOutcome> AuditSink::purgeThrough(const Context& ctx, TenantLog& log,
+                                             const RetentionPolicy& policy, uint64_t through,
+                                             int64_t now_ms) {
+  const std::string_view tenant = log.tenant();
+  PurgeOutcome outcome;
+  // 1. The leaf hashes of the records to purge, in chunks (rewritable: a purge that
+  //    stopped before step 2 left nothing that counts).
+  const Kv kv = ctx.kv();
+  for (uint64_t first = log.purged() + 1; first <= through; first += kLeavesPerChunk) {
+    const uint64_t last = std::min(through, first + kLeavesPerChunk - 1);
+    std::string hex;
+    hex.reserve((last - first + 1) * 64);
+    for (uint64_t seq = first; seq <= last; ++seq) hex += toHex(log.tree().leaf(seq - 1));
+    auto put = kv.put(leafKey(tenant, first), hex, TRELLIS_KV_ANY_VERSION);
+    if (!put) return Status::unavailable("purge not started: " + put.status().message());
+  }
+  // 2. The commit point: from here on the log starts after `through`.
+  PurgedPrefix prefix;
+  prefix.through = through;
+  for (const Checkpoint& cp : log.checkpoints()) {
+    if (cp.size == through) prefix.chain = cp.chain;
+  }
+  auto put = kv.put(purgedKey(tenant), prefix.baseJson(), TRELLIS_KV_ANY_VERSION);
+  if (!put) return Status::unavailable("purge not committed: " + put.status().message());
+  outcome.records = through - log.purged();
+  log.purge(through);
+  outcome.purged_through = through;
+  // 3. The purge is a record of the log, signed at once.
+  auto seq = appendOwn(ctx, tenant, "audit.purge",
+                       "{\"keep\":\"" + formatDuration(policy.keep_s) +
+                           "\",\"purged_through\":" + std::to_string(through) +
+                           ",\"records\":" + std::to_string(outcome.records) + "}",
+                       now_ms);
+  if (!seq) {  // finishPurgeRecord() writes it at the next start
+    return Status::unavailable("records 1.." + std::to_string(through) +
+                               " are purged, but the purge record is not stored yet (it is "
+                               "written at the next start): " +
+                               seq.status().message());
+  }
+  outcome.recorded_as = *seq;
+  prefix.recorded_as = *seq;
+  if (auto again = kv.put(purgedKey(tenant), prefix.baseJson(), TRELLIS_KV_ANY_VERSION); !again) {
+    return again.status();
+  }
+  if (Status s = maybeCheckpoint(ctx, log, now_ms, true); !s) return s;
+  return outcome;
+}
+
+Status AuditSink::deletePurgedRecords(const Context& ctx, std::string_view tenant,
+                                      uint64_t through) {
+  const Kv kv = ctx.kv();
+  std::vector<std::string> doomed;
+  for (std::string_view kind : {"rec/", "blk/"}) {
+    bool past = false;  // keys come in seq order: stop at the first one kept
+    Status listed = listAll(
+        kv, std::string(kind) + logName(tenant) + "/", [&](std::string_view k, std::string_view v) {
+          // The seq of the entry's last line: a block goes only when all of it may.
+          const uint64_t last = logAndNumber(k.substr(4)).second +
+                                static_cast<uint64_t>(std::count(v.begin(), v.end(), '\n'));
+          past = last > through;
+          if (past) return Status::conflict("past the purged records");
+          doomed.emplace_back(k);
+          return Status::ok();
+        });
+    if (!listed && !past) return listed;
+  }
+  for (const auto& key : doomed) {
+    Status s = kv.remove(key);
+    if (!s && s.code() != StatusCode::kNotFound) return s;
+  }
+  return Status::ok();
+}
+
+PurgedPrefix AuditSink::purgedPrefixOf(const TenantLog& log) {
+  PurgedPrefix prefix;
+  prefix.through = log.purged();
+  for (uint64_t i = 0; i < prefix.through; ++i) prefix.leaves.push_back(log.tree().leaf(i));
+  for (const Checkpoint& cp : log.checkpoints()) {
+    if (cp.size == prefix.through) prefix.chain = cp.chain;
+  }
+  return prefix;
+}
+
+std::string AuditSink::purgedJson(std::string_view tenant) const {
+  std::lock_guard lock(mu_);
+  const TenantLog* log = findLog(tenant);
+  return log ? purgedPrefixOf(*log).toJson() : PurgedPrefix().toJson();
+}
+
+std::string AuditSink::evidencePack(std::string_view tenant, int64_t now_ms) const {
+  std::vector<std::string> records, checkpoints;
+  std::string proofs, purged, pem, key_id;
+  {
+    std::lock_guard lock(mu_);
+    pem = key_->publicPem();
+    key_id = keyId(key_->publicKey());
+    if (const TenantLog* log = findLog(tenant)) {
+      if (log->purged() > 0) purged = purgedPrefixOf(*log).toJson();
+      for (uint64_t i = log->purged(); i < log->size(); ++i) records.push_back(log->line(i));
+      uint64_t previous = 0;
+      for (const Checkpoint& cp : log->checkpoints()) {
+        checkpoints.push_back(cp.toJson());
+        if (previous > 0 && previous < cp.size) {
+          auto proof = log->tree().consistencyProof(previous, cp.size);
+          proofs += "{\"from\":" + std::to_string(previous) + ",\"proof\":" + hashes(*proof) +
+                    ",\"to\":" + std::to_string(cp.size) + "}\n";
+        }
+        previous = cp.size;
+      }
+    }
+  }
+  auto joined = [](const std::vector<std::string>& lines) {
+    std::string out;
+    for (const auto& l : lines) out += l + "\n";
+    return out;
+  };
+  // The server's own run of the verifier, for the auditor to compare with theirs.
+  const VerifyReport report =
+      verifyEvidence(records, checkpoints, pem, std::nullopt,
+                     purged.empty() ? std::nullopt : std::optional<std::string>(purged));
+  std::string verification;
+  for (const auto& note : report.notes) verification += "  " + note + "\n";
+  verification += report.message + "\n";
+
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"records.jsonl", joined(records)},
+      {"checkpoints.jsonl", joined(checkpoints)},
+      {"public-key.pem", pem},
+      {"proofs.jsonl", proofs},
+      {"verification.txt", verification}};
+  if (!purged.empty()) files.emplace_back("purged.json", purged);
+  std::string manifest = "{\"exported_at\":\"" + rfc3339Utc(now_ms) + "\",\"files\":{";
+  for (size_t i = 0; i < files.size(); ++i) {
+    manifest +=
+        (i ? ",\"" : "\"") + files[i].first + "\":\"" + toHex(sha256(files[i].second)) + "\"";
+  }
+  manifest += "},\"key_id\":\"" + key_id + "\",\"log\":";
+  appendJsonString(manifest, logName(tenant));
+  manifest += ",\"records\":" + std::to_string(records.size()) + "}\n";
+  files.emplace_back("manifest.json", manifest);
+  return tarArchive(files, now_ms / 1000);
+}
+
+std::vector<std::string> AuditSink::logNames() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [tenant, log] : logs_) out.push_back(tenant);
+  return out;
 }
 
 }  // namespace trellis::audit

@@ -6,7 +6,11 @@
 //   key/ed25519            hex seed of the checkpoint signing key
 //   hmac/<log>             hex HMAC key for the log's sensitive fields
 //   rec/<log>/<seq:020>    one record line
+//   blk/<log>/<seq:020>    the lines of records seq, seq+1, … written together (writeBatch)
 //   cp/<log>/<size:020>    one checkpoint (JSON)
+//   ret/<log>              the log's retention policy, if not the default (JSON)
+//   purged/<log>           what a retention purge kept: through, chain head (JSON)
+//   leaf/<log>/<seq:020>   the leaf hashes of purged records from seq on (hex, in chunks)
 // where <log> is the tenant id, or "_system" for records about no tenant.
 //
 //   AuditSink sink(options);
@@ -22,16 +26,27 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint_mirror.h"
 #include "core/ed25519.h"
+#include "core/retention.h"
 #include "core/tenant_log.h"
 #include "trellis/plugin.hpp"
 
 namespace trellis::audit {
 
 struct SinkOptions {
-  uint64_t checkpoint_every = 1000;        // records between checkpoints
-  int64_t checkpoint_interval_ms = 60000;  // or this long, whichever comes first
-  std::vector<std::string> sensitive;      // parameter member names HMAC'd
+  uint64_t checkpoint_every = 1000;              // records between checkpoints
+  int64_t checkpoint_interval_ms = 60000;        // or this long, whichever comes first
+  std::vector<std::string> sensitive;            // parameter member names HMAC'd
+  int64_t default_keep_s = kDefaultKeepSeconds;  // retention of a log without its own
+  int64_t min_keep_s = 30 * kDaySeconds;         // no log may keep its records for less
+  std::optional<CheckpointMirror> mirror;        // the operator's second place for checkpoints
+};
+
+struct PurgeOutcome {
+  uint64_t purged_through = 0;  // records 1..this are purged now
+  uint64_t records = 0;         // how many this purge removed
+  uint64_t recorded_as = 0;     // the seq of the record reporting it (0: nothing purged)
 };
 
 // The log name in storage and URLs: the tenant, or "_system".
@@ -45,6 +60,10 @@ class AuditSink {
   Status load(const Context& ctx);
   // Appends one record the kernel (or a plugin through it) sent. OK once durable.
   Result<std::string> write(const Context& ctx, std::string_view record_json, int64_t now_ms);
+  // Appends records (JSON Lines) with one durable write per log and block: all of them,
+  // or, on an error, a prefix of each log's (the caller sends the batch again).
+  Result<std::string> writeBatch(const Context& ctx, std::string_view records_jsonl,
+                                 int64_t now_ms);
   // Signs a checkpoint of `tenant`'s log now if it grew since the last one (force) or the
   // policy says so; stores it. Returns the newest checkpoint, if any.
   Result<std::optional<Checkpoint>> checkpoint(const Context& ctx, std::string_view tenant,
@@ -61,17 +80,59 @@ class AuditSink {
   std::string publicPem() const;
   Result<std::string> hmacOf(const Context& ctx, std::string_view tenant, std::string_view value);
 
+  // Retention (core/retention.h). Each change is itself a record in the log it concerns.
+  std::string retentionJson(std::string_view tenant) const;
+  Result<std::string> setRetention(const Context& ctx, std::string_view tenant, int64_t keep_s,
+                                   int64_t now_ms);
+  // Sets (a reason) or releases (nullopt) the log's legal hold.
+  Result<std::string> setLegalHold(const Context& ctx, std::string_view tenant,
+                                   std::optional<std::string> reason, int64_t now_ms);
+  // Purges the sealed segments older than the log's retention. CONFLICT under legal hold.
+  Result<PurgeOutcome> purge(const Context& ctx, std::string_view tenant, int64_t now_ms);
+  // purged.json of an evidence pack: what the log keeps of its purged records.
+  std::string purgedJson(std::string_view tenant) const;
+  std::vector<std::string> logNames() const;
+  // The log's evidence pack as one tar archive (core/verify.h lists its files), taken
+  // under the lock so that records, checkpoints and proofs agree.
+  std::string evidencePack(std::string_view tenant, int64_t now_ms) const;
+
  private:
   TenantLog& logOf(std::string_view tenant);
   const TenantLog* findLog(std::string_view tenant) const;
   Result<std::string> hmacKey(const Context& ctx, std::string_view tenant);
   Status maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t now_ms, bool force);
+  // write() with the lock held; returns the new record's seq.
+  Result<uint64_t> append(const Context& ctx, const IncomingRecord& in, int64_t now_ms);
+  // A record of the plugin's own about `tenant`'s log (retention changes, purges).
+  Result<uint64_t> appendOwn(const Context& ctx, std::string_view tenant, std::string_view action,
+                             std::string parameters_json, int64_t now_ms);
+  RetentionPolicy policyOf(std::string_view tenant) const;
+  Status storePolicy(const Context& ctx, std::string_view tenant, const RetentionPolicy& p);
+  // load(): the purged prefixes, before the records that follow them.
+  Status loadPurged(const Kv& kv);
+  Status loadRecords(const Kv& kv);
+  // writeBatch() for one log, with the lock held.
+  Status appendBlock(const Context& ctx, std::string_view tenant,
+                     const std::vector<IncomingRecord>& records, int64_t now_ms);
+  // Writes the purge record a crash left unwritten (purged/<log> with recorded_as 0).
+  Status finishPurgeRecord(const Context& ctx, TenantLog& log, int64_t now_ms);
+  // Steps 1-3 of a purge (sink.cc), with the lock held.
+  Result<PurgeOutcome> purgeThrough(const Context& ctx, TenantLog& log,
+                                    const RetentionPolicy& policy, uint64_t through,
+                                    int64_t now_ms);
+  static PurgedPrefix purgedPrefixOf(const TenantLog& log);
+  Status deletePurgedRecords(const Context& ctx, std::string_view tenant, uint64_t through);
+  // Copies every checkpoint of `log` the mirror lacks; never fails the caller.
+  void mirrorCheckpoints(const Context& ctx, const TenantLog& log);
 
   SinkOptions options_;
   mutable std::mutex mu_;
   std::unique_ptr<Ed25519Key> key_;
   std::map<std::string, TenantLog, std::less<>> logs_;
   std::map<std::string, std::string, std::less<>> hmac_keys_;
+  std::map<std::string, RetentionPolicy, std::less<>> policies_;  // logs with their own
+  bool mirror_failing_ = false;  // warn once per outage, not once per record
+  std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored
 };
 
 }  // namespace trellis::audit

@@ -39,6 +39,12 @@ void MerkleTree::appendLeafHash(const Hash& leaf) {
   }
 }
 
+void MerkleTree::truncate(uint64_t size) {
+  // A complete subtree of 2^h leaves survives iff it ends within the first `size` leaves.
+  for (size_t h = 0; h < levels_.size(); ++h) levels_[h].resize(size >> h);
+  while (!levels_.empty() && levels_.back().empty()) levels_.pop_back();
+}
+
 Hash MerkleTree::rangeHash(uint64_t start, uint64_t count) const {
   if (count == 0) return emptyRoot();
   if (std::has_single_bit(count) && start % count == 0) {

@@ -30,6 +30,8 @@ class MerkleTree {
  public:
   void append(std::string_view data) { appendLeafHash(leafHash(data)); }
   void appendLeafHash(const Hash& leaf);
+  // Forgets the leaves from `size` on (size <= size()): undoes appends not yet stored.
+  void truncate(uint64_t size);
   uint64_t size() const { return levels_.empty() ? 0 : levels_[0].size(); }
   const Hash& leaf(uint64_t index) const { return levels_[0][index]; }
 

@@ -41,6 +41,33 @@ Status TenantLog::restore(std::string line) {
   return Status::ok();
 }
 
+void TenantLog::rollback(uint64_t size) {
+  if (size < purged_ || size >= this->size()) return;
+  lines_.resize(size - purged_);
+  tree_.truncate(size);
+  chain_ = lines_.empty() ? purged_chain_ : sha256(lines_.back());
+}
+
+Status TenantLog::restorePurged(const PurgedPrefix& prefix) {
+  if (size() != 0 || prefix.leaves.size() != prefix.through) {
+    return Status::invalid("the purged prefix of log " + originOf(tenant_) + " holds " +
+                           std::to_string(prefix.leaves.size()) + " leaf hashes for " +
+                           std::to_string(prefix.through) + " records");
+  }
+  for (const Hash& leaf : prefix.leaves) tree_.appendLeafHash(leaf);
+  chain_ = prefix.chain;
+  purged_chain_ = prefix.chain;
+  purged_ = prefix.through;
+  return Status::ok();
+}
+
+void TenantLog::purge(uint64_t through) {
+  if (through <= purged_ || through > size()) return;
+  purged_chain_ = sha256(line(through - 1));
+  lines_.erase(lines_.begin(), lines_.begin() + static_cast<std::ptrdiff_t>(through - purged_));
+  purged_ = through;
+}
+
 const Checkpoint& TenantLog::checkpoint(const Ed25519Key& key, int64_t time_ms) {
   checkpoints_.push_back(makeCheckpoint(key, time_ms));
   return checkpoints_.back();

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,13 +38,31 @@ std::string_view codeName(VerifyCode code);
 
 // `records` and `checkpoints`: the JSONL lines (no newlines); `public_key`: PEM or hex.
 // `client_checkpoint`: a checkpoint the auditor kept earlier (JSON), if any.
+// `purged`: purged.json of a log whose first records retention purged (core/retention.h):
+// the records then start after it, and its leaf hashes stand in for the purged ones.
 VerifyReport verifyEvidence(const std::vector<std::string>& records,
                             const std::vector<std::string>& checkpoints,
                             const std::string& public_key,
-                            const std::optional<std::string>& client_checkpoint);
+                            const std::optional<std::string>& client_checkpoint,
+                            const std::optional<std::string>& purged = std::nullopt);
 
-// Reads records.jsonl, checkpoints.jsonl and public-key.pem from `dir`.
-VerifyReport verifyPackDir(const std::filesystem::path& dir,
-                           const std::optional<std::string>& client_checkpoint);
+// An evidence pack: records.jsonl, checkpoints.jsonl and public-key.pem of one log;
+// purged.json after a retention purge; as exported (GET …/evidence) also proofs.jsonl
+// (consistency proofs between consecutive checkpoints), manifest.json (each file's
+// SHA-256) and verification.txt (what the server's own run of this verifier said).
+using PackFiles = std::map<std::string, std::string>;
+
+// The pack's files from a directory or a tar archive (core/tar.h; "-": from stdin);
+// kBadPack on failure.
+VerifyReport readPack(const std::filesystem::path& path, PackFiles& files);
+// Checks the manifest's digests and the proofs, then verifyEvidence(). `trusted_key`, if
+// given, is the auditor's own copy of the public key and replaces the pack's.
+VerifyReport verifyPackFiles(const PackFiles& files,
+                             const std::optional<std::string>& client_checkpoint,
+                             const std::optional<std::string>& trusted_key = std::nullopt);
+// readPack() then verifyPackFiles().
+VerifyReport verifyPack(const std::filesystem::path& path,
+                        const std::optional<std::string>& client_checkpoint,
+                        const std::optional<std::string>& trusted_key = std::nullopt);
 
 }  // namespace trellis::audit

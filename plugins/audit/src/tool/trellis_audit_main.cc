@@ -1,8 +1,13 @@
 // trellis-audit: the auditor's offline verifier.
 //
-//   trellis-audit verify <pack-dir> [--checkpoint <my-checkpoint.json>] [--quiet]
+//   trellis-audit verify <pack> [--checkpoint <my-checkpoint.json>] [--public-key <key.pem>]
+//                        [--quiet]
 //
-// <pack-dir> holds records.jsonl, checkpoints.jsonl and public-key.pem of one log. Exit
+// <pack> is the tar archive GET …/logs/<log>/evidence exports ("-": read it from stdin, so
+// a live log is checked with `trellis x trellis/audit GET logs/acme/evidence | trellis-audit
+// verify - --public-key key.pem`), or a directory holding
+// records.jsonl, checkpoints.jsonl and public-key.pem of one log (and purged.json if
+// retention purged the log's first records). Exit
 // codes (one per finding; see plugins/audit/README.md):
 //   0 ok, 2 usage, 3 bad pack, 10 modified, 11 deleted, 12 inserted, 13 reordered,
 //   14 truncated, 15 bad signature, 16 forked checkpoints, 17 your checkpoint inconsistent.
@@ -16,9 +21,14 @@
 namespace {
 
 int usage() {
-  std::cerr << "usage: trellis-audit verify <pack-dir> [--checkpoint <file>] [--quiet]\n"
-               "  <pack-dir>: records.jsonl, checkpoints.jsonl, public-key.pem of one log\n"
-               "  --checkpoint: a checkpoint you kept earlier; the pack must extend it\n";
+  std::cerr
+      << "usage: trellis-audit verify <pack> [--checkpoint <file>] [--public-key <file>]"
+         " [--quiet]\n"
+         "  <pack>: the tar archive of GET .../logs/<log>/evidence (- for stdin), or a\n"
+         "          directory with records.jsonl, checkpoints.jsonl, public-key.pem\n"
+         "          (and purged.json)\n"
+         "  --checkpoint: a checkpoint you kept earlier; the pack must extend it\n"
+         "  --public-key: your own copy of the log's public key, used instead of the pack's\n";
   return static_cast<int>(trellis::audit::VerifyCode::kUsage);
 }
 
@@ -27,12 +37,12 @@ int usage() {
 int main(int argc, char** argv) {
   using trellis::audit::VerifyCode;
   if (argc < 3 || std::string(argv[1]) != "verify") return usage();
-  std::string dir = argv[2];
-  std::optional<std::string> mine;
+  std::string pack = argv[2];
+  std::optional<std::string> mine, key;
   bool quiet = false;
   for (int i = 3; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--checkpoint" && i + 1 < argc) {
+    if ((arg == "--checkpoint" || arg == "--public-key") && i + 1 < argc) {
       std::ifstream in(argv[++i], std::ios::binary);
       if (!in) {
         std::cerr << "trellis-audit: cannot read " << argv[i] << "\n";
@@ -40,14 +50,14 @@ int main(int argc, char** argv) {
       }
       std::stringstream text;
       text << in.rdbuf();
-      mine = text.str();
+      (arg == "--checkpoint" ? mine : key) = text.str();
     } else if (arg == "--quiet") {
       quiet = true;
     } else {
       return usage();
     }
   }
-  const auto report = trellis::audit::verifyPackDir(dir, mine);
+  const auto report = trellis::audit::verifyPack(pack, mine, key);
   if (!quiet) {
     for (const auto& note : report.notes) std::cout << "  " << note << "\n";
   }

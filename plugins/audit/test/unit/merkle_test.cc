@@ -259,6 +259,25 @@ TEST(AuditMerkleTest, EveryProofAgreesWithTheNaiveDefinitionUpTo40Leaves) {
   }
 }
 
+TEST(AuditMerkleTest, ATruncatedTreeIsTheTreeOfItsPrefix) {
+  // Every size to truncate to, from every size up to 33: roots and proofs as if the
+  // later leaves had never been appended, and appending again continues correctly.
+  for (uint64_t n = 1; n <= 33; ++n) {
+    for (uint64_t keep = 0; keep <= n; ++keep) {
+      MerkleTree t, prefix;
+      for (uint64_t i = 0; i < n; ++i) t.append("leaf " + std::to_string(i));
+      for (uint64_t i = 0; i < keep; ++i) prefix.append("leaf " + std::to_string(i));
+      t.truncate(keep);
+      ASSERT_EQ(t.size(), keep);
+      ASSERT_EQ(*t.root(keep), *prefix.root(keep)) << n << " -> " << keep;
+      t.append("again");
+      prefix.append("again");
+      ASSERT_EQ(*t.root(keep + 1), *prefix.root(keep + 1)) << n << " -> " << keep;
+      ASSERT_EQ(*t.inclusionProof(keep, keep + 1), *prefix.inclusionProof(keep, keep + 1));
+    }
+  }
+}
+
 TEST(AuditMerkleTest, AppendRate) {
   // Printed, not asserted: benchmarks never fail on a noisy machine.
   MerkleTree t;

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "core/ed25519.h"
 #include "core/record.h"
+#include "core/tar.h"
 #include "core/tenant_log.h"
 
 namespace trellis::audit {
@@ -207,7 +209,54 @@ TEST_F(AuditVerifyTest, BadInputIsAClearMessageNotACrash) {
   records_[1] = "garbage";
   EXPECT_EQ(verify().code, VerifyCode::kModified);
   EXPECT_EQ(verify(std::string("{}")).code, VerifyCode::kModified);
-  EXPECT_EQ(verifyPackDir("/nonexistent/pack", std::nullopt).code, VerifyCode::kBadPack);
+  EXPECT_EQ(verifyPack("/nonexistent/pack", std::nullopt).code, VerifyCode::kBadPack);
+}
+
+// The files of a pack as GET …/evidence exports them (without manifest and proofs).
+PackFiles packOf(const std::vector<std::string>& records, const std::vector<std::string>& cps,
+                 const std::string& pem) {
+  PackFiles files;
+  for (const auto& r : records) files["records.jsonl"] += r + "\n";
+  for (const auto& c : cps) files["checkpoints.jsonl"] += c + "\n";
+  files["public-key.pem"] = pem;
+  return files;
+}
+
+TEST_F(AuditVerifyTest, APackArchiveChecksItsManifestProofsAndTheAuditorsOwnKey) {
+  PackFiles files = packOf(records_, checkpoints_, key_->publicPem());
+  const auto proof = *log_.tree().consistencyProof(4, 8);
+  std::string hex = "[";
+  for (size_t i = 0; i < proof.size(); ++i) hex += (i ? ",\"" : "\"") + toHex(proof[i]) + "\"";
+  files["proofs.jsonl"] = R"({"from":4,"proof":)" + hex + R"(],"to":8})" + "\n";
+  files["manifest.json"] =
+      R"({"files":{"records.jsonl":")" + toHex(sha256(files["records.jsonl"])) + R"("}})";
+  const std::string path = ::testing::TempDir() + "/audit-pack.tar";
+  std::ofstream(path, std::ios::binary) << tarArchive(
+      std::vector<std::pair<std::string, std::string>>(files.begin(), files.end()), 0);
+  auto r = verifyPack(path, std::nullopt);
+  EXPECT_EQ(r.code, VerifyCode::kOk) << r.message;
+
+  // Records edited in transit: the manifest's digest no longer matches.
+  PackFiles edited = files;
+  edited["records.jsonl"][5] ^= 1;
+  r = verifyPackFiles(edited, std::nullopt);
+  EXPECT_EQ(r.code, VerifyCode::kBadPack) << r.message;
+  EXPECT_THAT(r.message, HasSubstr("records.jsonl does not match its SHA-256"));
+  // A proof that does not lead from the signed root at 4 to the one at 8.
+  PackFiles forged = files;
+  forged["proofs.jsonl"][30] = forged["proofs.jsonl"][30] == 'a' ? 'b' : 'a';
+  r = verifyPackFiles(forged, std::nullopt);
+  EXPECT_EQ(r.code, VerifyCode::kFork) << r.message;
+  // The operator swapped in a key of their own, and re-signed: the auditor's key says no.
+  auto other = Ed25519Key::generate().value();
+  r = verifyPackFiles(files, std::nullopt, other.publicPem());
+  EXPECT_EQ(r.code, VerifyCode::kBadSignature) << r.message;
+  r = verifyPackFiles(files, std::nullopt, key_->publicPem());
+  EXPECT_EQ(r.code, VerifyCode::kOk) << r.message;
+  PackFiles missing = files;
+  missing.erase("checkpoints.jsonl");
+  EXPECT_THAT(verifyPackFiles(missing, std::nullopt).message,
+              HasSubstr("missing checkpoints.jsonl"));
 }
 
 }  // namespace
