@@ -367,53 +367,107 @@ std::string describe(const std::map<std::string, std::set<std::string>>& grants)
   return out.empty() ? "none" : out;
 }
 
-void compareDeclared(const TenantRecord& reg, const TenantRecord& decl, std::vector<Drift>& out) {
-  auto add = [&](std::string detail) { out.push_back({decl.id, std::move(detail)}); };
-  if (reg.source != "config") {
-    add("created through the API, also declared in trellis.yaml");
-  }
+// How the registry's `reg` differs from `decl`, declared in `where` ("trellis.yaml", "the
+// file"), one line per difference. Status is not compared: suspending a tenant is an
+// operational action, not a declaration.
+std::vector<std::string> differences(const TenantRecord& reg, const TenantRecord& decl,
+                                     const std::string& where) {
+  std::vector<std::string> out;
+  const std::string in_decl = " in " + where;
   if (reg.plan != decl.plan) {
-    add("plan is " + inQuotes(reg.plan) + " in the registry but " + inQuotes(decl.plan) +
-        " in trellis.yaml");
+    out.push_back("plan is " + inQuotes(reg.plan) + " in the registry but " + inQuotes(decl.plan) +
+                  in_decl);
   }
   for (const auto& [key, value] : decl.labels) {
     auto it = reg.labels.find(key);
     if (it == reg.labels.end()) {
-      add("label " + inQuotes(key) + " is missing from the registry but " + inQuotes(value) +
-          " in trellis.yaml");
+      out.push_back("label " + inQuotes(key) + " is missing from the registry but " +
+                    inQuotes(value) + in_decl);
     } else if (it->second != value) {
-      add("label " + inQuotes(key) + " is " + inQuotes(it->second) + " in the registry but " +
-          inQuotes(value) + " in trellis.yaml");
+      out.push_back("label " + inQuotes(key) + " is " + inQuotes(it->second) +
+                    " in the registry but " + inQuotes(value) + in_decl);
     }
   }
   for (const auto& [key, value] : reg.labels) {
     if (decl.labels.count(key) == 0) {
-      add("label " + inQuotes(key) + " is " + inQuotes(value) +
-          " in the registry but not in trellis.yaml");
+      out.push_back("label " + inQuotes(key) + " is " + inQuotes(value) +
+                    " in the registry but not" + in_decl);
     }
   }
   for (const auto& plugin : decl.plugins) {
     if (reg.plugins.count(plugin) == 0) {
-      add("plugin " + inQuotes(plugin) + " is enabled in trellis.yaml but not in the registry");
+      out.push_back("plugin " + inQuotes(plugin) + " is enabled" + in_decl +
+                    " but not in the registry");
     }
   }
   for (const auto& plugin : reg.plugins) {
     if (decl.plugins.count(plugin) == 0) {
-      add("plugin " + inQuotes(plugin) + " is enabled in the registry but not in trellis.yaml");
+      out.push_back("plugin " + inQuotes(plugin) + " is enabled in the registry but not" + in_decl);
     }
   }
   if (reg.grants != decl.grants) {
-    add("capability grants are " + describe(reg.grants) + " in the registry but " +
-        describe(decl.grants) + " in trellis.yaml");
+    out.push_back("capability grants are " + describe(reg.grants) + " in the registry but " +
+                  describe(decl.grants) + in_decl);
   }
   for (const auto& f : kQuotaFields) {
     const auto& r = reg.overrides.*f.member;
     const auto& d = decl.overrides.*f.member;
     if (r != d) {
-      add(std::string("override ") + f.name + " is " + describe(r) + " in the registry but " +
-          describe(d) + " in trellis.yaml");
+      out.push_back(std::string("override ") + f.name + " is " + describe(r) +
+                    " in the registry but " + describe(d) + in_decl);
     }
   }
+  return out;
+}
+
+void compareDeclared(const TenantRecord& reg, const TenantRecord& decl, std::vector<Drift>& out) {
+  if (reg.source != "config") {
+    out.push_back({decl.id, "created through the API, also declared in trellis.yaml"});
+  }
+  for (auto& detail : differences(reg, decl, "trellis.yaml")) {
+    out.push_back({decl.id, std::move(detail)});
+  }
+}
+
+// A desired state's checks that need no database: shapes, duplicates, key hashes, and
+// overrides only for plugins the tenant enables.
+Status validateDesired(const DesiredState& state) {
+  if (state.plans) {
+    std::set<std::string, std::less<>> names;
+    for (const auto& p : *state.plans) {
+      if (auto s = validatePlan(p); !s) return s;
+      if (!names.insert(p.name).second) {
+        return Status::invalid("plan " + inQuotes(p.name) + " is declared twice");
+      }
+    }
+  }
+  std::set<std::string, std::less<>> ids, hashes;
+  for (const auto& d : state.tenants) {
+    if (auto s = validateRecordShape(d.record); !s) return s;
+    const std::string who = "tenant " + inQuotes(d.record.id);
+    if (!ids.insert(d.record.id).second) return Status::invalid(who + " is declared twice");
+    for (const auto& hex : d.key_hashes) {
+      auto digest = parseSha256Hex(hex);
+      if (!digest || hex != sha256HexOf(*digest)) {
+        return Status::invalid(who + ": key sha256 must be 64 lowercase hex digits");
+      }
+      if (!hashes.insert(hex).second) {
+        return Status::invalid(who + ": key " + hex.substr(0, 8) + "… is declared twice");
+      }
+    }
+    for (const auto& [plugin, json] : d.plugin_config) {
+      if (d.record.plugins.count(plugin) == 0) {
+        return Status::invalid(who + " configures plugin " + inQuotes(plugin) +
+                               " but does not enable it");
+      }
+      if (json.size() > TenantRegistry::kMaxPluginConfigBytes) {
+        return Status::invalid(who + ": the configuration of " + inQuotes(plugin) + " is " +
+                               std::to_string(json.size()) + " bytes; the limit is " +
+                               std::to_string(TenantRegistry::kMaxPluginConfigBytes));
+      }
+    }
+  }
+  return Status::ok();
 }
 
 // ---- the registry -----------------------------------------------------------------------
@@ -477,7 +531,7 @@ class SqlTenantRegistry final : public TenantRegistry {
     }
   }
 
-  Status definePlans(std::vector<Plan> plans) override {
+  static Status validatePlanSet(const std::vector<Plan>& plans) {
     std::set<std::string, std::less<>> names;
     for (const auto& p : plans) {
       if (auto s = validatePlan(p); !s) return s;
@@ -485,8 +539,16 @@ class SqlTenantRegistry final : public TenantRegistry {
         return Status::invalid("plan " + inQuotes(p.name) + " is defined twice");
       }
     }
+    return Status::ok();
+  }
+
+  Status definePlans(std::vector<Plan> plans) override {
+    if (Status s = validatePlanSet(plans); !s) return s;
     // "default" always exists: a set that leaves it out gets the unlimited default.
-    if (names.count(kDefaultPlan) == 0) plans.push_back(Plan{std::string(kDefaultPlan), {}});
+    if (std::none_of(plans.begin(), plans.end(),
+                     [](const Plan& p) { return p.name == kDefaultPlan; })) {
+      plans.push_back(Plan{std::string(kDefaultPlan), {}});
+    }
     return mutate("define plans", [&]() -> Status {
       for (const auto& existing : db_->load().plans) {
         if (std::any_of(plans.begin(), plans.end(),
@@ -499,6 +561,24 @@ class SqlTenantRegistry final : public TenantRegistry {
         }
       }
       db_->replacePlans(plans);
+      return Status::ok();
+    });
+  }
+
+  Status upsertPlans(std::vector<Plan> plans) override {
+    if (Status s = validatePlanSet(plans); !s) return s;
+    return mutate("define plans", [&]() -> Status {
+      std::vector<Plan> all = db_->load().plans;
+      for (auto& p : plans) {
+        auto same =
+            std::find_if(all.begin(), all.end(), [&](const Plan& e) { return e.name == p.name; });
+        if (same != all.end()) {
+          *same = std::move(p);
+        } else {
+          all.push_back(std::move(p));
+        }
+      }
+      db_->replacePlans(all);
       return Status::ok();
     });
   }
@@ -625,23 +705,9 @@ class SqlTenantRegistry final : public TenantRegistry {
     KeyInfo out;
     Status s = mutate("import key", [&]() -> Status {
       if (!db_->tenant(owner)) return Status::notFound("no tenant " + inQuotes(owner));
-      if (auto existing = db_->keyByHash(hex)) {
-        if (existing->info.tenant != owner) {
-          return Status::conflict("key hash is already registered as key " +
-                                  inQuotes(existing->info.id) + " of another tenant");
-        }
-        out = std::move(existing->info);
-        return Status::ok();
-      }
-      std::string id;
-      for (size_t n = kKeyIdHexChars; n <= hex.size() && id.empty(); ++n) {
-        std::string candidate = std::string(kImportedKeyPrefix) + hex.substr(0, n);
-        if (!db_->key(candidate)) id = std::move(candidate);
-      }
-      if (id.empty()) return Status::internal("no free key id for an imported key");
-      StoredKey stored{KeyInfo{id, owner, nowMs(), std::nullopt, std::nullopt}, hex};
-      db_->insertKey(stored);
-      out = std::move(stored.info);
+      auto imported = importHash(owner, hex);
+      if (!imported) return imported.status();
+      out = std::move(imported->first);
       return Status::ok();
     });
     if (!s) return s;
@@ -790,6 +856,45 @@ class SqlTenantRegistry final : public TenantRegistry {
     return drift;
   }
 
+  Result<StatePlan> applyState(const DesiredState& state, bool dry_run) override {
+    if (Status s = validateDesired(state); !s) return s;
+    StatePlan plan;
+    Status s = mutate(
+        "apply state",
+        [&]() -> Status {
+          plan = {};
+          StoredState before = db_->load();
+          // Every plan, old and new, exists while tenants move; the unused old ones go last.
+          if (state.plans) {
+            std::vector<Plan> all = withDefaultPlan(*state.plans);
+            for (const auto& p : before.plans) {
+              if (!findPlan(all, p.name)) all.push_back(p);
+            }
+            db_->replacePlans(all);
+          }
+          for (const auto& d : state.tenants) {
+            if (Status t = applyTenant(d, before, plan); !t) return t;
+          }
+          if (state.plans) {
+            if (Status p = replacePlansAtLast(withDefaultPlan(*state.plans), before, plan); !p) {
+              return p;
+            }
+          }
+          for (const auto& t : before.tenants) {
+            auto declared =
+                std::find_if(state.tenants.begin(), state.tenants.end(),
+                             [&](const DesiredTenant& d) { return d.record.id == t.id; });
+            if (declared == state.tenants.end()) {
+              plan.drift.push_back({t.id, "not in the file; left as it is"});
+            }
+          }
+          return Status::ok();
+        },
+        dry_run);
+    if (!s) return s;
+    return plan;
+  }
+
   Resolution resolve(std::string_view presented_key) const override {
     Resolution r;
     if (presented_key.empty() || presented_key.size() > kMaxPresentedKeyBytes) return r;
@@ -856,15 +961,17 @@ class SqlTenantRegistry final : public TenantRegistry {
   }
 
   // Runs `body` (which returns a Status and may throw) in one write transaction and
-  // publishes the resulting snapshot if both it and the snapshot rebuild succeed.
+  // publishes the resulting snapshot if both it and the snapshot rebuild succeed. A dry run
+  // does the same work, snapshot check included, and rolls it back.
   template <typename Body>
-  Status mutate(std::string_view what, Body&& body) {
+  Status mutate(std::string_view what, Body&& body, bool dry_run = false) {
     std::lock_guard lock(mu_);
     try {
       auto tx = db_->transaction();
       if (Status s = body(); !s) return s;
       auto snap = buildSnapshot(db_->load());
       if (!snap) return snap.status();
+      if (dry_run) return Status::ok();
       auto version = db_->changeVersion();
       tx.commit();
       publish(std::move(*snap));
@@ -882,6 +989,139 @@ class SqlTenantRegistry final : public TenantRegistry {
                              " (unset: never expires)");
     }
     return Status::ok();
+  }
+
+  static std::vector<Plan> withDefaultPlan(std::vector<Plan> plans) {
+    if (!findPlan(plans, kDefaultPlan)) plans.push_back(Plan{std::string(kDefaultPlan), {}});
+    return plans;
+  }
+  static const Plan* findPlan(const std::vector<Plan>& plans, std::string_view name) {
+    auto it =
+        std::find_if(plans.begin(), plans.end(), [&](const Plan& p) { return p.name == name; });
+    return it == plans.end() ? nullptr : &*it;
+  }
+
+  // Inside applyState, after the tenants: the plan set becomes `wanted`; a plan that goes
+  // must no longer be used by any tenant.
+  Status replacePlansAtLast(const std::vector<Plan>& wanted, const StoredState& before,
+                            StatePlan& plan) {
+    for (const auto& old : before.plans) {
+      const Plan* now = findPlan(wanted, old.name);
+      if (now == nullptr) {
+        if (auto user = db_->tenantOnPlan(old.name)) {
+          return Status::conflict("plan " + inQuotes(old.name) + " is not in the file but tenant " +
+                                  inQuotes(*user) + " is still on it");
+        }
+        plan.changes.push_back({"remove", "plan " + inQuotes(old.name), {}});
+      } else if (!(now->quotas == old.quotas)) {
+        plan.changes.push_back({"update", "plan " + inQuotes(old.name), quotaChanges(old, *now)});
+      }
+    }
+    for (const auto& p : wanted) {
+      if (!findPlan(before.plans, p.name)) {
+        plan.changes.push_back({"create", "plan " + inQuotes(p.name), {}});
+      }
+    }
+    db_->replacePlans(wanted);
+    return Status::ok();
+  }
+
+  static std::vector<std::string> quotaChanges(const Plan& from, const Plan& to) {
+    std::vector<std::string> out;
+    for (const auto& f : kQuotaFields) {
+      if (from.quotas.*f.member != to.quotas.*f.member) {
+        out.push_back(std::string(f.name) + ": " + describe(from.quotas.*f.member) + " -> " +
+                      describe(to.quotas.*f.member));
+      }
+    }
+    return out;
+  }
+
+  // Inside applyState: one declared tenant, its keys and its plugin overrides.
+  Status applyTenant(const DesiredTenant& d, const StoredState& before, StatePlan& plan) {
+    const TenantRecord& want = d.record;
+    const std::string who = "tenant " + inQuotes(want.id);
+    if (auto v = validateAgainstPlan(*db_, want); !v) return v;
+    auto existing = db_->tenant(want.id);
+    if (!existing) {
+      TenantRecord record = want;
+      record.source = "api";
+      record.status = TenantStatus::kActive;
+      record.created_at_ms = nowMs();
+      db_->insertTenant(record);
+      plan.changes.push_back({"create", who, {}});
+    } else if (auto diff = differences(*existing, want, "the file"); !diff.empty()) {
+      TenantRecord updated = std::move(*existing);
+      updated.plan = want.plan;
+      updated.labels = want.labels;
+      updated.plugins = want.plugins;
+      updated.grants = want.grants;
+      updated.overrides = want.overrides;
+      db_->updateTenant(updated);
+      plan.changes.push_back({"update", who, std::move(diff)});
+    }
+    for (const auto& hex : d.key_hashes) {
+      auto imported = importHash(want.id, hex);
+      if (!imported)
+        return Status(imported.status().code(), who + ": " + imported.status().message());
+      const KeyInfo& key = imported->first;
+      if (imported->second) {
+        plan.changes.push_back({"import key", "key " + inQuotes(key.id) + " of " + who, {}});
+      } else if (key.revoked_at_ms) {
+        plan.drift.push_back(
+            {want.id, "key " + inQuotes(key.id) + " is in the file but revoked in the registry"});
+      }
+    }
+    const int64_t now = nowMs();
+    for (const auto& k : before.keys) {
+      const bool active =
+          !k.info.revoked_at_ms && (!k.info.expires_at_ms || *k.info.expires_at_ms > now);
+      if (k.info.tenant == want.id && active &&
+          std::find(d.key_hashes.begin(), d.key_hashes.end(), k.sha256_hex) == d.key_hashes.end()) {
+        plan.drift.push_back({want.id, "key " + inQuotes(k.info.id) +
+                                           " is active in the registry but not in the file"});
+      }
+    }
+    for (const auto& c : before.plugin_configs) {
+      if (c.tenant == want.id && d.plugin_config.count(c.plugin) == 0) {
+        db_->removePluginConfig(want.id, c.plugin);
+        plan.changes.push_back(
+            {"remove config", "plugin " + inQuotes(c.plugin) + " of " + who, {}});
+      }
+    }
+    for (const auto& [plugin, json] : d.plugin_config) {
+      auto old =
+          std::find_if(before.plugin_configs.begin(), before.plugin_configs.end(),
+                       [&](const auto& c) { return c.tenant == want.id && c.plugin == plugin; });
+      if (old != before.plugin_configs.end() && old->json == json) continue;
+      db_->setPluginConfig(want.id, plugin, json, nowMs());
+      plan.changes.push_back(
+          {"set config",
+           "plugin " + inQuotes(plugin) + " of " + who,
+           {old == before.plugin_configs.end() ? json : old->json + " -> " + json}});
+    }
+    return Status::ok();
+  }
+
+  // Inside mutate(): the key with SHA-256 `hex` for `owner`, inserted if new (second =
+  // true). CONFLICT if another tenant holds it.
+  Result<std::pair<KeyInfo, bool>> importHash(const std::string& owner, const std::string& hex) {
+    if (auto existing = db_->keyByHash(hex)) {
+      if (existing->info.tenant != owner) {
+        return Status::conflict("key hash is already registered as key " +
+                                inQuotes(existing->info.id) + " of another tenant");
+      }
+      return std::pair{std::move(existing->info), false};
+    }
+    std::string id;
+    for (size_t n = kKeyIdHexChars; n <= hex.size() && id.empty(); ++n) {
+      std::string candidate = std::string(kImportedKeyPrefix) + hex.substr(0, n);
+      if (!db_->key(candidate)) id = std::move(candidate);
+    }
+    if (id.empty()) return Status::internal("no free key id for an imported key");
+    StoredKey stored{KeyInfo{id, owner, nowMs(), std::nullopt, std::nullopt}, hex};
+    db_->insertKey(stored);
+    return std::pair{std::move(stored.info), true};
   }
 
   // Inside mutate(): a fresh id and secret for `owner`, stored as its hash.

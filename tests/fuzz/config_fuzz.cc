@@ -2,7 +2,8 @@
 // message, never a crash or an exception of another type. Properties of a configuration the
 // loader accepts: every plugin's `config:` became one JSON value that the kernel's config
 // reader parses (plugins read it through host->config_get), tenants enable only enabled plugins,
-// and paths are absolute.
+// and paths are absolute. The same bytes as a state file (`trellis config apply`): each
+// tenant's overrides are one JSON object, for plugins it enables.
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
@@ -17,6 +18,7 @@
 
 using trellis::kernel::config::Config;
 using trellis::kernel::config::ConfigError;
+using trellis::kernel::config::StateFile;
 
 namespace {
 
@@ -51,12 +53,27 @@ void checkConfig(const Config& cfg) {
   }
 }
 
+void checkState(const StateFile& state) {
+  for (const auto& t : state.tenants) {
+    for (const auto& [plugin, json] : t.plugin_config) {
+      FUZZ_CHECK(t.plugins.count(plugin), "tenant " + t.id + " configures " + plugin);
+      FUZZ_CHECK(isOneJsonValue(json) && json.front() == '{',
+                 "overrides of " + plugin + " are not a JSON object: " + json);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string yaml(reinterpret_cast<const char*>(data), size);
   try {
     checkConfig(Config::parse(yaml, "/etc/trellis"));
+  } catch (const ConfigError& e) {
+    FUZZ_CHECK(*e.what() != '\0', "a ConfigError without a message");
+  }
+  try {
+    checkState(StateFile::parse(yaml));
   } catch (const ConfigError& e) {
     FUZZ_CHECK(*e.what() != '\0', "a ConfigError without a message");
   }

@@ -142,6 +142,44 @@ TEST_F(JwtTenantsTest, BadTokensGetTheSameAnswerAsABadKey) {
   EXPECT_THAT(server_->log(), Not(HasSubstr(sent.substr(0, 30))));
 }
 
+// Each refusal is counted by reason in trellis_jwt_refusals_total; a flood of forged tokens
+// costs a bounded number of log lines, and the next line written says how many were left out.
+TEST_F(JwtTenantsTest, RefusedTokensAreCountedByReasonAndTheirLogLinesBounded) {
+  TestKey impostor = TestKey::make("EdDSA", "ed-1");
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_EQ(
+        call("whoami", bearer(impostor.token(claims("acme", "forger" + std::to_string(i))))).status,
+        401);
+  }
+  ASSERT_EQ(call("whoami", bearer(ed_->token(claims("acme", "alice", -3600)))).status, 401);
+  ASSERT_EQ(call("whoami", bearer(ed_->token(claims("umbrella")))).status, 401);
+  const std::string stranger = R"({"iss":"https://evil.test/","exp":1})";
+  ASSERT_EQ(call("whoami", bearer(ed_->token(stranger))).status, 401);
+  ASSERT_EQ(call("whoami", bearer("a.b.c")).status, 401);
+  ASSERT_EQ(call("whoami", bearer(ed_->token(claims("acme")))).status, 200);
+
+  const std::string metrics = request(server_->adminPort(), "GET", "/metrics",
+                                      {{"Authorization", "Bearer " + server_->adminToken()}})
+                                  .body;
+  for (const char* line : {"trellis_jwt_refusals_total{reason=\"signature\"} 60",
+                           "trellis_jwt_refusals_total{reason=\"claims\"} 1",
+                           "trellis_jwt_refusals_total{reason=\"tenant\"} 1",
+                           "trellis_jwt_refusals_total{reason=\"issuer\"} 1",
+                           "trellis_jwt_refusals_total{reason=\"malformed\"} 1",
+                           "trellis_jwt_refusals_total{reason=\"unknown_kid\"} 0"}) {
+    EXPECT_THAT(metrics, HasSubstr(line));
+  }
+  // 64 refusals, at most 20 lines in a 10-second window.
+  const std::string log = server_->log();
+  size_t lines = 0;
+  for (size_t at = log.find("bearer token from"); at != std::string::npos;
+       at = log.find("bearer token from", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 40u) << "two windows at most in this test";
+}
+
 TEST_F(JwtTenantsTest, ARotatedKeyFileIsPickedUpOnItsFirstToken) {
   TestKey next = TestKey::make("RS256", "rsa-2");
   const std::string token = next.token(claims("acme", "carol"));

@@ -276,6 +276,41 @@ TEST_F(MtlsTenantsTest, HandshakeFailuresAreLoggedWithTheirReason) {
   EXPECT_EQ(call("whoami", &subject_).status, 200);
 }
 
+// client_crl: a certificate its CA revoked is refused at the handshake with the reason
+// logged while the others pass; a new CRL is picked up without a restart, un-revoking too;
+// a CRL past its nextUpdate vouches for nobody, so every certificate of that CA is refused.
+TEST_F(MtlsTenantsTest, ACertificateItsCaRevokedIsRefusedAndANewCrlIsPickedUp) {
+  const fs::path crl = certs_.path() / "ca.crl";
+  writeCrl(crl, ca_, {&pinned_});
+  std::string yaml = config();
+  const std::string ca_line = "    client_ca: " + ca_.cert_file.string() + "\n";
+  yaml.replace(yaml.find(ca_line), ca_line.size(),
+               ca_line + "    client_crl: " + crl.string() + "\n    reload_check_ms: 100\n");
+  server_ = std::make_unique<TrellisdProcess>(yaml);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  addCert("acme --subject CN=orders --issuer 'CN=Mtls Test CA'");
+  addCert("globex --pin " + pinOf(pinned_));
+
+  EXPECT_EQ(call("whoami", &subject_).status, 200);
+  EXPECT_EQ(call("whoami", &pinned_).status, 0);
+  ASSERT_TRUE(eventually([&] {
+    return server_->log().find(
+               "client certificate revoked (certificate revoked): subject "
+               "\"CN=pinned\"") != std::string::npos;
+  })) << server_->log();
+
+  writeCrl(crl, ca_, {&pinned_, &subject_});
+  EXPECT_TRUE(eventually([&] { return call("whoami", &subject_).status == 0; }));
+  writeCrl(crl, ca_, {});
+  EXPECT_TRUE(eventually([&] {
+    return call("whoami", &subject_).status == 200 && call("whoami", &pinned_).status == 200;
+  }));
+  writeCrl(crl, ca_, {}, -60);
+  EXPECT_TRUE(eventually([&] { return call("whoami", &subject_).status == 0; }));
+  EXPECT_THAT(server_->log(), HasSubstr("client certificate unverifiable (revocation list) (CRL "
+                                        "has expired)"));
+}
+
 TEST_F(MtlsTenantsTest, TheCliRefusesBadInputWithAClearMessage) {
   start();
   EXPECT_THAT(cli("tenant cert add acme --pin 1234", 2), HasSubstr("64 hex digits"));

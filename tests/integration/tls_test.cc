@@ -600,6 +600,18 @@ TEST_F(TlsConfigTest, BadInputIsNamed) {
             std::string::npos);
   EXPECT_NE(errorFor("  tls:\n    certificates: []\n").find("server.tls.certificates"),
             std::string::npos);
+  // client_crl: with client certificates only, and a file of PEM CRLs.
+  const std::string mtls = "    client_auth: optional\n    client_ca: ca.pem\n";
+  EXPECT_NE(errorFor(tlsBlock("    client_crl: ca.pem\n")).find("client_crl: set, but client_auth"),
+            std::string::npos);
+  EXPECT_NE(errorFor(tlsBlock(mtls + "    client_crl: nowhere.crl\n"))
+                .find("server.tls.client_crl: cannot read"),
+            std::string::npos);
+  EXPECT_NE(errorFor(tlsBlock(mtls + "    client_crl: ca.pem\n"))
+                .find("server.tls.client_crl: no CRL in"),
+            std::string::npos);
+  writeCrl(dir_ / "ca.crl", ca_, {});
+  EXPECT_EQ(errorFor(tlsBlock(mtls + "    client_crl: ca.crl\n")), "");
   EXPECT_NE(errorFor("  tls:\n    certificates:\n      - {cert: server.pem, key: server.key, "
                      "password: x}\n")
                 .find("unknown key"),

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace trellis::test {
 
@@ -90,6 +91,36 @@ inline Identity makeCert(const fs::path& dir, const std::string& name, const Cer
   id.key_file = dir / (name + ".key");
   writePem(id);
   return id;
+}
+
+// A CRL of `ca` listing `revoked`, issued an hour ago, its nextUpdate `next_update` seconds
+// from now (negative: already stale); written atomically (rename) to `file` as PEM.
+inline void writeCrl(const fs::path& file, const Identity& ca,
+                     const std::vector<const Identity*>& revoked, long next_update = 86400) {
+  X509_CRL* crl = X509_CRL_new();
+  X509_CRL_set_version(crl, 1);
+  X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca.cert.get()));
+  ASN1_TIME* last = X509_gmtime_adj(nullptr, -3600);
+  ASN1_TIME* next = X509_gmtime_adj(nullptr, next_update);
+  X509_CRL_set1_lastUpdate(crl, last);
+  X509_CRL_set1_nextUpdate(crl, next);
+  for (const Identity* id : revoked) {
+    X509_REVOKED* r = X509_REVOKED_new();
+    X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(id->cert.get()));
+    X509_REVOKED_set_revocationDate(r, last);
+    X509_CRL_add0_revoked(crl, r);
+  }
+  X509_CRL_sort(crl);
+  X509_CRL_sign(crl, ca.key.get(), EVP_sha256());
+  const fs::path tmp = file.string() + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  PEM_write_X509_CRL(f, crl);
+  std::fclose(f);
+  fs::rename(tmp, file);
+  ASN1_TIME_free(last);
+  ASN1_TIME_free(next);
+  X509_CRL_free(crl);
 }
 
 }  // namespace trellis::test

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <set>
 
 #include "runtime/plugin_instance.h"
 #include "support/test_support.h"
@@ -221,6 +222,7 @@ struct BadInput {
 TEST(ConfigTest, EveryBadInputNamesItsPath) {
   const BadInput cases[] = {
       {"bogus: 1\n", "bogus: unknown key"},
+      {"\"\\0ctl\\nkey\": 1\n", "\\x00ctl\\x0akey: unknown key"},  // escaped, one line
       {"server:\n  listn: 1\n", "server.listn: unknown key (expected one of: listen,"},
       {"server: [1]\n", "server: expected a map, got a list"},
       {"server:\n  threads: 1\n  threads: 2\n", "server.threads: duplicate key"},
@@ -504,6 +506,135 @@ TEST(ConfigTest, BadJwtIssuersNameTheirPath) {
               HasSubstr("tenant_claim: must not be empty"));
   EXPECT_THAT(errorOf(head + ok + "        jwks_file: k\n      - " + ok + "        jwks_file: k\n"),
               HasSubstr("auth.jwt.issuers[1].issuer: issuer \"i\" is listed twice"));
+}
+
+// ---- state files (trellis config diff|apply) ------------------------------------------
+
+std::string stateErrorOf(const std::string& yaml) {
+  try {
+    StateFile::parse(yaml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StateFileTest, ReadsPlansTenantsOverridesAndPolicies) {
+  StateFile s = StateFile::parse(R"(
+plans:
+  - {name: pro, quotas: {requests_per_second: 50}}
+tenants:
+  - id: acme
+    plan: pro
+    plugins: [trellis/hello]
+    keys: [{key: "k1"}]
+    plugin_config: {trellis/hello: {greeting: "Hi", count: 5, quoted: "5"}}
+policies:
+  global: {name: base.lua, source: "function on_request() end"}
+  tenants: {acme: {name: acme.lua, source: "x = 1"}}
+)");
+  ASSERT_TRUE(s.plans);
+  EXPECT_EQ(s.plans->at(0).name, "pro");
+  ASSERT_EQ(s.tenants.size(), 1u);
+  // Plugins need not be in plugins.enabled here: the server checks what it runs.
+  EXPECT_EQ(s.tenants[0].plugins.count("trellis/hello"), 1u);
+  EXPECT_EQ(s.tenants[0].keys.at(0).sha256_hex, tenants::sha256Hex("k1"));
+  EXPECT_EQ(s.tenants[0].plugin_config.at("trellis/hello"),
+            R"({"greeting":"Hi","count":5,"quoted":"5"})");
+  ASSERT_TRUE(s.policies);
+  EXPECT_EQ(s.policies->at("").name, "base.lua");
+  EXPECT_EQ(s.policies->at("acme").source, "x = 1");
+
+  // Absent sections are left alone, not emptied; an empty policies block removes them all.
+  StateFile bare = StateFile::parse("tenants: []\n");
+  EXPECT_FALSE(bare.plans);
+  EXPECT_FALSE(bare.policies);
+  EXPECT_TRUE(StateFile::parse("policies: {}\n").policies->empty());
+  // Without plans in the file, a tenant may name a plan the registry has.
+  EXPECT_EQ(StateFile::parse("tenants: [{id: a, plan: gold}]\n").tenants[0].plan, "gold");
+}
+
+TEST(StateFileTest, RefusesGarbageNamingTheKey) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"server: {}\n", "server: unknown key (expected one of: plans, tenants, policies)"},
+      {"tenants: [{id: a, colour: red}]\n", "tenants[0].colour: unknown key"},
+      {"tenants: [{id: a, plugin_config: {x/y: {a: 1}}}]\n",
+       "tenants[0].plugin_config.x/y: plugin \"x/y\" is not in this tenant's plugins"},
+      {"tenants: [{id: a, plugins: [x/y], plugin_config: {x/y: [1]}}]\n",
+       "tenants[0].plugin_config.x/y: expected a map of overrides"},
+      {"tenants: [{id: a, plugins: [nope]}]\n", "tenants[0].plugins[0]: expected namespace/name"},
+      {"plans: [{name: pro}]\ntenants: [{id: a, plan: gold}]\n",
+       "tenants[0].plan: unknown plan \"gold\""},
+      {"policies: {global: {name: a.lua}}\n", "policies.global.source: required"},
+      {"policies: {global: {file: a.lua}}\n", "policies.global.file: unknown key"},
+      {"policies: {tenants: {\"Bad Id\": {name: a, source: b}}}\n",
+       "policies.tenants.Bad Id: expected a tenant id"},
+      {"tenants: [{id: a}, {id: a}]\n", "tenants[1].id: duplicate tenant id \"a\""},
+      {"a: 1\n---\nb: 2\n", "expected one YAML document, found 2"},
+      {"tenants: [", "invalid YAML at line"},
+  };
+  for (const auto& [yaml, message] : cases) {
+    EXPECT_THAT(stateErrorOf(yaml), HasSubstr(message)) << yaml;
+  }
+  // trellis.yaml itself takes no plugin_config: it is the admin API's (and state files').
+  EXPECT_THAT(errorOf("plugins: {enabled: [{id: x/y}]}\ntenants: [{id: a, plugins: [x/y], "
+                      "plugin_config: {x/y: {}}}]\n"),
+              HasSubstr("tenants[0].plugin_config: unknown key"));
+}
+
+TEST(StateFileTest, PolicyFilesAreReadRelativeToTheFile) {
+  TempDir dir;
+  test::writeFile(dir.path() / "policies" / "acme.lua", "-- acme\nx = \"1\"\n");
+  std::string sent = StateFile::inlinePolicyFiles(R"(
+tenants: [{id: acme, labels: {n: "5"}, quotas: {burst: 5}}]
+policies:
+  tenants: {acme: {file: policies/acme.lua}}
+)",
+                                                  dir.path());
+  StateFile s = StateFile::parse(sent);
+  EXPECT_EQ(s.policies->at("acme").name, "acme.lua");
+  EXPECT_EQ(s.policies->at("acme").source, "-- acme\nx = \"1\"\n");
+  // Quoted stays a string, plain stays a number, through the rewrite.
+  EXPECT_EQ(s.tenants[0].labels.at("n"), "5");
+  EXPECT_EQ(s.tenants[0].quotas.burst, 5u);
+
+  test::writeFile(dir.path() / "huge.lua", std::string(1024 * 1024 + 1, '-'));
+  const std::pair<std::string, std::string> refused[] = {
+      {"missing.lua", "policies.global.file: cannot read "},
+      {"policies", "not a regular file"},
+      {"/dev/zero", "not a regular file"},
+      {"huge.lua", "huge.lua is larger than 1 MiB"},
+  };
+  for (const auto& [file, why] : refused) {
+    try {
+      StateFile::inlinePolicyFiles("policies: {global: {file: \"" + file + "\"}}\n", dir.path());
+      ADD_FAILURE() << "expected ConfigError for " << file;
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(why)) << file;
+    }
+  }
+}
+
+// The shipped example is a state file the server scripts/run.sh starts would accept: its
+// policy file is there, its plugins are the ones trellis.yaml enables, and its plans are
+// trellis.yaml's (which every start applies again), so a restart keeps what it applied.
+TEST(StateFileTest, TheShippedExampleMatchesTheShippedConfig) {
+  const fs::path dir = fs::path(TRELLIS_SOURCE_DIR) / "config";
+  StateFile state = StateFile::parse(
+      StateFile::inlinePolicyFiles(test::readFile(dir / "state.example.yaml"), dir));
+  Config server = Config::load(dir / "trellis.yaml");
+  std::set<std::string> enabled;
+  for (const auto& p : server.plugins) enabled.insert(p.id);
+  for (const auto& t : state.tenants) {
+    for (const auto& p : t.plugins) EXPECT_TRUE(enabled.count(p)) << t.id << " enables " << p;
+  }
+  ASSERT_TRUE(state.plans);
+  ASSERT_EQ(state.plans->size(), server.plans.size());
+  for (size_t i = 0; i < server.plans.size(); ++i) {
+    EXPECT_EQ(state.plans->at(i).name, server.plans[i].name);
+    EXPECT_EQ(state.plans->at(i).quotas, server.plans[i].quotas);
+  }
+  EXPECT_EQ(state.policies->at("acme").name, "example.lua");
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <functional>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -315,6 +317,21 @@ TEST_P(TenantRegistryTest, PlanQuotasAreOverlaidWithOverrides) {
   EXPECT_EQ(view->quotas.requests_per_second, 5u);
   EXPECT_EQ(view->quotas.max_body_bytes, uint64_t{4} << 20);
   EXPECT_FALSE(view->quotas.max_concurrent);
+}
+
+TEST_P(TenantRegistryTest, UpsertPlansUpdatesItsOwnAndKeepsTheRest) {
+  // trellis.yaml's plans at start: a plan a state file added (and a tenant on it) survives.
+  ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}, {"enterprise", rate(1000)}}));
+  createOk(tenant("acme", "enterprise"));
+  ASSERT_TRUE(reg_->upsertPlans({{"free", rate(20)}, {"pro", rate(100)}}));
+  std::map<std::string, uint64_t> rps;
+  for (const auto& p : reg_->plans()) rps[p.name] = p.quotas.requests_per_second.value_or(0);
+  EXPECT_EQ(rps, (std::map<std::string, uint64_t>{
+                     {"default", 0}, {"enterprise", 1000}, {"free", 20}, {"pro", 100}}));
+  EXPECT_EQ(reg_->view("acme")->plan, "enterprise");
+  EXPECT_EQ(reg_->upsertPlans({{"x", rate(10, 5)}}).code(), StatusCode::kInvalid);  // burst < rate
+  EXPECT_EQ(reg_->upsertPlans({{"a", rate(1)}, {"a", rate(2)}}).code(), StatusCode::kInvalid);
+  EXPECT_EQ(reg_->plans().size(), 4u);
 }
 
 TEST_P(TenantRegistryTest, DefinePlansRefusesToDropAPlanInUse) {
@@ -799,6 +816,165 @@ TEST_F(SharedTenantRegistryTest, AHostThatStartsLaterSeesEverything) {
   EXPECT_EQ((*late)->resolve(key.secret).outcome, Outcome::kOk);
   EXPECT_EQ((*late)->view("acme")->quotas.requests_per_second, 10u);
   EXPECT_EQ((*late)->plans().size(), 2u);
+}
+
+// ---- applyState (trellis config apply) ------------------------------------------------
+
+DesiredTenant desired(std::string id, std::string plan = "default") {
+  DesiredTenant d;
+  d.record.id = std::move(id);
+  d.record.plan = std::move(plan);
+  return d;
+}
+
+std::vector<std::string> describe(const StatePlan& plan) {
+  std::vector<std::string> out;
+  for (const auto& c : plan.changes) out.push_back(c.action + " " + c.object);
+  return out;
+}
+
+TEST_P(TenantRegistryTest, ApplyStateDryRunsThenAppliesEverythingAtOnce) {
+  ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}}));
+  TenantRecord old = tenant("old", "free");
+  old.labels = {{"team", "a"}};
+  createOk(old);
+  const NewKey api_key = keyFor("old");
+  createOk(tenant("stray"));
+
+  const std::string acme_key = sha256Hex("acme-key");
+  DesiredState state;
+  state.plans = std::vector<Plan>{{"free", rate(20)}, {"pro", rate(100)}};
+  DesiredTenant acme = desired("acme", "pro");
+  acme.record.plugins = {"trellis/hello"};
+  acme.key_hashes = {acme_key};
+  acme.plugin_config = {{"trellis/hello", R"({"greeting":"Hi"})"}};
+  DesiredTenant old_wanted = desired("old", "free");
+  old_wanted.record.labels = {{"team", "b"}};
+  state.tenants = {acme, old_wanted};
+
+  auto planned = reg_->applyState(state, /*dry_run=*/true);
+  ASSERT_TRUE(planned) << planned.status().toString();
+  EXPECT_EQ(describe(*planned),
+            (std::vector<std::string>{
+                "create tenant \"acme\"",
+                "import key key \"cfg" + acme_key.substr(0, 8) + "\" of tenant \"acme\"",
+                "set config plugin \"trellis/hello\" of tenant \"acme\"", "update tenant \"old\"",
+                "update plan \"free\"", "create plan \"pro\""}));
+  ASSERT_EQ(planned->changes[3].details.size(), 1u);
+  EXPECT_EQ(planned->changes[3].details[0],
+            "label \"team\" is \"a\" in the registry but \"b\" in the file");
+  // Drift: a tenant the file does not declare, and a declared tenant's key it does not list.
+  ASSERT_EQ(planned->drift.size(), 2u);
+  EXPECT_EQ(planned->drift[0].tenant, "old");
+  EXPECT_NE(planned->drift[0].detail.find(api_key.info.id), std::string::npos);
+  EXPECT_EQ(planned->drift[1].tenant, "stray");
+
+  // The dry run changed nothing.
+  EXPECT_FALSE(reg_->get("acme"));
+  EXPECT_EQ(reg_->get("old")->labels.at("team"), "a");
+  EXPECT_EQ(reg_->plans().size(), 2u);
+  reopen();
+  EXPECT_FALSE(reg_->get("acme"));
+
+  auto applied = reg_->applyState(state, /*dry_run=*/false);
+  ASSERT_TRUE(applied) << applied.status().toString();
+  EXPECT_EQ(describe(*applied), describe(*planned));
+  reopen();  // durable, not only in the snapshot
+  EXPECT_EQ(reg_->get("acme")->plan, "pro");
+  EXPECT_EQ(reg_->view("acme")->plugin_config.at("trellis/hello"), R"({"greeting":"Hi"})");
+  EXPECT_EQ(reg_->get("old")->labels.at("team"), "b");
+  EXPECT_EQ(reg_->view("old")->quotas.requests_per_second, 20u);
+  EXPECT_EQ(reg_->resolve(api_key.secret).outcome, Outcome::kOk);  // drift is left alone
+  EXPECT_TRUE(reg_->get("stray"));
+
+  // Applying the same state again changes nothing; dropping the overrides removes them.
+  auto again = reg_->applyState(state, false);
+  ASSERT_TRUE(again) << again.status().toString();
+  EXPECT_TRUE(again->changes.empty()) << describe(*again).front();
+  state.tenants[0].plugin_config.clear();
+  auto dropped = reg_->applyState(state, false);
+  ASSERT_TRUE(dropped);
+  EXPECT_EQ(describe(*dropped),
+            std::vector<std::string>{"remove config plugin \"trellis/hello\" of tenant \"acme\""});
+  EXPECT_TRUE(reg_->view("acme")->plugin_config.empty());
+}
+
+TEST_P(TenantRegistryTest, ApplyStateChangesNothingWhenOnePartIsRefused) {
+  ASSERT_TRUE(reg_->definePlans({{"free", rate(10)}}));
+  createOk(tenant("legacy", "free"));
+  createOk(tenant("globex"));
+  const std::string globex_key = sha256Hex("globex-key");
+  ASSERT_TRUE(reg_->importKeyHash("globex", globex_key));
+  auto before = reg_->list();
+
+  // Ten changes, the ninth refused: nothing of the other nine is left behind.
+  auto tenChanges = [&] {
+    DesiredState state;
+    state.plans = std::vector<Plan>{{"free", rate(5)}, {"pro", rate(50)}};
+    for (int i = 1; i <= 8; ++i) {
+      DesiredTenant t = desired("t" + std::to_string(i), i % 2 ? "pro" : "free");
+      t.record.plugins = {"trellis/hello"};
+      state.tenants.push_back(t);
+    }
+    state.tenants.push_back(desired("t9", "pro"));
+    state.tenants.push_back(desired("t10"));
+    return state;
+  };
+  struct Case {
+    const char* what;
+    std::function<void(DesiredTenant&)> ninth;
+    StatusCode code;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"unknown plan", [](DesiredTenant& t) { t.record.plan = "gold"; }, StatusCode::kInvalid,
+       "tenant \"t9\": plan \"gold\" is not defined"},
+      {"another tenant's key", [&](DesiredTenant& t) { t.key_hashes = {globex_key}; },
+       StatusCode::kConflict, "tenant \"t9\": key hash is already registered"},
+      {"overrides of a plugin it does not enable",
+       [](DesiredTenant& t) {
+         t.plugin_config = {{"trellis/hello", "{}"}};
+       },
+       StatusCode::kInvalid,
+       "tenant \"t9\" configures plugin \"trellis/hello\" but does not enable it"},
+      {"quotas that break the plan", [](DesiredTenant& t) { t.record.overrides.burst = 1; },
+       StatusCode::kInvalid, "burst (1) must be at least requests_per_second (50)"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    DesiredState state = tenChanges();
+    c.ninth(state.tenants[8]);
+    for (bool dry_run : {true, false}) {
+      auto r = reg_->applyState(state, dry_run);
+      ASSERT_FALSE(r);
+      EXPECT_EQ(r.status().code(), c.code);
+      EXPECT_NE(r.status().message().find(c.message), std::string::npos) << r.status().message();
+    }
+    EXPECT_EQ(reg_->list(), before);
+    EXPECT_EQ(reg_->plans().size(), 2u);
+    EXPECT_EQ(reg_->view("legacy")->quotas.requests_per_second, 10u);
+  }
+
+  // A plan the file drops while a tenant it does not declare is still on it.
+  DesiredState state = tenChanges();
+  state.plans = std::vector<Plan>{{"pro", rate(50)}};
+  state.tenants.resize(8);
+  for (auto& t : state.tenants) t.record.plan = "pro";
+  auto r = reg_->applyState(state, false);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kConflict);
+  EXPECT_NE(r.status().message().find("plan \"free\" is not in the file but tenant \"legacy\""),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(reg_->list(), before);
+
+  // Declaring it there too moves it off the plan, and then the plan can go.
+  state.tenants.push_back(desired("legacy", "pro"));
+  auto applied = reg_->applyState(state, false);
+  ASSERT_TRUE(applied) << applied.status().toString();
+  EXPECT_EQ(reg_->plans().size(), 2u);  // pro and default
+  EXPECT_EQ(reg_->get("legacy")->plan, "pro");
+  EXPECT_EQ(reg_->list().size(), before.size() + 8);
 }
 
 }  // namespace

@@ -235,15 +235,35 @@ void TokenVerifier::run(std::stop_token stop) {
   }
 }
 
-Result<VerifiedToken> TokenVerifier::verify(std::string_view token) const {
+std::string_view refusalName(TokenRefusal r) {
+  switch (r) {
+    case TokenRefusal::kMalformed: return "malformed";
+    case TokenRefusal::kIssuer: return "issuer";
+    case TokenRefusal::kNoKeys: return "no_keys";
+    case TokenRefusal::kAlgorithm: return "algorithm";
+    case TokenRefusal::kUnknownKid: return "unknown_kid";
+    case TokenRefusal::kSignature: return "signature";
+    case TokenRefusal::kClaims: return "claims";
+    case TokenRefusal::kTenant: return "tenant";
+  }
+  return "malformed";
+}
+
+Result<VerifiedToken> TokenVerifier::verify(std::string_view token, TokenRefusal* why) const {
+  TokenRefusal ignored;
+  TokenRefusal& reason = why ? *why : ignored;
   auto decoded = decodeJwt(token);
-  if (!decoded) return decoded.status();
+  if (!decoded) {
+    reason = TokenRefusal::kMalformed;
+    return decoded.status();
+  }
   const std::string iss = unverifiedIssuer(*decoded);
   Issuer* issuer = nullptr;
   for (const auto& i : issuers_) {
     if (i->config.issuer == iss) issuer = i.get();
   }
   if (!issuer) {
+    reason = TokenRefusal::kIssuer;
     std::string shown = iss.substr(0, 128);
     for (char& ch : shown) ch = (ch >= 0x20 && ch < 0x7f) ? ch : '?';
     return Status::permissionDenied(iss.empty()
@@ -252,13 +272,23 @@ Result<VerifiedToken> TokenVerifier::verify(std::string_view token) const {
   }
   auto keys = std::atomic_load(&issuer->keys);
   if (!keys) {
+    reason = TokenRefusal::kNoKeys;
     requestRefetch(*issuer);
     return Status::unavailable("issuer " + issuer->config.issuer + ": no key set loaded yet");
   }
   JwtRefusal refusal;
   auto verified = verifyJwt(*decoded, *keys, issuer->rules, options_.now(), &refusal);
-  if (!verified && refusal.failure == JwtFailure::kUnknownKid && !decoded->kid.empty()) {
+  if (verified) return verified;
+  if (refusal.failure == JwtFailure::kUnknownKid && !decoded->kid.empty()) {
     requestRefetch(*issuer);  // perhaps the issuer rotated its keys
+  }
+  switch (refusal.failure) {
+    case JwtFailure::kNone:
+    case JwtFailure::kMalformed: reason = TokenRefusal::kMalformed; break;
+    case JwtFailure::kAlgorithm: reason = TokenRefusal::kAlgorithm; break;
+    case JwtFailure::kUnknownKid: reason = TokenRefusal::kUnknownKid; break;
+    case JwtFailure::kSignature: reason = TokenRefusal::kSignature; break;
+    case JwtFailure::kClaims: reason = TokenRefusal::kClaims; break;
   }
   return verified;
 }

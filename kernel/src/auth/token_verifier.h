@@ -31,6 +31,21 @@
 
 namespace trellis::kernel::auth {
 
+// Why a signed token was refused: the label of trellis_jwt_refusals_total{reason}. kTenant
+// is the data plane's: a valid token naming a tenant that does not exist or is suspended.
+enum class TokenRefusal {
+  kMalformed,
+  kIssuer,
+  kNoKeys,
+  kAlgorithm,
+  kUnknownKid,
+  kSignature,
+  kClaims,
+  kTenant
+};
+inline constexpr size_t kTokenRefusalCount = 8;
+std::string_view refusalName(TokenRefusal r);  // "malformed", "issuer", "no_keys", …
+
 class TokenVerifier {
  public:
   // The JWKS document of an issuer with a jwks_uri, or why it could not be had.
@@ -55,8 +70,9 @@ class TokenVerifier {
   TokenVerifier& operator=(const TokenVerifier&) = delete;
 
   // The tenant and principal of a valid token; PERMISSION_DENIED or INVALID with a reason
-  // for the log (never token or key material). Thread-safe, lock-free on the good path.
-  Result<VerifiedToken> verify(std::string_view token) const;
+  // for the log (never token or key material), and the kind of refusal in *why (if given).
+  // Thread-safe, lock-free on the good path.
+  Result<VerifiedToken> verify(std::string_view token, TokenRefusal* why = nullptr) const;
 
   // Fetches (or re-reads) every issuer's set now, in the caller's thread. For tests and
   // for the refresher; keeps the last good set on failure and returns the first failure.

@@ -29,6 +29,7 @@ enum ExitCode : int {
   kExitUsage = 2,        // bad flags or arguments
   kExitUnreachable = 3,  // the admin API or registry cannot be reached, or answered garbage
   kExitAuth = 4,         // a token or key was refused (401/403), or a secret file is unsafe
+  kExitChanges = 5,      // `config diff --exit-code`: applying the file would change something
 };
 
 struct AdminClient {

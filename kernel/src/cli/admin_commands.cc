@@ -32,7 +32,7 @@ AdminCommands::AdminCommands(CLI::App& app, const AdminClient& admin, const bool
 
   x_ = app.add_subcommand("x", "Call a system plugin's admin route (/v1/x/<plugin>/<path>)");
   x_->add_option("plugin", plugin_, "Plugin id (namespace/name)")->required();
-  x_->add_option("method", method_, "GET or POST")
+  x_->add_option("method", method_, "GET, POST, PUT or DELETE")
       ->required()
       ->check(CLI::IsMember({"GET", "POST", "PUT", "DELETE"}));
   x_->add_option("path", path_, "Path below the plugin's prefix (records, export/today)")

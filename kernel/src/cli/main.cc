@@ -30,6 +30,7 @@
 #include "cli/admin_client.h"
 #include "cli/admin_commands.h"
 #include "cli/cli_settings.h"
+#include "cli/config_commands.h"
 #include "cli/job_commands.h"
 #include "cli/login_command.h"
 #include "cli/marketplace_commands.h"
@@ -164,6 +165,7 @@ int main(int argc, char** argv) {
   trellis::cli::SystemCommands system_commands(*plugin, admin, json);
   trellis::cli::AdminCommands admin_commands(cli, admin, json);
   trellis::cli::SecretsCommands secrets_commands(cli, admin, json);
+  trellis::cli::ConfigCommands config_commands(cli, admin);
 
   try {
     cli.parse(argc, argv);
@@ -186,7 +188,8 @@ int main(int argc, char** argv) {
       output.print(admin.call("GET", "/v1/plugins"), printPlugins);
     } else if (!login_command.run() && !publisher_commands.run() && !marketplace_commands.run() &&
                !policy_commands.run() && !plugin_commands.run() && !job_commands.run() &&
-               !system_commands.run() && !admin_commands.run() && !secrets_commands.run()) {
+               !system_commands.run() && !admin_commands.run() && !secrets_commands.run() &&
+               !config_commands.run()) {
       tenant_commands.run();
     }
   } catch (const Poco::Exception& e) {

@@ -26,9 +26,28 @@ namespace {
 constexpr int kMaxJsonDepth = 64;
 constexpr uint64_t kMaxBytesSetting = uint64_t{1} << 30;
 constexpr uint64_t kMaxMillis = 24ull * 60 * 60 * 1000;
+constexpr uintmax_t kMaxPolicyFileBytes = 1024 * 1024;  // the policy engine's limit too
+
+// Keys and values come from the document: control characters are shown escaped so that
+// an error stays one readable line (a key may even begin with a NUL byte).
+std::string visible(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  return out;
+}
 
 [[noreturn]] void fail(const std::string& path, const std::string& message) {
-  throw ConfigError(path.empty() ? message : path + ": " + message);
+  throw ConfigError(visible(path.empty() ? message : path + ": " + message));
 }
 
 std::string join(const std::string& path, std::string_view key) {
@@ -167,7 +186,7 @@ class Parser {
     if (auto n = root["plugins"]) parsePlugins(n, "plugins", cfg);
     if (auto n = root["audit"]) parseAudit(n, "audit", cfg);
     if (auto n = root["plans"]) parsePlans(n, "plans", cfg);
-    if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg);
+    if (auto n = root["tenants"]) parseTenants(n, "tenants", cfg, false);
     if (auto n = root["policy"]) parsePolicy(n, "policy", cfg.policy);
     if (auto n = root["egress"]) {
       checkKeys(n, "egress", {"ca_file"});
@@ -176,6 +195,25 @@ class Parser {
     if (auto n = root["usage"]) parseUsage(n, "usage", cfg.usage);
     if (auto n = root["auth"]) parseAuth(n, "auth", cfg);
     return withDefaults(std::move(cfg), token_set);
+  }
+
+  StateFile parseState(const YAML::Node& root) const {
+    StateFile state;
+    if (root.IsNull()) return state;
+    if (!root.IsMap())
+      fail("", "expected a map with plans, tenants, policies; got " + describe(root));
+    checkKeys(root, "", {"plans", "tenants", "policies"});
+    Config cfg;
+    if (auto n = root["plans"]) {
+      parsePlans(n, "plans", cfg);
+      state.plans = cfg.plans;
+    }
+    if (auto n = root["tenants"]) {
+      parseTenants(n, "tenants", cfg, true, state.plans.has_value());
+    }
+    state.tenants = std::move(cfg.tenants);
+    if (auto n = root["policies"]) state.policies = parsePolicies(n, "policies");
+    return state;
   }
 
  private:
@@ -391,7 +429,7 @@ class Parser {
   // missing file or a key that does not match its certificate.
   tls::ServerTlsOptions parseTls(const YAML::Node& n, const std::string& path) const {
     checkKeys(n, path,
-              {"certificates", "client_auth", "client_ca", "ciphers", "ciphersuites",
+              {"certificates", "client_auth", "client_ca", "client_crl", "ciphers", "ciphersuites",
                "handshake_timeout_ms", "reload_check_ms"});
     tls::ServerTlsOptions t;
     if (n.IsNull()) fail(path, "expected a map with certificates, got null");
@@ -430,6 +468,13 @@ class Parser {
     }
     if (t.client_auth == tls::ClientAuth::kOff && !t.client_ca.empty()) {
       fail(join(path, "client_ca"), "set, but client_auth is off (set it to optional or required)");
+    }
+    if (auto v = n["client_crl"]) {
+      t.client_crl = readPath(v, join(path, "client_crl"));
+      if (t.client_auth == tls::ClientAuth::kOff) {
+        fail(join(path, "client_crl"),
+             "set, but client_auth is off (set it to optional or required)");
+      }
     }
     if (auto v = n["ciphers"]) t.ciphers = readString(v, join(path, "ciphers"));
     if (auto v = n["ciphersuites"]) t.ciphersuites = readString(v, join(path, "ciphersuites"));
@@ -739,7 +784,10 @@ class Parser {
     }
   }
 
-  static void parseTenants(const YAML::Node& n, const std::string& path, Config& cfg) {
+  // A trellis.yaml tenant names plugins of plugins.enabled and plans of the file; a state
+  // file's may name whatever the server runs (checked there) and adds plugin_config.
+  static void parseTenants(const YAML::Node& n, const std::string& path, Config& cfg,
+                           bool state_file, bool plans_given = true) {
     if (n.IsNull()) return;
     requireList(n, path);
     std::map<std::string, std::string> key_owner;  // sha256 hex -> tenant id
@@ -747,7 +795,10 @@ class Parser {
       const YAML::Node& t = n[i];
       std::string tpath = indexed(path, i);
       if (!t.IsMap()) fail(tpath, "expected a map with id and keys, got " + describe(t));
-      checkKeys(t, tpath, {"id", "keys", "plan", "labels", "plugins", "grants", "quotas"});
+      std::vector<std::string_view> keys{"id",      "keys",   "plan",  "labels",
+                                         "plugins", "grants", "quotas"};
+      if (state_file) keys.push_back("plugin_config");
+      checkKeys(t, tpath, keys);
       TenantEntry entry;
       if (!t["id"]) fail(join(tpath, "id"), "required");
       entry.id = readString(t["id"], join(tpath, "id"));
@@ -773,7 +824,7 @@ class Parser {
       }
       if (auto plan = t["plan"]) {
         entry.plan = readString(plan, join(tpath, "plan"));
-        bool known = entry.plan == "default";
+        bool known = entry.plan == "default" || !plans_given;
         for (const auto& p : cfg.plans) known = known || p.name == entry.plan;
         if (!known) fail(join(tpath, "plan"), "unknown plan \"" + entry.plan + "\"");
       }
@@ -789,7 +840,10 @@ class Parser {
         requireList(plugins, ppath);
         for (size_t k = 0; k < plugins.size(); ++k) {
           std::string id = readString(plugins[k], indexed(ppath, k));
-          bool enabled = false;
+          if (!plugin::isValidPluginId(id)) {
+            fail(indexed(ppath, k), "expected namespace/name, got " + describe(plugins[k]));
+          }
+          bool enabled = state_file;
           for (const auto& p : cfg.plugins) enabled = enabled || p.id == id;
           if (!enabled) {
             fail(indexed(ppath, k), "plugin \"" + id + "\" is not in plugins.enabled");
@@ -799,6 +853,7 @@ class Parser {
       }
       if (auto grants = t["grants"]) readGrants(grants, join(tpath, "grants"), entry);
       if (auto q = t["quotas"]) entry.quotas = readQuotas(q, join(tpath, "quotas"));
+      if (auto c = t["plugin_config"]) readPluginConfig(c, join(tpath, "plugin_config"), entry);
       cfg.tenants.push_back(std::move(entry));
     }
   }
@@ -825,6 +880,52 @@ class Parser {
         granted.insert(std::move(capability));
       }
     }
+  }
+
+  // plugin_config: {plugin id: {key: value}}: overrides of plugins the tenant enables.
+  static void readPluginConfig(const YAML::Node& n, const std::string& path, TenantEntry& entry) {
+    if (n.IsNull()) return;
+    if (!n.IsMap()) fail(path, "expected a map of plugin id to overrides, got " + describe(n));
+    for (const auto& kv : n) {
+      std::string plugin = readString(kv.first, path);
+      std::string cpath = join(path, plugin);
+      if (entry.plugins.count(plugin) == 0) {
+        fail(cpath, "plugin \"" + plugin + "\" is not in this tenant's plugins");
+      }
+      if (!kv.second.IsMap())
+        fail(cpath, "expected a map of overrides, got " + describe(kv.second));
+      toJson(kv.second, cpath, 0, entry.plugin_config[plugin]);
+    }
+  }
+
+  // policies: {global: {name, source}, tenants: {id: {name, source}}}; the whole set.
+  static std::map<std::string, StatePolicy> parsePolicies(const YAML::Node& n,
+                                                          const std::string& path) {
+    checkKeys(n, path, {"global", "tenants"});
+    std::map<std::string, StatePolicy> out;
+    if (n.IsNull()) return out;
+    if (auto g = n["global"]; g && !g.IsNull()) out[""] = readPolicy(g, join(path, "global"));
+    if (auto t = n["tenants"]; t && !t.IsNull()) {
+      std::string tpath = join(path, "tenants");
+      if (!t.IsMap()) fail(tpath, "expected a map of tenant id to policy, got " + describe(t));
+      for (const auto& kv : t) {
+        std::string id = readString(kv.first, tpath);
+        if (!tenants::isValidTenantId(id)) {
+          fail(join(tpath, id), "expected a tenant id ([a-z0-9][a-z0-9-]{0,62})");
+        }
+        out[id] = readPolicy(kv.second, join(tpath, id));
+      }
+    }
+    return out;
+  }
+
+  static StatePolicy readPolicy(const YAML::Node& n, const std::string& path) {
+    if (!n.IsMap()) fail(path, "expected {name, source} (or file: in the CLI), got " + describe(n));
+    checkKeys(n, path, {"name", "source"});
+    if (!n["name"]) fail(join(path, "name"), "required");
+    if (!n["source"]) fail(join(path, "source"), "required");
+    return {readString(n["name"], join(path, "name")),
+            readString(n["source"], join(path, "source"))};
   }
 
   static void parsePlans(const YAML::Node& n, const std::string& path, Config& cfg) {
@@ -937,16 +1038,23 @@ size_t countDocuments(const std::string& yaml) {
 
 }  // namespace
 
-Config Config::parse(const std::string& yaml, const std::filesystem::path& base_dir) {
-  YAML::Node doc;
+namespace {
+
+YAML::Node loadOneDocument(const std::string& yaml) {
   try {
     size_t docs = countDocuments(yaml);
     if (docs > 1) throw ConfigError("expected one YAML document, found " + std::to_string(docs));
-    doc = YAML::Load(yaml);
+    return YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
     throw ConfigError("invalid YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
                       std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
+}
+
+}  // namespace
+
+Config Config::parse(const std::string& yaml, const std::filesystem::path& base_dir) {
+  YAML::Node doc = loadOneDocument(yaml);
   std::filesystem::path base = std::filesystem::absolute(base_dir).lexically_normal();
   try {
     return Parser(base).parse(doc);
@@ -954,6 +1062,61 @@ Config Config::parse(const std::string& yaml, const std::filesystem::path& base_
     // Not expected (we never convert with as<>), but never let one escape as another type.
     throw ConfigError(std::string("invalid configuration: ") + e.what());
   }
+}
+
+StateFile StateFile::parse(const std::string& yaml) {
+  YAML::Node doc = loadOneDocument(yaml);
+  try {
+    return Parser({}).parseState(doc);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(std::string("invalid state: ") + e.what());
+  }
+}
+
+namespace {
+
+// {file: x.lua} -> {name: x.lua, source: <its text>}; anything else is the parser's to judge.
+void inlinePolicyFile(YAML::Node policy, const std::filesystem::path& base,
+                      const std::string& path) {
+  if (!policy.IsMap() || !policy["file"]) return;
+  if (!policy["file"].IsScalar()) fail(join(path, "file"), "expected a path");
+  const std::filesystem::path file = (base / policy["file"].Scalar()).lexically_normal();
+  // A regular file of policy size only: /dev/zero or a FIFO must not hang the CLI.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    fail(join(path, "file"), "cannot read " + file.string() + ": not a regular file");
+  }
+  if (std::filesystem::file_size(file, ec) > kMaxPolicyFileBytes) {
+    fail(join(path, "file"), file.string() + " is larger than 1 MiB");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(join(path, "file"), "cannot read " + file.string() + ": " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  policy.remove("file");
+  if (!policy["name"]) policy["name"] = file.filename().string();
+  policy["source"] = text.str();
+}
+
+}  // namespace
+
+std::string StateFile::inlinePolicyFiles(const std::string& yaml,
+                                         const std::filesystem::path& base_dir) {
+  YAML::Node root = loadOneDocument(yaml);
+  if (!root.IsMap() || !root["policies"] || !root["policies"].IsMap()) return yaml;
+  // A node bound to a name modifies the tree it came from (yaml-cpp nodes are handles).
+  YAML::Node policies = root["policies"];
+  if (policies["global"]) inlinePolicyFile(policies["global"], base_dir, "policies.global");
+  if (YAML::Node tenants = policies["tenants"]; tenants && tenants.IsMap()) {
+    for (auto kv : tenants) {
+      if (kv.first.IsScalar()) {
+        inlinePolicyFile(kv.second, base_dir, join("policies.tenants", kv.first.Scalar()));
+      }
+    }
+  }
+  std::string json;  // JSON is YAML: plain scalars stay plain, quoted ones strings
+  toJson(root, "", 0, json);
+  return json;
 }
 
 Config Config::load(const std::filesystem::path& file) {

@@ -32,6 +32,7 @@
 #include "trellis/kernel/http/request_id.h"
 #include "trellis/kernel/http/request_parser.h"
 #include "trellis/kernel/tls/server_context.h"
+#include "trellis/kernel/util/log_limiter.h"
 
 namespace trellis::kernel::http {
 namespace {
@@ -61,6 +62,7 @@ struct Shared {
   std::atomic<size_t> connections{0};
   std::atomic<uint64_t> rejected{0};
   std::atomic<bool> draining{false};
+  util::LogLimiter refused_certificates;  // their info lines; a flood writes a few
 };
 
 std::string formatEndpoint(const tcp::endpoint& ep) {
@@ -227,8 +229,9 @@ class Session final : public SessionBase {
 
   // A failed handshake is the client's problem: the connection is closed. A refused client
   // certificate (untrusted issuer, expired, none sent when required) is logged at info with
-  // the reason, since an operator rolling out mTLS needs to see it; the rest (wrong version,
-  // no shared cipher, garbage) at debug, so scanners cannot flood the log.
+  // the reason, since an operator rolling out mTLS needs to see it (a bounded number of lines
+  // per window); the rest (wrong version, no shared cipher, garbage) at debug, so scanners
+  // cannot flood the log.
   void onHandshake(const ErrorCode& ec) {
     if (phase_ == Phase::kClosed) return;
     if (ec) {
@@ -237,9 +240,14 @@ class Session final : public SessionBase {
       if constexpr (kTls) {
         why = tls::handshakeFailureReason(socket_.native_handle(), ec, &client_certificate);
       }
-      spdlog::log(client_certificate ? spdlog::level::info : spdlog::level::debug,
-                  "{} listener: TLS handshake with {}:{} failed: {}", shared_.opts.name,
-                  peer_.address, peer_.port, why);
+      uint64_t left_out = 0;
+      if (!client_certificate) {
+        spdlog::debug("{} listener: TLS handshake with {}:{} failed: {}", shared_.opts.name,
+                      peer_.address, peer_.port, why);
+      } else if (shared_.refused_certificates.allow(&left_out)) {
+        spdlog::info("{} listener: TLS handshake with {}:{} failed: {}{}", shared_.opts.name,
+                     peer_.address, peer_.port, why, util::leftOut(left_out));
+      }
       return close();
     }
     if constexpr (kTls) peer_.certificate = tls::peerIdentity(socket_.native_handle());

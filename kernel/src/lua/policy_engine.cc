@@ -373,8 +373,9 @@ bool validPolicyName(std::string_view name) {
 }
 }  // namespace
 
-Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view name,
-                                       std::string_view source) {
+Result<std::shared_ptr<CompiledPolicy>> PolicyEngine::compileNew(std::string_view tenant,
+                                                                 std::string_view name,
+                                                                 std::string_view source) {
   if (!validPolicyName(name)) {
     return Status::invalid("policy name \"" + std::string(name) +
                            "\" must be 1-128 of [A-Za-z0-9._-] (the file's base name)");
@@ -382,9 +383,28 @@ Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view
   if (source.size() > kMaxSourceBytes) {
     return Status::invalid(std::string(name) + " is larger than 1 MiB");
   }
+  return compile(tenant, 0, name, source, nowMs());
+}
+
+Status PolicyEngine::check(std::string_view tenant, std::string_view name,
+                           std::string_view source) {
+  auto compiled = compileNew(tenant, name, source);
+  return compiled ? Status::ok() : compiled.status();
+}
+
+std::optional<PolicyEngine::ActiveSource> PolicyEngine::activeSource(
+    std::string_view tenant) const {
+  const auto snapshot = current();
+  const CompiledPolicy* p = snapshot->find(tenant);
+  if (p == nullptr) return std::nullopt;
+  return ActiveSource{p->name, p->source};
+}
+
+Result<PolicyInfo> PolicyEngine::apply(std::string_view tenant, std::string_view name,
+                                       std::string_view source) {
   // The top level runs (under the budget) before the lock is taken: a slow one holds up
   // nobody else's apply, rollback or remove.
-  auto compiled = compile(tenant, 0, name, source, nowMs());
+  auto compiled = compileNew(tenant, name, source);
   if (!compiled) return compiled.status();
   std::lock_guard apply_lock(internals_->apply_mu);
   auto& p = **compiled;

@@ -13,6 +13,7 @@
 #include "admin/admin_tokens_api.h"
 #include "admin/plugin_admin_routes.h"
 #include "runtime/bearer.h"
+#include "runtime/config_admin.h"
 #include "runtime/jobs_admin.h"
 #include "runtime/openapi_document.h"
 #include "runtime/responses.h"
@@ -91,6 +92,9 @@ void AdminPlane::handle(http::Request& req, const http::Peer& peer, http::Respon
   }
   if (view_.policies) {
     if (view_.policies->handle(req, path, respond)) return;
+  }
+  if (view_.config) {
+    if (view_.config->handle(req, path, respond)) return;
   }
   if (view_.system) {
     if (auto res = view_.system->handle(req, path)) return respond(std::move(*res));

@@ -7,6 +7,7 @@
 //   /v1/tenants…, /v1/keys…, /v1/drift   tenant administration (tenant_admin.h)
 //   /v1/tenants/{id}/plugins/{ns}/{name}/config   per-tenant plugin config (tenant_config_admin.h)
 //   /v1/policies…               admin Lua policies (policy_admin.h)
+//   /v1/config/plan|apply       declarative configuration (config_admin.h)
 //   /v1/system-grants, /v1/plugins/{id}/system   system scope (system_admin.h)
 //   /v1/admin-tokens…           named admin principals (admin/admin_tokens_api.h)
 //   /v1/x/<ns>/<name>/…         system plugins' admin routes (admin/plugin_admin_routes.h)
@@ -34,6 +35,7 @@ class PluginAdminRoutes;
 
 namespace trellis::kernel::runtime {
 
+class ConfigAdmin;
 class JobsAdmin;
 class SystemAdmin;
 class TenantConfigAdmin;
@@ -52,6 +54,7 @@ struct AdminView {
   JobsAdmin* jobs = nullptr;         // /v1/jobs; null: not offered
   SystemAdmin* system = nullptr;     // system-scope grants; null: not offered
   TenantConfigAdmin* tenant_config = nullptr;  // per-tenant plugin config; null: not offered
+  ConfigAdmin* config = nullptr;               // /v1/config/plan|apply; null: not offered
   // Named principals, roles and the audit stream (admin/admin_gate.h); null: the bearer
   // token alone, unaudited.
   admin::AdminGate* gate = nullptr;

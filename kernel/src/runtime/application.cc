@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "admin/admin_gate.h"
 #include "admin/admin_principals.h"
 #include "admin/admin_tokens_api.h"
@@ -11,6 +13,7 @@
 #include "auth/token_verifier.h"
 #include "runtime/access_log.h"
 #include "runtime/admin_plane.h"
+#include "runtime/config_admin.h"
 #include "runtime/data_plane.h"
 #include "runtime/jobs_admin.h"
 #include "runtime/plugin_control.h"
@@ -81,6 +84,7 @@ struct Application::Impl {
   std::unique_ptr<PluginManager> plugins;
   std::unique_ptr<runtime::SystemAdmin> system_admin;
   std::unique_ptr<runtime::TenantConfigAdmin> tenant_config_admin;
+  std::unique_ptr<runtime::ConfigAdmin> config_admin;
   std::unique_ptr<admin::AdminPrincipals> admin_principals;
   std::unique_ptr<admin::AuditStream> audit;
   std::unique_ptr<admin::AdminGate> admin_gate;
@@ -99,11 +103,20 @@ struct Application::Impl {
 
 namespace {
 
-// Plans and tenants declared in trellis.yaml: plans are config-owned; declared tenants are
-// created when missing, and differences from the registry are reported as drift.
+// Plans and tenants declared in trellis.yaml: its plans are created or updated (others, from
+// the API or a state file, are kept); declared tenants are created when missing, and
+// differences from the registry are reported as drift.
 Result<std::vector<tenants::Drift>> applyDeclaredTenants(const config::Config& cfg,
                                                          tenants::TenantRegistry& registry) {
-  if (Status s = registry.definePlans(cfg.plans); !s) return s;
+  if (Status s = registry.upsertPlans(cfg.plans); !s) return s;
+  for (const auto& plan : registry.plans()) {
+    const bool declared = std::any_of(cfg.plans.begin(), cfg.plans.end(),
+                                      [&](const tenants::Plan& p) { return p.name == plan.name; });
+    if (!declared && plan.name != "default") {
+      spdlog::info("plan {} is not in trellis.yaml: kept (defined by a state file or the API)",
+                   plan.name);
+    }
+  }
   std::vector<tenants::TenantRecord> declared;
   for (const auto& t : cfg.tenants) {
     tenants::TenantRecord r;
@@ -409,6 +422,8 @@ Status Application::start() {
   view.system = s.system_admin.get();
   s.tenant_config_admin = std::make_unique<runtime::TenantConfigAdmin>(*s.tenants, *s.plugins);
   view.tenant_config = s.tenant_config_admin.get();
+  s.config_admin = std::make_unique<runtime::ConfigAdmin>(*s.tenants, *s.plugins, *s.policy);
+  view.config = s.config_admin.get();
   view.gate = s.admin_gate.get();
   view.admin_tokens = s.admin_tokens.get();
   s.plugin_admin_routes = std::make_unique<admin::PluginAdminRoutes>(s.routes);

@@ -166,6 +166,13 @@ DataPlane::DataPlane(const ActiveRoutes& routes, const tenants::TenantRegistry& 
   for (size_t i = 0; i < requests_by_class_.size(); ++i) {
     requests_by_class_[i] = &family.labels({"data", classes[i]});
   }
+  auto& refusals =
+      metrics.counter("trellis_jwt_refusals_total",
+                      "Signed bearer tokens refused on the data plane, by reason", {"reason"});
+  for (size_t i = 0; i < token_refusals_.size(); ++i) {
+    token_refusals_[i] =
+        &refusals.labels({std::string(auth::refusalName(static_cast<auth::TokenRefusal>(i)))});
+  }
 }
 
 // Before the body is read: a request without an active tenant is refused here, so the host
@@ -202,16 +209,20 @@ tenants::Resolution DataPlane::resolveCaller(const http::Request& req, const htt
   if (certificateCaller(req, peer)) {
     tenants::Resolution r =
         auth::resolveCertificateTenant(tenants_, *peer.certificate, token_refusal);
-    if (r.outcome != tenants::Resolution::Outcome::kOk && !token_refusal->empty()) {
-      spdlog::info("data plane: client certificate from {} refused: {} ({})", peer.address,
-                   *token_refusal, auth::describeCertificate(*peer.certificate));
+    uint64_t left_out = 0;
+    if (r.outcome != tenants::Resolution::Outcome::kOk && !token_refusal->empty() &&
+        refusal_log_.allow(&left_out)) {
+      spdlog::info("data plane: client certificate from {} refused: {} ({}){}", peer.address,
+                   *token_refusal, auth::describeCertificate(*peer.certificate),
+                   util::leftOut(left_out));
     }
     return r;
   }
   const std::string_view credential = bearerCredential(req);
   if (!tokens_ || !auth::looksLikeJwt(credential)) return tenants_.resolve(credential);
   tenants::Resolution r;  // kUnknownKey until proven otherwise
-  auto verified = tokens_->verify(credential);
+  auth::TokenRefusal why = auth::TokenRefusal::kTenant;
+  auto verified = tokens_->verify(credential, &why);
   if (!verified) {
     *token_refusal = verified.status().message();
   } else if (auto view = tenants_.view(verified->tenant); !view) {
@@ -234,7 +245,11 @@ tenants::Resolution DataPlane::resolveCaller(const http::Request& req, const htt
     r.snapshot = std::move(caller);
     return r;
   }
-  spdlog::info("data plane: bearer token from {} refused: {}", peer.address, *token_refusal);
+  token_refusals_[static_cast<size_t>(why)]->add();
+  if (uint64_t left_out = 0; refusal_log_.allow(&left_out)) {
+    spdlog::info("data plane: bearer token from {} refused: {}{}", peer.address, *token_refusal,
+                 util::leftOut(left_out));
+  }
   return r;
 }
 

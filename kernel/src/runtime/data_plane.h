@@ -23,6 +23,7 @@
 #include "trellis/kernel/http/message.h"
 #include "trellis/kernel/lua/policy_engine.h"
 #include "trellis/kernel/metrics/registry.h"
+#include "trellis/kernel/util/log_limiter.h"
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/registry.h"
 
@@ -109,8 +110,12 @@ class DataPlane : public http::RequestHandler {
   metrics::Counter& pool_rejections_;
   metrics::Family<metrics::Counter>& quota_rejections_;
   const auth::TokenVerifier* tokens_ = nullptr;  // null: API keys only
-  lua::PolicyEngine* policy_;                    // null: no policies (tests, tools)
-  services::usage::UsageStream* usage_;          // null: no usage records (tests, tools)
+  // trellis_jwt_refusals_total by auth::TokenRefusal.
+  std::array<metrics::Counter*, auth::kTokenRefusalCount> token_refusals_{};
+  // Refused tokens and certificates are logged, but a flood of them writes a few lines only.
+  mutable util::LogLimiter refusal_log_;
+  lua::PolicyEngine* policy_;            // null: no policies (tests, tools)
+  services::usage::UsageStream* usage_;  // null: no usage records (tests, tools)
   Tarpit tarpit_;  // rate-limit refusals wait here, so floods cannot hog the event loop
 };
 

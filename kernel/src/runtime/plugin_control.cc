@@ -28,11 +28,7 @@ PluginControl::PluginControl(PluginManager& plugins, ActiveRoutes& routes,
 bool PluginControl::handle(const http::Request& req, std::string_view path,
                            const http::Respond& respond) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) {
-    auto res = notMatched(router_, req, path);
-    if (res) respond(std::move(*res));
-    return res.has_value();
-  }
+  if (!m) return respondNotMatched(router_, req, path, respond);
   // The request stays alive and untouched until respond is called (http::RequestHandler);
   // the match's views point into it and into the router.
   if (!worker_.trySubmit([this, &req, match = *m, respond] { respond(answer(req, match)); })) {

@@ -58,11 +58,7 @@ PolicyAdmin::PolicyAdmin(lua::PolicyEngine& engine, const tenants::TenantRegistr
 bool PolicyAdmin::handle(const http::Request& req, std::string_view path,
                          const http::Respond& respond) {
   auto m = router_.match(req.method_string(), path);
-  if (!m) {
-    auto res = notMatched(router_, req, path);
-    if (res) respond(std::move(*res));
-    return res.has_value();
-  }
+  if (!m) return respondNotMatched(router_, req, path, respond);
   const auto e = static_cast<Endpoint>(m->target);
   std::string tenant(m->param("id").value_or(""));
   if (e != kApplyGlobal && e != kApplyTenant && e != kRollbackGlobal && e != kRollbackTenant) {

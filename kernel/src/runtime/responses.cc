@@ -58,6 +58,13 @@ std::optional<http::Response> notMatched(const http::Router& router, const http:
                        std::string(req.method_string()) + " is not allowed here", {}, &req);
 }
 
+bool respondNotMatched(const http::Router& router, const http::Request& req, std::string_view path,
+                       const http::Respond& respond) {
+  auto res = notMatched(router, req, path);
+  if (res) respond(std::move(*res));
+  return res.has_value();
+}
+
 http::Response failureResponse(const http::Request& req, const Status& s) {
   const unsigned code = httpStatusFor(s.toC());
   return http::problem(

@@ -30,6 +30,11 @@ void setRateLimitHeaders(http::Response& res, uint64_t limit, uint64_t remaining
 std::optional<http::Response> notMatched(const http::Router& router, const http::Request& req,
                                          std::string_view path);
 
+// The same for a module that answers through `respond`: true if the 405 was sent (the path
+// is ours), false if the path belongs to another module.
+bool respondNotMatched(const http::Router& router, const http::Request& req, std::string_view path,
+                       const http::Respond& respond);
+
 // The HTTP status for a failure status (a plugin's, or a registry's).
 unsigned httpStatusFor(trellis_status s);
 

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -121,6 +122,41 @@ int rememberRefusal(int preverify_ok, X509_STORE_CTX* store) {
                         nameToString(X509_get_issuer_name(cert)) + "\""));
   }
   return 0;
+}
+
+// client_crl: every CRL in the PEM file joins the verify store, and each client's certificate
+// is checked against its issuer's CRL. No CRL of the issuer, or one past its nextUpdate,
+// refuses the certificate: a stale list cannot say who is still good (fail closed).
+Status loadCrls(SSL_CTX* c, const std::filesystem::path& file, const std::string& where) {
+  if (Status s = checkReadable(file, where); !s) return s;
+  BIO* bio = BIO_new_file(file.c_str(), "r");
+  if (bio == nullptr) {
+    return Status::invalid(where + ": cannot read " + file.string() + ": " + takeOpensslErrors());
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  size_t loaded = 0;
+  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio, nullptr, nullptr, nullptr)) {
+    const int added = X509_STORE_add_crl(store, crl);
+    X509_CRL_free(crl);
+    if (added != 1) {
+      BIO_free(bio);
+      return Status::invalid(where + ": cannot use a CRL of " + file.string() + ": " +
+                             takeOpensslErrors());
+    }
+    ++loaded;
+  }
+  BIO_free(bio);
+  // The loop ends at the end of the file ("no start line") or at something that is not a CRL.
+  const unsigned long err = ERR_peek_last_error();
+  const bool at_end = ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE;
+  if (err != 0 && !at_end) {
+    return Status::invalid(where + ": " + file.string() + " holds something that is not a PEM " +
+                           "CRL: " + takeOpensslErrors());
+  }
+  ERR_clear_error();
+  if (loaded == 0) return Status::invalid(where + ": no CRL in " + file.string());
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  return Status::ok();
 }
 
 std::string fileStamp(const std::filesystem::path& p) {
@@ -262,6 +298,9 @@ Result<std::shared_ptr<Generation>> ServerContext::load(const Generation* previo
                                options_.client_ca.string());
       }
       SSL_CTX_set_client_CA_list(c, names);
+      if (!options_.client_crl.empty()) {
+        if (Status s = loadCrls(c, options_.client_crl, where + ".client_crl"); !s) return s;
+      }
       int mode = SSL_VERIFY_PEER;
       if (options_.client_auth == ClientAuth::kRequired) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
       SSL_CTX_set_verify(c, mode, rememberRefusal);
@@ -305,6 +344,7 @@ std::string ServerContext::fingerprintFiles() const {
   std::string out;
   for (const auto& c : options_.certificates) out += fileStamp(c.cert) + fileStamp(c.key);
   if (options_.client_auth != ClientAuth::kOff) out += fileStamp(options_.client_ca);
+  if (!options_.client_crl.empty()) out += fileStamp(options_.client_crl);
   return out;
 }
 
@@ -370,6 +410,12 @@ std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
       case X509_V_ERR_CERT_SIGNATURE_FAILURE: why = "untrusted issuer"; break;
       case X509_V_ERR_CERT_HAS_EXPIRED: why = "expired"; break;
       case X509_V_ERR_CERT_NOT_YET_VALID: why = "not yet valid"; break;
+      case X509_V_ERR_CERT_REVOKED: why = "revoked"; break;
+      // client_crl has no current CRL of the issuer: nobody it signed can be vouched for.
+      case X509_V_ERR_UNABLE_TO_GET_CRL:
+      case X509_V_ERR_CRL_HAS_EXPIRED:
+      case X509_V_ERR_CRL_NOT_YET_VALID:
+      case X509_V_ERR_CRL_SIGNATURE_FAILURE: why = "unverifiable (revocation list)"; break;
       default: why = "refused"; break;
     }
     std::string out =

@@ -168,6 +168,34 @@ struct Drift {
   std::string detail;  // e.g. "plan is \"pro\" in the registry but \"free\" in trellis.yaml"
 };
 
+// A whole desired state (`trellis config apply`): what the file declares, nothing else.
+struct DesiredTenant {
+  TenantRecord record;  // id, plan, labels, plugins, grants, overrides; the rest is ignored
+  std::vector<std::string> key_hashes;  // SHA-256 hex of keys it must hold; imported if missing
+  // The tenant's overrides (JSON objects, checked by the caller) by plugin id; a plugin
+  // not listed has none afterwards.
+  std::map<std::string, std::string> plugin_config;
+};
+
+struct DesiredState {
+  std::optional<std::vector<Plan>> plans;  // the whole set; unset: plans are left alone
+  std::vector<DesiredTenant> tenants;
+};
+
+// One step of applying a desired state: `create tenant "acme"`, `update plan "free"`.
+struct StateChange {
+  std::string action;  // "create", "update", "remove", "import key", "set config", …
+  std::string object;  // `tenant "acme"`, `plan "free"`, `key "cfg1a2b3c4d" of "acme"`
+  std::vector<std::string> details;  // what changes, one line each (may be empty)
+};
+
+struct StatePlan {
+  std::vector<StateChange> changes;
+  // What the registry holds that the file does not say (a tenant not declared, a key not
+  // listed): reported, left as it is.
+  std::vector<Drift> drift;
+};
+
 class TenantRegistry {
  public:
   virtual ~TenantRegistry() = default;
@@ -177,6 +205,9 @@ class TenantRegistry {
   // tenant's overrides with burst < rate; a plan still used by a tenant cannot disappear
   // (CONFLICT). "default" always exists: left out of the set, it is unlimited.
   virtual Status definePlans(std::vector<Plan> plans) = 0;
+  // Creates or updates these plans and keeps every other one (trellis.yaml's plans at
+  // start: a plan a state file or the API added survives a restart). Same checks.
+  virtual Status upsertPlans(std::vector<Plan> plans) = 0;
   virtual std::vector<Plan> plans() const = 0;
 
   // CONFLICT if the id exists; INVALID for a bad id, unknown plan, bad labels, bad plugin
@@ -232,6 +263,13 @@ class TenantRegistry {
   // never changed here. Also drift: a declared tenant created through the API, and a
   // "config" tenant no longer declared. Status is not compared (suspension is operational).
   virtual Result<std::vector<Drift>> applyDeclared(const std::vector<TenantRecord>& declared) = 0;
+
+  // Brings the registry to `state` in one transaction: plans (if given) replaced, declared
+  // tenants created or updated, missing key hashes imported, plugin overrides set or
+  // removed. All or nothing: any error (an unknown plan, a plan still in use, a key hash
+  // another tenant holds) changes nothing and names the object. With `dry_run` the same
+  // work runs and is rolled back, so the plan is exactly what an apply would do.
+  virtual Result<StatePlan> applyState(const DesiredState& state, bool dry_run) = 0;
 
   // Hot path: never waits for a mutation, allocates nothing beyond the shared_ptr copy.
   // Empty, oversized and malformed keys are kUnknownKey.

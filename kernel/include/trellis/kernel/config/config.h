@@ -18,6 +18,7 @@
 //         - {cert: "tls/legacy.pem", key: "tls/legacy.key"}
 //       client_auth: off                         # off | optional | required (mTLS)
 //       client_ca: "tls/clients-ca.pem"          # needed unless client_auth is off
+//       client_crl: "tls/clients-ca.crl"         # optional: PEM CRLs of client_ca's CAs
 //       ciphers: "<TLS 1.2 list>"                # default: ECDHE with AEAD only
 //       ciphersuites: "<TLS 1.3 list>"           # default: the three AEAD suites
 //       handshake_timeout_ms: 10000
@@ -178,6 +179,8 @@ struct TenantEntry {
   // Per plugin, the capabilities it may use for this tenant (absent: all it requests).
   std::map<std::string, std::set<std::string>> grants;
   tenants::Quotas quotas;  // overrides on top of the plan
+  // State files only (StateFile): the tenant's overrides, a JSON object per plugin id.
+  std::map<std::string, std::string> plugin_config;
 };
 
 // PostgreSQL storage (storage.url and friends); unset url = SQLite under data_dir.
@@ -285,6 +288,35 @@ struct Config {
   static Config load(const std::filesystem::path& file);
   // As load() for text; relative paths resolve against `base_dir`. `file` stays empty.
   static Config parse(const std::string& yaml, const std::filesystem::path& base_dir);
+};
+
+// A desired state for `trellis config diff|apply FILE` (docs/operations.md, "Declarative
+// configuration"): the parts of trellis.yaml that change without a restart, plus what only
+// the admin API sets. Parsed as strictly as trellis.yaml, errors naming the key path.
+//   plans: [...]                  as in trellis.yaml; the whole set (absent: left alone)
+//   tenants:                      as in trellis.yaml, plus each tenant's plugin overrides
+//     - {id: acme, plugins: [trellis/hello], plugin_config: {trellis/hello: {greeting: Hi}}}
+//   policies:                     the whole set of active policies (absent: left alone)
+//     global: {name: base.lua, source: "..."}      # the CLI turns {file: x.lua} into these
+//     tenants: {acme: {name: acme.lua, source: "..."}}
+struct StatePolicy {
+  std::string name;
+  std::string source;
+  friend bool operator==(const StatePolicy&, const StatePolicy&) = default;
+};
+
+struct StateFile {
+  std::optional<std::vector<tenants::Plan>> plans;
+  std::vector<TenantEntry> tenants;
+  std::optional<std::map<std::string, StatePolicy>> policies;  // by tenant id; "" = global
+
+  // Throws ConfigError.
+  static StateFile parse(const std::string& yaml);
+  // `yaml` with each policy given as {file: path} (relative to `base_dir`) turned into
+  // {name: <file name>, source: <its text>}, as parse() takes it (then as JSON). Throws
+  // ConfigError naming the policy for a file that cannot be read.
+  static std::string inlinePolicyFiles(const std::string& yaml,
+                                       const std::filesystem::path& base_dir);
 };
 
 }  // namespace trellis::kernel::config

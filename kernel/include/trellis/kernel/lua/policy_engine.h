@@ -157,6 +157,16 @@ class PolicyEngine {
   // hook, stores it as the scope's next version and activates it. Any error leaves the
   // active version as it was; INVALID's message names file:line.
   Result<PolicyInfo> apply(std::string_view tenant, std::string_view name, std::string_view source);
+  // What apply() checks, without storing or activating anything: the name, the size, and
+  // that the top level runs and defines a hook. INVALID's message names file:line.
+  Status check(std::string_view tenant, std::string_view name, std::string_view source);
+  // The scope's active policy ("" = global) as applied, or nullopt if it has none.
+  struct ActiveSource {
+    std::string name;
+    std::string source;
+    friend bool operator==(const ActiveSource&, const ActiveSource&) = default;
+  };
+  std::optional<ActiveSource> activeSource(std::string_view tenant) const;
   // The version before the current one (or the last removed one) becomes active again.
   Result<PolicyInfo> rollback(std::string_view tenant);
   // No policy for the scope any more: a tenant falls back to the global policy. A rollback
@@ -184,6 +194,9 @@ class PolicyEngine {
   Result<std::shared_ptr<CompiledPolicy>> compile(std::string_view tenant, uint64_t version,
                                                   std::string_view name, std::string_view source,
                                                   int64_t applied_at_ms);
+  // compile() for a new version: the name and size checked first.
+  Result<std::shared_ptr<CompiledPolicy>> compileNew(std::string_view tenant, std::string_view name,
+                                                     std::string_view source);
   std::shared_ptr<const PolicySnapshot> current() const;
   // Publishes the current snapshot with the scope's policy set (null: removed).
   void replace(std::string_view tenant, std::shared_ptr<const CompiledPolicy> p);

@@ -37,8 +37,10 @@ struct ServerTlsOptions {
   // SNI or a name no certificate covers; the others when their SAN matches the SNI name.
   std::vector<CertificateFiles> certificates;
   ClientAuth client_auth = ClientAuth::kOff;
-  std::filesystem::path client_ca;        // PEM bundle; required unless client_auth is kOff
-  std::string ciphers = kDefaultCiphers;  // TLS 1.2 (OpenSSL cipher list)
+  std::filesystem::path client_ca;  // PEM bundle; required unless client_auth is kOff
+  // PEM CRLs, one per CA in client_ca that issues client certificates; empty: none checked.
+  std::filesystem::path client_crl;
+  std::string ciphers = kDefaultCiphers;            // TLS 1.2 (OpenSSL cipher list)
   std::string ciphersuites = kDefaultCipherSuites;  // TLS 1.3
   // A client that has not finished its handshake in this is disconnected.
   std::chrono::milliseconds handshake_timeout{10'000};
