@@ -56,7 +56,7 @@ struct AuditInProcess {
     manager = std::make_unique<runtime::PluginManager>(runtime::HostServices{
         .kv = kv.get(), .service_registry = &registry, .system_grants = grants.get()});
     manager->startAll({TRELLIS_PLUGIN_DIR}, {audit});
-    for (const auto* p : manager->plugins()) {
+    for (const auto* p : manager->read().plugins()) {
       if (p->id() == "trellis/audit" && p->state == runtime::PluginState::kActive) {
         sink = const_cast<runtime::PluginInstance*>(p);
       }

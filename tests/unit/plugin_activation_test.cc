@@ -3,7 +3,9 @@
 // route table, and the old version is unloaded only once no request holds the old table.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "runtime/plugin_manager.h"
 #include "support/test_support.h"
@@ -68,8 +70,8 @@ TEST_F(PluginActivationTest, FailedInitOfTheNewVersionKeepsTheOldOneServing) {
       << done.status().message();
   EXPECT_EQ(routes_.load(), before);  // the very same table: nothing was swapped
   EXPECT_EQ(serving(), "1.0.0");
-  ASSERT_EQ(manager_.plugins().size(), 1u);
-  EXPECT_EQ(manager_.plugins()[0]->state.load(), PluginState::kActive);
+  ASSERT_EQ(manager_.read().plugins().size(), 1u);
+  EXPECT_EQ(manager_.read().plugins()[0]->state.load(), PluginState::kActive);
 }
 
 TEST_F(PluginActivationTest, UpgradeSwapsRoutesButKeepsTheOldVersionLoadedWhileARequestHoldsIt) {
@@ -100,8 +102,8 @@ TEST_F(PluginActivationTest, UpgradeWithNoRequestInFlightUnloadsTheOldVersionAtO
   ASSERT_TRUE(done) << done.status().message();
   EXPECT_TRUE(done->drained);
   EXPECT_EQ(serving(), "2.0.0");
-  ASSERT_EQ(manager_.plugins().size(), 1u);
-  EXPECT_EQ(manager_.plugins()[0]->manifest().version.toString(), "2.0.0");
+  ASSERT_EQ(manager_.read().plugins().size(), 1u);
+  EXPECT_EQ(manager_.read().plugins()[0]->manifest().version.toString(), "2.0.0");
 
   // Activating what already runs changes nothing.
   auto again = manager_.activate("fixture/good", routes_, 5s);
@@ -148,3 +150,29 @@ TEST_F(PluginActivationTest, DeactivateRefusesWhileADependentIsActive) {
 }
 
 }  // namespace
+
+// Admin threads list plugins while plugin control swaps them: a view never shows a plugin
+// that is stopping or already freed (ASan turns the second into a failure).
+TEST_F(PluginActivationTest, AReadViewNeverShowsAStoppedOrFreedPlugin) {
+  install("good", "fixture.good@1.0.0");
+  start();
+  std::atomic<bool> done{false};
+  std::atomic<int> views{0};
+  std::thread reader([&] {
+    while (!done) {
+      const auto view = manager_.read();
+      for (const auto* p : view.plugins()) {
+        EXPECT_EQ(p->state.load(), PluginState::kActive) << p->manifest().version.toString();
+        EXPECT_EQ(view.find(p->id()), p);
+      }
+      ++views;
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(manager_.deactivate("fixture/good", routes_, 5s));
+    ASSERT_TRUE(manager_.activate("fixture/good", routes_, 5s));
+  }
+  done = true;
+  reader.join();
+  EXPECT_GT(views.load(), 0);
+}

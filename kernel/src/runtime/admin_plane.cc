@@ -141,7 +141,8 @@ http::Response AdminPlane::status(const http::Request& req) const {
   o->set("in_flight", static_cast<uint64_t>(view_.in_flight()));
   o->set("tenants", static_cast<uint64_t>(view_.tenants()));
   size_t active = 0, failed = 0;
-  for (const auto* p : view_.plugins->plugins()) {
+  const auto plugin_list = view_.plugins->read();
+  for (const auto* p : plugin_list.plugins()) {
     if (p->state == PluginState::kActive) ++active;
     if (p->state == PluginState::kFailed) ++failed;
   }
@@ -177,7 +178,8 @@ Poco::JSON::Array::Ptr workerReportJson(const std::vector<worker::WorkerReport>&
 
 http::Response AdminPlane::pluginList(const http::Request& req) const {
   Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
-  for (const auto* p : view_.plugins->plugins()) {
+  const auto plugin_list = view_.plugins->read();
+  for (const auto* p : plugin_list.plugins()) {
     Poco::JSON::Object::Ptr o = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
     o->set("id", p->id());
     o->set("version", p->manifest().version.toString());

@@ -139,12 +139,11 @@ bool ConfigAdmin::unchanged(const std::string& tenant, const config::StatePolicy
 }
 
 Status ConfigAdmin::checkPlugins(const config::StateFile& state) const {
-  std::map<std::string, const PluginInstance*, std::less<>> running;
-  for (const PluginInstance* p : plugins_.plugins()) running[p->id()] = p;
+  const auto running = plugins_.read();
   for (const auto& t : state.tenants) {
     const std::string who = "tenant \"" + t.id + "\"";
     for (const auto& id : t.plugins) {
-      if (running.count(id) == 0) {
+      if (!running.find(id)) {
         return Status::invalid(who + " enables plugin \"" + id +
                                "\", which is not running on this host: add it to trellis.yaml's "
                                "plugins.enabled and restart trellisd first");
@@ -152,7 +151,7 @@ Status ConfigAdmin::checkPlugins(const config::StateFile& state) const {
     }
     // The parser kept plugin_config to the tenant's plugins, all running (above).
     for (const auto& [id, json] : t.plugin_config) {
-      const auto& schema = running.at(id)->manifest().tenant_config;
+      const auto& schema = running.find(id)->manifest().tenant_config;
       if (!schema) {
         return Status::invalid(who + ": plugin " + id +
                                " declares no configuration tenants may override (its manifest "

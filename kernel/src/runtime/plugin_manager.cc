@@ -344,10 +344,16 @@ Status PluginManager::checkScope(const PluginInstance& p) {
   return Status::permissionDenied(why);
 }
 
-bool PluginManager::isSystemPlugin(std::string_view id) const {
-  auto it = by_id_.find(std::string(id));
-  return it != by_id_.end() && it->second->state == PluginState::kActive &&
-         it->second->isSystemPlugin();
+const PluginInstance* PluginManager::ReadView::find(std::string_view id) const {
+  for (const PluginInstance* p : plugins_) {
+    if (p->id() == id) return p;
+  }
+  return nullptr;
+}
+
+bool PluginManager::ReadView::isSystemPlugin(std::string_view id) const {
+  const PluginInstance* p = find(id);
+  return p && p->state == PluginState::kActive && p->isSystemPlugin();
 }
 
 bool PluginManager::startPlugin(PluginInstance& p) {
@@ -600,17 +606,20 @@ Result<PluginManager::Activation> PluginManager::activate(
   // Start order: the new version takes the old one's place (dependencies come earlier);
   // a new plugin goes after every running one, before the failed ones kept for reports.
   std::unique_ptr<PluginInstance> replaced;
-  if (existing != by_id_.end()) replaced = std::move(existing->second);
-  PluginInstance* raw = next.get();
-  by_id_[id] = std::move(next);
-  auto pos = std::find(order_.begin(), order_.end(), replaced.get());
-  if (replaced && pos != order_.end()) {
-    *pos = raw;
-  } else {
-    auto first_inactive = std::find_if(order_.begin(), order_.end(), [](PluginInstance* p) {
-      return p->state != PluginState::kActive;
-    });
-    order_.insert(first_inactive, raw);
+  {
+    std::unique_lock lock(list_mu_);
+    if (existing != by_id_.end()) replaced = std::move(existing->second);
+    PluginInstance* raw = next.get();
+    by_id_[id] = std::move(next);
+    auto pos = std::find(order_.begin(), order_.end(), replaced.get());
+    if (replaced && pos != order_.end()) {
+      *pos = raw;
+    } else {
+      auto first_inactive = std::find_if(order_.begin(), order_.end(), [](PluginInstance* p) {
+        return p->state != PluginState::kActive;
+      });
+      order_.insert(first_inactive, raw);
+    }
   }
   if (replaced) {
     if (result.drained) {
@@ -652,9 +661,13 @@ Result<PluginManager::Activation> PluginManager::deactivate(const std::string& i
   if (!table) return table.status();
   Activation result{"", p->manifest().version.toString(), true, false};
   result.drained = swapAndDrain(routes, std::move(*table), drain);
-  std::unique_ptr<PluginInstance> gone = std::move(it->second);
-  by_id_.erase(it);
-  order_ = std::move(rest);
+  std::unique_ptr<PluginInstance> gone;
+  {
+    std::unique_lock lock(list_mu_);
+    gone = std::move(it->second);
+    by_id_.erase(it);
+    order_ = std::move(rest);
+  }
   if (result.drained) {
     stopPlugin(*gone);
   } else {
@@ -675,10 +688,6 @@ void PluginManager::stopAll() {
       spdlog::info("plugin {} stopped", p.id());
     }
   }
-}
-
-std::vector<const PluginInstance*> PluginManager::plugins() const {
-  return {order_.begin(), order_.end()};
 }
 
 }  // namespace trellis::kernel::runtime

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -119,13 +120,28 @@ class PluginManager {
   // How plugins with isolation: process run (before startAll).
   void setWorkerConfig(const config::WorkerConfig& worker) { worker_config_ = worker; }
 
-  // True if `id` runs now as a system plugin (PluginInstance::isSystemPlugin): its manifest
-  // asks for "scope": "system", the operator granted it, and it is active. Call from the
-  // admin thread, as the other members; other threads ask the PluginInstance itself.
-  bool isSystemPlugin(std::string_view id) const;
+  // The plugin list as admin threads read it while plugin control (activate, deactivate:
+  // one change at a time, on its own thread) may change it. The view holds a shared lock;
+  // a change swaps the list under the exclusive lock and stops what it removed only after
+  // it, so no instance a view shows is stopped or freed while the view lives. Keep views
+  // short, and never change plugins while holding one.
+  class ReadView {
+   public:
+    // Every enabled plugin in start order, failed ones included.
+    const std::vector<const PluginInstance*>& plugins() const { return plugins_; }
+    const PluginInstance* find(std::string_view id) const;
+    // True if `id` runs now as a system plugin (PluginInstance::isSystemPlugin): its
+    // manifest asks for "scope": "system", the operator granted it, and it is active.
+    bool isSystemPlugin(std::string_view id) const;
 
-  // Every enabled plugin in start order, failed ones included.
-  std::vector<const PluginInstance*> plugins() const;
+   private:
+    friend class PluginManager;
+    explicit ReadView(const PluginManager& m) : lock_(m.list_mu_), plugins_(m.order_.begin(), m.order_.end()) {}
+    std::shared_lock<std::shared_mutex> lock_;
+    std::vector<const PluginInstance*> plugins_;
+  };
+  ReadView read() const { return ReadView(*this); }
+
   const std::vector<BrokenPackage>& broken() const { return broken_; }
 
  private:
@@ -150,6 +166,8 @@ class PluginManager {
   std::vector<config::PluginEntry> enabled_;
   // Replaced versions that outlived the drain: stopped at shutdown, after the data plane.
   std::vector<std::unique_ptr<PluginInstance>> retired_;
+  // by_id_ and order_ change under list_mu_ held exclusively once trellisd serves.
+  mutable std::shared_mutex list_mu_;
   std::map<std::string, std::unique_ptr<PluginInstance>> by_id_;
   std::vector<PluginInstance*> order_;  // start order; failed ones kept for reports
   std::vector<BrokenPackage> broken_;

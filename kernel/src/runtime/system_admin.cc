@@ -29,11 +29,12 @@ std::optional<http::Response> SystemAdmin::handle(const http::Request& req, std:
   if (!m) return notMatched(router_, req, path);
   if (m->target == kList) {
     Poco::JSON::Array::Ptr list = new Poco::JSON::Array;
+    const auto running = plugins_.read();
     for (const auto& g : grants_.list()) {
       Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
       o->set("plugin", g.plugin);
       o->set("source", std::string(grantSourceName(g.source)));
-      o->set("active", plugins_.isSystemPlugin(g.plugin));
+      o->set("active", running.isSystemPlugin(g.plugin));
       list->add(o);
     }
     Object::Ptr body = new Object(Poco::JSON_PRESERVE_KEY_ORDER);

@@ -45,10 +45,8 @@ std::optional<http::Response> TenantConfigAdmin::handle(const http::Request& req
       std::string(m->param("ns").value_or("")) + "/" + std::string(m->param("name").value_or(""));
   auto view = registry_.view(tenant);
   if (!view) return failureResponse(req, Status::notFound("no tenant \"" + tenant + "\""));
-  const PluginInstance* plugin = nullptr;
-  for (const PluginInstance* p : plugins_.plugins()) {
-    if (p->id() == plugin_id) plugin = p;
-  }
+  const auto running = plugins_.read();
+  const PluginInstance* plugin = running.find(plugin_id);
   if (!plugin) {
     return failureResponse(
         req, Status::notFound("plugin \"" + plugin_id + "\" is not enabled on this host"));

@@ -65,18 +65,16 @@ class AuditPlugin : public Plugin {
  public:
   Status init(InitContext& ctx) override {
     SinkOptions options;
-    if (auto v = ctx.config("checkpoint_every"))
-      options.checkpoint_every = std::stoull(std::string(*v));
-    if (auto v = ctx.config("checkpoint_interval_s")) {
-      options.checkpoint_interval_ms = std::stoll(std::string(*v)) * 1000;
+    if (Status s = wholeNumber(ctx, "checkpoint_every", 1, 1'000'000'000, options.checkpoint_every);
+        !s) {
+      return s;
     }
-    if (auto v = ctx.config("sensitive_fields")) {
-      auto list = Poco::JSON::Parser().parse(std::string(*v)).extract<Poco::JSON::Array::Ptr>();
-      for (size_t i = 0; i < list->size(); ++i) {
-        options.sensitive.push_back(list->getElement<std::string>(static_cast<unsigned>(i)));
-      }
+    uint64_t interval_s = static_cast<uint64_t>(options.checkpoint_interval_ms / 1000);
+    if (Status s = wholeNumber(ctx, "checkpoint_interval_s", 1, 31'536'000, interval_s); !s) {
+      return s;
     }
-    if (options.checkpoint_every == 0) return Status::invalid("checkpoint_every must be >= 1");
+    options.checkpoint_interval_ms = static_cast<int64_t>(interval_s) * 1000;
+    if (Status s = sensitiveFields(ctx, options.sensitive); !s) return s;
     if (Status s = retentionOptions(ctx, options); !s) return s;
     if (auto v = ctx.config("checkpoint_mirror_dir")) {
       auto mirror = CheckpointMirror::open(std::string(*v));
@@ -202,6 +200,46 @@ class AuditPlugin : public Plugin {
   }
 
  private:
+  // Config `name`, if set, as a whole number in [min, max]; INVALID naming the key.
+  static Status wholeNumber(InitContext& ctx, std::string_view name, uint64_t min, uint64_t max,
+                            uint64_t& out) {
+    auto v = ctx.config(name);
+    if (!v) return Status::ok();
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec != std::errc() || end != v->data() + v->size() || n < min || n > max) {
+      return Status::invalid(std::string(name) + ": expected a whole number from " +
+                             std::to_string(min) + " to " + std::to_string(max) + ", got '" +
+                             std::string(v->substr(0, 64)) + "'");
+    }
+    out = n;
+    return Status::ok();
+  }
+
+  // Config "sensitive_fields": a list of field names whose values are stored as HMACs.
+  static Status sensitiveFields(InitContext& ctx, std::vector<std::string>& out) {
+    auto v = ctx.config("sensitive_fields");
+    if (!v) return Status::ok();
+    constexpr std::string_view kShape = "sensitive_fields: expected a list of field names";
+    Poco::JSON::Array::Ptr list;
+    try {
+      list = Poco::JSON::Parser().parse(std::string(*v)).extract<Poco::JSON::Array::Ptr>();
+    } catch (const Poco::Exception&) {
+      return Status::invalid(std::string(kShape));
+    } catch (const std::exception&) {
+      return Status::invalid(std::string(kShape));
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      const auto element = list->get(static_cast<unsigned>(i));
+      if (!element.isString() || element.extract<std::string>().empty()) {
+        return Status::invalid(std::string(kShape) + ", element " + std::to_string(i) +
+                               " is not a non-empty string");
+      }
+      out.push_back(element.extract<std::string>());
+    }
+    return Status::ok();
+  }
+
   // Config "retention" (default for every log, "365d") and "min_retention" (the least a
   // log's own retention may be, "30d").
   static Status retentionOptions(InitContext& ctx, SinkOptions& options) {

@@ -384,5 +384,24 @@ TEST_F(AuditSinkTest, AnExportedPackVerifiesSurvivesKillAndCatchesTampering) {
   EXPECT_THAT(out, HasSubstr("record seq 2 was modified"));
 }
 
+// Garbage in the plugin's settings stops it at init with the key named, never a crash.
+TEST(AuditConfigTest, BadSettingsAreRefusedNamingTheKey) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"{checkpoint_every: 12abc}", "checkpoint_every: expected a whole number from 1"},
+      {"{checkpoint_every: 0}", "checkpoint_every: expected a whole number from 1"},
+      {"{checkpoint_interval_s: -5}", "checkpoint_interval_s: expected a whole number from 1"},
+      {"{sensitive_fields: email}", "sensitive_fields: expected a list of field names"},
+      {"{sensitive_fields: [email, [x]]}", "element 1 is not a non-empty string"},
+  };
+  for (const auto& [config, message] : cases) {
+    TrellisdProcess server(defaultTestConfig("    - id: trellis/audit\n"
+                                             "      system: true\n"
+                                             "      config: " +
+                                             config + "\n"));
+    (void)server.start();
+    EXPECT_THAT(server.log(), HasSubstr(message)) << config;
+  }
+}
+
 }  // namespace
 }  // namespace trellis::test
