@@ -33,7 +33,15 @@ while (($#)); do
   esac
 done
 read -r -a extra <<<"${FUZZ_ARGS:-}"
-((${#names[@]})) || mapfile -t names < <(ls tests/fuzz/corpus)
+# A harness's seeds: tests/fuzz/corpus/<name>, or a plugin's own test/fuzz/corpus/<name>.
+corpus_of() {
+  local dir
+  for dir in tests/fuzz/corpus/"$1" plugins/*/test/fuzz/corpus/"$1"; do
+    [[ -d "$dir" ]] && { echo "$dir"; return; }
+  done
+}
+((${#names[@]})) || mapfile -t names < <(ls tests/fuzz/corpus plugins/*/test/fuzz/corpus 2>/dev/null |
+  grep -v -e '^$' -e ':$')
 
 out=build/fuzz
 if ((build)); then
@@ -61,7 +69,7 @@ run() {
   local rc=0
   "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$out/findings/$name/" "${flags[@]}" "${extra[@]}" \
-    "$out/corpus/$name" "tests/fuzz/corpus/$name" >"$out/logs/$name.log" 2>&1 || rc=$?
+    "$out/corpus/$name" "$(corpus_of "$name")" >"$out/logs/$name.log" 2>&1 || rc=$?
   echo "$rc" >"$out/logs/$name.rc"
 }
 
