@@ -136,7 +136,8 @@ class PluginManager {
 
    private:
     friend class PluginManager;
-    explicit ReadView(const PluginManager& m) : lock_(m.list_mu_), plugins_(m.order_.begin(), m.order_.end()) {}
+    explicit ReadView(const PluginManager& m)
+        : lock_(m.list_mu_), plugins_(m.order_.begin(), m.order_.end()) {}
     std::shared_lock<std::shared_mutex> lock_;
     std::vector<const PluginInstance*> plugins_;
   };

@@ -394,10 +394,11 @@ TEST(AuditConfigTest, BadSettingsAreRefusedNamingTheKey) {
       {"{sensitive_fields: [email, [x]]}", "element 1 is not a non-empty string"},
   };
   for (const auto& [config, message] : cases) {
-    TrellisdProcess server(defaultTestConfig("    - id: trellis/audit\n"
-                                             "      system: true\n"
-                                             "      config: " +
-                                             config + "\n"));
+    TrellisdProcess server(
+        defaultTestConfig("    - id: trellis/audit\n"
+                          "      system: true\n"
+                          "      config: " +
+                          config + "\n"));
     (void)server.start();
     EXPECT_THAT(server.log(), HasSubstr(message)) << config;
   }

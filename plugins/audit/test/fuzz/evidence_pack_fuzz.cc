@@ -39,8 +39,7 @@ bool knownCode(VerifyCode code) {
     case VerifyCode::kTruncated:
     case VerifyCode::kBadSignature:
     case VerifyCode::kFork:
-    case VerifyCode::kInconsistent:
-      return true;
+    case VerifyCode::kInconsistent: return true;
   }
   return false;
 }
