@@ -148,6 +148,37 @@ TEST_F(SecretsTransitTest, DataKeysAndDeletionNeedingDeletionAllowed) {
   EXPECT_EQ(transit("POST", "keys/exp", R"({"exportable":true})").status, 400);
 }
 
+// Unwrapped keys are kept open between requests: a key deleted and made again under the
+// same name is the new key at once, and sealing forgets them all.
+TEST_F(SecretsTransitTest, KeysKeptOpenFollowTheStoreAndTheSeal) {
+  auto res = admin("POST", "init", R"({"shares":2,"threshold":2})");
+  ASSERT_EQ(res.status, 200) << res.body;
+  auto shares = json(res.body)->getArray("shares");
+  auto unseal = [&] {
+    for (size_t i = 0; i < shares->size(); ++i) {
+      auto u = admin("POST", "unseal", "{\"key\":\"" + shares->getElement<std::string>(i) + "\"}");
+      ASSERT_EQ(u.status, 200) << u.body;
+    }
+  };
+  unseal();
+  ASSERT_EQ(transit("POST", "keys/k").status, 200);
+  const std::string first = encrypt("k", kHello);
+  ASSERT_EQ(transit("POST", "keys/k/config", R"({"deletion_allowed":true})").status, 200);
+  ASSERT_EQ(transit("DELETE", "keys/k").status, 204);
+  ASSERT_EQ(transit("POST", "keys/k").status, 200);
+  EXPECT_EQ(transit("POST", "decrypt/k", "{\"ciphertext\":\"" + first + "\"}").status, 400)
+      << "the old key's ciphertext opened under the new key of the same name";
+  const std::string second = encrypt("k", kHello);
+
+  ASSERT_EQ(admin("POST", "seal", "").status, 200);
+  auto sealed = transit("POST", "encrypt/k", std::string("{\"plaintext\":\"") + kHello + "\"}");
+  EXPECT_EQ(sealed.status, 503) << sealed.body;
+  unseal();
+  auto back = transit("POST", "decrypt/k", "{\"ciphertext\":\"" + second + "\"}");
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(dataOf(back)->getValue<std::string>("plaintext"), kHello);
+}
+
 TEST_F(SecretsTransitTest, CiphertextsDoNotOpenUnderAnotherTenantOrKey) {
   initAndUnseal();
   ASSERT_EQ(transit("POST", "keys/k").status, 200);

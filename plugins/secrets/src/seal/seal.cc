@@ -84,10 +84,20 @@ SealStatus Seal::reset() {
   return statusLocked();
 }
 
-void Seal::seal() {
+Seal::~Seal() {
   std::unique_lock lock(mu_);
   root_.wipe();
   pending_.clear();
+}
+
+void Seal::seal() {
+  {
+    std::unique_lock lock(mu_);
+    root_.wipe();
+    pending_.clear();
+    epoch_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  for (const auto& forget : listeners_) forget();
 }
 
 SealStatus Seal::status() const {

@@ -11,6 +11,8 @@
 //   seal.withRoot([](const SecureBuffer& root, std::string_view check) { … });
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
@@ -33,7 +35,8 @@ struct SealStatus {
 
 class Seal {
  public:
-  ~Seal() { seal(); }
+  // Wipes the root key; listeners are not called (they may be gone already).
+  ~Seal();
 
   // The root key the store was initialized with (its check value, as persisted): init is
   // refused from now on, and unseal takes only that key's shares.
@@ -51,9 +54,17 @@ class Seal {
   Result<SealStatus> unseal(std::string_view share_text);
   // Forgets the shares given so far.
   SealStatus reset();
-  // Wipes the root key and any pending shares.
+  // Wipes the root key and any pending shares, then runs every onSeal listener.
   void seal();
   SealStatus status() const;
+
+  // Counts seal() calls: what was derived from the root key in one epoch is stale in the
+  // next. A cache stores the epoch it derived under and drops what is not current.
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  // `forget` runs in every seal(), after the root key is wiped and the epoch moved on, so
+  // that keys derived from the root key and cached elsewhere go with it. Register before
+  // the store is used concurrently.
+  void onSeal(std::function<void()> forget) { listeners_.push_back(std::move(forget)); }
 
   // Runs `use` with the root key and its check value while unsealed (readers run in
   // parallel; seal() waits for them). UNAVAILABLE while sealed.
@@ -67,6 +78,8 @@ class Seal {
   std::string root_check_;
   std::string store_check_;  // the store's root key, once known; "" before init
   std::vector<ShareToken> pending_;
+  std::atomic<uint64_t> epoch_{0};
+  std::vector<std::function<void()>> listeners_;
 };
 
 // What every sealed route and service call answers.

@@ -71,7 +71,7 @@ class Service {
     if (!text) return text.status();
     auto plain = fromBase64(*text);
     if (!plain) return Status::invalid("\"plaintext\" must be base64");
-    auto ct = key->encrypt(*plain);
+    auto ct = (*key)->encrypt(*plain);
     cleanse(*plain);
     if (!ct) return ct.status();
     audit(ctx, "secret.transit.encrypt", "transit", req->getValue<std::string>("key"));
@@ -85,7 +85,7 @@ class Service {
     if (!key) return key.status();
     auto ct = member(req, "ciphertext");
     if (!ct) return ct.status();
-    auto plain = key->decrypt(*ct);
+    auto plain = (*key)->decrypt(*ct);
     if (!plain) return plain.status();
     audit(ctx, "secret.transit.decrypt", "transit", req->getValue<std::string>("key"));
     Object::Ptr out = new Object;
@@ -101,7 +101,7 @@ class Service {
       return Status::invalid("\"mode\" must be plaintext or wrapped");
     }
     SecureBuffer dk = randomBytes(32);
-    auto ct = key->encrypt(dk.view());
+    auto ct = (*key)->encrypt(dk.view());
     if (!ct) return ct.status();
     audit(ctx, "secret.transit.datakey", "transit", req->getValue<std::string>("key"));
     Object::Ptr out = new Object;
@@ -119,12 +119,13 @@ class Service {
     if (!input) return Status::invalid("\"input\" must be base64");
     audit(ctx, "secret.transit.hmac", "transit", req->getValue<std::string>("key"));
     Object::Ptr out = new Object;
-    out->set("hmac", key->hmac(*input));
+    out->set("hmac", (*key)->hmac(*input));
     return reply(out);
   }
 
  private:
-  Result<transit::OpenKey> openKey(Context& ctx, const Object::Ptr& req) const {
+  Result<std::shared_ptr<const transit::OpenKey>> openKey(Context& ctx,
+                                                          const Object::Ptr& req) const {
     auto name = member(req, "key");
     if (!name) return name.status();
     return transit_.open(ctx, *name);

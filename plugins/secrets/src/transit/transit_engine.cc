@@ -231,11 +231,14 @@ Result<uint64_t> TransitEngine::rewrapOlder(const Context& ctx, std::string_view
   return count;
 }
 
-Result<OpenKey> TransitEngine::open(const Context& ctx, std::string_view name) const {
+Result<std::shared_ptr<const OpenKey>> TransitEngine::open(const Context& ctx,
+                                                           std::string_view name) const {
   if (Status s = checkKeyName(name); !s) return s;
+  const uint64_t epoch = seal_.epoch();
   if (seal_.status().sealed) return Status::unavailable(std::string(kSealedMessage));
   auto entry = ctx.kv().get(storageKey(name));
   if (!entry) return entry.status().code() == StatusCode::kNotFound ? noKey(name) : entry.status();
+  if (auto key = open_keys_.find(ctx.tenant(), name, entry->value, epoch)) return key;
   auto stored = parse(entry->value);
   if (!stored) return stored.status();
   auto ring = Keyring::open(ctx, seal_, /*create=*/false);
@@ -252,7 +255,9 @@ Result<OpenKey> TransitEngine::open(const Context& ctx, std::string_view name) c
     }
     key.versions_[v] = std::move(*plain);
   }
-  return key;
+  auto shared = std::make_shared<const OpenKey>(std::move(key));
+  open_keys_.put(ctx.tenant(), name, std::move(entry->value), epoch, shared, seal_);
+  return shared;
 }
 
 Result<std::string> OpenKey::encrypt(std::string_view plaintext) const {

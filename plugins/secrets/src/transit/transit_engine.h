@@ -5,13 +5,14 @@
 //
 //   TransitEngine transit(seal);
 //   transit.create(ctx, "orders");
-//   auto key = transit.open(ctx, "orders");
-//   auto ct = key->encrypt("card 4111…");     // "trellis:v1:…"
-//   auto pt = key->decrypt(*ct);
+//   auto key = transit.open(ctx, "orders");   // Result<std::shared_ptr<const OpenKey>>
+//   auto ct = (*key)->encrypt("card 4111…");  // "trellis:v1:…"
+//   auto pt = (*key)->decrypt(*ct);
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include "crypto/secure_buffer.h"
 #include "keys/keyring.h"
 #include "seal/seal.h"
+#include "transit/open_key_cache.h"
 #include "trellis/plugin.hpp"
 
 namespace trellis::secrets::transit {
@@ -33,7 +35,7 @@ struct KeyPolicy {
   std::map<uint32_t, uint64_t> version_created_ms;
 };
 
-// One key's unwrapped versions, for the duration of a request.
+// One key's unwrapped versions, shared by the requests that use it (OpenKeyCache).
 class OpenKey {
  public:
   const KeyPolicy& policy() const { return policy_; }
@@ -55,7 +57,10 @@ class OpenKey {
 
 class TransitEngine {
  public:
-  TransitEngine(const Seal& seal, KekUses& kek_uses) : seal_(seal), kek_uses_(kek_uses) {}
+  // Registers with `seal` so that sealing wipes the keys this engine keeps open.
+  TransitEngine(Seal& seal, KekUses& kek_uses) : seal_(seal), kek_uses_(kek_uses) {
+    seal.onSeal([this] { open_keys_.clear(); });
+  }
 
   // CONFLICT if the key exists. Names: 1..128 bytes of [A-Za-z0-9._-].
   Result<KeyPolicy> create(const Context& ctx, std::string_view name) const;
@@ -66,7 +71,9 @@ class TransitEngine {
                               std::optional<bool> deletion_allowed) const;
   // INVALID unless deletion_allowed was set.
   Status remove(const Context& ctx, std::string_view name) const;
-  Result<OpenKey> open(const Context& ctx, std::string_view name) const;
+  // Reads the stored key on every call (so a change on any host is seen at once) and
+  // unwraps it only when its bytes changed since the last call for this tenant and name.
+  Result<std::shared_ptr<const OpenKey>> open(const Context& ctx, std::string_view name) const;
   // Re-wraps each version of the key stored at `storage_key` (under kStoragePrefix) that an
   // older KEK than `ring`'s current wrapped; returns how many it re-wrapped.
   Result<uint64_t> rewrapOlder(const Context& ctx, std::string_view storage_key,
@@ -76,6 +83,7 @@ class TransitEngine {
  private:
   const Seal& seal_;
   KekUses& kek_uses_;
+  mutable OpenKeyCache open_keys_;
 };
 
 Status checkKeyName(std::string_view name);

@@ -162,7 +162,7 @@ class Routes {
       for (size_t i = 0; i < batch->size(); ++i) {
         Object::Ptr item = batch->getObject(static_cast<unsigned>(i));
         if (!item) return res.problem(400, "every \"batch_input\" item must be an object");
-        auto r = fn(*key, item);
+        auto r = fn(**key, item);
         if (r) {
           results->add(*r);
         } else {
@@ -173,7 +173,7 @@ class Routes {
       }
       data->set("batch_results", results);
     } else {
-      auto r = fn(*key, *body);
+      auto r = fn(**key, *body);
       if (!r) return answerFailure(ctx, res, r.status());
       data = *r;
     }
@@ -205,11 +205,11 @@ class Routes {
     auto key = engine_.open(ctx, name);
     if (!key) return answerFailure(ctx, res, key.status());
     SecureBuffer dk = randomBytes(b / 8);
-    auto ct = key->encrypt(dk.view());
+    auto ct = (*key)->encrypt(dk.view());
     if (!ct) return answerFailure(ctx, res, ct.status());
     Object::Ptr data = new Object;
     data->set("ciphertext", *ct);
-    data->set("key_version", key->policy().latest);
+    data->set("key_version", (*key)->policy().latest);
     if (mode == "plaintext") data->set("plaintext", toBase64(dk.view()));
     auditOperation(ctx, seal_, "secret.transit.datakey", "transit", name);
     Object::Ptr wrap = new Object;
