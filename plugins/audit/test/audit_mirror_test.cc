@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "audit_test_util.h"
 #include "support/test_support.h"
 
 namespace trellis::test {
@@ -22,12 +23,6 @@ std::string slurp(const fs::path& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-std::string padded(uint64_t n) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "%020llu", static_cast<unsigned long long>(n));
-  return buf;
 }
 
 class AuditMirrorTest : public ::testing::Test {

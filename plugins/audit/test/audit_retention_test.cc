@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "audit_test_util.h"
 #include "support/test_support.h"
 
 namespace trellis::test {
@@ -24,25 +25,6 @@ namespace {
 
 using Poco::JSON::Object;
 using ::testing::HasSubstr;
-
-Object::Ptr json(const std::string& body) {
-  return Poco::JSON::Parser().parse(body).extract<Object::Ptr>();
-}
-
-std::string padded(uint64_t n) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "%020llu", static_cast<unsigned long long>(n));
-  return buf;
-}
-
-std::vector<std::string> lines(const std::string& body) {
-  std::vector<std::string> out;
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
 
 class AuditRetentionTest : public ::testing::Test {
  protected:

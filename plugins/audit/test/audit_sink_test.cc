@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "audit_test_util.h"
 #include "core/ed25519.h"
 #include "core/merkle.h"
 #include "core/record.h"
@@ -25,19 +26,6 @@ namespace {
 
 using Poco::JSON::Object;
 using ::testing::HasSubstr;
-
-Object::Ptr json(const std::string& body) {
-  return Poco::JSON::Parser().parse(body).extract<Object::Ptr>();
-}
-
-std::vector<std::string> lines(const std::string& body) {
-  std::vector<std::string> out;
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
 
 class AuditSinkTest : public ::testing::Test {
  protected:
