@@ -40,13 +40,17 @@ namespace {
 
 constexpr std::string_view kAdminPrefix = "/v1/x/trellis/audit/";
 
+// `text` as a whole number, all of it, or nothing.
+std::optional<uint64_t> wholeNumberIn(std::string_view text) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return n;
+}
+
 std::optional<uint64_t> number(const Request& req, std::string_view name) {
   auto v = req.queryParam(name);
-  if (!v) return std::nullopt;
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
-  return n;
+  return v ? wholeNumberIn(*v) : std::nullopt;
 }
 
 Status problemFrom(Response& res, const Status& s) {
@@ -205,14 +209,13 @@ class AuditPlugin : public Plugin {
                             uint64_t& out) {
     auto v = ctx.config(name);
     if (!v) return Status::ok();
-    uint64_t n = 0;
-    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-    if (ec != std::errc() || end != v->data() + v->size() || n < min || n > max) {
+    const auto n = wholeNumberIn(*v);
+    if (!n || *n < min || *n > max) {
       return Status::invalid(std::string(name) + ": expected a whole number from " +
                              std::to_string(min) + " to " + std::to_string(max) + ", got '" +
                              std::string(v->substr(0, 64)) + "'");
     }
-    out = n;
+    out = *n;
     return Status::ok();
   }
 
