@@ -97,12 +97,12 @@ size_t RequestParser::put(boost::asio::const_buffer buffer, ErrorCode& ec) {
     }
     return basic_parser::put(buffer, ec);
   }
-  // Beast parses the request line on its first call, then the field section from its start
-  // on every call until it is complete, so the buffer holds all of the header that has
-  // arrived and not been consumed: from the request line, or from the fields after it.
+  // Beast consumes the request line, and may consume complete field lines, before the
+  // header is complete, so the buffer holds the rest of the header from a line's start:
+  // the request line's, or a field line's after `header_consumed_` bytes.
   std::string_view bytes(static_cast<const char*>(buffer.data()), buffer.size());
   size_t end = std::string_view::npos;  // of the header within `bytes`, once it has arrived
-  if (request_line_bytes_ > 0 && bytes.starts_with("\r\n")) {
+  if (header_consumed_ > 0 && bytes.starts_with("\r\n")) {
     end = 2;  // an empty field section
   } else if (size_t eom = bytes.find("\r\n\r\n"); eom != std::string_view::npos) {
     end = eom + 4;
@@ -110,21 +110,20 @@ size_t RequestParser::put(boost::asio::const_buffer buffer, ErrorCode& ec) {
   std::string_view header = bytes.substr(0, end);
   bool fold = header.find("\n ") != std::string_view::npos ||
               header.find("\n\t") != std::string_view::npos ||
-              (request_line_bytes_ > 0 && (header.starts_with(' ') || header.starts_with('\t')));
+              (header_consumed_ > 0 && (header.starts_with(' ') || header.starts_with('\t')));
   if (fold) {
     ec = makeErrorCode(FramingError::kObsoleteLineFolding);
     return 0;
   }
   // The limit is the whole header's, however it arrives: Beast alone lets a header that
   // arrives at once grow to twice the limit (request line and fields are each capped).
-  size_t header_bytes = request_line_bytes_ + header.size();
+  size_t header_bytes = header_consumed_ + header.size();
   if (end == std::string_view::npos ? header_bytes >= max_header_ : header_bytes > max_header_) {
     ec = boost::beast::http::error::header_limit;
     return 0;
   }
-  bool line_seen = request_line_bytes_ > 0;
   size_t used = basic_parser::put(buffer, ec);
-  if (!line_seen && !is_header_done()) request_line_bytes_ = used;
+  if (!is_header_done()) header_consumed_ += used;
   return used;
 }
 

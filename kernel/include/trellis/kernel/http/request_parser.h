@@ -91,10 +91,10 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   Request req_;
   size_t max_header_;
   uint64_t max_body_;
-  size_t request_line_bytes_ = 0;  // consumed on its own, before the rest of the header came
-  uint64_t chunk_left_ = 0;        // of the chunk being read; 0 between chunks
-  uint64_t body_seen_ = 0;         // declared so far: Content-Length, or the sum of chunk sizes
-  std::string authority_;          // from an absolute-form target; replaces Host
+  size_t header_consumed_ = 0;  // by Beast before the header was complete
+  uint64_t chunk_left_ = 0;     // of the chunk being read; 0 between chunks
+  uint64_t body_seen_ = 0;      // declared so far: Content-Length, or the sum of chunk sizes
+  std::string authority_;       // from an absolute-form target; replaces Host
   bool absolute_form_ = false;
   unsigned hosts_ = 0;
   unsigned authorizations_ = 0;
