@@ -3,7 +3,8 @@
 # and sanitizer runtimes, llvm-symbolizer for readable reports) and (optionally) benchmark.
 # Idempotent: asks dpkg first and touches apt only when something is missing.
 #
-#   scripts/deps.sh              build + test dependencies (nginx: the differential framing test)
+#   scripts/deps.sh              build + test dependencies (nginx: the differential framing
+#                                test; rsyslog: the audit plugin's syslog forwarding)
 #   scripts/deps.sh --bench      + nginx's Lua module, wrk and redis-server (bench/run.sh)
 #   scripts/deps.sh --postgres   + a local PostgreSQL server (PostgreSQL integration tests)
 #
@@ -16,7 +17,7 @@ packages=(
   build-essential cmake ninja-build pkg-config binutils curl ca-certificates
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format nginx
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format nginx rsyslog rsyslog-gnutls
   clang-14 libclang-rt-14-dev llvm-14 libseccomp-dev
 )
 for arg in "$@"; do

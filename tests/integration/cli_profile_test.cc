@@ -5,8 +5,6 @@
 #include <Poco/JSON/Parser.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,21 +126,8 @@ TEST_F(CliProfileTest, ProfileOthersCanReadOrThatIsMalformedIsRefusedNamingTheCa
   EXPECT_THAT(out, HasSubstr("profiles.default.admin: expected a string"));
 }
 
-// A free loopback port (bound then released: the server binds it right after).
-uint16_t freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 TEST(CliServerConfigTest, StatusNeedsNoFlagsGivenTheServersConfig) {
-  const uint16_t admin_port = freePort();
+  const uint16_t admin_port = freeLoopbackPort();  // the server binds it right after
   std::string config = defaultTestConfig();
   const std::string admin_listen = "admin:\n  listen: 127.0.0.1:0\n";
   ASSERT_NE(config.find(admin_listen), std::string::npos);

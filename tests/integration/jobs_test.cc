@@ -89,6 +89,19 @@ TEST_F(JobsTest, OneShotRunsOnceForItsTenantInTheSchedulersTrace) {
   EXPECT_EQ(adminJob("hello"), nullptr);           // and then it is gone
 }
 
+TEST_F(JobsTest, ATenantPluginHasNoJobsOutsideATenant) {
+  startWith(config());
+  // fixture/jobs tries at start, where its ctx has no tenant (only a system plugin's may).
+  EXPECT_THAT(server_->log(),
+              HasSubstr("job_schedule at start: INVALID: job_schedule needs a tenant: call it from "
+                        "a request, job, service or event handler (only a system plugin has "
+                        "jobs of its own outside tenants)"));
+  EXPECT_EQ(request(server_->adminPort(), "GET", "/v1/jobs",
+                    {{"Authorization", "Bearer " + server_->adminToken()}})
+                .body.find("outside-a-tenant"),
+            std::string::npos);
+}
+
 TEST_F(JobsTest, AOneShotThatSchedulesItselfAgainRunsAgain) {
   // Each run replaces the job while it runs; the end of that run must not retire the new one.
   startWith(config());

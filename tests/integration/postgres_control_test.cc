@@ -39,15 +39,6 @@ HttpReply admin(const TrellisdProcess& host, const std::string& method, const st
   return request(host.adminPort(), method, path, {{"Authorization", "Bearer " + token}}, body);
 }
 
-// Polls `check` for up to 10 s: hosts read each other's changes once a second.
-bool eventually(const std::function<bool()>& check) {
-  for (auto until = std::chrono::steady_clock::now() + 10s;
-       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(100ms)) {
-    if (check()) return true;
-  }
-  return check();
-}
-
 bool grantListed(const TrellisdProcess& host, const std::string& plugin) {
   HttpReply r = admin(host, "GET", "/v1/system-grants", host.adminToken());
   auto grants = json(r.body)->getArray("grants");

@@ -32,15 +32,6 @@ std::string pgJobsConfig(const TestDatabase& db) {
   return config;
 }
 
-bool eventually(const std::function<bool()>& pred, std::chrono::seconds limit = 30s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(100ms);
-  }
-  return true;
-}
-
 HttpReply schedule(const TrellisdProcess& host, const std::string& name, const std::string& query,
                    const std::string& payload = "") {
   return request(host.port(), "POST", "/jobs/schedule/" + name + "?" + query, kAcme, payload);

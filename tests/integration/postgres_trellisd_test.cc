@@ -68,16 +68,6 @@ int visits(const HttpReply& r) {
   return obj->getValue<int>("visits");
 }
 
-// Polls `pred` until it holds (other hosts refresh their registry every ~1 s).
-bool eventually(const std::function<bool()>& pred) {
-  auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
-
 bool eventuallyStatus(const std::function<int()>& probe, int want) {
   return eventually([&] { return probe() == want; });
 }

@@ -249,6 +249,25 @@ TEST_F(SystemPluginsTest, PolicyDenialsReachTheAuditStreamOncePerTenantRouteAndM
   EXPECT_THAT(raw, HasSubstr("denials_in_previous_minute"));
 }
 
+TEST_F(SystemPluginsTest, ASystemPluginRunsJobsOfItsOwnOutsideEveryTenant) {
+  startGranted();
+  // Scheduled from an admin route (no tenant), the job runs with no tenant: it bumps the
+  // plugin's own counter, no tenant's, and counts against no tenant's max_jobs.
+  ASSERT_EQ(admin("POST", "/v1/x/fixture/sys-audit/jobs/bump").body, "OK");
+  auto jobGone = [&] {
+    return admin("GET", "/v1/jobs").body.find("\"bump\"") == std::string::npos;
+  };
+  ASSERT_TRUE(eventually(jobGone)) << admin("GET", "/v1/jobs").body << server_->log();
+  EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/counter").body, "2");
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "NOT_FOUND");
+
+  // The same call under a tenant's ctx schedules that tenant's job, which bumps its counter.
+  ASSERT_EQ(request(server_->port(), "POST", "/sys-audit/jobs/bump", kAcme).body, "OK");
+  ASSERT_TRUE(eventually(jobGone)) << admin("GET", "/v1/jobs").body;
+  EXPECT_EQ(request(server_->port(), "GET", "/sys-audit/counter", kAcme).body, "1");
+  EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/counter").body, "3");
+}
+
 TEST_F(SystemPluginsTest, ASystemPluginKeepsStorageOfItsOwnOutsideEveryTenant) {
   startGranted();
   EXPECT_EQ(admin("POST", "/v1/x/fixture/sys-audit/counter").body, "1");

@@ -1,10 +1,7 @@
 #include "support/nginx_server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,35 +19,6 @@ std::string findNginx() {
     if (::access(p, X_OK) == 0) return p;
   }
   return "";
-}
-
-// A port nothing listens on right now (the kernel's choice for port 0). nginx cannot be
-// asked for port 0 and report it, so a race with another process is retried by start().
-uint16_t freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-bool accepts(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
 }
 
 }  // namespace
@@ -79,7 +47,7 @@ bool NginxServer::start(std::chrono::milliseconds timeout) {
     return false;
   }
   for (int attempt = 0; attempt < 5; ++attempt) {
-    if (startOn(freePort(), timeout)) return true;
+    if (startOn(freeLoopbackPort(), timeout)) return true;
   }
   return false;
 }
@@ -174,7 +142,7 @@ bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
       error_ = "nginx exited at start: " + errorLog() + readFile(dir_ / "stdout.log");
       return false;
     }
-    if (accepts(port)) {
+    if (acceptsOnLoopback(port)) {
       port_ = port;
       return true;
     }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -104,6 +105,18 @@ class TrellisdProcess {
   uint16_t port_ = 0;
   uint16_t admin_port_ = 0;
 };
+
+// A loopback port nothing listens on right now (the kernel's choice for port 0), for
+// peers that cannot be asked for port 0 and report it: a race with another process is
+// theirs to retry.
+uint16_t freeLoopbackPort();
+// True if something accepts TCP connections on 127.0.0.1:`port`.
+bool acceptsOnLoopback(uint16_t port);
+
+// Polls `done` every 100 ms until it holds (true) or `limit` passes (false): for what a
+// server does in the background, without a timing assumption.
+bool eventually(const std::function<bool()>& done,
+                std::chrono::milliseconds limit = std::chrono::seconds(30));
 
 // Runs a shell command (built by the test, never from untrusted input) and returns its
 // stdout; the exit status goes to *status (-1 if it did not exit normally).

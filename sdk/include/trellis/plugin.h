@@ -470,9 +470,13 @@ typedef struct trellis_host_api {
   /* Sets the plugin's job handler. Only during on_init. */
   trellis_status (*job_handler)(const trellis_ctx* ctx, trellis_job_fn fn, void* user);
   /* Schedules a job for the ctx's tenant (needs capability "jobs" and a tenant ctx).
-   * QUOTA_EXCEEDED past the tenant's max_jobs; INVALID names the field at fault. */
+   * QUOTA_EXCEEDED past the tenant's max_jobs; INVALID names the field at fault.
+   * A system plugin may also schedule from a tenant-less ctx (start, admin routes, its
+   * own jobs): such a job is the plugin's own, counts against no tenant and runs with a
+   * tenant-less ctx (its storage of its own) while the operator's system grant stands. */
   trellis_status (*job_schedule)(const trellis_ctx* ctx, const trellis_job_spec* spec);
-  /* Cancels the ctx tenant's job `name`; NOT_FOUND if there is none. */
+  /* Cancels the ctx tenant's job `name` (a system plugin's own from a tenant-less ctx);
+   * NOT_FOUND if there is none. */
   trellis_status (*job_cancel)(const trellis_ctx* ctx, trellis_str name);
 
   /* -- egress HTTP (capability "egress"; destinations allowed by manifest and grant) --- */

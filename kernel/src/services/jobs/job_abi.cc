@@ -7,6 +7,7 @@
 #include "services/jobs/cron.h"
 #include "services/jobs/scheduler.h"
 #include "services/trace/trace_context.h"
+#include "trellis/kernel/storage/kv_store.h"
 
 namespace trellis::kernel::services {
 namespace {
@@ -69,6 +70,24 @@ Result<Job> jobOf(const trellis_job_spec* spec, int64_t now) {
   return job;
 }
 
+// The tenant a job of this ctx belongs to: the ctx's, or a system plugin's own scope when
+// it has none. nullptr (with *refused set) for a tenant plugin without a tenant.
+trellis_ctx* jobCall(const trellis_ctx* c, std::string_view call, trellis_status* refused) {
+  trellis_ctx* ctx = enter(c, "jobs", call, Tenant::kOptional, refused);
+  if (ctx && !ctx->tenant && !ctx->plugin->isSystemPlugin()) {
+    ctx->error = std::string(call) +
+                 " needs a tenant: call it from a request, job, service or event handler "
+                 "(only a system plugin has jobs of its own outside tenants)";
+    *refused = TRELLIS_INVALID;
+    return nullptr;
+  }
+  return ctx;
+}
+
+std::string jobTenantOf(const trellis_ctx* ctx) {
+  return ctx->tenant ? ctx->tenant->id : std::string(storage::kSystemScopeTenant);
+}
+
 }  // namespace
 
 trellis_status jobHandler(const trellis_ctx* c, trellis_job_fn fn, void* user) {
@@ -86,7 +105,7 @@ trellis_status jobHandler(const trellis_ctx* c, trellis_job_fn fn, void* user) {
 
 trellis_status jobSchedule(const trellis_ctx* c, const trellis_job_spec* spec) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "jobs", "job_schedule", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = jobCall(c, "job_schedule", &refused);
   if (!ctx) return refused;
   JobScheduler* jobs = ctx->plugin->services().jobs;
   if (!jobs) return fail(ctx, Status::unavailable("this host runs no jobs"));
@@ -95,13 +114,15 @@ trellis_status jobSchedule(const trellis_ctx* c, const trellis_job_spec* spec) {
   }
   auto job = jobOf(spec, unixMs());
   if (!job) return fail(ctx, job.status());
-  job->key.tenant = ctx->tenant->id;
+  job->key.tenant = jobTenantOf(ctx);
   job->key.plugin = ctx->plugin->id();
   if (ctx->trace) {
     job->traceparent = ctx->trace->traceparent();
     job->tracestate = ctx->trace->tracestate();
   }
-  const auto& max_jobs = ctx->tenant->quotas.max_jobs;
+  // A system plugin's own jobs count against no tenant's quota.
+  const std::optional<uint64_t> max_jobs =
+      ctx->tenant ? ctx->tenant->quotas.max_jobs : std::nullopt;
   Status s = jobs->schedule(std::move(*job), max_jobs);
   if (s.code() == StatusCode::kQuotaExceeded) {
     return refuseQuota(ctx, "max_jobs", max_jobs.value_or(0), s.message());
@@ -111,11 +132,11 @@ trellis_status jobSchedule(const trellis_ctx* c, const trellis_job_spec* spec) {
 
 trellis_status jobCancel(const trellis_ctx* c, trellis_str name) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "jobs", "job_cancel", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = jobCall(c, "job_cancel", &refused);
   if (!ctx) return refused;
   JobScheduler* jobs = ctx->plugin->services().jobs;
   if (!jobs) return fail(ctx, Status::unavailable("this host runs no jobs"));
-  Status s = jobs->cancel({ctx->tenant->id, ctx->plugin->id(), std::string(view(name))});
+  Status s = jobs->cancel({jobTenantOf(ctx), ctx->plugin->id(), std::string(view(name))});
   return s ? TRELLIS_OK : fail(ctx, s);
 }
 

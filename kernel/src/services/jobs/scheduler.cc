@@ -7,6 +7,7 @@
 #include "runtime/call_context.h"
 #include "services/jobs/cron.h"
 #include "services/trace/trace_context.h"
+#include "trellis/kernel/storage/kv_store.h"
 #include "trellis/tenants/registry.h"
 
 namespace trellis::kernel::services {
@@ -446,14 +447,18 @@ Status JobScheduler::execute(const Job& job) {
                         budget};
   }
   Status outcome = Status::ok();
+  // A system plugin's own jobs run with no tenant, while the operator's grant stands.
+  const bool system_job = key.tenant == storage::kSystemScopeTenant;
   std::shared_ptr<const tenants::TenantView> tenant =
-      tenants_ ? tenants_->view(key.tenant) : nullptr;
+      tenants_ && !system_job ? tenants_->view(key.tenant) : nullptr;
   if (!plugin || !plugin->job_fn) {
     outcome = Status::unavailable("plugin " + key.plugin + " is not active");
-  } else if (!tenant || !tenant->hasPlugin(key.plugin)) {
+  } else if (system_job && !plugin->isSystemPlugin()) {
+    outcome = Status::permissionDenied(key.plugin + " no longer holds the system scope");
+  } else if (!system_job && (!tenant || !tenant->hasPlugin(key.plugin))) {
     outcome = Status::unavailable("tenant " + key.tenant + " no longer enables " + key.plugin);
   } else if (!plugin->manifest().hasCapability("jobs") ||
-             !tenant->grantsCapability(key.plugin, "jobs")) {
+             (!system_job && !tenant->grantsCapability(key.plugin, "jobs"))) {
     outcome = Status::permissionDenied("capability \"jobs\" is not granted to " + key.plugin +
                                        " by tenant " + key.tenant);
   } else {
