@@ -154,19 +154,7 @@ bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
 }
 
 void NginxServer::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGQUIT);
-  auto deadline = Clock::now() + std::chrono::seconds(5);
-  while (Clock::now() < deadline) {
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-      pid_ = -1;
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
-  pid_ = -1;
+  stopChild(pid_, SIGQUIT, std::chrono::seconds(5));
 }
 
 }  // namespace trellis::test

@@ -1,14 +1,11 @@
 #include "support/postgres_server.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,24 +34,6 @@ bool isExecutable(const fs::path& p) {
 
 bool hasServerBinaries(const fs::path& dir) {
   return isExecutable(dir / "initdb") && isExecutable(dir / "postgres");
-}
-
-// The kernel picks a free port for a socket bound to port 0; postgres gets it a moment
-// later. Another process may grab it in between: launch() notices and the caller retries.
-uint16_t pickFreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
 }
 
 // Waits for `pid` to exit; its wait status, or nothing on timeout.
@@ -332,7 +311,7 @@ bool PostgresServer::start(std::chrono::milliseconds timeout) {
   if (!initialized_ && !initCluster()) return false;
   for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
     // A restart tries to keep its port so that connection strings stay valid.
-    uint16_t port = attempt == 0 && port_ != 0 ? port_ : pickFreePort();
+    uint16_t port = attempt == 0 && port_ != 0 ? port_ : freeLoopbackPort();
     if (port == 0) {
       error_ = "no free loopback port";
       return false;

@@ -41,6 +41,7 @@ bool RsyslogServer::start(std::chrono::milliseconds timeout) {
     error_ = "rsyslogd is not installed; the syslog tests need it (scripts/deps.sh)";
     return false;
   }
+  if (wanted_port_ != 0) return startOn(wanted_port_, timeout);
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (startOn(freeLoopbackPort(), timeout)) return true;
   }
@@ -118,19 +119,7 @@ bool RsyslogServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
 }
 
 void RsyslogServer::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  const auto deadline = Clock::now() + std::chrono::seconds(5);
-  while (Clock::now() < deadline) {
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-      pid_ = -1;
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
-  pid_ = -1;
+  stopChild(pid_, SIGTERM, std::chrono::seconds(5));
 }
 
 }  // namespace trellis::test

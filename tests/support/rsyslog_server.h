@@ -40,6 +40,9 @@ class RsyslogServer {
     tls_key_ = std::move(key);
   }
 
+  // Listen on this port rather than a free one (a collector that comes back where it was).
+  void listenOn(uint16_t port) { wanted_port_ = port; }
+
   // Starts rsyslogd and waits until it accepts connections; false with error() on failure.
   bool start(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   void stop();
@@ -56,6 +59,7 @@ class RsyslogServer {
 
   TempDir dir_;
   uint16_t port_ = 0;
+  uint16_t wanted_port_ = 0;
   pid_t pid_ = -1;
   std::string error_;
   std::filesystem::path tls_ca_, tls_cert_, tls_key_;

@@ -334,7 +334,7 @@ std::string withIsolation(const std::string& plugins) {
 }
 
 uint16_t freeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -359,6 +359,22 @@ bool acceptsOnLoopback(uint16_t port) {
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
   return ok;
+}
+
+void stopChild(pid_t& pid, int signal, std::chrono::milliseconds grace) {
+  if (pid <= 0) return;
+  ::kill(pid, signal);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) {
+      pid = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  pid = -1;
 }
 
 bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {

@@ -113,6 +113,10 @@ uint16_t freeLoopbackPort();
 // True if something accepts TCP connections on 127.0.0.1:`port`.
 bool acceptsOnLoopback(uint16_t port);
 
+// Stops a child process of the test (a peer server): `signal`, up to `grace` for it to
+// exit, then SIGKILL; reaps it and sets `pid` to -1. Nothing if `pid` <= 0.
+void stopChild(pid_t& pid, int signal, std::chrono::milliseconds grace);
+
 // Polls `done` every 100 ms until it holds (true) or `limit` passes (false): for what a
 // server does in the background, without a timing assumption.
 bool eventually(const std::function<bool()>& done,
