@@ -6,6 +6,10 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <mutex>
+#include <thread>
+
 #include "support/loopback_server.h"
 #include "support/test_support.h"
 
@@ -157,6 +161,79 @@ TEST_F(StreamEgressTest, AWritePastTheDaysBytesIsRefusedNamingTheQuota) {
   EXPECT_EQ(json(over.body)->getValue<std::string>("quota"), "egress_bytes_per_day");
   auto egress = json(admin("/v1/tenants/hooli/usage").body)->getObject("egress");
   EXPECT_EQ(egress->getValue<uint64_t>("bytes_today"), 16u);
+}
+
+// A system plugin's tenant-less ctx: on_start may connect where the operator's egress list
+// allows (it alone names the loopback collector); on_init is too early.
+class SystemStreamTest : public ::testing::Test {
+ protected:
+  // Keeps every byte that comes.
+  static LoopbackServer::Handler collect(std::shared_ptr<std::string> into,
+                                         std::shared_ptr<std::mutex> mu) {
+    return [into, mu](const auto& read, const auto&, const auto&) {
+      for (std::string bytes = read(); !bytes.empty(); bytes = read()) {
+        std::lock_guard lock(*mu);
+        *into += bytes;
+      }
+    };
+  }
+  std::string received() {
+    std::lock_guard lock(*mu_);
+    return *got_;
+  }
+  // Starts trellisd with fixture/stream-sys pointed at the collector; `egress_yaml` is the
+  // entry's egress line ("" for none).
+  void start(const std::string& egress_yaml) {
+    const std::string url = "tcp://127.0.0.1:" + std::to_string(collector_.port());
+    server_ = std::make_unique<TrellisdProcess>(
+        defaultTestConfig("    - id: fixture/stream-sys\n      system: true\n"
+                          "      config: {url: \"" +
+                          url + "\"}\n" + egress_yaml));
+    ASSERT_TRUE(server_->start()) << server_->log();
+  }
+  // The log line the plugin wrote for `phase`, waiting (bounded) for it.
+  std::string reported(const std::string& phase) {
+    const std::string tag = "stream-sys " + phase + ": ";
+    for (int i = 0; i < 500; ++i) {
+      const std::string log = server_->log();
+      if (auto at = log.find(tag); at != std::string::npos) {
+        return log.substr(at + tag.size(), log.find('\n', at) - at - tag.size());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return "(no line)";
+  }
+
+  std::shared_ptr<std::string> got_ = std::make_shared<std::string>();
+  std::shared_ptr<std::mutex> mu_ = std::make_shared<std::mutex>();
+  LoopbackServer collector_{LoopbackServer::kRawBytes, collect(got_, mu_)};
+  std::unique_ptr<TrellisdProcess> server_;
+};
+
+TEST_F(SystemStreamTest, OnStartReachesTheCollectorTheOperatorListNames) {
+  start("      egress: [\"tcp://127.0.0.1:" + std::to_string(collector_.port()) + "\"]\n");
+  EXPECT_EQ(reported("start").rfind("status 0", 0), 0u) << reported("start");
+  EXPECT_EQ(reported("init").rfind("status 1 stream_connect is not available during on_init", 0),
+            0u)
+      << reported("init");
+  for (int i = 0; i < 500 && received().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(received(), "hello from start\n");
+  EXPECT_NE(server_->log().find("stream tenant=_system plugin=fixture/stream-sys connected to "
+                                "tcp://127.0.0.1:"),
+            std::string::npos);
+}
+
+TEST_F(SystemStreamTest, WithoutTheOperatorListALoopbackCollectorIsRefused) {
+  start("");
+  const std::string line = reported("start");
+  EXPECT_EQ(line.rfind("status 3 ", 0), 0u) << line;  // PERMISSION_DENIED
+  EXPECT_NE(line.find("in the operator's egress list for system plugin fixture/stream-sys "
+                      "(plugins.enabled[].egress) may reach it"),
+            std::string::npos)
+      << line;
+  EXPECT_EQ(collector_.connections(), 0);
 }
 
 }  // namespace
