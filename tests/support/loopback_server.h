@@ -7,6 +7,9 @@
 //     for (auto req = read(); !req.empty(); req = read()) write(reply(200, "hi"));
 //   }, &pki, "localhost");                          // omit the last two for plain HTTP
 //   fetch("https://localhost:" + std::to_string(server.port()) + "/");
+//   LoopbackServer raw(LoopbackServer::kRawBytes, [](auto& read, auto& write, auto& stop) {
+//     for (auto bytes = read(); !bytes.empty(); bytes = read()) write(bytes);  // echo
+//   });                                             // read() answers whatever bytes came
 #pragma once
 
 #include <atomic>
@@ -66,8 +69,15 @@ class LoopbackServer {
   using Write = std::function<bool(const std::string&)>;
   using Handler = std::function<void(const Read&, const Write&, const std::atomic<bool>& stop)>;
 
-  LoopbackServer(Handler handler, const TestPki* pki = nullptr, const std::string& cert = "")
+  // Read answers the bytes of each read as they come (empty when the peer closed).
+  enum RawBytes { kRawBytes };
+  LoopbackServer(RawBytes, Handler handler, const TestPki* pki = nullptr,
+                 const std::string& cert = "")
+      : LoopbackServer(std::move(handler), pki, cert, true) {}
+  LoopbackServer(Handler handler, const TestPki* pki = nullptr, const std::string& cert = "",
+                 bool raw = false)
       : handler_(std::move(handler)),
+        raw_(raw),
         acceptor_(io_, {loopback_asio::ip::make_address("127.0.0.1"), 0}) {
     if (pki) {
       tls_.emplace(loopback_asio::ssl::context::tls_server);
@@ -123,6 +133,11 @@ class LoopbackServer {
       return ssl ? ssl->read_some(loopback_asio::buffer(buf, n), ec)
                  : socket->read_some(loopback_asio::buffer(buf, n), ec);
     };
+    Read read_raw = [&]() -> std::string {
+      char buf[4096];
+      size_t n = readSome(buf, sizeof buf);
+      return ec ? std::string() : std::string(buf, n);
+    };
     Read read = [&]() -> std::string {
       char buf[4096];
       size_t end;
@@ -154,13 +169,14 @@ class LoopbackServer {
       }
       return !ec;
     };
-    if (!ec) handler_(read, write, stop_);
+    if (!ec) handler_(raw_ ? read_raw : read, write, stop_);
     std::lock_guard lock(mu_);
     std::erase(open_, socket.get());
     socket->close(ec);
   }
 
   Handler handler_;
+  const bool raw_ = false;
   loopback_asio::io_context io_;
   loopback_asio::ip::tcp::acceptor acceptor_;
   std::optional<loopback_asio::ssl::context> tls_;

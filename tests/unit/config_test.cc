@@ -418,6 +418,33 @@ TEST(ConfigTest, LuaBudgetsAreSetPerPluginAndCheckedByName) {
   EXPECT_THAT(errorOf(entry + "[1]\n"), HasSubstr("plugins.enabled[0].lua: expected a map"));
 }
 
+TEST(ConfigTest, ASystemPluginsEgressListIsReadAndCheckedRuleByRule) {
+  Config c = parse(
+      "plugins:\n"
+      "  enabled:\n"
+      "    - id: trellis/audit\n"
+      "      system: true\n"
+      "      egress: [\"tls://127.0.0.1:16514\", \"https://*.example.com\"]\n"
+      "    - id: trellis/other\n"
+      "      system: true\n");
+  ASSERT_TRUE(c.plugins.at(0).egress);
+  EXPECT_EQ(*c.plugins.at(0).egress,
+            (std::vector<std::string>{"tls://127.0.0.1:16514", "https://*.example.com"}));
+  EXPECT_FALSE(c.plugins.at(1).egress);  // absent: the manifest's rules alone
+
+  const std::string entry = "plugins:\n  enabled:\n    - id: a/b\n      system: true\n";
+  EXPECT_THAT(errorOf(entry + "      egress: [\"tls://logs.test\"]\n"),
+              HasSubstr("plugins.enabled[0].egress[0]: egress rule \"tls://logs.test\": tcp:// "
+                        "and tls:// rules need a port"));
+  EXPECT_THAT(errorOf(entry + "      egress: [\"https://x\", \"udp://x:1\"]\n"),
+              HasSubstr("plugins.enabled[0].egress[1]: egress rule \"udp://x:1\": scheme must be"));
+  EXPECT_THAT(errorOf(entry + "      egress: tcp://x:1\n"),
+              HasSubstr("plugins.enabled[0].egress: expected a list"));
+  // On a plugin without system scope the list would grant nothing: refused, saying why.
+  EXPECT_THAT(errorOf("plugins:\n  enabled:\n    - id: a/b\n      egress: [\"tcp://x:1\"]\n"),
+              HasSubstr("plugins.enabled[0].egress: needs system: true on this plugin"));
+}
+
 TEST(ConfigTest, AnchorsAndAliasesExpand) {
   EXPECT_EQ(pluginJson("{a: &x {n: 1}, b: *x}"), R"({"a":{"n":1},"b":{"n":1}})");
 }

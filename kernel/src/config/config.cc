@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "trellis/kernel/plugin/manifest.h"
+#include "trellis/kernel/services/egress_policy.h"
 #include "trellis/kernel/tls/server_context.h"
 #include "trellis/kernel/util/json.h"
 #include "trellis/tenants/identity.h"
@@ -667,7 +668,8 @@ class Parser {
         const YAML::Node& e = enabled[i];
         std::string ipath = indexed(epath, i);
         if (!e.IsMap()) fail(ipath, "expected a map with id and config, got " + describe(e));
-        checkKeys(e, ipath, {"id", "config", "lua", "isolation", "dedicated_tenants", "system"});
+        checkKeys(e, ipath,
+                  {"id", "config", "lua", "isolation", "dedicated_tenants", "system", "egress"});
         PluginEntry entry;
         if (!e["id"]) fail(join(ipath, "id"), "required");
         entry.id = readString(e["id"], join(ipath, "id"));
@@ -705,6 +707,26 @@ class Parser {
           }
         }
         if (auto sys = e["system"]) entry.system = readBool(sys, join(ipath, "system"));
+        if (auto eg = e["egress"]) {
+          // Only a system plugin's tenant-less calls read this list; on any other entry it
+          // would look like a grant while granting nothing (tenants grant "egress:<rule>").
+          const std::string gpath = join(ipath, "egress");
+          if (!entry.system) {
+            fail(gpath,
+                 "needs system: true on this plugin (the list governs a system plugin's "
+                 "tenant-less egress; tenants grant egress with \"egress:<rule>\" grants)");
+          }
+          requireList(eg, gpath);
+          entry.egress.emplace();
+          for (size_t k = 0; k < eg.size(); ++k) {
+            const std::string rpath = indexed(gpath, k);
+            std::string text = readString(eg[k], rpath);
+            if (auto rule = services::egress::parseRule(text); !rule) {
+              fail(rpath, rule.status().message());
+            }
+            entry.egress->push_back(std::move(text));
+          }
+        }
         cfg.plugins.push_back(std::move(entry));
       }
     }

@@ -30,6 +30,7 @@
 #include "services/egress/egress_service.h"
 #include "services/jobs/postgres_job_store.h"
 #include "services/jobs/scheduler.h"
+#include "services/stream/stream_service.h"
 #include "services/usage/usage_stream.h"
 #include "trellis/kernel/events/event_bus.h"
 #include "trellis/kernel/exec/blocking_pool.h"
@@ -69,6 +70,7 @@ struct Application::Impl {
   std::unique_ptr<storage::KvStore> kv;
   std::unique_ptr<runtime::SelfService> self_service;
   std::unique_ptr<services::egress::EgressService> egress;
+  std::unique_ptr<services::stream::StreamService> streams;  // shares egress's quota meter
   std::unique_ptr<auth::TokenVerifier> tokens;  // outlives the data plane; null: no issuers
   services::HandleTable handles;                // outlives the plugins that hold handles
   services::ServiceRegistry service_registry;
@@ -265,6 +267,10 @@ Status Application::start() {
   s.egress =
       std::make_unique<services::egress::EgressService>(std::move(*egress_client), s.metrics);
   if (s.pg_pool) s.egress->shareBytes(services::egress::openPostgresEgressBytes(s.pg_pool));
+  auto stream_client = services::stream::StreamClient::create({.ca_file = s.cfg.egress.ca_file});
+  if (!stream_client) return stream_client.status();
+  s.streams = std::make_unique<services::stream::StreamService>(std::move(*stream_client),
+                                                                s.egress->meter(), s.metrics);
   s.self_service = std::make_unique<runtime::SelfService>(*s.tenants, s.admission, *s.kv,
                                                           egressUsage(*s.egress));
   // Durable jobs persist beside the SQLite data, or in PostgreSQL when hosts share it:
@@ -305,6 +311,7 @@ Status Application::start() {
       .jobs = s.jobs.get(),
       .blobs = s.blobs.get(),
       .egress = s.egress.get(),
+      .streams = s.streams.get(),
       .system_grants = s.system_grants.get(),
       .usage = s.usage.get(),
       .audit = s.audit.get(),

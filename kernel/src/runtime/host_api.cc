@@ -21,6 +21,7 @@
 #include "services/jobs/job_abi.h"
 #include "services/kv/kv_access.h"
 #include "services/kv/kv_async.h"
+#include "services/stream/stream_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
 #include "services/usage/usage_abi.h"
@@ -614,8 +615,11 @@ constexpr trellis_host_api kHostApi = {
     services::usageEmit,
     admin::actForTenant,
     services::kvPutAsync,
+    services::streamConnect,
+    services::streamWrite,
+    services::streamRead,
 };
-static_assert(offsetof(trellis_host_api, kv_put_async) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, stream_read) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -48,6 +49,9 @@ class BlobStore;
 namespace egress {
 class EgressService;
 }
+namespace stream {
+class StreamService;
+}
 namespace usage {
 class UsageStream;
 }
@@ -70,6 +74,7 @@ struct HostServices {
   services::JobScheduler* jobs = nullptr;                 // jobs and timers
   services::blobs::BlobStore* blobs = nullptr;            // null = no blob storage
   services::egress::EgressService* egress = nullptr;      // null = no egress
+  services::stream::StreamService* streams = nullptr;     // null = no egress streams
   const SystemGrants* system_grants = nullptr;            // the operator's; null = none granted
   services::usage::UsageStream* usage = nullptr;          // null = no usage stream
   admin::AuditStream* audit = nullptr;                    // null = nothing audits act_for_tenant
@@ -165,6 +170,11 @@ class PluginInstance {
   void* usage_user = nullptr;
 
   std::atomic<uint64_t> denied_calls{0};
+
+  // The operator's egress list for this plugin's tenant-less calls while it is a system
+  // plugin (plugins.enabled[].egress; unset = the manifest's rules alone). Set at load,
+  // read-only afterwards.
+  std::optional<std::vector<std::string>> operator_egress;
 
  private:
   plugin::Manifest manifest_;

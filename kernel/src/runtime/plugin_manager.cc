@@ -308,6 +308,7 @@ Status PluginManager::loadPlugin(PluginInstance& inst, const config::PluginEntry
   if (!entry_file) return entry_file.status();
   if (Status s = checkScope(inst); !s) return s;
   if (Status s = verifyFiles(m, inst.dir()); !s) return s;
+  inst.operator_egress = entry.egress;
   if (Status s = loadCode(inst, *entry_file, entry); !s) return s;
   inst.state = PluginState::kLoaded;
   return Status::ok();

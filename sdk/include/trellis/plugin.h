@@ -3,8 +3,9 @@
  *
  * 1.0: the original table. 1.1: ctx_principal, tenant self-service (tenant_info,
  * tenant_key*) and last_error. 1.2: platform services — handles, trace context,
- * inter-plugin services, jobs and timers, egress HTTP, blob storage, system plugins
- * (audit, admin routes, usage stream) and asynchronous KV writes (kv_put_async).
+ * inter-plugin services, jobs and timers, egress HTTP and streams (TCP/TLS), blob storage,
+ * system plugins (audit, admin routes, usage stream) and asynchronous KV writes
+ * (kv_put_async).
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -172,11 +173,11 @@ typedef int (*trellis_header_visit_fn)(void* user, trellis_str name, trellis_str
  * ------------------------------------------------------------------------------------- */
 
 /* A host object the plugin holds across calls (an HTTP response being read, a blob being
- * written or read). OWNERSHIP: the plugin's, released with host->handle_close (or by the
- * call that finishes it, e.g. blob_commit). A handle belongs to the plugin and the tenant
- * of the ctx that opened it: used by another plugin, under another tenant's ctx or after
- * release, every call answers TRELLIS_INVALID. The host reclaims what a plugin leaves
- * open when it stops. 0 is never a valid handle. */
+ * written or read, an egress stream). OWNERSHIP: the plugin's, released with
+ * host->handle_close (or by the call that finishes it, e.g. blob_commit). A handle belongs
+ * to the plugin and the tenant of the ctx that opened it: used by another plugin, under
+ * another tenant's ctx or after release, every call answers TRELLIS_INVALID. The host
+ * reclaims what a plugin leaves open when it stops. 0 is never a valid handle. */
 typedef uint64_t trellis_handle;
 #define TRELLIS_HANDLE_NONE ((trellis_handle)0)
 
@@ -241,6 +242,17 @@ typedef struct trellis_http_request {
   uint32_t max_redirects;         /* 0 = redirects are answered, not followed; at most 5 */
   uint64_t max_response_bytes;    /* 0 = host default; larger responses fail */
 } trellis_http_request;
+
+/* An outbound TCP or TLS byte stream (host->stream_connect). Every pointer is BORROWED for
+ * the call. Fields may be appended; set struct_size = sizeof(trellis_stream_options). */
+typedef struct trellis_stream_options {
+  uint32_t struct_size;
+  trellis_str url;             /* "tcp://host:port" or "tls://host:port"; TLS verifies the
+                                * server's certificate and name against the host's CA bundle
+                                * (egress.ca_file, else the system store) */
+  uint32_t connect_timeout_ms; /* 0 = host default 5000: resolve + TCP + TLS handshake */
+  uint32_t io_timeout_ms;      /* 0 = host default 10000: each stream_write / stream_read */
+} trellis_stream_options;
 
 /* ---------------------------------------------------------------------------------------
  * System plugins: the usage stream
@@ -600,6 +612,33 @@ typedef struct trellis_host_api {
   trellis_status (*kv_put_async)(const trellis_ctx* ctx, trellis_str key, trellis_str value,
                                  uint64_t expected_version, trellis_kv_put_done_fn done,
                                  void* user);
+
+  /* -- egress streams (capability "egress"; destinations allowed by manifest and grant) */
+  /* Opens a TCP or TLS byte stream to `options->url`; `*stream` is a handle that
+   * handle_close releases (closing the socket; a TLS stream first sends close_notify, best
+   * effort, within a short deadline). Destinations are rules of their own scheme
+   * ("tcp://host:port", "tls://host:port", port or *): an https rule never allows tls://.
+   * The kernel resolves the name and dials only addresses the rules allow; a loopback or
+   * private address needs a grant rule naming it. Only where blocking is allowed
+   * (blocking routes, jobs, event handlers; a system plugin also from a tenant-less ctx
+   * after on_init): INVALID on an event loop. PERMISSION_DENIED names the rule that
+   * refused the destination; TIMEOUT past connect_timeout; UNAVAILABLE for a refused
+   * connection or a failed handshake (the certificate problem named). A connect counts as
+   * one request against the tenant's egress_requests_per_second, and bytes written and
+   * read count against egress_bytes_per_day. One call at a time per stream. Not offered to
+   * plugins in a worker process (isolation: process): NULL there. Check
+   * TRELLIS_HOST_HAS(host, stream_connect) first. */
+  trellis_status (*stream_connect)(const trellis_ctx* ctx, const trellis_stream_options* options,
+                                   trellis_handle* stream);
+  /* Writes all of `bytes` or fails: TIMEOUT past io_timeout, UNAVAILABLE if the peer closed
+   * or reset. After a failure the stream is closed (later calls answer UNAVAILABLE).
+   * QUOTA_EXCEEDED, before anything is written, once the tenant's egress_bytes_per_day is
+   * used up. `bytes` is BORROWED for the call. */
+  trellis_status (*stream_write)(const trellis_ctx* ctx, trellis_handle stream, trellis_str bytes);
+  /* Waits up to io_timeout for bytes and copies up to `cap`; *len = 0 once the peer closed;
+   * TIMEOUT if nothing came in time (the stream stays usable). */
+  trellis_status (*stream_read)(const trellis_ctx* ctx, trellis_handle stream, char* buf,
+                                size_t cap, size_t* len);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

@@ -422,6 +422,54 @@ struct HttpResponse {
   std::string body;
 };
 
+// ABI 1.2 egress streams (capability "egress"): a TCP or TLS byte stream to a destination
+// the manifest's "egress" rules allow ("tcp://host:port", "tls://host:port"), narrowed by
+// the tenant's grant. Blocks: call it from blocking routes, jobs or events. Closed (TLS:
+// close_notify first) when the Stream goes; like every handle it belongs to this plugin and
+// tenant, and a Stream used past its callback needs a live ctx of the same tenant: release()
+// the id and adopt it later with Stream(host, ctx, id).
+//   auto s = ctx.connect({.url = "tls://logs.example.com:6514"});
+//   if (!s) return s.status();
+//   s->write("<134>1 2024-01-01T00:00:00Z web app - - - hello\n");
+//   char buf[4096];
+//   auto n = s->read(buf, sizeof buf);   // *n == 0: the peer closed
+struct StreamOptions {
+  std::string url;
+  uint32_t connect_timeout_ms = 0;  // 0: host default (5000)
+  uint32_t io_timeout_ms = 0;       // 0: host default (10000), each write or read
+};
+
+class Stream {
+ public:
+  Stream(const trellis_host_api* host, const trellis_ctx* ctx, trellis_handle h)
+      : host_(host), ctx_(ctx), handle_(host, ctx, h) {}
+  Stream(Stream&&) noexcept = default;
+  Stream& operator=(Stream&&) noexcept = default;
+
+  // All of `bytes`, or TIMEOUT / UNAVAILABLE (the stream is then closed) / QUOTA_EXCEEDED.
+  Status write(std::string_view bytes) {
+    return detail::fromC(host_, ctx_, host_->stream_write(ctx_, handle_.id(), toStr(bytes)),
+                         "stream write failed");
+  }
+  // Bytes copied into buf (at least 1); 0 once the peer closed; TIMEOUT if nothing came.
+  Result<size_t> read(char* buf, size_t cap) {
+    size_t n = 0;
+    trellis_status s = host_->stream_read(ctx_, handle_.id(), buf, cap, &n);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "stream read failed");
+    return n;
+  }
+  trellis_handle id() const { return handle_.id(); }
+  // Gives up ownership without closing; returns the id.
+  trellis_handle release() { return handle_.release(); }
+  // Closes now.
+  void close() { handle_.reset(); }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  Handle handle_;
+};
+
 // ABI 1.2: a job to schedule for the calling tenant (see trellis_job_spec).
 //   ctx.schedule(trellis::Job::cron("nightly-backup", "0 3 * * *").durable());
 struct Job {
@@ -667,6 +715,21 @@ class Context {
     }
     if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "http response read failed");
     return out;
+  }
+
+  // ABI 1.2: an outbound TCP or TLS stream opened by the kernel (capability "egress"), or
+  // the kernel's refusal, which names the rule, timeout or certificate problem at fault.
+  Result<Stream> connect(const StreamOptions& o) const {
+    if (!TRELLIS_HOST_HAS(host_, stream_connect)) return unavailableSlot("stream_connect", "1.2");
+    trellis_stream_options opts{};
+    opts.struct_size = sizeof(opts);
+    opts.url = toStr(o.url);
+    opts.connect_timeout_ms = o.connect_timeout_ms;
+    opts.io_timeout_ms = o.io_timeout_ms;
+    trellis_handle h = TRELLIS_HANDLE_NONE;
+    trellis_status s = host_->stream_connect(ctx_, &opts, &h);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "stream connect failed");
+    return Stream(host_, ctx_, h);
   }
 
   const trellis_host_api* host() const { return host_; }

@@ -7,10 +7,9 @@
 
 #include "runtime/plugin_instance.h"
 #include "services/core/host_call.h"
+#include "services/egress/egress_gate.h"
 #include "services/egress/egress_service.h"
 #include "services/trace/trace_context.h"
-#include "trellis/kernel/exec/event_loop.h"
-#include "trellis/kernel/plugin/manifest.h"
 
 namespace trellis::kernel::services {
 namespace {
@@ -24,30 +23,6 @@ struct ResponseHandle final : HandleObject {
   size_t read = 0;
 };
 
-// The manifest's rules, narrowed by the tenant's "egress:<rule>" grants for this plugin.
-Result<egress::Policy> policyOf(trellis_ctx* ctx) {
-  egress::Policy policy;
-  policy.tenant = ctx->tenant->id;
-  auto manifest = egress::parseRules(ctx->plugin->manifest().egress);
-  if (!manifest) return manifest.status();
-  policy.manifest = std::move(*manifest);
-  const auto& grants = ctx->tenant->grants;
-  if (auto it = grants.find(ctx->plugin->id()); it != grants.end()) {
-    std::vector<std::string> texts;
-    for (const auto& g : it->second) {
-      if (g.starts_with(plugin::kEgressGrantPrefix)) {
-        texts.push_back(g.substr(plugin::kEgressGrantPrefix.size()));
-      }
-    }
-    if (!texts.empty()) {
-      auto granted = egress::parseRules(texts);
-      if (!granted) return granted.status();
-      policy.grant = std::move(*granted);
-    }
-  }
-  return policy;
-}
-
 Result<std::shared_ptr<ResponseHandle>> responseOf(trellis_ctx* ctx, trellis_handle h) {
   HandleTable* handles = ctx->plugin->services().handles;
   if (!handles) return Status::unavailable("this host holds no handles");
@@ -59,17 +34,13 @@ Result<std::shared_ptr<ResponseHandle>> responseOf(trellis_ctx* ctx, trellis_han
 trellis_status httpSend(const trellis_ctx* c, const trellis_http_request* request,
                         trellis_handle* response) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "egress", "http_send", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = egress::enterEgress(c, "http_send", &refused);
   if (!ctx) return refused;
   EgressService* service = ctx->plugin->services().egress;
   if (!service || !ctx->plugin->services().handles) {
     return fail(ctx, Status::unavailable("this host makes no egress requests"));
   }
-  if (exec::onEventLoopThread()) {
-    return fail(ctx, Status::invalid(
-                         "http_send blocks, so it is refused on an event loop: declare the route "
-                         "in blocking_routes, or call it from a job or an event handler"));
-  }
+  if (Status s = egress::refuseOnEventLoop("http_send"); !s) return fail(ctx, s);
   if (!request || !response) return fail(ctx, Status::invalid("http_send needs a request"));
   if (request->struct_size < offsetof(trellis_http_request, max_response_bytes) + 8) {
     return fail(ctx, Status::invalid("request: struct_size is too small"));
@@ -103,27 +74,13 @@ trellis_status httpSend(const trellis_ctx* c, const trellis_http_request* reques
     req.traceparent = hop.traceparent();
     req.tracestate = hop.tracestate();
   }
-  auto policy = policyOf(ctx);
+  auto policy = egress::policyOf(ctx);
   if (!policy) return fail(ctx, policy.status());
-  const auto& q = ctx->tenant->quotas;
-  auto r = service->send(ctx->tenant->id, ctx->plugin->id(), req, *policy,
-                         {q.egress_requests_per_second, q.egress_bytes_per_day});
+  auto r = service->send(egress::tenantLabel(ctx), ctx->plugin->id(), req, *policy,
+                         egress::limitsOf(ctx));
   if (!r) {
-    const Status& s = r.status();
-    if (s.code() == StatusCode::kQuotaExceeded && s.message().starts_with("egress_")) {
-      const bool rate = s.message().starts_with("egress_requests_per_second");
-      return refuseQuota(ctx, rate ? "egress_requests_per_second" : "egress_bytes_per_day",
-                         (rate ? q.egress_requests_per_second : q.egress_bytes_per_day).value_or(0),
-                         s.message());
-    }
-    if (s.code() == StatusCode::kPermissionDenied) {
-      // A destination no rule allows: counted and audited like a missing grant.
-      auto url = egress::parseUrl(req.url);
-      ctx->error = s.message();
-      recordDenial(ctx, "egress", "egress:" + (url ? url->origin() : std::string("invalid")));
-      return s.toC();
-    }
-    return fail(ctx, s);
+    auto url = egress::parseUrl(req.url);
+    return egress::refuse(ctx, r.status(), url ? url->origin() : std::string("invalid"));
   }
   ctx->usage.egress_calls += 1;
   ctx->usage.egress_bytes += r->bytes_sent + r->body.size();
@@ -136,7 +93,7 @@ trellis_status httpSend(const trellis_ctx* c, const trellis_http_request* reques
 
 trellis_status httpResponseStatus(const trellis_ctx* c, trellis_handle response, int32_t* status) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "egress", "http_response_status", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = egress::enterEgress(c, "http_response_status", &refused);
   if (!ctx) return refused;
   if (!status) return fail(ctx, Status::invalid("http_response_status needs an output"));
   auto r = responseOf(ctx, response);
@@ -148,7 +105,7 @@ trellis_status httpResponseStatus(const trellis_ctx* c, trellis_handle response,
 trellis_status httpResponseHeaders(const trellis_ctx* c, trellis_handle response,
                                    trellis_header_visit_fn visit, void* user) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "egress", "http_response_headers", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = egress::enterEgress(c, "http_response_headers", &refused);
   if (!ctx) return refused;
   if (!visit) return fail(ctx, Status::invalid("http_response_headers needs a visitor"));
   auto r = responseOf(ctx, response);
@@ -162,7 +119,7 @@ trellis_status httpResponseHeaders(const trellis_ctx* c, trellis_handle response
 trellis_status httpResponseRead(const trellis_ctx* c, trellis_handle response, char* buf,
                                 size_t cap, size_t* len) {
   trellis_status refused = TRELLIS_OK;
-  trellis_ctx* ctx = enter(c, "egress", "http_response_read", Tenant::kRequired, &refused);
+  trellis_ctx* ctx = egress::enterEgress(c, "http_response_read", &refused);
   if (!ctx) return refused;
   if (!len || (!buf && cap > 0)) {
     return fail(ctx, Status::invalid("http_response_read needs buf and len"));

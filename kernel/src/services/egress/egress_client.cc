@@ -1,9 +1,7 @@
-// EgressClient on Beast. Each connection owns a small io_context and is driven by the one
-// thread that holds it: an operation is started, the context run until it completes, and
-// the stream's expiry (beast::tcp_stream) turns a missed deadline into a timeout error that
-// closes the socket. Idle keep-alive connections wait in a pool per (scheme, host, port);
-// before one is reused, its peer address is checked against the caller's policy again, as
-// two tenants' grants may differ about the same name.
+// EgressClient on Beast. Connections come from dial() (dial.h), which it shares with byte
+// streams: each owns a small io_context driven by the thread that holds it. Idle keep-alive
+// connections wait in a pool per (scheme, host, port); before one is reused, its peer address is
+// checked against the caller's policy again, as two tenants' grants may differ about the same name.
 #include "trellis/kernel/services/egress_client.h"
 
 #include <boost/asio/connect.hpp>
@@ -16,6 +14,7 @@
 #include <mutex>
 #include <optional>
 
+#include "services/egress/dial.h"
 #include "trellis/kernel/tls/client_context.h"
 
 namespace trellis::kernel::services::egress {
@@ -52,36 +51,8 @@ bool isIdempotent(std::string_view method) {
 }
 
 std::string ms(std::chrono::milliseconds d) {
-  return std::to_string(d.count()) + " ms";
+  return describeMs(d);
 }
-
-struct Connection {
-  explicit Connection(bool tls, asio::ssl::context& ctx) {
-    if (tls) {
-      secure.emplace(io, ctx);
-    } else {
-      plain.emplace(io);
-    }
-  }
-  beast::tcp_stream& tcp() { return plain ? *plain : secure->next_layer(); }
-
-  // Starts `init(handler)` and runs the context until the handler ran.
-  template <typename Init>
-  error_code run(Init&& init) {
-    error_code result = asio::error::would_block;
-    init([&result](error_code ec, auto&&...) { result = ec; });
-    io.restart();
-    io.run();
-    return result;
-  }
-
-  asio::io_context io;
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-  beast::flat_buffer buffer;
-  asio::ip::address peer;
-  Clock::time_point idle_since;
-};
 
 // Outcome of one request/response on one connection.
 struct Exchange {
@@ -106,6 +77,10 @@ class BeastEgressClient final : public EgressClient {
     }
     auto url = parseUrl(request.url);
     if (!url) return url.status();
+    if (url->stream()) {
+      return Status::invalid("url: " + url->scheme +
+                             ":// is a byte stream: open it with stream_connect, not http_send");
+    }
     const Clock::time_point deadline = Clock::now() + request.timeouts.total;
     std::string method = request.method;
     std::string body = request.body;
@@ -172,81 +147,11 @@ class BeastEgressClient final : public EgressClient {
         return ex;
       }
     }
-    auto fresh = dial(url, policy, request.timeouts, deadline);
+    auto fresh = dial(url, policy, *tls_, request.timeouts.connect, deadline);
     if (!fresh) return Exchange{fresh.status()};
     Exchange ex = roundTrip(**fresh, url, method, headers, body, request, deadline);
     if (ex.status && ex.keep_alive) putIdle(url, std::move(*fresh));
     return ex;
-  }
-
-  Result<std::unique_ptr<Connection>> dial(const Url& url, const Policy& policy,
-                                           const Timeouts& timeouts, Clock::time_point deadline) {
-    auto conn = std::make_unique<Connection>(url.tls(), *tls_);
-    const Clock::time_point connect_by = std::min(deadline, Clock::now() + timeouts.connect);
-    std::vector<asio::ip::tcp::endpoint> endpoints;
-    if (url.host_is_ip) {
-      endpoints.emplace_back(asio::ip::make_address(url.host), url.port);
-    } else {
-      asio::ip::tcp::resolver resolver(conn->io);
-      error_code ec;
-      auto results = resolver.resolve(url.host, std::to_string(url.port),
-                                      asio::ip::resolver_base::numeric_service, ec);
-      if (ec) {
-        return Status::unavailable("egress: cannot resolve " + url.host + ": " + ec.message());
-      }
-      for (const auto& r : results) endpoints.push_back(r.endpoint());
-    }
-    // Every address is checked; only the allowed ones are dialled.
-    Status refused;
-    std::vector<asio::ip::tcp::endpoint> allowed;
-    for (const auto& ep : endpoints) {
-      Status s = checkAddress(ep.address(), url, policy);
-      if (s) {
-        allowed.push_back(ep);
-      } else if (refused.isOk()) {
-        refused = s;
-      }
-    }
-    if (allowed.empty()) {
-      return refused.isOk() ? Status::unavailable("egress: " + url.host + " has no address")
-                            : refused;
-    }
-    error_code ec = asio::error::host_unreachable;
-    for (const auto& ep : allowed) {
-      if (Clock::now() >= connect_by) break;
-      conn->tcp().expires_at(connect_by);
-      ec = conn->run([&](auto handler) { conn->tcp().async_connect(ep, std::move(handler)); });
-      if (!ec) {
-        conn->peer = ep.address();
-        break;
-      }
-    }
-    if (ec == beast::error::timeout || (ec && Clock::now() >= connect_by)) {
-      return Status::timeout("egress: connecting to " + url.origin() +
-                             " took over the connect "
-                             "timeout of " +
-                             ms(timeouts.connect));
-    }
-    if (ec) {
-      return Status::unavailable("egress: cannot connect to " + url.origin() + ": " + ec.message());
-    }
-    if (conn->secure) {
-      SSL* ssl = conn->secure->native_handle();
-      if (Status s = tls::prepareClientStream(ssl, url.host); !s) return s;
-      conn->tcp().expires_at(connect_by);
-      ec = conn->run([&](auto handler) {
-        conn->secure->async_handshake(asio::ssl::stream_base::client, std::move(handler));
-      });
-      if (ec == beast::error::timeout) {
-        return Status::timeout("egress: the TLS handshake with " + url.origin() +
-                               " took over the connect timeout of " + ms(timeouts.connect));
-      }
-      if (ec) {
-        return Status::unavailable("egress: TLS with " + url.origin() +
-                                   " failed: " + tls::describeHandshakeFailure(ssl, ec.message()));
-      }
-    }
-    return conn;
   }
 
   Exchange roundTrip(Connection& conn, const Url& url, const std::string& method,

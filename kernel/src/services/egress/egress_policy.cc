@@ -15,6 +15,13 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+bool isHttp(std::string_view scheme) {
+  return scheme == "http" || scheme == "https";
+}
+bool isStream(std::string_view scheme) {
+  return scheme == "tcp" || scheme == "tls";
+}
+
 uint16_t defaultPort(const std::string& scheme) {
   return scheme == "https" ? 443 : 80;
 }
@@ -187,20 +194,23 @@ std::string Url::redacted() const {
 Result<Url> parseUrl(std::string_view text) {
   const size_t sep = text.find("://");
   if (sep == std::string_view::npos) {
-    return Status::invalid("url: must be an absolute http:// or https:// URL");
+    return Status::invalid(
+        "url: must be an absolute http:// or https:// URL (tcp://host:port or tls://host:port "
+        "for a stream)");
   }
   Url url;
   url.scheme = lower(text.substr(0, sep));
-  if (url.scheme != "http" && url.scheme != "https") {
-    return Status::invalid("url: scheme \"" + url.scheme + "\" is not http or https");
+  if (!isHttp(url.scheme) && !isStream(url.scheme)) {
+    return Status::invalid("url: scheme \"" + url.scheme + "\" is not http, https, tcp or tls");
   }
   std::string_view rest = text.substr(sep + 3);
   const size_t path_at = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, path_at);
   std::string_view target = path_at == std::string_view::npos ? "" : rest.substr(path_at);
   if (authority.find('@') != std::string_view::npos) {
-    return Status::invalid(
-        "url: userinfo (user@host) is not allowed; send credentials in a header");
+    return Status::invalid(url.stream() ? "url: userinfo (user@host) is not allowed"
+                                        : "url: userinfo (user@host) is not allowed; send "
+                                          "credentials in a header");
   }
   std::string_view host, port;
   bool has_port = false;
@@ -208,7 +218,16 @@ Result<Url> parseUrl(std::string_view text) {
   auto h = parseHost(host, "url", &url.host_is_ip);
   if (!h) return h.status();
   url.host = std::move(*h);
-  url.port = defaultPort(url.scheme);
+  if (url.stream()) {
+    // A byte stream has no default port and nothing after the authority to carry.
+    if (!has_port) return Status::invalid("url: tcp:// and tls:// need a port");
+    if (!target.empty() && target != "/") {
+      return Status::invalid("url: a " + url.scheme +
+                             ":// URL names host:port only (no path, query or fragment)");
+    }
+  } else {
+    url.port = defaultPort(url.scheme);
+  }
   if (has_port) {
     auto p = parsePort(port, "url");
     if (!p) return p.status();
@@ -226,7 +245,13 @@ Result<Url> parseUrl(std::string_view text) {
 }
 
 Result<Url> resolveReference(const Url& base, std::string_view relative) {
-  if (relative.find("://") != std::string_view::npos) return parseUrl(relative);
+  if (relative.find("://") != std::string_view::npos) {
+    auto url = parseUrl(relative);
+    if (url && url->stream()) {
+      return Status::invalid("url: a redirect to " + url->scheme + ":// is not followed");
+    }
+    return url;
+  }
   if (relative.substr(0, 2) == "//") return parseUrl(base.scheme + ":" + std::string(relative));
   std::string target;
   if (!relative.empty() && relative[0] == '/') {
@@ -265,8 +290,8 @@ Result<Rule> parseRule(std::string_view text) {
     return Status::invalid(field + ": expected scheme://host[:port]");
   }
   rule.scheme = lower(text.substr(0, sep));
-  if (rule.scheme != "http" && rule.scheme != "https") {
-    return Status::invalid(field + ": scheme must be http or https");
+  if (!isHttp(rule.scheme) && !isStream(rule.scheme)) {
+    return Status::invalid(field + ": scheme must be http, https, tcp or tls");
   }
   std::string_view authority = text.substr(sep + 3);
   if (!authority.empty() && authority.back() == '/') authority.remove_suffix(1);
@@ -278,7 +303,9 @@ Result<Rule> parseRule(std::string_view text) {
   std::string_view host, port;
   bool has_port = false;
   splitHostPort(authority, &host, &port, &has_port);
-  if (!has_port) {
+  if (!has_port && isStream(rule.scheme)) {
+    return Status::invalid(field + ": tcp:// and tls:// rules need a port (a number or *)");
+  } else if (!has_port) {
     rule.port = defaultPort(rule.scheme);
   } else if (port != "*") {
     auto p = parsePort(port, field.c_str());
@@ -321,9 +348,12 @@ Status checkDestination(const Url& url, const Policy& policy) {
                                     listRules(policy.manifest) + "]");
   }
   if (policy.grant && !allows(*policy.grant)) {
-    return Status::permissionDenied("egress: " + url.origin() + " is not allowed by tenant " +
-                                    policy.tenant + "'s egress grant [" + listRules(*policy.grant) +
-                                    "]");
+    const std::string grant = policy.system_plugin.empty()
+                                  ? "tenant " + policy.tenant + "'s egress grant"
+                                  : "the operator's egress list for system plugin " +
+                                        policy.system_plugin + " (plugins.enabled[].egress)";
+    return Status::permissionDenied("egress: " + url.origin() + " is not allowed by " + grant +
+                                    " [" + listRules(*policy.grant) + "]");
   }
   return Status::ok();
 }
@@ -364,10 +394,17 @@ Status checkAddress(const ip::address& address, const Url& url, const Policy& po
     }
   }
   const std::string ip = a.to_string();
+  const std::string example = url.scheme + "://" + hostForUrl(ip) + ":" + std::to_string(url.port);
+  if (!policy.system_plugin.empty()) {
+    return Status::permissionDenied("egress: " + url.host + " resolved to " + ip + ", a " +
+                                    std::string(range) + " address; only a rule naming it (e.g. " +
+                                    example + ") in the operator's egress list for system plugin " +
+                                    policy.system_plugin +
+                                    " (plugins.enabled[].egress) may reach it");
+  }
   return Status::permissionDenied(
       "egress: " + url.host + " resolved to " + ip + ", a " + std::string(range) +
-      " address; only a tenant egress grant rule naming it (e.g. " + url.scheme + "://" +
-      hostForUrl(ip) + ":" + std::to_string(url.port) + ") may reach it");
+      " address; only a tenant egress grant rule naming it (e.g. " + example + ") may reach it");
 }
 
 }  // namespace trellis::kernel::services::egress

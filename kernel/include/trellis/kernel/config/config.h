@@ -36,6 +36,7 @@
 //         config: {greeting: "Hello"}            # any YAML, handed over as JSON text
 //       - id: acme/audit-sink                    # example: a plugin whose manifest asks for
 //         system: true                           # "scope": "system" needs this grant
+//         egress: ["tls://127.0.0.1:16514"]      # its tenant-less egress (needs system: true)
 //       - id: trellis/hello-lua                  # budgets of each call into a Lua plugin
 //         lua: {instructions: 10000000, memory_bytes: 33554432, wall_ms: 100,
 //               blocking_wall_ms: 1000}          # wall_ms: event-loop routes; blocking_
@@ -152,6 +153,12 @@ struct PluginEntry {
   // The operator's grant of system scope (`system: true`). Activates only a plugin whose
   // manifest asks for "scope": "system"; granting it to a tenant-scope plugin is refused.
   bool system = false;
+  // The operator's egress rules (`egress: [rule, …]`, services/egress_policy.h) for this
+  // system plugin's tenant-less calls (http_send, stream_connect): they play the part of a
+  // tenant's "egress:<rule>" grant, narrowing the manifest's rules and alone allowing a
+  // loopback or private address they name. Unset: the manifest's rules, public addresses
+  // only. Only with `system: true`.
+  std::optional<std::vector<std::string>> egress;
 };
 
 // plugins.worker: how trellis-worker processes run. Applies to every plugin in a worker.

@@ -1,0 +1,355 @@
+// Egress streams: the tcp:// and tls:// URL and rule forms, and the stream client against
+// real TCP and TLS servers on loopback (certificates made with the openssl CLI at test start).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "services/stream/stream_client.h"
+#include "support/loopback_server.h"
+#include "support/test_support.h"
+#include "trellis/kernel/services/egress_client.h"
+#include "trellis/kernel/services/egress_policy.h"
+
+namespace trellis::kernel::services::stream {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using egress::checkAddress;
+using egress::checkDestination;
+using egress::parseRule;
+using egress::parseRules;
+using egress::parseUrl;
+using egress::Policy;
+using test::LoopbackServer;
+using test::TestPki;
+
+std::string urlError(const std::string& url) {
+  auto r = parseUrl(url);
+  return r ? "" : r.status().message();
+}
+
+TEST(StreamUrlTest, ParsesTcpAndTlsUrlsWithAPort) {
+  auto tcp = parseUrl("TCP://127.0.0.1:514");
+  ASSERT_TRUE(tcp) << tcp.status().toString();
+  EXPECT_EQ(tcp->scheme, "tcp");
+  EXPECT_EQ(tcp->port, 514);
+  EXPECT_TRUE(tcp->stream());
+  EXPECT_FALSE(tcp->tls());
+  EXPECT_EQ(tcp->origin(), "tcp://127.0.0.1:514");
+  auto tls = parseUrl("tls://Logs.Example.com:6514/");
+  ASSERT_TRUE(tls) << tls.status().toString();
+  EXPECT_EQ(tls->host, "logs.example.com");
+  EXPECT_TRUE(tls->tls());
+  EXPECT_TRUE(tls->stream());
+  EXPECT_EQ(parseUrl("tls://[::1]:6514")->host, "::1");
+  EXPECT_TRUE(parseUrl("https://x.test/")->tls());
+  EXPECT_FALSE(parseUrl("https://x.test/")->stream());
+}
+
+TEST(StreamUrlTest, RefusesWhatAStreamCannotCarry) {
+  EXPECT_EQ(urlError("tcp://logs.test"), "url: tcp:// and tls:// need a port");
+  EXPECT_EQ(urlError("tls://127.0.0.1/"), "url: tcp:// and tls:// need a port");
+  EXPECT_EQ(urlError("tls://logs.test:6514/path"),
+            "url: a tls:// URL names host:port only (no path, query or fragment)");
+  EXPECT_EQ(urlError("tcp://logs.test:514?x=1"),
+            "url: a tcp:// URL names host:port only (no path, query or fragment)");
+  EXPECT_EQ(urlError("tcp://logs.test:514#f"),
+            "url: a tcp:// URL names host:port only (no path, query or fragment)");
+  EXPECT_EQ(urlError("tcp://user@logs.test:514"), "url: userinfo (user@host) is not allowed");
+  EXPECT_EQ(urlError("tcp://logs.test:0"), "url: port 0 is outside 1..65535");
+  EXPECT_EQ(urlError("tcp://0x7f.1:514").rfind("url: host \"0x7f.1\" is not a canonical", 0), 0u);
+  EXPECT_EQ(urlError("udp://logs.test:514"), "url: scheme \"udp\" is not http, https, tcp or tls");
+  // A redirect never turns an HTTP request into a stream.
+  auto base = parseUrl("http://api.test/");
+  auto hop = egress::resolveReference(*base, "tcp://127.0.0.1:25");
+  ASSERT_FALSE(hop);
+  EXPECT_EQ(hop.status().message(), "url: a redirect to tcp:// is not followed");
+}
+
+TEST(StreamRuleTest, RulesNameAPortAndAllowTheirOwnSchemeOnly) {
+  auto tcp = parseRule("tcp://127.0.0.1:514");
+  ASSERT_TRUE(tcp) << tcp.status().toString();
+  EXPECT_TRUE(tcp->matches(*parseUrl("tcp://127.0.0.1:514")));
+  EXPECT_FALSE(tcp->matches(*parseUrl("tls://127.0.0.1:514")));
+  EXPECT_FALSE(tcp->matches(*parseUrl("tcp://127.0.0.1:515")));
+  auto any = parseRule("tls://*.example.com:*");
+  ASSERT_TRUE(any) << any.status().toString();
+  EXPECT_TRUE(any->matches(*parseUrl("tls://logs.example.com:6514")));
+  EXPECT_FALSE(any->matches(*parseUrl("tcp://logs.example.com:6514")));
+  EXPECT_FALSE(any->matches(*parseUrl("https://logs.example.com:6514/")));
+  // An https rule never allows tls://, nor a tls rule https://.
+  EXPECT_FALSE(
+      parseRule("https://logs.example.com:*")->matches(*parseUrl("tls://logs.example.com:443")));
+  EXPECT_FALSE(
+      parseRule("tls://logs.example.com:*")->matches(*parseUrl("https://logs.example.com/")));
+
+  for (auto [bad, message] : {std::pair{"tcp://logs.test", "tcp:// and tls:// rules need a port"},
+                              {"tls://logs.test:6514/x", "no path, query or userinfo"},
+                              {"udp://logs.test:1", "scheme must be http, https, tcp or tls"},
+                              {"tcp://logs.test:99999", "outside 1..65535"}}) {
+    auto r = parseRule(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.status().message().find(std::string("egress rule \"") + bad + "\""),
+              std::string::npos)
+        << r.status().message();
+    EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
+  }
+}
+
+TEST(StreamPolicyTest, OnlyAGrantOfTheSameSchemeNamesALoopbackAddress) {
+  const auto url = *parseUrl("tls://127.0.0.1:6514");
+  const auto loopback = asio::ip::make_address("127.0.0.1");
+  Policy p{.manifest = *parseRules({"tls://127.0.0.1:*"}), .tenant = "acme"};
+  EXPECT_TRUE(checkDestination(url, p));
+  Status no_grant = checkAddress(loopback, url, p);
+  EXPECT_EQ(no_grant.code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(no_grant.message().find("a loopback address; only a tenant egress grant rule naming "
+                                    "it (e.g. tls://127.0.0.1:6514)"),
+            std::string::npos)
+      << no_grant.message();
+  p.grant = *parseRules({"tcp://127.0.0.1:6514"});
+  EXPECT_FALSE(checkDestination(url, p));  // the grant's scheme is not the URL's
+  EXPECT_FALSE(checkAddress(loopback, url, p));
+  p.grant = *parseRules({"tls://127.0.0.1:6514"});
+  EXPECT_TRUE(checkAddress(loopback, url, p));
+  // A system plugin's tenant-less call: the operator's list plays the grant, and says so.
+  Policy sys{.manifest = *parseRules({"tls://*:*"}),
+             .tenant = "_system",
+             .system_plugin = "trellis/audit"};
+  Status s = checkAddress(loopback, url, sys);
+  EXPECT_NE(s.message().find("in the operator's egress list for system plugin trellis/audit "
+                             "(plugins.enabled[].egress)"),
+            std::string::npos)
+      << s.message();
+  sys.grant = *parseRules({"tls://10.0.0.1:6514"});
+  s = checkDestination(url, sys);
+  EXPECT_NE(s.message().find("not allowed by the operator's egress list for system plugin "
+                             "trellis/audit"),
+            std::string::npos)
+      << s.message();
+}
+
+TEST(StreamPolicyTest, HttpSendRefusesAStreamUrl) {
+  auto client = egress::EgressClient::create({});
+  ASSERT_TRUE(client);
+  Policy p{.manifest = *parseRules({"tcp://*:*"}), .tenant = "acme"};
+  auto r = (*client)->send({.method = "GET", .url = "tcp://127.0.0.1:9"}, p);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalid);
+  EXPECT_NE(r.status().message().find("open it with stream_connect"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- the client on loopback
+
+LoopbackServer::Handler echo() {
+  return [](const auto& read, const auto& write, const auto&) {
+    for (std::string bytes = read(); !bytes.empty(); bytes = read()) {
+      if (!write(bytes)) return;
+    }
+  };
+}
+
+// Accepts and then neither reads nor writes until the server stops.
+LoopbackServer::Handler silent() {
+  return [](const auto&, const auto&, const auto& stop) {
+    while (!stop) std::this_thread::sleep_for(10ms);
+  };
+}
+
+// Closes the connection at once.
+LoopbackServer::Handler closer() {
+  return [](const auto&, const auto&, const auto&) {};
+}
+
+class StreamClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(pki_.ok()) << "openssl could not make the test certificates";
+    auto c = StreamClient::create({.ca_file = pki_.path("ca.pem")});
+    ASSERT_TRUE(c) << c.status().toString();
+    client_ = std::move(*c);
+  }
+
+  // Rules that let the tenant reach exactly this loopback port.
+  static Policy loopbackPolicy(uint16_t port, const std::string& scheme) {
+    const std::string p = std::to_string(port);
+    return Policy{
+        .manifest = *parseRules({scheme + "://localhost:*", scheme + "://127.0.0.1:*"}),
+        .grant = *parseRules({scheme + "://localhost:" + p, scheme + "://127.0.0.1:" + p}),
+        .tenant = "acme"};
+  }
+
+  Result<std::unique_ptr<Stream>> connect(const std::string& scheme, const std::string& host,
+                                          uint16_t port,
+                                          Timeouts timeouts = {.connect = 2000ms, .io = 2000ms}) {
+    return client_->connect(scheme + "://" + host + ":" + std::to_string(port),
+                            loopbackPolicy(port, scheme), timeouts);
+  }
+
+  // Reads until `want` bytes came, the peer closed, or a call failed.
+  static std::string readBytes(Stream& s, size_t want) {
+    std::string out;
+    char buf[65536];
+    while (out.size() < want) {
+      auto n = s.read(buf, std::min(sizeof buf, want - out.size()));
+      if (!n || *n == 0) break;
+      out.append(buf, *n);
+    }
+    return out;
+  }
+
+  static TestPki& sharedPki() {
+    static TestPki pki;
+    return pki;
+  }
+
+  TestPki& pki_ = sharedPki();
+  std::unique_ptr<StreamClient> client_;
+};
+
+TEST_F(StreamClientTest, EchoesOverTcpAndWritesEveryByte) {
+  LoopbackServer server(LoopbackServer::kRawBytes, echo());
+  auto s = connect("tcp", "127.0.0.1", server.port());
+  ASSERT_TRUE(s) << s.status().toString();
+  ASSERT_TRUE((*s)->write("<134>1 - host app - - - hello\n"));
+  EXPECT_EQ(readBytes(**s, 30), "<134>1 - host app - - - hello\n");
+}
+
+TEST_F(StreamClientTest, AWriteLargerThanTheSocketBuffersGoesOutWhole) {
+  const size_t size = 8 * 1024 * 1024;
+  // Reads everything, then answers how much came and a checksum of it.
+  LoopbackServer server(LoopbackServer::kRawBytes,
+                        [size](const auto& read, const auto& write, const auto&) {
+                          size_t got = 0;
+                          uint64_t sum = 0;
+                          while (got < size) {
+                            std::string bytes = read();
+                            if (bytes.empty()) return;
+                            for (unsigned char c : bytes) sum = sum * 31 + c;
+                            got += bytes.size();
+                          }
+                          write(std::to_string(got) + " " + std::to_string(sum) + "\n");
+                        });
+  auto s = connect("tcp", "127.0.0.1", server.port());
+  ASSERT_TRUE(s) << s.status().toString();
+  std::string big(size, 'x');
+  uint64_t sum = 0;
+  for (size_t i = 0; i < big.size(); ++i) {
+    big[i] = static_cast<char>('a' + (i * 7) % 26);
+    sum = sum * 31 + static_cast<unsigned char>(big[i]);
+  }
+  size_t written = 0;
+  ASSERT_TRUE((*s)->write(big, &written));
+  EXPECT_EQ(written, size);
+  const std::string expected = std::to_string(size) + " " + std::to_string(sum) + "\n";
+  EXPECT_EQ(readBytes(**s, expected.size()), expected);
+}
+
+TEST_F(StreamClientTest, EchoesOverTlsVerifiedByTheTestCa) {
+  LoopbackServer server(LoopbackServer::kRawBytes, echo(), &pki_, "localhost");
+  auto s = connect("tls", "localhost", server.port());
+  ASSERT_TRUE(s) << s.status().toString();
+  ASSERT_TRUE((*s)->write("over tls\n"));
+  EXPECT_EQ(readBytes(**s, 9), "over tls\n");
+}
+
+TEST_F(StreamClientTest, RefusesAWrongNameAndAnUntrustedCaNamingTheProblem) {
+  LoopbackServer other(LoopbackServer::kRawBytes, echo(), &pki_, "other");
+  auto wrong_name = connect("tls", "localhost", other.port());
+  ASSERT_FALSE(wrong_name);
+  EXPECT_EQ(wrong_name.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(wrong_name.status().message().find("certificate verify failed: hostname mismatch"),
+            std::string::npos)
+      << wrong_name.status().message();
+
+  LoopbackServer rogue(LoopbackServer::kRawBytes, echo(), &pki_, "rogue");
+  auto untrusted = connect("tls", "localhost", rogue.port());
+  ASSERT_FALSE(untrusted);
+  EXPECT_EQ(untrusted.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(
+      untrusted.status().message().find("certificate verify failed: unable to get local issuer"),
+      std::string::npos)
+      << untrusted.status().message();
+}
+
+TEST_F(StreamClientTest, RefusesDestinationsOutsideTheRulesBeforeDialling) {
+  LoopbackServer server(LoopbackServer::kRawBytes, echo());
+  const std::string port = std::to_string(server.port());
+  // The manifest allows the name, but no grant names the loopback address it resolves to.
+  Policy manifest_only{.manifest = *parseRules({"tcp://localhost:*"}), .tenant = "acme"};
+  auto r = client_->connect("tcp://localhost:" + port, manifest_only, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(r.status().message().find("a loopback address"), std::string::npos);
+  // A tls rule does not allow a tcp stream.
+  r = client_->connect("tcp://127.0.0.1:" + port, loopbackPolicy(server.port(), "tls"), {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(r.status().message().find("is not allowed by the plugin's manifest egress rules"),
+            std::string::npos);
+  auto http =
+      client_->connect("http://127.0.0.1:" + port, loopbackPolicy(server.port(), "http"), {});
+  ASSERT_FALSE(http);
+  EXPECT_EQ(http.status().code(), StatusCode::kInvalid);
+  EXPECT_EQ(server.connections(), 0);
+}
+
+TEST_F(StreamClientTest, APeerThatNeverReadsCostsTheWriterTheIoTimeout) {
+  LoopbackServer server(LoopbackServer::kRawBytes, silent());
+  auto s = connect("tcp", "127.0.0.1", server.port(), {.connect = 2000ms, .io = 300ms});
+  ASSERT_TRUE(s) << s.status().toString();
+  // Far more than the socket buffers hold: the write can only end by its deadline.
+  const std::string flood(64 * 1024 * 1024, 'f');
+  size_t written = 0;
+  Status st = (*s)->write(flood, &written);
+  EXPECT_EQ(st.code(), StatusCode::kTimeout) << st.toString();
+  EXPECT_NE(st.message().find("took over the io timeout of 300 ms"), std::string::npos);
+  EXPECT_LT(written, flood.size());
+  // The stream is closed after a write cut short.
+  Status again = (*s)->write("x");
+  EXPECT_EQ(again.code(), StatusCode::kUnavailable) << again.toString();
+}
+
+TEST_F(StreamClientTest, APeerThatSaysNothingTimesOutTheReadAndTheStreamStaysUsable) {
+  for (bool tls : {false, true}) {
+    SCOPED_TRACE(tls ? "tls" : "tcp");
+    LoopbackServer server(LoopbackServer::kRawBytes, echo(), tls ? &pki_ : nullptr, "localhost");
+    auto s =
+        connect(tls ? "tls" : "tcp", "localhost", server.port(), {.connect = 2000ms, .io = 200ms});
+    ASSERT_TRUE(s) << s.status().toString();
+    char buf[16];
+    auto nothing = (*s)->read(buf, sizeof buf);
+    ASSERT_FALSE(nothing);
+    EXPECT_EQ(nothing.status().code(), StatusCode::kTimeout);
+    EXPECT_NE(nothing.status().message().find("sent nothing within the io timeout of 200 ms"),
+              std::string::npos);
+    ASSERT_TRUE((*s)->write("still here"));
+    EXPECT_EQ(readBytes(**s, 10), "still here");
+  }
+}
+
+TEST_F(StreamClientTest, APeerThatClosesReadsAsEndOfStreamAndRefusesWrites) {
+  for (bool tls : {false, true}) {
+    SCOPED_TRACE(tls ? "tls" : "tcp");
+    LoopbackServer server(LoopbackServer::kRawBytes, closer(), tls ? &pki_ : nullptr, "localhost");
+    auto s = connect(tls ? "tls" : "tcp", "localhost", server.port());
+    ASSERT_TRUE(s) << s.status().toString();
+    char buf[16];
+    auto eof = (*s)->read(buf, sizeof buf);
+    ASSERT_TRUE(eof) << eof.status().toString();
+    EXPECT_EQ(*eof, 0u);
+    EXPECT_EQ(*(*s)->read(buf, sizeof buf), 0u);  // and stays so
+    // The first write after the peer's close may still reach its socket buffer; the peer's
+    // reset refuses the next ones.
+    Status st;
+    for (int i = 0; i < 100 && st.isOk(); ++i) {
+      st = (*s)->write("anyone?");
+      if (st.isOk()) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.toString();
+  }
+}
+
+}  // namespace
+}  // namespace trellis::kernel::services::stream
