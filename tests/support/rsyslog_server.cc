@@ -52,8 +52,8 @@ bool RsyslogServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
   const std::string d = dir_.path().string();
   const bool tls = !tls_cert_.empty();
   // maxMessageSize must come before any input: audit records reach 16 KiB and more.
-  std::string conf = "global(workDirectory=\"" + d +
-                     "\" processInternalMessages=\"on\" maxMessageSize=\"256k\"";
+  std::string conf =
+      "global(workDirectory=\"" + d + "\" processInternalMessages=\"on\" maxMessageSize=\"256k\"";
   if (tls) {
     conf += " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"" + tls_ca_.string() +
             "\" DefaultNetstreamDriverCertFile=\"" + tls_cert_.string() +

@@ -33,6 +33,7 @@
 #include "core/export_formats.h"
 #include "core/retention.h"
 #include "sink.h"
+#include "syslog_forwarder.h"
 #include "trellis/plugin.hpp"
 
 namespace trellis::audit {
@@ -89,6 +90,7 @@ class AuditPlugin : public Plugin {
     sink_ = std::make_unique<AuditSink>(options);
     if (Status s = sink_->load(ctx); !s) return s;
     if (Status s = subscribeForAccess(ctx); !s) return s;
+    if (Status s = forwardToSyslog(ctx); !s) return s;
 
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
       return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
@@ -386,6 +388,37 @@ class AuditPlugin : public Plugin {
     return ctx.ackUsage(cursor);
   }
 
+  // Config "syslog_url" (tcp:// or tls://host:port) and "syslog_interval_s": the logs
+  // are shipped there by the plugin's own durable job (syslog_forwarder.h).
+  Status forwardToSyslog(InitContext& ctx) {
+    auto url = ctx.config("syslog_url");
+    if (!url) return Status::ok();
+    if (Status s = SyslogForwarder::checkUrl(*url); !s) return s;
+    if (Status s = wholeNumber(ctx, "syslog_interval_s", 1, 86'400, forward_interval_s_); !s) {
+      return s;
+    }
+    forwarder_.emplace(ForwarderOptions{.url = std::string(*url), .hostname = syslog_hostname_});
+    return ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
+      if (name != SyslogForwarder::kJobName) return Status::notFound("no job " + std::string(name));
+      return forwarder_->run(c, *sink_);
+    });
+  }
+
+  // Starts (or, without syslog_url, ends) the forwarding job; scheduling it again on every
+  // start keeps one job, with the interval of the current config.
+  Status start(Context& ctx) override {
+    if (!forwarder_) {
+      Status s = ctx.cancelJob(SyslogForwarder::kJobName);
+      return s.code() == StatusCode::kNotFound || s.code() == StatusCode::kPermissionDenied
+                 ? Status::ok()
+                 : s;
+    }
+    Job job = Job::every(std::string(SyslogForwarder::kJobName), forward_interval_s_ * 1000)
+                  .durable(100);  // ~8 h of backoff before a dead letter
+    job.budget_ms = 60'000;
+    return ctx.schedule(job);
+  }
+
   static std::string contentType(ExportFormat format) {
     switch (format) {
       case ExportFormat::kJsonLines: return "application/x-ndjson";
@@ -398,6 +431,8 @@ class AuditPlugin : public Plugin {
   AccessRules access_;
   std::unique_ptr<AuditSink> sink_;
   std::string syslog_hostname_;  // HOSTNAME of syslog exports (config syslog_hostname; "-")
+  std::optional<SyslogForwarder> forwarder_;  // config syslog_url
+  uint64_t forward_interval_s_ = 5;
 };
 
 }  // namespace

@@ -363,14 +363,20 @@ Result<std::optional<Checkpoint>> AuditSink::checkpoint(const Context& ctx, std:
 
 std::string AuditSink::recordsJsonl(std::string_view tenant, uint64_t from_seq,
                                     uint64_t limit) const {
+  return records(tenant, from_seq, limit).lines;
+}
+
+AuditSink::RecordRange AuditSink::records(std::string_view tenant, uint64_t from_seq,
+                                          uint64_t limit) const {
   std::lock_guard lock(mu_);
-  std::string out;
+  RecordRange out;
   const TenantLog* log = findLog(tenant);
   if (!log) return out;
   const uint64_t first = std::max<uint64_t>(from_seq == 0 ? 0 : from_seq - 1, log->purged());
-  for (uint64_t i = first; i < log->size() && limit > 0; ++i, --limit) {
-    out += log->line(i);
-    out += '\n';
+  out.first = first + 1;
+  for (uint64_t i = first; i < log->size() && out.count < limit; ++i, ++out.count) {
+    out.lines += log->line(i);
+    out.lines += '\n';
   }
   return out;
 }

@@ -71,6 +71,14 @@ class AuditSink {
 
   // Reads, all under the sink's lock.
   std::string recordsJsonl(std::string_view tenant, uint64_t from_seq, uint64_t limit) const;
+  // The records of `tenant`'s log from seq `from_seq` on, skipping purged ones: the seq of
+  // the first line (`first`, from_seq or past it) and up to `limit` lines, "\n" after each.
+  struct RecordRange {
+    uint64_t first = 0;
+    uint64_t count = 0;
+    std::string lines;
+  };
+  RecordRange records(std::string_view tenant, uint64_t from_seq, uint64_t limit) const;
   std::string checkpointsJsonl(std::string_view tenant) const;
   Result<std::string> inclusionJson(std::string_view tenant, uint64_t seq,
                                     std::optional<uint64_t> size) const;

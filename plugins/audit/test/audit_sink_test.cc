@@ -380,6 +380,11 @@ TEST(AuditConfigTest, BadSettingsAreRefusedNamingTheKey) {
       {"{checkpoint_interval_s: -5}", "checkpoint_interval_s: expected a whole number from 1"},
       {"{sensitive_fields: email}", "sensitive_fields: expected a list of field names"},
       {"{sensitive_fields: [email, [x]]}", "element 1 is not a non-empty string"},
+      {"{syslog_url: \"udp://127.0.0.1:514\"}",
+       "syslog_url: \"udp://127.0.0.1:514\" must be tcp://host:port or tls://host:port"},
+      {"{syslog_url: \"tls://siem.example.com\"}", "must be tcp://host:port or tls://host:port"},
+      {"{syslog_url: \"tcp://siem.example.com:514\", syslog_interval_s: 0}",
+       "syslog_interval_s: expected a whole number from 1"},
   };
   for (const auto& [config, message] : cases) {
     TrellisdProcess server(
