@@ -27,11 +27,10 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
-#include <charconv>
-
 #include "core/access_records.h"
 #include "core/export_formats.h"
 #include "core/retention.h"
+#include "core/whole_number.h"
 #include "sink.h"
 #include "syslog_forwarder.h"
 #include "trellis/plugin.hpp"
@@ -40,14 +39,6 @@ namespace trellis::audit {
 namespace {
 
 constexpr std::string_view kAdminPrefix = "/v1/x/trellis/audit/";
-
-// `text` as a whole number, all of it, or nothing.
-std::optional<uint64_t> wholeNumberIn(std::string_view text) {
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return n;
-}
 
 std::optional<uint64_t> number(const Request& req, std::string_view name) {
   auto v = req.queryParam(name);
@@ -409,9 +400,7 @@ class AuditPlugin : public Plugin {
   Status start(Context& ctx) override {
     if (!forwarder_) {
       Status s = ctx.cancelJob(SyslogForwarder::kJobName);
-      return s.code() == StatusCode::kNotFound || s.code() == StatusCode::kPermissionDenied
-                 ? Status::ok()
-                 : s;
+      return s.code() == StatusCode::kNotFound ? Status::ok() : s;
     }
     Job job = Job::every(std::string(SyslogForwarder::kJobName), forward_interval_s_ * 1000)
                   .durable(100);  // ~8 h of backoff before a dead letter

@@ -762,6 +762,12 @@ std::string AuditSink::evidencePack(std::string_view tenant, int64_t now_ms) con
   return tarArchive(files, now_ms / 1000);
 }
 
+uint64_t AuditSink::logSize(std::string_view tenant) const {
+  std::lock_guard lock(mu_);
+  const TenantLog* log = findLog(tenant);
+  return log ? log->size() : 0;
+}
+
 std::vector<std::string> AuditSink::logNames() const {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;

@@ -100,6 +100,7 @@ class AuditSink {
   // purged.json of an evidence pack: what the log keeps of its purged records.
   std::string purgedJson(std::string_view tenant) const;
   std::vector<std::string> logNames() const;
+  uint64_t logSize(std::string_view tenant) const;  // records ever appended (0: no log)
   // The log's evidence pack as one tar archive (core/verify.h lists its files), taken
   // under the lock so that records, checkpoints and proofs agree.
   std::string evidencePack(std::string_view tenant, int64_t now_ms) const;

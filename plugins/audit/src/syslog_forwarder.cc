@@ -1,8 +1,7 @@
 #include "syslog_forwarder.h"
 
-#include <charconv>
-
 #include "core/export_formats.h"
+#include "core/whole_number.h"
 
 namespace trellis::audit {
 namespace {
@@ -18,17 +17,26 @@ Result<uint64_t> cursorOf(const Context& ctx, std::string_view tenant) {
     if (entry.status().code() == StatusCode::kNotFound) return uint64_t{1};
     return entry.status();
   }
-  uint64_t next = 0;
-  const std::string& v = entry->value;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), next);
-  if (ec != std::errc() || end != v.data() + v.size() || next == 0) {
+  const auto next = wholeNumberIn(entry->value);
+  if (!next || *next == 0) {
     return Status::internal("audit: the syslog cursor of log " + logName(tenant) +
-                            " is not a number: \"" + v + "\"");
+                            " is not a number: \"" + entry->value + "\"");
   }
-  return next;
+  return *next;
 }
 
 }  // namespace
+
+std::optional<uint64_t> SyslogForwarder::sentThrough(const std::string& tenant) const {
+  std::lock_guard lock(mu_);
+  auto it = sent_.find(tenant);
+  return it == sent_.end() ? std::nullopt : std::optional<uint64_t>(it->second);
+}
+
+void SyslogForwarder::remember(const std::string& tenant, uint64_t next) const {
+  std::lock_guard lock(mu_);
+  sent_[tenant] = next;
+}
 
 Status SyslogForwarder::checkUrl(std::string_view url) {
   const bool scheme = url.starts_with("tcp://") || url.starts_with("tls://");
@@ -44,6 +52,10 @@ Status SyslogForwarder::checkUrl(std::string_view url) {
 Status SyslogForwarder::run(const Context& ctx, const AuditSink& sink) const {
   std::optional<Stream> stream;  // opened when the first batch is ready
   for (const std::string& tenant : sink.logNames()) {
+    // Nothing new since this host moved the cursor: no storage read for an idle log.
+    if (std::optional<uint64_t> sent = sentThrough(tenant); sent && *sent > sink.logSize(tenant)) {
+      continue;
+    }
     auto next = cursorOf(ctx, tenant);
     if (!next) return next.status();
     for (uint64_t b = 0; b < options_.max_batches; ++b) {
@@ -66,6 +78,7 @@ Status SyslogForwarder::run(const Context& ctx, const AuditSink& sink) const {
       if (auto put = ctx.kv().put(cursorKey(tenant), std::to_string(*next)); !put) {
         return put.status();
       }
+      remember(tenant, *next);
       if (range.count < options_.batch) break;
     }
   }

@@ -16,6 +16,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "sink.h"
@@ -45,7 +48,14 @@ class SyslogForwarder {
   Status run(const Context& ctx, const AuditSink& sink) const;
 
  private:
+  // The next seq of `tenant`'s log as this host last stored it. Another host may have
+  // moved the cursor further since; a log that grew past this is read from storage.
+  std::optional<uint64_t> sentThrough(const std::string& tenant) const;
+  void remember(const std::string& tenant, uint64_t next) const;
+
   ForwarderOptions options_;
+  mutable std::mutex mu_;
+  mutable std::map<std::string, uint64_t, std::less<>> sent_;
 };
 
 }  // namespace trellis::audit

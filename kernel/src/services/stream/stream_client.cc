@@ -67,10 +67,7 @@ Status Stream::failed(Status s) {
   return s;
 }
 
-Status Stream::write(std::string_view bytes, size_t* written) {
-  size_t n = 0;
-  if (written) *written = 0;
-  std::unique_lock lock(mu_, std::defer_lock);
+Status Stream::claim(std::unique_lock<std::timed_mutex>& lock) {
   if (!lock.try_lock_for(timeouts_.io)) {
     return Status::timeout("stream: " + url_.origin() +
                            " was busy with another call for the io timeout of " +
@@ -79,6 +76,14 @@ Status Stream::write(std::string_view bytes, size_t* written) {
   if (!failure_.empty()) {
     return Status::unavailable("stream: " + url_.origin() + " is closed (" + failure_ + ")");
   }
+  return Status::ok();
+}
+
+Status Stream::write(std::string_view bytes, size_t* written) {
+  size_t n = 0;
+  if (written) *written = 0;
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (Status s = claim(lock); !s) return s;
   if (bytes.empty()) return Status::ok();
   conn_->tcp().expires_after(timeouts_.io);
   error_code ec = runIo(*conn_, &n, [&](auto handler) {
@@ -107,14 +112,7 @@ Status Stream::write(std::string_view bytes, size_t* written) {
 
 Result<size_t> Stream::read(char* buf, size_t cap) {
   std::unique_lock lock(mu_, std::defer_lock);
-  if (!lock.try_lock_for(timeouts_.io)) {
-    return Status::timeout("stream: " + url_.origin() +
-                           " was busy with another call for the io timeout of " +
-                           egress::describeMs(timeouts_.io));
-  }
-  if (!failure_.empty()) {
-    return Status::unavailable("stream: " + url_.origin() + " is closed (" + failure_ + ")");
-  }
+  if (Status s = claim(lock); !s) return s;
   if (eof_ || cap == 0) return size_t{0};
   bool timed_out = false;
   asio::steady_timer timer(conn_->io);

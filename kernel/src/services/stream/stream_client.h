@@ -62,6 +62,9 @@ class Stream {
   const egress::Url& url() const { return url_; }
 
  private:
+  // Takes `lock` (on mu_) within the io timeout: TIMEOUT if another call holds it that
+  // long, UNAVAILABLE once the stream has failed.
+  Status claim(std::unique_lock<std::timed_mutex>& lock);
   Status failed(Status s);  // remembers `s` and closes the socket; with mu_ held
 
   std::unique_ptr<egress::Connection> conn_;
