@@ -40,6 +40,10 @@
 
 namespace trellis::kernel::storage {
 
+namespace internal {
+class WalCheckpointer;
+}
+
 // The connection a write or read runs on, valid for that call only.
 struct SqliteConnection {
   soci::session& sql;
@@ -96,6 +100,7 @@ class SqliteDatabase {
   soci::session writer_;                                 // used by the batch leader only
   std::unique_ptr<SqliteStatements> writer_statements_;  // the leader's; before writer_ closes
   GroupCommit commit_;
+  std::shared_ptr<internal::WalCheckpointer> checkpointer_;  // closed before writer_
   std::mutex readers_mu_;
   std::vector<Reader> idle_readers_;  // guarded by readers_mu_
 };
