@@ -299,15 +299,18 @@ TEST_F(SecretsDatabaseTest, RevokePrefixRevokesEveryLeaseUnderIt) {
   addRole("a", "");
   addRole("ab", "");
   Creds a1 = creds("a"), a2 = creds("a"), ab = creds("ab");
-  auto r = call("POST", "sys/leases/revoke-prefix/database/creds/a/");
+  auto r = call("POST", "sys/leases/revoke-prefix/database/creds/a");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json(r.body)->getObject("data")->getValue<int>("revoked"), 2);
   EXPECT_FALSE(roleExists(a1.username));
   EXPECT_FALSE(roleExists(a2.username));
-  EXPECT_TRUE(roleExists(ab.username)) << "database/creds/ab is not under database/creds/a/";
+  EXPECT_TRUE(roleExists(ab.username))
+      << "a prefix is a path: database/creds/ab is not under database/creds/a";
   EXPECT_EQ(useCreds(ab), "");
-  EXPECT_EQ(call("POST", "sys/leases/revoke-prefix/database/../x").status, 400);
-  auto all = call("POST", "sys/leases/revoke-prefix/database/");
+  auto malformed = call("POST", "sys/leases/revoke-prefix/database/creds/a~b");
+  EXPECT_EQ(malformed.status, 400) << malformed.body;
+  EXPECT_NE(malformed.body.find("A-Z a-z 0-9 . _ - /"), std::string::npos) << malformed.body;
+  auto all = call("POST", "sys/leases/revoke-prefix/database");
   ASSERT_EQ(all.status, 200) << all.body;
   EXPECT_EQ(json(all.body)->getObject("data")->getValue<int>("revoked"), 1);
   EXPECT_FALSE(roleExists(ab.username));
@@ -418,7 +421,7 @@ TEST_F(SecretsDatabaseTest, BadInputIsAClearProblemAndNothingIsHalfWritten) {
       pg_.execSql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-acme-broken-%'");
   ASSERT_TRUE(roles) << roles.error;
   EXPECT_EQ(roles.rows[0][0], "0") << "the transaction rolled back";
-  auto left = call("POST", "sys/leases/revoke-prefix/database/creds/broken/");
+  auto left = call("POST", "sys/leases/revoke-prefix/database/creds/broken");
   ASSERT_EQ(left.status, 200) << left.body;
   EXPECT_EQ(json(left.body)->getObject("data")->getValue<int>("revoked"), 0) << "no lease left";
 

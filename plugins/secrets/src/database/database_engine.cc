@@ -307,7 +307,7 @@ Result<ConnectionView> DatabaseEngine::writeConfig(const Context& ctx, Connectio
                       in.password->find('\0') != std::string::npos)) {
     return Status::invalid("\"password\" must be 1 to 1024 bytes without NUL");
   }
-  for (const auto& r : in.allowed_roles) {
+  for (const auto& r : in.allowed_roles.value_or(std::vector<std::string>{})) {
     if (r != "*") {
       if (Status s = checkName("role", r); !s) return s;
     }
@@ -318,13 +318,17 @@ Result<ConnectionView> DatabaseEngine::writeConfig(const Context& ctx, Connectio
   Kv store = ctx.kv();
   auto existing = store.get(key);
   if (!existing && existing.status().code() != StatusCode::kNotFound) return existing.status();
+  std::optional<StoredConfig> old;
+  if (existing) {
+    auto parsed = parseConfig(in.name, existing->value);
+    if (!parsed) return parsed.status();
+    old = std::move(*parsed);
+  }
   SecureBuffer password;
   if (in.password) {
     password = SecureBuffer(*in.password);
     cleanse(*in.password);
-  } else if (existing) {
-    auto old = parseConfig(in.name, existing->value);
-    if (!old) return old.status();
+  } else if (old) {
     auto plain = envelope::open(*ring, old->password, passwordAad(ctx.tenant(), in.name));
     if (!plain) return Status::internal("the stored connection password does not open");
     password = std::move(*plain);
@@ -340,7 +344,13 @@ Result<ConnectionView> DatabaseEngine::writeConfig(const Context& ctx, Connectio
     }
   }
   StoredConfig cfg;
-  cfg.view = {in.name, in.connection_url, in.username, in.allowed_roles, ctx.nowUnixMs()};
+  std::vector<std::string> allowed;
+  if (in.allowed_roles) {
+    allowed = std::move(*in.allowed_roles);
+  } else if (old) {
+    allowed = old->view.allowed_roles;
+  }
+  cfg.view = {in.name, in.connection_url, in.username, std::move(allowed), ctx.nowUnixMs()};
   if (Status s = kek_uses_.take(ctx, seal_, *ring); !s) return s;
   auto env = envelope::seal(*ring, password.view(), passwordAad(ctx.tenant(), in.name));
   if (!env) return env.status();
@@ -574,7 +584,8 @@ Status DatabaseEngine::revoke(const Context& ctx, std::string_view lease_id) con
 
 Result<uint64_t> DatabaseEngine::revokePrefix(const Context& ctx, std::string_view prefix) const {
   if (Status s = checkLeasePath("lease prefix", prefix); !s) return s;
-  const std::string full = std::string(kLeasePrefix) + std::string(prefix);
+  std::string full = std::string(kLeasePrefix) + std::string(prefix);
+  if (!full.ends_with('/')) full += '/';
   uint64_t count = 0;
   while (true) {
     std::vector<std::pair<Lease, uint64_t>> page;

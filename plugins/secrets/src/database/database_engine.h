@@ -38,7 +38,7 @@ struct ConnectionInput {
   std::string connection_url;  // tcp://host:port/database or tls://host:port/database
   std::string username;
   std::optional<std::string> password;  // absent on an update: keep the stored one
-  std::vector<std::string> allowed_roles;
+  std::optional<std::vector<std::string>> allowed_roles;  // likewise; none on a new one
   bool verify_connection = true;
 };
 
@@ -106,6 +106,8 @@ class DatabaseEngine {
   Result<Lease> renew(const Context& ctx, std::string_view lease_id, uint64_t increment_s) const;
   Status revoke(const Context& ctx, std::string_view lease_id) const;
   // How many leases were revoked; stops at the first failure (what was revoked stays so).
+  // The prefix is a path: "database/creds/a" is read as "database/creds/a/", as Vault does,
+  // so it never reaches the leases of a role "ab".
   Result<uint64_t> revokePrefix(const Context& ctx, std::string_view prefix) const;
   Result<Lease> lookup(const Context& ctx, std::string_view lease_id) const;
 

@@ -111,9 +111,11 @@ class Routes {
       if (!pw) return http::sendProblem(res, pw.status());
       in.password = std::move(*pw);
     }
-    auto roles = stringList(*body, "allowed_roles");
-    if (!roles) return http::sendProblem(res, roles.status());
-    in.allowed_roles = *roles;
+    if ((*body)->has("allowed_roles")) {
+      auto roles = stringList(*body, "allowed_roles");
+      if (!roles) return http::sendProblem(res, roles.status());
+      in.allowed_roles = std::move(*roles);
+    }
     auto verify = http::optionalBool(*body, "verify_connection");
     if (!verify) return http::sendProblem(res, verify.status());
     in.verify_connection = verify->value_or(true);
