@@ -362,6 +362,26 @@ TEST_F(SecretsDatabaseTest, Md5AndCleartextAdminsWork) {
   expectNoPasswordAnywhere();
 }
 
+// A KEK rotation re-wraps the connection password too: once the older KEK is retired, the
+// connection still opens and issues credentials.
+TEST_F(SecretsDatabaseTest, KekRotationRewrapsTheConnectionPassword) {
+  initAndUnseal();
+  configure();
+  addRole("app", "");
+  ASSERT_EQ(call("POST", "keyring/rotate").status, 200);
+  auto retired = [&] {
+    auto ring = request(server_->port(), "GET", "/secrets/v1/keyring",
+                        {{"Authorization", "Bearer acme-key"}});
+    auto data = json(ring.body)->getObject("data");
+    return !data->has("rewrap") && data->getArray("versions")->size() == 1;
+  };
+  ASSERT_TRUE(eventually(retired, std::chrono::seconds(60))) << server_->log();
+  EXPECT_NE(server_->log().find("retired after re-wrapping 1 data keys"), std::string::npos)
+      << "the connection password was the one data key";
+  Creds c = creds("app");
+  EXPECT_EQ(useCreds(c), "");
+}
+
 TEST_F(SecretsDatabaseTest, BadInputIsAClearProblemAndNothingIsHalfWritten) {
   initAndUnseal();
   // A wrong admin password: refused with the server's SQLSTATE, nothing stored.
