@@ -477,8 +477,11 @@ Result<Issued> DatabaseEngine::issue(const Context& ctx, std::string_view role_n
   const std::string key = std::string(kLeasePrefix) + l.id;
   auto put = ctx.kv().put(key, serialize(l), Kv::kAbsent);
   if (!put) return put.status();
+  // No sweeper, no credentials: a role nobody drops at expiry would outlive its lease.
   if (Status s = scheduleSweep(ctx, l.expire_ms); !s) {
-    ctx.warn("secrets: could not schedule the lease sweeper: " + s.message());
+    (void)ctx.kv().remove(key, *put);
+    cleanse(out.password);
+    return Status(s.code(), "the lease sweeper could not be scheduled: " + s.message());
   }
   auto created = (*session)->exec(*sql);
   cleanse(*sql);

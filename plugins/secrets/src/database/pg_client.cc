@@ -35,8 +35,24 @@ Result<Frame> PgClient::nextFrame() {
   }
 }
 
+Status PgClient::redacted(Status s) const {
+  const std::string_view pw = password_.view();
+  if (s || pw.empty()) return s;
+  std::string m = s.message();
+  for (size_t at = m.find(pw); at != std::string::npos; at = m.find(pw, at)) {
+    m.replace(at, pw.size(), "[redacted]");
+  }
+  return Status(s.code(), std::move(m));
+}
+
 Status PgClient::login(std::string_view user, std::string_view database,
                        std::string_view password) {
+  password_ = SecureBuffer(password);
+  return redacted(loginSteps(user, database, password));
+}
+
+Status PgClient::loginSteps(std::string_view user, std::string_view database,
+                            std::string_view password) {
   auto startup = startupMessage(user, database);
   if (!startup) return startup.status();
   if (Status s = t_.write(*startup); !s) {
@@ -154,6 +170,12 @@ Status PgClient::authenticate(const AuthRequest& first, std::string_view user,
 }
 
 Result<QueryResult> PgClient::exec(std::string_view sql) {
+  auto r = execSteps(sql);
+  if (!r) return redacted(r.status());
+  return r;
+}
+
+Result<QueryResult> PgClient::execSteps(std::string_view sql) {
   if (!ready_) return Status::unavailable("the database session is not ready");
   auto q = queryMessage(sql);
   if (!q) return q.status();

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/secure_buffer.h"
 #include "database/pg_wire.h"
 #include "trellis/plugin.hpp"
 
@@ -65,11 +66,17 @@ class PgClient {
 
  private:
   Result<Frame> nextFrame();
+  // `s` with every occurrence of the password replaced: whatever a server sends back (an
+  // error, a SCRAM refusal) is repeated to the client, and a hostile server may echo it.
+  Status redacted(Status s) const;
+  Result<QueryResult> execSteps(std::string_view sql);
+  Status loginSteps(std::string_view user, std::string_view database, std::string_view password);
   Status authenticate(const AuthRequest& first, std::string_view user, std::string_view password);
 
   Transport& t_;
   FrameReader in_;
   bool ready_ = false;
+  SecureBuffer password_;  // for redacted()
 };
 
 }  // namespace trellis::secrets::pg

@@ -239,6 +239,12 @@ TEST(PgClientTest, RefusesUnsupportedAuthAndReportsAuthFailures) {
   EXPECT_EQ(d.message().find("hunter2-pw"), std::string::npos);
   EXPECT_NE(d.message().find("28P01"), std::string::npos);
 
+  ScriptedServer echo({auth(3), errorFrame("FATAL", "28000", "no entry for hunter2-pw")});
+  PgClient h(echo);
+  Status echoed = h.login("u", "db", "hunter2-pw");
+  EXPECT_EQ(echoed.message(), "FATAL 28000: no entry for [redacted]")
+      << "a server that echoes the password does not get it into a message";
+
   ScriptedServer skip({auth(10, std::string("SCRAM-SHA-256\0\0", 15)), auth(0) + ready()});
   PgClient e(skip);
   EXPECT_EQ(e.login("u", "db", "pw").code(), StatusCode::kPermissionDenied)
