@@ -338,6 +338,7 @@ TEST_F(SecretsDatabaseTest, TheSweeperDropsExpiredRolesAcrossAKill) {
   // waits), and once unsealed it drops the role.
   Creds d = creds("brief");
   ASSERT_FALSE(d.username.empty());
+  ASSERT_TRUE(roleExists(d.username));
   server_->kill();
   ASSERT_TRUE(server_->start()) << server_->log();
   unseal();
@@ -348,6 +349,12 @@ TEST_F(SecretsDatabaseTest, TheSweeperDropsExpiredRolesAcrossAKill) {
 
 TEST_F(SecretsDatabaseTest, Md5AndCleartextAdminsWork) {
   initAndUnseal();
+  SqlResult stored = pg_.execSql(
+      "SELECT rolname, left(rolpassword, 6) FROM pg_authid WHERE rolname IN "
+      "('md5admin', 'vaultadmin') ORDER BY rolname");
+  ASSERT_TRUE(stored && stored.rows.size() == 2) << stored.error;
+  ASSERT_EQ(stored.rows[0][1].substr(0, 3), "md5") << "md5admin must use the md5 exchange";
+  ASSERT_EQ(stored.rows[1][1], "SCRAM-") << "vaultadmin must use SCRAM";
   configure("md5db", "md5admin", kMd5Password);
   configure("cleardb", "clearadmin", kClearPassword);
   addRole("viamd5", "", "md5db");
