@@ -347,6 +347,44 @@ TEST_F(SecretsDatabaseTest, TheSweeperDropsExpiredRolesAcrossAKill) {
       << server_->log();
 }
 
+// The database down when a lease expires: the lease stays (the sweeper cannot drop the role
+// yet), renewing it is a clear 400, and once the database is back the sweeper's retry drops
+// the role.
+TEST_F(SecretsDatabaseTest, AnExpiredLeaseIsRefusedAndSweptOnceTheDatabaseIsBack) {
+  initAndUnseal();
+  configure();
+  addRole("brief", R"(,"default_ttl":"2s","max_ttl":"2s")");
+  Creds c = creds("brief");
+  ASSERT_FALSE(c.username.empty());
+  const uint16_t port = pg_.port();
+  ASSERT_TRUE(pg_.stop());
+  // Until the lease expires a renewal tries the database (503: it is down); after, it is
+  // refused before that.
+  HttpReply late;
+  ASSERT_TRUE(eventually([&] {
+    late = renew(c.lease_id);
+    return late.status != 503;
+  })) << late.body;
+  EXPECT_EQ(late.status, 400) << late.body;
+  EXPECT_EQ(late.header("content-type"), "application/problem+json");
+  EXPECT_NE(late.body.find("the lease expired"), std::string::npos) << late.body;
+  // The sweeper fires at expiry, cannot reach the database, and keeps the lease.
+  ASSERT_TRUE(eventually([&] {
+    return server_->log().find("lease sweeper could not revoke") != std::string::npos;
+  })) << server_->log();
+  auto lookup = [&] {
+    return request(server_->port(), "POST", "/secrets/v1/sys/leases/lookup",
+                   {{"Authorization", "Bearer acme-key"}}, "{\"lease_id\":\"" + c.lease_id + "\"}");
+  };
+  EXPECT_EQ(lookup().status, 200) << "the lease stays until its role is dropped";
+
+  ASSERT_TRUE(pg_.start()) << pg_.error();
+  ASSERT_EQ(pg_.port(), port) << "the database came back on another port; the grant names the old";
+  EXPECT_TRUE(eventually([&] { return lookup().status == 404; }, std::chrono::seconds(90)))
+      << server_->log();
+  EXPECT_FALSE(roleExists(c.username));
+}
+
 TEST_F(SecretsDatabaseTest, Md5AndCleartextAdminsWork) {
   initAndUnseal();
   SqlResult stored = pg_.execSql(
