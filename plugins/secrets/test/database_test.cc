@@ -254,6 +254,13 @@ TEST_F(SecretsDatabaseTest, CredentialsLogInAndRevokedOnesStopWorking) {
   EXPECT_EQ(call("POST", "sys/leases/lookup", "{\"lease_id\":\"" + c.lease_id + "\"}").status, 404);
   EXPECT_EQ(useCreds(other), "") << "the other lease is untouched";
 
+  auto busy = call("DELETE", "database/config/main");
+  EXPECT_EQ(busy.status, 409) << "a connection with leases stays: " << busy.body;
+  EXPECT_NE(busy.body.find("1 leases"), std::string::npos) << busy.body;
+  ASSERT_EQ(revoke(other.lease_id).status, 204);
+  EXPECT_EQ(call("DELETE", "database/config/main").status, 204);
+  EXPECT_EQ(call("GET", "database/config/main").status, 404);
+
   expectNoPasswordAnywhere();
   EXPECT_NE(audit_.find("secret.database.creds"), std::string::npos);
   EXPECT_NE(audit_.find("secret.lease.revoke"), std::string::npos);

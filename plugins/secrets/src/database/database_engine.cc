@@ -379,6 +379,28 @@ Result<ConnectionView> DatabaseEngine::readConfig(const Context& ctx, std::strin
 
 Status DatabaseEngine::deleteConfig(const Context& ctx, std::string_view name) const {
   if (Status s = checkName("connection", name); !s) return s;
+  // Its leases could not be revoked any more: their roles would outlive them.
+  uint64_t live = 0;
+  std::string after;
+  while (true) {
+    size_t visited = 0;
+    Status listed = ctx.kv().list(kLeasePrefix, after, 256,
+                                  [&](std::string_view k, std::string_view v, uint64_t) {
+                                    after = std::string(k);
+                                    ++visited;
+                                    auto l = parseLease(k.substr(kLeasePrefix.size()), v);
+                                    if (l && l->db_name == name) ++live;
+                                    return true;
+                                  });
+    if (!listed) return listed;
+    if (visited < 256) break;
+  }
+  if (live > 0) {
+    return Status::conflict("the connection \"" + std::string(name) + "\" has " +
+                            std::to_string(live) +
+                            " leases; revoke them first (sys/leases/revoke-prefix/database/creds/"
+                            "<role>)");
+  }
   Status s = ctx.kv().remove(std::string(kConfigPrefix) + std::string(name));
   return s.code() == StatusCode::kNotFound ? Status::ok() : s;
 }
