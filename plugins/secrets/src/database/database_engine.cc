@@ -1,29 +1,20 @@
 #include "database/database_engine.h"
 
-#include <Poco/JSON/Array.h>
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
-
 #include <algorithm>
 #include <charconv>
 #include <memory>
-#include <sstream>
 
 #include "audit/audit.h"
 #include "crypto/encoding.h"
 #include "database/pg_client.h"
+#include "database/records.h"
+#include "database/session.h"
 #include "database/sql_template.h"
 
 namespace trellis::secrets::database {
 namespace {
 
-using Poco::JSON::Array;
-using Poco::JSON::Object;
-
-constexpr std::string_view kSweepState = "sys/lease-sweep";
-constexpr uint32_t kSweepPage = 64;
-constexpr uint64_t kSealedRetryMs = 30'000;
-constexpr uint64_t kFailedRetryMs = 30'000;
+constexpr uint32_t kPage = 64;
 
 const std::vector<std::string>& defaultRevocation() {
   static const std::vector<std::string> v = {
@@ -36,23 +27,6 @@ const std::vector<std::string>& defaultRenew() {
   static const std::vector<std::string> v = {
       "ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';"};
   return v;
-}
-
-std::string stringify(const Object::Ptr& o) {
-  std::ostringstream out;
-  o->stringify(out);
-  return out.str();
-}
-Array::Ptr toArray(const std::vector<std::string>& v) {
-  Array::Ptr a = new Array;
-  for (const auto& s : v) a->add(s);
-  return a;
-}
-std::vector<std::string> fromArray(const Array::Ptr& a) {
-  std::vector<std::string> out;
-  if (!a) return out;
-  for (size_t i = 0; i < a->size(); ++i) out.push_back(a->getElement<std::string>(i));
-  return out;
 }
 
 std::string joinStatements(const std::vector<std::string>& statements) {
@@ -83,184 +57,6 @@ Status redact(Status s, std::initializer_list<std::string_view> secrets) {
 }
 
 // ---- stored forms ----
-
-struct StoredConfig {
-  ConnectionView view;
-  envelope::Envelope password;
-};
-
-std::string passwordAad(std::string_view tenant, std::string_view name) {
-  return associatedData({{"tenant", tenant}, {"engine", "database-config"}, {"name", name}});
-}
-
-std::string serialize(const StoredConfig& c) {
-  Object::Ptr o = new Object;
-  o->set("connection_url", c.view.connection_url);
-  o->set("username", c.view.username);
-  o->set("allowed_roles", toArray(c.view.allowed_roles));
-  o->set("updated_ms", c.view.updated_ms);
-  Object::Ptr p = new Object;
-  p->set("kek", c.password.kek_version);
-  p->set("key", toBase64(c.password.wrapped_key));
-  p->set("box", toBase64(c.password.box));
-  o->set("password", p);
-  return stringify(o);
-}
-
-Result<StoredConfig> parseConfig(std::string_view name, const std::string& text) {
-  try {
-    Object::Ptr o = Poco::JSON::Parser().parse(text).extract<Object::Ptr>();
-    StoredConfig c;
-    c.view.name = std::string(name);
-    c.view.connection_url = o->getValue<std::string>("connection_url");
-    c.view.username = o->getValue<std::string>("username");
-    c.view.allowed_roles = fromArray(o->getArray("allowed_roles"));
-    c.view.updated_ms = o->getValue<uint64_t>("updated_ms");
-    Object::Ptr p = o->getObject("password");
-    auto key = fromBase64(p->getValue<std::string>("key"));
-    auto box = fromBase64(p->getValue<std::string>("box"));
-    if (!key || !box) return Status::internal("a stored database connection is damaged");
-    c.password = {p->getValue<uint32_t>("kek"), std::move(*key), std::move(*box)};
-    return c;
-  } catch (const std::exception&) {
-    return Status::internal("a stored database connection is damaged");
-  }
-}
-
-std::string serialize(const RoleConfig& r) {
-  Object::Ptr o = new Object;
-  o->set("db_name", r.db_name);
-  o->set("creation_statements", toArray(r.creation_statements));
-  o->set("revocation_statements", toArray(r.revocation_statements));
-  o->set("renew_statements", toArray(r.renew_statements));
-  o->set("default_ttl", r.default_ttl_s);
-  o->set("max_ttl", r.max_ttl_s);
-  return stringify(o);
-}
-
-Result<RoleConfig> parseRole(std::string_view name, const std::string& text) {
-  try {
-    Object::Ptr o = Poco::JSON::Parser().parse(text).extract<Object::Ptr>();
-    RoleConfig r;
-    r.name = std::string(name);
-    r.db_name = o->getValue<std::string>("db_name");
-    r.creation_statements = fromArray(o->getArray("creation_statements"));
-    r.revocation_statements = fromArray(o->getArray("revocation_statements"));
-    r.renew_statements = fromArray(o->getArray("renew_statements"));
-    r.default_ttl_s = o->getValue<uint64_t>("default_ttl");
-    r.max_ttl_s = o->getValue<uint64_t>("max_ttl");
-    return r;
-  } catch (const std::exception&) {
-    return Status::internal("a stored database role is damaged");
-  }
-}
-
-std::string serialize(const Lease& l) {
-  Object::Ptr o = new Object;
-  o->set("role", l.role);
-  o->set("db_name", l.db_name);
-  o->set("username", l.username);
-  o->set("issued_ms", l.issued_ms);
-  o->set("expire_ms", l.expire_ms);
-  o->set("max_expire_ms", l.max_expire_ms);
-  o->set("default_ttl", l.default_ttl_s);
-  o->set("revocation_statements", toArray(l.revocation_statements));
-  o->set("renew_statements", toArray(l.renew_statements));
-  return stringify(o);
-}
-
-Result<Lease> parseLease(std::string_view id, std::string_view text) {
-  try {
-    Object::Ptr o = Poco::JSON::Parser().parse(std::string(text)).extract<Object::Ptr>();
-    Lease l;
-    l.id = std::string(id);
-    l.role = o->getValue<std::string>("role");
-    l.db_name = o->getValue<std::string>("db_name");
-    l.username = o->getValue<std::string>("username");
-    l.issued_ms = o->getValue<uint64_t>("issued_ms");
-    l.expire_ms = o->getValue<uint64_t>("expire_ms");
-    l.max_expire_ms = o->getValue<uint64_t>("max_expire_ms");
-    l.default_ttl_s = o->getValue<uint64_t>("default_ttl");
-    l.revocation_statements = fromArray(o->getArray("revocation_statements"));
-    l.renew_statements = fromArray(o->getArray("renew_statements"));
-    return l;
-  } catch (const std::exception&) {
-    return Status::internal("a stored lease is damaged");
-  }
-}
-
-// "tcp://host:port/database" → stream URL and database name.
-struct Target {
-  std::string stream_url;
-  std::string database;
-};
-Result<Target> parseConnectionUrl(std::string_view url) {
-  const std::string wanted =
-      "\"connection_url\" must read tcp://host:port/database or tls://host:port/database";
-  if (!url.starts_with("tcp://") && !url.starts_with("tls://")) return Status::invalid(wanted);
-  if (url.size() > 512) return Status::invalid("\"connection_url\" is longer than 512 bytes");
-  const size_t slash = url.find('/', 6);
-  if (slash == std::string_view::npos || slash + 1 >= url.size()) return Status::invalid(wanted);
-  Target t{std::string(url.substr(0, slash)), std::string(url.substr(slash + 1))};
-  const std::string_view authority = url.substr(6, slash - 6);
-  if (authority.empty() || authority.find('@') != std::string_view::npos ||
-      authority.rfind(':') == std::string_view::npos) {
-    return Status::invalid(wanted);
-  }
-  for (char c : t.database) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == '/' || c == '?') {
-      return Status::invalid(
-          "the database name in \"connection_url\" holds a character not allowed");
-    }
-  }
-  return t;
-}
-
-// A logged-in session on a stored connection.
-class Session {
- public:
-  static Result<std::unique_ptr<Session>> open(const Context& ctx, std::string_view url,
-                                               std::string_view user, std::string_view password) {
-    auto target = parseConnectionUrl(url);
-    if (!target) return target.status();
-    auto stream = ctx.connect({.url = target->stream_url});
-    if (!stream) {
-      return Status(
-          stream.status().code() == StatusCode::kPermissionDenied ? StatusCode::kPermissionDenied
-                                                                  : StatusCode::kUnavailable,
-          "cannot reach the database at " + target->stream_url + ": " + stream.status().message());
-    }
-    auto s = std::unique_ptr<Session>(new Session(std::move(*stream)));
-    if (Status st = s->pg_.login(user, target->database, password); !st) {
-      return Status(st.code(), "logging in to the database as \"" + std::string(user) +
-                                   "\" failed: " + st.message());
-    }
-    return s;
-  }
-  ~Session() { pg_.terminate(); }
-  Result<pg::QueryResult> exec(std::string_view sql) { return pg_.exec(sql); }
-
- private:
-  explicit Session(Stream s) : transport_(std::move(s)), pg_(transport_) {}
-  pg::StreamTransport transport_;
-  pg::PgClient pg_;
-};
-
-Result<std::unique_ptr<Session>> openStored(const Context& ctx, const Seal& seal,
-                                            std::string_view db_name) {
-  auto entry = ctx.kv().get(std::string(DatabaseEngine::kConfigPrefix) + std::string(db_name));
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no database connection \"" + std::string(db_name) + "\"");
-  }
-  auto cfg = parseConfig(db_name, entry->value);
-  if (!cfg) return cfg.status();
-  auto ring = Keyring::open(ctx, seal, /*create=*/false);
-  if (!ring) return ring.status();
-  auto password = envelope::open(*ring, cfg->password, passwordAad(ctx.tenant(), db_name));
-  if (!password) return Status::internal("the connection password does not open");
-  return Session::open(ctx, cfg->view.connection_url, cfg->view.username, password->view());
-}
 
 bool roleAllowed(const std::vector<std::string>& allowed, std::string_view role) {
   return std::any_of(allowed.begin(), allowed.end(),
@@ -615,7 +411,7 @@ Result<uint64_t> DatabaseEngine::revokePrefix(const Context& ctx, std::string_vi
   while (true) {
     std::vector<std::pair<Lease, uint64_t>> page;
     Status listed = Status::ok();
-    Status s = ctx.kv().list(full, "", kSweepPage,
+    Status s = ctx.kv().list(full, "", kPage,
                              [&](std::string_view k, std::string_view v, uint64_t version) {
                                auto l = parseLease(k.substr(kLeasePrefix.size()), v);
                                if (!l) {
@@ -635,99 +431,8 @@ Result<uint64_t> DatabaseEngine::revokePrefix(const Context& ctx, std::string_vi
       auditOperation(ctx, seal_, "secret.lease.revoke", "lease", lease.id);
       ++count;
     }
-    if (page.size() < kSweepPage) return count;
+    if (page.size() < kPage) return count;
   }
-}
-
-Status DatabaseEngine::scheduleSweep(const Context& ctx, uint64_t at_ms) const {
-  Kv kv = ctx.kv();
-  const uint64_t now = ctx.nowUnixMs();
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    auto entry = kv.get(kSweepState);
-    if (!entry && entry.status().code() != StatusCode::kNotFound) return entry.status();
-    if (entry) {
-      uint64_t next = 0;
-      const std::string& v = entry->value;
-      std::from_chars(v.data(), v.data() + v.size(), next);
-      // A later run is planned, or one is due now (it will plan the next itself).
-      if (next <= at_ms && next > now) return Status::ok();
-    }
-    auto put = kv.put(kSweepState, std::to_string(at_ms), entry ? entry->version : Kv::kAbsent);
-    if (put) {
-      return ctx.schedule(
-          Job::once(std::string(kSweepJob), at_ms > now ? at_ms - now : 0).durable());
-    }
-    if (put.status().code() != StatusCode::kConflict) return put.status();
-  }
-  return Status::unavailable("the lease sweeper's schedule changed concurrently too often");
-}
-
-Status DatabaseEngine::sweep(const Context& ctx) const {
-  Kv kv = ctx.kv();
-  const uint64_t now = ctx.nowUnixMs();
-  if (seal_.status().sealed) {
-    return ctx.schedule(Job::once(std::string(kSweepJob), kSealedRetryMs).durable());
-  }
-  auto state = kv.get(kSweepState);
-  uint64_t earliest = UINT64_MAX;
-  uint64_t revoked = 0;
-  bool failed = false;
-  bool more = false;
-  std::string after;
-  while (true) {
-    std::vector<std::pair<Lease, uint64_t>> page;
-    Status bad = Status::ok();
-    size_t visited = 0;
-    Status s = kv.list(kLeasePrefix, after, kSweepPage,
-                       [&](std::string_view k, std::string_view v, uint64_t version) {
-                         after = std::string(k);
-                         ++visited;
-                         auto l = parseLease(k.substr(kLeasePrefix.size()), v);
-                         if (!l) {
-                           bad = l.status();
-                           return true;  // a damaged record is logged, not fatal to the rest
-                         }
-                         page.emplace_back(std::move(*l), version);
-                         return true;
-                       });
-    if (!s) return s;
-    if (!bad) ctx.error("secrets: lease sweeper: " + bad.message());
-    for (const auto& [lease, version] : page) {
-      if (lease.expire_ms > now) {
-        earliest = std::min(earliest, lease.expire_ms);
-        continue;
-      }
-      if (revoked >= kSweepPage) {  // enough for one run: continue in the next
-        more = true;
-        continue;
-      }
-      if (Status r = revokeLease(ctx, lease, version); !r) {
-        ctx.warn("secrets: lease sweeper could not revoke " + lease.id + ": " + r.message());
-        failed = true;
-        continue;
-      }
-      ++revoked;
-      auditOperation(ctx, seal_, "secret.lease.expire", "lease", lease.id);
-    }
-    if (visited < kSweepPage) break;
-  }
-  if (revoked > 0) {
-    if (expired_metric_) (void)ctx.record(expired_metric_, static_cast<double>(revoked));
-    ctx.info("secrets: lease sweeper dropped " + std::to_string(revoked) + " expired roles");
-  }
-  uint64_t next = earliest;
-  if (more) next = now;
-  if (failed) next = std::min(next, now + kFailedRetryMs);
-  if (next == UINT64_MAX) {
-    // Nothing left: forget the schedule (a new lease plans the next run). CONFLICT: a new
-    // lease planned one meanwhile.
-    if (state) (void)kv.remove(kSweepState, state->version);
-    return Status::ok();
-  }
-  auto put = kv.put(kSweepState, std::to_string(next), state ? state->version : Kv::kAbsent);
-  if (!put && put.status().code() != StatusCode::kConflict) return put.status();
-  if (!put) return scheduleSweep(ctx, next);  // an issue planned meanwhile: keep the earlier
-  return ctx.schedule(Job::once(std::string(kSweepJob), next > now ? next - now : 0).durable());
 }
 
 Result<uint64_t> DatabaseEngine::rewrapOlder(const Context& ctx, std::string_view storage_key,
