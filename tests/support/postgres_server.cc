@@ -222,10 +222,10 @@ bool PostgresServer::initCluster() {
     return false;
   }
 
-  // Trust, but only for the private unix socket and IPv4 loopback.
+  // Trust, but only for the private unix socket and IPv4 loopback (after the test's own
+  // rules, which may ask for passwords).
   writeFile(data / "pg_hba.conf",
-            "local all all trust\n"
-            "host  all all 127.0.0.1/32 trust\n");
+            "local all all trust\n" + hba_rules_ + "host  all all 127.0.0.1/32 trust\n");
   // Appended settings win over initdb's defaults. Durability is pointless for a test
   // cluster that is deleted afterwards, and fsync dominates its run time.
   std::string conf = readFile(data / "postgresql.conf");

@@ -52,6 +52,11 @@ class PostgresServer {
     ssl_key_ = std::move(key);
   }
 
+  // Before the first start(): pg_hba.conf lines checked before the trust rules, for tests of
+  // password authentication, e.g. "host all postgres 127.0.0.1/32 trust\n"
+  // "host all all 127.0.0.1/32 scram-sha-256\n" (keep the superuser trusted: execSql needs it).
+  void setHostAuthRules(std::string lines) { hba_rules_ = std::move(lines); }
+
   // Runs initdb on first use, then starts postgres and waits until it accepts connections.
   // A restart after stop() keeps the data and, if still free, the port. On failure returns
   // false and error() explains, with the tail of the server log.
@@ -95,6 +100,7 @@ class PostgresServer {
   uint16_t port_ = 0;
   std::string error_;
   std::filesystem::path ssl_cert_, ssl_key_;
+  std::string hba_rules_;
 };
 
 }  // namespace trellis::test

@@ -3,6 +3,8 @@
 // lives in its own module.
 #include <charconv>
 
+#include "database/database_engine.h"
+#include "database/database_routes.h"
 #include "keys/kek_rewrap.h"
 #include "keys/keyring.h"
 #include "keys/keyring_routes.h"
@@ -27,13 +29,19 @@ class SecretsPlugin : public Plugin {
                                  "Data keys re-wrapped under a newer KEK after a rotation");
     if (!rewrapped) return rewrapped.status();
     rewrap_.setMetric(*rewrapped);
+    auto expired = ctx.counter("database_leases_expired_total",
+                               "Database credentials the lease sweeper revoked at expiry");
+    if (!expired) return expired.status();
+    database_.setExpiredMetric(*expired);
     Status jobs = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
-      if (name != KekRewrap::kJobName) return Status::notFound("no job " + std::string(name));
-      return rewrap_.run(c);
+      if (name == KekRewrap::kJobName) return rewrap_.run(c);
+      if (name == database::DatabaseEngine::kSweepJob) return database_.sweep(c);
+      return Status::notFound("no job " + std::string(name));
     });
     if (!jobs) return jobs;
     if (Status s = kv::addKvRoutes(ctx, seal_, kv_); !s) return s;
     if (Status s = transit::addTransitRoutes(ctx, seal_, transit_); !s) return s;
+    if (Status s = database::addDatabaseRoutes(ctx, seal_, database_); !s) return s;
     if (Status s = provideSecretsService(ctx, seal_, kv_, transit_); !s) return s;
     ctx.info("secrets: started sealed; unseal it with the operator's shares");
     return Status::ok();
@@ -62,7 +70,8 @@ class SecretsPlugin : public Plugin {
   KekUses kek_uses_;
   kv::KvEngine kv_{seal_, kek_uses_};
   transit::TransitEngine transit_{seal_, kek_uses_};
-  KekRewrap rewrap_{seal_, kv_, transit_};
+  database::DatabaseEngine database_{seal_, kek_uses_};
+  KekRewrap rewrap_{seal_, kv_, transit_, database_};
 };
 
 }  // namespace trellis::secrets

@@ -16,7 +16,7 @@ constexpr uint64_t kSealedRetryMs = 30'000;
 
 struct State {
   uint32_t target = 0;       // re-wrap what versions below this wrapped
-  std::string phase = "kv";  // "kv", then "transit"
+  std::string phase = "kv";  // "kv", then "transit", then "database"
   std::string after;         // the last storage key done in this phase
   uint64_t rewrapped = 0;    // in this pass
   uint64_t total = 0;        // in all passes
@@ -80,8 +80,10 @@ Status KekRewrap::run(const Context& ctx) const {
   if (!ring) return ring.status();
 
   const bool in_kv = state->phase == "kv";
-  const std::string_view prefix =
-      in_kv ? kv::KvEngine::kStoragePrefix : transit::TransitEngine::kStoragePrefix;
+  const bool in_transit = state->phase == "transit";
+  const std::string_view prefix = in_kv        ? kv::KvEngine::kStoragePrefix
+                                  : in_transit ? transit::TransitEngine::kStoragePrefix
+                                               : database::DatabaseEngine::kConfigPrefix;
   std::vector<std::string> keys;
   Status listed =
       kv.list(prefix, state->after, kPage, [&](std::string_view k, std::string_view, uint64_t) {
@@ -91,7 +93,9 @@ Status KekRewrap::run(const Context& ctx) const {
   if (!listed) return listed;
   uint64_t done = 0;
   for (const std::string& key : keys) {
-    auto n = in_kv ? kv_.rewrapOlder(ctx, key, *ring) : transit_.rewrapOlder(ctx, key, *ring);
+    auto n = in_kv        ? kv_.rewrapOlder(ctx, key, *ring)
+             : in_transit ? transit_.rewrapOlder(ctx, key, *ring)
+                          : database_.rewrapOlder(ctx, key, *ring);
     if (!n) return n.status();  // the job is retried; records done so far stay done
     done += *n;
   }
@@ -104,6 +108,9 @@ Status KekRewrap::run(const Context& ctx) const {
     state->after = keys.back();
   } else if (in_kv) {
     state->phase = "transit";
+    state->after.clear();
+  } else if (in_transit) {
+    state->phase = "database";
     state->after.clear();
   } else if (state->rewrapped > 0) {
     // A pass that re-wrapped something may have raced a write under an older version.

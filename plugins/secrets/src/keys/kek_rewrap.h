@@ -2,9 +2,10 @@
 // after a rotation, so those versions can be retired. A durable job, one page of records
 // per run, resumable: its position lives in the tenant's KV store ("sys/rewrap"), so a
 // restart or another host continues where it stopped. A pass walks every KV secret and
-// transit key and re-wraps what an older version wrapped; a pass that found nothing to
-// re-wrap retires the versions below the one it started under (a pass that did re-wrap is
-// followed by another, which catches writes that raced the first).
+// transit key and re-wraps what an older version wrapped (and every database connection's
+// password); a pass that found nothing to re-wrap retires the versions below the one it started
+// under (a pass that did re-wrap is followed by another, which catches writes that raced the
+// first).
 //
 //   rewrap.start(ctx);                 // after POST /secrets/v1/keyring/rotate
 //   ctx.onJob(... rewrap.run(ctx) ...)  // runs under kJobName
@@ -15,6 +16,7 @@
 #include <optional>
 #include <string_view>
 
+#include "database/database_engine.h"
 #include "keys/keyring.h"
 #include "kv/kv_engine.h"
 #include "seal/seal.h"
@@ -28,8 +30,9 @@ class KekRewrap {
   static constexpr std::string_view kJobName = "kek-rewrap";
   static constexpr uint32_t kPage = 64;
 
-  KekRewrap(const Seal& seal, const kv::KvEngine& kv, const transit::TransitEngine& transit)
-      : seal_(seal), kv_(kv), transit_(transit) {}
+  KekRewrap(const Seal& seal, const kv::KvEngine& kv, const transit::TransitEngine& transit,
+            const database::DatabaseEngine& database)
+      : seal_(seal), kv_(kv), transit_(transit), database_(database) {}
   void setMetric(trellis_metric_id rewrapped) { rewrapped_metric_ = rewrapped; }
 
   // Starts a pass for the calling tenant towards its current KEK (replacing one under way).
@@ -44,6 +47,7 @@ class KekRewrap {
   const Seal& seal_;
   const kv::KvEngine& kv_;
   const transit::TransitEngine& transit_;
+  const database::DatabaseEngine& database_;
   trellis_metric_id rewrapped_metric_ = 0;
 };
 
