@@ -138,7 +138,10 @@ TenantCommands::TenantCommands(CLI::App& app, const AdminClient& admin, const bo
     auto* grant =
         c->add_option("--grant", grants_,
                       "Limit a plugin to these capabilities for the tenant: plugin=cap,cap "
-                      "(repeatable; replaces the tenant's grants)");
+                      "(repeatable; replaces the tenant's grants). egress:<rule> narrows "
+                      "egress to destinations, e.g. egress:https://api.example.com or "
+                      "egress:tcp://db.internal:5432; list the plugin's other capabilities "
+                      "too");
     c->add_flag("--all-capabilities", clear_grants_,
                 "Drop every grant: each plugin gets all the capabilities it requests")
         ->excludes(grant);
