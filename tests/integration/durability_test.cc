@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
@@ -37,9 +38,17 @@ struct Row {
 TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesAKillDashNineInAWriteStorm) {
   TrellisdProcess server(defaultTestConfig());
   ASSERT_TRUE(server.start()) << server.log();
+  const auto db = server.dir() / "data" / "tenants" / "acme.db";
 
+  // Each client cycles through names of its own: enough rows that the WAL passes its
+  // checkpoint size several times before the kill, so the crash can land in a checkpoint.
   constexpr int kClients = 16;
-  std::vector<long long> acked(kClients, 0);  // the last count each client saw answered
+  constexpr int kNamesPerClient = 100;
+  auto name = [](int client, int n) {
+    return "client-" + std::to_string(client) + "-" + std::to_string(n);
+  };
+  // The last count each client saw answered, per name.
+  std::vector<std::vector<long long>> acked(kClients, std::vector<long long>(kNamesPerClient));
   std::atomic<bool> stop{false};
   std::atomic<int> out_of_order{0};
   std::atomic<long long> total{0};
@@ -47,30 +56,37 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesAKillDashNineInAWriteStorm) {
   const uint16_t port = server.port();
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
-      while (!stop) {
-        auto r = request(port, "GET", "/hello/client-" + std::to_string(c),
-                         {{"Authorization", "Bearer acme-key"}});
+      for (int i = 0; !stop; ++i) {
+        const int n = i % kNamesPerClient;
+        auto r =
+            request(port, "GET", "/hello/" + name(c, n), {{"Authorization", "Bearer acme-key"}});
         if (r.status != 200) return;  // the server is gone: this request is unacknowledged
         const long long visits = visitsOf(r.body);
-        if (visits != acked[c] + 1) ++out_of_order;
-        acked[c] = visits;
+        if (visits != acked[c][n] + 1) ++out_of_order;
+        acked[c][n] = visits;
         ++total;
       }
     });
   }
-  // Kill while every client has a write in flight, after a few hundred acknowledged.
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (total < 400 && std::chrono::steady_clock::now() < deadline) {
+  // Kill while every client has a write in flight, once a checkpoint has copied the WAL
+  // into the database file (it grows past its first pages) and a few thousand writes
+  // were acknowledged.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  auto checkpointed = [&] {
+    std::error_code ec;
+    return std::filesystem::file_size(db, ec) >= 64 * 1024 && !ec;
+  };
+  while ((total < 3000 || !checkpointed()) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   server.kill();
   stop = true;
   for (auto& t : clients) t.join();
-  ASSERT_GE(total.load(), 400) << server.log();
+  ASSERT_GE(total.load(), 3000) << server.log();
+  ASSERT_TRUE(checkpointed()) << "no checkpoint copied the WAL into " << db;
   EXPECT_EQ(out_of_order.load(), 0);
 
   // The file as the crash left it (SQLite recovers the WAL on open).
-  const auto db = server.dir() / "data" / "tenants" / "acme.db";
   std::map<std::string, Row> rows;
   long long usage = -1, real = -2;
   {
@@ -89,22 +105,23 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesAKillDashNineInAWriteStorm) {
   // value and version moved together (hello writes count N at version N).
   EXPECT_EQ(usage, real);
   for (int c = 0; c < kClients; ++c) {
-    const std::string key = "visits/client-" + std::to_string(c);
-    ASSERT_TRUE(rows.count(key)) << key;
-    const Row& row = rows[key];
-    EXPECT_EQ(row.value, std::to_string(row.version)) << key;
-    // Every acknowledged count is there; at most the one unanswered request beyond it.
-    EXPECT_GE(row.version, acked[c]) << key;
-    EXPECT_LE(row.version, acked[c] + 1) << key;
+    for (int n = 0; n < kNamesPerClient; ++n) {
+      const std::string key = "visits/" + name(c, n);
+      const Row& row = rows[key];  // version 0 if the name was never written
+      EXPECT_EQ(row.value, row.version ? std::to_string(row.version) : "") << key;
+      // Every acknowledged count is there; at most the one unanswered request beyond it.
+      EXPECT_GE(row.version, acked[c][n]) << key;
+      EXPECT_LE(row.version, acked[c][n] + 1) << key;
+    }
   }
 
   // And the restarted server carries on from exactly there.
   ASSERT_TRUE(server.start()) << server.log();
   for (int c = 0; c < kClients; ++c) {
-    auto r = request(server.port(), "GET", "/hello/client-" + std::to_string(c),
+    auto r = request(server.port(), "GET", "/hello/" + name(c, 0),
                      {{"Authorization", "Bearer acme-key"}});
     ASSERT_EQ(r.status, 200) << r.body;
-    EXPECT_EQ(visitsOf(r.body), rows["visits/client-" + std::to_string(c)].version + 1);
+    EXPECT_EQ(visitsOf(r.body), rows["visits/" + name(c, 0)].version + 1);
   }
 }
 
