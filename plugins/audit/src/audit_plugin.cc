@@ -87,13 +87,13 @@ class AuditPlugin : public Plugin {
       return s;
     }
     // The plugin's own jobs: shipping to syslog, and purging what retention allows.
-    if (Status s = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
-          if (name == SyslogForwarder::kJobName && forwarder_) return forwarder_->run(c, *sink_);
-          if (name == kPurgeJob && purge_interval_s_ > 0) return purgeExpired(c);
-          return Status::notFound("no job " + std::string(name));
-        });
-        !s) {
-      return s;
+    if (forwarder_ || purge_interval_s_ > 0) {
+      Status s = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
+        if (name == SyslogForwarder::kJobName && forwarder_) return forwarder_->run(c, *sink_);
+        if (name == kPurgeJob && purge_interval_s_ > 0) return purgeExpired(c);
+        return Status::notFound("no job " + std::string(name));
+      });
+      if (!s) return s;
     }
 
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
@@ -432,19 +432,21 @@ class AuditPlugin : public Plugin {
   // start keeps one job, with the interval of the current config.
   // Likewise the purge job (config purge_interval_s, 0 = none).
   Status start(Context& ctx) override {
+    // Nothing to cancel: no such job, or a host that runs no jobs at all.
+    auto cancel = [&ctx](std::string_view name) {
+      Status s = ctx.cancelJob(name);
+      const bool none = s.code() == StatusCode::kNotFound || s.code() == StatusCode::kUnavailable;
+      return none ? Status::ok() : s;
+    };
     if (!forwarder_) {
-      Status s = ctx.cancelJob(SyslogForwarder::kJobName);
-      if (!s && s.code() != StatusCode::kNotFound) return s;
+      if (Status s = cancel(SyslogForwarder::kJobName); !s) return s;
     } else {
       Job job = Job::every(std::string(SyslogForwarder::kJobName), forward_interval_s_ * 1000)
                     .durable(100);  // ~8 h of backoff before a dead letter
       job.budget_ms = 60'000;
       if (Status s = ctx.schedule(job); !s) return s;
     }
-    if (purge_interval_s_ == 0) {
-      Status s = ctx.cancelJob(kPurgeJob);
-      return s.code() == StatusCode::kNotFound ? Status::ok() : s;
-    }
+    if (purge_interval_s_ == 0) return cancel(kPurgeJob);
     Job job = Job::every(std::string(kPurgeJob), purge_interval_s_ * 1000).durable(100);
     job.budget_ms = 600'000;  // a first purge of a large log deletes many lines
     return ctx.schedule(job);
