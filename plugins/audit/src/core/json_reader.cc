@@ -39,6 +39,10 @@ void appendUtf8(std::string& out, unsigned cp) {
 // A double-conversion reads at most 780 significant digits; a longer number could round
 // differently there than in from_chars, so such numbers take the reference path.
 constexpr size_t kMaxFloatToken = 64;
+// Poco reads a negative integer through a double: below -2^53 it is rounded (found by
+// fuzz_record_reader: -46744073709551615 is stored as -46744073709551616). Such numbers
+// take the reference path, which rounds them as it always did.
+constexpr long long kMinExactNegative = -(1LL << 53);
 
 }  // namespace
 
@@ -223,7 +227,7 @@ bool JsonReader::number(std::string* out) {
     // Checking only: the value is not needed, but whether Poco would read it is.
     if (integral) {
       long long v;
-      if (std::from_chars(start, p_, v).ec == std::errc()) return true;
+      if (std::from_chars(start, p_, v).ec == std::errc()) return v >= kMinExactNegative || defer();
       unsigned long long u;
       if (*start != '-' && std::from_chars(start, p_, u).ec == std::errc()) return true;
       return defer();
@@ -239,6 +243,7 @@ bool JsonReader::number(std::string* out) {
     long long v;
     auto r = std::from_chars(start, p_, v);
     if (r.ec == std::errc()) {
+      if (v < kMinExactNegative) return defer();
       auto w = std::to_chars(buf, buf + sizeof buf, v);
       out->append(buf, w.ptr);
       return true;
