@@ -51,12 +51,15 @@ struct AuditInProcess {
     config::PluginEntry audit;
     audit.id = "trellis/audit";
     audit.system = true;
-    audit.config_json = R"({"checkpoint_every":1000,"sensitive_fields":["email"]})";
+    // No purge job: the host here has no job service.
+    audit.config_json =
+        R"({"checkpoint_every":1000,"sensitive_fields":["email"],"purge_interval_s":0})";
     grants = std::make_unique<runtime::SystemGrants>(std::vector{audit});
     manager = std::make_unique<runtime::PluginManager>(runtime::HostServices{
         .kv = kv.get(), .service_registry = &registry, .system_grants = grants.get()});
     manager->startAll({TRELLIS_PLUGIN_DIR}, {audit});
-    for (const auto* p : manager->read().plugins()) {
+    const auto view = manager->read();  // named: plugins() refers into the view
+    for (const auto* p : view.plugins()) {
       if (p->id() == "trellis/audit" && p->state == runtime::PluginState::kActive) {
         sink = const_cast<runtime::PluginInstance*>(p);
       }

@@ -29,7 +29,8 @@ struct TwoPlugins {
     a.id = "fixture/svc-a";
     b.id = "fixture/svc-b";
     manager.startAll({TRELLIS_FIXTURE_DIR}, {a, b});
-    for (const auto* p : manager.read().plugins()) {
+    const auto view = manager.read();  // named: plugins() refers into the view
+    for (const auto* p : view.plugins()) {
       if (p->state != runtime::PluginState::kActive) continue;
       auto* mutable_p = const_cast<runtime::PluginInstance*>(p);
       (p->id() == "fixture/svc-a" ? caller : provider) = mutable_p;

@@ -23,7 +23,8 @@
 //   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key,
 //   /audit/v1/retention, /audit/v1/purged.
 // With config "access", the usage stream's requests on the named tenants and routes become
-// "data.access" records in those tenants' logs.
+// "data.access" records in those tenants' logs. Its own durable jobs: `syslog-forward`
+// (config syslog_url) and `retention-purge` (every purge_interval_s, default a day).
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
@@ -82,6 +83,18 @@ class AuditPlugin : public Plugin {
     if (Status s = sink_->load(ctx); !s) return s;
     if (Status s = subscribeForAccess(ctx); !s) return s;
     if (Status s = forwardToSyslog(ctx); !s) return s;
+    if (Status s = wholeNumber(ctx, "purge_interval_s", 0, 31'536'000, purge_interval_s_); !s) {
+      return s;
+    }
+    // The plugin's own jobs: shipping to syslog, and purging what retention allows.
+    if (forwarder_ || purge_interval_s_ > 0) {
+      Status s = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
+        if (name == SyslogForwarder::kJobName && forwarder_) return forwarder_->run(c, *sink_);
+        if (name == kPurgeJob && purge_interval_s_ > 0) return purgeExpired(c);
+        return Status::notFound("no job " + std::string(name));
+      });
+      if (!s) return s;
+    }
 
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
       return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
@@ -389,22 +402,53 @@ class AuditPlugin : public Plugin {
       return s;
     }
     forwarder_.emplace(ForwarderOptions{.url = std::string(*url), .hostname = syslog_hostname_});
-    return ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
-      if (name != SyslogForwarder::kJobName) return Status::notFound("no job " + std::string(name));
-      return forwarder_->run(c, *sink_);
-    });
+    return Status::ok();
+  }
+
+  // The scheduled purge: every log purged as POST logs/{log}/purge would, each purge a
+  // signed audit.purge record of its log. A log under legal hold is left as it is (that
+  // is the hold working, not a failure); any other failure fails the run, after the
+  // other logs had their turn, so the job retries it.
+  Status purgeExpired(Context& c) {
+    Status first = Status::ok();
+    for (const std::string& tenant : sink_->logNames()) {
+      auto done = sink_->purge(c, tenant, static_cast<int64_t>(c.nowUnixMs()), /*scheduled=*/true);
+      if (done) {
+        if (done->records > 0) {
+          c.info("audit: scheduled purge of log " + logName(tenant) + ": records 1.." +
+                 std::to_string(done->purged_through) + " purged, recorded as seq " +
+                 std::to_string(done->recorded_as));
+        }
+      } else if (done.status().code() != StatusCode::kConflict) {
+        c.warn("audit: scheduled purge of log " + logName(tenant) +
+               " failed: " + done.status().message());
+        if (first) first = done.status();
+      }
+    }
+    return first;
   }
 
   // Starts (or, without syslog_url, ends) the forwarding job; scheduling it again on every
   // start keeps one job, with the interval of the current config.
+  // Likewise the purge job (config purge_interval_s, 0 = none).
   Status start(Context& ctx) override {
+    // Nothing to cancel: no such job, or a host that runs no jobs at all.
+    auto cancel = [&ctx](std::string_view name) {
+      Status s = ctx.cancelJob(name);
+      const bool none = s.code() == StatusCode::kNotFound || s.code() == StatusCode::kUnavailable;
+      return none ? Status::ok() : s;
+    };
     if (!forwarder_) {
-      Status s = ctx.cancelJob(SyslogForwarder::kJobName);
-      return s.code() == StatusCode::kNotFound ? Status::ok() : s;
+      if (Status s = cancel(SyslogForwarder::kJobName); !s) return s;
+    } else {
+      Job job = Job::every(std::string(SyslogForwarder::kJobName), forward_interval_s_ * 1000)
+                    .durable(100);  // ~8 h of backoff before a dead letter
+      job.budget_ms = 60'000;
+      if (Status s = ctx.schedule(job); !s) return s;
     }
-    Job job = Job::every(std::string(SyslogForwarder::kJobName), forward_interval_s_ * 1000)
-                  .durable(100);  // ~8 h of backoff before a dead letter
-    job.budget_ms = 60'000;
+    if (purge_interval_s_ == 0) return cancel(kPurgeJob);
+    Job job = Job::every(std::string(kPurgeJob), purge_interval_s_ * 1000).durable(100);
+    job.budget_ms = 600'000;  // a first purge of a large log deletes many lines
     return ctx.schedule(job);
   }
 
@@ -422,6 +466,8 @@ class AuditPlugin : public Plugin {
   std::string syslog_hostname_;  // HOSTNAME of syslog exports (config syslog_hostname; "-")
   std::optional<SyslogForwarder> forwarder_;  // config syslog_url
   uint64_t forward_interval_s_ = 5;
+  uint64_t purge_interval_s_ = 86'400;  // config purge_interval_s; 0: no scheduled purge
+  static constexpr std::string_view kPurgeJob = "retention-purge";
 };
 
 }  // namespace

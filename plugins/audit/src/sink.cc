@@ -589,7 +589,8 @@ Result<std::string> AuditSink::setLegalHold(const Context& ctx, std::string_view
   return retentionJson(tenant);
 }
 
-Result<PurgeOutcome> AuditSink::purge(const Context& ctx, std::string_view tenant, int64_t now_ms) {
+Result<PurgeOutcome> AuditSink::purge(const Context& ctx, std::string_view tenant, int64_t now_ms,
+                                      bool scheduled) {
   PurgeOutcome outcome;
   {
     std::lock_guard lock(mu_);
@@ -606,7 +607,7 @@ Result<PurgeOutcome> AuditSink::purge(const Context& ctx, std::string_view tenan
     const uint64_t through =
         purgeBoundary(log.checkpoints(), log.purged(), now_ms - policy.keep_s * 1000);
     if (through > log.purged()) {
-      auto done = purgeThrough(ctx, log, policy, through, now_ms);
+      auto done = purgeThrough(ctx, log, policy, through, now_ms, scheduled);
       if (!done) return done.status();
       outcome = *done;
     }
@@ -621,7 +622,7 @@ Result<PurgeOutcome> AuditSink::purge(const Context& ctx, std::string_view tenan
 
 Result<PurgeOutcome> AuditSink::purgeThrough(const Context& ctx, TenantLog& log,
                                              const RetentionPolicy& policy, uint64_t through,
-                                             int64_t now_ms) {
+                                             int64_t now_ms, bool scheduled) {
   const std::string_view tenant = log.tenant();
   PurgeOutcome outcome;
   // 1. The leaf hashes of the records to purge, in chunks (rewritable: a purge that
@@ -650,7 +651,8 @@ Result<PurgeOutcome> AuditSink::purgeThrough(const Context& ctx, TenantLog& log,
   auto seq = appendOwn(ctx, tenant, "audit.purge",
                        "{\"keep\":\"" + formatDuration(policy.keep_s) +
                            "\",\"purged_through\":" + std::to_string(through) +
-                           ",\"records\":" + std::to_string(outcome.records) + "}",
+                           ",\"records\":" + std::to_string(outcome.records) +
+                           (scheduled ? ",\"scheduled\":true}" : "}"),
                        now_ms);
   if (!seq) {  // finishPurgeRecord() writes it at the next start
     return Status::unavailable("records 1.." + std::to_string(through) +

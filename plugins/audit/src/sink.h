@@ -96,7 +96,9 @@ class AuditSink {
   Result<std::string> setLegalHold(const Context& ctx, std::string_view tenant,
                                    std::optional<std::string> reason, int64_t now_ms);
   // Purges the sealed segments older than the log's retention. CONFLICT under legal hold.
-  Result<PurgeOutcome> purge(const Context& ctx, std::string_view tenant, int64_t now_ms);
+  // `scheduled` marks the purge record as the plugin's own (the purge job's) doing.
+  Result<PurgeOutcome> purge(const Context& ctx, std::string_view tenant, int64_t now_ms,
+                             bool scheduled = false);
   // purged.json of an evidence pack: what the log keeps of its purged records.
   std::string purgedJson(std::string_view tenant) const;
   std::vector<std::string> logNames() const;
@@ -127,8 +129,8 @@ class AuditSink {
   Status finishPurgeRecord(const Context& ctx, TenantLog& log, int64_t now_ms);
   // Steps 1-3 of a purge (sink.cc), with the lock held.
   Result<PurgeOutcome> purgeThrough(const Context& ctx, TenantLog& log,
-                                    const RetentionPolicy& policy, uint64_t through,
-                                    int64_t now_ms);
+                                    const RetentionPolicy& policy, uint64_t through, int64_t now_ms,
+                                    bool scheduled);
   static PurgedPrefix purgedPrefixOf(const TenantLog& log);
   Status deletePurgedRecords(const Context& ctx, std::string_view tenant, uint64_t through);
   // Copies every checkpoint of `log` the mirror lacks; never fails the caller.

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <map>
 
+#include "core/json_reader.h"
+
 namespace trellis::audit {
 
 void appendJsonString(std::string& out, std::string_view s) {
@@ -75,6 +77,26 @@ void appendCanonical(std::string& out, const Poco::Dynamic::Var& v) {
 }
 
 Result<std::string> canonicalJson(std::string_view json) {
+  JsonReader r(json);
+  r.skipSpace();
+  std::string out;
+  if (r.peek() != '{' && r.peek() != '[') {
+    // Poco's parser takes only an object or an array as a document.
+    if (r.value(nullptr, nullptr) != JsonKind::kInvalid || r.deferred()) {
+      return canonicalJsonReference(json);
+    }
+    return Status::invalid("not JSON: " + r.error());
+  }
+  if (r.value(&out, nullptr) != JsonKind::kInvalid) {
+    if (r.atEnd()) return out;
+    if (r.peek() == '\xff') return canonicalJsonReference(json);  // see record.cc
+    r.fail("more after the document's end");
+  }
+  if (r.deferred()) return canonicalJsonReference(json);
+  return Status::invalid("not JSON: " + r.error());
+}
+
+Result<std::string> canonicalJsonReference(std::string_view json) {
   try {
     Poco::JSON::Parser parser;
     Poco::Dynamic::Var v = parser.parse(std::string(json));

@@ -16,8 +16,12 @@
 
 namespace trellis::audit {
 
-// Parses `json` and writes it canonically; INVALID (with the parser's reason) otherwise.
+// Parses `json` and writes it canonically in one pass (core/json_reader.h); INVALID (with
+// the reason and its byte offset) otherwise.
 Result<std::string> canonicalJson(std::string_view json);
+// The same through Poco's parser and appendCanonical(): the reference canonicalJson() is
+// tested against, and what it defers to for forms only Poco decides.
+Result<std::string> canonicalJsonReference(std::string_view json);
 // Appends the canonical form of a parsed value.
 void appendCanonical(std::string& out, const Poco::Dynamic::Var& value);
 void appendJsonString(std::string& out, std::string_view s);

@@ -3,12 +3,14 @@
 #include <Poco/JSON/Parser.h>
 #include <openssl/rand.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 
 #include "core/canonical_json.h"
 #include "core/ed25519.h"
+#include "core/json_reader.h"
 
 namespace trellis::audit {
 namespace {
@@ -107,11 +109,118 @@ std::string rfc3339Utc(int64_t unix_ms) {
   return buf;
 }
 
-Result<IncomingRecord> IncomingRecord::parse(std::string_view json) {
-  if (json.size() > kMaxRecordBytes) {
-    return Status::invalid("audit record of " + std::to_string(json.size()) +
-                           " bytes is over the limit of " + std::to_string(kMaxRecordBytes));
+namespace {
+
+Status tooBig(size_t size) {
+  return Status::invalid("audit record of " + std::to_string(size) +
+                         " bytes is over the limit of " + std::to_string(kMaxRecordBytes));
+}
+
+// A string member, or null (""); false (deferred) for any other type.
+bool readString(JsonReader& r, std::string& field) {
+  r.skipSpace();
+  if (r.peek() == '"') return r.string(&field);
+  if (r.peek() == 'n') {
+    field.clear();
+    return r.value(nullptr, nullptr, 2) != JsonKind::kInvalid;
   }
+  return r.defer();
+}
+
+bool readInt(JsonReader& r, int64_t& field) {
+  r.skipSpace();
+  if (r.peek() == 'n') {
+    field = 0;
+    return r.value(nullptr, nullptr, 2) != JsonKind::kInvalid;
+  }
+  if (r.peek() != '-' && (r.peek() < '0' || r.peek() > '9')) return r.defer();
+  long long v = 0;
+  if (!r.int64(&v)) return false;
+  field = v;
+  return true;
+}
+
+// Reads the members of an object, calling member(name) positioned at each value.
+template <typename Fn>
+bool readMembers(JsonReader& r, Fn member) {
+  if (!r.consume('{')) return r.fail("expected an object");
+  if (r.consume('}')) return true;
+  std::string name;
+  for (;;) {
+    r.skipSpace();
+    if (!r.string(&name)) return false;
+    if (r.lastStringHadNul()) return r.defer();
+    if (!r.consume(':')) return r.fail("expected ':' after a member name");
+    if (!member(name)) return false;
+    if (r.consume(',')) continue;
+    if (r.consume('}')) return true;
+    return r.fail("expected ',' or '}' in an object");
+  }
+}
+
+bool readActor(JsonReader& r, IncomingRecord& in) {
+  in.actor_name.clear();
+  in.actor_principal.clear();
+  in.actor_role.clear();
+  r.skipSpace();
+  if (r.peek() != '{') return r.value(nullptr, nullptr, 2) != JsonKind::kInvalid;
+  return readMembers(r, [&](const std::string& name) {
+    if (name == "name") return readString(r, in.actor_name);
+    if (name == "principal") return readString(r, in.actor_principal);
+    if (name == "role") return readString(r, in.actor_role);
+    return r.value(nullptr, nullptr, 3) != JsonKind::kInvalid;
+  });
+}
+
+bool readRecord(JsonReader& r, std::string_view json, IncomingRecord& in) {
+  return readMembers(r, [&](const std::string& name) {
+    if (name == "tenant") return readString(r, in.tenant);
+    if (name == "type") return readString(r, in.type);
+    if (name == "action") return readString(r, in.action);
+    if (name == "resource") return readString(r, in.resource);
+    if (name == "outcome") return readString(r, in.outcome);
+    if (name == "request_id") return readString(r, in.request_id);
+    if (name == "trace_id") return readString(r, in.trace_id);
+    if (name == "seq") return readInt(r, in.kernel_seq);
+    if (name == "status") return readInt(r, in.status);
+    if (name == "actor") return readActor(r, in);
+    if (name == "parameters") {
+      r.skipSpace();
+      const size_t begin = r.offset();
+      const JsonKind kind = r.value(nullptr, nullptr, 2);
+      if (kind == JsonKind::kInvalid) return false;
+      in.parameters = kind == JsonKind::kNull ? std::string()
+                                              : std::string(json.substr(begin, r.offset() - begin));
+      return true;
+    }
+    return r.value(nullptr, nullptr, 2) != JsonKind::kInvalid;
+  });
+}
+
+}  // namespace
+
+Result<IncomingRecord> IncomingRecord::parse(std::string_view json) {
+  if (json.size() > kMaxRecordBytes) return tooBig(json.size());
+  JsonReader r(json);
+  IncomingRecord in;
+  r.skipSpace();
+  bool ok;
+  if (r.peek() == '{') {
+    ok = readRecord(r, json, in);
+  } else {
+    ok = r.value(nullptr, nullptr) != JsonKind::kInvalid;
+    if (ok && r.atEnd()) return Status::invalid("an audit record is a JSON object");
+  }
+  // Poco's parser reads a byte 0xff as the end of its input: what follows it there is
+  // Poco's to judge.
+  if (ok && !r.atEnd()) ok = r.peek() == '\xff' ? r.defer() : r.fail("more after the record's end");
+  if (ok) return in;
+  if (r.deferred()) return parseReference(json);
+  return Status::invalid("audit record is not JSON: " + r.error());
+}
+
+Result<IncomingRecord> IncomingRecord::parseReference(std::string_view json) {
+  if (json.size() > kMaxRecordBytes) return tooBig(json.size());
   try {
     Poco::JSON::Parser parser;
     auto v = parser.parse(std::string(json));
@@ -131,7 +240,7 @@ std::string sensitiveDigest(std::string_view key, std::string_view value) {
   return "hmac-sha256:" + toHex(hmacSha256(key, value));
 }
 
-std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
+std::string buildRecordReference(const IncomingRecord& in, const RecordContext& ctx) {
   static const std::vector<std::string> kNone;
   const auto& sensitive = ctx.sensitive ? *ctx.sensitive : kNone;
   const auto& o = in.object;
@@ -181,6 +290,74 @@ std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
   str("trace_id", memberString(o, "trace_id"));
   out += "\"type\":";
   appendJsonString(out, memberString(o, "type"));
+  out += '}';
+  return out;
+}
+
+std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
+  if (in.object) return buildRecordReference(in, ctx);
+  const bool redact = ctx.sensitive && !ctx.sensitive->empty();
+  std::string resource_digest;
+  std::string_view resource = in.resource;
+  if (redact) {
+    for (const auto& s : *ctx.sensitive) {
+      if (s == "resource") {
+        resource_digest = sensitiveDigest(ctx.hmac_key, resource);
+        resource = resource_digest;
+      }
+    }
+  }
+  char num[24];
+  auto number = [&num](auto v) {
+    return std::string_view(num,
+                            static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
+  };
+  // Members in byte order, written directly (the same bytes as buildRecordReference()).
+  std::string out;
+  out.reserve(384 + in.parameters.size() + in.action.size() + in.resource.size());
+  out += '{';
+  auto str = [&out](std::string_view name, std::string_view value) {
+    out += '"';
+    out += name;
+    out += "\":";
+    appendJsonString(out, value);
+    out += ',';
+  };
+  str("action", in.action);
+  out += "\"actor\":{";
+  str("name", in.actor_name);
+  str("principal", in.actor_principal);
+  out += "\"role\":";
+  appendJsonString(out, in.actor_role);
+  out += "},";
+  str("event_id", ctx.event_id);
+  out += "\"kernel_seq\":";
+  out += number(in.kernel_seq);
+  out += ',';
+  str("outcome", in.outcome);
+  out += "\"parameters\":";
+  if (in.parameters.empty()) {
+    out += "{}";
+  } else {
+    JsonReader r(in.parameters);
+    const JsonRedaction redaction{ctx.hmac_key, ctx.sensitive};
+    // The text was checked when it was read: this pass cannot fail.
+    r.value(&out, redact ? &redaction : nullptr, 2);
+  }
+  out += ',';
+  str("prev", toHex(ctx.prev));
+  str("request_id", in.request_id);
+  str("resource", resource);
+  out += "\"seq\":";
+  out += number(ctx.seq);
+  out += ",\"status\":";
+  out += number(in.status);
+  out += ',';
+  str("tenant", in.tenant);
+  str("time", rfc3339Utc(ctx.time_ms));
+  str("trace_id", in.trace_id);
+  out += "\"type\":";
+  appendJsonString(out, in.type);
   out += '}';
   return out;
 }

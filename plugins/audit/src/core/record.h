@@ -37,10 +37,25 @@ std::string uuidV7(int64_t unix_ms);
 // "2026-12-04T05:18:34.123Z".
 std::string rfc3339Utc(int64_t unix_ms);
 
+// What audit.v1 `write` received, read in one pass (core/json_reader.h): the members the
+// stored record takes, with `parameters` kept as received and made canonical (and its
+// sensitive members HMAC'd) by buildRecord().
 struct IncomingRecord {
   std::string tenant;  // "" = the system log
+  std::string type, action, resource, outcome, request_id, trace_id;
+  std::string actor_name, actor_principal, actor_role;
+  int64_t kernel_seq = 0;
+  int64_t status = 0;
+  std::string parameters;  // JSON text; "" when absent or null
+  // Set instead of the members above for a record only Poco's reading decides (a member
+  // of an unexpected type, an integer beyond 64 bits, ...): buildRecord() then takes the
+  // reference path, so such records keep the bytes they always had.
   Poco::JSON::Object::Ptr object;
+
+  // INVALID, naming the problem and its byte offset, for anything but a JSON object.
   static Result<IncomingRecord> parse(std::string_view json);
+  // The reference reading, with Poco's parser: what parse() must agree with.
+  static Result<IncomingRecord> parseReference(std::string_view json);
 };
 
 struct RecordContext {
@@ -54,6 +69,9 @@ struct RecordContext {
 
 // The canonical line for `in` as record number ctx.seq of its log.
 std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx);
+// The same line built from in.object (parseReference()) through Poco's tree: the
+// reference the one-pass path is tested against.
+std::string buildRecordReference(const IncomingRecord& in, const RecordContext& ctx);
 // "hmac-sha256:<hex>" of `value` under `key`: what a sensitive field is stored as.
 std::string sensitiveDigest(std::string_view key, std::string_view value);
 
