@@ -106,6 +106,11 @@ enum class CallOp : uint16_t {
   kLast = kStreamRead,
 };
 
+// Wire values are fixed: a test fixture playing a hostile worker forges them.
+static_assert(static_cast<uint16_t>(CallOp::kStreamConnect) == 37 &&
+              static_cast<uint16_t>(CallOp::kStreamWrite) == 38 &&
+              static_cast<uint16_t>(CallOp::kStreamRead) == 39);
+
 // Batched effect-only calls, replayed by the host in order before it serves the frame
 // that carries them.
 enum class Effect : uint8_t {
