@@ -205,6 +205,19 @@ TEST_F(WorkerIsolationTest, GarbageFromAWorkerKillsOnlyThatWorker) {
   EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
 }
 
+TEST_F(WorkerIsolationTest, AnOversizedStreamPieceFromAWorkerIsAViolation) {
+  startWith(kWorkers);
+  auto r = request(port(), "GET", "/crashy/stream-oversized", kAcme);
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_THAT(server().log(), HasSubstr("protocol violation: a CALL that does not decode (op 39)"));
+  auto metrics = request(server().adminPort(), "GET", "/metrics",
+                         {{"Authorization", "Bearer " + server().adminToken()}});
+  EXPECT_THAT(metrics.body,
+              HasSubstr(R"(trellis_worker_crashes_total{plugin="fixture/crashy",tenant="*"} 1)"));
+  EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
+  EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+}
+
 TEST_F(WorkerIsolationTest, AMemoryBombMeetsTheAddressSpaceLimit) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "an AddressSanitizer worker cannot run under RLIMIT_AS (sandbox.cc)";

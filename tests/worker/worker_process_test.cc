@@ -165,6 +165,31 @@ TEST(WorkerProcessTest, ACrashIsSeenAsTheChannelClosingAndNamedBySignal) {
   }
 }
 
+TEST(WorkerProcessTest, WhatAWorkerOpenedInTheHostIsClosedOnceWhenItEnds) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p) << p.status().message();
+  std::vector<uint64_t> closed;
+  ASSERT_TRUE((*p)->adopt(7, [&] { closed.push_back(7); }));
+  ASSERT_TRUE((*p)->adopt(9, [&] { closed.push_back(9); }));
+  EXPECT_TRUE((*p)->holds(7));
+  EXPECT_FALSE((*p)->holds(8));  // never its own
+  (*p)->forget(9);               // the plugin closed it itself
+  EXPECT_FALSE((*p)->holds(9));
+  auto routes = init(**p);
+  Result r =
+      invoke(**p, InvokeOp::kRoute, routeCall(routes["GET /crashy/abort"], "GET", "/crashy/abort"));
+  EXPECT_EQ(r.transport.code(), StatusCode::kUnavailable) << r.transport.message();
+  EXPECT_TRUE(closed.empty());  // the host has not seen it end yet
+  (*p)->kill("its channel closed");
+  EXPECT_EQ(closed, std::vector<uint64_t>{7});
+  EXPECT_FALSE((*p)->holds(7));
+  // Nothing is adopted by a dead worker: the caller closes it at once.
+  EXPECT_FALSE((*p)->adopt(11, [&] { closed.push_back(11); }));
+  (*p)->kill("again");
+  EXPECT_EQ(closed, std::vector<uint64_t>{7});
+}
+
 TEST(WorkerProcessTest, AHangIsATimeout) {
   auto o = options();
   auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));

@@ -33,6 +33,10 @@ namespace trellis::kernel::worker {
 
 // A frame larger than this is a protocol violation; the channel is dropped.
 constexpr uint32_t kMaxFramePayload = 16u * 1024 * 1024 + 64 * 1024;
+// Egress stream bytes cross the channel in pieces of at most this many bytes: a larger
+// stream_write is sent as several CALLs, a stream_read asks for at most this much. A
+// piece larger than this in a stream CALL is a protocol violation.
+constexpr uint32_t kMaxStreamChunk = 1u * 1024 * 1024;
 // The protocol spoken; the worker names it in HELLO and the host refuses any other.
 constexpr uint32_t kProtocolVersion = 1;
 
@@ -96,8 +100,16 @@ enum class CallOp : uint16_t {
   kAuditEmit,
   kUsageAck,
   kUsageEmit,
-  kLast = kUsageEmit,
+  kStreamConnect,
+  kStreamWrite,
+  kStreamRead,
+  kLast = kStreamRead,
 };
+
+// Wire values are fixed: a test fixture playing a hostile worker forges them.
+static_assert(static_cast<uint16_t>(CallOp::kStreamConnect) == 37 &&
+              static_cast<uint16_t>(CallOp::kStreamWrite) == 38 &&
+              static_cast<uint16_t>(CallOp::kStreamRead) == 39);
 
 // Batched effect-only calls, replayed by the host in order before it serves the frame
 // that carries them.

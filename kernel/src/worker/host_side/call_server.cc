@@ -6,9 +6,12 @@
 #include <string>
 
 #include "runtime/call_context.h"
+#include "runtime/plugin_instance.h"
+#include "services/core/handle_table.h"
 #include "services/core/host_call.h"
 #include "trellis/kernel/http/router.h"
 #include "worker/host_side/invocation.h"
+#include "worker/host_side/worker_process.h"
 
 namespace trellis::kernel::worker {
 namespace {
@@ -27,6 +30,22 @@ constexpr size_t kReplyBudget = kMaxFramePayload - 64 * 1024;
 void takeBuf(FrameWriter& out, trellis_buf& buf) {
   out.str(std::string_view(buf.ptr ? buf.ptr : "", buf.len));
   runtime::hostApi()->buf_free(&buf);
+}
+
+// A worker uses only the egress streams it opened itself. A stream of the same plugin and
+// tenant opened by another worker (a dedicated one, or the one before a restart) is
+// answered as the handle table answers a handle that is not the caller's.
+bool foreignStream(const Invocation& inv, trellis_ctx* ctx, uint64_t handle) {
+  if (inv.proc && inv.proc->holds(handle)) return false;
+  services::HandleTable* handles = ctx->plugin->services().handles;
+  if (!handles) return false;
+  return static_cast<bool>(handles->get<services::HandleObject>(
+      services::ownerOf(ctx), services::HandleKind::kStream, handle));
+}
+
+trellis_status refuseForeign(trellis_ctx* ctx, uint64_t handle) {
+  return services::fail(ctx, Status::invalid("handle " + std::to_string(handle) +
+                                             " is not a stream this worker opened"));
 }
 
 struct Listing {
@@ -247,7 +266,63 @@ bool serveCall(Invocation& inv, const Frame& call, FrameWriter& reply) {
     case CallOp::kHandleClose: {
       uint64_t h = r.u64();
       if (!r.ok()) return false;
+      if (foreignStream(inv, ctx, h)) {
+        s = refuseForeign(ctx, h);
+        break;
+      }
       s = api->handle_close(ctx, h);
+      if (s == TRELLIS_OK && inv.proc) inv.proc->forget(h);
+      break;
+    }
+    case CallOp::kStreamConnect: {
+      trellis_stream_options options{};
+      options.struct_size = r.u32();
+      options.url = str(r.str());
+      options.connect_timeout_ms = r.u32();
+      options.io_timeout_ms = r.u32();
+      if (!r.ok()) return false;
+      // The plugin's own struct_size, as the host would have seen it in process.
+      options.struct_size = std::min<uint32_t>(options.struct_size, sizeof options);
+      trellis_handle h = 0;
+      s = api->stream_connect(ctx, &options, &h);
+      if (s != TRELLIS_OK) break;
+      services::HandleTable* handles = ctx->plugin->services().handles;
+      const void* plugin = ctx->plugin;
+      std::string tenant(services::ownerOf(ctx).tenant);
+      auto close = [handles, plugin, tenant, h] {
+        if (handles) (void)handles->close({plugin, tenant}, h);
+      };
+      if (!inv.proc || !inv.proc->adopt(h, close)) {
+        close();  // the worker died meanwhile: nobody is left to use or close it
+        s = services::fail(ctx, Status::unavailable("the worker ended during stream_connect"));
+        break;
+      }
+      out.u64(h);
+      break;
+    }
+    case CallOp::kStreamWrite: {
+      uint64_t h = r.u64();
+      std::string_view chunk = r.str();
+      if (!r.ok() || chunk.size() > kMaxStreamChunk) return false;
+      if (foreignStream(inv, ctx, h)) {
+        s = refuseForeign(ctx, h);
+        break;
+      }
+      s = api->stream_write(ctx, h, str(chunk));
+      break;
+    }
+    case CallOp::kStreamRead: {
+      uint64_t h = r.u64();
+      uint64_t cap = r.u64();
+      if (!r.ok() || cap > kMaxStreamChunk) return false;
+      if (foreignStream(inv, ctx, h)) {
+        s = refuseForeign(ctx, h);
+        break;
+      }
+      std::string buf(cap, '\0');
+      size_t len = 0;
+      s = api->stream_read(ctx, h, buf.data(), buf.size(), &len);
+      if (s == TRELLIS_OK) out.str(std::string_view(buf.data(), std::min(len, buf.size())));
       break;
     }
     case CallOp::kServiceCall: {

@@ -11,11 +11,15 @@
 namespace trellis::kernel::worker {
 
 class WorkerPlugin;
+class WorkerProcess;
 
 // What a CALL may act on: the ctx of the hook being run (live on this thread) and the
 // request, response or service reply of that hook, if it has one.
 struct Invocation {
   WorkerPlugin* owner = nullptr;
+  // The worker the hook runs in: the egress streams it opens are its own (closed when it
+  // ends) and it may use no other's. Set by invoke().
+  WorkerProcess* proc = nullptr;
   trellis_ctx* ctx = nullptr;  // null only for on_destroy, which gets no ctx
   const trellis_request* req = nullptr;
   trellis_response* res = nullptr;

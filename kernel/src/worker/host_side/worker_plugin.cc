@@ -183,6 +183,7 @@ Outcome WorkerPlugin::Impl::invoke(Slot& slot, const std::shared_ptr<WorkerProce
     return out;
   }
   const int fd = proc->fd(ch);
+  inv.proc = proc.get();
   const uint64_t id = g_next_invoke.fetch_add(1, std::memory_order_relaxed);
   auto violation = [&](const std::string& what) {
     proc->kill("protocol violation: " + what);

@@ -242,6 +242,31 @@ void WorkerProcess::kill(const std::string& reason) {
   // Threads waiting on other channels wake up with EOF; nobody waits for a free one.
   for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
   freed_.notify_all();
+  // What the worker opened in the host goes with it (outside mu_: closing a TLS stream
+  // may wait for its close_notify).
+  std::map<uint64_t, std::function<void()>> adopted;
+  {
+    std::lock_guard lock(mu_);
+    adopted.swap(adopted_);
+  }
+  for (auto& [handle, close] : adopted) close();
+}
+
+bool WorkerProcess::adopt(uint64_t handle, std::function<void()> close) {
+  std::lock_guard lock(mu_);
+  if (dead()) return false;
+  adopted_[handle] = std::move(close);
+  return true;
+}
+
+bool WorkerProcess::holds(uint64_t handle) const {
+  std::lock_guard lock(mu_);
+  return adopted_.count(handle) != 0;
+}
+
+void WorkerProcess::forget(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  adopted_.erase(handle);
 }
 
 std::string WorkerProcess::endReason() const {

@@ -15,6 +15,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -70,6 +72,17 @@ class WorkerProcess {
   // timeout"); "" while alive.
   std::string endReason() const;
 
+  // Host objects this worker opened that must not outlive it (its egress streams, held in
+  // the kernel's handle table). `close` runs once when the worker dies or is stopped (after
+  // it is reaped, on the thread that saw it end), unless forget() came first. False if the
+  // worker is already dead: nothing was adopted and the caller closes the object now.
+  bool adopt(uint64_t handle, std::function<void()> close);
+  // Whether `handle` was opened by this worker (and is not forgotten): a worker may use
+  // only its own streams, never another worker's of the same plugin and tenant.
+  bool holds(uint64_t handle) const;
+  // The plugin closed it itself.
+  void forget(uint64_t handle);
+
  private:
   WorkerProcess() = default;
   pid_t pid_ = -1;
@@ -80,6 +93,7 @@ class WorkerProcess {
   std::condition_variable freed_;
   std::atomic<bool> dead_{false};
   std::string end_reason_;
+  std::map<uint64_t, std::function<void()>> adopted_;  // guarded by mu_
 };
 
 }  // namespace trellis::kernel::worker

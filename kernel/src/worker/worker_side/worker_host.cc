@@ -910,6 +910,72 @@ trellis_status resProblem(const trellis_ctx* c, trellis_response* res, int32_t s
   return TRELLIS_OK;
 }
 
+// Egress streams live in the host: each call is a CALL the host serves with the real
+// stream service under this invocation's ctx, so the egress gate, the tenant's quotas and
+// the connect and io timeouts are the ones a plugin in process meets.
+trellis_status streamConnect(const trellis_ctx* c, const trellis_stream_options* options,
+                             trellis_handle* stream) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (!options || !stream) return failLocal(ctx, TRELLIS_INVALID, "stream_connect needs options");
+  trellis_stream_options o = sized(options);
+  FrameWriter w;
+  w.u32(options->struct_size).str(view(o.url)).u32(o.connect_timeout_ms).u32(o.io_timeout_ms);
+  Frame f;
+  trellis_status s;
+  FrameReader r = call(ctx, CallOp::kStreamConnect, w, f, &s);
+  if (s != TRELLIS_OK) return s;
+  uint64_t h = r.u64();
+  if (!r.ok()) _exit(kExitProtocol);
+  *stream = h;
+  return s;
+}
+
+// One host call, however many pieces of at most kMaxStreamChunk bytes it crosses in; the
+// first piece refused ends it (the host has then closed the stream, as in process).
+trellis_status streamWrite(const trellis_ctx* c, trellis_handle stream, trellis_str bytes) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (bytes.len > 0 && !bytes.ptr) {
+    return failLocal(ctx, TRELLIS_INVALID, "stream_write: bytes is NULL");
+  }
+  const std::string_view all = view(bytes);
+  size_t at = 0;
+  do {
+    std::string_view piece = all.substr(at, kMaxStreamChunk);
+    FrameWriter w;
+    w.u64(stream).str(piece);
+    Frame f;
+    trellis_status s;
+    call(ctx, CallOp::kStreamWrite, w, f, &s);
+    if (s != TRELLIS_OK) return s;
+    at += piece.size();
+  } while (at < all.size());
+  return TRELLIS_OK;
+}
+
+// Reads at most kMaxStreamChunk bytes per call (a short read, as a socket's may be).
+trellis_status streamRead(const trellis_ctx* c, trellis_handle stream, char* buf, size_t cap,
+                          size_t* len) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (!len || (!buf && cap > 0)) {
+    return failLocal(ctx, TRELLIS_INVALID, "stream_read needs buf and len");
+  }
+  *len = 0;
+  FrameWriter w;
+  w.u64(stream).u64(std::min<size_t>(cap, kMaxStreamChunk));
+  Frame f;
+  trellis_status s;
+  FrameReader r = call(ctx, CallOp::kStreamRead, w, f, &s);
+  if (s != TRELLIS_OK) return s;
+  std::string_view got = r.str();
+  if (!r.ok() || got.size() > cap || got.size() > kMaxStreamChunk) _exit(kExitProtocol);
+  if (!got.empty()) std::memcpy(buf, got.data(), got.size());
+  *len = got.size();
+  return s;
+}
+
 constexpr trellis_host_api kWorkerApi = {
     sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
     ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
@@ -921,11 +987,10 @@ constexpr trellis_host_api kWorkerApi = {
     httpSend, httpResponseStatus, httpResponseHeaders, httpResponseRead, blobOpenWrite, blobWrite,
     blobCommit, blobOpenRead, blobRead, blobHead, blobDelete, blobList, resProblem, auditEmit,
     adminRouteAdd, usageSubscribe, usageAck, usageEmit, actForTenant, kvPutAsync,
-    // Egress streams are not carried over the worker protocol: NULL, which plugins see as
-    // "not available" (TRELLIS_HOST_HAS).
-    nullptr,  // stream_connect
-    nullptr,  // stream_write
-    nullptr,  // stream_read
+    // Egress streams: CALLs the host serves; the sockets stay in the host.
+    streamConnect,  // stream_connect
+    streamWrite,    // stream_write
+    streamRead,     // stream_read
 };
 // Every slot is listed: a new slot in plugin.h must be added here too (NULL if a worker
 // cannot offer it).
