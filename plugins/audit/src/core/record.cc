@@ -240,71 +240,30 @@ std::string sensitiveDigest(std::string_view key, std::string_view value) {
   return "hmac-sha256:" + toHex(hmacSha256(key, value));
 }
 
-std::string buildRecordReference(const IncomingRecord& in, const RecordContext& ctx) {
-  static const std::vector<std::string> kNone;
-  const auto& sensitive = ctx.sensitive ? *ctx.sensitive : kNone;
-  const auto& o = in.object;
-  auto in_actor = o->has("actor") && o->get("actor").type() == typeid(Poco::JSON::Object::Ptr)
-                      ? o->getObject("actor")
-                      : Poco::JSON::Object::Ptr();
-  Poco::Dynamic::Var parameters =
-      o->has("parameters") ? o->get("parameters") : Poco::Dynamic::Var();
-  if (parameters.isEmpty()) parameters = Poco::JSON::Object::Ptr(new Poco::JSON::Object());
-  if (!sensitive.empty()) parameters = redact(parameters, ctx.hmac_key, sensitive);
-  std::string resource = memberString(o, "resource");
-  for (const auto& s : sensitive) {
-    if (s == "resource") resource = sensitiveDigest(ctx.hmac_key, resource);
-  }
+namespace {
 
-  // Members in byte order, written directly: the canonical form without a second tree.
-  std::string out;
-  out.reserve(512);
-  out += '{';
-  auto str = [&out](std::string_view name, std::string_view value) {
-    out += '"';
-    out += name;
-    out += "\":";
-    appendJsonString(out, value);
-    out += ',';
-  };
-  str("action", memberString(o, "action"));
-  out += "\"actor\":{";
-  str("name", memberString(in_actor, "name"));
-  str("principal", memberString(in_actor, "principal"));
-  out += "\"role\":";
-  appendJsonString(out, memberString(in_actor, "role"));
-  out += "},";
-  str("event_id", ctx.event_id);
-  out += "\"kernel_seq\":" + std::to_string(memberInt(o, "seq")) + ",";
-  str("outcome", memberString(o, "outcome"));
-  out += "\"parameters\":";
-  appendCanonical(out, parameters);
-  out += ',';
-  str("prev", toHex(ctx.prev));
-  str("request_id", memberString(o, "request_id"));
-  str("resource", resource);
-  out += "\"seq\":" + std::to_string(ctx.seq) + ",";
-  out += "\"status\":" + std::to_string(memberInt(o, "status")) + ",";
-  str("tenant", in.tenant);
-  str("time", rfc3339Utc(ctx.time_ms));
-  str("trace_id", memberString(o, "trace_id"));
-  out += "\"type\":";
-  appendJsonString(out, memberString(o, "type"));
-  out += '}';
-  return out;
-}
+// What a record line takes from its input: everything but the parameters and what
+// RecordContext gives.
+struct LineFields {
+  std::string_view tenant, type, action, resource, outcome, request_id, trace_id;
+  std::string_view actor_name, actor_principal, actor_role;
+  int64_t kernel_seq = 0;
+  int64_t status = 0;
+};
 
-std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
-  if (in.object) return buildRecordReference(in, ctx);
-  const bool redact = ctx.sensitive && !ctx.sensitive->empty();
+// The canonical line: members in byte order, written directly instead of through a tree.
+// `resource` is listed sensitive: its digest replaces it, once per listing. `parameters`
+// appends the canonical parameters object.
+template <typename AppendParameters>
+std::string writeLine(const LineFields& f, const RecordContext& ctx, size_t extra,
+                      AppendParameters&& parameters) {
   std::string resource_digest;
-  std::string_view resource = in.resource;
-  if (redact) {
+  std::string_view resource = f.resource;
+  if (ctx.sensitive) {
     for (const auto& s : *ctx.sensitive) {
-      if (s == "resource") {
-        resource_digest = sensitiveDigest(ctx.hmac_key, resource);
-        resource = resource_digest;
-      }
+      if (s != "resource") continue;
+      resource_digest = sensitiveDigest(ctx.hmac_key, resource);
+      resource = resource_digest;
     }
   }
   char num[24];
@@ -312,9 +271,8 @@ std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
     return std::string_view(num,
                             static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
   };
-  // Members in byte order, written directly (the same bytes as buildRecordReference()).
   std::string out;
-  out.reserve(384 + in.parameters.size() + in.action.size() + in.resource.size());
+  out.reserve(384 + extra + f.action.size() + f.resource.size());
   out += '{';
   auto str = [&out](std::string_view name, std::string_view value) {
     out += '"';
@@ -323,43 +281,98 @@ std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
     appendJsonString(out, value);
     out += ',';
   };
-  str("action", in.action);
+  str("action", f.action);
   out += "\"actor\":{";
-  str("name", in.actor_name);
-  str("principal", in.actor_principal);
+  str("name", f.actor_name);
+  str("principal", f.actor_principal);
   out += "\"role\":";
-  appendJsonString(out, in.actor_role);
+  appendJsonString(out, f.actor_role);
   out += "},";
   str("event_id", ctx.event_id);
   out += "\"kernel_seq\":";
-  out += number(in.kernel_seq);
+  out += number(f.kernel_seq);
   out += ',';
-  str("outcome", in.outcome);
+  str("outcome", f.outcome);
   out += "\"parameters\":";
-  if (in.parameters.empty()) {
-    out += "{}";
-  } else {
-    JsonReader r(in.parameters);
-    const JsonRedaction redaction{ctx.hmac_key, ctx.sensitive};
-    // The text was checked when it was read: this pass cannot fail.
-    r.value(&out, redact ? &redaction : nullptr, 2);
-  }
+  parameters(out);
   out += ',';
   str("prev", toHex(ctx.prev));
-  str("request_id", in.request_id);
+  str("request_id", f.request_id);
   str("resource", resource);
   out += "\"seq\":";
   out += number(ctx.seq);
   out += ",\"status\":";
-  out += number(in.status);
+  out += number(f.status);
   out += ',';
-  str("tenant", in.tenant);
+  str("tenant", f.tenant);
   str("time", rfc3339Utc(ctx.time_ms));
-  str("trace_id", in.trace_id);
+  str("trace_id", f.trace_id);
   out += "\"type\":";
-  appendJsonString(out, in.type);
+  appendJsonString(out, f.type);
   out += '}';
   return out;
+}
+
+}  // namespace
+
+std::string buildRecordReference(const IncomingRecord& in, const RecordContext& ctx) {
+  const auto& o = in.object;
+  auto in_actor = o->has("actor") && o->get("actor").type() == typeid(Poco::JSON::Object::Ptr)
+                      ? o->getObject("actor")
+                      : Poco::JSON::Object::Ptr();
+  Poco::Dynamic::Var parameters =
+      o->has("parameters") ? o->get("parameters") : Poco::Dynamic::Var();
+  if (parameters.isEmpty()) parameters = Poco::JSON::Object::Ptr(new Poco::JSON::Object());
+  if (ctx.sensitive && !ctx.sensitive->empty()) {
+    parameters = redact(parameters, ctx.hmac_key, *ctx.sensitive);
+  }
+  const std::string type = memberString(o, "type"), action = memberString(o, "action"),
+                    resource = memberString(o, "resource"), outcome = memberString(o, "outcome"),
+                    request_id = memberString(o, "request_id"),
+                    trace_id = memberString(o, "trace_id"),
+                    actor_name = memberString(in_actor, "name"),
+                    actor_principal = memberString(in_actor, "principal"),
+                    actor_role = memberString(in_actor, "role");
+  const LineFields f{.tenant = in.tenant,
+                     .type = type,
+                     .action = action,
+                     .resource = resource,
+                     .outcome = outcome,
+                     .request_id = request_id,
+                     .trace_id = trace_id,
+                     .actor_name = actor_name,
+                     .actor_principal = actor_principal,
+                     .actor_role = actor_role,
+                     .kernel_seq = memberInt(o, "seq"),
+                     .status = memberInt(o, "status")};
+  return writeLine(f, ctx, 128, [&](std::string& out) { appendCanonical(out, parameters); });
+}
+
+std::string buildRecord(const IncomingRecord& in, const RecordContext& ctx) {
+  if (in.object) return buildRecordReference(in, ctx);
+  const LineFields f{.tenant = in.tenant,
+                     .type = in.type,
+                     .action = in.action,
+                     .resource = in.resource,
+                     .outcome = in.outcome,
+                     .request_id = in.request_id,
+                     .trace_id = in.trace_id,
+                     .actor_name = in.actor_name,
+                     .actor_principal = in.actor_principal,
+                     .actor_role = in.actor_role,
+                     .kernel_seq = in.kernel_seq,
+                     .status = in.status};
+  const bool redact = ctx.sensitive && !ctx.sensitive->empty();
+  return writeLine(f, ctx, in.parameters.size(), [&](std::string& out) {
+    if (in.parameters.empty()) {
+      out += "{}";
+      return;
+    }
+    JsonReader r(in.parameters);
+    const JsonRedaction redaction{ctx.hmac_key, ctx.sensitive};
+    // The text was checked when it was read: this pass cannot fail.
+    r.value(&out, redact ? &redaction : nullptr, 2);
+  });
 }
 
 std::string Checkpoint::signedBody() const {

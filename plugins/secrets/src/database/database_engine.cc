@@ -16,6 +16,20 @@ namespace {
 
 constexpr uint32_t kPage = 64;
 
+// The entry stored at `key`; NOT_FOUND says `missing`, other failures pass as they are.
+Result<KvEntry> storedEntry(const Context& ctx, const std::string& key, std::string missing) {
+  auto entry = ctx.kv().get(key);
+  if (!entry && entry.status().code() == StatusCode::kNotFound) {
+    return Status::notFound(std::move(missing));
+  }
+  return entry;
+}
+
+Result<KvEntry> storedLease(const Context& ctx, std::string_view lease_id) {
+  return storedEntry(ctx, std::string(DatabaseEngine::kLeasePrefix) + std::string(lease_id),
+                     "no lease \"" + std::string(lease_id) + "\" (revoked or expired?)");
+}
+
 const std::vector<std::string>& defaultRevocation() {
   static const std::vector<std::string> v = {
       "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM \"{{name}}\";",
@@ -163,11 +177,9 @@ Result<ConnectionView> DatabaseEngine::writeConfig(const Context& ctx, Connectio
 
 Result<ConnectionView> DatabaseEngine::readConfig(const Context& ctx, std::string_view name) const {
   if (Status s = checkName("connection", name); !s) return s;
-  auto entry = ctx.kv().get(std::string(kConfigPrefix) + std::string(name));
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no database connection \"" + std::string(name) + "\"");
-  }
+  auto entry = storedEntry(ctx, std::string(kConfigPrefix) + std::string(name),
+                           "no database connection \"" + std::string(name) + "\"");
+  if (!entry) return entry.status();
   auto cfg = parseConfig(name, entry->value);
   if (!cfg) return cfg.status();
   return cfg->view;
@@ -247,11 +259,9 @@ Status DatabaseEngine::writeRole(const Context& ctx, const RoleConfig& role) con
 
 Result<RoleConfig> DatabaseEngine::readRole(const Context& ctx, std::string_view name) const {
   if (Status s = checkName("role", name); !s) return s;
-  auto entry = ctx.kv().get(std::string(kRolePrefix) + std::string(name));
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no database role \"" + std::string(name) + "\"");
-  }
+  auto entry = storedEntry(ctx, std::string(kRolePrefix) + std::string(name),
+                           "no database role \"" + std::string(name) + "\"");
+  if (!entry) return entry.status();
   return parseRole(name, entry->value);
 }
 
@@ -321,11 +331,8 @@ Result<Issued> DatabaseEngine::issue(const Context& ctx, std::string_view role_n
 
 Result<Lease> DatabaseEngine::lookup(const Context& ctx, std::string_view lease_id) const {
   if (Status s = checkLeasePath("lease id", lease_id); !s) return s;
-  auto entry = ctx.kv().get(std::string(kLeasePrefix) + std::string(lease_id));
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no lease \"" + std::string(lease_id) + "\" (revoked or expired?)");
-  }
+  auto entry = storedLease(ctx, lease_id);
+  if (!entry) return entry.status();
   return parseLease(lease_id, entry->value);
 }
 
@@ -334,11 +341,8 @@ Result<Lease> DatabaseEngine::renew(const Context& ctx, std::string_view lease_i
   if (Status s = checkLeasePath("lease id", lease_id); !s) return s;
   if (increment_s > kMaxTtlS) return Status::invalid("\"increment\" is at most 365 days");
   const std::string key = std::string(kLeasePrefix) + std::string(lease_id);
-  auto entry = ctx.kv().get(key);
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no lease \"" + std::string(lease_id) + "\" (revoked or expired?)");
-  }
+  auto entry = storedLease(ctx, lease_id);
+  if (!entry) return entry.status();
   auto lease = parseLease(lease_id, entry->value);
   if (!lease) return lease.status();
   const uint64_t now = ctx.nowUnixMs();
@@ -393,11 +397,8 @@ Status DatabaseEngine::revokeLease(const Context& ctx, const Lease& lease, uint6
 
 Status DatabaseEngine::revoke(const Context& ctx, std::string_view lease_id) const {
   if (Status s = checkLeasePath("lease id", lease_id); !s) return s;
-  auto entry = ctx.kv().get(std::string(kLeasePrefix) + std::string(lease_id));
-  if (!entry) {
-    if (entry.status().code() != StatusCode::kNotFound) return entry.status();
-    return Status::notFound("no lease \"" + std::string(lease_id) + "\" (revoked or expired?)");
-  }
+  auto entry = storedLease(ctx, lease_id);
+  if (!entry) return entry.status();
   auto lease = parseLease(lease_id, entry->value);
   if (!lease) return lease.status();
   return revokeLease(ctx, *lease, entry->version);

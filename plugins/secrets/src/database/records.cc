@@ -4,21 +4,16 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
-#include <sstream>
-
 #include "crypto/encoding.h"
+#include "http/json_io.h"
 
 namespace trellis::secrets::database {
 namespace {
 
+using http::stringify;
 using Poco::JSON::Array;
 using Poco::JSON::Object;
 
-std::string stringify(const Object::Ptr& o) {
-  std::ostringstream out;
-  o->stringify(out);
-  return out.str();
-}
 Array::Ptr toArray(const std::vector<std::string>& v) {
   Array::Ptr a = new Array;
   for (const auto& s : v) a->add(s);
