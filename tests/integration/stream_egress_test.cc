@@ -10,8 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "support/loopback_server.h"
-#include "support/test_support.h"
+#include "stream_echo_peers.h"
 
 namespace trellis::test {
 namespace {
@@ -20,20 +19,11 @@ Poco::JSON::Object::Ptr json(const std::string& body) {
   return Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
 }
 
-LoopbackServer::Handler echo() {
-  return [](const auto& read, const auto& write, const auto&) {
-    for (std::string bytes = read(); !bytes.empty(); bytes = read()) {
-      if (!write(bytes)) return;
-    }
-  };
-}
-
-class StreamEgressTest : public ::testing::Test {
+class StreamEgressTest : public StreamEchoPeersTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(pki_.ok()) << "openssl could not make the test certificates";
-    tcp_ = std::make_unique<LoopbackServer>(LoopbackServer::kRawBytes, echo());
-    tls_ = std::make_unique<LoopbackServer>(LoopbackServer::kRawBytes, echo(), &pki_, "localhost");
+    startPeers();
+    if (HasFatalFailure()) return;
     const std::string tcp = std::to_string(tcp_->port());
     const std::string tls = std::to_string(tls_->port());
     // acme: granted exactly the two loopback servers; globex: the manifest alone (no
@@ -58,25 +48,10 @@ class StreamEgressTest : public ::testing::Test {
     ASSERT_TRUE(server_->start()) << server_->log();
   }
 
-  HttpReply call(const std::string& target, const std::string& key, const std::string& body) {
-    return request(server_->port(), "POST", target, {{"Authorization", "Bearer " + key}}, body);
-  }
   HttpReply admin(const std::string& path) {
     return request(server_->adminPort(), "GET", path,
                    {{"Authorization", "Bearer " + server_->adminToken()}});
   }
-  std::string tcpUrl() const { return "tcp://127.0.0.1:" + std::to_string(tcp_->port()); }
-  std::string tlsUrl() const { return "tls://localhost:" + std::to_string(tls_->port()); }
-
-  static TestPki& sharedPki() {
-    static TestPki pki;
-    return pki;
-  }
-
-  TestPki& pki_ = sharedPki();
-  std::unique_ptr<LoopbackServer> tcp_;
-  std::unique_ptr<LoopbackServer> tls_;
-  std::unique_ptr<TrellisdProcess> server_;
 };
 
 TEST_F(StreamEgressTest, ATenantRouteEchoesOverTcpAndTls) {

@@ -9,26 +9,16 @@
 #include <memory>
 #include <string>
 
-#include "support/loopback_server.h"
-#include "support/test_support.h"
+#include "stream_echo_peers.h"
 
 namespace trellis::test {
 namespace {
 
-LoopbackServer::Handler echo() {
-  return [](const auto& read, const auto& write, const auto&) {
-    for (std::string bytes = read(); !bytes.empty(); bytes = read()) {
-      if (!write(bytes)) return;
-    }
-  };
-}
-
-class WorkerStreamsTest : public ::testing::Test {
+class WorkerStreamsTest : public StreamEchoPeersTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(pki_.ok()) << "openssl could not make the test certificates";
-    tcp_ = std::make_unique<LoopbackServer>(LoopbackServer::kRawBytes, echo());
-    tls_ = std::make_unique<LoopbackServer>(LoopbackServer::kRawBytes, echo(), &pki_, "localhost");
+    startPeers();
+    if (HasFatalFailure()) return;
     const std::string tcp = "\"egress:tcp://127.0.0.1:" + std::to_string(tcp_->port()) + "\"";
     const std::string tls_port = std::to_string(tls_->port());
     const std::string tls =
@@ -53,22 +43,6 @@ class WorkerStreamsTest : public ::testing::Test {
     server_ = std::make_unique<TrellisdProcess>(config);
     ASSERT_TRUE(server_->start()) << server_->log();
   }
-
-  HttpReply call(const std::string& target, const std::string& key, const std::string& body) {
-    return request(server_->port(), "POST", target, {{"Authorization", "Bearer " + key}}, body);
-  }
-  std::string tcpUrl() const { return "tcp://127.0.0.1:" + std::to_string(tcp_->port()); }
-  std::string tlsUrl() const { return "tls://localhost:" + std::to_string(tls_->port()); }
-
-  static TestPki& sharedPki() {
-    static TestPki pki;
-    return pki;
-  }
-
-  TestPki& pki_ = sharedPki();
-  std::unique_ptr<LoopbackServer> tcp_;
-  std::unique_ptr<LoopbackServer> tls_;
-  std::unique_ptr<TrellisdProcess> server_;
 };
 
 TEST_F(WorkerStreamsTest, AWorkerEchoesOverTcpAndTls) {
