@@ -27,6 +27,7 @@
 #include "support/shared_postgres.h"
 #include "support/test_support.h"
 #include "trellis/kernel/storage/kv_store.h"
+#include "trellis/kernel/storage/sqlite_database.h"
 #include "trellis/tenants/postgres.h"
 #include "trellis/tenants/sql_statement.h"
 
@@ -564,6 +565,119 @@ TEST_F(SqliteGroupCommitTest, ADiskThatFillsFailsTheWholeBatchAndLosesNothingAck
   open(mount_point / "data");
   verify(3);
   store_.reset();
+}
+
+// The SQLite runner's own contract, below the KV store: a batch runs without savepoints
+// and falls back to one per write only when a failed write had changed rows.
+class SqliteBatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = SqliteDatabase::open(
+        file_, {}, [](soci::session& sql) { exec(sql, "CREATE TABLE t(x TEXT PRIMARY KEY)"); });
+    ASSERT_TRUE(db) << db.status().toString();
+    db_ = std::move(*db);
+  }
+  static SqliteDatabase::Work insert(std::string x) {
+    return [x](SqliteConnection& c) {
+      c.statements.use("INSERT INTO t(x) VALUES(:x)").bind(x).run();
+      return Status::ok();
+    };
+  }
+  // Starts a write on its own thread; returns once it is queued or running.
+  std::future<Status> start(SqliteDatabase::Work work) {
+    const uint64_t before = db_->writeStats().pending;
+    auto f = std::async(std::launch::async, [this, work] { return db_->write(work); });
+    EXPECT_TRUE(eventually([&] { return db_->writeStats().pending == before + 1; }));
+    return f;
+  }
+  std::vector<std::string> rows() {
+    std::vector<std::string> out;
+    EXPECT_TRUE(db_->read([&](SqliteConnection& c) {
+      auto q = c.statements.use("SELECT x FROM t ORDER BY x");
+      while (q.step()) out.push_back(q.bytes(0));
+      return Status::ok();
+    }));
+    return out;
+  }
+  // Writes queued behind a held lock: the first leads a batch of its own, and the rest
+  // share the next one, in order.
+  std::vector<Status> batchOf(std::vector<SqliteDatabase::Work> works) {
+    std::vector<std::future<Status>> futures;
+    {
+      WriteBlocker lock(file_);
+      futures.push_back(start(insert("lead")));
+      for (auto& w : works) futures.push_back(start(w));
+    }
+    std::vector<Status> out;
+    for (auto& f : futures) out.push_back(f.get());
+    EXPECT_TRUE(out.front()) << out.front().toString();
+    out.erase(out.begin());
+    return out;
+  }
+
+  TempDir dir_;
+  const std::filesystem::path file_ = dir_.path() / "t.db";
+  std::unique_ptr<SqliteDatabase> db_;
+};
+
+TEST_F(SqliteBatchTest, AWriteThatFailsAfterChangingRowsIsUndoneAloneAndTheBatchRunsAgain) {
+  std::atomic<int> runs_of_a{0};
+  auto statuses = batchOf({
+      [&](SqliteConnection& c) {
+        ++runs_of_a;
+        return insert("a")(c);
+      },
+      [](SqliteConnection& c) {
+        (void)insert("half")(c);
+        return Status::conflict("changed a row, then failed");
+      },
+      [](SqliteConnection&) { return Status::conflict("refused before writing"); },
+      insert("b"),
+  });
+  ASSERT_EQ(statuses.size(), 4u);
+  EXPECT_TRUE(statuses[0]) << statuses[0].toString();
+  EXPECT_EQ(statuses[1].message(), "changed a row, then failed");
+  EXPECT_EQ(statuses[2].message(), "refused before writing");
+  EXPECT_TRUE(statuses[3]) << statuses[3].toString();
+  EXPECT_EQ(rows(), (std::vector<std::string>{"a", "b", "lead"}));
+  EXPECT_EQ(runs_of_a.load(), 2) << "the batch ran again, with a savepoint per write";
+}
+
+TEST_F(SqliteBatchTest, WritesRefusedBeforeChangingAnythingNeedNoSecondRun) {
+  std::atomic<int> runs_of_a{0};
+  auto statuses = batchOf({
+      [&](SqliteConnection& c) {
+        ++runs_of_a;
+        return insert("a")(c);
+      },
+      [](SqliteConnection&) { return Status::conflict("refused before writing"); },
+      insert("b"),
+  });
+  ASSERT_EQ(statuses.size(), 3u);
+  EXPECT_TRUE(statuses[0]);
+  EXPECT_EQ(statuses[1].code(), StatusCode::kConflict);
+  EXPECT_TRUE(statuses[2]);
+  EXPECT_EQ(rows(), (std::vector<std::string>{"a", "b", "lead"}));
+  EXPECT_EQ(runs_of_a.load(), 1);
+}
+
+TEST_F(SqliteBatchTest, AWriteThatThrowsFailsAloneAndTheBatchRunsAgain) {
+  std::atomic<int> runs_of_a{0};
+  auto statuses = batchOf({
+      [&](SqliteConnection& c) {
+        ++runs_of_a;
+        return insert("a")(c);
+      },
+      insert("a"),  // a constraint error: SQLite throws
+      insert("b"),
+  });
+  ASSERT_EQ(statuses.size(), 3u);
+  EXPECT_TRUE(statuses[0]);
+  EXPECT_EQ(statuses[1].code(), StatusCode::kUnavailable) << statuses[1].toString();
+  EXPECT_NE(statuses[1].message().find("UNIQUE"), std::string::npos) << statuses[1].message();
+  EXPECT_TRUE(statuses[2]);
+  EXPECT_EQ(rows(), (std::vector<std::string>{"a", "b", "lead"}));
+  EXPECT_EQ(runs_of_a.load(), 2);
 }
 
 }  // namespace

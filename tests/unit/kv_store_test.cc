@@ -708,7 +708,7 @@ TEST_P(KvStoreTest, UsageSurvivesReopening) {
             StatusCode::kQuotaExceeded);
 }
 
-TEST_F(SqliteKvStoreTest, DatabaseFromBeforeTheQuotaGetsItsUsageFromItsData) {
+TEST_F(SqliteKvStoreTest, DatabaseFromBeforeTheQuotaGetsItsUsageAndItsNewTableFromItsData) {
   std::filesystem::create_directories(dir_.path() / "data");
   {
     // The schema as it was before the usage table existed.
@@ -731,6 +731,14 @@ TEST_F(SqliteKvStoreTest, DatabaseFromBeforeTheQuotaGetsItsUsageFromItsData) {
   store_ = std::move(*reopened);
   EXPECT_EQ(usage("acme"), 5u);
   EXPECT_EQ(store_->get(acme_, "old")->version, 4u);
+  EXPECT_EQ(store_->get({"acme", "trellis/other"}, "k")->version, 1u);
+  // The old rowid table was rewritten once into the key's own B-tree.
+  soci::session sql(soci::sqlite3, "db=\"" + dbFile("acme").string() + "\"");
+  long long without_rowid = 0;
+  tenants::sql::Query(sql, "SELECT wr FROM pragma_table_list WHERE name = 'kv'")
+      .into(without_rowid)
+      .run();
+  EXPECT_EQ(without_rowid, 1);
 }
 
 TEST_P(KvStoreTest, StorageBytesOfATenantWithoutDataCreatesNoFile) {

@@ -80,14 +80,34 @@ void addUsage(SqliteStatements& stmts, long long delta) {
   if (delta != 0) stmts.use("UPDATE usage SET bytes = bytes + :d").bind(delta).run();
 }
 
+// WITHOUT ROWID: the rows live in the primary key's own B-tree. A rowid table kept them
+// twice (the table and the key's index), so every read walked two B-trees and every write
+// dirtied a leaf of each.
+constexpr const char* kKvTable =
+    "(plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
+    "version INTEGER NOT NULL, PRIMARY KEY(plugin, key)) WITHOUT ROWID";
+
+// A database from before WITHOUT ROWID is rewritten once, in the open's transaction.
+void migrateToWithoutRowid(soci::session& sql) {
+  long long rowid_tables = 0;
+  Query(sql, "SELECT COUNT(*) FROM pragma_table_list WHERE name = 'kv' AND wr = 0")
+      .into(rowid_tables)
+      .run();
+  if (rowid_tables == 0) return;
+  exec(sql, std::string("CREATE TABLE kv_without_rowid") + kKvTable);
+  exec(sql,
+       "INSERT INTO kv_without_rowid(plugin, key, value, version) "
+       "SELECT plugin, key, value, version FROM kv");
+  exec(sql, "DROP TABLE kv");
+  exec(sql, "ALTER TABLE kv_without_rowid RENAME TO kv");
+}
+
 void createSchema(soci::session& sql) {
   // One transaction (SqliteDatabase::open), so a database from before the quota (kv
   // without usage) gets its usage row exactly once, computed from the data, even with
   // two processes opening it.
-  exec(sql,
-       "CREATE TABLE IF NOT EXISTS kv("
-       "plugin TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, "
-       "version INTEGER NOT NULL, PRIMARY KEY(plugin, key))");
+  exec(sql, std::string("CREATE TABLE IF NOT EXISTS kv") + kKvTable);
+  migrateToWithoutRowid(sql);
   exec(sql, "CREATE TABLE IF NOT EXISTS usage(bytes INTEGER NOT NULL)");
   exec(sql,
        "INSERT INTO usage(bytes) SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv "

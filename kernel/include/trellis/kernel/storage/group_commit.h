@@ -8,8 +8,8 @@
 // with everything queued meanwhile. The window adapts to the commit time by itself.
 //
 // What a batch does is the backend's: the `RunBatch` given to the constructor runs every
-// write in order in one transaction, isolates each (a savepoint per write, so a write that
-// fails fails alone) and commits once; it sets every write's status, and a failed commit
+// write in order in one transaction, isolates each (a write that fails is undone and fails
+// alone) and commits once; it sets every write's status, and a failed commit
 // fails them all. SqliteDatabase (sqlite_database.h) and PostgresBatchWriter
 // (postgres_batch_writer.h) are the two runners; KV, and later appends of the usage and
 // audit streams, submit through them.

@@ -1,7 +1,7 @@
 // One SQLite database file shared by many threads, built for durable writes at speed:
 // writes are group-committed (group_commit.h) on one writer connection in WAL mode with
-// synchronous=FULL — one transaction and one WAL fsync per batch, each write in its own
-// savepoint — and reads run on a small pool of reader connections, so they never wait for
+// synchronous=FULL — one transaction and one WAL fsync per batch, each write undone alone
+// if it fails — and reads run on a small pool of reader connections, so they never wait for
 // a writer. The KV store keeps one per tenant; other durable appends (usage, audit) can
 // keep their own.
 //
@@ -19,8 +19,11 @@
 // never sees a write before its commit is durable: SQLite publishes a WAL commit to
 // readers only after the fsync.
 //
-// Failures: a write that returns a non-OK status or throws an ordinary SQL error is rolled
-// back to its savepoint and fails alone; the rest of the batch commits. When the database
+// Failures: a write that returns a non-OK status or throws an ordinary SQL error is undone
+// and fails alone; the rest of the batch commits. A batch runs without savepoints first;
+// if a write fails after changing rows, or throws, the batch is rolled back and run again
+// with a savepoint per write, so a Work must be safe to run twice: it writes only through
+// its connection and sets its outputs afresh each time. When the database
 // itself fails (disk full, I/O error, a failed COMMIT) the whole batch is rolled back and
 // every write in it gets UNAVAILABLE naming the cause; nothing acknowledged before is lost.
 #pragma once
@@ -89,6 +92,8 @@ class SqliteDatabase {
  private:
   SqliteDatabase(std::filesystem::path file, Options options);
   void runBatch(std::span<GroupCommit::Write* const> batch);
+  enum class BatchRun { kDone, kNeedsSavepoints };
+  BatchRun runWrites(std::span<GroupCommit::Write* const> batch, bool savepoints);
   struct Reader {
     std::unique_ptr<soci::session> sql;
     std::unique_ptr<SqliteStatements> statements;  // declared after sql: finalized first
