@@ -1004,7 +1004,9 @@ crashy_worker() {
 crashloop() {
   local r phase c=${conns[0]} out line k crash_out cline state i reached
   local -a runs=() crash_runs=() v_rps v_p50 v_p99
-  declare -A crps=() cp50=() cp99=() cerr=()
+  declare -A crps=() cp50=() cp99=() cerr=() ccpu=()
+  local hz t0 t1
+  hz=$(getconf CLK_TCK)
   command -v jq >/dev/null || { log "crashloop: needs jq to read the admin API"; return 1; }
   local code
   code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Authorization: Bearer $KEY" \
@@ -1038,7 +1040,9 @@ crashloop() {
         ((reached)) || log "round $r: fixture/crashy did not reach crashlooping in 60 s (state '$state')"
       fi
       ((WARMUP == 0)) || wrk_run trellisd "$c" "$WARMUP" "$tmp/warmup.txt"
+      t0=$(cpu_ticks "${server_pid[trellisd]}")
       wrk_run trellisd "$c" "$DURATION" "$out"
+      t1=$(cpu_ticks "${server_pid[trellisd]}")
       if [[ $phase == crashloop ]]; then
         state=$(crashy_worker)
         kill -INT "$flood_pid" 2>/dev/null || true
@@ -1072,28 +1076,35 @@ crashloop() {
       cp50[$k]=$(field p50_us "$line")
       cp99[$k]=$(field p99_us "$line")
       cerr[$phase]=$((${cerr[$phase]:-0} + $(field non2xx "$line") + $(field socket_errors "$line")))
-      printf 'round %d  healthy %-9s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  non2xx %d  socket errors %d\n' \
-        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "$(field non2xx "$line")" \
-        "$(field socket_errors "$line")"
-      runs+=("$(printf '{"round": %d, "phase": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
-        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "$(field requests "$line")" \
-        "$(field non2xx "$line")" "$(field socket_errors "$line")")")
+      # trellisd's CPU per healthy request (in the crash loop it includes the kernel's work
+      # on the crashing client's requests; the worker processes are not trellisd's).
+      ccpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$(field requests "$line")" \
+        'BEGIN { if (n > 0) printf "%.3f", t * 1e6 / hz / n }')
+      printf 'round %d  healthy %-9s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  cpu %7.3f us/req  non2xx %d  socket errors %d\n' \
+        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "${ccpu[$k]:-0}" \
+        "$(field non2xx "$line")" "$(field socket_errors "$line")"
+      runs+=("$(printf '{"round": %d, "phase": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
+        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "$(json_num "${ccpu[$k]}")" \
+        "$(field requests "$line")" "$(field non2xx "$line")" "$(field socket_errors "$line")")")
     done
   done
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-  local -A m_rps=() m_p50=() m_p99=()
+  local -A m_rps=() m_p50=() m_p99=() m_cpu=()
+  local -a v_cpu
   for phase in alone crashloop; do
-    v_rps=() v_p50=() v_p99=()
+    v_rps=() v_p50=() v_p99=() v_cpu=()
     for ((r = 1; r <= ROUNDS; r++)); do
       [[ -n "${crps[$phase,$r]:-}" ]] || continue
       v_rps+=("${crps[$phase,$r]}")
       v_p50+=("${cp50[$phase,$r]}")
       v_p99+=("${cp99[$phase,$r]}")
+      [[ -z "${ccpu[$phase,$r]:-}" ]] || v_cpu+=("${ccpu[$phase,$r]}")
     done
     m_rps[$phase]=$(mean "${v_rps[@]}")
     m_p50[$phase]=$(mean "${v_p50[@]}")
     m_p99[$phase]=$(mean "${v_p99[@]}")
+    m_cpu[$phase]=$(printf '%s\n' "${v_cpu[@]}" | awk 'NF { s += $1; n++ } END { if (n) printf "%.3f", s / n }')
   done
   local ratio="" increase="" verdict="n/a" errors=$((${cerr[alone]:-0} + ${cerr[crashloop]:-0}))
   if [[ -n "${m_p99[alone]}" && -n "${m_p99[crashloop]}" ]]; then
@@ -1114,11 +1125,13 @@ crashloop() {
   echo "client ($CL_CONNS connection(s), ${CL_DELAY_MS} ms pause) calls /crashy/segv of fixture/crashy in"
   echo "a worker process that crashes on every call and is in its crash-loop state (backoff;"
   echo "its calls are answered 502 at once while it waits). ${DURATION}s x $ROUNDS round(s); means over rounds."
-  printf '%-10s %12s %12s %12s %14s\n' healthy rps p50 p99 "errors (sum)"
+  echo "cpu = trellisd's user+system time per healthy request (/proc/<pid>/stat)."
+  printf '%-10s %12s %12s %12s %14s %14s\n' healthy rps p50 p99 "cpu us/req" "errors (sum)"
   for phase in alone crashloop; do
-    printf '%-10s %12s %12s %12s %14s\n' "$phase" "$(or_na "${m_rps[$phase]}")" \
+    printf '%-10s %12s %12s %12s %14s %14s\n' "$phase" "$(or_na "${m_rps[$phase]}")" \
       "$(or_na "${m_p50[$phase]:+${m_p50[$phase]} us}")" \
-      "$(or_na "${m_p99[$phase]:+${m_p99[$phase]} us}")" "${cerr[$phase]:-0}"
+      "$(or_na "${m_p99[$phase]:+${m_p99[$phase]} us}")" "$(or_na "${m_cpu[$phase]}")" \
+      "${cerr[$phase]:-0}"
   done
   echo
   echo "healthy p99 during the crash loop / alone: $(or_na "$ratio") ($(or_na "${increase:+$increase%}"))"
@@ -1139,12 +1152,12 @@ crashloop() {
       "$TARGET" "$c" "$DURATION" "$WARMUP" "$ROUNDS"
     printf '  "crash_client": {"connections": %d, "delay_ms": %d, "requests": %d, "status_502": %d},\n' \
       "$CL_CONNS" "$CL_DELAY_MS" "$total_requests" "$total_502"
-    printf '  "summary": {"alone": {"rps": %s, "p50_us": %s, "p99_us": %s, "errors": %d},\n' \
+    printf '  "summary": {"alone": {"rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "errors": %d},\n' \
       "$(json_num "${m_rps[alone]}")" "$(json_num "${m_p50[alone]}")" \
-      "$(json_num "${m_p99[alone]}")" "${cerr[alone]:-0}"
-    printf '              "crashloop": {"rps": %s, "p50_us": %s, "p99_us": %s, "errors": %d},\n' \
+      "$(json_num "${m_p99[alone]}")" "$(json_num "${m_cpu[alone]}")" "${cerr[alone]:-0}"
+    printf '              "crashloop": {"rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "errors": %d},\n' \
       "$(json_num "${m_rps[crashloop]}")" "$(json_num "${m_p50[crashloop]}")" \
-      "$(json_num "${m_p99[crashloop]}")" "${cerr[crashloop]:-0}"
+      "$(json_num "${m_p99[crashloop]}")" "$(json_num "${m_cpu[crashloop]}")" "${cerr[crashloop]:-0}"
     printf '              "p99_ratio": %s, "p99_increase_pct": %s, "target_pct": 20, "target_met": %s},\n' \
       "$(json_num "$ratio")" "$(json_num "$increase")" \
       "$(case $verdict in met) echo true ;; "not met") echo false ;; *) echo null ;; esac)"
