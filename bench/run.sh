@@ -17,6 +17,13 @@
 #                                   trellisd, one loading the plugin in process and one with
 #                                   isolation: process (a sandboxed trellis-worker); prints
 #                                   the throughput ratio and the added p50 (32 connections)
+#   bench/run.sh --scenario crashloop
+#                                   one trellisd: BENCH_TARGET (trellis/echo-c) at 32
+#                                   connections alone, then while a second client keeps
+#                                   calling fixture/crashy's /crashy/segv in a worker that
+#                                   crashes on every call, so that it is in its crash-loop
+#                                   state; prints p50/p99/throughput of both, the p99 ratio,
+#                                   the healthy client's errors and the crashing client's 502s
 #   bench/run.sh --scenario usage   the main scenario on two trellisd, one without and one
 #                                   with a usage-stream subscriber (tests/fixtures/usage-sub,
 #                                   a system plugin appending every record to a file):
@@ -55,6 +62,10 @@
 #   BENCH_NN_RATE [100]               noisy's plan: requests_per_second and burst
 #   BENCH_NN_FLOOD_NICE [0]           nice level of the flood's wrk (19: it yields the CPU)
 #
+# Crash-loop scenario only:
+#   BENCH_CL_CONNECTIONS [2]        the crashing client's connections (wrk -t1)
+#   BENCH_CL_DELAY_MS [5]           its pause per connection between a response and the next
+#
 # KV scenario only:
 #   BENCH_KV_KEYS [100000]         names the requests draw from (u1 .. uN)
 #   BENCH_KV_BLOCKING_THREADS [128] trellisd server.blocking_threads: how many /hello calls
@@ -66,7 +77,8 @@
 #   BENCH_TLS_CLOSE_CONNECTIONS [32] connections of the handshake-heavy run
 #
 # Prints a table and writes build/bench/results.json (noisy-neighbour: writes
-# build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json; tls: build/bench/tls.json).
+# build/bench/noisy-neighbour.json instead; kv: build/bench/kv.json; tls: build/bench/tls.json;
+# crashloop: build/bench/crashloop.json).
 # Slow numbers never fail the run; the exit status is non-zero only when a server could not
 # be built, started or checked.
 set -euo pipefail
@@ -89,7 +101,7 @@ fi
 KEY=bench-key
 TENANT=bench
 
-usage() { sed -n '2,67s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,79s/^# \{0,1\}//p' "$0"; }
 die() { echo "bench: $*" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
 
@@ -105,8 +117,8 @@ while (($#)); do
       ;;
     --no-build) build=0; shift ;;
     --scenario)
-      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|usage|kv|isolated|transit|tls)$ ]] ||
-        die "--scenario takes compare, noisy-neighbour, policy, usage, kv, isolated, transit or tls"
+      [[ "${2:-}" =~ ^(compare|noisy-neighbour|policy|usage|kv|isolated|crashloop|transit|tls)$ ]] ||
+        die "--scenario takes compare, noisy-neighbour, policy, usage, kv, isolated, crashloop, transit or tls"
       scenario=$2
       shift 2
       ;;
@@ -190,6 +202,17 @@ if [[ $scenario == isolated ]]; then
   [[ -n "${BENCH_CONNECTIONS:-}" ]] || conns=(32)
 fi
 
+CL_CONNS=${BENCH_CL_CONNECTIONS:-2}
+CL_DELAY_MS=${BENCH_CL_DELAY_MS:-5}
+if [[ $scenario == crashloop ]]; then
+  [[ $only != peer ]] || die "--scenario crashloop measures trellisd only"
+  only=trellisd
+  in_range BENCH_CL_CONNECTIONS "$CL_CONNS" 1 1000
+  in_range BENCH_CL_DELAY_MS "$CL_DELAY_MS" 0 1000
+  [[ -n "${BENCH_CONNECTIONS:-}" ]] || conns=(32)
+  ((${#conns[@]} == 1)) || die "--scenario crashloop takes one connection count (BENCH_CONNECTIONS)"
+fi
+
 servers=()
 [[ $only == peer ]] || servers+=(trellisd)
 [[ $only == trellisd ]] || servers+=(peer)
@@ -212,6 +235,7 @@ if [[ $only != peer ]] && ((build)); then
   cmake --preset release
   cmake --build --preset release -j "$(nproc)" --target trellisd trellis trellis_all_plugins
   [[ $scenario != usage ]] || cmake --build --preset release --target fixture_usage_sub
+  [[ $scenario != crashloop ]] || cmake --build --preset release --target fixture_crashy
 fi
 BUILD=$repo/${BENCH_BUILD_DIR:-build/release}
 
@@ -267,7 +291,7 @@ if [[ $scenario == tls ]]; then
   curl_tls=(--cacert "$tls_dir/cert.pem")
 fi
 
-declare -A port=() server_pid=()
+declare -A port=() server_pid=() admin_port_of=()
 status=0
 
 # HTTP status of GET $TARGET on $1 with optional extra curl args.
@@ -296,6 +320,14 @@ start_trellisd() {
       config: {out: \"$dir/records.jsonl\", pause: \"$dir/pause\", cursors: \"$dir/cursors.txt\"}"
   fi
   local secrets_yaml="" tenant_plugins="trellis/echo-c, trellis/hello"
+  local crashy_yaml=""
+  if [[ $scenario == crashloop ]]; then
+    [[ -f "$BUILD/fixtures/crashy/trellis-plugin.json" ]] ||
+      { log "crashloop: $BUILD/fixtures/crashy not built (target fixture_crashy)"; return 1; }
+    crashy_yaml="    - id: fixture/crashy
+      isolation: process"
+    tenant_plugins+=", fixture/crashy"
+  fi
   if [[ $scenario == transit ]]; then
     secrets_yaml="    - id: trellis/secrets
       system: true"
@@ -346,6 +378,7 @@ $([[ $name != isolated ]] || echo "      isolation: process")
       config: {greeting: "Hello"}
 $subscriber_yaml
 $secrets_yaml
+$crashy_yaml
 $tenants_yaml
 YAML
   "${server_pin[@]}" "$bin" --config "$dir/trellis.yaml" --ready-file "$dir/ready.json" >"$dir/trellisd.log" 2>&1 &
@@ -368,6 +401,7 @@ YAML
   local admin_port out
   admin_port=$(sed -n 's/.*"admin_port"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' \
     "$dir/ready.json")
+  admin_port_of[$name]=$admin_port
   local cli=("$BUILD/kernel/trellis" --admin "http://127.0.0.1:$admin_port" --token-file "$dir/admin.token")
   if [[ $scenario == transit ]]; then
     unseal_transit "$name" "${cli[@]}" || return 1
@@ -958,6 +992,185 @@ isolation_overhead() {
   } >build/bench/isolated.json
   log "results written to build/bench/isolated.json"
 }
+
+# ---------------------------------------------------------------- crash-loop scenario
+# crashy_worker: fixture/crashy's shared worker as the admin API reports it (one JSON line).
+crashy_worker() {
+  curl -s -m 5 -H "Authorization: Bearer $(cat "$tmp/trellisd/admin.token")" \
+    "http://127.0.0.1:${admin_port_of[trellisd]}/v1/plugins" |
+    jq -c '.plugins[] | select(.id == "fixture/crashy") | .workers[]? | select(.tenant == "*")'
+}
+
+crashloop() {
+  local r phase c=${conns[0]} out line k crash_out cline state i reached
+  local -a runs=() crash_runs=() v_rps v_p50 v_p99
+  declare -A crps=() cp50=() cp99=() cerr=() ccpu=()
+  local hz t0 t1
+  hz=$(getconf CLK_TCK)
+  command -v jq >/dev/null || { log "crashloop: needs jq to read the admin API"; return 1; }
+  local code
+  code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Authorization: Bearer $KEY" \
+    "http://127.0.0.1:${port[trellisd]}/crashy/ok")
+  [[ $code == 200 ]] || { log "crashloop: GET /crashy/ok answered $code, not 200"; return 1; }
+  local load_before load_after
+  load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "crashloop: $TARGET at $c connections alone, then while $CL_CONNS connection(s) call" \
+    "/crashy/segv (every ${CL_DELAY_MS} ms each) in a crash-looping worker; $ROUNDS round(s) of" \
+    "${DURATION}s (+${WARMUP}s warm-up); load average $load_before"
+
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for phase in alone crashloop; do
+      out=$tmp/healthy-$phase-$r.txt
+      if [[ $phase == crashloop ]]; then
+        crash_out=$tmp/crash-$r.txt
+        # Stopped with SIGINT (wrk then reports) after the healthy run; the duration is a cap.
+        BENCH_STEADY_DELAY_MS=$CL_DELAY_MS "${wrk_pin[@]}" wrk -t 1 -c "$CL_CONNS" \
+          -d "$((60 + WARMUP + DURATION + 10))s" \
+          --latency -s bench/wrk/crash.lua -H "Authorization: Bearer $KEY" \
+          "http://127.0.0.1:${port[trellisd]}/crashy/segv" >"$crash_out" 2>&1 &
+        flood_pid=$!
+        # Measure only once the worker is in its crash-loop state (5 failures in a row; the
+        # backoff doubles from 0.5 s, so about 4 s after the first crash).
+        reached=0
+        for ((i = 0; i < 240; i++)); do
+          state=$(crashy_worker | jq -r '.state' 2>/dev/null || true)
+          if [[ $state == crashlooping ]]; then reached=1; break; fi
+          sleep 0.25
+        done
+        ((reached)) || log "round $r: fixture/crashy did not reach crashlooping in 60 s (state '$state')"
+      fi
+      ((WARMUP == 0)) || wrk_run trellisd "$c" "$WARMUP" "$tmp/warmup.txt"
+      t0=$(cpu_ticks "${server_pid[trellisd]}")
+      wrk_run trellisd "$c" "$DURATION" "$out"
+      t1=$(cpu_ticks "${server_pid[trellisd]}")
+      if [[ $phase == crashloop ]]; then
+        state=$(crashy_worker)
+        kill -INT "$flood_pid" 2>/dev/null || true
+        wrk_wait flood_pid
+        line=$(grep '^BENCH_RESULT ' "$crash_out" || true)
+        cline=$(grep '^BENCH_CRASH ' "$crash_out" || true)
+        if [[ -n "$line" && -n "$cline" ]]; then
+          printf 'round %d  crashing client  c=%-4d %8s requests  502 %s  504 %s  2xx %s  other %s  socket errors %s\n' \
+            "$r" "$CL_CONNS" "$(field requests "$line")" "$(field status_502 "$cline")" \
+            "$(field status_504 "$cline")" "$(field status_2xx "$cline")" \
+            "$(field status_other "$cline")" "$(field socket_errors "$line")"
+          printf 'round %d  fixture/crashy worker after the run: %s\n' "$r" "${state:-n/a}"
+          crash_runs+=("$(printf '{"round": %d, "connections": %d, "requests": %s, "status_502": %s, "status_504": %s, "status_2xx": %s, "status_other": %s, "socket_errors": %s, "crashlooping_before_measuring": %s, "worker_after": %s}' \
+            "$r" "$CL_CONNS" "$(field requests "$line")" "$(field status_502 "$cline")" \
+            "$(field status_504 "$cline")" "$(field status_2xx "$cline")" \
+            "$(field status_other "$cline")" "$(field socket_errors "$line")" \
+            "$( ((reached)) && echo true || echo false)" "${state:-null}")")
+        else
+          log "round $r: the crashing client's wrk gave no result:"
+          cat "$crash_out" >&2
+        fi
+      fi
+      line=$(grep '^BENCH_RESULT ' "$out" || true)
+      if [[ -z "$line" ]]; then
+        log "round $r, healthy $phase: wrk gave no result:"
+        cat "$out" >&2
+        continue
+      fi
+      k=$phase,$r
+      crps[$k]=$(field rps "$line")
+      cp50[$k]=$(field p50_us "$line")
+      cp99[$k]=$(field p99_us "$line")
+      cerr[$phase]=$((${cerr[$phase]:-0} + $(field non2xx "$line") + $(field socket_errors "$line")))
+      # trellisd's CPU per healthy request (in the crash loop it includes the kernel's work
+      # on the crashing client's requests; the worker processes are not trellisd's).
+      ccpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$(field requests "$line")" \
+        'BEGIN { if (n > 0) printf "%.3f", t * 1e6 / hz / n }')
+      printf 'round %d  healthy %-9s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  cpu %7.3f us/req  non2xx %d  socket errors %d\n' \
+        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "${ccpu[$k]:-0}" \
+        "$(field non2xx "$line")" "$(field socket_errors "$line")"
+      runs+=("$(printf '{"round": %d, "phase": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
+        "$r" "$phase" "$c" "${crps[$k]}" "${cp50[$k]}" "${cp99[$k]}" "$(json_num "${ccpu[$k]}")" \
+        "$(field requests "$line")" "$(field non2xx "$line")" "$(field socket_errors "$line")")")
+    done
+  done
+  load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+  local -A m_rps=() m_p50=() m_p99=() m_cpu=()
+  local -a v_cpu
+  for phase in alone crashloop; do
+    v_rps=() v_p50=() v_p99=() v_cpu=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      [[ -n "${crps[$phase,$r]:-}" ]] || continue
+      v_rps+=("${crps[$phase,$r]}")
+      v_p50+=("${cp50[$phase,$r]}")
+      v_p99+=("${cp99[$phase,$r]}")
+      [[ -z "${ccpu[$phase,$r]:-}" ]] || v_cpu+=("${ccpu[$phase,$r]}")
+    done
+    m_rps[$phase]=$(mean "${v_rps[@]}")
+    m_p50[$phase]=$(mean "${v_p50[@]}")
+    m_p99[$phase]=$(mean "${v_p99[@]}")
+    m_cpu[$phase]=$(printf '%s\n' "${v_cpu[@]}" | awk 'NF { s += $1; n++ } END { if (n) printf "%.3f", s / n }')
+  done
+  local ratio="" increase="" verdict="n/a" errors=$((${cerr[alone]:-0} + ${cerr[crashloop]:-0}))
+  if [[ -n "${m_p99[alone]}" && -n "${m_p99[crashloop]}" ]]; then
+    ratio=$(awk -v a="${m_p99[alone]}" -v b="${m_p99[crashloop]}" 'BEGIN { if (a > 0) printf "%.3f", b / a }')
+    increase=$(pct_change "${m_p99[alone]}" "${m_p99[crashloop]}")
+    verdict=$(awk -v i="$increase" -v e="${cerr[crashloop]:-0}" \
+      'BEGIN { print ((i + 0 < 20 && e == 0) ? "met" : "not met") }')
+  fi
+  local total_502=0 total_requests=0 one
+  for one in "${crash_runs[@]}"; do
+    total_502=$((total_502 + $(jq '.status_502' <<<"$one")))
+    total_requests=$((total_requests + $(jq '.requests' <<<"$one")))
+  done
+
+  echo
+  echo "Crash loop: one trellisd ($SERVER_THREADS thread(s)). The healthy client (wrk -t$WRK_THREADS,"
+  echo "$c connections) calls $TARGET (trellis/echo-c, in process) alone, then while a second"
+  echo "client ($CL_CONNS connection(s), ${CL_DELAY_MS} ms pause) calls /crashy/segv of fixture/crashy in"
+  echo "a worker process that crashes on every call and is in its crash-loop state (backoff;"
+  echo "its calls are answered 502 at once while it waits). ${DURATION}s x $ROUNDS round(s); means over rounds."
+  echo "cpu = trellisd's user+system time per healthy request (/proc/<pid>/stat)."
+  printf '%-10s %12s %12s %12s %14s %14s\n' healthy rps p50 p99 "cpu us/req" "errors (sum)"
+  for phase in alone crashloop; do
+    printf '%-10s %12s %12s %12s %14s %14s\n' "$phase" "$(or_na "${m_rps[$phase]}")" \
+      "$(or_na "${m_p50[$phase]:+${m_p50[$phase]} us}")" \
+      "$(or_na "${m_p99[$phase]:+${m_p99[$phase]} us}")" "$(or_na "${m_cpu[$phase]}")" \
+      "${cerr[$phase]:-0}"
+  done
+  echo
+  echo "healthy p99 during the crash loop / alone: $(or_na "$ratio") ($(or_na "${increase:+$increase%}"))"
+  echo "errors the healthy client saw: $errors (non-2xx + socket errors, both phases)"
+  echo "the crashing client: $total_502 answers 502 of $total_requests requests"
+  echo "load average: $load_before at the start, $load_after at the end ($(nproc) CPUs)"
+  echo "Target: no errors for the healthy client and its p99 up by less than 20%: $verdict"
+  echo "Benchmarks are informational: slow numbers never fail this script."
+  mkdir -p build/bench
+  local IFS=,
+  {
+    printf '{\n  "scenario": "crashloop",\n'
+    printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    printf '  "host": {"cpus": %d, "kernel": "%s", "loadavg_start": "%s", "loadavg_end": "%s"},\n' \
+      "$(nproc)" "$(uname -r)" "$load_before" "$load_after"
+    printf '  "target": "%s", "connections": %d, "duration_s": %d, "warmup_s": %d, "rounds": %d,\n' \
+      "$TARGET" "$c" "$DURATION" "$WARMUP" "$ROUNDS"
+    printf '  "crash_client": {"connections": %d, "delay_ms": %d, "requests": %d, "status_502": %d},\n' \
+      "$CL_CONNS" "$CL_DELAY_MS" "$total_requests" "$total_502"
+    printf '  "summary": {"alone": {"rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "errors": %d},\n' \
+      "$(json_num "${m_rps[alone]}")" "$(json_num "${m_p50[alone]}")" \
+      "$(json_num "${m_p99[alone]}")" "$(json_num "${m_cpu[alone]}")" "${cerr[alone]:-0}"
+    printf '              "crashloop": {"rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "errors": %d},\n' \
+      "$(json_num "${m_rps[crashloop]}")" "$(json_num "${m_p50[crashloop]}")" \
+      "$(json_num "${m_p99[crashloop]}")" "$(json_num "${m_cpu[crashloop]}")" "${cerr[crashloop]:-0}"
+    printf '              "p99_ratio": %s, "p99_increase_pct": %s, "target_pct": 20, "target_met": %s},\n' \
+      "$(json_num "$ratio")" "$(json_num "$increase")" \
+      "$(case $verdict in met) echo true ;; "not met") echo false ;; *) echo null ;; esac)"
+    printf '  "healthy_runs": [%s],\n' "${runs[*]}"
+    printf '  "crash_runs": [%s]\n}\n' "${crash_runs[*]}"
+  } >build/bench/crashloop.json
+  log "results written to build/bench/crashloop.json"
+}
+
+if [[ $scenario == crashloop ]]; then
+  crashloop || status=1
+  exit "$status"
+fi
 
 if [[ $scenario == isolated ]]; then
   isolation_overhead || status=1

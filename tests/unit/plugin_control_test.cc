@@ -108,4 +108,31 @@ TEST_F(PluginControlTest, ActivatingAPluginThatIsNotInstalledSaysSo) {
   EXPECT_FALSE(call("/v1/plugins/acme/hello/explode"));
 }
 
+TEST_F(PluginControlTest, ActivateRefusesABadIsolationRequestNamingTheProblem) {
+  for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"isolation":"sandboxed"})",
+            R"(isolation: expected \"process\" or \"in-process\", got \"sandboxed\")"},
+           {R"({"isolation":["process"]})", R"(isolation: expected \"process\")"},
+           {R"({"dedicated_tenants":["globex"]})", "dedicated_tenants needs"},
+           {R"({"isolation":"process","dedicated_tenants":"globex"})",
+            "dedicated_tenants: expected an array of tenant ids"},
+           {R"({"isolation":"process","dedicated_tenants":[7]})",
+            "dedicated_tenants[0]: expected a tenant id"},
+           {R"({"version":"1.0.0","mode":"process"})", R"(unknown member \"mode\")"},
+           {R"({"version":"one"})", "one"},
+           {"[]", "body must be"},
+       }) {
+    SCOPED_TRACE(body);
+    auto res = call("/v1/plugins/acme/hello/activate", body);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->result_int(), 400) << res->body();
+    EXPECT_NE(res->body().find(message), std::string::npos) << res->body();
+  }
+  // A well-formed request gets as far as looking for the plugin.
+  auto res = call("/v1/plugins/acme/hello/activate",
+                  R"({"isolation":"process","dedicated_tenants":["globex"]})");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 404) << res->body();
+}
+
 }  // namespace

@@ -85,6 +85,11 @@ void printPlugins(const std::string& body) {
     std::printf("%-28s %-10s %-8s %s\n", p->getValue<std::string>("id").c_str(),
                 p->getValue<std::string>("version").c_str(),
                 p->getValue<std::string>("state").c_str(), detail.c_str());
+    // A mode an admin chose at run time is not in trellis.yaml: say so before a restart.
+    if (p->optValue<bool>("isolation_set_at_runtime", false)) {
+      std::printf("  isolation=%s (set at run time; trellis.yaml sets it again at restart)\n",
+                  p->getValue<std::string>("isolation").c_str());
+    }
     // Plugins in worker processes: one line per worker (shared "*", or a tenant's own).
     if (auto workers = p->getArray("workers")) {
       for (size_t w = 0; w < workers->size(); ++w) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "cli/install/installer.h"
 #include "cli/install/lock_file.h"
@@ -139,6 +140,15 @@ PluginCommands::PluginCommands(CLI::App& app, CLI::App& plugin, const AdminClien
   remove_->add_option("id", id_, "Plugin id")->required();
   activate_ = plugin.add_subcommand("activate", "Load an installed plugin into trellisd now");
   activate_->add_option("id", id_, "Plugin id")->required();
+  activate_
+      ->add_option("--isolation", isolation_,
+                   "Run it in this mode from now on: the new instance starts, routes move, the "
+                   "old one drains. Holds until trellisd restarts (trellis.yaml sets it at start)")
+      ->check(CLI::IsMember({"process", "in-process"}));
+  activate_
+      ->add_option("--dedicated-tenant", dedicated_tenants_,
+                   "With --isolation process: a tenant that gets a worker of its own (repeat)")
+      ->needs("--isolation");
 
   outdated_ = withSource(plugin.add_subcommand(
       "outdated",
@@ -716,7 +726,20 @@ void PluginCommands::remove() {
 }
 
 void PluginCommands::activate() {
-  auto answer = admin_.tryCall("POST", "/v1/plugins/" + id_ + "/activate");
+  std::string body;
+  if (!isolation_.empty()) {
+    Poco::JSON::Object request(Poco::JSON_PRESERVE_KEY_ORDER);
+    request.set("isolation", isolation_);
+    if (!dedicated_tenants_.empty()) {
+      Poco::JSON::Array::Ptr tenants = new Poco::JSON::Array;
+      for (const auto& t : dedicated_tenants_) tenants->add(t);
+      request.set("dedicated_tenants", tenants);
+    }
+    std::ostringstream out;
+    request.stringify(out);
+    body = out.str();
+  }
+  auto answer = admin_.tryCall("POST", "/v1/plugins/" + id_ + "/activate", body);
   if (!answer)
     AdminClient::die("cannot reach trellisd at " + admin_.baseUrl() + " (is it running?)");
   if (answer->status != 200) {
@@ -724,7 +747,15 @@ void PluginCommands::activate() {
                      AdminClient::problemDetail(answer->status, answer->body));
   }
   auto o = parseObject(answer->body);
-  std::printf("%s@%s is active\n", id_.c_str(), o->getValue<std::string>("version").c_str());
+  std::string mode = o->optValue<std::string>("isolation", "");
+  std::printf("%s@%s is active%s\n", id_.c_str(), o->getValue<std::string>("version").c_str(),
+              mode.empty() ? "" : (" (isolation: " + mode + ")").c_str());
+  if (!isolation_.empty()) {
+    std::printf(
+        "note: this isolation holds until trellisd restarts; trellis.yaml sets it again at "
+        "start. To keep it, set `isolation: %s` on %s's plugins.enabled entry.\n",
+        isolation_.c_str(), id_.c_str());
+  }
 }
 
 void PluginCommands::mirrorExport() {

@@ -7,6 +7,7 @@
 //   trellis plugin upgrade [ID...] [--yes] [--offline]          (none: every requested one)
 //   trellis plugin remove ID [--yes] [--offline]
 //   trellis plugin activate ID              load the installed version into trellisd
+//       [--isolation process|in-process] [--dedicated-tenant T]...   switch its mode (hot)
 //   trellis plugin outdated                 locked vs newest allowed vs newest, and why
 //   trellis mirror export DIR               a verified copy for air-gapped sites
 //
@@ -64,6 +65,8 @@ class PluginCommands {
   std::string lock_file_;
   std::vector<std::string> args_;
   std::string id_;
+  std::string isolation_;                       // activate --isolation
+  std::vector<std::string> dedicated_tenants_;  // activate --dedicated-tenant
   std::string out_dir_;
   bool yes_ = false;
   bool offline_ = false;

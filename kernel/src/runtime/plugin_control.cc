@@ -6,6 +6,7 @@
 
 #include "runtime/responses.h"
 #include "trellis/kernel/http/problem.h"
+#include "trellis/kernel/util/json.h"
 
 namespace trellis::kernel::runtime {
 namespace bhttp = boost::beast::http;
@@ -14,6 +15,72 @@ using Poco::JSON::Object;
 namespace {
 
 enum Endpoint : size_t { kInstallCheck, kActivate, kDeactivate };
+
+// What POST …/activate may ask for; every member is optional.
+struct ActivateBody {
+  std::optional<plugin::Version> version;
+  std::optional<PluginManager::IsolationChoice> isolation;
+};
+
+Result<ActivateBody> parseActivateBody(const std::string& body) {
+  ActivateBody out;
+  if (body.empty()) return out;
+  const std::string shape =
+      "body must be {\"version\": \"x.y.z\", \"isolation\": \"process\"|\"in-process\", "
+      "\"dedicated_tenants\": [\"tenant\", …]} (each optional)";
+  Object::Ptr o;
+  try {
+    o = Poco::JSON::Parser().parse(body).extract<Object::Ptr>();
+  } catch (const Poco::Exception& e) {
+    return Status::invalid(shape + ": " + e.displayText());
+  }
+  for (const auto& [key, value] : *o) {
+    if (key != "version" && key != "isolation" && key != "dedicated_tenants") {
+      return Status::invalid("unknown member \"" + key + "\"; " + shape);
+    }
+  }
+  if (o->has("version")) {
+    if (!o->get("version").isString()) return Status::invalid("version: expected a string");
+    auto v = plugin::Version::parse(o->getValue<std::string>("version"));
+    if (!v) return v.status();
+    out.version = std::move(*v);
+  }
+  if (o->has("isolation")) {
+    if (!o->get("isolation").isString()) {
+      return Status::invalid("isolation: expected \"process\" or \"in-process\"");
+    }
+    const std::string mode = o->getValue<std::string>("isolation");
+    PluginManager::IsolationChoice choice;
+    if (mode == "process") {
+      choice.mode = config::Isolation::kProcess;
+    } else if (mode == "in-process") {
+      choice.mode = config::Isolation::kInProcess;
+    } else {
+      std::string got;
+      util::appendJsonString(got, mode.substr(0, 64));
+      return Status::invalid("isolation: expected \"process\" or \"in-process\", got " + got);
+    }
+    out.isolation = choice;
+  }
+  if (o->has("dedicated_tenants")) {
+    if (!out.isolation) {
+      return Status::invalid("dedicated_tenants needs \"isolation\": \"process\" in the same body");
+    }
+    auto list = o->getArray("dedicated_tenants");
+    if (!list) return Status::invalid("dedicated_tenants: expected an array of tenant ids");
+    std::vector<std::string> tenants;
+    for (size_t i = 0; i < list->size(); ++i) {
+      Poco::Dynamic::Var v = list->get(static_cast<unsigned>(i));
+      if (!v.isString() || v.extract<std::string>().empty()) {
+        return Status::invalid("dedicated_tenants[" + std::to_string(i) +
+                               "]: expected a tenant id");
+      }
+      tenants.push_back(v.extract<std::string>());
+    }
+    out.isolation->dedicated_tenants = std::move(tenants);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -44,21 +111,17 @@ http::Response PluginControl::answer(const http::Request& req, const http::Route
   if (!plugin::isValidPluginId(id)) {
     return failureResponse(req, Status::invalid("\"" + id + "\" is not a plugin id"));
   }
-  // activate takes an optional {"version": "1.0.0"}: that installed version, not the highest.
-  std::optional<plugin::Version> version;
-  if (m.target == kActivate && !req.body().empty()) {
-    try {
-      auto o = Poco::JSON::Parser().parse(req.body()).extract<Object::Ptr>();
-      auto v = plugin::Version::parse(o->getValue<std::string>("version"));
-      if (!v) return failureResponse(req, v.status());
-      version = std::move(*v);
-    } catch (const Poco::Exception& e) {
-      return failureResponse(
-          req, Status::invalid("body must be {\"version\": \"x.y.z\"}: " + e.displayText()));
-    }
+  // activate takes an optional {"version": "1.0.0"} (that installed version, not the
+  // highest) and {"isolation": …, "dedicated_tenants": […]} (run it in that mode).
+  ActivateBody body;
+  if (m.target == kActivate) {
+    auto parsed = parseActivateBody(req.body());
+    if (!parsed) return failureResponse(req, parsed.status());
+    body = std::move(*parsed);
   }
-  auto done = m.target == kActivate ? plugins_.activate(id, routes_, drain_, version)
-                                    : plugins_.deactivate(id, routes_, drain_);
+  auto done = m.target == kActivate
+                  ? plugins_.activate(id, routes_, drain_, body.version, body.isolation)
+                  : plugins_.deactivate(id, routes_, drain_);
   if (!done) return failureResponse(req, done.status());
   Object::Ptr o = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   o->set("id", id);
@@ -66,6 +129,17 @@ http::Response PluginControl::answer(const http::Request& req, const http::Route
   o->set("previous", done->previous);
   o->set("drained", done->drained);
   o->set("unchanged", done->already);
+  if (m.target == kActivate && !done->isolation.empty()) {
+    o->set("isolation", done->isolation);
+    o->set("previous_isolation", done->previous_isolation);
+  }
+  if (body.isolation) {
+    // Said in every answer, so the choice never reverts at a restart unannounced.
+    o->set("persists_across_restart", false);
+    o->set("note",
+           "isolation chosen at run time holds until trellisd restarts; trellis.yaml sets it "
+           "again at start (set isolation on the plugin's plugins.enabled entry to keep it)");
+  }
   return jsonResponse(req, 200, o);
 }
 

@@ -2,8 +2,10 @@
 //   POST /v1/plugins/install-check        {"id","version","publisher","source","capabilities"}
 //        -> 200 {"allowed":true} or 403 naming the policy's reason (on_plugin_install)
 //   POST /v1/plugins/{ns}/{name}/activate   load the highest installed version now (hot),
-//        or the one named by {"version":"x.y.z"} (a downgrade);
-//        an upgrade swaps routes once the new version has started and drains the old one
+//        or the one named by {"version":"x.y.z"} (a downgrade), in the isolation mode named
+//        by {"isolation":"process"|"in-process","dedicated_tenants":[…]} (until restart);
+//        an upgrade or a switch swaps routes once the new instance has started and drains
+//        the old one
 //   POST /v1/plugins/{ns}/{name}/deactivate routes gone, in-flight requests drained, stopped
 // All three run on this module's own worker thread, one at a time, and answer from there:
 // activation runs a plugin's init (a Lua plugin's top level), deactivation drains, and the

@@ -170,6 +170,10 @@ class PluginInstance {
   void* usage_user = nullptr;
 
   std::atomic<uint64_t> denied_calls{0};
+  // True when an admin chose this instance's isolation at run time (activate with
+  // "isolation"), so it may differ from trellis.yaml until the next start. Set before the
+  // instance is published; read-only afterwards.
+  bool isolation_set_at_runtime = false;
 
   // The operator's egress list for this plugin's tenant-less calls while it is a system
   // plugin (plugins.enabled[].egress; unset = the manifest's rules alone). Set at load,

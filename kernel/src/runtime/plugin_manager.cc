@@ -144,6 +144,12 @@ worker::WorkerOptions workerOptions(const config::WorkerConfig& c) {
   return o;
 }
 
+// How an instance runs, as the admin API names it; "" for Lua (always in its sandbox).
+std::string isolationName(const PluginInstance& p) {
+  if (p.manifest().runtime == "lua") return "";
+  return p.worker ? "process" : "in-process";
+}
+
 }  // namespace
 
 PluginManager::~PluginManager() {
@@ -526,7 +532,7 @@ bool PluginManager::swapAndDrain(ActiveRoutes& routes, RouteTable next,
 
 Result<PluginManager::Activation> PluginManager::activate(
     const std::string& id, ActiveRoutes& routes, std::chrono::milliseconds drain,
-    const std::optional<plugin::Version>& wanted) {
+    const std::optional<plugin::Version>& wanted, const std::optional<IsolationChoice>& isolation) {
   std::vector<BrokenPackage> broken;
   // An exact version is the admin's (or the installer's) instruction; otherwise what the
   // lock names, as at start.
@@ -553,8 +559,23 @@ Result<PluginManager::Activation> PluginManager::activate(
   auto existing = by_id_.find(id);
   PluginInstance* old = existing == by_id_.end() ? nullptr : existing->second.get();
   if (old && old->state != PluginState::kActive) old = nullptr;  // failed or stopped: replace
+
+  config::PluginEntry entry;
+  entry.id = id;
+  for (const auto& e : enabled_) {
+    if (e.id == id) entry = e;
+  }
+  const std::vector<std::string> dedicated_before = entry.dedicated_tenants;
+  if (isolation) {
+    if (Status s = applyIsolationChoice(entry, *isolation); !s) return s;
+  }
   if (old && old->dir() == best.dir && old->manifest().version == best.manifest.version) {
-    return Activation{version, version, true, true};
+    const bool same_mode = !isolation || ((isolation->mode == config::Isolation::kProcess) ==
+                                              (old->worker != nullptr) &&
+                                          entry.dedicated_tenants == dedicated_before);
+    if (same_mode) {
+      return Activation{version, version, true, true, isolationName(*old), isolationName(*old)};
+    }
   }
 
   // Dependencies must be running, in range; active dependents must accept the new version.
@@ -579,13 +600,9 @@ Result<PluginManager::Activation> PluginManager::activate(
     }
   }
 
-  config::PluginEntry entry;
-  entry.id = id;
-  for (const auto& e : enabled_) {
-    if (e.id == id) entry = e;
-  }
   auto next =
       std::make_unique<PluginInstance>(best.manifest, best.dir, entry.config_json, services_);
+  next->isolation_set_at_runtime = isolation || (old && old->isolation_set_at_runtime);
   if (Status s = loadPlugin(*next, entry); !s)
     return Status(s.code(), id + "@" + version + ": " + s.message());
   // The new version starts while the old one still serves; on any failure it is torn down
@@ -602,8 +619,24 @@ Result<PluginManager::Activation> PluginManager::activate(
     return table.status();
   }
 
-  Activation result{version, old ? old->manifest().version.toString() : "", true, false};
+  Activation result{version,
+                    old ? old->manifest().version.toString() : "",
+                    true,
+                    false,
+                    isolationName(*next),
+                    old ? isolationName(*old) : ""};
   result.drained = swapAndDrain(routes, std::move(*table), drain);
+  // The choice holds for later activations (an upgrade keeps the mode) until a restart.
+  if (isolation) {
+    auto e = std::find_if(enabled_.begin(), enabled_.end(),
+                          [&](const config::PluginEntry& x) { return x.id == id; });
+    if (e == enabled_.end()) {
+      enabled_.push_back(entry);
+    } else {
+      *e = entry;
+    }
+    recordIsolationChange(id, result, entry);
+  }
   // Start order: the new version takes the old one's place (dependencies come earlier);
   // a new plugin goes after every running one, before the failed ones kept for reports.
   std::unique_ptr<PluginInstance> replaced;
@@ -636,6 +669,47 @@ Result<PluginManager::Activation> PluginManager::activate(
   spdlog::info("plugin {}@{} activated{}", id, version,
                result.previous.empty() ? "" : " (replacing " + result.previous + ")");
   return result;
+}
+
+Status PluginManager::applyIsolationChoice(config::PluginEntry& entry,
+                                           const IsolationChoice& choice) {
+  if (choice.mode == config::Isolation::kProcess) {
+    if (choice.dedicated_tenants) entry.dedicated_tenants = *choice.dedicated_tenants;
+  } else if (choice.mode == config::Isolation::kInProcess) {
+    if (choice.dedicated_tenants && !choice.dedicated_tenants->empty()) {
+      return Status::invalid("dedicated_tenants needs isolation \"process\"");
+    }
+    entry.dedicated_tenants.clear();
+  } else {
+    return Status::invalid("isolation: expected \"process\" or \"in-process\"");
+  }
+  entry.isolation = choice.mode;
+  return Status::ok();
+}
+
+void PluginManager::recordIsolationChange(const std::string& id, const Activation& result,
+                                          const config::PluginEntry& entry) {
+  spdlog::warn(
+      "plugin {}@{} now runs {} (was {}) by an admin's choice; trellis.yaml sets its isolation "
+      "again at the next start",
+      id, result.version, result.isolation.empty() ? "in its Lua sandbox" : result.isolation,
+      result.previous_isolation.empty() ? "not active" : result.previous_isolation);
+  if (!services_.events) return;
+  std::string payload = "{\"plugin\":";
+  util::appendJsonString(payload, id);
+  payload += ",\"version\":";
+  util::appendJsonString(payload, result.version);
+  payload += ",\"from\":";
+  util::appendJsonString(payload, result.previous_isolation);
+  payload += ",\"to\":";
+  util::appendJsonString(payload, result.isolation);
+  payload += ",\"dedicated_tenants\":[";
+  for (size_t i = 0; i < entry.dedicated_tenants.size(); ++i) {
+    if (i) payload += ",";
+    util::appendJsonString(payload, entry.dedicated_tenants[i]);
+  }
+  payload += "],\"persists_across_restart\":false}";
+  services_.events->publish({"", "kernel", "audit.plugin_isolation_changed", std::move(payload)});
 }
 
 Result<PluginManager::Activation> PluginManager::deactivate(const std::string& id,

@@ -108,11 +108,26 @@ class PluginManager {
     std::string previous;  // the version it replaced; "" for a new plugin
     bool drained = true;   // false: the old version outlived `drain`
     bool already = false;  // this version was already active; nothing changed
+    // "process" or "in-process" ("" for Lua plugins): the mode it runs in now, and the
+    // mode of the instance it replaced ("" for a new plugin).
+    std::string isolation;
+    std::string previous_isolation;
   };
-  // `version`: that installed version instead of the highest (a downgrade).
+  // The admin's choice of mode (POST …/activate {"isolation": …}). It holds for later
+  // activations (upgrades) of this trellisd, not across a restart: trellis.yaml sets the
+  // mode at start.
+  struct IsolationChoice {
+    config::Isolation mode = config::Isolation::kDefault;  // kProcess or kInProcess
+    // kProcess only; nullopt: keep the tenants the plugin's entry names.
+    std::optional<std::vector<std::string>> dedicated_tenants;
+  };
+  // `version`: that installed version instead of the highest (a downgrade). `isolation`:
+  // run the new instance in that mode; the same version switches mode by the same start,
+  // swap and drain as an upgrade.
   Result<Activation> activate(const std::string& id, ActiveRoutes& routes,
                               std::chrono::milliseconds drain,
-                              const std::optional<plugin::Version>& version = std::nullopt);
+                              const std::optional<plugin::Version>& version = std::nullopt,
+                              const std::optional<IsolationChoice>& isolation = std::nullopt);
   // Takes `id`'s routes away, drains and stops it. CONFLICT while active plugins depend on it.
   Result<Activation> deactivate(const std::string& id, ActiveRoutes& routes,
                                 std::chrono::milliseconds drain);
@@ -156,6 +171,11 @@ class PluginManager {
   bool initPlugin(PluginInstance& p);
   bool startPlugin(PluginInstance& p);
   void stopPlugin(PluginInstance& p);
+  // `entry` with the admin's isolation choice applied; INVALID for a contradictory one.
+  static Status applyIsolationChoice(config::PluginEntry& entry, const IsolationChoice& choice);
+  // Logs an admin's change of mode and writes it to the audit stream.
+  void recordIsolationChange(const std::string& id, const Activation& result,
+                             const config::PluginEntry& entry);
   // Routes of `plugins` (active ones), or CONFLICT naming the first collision.
   static Result<RouteTable> routeTableOf(const std::vector<PluginInstance*>& plugins);
   // Publishes `next` and waits (up to `drain`) until no request holds the table it replaced.
