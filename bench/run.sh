@@ -523,6 +523,7 @@ NGINX
     done
     if kill -0 "$pid" 2>/dev/null && [[ $(http_code "$p") == 401 ]]; then
       port[peer]=$p
+      server_pid[peer]=$pid
       log "peer (nginx $(nginx -v 2>&1 | sed 's#.*/##')) pid $pid on 127.0.0.1:$p"
       return 0
     fi
@@ -576,7 +577,7 @@ done
 ((${#active[@]})) || { log "no server to measure"; exit 1; }
 
 # ---------------------------------------------------------------- measuring
-declare -A rps=() p50=() p99=() bad=()
+declare -A rps=() p50=() p99=() cpu=() bad=()
 runs_json=()
 
 # wrk_run SERVER CONNECTIONS SECONDS OUTFILE
@@ -590,6 +591,15 @@ wrk_run() {
   wrk_pid=$!
   wait "$wrk_pid" || true
   wrk_pid=""
+}
+
+# tree_ticks PID: user + system CPU clock ticks of PID and its children (nginx's workers).
+tree_ticks() {
+  local p sum=0 t
+  for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) && sum=$((sum + t))
+  done
+  echo "$sum"
 }
 
 # field NAME LINE: value of NAME=... in a BENCH_RESULT line.
@@ -1199,7 +1209,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for s in "${order[@]}"; do
       out=$tmp/wrk-$s-$c-$r.txt
       ((WARMUP == 0)) || wrk_run "$s" "$c" "$WARMUP" "$tmp/warmup.txt"
+      t0=$(tree_ticks "${server_pid[$s]}")
       wrk_run "$s" "$c" "$DURATION" "$out"
+      t1=$(tree_ticks "${server_pid[$s]}")
       line=$(grep '^BENCH_RESULT ' "$out" || true)
       if [[ -z "$line" ]]; then
         log "round $r, $s, $c connections: wrk gave no result:"
@@ -1213,11 +1225,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
       non2xx=$(field non2xx "$line")
       sockerr=$(field socket_errors "$line")
       if ((non2xx > 0 || sockerr > 0)); then bad[$s,$c]=1; fi
-      printf 'round %d  %-8s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  non2xx %d  socket errors %d\n' \
-        "$r" "$s" "$c" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "$non2xx" "$sockerr"
-      runs_json+=("$(printf '{"round": %d, "server": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
-        "$r" "$s" "$c" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "$(field requests "$line")" \
-        "$non2xx" "$sockerr")")
+      # The server's own CPU per request: unlike req/s, barely moved by other load.
+      cpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$(field requests "$line")" \
+        'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n }')
+      printf 'round %d  %-8s c=%-4d %10.0f req/s  p50 %6d us  p99 %6d us  cpu %6s us/req  non2xx %d  socket errors %d\n' \
+        "$r" "$s" "$c" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "${cpu[$k]:-n/a}" "$non2xx" "$sockerr"
+      runs_json+=("$(printf '{"round": %d, "server": "%s", "connections": %d, "rps": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "requests": %s, "non2xx": %s, "socket_errors": %s}' \
+        "$r" "$s" "$c" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "$(json_num "${cpu[$k]}")" \
+        "$(field requests "$line")" "$non2xx" "$sockerr")")
     done
   done
 done
@@ -1232,6 +1247,13 @@ mean_rps() {
     n=$((n + 1))
   done
   ((n)) && awk -v s="$sum" -v n="$n" 'BEGIN { printf "%.1f", s / n }'
+  return 0
+}
+# mean_cpu SERVER C: its CPU us per request, mean over the rounds; "" if none.
+mean_cpu() {
+  local r v=()
+  for ((r = 1; r <= ROUNDS; r++)); do [[ -z "${cpu[$1,$2,$r]:-}" ]] || v+=("${cpu[$1,$2,$r]}"); done
+  ((${#v[@]})) && printf '%s\n' "${v[@]}" | awk '{ s += $1 } END { printf "%.2f", s / NR }'
   return 0
 }
 worst_p99() {
@@ -1257,14 +1279,15 @@ else
   echo "trellisd ($TARGET via trellis/echo-c, tenant key resolution) vs peer (nginx + Lua:"
   echo "bearer allow-list, per-tenant per-second counter, 2-byte body). Loopback, wrk -t$WRK_THREADS,"
 fi
-echo "${DURATION}s x $ROUNDS round(s); rps = mean over rounds, p99 = worst round."
+echo "${DURATION}s x $ROUNDS round(s); rps and cpu = mean over rounds, p99 = worst round; cpu ="
+echo "the server's user+system time (nginx: master and workers) per request, load: $(cut -d' ' -f1-3 /proc/loadavg)."
 if ((${#server_pin[@]})); then
   echo "Pinned: servers on CPU 0 (one thread/worker), wrk on CPU 1."
 else
   echo "Servers ($SERVER_THREADS threads/workers) and wrk share every core."
 fi
-printf '%-11s %14s %14s %14s %14s %14s\n' connections "trellisd rps" "peer rps" \
-  "trellisd/peer" "trellisd p99" "peer p99"
+printf '%-11s %14s %14s %14s %14s %14s %14s %14s\n' connections "trellisd rps" "peer rps" \
+  "trellisd/peer" "trellisd p99" "peer p99" "trellisd cpu" "peer cpu"
 summary_json=()
 notes=()
 for c in "${conns[@]}"; do
@@ -1283,11 +1306,15 @@ for c in "${conns[@]}"; do
       notes+=("* c=$c: $s had error responses or socket errors; see the per-round lines")
     fi
   done
-  printf '%-11s %14s %14s %14s %14s %14s\n' "$c$mark" "$(or_na "$t_rps")" "$(or_na "$n_rps")" \
-    "$(or_na "$ratio")" "$(or_na "${t_p99:+$t_p99 us}")" "$(or_na "${n_p99:+$n_p99 us}")"
-  summary_json+=("$(printf '{"connections": %d, "trellisd_rps": %s, "peer_rps": %s, "ratio": %s, "trellisd_p99_us": %s, "peer_p99_us": %s}' \
+  t_cpu=$(mean_cpu trellisd "$c")
+  n_cpu=$(mean_cpu peer "$c")
+  printf '%-11s %14s %14s %14s %14s %14s %14s %14s\n' "$c$mark" "$(or_na "$t_rps")" \
+    "$(or_na "$n_rps")" "$(or_na "$ratio")" "$(or_na "${t_p99:+$t_p99 us}")" \
+    "$(or_na "${n_p99:+$n_p99 us}")" "$(or_na "${t_cpu:+$t_cpu us/req}")" \
+    "$(or_na "${n_cpu:+$n_cpu us/req}")"
+  summary_json+=("$(printf '{"connections": %d, "trellisd_rps": %s, "peer_rps": %s, "ratio": %s, "trellisd_p99_us": %s, "peer_p99_us": %s, "trellisd_cpu_us_per_request": %s, "peer_cpu_us_per_request": %s}' \
     "$c" "$(json_num "$t_rps")" "$(json_num "$n_rps")" "$(json_num "$ratio")" \
-    "$(json_num "$t_p99")" "$(json_num "$n_p99")")")
+    "$(json_num "$t_p99")" "$(json_num "$n_p99")" "$(json_num "$t_cpu")" "$(json_num "$n_cpu")")")
   if [[ $scenario == kv && -n "$t_rps" ]]; then
     gain=$(awk -v a="$t_rps" -v b="$KV_BASELINE" 'BEGIN { printf "%.1f", a / b }')
     verdict=$(awk -v r="${ratio:-0}" -v g="$gain" \

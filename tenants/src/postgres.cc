@@ -165,8 +165,9 @@ Result<PostgresUrl> parsePostgresUrl(std::string_view url) {
     return urlError("a #fragment is not allowed");
   }
 
-  static const std::set<std::string> kAllowed = {"sslmode", "sslrootcert",     "sslcert",
-                                                 "sslkey",  "connect_timeout", "application_name"};
+  static const std::set<std::string> kAllowed = {
+      "sslmode",         "sslrootcert",     "sslcert", "sslkey", "ssl_min_protocol_version",
+      "connect_timeout", "application_name"};
   if (query_at != std::string_view::npos) {
     std::string_view query = tail.substr(query_at + 1);
     while (!query.empty()) {
@@ -183,7 +184,7 @@ Result<PostgresUrl> parsePostgresUrl(std::string_view url) {
       if (kAllowed.count(key) == 0) {
         return urlError("the parameter \"" + scrubbed(key, out.password) +
                         "\" is not supported (allowed: sslmode, sslrootcert, sslcert, sslkey, "
-                        "connect_timeout, application_name)");
+                        "ssl_min_protocol_version, connect_timeout, application_name)");
       }
       if (hasControlChars(value)) return urlError("parameter " + key + " has control characters");
       if (!out.params.emplace(key, value).second) {
@@ -197,6 +198,13 @@ Result<PostgresUrl> parsePostgresUrl(std::string_view url) {
                   std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!digits || std::stoi(v) < 1) {
       return urlError("connect_timeout must be a whole number of seconds from 1 to 9999");
+    }
+  }
+  // The kernel's TLS client policy (kernel/tls/policy.h): nothing older than TLS 1.2.
+  if (auto v = out.params.find("ssl_min_protocol_version"); v != out.params.end()) {
+    if (v->second != "TLSv1.2" && v->second != "TLSv1.3") {
+      return urlError("ssl_min_protocol_version must be TLSv1.2 or TLSv1.3, not \"" +
+                      scrubbed(v->second, out.password) + "\"");
     }
   }
   return out;
@@ -226,6 +234,9 @@ std::string PostgresUrl::conninfo() const {
     out += " connect_timeout=" + std::to_string(kDefaultConnectTimeoutSeconds);
   }
   if (params.count("application_name") == 0) out += " application_name=trellisd";
+  // libpq makes its own TLS context; this is how it gets the kernel's floor of TLS 1.2
+  // whatever its build's default. Certificates: sslmode=verify-full and sslrootcert.
+  if (params.count("ssl_min_protocol_version") == 0) out += " ssl_min_protocol_version=TLSv1.2";
   for (const auto& [k, v] : params) out += " " + k + "=" + conninfoValue(v);
   // A server that vanishes without closing the connection (host down, network split)
   // must fail calls within seconds, not after TCP's retransmissions give up (~15 min).

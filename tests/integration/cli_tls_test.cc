@@ -1,8 +1,9 @@
 // The real `trellis` CLI over HTTPS: a real trellisd whose admin plane serves TLS, and
 // Debian's nginx serving a registry (in front of a registry trellisd) and a static mirror over
 // TLS, all with certificates from support/test_certs.h. A CA from --ca, TRELLIS_CA or the
-// profile's ca: is trusted; without it, or for a certificate of another host or an expired
-// one, the CLI says why in one line and exits 3, never printing a secret.
+// profile's ca: is trusted; without it, for a certificate of another host or an expired one,
+// or for a server that speaks only TLS 1.1 (`openssl s_server`), the CLI says why in one line
+// and exits 3, never printing a secret.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 
 #include "registry_server.h"
 #include "support/nginx_server.h"
+#include "support/openssl_server.h"
 #include "support/test_certs.h"
 #include "support/test_mirror.h"
 #include "support/test_support.h"
@@ -133,7 +135,7 @@ TEST_F(CliTlsTest, RefusesACertificateForAnotherHost) {
   int status = 0;
   auto out = cli("", adminFlags(*server, "localhost") + " " + caFlag() + " status", &status);
   EXPECT_EQ(status, 3) << out;
-  EXPECT_THAT(out, HasSubstr("TLS certificate refused: wrong host (it is not for localhost)"));
+  EXPECT_THAT(out, HasSubstr("TLS certificate refused: wrong host: it is not for localhost"));
   EXPECT_THAT(out, Not(HasSubstr(server->adminToken())));
 }
 
@@ -143,6 +145,22 @@ TEST_F(CliTlsTest, RefusesAnExpiredCertificate) {
   auto out = cli("", adminFlags(*server, "localhost") + " " + caFlag() + " status", &status);
   EXPECT_EQ(status, 3) << out;
   EXPECT_THAT(out, HasSubstr("TLS certificate refused: expired"));
+}
+
+TEST_F(CliTlsTest, RefusesAServerThatSpeaksOnlyTls11) {
+  OpensslServer old(localhost_.cert_file.string(), localhost_.key_file.string(),
+                    OpensslServer::tls11Only());
+  ASSERT_TRUE(old.ready());
+  writeFile(dir_ / "admin.token", "not-sent\n");
+  int status = 0;
+  auto out = cli("",
+                 "--admin https://localhost:" + std::to_string(old.port()) + " --token-file " +
+                     (dir_ / "admin.token").string() + " " + caFlag() + " status",
+                 &status);
+  EXPECT_EQ(status, 3) << out;
+  EXPECT_THAT(out, HasSubstr("TLS handshake with localhost failed: the server offers no TLS "
+                             "version this client accepts (1.2 or 1.3)"));
+  EXPECT_THAT(out, Not(HasSubstr("not-sent")));
 }
 
 TEST_F(CliTlsTest, PublishesToAndSearchesARegistryBehindHttps) {

@@ -2,7 +2,7 @@
 // certificates they serve (made with the openssl CLI). Header-only: only the tests that
 // use it link Boost.Asio's SSL.
 //
-//   TestPki pki;                                   // ca.pem, localhost.pem, rogue.pem ...
+//   TestPki pki;                         // ca.pem, localhost.pem, expired.pem, rogue.pem ...
 //   LoopbackServer server([](auto& read, auto& write, auto& stop) {
 //     for (auto req = read(); !req.empty(); req = read()) write(reply(200, "hi"));
 //   }, &pki, "localhost");                          // omit the last two for plain HTTP
@@ -29,7 +29,8 @@ namespace trellis::test {
 namespace loopback_asio = boost::asio;
 
 // Certificates for the HTTPS tests: a test CA with a server certificate for "localhost",
-// one for another name, and a server certificate from a CA the client does not trust.
+// one for another name, an expired one for "localhost", and a server certificate from a CA
+// the client does not trust.
 class TestPki {
  public:
   TestPki() {
@@ -42,12 +43,13 @@ class TestPki {
         "mkcert() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
         "-keyout $1.key -out $1.csr -subj \"/CN=$3\" 2>/dev/null;"
         " printf 'subjectAltName=DNS:%s\\n' $3 > $1.ext;"
-        " openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -days 2 "
+        " openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -days ${4:-2} "
         "-extfile $1.ext -out $1.pem 2>/dev/null; }\n"
         "mkca ca; mkca rogue-ca\n"
         "mkcert localhost ca localhost\n"
         "mkcert other ca other.example\n"
-        "mkcert rogue rogue-ca localhost\n";
+        "mkcert rogue rogue-ca localhost\n"
+        "mkcert expired ca localhost -1\n";  // valid until a day before it was made
     int status = 0;
     runCommand("bash -c \"$(cat <<'EOF_PKI'\n" + script + "EOF_PKI\n)\"", &status);
     ok_ = status == 0;

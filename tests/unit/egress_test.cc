@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "support/loopback_server.h"
+#include "support/openssl_server.h"
 #include "support/test_support.h"
 #include "trellis/kernel/services/egress_client.h"
 #include "trellis/kernel/services/egress_policy.h"
@@ -363,6 +364,34 @@ TEST_F(EgressClientTest, RefusesAnUntrustedCa) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("certificate verify failed: unable to get local issuer"),
+            std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(EgressClientTest, RefusesAnExpiredCertificate) {
+  LoopbackServer server(echo(), &pki_, "expired");
+  auto r = get("https://localhost:" + std::to_string(server.port()) + "/",
+               loopbackPolicy(server.port(), "https"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(
+      r.status().message().find("certificate verify failed: certificate has expired (expired)"),
+      std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("https://localhost:"), std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(EgressClientTest, RefusesAServerThatSpeaksOnlyTls11) {
+  test::OpensslServer old(pki_.path("localhost.pem"), pki_.path("localhost.key"),
+                          test::OpensslServer::tls11Only());
+  ASSERT_TRUE(old.ready());
+  auto r = get("https://localhost:" + std::to_string(old.port()) + "/",
+               loopbackPolicy(old.port(), "https"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find(
+                "the server offers no TLS version this client accepts (1.2 or 1.3)"),
             std::string::npos)
       << r.status().message();
 }

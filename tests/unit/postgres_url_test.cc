@@ -55,6 +55,21 @@ TEST(PostgresUrlTest, LibpqGetsExactlyTheDecodedValuesHoweverOddTheirCharacters)
   EXPECT_EQ(seen["options"], "-c search_path=trellis -c idle_in_transaction_session_timeout=60000");
   EXPECT_EQ(seen["tcp_user_timeout"], "15000");
   EXPECT_EQ(seen["keepalives"], "1");
+  EXPECT_EQ(seen["ssl_min_protocol_version"], "TLSv1.2");  // the kernel's TLS floor
+}
+
+TEST(PostgresUrlTest, TheTlsFloorIsTls12AndCanOnlyBeRaised) {
+  auto raised =
+      parsePostgresUrl("postgresql://u@h/d?sslmode=verify-full&ssl_min_protocol_version=TLSv1.3");
+  ASSERT_TRUE(raised) << raised.status().toString();
+  EXPECT_EQ(libpqView(raised->conninfo())["ssl_min_protocol_version"], "TLSv1.3");
+  for (const char* old : {"TLSv1", "TLSv1.1", "SSLv3", ""}) {
+    auto r = parsePostgresUrl(std::string("postgresql://u@h/d?ssl_min_protocol_version=") + old);
+    ASSERT_FALSE(r) << old;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalid);
+    EXPECT_THAT(r.status().message(),
+                HasSubstr("ssl_min_protocol_version must be TLSv1.2 or TLSv1.3"));
+  }
 }
 
 TEST(PostgresUrlTest, RedactedFormAndEndpointNeverHoldThePassword) {

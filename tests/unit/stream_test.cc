@@ -6,6 +6,7 @@
 
 #include "services/stream/stream_client.h"
 #include "support/loopback_server.h"
+#include "support/openssl_server.h"
 #include "support/test_support.h"
 #include "trellis/kernel/services/egress_client.h"
 #include "trellis/kernel/services/egress_policy.h"
@@ -271,6 +272,25 @@ TEST_F(StreamClientTest, RefusesAWrongNameAndAnUntrustedCaNamingTheProblem) {
       untrusted.status().message().find("certificate verify failed: unable to get local issuer"),
       std::string::npos)
       << untrusted.status().message();
+}
+
+TEST_F(StreamClientTest, RefusesAnExpiredCertificateAndATls11OnlyServer) {
+  LoopbackServer expired(LoopbackServer::kRawBytes, echo(), &pki_, "expired");
+  auto r = connect("tls", "localhost", expired.port());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("certificate has expired (expired)"), std::string::npos)
+      << r.status().message();
+
+  test::OpensslServer old(pki_.path("localhost.pem"), pki_.path("localhost.key"),
+                          test::OpensslServer::tls11Only());
+  ASSERT_TRUE(old.ready());
+  r = connect("tls", "localhost", old.port());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("offers no TLS version this client accepts"),
+            std::string::npos)
+      << r.status().message();
 }
 
 TEST_F(StreamClientTest, RefusesDestinationsOutsideTheRulesBeforeDialling) {

@@ -2,7 +2,6 @@
 
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPSClientSession.h>
-#include <Poco/Net/IPAddress.h>
 #include <Poco/Net/InvalidCertificateHandler.h>
 #include <Poco/Net/NetSSL.h>
 #include <Poco/Net/SSLException.h>
@@ -10,13 +9,12 @@
 #include <Poco/Net/VerificationErrorArgs.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
-#include <openssl/x509v3.h>
 
 #include <cstdlib>
 #include <map>
 #include <mutex>
 
-#include "trellis/kernel/tls/server_options.h"
+#include "trellis/kernel/tls/client_context.h"
 
 namespace trellis::cli {
 namespace {
@@ -58,7 +56,8 @@ class RefuseAndRecord final : public Poco::Net::InvalidCertificateHandler {
 
 // One context per host: OpenSSL checks the name (or IP address) while it verifies the chain,
 // so a wrong host is refused during the handshake like an untrusted issuer. (Poco's own
-// check after the handshake is off: it resolves names and skips "localhost".)
+// check after the handshake is off: it resolves names and skips "localhost".) Poco makes
+// the SSL_CTX; the kernel's client TLS module sets what is accepted, as for egress.
 Context::Ptr contextFor(const std::string& host, bool present_certificate) {
   const TrustedCa ca = trustedCa();  // may exit (an unreadable --ca): before taking the lock
   ClientCertificate mine;
@@ -70,22 +69,17 @@ Context::Ptr contextFor(const std::string& host, bool present_certificate) {
   if (auto it = contexts.find(key); it != contexts.end()) return it->second;
 
   Context::Params params;
-  params.certificateFile = mine.cert;
-  params.privateKeyFile = mine.key;
-  params.verificationMode = Context::VERIFY_RELAXED;  // a client: verify the server
-  params.loadDefaultCAs = ca.file.empty();
-  params.caLocation = ca.file;
-  params.cipherList = kernel::tls::kDefaultCiphers;  // TLS 1.2: ECDHE + AEAD only
+  params.verificationMode = Context::VERIFY_RELAXED;  // Poco's callback: records the reason
+  params.loadDefaultCAs = false;                      // the module loads the trusted CAs
   Context::Ptr ctx(new Context(Context::TLS_CLIENT_USE, params));
-  ctx->requireMinimumProtocol(Context::PROTO_TLSV1_2);
   ctx->enableExtendedCertificateVerification(false);
-  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx->sslContext());
-  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  Poco::Net::IPAddress ip;
-  const bool literal = Poco::Net::IPAddress::tryParse(host, ip);
-  if ((literal ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
-               : X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0)) != 1) {
-    throw Poco::Net::SSLContextException("cannot verify the TLS server name " + host);
+  const kernel::tls::ClientOptions options{
+      .ca_file = ca.file, .cert_file = mine.cert, .key_file = mine.key, .alpn = {"http/1.1"}};
+  if (Status s = kernel::tls::configureClientContext(ctx->sslContext(), options); !s) {
+    throw Poco::Net::SSLContextException(s.message());
+  }
+  if (Status s = kernel::tls::expectPeer(SSL_CTX_get0_param(ctx->sslContext()), host); !s) {
+    throw Poco::Net::SSLContextException(s.message());
   }
 
   static std::once_flag once;
@@ -99,21 +93,14 @@ Context::Ptr contextFor(const std::string& host, bool present_certificate) {
   return ctx;
 }
 
-std::string refusalReason(int err, bool* untrusted) {
-  *untrusted = false;
-  switch (err) {
-    case X509_V_ERR_HOSTNAME_MISMATCH:
-    case X509_V_ERR_IP_ADDRESS_MISMATCH: return "wrong host (it is not for " + last_host + ")";
-    case X509_V_ERR_CERT_HAS_EXPIRED: return "expired";
-    case X509_V_ERR_CERT_NOT_YET_VALID: return "not yet valid";
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_UNTRUSTED: *untrusted = true; return "untrusted issuer";
-    default: return "invalid";
-  }
+// Poco keeps only OpenSSL's text ("error:0A000102:SSL routines::unsupported protocol"):
+// the code in it, or 0.
+unsigned long opensslErrorIn(const std::string& message) {
+  const size_t at = message.find("error:");
+  if (at == std::string::npos || message.size() < at + 14) return 0;
+  const std::string hex = message.substr(at + 6, 8);
+  if (hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return 0;
+  return std::stoul(hex, nullptr, 16);
 }
 
 }  // namespace
@@ -152,8 +139,8 @@ std::unique_ptr<Poco::Net::HTTPClientSession> openHttpSession(const Poco::URI& u
 
 std::string describeHttpError(const Poco::Exception& e) {
   if (const int err = last_verify_error; err != X509_V_OK) {
-    bool untrusted = false;
-    const std::string reason = refusalReason(err, &untrusted);
+    const bool untrusted = kernel::tls::isUntrustedIssuer(err);
+    const std::string reason = kernel::tls::verifyErrorWords(err, last_host);
     const TrustedCa ca = trustedCa();
     std::string line =
         "TLS certificate refused: " + reason + " (" + X509_verify_cert_error_string(err) +
@@ -164,7 +151,9 @@ std::string describeHttpError(const Poco::Exception& e) {
   }
   if (dynamic_cast<const Poco::Net::SSLContextException*>(&e)) return e.message();
   if (dynamic_cast<const Poco::Net::SSLException*>(&e)) {
-    return "TLS handshake failed: " + e.message();
+    const std::string words = kernel::tls::handshakeErrorWords(opensslErrorIn(e.message()));
+    return "TLS handshake with " + last_host +
+           " failed: " + (words.empty() ? e.message() : words + " (" + e.message() + ")");
   }
   return e.displayText();
 }

@@ -187,6 +187,11 @@ class Session final : public SessionBase {
       peer_.port = remote.port();
     }
     if constexpr (kTls) {
+      // Asio turns on SSL_MODE_RELEASE_BUFFERS for every stream: OpenSSL then frees its
+      // record buffers whenever they empty and allocates them (~17 KiB each) again on the
+      // next SSL_read/SSL_write, two malloc/free pairs of that size per keep-alive request.
+      // Keeping them costs ~34 KiB per open TLS connection (see docs/operations.md).
+      SSL_clear_mode(socket_.native_handle(), SSL_MODE_RELEASE_BUFFERS);
       peer_.tls = true;
       phase_ = Phase::kHandshake;
       setDeadline(Clock::now() + shared_.opts.tls->options().handshake_timeout);

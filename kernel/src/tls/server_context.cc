@@ -13,6 +13,8 @@
 #include <cstring>
 #include <utility>
 
+#include "trellis/kernel/tls/verify_error.h"
+
 namespace trellis::kernel::tls {
 namespace {
 
@@ -399,25 +401,7 @@ std::string handshakeFailureReason(SSL* s, const boost::system::error_code& ec,
   const long verdict = s == nullptr ? X509_V_OK : SSL_get_verify_result(s);
   if (verdict != X509_V_OK) {
     *client_certificate = true;
-    std::string why;
-    switch (verdict) {
-      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-      // Names a trusted CA but was not signed by it: an impostor CA of the same name.
-      case X509_V_ERR_CERT_SIGNATURE_FAILURE: why = "untrusted issuer"; break;
-      case X509_V_ERR_CERT_HAS_EXPIRED: why = "expired"; break;
-      case X509_V_ERR_CERT_NOT_YET_VALID: why = "not yet valid"; break;
-      case X509_V_ERR_CERT_REVOKED: why = "revoked"; break;
-      // client_crl has no current CRL of the issuer: nobody it signed can be vouched for.
-      case X509_V_ERR_UNABLE_TO_GET_CRL:
-      case X509_V_ERR_CRL_HAS_EXPIRED:
-      case X509_V_ERR_CRL_NOT_YET_VALID:
-      case X509_V_ERR_CRL_SIGNATURE_FAILURE: why = "unverifiable (revocation list)"; break;
-      default: why = "refused"; break;
-    }
+    const std::string why = verifyErrorWords(verdict, "");
     std::string out =
         "client certificate " + why + " (" + X509_verify_cert_error_string(verdict) + ")";
     if (auto* names = static_cast<std::string*>(SSL_get_ex_data(s, refusedNamesIndex()))) {

@@ -81,7 +81,7 @@ Result<std::unique_ptr<Connection>> dial(const Url& url, const Policy& policy,
     }
     if (ec) {
       return Status::unavailable("egress: TLS with " + url.origin() +
-                                 " failed: " + tls::describeHandshakeFailure(ssl, ec.message()));
+                                 " failed: " + tls::describeHandshakeFailure(ssl, url.host, ec));
     }
   }
   return conn;

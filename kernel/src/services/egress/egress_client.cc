@@ -310,7 +310,8 @@ Status validateRequestHeaders(const Headers& headers) {
 }
 
 Result<std::unique_ptr<EgressClient>> EgressClient::create(const Options& options) {
-  auto tls = tls::makeClientContext({.ca_file = options.ca_file});
+  // ALPN: a server that speaks several protocols on one port picks HTTP/1.1 for us.
+  auto tls = tls::makeClientContext({.ca_file = options.ca_file, .alpn = {"http/1.1"}});
   if (!tls) return tls.status();
   return std::unique_ptr<EgressClient>(std::make_unique<BeastEgressClient>(options, *tls));
 }

@@ -56,7 +56,8 @@ struct PostgresUrl {
 
 // postgresql://user[:password]@host[:port]/database[?param=value&...] (also postgres://).
 // user, password and database may be percent-encoded. Query parameters other than
-// sslmode, sslrootcert, sslcert, sslkey, connect_timeout and application_name are refused
+// sslmode, sslrootcert, sslcert, sslkey, ssl_min_protocol_version (TLSv1.2 or TLSv1.3; the
+// default is TLSv1.2), connect_timeout and application_name are refused
 // (options in particular: the schema and row-level security settings are not negotiable).
 // INVALID with a message that names the problem and never contains the password.
 Result<PostgresUrl> parsePostgresUrl(std::string_view url);
