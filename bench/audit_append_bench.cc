@@ -5,7 +5,10 @@
 //   BM_AuditWrite        one record per call, one durable write each (the admin path)
 //   BM_AuditWriteBatch   records per call (the argument), one durable write per block
 // The peer, in the same run: BM_KvPutSameBytes, the same store taking blocks of the same
-// size with no chain, tree or HMAC: what the durable write alone costs.
+// size with no chain, tree or HMAC: what the durable write alone costs. With one review
+// rule (review_rules.h) on the records' log, run by the kernel's script service after each
+// durable write: BM_AuditWriteOneRule and BM_AuditWriteBatchOneRule, against the two above
+// (no rule) in the same run.
 //   taskset -c 0 build/release/bench/trellis_audit_bench     # one core
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
@@ -18,7 +21,10 @@
 #include "runtime/plugin_manager.h"
 #include "runtime/system_grants.h"
 #include "services/calls/service_registry.h"
+#include "services/core/handle_table.h"
 #include "services/trace/trace_context.h"
+#include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/storage/kv_store.h"
 
 namespace {
@@ -36,18 +42,49 @@ std::string sampleRecord(int i) {
          R"({"team":"payments"},"email":"carol@example.com"}})";
 }
 
+// A review rule as an operator might write one: a window of counts per principal that
+// never reaches its threshold on the sample records, so it costs a call and raises nothing.
+constexpr const char* kRule = R"(
+local counts = {}
+function on_record(input)
+  local who = input.record.actor.name
+  counts[who] = (counts[who] or 0) + 1
+  if counts[who] > 1000000 then return {principal = who} end
+  return nil
+end)";
+
 struct AuditInProcess {
   std::filesystem::path dir;
   std::unique_ptr<storage::KvStore> kv;
   services::ServiceRegistry registry;
+  services::HandleTable handles;
+  metrics::MetricsRegistry metrics;
+  events::EventBus events{1024};
   std::unique_ptr<runtime::SystemGrants> grants;
   std::unique_ptr<runtime::PluginManager> manager;
   runtime::PluginInstance* sink = nullptr;
 
-  AuditInProcess() {
+  // With `rule`, one review rule on the records' log (acme), stored as the admin route
+  // stores it, before the plugin starts.
+  explicit AuditInProcess(bool rule = false) {
     char tmpl[] = "/tmp/trellis-audit-bench-XXXXXX";
     dir = mkdtemp(tmpl);
     kv = std::move(storage::openSqliteKvStore(dir / "kv")).value();
+    if (rule) {
+      std::string source = "\"";
+      for (char c : std::string(kRule)) {
+        if (c == '\n') {
+          source += "\\n";
+        } else if (c == '"') {
+          source += "\\\"";
+        } else {
+          source += c;
+        }
+      }
+      source += "\"";
+      const storage::Scope scope{std::string(storage::kSystemScopeTenant), "trellis/audit"};
+      (void)kv->put(scope, "rule/acme/bench", "{\"source\":" + source + "}", storage::kAbsent);
+    }
     config::PluginEntry audit;
     audit.id = "trellis/audit";
     audit.system = true;
@@ -55,8 +92,13 @@ struct AuditInProcess {
     audit.config_json =
         R"({"checkpoint_every":1000,"sensitive_fields":["email"],"purge_interval_s":0})";
     grants = std::make_unique<runtime::SystemGrants>(std::vector{audit});
-    manager = std::make_unique<runtime::PluginManager>(runtime::HostServices{
-        .kv = kv.get(), .service_registry = &registry, .system_grants = grants.get()});
+    manager = std::make_unique<runtime::PluginManager>(
+        runtime::HostServices{.kv = kv.get(),
+                              .events = &events,
+                              .metrics = &metrics,
+                              .handles = &handles,
+                              .service_registry = &registry,
+                              .system_grants = grants.get()});
     manager->startAll({TRELLIS_PLUGIN_DIR}, {audit});
     const auto view = manager->read();  // named: plugins() refers into the view
     for (const auto* p : view.plugins()) {
@@ -87,9 +129,15 @@ struct AuditInProcess {
   }
 };
 
+// Whether the plugin loaded the bench's rule (GET …/rules would say "active").
+bool ruleActive(AuditInProcess& audit) {
+  return audit.handles.size() == 1;
+}
+
 void BM_AuditWrite(benchmark::State& state) {
-  AuditInProcess audit;
+  AuditInProcess audit(state.range(0) == 1);
   if (!audit.sink) return state.SkipWithError("trellis/audit did not start");
+  if (state.range(0) == 1 && !ruleActive(audit)) return state.SkipWithError("no rule loaded");
   int i = 0;
   for (auto _ : state) {
     if (!audit.call("write", sampleRecord(++i))) return state.SkipWithError("write failed");
@@ -97,11 +145,13 @@ void BM_AuditWrite(benchmark::State& state) {
   state.counters["records/s"] =
       benchmark::Counter(static_cast<double>(i), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AuditWrite)->UseRealTime()->MinTime(2.0);
+// Argument: 0 without a rule, 1 with one review rule.
+BENCHMARK(BM_AuditWrite)->ArgName("rules")->Arg(0)->Arg(1)->UseRealTime()->MinTime(2.0);
 
 void BM_AuditWriteBatch(benchmark::State& state) {
-  AuditInProcess audit;
+  AuditInProcess audit(state.range(1) == 1);
   if (!audit.sink) return state.SkipWithError("trellis/audit did not start");
+  if (state.range(1) == 1 && !ruleActive(audit)) return state.SkipWithError("no rule loaded");
   const int per_call = static_cast<int>(state.range(0));
   int i = 0;
   for (auto _ : state) {
@@ -114,7 +164,14 @@ void BM_AuditWriteBatch(benchmark::State& state) {
   state.counters["records/s"] =
       benchmark::Counter(static_cast<double>(i), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AuditWriteBatch)->Arg(16)->Arg(256)->UseRealTime()->MinTime(2.0);
+// Arguments: records per call; 0 without a rule, 1 with one review rule.
+BENCHMARK(BM_AuditWriteBatch)
+    ->ArgNames({"per_call", "rules"})
+    ->Args({16, 0})
+    ->Args({256, 0})
+    ->Args({256, 1})
+    ->UseRealTime()
+    ->MinTime(2.0);
 
 // The peer: the durable write alone, the same bytes per block as BM_AuditWriteBatch/256
 // stores (a stored record line is about 650 bytes).

@@ -21,6 +21,7 @@
 #include "services/jobs/job_abi.h"
 #include "services/kv/kv_access.h"
 #include "services/kv/kv_async.h"
+#include "services/script/script_abi.h"
 #include "services/stream/stream_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
@@ -618,8 +619,10 @@ constexpr trellis_host_api kHostApi = {
     services::streamConnect,
     services::streamWrite,
     services::streamRead,
+    services::scriptLoad,
+    services::scriptCall,
 };
-static_assert(offsetof(trellis_host_api, stream_read) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, script_call) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

@@ -179,6 +179,12 @@ class PluginInstance {
   // plugin (plugins.enabled[].egress; unset = the manifest's rules alone). Set at load,
   // read-only afterwards.
   std::optional<std::vector<std::string>> operator_egress;
+  // The most a script this plugin loads (script_load) may use per call: the operator's
+  // `lua:` budget for the plugin (plugins.enabled[].lua; wall time: blocking_wall_ms).
+  // Set at load, read-only afterwards.
+  lua::Budget script_ceiling{.instructions = 10'000'000,
+                             .memory_bytes = 32 * 1024 * 1024,
+                             .wall_time = std::chrono::milliseconds(1000)};
 
  private:
   plugin::Manifest manifest_;

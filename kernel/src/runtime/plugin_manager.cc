@@ -315,6 +315,9 @@ Status PluginManager::loadPlugin(PluginInstance& inst, const config::PluginEntry
   if (Status s = checkScope(inst); !s) return s;
   if (Status s = verifyFiles(m, inst.dir()); !s) return s;
   inst.operator_egress = entry.egress;
+  inst.script_ceiling = lua::Budget{.instructions = entry.lua.instructions,
+                                    .memory_bytes = entry.lua.memory_bytes,
+                                    .wall_time = entry.lua.blocking_wall};
   if (Status s = loadCode(inst, *entry_file, entry); !s) return s;
   inst.state = PluginState::kLoaded;
   return Status::ok();

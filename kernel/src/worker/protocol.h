@@ -103,13 +103,17 @@ enum class CallOp : uint16_t {
   kStreamConnect,
   kStreamWrite,
   kStreamRead,
-  kLast = kStreamRead,
+  kScriptLoad,
+  kScriptCall,
+  kLast = kScriptCall,
 };
 
 // Wire values are fixed: a test fixture playing a hostile worker forges them.
 static_assert(static_cast<uint16_t>(CallOp::kStreamConnect) == 37 &&
               static_cast<uint16_t>(CallOp::kStreamWrite) == 38 &&
-              static_cast<uint16_t>(CallOp::kStreamRead) == 39);
+              static_cast<uint16_t>(CallOp::kStreamRead) == 39 &&
+              static_cast<uint16_t>(CallOp::kScriptLoad) == 40 &&
+              static_cast<uint16_t>(CallOp::kScriptCall) == 41);
 
 // Batched effect-only calls, replayed by the host in order before it serves the frame
 // that carries them.

@@ -19,19 +19,30 @@
 //   POST logs/{log}/purge                        (operator) purges what retention allows
 //   GET  logs/{log}/purged                       (auditor) purged.json of an evidence pack
 //   GET  logs/{log}/evidence                     (auditor) the evidence pack, a tar archive
+//   GET  logs/{log}/rules                        (auditor) the log's review rules, their state
+//   PUT  logs/{log}/rules/{name} {"source":"…"}  (operator) defines or replaces a rule
+//   DELETE logs/{log}/rules/{name}               (operator) deletes it
+//   POST logs/{log}/rules/dry-run {"source"|"rule","from_ms","to_ms"}
+//                                                (auditor) what a rule would have raised over
+//                                                stored records, raising nothing
 // Data plane (the calling tenant's log only): GET /audit/v1/records, /audit/v1/checkpoints,
 //   /audit/v1/proof/inclusion, /audit/v1/proof/consistency, /audit/v1/public-key,
 //   /audit/v1/retention, /audit/v1/purged.
 // With config "access", the usage stream's requests on the named tenants and routes become
-// "data.access" records in those tenants' logs. Its own durable jobs: `syslog-forward`
-// (config syslog_url) and `retention-purge` (every purge_interval_s, default a day).
+// "data.access" records in those tenants' logs. Review rules (review_rules.h) see every
+// record once it is durable and raise alerts as "review.alert" events. Its own durable jobs:
+// `syslog-forward` (config syslog_url) and `retention-purge` (every purge_interval_s, default a
+// day).
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
+
+#include <cstdint>
 
 #include "core/access_records.h"
 #include "core/export_formats.h"
 #include "core/retention.h"
 #include "core/whole_number.h"
+#include "review_rules.h"
 #include "sink.h"
 #include "syslog_forwarder.h"
 #include "trellis/plugin.hpp"
@@ -81,6 +92,8 @@ class AuditPlugin : public Plugin {
     syslog_hostname_ = std::string(ctx.config("syslog_hostname").value_or("-"));
     sink_ = std::make_unique<AuditSink>(options);
     if (Status s = sink_->load(ctx); !s) return s;
+    rules_ = std::make_unique<ReviewRules>(*sink_);
+    if (Status s = rules_->load(ctx); !s) return s;
     if (Status s = subscribeForAccess(ctx); !s) return s;
     if (Status s = forwardToSyslog(ctx); !s) return s;
     if (Status s = wholeNumber(ctx, "purge_interval_s", 0, 31'536'000, purge_interval_s_); !s) {
@@ -96,12 +109,17 @@ class AuditPlugin : public Plugin {
       if (!s) return s;
     }
 
+    // Rules review a record after it is durable, and never fail its write.
     Status s = ctx.provide("audit.v1", "write", [this](Context& c, std::string_view request) {
-      return sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
+      auto written = sink_->write(c, request, static_cast<int64_t>(c.nowUnixMs()));
+      if (written) rules_->review(c);
+      return written;
     });
     if (s) {
       s = ctx.provide("audit.v1", "write_batch", [this](Context& c, std::string_view request) {
-        return sink_->writeBatch(c, request, static_cast<int64_t>(c.nowUnixMs()));
+        auto written = sink_->writeBatch(c, request, static_cast<int64_t>(c.nowUnixMs()));
+        if (written) rules_->review(c);
+        return written;
       });
     }
     auto admin = [&](std::string_view method, std::string_view tail, std::string_view role,
@@ -192,6 +210,7 @@ class AuditPlugin : public Plugin {
             return r.json(200, (*cp)->toJson());
           });
     addRetentionRoutes(admin, data, adminLog);
+    addRuleRoutes(admin, adminLog);
     admin("POST", "hmac", "auditor", [this](Context& c, const Request& q, Response& r) {
       std::string tenant, value;
       try {
@@ -339,6 +358,79 @@ class AuditPlugin : public Plugin {
     });
   }
 
+  // Review rules: defined and dry-run on the admin plane, per log.
+  template <typename AddAdmin, typename LogOf>
+  void addRuleRoutes(AddAdmin& admin, const LogOf& adminLog) {
+    auto ruleLog = [adminLog](const Request& q) { return logName(adminLog(q)); };
+    admin("GET", "logs/{log}/rules", "auditor",
+          [this, ruleLog](Context&, const Request& q, Response& r) {
+            return r.json(200, rules_->listJson(ruleLog(q)));
+          });
+    admin("PUT", "logs/{log}/rules/{name}", "operator",
+          [this, ruleLog](Context& c, const Request& q, Response& r) {
+            auto source = bodyMember(q, "source");
+            if (!source)
+              return r.problem(400, "the body is {\"source\": \"<Lua defining on_record>\"}");
+            auto out = rules_->put(c, ruleLog(q), q.pathParam("name").value_or(""), *source,
+                                   static_cast<int64_t>(c.nowUnixMs()));
+            rules_->review(c);  // the change's own record
+            if (!out) return problemFrom(r, out.status());
+            return r.json(200, *out);
+          });
+    admin("DELETE", "logs/{log}/rules/{name}", "operator",
+          [this, ruleLog](Context& c, const Request& q, Response& r) {
+            Status s = rules_->remove(c, ruleLog(q), q.pathParam("name").value_or(""),
+                                      static_cast<int64_t>(c.nowUnixMs()));
+            rules_->review(c);
+            if (!s) return problemFrom(r, s);
+            return r.status(204);
+          });
+    admin("POST", "logs/{log}/rules/dry-run", "auditor",
+          [this, ruleLog](Context& c, const Request& q, Response& r) {
+            constexpr std::string_view kShape =
+                "the body is {\"source\": \"<Lua>\"} or {\"rule\": \"<name>\"}, with optional "
+                "\"from_ms\" and \"to_ms\" (Unix milliseconds)";
+            const std::string log = ruleLog(q);
+            std::string source;
+            int64_t from_ms = 0, to_ms = INT64_MAX;
+            try {
+              auto o = Poco::JSON::Parser()
+                           .parse(std::string(q.body()))
+                           .extract<Poco::JSON::Object::Ptr>();
+              if (o->has("source")) {
+                source = o->getValue<std::string>("source");
+              } else if (o->has("rule")) {
+                auto stored = storedSource(log, o->getValue<std::string>("rule"));
+                if (!stored) return problemFrom(r, stored.status());
+                source = *stored;
+              } else {
+                return r.problem(400, std::string(kShape));
+              }
+              from_ms = o->optValue<int64_t>("from_ms", 0);
+              to_ms = o->optValue<int64_t>("to_ms", INT64_MAX);
+            } catch (const Poco::Exception&) {
+              return r.problem(400, std::string(kShape));
+            } catch (const std::exception&) {
+              return r.problem(400, std::string(kShape));
+            }
+            auto out = rules_->dryRun(c, log, source, from_ms, to_ms);
+            if (!out) return problemFrom(r, out.status());
+            return r.json(200, *out);
+          });
+  }
+
+  // The source of a stored rule, for a dry run of it.
+  Result<std::string> storedSource(const std::string& log, const std::string& name) const {
+    auto list =
+        Poco::JSON::Parser().parse(rules_->listJson(log)).extract<Poco::JSON::Object::Ptr>();
+    auto rules = list->getArray("rules");
+    for (size_t i = 0; i < rules->size(); ++i) {
+      auto rule = rules->getObject(static_cast<unsigned>(i));
+      if (rule->getValue<std::string>("name") == name) return rule->getValue<std::string>("source");
+    }
+    return Status::notFound("log " + log + " has no review rule " + name);
+  }
+
   // A string member of the request's JSON body, if the body is an object that has it.
   static std::optional<std::string> bodyMember(const Request& q, const std::string& name) {
     try {
@@ -388,6 +480,7 @@ class AuditPlugin : public Plugin {
     if (!selected.empty()) {
       auto written = sink_->writeBatch(ctx, selected, static_cast<int64_t>(ctx.nowUnixMs()));
       if (!written) return written.status();  // delivered again later
+      rules_->review(ctx);
     }
     return ctx.ackUsage(cursor);
   }
@@ -463,6 +556,7 @@ class AuditPlugin : public Plugin {
 
   AccessRules access_;
   std::unique_ptr<AuditSink> sink_;
+  std::unique_ptr<ReviewRules> rules_;
   std::string syslog_hostname_;  // HOSTNAME of syslog exports (config syslog_hostname; "-")
   std::optional<SyslogForwarder> forwarder_;  // config syslog_url
   uint64_t forward_interval_s_ = 5;

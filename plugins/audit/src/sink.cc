@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <utility>
 
 #include "core/canonical_json.h"
 #include "core/hash.h"
@@ -198,6 +199,7 @@ Result<uint64_t> AuditSink::append(const Context& ctx, const IncomingRecord& in,
   const uint64_t seq = log.size() + 1;
   auto put = ctx.kv().put(recordKey(in.tenant, seq), line, TRELLIS_KV_ABSENT);
   if (!put) return Status::unavailable("record not stored: " + put.status().message());
+  if (observe_.load(std::memory_order_relaxed)) appended_.push_back({in.tenant, line});
   log.commit(std::move(line));
   if (Status s = maybeCheckpoint(ctx, log, now_ms, false); !s) {
     // The record is stored; the checkpoint comes with the next record or read.
@@ -238,9 +240,11 @@ Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
   TenantLog& log = logOf(tenant);
   // Lines are chained in memory as they are made, and stored a block at a time (one
   // durable write per block); a block that is not stored is rolled back, with what follows.
+  const bool observing = observe_.load(std::memory_order_relaxed);
   size_t next = 0;
   while (next < records.size()) {
     const uint64_t first = log.size() + 1;
+    const size_t block_start = next;
     std::string block;
     for (; next < records.size() && block.size() < kBlockBytes; ++next) {
       std::string line = log.prepare(records[next], now_ms, *key, options_.sensitive);
@@ -253,6 +257,11 @@ Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
       log.rollback(first - 1);
       return Status::unavailable("records " + std::to_string(first) + ".. of log " +
                                  logName(tenant) + " not stored: " + put.status().message());
+    }
+    if (observing) {
+      for (size_t i = block_start; i < next; ++i) {
+        appended_.push_back({std::string(tenant), log.line(first - 1 + (i - block_start))});
+      }
     }
   }
   if (Status s = maybeCheckpoint(ctx, log, now_ms, false); !s) {
@@ -291,10 +300,29 @@ Status AuditSink::loadRecords(const Kv& kv) {
   return Status::ok();
 }
 
+Result<uint64_t> AuditSink::recordOwn(const Context& ctx, std::string_view tenant,
+                                      std::string_view type, std::string_view action,
+                                      std::string parameters_json, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  return appendOwn(ctx, tenant, action, std::move(parameters_json), now_ms, type);
+}
+
+std::vector<AuditSink::Appended> AuditSink::takeAppended() {
+  std::lock_guard lock(mu_);
+  return std::exchange(appended_, {});
+}
+
+bool AuditSink::hasAppended() const {
+  std::lock_guard lock(mu_);
+  return !appended_.empty();
+}
+
 Result<uint64_t> AuditSink::appendOwn(const Context& ctx, std::string_view tenant,
                                       std::string_view action, std::string parameters_json,
-                                      int64_t now_ms) {
-  std::string json = "{\"type\":\"audit.retention\",\"action\":";
+                                      int64_t now_ms, std::string_view type) {
+  std::string json = "{\"type\":";
+  appendJsonString(json, type);
+  json += ",\"action\":";
   appendJsonString(json, action);
   json += ",\"tenant\":";
   appendJsonString(json, tenant);

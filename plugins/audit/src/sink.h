@@ -18,6 +18,7 @@
 //   Status s = sink.write(ctx, record_json, now_ms);    // OK only once the line is stored
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -107,6 +108,22 @@ class AuditSink {
   // under the lock so that records, checkpoints and proofs agree.
   std::string evidencePack(std::string_view tenant, int64_t now_ms) const;
 
+  // A record of the plugin's own about `tenant`'s log (rule changes): type, action and
+  // parameters (a JSON object), the actor the ctx's principal. Returns its seq.
+  Result<uint64_t> recordOwn(const Context& ctx, std::string_view tenant, std::string_view type,
+                             std::string_view action, std::string parameters_json, int64_t now_ms);
+
+  // Review rules (review_rules.h) see each record once it is durable: while observing,
+  // every line stored waits here until takeAppended() hands it over, in log order. Off,
+  // appends copy nothing.
+  struct Appended {
+    std::string tenant;
+    std::string line;
+  };
+  void observe(bool on) { observe_.store(on, std::memory_order_relaxed); }
+  std::vector<Appended> takeAppended();
+  bool hasAppended() const;
+
  private:
   TenantLog& logOf(std::string_view tenant);
   const TenantLog* findLog(std::string_view tenant) const;
@@ -116,7 +133,8 @@ class AuditSink {
   Result<uint64_t> append(const Context& ctx, const IncomingRecord& in, int64_t now_ms);
   // A record of the plugin's own about `tenant`'s log (retention changes, purges).
   Result<uint64_t> appendOwn(const Context& ctx, std::string_view tenant, std::string_view action,
-                             std::string parameters_json, int64_t now_ms);
+                             std::string parameters_json, int64_t now_ms,
+                             std::string_view type = "audit.retention");
   RetentionPolicy policyOf(std::string_view tenant) const;
   Status storePolicy(const Context& ctx, std::string_view tenant, const RetentionPolicy& p);
   // load(): the purged prefixes, before the records that follow them.
@@ -144,6 +162,8 @@ class AuditSink {
   std::map<std::string, RetentionPolicy, std::less<>> policies_;  // logs with their own
   bool mirror_failing_ = false;  // warn once per outage, not once per record
   std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored
+  std::atomic<bool> observe_{false};
+  std::vector<Appended> appended_;  // guarded by mu_; filled only while observing
 };
 
 }  // namespace trellis::audit

@@ -4,8 +4,8 @@
  * 1.0: the original table. 1.1: ctx_principal, tenant self-service (tenant_info,
  * tenant_key*) and last_error. 1.2: platform services — handles, trace context,
  * inter-plugin services, jobs and timers, egress HTTP and streams (TCP/TLS), blob storage,
- * system plugins (audit, admin routes, usage stream) and asynchronous KV writes
- * (kv_put_async).
+ * system plugins (audit, admin routes, usage stream), asynchronous KV writes
+ * (kv_put_async) and Lua scripts in the kernel's sandbox (script_load, script_call).
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -253,6 +253,17 @@ typedef struct trellis_stream_options {
   uint32_t connect_timeout_ms; /* 0 = host default 5000: resolve + TCP + TLS handshake */
   uint32_t io_timeout_ms;      /* 0 = host default 10000: each stream_write / stream_read */
 } trellis_stream_options;
+
+/* Options for host->script_load. BORROWED for the call; may be NULL (every default).
+ * Fields may be appended; set struct_size = sizeof(trellis_script_options). A budget of 0
+ * means the host default; every budget is capped by the operator's for this plugin. */
+typedef struct trellis_script_options {
+  uint32_t struct_size;
+  trellis_str name;          /* the chunk name in messages ("rule.lua"); "" = "script" */
+  uint64_t max_instructions; /* VM instructions per call (default 1,000,000) */
+  uint64_t max_memory_bytes; /* the script's whole state (default 8 MiB) */
+  uint32_t max_wall_ms;      /* per call (default 50 ms) */
+} trellis_script_options;
 
 /* ---------------------------------------------------------------------------------------
  * System plugins: the usage stream
@@ -625,8 +636,9 @@ typedef struct trellis_host_api {
    * refused the destination; TIMEOUT past connect_timeout; UNAVAILABLE for a refused
    * connection or a failed handshake (the certificate problem named). A connect counts as
    * one request against the tenant's egress_requests_per_second, and bytes written and
-   * read count against egress_bytes_per_day. One call at a time per stream. Not offered to
-   * plugins in a worker process (isolation: process): NULL there. Check
+   * read count against egress_bytes_per_day. One call at a time per stream. In a worker
+   * process (isolation: process) the stream lives in trellisd and its bytes cross the
+   * boundary in pieces; the handle is the opening worker's alone. Check
    * TRELLIS_HOST_HAS(host, stream_connect) first. */
   trellis_status (*stream_connect)(const trellis_ctx* ctx, const trellis_stream_options* options,
                                    trellis_handle* stream);
@@ -639,6 +651,34 @@ typedef struct trellis_host_api {
    * TIMEOUT if nothing came in time (the stream stays usable). */
   trellis_status (*stream_read)(const trellis_ctx* ctx, trellis_handle stream, char* buf,
                                 size_t cap, size_t* len);
+
+  /* -- scripts: Lua in the kernel's sandbox (capability "script") -------------------- */
+  /* Compiles `source` (Lua 5.4 text, at most 1 MiB; never a binary chunk) in a sandboxed,
+   * metered Lua state of its own and runs its top level; `*script` is a handle that
+   * handle_close releases (or the host, when the plugin stops). The state is the kernel's
+   * policy sandbox: no io, os, debug, package, require, load of binary chunks; the global
+   * table `json` offers encode, decode and array. Top-level locals and globals persist
+   * from call to call of the same handle, so a script may keep a small state (a window of
+   * counts), bounded by its memory budget. `options` may be NULL (defaults); its budget
+   * fields are capped by the operator's (plugins.enabled[].lua), so a plugin can lower
+   * its scripts' budgets but never raise them. INVALID, with the script's own message
+   * ("rule.lua:3: unexpected symbol near 'x'"), for a syntax error or an error of the top
+   * level; QUOTA_EXCEEDED past the instruction or memory budget; TIMEOUT past the wall
+   * time. A handle belongs to the plugin and the tenant of the ctx that loaded it (in a
+   * worker process: to that worker). Check TRELLIS_HOST_HAS(host, script_load) first. */
+  trellis_status (*script_load)(const trellis_ctx* ctx, trellis_str source,
+                                const trellis_script_options* options, trellis_handle* script);
+  /* Calls the global function `function` of a loaded script with one argument, the JSON
+   * value `input_json` decoded (null is nil), under the script's budget; on OK
+   * `*output_json` is its first result JSON-encoded ("null" for none), OWNED by the
+   * plugin (buf_free it). Input and output are at most 1 MiB each. NOT_FOUND if the
+   * script defines no such function; INVALID for input that is not JSON, or with the
+   * script's message when it raised an error or returned something JSON cannot hold;
+   * QUOTA_EXCEEDED / TIMEOUT past its budget (the message names the budget). A failed
+   * call leaves the script usable. Calls on one handle run one at a time. Any thread with
+   * a live ctx of the loading plugin and tenant may call it. */
+  trellis_status (*script_call)(const trellis_ctx* ctx, trellis_handle script, trellis_str function,
+                                trellis_str input_json, trellis_buf* output_json);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

@@ -470,6 +470,62 @@ class Stream {
   Handle handle_;
 };
 
+// ABI 1.2 scripts (capability "script"): Lua source run by the kernel in its sandbox,
+// each call under a budget the kernel bounds. Top-level locals persist between calls of
+// one Script. Like every handle it belongs to this plugin and tenant: release() the id to
+// keep it past the callback and adopt it later with Script(host, ctx, id).
+//   auto rule = ctx.loadScript("function check(r) return r.n > 5 end", {.name = "rule.lua"});
+//   auto verdict = rule->call("check", R"({"n": 7})");   // "true"
+//   // errors: INVALID (the script's message), NOT_FOUND, QUOTA_EXCEEDED, TIMEOUT
+namespace detail {
+inline Result<std::string> callScript(const trellis_host_api* host, const trellis_ctx* ctx,
+                                      trellis_handle script, std::string_view function,
+                                      std::string_view input_json) {
+  if (!TRELLIS_HOST_HAS(host, script_call)) {
+    return Status::unimplemented("the host does not offer script_call (needs ABI 1.2)");
+  }
+  trellis_buf out{nullptr, 0};
+  trellis_status s = host->script_call(ctx, script, toStr(function), toStr(input_json), &out);
+  if (s != TRELLIS_OK) {
+    host->buf_free(&out);
+    return fromC(host, ctx, s, "script call failed");
+  }
+  std::string result(out.ptr ? out.ptr : "", out.len);
+  host->buf_free(&out);
+  return result;
+}
+}  // namespace detail
+
+struct ScriptOptions {
+  std::string name;               // in messages ("rule.lua:3: ..."); "" = "script"
+  uint64_t max_instructions = 0;  // 0: host default (1,000,000 per call)
+  uint64_t max_memory_bytes = 0;  // 0: host default (8 MiB, the whole state)
+  uint32_t max_wall_ms = 0;       // 0: host default (50 ms per call)
+};
+
+class Script {
+ public:
+  Script(const trellis_host_api* host, const trellis_ctx* ctx, trellis_handle h)
+      : host_(host), ctx_(ctx), handle_(host, ctx, h) {}
+  Script(Script&&) noexcept = default;
+  Script& operator=(Script&&) noexcept = default;
+
+  // Calls global `function` with the JSON value `input_json`; its result as JSON.
+  Result<std::string> call(std::string_view function, std::string_view input_json) const {
+    return detail::callScript(host_, ctx_, handle_.id(), function, input_json);
+  }
+  trellis_handle id() const { return handle_.id(); }
+  // Gives up ownership without closing; returns the id.
+  trellis_handle release() { return handle_.release(); }
+  // Closes now.
+  void close() { handle_.reset(); }
+
+ private:
+  const trellis_host_api* host_;
+  const trellis_ctx* ctx_;
+  Handle handle_;
+};
+
 // ABI 1.2: a job to schedule for the calling tenant (see trellis_job_spec).
 //   ctx.schedule(trellis::Job::cron("nightly-backup", "0 3 * * *").durable());
 struct Job {
@@ -730,6 +786,34 @@ class Context {
     trellis_status s = host_->stream_connect(ctx_, &opts, &h);
     if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "stream connect failed");
     return Stream(host_, ctx_, h);
+  }
+
+  // ABI 1.2: compiles `source` in the kernel's Lua sandbox and runs its top level
+  // (capability "script"); INVALID with the script's message for a syntax error.
+  Result<Script> loadScript(std::string_view source, const ScriptOptions& o = {}) const {
+    if (!TRELLIS_HOST_HAS(host_, script_load)) return unavailableSlot("script_load", "1.2");
+    trellis_script_options opts{};
+    opts.struct_size = sizeof(opts);
+    opts.name = toStr(o.name);
+    opts.max_instructions = o.max_instructions;
+    opts.max_memory_bytes = o.max_memory_bytes;
+    opts.max_wall_ms = o.max_wall_ms;
+    trellis_handle h = TRELLIS_HANDLE_NONE;
+    trellis_status s = host_->script_load(ctx_, toStr(source), &opts, &h);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "script load failed");
+    return Script(host_, ctx_, h);
+  }
+
+  // A script kept by its id past the callback that loaded it (Script::release()), called
+  // under this ctx, which must be of the same tenant.
+  Result<std::string> callScript(trellis_handle script, std::string_view function,
+                                 std::string_view input_json) const {
+    return detail::callScript(host_, ctx_, script, function, input_json);
+  }
+  // Releases a handle kept by its id (see Handle::release()).
+  Status closeHandle(trellis_handle h) const {
+    if (!TRELLIS_HOST_HAS(host_, handle_close)) return unavailableSlot("handle_close", "1.2");
+    return detail::fromC(host_, ctx_, host_->handle_close(ctx_, h), "handle close failed");
   }
 
   const trellis_host_api* host() const { return host_; }

@@ -24,7 +24,7 @@
 namespace trellis::kernel::services {
 
 // What a handle refers to; a handle of one kind is INVALID where another is expected.
-enum class HandleKind : uint8_t { kHttpResponse = 1, kBlobWriter, kBlobReader, kStream };
+enum class HandleKind : uint8_t { kHttpResponse = 1, kBlobWriter, kBlobReader, kStream, kScript };
 
 // Base of every object behind a handle; its destructor releases what it holds (an aborted
 // blob write removes its temp file, an HTTP response returns its connection, a stream

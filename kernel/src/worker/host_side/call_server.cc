@@ -35,17 +35,39 @@ void takeBuf(FrameWriter& out, trellis_buf& buf) {
 // A worker uses only the egress streams it opened itself. A stream of the same plugin and
 // tenant opened by another worker (a dedicated one, or the one before a restart) is
 // answered as the handle table answers a handle that is not the caller's.
-bool foreignStream(const Invocation& inv, trellis_ctx* ctx, uint64_t handle) {
+// Streams and scripts are adopted by the worker process that opened them: another worker,
+// even of the same plugin and tenant, must not use them.
+bool foreignHandle(const Invocation& inv, trellis_ctx* ctx, uint64_t handle,
+                   services::HandleKind kind) {
   if (inv.proc && inv.proc->holds(handle)) return false;
   services::HandleTable* handles = ctx->plugin->services().handles;
   if (!handles) return false;
-  return static_cast<bool>(handles->get<services::HandleObject>(
-      services::ownerOf(ctx), services::HandleKind::kStream, handle));
+  return static_cast<bool>(
+      handles->get<services::HandleObject>(services::ownerOf(ctx), kind, handle));
 }
 
-trellis_status refuseForeign(trellis_ctx* ctx, uint64_t handle) {
-  return services::fail(ctx, Status::invalid("handle " + std::to_string(handle) +
-                                             " is not a stream this worker opened"));
+bool foreignStream(const Invocation& inv, trellis_ctx* ctx, uint64_t handle) {
+  return foreignHandle(inv, ctx, handle, services::HandleKind::kStream);
+}
+
+trellis_status refuseForeign(trellis_ctx* ctx, uint64_t handle, const char* what = "a stream") {
+  return services::fail(ctx, Status::invalid("handle " + std::to_string(handle) + " is not " +
+                                             what + " this worker opened"));
+}
+
+// Hands a handle the host just opened for this worker to its process (closed when the
+// worker ends); false, with the handle closed and the refusal recorded, if it already has.
+bool adoptHandle(const Invocation& inv, trellis_ctx* ctx, uint64_t h, const char* call) {
+  services::HandleTable* handles = ctx->plugin->services().handles;
+  const void* plugin = ctx->plugin;
+  std::string tenant(services::ownerOf(ctx).tenant);
+  auto close = [handles, plugin, tenant, h] {
+    if (handles) (void)handles->close({plugin, tenant}, h);
+  };
+  if (inv.proc && inv.proc->adopt(h, close)) return true;
+  close();  // the worker died meanwhile: nobody is left to use or close it
+  services::fail(ctx, Status::unavailable(std::string("the worker ended during ") + call));
+  return false;
 }
 
 struct Listing {
@@ -270,6 +292,10 @@ bool serveCall(Invocation& inv, const Frame& call, FrameWriter& reply) {
         s = refuseForeign(ctx, h);
         break;
       }
+      if (foreignHandle(inv, ctx, h, services::HandleKind::kScript)) {
+        s = refuseForeign(ctx, h, "a script");
+        break;
+      }
       s = api->handle_close(ctx, h);
       if (s == TRELLIS_OK && inv.proc) inv.proc->forget(h);
       break;
@@ -286,18 +312,52 @@ bool serveCall(Invocation& inv, const Frame& call, FrameWriter& reply) {
       trellis_handle h = 0;
       s = api->stream_connect(ctx, &options, &h);
       if (s != TRELLIS_OK) break;
-      services::HandleTable* handles = ctx->plugin->services().handles;
-      const void* plugin = ctx->plugin;
-      std::string tenant(services::ownerOf(ctx).tenant);
-      auto close = [handles, plugin, tenant, h] {
-        if (handles) (void)handles->close({plugin, tenant}, h);
-      };
-      if (!inv.proc || !inv.proc->adopt(h, close)) {
-        close();  // the worker died meanwhile: nobody is left to use or close it
-        s = services::fail(ctx, Status::unavailable("the worker ended during stream_connect"));
+      if (!adoptHandle(inv, ctx, h, "stream_connect")) {
+        s = TRELLIS_UNAVAILABLE;
         break;
       }
       out.u64(h);
+      break;
+    }
+    case CallOp::kScriptLoad: {
+      std::string_view source = r.str();
+      const bool has_options = r.u8() != 0;
+      trellis_script_options options{};
+      if (has_options) {
+        options.struct_size = r.u32();
+        options.name = str(r.str());
+        options.max_instructions = r.u64();
+        options.max_memory_bytes = r.u64();
+        options.max_wall_ms = r.u32();
+      }
+      if (!r.ok()) return false;
+      // The plugin's own struct_size, as the host would have seen it in process.
+      options.struct_size = std::min<uint32_t>(options.struct_size, sizeof options);
+      trellis_handle h = 0;
+      s = api->script_load(ctx, str(source), has_options ? &options : nullptr, &h);
+      if (s != TRELLIS_OK) break;
+      if (!adoptHandle(inv, ctx, h, "script_load")) {
+        s = TRELLIS_UNAVAILABLE;
+        break;
+      }
+      out.u64(h);
+      break;
+    }
+    case CallOp::kScriptCall: {
+      uint64_t h = r.u64();
+      std::string_view function = r.str(), input = r.str();
+      if (!r.ok()) return false;
+      if (foreignHandle(inv, ctx, h, services::HandleKind::kScript)) {
+        s = refuseForeign(ctx, h, "a script");
+        break;
+      }
+      trellis_buf buf{};
+      s = api->script_call(ctx, h, str(function), str(input), &buf);
+      if (s == TRELLIS_OK) {
+        takeBuf(out, buf);
+      } else {
+        api->buf_free(&buf);
+      }
       break;
     }
     case CallOp::kStreamWrite: {

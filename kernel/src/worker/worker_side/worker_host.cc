@@ -976,6 +976,48 @@ trellis_status streamRead(const trellis_ctx* c, trellis_handle stream, char* buf
   return s;
 }
 
+// Scripts live in the host, like streams: the sandboxed state, its budget and its
+// watchdog are trellisd's, and the handle is adopted by this worker process.
+trellis_status scriptLoad(const trellis_ctx* c, trellis_str source,
+                          const trellis_script_options* options, trellis_handle* script) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (!script)
+    return failLocal(ctx, TRELLIS_INVALID, "script_load needs somewhere to put the handle");
+  if (source.len > 0 && !source.ptr) {
+    return failLocal(ctx, TRELLIS_INVALID, "script_load: source is NULL");
+  }
+  FrameWriter w;
+  w.str(view(source)).u8(options ? 1 : 0);
+  if (options) {
+    // A name the plugin's struct does not cover is absent, as the host would see it.
+    if (options->struct_size < offsetof(trellis_script_options, name) + sizeof(trellis_str)) {
+      return failLocal(ctx, TRELLIS_INVALID, "script options: struct_size is too small");
+    }
+    trellis_script_options o = sized(options);
+    if (o.name.len > 0 && !o.name.ptr) {
+      return failLocal(ctx, TRELLIS_INVALID, "script options: name is NULL");
+    }
+    w.u32(options->struct_size).str(view(o.name)).u64(o.max_instructions);
+    w.u64(o.max_memory_bytes).u32(o.max_wall_ms);
+  }
+  return callU64(c, CallOp::kScriptLoad, w, script);
+}
+
+trellis_status scriptCall(const trellis_ctx* c, trellis_handle script, trellis_str function,
+                          trellis_str input_json, trellis_buf* output_json) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (!output_json) return failLocal(ctx, TRELLIS_INVALID, "script_call needs output_json");
+  *output_json = trellis_buf{nullptr, 0};
+  if ((function.len > 0 && !function.ptr) || (input_json.len > 0 && !input_json.ptr)) {
+    return failLocal(ctx, TRELLIS_INVALID, "script_call: function or input is NULL");
+  }
+  FrameWriter w;
+  w.u64(script).str(view(function)).str(view(input_json));
+  return callBuf(c, CallOp::kScriptCall, w, output_json);
+}
+
 constexpr trellis_host_api kWorkerApi = {
     sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
     ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
@@ -991,10 +1033,13 @@ constexpr trellis_host_api kWorkerApi = {
     streamConnect,  // stream_connect
     streamWrite,    // stream_write
     streamRead,     // stream_read
+    // Scripts: CALLs the host serves; the Lua states stay in the host.
+    scriptLoad,  // script_load
+    scriptCall,  // script_call
 };
 // Every slot is listed: a new slot in plugin.h must be added here too (NULL if a worker
 // cannot offer it).
-static_assert(offsetof(trellis_host_api, stream_read) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, script_call) + sizeof(void*) == sizeof(trellis_host_api),
               "the worker's host table must list every slot of trellis_host_api");
 
 // Reads the ctx block every INVOKE starts with (after its callback index).
