@@ -737,7 +737,7 @@ Result<PluginManager::Activation> PluginManager::deactivate(const std::string& i
   }
   auto table = routeTableOf(rest);
   if (!table) return table.status();
-  Activation result{"", p->manifest().version.toString(), true, false};
+  Activation result{"", p->manifest().version.toString(), true, false, "", isolationName(*p)};
   result.drained = swapAndDrain(routes, std::move(*table), drain);
   std::unique_ptr<PluginInstance> gone;
   {
