@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/internal/kv_overlay.h"
 #include "support/test_support.h"
 
 namespace trellis::kernel::storage::internal {
@@ -199,6 +200,50 @@ TEST_F(KvRedoLogTest, RemoveAllLeavesNoFileBehind) {
   }
   ASSERT_TRUE(KvRedoLog::removeAll(db_));
   EXPECT_TRUE(std::filesystem::is_empty(dir_.path()));
+}
+
+TEST(KvOverlayTest, TheNewestChangePerKeyWinsAndRemovalsAreKept) {
+  KvOverlay o;
+  o.publish(std::vector<KvChange>{put("a", "1", 1), put("b", "1", 1)});
+  o.publish(std::vector<KvChange>{put("a", "2", 2), removal("b")});
+  EXPECT_EQ(o.find("trellis/hello", "a")->value, "2");
+  EXPECT_EQ(o.find("trellis/hello", "a")->version, 2u);
+  ASSERT_TRUE(o.find("trellis/hello", "b"));
+  EXPECT_FALSE(o.find("trellis/hello", "b")->value) << "a removal hides what SQLite has";
+  EXPECT_FALSE(o.find("trellis/other", "a")) << "plugins are apart";
+  EXPECT_EQ(o.size(), 2u);
+}
+
+TEST(KvOverlayTest, RangesFollowPrefixBoundsAndStartAfterInByteOrder) {
+  KvOverlay o;
+  o.publish(std::vector<KvChange>{put("p/a", "1", 1),
+                                  put("p/b", "1", 1),
+                                  put("p/\xff", "1", 1),
+                                  put("q", "1", 1),
+                                  {"trellis/other", "p/c", "1", 1}});
+  auto keys = [](const auto& entries) {
+    std::vector<std::string> out;
+    for (const auto& [k, e] : entries) out.push_back(k);
+    return out;
+  };
+  EXPECT_EQ(keys(o.range("trellis/hello", "p/", std::string("p0"), "")),
+            (std::vector<std::string>{"p/a", "p/b", "p/\xff"}));
+  EXPECT_EQ(keys(o.range("trellis/hello", "p/", std::string("p0"), "p/a")),
+            (std::vector<std::string>{"p/b", "p/\xff"}));
+  EXPECT_EQ(keys(o.range("trellis/hello", "", std::nullopt, "p/b")),
+            (std::vector<std::string>{"p/\xff", "q"}));
+}
+
+TEST(KvOverlayTest, ForgettingASnapshotKeepsWhatChangedSinceIt) {
+  KvOverlay o;
+  o.publish(std::vector<KvChange>{put("a", "1", 1), put("b", "1", 1)});
+  const auto snap = o.snapshot();
+  ASSERT_EQ(snap.changes.size(), 2u);
+  o.publish(std::vector<KvChange>{put("a", "2", 2)});  // written while the snapshot applied
+  o.forget(snap);
+  EXPECT_EQ(o.size(), 1u);
+  EXPECT_EQ(o.find("trellis/hello", "a")->value, "2");
+  EXPECT_FALSE(o.find("trellis/hello", "b"));
 }
 
 }  // namespace
