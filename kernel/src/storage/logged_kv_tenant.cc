@@ -83,7 +83,8 @@ LoggedKvTenant::~LoggedKvTenant() {
 
 Result<std::shared_ptr<LoggedKvTenant>> LoggedKvTenant::open(const std::filesystem::path& db_file,
                                                              bool create,
-                                                             const SqliteDatabase::Schema& schema) {
+                                                             const SqliteDatabase::Schema& schema,
+                                                             std::function<void()> before_append) {
   auto db = SqliteDatabase::open(db_file, {.create = create}, schema);
   if (!db) return db.status();
   auto opened = KvRedoLog::open(db_file);
@@ -102,6 +103,7 @@ Result<std::shared_ptr<LoggedKvTenant>> LoggedKvTenant::open(const std::filesyst
   }
   opened->log->dropThrough(opened->last_replayed_segment);
   t->log_ = std::move(opened->log);
+  t->before_append_ = std::move(before_append);
   long long used = 0;
   Status s = t->db_->read([&](SqliteConnection& c) {
     auto q = c.statements.use("SELECT bytes FROM usage");
@@ -267,6 +269,7 @@ void LoggedKvTenant::runBatch(std::span<GroupCommit::Write* const> batch) {
     return;
   }
   if (pending_.empty()) return;
+  if (before_append_) before_append_();
   std::lock_guard lock(log_mu_);
   if (Status s = log_->append(pending_); !s) {
     for (GroupCommit::Write* w : batch) {

@@ -102,8 +102,10 @@ Status namedFailure(Status s, const char* op, const std::string& tenant) {
 
 class SqliteKvStore final : public KvStore {
  public:
-  explicit SqliteKvStore(std::filesystem::path dir)
-      : dir_(std::move(dir)), applier_([this](std::stop_token stop) { applyWhenIdle(stop); }) {}
+  SqliteKvStore(std::filesystem::path dir, SqliteKvOptions options)
+      : dir_(std::move(dir)),
+        options_(std::move(options)),
+        applier_([this](std::stop_token stop) { applyWhenIdle(stop); }) {}
 
   ~SqliteKvStore() override {
     applier_.request_stop();
@@ -259,7 +261,12 @@ class SqliteKvStore final : public KvStore {
     }
     std::lock_guard lock(mu_);
     if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
-    auto kv = LoggedKvTenant::open(dir_ / (tenant + ".db"), create, createSchema);
+    std::function<void()> before_append;
+    if (options_.before_log_append) {
+      before_append = [hook = options_.before_log_append, tenant] { hook(tenant); };
+    }
+    auto kv = LoggedKvTenant::open(dir_ / (tenant + ".db"), create, createSchema,
+                                   std::move(before_append));
     if (!kv && kv.status().code() == StatusCode::kNotFound) return std::shared_ptr<TenantDb>();
     if (!kv) {
       return Status::unavailable("cannot open storage for tenant \"" + tenant +
@@ -298,6 +305,7 @@ class SqliteKvStore final : public KvStore {
   static constexpr std::chrono::milliseconds kIdleCheck{100};
 
   const std::filesystem::path dir_;
+  const SqliteKvOptions options_;
   mutable std::shared_mutex mu_;  // guards dbs_ (not the databases inside)
   // Shared: an operation that found a database keeps its entry alive even if
   // removeTenant() drops it meanwhile.
@@ -307,7 +315,8 @@ class SqliteKvStore final : public KvStore {
 
 }  // namespace
 
-Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir) {
+Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir,
+                                                   SqliteKvOptions options) {
   if (dir.empty()) return Status::invalid("storage directory is empty");
   if (dir.string().find('"') != std::string::npos) {
     return Status::invalid("storage directory must not contain '\"': " + dir.string());
@@ -320,7 +329,7 @@ Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& 
     return Status::unavailable("cannot create storage directory " + dir.string() + ": " +
                                (ec ? ec.message() : std::string("not a directory")));
   }
-  return std::unique_ptr<KvStore>(std::make_unique<SqliteKvStore>(dir));
+  return std::unique_ptr<KvStore>(std::make_unique<SqliteKvStore>(dir, std::move(options)));
 }
 
 }  // namespace trellis::kernel::storage

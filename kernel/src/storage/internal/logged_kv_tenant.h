@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,9 +39,11 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
  public:
   // Opens (or with `create`, creates) the tenant's database and log and replays the log.
   // NOT_FOUND without `create` when there is no database; UNAVAILABLE names the file.
+  // `before_append`, if set, runs on the leader before each append (SqliteKvOptions).
   static Result<std::shared_ptr<LoggedKvTenant>> open(const std::filesystem::path& db_file,
                                                       bool create,
-                                                      const SqliteDatabase::Schema& schema);
+                                                      const SqliteDatabase::Schema& schema,
+                                                      std::function<void()> before_append = {});
   ~LoggedKvTenant();
 
   Result<KvEntry> get(const std::string& plugin, const std::string& key);
@@ -70,6 +73,7 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
 
   std::unique_ptr<SqliteDatabase> db_;
   std::unique_ptr<KvRedoLog> log_;
+  std::function<void()> before_append_;
   KvOverlay overlay_;
   GroupCommit commit_;
   std::atomic<uint64_t> used_{0};  // key + value bytes of the tenant, overlay included
