@@ -85,6 +85,12 @@ Result<std::shared_ptr<LoggedKvTenant>> LoggedKvTenant::open(const std::filesyst
                                                              bool create,
                                                              const SqliteDatabase::Schema& schema,
                                                              std::function<void()> before_append) {
+  // A log without its database is what a crash in the middle of removing a tenant leaves;
+  // a tenant created under the same id must not replay it.
+  std::error_code ec;
+  if (create && !std::filesystem::exists(db_file, ec) && !ec) {
+    if (Status s = KvRedoLog::removeAll(db_file); !s) return s;
+  }
   auto db = SqliteDatabase::open(db_file, {.create = create}, schema);
   if (!db) return db.status();
   auto opened = KvRedoLog::open(db_file);

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <stop_token>
 #include <system_error>
@@ -184,7 +185,11 @@ class SqliteKvStore final : public KvStore {
       std::unique_lock life(t->life);  // lets the operations in progress finish first
       t->kv.reset();
     }
+    // The log goes first: a crash half way leaves a database without a log (the tenant's
+    // data as of its last apply, deleted again by the next removeTenant), never a log that
+    // a tenant created later under the same id would replay.
     const std::filesystem::path db = dir_ / (std::string(tenant) + ".db");
+    if (Status s = KvRedoLog::removeAll(db); !s) return s;
     for (const char* suffix : {"", "-wal", "-shm"}) {
       std::error_code ec;
       std::filesystem::remove(db.string() + suffix, ec);
@@ -192,7 +197,28 @@ class SqliteKvStore final : public KvStore {
         return Status::unavailable("cannot delete " + db.string() + suffix + ": " + ec.message());
       }
     }
-    return KvRedoLog::removeAll(db);
+    return Status::ok();
+  }
+
+  // Opens every tenant whose redo log still holds records (after a crash; a clean close
+  // leaves one empty segment), which replays
+  // them into its database: from then on each database file is complete whenever trellisd
+  // is stopped cleanly, whether or not the tenant is used again.
+  Status recoverLogs() {
+    std::error_code ec;
+    std::set<std::string> tenants;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      const size_t at = name.find(".db-redo.");
+      if (at == std::string::npos || name.ends_with(".lock")) continue;
+      if (std::error_code size_ec; entry.file_size(size_ec) == 0 || size_ec) continue;
+      if (tenants::isValidTenantId(name.substr(0, at))) tenants.insert(name.substr(0, at));
+    }
+    if (ec) return Status::unavailable("cannot list " + dir_.string() + ": " + ec.message());
+    for (const auto& tenant : tenants) {
+      if (auto t = openTenant(tenant, /*create=*/false); !t) return t.status();
+    }
+    return Status::ok();
   }
 
   GroupCommit::Stats writeStats() const override {
@@ -329,7 +355,9 @@ Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& 
     return Status::unavailable("cannot create storage directory " + dir.string() + ": " +
                                (ec ? ec.message() : std::string("not a directory")));
   }
-  return std::unique_ptr<KvStore>(std::make_unique<SqliteKvStore>(dir, std::move(options)));
+  auto store = std::make_unique<SqliteKvStore>(dir, std::move(options));
+  if (Status s = store->recoverLogs(); !s) return s;
+  return std::unique_ptr<KvStore>(std::move(store));
 }
 
 }  // namespace trellis::kernel::storage
