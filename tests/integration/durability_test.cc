@@ -92,7 +92,8 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesAKillDashNineInAWriteStorm) {
   // Kill while every client has a write in flight, once the log has been copied into the
   // file at least once and several thousand writes were acknowledged.
   const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while ((total < 6000 || !redoLogOf(db).applied_once) && std::chrono::steady_clock::now() < deadline) {
+  while ((total < 6000 || !redoLogOf(db).applied_once) &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   server.kill();
