@@ -229,16 +229,44 @@ TEST(GroupCommitTest, AnAsyncWriterOnAnIdleQueueIsLedByTheCommitPoolNotTheCaller
 
 // ------------------------------------------------------------------ through the KV store
 
-// Holds a lock the store's next batch needs, from another connection, as another host or
-// process would: that batch waits, and writes arriving meanwhile queue behind it.
-// SQLite: the file's write lock (BEGIN IMMEDIATE). PostgreSQL: tenant acme's usage row,
-// which a write that grows the tenant's bytes locks to charge the quota.
+// Where the SQLite store's batch leader waits, through SqliteKvOptions::before_log_append,
+// while a test holds it: as behind a slow disk, writes arriving meanwhile queue.
+class LeaderGate {
+ public:
+  void close() {
+    std::lock_guard lock(mu_);
+    open_ = false;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void pass() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+};
+
+// Holds what the store's next batch needs, so that batch waits and writes arriving
+// meanwhile queue behind it. A SQLite file: its write lock (BEGIN IMMEDIATE) from another
+// connection, as another process would. The SQLite KV store: its leader's gate (its
+// writes go to the redo log, which no SQLite lock blocks). PostgreSQL: tenant acme's usage
+// row, which a write that grows the tenant's bytes locks to charge the quota.
 class WriteBlocker {
  public:
   explicit WriteBlocker(const std::filesystem::path& sqlite_file)
       : sql_(soci::sqlite3, "db=\"" + sqlite_file.string() + "\"") {
     exec(sql_, "BEGIN IMMEDIATE");
   }
+  explicit WriteBlocker(LeaderGate& gate) : gate_(&gate) { gate.close(); }
   explicit WriteBlocker(const tenants::PostgresUrl& owner) {
     tenants::connectPostgres(sql_, owner);
     exec(sql_, "BEGIN");
@@ -248,13 +276,19 @@ class WriteBlocker {
     EXPECT_GE(bytes, 0) << "acme needs a usage row to lock";
   }
   void release() {
-    if (held_) exec(sql_, "ROLLBACK");
+    if (!held_) return;
     held_ = false;
+    if (gate_) {
+      gate_->open();
+    } else {
+      exec(sql_, "ROLLBACK");
+    }
   }
   ~WriteBlocker() { release(); }
 
  private:
   soci::session sql_;
+  LeaderGate* gate_ = nullptr;
   bool held_ = true;
 };
 
@@ -285,18 +319,26 @@ class KvGroupCommitFixture : public ::testing::Test {
       store_ = std::move(*opened);
       return;
     }
-    auto opened = openSqliteKvStore(data_);
+    auto opened = openSqliteKvStore(
+        data_, {.before_log_append = [gate = gate_](const std::string&) { gate->pass(); }});
     ASSERT_TRUE(opened) << opened.status().toString();
     store_ = std::move(*opened);
   }
   std::filesystem::path dbFile() const { return data_ / "acme.db"; }
   std::unique_ptr<WriteBlocker> blockWrites() {
-    return backend_ == Backend::kSqlite ? std::make_unique<WriteBlocker>(dbFile())
+    return backend_ == Backend::kSqlite ? std::make_unique<WriteBlocker>(*gate_)
                                         : std::make_unique<WriteBlocker>(db_.owner);
   }
-  // acme's bytes counted from the stored rows, not from the usage the store keeps.
+  // acme's bytes counted from the stored rows, not from the usage the store keeps. On
+  // SQLite the store is closed first, which copies its redo log into the file, and then
+  // opened again.
   uint64_t realAcmeBytes() {
-    if (backend_ == Backend::kSqlite) return realBytes(dbFile());
+    if (backend_ == Backend::kSqlite) {
+      store_.reset();
+      const uint64_t bytes = realBytes(dbFile());
+      open(data_);
+      return bytes;
+    }
     auto r = SharedPostgres::server().execSql(
         "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM trellis.kv "
         "WHERE tenant_id = 'acme'",
@@ -318,6 +360,7 @@ class KvGroupCommitFixture : public ::testing::Test {
   TempDir dir_;
   std::filesystem::path data_;
   test::TestDatabase db_;
+  std::shared_ptr<LeaderGate> gate_ = std::make_shared<LeaderGate>();
   std::unique_ptr<KvStore> store_;
   const Scope acme_{"acme", "trellis/hello"};
 };
@@ -524,11 +567,15 @@ TEST_F(SqliteGroupCommitTest, ADiskThatFillsFailsTheWholeBatchAndLosesNothingAck
     ASSERT_TRUE(store_->put(acme_, "acked/" + std::to_string(i), std::to_string(i), kAbsent));
   }
   const uint64_t acked_bytes = *store_->storageBytes("acme");
+  // Closing copies the redo log into the file, so nothing waits to be copied; the read
+  // opens the tenant again (its files) while there is still room.
+  open(mount_point / "data");
+  ASSERT_TRUE(store_->get(acme_, "acked/0"));
   const auto filler = fillUp(mount_point);
 
   std::vector<std::future<Result<uint64_t>>> batch;
   {
-    WriteBlocker lock(dbFile());
+    WriteBlocker lock(*gate_);
     for (int i = 0; i < 5; ++i) {
       batch.push_back(startWrite([&, i] {
         return store_->put(acme_, "late/" + std::to_string(i), std::string(64 * 1024, 'v'),

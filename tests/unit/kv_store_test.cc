@@ -77,10 +77,15 @@ class KvStoreFixture : public ::testing::Test {
     return dir_.path() / "data" / (tenant + ".db");
   }
   // The bytes the tenant's entries really hold, counted from the stored rows (as the
-  // superuser on PostgreSQL, which row-level security does not restrict).
+  // superuser on PostgreSQL, which row-level security does not restrict). SQLite: from the
+  // tenant's file, after closing the store, which copies its redo log into the file.
   uint64_t realBytes(const std::string& tenant) {
     if (sqlite()) {
-      return std::filesystem::exists(dbFile(tenant)) ? realStorageBytes(dbFile(tenant)) : 0;
+      store_.reset();
+      const uint64_t bytes =
+          std::filesystem::exists(dbFile(tenant)) ? realStorageBytes(dbFile(tenant)) : 0;
+      open();
+      return bytes;
     }
     auto r = SharedPostgres::server().execSql(
         "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM trellis.kv "

@@ -28,6 +28,7 @@
 namespace trellis::kernel::storage {
 namespace {
 
+using internal::conflict;
 using internal::fromHex;
 using internal::prefixSuccessor;
 using internal::toHex;
@@ -43,13 +44,6 @@ Status validateScope(const Scope& scope) {
   }
   if (scope.plugin.empty()) return Status::invalid("plugin id is empty");
   return Status::ok();
-}
-
-Status conflict(uint64_t expected, uint64_t current) {
-  auto describe = [](uint64_t v) {
-    return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
-  };
-  return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
 }
 
 class PostgresKvStore final : public KvStore {

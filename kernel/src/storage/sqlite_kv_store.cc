@@ -1,34 +1,40 @@
-// KvStore on SQLite through SOCI. One database file per tenant keeps tenants apart at the
-// file level (a bug in a query cannot read another tenant's rows) and lets an operator
-// back up, move or delete one tenant's data with ordinary file tools.
+// KvStore on SQLite. One database file per tenant keeps tenants apart at the file level
+// (a bug in a query cannot read another tenant's rows) and lets an operator back up, move
+// or delete one tenant's data with ordinary file tools once trellisd has stopped.
 //
-// Each file is a SqliteDatabase: put() and remove() are group-committed (concurrent
-// writes of a tenant share one transaction and one WAL fsync, each in its own savepoint,
-// each answered after the fsync that covers it), and get() and list() run on reader
-// connections that never wait for a writer. The statements of get, put and remove are
-// compiled once per connection (sqlite_statements.h).
+// Each tenant is a LoggedKvTenant (logged_kv_tenant.h): put() and remove() are
+// group-committed into the tenant's redo log (one pwrite and one fdatasync per batch, each
+// write answered after the fdatasync that covers it) and reach the SQLite file shortly
+// after, in large batches; get() and list() read the changes not yet copied from memory
+// and the rest from SQLite reader connections, so they never wait for a writer.
 //
 // Keys and values are bound as text with their length (so NUL bytes survive) and CAST to
 // BLOB in SQL, so every stored key is a BLOB and compares with memcmp: byte order for
 // list(), and no collation or UTF-8 rules apply.
 //
 // Storage quota: each database keeps its tenant's total (key + value bytes) in the
-// one-row table `usage`. put() and remove() adjust it in the write's own savepoint inside
-// the batch transaction, after the writes before it in the batch, so the quota check, the
-// charge and the write are one atomic step against every other writer of the file, in or
-// out of process (the batch holds SQLite's write lock: BEGIN IMMEDIATE).
+// one-row table `usage`; the tenant keeps the total of what its log adds in memory, and a
+// write's quota check and charge are decided by the batch leader in order with every other
+// write, so the quota is exact. The log is locked to one process: a second trellisd on the
+// same data directory is refused.
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
+#include <stop_token>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "storage/internal/kv_keys.h"
+#include "storage/internal/logged_kv_tenant.h"
 #include "trellis/kernel/storage/kv_store.h"
 #include "trellis/kernel/storage/sqlite_database.h"
 #include "trellis/tenants/identity.h"
@@ -37,48 +43,22 @@
 namespace trellis::kernel::storage {
 namespace {
 
-using internal::prefixSuccessor;
+using internal::KvRedoLog;
+using internal::LoggedKvTenant;
 using internal::validateKey;
 using internal::validatePut;
 
 using tenants::sql::exec;
 using tenants::sql::Query;
 
-// One tenant's database. Operations hold `life` shared for their whole duration;
+// One tenant's data. Operations hold `life` shared for their whole duration;
 // removeTenant() takes it exclusively, so it waits for writes in flight (an acknowledged
-// write is never lost to a concurrent delete) and later callers find `db` gone.
+// write is never lost to a concurrent delete) and later callers find `kv` gone.
 struct TenantDb {
   std::shared_mutex life;
-  // Shared: an asynchronous write keeps it open until answered (tenantDatabase()).
-  std::shared_ptr<SqliteDatabase> db;  // null once removed
+  // Shared: an asynchronous write keeps it open until answered.
+  std::shared_ptr<LoggedKvTenant> kv;  // null once removed
 };
-
-Status conflict(uint64_t expected, uint64_t current) {
-  auto describe = [](uint64_t v) {
-    return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
-  };
-  return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
-}
-
-// The entry's version (kAbsent if there is none) and the bytes it is charged for.
-std::pair<uint64_t, long long> currentEntry(SqliteStatements& stmts, const std::string& plugin,
-                                            const std::string& key) {
-  auto q = stmts.use(
-      "SELECT version, length(key) + length(value) FROM kv "
-      "WHERE plugin = :p AND key = CAST(:k AS BLOB)");
-  q.bind(plugin).bind(key);
-  if (!q.step()) return {kAbsent, 0LL};
-  return {static_cast<uint64_t>(q.int64(0)), q.int64(1)};
-}
-
-long long usedBytes(SqliteStatements& stmts) {
-  auto q = stmts.use("SELECT bytes FROM usage");
-  return q.step() ? q.int64(0) : 0;
-}
-
-void addUsage(SqliteStatements& stmts, long long delta) {
-  if (delta != 0) stmts.use("UPDATE usage SET bytes = bytes + :d").bind(delta).run();
-}
 
 // WITHOUT ROWID: the rows live in the primary key's own B-tree. A rowid table kept them
 // twice (the table and the key's index), so every read walked two B-trees and every write
@@ -121,126 +101,52 @@ Status namedFailure(Status s, const char* op, const std::string& tenant) {
                              "\" failed: " + s.message());
 }
 
-// The write of a put: checks the version and the storage quota, then writes the entry
-// and charges its bytes. Sets `next` to the new version.
-Status putEntry(SqliteConnection& c, const Scope& scope, const std::string& k, const std::string& v,
-                uint64_t expected_version, long long& next) {
-  auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
-  if (expected_version != kAnyVersion && expected_version != current) {
-    return conflict(expected_version, current);
-  }
-  const long long delta = static_cast<long long>(k.size() + v.size()) - old_bytes;
-  // Only growth is checked: shrinking must stay possible for a tenant that is over a
-  // quota lowered after the data was written.
-  if (delta > 0 && scope.max_storage_bytes) {
-    const uint64_t used = static_cast<uint64_t>(std::max(usedBytes(c.statements), 0LL));
-    const uint64_t max = *scope.max_storage_bytes;
-    if (used > max || static_cast<uint64_t>(delta) > max - used) {
-      return Status::quotaExceeded("storage quota of " + std::to_string(max) +
-                                   " bytes exceeded: using " + std::to_string(used) +
-                                   ", this write needs " + std::to_string(delta) + " more");
-    }
-  }
-  next = static_cast<long long>(current) + 1;
-  if (current == kAbsent) {
-    c.statements
-        .use(
-            "INSERT INTO kv(plugin, key, value, version) "
-            "VALUES(:p, CAST(:k AS BLOB), CAST(:v AS BLOB), :n)")
-        .bind(scope.plugin)
-        .bind(k)
-        .bind(v)
-        .bind(next)
-        .run();
-  } else {
-    c.statements
-        .use(
-            "UPDATE kv SET value = CAST(:v AS BLOB), version = :n "
-            "WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-        .bind(v)
-        .bind(next)
-        .bind(scope.plugin)
-        .bind(k)
-        .run();
-  }
-  addUsage(c.statements, delta);
-  return Status::ok();
-}
-
 class SqliteKvStore final : public KvStore {
  public:
-  explicit SqliteKvStore(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  SqliteKvStore(std::filesystem::path dir, SqliteKvOptions options)
+      : dir_(std::move(dir)),
+        options_(std::move(options)),
+        applier_([this](std::stop_token stop) { applyWhenIdle(stop); }) {}
+
+  ~SqliteKvStore() override {
+    applier_.request_stop();
+    applier_.join();
+  }
 
   Result<KvEntry> get(const Scope& scope, std::string_view key) override {
     if (auto s = validateKey(key); !s) return s;
-    std::string k(key), value;
-    long long version = 0;
-    Status s = onTenant(scope, "get", &SqliteDatabase::read, [&](SqliteConnection& c) {
-      auto q = c.statements.use(
-          "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)");
-      q.bind(scope.plugin).bind(k);
-      if (!q.step()) return Status::notFound("no such key");
-      value = q.bytes(0);
-      version = q.int64(1);
-      return Status::ok();
-    });
-    if (!s) return s;
-    return KvEntry{std::move(k), std::move(value), static_cast<uint64_t>(version)};
+    return onTenant<KvEntry>(
+        scope, "get", [&](LoggedKvTenant& kv) { return kv.get(scope.plugin, std::string(key)); });
   }
 
   Result<uint64_t> put(const Scope& scope, std::string_view key, std::string_view value,
                        uint64_t expected_version) override {
     if (auto s = validatePut(key, value); !s) return s;
-    const std::string k(key), v(value);
-    long long next = 0;
-    Status s = onTenant(scope, "put", &SqliteDatabase::write, [&](SqliteConnection& c) {
-      return putEntry(c, scope, k, v, expected_version, next);
+    return onTenant<uint64_t>(scope, "put", [&](LoggedKvTenant& kv) {
+      return kv.put(scope, std::string(key), std::string(value), expected_version);
     });
-    if (!s) return s;
-    return static_cast<uint64_t>(next);
   }
 
   void putAsync(const Scope& scope, std::string_view key, std::string_view value,
                 uint64_t expected_version, PutDone done) override {
     if (auto s = validatePut(key, value); !s) return done(s);
-    auto db = tenantDatabase(scope, "put");
-    if (!db) return done(db.status());
-    struct Put {
-      Scope scope;
-      std::string key, value;
-      uint64_t expected_version;
-      PutDone done;
-      long long next = 0;
-    };
-    auto put = std::make_shared<Put>(
-        Put{scope, std::string(key), std::string(value), expected_version, std::move(done)});
-    (*db)->writeAsync(
-        [put](SqliteConnection& c) {
-          return putEntry(c, put->scope, put->key, put->value, put->expected_version, put->next);
-        },
-        [put](Status s) {
-          if (!s) return put->done(namedFailure(s, "put", put->scope.tenant));
-          put->done(static_cast<uint64_t>(put->next));
-        },
-        *db);
+    auto kv = tenantKv(scope, "put");
+    if (!kv) return done(kv.status());
+    (*kv)->putAsync(scope, std::string(key), std::string(value), expected_version,
+                    [tenant = scope.tenant, done = std::move(done)](Result<uint64_t> r) {
+                      if (!r) return done(namedFailure(r.status(), "put", tenant));
+                      done(std::move(r));
+                    });
   }
 
   Status remove(const Scope& scope, std::string_view key, uint64_t expected_version) override {
     if (auto s = validateKey(key); !s) return s;
-    const std::string k(key);
-    return onTenant(scope, "remove", &SqliteDatabase::write, [&](SqliteConnection& c) {
-      auto [current, old_bytes] = currentEntry(c.statements, scope.plugin, k);
-      if (current == kAbsent) return Status::notFound("no such key");
-      if (expected_version != kAnyVersion && expected_version != current) {
-        return conflict(expected_version, current);
-      }
-      c.statements.use("DELETE FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)")
-          .bind(scope.plugin)
-          .bind(k)
-          .run();
-      addUsage(c.statements, -old_bytes);
-      return Status::ok();
+    auto r = onTenant<bool>(scope, "remove", [&](LoggedKvTenant& kv) -> Result<bool> {
+      Status s = kv.remove(scope, std::string(key), expected_version);
+      if (!s) return s;
+      return true;
     });
+    return r.status();
   }
 
   Result<std::vector<KvEntry>> list(const Scope& scope, std::string_view prefix,
@@ -249,35 +155,9 @@ class SqliteKvStore final : public KvStore {
       return Status::invalid("prefix and start_after are limited to " +
                              std::to_string(kMaxKeyBytes) + " bytes");
     }
-    // Range conditions instead of LIKE/GLOB: '%', '_' and '*' in a prefix stay literal
-    // bytes, and the primary-key index serves the scan.
-    std::string lower(prefix), after(start_after);
-    std::optional<std::string> upper = prefixSuccessor(prefix);
-    int n = static_cast<int>(limit == 0 || limit > kMaxListLimit ? kMaxListLimit : limit);
-    std::string query =
-        "SELECT key, value, version FROM kv WHERE plugin = :p AND key >= CAST(:lo AS BLOB)";
-    if (!after.empty()) query += " AND key > CAST(:after AS BLOB)";
-    if (upper) query += " AND key < CAST(:hi AS BLOB)";
-    query += " ORDER BY key LIMIT :n";
-
-    std::vector<KvEntry> out;
-    Status s = onTenant(scope, "list", &SqliteDatabase::read, [&](SqliteConnection& c) {
-      std::string key, value;
-      long long version = 0;
-      soci::indicator ind = soci::i_ok;
-      Query q(c.sql, query);
-      q.use(scope.plugin).use(lower);
-      if (!after.empty()) q.use(after);
-      if (upper) q.use(*upper);
-      q.use(n).into(key).into(value, ind).into(version);
-      for (bool row = q.run(); row; row = q.next()) {
-        if (ind == soci::i_null) value.clear();
-        out.push_back(KvEntry{key, value, static_cast<uint64_t>(version)});
-      }
-      return Status::ok();
+    return onTenant<std::vector<KvEntry>>(scope, "list", [&](LoggedKvTenant& kv) {
+      return kv.list(scope.plugin, prefix, start_after, limit);
     });
-    if (!s) return s;
-    return out;
   }
 
   Result<uint64_t> storageBytes(std::string_view tenant) override {
@@ -288,17 +168,8 @@ class SqliteKvStore final : public KvStore {
     if (!t) return t.status();
     if (!*t) return uint64_t{0};  // no database: the tenant has never stored anything
     std::shared_lock life((*t)->life);
-    if (!(*t)->db) return uint64_t{0};  // removed meanwhile
-    long long bytes = 0;
-    Status s = (*t)->db->read([&](SqliteConnection& c) {
-      bytes = usedBytes(c.statements);
-      return Status::ok();
-    });
-    if (!s) {
-      return Status::unavailable("storage usage for tenant \"" + std::string(tenant) +
-                                 "\" failed: " + s.message());
-    }
-    return static_cast<uint64_t>(std::max(bytes, 0LL));
+    if (!(*t)->kv) return uint64_t{0};  // removed meanwhile
+    return (*t)->kv->storageBytes();
   }
 
   Status removeTenant(std::string_view tenant) override {
@@ -312,26 +183,50 @@ class SqliteKvStore final : public KvStore {
       std::shared_ptr<TenantDb> t = std::move(it->second);
       dbs_.erase(it);
       std::unique_lock life(t->life);  // lets the operations in progress finish first
-      t->db.reset();
+      t->kv.reset();
     }
-    const std::string base = (dir_ / tenant).string() + ".db";
+    // The log goes first: a crash half way leaves a database without a log (the tenant's
+    // data as of its last apply, deleted again by the next removeTenant), never a log that
+    // a tenant created later under the same id would replay.
+    const std::filesystem::path db = dir_ / (std::string(tenant) + ".db");
+    if (Status s = KvRedoLog::removeAll(db); !s) return s;
     for (const char* suffix : {"", "-wal", "-shm"}) {
       std::error_code ec;
-      std::filesystem::remove(base + suffix, ec);
+      std::filesystem::remove(db.string() + suffix, ec);
       if (ec) {
-        return Status::unavailable("cannot delete " + base + suffix + ": " + ec.message());
+        return Status::unavailable("cannot delete " + db.string() + suffix + ": " + ec.message());
       }
+    }
+    return Status::ok();
+  }
+
+  // Opens every tenant whose redo log still holds records (after a crash; a clean close
+  // leaves one empty segment), which replays
+  // them into its database: from then on each database file is complete whenever trellisd
+  // is stopped cleanly, whether or not the tenant is used again.
+  Status recoverLogs() {
+    std::error_code ec;
+    std::set<std::string> tenants;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      const size_t at = name.find(".db-redo.");
+      if (at == std::string::npos || name.ends_with(".lock")) continue;
+      if (std::error_code size_ec; entry.file_size(size_ec) == 0 || size_ec) continue;
+      if (tenants::isValidTenantId(name.substr(0, at))) tenants.insert(name.substr(0, at));
+    }
+    if (ec) return Status::unavailable("cannot list " + dir_.string() + ": " + ec.message());
+    for (const auto& tenant : tenants) {
+      if (auto t = openTenant(tenant, /*create=*/false); !t) return t.status();
     }
     return Status::ok();
   }
 
   GroupCommit::Stats writeStats() const override {
     GroupCommit::Stats sum;
-    std::lock_guard lock(mu_);
-    for (const auto& [tenant, t] : dbs_) {
+    for (const auto& t : tenantsOpen()) {
       std::shared_lock life(t->life);
-      if (!t->db) continue;
-      const GroupCommit::Stats s = t->db->writeStats();
+      if (!t->kv) continue;
+      const GroupCommit::Stats s = t->kv->writeStats();
       sum.batches += s.batches;
       sum.writes += s.writes;
       sum.pending += s.pending;
@@ -341,31 +236,30 @@ class SqliteKvStore final : public KvStore {
   }
 
  private:
-  using Access = Status (SqliteDatabase::*)(const SqliteDatabase::Work&);
-
-  // Runs `body` through `access` (read or write) on the scope's tenant database, and
-  // names the tenant and the operation in an UNAVAILABLE answer.
-  template <typename Body>
-  Status onTenant(const Scope& scope, const char* op, Access access, Body&& body) {
+  // Runs `body` on the scope's tenant, and names the tenant and the operation in an
+  // UNAVAILABLE answer.
+  template <typename T, typename Body>
+  Result<T> onTenant(const Scope& scope, const char* op, Body&& body) {
     if (auto s = validateScope(scope); !s) return s;
     auto t = openTenant(scope.tenant, /*create=*/true);
     if (!t) return t.status();
     std::shared_lock life((*t)->life);
-    if (!(*t)->db) return removedMeanwhile(scope, op);
-    Status s = ((*t)->db.get()->*access)(SqliteDatabase::Work(std::forward<Body>(body)));
-    return namedFailure(std::move(s), op, scope.tenant);
+    if (!(*t)->kv) return removedMeanwhile(scope, op);
+    Result<T> r = body(*(*t)->kv);
+    if (!r) return namedFailure(r.status(), op, scope.tenant);
+    return r;
   }
 
-  // The scope's tenant database for an asynchronous write, which holds it (not `life`:
-  // a lock cannot pass between threads) until the write is answered. A tenant removed
-  // while such a write is in flight loses it with the rest of its data.
-  Result<std::shared_ptr<SqliteDatabase>> tenantDatabase(const Scope& scope, const char* op) {
+  // The scope's tenant for an asynchronous write, which holds it (not `life`: a lock
+  // cannot pass between threads) until the write is answered. A tenant removed while
+  // such a write is in flight loses it with the rest of its data.
+  Result<std::shared_ptr<LoggedKvTenant>> tenantKv(const Scope& scope, const char* op) {
     if (auto s = validateScope(scope); !s) return s;
     auto t = openTenant(scope.tenant, /*create=*/true);
     if (!t) return t.status();
     std::shared_lock life((*t)->life);
-    if (!(*t)->db) return removedMeanwhile(scope, op);
-    return (*t)->db;
+    if (!(*t)->kv) return removedMeanwhile(scope, op);
+    return (*t)->kv;
   }
 
   static Status validateScope(const Scope& scope) {
@@ -382,9 +276,9 @@ class SqliteKvStore final : public KvStore {
                                "\" failed: its storage was removed meanwhile");
   }
 
-  // The tenant's database (id already validated), opened on first use. The handle is
-  // cached for the store's lifetime; a failed open is not cached, so a later call retries.
-  // Without `create`, a tenant that has no file yet gets nullptr and still no file.
+  // The tenant's data (id already validated), opened on first use and cached for the
+  // store's lifetime; a failed open is not cached, so a later call retries. Without
+  // `create`, a tenant that has no file yet gets nullptr and still no file.
   Result<std::shared_ptr<TenantDb>> openTenant(const std::string& tenant, bool create) {
     {
       // Every call looks its tenant up: shared, so lookups never queue behind each other.
@@ -393,29 +287,62 @@ class SqliteKvStore final : public KvStore {
     }
     std::lock_guard lock(mu_);
     if (auto it = dbs_.find(tenant); it != dbs_.end()) return it->second;
-    const std::filesystem::path file = dir_ / (tenant + ".db");
-    auto db = SqliteDatabase::open(file, {.create = create}, createSchema);
-    if (!db && db.status().code() == StatusCode::kNotFound) return std::shared_ptr<TenantDb>();
-    if (!db) {
+    std::function<void()> before_append;
+    if (options_.before_log_append) {
+      before_append = [hook = options_.before_log_append, tenant] { hook(tenant); };
+    }
+    auto kv = LoggedKvTenant::open(dir_ / (tenant + ".db"), create, createSchema,
+                                   std::move(before_append));
+    if (!kv && kv.status().code() == StatusCode::kNotFound) return std::shared_ptr<TenantDb>();
+    if (!kv) {
       return Status::unavailable("cannot open storage for tenant \"" + tenant +
-                                 "\": " + db.status().message());
+                                 "\": " + kv.status().message());
     }
     auto t = std::make_shared<TenantDb>();
-    t->db = std::move(*db);
+    t->kv = std::move(*kv);
     dbs_.emplace(tenant, t);
     return t;
   }
 
+  std::vector<std::shared_ptr<TenantDb>> tenantsOpen() const {
+    std::vector<std::shared_ptr<TenantDb>> out;
+    std::shared_lock lock(mu_);
+    for (const auto& [tenant, t] : dbs_) out.push_back(t);
+    return out;
+  }
+
+  // Copies a tenant's logged changes into its SQLite file once it has been quiet for a
+  // moment, so an idle tenant's file is complete and its log short.
+  void applyWhenIdle(std::stop_token stop) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    while (!stop.stop_requested()) {
+      {
+        std::unique_lock lock(m);
+        cv.wait_for(lock, stop, kIdleCheck, [] { return false; });
+      }
+      for (const auto& t : tenantsOpen()) {
+        std::shared_lock life(t->life);
+        if (t->kv) t->kv->applyIfIdle(kIdleCheck);
+      }
+    }
+  }
+
+  static constexpr std::chrono::milliseconds kIdleCheck{100};
+
   const std::filesystem::path dir_;
+  const SqliteKvOptions options_;
   mutable std::shared_mutex mu_;  // guards dbs_ (not the databases inside)
   // Shared: an operation that found a database keeps its entry alive even if
   // removeTenant() drops it meanwhile.
   std::map<std::string, std::shared_ptr<TenantDb>> dbs_;
+  std::jthread applier_;  // last: stopped before the tenants close
 };
 
 }  // namespace
 
-Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir) {
+Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir,
+                                                   SqliteKvOptions options) {
   if (dir.empty()) return Status::invalid("storage directory is empty");
   if (dir.string().find('"') != std::string::npos) {
     return Status::invalid("storage directory must not contain '\"': " + dir.string());
@@ -428,7 +355,9 @@ Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& 
     return Status::unavailable("cannot create storage directory " + dir.string() + ": " +
                                (ec ? ec.message() : std::string("not a directory")));
   }
-  return std::unique_ptr<KvStore>(std::make_unique<SqliteKvStore>(dir));
+  auto store = std::make_unique<SqliteKvStore>(dir, std::move(options));
+  if (Status s = store->recoverLogs(); !s) return s;
+  return std::unique_ptr<KvStore>(std::move(store));
 }
 
 }  // namespace trellis::kernel::storage

@@ -28,6 +28,14 @@ inline Status validateKey(std::string_view key) {
   return Status::ok();
 }
 
+// The answer to a compare-and-set that found another version than it expected.
+inline Status conflict(uint64_t expected, uint64_t current) {
+  auto describe = [](uint64_t v) {
+    return v == kAbsent ? std::string("absent") : "version " + std::to_string(v);
+  };
+  return Status::conflict("expected " + describe(expected) + ", found " + describe(current));
+}
+
 // A put's key and value, before any storage is touched.
 inline Status validatePut(std::string_view key, std::string_view value) {
   if (auto s = validateKey(key); !s) return s;

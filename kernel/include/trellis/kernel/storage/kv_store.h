@@ -99,7 +99,13 @@ class KvStore {
 // they arrive, its reads run beside them. An invalid Scope (tenant id not
 // [a-z0-9][a-z0-9-]{0,62}, empty plugin) is INVALID; UNAVAILABLE if a file cannot be
 // opened or written (the message says which and why).
-Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir);
+struct SqliteKvOptions {
+  // Runs on a tenant's batch leader after it has decided the batch and before it appends
+  // the batch to the redo log. Tests hold it to make writes queue, as a slow disk would.
+  std::function<void(const std::string& tenant)> before_log_append;
+};
+Result<std::unique_ptr<KvStore>> openSqliteKvStore(const std::filesystem::path& dir,
+                                                   SqliteKvOptions options = {});
 
 // PostgreSQL: tables trellis.kv and trellis.kv_usage (created by
 // tenants::postgres_schema::migrate), shared by every tenant and every host using the
