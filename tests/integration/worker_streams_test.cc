@@ -3,9 +3,13 @@
 // host under the same egress gate as in process (it_stream_egress_test_in_workers runs that
 // whole suite in workers); here what only a worker has: writes larger than one IPC piece, a
 // worker killed mid-stream (the host closes its streams, a dedicated tenant's worker keeps
-// its own) and a handle of the previous worker refused to the restarted one.
+// its own), a worker that dies while idle (its streams closed at once, not at the next
+// call) and a handle of the previous worker refused to the restarted one.
+#include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -102,6 +106,61 @@ TEST_F(WorkerStreamsTest, AKilledWorkerTakesItsStreamsAlongAndOthersKeepTheirs) 
   auto fresh = call("/stream/echo?url=" + tcpUrl(), "acme-key", "new worker");
   EXPECT_EQ(fresh.status, 200) << fresh.body;
   EXPECT_EQ(fresh.body, "new worker");
+}
+
+// The admin API's report of fixture/stream's worker for `tenant` ("*" = the shared one).
+Poco::JSON::Object::Ptr streamWorker(const TrellisdProcess& t, const std::string& tenant) {
+  auto reply =
+      request(t.adminPort(), "GET", "/v1/plugins", {{"Authorization", "Bearer " + t.adminToken()}});
+  auto list = Poco::JSON::Parser()
+                  .parse(reply.body)
+                  .extract<Poco::JSON::Object::Ptr>()
+                  ->getArray("plugins");
+  for (size_t i = 0; list && i < list->size(); ++i) {
+    auto p = list->getObject(static_cast<unsigned>(i));
+    if (p->getValue<std::string>("id") != "fixture/stream" || !p->has("workers")) continue;
+    auto workers = p->getArray("workers");
+    for (size_t j = 0; j < workers->size(); ++j) {
+      auto w = workers->getObject(static_cast<unsigned>(j));
+      if (w->getValue<std::string>("tenant") == tenant) return w;
+    }
+  }
+  return nullptr;
+}
+
+TEST_F(WorkerStreamsTest, AWorkerThatDiesIdleClosesItsStreamsWithoutWaitingForACall) {
+  auto acme = call("/stream/open?url=" + tcpUrl(), "acme-key", "");
+  ASSERT_EQ(acme.status, 200) << acme.body << server_->log();
+  auto hooli = call("/stream/open?url=" + tcpUrl(), "hooli-key", "");
+  ASSERT_EQ(hooli.status, 200) << hooli.body;
+  ASSERT_EQ(call("/stream/write/" + acme.body, "acme-key", "idle").status, 200);
+  auto shared = streamWorker(*server_, "*");
+  ASSERT_TRUE(shared) << server_->log();
+  const int pid = shared->getValue<int>("pid");
+  ASSERT_GT(pid, 0);
+
+  // The shared worker dies with no call in flight (as by the OOM killer); no request
+  // follows, yet the host closes its stream.
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  const std::string closed =
+      "stream tenant=acme plugin=fixture/stream closed " + tcpUrl() + " (4 bytes out, 0 bytes in)";
+  EXPECT_TRUE(eventually([&] { return server_->log().find(closed) != std::string::npos; },
+                         std::chrono::seconds(30)))
+      << server_->log();
+
+  // The next call starts a new worker (the first crash has no backoff), which counts the
+  // idle death as a crash and cannot use the old worker's handle.
+  auto stale = call("/stream/write/" + acme.body, "acme-key", "again");
+  EXPECT_EQ(stale.status, 400) << stale.body << server_->log();
+  shared = streamWorker(*server_, "*");
+  ASSERT_TRUE(shared);
+  EXPECT_NE(shared->getValue<int>("pid"), pid);
+  EXPECT_EQ(shared->getValue<int>("crashes"), 1);
+  EXPECT_NE(server_->log().find("killed by signal 9 (Killed) while idle (crash while idle)"),
+            std::string::npos)
+      << server_->log();
+  // hooli's worker of its own and its stream are untouched.
+  EXPECT_EQ(call("/stream/write/" + hooli.body, "hooli-key", "still here").status, 200);
 }
 
 }  // namespace

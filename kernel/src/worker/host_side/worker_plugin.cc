@@ -278,6 +278,14 @@ Status WorkerPlugin::Impl::bringUp(Slot& slot, const std::shared_ptr<WorkerProce
 }
 
 Result<std::shared_ptr<WorkerProcess>> WorkerPlugin::Impl::ready(Slot& slot) {
+  // A worker that died while idle (reaped by the death watch) is counted as a crash once,
+  // and its backoff applies, as when a call finds it dead.
+  std::shared_ptr<WorkerProcess> gone;
+  {
+    std::lock_guard lock(slot.mu);
+    if (slot.proc && slot.proc->dead() && !stopping) gone = slot.proc;
+  }
+  if (gone) recordDeath(slot, gone, "crash while idle");
   std::unique_lock lock(slot.mu);
   if (slot.proc && !slot.proc->dead()) return slot.proc;
   if (stopping) return Status::unavailable("the plugin is stopping");

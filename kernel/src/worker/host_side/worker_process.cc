@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "worker/protocol.h"
@@ -76,6 +79,63 @@ class Spawner {
 };
 
 }  // namespace
+
+// Sees a worker end while no call is routed to it (a worker is otherwise only found dead
+// by the next call): one thread waits on every live worker's pidfd and kills (reaps) the
+// dead one, so what it opened in the host (its egress streams) is closed at once.
+class DeathWatch {
+ public:
+  static DeathWatch& instance() {
+    static DeathWatch* w = new DeathWatch();  // never destroyed, like the Spawner
+    return *w;
+  }
+  // False where pidfds or epoll are missing (kernel < 5.3): such a worker is found dead by
+  // its next call, as before.
+  bool watch(const std::shared_ptr<WorkerProcess>& p) {
+    if (epoll_ < 0) return false;
+    int fd = static_cast<int>(syscall(SYS_pidfd_open, p->pid(), 0));
+    if (fd < 0) return false;
+    std::lock_guard lock(mu_);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      ::close(fd);
+      return false;
+    }
+    watched_[fd] = p;
+    return true;
+  }
+
+ private:
+  DeathWatch() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
+    if (epoll_ >= 0) std::thread([this] { run(); }).detach();
+  }
+  void run() {
+    epoll_event events[16];
+    for (;;) {
+      int n = epoll_wait(epoll_, events, 16, -1);
+      for (int i = 0; i < n; ++i) {
+        std::weak_ptr<WorkerProcess> gone;
+        {
+          std::lock_guard lock(mu_);
+          int fd = events[i].data.fd;
+          epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+          ::close(fd);
+          auto it = watched_.find(fd);
+          if (it == watched_.end()) continue;
+          gone = std::move(it->second);
+          watched_.erase(it);
+        }
+        // Already dead (killed by trellisd, stopped) or destroyed: kill() does nothing.
+        if (auto p = gone.lock()) p->kill("killed by signal 9 (Killed) while idle");
+      }
+    }
+  }
+  int epoll_;
+  std::mutex mu_;
+  std::map<int, std::weak_ptr<WorkerProcess>> watched_;  // pidfd -> worker
+};
 
 Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions& o,
                                                             const std::filesystem::path& library,
@@ -195,6 +255,7 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
     p->kill("bad HELLO");
     return Status::unavailable("the worker's HELLO is malformed or speaks another protocol");
   }
+  DeathWatch::instance().watch(p);
   return p;
 }
 
@@ -226,7 +287,12 @@ void WorkerProcess::release(int channel) {
 }
 
 void WorkerProcess::kill(const std::string& reason) {
-  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
+  if (dead_.exchange(true, std::memory_order_acq_rel)) {
+    // Another thread (a call, the death watch) is reaping it: its reason is the one kept.
+    std::unique_lock lock(mu_);
+    reaped_cv_.wait(lock, [this] { return reaped_; });
+    return;
+  }
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);
     int status = 0;
@@ -239,6 +305,11 @@ void WorkerProcess::kill(const std::string& reason) {
     std::lock_guard lock(mu_);
     end_reason_ = on_its_own ? describeExit(status) : reason;
   }
+  {
+    std::lock_guard lock(mu_);
+    reaped_ = true;
+  }
+  reaped_cv_.notify_all();
   // Threads waiting on other channels wake up with EOF; nobody waits for a free one.
   for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
   freed_.notify_all();
@@ -270,7 +341,8 @@ void WorkerProcess::forget(uint64_t handle) {
 }
 
 std::string WorkerProcess::endReason() const {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  reaped_cv_.wait(lock, [this] { return !dead() || reaped_; });
   return end_reason_;
 }
 

@@ -65,7 +65,9 @@ class WorkerProcess {
   int acquire(std::chrono::steady_clock::time_point deadline);
   void release(int channel);
 
-  // SIGKILLs and reaps the worker (idempotent); the first reason given is kept.
+  // SIGKILLs and reaps the worker (idempotent; a second caller waits until it is reaped);
+  // the first reason given is kept. A worker that ends while idle is reaped at once by a
+  // watch on its pidfd, so its streams close then, not at the next call routed to it.
   void kill(const std::string& reason);
   bool dead() const { return dead_.load(std::memory_order_acquire); }
   // Why it ended ("killed by signal 11 (Segmentation fault)", "exited with 3", "call
@@ -92,6 +94,8 @@ class WorkerProcess {
   mutable std::mutex mu_;
   std::condition_variable freed_;
   std::atomic<bool> dead_{false};
+  bool reaped_ = false;  // guarded by mu_: end_reason_ is final
+  mutable std::condition_variable reaped_cv_;
   std::string end_reason_;
   std::map<uint64_t, std::function<void()>> adopted_;  // guarded by mu_
 };
