@@ -235,6 +235,24 @@ TEST_F(SecretsTransitTest, OtherPluginsUseTheServiceForTheirTenantOnly) {
   auto dk = call("POST", "/secrets-caller/datakey", R"({"key":"svc","mode":"wrapped"})");
   ASSERT_EQ(dk.status, 200) << dk.body;
   EXPECT_FALSE(json(dk.body)->has("plaintext"));
+
+  // ensure_key makes a missing key once, then reports the existing one; it never shows key bytes.
+  auto first = call("POST", "/secrets-caller/ensure_key", R"({"key":"audit-hmac"})");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_TRUE(json(first.body)->getValue<bool>("created")) << first.body;
+  EXPECT_EQ(json(first.body)->getValue<int>("latest_version"), 1) << first.body;
+  auto again = call("POST", "/secrets-caller/ensure_key", R"({"key":"audit-hmac"})");
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_FALSE(json(again.body)->getValue<bool>("created")) << again.body;
+  EXPECT_EQ(call("GET", "/secrets/v1/transit/keys/audit-hmac").status, 200);
+  EXPECT_EQ(
+      call("POST", "/secrets-caller/datakey", R"({"key":"audit-hmac","mode":"wrapped"})").status,
+      200);
+  EXPECT_EQ(call("GET", "/secrets/v1/transit/keys/audit-hmac", "", "globex-key").status, 404)
+      << "the key belongs to the calling tenant only";
+  auto bad = call("POST", "/secrets-caller/ensure_key", R"({"key":"no/such name"})");
+  EXPECT_EQ(bad.status, 502) << bad.body;
+  EXPECT_EQ(call("POST", "/secrets-caller/ensure_key", "{}").status, 502);
 }
 
 // Plants a canary value, drives every route and service method (including failing ones),

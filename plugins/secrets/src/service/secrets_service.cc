@@ -110,6 +110,25 @@ class Service {
     return reply(out);
   }
 
+  // Makes the caller's transit key when it is missing, so a plugin can provision its own key
+  // (the audit plugin's per-tenant HMAC key) without an operator step. Never returns key bytes.
+  Result<std::string> ensureKey(Context& ctx, const Object::Ptr& req) const {
+    auto name = member(req, "key");
+    if (!name) return name.status();
+    bool created = true;
+    auto made = transit_.create(ctx, *name);
+    if (!made && made.status().code() == StatusCode::kConflict) {
+      created = false;  // it was there already (or a concurrent call just made it)
+      made = transit_.policy(ctx, *name);
+    }
+    if (!made) return made.status();
+    audit(ctx, "secret.transit.ensure_key", "transit", *name);
+    Object::Ptr out = new Object;
+    out->set("created", created);
+    out->set("latest_version", made->latest);
+    return reply(out);
+  }
+
   Result<std::string> hmac(Context& ctx, const Object::Ptr& req) const {
     auto key = openKey(ctx, req);
     if (!key) return key.status();
@@ -148,11 +167,10 @@ Status provideSecretsService(InitContext& ctx, const Seal& seal, const kv::KvEng
                              const transit::TransitEngine& transit) {
   auto service = std::make_shared<Service>(seal, kv, transit);
   using Method = Result<std::string> (Service::*)(Context&, const Object::Ptr&) const;
-  const std::pair<const char*, Method> methods[] = {{"read", &Service::read},
-                                                    {"encrypt", &Service::encrypt},
-                                                    {"decrypt", &Service::decrypt},
-                                                    {"datakey", &Service::datakey},
-                                                    {"hmac", &Service::hmac}};
+  const std::pair<const char*, Method> methods[] = {
+      {"read", &Service::read},       {"encrypt", &Service::encrypt},
+      {"decrypt", &Service::decrypt}, {"datakey", &Service::datakey},
+      {"hmac", &Service::hmac},       {"ensure_key", &Service::ensureKey}};
   for (const auto& [name, fn] : methods) {
     Status s = ctx.provide(
         kServiceName, name,
