@@ -8,6 +8,8 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <set>
 #include <system_error>
 #include <utility>
 
@@ -99,20 +101,26 @@ std::string lockPath(const std::filesystem::path& db_file) {
   return db_file.string() + "-redo.lock";
 }
 
+// A segment's file name, "<database file name>-redo.N": the database's name and N.
+std::optional<std::pair<std::string, uint64_t>> parseSegmentName(const std::string& name) {
+  const size_t at = name.rfind("-redo.");
+  if (at == std::string::npos || at == 0) return std::nullopt;
+  const std::string digits = name.substr(at + 6);
+  if (digits.empty() || digits.size() > 19 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;  // the lock file, or not ours
+  }
+  return std::pair{name.substr(0, at), std::stoull(digits)};
+}
+
 // The numbers of the segments beside `db_file`, ascending.
 Result<std::vector<uint64_t>> listSegments(const std::filesystem::path& db_file) {
-  const std::string prefix = db_file.filename().string() + "-redo.";
+  const std::string db_name = db_file.filename().string();
   std::vector<uint64_t> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(db_file.parent_path(), ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    const std::string digits = name.substr(prefix.size());
-    if (digits.empty() || digits.size() > 19 ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      continue;  // the lock file, or not ours
-    }
-    out.push_back(std::stoull(digits));
+    auto segment = parseSegmentName(entry.path().filename().string());
+    if (segment && segment->first == db_name) out.push_back(segment->second);
   }
   if (ec)
     return Status::unavailable("cannot list " + db_file.parent_path().string() + ": " +
@@ -311,6 +319,19 @@ Result<KvRedoLog::Opened> KvRedoLog::open(const std::filesystem::path& db_file) 
   if (!s) return s;
   opened.log->next_seq_ = next_seq == 0 ? 1 : next_seq;
   return opened;
+}
+
+Result<std::set<std::filesystem::path>> KvRedoLog::databasesWithRecords(
+    const std::filesystem::path& dir) {
+  std::set<std::filesystem::path> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    auto segment = parseSegmentName(entry.path().filename().string());
+    std::error_code size_ec;
+    if (segment && entry.file_size(size_ec) > 0 && !size_ec) out.insert(dir / segment->first);
+  }
+  if (ec) return Status::unavailable("cannot list " + dir.string() + ": " + ec.message());
+  return out;
 }
 
 Status KvRedoLog::removeAll(const std::filesystem::path& db_file) {

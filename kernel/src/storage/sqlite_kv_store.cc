@@ -26,7 +26,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <shared_mutex>
 #include <stop_token>
 #include <system_error>
@@ -200,23 +199,15 @@ class SqliteKvStore final : public KvStore {
     return Status::ok();
   }
 
-  // Opens every tenant whose redo log still holds records (after a crash; a clean close
-  // leaves one empty segment), which replays
+  // Opens every tenant whose redo log still holds records (after a crash), which replays
   // them into its database: from then on each database file is complete whenever trellisd
   // is stopped cleanly, whether or not the tenant is used again.
   Status recoverLogs() {
-    std::error_code ec;
-    std::set<std::string> tenants;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-      const std::string name = entry.path().filename().string();
-      const size_t at = name.find(".db-redo.");
-      if (at == std::string::npos || name.ends_with(".lock")) continue;
-      if (std::error_code size_ec; entry.file_size(size_ec) == 0 || size_ec) continue;
-      if (tenants::isValidTenantId(name.substr(0, at))) tenants.insert(name.substr(0, at));
-    }
-    if (ec) return Status::unavailable("cannot list " + dir_.string() + ": " + ec.message());
-    for (const auto& tenant : tenants) {
-      if (auto t = openTenant(tenant, /*create=*/false); !t) return t.status();
+    auto logged = KvRedoLog::databasesWithRecords(dir_);
+    if (!logged) return logged.status();
+    for (const auto& db : *logged) {
+      if (db.extension() != ".db" || !isValidScopeTenant(db.stem().string())) continue;
+      if (auto t = openTenant(db.stem().string(), /*create=*/false); !t) return t.status();
     }
     return Status::ok();
   }

@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -75,6 +76,10 @@ class KvRedoLog {
   // appends to come. UNAVAILABLE if another process has it open, if a segment other than
   // the newest is damaged, or on an I/O error; the message names the file.
   static Result<Opened> open(const std::filesystem::path& db_file);
+  // The database files in `dir` whose logs hold records (a clean close leaves one empty
+  // segment): what a crash left to replay.
+  static Result<std::set<std::filesystem::path>> databasesWithRecords(
+      const std::filesystem::path& dir);
   // Deletes every segment and the lock file of `db_file` (the tenant is being removed).
   static Status removeAll(const std::filesystem::path& db_file);
 
