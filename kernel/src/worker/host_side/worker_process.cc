@@ -305,11 +305,6 @@ void WorkerProcess::kill(const std::string& reason) {
     std::lock_guard lock(mu_);
     end_reason_ = on_its_own ? describeExit(status) : reason;
   }
-  {
-    std::lock_guard lock(mu_);
-    reaped_ = true;
-  }
-  reaped_cv_.notify_all();
   // Threads waiting on other channels wake up with EOF; nobody waits for a free one.
   for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
   freed_.notify_all();
@@ -321,6 +316,12 @@ void WorkerProcess::kill(const std::string& reason) {
     adopted.swap(adopted_);
   }
   for (auto& [handle, close] : adopted) close();
+  // Only now is it over for a second caller: reaped, its reason final, its handles closed.
+  {
+    std::lock_guard lock(mu_);
+    reaped_ = true;
+  }
+  reaped_cv_.notify_all();
 }
 
 bool WorkerProcess::adopt(uint64_t handle, std::function<void()> close) {

@@ -94,7 +94,7 @@ class WorkerProcess {
   mutable std::mutex mu_;
   std::condition_variable freed_;
   std::atomic<bool> dead_{false};
-  bool reaped_ = false;  // guarded by mu_: end_reason_ is final
+  bool reaped_ = false;  // guarded by mu_: end_reason_ is final, adopted_ closed
   mutable std::condition_variable reaped_cv_;
   std::string end_reason_;
   std::map<uint64_t, std::function<void()>> adopted_;  // guarded by mu_
