@@ -97,6 +97,11 @@ TEST(JsonSchemaTest, RefusesBadSchemasNamingTheSchemaPath) {
   EXPECT_EQ(schemaFault(R"({"type": "array", "items": {"type": "string", "pattern": "("}})")
                 .rfind("/items/pattern: not a valid regular expression", 0),
             0u);
+  // Found by the json_schema fuzzer: a length past 2^53 overflowed the cast to size_t.
+  EXPECT_EQ(schemaFault(R"({"type": "string", "maxLength": 92233720368547758082.0})"),
+            "/maxLength: expected a non-negative integer up to 2^53 - 1");
+  EXPECT_EQ(schemaFault(R"({"type": "string", "minLength": 18446744073709551615})"),
+            "/minLength: expected a non-negative integer up to 2^53 - 1");
   EXPECT_EQ(schemaFault(R"({"type": "string", "maxLength": 2, "default": "long"})"),
             "/default: breaks its own schema (/: must be at most 2 bytes long)");
   EXPECT_EQ(schemaFault(R"({"type": "integer", "enum": [1, "two"]})"),

@@ -313,8 +313,10 @@ class SchemaReader {
     for (const char* bound : {"minLength", "maxLength"}) {
       if (!keys.contains(bound)) continue;
       Var b = obj->get(bound);
-      if (!isIntegral(b) || b.convert<double>() < 0) {
-        return fault(path + "/" + bound, "expected a non-negative integer");
+      // Beyond 2^53 a double no longer holds every integer, and the cast below would overflow.
+      constexpr double kLargestLength = 9007199254740991.0;
+      if (!isIntegral(b) || b.convert<double>() < 0 || b.convert<double>() > kLargestLength) {
+        return fault(path + "/" + bound, "expected a non-negative integer up to 2^53 - 1");
       }
       (std::string(bound) == "minLength" ? node.min_length : node.max_length) =
           static_cast<std::size_t>(b.convert<double>());
