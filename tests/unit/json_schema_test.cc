@@ -79,6 +79,16 @@ TEST(JsonSchemaTest, DoesNotRunPatternsOnOverlongInput) {
   EXPECT_EQ(documentFault(doc), "/code: too long to match pattern (over 1024 bytes)");
 }
 
+TEST(JsonSchemaTest, AcceptsPatternsWithModestRepeatCounts) {
+  JsonSchema ids = schema(R"({"type": "object", "properties": {
+      "uuid": {"type": "string",
+               "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
+      "ipv4": {"type": "string", "pattern": "^(\\d{1,3}\\.){3}\\d{1,3}$"}}})");
+  EXPECT_TRUE(ids.validate(R"({"uuid": "0190a3c4-1b2c-7d3e-8f40-123456789abc"})").isOk());
+  EXPECT_TRUE(ids.validate(R"({"ipv4": "10.0.0.1"})").isOk());
+  EXPECT_FALSE(ids.validate(R"({"ipv4": "10.0.0"})").isOk());
+}
+
 TEST(JsonSchemaTest, RefusesBadSchemasNamingTheSchemaPath) {
   EXPECT_EQ(schemaFault(R"({"type": "object", "properties": {"a": {"type": "text"}}})"),
             "/properties/a/type: must be one of \"object\", \"string\", \"integer\", "
@@ -102,6 +112,13 @@ TEST(JsonSchemaTest, RefusesBadSchemasNamingTheSchemaPath) {
             "/maxLength: expected a non-negative integer up to 2^53 - 1");
   EXPECT_EQ(schemaFault(R"({"type": "string", "minLength": 18446744073709551615})"),
             "/minLength: expected a non-negative integer up to 2^53 - 1");
+  // Patterns std::regex cannot compile safely are refused before it sees them.
+  EXPECT_EQ(schemaFault(R"({"type": "string", "pattern": "a{18446744073709551610}"})"),
+            "/pattern: has a number of more than 9 digits");
+  EXPECT_EQ(schemaFault(R"({"type": "string", "pattern": "((a{100}){100}){100}"})"),
+            "/pattern: repeats too much (over 10000 states once its counts are expanded)");
+  std::string long_pattern = R"({"type": "string", "pattern": ")" + std::string(600, 'a') + "\"}";
+  EXPECT_EQ(schemaFault(long_pattern.c_str()), "/pattern: longer than 512 bytes");
   EXPECT_EQ(schemaFault(R"({"type": "string", "maxLength": 2, "default": "long"})"),
             "/default: breaks its own schema (/: must be at most 2 bytes long)");
   EXPECT_EQ(schemaFault(R"({"type": "integer", "enum": [1, "two"]})"),

@@ -82,6 +82,70 @@ bool isIntegral(const Var& v) {
   return std::isfinite(d) && std::floor(d) == d;
 }
 
+// How many NFA states std::regex would build: repeat counts copy what they repeat, so
+// "(a{1000}){1000}" is a million. A run of more than 9 digits overflows libstdc++'s parser.
+// Returns nullopt when the pattern may be compiled, else what is wrong with it.
+std::optional<std::string> patternProblem(std::string_view pattern) {
+  if (pattern.size() > JsonSchema::kMaxPatternLength) {
+    return "longer than " + std::to_string(JsonSchema::kMaxPatternLength) + " bytes";
+  }
+  struct Frame {
+    double total = 0;  // states of the items closed so far
+    double last = 0;   // states of the latest item, which a count multiplies
+  };
+  std::vector<Frame> frames(1);
+  auto item = [&](double states) {
+    frames.back().total += frames.back().last;
+    frames.back().last = states;
+  };
+  for (std::size_t i = pattern.find_first_of("0123456789"); i != std::string_view::npos;) {
+    std::size_t end = std::min(pattern.find_first_not_of("0123456789", i), pattern.size());
+    if (end - i > 9) return std::string("has a number of more than 9 digits");
+    i = pattern.find_first_of("0123456789", end);
+  }
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c == '\\') {
+      ++i;
+      item(1);
+    } else if (c == '[') {
+      for (++i; i < pattern.size() && pattern[i] != ']'; ++i) i += pattern[i] == '\\' ? 1 : 0;
+      item(1);
+    } else if (c == '(') {
+      frames.emplace_back();
+    } else if (c == ')' && frames.size() > 1) {
+      double inner = frames.back().total + frames.back().last;
+      frames.pop_back();
+      item(inner);
+    } else if (c == '{') {
+      // {m}, {m,} and {m,n}: the largest count bounds the copies.
+      std::size_t close = pattern.find('}', i);
+      if (close == std::string_view::npos) continue;  // std::regex reports it
+      std::string counts(pattern.substr(i + 1, close - i - 1));
+      double copies = 0;
+      for (std::size_t at = 0; at < counts.size();) {
+        std::size_t stop = counts.find(',', at);
+        std::string number = counts.substr(at, stop == std::string::npos ? stop : stop - at);
+        if (number.empty()) number = "1";
+        if (number.find_first_not_of("0123456789") != std::string::npos) break;
+        copies = std::max(copies, std::stod(number) + (stop == counts.size() - 1 ? 1 : 0));
+        at = stop == std::string::npos ? counts.size() : stop + 1;
+      }
+      frames.back().last *= std::max(copies, 1.0);
+      i = close;
+    } else if (c != '|' && c != '*' && c != '+' && c != '?' && c != '^' && c != '$') {
+      item(1);
+    }
+    double states = 0;
+    for (const Frame& f : frames) states += f.total + f.last;
+    if (states > JsonSchema::kMaxPatternStates) {
+      return "repeats too much (over " + std::to_string(JsonSchema::kMaxPatternStates) +
+             " states once its counts are expanded)";
+    }
+  }
+  return std::nullopt;
+}
+
 std::string formatNumber(double d) {
   if (std::floor(d) == d && std::fabs(d) < 1e15) return std::to_string(static_cast<long long>(d));
   std::string s = std::to_string(d);
@@ -331,6 +395,8 @@ class SchemaReader {
       Var p = obj->get("pattern");
       if (!p.isString()) return fault(path + "/pattern", "expected a string");
       node.pattern_text = p.extract<std::string>();
+      if (auto problem = patternProblem(node.pattern_text))
+        return fault(path + "/pattern", *problem);
       try {
         node.pattern.emplace(node.pattern_text, std::regex::ECMAScript);
       } catch (const std::regex_error& e) {

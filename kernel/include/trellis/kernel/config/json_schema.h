@@ -11,7 +11,9 @@
 //
 // Keywords: type (object, string, integer, number, boolean, array), properties, required,
 // enum (scalars), minimum, maximum, minLength, maxLength, pattern (ECMAScript regex; strings
-// longer than kMaxPatternInput are refused rather than matched), items, default, title,
+// longer than kMaxPatternInput are refused rather than matched; a pattern longer than
+// kMaxPatternLength, with a number of more than 9 digits or whose repeat counts expand past
+// kMaxPatternStates is refused), items, default, title,
 // description. Objects accept only the keys their "properties" declare
 // (additionalProperties: false is implied), so an unknown override key is refused.
 #pragma once
@@ -29,6 +31,10 @@ class JsonSchema {
   // std::regex backtracks; the schema is trusted (signed manifest) but the input is not, so
   // pattern checks only run on strings up to this length.
   static constexpr std::size_t kMaxPatternInput = 1024;
+  // libstdc++'s regex compiler recurses once per alternative and overflows a signed integer
+  // on a huge repeat count or back-reference, so a pattern is checked before it is compiled.
+  static constexpr std::size_t kMaxPatternLength = 512;
+  static constexpr std::size_t kMaxPatternStates = 10000;
 
   // Refuses an unknown keyword, a wrong keyword type or a default that breaks its own schema.
   static Result<JsonSchema> parse(std::string_view schema_json);
