@@ -102,6 +102,24 @@ TEST(UsageJournalTest, BacklogAndRetentionLimits) {
   EXPECT_EQ((*left)[0].seq, 7u);
 }
 
+TEST(UsageJournalTest, AgePruningTakesEverythingWhenEveryRowIsOld) {
+  TempDir dir;
+  auto j = UsageJournal::open(dir / "usage.db");
+  ASSERT_TRUE(j);
+  ASSERT_TRUE((*j)->append(rows(3, 1000, 100)));
+  auto aged = (*j)->dropOlderThan(9000);
+  ASSERT_TRUE(aged);
+  EXPECT_EQ(*aged, 3u);
+  EXPECT_EQ((*j)->retainedBytes(), 0u);
+  auto none = (*j)->dropOlderThan(9000);  // an empty journal: nothing to do, no error
+  ASSERT_TRUE(none);
+  EXPECT_EQ(*none, 0u);
+  // Sequence numbers go on after pruning everything.
+  auto next = (*j)->append(rows(1, 9500));
+  ASSERT_TRUE(next);
+  EXPECT_EQ(*next, 4u);
+}
+
 TEST(UsageRecordTest, EventIdsAreUuidV7InTimeOrder) {
   const std::regex v7("[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
   const std::string a = newEventId(1'700'000'000'000), b = newEventId(1'700'000'000'001);

@@ -97,6 +97,7 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::open(const std::filesyst
     // The same C struct: SOCI only declares SQLite's API inside its own namespace.
     db->writer_statements_ =
         std::make_unique<SqliteStatements>(reinterpret_cast<::sqlite3*>(handleOf(sql)));
+    if (options.page_size != 0) exec(sql, "PRAGMA page_size=" + std::to_string(options.page_size));
     std::string mode;
     Query(sql, "PRAGMA journal_mode=WAL").into(mode).run();
     if (mode != "wal") throw std::runtime_error("cannot enable WAL (journal_mode=" + mode + ")");

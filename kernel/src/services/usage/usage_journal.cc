@@ -32,7 +32,8 @@ long long nowMs() {
 }  // namespace
 
 Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::path& file) {
-  auto db = storage::SqliteDatabase::open(file, {.create = true, .max_batch = 64}, createSchema);
+  auto db = storage::SqliteDatabase::open(
+      file, {.create = true, .max_batch = 64, .page_size = 65536}, createSchema);
   if (!db) return Status::unavailable("usage journal: " + db.status().message());
   std::unique_ptr<UsageJournal> j(new UsageJournal(std::move(*db)));
   Status s = j->db_->read([&j](storage::SqliteConnection& conn) {
@@ -154,26 +155,42 @@ Result<UsageJournal::Backlog> UsageJournal::backlog(uint64_t after, bool everyth
   return b;
 }
 
-Result<uint64_t> UsageJournal::dropWhere(const std::string& condition, long long arg) {
-  long long rows = 0, bytes = 0;
+Result<uint64_t> UsageJournal::dropUpTo(uint64_t up_to) {
+  uint64_t rows = 0, bytes = 0;
   Status s = db_->write([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    sql << "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM usage_records WHERE " + condition,
-        soci::into(rows), soci::into(bytes), soci::use(arg);
-    if (rows > 0) sql << "DELETE FROM usage_records WHERE " + condition, soci::use(arg);
+    rows = bytes = 0;
+    // RETURNING: the DELETE reads each row once, so no second scan counts what went.
+    long long size = 0;
+    soci::statement st =
+        (conn.sql.prepare << "DELETE FROM usage_records WHERE seq <= :v RETURNING bytes",
+         soci::into(size), soci::use(static_cast<long long>(up_to)));
+    st.execute();
+    while (st.fetch()) {
+      ++rows;
+      bytes += static_cast<uint64_t>(size);
+    }
     return Status::ok();
   });
   if (!s) return s;
-  bytes_ -= std::min<uint64_t>(bytes_, static_cast<uint64_t>(bytes));
-  return static_cast<uint64_t>(rows);
-}
-
-Result<uint64_t> UsageJournal::dropUpTo(uint64_t up_to) {
-  return dropWhere("seq <= :v", static_cast<long long>(up_to));
+  bytes_ -= std::min(bytes_, bytes);
+  return rows;
 }
 
 Result<uint64_t> UsageJournal::dropOlderThan(int64_t at_ms) {
-  return dropWhere("at_ms < :v", at_ms);
+  // Rows are appended in time order (to the millisecond; the writer takes them from one
+  // queue), so the old ones are a prefix of seq: found from the first row, not by a scan
+  // of the whole journal (at_ms has no index).
+  long long first_young = 0;
+  soci::indicator none = soci::i_ok;
+  Status s = db_->read([&](storage::SqliteConnection& conn) {
+    conn.sql << "SELECT seq FROM usage_records WHERE at_ms >= :v ORDER BY seq LIMIT 1",
+        soci::into(first_young, none), soci::use(static_cast<long long>(at_ms));
+    if (!conn.sql.got_data() || none != soci::i_ok) first_young = 0;
+    return Status::ok();
+  });
+  if (!s) return s;
+  const uint64_t up_to = first_young > 0 ? static_cast<uint64_t>(first_young) - 1 : head_;
+  return dropUpTo(up_to);
 }
 
 Result<uint64_t> UsageJournal::dropToSize(uint64_t max_bytes) {

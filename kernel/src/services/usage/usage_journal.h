@@ -57,6 +57,7 @@ class UsageJournal {
 
   // Pruning; each returns how many rows went. `upTo`: rows with seq <= up_to.
   Result<uint64_t> dropUpTo(uint64_t up_to);
+  // Rows older than `at_ms`, taken as the prefix of seq before the first younger row.
   Result<uint64_t> dropOlderThan(int64_t at_ms);
   // The oldest rows, until at most `max_bytes` remain.
   Result<uint64_t> dropToSize(uint64_t max_bytes);
@@ -68,7 +69,6 @@ class UsageJournal {
 
  private:
   explicit UsageJournal(std::unique_ptr<storage::SqliteDatabase> db) : db_(std::move(db)) {}
-  Result<uint64_t> dropWhere(const std::string& condition, long long arg);
 
   std::unique_ptr<storage::SqliteDatabase> db_;
   uint64_t head_ = 0;   // writer thread only after open

@@ -63,6 +63,9 @@ class SqliteDatabase {
     bool create = true;           // false: NOT_FOUND (and no file) if it does not exist
     size_t max_batch = 256;       // writes per transaction
     size_t max_idle_readers = 8;  // reader connections kept open between reads
+    // Bytes per page of a file this open creates (SQLite cannot change it later in WAL
+    // mode); 0 keeps SQLite's 4 KiB. Larger pages mean fewer WAL frames for append-only data.
+    size_t page_size = 0;
   };
   using Schema = std::function<void(soci::session&)>;
 
