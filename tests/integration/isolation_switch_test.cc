@@ -240,6 +240,43 @@ TEST_F(IsolationSwitchTest, SwitchesBothWaysWhileAClientKeepsCalling) {
   EXPECT_EQ(requests[0]->getObject("parameters")->getValue<std::string>("isolation"), "process");
 }
 
+TEST_F(IsolationSwitchTest, ALuaPluginMovesIntoAWorkerAndBackWithItsData) {
+  auto visits = [&] {
+    auto r = request(server_->port(), "GET", "/hello-lua/ann", kAcme);
+    EXPECT_EQ(r.status, 200) << r.body << server_->log();
+    return r.status == 200 ? json(r.body)->getValue<int>("visits") : -1;
+  };
+  EXPECT_EQ(visits(), 1);
+  EXPECT_EQ(isolationOf("trellis/hello-lua"), "");  // in its Lua sandbox in trellisd
+
+  auto to_process = activate("trellis/hello-lua", R"({"isolation":"process"})");
+  ASSERT_EQ(to_process.status, 200) << to_process.body << server_->log();
+  EXPECT_EQ(json(to_process.body)->getValue<std::string>("isolation"), "process");
+  EXPECT_EQ(isolationOf("trellis/hello-lua"), "process");
+  const int pid = workerPid("trellis/hello-lua");
+  ASSERT_GT(pid, 0);
+  EXPECT_NE(pid, server_->pid());
+  // The script's KV data is the plugin's and the tenant's, not the instance's.
+  EXPECT_EQ(visits(), 2);
+  EXPECT_EQ(workerPid("trellis/hello-lua"), pid);
+
+  auto back = activate("trellis/hello-lua", R"({"isolation":"in-process"})");
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_FALSE(json(back.body)->getValue<bool>("unchanged"));
+  EXPECT_EQ(isolationOf("trellis/hello-lua"), "");
+  EXPECT_EQ(pluginEntry("trellis/hello-lua")->getArray("workers"), nullptr);
+  EXPECT_EQ(visits(), 3);
+
+  std::vector<Object::Ptr> changes;
+  EXPECT_TRUE(eventually([&] {
+    changes = auditRecords("plugin_isolation_changed");
+    return changes.size() >= 2;
+  }));
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0]->getValue<std::string>("resource"), "trellis/hello-lua");
+  EXPECT_EQ(changes[0]->getObject("parameters")->getValue<std::string>("to"), "process");
+}
+
 TEST_F(IsolationSwitchTest, ALaterActivationKeepsTheModeChosenAtRunTime) {
   ASSERT_EQ(activate("fixture/crashy", R"({"isolation":"process"})").status, 200);
   const int pid = workerPid("fixture/crashy");
@@ -273,8 +310,6 @@ TEST_F(IsolationSwitchTest, WhatCannotWorkIsRefusedByNameAndChangesNothing) {
             "dedicated_tenants[0]: expected a tenant id"},
            {"fixture/crashy", R"({"isolaton":"process"})", 400, R"(unknown member \"isolaton\")"},
            {"fixture/crashy", "not json", 400, "body must be"},
-           {"trellis/hello-lua", R"({"isolation":"process"})", 501,
-            "isolation: process is not available for Lua plugins"},
            {"fixture/sys-audit", R"({"isolation":"process"})", 501,
             "isolation: process is not available for system plugins"},
        }) {

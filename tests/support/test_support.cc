@@ -315,10 +315,13 @@ std::string runCli(const TrellisdProcess& server, const std::string& args, int* 
 }
 
 // TRELLIS_TEST_ISOLATION=process: every native plugin a test enables runs in a worker
-// process (the conformance run of tests/CMakeLists.txt). Lua plugins ("…-lua") stay put.
+// process (the conformance run of tests/CMakeLists.txt). Lua plugins ("…-lua") stay put,
+// unless the value is "process+lua": then every plugin does, Lua ones too.
 std::string withIsolation(const std::string& plugins) {
   const char* mode = std::getenv("TRELLIS_TEST_ISOLATION");
-  if (!mode || std::string(mode) != "process") return plugins;
+  if (!mode) return plugins;
+  const bool lua_too = std::string(mode) == "process+lua";
+  if (!lua_too && std::string(mode) != "process") return plugins;
   std::string out;
   std::istringstream lines(plugins);
   for (std::string line; std::getline(lines, line);) {
@@ -327,7 +330,7 @@ std::string withIsolation(const std::string& plugins) {
     if (at == std::string::npos) continue;
     std::string id = line.substr(at + 6);
     bool has_isolation = plugins.find("isolation:") != std::string::npos;
-    if (id.size() >= 4 && id.compare(id.size() - 4, 4, "-lua") == 0) continue;
+    if (!lua_too && id.size() >= 4 && id.compare(id.size() - 4, 4, "-lua") == 0) continue;
     if (!has_isolation) out += std::string(at + 2, ' ') + "isolation: process\n";
   }
   return out;

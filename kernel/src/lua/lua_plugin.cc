@@ -52,7 +52,7 @@ std::vector<std::string> paramNames(std::string_view pattern) {
 
 // The entry's text, if it is a regular file inside `dir` (after following symlinks: a
 // link may point only within the plugin folder) of at most kMaxSourceBytes.
-Result<std::string> readEntry(const fs::path& dir, const std::string& entry) {
+Result<std::string> readEntryText(const fs::path& dir, const std::string& entry) {
   std::error_code ec;
   const fs::path file = dir / entry;
   if (!fs::exists(fs::symlink_status(file, ec))) {
@@ -109,7 +109,7 @@ trellis_status registerRoute(Call* c, trellis_str method, trellis_str pattern, i
     r.index = p->routes.size() - 1;
     r.method = m;
     r.pattern = pat;
-    r.blocking = p->manifest.isBlocking(m, pat);
+    r.blocking = p->isBlocking(m, pat);
     r.params = paramNames(pat);
     trellis_status s = p->host->route_add(c->ctx, method, pattern, routeHandler, &r);
     if (s != TRELLIS_OK) {
@@ -267,7 +267,7 @@ Result<std::unique_ptr<ThreadState>> LuaPlugin::Impl::build(const trellis_ctx* c
   auto sb = Sandbox::create(blocking_budget);
   if (!sb) return sb.status();
   ts->sb = std::move(*sb);
-  ts->sb->setLabel("lua plugin " + manifest.id + " " + version);
+  ts->sb->setLabel("lua plugin " + id + " " + version);
   if (Status s = installScriptApi(*ts->sb, ts.get()); !s) return s;
   if (phase == Phase::kReplay) {
     ts->route_refs.assign(routes.size(), LUA_NOREF);
@@ -513,24 +513,45 @@ void onDestroy(void*) {}
 
 }  // namespace
 
+Result<std::string> LuaPlugin::readEntry(const fs::path& dir, const std::string& entry) {
+  return readEntryText(dir, entry);
+}
+
 Result<std::unique_ptr<LuaPlugin>> LuaPlugin::load(
     const fs::path& dir, const plugin::Manifest& manifest, const std::string& entry,
     const config::LuaBudget& budget, metrics::MetricsRegistry* metrics, WithInitCtx with_init_ctx) {
-  auto source = readEntry(dir, entry);
-  if (!source) return source.status();
+  auto text = readEntryText(dir, entry);
+  if (!text) return text.status();
+  return fromSource(Source{manifest.id, manifest.version.toString(), entry, std::move(*text),
+                           manifest.blocking_routes},
+                    budget, metrics, std::move(with_init_ctx));
+}
+
+Result<std::unique_ptr<LuaPlugin>> LuaPlugin::fromSource(Source source,
+                                                         const config::LuaBudget& budget,
+                                                         metrics::MetricsRegistry* metrics,
+                                                         WithInitCtx with_init_ctx,
+                                                         FailureSink on_failure) {
+  if (source.text.size() > kMaxSourceBytes) {
+    return Status::invalid("lua entry " + source.entry + " has " +
+                           std::to_string(source.text.size()) + " bytes; at most " +
+                           std::to_string(kMaxSourceBytes) + " are allowed");
+  }
   auto impl = std::make_unique<Impl>();
   impl->uid = g_next_uid.fetch_add(1);
-  impl->manifest = manifest;
-  impl->entry = entry;
-  impl->source = std::move(*source);
+  impl->id = std::move(source.id);
+  impl->blocking_routes = std::move(source.blocking_routes);
+  impl->entry = std::move(source.entry);
+  impl->source = std::move(source.text);
   impl->route_budget = toBudget(budget, budget.wall);
   impl->blocking_budget = toBudget(budget, budget.blocking_wall);
   impl->with_init_ctx = std::move(with_init_ctx);
-  impl->version = manifest.version.toString();
+  impl->on_failure = std::move(on_failure);
+  impl->version = std::move(source.version);
   impl->descriptor = trellis_plugin{sizeof(trellis_plugin),
                                     TRELLIS_ABI_MAJOR,
                                     TRELLIS_ABI_MINOR,
-                                    impl->manifest.id.c_str(),
+                                    impl->id.c_str(),
                                     impl->version.c_str(),
                                     onInit,
                                     onStart,
@@ -542,7 +563,7 @@ Result<std::unique_ptr<LuaPlugin>> LuaPlugin::load(
                          "Calls into Lua plugins that failed, by cause", {"plugin", "cause"});
     const char* causes[] = {"error", "instructions", "memory", "wall_time"};
     for (size_t i = 0; i < impl->failures.size(); ++i) {
-      impl->failures[i] = &family.labels({manifest.id, causes[i]});
+      impl->failures[i] = &family.labels({impl->id, causes[i]});
     }
   }
   return std::unique_ptr<LuaPlugin>(new LuaPlugin(std::move(impl)));

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "trellis/kernel/config/config.h"
 #include "trellis/kernel/lua/sandbox.h"
@@ -55,6 +56,28 @@ class LuaPlugin {
                                                  const config::LuaBudget& budget,
                                                  metrics::MetricsRegistry* metrics,
                                                  WithInitCtx with_init_ctx);
+
+  // The entry's text, checked as load() checks it. The kernel checks a plugin that runs in
+  // a worker process this way before the worker gets the file.
+  static Result<std::string> readEntry(const std::filesystem::path& dir, const std::string& entry);
+
+  // What load() takes from the manifest and the folder. trellis-worker builds the plugin
+  // from this (it has the entry's text as a descriptor, and no manifest parser).
+  struct Source {
+    std::string id;
+    std::string version;
+    std::string entry;  // "main.lua": the chunk name in error messages
+    std::string text;
+    std::vector<plugin::BlockingRoute> blocking_routes;
+  };
+  // Without `metrics`, each failed call is handed to `on_failure` instead (cause: 0 error,
+  // 1 instructions, 2 memory, 3 wall time): the worker sends it on to trellisd.
+  using FailureSink = std::function<void(size_t cause)>;
+  static Result<std::unique_ptr<LuaPlugin>> fromSource(Source source,
+                                                       const config::LuaBudget& budget,
+                                                       metrics::MetricsRegistry* metrics,
+                                                       WithInitCtx with_init_ctx,
+                                                       FailureSink on_failure = nullptr);
   ~LuaPlugin();
   LuaPlugin(const LuaPlugin&) = delete;
   LuaPlugin& operator=(const LuaPlugin&) = delete;

@@ -198,7 +198,8 @@ http::Response AdminPlane::pluginList(const http::Request& req) const {
     o->set("capabilities", caps);
     o->set("denied_calls", p->denied_calls.load());
     if (!p->error.empty()) o->set("error", p->error);
-    if (p->manifest().runtime != "lua") {
+    // A Lua plugin in trellisd runs in its Lua sandbox, which has no isolation to name.
+    if (p->manifest().runtime != "lua" || p->worker) {
       o->set("isolation", p->worker ? "process" : "in-process");
       // An admin's choice at run time, which trellis.yaml replaces at the next start.
       o->set("isolation_set_at_runtime", p->isolation_set_at_runtime);

@@ -144,10 +144,36 @@ worker::WorkerOptions workerOptions(const config::WorkerConfig& c) {
   return o;
 }
 
-// How an instance runs, as the admin API names it; "" for Lua (always in its sandbox).
+// How an instance runs, as the admin API names it; "" for Lua in trellisd (in its sandbox
+// there), "process" for Lua in a worker (its sandbox inside the worker's).
 std::string isolationName(const PluginInstance& p) {
-  if (p.manifest().runtime == "lua") return "";
-  return p.worker ? "process" : "in-process";
+  if (p.worker) return "process";
+  return p.manifest().runtime == "lua" ? "" : "in-process";
+}
+
+// How trellis-worker builds a Lua plugin: what LuaPlugin::load takes from the manifest and
+// the operator's budget, on its command line (the worker parses no manifest).
+std::vector<std::string> luaWorkerArgs(const plugin::Manifest& m, const std::string& entry,
+                                       const config::LuaBudget& b) {
+  std::vector<std::string> args = {"--lua",
+                                   "--lua-entry",
+                                   entry,
+                                   "--plugin-id",
+                                   m.id,
+                                   "--plugin-version",
+                                   m.version.toString(),
+                                   "--lua-instructions",
+                                   std::to_string(b.instructions),
+                                   "--lua-memory-bytes",
+                                   std::to_string(b.memory_bytes),
+                                   "--lua-wall-ms",
+                                   std::to_string(b.wall.count()),
+                                   "--lua-blocking-wall-ms",
+                                   std::to_string(b.blocking_wall.count())};
+  for (const auto& r : m.blocking_routes) {
+    args.insert(args.end(), {"--blocking-route", r.method + " " + r.pattern});
+  }
+  return args;
 }
 
 }  // namespace
@@ -265,9 +291,26 @@ Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
                                const config::PluginEntry& entry) {
   const config::LuaBudget& budget = entry.lua;
   const plugin::Manifest& m = p.manifest();
+  // A system plugin is trusted by the operator's grant, and its admin routes and usage
+  // subscription are host threads calling into it, which a worker does not offer yet.
+  const bool system = m.scope == plugin::PluginScope::System;
+  if (system && entry.isolation == config::Isolation::kProcess) {
+    return Status::unimplemented(
+        "isolation: process is not available for system plugins yet (admin routes and the "
+        "usage stream call into the plugin in process)");
+  }
   if (m.runtime == "lua") {
+    // Only by the operator's choice: a Lua plugin is sandboxed in trellisd already, and a
+    // worker adds a process (and IPC per host call) to what it costs.
     if (entry.isolation == config::Isolation::kProcess) {
-      return Status::unimplemented("isolation: process is not available for Lua plugins yet");
+      if (auto text = lua::LuaPlugin::readEntry(p.dir(), entry_file); !text) return text.status();
+      worker::WorkerOptions options = workerOptions(worker_config_);
+      options.plugin_args = luaWorkerArgs(m, entry_file, budget);
+      auto worker =
+          worker::WorkerPlugin::open(p, p.dir() / entry_file, options, entry.dedicated_tenants);
+      if (!worker) return worker.status();
+      p.worker = std::move(*worker);
+      return Status::ok();
     }
     // The adapter builds each thread's Lua state under an init ctx of this plugin.
     auto with_init_ctx = [plugin = &p](const std::function<void(const trellis_ctx*)>& fn) {
@@ -282,14 +325,6 @@ Status PluginManager::loadCode(PluginInstance& p, const std::string& entry_file,
     if (!lua) return lua.status();
     p.lua = std::move(*lua);
     return Status::ok();
-  }
-  // A system plugin is trusted by the operator's grant, and its admin routes and usage
-  // subscription are host threads calling into it, which a worker does not offer yet.
-  const bool system = m.scope == plugin::PluginScope::System;
-  if (system && entry.isolation == config::Isolation::kProcess) {
-    return Status::unimplemented(
-        "isolation: process is not available for system plugins yet (admin routes and the "
-        "usage stream call into the plugin in process)");
   }
   if (!system && runsInWorker(p, entry)) {
     auto worker = worker::WorkerPlugin::open(p, p.dir() / entry_file, workerOptions(worker_config_),
@@ -696,7 +731,9 @@ void PluginManager::recordIsolationChange(const std::string& id, const Activatio
       "plugin {}@{} now runs {} (was {}) by an admin's choice; trellis.yaml sets its isolation "
       "again at the next start",
       id, result.version, result.isolation.empty() ? "in its Lua sandbox" : result.isolation,
-      result.previous_isolation.empty() ? "not active" : result.previous_isolation);
+      !result.previous_isolation.empty() ? result.previous_isolation
+      : result.previous.empty()          ? "not active"
+                                         : "in its Lua sandbox");
   if (!services_.events) return;
   std::string payload = "{\"plugin\":";
   util::appendJsonString(payload, id);

@@ -108,8 +108,9 @@ class PluginManager {
     std::string previous;  // the version it replaced; "" for a new plugin
     bool drained = true;   // false: the old version outlived `drain`
     bool already = false;  // this version was already active; nothing changed
-    // "process" or "in-process" ("" for Lua plugins): the mode it runs in now, and the
-    // mode of the instance it replaced ("" for a new plugin).
+    // "process" or "in-process" ("" for a Lua plugin in trellisd, in its sandbox there):
+    // the mode it runs in now, and the mode of the instance it replaced ("" for a new
+    // plugin).
     std::string isolation;
     std::string previous_isolation;
   };

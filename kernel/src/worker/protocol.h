@@ -129,6 +129,8 @@ enum class Effect : uint8_t {
   kServiceReply = 9,    // str bytes
   kQuotaExceeded = 10,  // the worker refused a call: the request's max_host_calls is spent
   kHostCalls = 11,      // u64: the request's host calls when the hook returned (last effect)
+  kLuaFailure = 12,     // u8 cause (0 error, 1 instructions, 2 memory, 3 wall_time): a Lua
+                        // plugin's call failed; counted in trellis_lua_plugin_failures_total
 };
 
 struct FrameHeader {

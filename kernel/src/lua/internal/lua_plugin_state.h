@@ -99,7 +99,8 @@ class CallGuard {
 
 struct LuaPlugin::Impl {
   uint64_t uid = 0;  // tells thread-local caches of different plugins apart
-  plugin::Manifest manifest;
+  std::string id;    // the manifest's
+  std::vector<plugin::BlockingRoute> blocking_routes;
   std::string entry;  // "main.lua": the chunk name in error messages
   std::string source;
   Budget route_budget;
@@ -117,6 +118,7 @@ struct LuaPlugin::Impl {
   std::map<std::string, trellis_metric_id, std::less<>> metric_ids;
 
   std::array<metrics::Counter*, 4> failures{};  // error, instructions, memory, wall_time
+  FailureSink on_failure;                       // instead, without a metrics registry
 
   std::mutex mu;  // guards states
   std::vector<std::unique_ptr<ThreadState>> states;
@@ -125,9 +127,19 @@ struct LuaPlugin::Impl {
   ThreadState* adopt(std::unique_ptr<ThreadState> ts);
   ThreadState* threadState(const trellis_ctx* ctx);
   trellis_status finish(Call& c, const CallResult& r, const char* what);
+  bool isBlocking(std::string_view method, std::string_view pattern) const {
+    for (const plugin::BlockingRoute& b : blocking_routes) {
+      if (b.pattern == pattern && (b.method == "*" || b.method == method)) return true;
+    }
+    return false;
+  }
   void countFailure(Outcome o) {
-    if (o != Outcome::kOk && failures[static_cast<size_t>(o) - 1]) {
-      failures[static_cast<size_t>(o) - 1]->add(1);
+    if (o == Outcome::kOk) return;
+    const size_t cause = static_cast<size_t>(o) - 1;
+    if (failures[cause]) {
+      failures[cause]->add(1);
+    } else if (on_failure) {
+      on_failure(cause);
     }
   }
 };

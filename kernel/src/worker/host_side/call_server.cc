@@ -3,6 +3,7 @@
 // that is running, and answered with status, message and outputs. Nothing the worker sends
 // is used as a pointer or a size to allocate up front.
 #include <algorithm>
+#include <iterator>
 #include <string>
 
 #include "runtime/call_context.h"
@@ -10,6 +11,7 @@
 #include "services/core/handle_table.h"
 #include "services/core/host_call.h"
 #include "trellis/kernel/http/router.h"
+#include "trellis/kernel/metrics/registry.h"
 #include "worker/host_side/invocation.h"
 #include "worker/host_side/worker_process.h"
 
@@ -146,6 +148,22 @@ bool applyEffects(Invocation& inv, std::string_view effects) {
         // Calls the worker answered itself count as the kernel's own do.
         uint64_t calls = r.u64();
         if (r.ok() && c) inv.ctx->host_calls = std::max(inv.ctx->host_calls, calls);
+        break;
+      }
+      case Effect::kLuaFailure: {
+        // Only the Lua adapter sends it, and only for its own plugin's counter.
+        uint8_t cause = r.u8();
+        static const char* const kCauses[] = {"error", "instructions", "memory", "wall_time"};
+        if (!r.ok() || cause >= std::size(kCauses)) return false;
+        if (!c || !inv.ctx->plugin) break;
+        const runtime::PluginInstance& p = *inv.ctx->plugin;
+        if (p.manifest().runtime != "lua") return false;
+        if (metrics::MetricsRegistry* m = p.services().metrics) {
+          m->counter("trellis_lua_plugin_failures_total",
+                     "Calls into Lua plugins that failed, by cause", {"plugin", "cause"})
+              .labels({p.id(), kCauses[cause]})
+              .add(1);
+        }
         break;
       }
       default: return false;

@@ -634,8 +634,12 @@ Result<std::unique_ptr<WorkerPlugin>> WorkerPlugin::open(runtime::PluginInstance
   impl.options = options;
   const std::string name = library.filename().string();
   // What can be refused without running the library is refused here, with the same
-  // messages as in process; the worker reports what only loading it can tell.
-  if (Status s = plugin::NativeLibrary::inspect(library, plugin.manifest()); !s) return s;
+  // messages as in process; the worker reports what only loading it can tell. A Lua
+  // plugin's entry was checked by the caller (LuaPlugin::readEntry).
+  const bool lua = plugin.manifest().runtime == "lua";
+  if (!lua) {
+    if (Status s = plugin::NativeLibrary::inspect(library, plugin.manifest()); !s) return s;
+  }
   for (auto& t : dedicated) {
     auto slot = std::make_unique<Slot>();
     slot->tenant = t;
@@ -674,7 +678,8 @@ Result<std::unique_ptr<WorkerPlugin>> WorkerPlugin::open(runtime::PluginInstance
       !abi || hello.abi_major > 0xffff || hello.abi_minor > 0xffff) {
     return Status::invalid(name + ": " + (abi ? "ABI out of range" : abi.message()));
   }
-  if (hello.abi_major != m.abi_major || hello.abi_minor != m.abi_minor) {
+  // A Lua plugin's descriptor is the adapter's, built for this host's ABI.
+  if (!lua && (hello.abi_major != m.abi_major || hello.abi_minor != m.abi_minor)) {
     return Status::invalid(name + ": descriptor says ABI " + std::to_string(hello.abi_major) + "." +
                            std::to_string(hello.abi_minor) + " but manifest says ABI " +
                            std::to_string(m.abi_major) + "." + std::to_string(m.abi_minor));

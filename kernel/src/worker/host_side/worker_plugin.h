@@ -1,5 +1,7 @@
 // A native plugin served by trellis-worker processes, presented to the kernel as an
-// ordinary trellis_plugin descriptor (as the Lua adapter is): the plugin manager inits,
+// ordinary trellis_plugin descriptor (as the Lua adapter is). A Lua plugin is served the
+// same way (`library` is then its entry and options.plugin_args say how to build it; the
+// worker runs the Lua adapter in place of a library). The plugin manager inits,
 // starts, routes to and stops it exactly like an in-process library. Every hook and every
 // callback the plugin registered becomes an INVOKE to a worker; every host call the plugin
 // makes there comes back as a CALL that is served here through the real host table, under

@@ -183,6 +183,7 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
                 {"--sandbox-user", o.user, "--max-memory-bytes", std::to_string(o.max_memory_bytes),
                  "--max-cpu-seconds", std::to_string(o.max_cpu_seconds)});
   }
+  args.insert(args.end(), o.plugin_args.begin(), o.plugin_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

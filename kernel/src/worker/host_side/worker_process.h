@@ -35,6 +35,9 @@ struct WorkerOptions {
   uint64_t max_memory_bytes = 1024ull * 1024 * 1024;
   uint64_t max_files = 64;
   uint64_t max_cpu_seconds = 0;
+  // Appended to the worker's command line: how to build a Lua plugin ("--lua", its id,
+  // version, budgets and blocking routes); empty for a native library.
+  std::vector<std::string> plugin_args;
 };
 
 // What the worker said in HELLO about the library it opened.

@@ -37,9 +37,10 @@ struct Callback {
 
 const trellis_plugin* g_plugin = nullptr;
 void* g_state = nullptr;
-std::mutex g_mu;  // guards g_callbacks and g_config
+std::mutex g_mu;  // guards g_callbacks, g_config and g_config_missing
 std::deque<Callback> g_callbacks;
-std::map<std::string, std::string, std::less<>> g_config;  // node-stable answers
+std::map<std::string, std::string, std::less<>> g_config;          // node-stable answers
+std::map<std::string, std::string, std::less<>> g_config_missing;  // path -> host's message
 
 struct Param {
   std::string_view name;
@@ -141,6 +142,13 @@ trellis_status failLocal(WorkerCtx* ctx, trellis_status s, std::string msg) {
 // in the order the plugin made them. Returns a reader positioned after status and message.
 FrameReader call(WorkerCtx* ctx, CallOp op, const FrameWriter& args, Frame& reply,
                  trellis_status* status) {
+  if (ctx->fd < 0) {  // withInitCtx: no channel to ask on
+    *status = TRELLIS_UNAVAILABLE;
+    ctx->error =
+        "a worker thread replaying init cannot reach trellisd; in init, ask only for config "
+        "(and do the rest in start or in handlers)";
+    return FrameReader(reply.payload);
+  }
   FrameWriter w;
   w.str(ctx->effects.data()).bytes(args.data());
   ctx->effects.clear();
@@ -263,6 +271,8 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
   // Under a tenant's ctx the host may lay that tenant's overrides (manifest tenant_config)
   // over the config, and they change at any time: only the plugin-wide answers, asked
   // without a tenant, never change while the plugin runs and are kept here.
+  // A path that is not there is kept too (a Lua thread replaying init must see the same
+  // absence as the first init did; see withInitCtx).
   const bool plugin_wide = ctx->tenant.empty();
   if (plugin_wide) {
     std::lock_guard lock(g_mu);
@@ -270,12 +280,19 @@ trellis_status configGet(const trellis_ctx* c, trellis_str path, trellis_str* ou
       *out = str(it->second);
       return TRELLIS_OK;
     }
+    if (auto it = g_config_missing.find(view(path)); it != g_config_missing.end()) {
+      return failLocal(ctx, TRELLIS_NOT_FOUND, it->second);
+    }
   }
   FrameWriter w;
   w.str(view(path));
   Frame f;
   trellis_status s;
   FrameReader r = call(ctx, CallOp::kConfigGet, w, f, &s);
+  if (s == TRELLIS_NOT_FOUND && plugin_wide) {
+    std::lock_guard lock(g_mu);
+    g_config_missing.emplace(std::string(view(path)), ctx->error);
+  }
   if (s != TRELLIS_OK) return s;
   std::string_view value = r.str();
   if (!r.ok()) _exit(kExitProtocol);
@@ -1086,8 +1103,26 @@ const Callback* lookup(uint32_t index, Kind kind) {
 
 }  // namespace
 
-WorkerHost::WorkerHost(const trellis_plugin* plugin) {
+WorkerHost::WorkerHost(const trellis_plugin* plugin, void* state) {
   g_plugin = plugin;
+  g_state = state;
+}
+
+void WorkerHost::noteLuaFailure(size_t cause) {
+  if (tls_live.empty()) return;
+  tls_live.back()->effects.u8(static_cast<uint8_t>(Effect::kLuaFailure));
+  tls_live.back()->effects.u8(static_cast<uint8_t>(cause));
+}
+
+void WorkerHost::withInitCtx(const std::function<void(const trellis_ctx*)>& fn) {
+  WorkerCtx ctx;
+  ctx.phase = InvokeOp::kInit;
+  ctx.token = g_next_token.fetch_add(1, std::memory_order_relaxed) * 64;
+  struct Live {
+    explicit Live(WorkerCtx* c) { tls_live.push_back(c); }
+    ~Live() { tls_live.pop_back(); }
+  } live(&ctx);
+  fn(reinterpret_cast<const trellis_ctx*>(ctx.token));
 }
 
 const trellis_host_api* WorkerHost::api() {
