@@ -203,6 +203,27 @@ TEST_F(AuditHmacKeyTest, ATenantCreatedWhileSecretsIsSealedSwitchesAfterTheUnsea
   // Both sides of the switch stay searchable, each under its own key id.
   EXPECT_EQ(digest("initech", "case-1", "own"), reasonOf(before));
   EXPECT_EQ(digest("initech", "case-1", "secrets:1"), reasonOf(after));
+
+  // The key id is part of the chained line: the pack verifies, and relabelling a record's key
+  // is caught as a modification.
+  ASSERT_EQ(audit("POST", "logs/initech/checkpoint").status, 200);
+  TempDir pack;
+  const std::string records = audit("GET", "logs/initech/records").body;
+  writeFile(pack / "records.jsonl", records);
+  writeFile(pack / "checkpoints.jsonl", audit("GET", "logs/initech/checkpoints").body);
+  writeFile(pack / "public-key.pem", audit("GET", "public-key").body);
+  const std::string verify = std::string(TRELLIS_AUDIT_TOOL) + " verify " + pack.path().string();
+  int status = -1;
+  std::string out = runCommand(verify + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  std::string relabelled = records;
+  const size_t at = relabelled.find(R"("hmac_key":"secrets:1")");
+  ASSERT_NE(at, std::string::npos);
+  relabelled.replace(at, 22, R"("hmac_key":"own")");
+  writeFile(pack / "records.jsonl", relabelled);
+  out = runCommand(verify + " 2>&1", &status);
+  EXPECT_EQ(status, 10) << out;
+  EXPECT_THAT(out, HasSubstr("was modified"));
 }
 
 TEST_F(AuditHmacKeyTest, WithoutSecretsTheOwnKeyServesAndNothingIsAttempted) {
