@@ -566,7 +566,13 @@ class AuditPlugin : public Plugin {
     } else {
       Job job = Job::every(std::string(HmacProvisioner::kJobName), hmac_key_interval_s_ * 1000);
       job.budget_ms = 60'000;
-      if (Status s = ctx.schedule(job); !s) return s;
+      // secrets.v1 is optional: a host that runs no jobs keeps the own keys, as with 0.
+      Status s = ctx.schedule(job);
+      if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kUnimplemented) {
+        ctx.warn("audit: HMAC keys stay the plugin's own: " + s.message());
+      } else if (!s) {
+        return s;
+      }
     }
     if (purge_interval_s_ == 0) return cancel(kPurgeJob);
     Job job = Job::every(std::string(kPurgeJob), purge_interval_s_ * 1000).durable(100);
