@@ -11,7 +11,11 @@
 //   GET  logs/{log}/proof/consistency?from=&to=  (auditor)
 //   POST logs/{log}/checkpoint                   (operator) sign a checkpoint now
 //   GET  public-key                              (auditor) the checkpoint key, PEM
-//   POST hmac  {"tenant","value"}                (auditor) the digest a sensitive value has
+//   POST hmac  {"tenant","value","key"?}         (auditor) the digest a sensitive value has
+//                                                under the log's HMAC key `key` (a record's
+//                                                "hmac_key"; default the current key)
+//   GET  logs/{log}/hmac-keys                    (auditor) the log's HMAC key ids, the current
+//                                                one, and how provisioning from secrets.v1 goes
 //   GET  logs/{log}/retention                    (auditor) retention, legal hold, purged size
 //   PUT  logs/{log}/retention {"keep":"400d"}    (operator) the log's own retention
 //   PUT  logs/{log}/legal-hold {"reason":"…"}    (auditor) stops purging
@@ -32,7 +36,8 @@
 // "data.access" records in those tenants' logs. Review rules (review_rules.h) see every
 // record once it is durable and raise alerts as "review.alert" events. Its own durable jobs:
 // `syslog-forward` (config syslog_url) and `retention-purge` (every purge_interval_s, default a
-// day).
+// day); and `hmac-keys` (every hmac_key_interval_s, default 10 s, 0 = never), which provisions
+// the tenants' HMAC keys from secrets.v1 when that service is there (hmac_provisioner.h).
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
@@ -42,6 +47,7 @@
 #include "core/export_formats.h"
 #include "core/retention.h"
 #include "core/whole_number.h"
+#include "hmac_provisioner.h"
 #include "review_rules.h"
 #include "sink.h"
 #include "syslog_forwarder.h"
@@ -99,11 +105,18 @@ class AuditPlugin : public Plugin {
     if (Status s = wholeNumber(ctx, "purge_interval_s", 0, 31'536'000, purge_interval_s_); !s) {
       return s;
     }
-    // The plugin's own jobs: shipping to syslog, and purging what retention allows.
-    if (forwarder_ || purge_interval_s_ > 0) {
+    if (Status s = wholeNumber(ctx, "hmac_key_interval_s", 0, 86'400, hmac_key_interval_s_); !s) {
+      return s;
+    }
+    if (hmac_key_interval_s_ > 0) {
+      provisioner_.emplace(*sink_, static_cast<int64_t>(hmac_key_interval_s_) * 1000);
+    }
+    // The plugin's own jobs: shipping to syslog, purging what retention allows, HMAC keys.
+    if (forwarder_ || purge_interval_s_ > 0 || provisioner_) {
       Status s = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
         if (name == SyslogForwarder::kJobName && forwarder_) return forwarder_->run(c, *sink_);
         if (name == kPurgeJob && purge_interval_s_ > 0) return purgeExpired(c);
+        if (name == HmacProvisioner::kJobName && provisioner_) return provisioner_->run(c);
         return Status::notFound("no job " + std::string(name));
       });
       if (!s) return s;
@@ -211,20 +224,28 @@ class AuditPlugin : public Plugin {
           });
     addRetentionRoutes(admin, data, adminLog);
     addRuleRoutes(admin, adminLog);
-    admin("POST", "hmac", "auditor", [this](Context& c, const Request& q, Response& r) {
-      std::string tenant, value;
+    admin("POST", "hmac", "auditor", [this](Context&, const Request& q, Response& r) {
+      std::string tenant, value, key;
       try {
         auto o =
             Poco::JSON::Parser().parse(std::string(q.body())).extract<Poco::JSON::Object::Ptr>();
         tenant = o->optValue<std::string>("tenant", "");
         value = o->getValue<std::string>("value");
+        key = o->optValue<std::string>("key", "");
       } catch (const Poco::Exception&) {
-        return r.problem(400, "the body is {\"tenant\": \"<id or empty>\", \"value\": \"…\"}");
+        return r.problem(400,
+                         "the body is {\"tenant\": \"<id or empty>\", \"value\": \"…\", "
+                         "\"key\": \"<key id, e.g. own or secrets:1; default the current one>\"}");
       }
-      auto digest = sink_->hmacOf(c, tenant == "_system" ? "" : tenant, value);
+      auto digest = sink_->hmacOf(tenant == "_system" ? "" : tenant, value, key);
       if (!digest) return problemFrom(r, digest.status());
-      return r.json(200, "{\"digest\":\"" + *digest + "\"}");
+      return r.json(200,
+                    "{\"digest\":\"" + digest->digest + "\",\"key\":\"" + digest->key_id + "\"}");
     });
+    admin("GET", "logs/{log}/hmac-keys", "auditor",
+          [this, adminLog](Context&, const Request& q, Response& r) {
+            return r.json(200, sink_->hmacKeysJson(adminLog(q)));
+          });
     return s;
   }
 
@@ -539,6 +560,20 @@ class AuditPlugin : public Plugin {
       job.budget_ms = 60'000;
       if (Status s = ctx.schedule(job); !s) return s;
     }
+    // Not durable: every run looks at what is due now, so a missed run loses nothing.
+    if (!provisioner_) {
+      if (Status s = cancel(HmacProvisioner::kJobName); !s) return s;
+    } else {
+      Job job = Job::every(std::string(HmacProvisioner::kJobName), hmac_key_interval_s_ * 1000);
+      job.budget_ms = 60'000;
+      // secrets.v1 is optional: a host that runs no jobs keeps the own keys, as with 0.
+      Status s = ctx.schedule(job);
+      if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kUnimplemented) {
+        ctx.warn("audit: HMAC keys stay the plugin's own: " + s.message());
+      } else if (!s) {
+        return s;
+      }
+    }
     if (purge_interval_s_ == 0) return cancel(kPurgeJob);
     Job job = Job::every(std::string(kPurgeJob), purge_interval_s_ * 1000).durable(100);
     job.budget_ms = 600'000;  // a first purge of a large log deletes many lines
@@ -561,6 +596,8 @@ class AuditPlugin : public Plugin {
   std::optional<SyslogForwarder> forwarder_;  // config syslog_url
   uint64_t forward_interval_s_ = 5;
   uint64_t purge_interval_s_ = 86'400;  // config purge_interval_s; 0: no scheduled purge
+  uint64_t hmac_key_interval_s_ = 10;   // config hmac_key_interval_s; 0: own keys only
+  std::optional<HmacProvisioner> provisioner_;
   static constexpr std::string_view kPurgeJob = "retention-purge";
 };
 

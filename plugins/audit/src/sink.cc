@@ -1,5 +1,6 @@
 #include "sink.h"
 
+#include <Poco/JSON/Parser.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@ namespace trellis::audit {
 namespace {
 
 constexpr std::string_view kSigningKey = "key/ed25519";
+constexpr std::string_view kHmacMaster = "key/hmac-own";
 
 std::string padded(uint64_t n) {
   char buf[24];
@@ -41,6 +43,11 @@ std::string blockKey(std::string_view tenant, uint64_t first_seq) {
 // A block of records is one KV value: at most about this much (the KV limit is 1 MiB and
 // a record at most kMaxRecordBytes).
 constexpr size_t kBlockBytes = 512 * 1024;
+std::string wrappedKeyKey(std::string_view tenant, uint32_t generation) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%010u", generation);
+  return "hmacw/" + logName(tenant) + "/" + buf;
+}
 std::string leafKey(std::string_view tenant, uint64_t first_seq) {
   return "leaf/" + logName(tenant) + "/" + padded(first_seq);
 }
@@ -111,16 +118,7 @@ Status AuditSink::load(const Context& ctx) {
   } else {
     return stored.status();
   }
-  if (Status s = listAll(kv, "hmac/",
-                         [&](std::string_view k, std::string_view v) {
-                           auto raw = fromHex(v);
-                           if (!raw) return Status::internal("damaged HMAC key " + std::string(k));
-                           hmac_keys_[tenantOfLog(k.substr(5))] = *raw;
-                           return Status::ok();
-                         });
-      !s) {
-    return s;
-  }
+  if (Status s = loadHmacKeys(ctx); !s) return s;
   if (Status s = listAll(kv, "ret/",
                          [&](std::string_view k, std::string_view v) {
                            auto p = RetentionPolicy::fromJson(v);
@@ -134,6 +132,8 @@ Status AuditSink::load(const Context& ctx) {
   }
   if (Status s = loadPurged(kv); !s) return s;
   if (Status s = loadRecords(kv); !s) return s;
+  // Every tenant with a log wants its secrets-backed key (made, or opened, off this path).
+  for (const auto& [tenant, log] : logs_) hmac_keys_.want(tenant);
   if (Status s = listAll(kv, "cp/",
                          [&](std::string_view k, std::string_view v) {
                            const auto slash = k.find('/', 3);
@@ -168,16 +168,69 @@ const TenantLog* AuditSink::findLog(std::string_view tenant) const {
   return it == logs_.end() ? nullptr : &it->second;
 }
 
-Result<std::string> AuditSink::hmacKey(const Context& ctx, std::string_view tenant) {
-  if (auto it = hmac_keys_.find(tenant); it != hmac_keys_.end()) return it->second;
-  std::string key(32, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), 32) != 1) {
-    return Status::internal("no randomness for an HMAC key");
+Status AuditSink::loadHmacKeys(const Context& ctx) {
+  const Kv kv = ctx.kv();
+  auto master = kv.get(kHmacMaster);
+  if (!master && master.status().code() == StatusCode::kNotFound) {
+    // At activation, so that no append ever has to write a key.
+    std::string raw(32, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), 32) != 1) {
+      return Status::internal("no randomness for the own HMAC master key");
+    }
+    std::string hex = toHex(raw);
+    wipe(raw);
+    auto put = kv.put(kHmacMaster, hex, TRELLIS_KV_ABSENT);
+    wipe(hex);
+    // CONFLICT: another host made it first; read theirs.
+    if (!put && put.status().code() != StatusCode::kConflict) return put.status();
+    master = kv.get(kHmacMaster);
   }
-  auto put = ctx.kv().put("hmac/" + logName(tenant), toHex(key), TRELLIS_KV_ABSENT);
-  if (!put) return put.status();
-  hmac_keys_[std::string(tenant)] = key;
+  if (!master) return master.status();
+  auto raw = fromHex(master->value);
+  wipe(master->value);
+  if (!raw || raw->size() != 32)
+    return Status::internal("the stored own HMAC master key is damaged");
+  hmac_keys_.setMaster(std::move(*raw));
+  if (Status s = listAll(kv, "hmac/",
+                         [&](std::string_view k, std::string_view v) {
+                           auto own = fromHex(v);
+                           if (!own) return Status::internal("damaged HMAC key " + std::string(k));
+                           hmac_keys_.setOwn(tenantOfLog(k.substr(5)), std::move(*own));
+                           return Status::ok();
+                         });
+      !s) {
+    return s;
+  }
+  return listAll(kv, "hmacw/", [&](std::string_view k, std::string_view v) {
+    auto [log_name, generation] = logAndNumber(k.substr(6));
+    if (generation == 0 || generation > UINT32_MAX) {
+      return Status::internal("damaged wrapped HMAC key name " + std::string(k));
+    }
+    hmac_keys_.addWrapped(tenantOfLog(log_name), static_cast<uint32_t>(generation), std::string(v));
+    return Status::ok();
+  });
+}
+
+HmacKeyring::Current AuditSink::hmacKey(std::string_view tenant) {
+  HmacKeyring::Current key = hmac_keys_.current(tenant);
+  if (options_.sensitive.empty()) key.id = {};  // nothing is HMAC'd: no key to name
   return key;
+}
+
+void AuditSink::noticeTenantCreation(const IncomingRecord& in) {
+  // Most system records stop at the first comparison; only this one is parsed again. (The
+  // kernel's own records always take the one-pass reading: in.object stays null.)
+  if (in.action != "POST /v1/tenants" || in.type != "admin.request" || in.parameters.empty()) {
+    return;
+  }
+  try {
+    auto parameters = Poco::JSON::Parser().parse(in.parameters).extract<Poco::JSON::Object::Ptr>();
+    if (parameters->has("id") && parameters->get("id").isString()) {
+      hmac_keys_.want(parameters->getValue<std::string>("id"));
+    }
+  } catch (const Poco::Exception&) {
+    // Not the shape the admin API records: nothing to notice.
+  }
 }
 
 Result<std::string> AuditSink::write(const Context& ctx, std::string_view record_json,
@@ -191,10 +244,10 @@ Result<std::string> AuditSink::write(const Context& ctx, std::string_view record
 }
 
 Result<uint64_t> AuditSink::append(const Context& ctx, const IncomingRecord& in, int64_t now_ms) {
-  auto key = hmacKey(ctx, in.tenant);
-  if (!key) return Status::unavailable("cannot keep the log's HMAC key: " + key.status().message());
+  if (in.tenant.empty()) noticeTenantCreation(in);
+  const HmacKeyring::Current key = hmacKey(in.tenant);
   TenantLog& log = logOf(in.tenant);
-  std::string line = log.prepare(in, now_ms, *key, options_.sensitive);
+  std::string line = log.prepare(in, now_ms, key.key, options_.sensitive, key.id);
   // Absent-only: a record number is never written twice, whatever happens in between.
   const uint64_t seq = log.size() + 1;
   auto put = ctx.kv().put(recordKey(in.tenant, seq), line, TRELLIS_KV_ABSENT);
@@ -235,8 +288,7 @@ Result<std::string> AuditSink::writeBatch(const Context& ctx, std::string_view r
 
 Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
                               const std::vector<IncomingRecord>& records, int64_t now_ms) {
-  auto key = hmacKey(ctx, tenant);
-  if (!key) return Status::unavailable("cannot keep the log's HMAC key: " + key.status().message());
+  const HmacKeyring::Current key = hmacKey(tenant);
   TenantLog& log = logOf(tenant);
   // Lines are chained in memory as they are made, and stored a block at a time (one
   // durable write per block); a block that is not stored is rolled back, with what follows.
@@ -247,7 +299,7 @@ Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
     const size_t block_start = next;
     std::string block;
     for (; next < records.size() && block.size() < kBlockBytes; ++next) {
-      std::string line = log.prepare(records[next], now_ms, *key, options_.sensitive);
+      std::string line = log.prepare(records[next], now_ms, key.key, options_.sensitive, key.id);
       if (!block.empty()) block += '\n';
       block += line;
       log.commit(std::move(line));
@@ -474,12 +526,70 @@ std::string AuditSink::publicPem() const {
   return key_->publicPem();
 }
 
-Result<std::string> AuditSink::hmacOf(const Context& ctx, std::string_view tenant,
-                                      std::string_view value) {
+Result<AuditSink::Digest> AuditSink::hmacOf(std::string_view tenant, std::string_view value,
+                                            std::string_view key_id) {
   std::lock_guard lock(mu_);
-  auto key = hmacKey(ctx, tenant);
-  if (!key) return key.status();
-  return sensitiveDigest(*key, value);
+  HmacKeyring::Current key = hmac_keys_.current(tenant);
+  if (!key_id.empty()) {
+    auto found = hmac_keys_.byId(tenant, key_id);
+    if (!found) return found.status();
+    key = *found;
+  }
+  return Digest{std::string(key.id), sensitiveDigest(key.key, value)};
+}
+
+std::string AuditSink::hmacKeysJson(std::string_view tenant) {
+  std::lock_guard lock(mu_);
+  return hmac_keys_.keysJson(tenant);
+}
+
+std::vector<KeyTask> AuditSink::keyTasks(int64_t now_ms) const {
+  std::lock_guard lock(mu_);
+  return hmac_keys_.due(now_ms);
+}
+
+void AuditSink::keyFailed(std::string_view tenant, int64_t now_ms, int64_t retry_ms,
+                          std::string message) {
+  std::lock_guard lock(mu_);
+  hmac_keys_.failed(tenant, now_ms, retry_ms, std::move(message));
+}
+
+Result<bool> AuditSink::storeKey(const Context& ctx, std::string_view tenant, uint32_t generation,
+                                 std::string wrapped, std::string plain) {
+  std::lock_guard lock(mu_);
+  const Kv kv = ctx.kv();
+  const std::string name = wrappedKeyKey(tenant, generation);
+  auto put = kv.put(name, wrapped, TRELLIS_KV_ABSENT);
+  if (!put) {
+    wipe(plain);
+    if (put.status().code() != StatusCode::kConflict) return put.status();
+    auto stored = kv.get(name);  // another host's: opened by the next pass
+    if (!stored) return stored.status();
+    hmac_keys_.addWrapped(tenant, generation, std::move(stored->value));
+    return false;
+  }
+  hmac_keys_.addWrapped(tenant, generation, std::move(wrapped));
+  useKey(ctx, tenant, generation, std::move(plain));
+  return true;
+}
+
+void AuditSink::openKey(const Context& ctx, std::string_view tenant, uint32_t generation,
+                        std::string plain) {
+  std::lock_guard lock(mu_);
+  useKey(ctx, tenant, generation, std::move(plain));
+}
+
+void AuditSink::useKey(const Context& ctx, std::string_view tenant, uint32_t generation,
+                       std::string plain) {
+  hmac_keys_.open(tenant, generation, std::move(plain));
+  // The switch is a record of the log: what follows it names the new key.
+  const int64_t now_ms = static_cast<int64_t>(ctx.nowUnixMs());
+  auto seq = appendOwn(ctx, tenant, "audit.hmac_key.use",
+                       "{\"key\":\"" + HmacKeyring::secretsId(generation) + "\"}", now_ms,
+                       "audit.hmac_key");
+  if (!seq)
+    ctx.warn("audit: the HMAC key switch of log " + logName(tenant) +
+             " is not recorded: " + seq.status().message());
 }
 
 Status AuditSink::loadPurged(const Kv& kv) {

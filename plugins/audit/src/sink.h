@@ -4,7 +4,10 @@
 //
 // Storage (the plugin's system KV scope, which no tenant sees):
 //   key/ed25519            hex seed of the checkpoint signing key
-//   hmac/<log>             hex HMAC key for the log's sensitive fields
+//   key/hmac-own           hex master of the own HMAC keys (hmac_keys.h), made at activation
+//   hmac/<log>             hex own HMAC key of a log from before key/hmac-own
+//   hmacw/<log>/<n:010>    secrets key generation n of the log, wrapped by secrets.v1 (never
+//                          the plain key)
 //   rec/<log>/<seq:020>    one record line
 //   blk/<log>/<seq:020>    the lines of records seq, seq+1, … written together (writeBatch)
 //   cp/<log>/<size:020>    one checkpoint (JSON)
@@ -31,6 +34,7 @@
 #include "core/ed25519.h"
 #include "core/retention.h"
 #include "core/tenant_log.h"
+#include "hmac_keys.h"
 #include "trellis/plugin.hpp"
 
 namespace trellis::audit {
@@ -87,7 +91,25 @@ class AuditSink {
                                       std::optional<uint64_t> to) const;
   std::string logsJson() const;
   std::string publicPem() const;
-  Result<std::string> hmacOf(const Context& ctx, std::string_view tenant, std::string_view value);
+  // The digest `value` has under the log's HMAC key `key_id` ("" = the current key), and
+  // that key's id. NOT_FOUND / UNAVAILABLE as HmacKeyring::byId.
+  struct Digest {
+    std::string key_id;
+    std::string digest;
+  };
+  Result<Digest> hmacOf(std::string_view tenant, std::string_view value,
+                        std::string_view key_id = {});
+  std::string hmacKeysJson(std::string_view tenant);
+
+  // Provisioning of secrets-backed HMAC keys (hmac_provisioner.h), never on the append path.
+  std::vector<KeyTask> keyTasks(int64_t now_ms) const;
+  void keyFailed(std::string_view tenant, int64_t now_ms, int64_t retry_ms, std::string message);
+  // Stores a new generation's wrapped key (absent-only) and opens it (true). If another host
+  // stored that generation first, keeps theirs (wrapped) for the next pass to open, drops
+  // `plain` (false).
+  Result<bool> storeKey(const Context& ctx, std::string_view tenant, uint32_t generation,
+                        std::string wrapped, std::string plain);
+  void openKey(const Context& ctx, std::string_view tenant, uint32_t generation, std::string plain);
 
   // Retention (core/retention.h). Each change is itself a record in the log it concerns.
   std::string retentionJson(std::string_view tenant) const;
@@ -127,7 +149,13 @@ class AuditSink {
  private:
   TenantLog& logOf(std::string_view tenant);
   const TenantLog* findLog(std::string_view tenant) const;
-  Result<std::string> hmacKey(const Context& ctx, std::string_view tenant);
+  // The key records of `tenant` are HMAC'd with now, and its id ("" without sensitive fields).
+  HmacKeyring::Current hmacKey(std::string_view tenant);
+  // The admin API's "POST /v1/tenants" request record: the new tenant wants its key.
+  void noticeTenantCreation(const IncomingRecord& in);
+  Status loadHmacKeys(const Context& ctx);
+  // Opens a generation (lock held) and records the switch in the log.
+  void useKey(const Context& ctx, std::string_view tenant, uint32_t generation, std::string plain);
   Status maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t now_ms, bool force);
   // write() with the lock held; returns the new record's seq.
   Result<uint64_t> append(const Context& ctx, const IncomingRecord& in, int64_t now_ms);
@@ -158,7 +186,7 @@ class AuditSink {
   mutable std::mutex mu_;
   std::unique_ptr<Ed25519Key> key_;
   std::map<std::string, TenantLog, std::less<>> logs_;
-  std::map<std::string, std::string, std::less<>> hmac_keys_;
+  HmacKeyring hmac_keys_;
   std::map<std::string, RetentionPolicy, std::less<>> policies_;  // logs with their own
   bool mirror_failing_ = false;  // warn once per outage, not once per record
   std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored

@@ -289,6 +289,7 @@ std::string writeLine(const LineFields& f, const RecordContext& ctx, size_t extr
   appendJsonString(out, f.actor_role);
   out += "},";
   str("event_id", ctx.event_id);
+  if (!ctx.hmac_key_id.empty()) str("hmac_key", ctx.hmac_key_id);
   out += "\"kernel_seq\":";
   out += number(f.kernel_seq);
   out += ',';

@@ -2,9 +2,11 @@
 // times, HMAC of sensitive fields, and signed checkpoints.
 //
 // A stored record is one line of canonical JSON (see canonical_json.h):
-//   {"action","actor":{"name","principal","role"},"event_id","kernel_seq","outcome",
-//    "parameters","prev","request_id","resource","seq","status","tenant","time",
+//   {"action","actor":{"name","principal","role"},"event_id","hmac_key","kernel_seq",
+//    "outcome","parameters","prev","request_id","resource","seq","status","tenant","time",
 //    "trace_id","type"}
+// "hmac_key" (only when the sink HMACs sensitive fields) names the key they were HMAC'd with:
+// "own" or "secrets:<n>" (see hmac_keys.h); a record without it used the own key.
 // `seq` counts 1, 2, … per tenant log ("" = the system log); `prev` is the hex SHA-256 of
 // the previous line (64 zeros for the first), which makes the lines a hash chain; each line
 // is also one leaf of the log's RFC 6962 tree.
@@ -64,6 +66,7 @@ struct RecordContext {
   std::string event_id;
   Hash prev = kZeroHash;
   std::string_view hmac_key;
+  std::string_view hmac_key_id;                         // written as "hmac_key" when not empty
   const std::vector<std::string>* sensitive = nullptr;  // member names; may be null
 };
 

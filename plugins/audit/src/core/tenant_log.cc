@@ -5,13 +5,15 @@
 namespace trellis::audit {
 
 std::string TenantLog::prepare(const IncomingRecord& in, int64_t time_ms, std::string_view hmac_key,
-                               const std::vector<std::string>& sensitive) const {
+                               const std::vector<std::string>& sensitive,
+                               std::string_view hmac_key_id) const {
   RecordContext ctx;
   ctx.seq = size() + 1;
   ctx.time_ms = time_ms;
   ctx.event_id = uuidV7(time_ms);
   ctx.prev = chain_;
   ctx.hmac_key = hmac_key;
+  ctx.hmac_key_id = hmac_key_id;
   ctx.sensitive = &sensitive;
   return buildRecord(in, ctx);
 }

@@ -37,8 +37,10 @@ class TenantLog {
   uint64_t checkpointedSize() const { return checkpoints_.empty() ? 0 : checkpoints_.back().size; }
 
   // The line record number size()+1 would be; changes nothing.
+  // `hmac_key_id` names `hmac_key` in the line ("" leaves it out).
   std::string prepare(const IncomingRecord& in, int64_t time_ms, std::string_view hmac_key,
-                      const std::vector<std::string>& sensitive) const;
+                      const std::vector<std::string>& sensitive,
+                      std::string_view hmac_key_id = {}) const;
   // Appends a line prepare() made (and that is now stored, or about to be: see rollback).
   void commit(std::string line);
   // Forgets the lines from record size+1 on, committed but then not stored

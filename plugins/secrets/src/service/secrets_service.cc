@@ -165,6 +165,13 @@ class Service {
 
 Status provideSecretsService(InitContext& ctx, const Seal& seal, const kv::KvEngine& kv,
                              const transit::TransitEngine& transit) {
+  // status {} -> {"sealed":bool}: answered while sealed and for no tenant (it reads nothing),
+  // so a caller can wait for the unseal without acting for tenants meanwhile.
+  Status status = ctx.provide(
+      kServiceName, "status", [&seal](Context&, std::string_view) -> Result<std::string> {
+        return std::string(seal.status().sealed ? R"({"sealed":true})" : R"({"sealed":false})");
+      });
+  if (!status) return status;
   auto service = std::make_shared<Service>(seal, kv, transit);
   using Method = Result<std::string> (Service::*)(Context&, const Object::Ptr&) const;
   const std::pair<const char*, Method> methods[] = {

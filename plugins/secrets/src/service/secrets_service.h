@@ -8,6 +8,8 @@
 //   decrypt  {"key":"orders","ciphertext":"trellis:v1:…"} -> {"plaintext":"<base64>"}
 //   datakey  {"key":"orders","mode":"plaintext"|"wrapped"} -> {"ciphertext", "plaintext"?}
 //   hmac     {"key":"orders","input":"<base64>"}          -> {"hmac":"trellis:v1:…"}
+//   ensure_key {"key":"orders"}                -> {"created":bool,"latest_version":1}
+//   status   {}                                -> {"sealed":bool} (also while sealed, no tenant)
 #pragma once
 
 #include "kv/kv_engine.h"
