@@ -72,12 +72,15 @@ TEST_F(AuditCheckpointMirrorTest, DoesNotFollowASymlinkAtTheFinalPath) {
 }
 
 TEST_F(AuditCheckpointMirrorTest, RefusesLogNamesThatLeaveTheDirectory) {
-  auto m = CheckpointMirror::open(dir_.string());
+  // The mirror one level down, so "../x" would land in this test's own directory (not in
+  // the shared temporary directory, where anything may be called x).
+  fs::create_directory(dir_ / "mirror");
+  auto m = CheckpointMirror::open((dir_ / "mirror").string());
   ASSERT_TRUE(m);
   EXPECT_EQ(m->write("../x", 1, "{}").code(), StatusCode::kInvalid);
   EXPECT_EQ(m->write("a/b", 1, "{}").code(), StatusCode::kInvalid);
   EXPECT_EQ(m->write("..", 1, "{}").code(), StatusCode::kInvalid);
-  EXPECT_FALSE(fs::exists(dir_.parent_path() / "x"));
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
 }
 
 TEST_F(AuditCheckpointMirrorTest, OpenNamesTheConfigKeyWhenTheDirectoryIsUnusable) {
