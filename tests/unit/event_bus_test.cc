@@ -7,6 +7,8 @@
 #include <future>
 #include <mutex>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace trellis::kernel::events {
@@ -213,6 +215,71 @@ TEST(EventBusTest, ConcurrentPublishersAllDeliveredWhenQueueIsLargeEnough) {
   EXPECT_EQ(seen.load(), 4000);
   EXPECT_EQ(bus.published(), 4000u);
   EXPECT_EQ(bus.dropped(), 0u);
+}
+
+TEST(EventBusTest, BatchedEventsArriveWithoutAnotherPublishOrFlush) {
+  EventBus bus(100);
+  std::promise<std::string> got;
+  bus.subscribe("audit.*", [&](const Event& e) { got.set_value(e.payload); });
+  ASSERT_TRUE(bus.publish(makeEvent("audit.plugin", R"({"n":1})"), Delivery::kBatched));
+  // Nothing else happens on the bus: the batch's deadline alone delivers it.
+  auto future = got.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(future.get(), R"({"n":1})");
+}
+
+TEST(EventBusTest, BatchedAndPromptEventsKeepThePublishingOrder) {
+  EventBus bus(1000);
+  Recorder rec;
+  bus.subscribe("*", rec.fn());
+  std::vector<std::string> expected;
+  for (int i = 0; i < 2 * static_cast<int>(EventBus::kBatchSize) + 5; ++i) {
+    const std::string topic = "t" + std::to_string(i);
+    const bool prompt = i % 17 == 0;
+    ASSERT_TRUE(bus.publish(makeEvent(topic), prompt ? Delivery::kPrompt : Delivery::kBatched));
+    expected.push_back(topic);
+  }
+  bus.flush();
+  EXPECT_EQ(rec.topics(), expected);
+  EXPECT_EQ(bus.published(), expected.size());
+}
+
+TEST(EventBusTest, FlushAndTheDestructorDeliverBatchedEvents) {
+  std::atomic<int> seen{0};
+  {
+    EventBus bus(100);
+    bus.subscribe("t", [&](const Event&) { ++seen; });
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(bus.publish(makeEvent("t"), Delivery::kBatched));
+    bus.flush();
+    EXPECT_EQ(seen.load(), 5);
+    for (int i = 0; i < 7; ++i) ASSERT_TRUE(bus.publish(makeEvent("t"), Delivery::kBatched));
+  }
+  EXPECT_EQ(seen.load(), 12);
+}
+
+TEST(EventBusTest, BatchedEventsCountAgainstTheQueueBound) {
+  EventBus bus(3);
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::promise<void> entered;
+  std::atomic<int> seen{0};
+  bool first = true;
+  bus.subscribe("t", [&](const Event&) {
+    if (first) {
+      first = false;
+      entered.set_value();
+      gate.wait();  // hold the dispatcher so the queue fills up
+    }
+    ++seen;
+  });
+  ASSERT_TRUE(bus.publish(makeEvent("t")));
+  entered.get_future().wait();
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(bus.publish(makeEvent("t"), Delivery::kBatched));
+  EXPECT_FALSE(bus.publish(makeEvent("t"), Delivery::kBatched));
+  EXPECT_EQ(bus.dropped(), 1u);
+  release.set_value();
+  bus.flush();
+  EXPECT_EQ(seen.load(), 4);
 }
 
 }  // namespace

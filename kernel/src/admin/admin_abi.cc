@@ -95,9 +95,12 @@ trellis_status auditEmit(const trellis_ctx* c, trellis_str action, trellis_str r
   payload += ",\"resource\":";
   util::appendJsonString(payload, r);
   payload += ",\"details\":" + details + "}";
-  // Published as the plugin, on a topic plugins cannot publish on themselves.
+  // Published as the plugin, on a topic plugins cannot publish on themselves. Batched: a
+  // plugin may emit one per request, and these records guard no action, so the event thread
+  // is woken once per batch rather than once per record.
   if (!svc.events->publish({ctx->tenant ? ctx->tenant->id : "", ctx->plugin->id(), "audit.plugin",
-                            std::move(payload)})) {
+                            std::move(payload)},
+                           events::Delivery::kBatched)) {
     return fail(ctx, Status::unavailable("the audit queue is full; retry"));
   }
   return TRELLIS_OK;

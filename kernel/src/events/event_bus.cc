@@ -43,18 +43,24 @@ void EventBus::unsubscribe(uint64_t id) {
   victim.reset();  // the callback's captures may run arbitrary code: not under our lock
 }
 
-bool EventBus::publish(Event event) {
+bool EventBus::publish(Event event, Delivery delivery) {
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= max_queued_) {
+    if (stopping_ || waiting_ >= max_queued_) {
       dropped_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
+    // An idle dispatcher waits with no deadline: the first event of a batch has to tell it
+    // that one is gathering. After that only a prompt event or a full batch wakes it.
+    wake = delivery == Delivery::kPrompt || queue_.empty() || waiting_ + 1 >= kBatchSize;
+    if (delivery == Delivery::kPrompt) ++prompt_;
     queue_.push_back(std::move(event));
+    ++waiting_;
     ++accepted_;
   }
   published_.fetch_add(1, std::memory_order_relaxed);
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return true;
 }
 
@@ -62,7 +68,11 @@ void EventBus::flush() {
   if (onDispatcherThread()) return;
   std::unique_lock lock(mu_);
   uint64_t target = accepted_;
+  if (delivered_ >= target) return;
+  ++flushes_;  // batched events are due at once
+  cv_.notify_one();
   idle_cv_.wait(lock, [&] { return delivered_ >= target; });
+  --flushes_;
 }
 
 bool EventBus::topicMatches(std::string_view pattern, std::string_view topic) {
@@ -76,41 +86,50 @@ bool EventBus::topicMatches(std::string_view pattern, std::string_view topic) {
 
 void EventBus::run() {
   std::unique_lock lock(mu_);
+  std::deque<Event> taken;
   std::vector<std::shared_ptr<Subscription>> targets;
   for (;;) {
     cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping and drained
-    Event event = std::move(queue_.front());
-    queue_.pop_front();
+    // Only batched events so far: let more gather for a bounded while.
+    if (!dueLocked()) cv_.wait_for(lock, kBatchDelay, [&] { return dueLocked(); });
+    taken.swap(queue_);  // everything queued now is delivered in this round, in order
+    prompt_ = 0;
+    while (!taken.empty()) {
+      Event event = std::move(taken.front());
+      taken.pop_front();
+      --waiting_;
 
-    targets.clear();
-    for (const auto& s : subs_) {
-      if (topicMatches(s->pattern, event.topic)) targets.push_back(s);
-    }
-    for (const auto& s : targets) {
-      if (!s->active) continue;  // unsubscribed by an earlier subscriber of this event
-      calling_ = s->id;
-      // Never hold the lock while running subscriber code: it may publish, subscribe or
-      // unsubscribe, and a slow subscriber must not block publishers.
-      lock.unlock();
-      try {
-        s->fn(event);
-      } catch (const std::exception& e) {
-        spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic, e.what());
-      } catch (...) {
-        spdlog::error("event subscriber {} failed on topic '{}': unknown exception", s->id,
-                      event.topic);
+      targets.clear();
+      for (const auto& s : subs_) {
+        if (topicMatches(s->pattern, event.topic)) targets.push_back(s);
       }
+      for (const auto& s : targets) {
+        if (!s->active) continue;  // unsubscribed by an earlier subscriber of this event
+        calling_ = s->id;
+        // Never hold the lock while running subscriber code: it may publish, subscribe or
+        // unsubscribe, and a slow subscriber must not block publishers.
+        lock.unlock();
+        try {
+          s->fn(event);
+        } catch (const std::exception& e) {
+          spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic,
+                        e.what());
+        } catch (...) {
+          spdlog::error("event subscriber {} failed on topic '{}': unknown exception", s->id,
+                        event.topic);
+        }
+        lock.lock();
+        calling_ = 0;
+        idle_cv_.notify_all();
+      }
+      // Release our references outside the lock: this may destroy an unsubscribed callback.
+      lock.unlock();
+      targets.clear();
       lock.lock();
-      calling_ = 0;
+      ++delivered_;
       idle_cv_.notify_all();
     }
-    // Release our references outside the lock: this may destroy an unsubscribed callback.
-    lock.unlock();
-    targets.clear();
-    lock.lock();
-    ++delivered_;
-    idle_cv_.notify_all();
   }
 }
 

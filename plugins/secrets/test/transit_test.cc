@@ -5,6 +5,8 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -179,6 +181,48 @@ TEST_F(SecretsTransitTest, KeysKeptOpenFollowTheStoreAndTheSeal) {
   EXPECT_EQ(dataOf(back)->getValue<std::string>("plaintext"), kHello);
 }
 
+// The common one-member body is read without a JSON tree; any other shape of the same
+// request goes through the full parser and must answer alike.
+TEST_F(SecretsTransitTest, OneMemberBodiesAndOtherJsonShapesAnswerAlike) {
+  initAndUnseal();
+  ASSERT_EQ(transit("POST", "keys/shapes").status, 200);
+  const std::string slashes = "Pz8/";  // base64 of "???": a '/' the full parser sees escaped
+  const std::vector<std::string> bodies = {
+      "{\"plaintext\":\"" + slashes + "\"}",
+      " {\n \"plaintext\" : \"" + slashes + "\" }\n",
+      "{\"plaintext\":\"Pz8\\/\"}",
+      "{\"plaintext\":\"" + slashes + "\",\"context\":\"ignored\"}",
+  };
+  for (const std::string& body : bodies) {
+    auto enc = transit("POST", "encrypt/shapes", body);
+    ASSERT_EQ(enc.status, 200) << body << " -> " << enc.body;
+    EXPECT_EQ(dataOf(enc)->getValue<int>("key_version"), 1) << enc.body;
+    const std::string ct = dataOf(enc)->getValue<std::string>("ciphertext");
+    ASSERT_EQ(ct.rfind("trellis:v1:", 0), 0u) << enc.body;
+    for (const std::string& dec_body :
+         {"{\"ciphertext\":\"" + ct + "\"}", "{ \"ciphertext\":\"" + ct + "\", \"x\":1}"}) {
+      auto dec = transit("POST", "decrypt/shapes", dec_body);
+      ASSERT_EQ(dec.status, 200) << dec.body;
+      EXPECT_EQ(dataOf(dec)->getValue<std::string>("plaintext"), slashes);
+    }
+    auto again = transit("POST", "rewrap/shapes", "{\"ciphertext\":\"" + ct + "\"}");
+    ASSERT_EQ(again.status, 200) << again.body;
+    EXPECT_EQ(dataOf(again)->getValue<std::string>("ciphertext").rfind("trellis:v1:", 0), 0u);
+  }
+  auto bad = transit("POST", "encrypt/shapes", R"({"plaintext":"not base64!"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("must be base64"), std::string::npos) << bad.body;
+  auto missing = transit("POST", "encrypt/shapes", R"({"plain":"Pz8/"})");
+  EXPECT_EQ(missing.status, 400);
+  EXPECT_NE(missing.body.find("plaintext\\\" is missing or not a string"), std::string::npos)
+      << missing.body;
+  auto number = transit("POST", "encrypt/shapes", R"({"plaintext":12})");
+  EXPECT_EQ(number.status, 400) << number.body;
+  auto broken = transit("POST", "encrypt/shapes", R"({"plaintext":"Pz8/")");
+  EXPECT_EQ(broken.status, 400);
+  EXPECT_NE(broken.body.find("not valid JSON"), std::string::npos) << broken.body;
+}
+
 TEST_F(SecretsTransitTest, CiphertextsDoNotOpenUnderAnotherTenantOrKey) {
   initAndUnseal();
   ASSERT_EQ(transit("POST", "keys/k").status, 200);
@@ -328,6 +372,48 @@ TEST_F(SecretsCanaryTest, TheCanaryValueShowsUpNowhereButItsOwnReads) {
       EXPECT_EQ(readFile(entry.path()).find(canary), std::string::npos) << entry.path();
     }
   }
+}
+
+// Every transit operation leaves its own audit record, under the key's pseudonym: the one
+// its creation was recorded under, derived once when the key was opened.
+TEST_F(SecretsCanaryTest, EveryTransitOperationIsAuditedUnderItsKeysPseudonym) {
+  initAndUnseal();
+  ASSERT_EQ(transit("POST", "keys/orders").status, 200);
+  ASSERT_EQ(transit("POST", "keys/payroll").status, 200);
+  std::string ct;
+  for (int i = 0; i < 3; ++i) ct = encrypt("orders", kHello);
+  for (int i = 0; i < 2; ++i) encrypt("payroll", kHello);
+  ASSERT_EQ(transit("POST", "decrypt/orders", "{\"ciphertext\":\"" + ct + "\"}").status, 200);
+  ASSERT_EQ(transit("POST", "encrypt/orders",
+                    std::string(R"({"batch_input":[{"plaintext":")") + kHello +
+                        R"("},{"plaintext":"x"}]})")
+                .status,
+            200);
+
+  // Records reach the sink through the event bus, a moment after the answers.
+  std::map<std::string, std::vector<std::string>> seen;  // action -> resources
+  auto count = [&] {
+    seen.clear();
+    auto res = request(server_->adminPort(), "GET", "/v1/x/fixture/sys-audit/records",
+                       {{"Authorization", "Bearer " + server_->adminToken()}});
+    if (res.status != 200) return false;
+    auto list = Poco::JSON::Parser().parse(res.body).extract<Poco::JSON::Array::Ptr>();
+    for (size_t i = 0; i < list->size(); ++i) {
+      auto r = list->getObject(static_cast<unsigned>(i));
+      seen[r->getValue<std::string>("action")].push_back(r->getValue<std::string>("resource"));
+    }
+    return seen["secret.transit.encrypt"].size() == 6 && seen["secret.transit.decrypt"].size() == 1;
+  };
+  ASSERT_TRUE(eventually(count)) << seen["secret.transit.encrypt"].size();
+  ASSERT_EQ(seen["secret.transit.create"].size(), 2u);
+  const std::string orders = seen["secret.transit.create"][0];
+  const std::string payroll = seen["secret.transit.create"][1];
+  EXPECT_EQ(orders.rfind("transit/hmac-sha256:", 0), 0u) << orders;
+  EXPECT_NE(orders, payroll);
+  const auto& enc = seen["secret.transit.encrypt"];
+  EXPECT_EQ(std::count(enc.begin(), enc.end(), orders), 4) << "three single, one batch";
+  EXPECT_EQ(std::count(enc.begin(), enc.end(), payroll), 2);
+  EXPECT_EQ(seen["secret.transit.decrypt"][0], orders);
 }
 
 }  // namespace

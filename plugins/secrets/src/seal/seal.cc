@@ -105,6 +105,11 @@ SealStatus Seal::status() const {
   return statusLocked();
 }
 
+bool Seal::sealed() const {
+  std::shared_lock lock(mu_);
+  return root_.empty();
+}
+
 SealStatus Seal::statusLocked() const {
   SealStatus s;
   s.sealed = root_.empty();

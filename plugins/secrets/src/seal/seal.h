@@ -57,6 +57,8 @@ class Seal {
   // Wipes the root key and any pending shares, then runs every onSeal listener.
   void seal();
   SealStatus status() const;
+  // status().sealed without copying the rest: every request of a route asks.
+  bool sealed() const;
 
   // Counts seal() calls: what was derived from the root key in one epoch is stale in the
   // next. A cache stores the epoch it derived under and drops what is not current.

@@ -124,7 +124,7 @@ Status addSealRoutes(InitContext& ctx, Seal& seal) {
 
 Handler unsealedOnly(const Seal& seal, Handler h) {
   return [&seal, h = std::move(h)](Context& c, const Request& q, Response& r) {
-    if (seal.status().sealed) return r.problem(503, kSealedMessage);
+    if (seal.sealed()) return r.problem(503, kSealedMessage);
     return h(c, q, r);
   };
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <sstream>
 
+#include "audit/audit.h"
 #include "crypto/aead.h"
 #include "crypto/encoding.h"
 #include "keys/envelope.h"
@@ -160,7 +161,7 @@ Result<KeyPolicy> TransitEngine::create(const Context& ctx, std::string_view nam
 
 Result<KeyPolicy> TransitEngine::policy(const Context& ctx, std::string_view name) const {
   if (Status s = checkKeyName(name); !s) return s;
-  if (seal_.status().sealed) return Status::unavailable(std::string(kSealedMessage));
+  if (seal_.sealed()) return Status::unavailable(std::string(kSealedMessage));
   auto entry = ctx.kv().get(storageKey(name));
   if (!entry) return entry.status().code() == StatusCode::kNotFound ? noKey(name) : entry.status();
   auto k = parse(entry->value);
@@ -182,7 +183,7 @@ Result<KeyPolicy> TransitEngine::rotate(const Context& ctx, std::string_view nam
 Result<KeyPolicy> TransitEngine::configure(const Context& ctx, std::string_view name,
                                            std::optional<uint32_t> min_decryption_version,
                                            std::optional<bool> deletion_allowed) const {
-  if (seal_.status().sealed) return Status::unavailable(std::string(kSealedMessage));
+  if (seal_.sealed()) return Status::unavailable(std::string(kSealedMessage));
   auto k = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
     if (!exists) return noKey(name);
     if (min_decryption_version) {
@@ -235,7 +236,7 @@ Result<std::shared_ptr<const OpenKey>> TransitEngine::open(const Context& ctx,
                                                            std::string_view name) const {
   if (Status s = checkKeyName(name); !s) return s;
   const uint64_t epoch = seal_.epoch();
-  if (seal_.status().sealed) return Status::unavailable(std::string(kSealedMessage));
+  if (seal_.sealed()) return Status::unavailable(std::string(kSealedMessage));
   auto entry = ctx.kv().get(storageKey(name));
   if (!entry) return entry.status().code() == StatusCode::kNotFound ? noKey(name) : entry.status();
   if (auto key = open_keys_.find(ctx.tenant(), name, entry->value, epoch)) return key;
@@ -246,6 +247,7 @@ Result<std::shared_ptr<const OpenKey>> TransitEngine::open(const Context& ctx,
   OpenKey key;
   key.tenant_ = std::string(ctx.tenant());
   key.name_ = std::string(name);
+  key.audit_resource_ = auditResource(ctx, seal_, "transit", name);
   key.policy_ = stored->policy;
   for (const auto& [v, env] : stored->wrapped) {
     auto plain = envelope::open(*ring, env, keyAad(ctx.tenant(), name, v));

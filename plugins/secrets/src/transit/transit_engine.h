@@ -46,11 +46,15 @@ class OpenKey {
   Result<SecureBuffer> decrypt(std::string_view ciphertext) const;
   // HMAC-SHA256 of `input` under a key derived from the latest version: "trellis:v<N>:<b64>".
   std::string hmac(std::string_view input) const;
+  // What this key's audit records name (audit/audit.h): derived when the key was opened, so
+  // an operation on an open key costs no HMAC for its record.
+  const std::string& auditResource() const { return audit_resource_; }
 
  private:
   friend class TransitEngine;
   std::string tenant_;
   std::string name_;
+  std::string audit_resource_;
   KeyPolicy policy_;
   std::map<uint32_t, SecureBuffer> versions_;
 };

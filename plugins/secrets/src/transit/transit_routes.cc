@@ -6,6 +6,7 @@
 #include "crypto/aead.h"
 #include "crypto/encoding.h"
 #include "http/json_io.h"
+#include "http/sole_member.h"
 #include "seal/seal_routes.h"
 
 namespace trellis::secrets::transit {
@@ -36,8 +37,15 @@ Object::Ptr policyJson(std::string_view name, const KeyPolicy& p) {
   return wrap;
 }
 
-// One item of encrypt/decrypt/rewrap: the answer's members, or a failure for this item.
-using ItemFn = std::function<Result<Object::Ptr>(const OpenKey&, const Object::Ptr& item)>;
+// One item of encrypt/decrypt/rewrap: the value of its input member in, the value of its
+// answer's member out.
+struct ItemOp {
+  std::string_view action;  // of the audit record
+  std::string_view input;   // "plaintext" or "ciphertext"
+  std::string_view output;  // the answer's member
+  bool versioned;           // the answer names key_version too
+  Result<std::string> (*fn)(const OpenKey&, std::string_view input);
+};
 
 Result<std::string> stringMember(const Object::Ptr& item, const std::string& name) {
   if (!item->has(name) || !item->get(name).isString()) {
@@ -46,42 +54,43 @@ Result<std::string> stringMember(const Object::Ptr& item, const std::string& nam
   return item->getValue<std::string>(name);
 }
 
-Result<Object::Ptr> encryptItem(const OpenKey& key, const Object::Ptr& item) {
-  auto text = stringMember(item, "plaintext");
-  if (!text) return text.status();
-  auto plain = fromBase64(*text);
-  cleanse(*text);
+Result<std::string> encryptValue(const OpenKey& key, std::string_view b64) {
+  auto plain = fromBase64(b64);
   if (!plain) return Status::invalid("\"plaintext\" must be base64");
   auto ct = key.encrypt(*plain);
   cleanse(*plain);
-  if (!ct) return ct.status();
-  Object::Ptr o = new Object;
-  o->set("ciphertext", *ct);
-  o->set("key_version", key.policy().latest);
-  return o;
+  return ct;
 }
 
-Result<Object::Ptr> decryptItem(const OpenKey& key, const Object::Ptr& item) {
-  auto ct = stringMember(item, "ciphertext");
-  if (!ct) return ct.status();
-  auto plain = key.decrypt(*ct);
+Result<std::string> decryptValue(const OpenKey& key, std::string_view ciphertext) {
+  auto plain = key.decrypt(ciphertext);
   if (!plain) return plain.status();
-  Object::Ptr o = new Object;
-  o->set("plaintext", toBase64(plain->view()));
-  return o;
+  return toBase64(plain->view());
 }
 
-Result<Object::Ptr> rewrapItem(const OpenKey& key, const Object::Ptr& item) {
-  auto ct = stringMember(item, "ciphertext");
-  if (!ct) return ct.status();
-  auto plain = key.decrypt(*ct);
+Result<std::string> rewrapValue(const OpenKey& key, std::string_view ciphertext) {
+  auto plain = key.decrypt(ciphertext);
   if (!plain) return plain.status();
-  auto again = key.encrypt(plain->view());
-  if (!again) return again.status();
-  Object::Ptr o = new Object;
-  o->set("ciphertext", *again);
-  o->set("key_version", key.policy().latest);
-  return o;
+  return key.encrypt(plain->view());
+}
+
+constexpr ItemOp kEncrypt{"secret.transit.encrypt", "plaintext", "ciphertext", true, encryptValue};
+constexpr ItemOp kDecrypt{"secret.transit.decrypt", "ciphertext", "plaintext", false, decryptValue};
+constexpr ItemOp kRewrap{"secret.transit.rewrap", "ciphertext", "ciphertext", true, rewrapValue};
+
+// An item's answer, written directly: its values are base64 or "trellis:v<N>:<base64>",
+// which hold nothing JSON escapes.
+void appendItem(std::string& out, const ItemOp& op, std::string_view value, uint32_t version) {
+  out += "{\"";
+  out += op.output;
+  out += "\":\"";
+  out += value;
+  out += '"';
+  if (op.versioned) {
+    out += ",\"key_version\":";
+    out += std::to_string(version);
+  }
+  out += '}';
 }
 
 class Routes {
@@ -143,45 +152,69 @@ class Routes {
     return http::sendJson(res, 200, policyJson(name, *p));
   }
 
-  Status items(Context& ctx, const Request& req, Response& res, std::string_view op,
-               const ItemFn& fn) const {
+  // The single-item body most clients send, {"<input>":"…"}, is read without a JSON tree
+  // (http/sole_member.h); every other body goes through the full parser.
+  Status items(Context& ctx, const Request& req, Response& res, const ItemOp& op) const {
     const std::string name(req.pathParam("name").value_or(""));
-    auto body = http::parseObject(req.body());
-    if (!body) return http::sendProblem(res, body.status());
-    auto key = engine_.open(ctx, name);
-    if (!key) return answerFailure(ctx, res, key.status());
-    Object::Ptr data = new Object;
+    const std::string_view raw = req.body();
+    const std::optional<std::string_view> sole = http::soleStringMember(raw, op.input);
+    Object::Ptr body;
+    if (!sole) {
+      auto parsed = http::parseObject(raw);
+      if (!parsed) return http::sendProblem(res, parsed.status());
+      body = *parsed;
+    }
+    auto opened = engine_.open(ctx, name);
+    if (!opened) return answerFailure(ctx, res, opened.status());
+    const OpenKey& key = **opened;
+    std::string text = "{\"data\":";
     size_t count = 1;
-    if ((*body)->has("batch_input")) {
-      Array::Ptr batch = (*body)->getArray("batch_input");
+    if (body && body->has("batch_input")) {
+      Array::Ptr batch = body->getArray("batch_input");
       if (!batch || batch->size() == 0 || batch->size() > kMaxBatch) {
         return res.problem(400, "\"batch_input\" must be a list of 1 to 1000 objects");
       }
       count = batch->size();
-      Array::Ptr results = new Array;
+      text += "{\"batch_results\":[";
       for (size_t i = 0; i < batch->size(); ++i) {
         Object::Ptr item = batch->getObject(static_cast<unsigned>(i));
-        if (!item) return res.problem(400, "every \"batch_input\" item must be an object");
-        auto r = fn(**key, item);
+        if (!item) {
+          cleanse(text);
+          return res.problem(400, "every \"batch_input\" item must be an object");
+        }
+        if (i) text += ',';
+        auto input = stringMember(item, std::string(op.input));
+        auto r = input ? op.fn(key, *input) : Result<std::string>(input.status());
+        if (input) cleanse(*input);
         if (r) {
-          results->add(*r);
+          appendItem(text, op, *r, key.policy().latest);
+          cleanse(*r);
         } else {
           Object::Ptr e = new Object;
           e->set("error", r.status().message());
-          results->add(e);
+          text += http::stringify(e);
         }
       }
-      data->set("batch_results", results);
+      text += "]}";
     } else {
-      auto r = fn(**key, *body);
+      std::string copy;  // the value, when the full parser read the body
+      std::string_view input;
+      if (sole) {
+        input = *sole;
+      } else {
+        auto member = stringMember(body, std::string(op.input));
+        if (!member) return answerFailure(ctx, res, member.status());
+        copy = std::move(*member);
+        input = copy;
+      }
+      auto r = op.fn(key, input);
+      cleanse(copy);
       if (!r) return answerFailure(ctx, res, r.status());
-      data = *r;
+      appendItem(text, op, *r, key.policy().latest);
+      cleanse(*r);
     }
-    auditOperation(ctx, seal_, "secret.transit." + std::string(op), "transit", name,
-                   "{\"items\":" + std::to_string(count) + "}");
-    Object::Ptr wrap = new Object;
-    wrap->set("data", data);
-    std::string text = http::stringify(wrap);
+    text += '}';
+    auditEmit(ctx, op.action, key.auditResource(), "{\"items\":" + std::to_string(count) + "}");
     Status sent = res.json(200, text);
     cleanse(text);
     return sent;
@@ -211,7 +244,7 @@ class Routes {
     data->set("ciphertext", *ct);
     data->set("key_version", (*key)->policy().latest);
     if (mode == "plaintext") data->set("plaintext", toBase64(dk.view()));
-    auditOperation(ctx, seal_, "secret.transit.datakey", "transit", name);
+    auditEmit(ctx, "secret.transit.datakey", (*key)->auditResource());
     Object::Ptr wrap = new Object;
     wrap->set("data", data);
     std::string text = http::stringify(wrap);
@@ -232,9 +265,9 @@ Status addTransitRoutes(InitContext& ctx, const Seal& seal, const TransitEngine&
   auto guard = [&seal](Handler h) { return unsealedOnly(seal, std::move(h)); };
   using Method = Status (Routes::*)(Context&, const Request&, Response&) const;
   auto bind = [&](Method fn) { return unsealedMember(seal, routes, fn); };
-  auto items = [&](std::string op, ItemFn fn) {
-    return guard([routes, op, fn](Context& c, const Request& q, Response& r) {
-      return routes->items(c, q, r, op, fn);
+  auto items = [&](const ItemOp& op) {
+    return guard([routes, &op](Context& c, const Request& q, Response& r) {
+      return routes->items(c, q, r, op);
     });
   };
   const std::string base(kBase);
@@ -243,9 +276,9 @@ Status addTransitRoutes(InitContext& ctx, const Seal& seal, const TransitEngine&
   if (s) s = ctx.route("DELETE", base + "keys/{name}", bind(&Routes::remove));
   if (s) s = ctx.route("POST", base + "keys/{name}/rotate", bind(&Routes::rotate));
   if (s) s = ctx.route("POST", base + "keys/{name}/config", bind(&Routes::configure));
-  if (s) s = ctx.route("POST", base + "encrypt/{name}", items("encrypt", encryptItem));
-  if (s) s = ctx.route("POST", base + "decrypt/{name}", items("decrypt", decryptItem));
-  if (s) s = ctx.route("POST", base + "rewrap/{name}", items("rewrap", rewrapItem));
+  if (s) s = ctx.route("POST", base + "encrypt/{name}", items(kEncrypt));
+  if (s) s = ctx.route("POST", base + "decrypt/{name}", items(kDecrypt));
+  if (s) s = ctx.route("POST", base + "rewrap/{name}", items(kRewrap));
   if (s) s = ctx.route("POST", base + "datakey/{mode}/{name}", bind(&Routes::datakey));
   return s;
 }

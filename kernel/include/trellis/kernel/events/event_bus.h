@@ -2,12 +2,20 @@
 // a bounded queue drained by one dispatcher thread; when the queue is full the event is
 // dropped and counted (delivery is at-most-once, as the ABI documents).
 //
+// An event published as Delivery::kBatched does not wake the dispatcher by itself: it is
+// delivered with the next prompt event, once kBatchSize events wait, or kBatchDelay after
+// the dispatcher saw it, whichever comes first. For records published once per request that
+// nobody waits for (plugins' audit records): one wake-up per batch instead of one futex
+// wake and two context switches per request.
+//
 //   EventBus bus(10000);
 //   bus.subscribe("request.*", [](const Event& e) { ... });
 //   bus.publish({"acme", "trellis/hello", "request.completed", R"({"status":200})"});
+//   bus.publish({"acme", "trellis/secrets", "audit.plugin", payload}, Delivery::kBatched);
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -44,6 +52,8 @@ struct Event {
 
 using Subscriber = std::function<void(const Event&)>;
 
+enum class Delivery { kPrompt, kBatched };
+
 class EventBus {
  public:
   explicit EventBus(size_t max_queued);
@@ -61,7 +71,7 @@ class EventBus {
   // later calls are prevented. Unknown ids are ignored.
   void unsubscribe(uint64_t id);
   // False (and counted in dropped()) if the queue is full or the bus is stopping.
-  bool publish(Event event);
+  bool publish(Event event, Delivery delivery = Delivery::kPrompt);
   // Waits until everything published before the call is delivered (tests, shutdown).
   // Returns at once when called from a subscriber.
   void flush();
@@ -71,8 +81,15 @@ class EventBus {
 
   static bool topicMatches(std::string_view pattern, std::string_view topic);
 
+  static constexpr size_t kBatchSize = 64;
+  static constexpr std::chrono::milliseconds kBatchDelay{2};
+
  private:
   void run();
+  // The dispatcher should deliver now rather than let batched events gather.
+  bool dueLocked() const {
+    return stopping_ || prompt_ > 0 || flushes_ > 0 || waiting_ >= kBatchSize;
+  }
   bool onDispatcherThread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
   struct Subscription {
@@ -85,7 +102,10 @@ class EventBus {
   std::mutex mu_;
   std::condition_variable cv_;       // work arrived or stopping
   std::condition_variable idle_cv_;  // a delivery finished
-  std::deque<Event> queue_;
+  std::deque<Event> queue_;          // published, not yet taken by the dispatcher
+  size_t waiting_ = 0;               // events queued or taken but not yet being delivered
+  size_t prompt_ = 0;                // kPrompt events in queue_
+  size_t flushes_ = 0;               // flush() calls waiting
   std::vector<std::shared_ptr<Subscription>> subs_;
   uint64_t next_id_ = 1;
   uint64_t calling_ = 0;    // id of the subscriber running now, 0 if none
