@@ -138,7 +138,7 @@ TEST_F(AuditHmacKeyTest, ANewTenantsSensitiveFieldsUseTheKeyFromSecretsWhichSurv
 
   // Stopped cleanly so the system database holds every write: the stored key is the wrapped
   // one, a transit ciphertext, not the key in any spelling.
-  ASSERT_EQ(server_->stop(), 0);
+  ASSERT_EQ(server_->stop(), 0) << server_->log();
   std::string stored;
   {
     soci::session sql(
