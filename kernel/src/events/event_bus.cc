@@ -99,38 +99,41 @@ void EventBus::run() {
       Event event = std::move(taken.front());
       taken.pop_front();
       --waiting_;
-
-      targets.clear();
-      for (const auto& s : subs_) {
-        if (topicMatches(s->pattern, event.topic)) targets.push_back(s);
-      }
-      for (const auto& s : targets) {
-        if (!s->active) continue;  // unsubscribed by an earlier subscriber of this event
-        calling_ = s->id;
-        // Never hold the lock while running subscriber code: it may publish, subscribe or
-        // unsubscribe, and a slow subscriber must not block publishers.
-        lock.unlock();
-        try {
-          s->fn(event);
-        } catch (const std::exception& e) {
-          spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic,
-                        e.what());
-        } catch (...) {
-          spdlog::error("event subscriber {} failed on topic '{}': unknown exception", s->id,
-                        event.topic);
-        }
-        lock.lock();
-        calling_ = 0;
-        idle_cv_.notify_all();
-      }
-      // Release our references outside the lock: this may destroy an unsubscribed callback.
-      lock.unlock();
-      targets.clear();
-      lock.lock();
+      deliver(event, lock, targets);
       ++delivered_;
       idle_cv_.notify_all();
     }
   }
+}
+
+void EventBus::deliver(const Event& event, std::unique_lock<std::mutex>& lock,
+                       std::vector<std::shared_ptr<Subscription>>& targets) {
+  targets.clear();
+  for (const auto& s : subs_) {
+    if (topicMatches(s->pattern, event.topic)) targets.push_back(s);
+  }
+  for (const auto& s : targets) {
+    if (!s->active) continue;  // unsubscribed by an earlier subscriber of this event
+    calling_ = s->id;
+    // Never hold the lock while running subscriber code: it may publish, subscribe or
+    // unsubscribe, and a slow subscriber must not block publishers.
+    lock.unlock();
+    try {
+      s->fn(event);
+    } catch (const std::exception& e) {
+      spdlog::error("event subscriber {} failed on topic '{}': {}", s->id, event.topic, e.what());
+    } catch (...) {
+      spdlog::error("event subscriber {} failed on topic '{}': unknown exception", s->id,
+                    event.topic);
+    }
+    lock.lock();
+    calling_ = 0;
+    idle_cv_.notify_all();
+  }
+  // Release our references outside the lock: this may destroy an unsubscribed callback.
+  lock.unlock();
+  targets.clear();
+  lock.lock();
 }
 
 }  // namespace trellis::kernel::events

@@ -98,6 +98,9 @@ class EventBus {
     Subscriber fn;
     bool active = true;  // guarded by mu_
   };
+  // Runs every matching subscriber on one event; called and returns with `lock` held.
+  void deliver(const Event& event, std::unique_lock<std::mutex>& lock,
+               std::vector<std::shared_ptr<Subscription>>& targets);
   const size_t max_queued_;
   std::mutex mu_;
   std::condition_variable cv_;       // work arrived or stopping
