@@ -558,12 +558,8 @@ Result<std::unique_ptr<LuaPlugin>> LuaPlugin::fromSource(Source source,
                                     onStop,
                                     onDestroy};
   if (metrics) {
-    auto& family =
-        metrics->counter("trellis_lua_plugin_failures_total",
-                         "Calls into Lua plugins that failed, by cause", {"plugin", "cause"});
-    const char* causes[] = {"error", "instructions", "memory", "wall_time"};
     for (size_t i = 0; i < impl->failures.size(); ++i) {
-      impl->failures[i] = &family.labels({impl->id, causes[i]});
+      impl->failures[i] = luaFailureCounter(*metrics, impl->id, i);
     }
   }
   return std::unique_ptr<LuaPlugin>(new LuaPlugin(std::move(impl)));
@@ -581,6 +577,17 @@ const trellis_plugin& LuaPlugin::descriptor() const {
 
 void* LuaPlugin::hookState() const {
   return impl_.get();
+}
+
+metrics::Counter* luaFailureCounter(metrics::MetricsRegistry& metrics, const std::string& plugin,
+                                    size_t cause) {
+  static const char* const kCauses[kLuaFailureCauses] = {"error", "instructions", "memory",
+                                                         "wall_time"};
+  if (cause >= kLuaFailureCauses) return nullptr;
+  return &metrics
+              .counter("trellis_lua_plugin_failures_total",
+                       "Calls into Lua plugins that failed, by cause", {"plugin", "cause"})
+              .labels({plugin, kCauses[cause]});
 }
 
 }  // namespace trellis::kernel::lua

@@ -37,9 +37,17 @@
 
 namespace trellis::kernel::metrics {
 class MetricsRegistry;
-}
+class Counter;
+}  // namespace trellis::kernel::metrics
 
 namespace trellis::kernel::lua {
+
+// trellis_lua_plugin_failures_total{plugin, cause} for cause 0 error, 1 instructions,
+// 2 memory, 3 wall_time; nullptr for another cause. One definition for a Lua plugin in
+// trellisd and one in a worker (whose failures arrive as a call's effect).
+inline constexpr size_t kLuaFailureCauses = 4;
+metrics::Counter* luaFailureCounter(metrics::MetricsRegistry& metrics, const std::string& plugin,
+                                    size_t cause);
 
 class LuaPlugin {
  public:

@@ -3,9 +3,9 @@
 // that is running, and answered with status, message and outputs. Nothing the worker sends
 // is used as a pointer or a size to allocate up front.
 #include <algorithm>
-#include <iterator>
 #include <string>
 
+#include "lua/lua_plugin.h"
 #include "runtime/call_context.h"
 #include "runtime/plugin_instance.h"
 #include "services/core/handle_table.h"
@@ -153,16 +153,12 @@ bool applyEffects(Invocation& inv, std::string_view effects) {
       case Effect::kLuaFailure: {
         // Only the Lua adapter sends it, and only for its own plugin's counter.
         uint8_t cause = r.u8();
-        static const char* const kCauses[] = {"error", "instructions", "memory", "wall_time"};
-        if (!r.ok() || cause >= std::size(kCauses)) return false;
+        if (!r.ok() || cause >= lua::kLuaFailureCauses) return false;
         if (!c || !inv.ctx->plugin) break;
         const runtime::PluginInstance& p = *inv.ctx->plugin;
         if (p.manifest().runtime != "lua") return false;
         if (metrics::MetricsRegistry* m = p.services().metrics) {
-          m->counter("trellis_lua_plugin_failures_total",
-                     "Calls into Lua plugins that failed, by cause", {"plugin", "cause"})
-              .labels({p.id(), kCauses[cause]})
-              .add(1);
+          lua::luaFailureCounter(*m, p.id(), cause)->add(1);
         }
         break;
       }
