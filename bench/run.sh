@@ -16,7 +16,8 @@
 #                                   the same route (trellis/echo-c, BENCH_TARGET) on two
 #                                   trellisd, one loading the plugin in process and one with
 #                                   isolation: process (a sandboxed trellis-worker); prints
-#                                   the throughput ratio and the added p50 (32 connections)
+#                                   the throughput ratio (32 connections) and the added p50
+#                                   (1 connection)
 #   bench/run.sh --scenario crashloop
 #                                   one trellisd: BENCH_TARGET (trellis/echo-c) at 32
 #                                   connections alone, then while a second client keeps
@@ -199,7 +200,7 @@ fi
 if [[ $scenario == isolated ]]; then
   [[ $only != peer ]] || die "--scenario isolated measures trellisd only"
   only=trellisd
-  [[ -n "${BENCH_CONNECTIONS:-}" ]] || conns=(32)
+  [[ -n "${BENCH_CONNECTIONS:-}" ]] || conns=(1 32)
 fi
 
 CL_CONNS=${BENCH_CL_CONNECTIONS:-2}
@@ -961,7 +962,7 @@ isolation_overhead() {
   echo "round(s); means over rounds. * = non-2xx answers or socket errors in a run."
   printf '%-11s %11s %11s %7s %10s %10s %11s\n' connections "rps plain" "rps worker" ratio \
     "p50 plain" "p50 worker" "p50 added"
-  local verdict="n/a" m_rps_t m_rps_i m_p50_t m_p50_i ratio added
+  local throughput="n/a" latency="n/a" m_rps_t m_rps_i m_p50_t m_p50_i ratio added
   for c in "${conns[@]}"; do
     for s in trellisd isolated; do
       v_rps=() v_p50=()
@@ -980,13 +981,17 @@ isolation_overhead() {
     summary+=("$(printf '{"connections": %d, "rps_in_process": %s, "rps_worker": %s, "ratio": %s, "p50_us_in_process": %s, "p50_us_worker": %s, "p50_added_us": %s}' \
       "$c" "$(json_num "$m_rps_t")" "$(json_num "$m_rps_i")" "$(json_num "$ratio")" \
       "$(json_num "$m_p50_t")" "$(json_num "$m_p50_i")" "$(json_num "$added")")")
-    if [[ $c == 32 && -n "$ratio" && -n "$added" ]]; then
-      verdict=$(awk -v r="$ratio" -v a="$added" 'BEGIN { print ((r >= 0.60 && a <= 30) ? "met" : "not met") }')
+    if [[ $c == 32 && -n "$ratio" ]]; then
+      throughput=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.60 ? "met" : "not met") }')
+    fi
+    if [[ $c == 1 && -n "$added" ]]; then
+      latency=$(awk -v a="$added" 'BEGIN { print (a <= 30 ? "met" : "not met") }')
     fi
   done
   echo
-  echo "Target at 32 connections: >= 60% of in-process throughput and <= 30 us added p50:" \
-    "$verdict"
+  echo "Targets: >= 60% of in-process throughput at 32 connections: $throughput;" \
+    "<= 30 us added p50 (read at 1 connection: at 32 both servers are saturated and p50 is" \
+    "queueing, 32 / throughput): $latency"
   echo "Benchmarks are informational: slow numbers never fail this script."
   mkdir -p build/bench
   local IFS=,

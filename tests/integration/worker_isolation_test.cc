@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -194,6 +195,65 @@ TEST_F(WorkerIsolationTest, HangsAndSpinsAreAnswered504AndTheWorkerReplaced) {
     EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
     EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
   }
+}
+
+// Calls that queue up cross to the worker together (pipelined on one channel, answered in
+// one write): under concurrent load every request still gets its own answer.
+TEST_F(WorkerIsolationTest, ConcurrentRequestsEachGetTheirOwnAnswer) {
+  startWith(kWorkers);
+  std::atomic<int> wrong{0}, ok{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 16; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        const std::string path = "/echo/c" + std::to_string(t) + "-" + std::to_string(i);
+        auto r = request(port(), "GET", path, t % 2 ? kAcme : kGlobex);
+        bool mine = r.status == 200 &&
+                    r.body.find("\"path\":\"" + path + "\"") != std::string::npos &&
+                    r.body.find(t % 2 ? "\"tenant\":\"acme\"" : "\"tenant\":\"globex\"") !=
+                        std::string::npos;
+        (mine ? ok : wrong)++;
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(ok, 16 * 40);
+}
+
+// A request waiting for its worker holds no event-loop thread: with one loop, a hung call
+// leaves the loop free for the worker's other channels and for in-process plugins, and
+// the hung call itself is answered 502 when its worker dies.
+TEST_F(WorkerIsolationTest, AHungWorkerCallHoldsNoEventLoop) {
+  std::string config = defaultTestConfig(
+      "    - id: fixture/crashy\n"
+      "      isolation: process\n"
+      "    - id: trellis/echo-c\n"
+      "  worker:\n"
+      "    call_timeout_ms: 120000\n");
+  config.replace(config.find("threads: 2"), 10, "threads: 1");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  ASSERT_EQ(request(port(), "GET", "/crashy/ok", kAcme).status, 200) << server().log();
+
+  std::atomic<bool> hung_answered{false};
+  HttpReply hung;
+  std::thread caller([&] {
+    hung = request(port(), "GET", "/crashy/hang", kAcme);
+    hung_answered = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it reach the worker
+  EXPECT_EQ(request(port(), "GET", "/echo/x", kAcme).status, 200);
+  EXPECT_THAT(request(port(), "GET", "/crashy/ok", kAcme).body, StartsWith("ok "));
+  EXPECT_FALSE(hung_answered) << "the hung call ended early: " << hung.status << " " << hung.body;
+
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  ::kill(w->getValue<int>("pid"), SIGKILL);
+  caller.join();
+  EXPECT_EQ(hung.status, 502) << hung.body;
+  EXPECT_EQ(hung.header("content-type"), "application/problem+json");
+  EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
 }
 
 TEST_F(WorkerIsolationTest, GarbageFromAWorkerKillsOnlyThatWorker) {

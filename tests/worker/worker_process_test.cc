@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "trellis/plugin.h"
@@ -54,11 +55,11 @@ struct Result {
 Result invoke(WorkerProcess& p, InvokeOp op, const FrameWriter& payload,
               std::map<std::string, uint32_t>* routes = nullptr) {
   Result out;
-  int fd = p.fd(0);
-  out.transport = writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(op), 7, payload);
+  FrameChannel& chan = p.channel(0);
+  out.transport = chan.send(FrameType::kInvoke, static_cast<uint16_t>(op), 7, payload);
   while (out.transport) {
     Frame f;
-    out.transport = readFrame(fd, f, Clock::now() + std::chrono::seconds(5));
+    out.transport = chan.read(f, Clock::now() + std::chrono::seconds(5));
     if (!out.transport) break;
     FrameReader r(f.payload);
     std::string_view effects = r.str();
@@ -71,7 +72,7 @@ Result invoke(WorkerProcess& p, InvokeOp op, const FrameWriter& payload,
       } else {
         reply.i32(TRELLIS_UNIMPLEMENTED).str("not in this test");
       }
-      out.transport = writeFrame(fd, FrameType::kReply, f.op, f.id, reply);
+      out.transport = chan.send(FrameType::kReply, f.op, f.id, reply);
       continue;
     }
     EXPECT_EQ(f.type, FrameType::kResult);
@@ -195,11 +196,11 @@ TEST(WorkerProcessTest, AHangIsATimeout) {
   auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));
   ASSERT_TRUE(p);
   auto routes = init(**p);
-  int fd = (*p)->fd(0);
-  ASSERT_TRUE(writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 1,
-                         routeCall(routes["GET /crashy/hang"], "GET", "/crashy/hang")));
+  FrameChannel& chan = (*p)->channel(0);
+  ASSERT_TRUE(chan.send(FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 1,
+                        routeCall(routes["GET /crashy/hang"], "GET", "/crashy/hang")));
   Frame f;
-  Status s = readFrame(fd, f, Clock::now() + std::chrono::milliseconds(300));
+  Status s = chan.read(f, Clock::now() + std::chrono::milliseconds(300));
   EXPECT_EQ(s.code(), StatusCode::kTimeout);
 }
 
@@ -249,28 +250,33 @@ TEST(WorkerProcessTest, AWorkerThatEndsBeforeHelloIsRefused) {
   EXPECT_THAT(p.status().message(), HasSubstr("did not start"));
 }
 
-TEST(WorkerProtocolTest, LengthsFromThePeerAreChecked) {
+// What reading `bytes` (then EOF) from a channel gives.
+Status readAfter(const std::string& bytes) {
   int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  // A header claiming more than the limit: refused before anything is allocated.
-  FrameHeader h{kMaxFramePayload + 1, static_cast<uint16_t>(FrameType::kResult), 0, 1};
-  ASSERT_EQ(write(sv[0], &h, sizeof h), static_cast<ssize_t>(sizeof h));
-  Frame f;
-  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
-            StatusCode::kInvalid);
-  // An unknown type.
-  FrameHeader t{0, 99, 0, 1};
-  ASSERT_EQ(write(sv[0], &t, sizeof t), static_cast<ssize_t>(sizeof t));
-  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
-            StatusCode::kInvalid);
-  // A truncated frame: the peer goes away mid-payload.
-  FrameHeader cut{100, static_cast<uint16_t>(FrameType::kResult), 0, 1};
-  ASSERT_EQ(write(sv[0], &cut, sizeof cut), static_cast<ssize_t>(sizeof cut));
-  ASSERT_EQ(write(sv[0], "abc", 3), 3);
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::internal("socketpair");
+  EXPECT_EQ(write(sv[0], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   close(sv[0]);
-  EXPECT_EQ(readFrame(sv[1], f, Clock::now() + std::chrono::seconds(1)).code(),
-            StatusCode::kUnavailable);
+  FrameChannel chan(sv[1]);
+  Frame f;
+  Status s = chan.read(f, Clock::now() + std::chrono::seconds(1));
   close(sv[1]);
+  return s;
+}
+
+std::string header(uint32_t length, uint16_t type, uint64_t id = 1) {
+  FrameHeader h{length, type, 0, id};
+  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+}
+
+TEST(WorkerProtocolTest, LengthsFromThePeerAreChecked) {
+  const auto result = static_cast<uint16_t>(FrameType::kResult);
+  // A header claiming more than the limit: refused before anything is allocated.
+  EXPECT_EQ(readAfter(header(kMaxFramePayload + 1, result)).code(), StatusCode::kInvalid);
+  // An unknown type.
+  EXPECT_EQ(readAfter(header(0, 99)).code(), StatusCode::kInvalid);
+  // A truncated frame: the peer goes away mid-payload.
+  EXPECT_EQ(readAfter(header(100, result) + "abc").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(readAfter("").code(), StatusCode::kUnavailable);
 
   // A string whose length runs past the payload latches the reader, never reads past it.
   FrameWriter w;
@@ -279,6 +285,65 @@ TEST(WorkerProtocolTest, LengthsFromThePeerAreChecked) {
   EXPECT_TRUE(r.str().empty());
   EXPECT_FALSE(r.ok());
   EXPECT_EQ(r.u64(), 0u);
+}
+
+// Frames that arrive together are read one by one from one receive; a frame that arrives in
+// pieces, larger than the receive buffer, is put back together.
+TEST(WorkerProtocolTest, ABufferedChannelSplitsAndJoinsFrames) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  FrameChannel out(sv[0]), in(sv[1]);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(out.send(FrameType::kResult, 0, id, "frame " + std::to_string(id)));
+  }
+  ASSERT_TRUE(out.flush());
+  Frame f;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(in.read(f, Clock::now() + std::chrono::seconds(1)));
+    EXPECT_EQ(f.id, id);
+    EXPECT_EQ(f.payload, "frame " + std::to_string(id));
+    EXPECT_EQ(in.frameBuffered(), id < 3);
+  }
+  const std::string big(300 * 1024, 'x');
+  const std::string bytes =
+      header(static_cast<uint32_t>(big.size()), static_cast<uint16_t>(FrameType::kCall), 9) + big;
+  std::thread writer([&] {
+    for (size_t at = 0; at < bytes.size(); at += 7000) {
+      size_t n = std::min<size_t>(7000, bytes.size() - at);
+      ASSERT_EQ(write(sv[0], bytes.data() + at, n), static_cast<ssize_t>(n));
+    }
+  });
+  ASSERT_TRUE(in.read(f, Clock::now() + std::chrono::seconds(5)));
+  writer.join();
+  EXPECT_EQ(f.id, 9u);
+  EXPECT_EQ(f.payload, big);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+// A queued frame goes out when its sender waits for the answer: nothing is held back from a
+// peer that waits for it.
+TEST(WorkerProtocolTest, ABufferedChannelSendsWhatIsQueuedBeforeItWaits) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  std::thread peer([fd = sv[1]] {
+    FrameChannel chan(fd);
+    Frame f;
+    if (chan.read(f, Clock::now() + std::chrono::seconds(5))) {
+      (void)chan.send(FrameType::kReply, f.op, f.id, "re: " + f.payload);
+      (void)chan.flush();
+    }
+  });
+  FrameChannel chan(sv[0]);
+  ASSERT_TRUE(chan.send(FrameType::kCall, 1, 42, "question"));
+  Frame f;
+  ASSERT_TRUE(chan.read(f, Clock::now() + std::chrono::seconds(5)));
+  peer.join();
+  EXPECT_EQ(f.type, FrameType::kReply);
+  EXPECT_EQ(f.id, 42u);
+  EXPECT_EQ(f.payload, "re: question");
+  close(sv[0]);
+  close(sv[1]);
 }
 
 }  // namespace

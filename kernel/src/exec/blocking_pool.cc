@@ -6,6 +6,10 @@
 #include <utility>
 
 namespace trellis::kernel::exec {
+namespace {
+// Set on a pool thread whose own task destroyed the pool.
+thread_local bool t_pool_destroyed = false;
+}  // namespace
 
 BlockingPool::BlockingPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
   if (threads == 0) threads = 1;
@@ -19,7 +23,14 @@ BlockingPool::~BlockingPool() {
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_) t.join();
+  for (auto& t : threads_) {
+    if (t.get_id() != std::this_thread::get_id()) {
+      t.join();
+    } else {  // joining itself would throw: this thread leaves run() as soon as it is back
+      t_pool_destroyed = true;
+      t.detach();
+    }
+  }
 }
 
 bool BlockingPool::trySubmit(std::function<void()> task) {
@@ -40,22 +51,25 @@ size_t BlockingPool::queued() const {
 
 void BlockingPool::run() {
   while (true) {
-    std::function<void()> task;
     {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      // Shutting down still empties the queue: callers were promised an answer.
-      if (queue_.empty()) return;
-      task = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    try {
-      task();
-    } catch (const std::exception& e) {
-      spdlog::error("blocking pool: task threw: {}", e.what());
-    } catch (...) {
-      spdlog::error("blocking pool: task threw a non-standard exception");
-    }
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        // Shutting down still empties the queue: callers were promised an answer.
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        task();
+      } catch (const std::exception& e) {
+        spdlog::error("blocking pool: task threw: {}", e.what());
+      } catch (...) {
+        spdlog::error("blocking pool: task threw a non-standard exception");
+      }
+    }  // the task's captures go here, and may take the pool with them
+    if (t_pool_destroyed) return;
   }
 }
 

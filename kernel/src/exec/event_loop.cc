@@ -13,4 +13,12 @@ bool onEventLoopThread() {
   return tls_event_loop;
 }
 
+EventLoopRules::EventLoopRules() : was_(tls_event_loop) {
+  tls_event_loop = true;
+}
+
+EventLoopRules::~EventLoopRules() {
+  tls_event_loop = was_;
+}
+
 }  // namespace trellis::kernel::exec

@@ -66,9 +66,23 @@ std::function<void(PluginCall::Outcome)> PluginCall::suspend(trellis_kv_put_done
   };
 }
 
+std::function<void(trellis_status)> PluginCall::suspendOffLoop() {
+  pending_ = Completion{};
+  // Moves its reference into the posted resumption: the thread that finished the handler
+  // keeps none, so the call (and what it keeps alive) ends on the event loop.
+  return [self = shared_from_this()](trellis_status status) mutable {
+    const Post& post = self->post_;
+    post([self = std::move(self), status] { self->resume(Outcome{status, 0, {}, nullptr, 0}); });
+  };
+}
+
 void PluginCall::resume(const Outcome& outcome) {
   if (!pending_) return;
   Completion completion = *std::exchange(pending_, std::nullopt);
+  if (!completion.done) {  // suspendOffLoop: the handler's own status is the answer
+    if (conclude_) settle(outcome.status);
+    return;
+  }
   if (!conclude_) return runLate(completion, outcome);
   ctx_.error = outcome.error;
   if (outcome.refused_quota) {
@@ -96,6 +110,7 @@ void PluginCall::settle(trellis_status status) {
 }
 
 void PluginCall::runLate(Completion completion, const Outcome& outcome) {
+  if (!completion.done) return;
   static const http::Request kNoRequest;
   static const http::RouteMatch kNoMatch;
   trellis_ctx ctx;

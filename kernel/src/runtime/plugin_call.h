@@ -73,6 +73,11 @@ class PluginCall : public std::enable_shared_from_this<PluginCall> {
   // Records `done` as the completion of the call being started; the returned function
   // (callable once, from any thread) resumes the request on its event loop.
   std::function<void(Outcome)> suspend(trellis_kv_put_done_fn done, void* user);
+  // For a handler the host finishes off the event loop (a route of a plugin in a worker
+  // process): the request then waits on no event-loop thread. The returned function
+  // (callable once, from any thread) ends the call with the handler's status; the ctx and
+  // response are left as the handler left them.
+  std::function<void(trellis_status)> suspendOffLoop();
 
   const Site& site() const { return site_; }
   const trellis_ctx& ctx() const { return ctx_; }
@@ -82,7 +87,7 @@ class PluginCall : public std::enable_shared_from_this<PluginCall> {
 
  private:
   struct Completion {
-    trellis_kv_put_done_fn done = nullptr;
+    trellis_kv_put_done_fn done = nullptr;  // null for suspendOffLoop: no plugin code to run
     void* user = nullptr;
   };
   void resume(const Outcome& outcome);

@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace trellis::kernel::worker {
 namespace {
@@ -31,23 +33,31 @@ Status waitReadable(int fd, std::chrono::steady_clock::time_point deadline) {
   }
 }
 
-Status readExact(int fd, char* dst, size_t n, std::chrono::steady_clock::time_point deadline) {
-  while (n > 0) {
-    ssize_t got = ::recv(fd, dst, n, MSG_DONTWAIT);
-    if (got > 0) {
-      dst += got;
-      n -= static_cast<size_t>(got);
-      continue;
-    }
-    if (got == 0) return Status::unavailable("the worker closed its channel");
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return Status::unavailable("reading the worker channel failed");
-    }
-    if (Status s = waitReadable(fd, deadline); !s) return s;
+Status checkHeader(const FrameHeader& h) {
+  if (!knownType(h.type)) return Status::invalid("frame of unknown type " + std::to_string(h.type));
+  if (h.length > kMaxFramePayload) {
+    return Status::invalid("frame of " + std::to_string(h.length) +
+                           " bytes exceeds the worker protocol's limit");
   }
   return Status::ok();
 }
+
+Status sendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::unavailable("the worker channel is closed");
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::ok();
+}
+
+// A receive buffer grows to hold the frame being read; one that grew past this for a large
+// frame is given back once it is empty.
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kKeptBuffer = 1024 * 1024;
 
 }  // namespace
 
@@ -85,21 +95,81 @@ Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_
   return Status::ok();
 }
 
-Status readFrame(int fd, Frame& out, std::chrono::steady_clock::time_point deadline) {
-  FrameHeader h{};
-  if (Status s = readExact(fd, reinterpret_cast<char*>(&h), sizeof h, deadline); !s) return s;
-  if (!knownType(h.type)) {
-    return Status::invalid("frame of unknown type " + std::to_string(h.type));
+bool FrameChannel::frameBuffered() const {
+  const size_t have = in_end_ - in_pos_;
+  if (have < sizeof(FrameHeader)) return false;
+  FrameHeader h;
+  std::memcpy(&h, in_.data() + in_pos_, sizeof h);
+  return have - sizeof h >= h.length;
+}
+
+Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    size_t need = sizeof(FrameHeader);
+    if (in_end_ - in_pos_ >= sizeof(FrameHeader)) {
+      FrameHeader h;
+      std::memcpy(&h, in_.data() + in_pos_, sizeof h);
+      if (Status s = checkHeader(h); !s) return s;
+      need += h.length;
+      if (in_end_ - in_pos_ >= need) {
+        out.type = static_cast<FrameType>(h.type);
+        out.op = h.op;
+        out.id = h.id;
+        out.payload.assign(in_.data() + in_pos_ + sizeof h, h.length);
+        in_pos_ += need;
+        if (in_pos_ == in_end_) {
+          in_pos_ = in_end_ = 0;
+          if (in_.size() > kKeptBuffer) std::string(kReadChunk, '\0').swap(in_);
+        }
+        return Status::ok();
+      }
+    }
+    // More bytes are needed: make room for the whole frame, then take what has arrived.
+    if (in_pos_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
+      in_end_ -= in_pos_;
+      in_pos_ = 0;
+    }
+    if (in_.empty()) {
+      // Nothing is allocated before the first bytes arrive: a worker's idle channel threads
+      // would otherwise each take a malloc arena, counted against its RLIMIT_AS.
+      if (Status s = flush(); !s) return s;
+      if (Status s = waitReadable(fd_, deadline); !s) return s;
+    }
+    if (in_.size() < std::max(need, kReadChunk)) in_.resize(std::max(need, kReadChunk));
+    ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+    if (got > 0) {
+      in_end_ += static_cast<size_t>(got);
+      continue;
+    }
+    if (got == 0) return Status::unavailable("the worker closed its channel");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return Status::unavailable("reading the worker channel failed");
+    }
+    if (Status s = flush(); !s) return s;
+    if (Status s = waitReadable(fd_, deadline); !s) return s;
   }
-  if (h.length > kMaxFramePayload) {
-    return Status::invalid("frame of " + std::to_string(h.length) +
+}
+
+Status FrameChannel::send(FrameType type, uint16_t op, uint64_t id, std::string_view payload) {
+  if (payload.size() > kMaxFramePayload) {
+    return Status::invalid("frame of " + std::to_string(payload.size()) +
                            " bytes exceeds the worker protocol's limit");
   }
-  out.type = static_cast<FrameType>(h.type);
-  out.op = h.op;
-  out.id = h.id;
-  out.payload.resize(h.length);
-  return readExact(fd, out.payload.data(), h.length, deadline);
+  if (out_.empty()) queued_since_ = std::chrono::steady_clock::now();
+  FrameHeader h{static_cast<uint32_t>(payload.size()), static_cast<uint16_t>(type), op, id};
+  out_.append(reinterpret_cast<const char*>(&h), sizeof h).append(payload);
+  return Status::ok();
+}
+
+Status FrameChannel::flush() {
+  if (out_.empty()) return Status::ok();
+  Status s = sendAll(fd_, out_);
+  out_.clear();
+  if (out_.capacity() > kKeptBuffer) out_.shrink_to_fit();
+  queued_since_ = std::chrono::steady_clock::time_point::max();
+  return s;
 }
 
 }  // namespace trellis::kernel::worker

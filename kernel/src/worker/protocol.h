@@ -5,20 +5,23 @@
 // and against kMaxFramePayload before anything is read, so a compromised worker can only
 // make its own frames fail to decode.
 //
+//   FrameChannel chan(fd);
 //   FrameWriter w;
 //   w.u32(index).str(method).str(path);
-//   writeFrame(fd, FrameType::kInvoke, InvokeOp::kRoute, call_id, w);
+//   chan.send(FrameType::kInvoke, InvokeOp::kRoute, call_id, w);
 //   Frame f;
-//   if (Status s = readFrame(fd, f, deadline); !s) ...
+//   if (Status s = chan.read(f, deadline); !s) ...   // sends what is queued, then waits
 //   FrameReader r(f.payload);
 //   uint32_t index = r.u32(); std::string_view m = r.str();
 //   if (!r.ok()) ... // truncated or oversized field: a protocol violation
 //
 // One channel (a SOCK_STREAM socketpair) carries one conversation at a time: the host sends
 // an INVOKE and reads frames until the RESULT with the same id, serving every CALL the
-// plugin makes meanwhile with a REPLY (the bridge loop). Effect-only host calls (log,
-// set_error, metric_record, the response setters, service_reply) are batched by the worker
-// and travel at the front of the next CALL or RESULT.
+// plugin makes meanwhile with a REPLY (the bridge loop). The host may pipeline several
+// INVOKEs on a channel; the worker runs them one after another, in order, so their
+// conversations follow each other on it. Effect-only host calls (log, set_error,
+// metric_record, the response setters, service_reply) are batched by the worker and travel
+// at the front of the next CALL or RESULT.
 #pragma once
 
 #include <chrono>
@@ -214,16 +217,48 @@ struct Frame {
   std::string payload;
 };
 
-// Writes header + payload in one sendmsg (retried on partial writes). UNAVAILABLE if the
-// peer is gone; INVALID if the payload exceeds kMaxFramePayload.
+// Writes header + payload in one sendmsg (retried on partial writes), unbuffered: for the
+// worker's first frame. UNAVAILABLE if the peer is gone; INVALID if the payload exceeds
+// kMaxFramePayload.
 Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_view payload);
 inline Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
   return writeFrame(fd, type, op, id, std::string_view(w.data()));
 }
 
-// Reads one frame. `deadline` bounds the wait for its bytes (time_point::max() = forever):
-// TIMEOUT past it, UNAVAILABLE on EOF or a socket error, INVALID for an unknown type or a
-// length over kMaxFramePayload (nothing more is read from such a channel).
-Status readFrame(int fd, Frame& out, std::chrono::steady_clock::time_point deadline);
+// One end of a channel with buffered I/O, for a conversation of many frames: read() parses
+// frames out of large recv()s, so frames that arrive together (pipelined INVOKEs, a batch of
+// RESULTs) cost one system call and one wake-up; send() queues a frame and flush() writes
+// everything queued in one sendmsg. read() flushes first when it has to wait, so a queued
+// frame is never held back from a peer that waits for it. One thread at a time.
+class FrameChannel {
+ public:
+  explicit FrameChannel(int fd = -1) : fd_(fd) {}
+  int fd() const { return fd_; }
+
+  // The next frame. `deadline` bounds the wait for its bytes (time_point::max() = forever):
+  // TIMEOUT past it, UNAVAILABLE on EOF or a socket error, INVALID for an unknown type or a
+  // length over kMaxFramePayload (checked before anything is allocated; nothing more is
+  // read from such a channel).
+  Status read(Frame& out, std::chrono::steady_clock::time_point deadline);
+  // INVALID if the payload exceeds kMaxFramePayload (nothing is queued).
+  Status send(FrameType type, uint16_t op, uint64_t id, std::string_view payload);
+  Status send(FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
+    return send(type, op, id, std::string_view(w.data()));
+  }
+  Status flush();
+  // Whether a whole frame is already buffered (read() would not wait for it).
+  bool frameBuffered() const;
+  // When the oldest frame still queued was queued (time_point::max() if none).
+  std::chrono::steady_clock::time_point queuedSince() const { return queued_since_; }
+
+ private:
+  int fd_;
+  std::string in_;  // receive buffer: bytes [in_pos_, in_end_) are not parsed yet
+  size_t in_pos_ = 0;
+  size_t in_end_ = 0;
+  std::string out_;  // frames queued, not yet sent
+  std::chrono::steady_clock::time_point queued_since_ =
+      std::chrono::steady_clock::time_point::max();
+};
 
 }  // namespace trellis::kernel::worker

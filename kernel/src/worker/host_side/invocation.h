@@ -2,7 +2,9 @@
 // calls the plugin makes meanwhile (call_server.cc).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "trellis/plugin.h"
@@ -30,6 +32,28 @@ struct Invocation {
   size_t replay_pos = 0;
   bool replay_diverged = false;
 };
+
+// How one hook run in a worker ended (conversation.cc).
+struct Outcome {
+  enum Kind { kOk, kCrashed, kTimeout, kBusy, kUnavailable } kind = kOk;
+  int32_t status = TRELLIS_INTERNAL;  // the hook's, when kOk
+  std::string why;
+};
+
+// A fresh conversation id (never 0, never reused by this trellisd).
+uint64_t nextInvokeId();
+
+// Queues one INVOKE on `chan`: sent with the next flush, or by the read that waits for its
+// answer. Several may be queued before the first is conversed (pipelined): the worker runs
+// them one after another in the order sent.
+void sendInvoke(FrameChannel& chan, InvokeOp op, uint64_t id, const FrameWriter& payload);
+
+// Reads the frames of conversation `id` until its RESULT, serving every CALL the plugin
+// makes meanwhile, and applies the RESULT's effects. Each frame must come within `timeout`
+// of the previous one. A worker that fails, hangs or breaks the protocol is killed; the
+// outcome then says which (kCrashed or kTimeout, `why` its end reason is read by the caller).
+Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocation& inv,
+                 std::chrono::milliseconds timeout);
 
 // Replays a batch of effect-only calls in order; false if the batch is malformed.
 bool applyEffects(Invocation& inv, std::string_view effects);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -10,8 +11,11 @@
 #include <unordered_map>
 
 #include "runtime/call_context.h"
+#include "runtime/plugin_call.h"
 #include "services/trace/trace_context.h"
 #include "trellis/kernel/events/event_bus.h"
+#include "trellis/kernel/exec/blocking_pool.h"
+#include "trellis/kernel/exec/event_loop.h"
 #include "trellis/kernel/http/router.h"
 #include "trellis/kernel/metrics/registry.h"
 #include "trellis/kernel/plugin/native_library.h"
@@ -29,6 +33,16 @@ constexpr int kPoisonCrashes = 3;   // crashes after which a request is refused
 constexpr int kCrashloopAfter = 5;  // consecutive crashes shown as "crashlooping"
 constexpr auto kHealthyAfter = std::chrono::seconds(60);  // resets the backoff
 constexpr auto kMaxBackoff = std::chrono::seconds(60);
+// Route calls that may wait for a worker; more are answered 503 at once.
+constexpr size_t kMaxQueuedRoutes = 1024;
+// The largest INVOKE an event loop sends itself (sendEarly): far below a socket buffer, so
+// the send never waits for the worker.
+constexpr size_t kMaxEarlyInvoke = 16 * 1024;
+// Route calls that cross to a worker together, pipelined on one channel: as many as its
+// calls take about kBatchTime to run (measured), at most kMaxBatch. Fast calls thus share
+// their system calls and wake-ups; slow ones go one per channel, side by side.
+constexpr size_t kMaxBatch = 16;
+constexpr uint64_t kBatchTimeNs = 200'000;
 
 // A callback the plugin registered, as the kernel holds it: the `user` of a trampoline.
 struct Remote {
@@ -46,6 +60,23 @@ struct Registration {
   uint64_t result = 0;  // metric_define's id
 };
 
+// A route call on its way to a worker. Its request waits, on no thread, in its PluginCall
+// (suspended off the loop) until `finish` answers it with the handler's status.
+struct RouteCall {
+  RouteCall(const Remote* r, trellis_ctx* c, const trellis_request* q, trellis_response* s,
+            std::function<void(trellis_status)> f)
+      : remote(r), ctx(c), req(q), res(s), finish(std::move(f)) {}
+  const Remote* remote;
+  trellis_ctx* ctx;
+  const trellis_request* req;
+  trellis_response* res;
+  std::function<void(trellis_status)> finish;
+  // Set when its INVOKE already left, from the event loop (sendEarly).
+  std::shared_ptr<WorkerProcess> sent_to;
+  int channel = -1;
+  uint64_t id = 0;
+};
+
 struct Slot {
   std::string tenant;  // "" = shared
   std::mutex mu;       // guards everything below
@@ -61,15 +92,32 @@ struct Slot {
   metrics::Counter* crash_metric = nullptr;
   metrics::Counter* restart_metric = nullptr;
   metrics::Gauge* crashloop_metric = nullptr;
+  // Route calls from the event loops wait here for the route threads (at most one per
+  // channel), which take them in batches: a request waiting for its worker holds no
+  // event-loop thread, so a slow or hung worker delays only its own requests, and calls
+  // that queue up while the worker is busy cross to it together.
+  std::mutex queue_mu;
+  std::deque<RouteCall> queued;  // guarded by queue_mu
+  size_t draining = 0;           // route threads taking from `queued`; guarded by queue_mu
+  // Recent route calls' mean time in the worker; until measured, taken as slow (one call
+  // per batch).
+  std::atomic<uint64_t> call_ns{kBatchTimeNs};
+  // When a route thread last finished a call (or began a batch), in steady-clock ns: the
+  // route threads are stuck (a slow or hung call) when this is older than kBatchTime.
+  std::atomic<int64_t> progress_ns{0};
+  void noteProgress() {
+    progress_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  bool stalled() const {
+    return Clock::now().time_since_epoch().count() - progress_ns.load(std::memory_order_relaxed) >
+           static_cast<int64_t>(kBatchTimeNs);
+  }
+  size_t batchSize() const {
+    uint64_t ns = std::max<uint64_t>(1, call_ns.load(std::memory_order_relaxed));
+    return std::clamp<size_t>(kBatchTimeNs / ns, 1, kMaxBatch);
+  }
+  std::unique_ptr<exec::BlockingPool> routes;
 };
-
-struct Outcome {
-  enum Kind { kOk, kCrashed, kTimeout, kBusy, kUnavailable } kind = kOk;
-  int32_t status = TRELLIS_INTERNAL;
-  std::string why;
-};
-
-std::atomic<uint64_t> g_next_invoke{1};
 
 // 0 after the first crash, then 0.5 s doubling up to a minute.
 Clock::duration backoffAfter(uint64_t consecutive) {
@@ -160,90 +208,62 @@ struct WorkerPlugin::Impl {
 
   Outcome invoke(Slot& slot, const std::shared_ptr<WorkerProcess>& proc, InvokeOp op,
                  const FrameWriter& payload, Invocation& inv);
+  // After a conversation: a worker that crashed or hung is recorded (once) and `out.why`
+  // says how it ended.
+  void noteEnd(Slot& slot, const std::shared_ptr<WorkerProcess>& proc, Outcome& out);
   // A live, initialized worker for `slot`, restarting one if the backoff allows.
   Result<std::shared_ptr<WorkerProcess>> ready(Slot& slot);
   // on_init (replayed) and on_start in a fresh worker, outside any kernel hook.
   Status bringUp(Slot& slot, const std::shared_ptr<WorkerProcess>& proc);
 
+  // A route call: queued for the slot's route threads when it comes from an event loop,
+  // else (a blocking route, already on a pool thread) run on this thread.
   trellis_status runRoute(const Remote& r, trellis_ctx* ctx, const trellis_request* req,
                           trellis_response* res);
+  // With no route call queued or running, the loop sends the INVOKE itself, before a route
+  // thread wakes up to wait for its answer: that wake-up then overlaps the worker's work
+  // instead of preceding it. Only on a live worker with a free channel, never a restart.
+  void sendEarly(Slot& slot, RouteCall& c);
+  // A route thread: runs queued calls in batches until none is left.
+  void drainRoutes(Slot& slot);
+  // Runs `batch` (route calls of `slot`) pipelined on one channel and answers each; with
+  // `refill`, calls queued meanwhile join the pipeline until the queue is empty. Calls the
+  // worker never started, because an earlier one ended it, go back to the queue.
+  void runBatch(Slot& slot, std::vector<RouteCall>& batch, bool refill);
+  // Answers a call whose request made the worker fail repeatedly (502); false otherwise.
+  bool refusePoisoned(RouteCall& c);
+  // The answer to a call whose conversation ended as `o` (the request's key counts a crash).
+  trellis_status answer(const RouteCall& c, const Outcome& o);
+  // Joins every slot's route threads (the calls they still hold end first).
+  void stopRouteThreads();
   Outcome runCallback(InvokeOp op, const Remote& r, trellis_ctx* ctx, const FrameWriter& args,
                       trellis_service_reply* reply);
 };
 
 Outcome WorkerPlugin::Impl::invoke(Slot& slot, const std::shared_ptr<WorkerProcess>& proc,
                                    InvokeOp op, const FrameWriter& payload, Invocation& inv) {
-  Outcome out;
-  const auto timeout = options.call_timeout;
-  int ch = proc->acquire(Clock::now() + timeout);
+  int ch = proc->acquire(Clock::now() + options.call_timeout);
   if (ch < 0) {
+    Outcome out;
     out.kind = proc->dead() ? Outcome::kCrashed : Outcome::kBusy;
     out.why = proc->dead() ? proc->endReason() : "every channel of the worker stayed busy";
     if (proc->dead()) recordDeath(slot, proc, "crash");
     return out;
   }
-  const int fd = proc->fd(ch);
-  inv.proc = proc.get();
-  const uint64_t id = g_next_invoke.fetch_add(1, std::memory_order_relaxed);
-  auto violation = [&](const std::string& what) {
-    proc->kill("protocol violation: " + what);
-    out.kind = Outcome::kCrashed;
-  };
-  if (!writeFrame(fd, FrameType::kInvoke, static_cast<uint16_t>(op), id, payload)) {
-    proc->kill("its channel closed");
-    out.kind = Outcome::kCrashed;
-  }
-  while (out.kind == Outcome::kOk) {
-    Frame f;
-    Status s = readFrame(fd, f, Clock::now() + timeout);
-    if (!s) {
-      if (s.code() == StatusCode::kTimeout) {
-        proc->kill("gave no answer within " + std::to_string(timeout.count()) + " ms");
-        out.kind = Outcome::kTimeout;
-      } else if (s.code() == StatusCode::kInvalid) {
-        violation(s.message());
-      } else {
-        proc->kill("its channel closed");
-        out.kind = Outcome::kCrashed;
-      }
-      break;
-    }
-    if (f.type == FrameType::kCall) {
-      FrameWriter reply;
-      if (!serveCall(inv, f, reply)) {
-        violation("a CALL that does not decode (op " + std::to_string(f.op) + ")");
-        break;
-      }
-      if (inv.replay_diverged) {
-        violation("its on_init registered other callbacks than the first worker's");
-        break;
-      }
-      if (!writeFrame(fd, FrameType::kReply, f.op, f.id, reply)) {
-        proc->kill("its channel closed");
-        out.kind = Outcome::kCrashed;
-      }
-      continue;
-    }
-    if (f.type != FrameType::kResult || f.id != id) {
-      violation("a frame it was never asked for (type " + std::to_string(int(f.type)) + ")");
-      break;
-    }
-    FrameReader r(f.payload);
-    std::string_view effects = r.str();
-    int32_t status = r.i32();
-    if (!r.ok() || !r.atEnd() || !applyEffects(inv, effects)) {
-      violation("a RESULT that does not decode");
-      break;
-    }
-    out.status = status;
-    break;
-  }
+  FrameChannel& chan = proc->channel(ch);
+  const uint64_t id = nextInvokeId();
+  sendInvoke(chan, op, id, payload);
+  Outcome out = converse(*proc, chan, id, inv, options.call_timeout);
   proc->release(ch);
-  if (out.kind == Outcome::kCrashed || out.kind == Outcome::kTimeout) {
-    out.why = proc->endReason();
-    recordDeath(slot, proc, out.kind == Outcome::kTimeout ? "timeout" : "crash");
-  }
+  noteEnd(slot, proc, out);
   return out;
+}
+
+void WorkerPlugin::Impl::noteEnd(Slot& slot, const std::shared_ptr<WorkerProcess>& proc,
+                                 Outcome& out) {
+  if (out.kind != Outcome::kCrashed && out.kind != Outcome::kTimeout) return;
+  out.why = proc->endReason();
+  recordDeath(slot, proc, out.kind == Outcome::kTimeout ? "timeout" : "crash");
 }
 
 Status WorkerPlugin::Impl::bringUp(Slot& slot, const std::shared_ptr<WorkerProcess>& proc) {
@@ -348,30 +368,21 @@ Result<std::shared_ptr<WorkerProcess>> WorkerPlugin::Impl::ready(Slot& slot) {
   return slot.proc;
 }
 
-trellis_status WorkerPlugin::Impl::runRoute(const Remote& r, trellis_ctx* ctx,
-                                            const trellis_request* req, trellis_response* res) {
-  const trellis_host_api* api = runtime::hostApi();
-  const std::string_view body = req->http->body();
-  const size_t key = std::hash<std::string_view>()(r.route) ^
-                     (std::hash<std::string_view>()(body) * 1099511628211ull);
-  {
-    std::lock_guard lock(poison_mu);
-    if (auto it = poison.find(key); it != poison.end() && it->second >= kPoisonCrashes) {
-      return api->res_problem(
-          ctx, res, 502,
-          TRELLIS_STR("this request made the plugin's worker fail repeatedly; it is not retried"));
-    }
-  }
-  Slot& slot = slotFor(ctx);
-  auto proc = ready(slot);
-  if (!proc) {
-    std::string detail = "the plugin is unavailable: " + proc.status().message();
-    return api->res_problem(ctx, res, 502, trellis_str{detail.data(), detail.size()});
-  }
+namespace {
+
+// The key a poisonous request is known by: its route and body.
+size_t poisonKey(const RouteCall& c) {
+  return std::hash<std::string_view>()(c.remote->route) ^
+         (std::hash<std::string_view>()(c.req->http->body()) * 1099511628211ull);
+}
+
+// The INVOKE of a route: the request snapshot every request getter in the worker reads.
+FrameWriter routePayload(const RouteCall& c) {
+  const trellis_request* req = c.req;
   FrameWriter w;
-  w.u32(r.index);
-  writeCtx(w, ctx);
-  w.str(req->http->method_string()).str(req->path).str(req->query).str(body);
+  w.u32(c.remote->index);
+  writeCtx(w, c.ctx);
+  w.str(req->http->method_string()).str(req->path).str(req->query).str(req->http->body());
   size_t headers = 0;
   for (auto it = req->http->begin(); it != req->http->end(); ++it) ++headers;
   w.u32(static_cast<uint32_t>(headers));
@@ -382,31 +393,227 @@ trellis_status WorkerPlugin::Impl::runRoute(const Remote& r, trellis_ctx* ctx,
     auto decoded = http::percentDecode(raw);
     w.str(name).str(decoded ? std::string_view(*decoded) : std::string_view()).u8(decoded ? 1 : 0);
   }
-  Invocation inv;
-  inv.owner = self;
-  inv.ctx = ctx;
-  inv.req = req;
-  inv.res = res;
-  Outcome o = invoke(slot, *proc, InvokeOp::kRoute, w, inv);
+  return w;
+}
+
+trellis_status problem(const RouteCall& c, int32_t status, const std::string& detail) {
+  return runtime::hostApi()->res_problem(c.ctx, c.res, status,
+                                         trellis_str{detail.data(), detail.size()});
+}
+
+}  // namespace
+
+trellis_status WorkerPlugin::Impl::runRoute(const Remote& r, trellis_ctx* ctx,
+                                            const trellis_request* req, trellis_response* res) {
+  runtime::PluginCall* call = ctx->suspendable;
+  Slot& slot = slotFor(ctx);
+  if (!call || !call->canSuspend()) {
+    trellis_status status = TRELLIS_INTERNAL;
+    std::vector<RouteCall> one;
+    one.emplace_back(&r, ctx, req, res, [&status](trellis_status s) { status = s; });
+    runBatch(slot, one, false);
+    return status;
+  }
+  bool start_thread = false;
+  {
+    std::lock_guard lock(slot.queue_mu);
+    if (slot.queued.size() >= kMaxQueuedRoutes) {
+      return runtime::hostApi()->res_problem(ctx, res, 503,
+                                             TRELLIS_STR("the plugin is busy; retry later"));
+    }
+    RouteCall c(&r, ctx, req, res, call->suspendOffLoop());
+    if (slot.queued.empty() && slot.draining == 0) sendEarly(slot, c);
+    slot.queued.push_back(std::move(c));
+    // Another route thread only when more than one batch waits, or when those at work are
+    // stuck in slow calls: else the one at work takes this call with its next batch.
+    const bool more = slot.queued.size() > slot.batchSize() || slot.stalled();
+    if (slot.draining == 0 || (more && slot.draining < static_cast<size_t>(options.channels))) {
+      ++slot.draining;
+      start_thread = true;
+    }
+  }
+  // Refused only while the plugin stops: the calls are then answered here, at once.
+  if (start_thread && !slot.routes->trySubmit([this, &slot] { drainRoutes(slot); })) {
+    drainRoutes(slot);
+  }
+  return TRELLIS_OK;  // answered when its `finish` runs
+}
+
+void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
+  std::shared_ptr<WorkerProcess> proc;
+  {
+    std::lock_guard lock(slot.mu);
+    proc = slot.proc;
+  }
+  if (!proc || proc->dead()) return;
+  {
+    std::lock_guard lock(poison_mu);
+    auto it = poison.find(poisonKey(c));
+    if (it != poison.end() && it->second >= kPoisonCrashes) return;  // refused on the thread
+  }
+  FrameWriter payload = routePayload(c);
+  if (payload.size() > kMaxEarlyInvoke) return;
+  int ch = proc->acquire(Clock::now());  // a free channel, without waiting
+  if (ch < 0) return;
+  c.id = nextInvokeId();
+  FrameChannel& chan = proc->channel(ch);
+  sendInvoke(chan, InvokeOp::kRoute, c.id, payload);
+  (void)chan.flush();  // a failure shows as the channel closed when the answer is read
+  c.sent_to = std::move(proc);
+  c.channel = ch;
+}
+
+void WorkerPlugin::Impl::drainRoutes(Slot& slot) {
+  exec::EventLoopRules rules;  // the calls come from event loops: the same rules apply
+  for (;;) {
+    std::vector<RouteCall> batch;
+    {
+      std::lock_guard lock(slot.queue_mu);
+      if (slot.queued.empty()) {
+        --slot.draining;
+        return;
+      }
+      const size_t size = slot.batchSize();
+      while (!slot.queued.empty() && batch.size() < size) {
+        batch.push_back(std::move(slot.queued.front()));
+        slot.queued.pop_front();
+      }
+    }
+    slot.noteProgress();
+    runBatch(slot, batch, true);
+  }
+}
+
+bool WorkerPlugin::Impl::refusePoisoned(RouteCall& c) {
+  {
+    std::lock_guard lock(poison_mu);
+    auto it = poison.find(poisonKey(c));
+    if (it == poison.end() || it->second < kPoisonCrashes) return false;
+  }
+  runtime::CallScope scope(c.ctx);
+  c.finish(
+      problem(c, 502, "this request made the plugin's worker fail repeatedly; it is not retried"));
+  return true;
+}
+
+void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, bool refill) {
+  std::shared_ptr<WorkerProcess> worker;
+  int ch = -1;
+  if (batch.front().sent_to) {  // its channel carries the rest of the batch too
+    worker = std::move(batch.front().sent_to);
+    ch = batch.front().channel;
+  }
+  std::deque<RouteCall> flight;  // sent (or about to be), answered in this order
+  for (RouteCall& c : batch) {
+    if (c.id != 0 || !refusePoisoned(c)) flight.push_back(std::move(c));
+  }
+  if (flight.empty()) return;
+  if (!worker) {
+    auto proc = ready(slot);
+    if (!proc) {
+      for (RouteCall& c : flight) {
+        runtime::CallScope scope(c.ctx);
+        c.finish(problem(c, 502, "the plugin is unavailable: " + proc.status().message()));
+      }
+      return;
+    }
+    worker = std::move(*proc);
+    ch = worker->acquire(Clock::now() + options.call_timeout);
+  }
+  if (ch < 0) {
+    Outcome o;
+    o.kind = worker->dead() ? Outcome::kCrashed : Outcome::kBusy;
+    if (worker->dead()) recordDeath(slot, worker, "crash");
+    for (RouteCall& c : flight) {
+      runtime::CallScope scope(c.ctx);
+      c.finish(o.kind == Outcome::kBusy ? answer(c, o)
+                                        : problem(c, 502, "the plugin's worker process failed"));
+    }
+    return;
+  }
+  FrameChannel& chan = worker->channel(ch);
+  auto send = [&](RouteCall& c) {
+    if (c.id != 0) return;
+    c.id = nextInvokeId();
+    sendInvoke(chan, InvokeOp::kRoute, c.id, routePayload(c));
+  };
+  for (RouteCall& c : flight) send(c);
+  while (!flight.empty()) {
+    RouteCall& c = flight.front();
+    runtime::CallScope scope(c.ctx);
+    Invocation inv;
+    inv.owner = self;
+    inv.ctx = c.ctx;
+    inv.req = c.req;
+    inv.res = c.res;
+    const auto started = Clock::now();
+    Outcome o = converse(*worker, chan, c.id, inv, options.call_timeout);
+    const auto ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
+    slot.call_ns.store((slot.call_ns.load(std::memory_order_relaxed) * 7 + ns) / 8,
+                       std::memory_order_relaxed);
+    slot.noteProgress();
+    if (o.kind != Outcome::kOk) {
+      worker->release(ch);
+      noteEnd(slot, worker, o);
+      c.finish(answer(c, o));
+      flight.pop_front();
+      // The calls after it never ran: back to the front of the queue, in order, for the
+      // next worker.
+      std::lock_guard lock(slot.queue_mu);
+      while (!flight.empty()) {
+        flight.back().id = 0;
+        slot.queued.push_front(std::move(flight.back()));
+        flight.pop_back();
+      }
+      return;
+    }
+    c.finish(o.status);
+    flight.pop_front();
+    // Calls queued meanwhile join the flight at once, so the worker is never left idle
+    // waiting for this thread to come back with the next batch.
+    if (!refill) continue;
+    std::vector<RouteCall> more;
+    {
+      std::lock_guard lock(slot.queue_mu);
+      const size_t room = slot.batchSize();
+      while (!slot.queued.empty() && flight.size() + more.size() < room) {
+        more.push_back(std::move(slot.queued.front()));
+        slot.queued.pop_front();
+      }
+    }
+    if (more.empty()) continue;
+    for (RouteCall& m : more) {
+      if (refusePoisoned(m)) continue;
+      flight.push_back(std::move(m));
+      send(flight.back());
+    }
+    (void)chan.flush();  // a failure shows as the channel closed at the next read
+  }
+  worker->release(ch);
+}
+
+trellis_status WorkerPlugin::Impl::answer(const RouteCall& c, const Outcome& o) {
   switch (o.kind) {
     case Outcome::kOk: return o.status;
-    case Outcome::kTimeout: {
-      std::string detail = "the plugin did not answer within " +
-                           std::to_string(options.call_timeout.count()) + " ms";
-      return api->res_problem(ctx, res, 504, trellis_str{detail.data(), detail.size()});
-    }
-    case Outcome::kBusy:
-      return api->res_problem(ctx, res, 503, TRELLIS_STR("the plugin is busy; retry later"));
+    case Outcome::kTimeout:
+      return problem(c, 504,
+                     "the plugin did not answer within " +
+                         std::to_string(options.call_timeout.count()) + " ms");
+    case Outcome::kBusy: return problem(c, 503, "the plugin is busy; retry later");
     case Outcome::kCrashed:
     case Outcome::kUnavailable: {
       std::lock_guard lock(poison_mu);
       if (poison.size() > 4096) poison.clear();
-      ++poison[key];
-      return api->res_problem(
-          ctx, res, 502, TRELLIS_STR("the plugin's worker process failed during this request"));
+      ++poison[poisonKey(c)];
+      break;
     }
   }
-  return TRELLIS_INTERNAL;
+  return problem(c, 502, "the plugin's worker process failed during this request");
+}
+
+void WorkerPlugin::Impl::stopRouteThreads() {
+  for (Slot* slot : slots()) slot->routes.reset();
 }
 
 Outcome WorkerPlugin::Impl::runCallback(InvokeOp op, const Remote& r, trellis_ctx* ctx,
@@ -647,6 +854,8 @@ Result<std::unique_ptr<WorkerPlugin>> WorkerPlugin::open(runtime::PluginInstance
   }
   metrics::MetricsRegistry* reg = plugin.services().metrics;
   for (Slot* slot : impl.slots()) {
+    const auto threads = static_cast<size_t>(options.channels);
+    slot->routes = std::make_unique<exec::BlockingPool>(threads, threads);
     auto first = impl.spawn();
     if (!first) return Status(first.status().code(), name + ": " + first.status().message());
     // No spare yet: start-up pays for one process per worker, and the first restart starts
@@ -711,6 +920,8 @@ WorkerPlugin::~WorkerPlugin() {
     if (slot->proc) slot->proc->kill("stopped");
     if (slot->spare) slot->spare->kill("stopped");
   }
+  // Calls still queued end now (502: the plugin is stopping), before what they use goes.
+  impl_->stopRouteThreads();
 }
 
 std::vector<WorkerReport> WorkerPlugin::report() const {

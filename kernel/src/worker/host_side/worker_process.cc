@@ -227,9 +227,10 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
   p->fds_ = std::move(parent_ends.fds);
   parent_ends.fds.clear();
   p->busy_.assign(p->fds_.size(), false);
+  for (int fd : p->fds_) p->channels_.emplace_back(fd);
 
   Frame hello;
-  Status s = readFrame(p->fds_[0], hello, std::chrono::steady_clock::now() + o.call_timeout);
+  Status s = p->channels_[0].read(hello, std::chrono::steady_clock::now() + o.call_timeout);
   if (s && hello.type == FrameType::kRefused) {
     FrameReader r(hello.payload);
     std::string why(r.str().substr(0, 1024));

@@ -4,7 +4,8 @@
 //
 //   auto p = WorkerProcess::spawn(options, library, plugin_dir);
 //   int ch = p->acquire(deadline);   // -1: dead, or every channel stayed busy
-//   ... writeFrame(p->fd(ch), ...) / readFrame(...) ...
+//   FrameChannel& c = p->channel(ch);
+//   c.send(FrameType::kInvoke, ...); c.read(frame, deadline); ...
 //   p->release(ch);
 //   p->kill("call timeout");          // SIGKILL, reaped; every channel reads EOF
 #pragma once
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "trellis/status.hpp"
+#include "worker/protocol.h"
 
 namespace trellis::kernel::worker {
 
@@ -63,6 +65,8 @@ class WorkerProcess {
   const Hello& hello() const { return hello_; }
   pid_t pid() const { return pid_; }
   int fd(int channel) const { return fds_[static_cast<size_t>(channel)]; }
+  // The buffered end of a channel: only the thread that acquired it may use it.
+  FrameChannel& channel(int ch) { return channels_[static_cast<size_t>(ch)]; }
 
   // A free channel, or -1 if the worker is dead or none freed up before `deadline`.
   int acquire(std::chrono::steady_clock::time_point deadline);
@@ -93,6 +97,7 @@ class WorkerProcess {
   pid_t pid_ = -1;
   Hello hello_;
   std::vector<int> fds_;
+  std::vector<FrameChannel> channels_;  // one per fd
   std::vector<bool> busy_;
   mutable std::mutex mu_;
   std::condition_variable freed_;

@@ -55,9 +55,21 @@ struct Snapshot {
   std::vector<Param> params;
 };
 
+// One channel as its serving thread holds it. INVOKEs the host pipelined behind the one
+// being run wait in `invokes` when they arrive while a CALL waits for its REPLY.
+struct Lane {
+  explicit Lane(int fd) : chan(fd) {}
+  FrameChannel chan;
+  std::deque<Frame> invokes;
+  uint64_t next_id = 0;
+};
+
+// A RESULT may wait this long for the INVOKEs already buffered behind it, so that a batch
+// goes back in one write; a slow batch is not held back longer.
+constexpr auto kMaxResultDelay = std::chrono::microseconds(20);
+
 struct WorkerCtx {
-  int fd = -1;
-  uint64_t* next_id = nullptr;
+  Lane* lane = nullptr;  // null under withInitCtx: no channel
   InvokeOp phase = InvokeOp::kInit;
   std::string_view tenant, principal, traceparent, tracestate, caller;
   bool has_trace = false;
@@ -142,7 +154,7 @@ trellis_status failLocal(WorkerCtx* ctx, trellis_status s, std::string msg) {
 // in the order the plugin made them. Returns a reader positioned after status and message.
 FrameReader call(WorkerCtx* ctx, CallOp op, const FrameWriter& args, Frame& reply,
                  trellis_status* status) {
-  if (ctx->fd < 0) {  // withInitCtx: no channel to ask on
+  if (!ctx->lane) {  // withInitCtx: no channel to ask on
     *status = TRELLIS_UNAVAILABLE;
     ctx->error =
         "a worker thread replaying init cannot reach trellisd; in init, ask only for config "
@@ -152,12 +164,17 @@ FrameReader call(WorkerCtx* ctx, CallOp op, const FrameWriter& args, Frame& repl
   FrameWriter w;
   w.str(ctx->effects.data()).bytes(args.data());
   ctx->effects.clear();
-  uint64_t id = ++*ctx->next_id;
-  if (!writeFrame(ctx->fd, FrameType::kCall, static_cast<uint16_t>(op), id, w)) {
+  Lane& lane = *ctx->lane;
+  uint64_t id = ++lane.next_id;
+  if (!lane.chan.send(FrameType::kCall, static_cast<uint16_t>(op), id, w)) {
     _exit(kExitChannelLost);
   }
-  Status s = readFrame(ctx->fd, reply, Clock::time_point::max());
-  if (!s) _exit(s.code() == StatusCode::kInvalid ? kExitProtocol : kExitChannelLost);
+  for (;;) {  // the read flushes the CALL before it waits
+    Status s = lane.chan.read(reply, Clock::time_point::max());
+    if (!s) _exit(s.code() == StatusCode::kInvalid ? kExitProtocol : kExitChannelLost);
+    if (reply.type != FrameType::kInvoke) break;
+    lane.invokes.push_back(std::move(reply));  // pipelined behind this invocation
+  }
   if (reply.type != FrameType::kReply || reply.id != id) _exit(kExitProtocol);
   FrameReader r(reply.payload);
   *status = r.i32();
@@ -1154,17 +1171,20 @@ trellis_status runCompletions(WorkerCtx& ctx, const trellis_ctx* c, trellis_stat
 }  // namespace
 
 int WorkerHost::serve(int fd) {
-  uint64_t next_id = 0;
+  Lane lane(fd);
   for (;;) {
     Frame in;
-    Status s = readFrame(fd, in, Clock::time_point::max());
-    if (!s) return s.code() == StatusCode::kInvalid ? kExitProtocol : 0;
+    if (!lane.invokes.empty()) {
+      in = std::move(lane.invokes.front());
+      lane.invokes.pop_front();
+    } else if (Status s = lane.chan.read(in, Clock::time_point::max()); !s) {
+      return s.code() == StatusCode::kInvalid ? kExitProtocol : 0;
+    }
     if (in.type == FrameType::kShutdown) return 0;
     if (in.type != FrameType::kInvoke) return kExitProtocol;
 
     WorkerCtx ctx;
-    ctx.fd = fd;
-    ctx.next_id = &next_id;
+    ctx.lane = &lane;
     ctx.phase = static_cast<InvokeOp>(in.op);
     FrameReader r(in.payload);
     Snapshot snapshot;
@@ -1233,7 +1253,13 @@ int WorkerHost::serve(int fd) {
     ctx.effects.u8(static_cast<uint8_t>(Effect::kHostCalls)).u64(ctx.calls);
     FrameWriter w;
     w.str(ctx.effects.data()).i32(status);
-    if (!writeFrame(fd, FrameType::kResult, in.op, in.id, w)) return kExitChannelLost;
+    if (!lane.chan.send(FrameType::kResult, in.op, in.id, w)) return kExitChannelLost;
+    // Sent now if nothing is buffered behind it; else with the RESULTs of the INVOKEs
+    // buffered behind it, unless it has waited too long.
+    bool more = !lane.invokes.empty() || lane.chan.frameBuffered();
+    if (!more || Clock::now() - lane.chan.queuedSince() > kMaxResultDelay) {
+      if (!lane.chan.flush()) return kExitChannelLost;
+    }
   }
 }
 

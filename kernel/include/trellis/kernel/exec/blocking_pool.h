@@ -21,6 +21,8 @@ class BlockingPool {
   // `threads` 0 is taken as 1. `max_queued` counts waiting tasks, not running ones.
   BlockingPool(size_t threads, size_t max_queued);
   // Runs what is queued, then joins. A task that throws is logged; its thread carries on.
+  // May run on one of the pool's own threads (a task dropped the last owner of the pool):
+  // that thread is then detached and ends without touching the pool again.
   ~BlockingPool();
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;

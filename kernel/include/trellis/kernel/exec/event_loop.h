@@ -10,4 +10,18 @@ namespace trellis::kernel::exec {
 void markEventLoopThread();
 bool onEventLoopThread();
 
+// While it lives, the current thread counts as an event loop: work a loop handed to another
+// thread (the route of a plugin in a worker process) is refused what the loop would refuse,
+// so a plugin behaves the same in and out of process.
+class EventLoopRules {
+ public:
+  EventLoopRules();
+  ~EventLoopRules();
+  EventLoopRules(const EventLoopRules&) = delete;
+  EventLoopRules& operator=(const EventLoopRules&) = delete;
+
+ private:
+  bool was_;
+};
+
 }  // namespace trellis::kernel::exec

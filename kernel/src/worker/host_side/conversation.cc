@@ -1,0 +1,76 @@
+// One hook's conversation on a worker channel: the INVOKE, the CALLs served meanwhile (the
+// bridge loop) and the RESULT. Every frame the worker sends is checked before it is used.
+#include <atomic>
+#include <string>
+
+#include "worker/host_side/invocation.h"
+#include "worker/host_side/worker_process.h"
+
+namespace trellis::kernel::worker {
+namespace {
+std::atomic<uint64_t> g_next_invoke{1};
+}  // namespace
+
+uint64_t nextInvokeId() {
+  return g_next_invoke.fetch_add(1, std::memory_order_relaxed);
+}
+
+void sendInvoke(FrameChannel& chan, InvokeOp op, uint64_t id, const FrameWriter& payload) {
+  // Only an oversized payload fails to queue; the host builds none (a request body is
+  // bounded far below kMaxFramePayload), and a failed send shows as a closed channel next.
+  (void)chan.send(FrameType::kInvoke, static_cast<uint16_t>(op), id, payload);
+}
+
+Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocation& inv,
+                 std::chrono::milliseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  Outcome out;
+  inv.proc = &proc;
+  auto end = [&](Outcome::Kind kind, const std::string& why) {
+    proc.kill(why);
+    out.kind = kind;
+    return out;
+  };
+  for (;;) {
+    Frame f;
+    Status s = chan.read(f, Clock::now() + timeout);
+    if (!s) {
+      if (s.code() == StatusCode::kTimeout) {
+        return end(Outcome::kTimeout,
+                   "gave no answer within " + std::to_string(timeout.count()) + " ms");
+      }
+      if (s.code() == StatusCode::kInvalid) {
+        return end(Outcome::kCrashed, "protocol violation: " + s.message());
+      }
+      return end(Outcome::kCrashed, "its channel closed");
+    }
+    if (f.type == FrameType::kCall) {
+      FrameWriter reply;
+      if (!serveCall(inv, f, reply)) {
+        return end(Outcome::kCrashed, "protocol violation: a CALL that does not decode (op " +
+                                          std::to_string(f.op) + ")");
+      }
+      if (inv.replay_diverged) {
+        return end(Outcome::kCrashed,
+                   "protocol violation: its on_init registered other callbacks than the first "
+                   "worker's");
+      }
+      (void)chan.send(FrameType::kReply, f.op, f.id, reply);  // flushed by the next read
+      continue;
+    }
+    if (f.type != FrameType::kResult || f.id != id) {
+      return end(Outcome::kCrashed, "protocol violation: a frame it was never asked for (type " +
+                                        std::to_string(int(f.type)) + ")");
+    }
+    FrameReader r(f.payload);
+    std::string_view effects = r.str();
+    int32_t status = r.i32();
+    if (!r.ok() || !r.atEnd() || !applyEffects(inv, effects)) {
+      return end(Outcome::kCrashed, "protocol violation: a RESULT that does not decode");
+    }
+    out.status = status;
+    return out;
+  }
+}
+
+}  // namespace trellis::kernel::worker
