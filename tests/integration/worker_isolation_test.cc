@@ -410,6 +410,12 @@ TEST(WorkerConfigTest, IsolationIsParsedStrictly) {
             "isolation: expected \"process\" or \"in-process\""},
            {"    - id: trellis/hello\n      dedicated_tenants: [acme]\n",
             "dedicated_tenants: needs isolation: process"},
+           {"    - id: trellis/hello\n      isolation: process\n      dedicated_tenants: [Acme "
+            "Corp]\n",
+            "dedicated_tenants[0]: expected a tenant id"},
+           {"    - id: trellis/hello\n      isolation: process\n      dedicated_tenants: [acme, "
+            "acme]\n",
+            "dedicated_tenants[1]: tenant \"acme\" twice"},
            {"    - id: trellis/hello\n  worker:\n    user: root\n", "worker.user"},
            {"    - id: trellis/hello\n  worker:\n    channels: 0\n", "worker.channels"}}) {
     writeFile(dir / "trellis.yaml", "plugins:\n  enabled:\n" + yaml);

@@ -703,7 +703,16 @@ class Parser {
             fail(dpath, "needs isolation: process on this plugin");
           }
           for (size_t k = 0; k < d.size(); ++k) {
-            entry.dedicated_tenants.push_back(readString(d[k], indexed(dpath, k)));
+            std::string tenant = readString(d[k], indexed(dpath, k));
+            // A typo would silently give nobody a worker of their own.
+            if (!tenants::isValidTenantId(tenant)) {
+              fail(indexed(dpath, k),
+                   "expected a tenant id ([a-z0-9][a-z0-9-]{0,62}), got " + describe(d[k]));
+            }
+            for (const auto& other : entry.dedicated_tenants) {
+              if (other == tenant) fail(indexed(dpath, k), "tenant \"" + tenant + "\" twice");
+            }
+            entry.dedicated_tenants.push_back(std::move(tenant));
           }
         }
         if (auto sys = e["system"]) entry.system = readBool(sys, join(ipath, "system"));
