@@ -1,6 +1,8 @@
 #include "worker/host_side/worker_plugin.h"
 
+#include <linux/sockios.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,8 +37,8 @@ constexpr auto kHealthyAfter = std::chrono::seconds(60);  // resets the backoff
 constexpr auto kMaxBackoff = std::chrono::seconds(60);
 // Route calls that may wait for a worker; more are answered 503 at once.
 constexpr size_t kMaxQueuedRoutes = 1024;
-// The largest INVOKE an event loop sends itself (sendEarly): far below a socket buffer, so
-// the send never waits for the worker.
+// The largest INVOKE an event loop sends itself (sendEarly), into a socket its worker has
+// emptied: far below a socket buffer, so the send never waits for the worker.
 constexpr size_t kMaxEarlyInvoke = 16 * 1024;
 // Route calls that cross to a worker together, pipelined on one channel: as many as its
 // calls take about kBatchTime to run (measured), at most kMaxBatch. Fast calls thus share
@@ -455,8 +457,15 @@ void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
   if (payload.size() > kMaxEarlyInvoke) return;
   int ch = proc->acquire(Clock::now());  // a free channel, without waiting
   if (ch < 0) return;
-  c.id = nextInvokeId();
   FrameChannel& chan = proc->channel(ch);
+  // Only into a channel whose worker has read everything sent before: a worker that stops
+  // reading must never make the loop wait on a full socket.
+  int unread = 0;
+  if (::ioctl(chan.fd(), SIOCOUTQ, &unread) != 0 || unread != 0) {
+    proc->release(ch);
+    return;
+  }
+  c.id = nextInvokeId();
   sendInvoke(chan, InvokeOp::kRoute, c.id, payload);
   (void)chan.flush();  // a failure shows as the channel closed when the answer is read
   c.sent_to = std::move(proc);
