@@ -47,6 +47,7 @@ TEST(ConfigTest, EmptyConfigMeansDefaults) {
     EXPECT_EQ(c.server.blocking_threads, 8u);
     EXPECT_EQ(c.server.blocking_queue, 1024u);
     EXPECT_EQ(c.server.max_connections, 10000u);
+    EXPECT_TRUE(c.server.seal_key_file.empty());
     EXPECT_EQ(c.admin.listen.host, "127.0.0.1");
     EXPECT_EQ(c.admin.listen.port, 8081);
     EXPECT_EQ(c.data_dir, fs::path("/etc/var/data"));
@@ -212,6 +213,16 @@ TEST(ConfigTest, MalformedYamlThatStallsTheParserIsRefused) {
   EXPECT_THAT(errorOf(std::string(",3 \x80`\x10\xbe\xe4", 8)), HasSubstr("invalid YAML at line 1"));
   EXPECT_THAT(errorOf("server: {}\n---\n,`\n"), HasSubstr("invalid YAML at line 3, column 1"));
   EXPECT_THAT(errorOf("a: 1\n---\nb: 2\n---\n"), HasSubstr("expected one YAML document, found 3"));
+}
+
+TEST(ConfigTest, SealKeyFileIsAPathResolvedAgainstTheConfigsDirectory) {
+  EXPECT_EQ(parse("server:\n  seal_key_file: keys/seal.key\n").server.seal_key_file,
+            fs::path("/etc/trellis/keys/seal.key"));
+  EXPECT_EQ(parse("server: {seal_key_file: /srv/seal.key}\n").server.seal_key_file,
+            fs::path("/srv/seal.key"));
+  // Only the path here: trellisd reads and checks the file itself when it starts.
+  EXPECT_THAT(errorOf("server:\n  seal_key_file: \"\"\n"),
+              HasSubstr("server.seal_key_file: expected a path"));
 }
 
 struct BadInput {

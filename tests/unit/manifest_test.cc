@@ -337,12 +337,12 @@ TEST(ManifestTest, Capabilities) {
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "metrics", "kvv"])")),
             "capabilities[2]: unknown capability \"kvv\" (known: kv, events.publish, "
             "events.subscribe, metrics, egress, tenant.read, tenant.keys, jobs, blobs, "
-            "usage.emit, script, service:<name>)");
+            "usage.emit, script, seal, service:<name>)");
   EXPECT_TRUE(Manifest::parse(withField("capabilities", R"(["jobs", "service:secrets"])")));
   EXPECT_EQ(errorOf(withField("capabilities", R"(["service:Bad Name"])")),
             "capabilities[0]: unknown capability \"service:Bad Name\" (known: kv, "
             "events.publish, events.subscribe, metrics, egress, tenant.read, tenant.keys, jobs, "
-            "blobs, usage.emit, script, service:<name>)");
+            "blobs, usage.emit, script, seal, service:<name>)");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", 1])")),
             "capabilities[1]: expected a string, got an integer");
   EXPECT_EQ(errorOf(withField("capabilities", R"(["kv", "kv"])")),

@@ -497,7 +497,7 @@ class Parser {
     checkKeys(n, path,
               {"listen", "threads", "max_header_bytes", "max_body_bytes", "read_timeout_ms",
                "idle_timeout_ms", "drain_timeout_ms", "blocking_threads", "blocking_queue",
-               "max_connections", "tls"});
+               "max_connections", "tls", "seal_key_file"});
     if (n.IsNull()) return;
     if (auto v = n["listen"]) s.listen = readListen(v, join(path, "listen"));
     if (auto v = n["tls"]) s.tls = parseTls(v, join(path, "tls"));
@@ -525,6 +525,7 @@ class Parser {
     if (auto v = n["max_connections"]) {
       s.max_connections = readUInt(v, join(path, "max_connections"), 1, 10'000'000);
     }
+    if (auto v = n["seal_key_file"]) s.seal_key_file = readPath(v, join(path, "seal_key_file"));
   }
 
   void parseStorage(const YAML::Node& n, const std::string& path, Config& cfg) const {

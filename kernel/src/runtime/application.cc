@@ -30,6 +30,7 @@
 #include "services/egress/egress_service.h"
 #include "services/jobs/postgres_job_store.h"
 #include "services/jobs/scheduler.h"
+#include "services/seal/seal_key.h"
 #include "services/stream/stream_service.h"
 #include "services/usage/usage_stream.h"
 #include "trellis/kernel/events/event_bus.h"
@@ -77,6 +78,7 @@ struct Application::Impl {
   std::unique_ptr<services::JobScheduler> jobs;  // outlives the plugins whose jobs it runs
   std::unique_ptr<runtime::JobsAdmin> jobs_admin;
   std::unique_ptr<services::usage::UsageStream> usage;  // outlives its subscribers
+  std::unique_ptr<services::seal::SealKey> seal;        // null: no server.seal_key_file
   std::shared_ptr<tenants::PostgresPool> pg_pool;       // PostgreSQL only: the app role's sessions
   std::unique_ptr<lua::PolicyEngine> policy;
   std::unique_ptr<runtime::PolicyAdmin> policy_admin;
@@ -213,6 +215,13 @@ Application::~Application() {
 
 Status Application::start() {
   Impl& s = *impl_;
+  // First: a seal key the operator named but trellisd cannot use is a reason not to start.
+  if (!s.cfg.server.seal_key_file.empty()) {
+    auto seal = services::seal::SealKey::loadFile(s.cfg.server.seal_key_file);
+    if (!seal) return seal.status();
+    s.seal = std::move(*seal);
+    spdlog::info("seal: key {} from {}", s.seal->id(), s.cfg.server.seal_key_file.string());
+  }
   auto storage = runtime::openStorage(s.cfg);
   if (!storage) return storage.status();
   s.tenants = std::move(storage->tenants);
@@ -315,6 +324,7 @@ Status Application::start() {
       .system_grants = s.system_grants.get(),
       .usage = s.usage.get(),
       .audit = s.audit.get(),
+      .seal = s.seal.get(),
   });
   s.plugins->setWorkerConfig(s.cfg.worker);
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);

@@ -22,6 +22,7 @@
 #include "services/kv/kv_access.h"
 #include "services/kv/kv_async.h"
 #include "services/script/script_abi.h"
+#include "services/seal/seal_abi.h"
 #include "services/stream/stream_abi.h"
 #include "services/trace/trace_abi.h"
 #include "services/trace/trace_context.h"
@@ -621,8 +622,10 @@ constexpr trellis_host_api kHostApi = {
     services::streamRead,
     services::scriptLoad,
     services::scriptCall,
+    services::keyWrap,
+    services::keyUnwrap,
 };
-static_assert(offsetof(trellis_host_api, script_call) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, key_unwrap) + sizeof(void*) == sizeof(trellis_host_api),
               "every slot of the host table is listed above, in order");
 
 }  // namespace

@@ -55,6 +55,9 @@ class StreamService;
 namespace usage {
 class UsageStream;
 }
+namespace seal {
+class SealKey;
+}
 }  // namespace trellis::kernel::services
 
 namespace trellis::kernel::runtime {
@@ -78,6 +81,7 @@ struct HostServices {
   const SystemGrants* system_grants = nullptr;            // the operator's; null = none granted
   services::usage::UsageStream* usage = nullptr;          // null = no usage stream
   admin::AuditStream* audit = nullptr;                    // null = nothing audits act_for_tenant
+  const services::seal::SealKey* seal = nullptr;          // null = no server.seal_key_file
 };
 
 enum class PluginState { kDiscovered, kLoaded, kInitialized, kActive, kFailed, kStopped };

@@ -108,7 +108,9 @@ enum class CallOp : uint16_t {
   kStreamRead,
   kScriptLoad,
   kScriptCall,
-  kLast = kScriptCall,
+  kKeyWrap,
+  kKeyUnwrap,
+  kLast = kKeyUnwrap,
 };
 
 // Wire values are fixed: a test fixture playing a hostile worker forges them.
@@ -116,7 +118,9 @@ static_assert(static_cast<uint16_t>(CallOp::kStreamConnect) == 37 &&
               static_cast<uint16_t>(CallOp::kStreamWrite) == 38 &&
               static_cast<uint16_t>(CallOp::kStreamRead) == 39 &&
               static_cast<uint16_t>(CallOp::kScriptLoad) == 40 &&
-              static_cast<uint16_t>(CallOp::kScriptCall) == 41);
+              static_cast<uint16_t>(CallOp::kScriptCall) == 41 &&
+              static_cast<uint16_t>(CallOp::kKeyWrap) == 42 &&
+              static_cast<uint16_t>(CallOp::kKeyUnwrap) == 43);
 
 // Batched effect-only calls, replayed by the host in order before it serves the frame
 // that carries them.

@@ -99,26 +99,115 @@ std::string logName(std::string_view tenant) {
   return tenant.empty() ? "_system" : std::string(tenant);
 }
 
+Result<std::string> AuditSink::ownSecret(const Context& ctx, std::string_view name,
+                                         std::string_view what,
+                                         const std::function<Result<std::string>()>& make) {
+  const Kv kv = ctx.kv();
+  const std::string sealed_name = std::string(name) + ".sealed";
+  auto sealed = kv.get(sealed_name);
+  if (!sealed && sealed.status().code() != StatusCode::kNotFound) return sealed.status();
+  auto hex = kv.get(name);
+  if (!hex && hex.status().code() != StatusCode::kNotFound) return hex.status();
+  if (sealed) {
+    auto raw = ctx.unwrapKey(name, sealed->value);
+    if (!raw) {
+      const StatusCode code = raw.status().code();
+      const bool no_key = code == StatusCode::kUnavailable || code == StatusCode::kUnimplemented;
+      return Status(code, "the " + std::string(what) + " is stored sealed (" + sealed_name +
+                              ") and " +
+                              (no_key ? "this host cannot open it: " : "does not open: ") +
+                              raw.status().message() +
+                              ". Set server.seal_key_file to the seal key file it was sealed "
+                              "with; no new key is made, it would fork the log's " +
+                              (name == kSigningKey ? "signatures" : "HMACs"));
+    }
+    if (raw->size() != 32) {
+      wipe(*raw);
+      return Status::internal("the sealed " + std::string(what) + " (" + sealed_name +
+                              ") is not 32 bytes");
+    }
+    if (hex) {
+      // A start killed between sealing and deleting the hex copy: finish it.
+      wipe(hex->value);
+      Status removed = kv.remove(name);
+      if (!removed && removed.code() != StatusCode::kNotFound) return removed;
+    }
+    return std::move(*raw);
+  }
+  std::string raw;
+  if (hex) {
+    auto bytes = fromHex(hex->value);
+    wipe(hex->value);
+    if (!bytes || bytes->size() != 32) {
+      return Status::internal("the stored " + std::string(what) + " (" + std::string(name) +
+                              ") is damaged");
+    }
+    raw = std::move(*bytes);
+  } else {
+    auto made = make();
+    if (!made) return made.status();
+    raw = std::move(*made);
+  }
+  auto wrapped = ctx.wrapKey(name, raw);
+  if (!wrapped) {
+    const StatusCode code = wrapped.status().code();
+    if (code != StatusCode::kUnavailable && code != StatusCode::kUnimplemented) {
+      wipe(raw);
+      return Status(code,
+                    "cannot seal the " + std::string(what) + ": " + wrapped.status().message());
+    }
+    // No seal key on this host: stored as hex, as before the seal service (load() warns).
+    keys_unsealed_ = true;
+    if (hex) return raw;
+    std::string text = toHex(raw);
+    auto put = kv.put(name, text, TRELLIS_KV_ABSENT);
+    wipe(text);
+    if (put) return raw;
+    wipe(raw);
+    if (put.status().code() != StatusCode::kConflict) return put.status();
+    return ownSecret(ctx, name, what, make);  // another host made it first: theirs
+  }
+  // Sealed copy first, hex deleted after: a kill between the two leaves both, never none.
+  auto put = kv.put(sealed_name, *wrapped, TRELLIS_KV_ABSENT);
+  if (!put) {
+    wipe(raw);
+    if (put.status().code() != StatusCode::kConflict) return put.status();
+    return ownSecret(ctx, name, what, make);  // another host sealed it first: theirs
+  }
+  if (hex) {
+    Status removed = kv.remove(name);
+    if (!removed && removed.code() != StatusCode::kNotFound) return removed;
+    ctx.info("audit: sealed the " + std::string(what) + " (" + sealed_name +
+             ") and deleted its unsealed copy");
+  }
+  return raw;
+}
+
 Status AuditSink::load(const Context& ctx) {
   std::lock_guard lock(mu_);
   const Kv kv = ctx.kv();
-  auto stored = kv.get(kSigningKey);
-  if (stored) {
-    auto seed = fromHex(stored->value);
-    auto key = seed ? Ed25519Key::fromSeed(*seed) : Result<Ed25519Key>(Status::invalid("hex"));
-    if (!key) return Status::internal("the stored checkpoint key is damaged");
-    key_ = std::make_unique<Ed25519Key>(std::move(key).value());
-  } else if (stored.status().code() == StatusCode::kNotFound) {
+  keys_unsealed_ = false;
+  bool created = false;
+  auto seed = ownSecret(ctx, kSigningKey, "checkpoint signing key", [&]() -> Result<std::string> {
     auto key = Ed25519Key::generate();
     if (!key) return key.status();
-    auto put = kv.put(kSigningKey, toHex(key->privateSeed()), TRELLIS_KV_ABSENT);
-    if (!put) return put.status();
-    key_ = std::make_unique<Ed25519Key>(std::move(key).value());
-    ctx.info("audit: created the checkpoint signing key " + keyId(key_->publicKey()));
-  } else {
-    return stored.status();
-  }
+    created = true;
+    return key->privateSeed();
+  });
+  if (!seed) return seed.status();
+  auto key = Ed25519Key::fromSeed(*seed);
+  wipe(*seed);
+  if (!key) return Status::internal("the stored checkpoint signing key is damaged");
+  key_ = std::make_unique<Ed25519Key>(std::move(key).value());
+  if (created) ctx.info("audit: created the checkpoint signing key " + keyId(key_->publicKey()));
   if (Status s = loadHmacKeys(ctx); !s) return s;
+  if (keys_unsealed_) {
+    ctx.warn(
+        "audit: the checkpoint signing key and the own HMAC master key are stored unsealed "
+        "(hex in the plugin's storage): whoever reads the database can forge checkpoints and "
+        "compute the HMACs of sensitive fields. Set server.seal_key_file (docs/operations.md, "
+        "\"The seal key\") and restart: the keys are then sealed and the hex copies deleted");
+  }
   if (Status s = listAll(kv, "ret/",
                          [&](std::string_view k, std::string_view v) {
                            auto p = RetentionPolicy::fromJson(v);
@@ -170,27 +259,16 @@ const TenantLog* AuditSink::findLog(std::string_view tenant) const {
 
 Status AuditSink::loadHmacKeys(const Context& ctx) {
   const Kv kv = ctx.kv();
-  auto master = kv.get(kHmacMaster);
-  if (!master && master.status().code() == StatusCode::kNotFound) {
-    // At activation, so that no append ever has to write a key.
+  // Made at activation, so that no append ever has to write a key.
+  auto master = ownSecret(ctx, kHmacMaster, "own HMAC master key", []() -> Result<std::string> {
     std::string raw(32, '\0');
     if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), 32) != 1) {
       return Status::internal("no randomness for the own HMAC master key");
     }
-    std::string hex = toHex(raw);
-    wipe(raw);
-    auto put = kv.put(kHmacMaster, hex, TRELLIS_KV_ABSENT);
-    wipe(hex);
-    // CONFLICT: another host made it first; read theirs.
-    if (!put && put.status().code() != StatusCode::kConflict) return put.status();
-    master = kv.get(kHmacMaster);
-  }
+    return raw;
+  });
   if (!master) return master.status();
-  auto raw = fromHex(master->value);
-  wipe(master->value);
-  if (!raw || raw->size() != 32)
-    return Status::internal("the stored own HMAC master key is damaged");
-  hmac_keys_.setMaster(std::move(*raw));
+  hmac_keys_.setMaster(std::move(*master));
   if (Status s = listAll(kv, "hmac/",
                          [&](std::string_view k, std::string_view v) {
                            auto own = fromHex(v);

@@ -3,8 +3,12 @@
 // audit.v1 "write" and to the read routes; this class knows nothing of HTTP.
 //
 // Storage (the plugin's system KV scope, which no tenant sees):
-//   key/ed25519            hex seed of the checkpoint signing key
-//   key/hmac-own           hex master of the own HMAC keys (hmac_keys.h), made at activation
+//   key/ed25519.sealed     seed of the checkpoint signing key, sealed under the host's seal
+//                          key (key_wrap, label "key/ed25519"); on a host without one:
+//   key/ed25519            its hex seed (sealed and deleted at the first start with a seal key)
+//   key/hmac-own.sealed    master of the own HMAC keys (hmac_keys.h), made at activation,
+//                          sealed (label "key/hmac-own"); on a host without a seal key:
+//   key/hmac-own           its hex master (likewise sealed later)
 //   hmac/<log>             hex own HMAC key of a log from before key/hmac-own
 //   hmacw/<log>/<n:010>    secrets key generation n of the log, wrapped by secrets.v1 (never
 //                          the plain key)
@@ -23,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -154,6 +159,13 @@ class AuditSink {
   // The admin API's "POST /v1/tenants" request record: the new tenant wants its key.
   void noticeTenantCreation(const IncomingRecord& in);
   Status loadHmacKeys(const Context& ctx);
+  // The plugin's own 32-byte secret `name` (also its seal label), read, or made with `make`
+  // and stored: sealed (<name>.sealed) when the host has a seal key, else hex (<name>) with
+  // keys_unsealed_ set. A hex one from before is sealed once the host can (sealed copy
+  // written, then the hex deleted: a kill between the two leaves both, and the next start
+  // finishes). A sealed one that does not open fails: a new key would fork the log.
+  Result<std::string> ownSecret(const Context& ctx, std::string_view name, std::string_view what,
+                                const std::function<Result<std::string>()>& make);
   // Opens a generation (lock held) and records the switch in the log.
   void useKey(const Context& ctx, std::string_view tenant, uint32_t generation, std::string plain);
   Status maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t now_ms, bool force);
@@ -189,6 +201,7 @@ class AuditSink {
   HmacKeyring hmac_keys_;
   std::map<std::string, RetentionPolicy, std::less<>> policies_;  // logs with their own
   bool mirror_failing_ = false;  // warn once per outage, not once per record
+  bool keys_unsealed_ = false;   // load(): the host has no seal key, own keys stored as hex
   std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored
   std::atomic<bool> observe_{false};
   std::vector<Appended> appended_;  // guarded by mu_; filled only while observing

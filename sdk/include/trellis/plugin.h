@@ -5,7 +5,8 @@
  * tenant_key*) and last_error. 1.2: platform services — handles, trace context,
  * inter-plugin services, jobs and timers, egress HTTP and streams (TCP/TLS), blob storage,
  * system plugins (audit, admin routes, usage stream), asynchronous KV writes
- * (kv_put_async) and Lua scripts in the kernel's sandbox (script_load, script_call).
+ * (kv_put_async), Lua scripts in the kernel's sandbox (script_load, script_call) and
+ * sealing under the operator's seal key (key_wrap, key_unwrap).
  *
  * A plugin is a shared library that exports exactly one symbol, `trellis_plugin_entry`,
  * returning a static descriptor. The host hands its API *in* through a table of function
@@ -679,6 +680,29 @@ typedef struct trellis_host_api {
    * a live ctx of the loading plugin and tenant may call it. */
   trellis_status (*script_call)(const trellis_ctx* ctx, trellis_handle script, trellis_str function,
                                 trellis_str input_json, trellis_buf* output_json);
+
+  /* -- sealing: a root of trust for the plugin's own secrets (capability "seal") ------- */
+  /* Seals `plaintext` (1 byte to 64 KiB) under the host's seal key, which the operator
+   * keeps outside the database (server.seal_key_file): AES-256-GCM under a key derived
+   * from it, bound to this plugin's id, the ctx's tenant ("" for a tenant-less ctx) and
+   * `label` (1..256 bytes, the plugin's name for the secret, e.g. "key/signing"). On OK
+   * `*out` is OWNED by the plugin (buf_free it): printable text, versioned and naming the
+   * seal key ("tseal:v1:<key id>:<base64url>"), safe to store anywhere the plugin likes
+   * (KV, blobs). Each call seals under a fresh nonce, so two seals of one secret differ.
+   * UNAVAILABLE ("no seal key is configured (server.seal_key_file)") on a host without a
+   * seal key: the plugin decides whether to go on unsealed. INVALID for a bad label or
+   * size. Hosts sharing one database share the seal key file, so any of them opens what
+   * another sealed. In a worker process (isolation: process) the key stays in trellisd.
+   * Check TRELLIS_HOST_HAS(host, key_wrap) first. */
+  trellis_status (*key_wrap)(const trellis_ctx* ctx, trellis_str label, trellis_str plaintext,
+                             trellis_buf* out);
+  /* Opens what key_wrap sealed, for the same plugin, tenant and label; on OK `*out` is the
+   * plaintext, OWNED by the plugin (wipe and buf_free it). INVALID, with the reason, for a
+   * value sealed for another plugin, tenant or label, altered, damaged, or sealed under
+   * another seal key (its message names both key ids): never garbage. UNAVAILABLE without
+   * a seal key, as for key_wrap. */
+  trellis_status (*key_unwrap)(const trellis_ctx* ctx, trellis_str label, trellis_str sealed,
+                               trellis_buf* out);
 } trellis_host_api;
 
 /* True if `host` offers slot `field` (compiled against an ABI minor that has it, and not

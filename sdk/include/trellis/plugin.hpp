@@ -810,6 +810,21 @@ class Context {
                                  std::string_view input_json) const {
     return detail::callScript(host_, ctx_, script, function, input_json);
   }
+  // ABI 1.2: seals `plaintext` (1 byte to 64 KiB) under the operator's seal key
+  // (capability "seal"), bound to this plugin, this call's tenant ("" outside one) and
+  // `label`: printable text ("tseal:v1:…") safe to store anywhere. UNAVAILABLE on a host
+  // without server.seal_key_file, UNIMPLEMENTED on one older than the slot: the plugin
+  // decides whether to go on unsealed.
+  Result<std::string> wrapKey(std::string_view label, std::string_view plaintext) const {
+    if (!TRELLIS_HOST_HAS(host_, key_wrap)) return unavailableSlot("key_wrap", "1.2");
+    return sealCall(host_->key_wrap, label, plaintext, "key_wrap failed");
+  }
+  // Opens what wrapKey() made for the same plugin, tenant and label. INVALID, with the reason,
+  // for anything else (another plugin, tenant or label, altered, another seal key).
+  Result<std::string> unwrapKey(std::string_view label, std::string_view sealed) const {
+    if (!TRELLIS_HOST_HAS(host_, key_unwrap)) return unavailableSlot("key_unwrap", "1.2");
+    return sealCall(host_->key_unwrap, label, sealed, "key_unwrap failed");
+  }
   // Releases a handle kept by its id (see Handle::release()).
   Status closeHandle(trellis_handle h) const {
     if (!TRELLIS_HOST_HAS(host_, handle_close)) return unavailableSlot("handle_close", "1.2");
@@ -838,6 +853,18 @@ class Context {
     trellis_status s = call(&buf);
     if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, "tenant call failed");
     std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    host_->buf_free(&buf);
+    return out;
+  }
+  using SealFn = trellis_status (*)(const trellis_ctx*, trellis_str, trellis_str, trellis_buf*);
+  Result<std::string> sealCall(SealFn fn, std::string_view label, std::string_view input,
+                               std::string_view fallback) const {
+    trellis_buf buf{nullptr, 0};
+    trellis_status s = fn(ctx_, toStr(label), toStr(input), &buf);
+    if (s != TRELLIS_OK) return detail::fromC(host_, ctx_, s, fallback);
+    std::string out(buf.ptr ? buf.ptr : "", buf.len);
+    // The host's copy may be a plaintext secret: cleared before it goes back to the heap.
+    for (size_t i = 0; i < buf.len; ++i) static_cast<volatile char*>(buf.ptr)[i] = 0;
     host_->buf_free(&buf);
     return out;
   }

@@ -374,6 +374,20 @@ bool serveCall(Invocation& inv, const Frame& call, FrameWriter& reply) {
       }
       break;
     }
+    case CallOp::kKeyWrap:
+    case CallOp::kKeyUnwrap: {
+      std::string_view label = r.str(), input = r.str();
+      if (!r.ok()) return false;
+      trellis_buf buf{};
+      s = op == CallOp::kKeyWrap ? api->key_wrap(ctx, str(label), str(input), &buf)
+                                 : api->key_unwrap(ctx, str(label), str(input), &buf);
+      if (s == TRELLIS_OK) {
+        takeBuf(out, buf);
+      } else {
+        api->buf_free(&buf);
+      }
+      break;
+    }
     case CallOp::kStreamWrite: {
       uint64_t h = r.u64();
       std::string_view chunk = r.str();

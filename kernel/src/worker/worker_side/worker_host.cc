@@ -1052,6 +1052,32 @@ trellis_status scriptCall(const trellis_ctx* c, trellis_handle script, trellis_s
   return callBuf(c, CallOp::kScriptCall, w, output_json);
 }
 
+// Sealing: the seal key never leaves trellisd, which seals and opens for this worker's
+// plugin and ctx tenant; only the label and the bytes cross.
+trellis_status sealCall(const trellis_ctx* c, CallOp op, const char* slot, trellis_str label,
+                        trellis_str input, trellis_buf* out) {
+  WorkerCtx* ctx = live(c);
+  if (!ctx) return refusal();
+  if (!out) return failLocal(ctx, TRELLIS_INVALID, std::string(slot) + " needs an output buffer");
+  *out = trellis_buf{nullptr, 0};
+  if ((label.len > 0 && !label.ptr) || (input.len > 0 && !input.ptr)) {
+    return failLocal(ctx, TRELLIS_INVALID, std::string(slot) + ": label or input is NULL");
+  }
+  FrameWriter w;
+  w.str(view(label)).str(view(input));
+  return callBuf(c, op, w, out);
+}
+
+trellis_status keyWrap(const trellis_ctx* c, trellis_str label, trellis_str plaintext,
+                       trellis_buf* out) {
+  return sealCall(c, CallOp::kKeyWrap, "key_wrap", label, plaintext, out);
+}
+
+trellis_status keyUnwrap(const trellis_ctx* c, trellis_str label, trellis_str sealed,
+                         trellis_buf* out) {
+  return sealCall(c, CallOp::kKeyUnwrap, "key_unwrap", label, sealed, out);
+}
+
 constexpr trellis_host_api kWorkerApi = {
     sizeof(trellis_host_api), TRELLIS_ABI_MAJOR, TRELLIS_ABI_MINOR, bufFree, log, setError,
     ctxTenant, ctxPlugin, configGet, routeAdd, reqMethod, reqPath, reqQuery, reqQueryParam,
@@ -1070,10 +1096,13 @@ constexpr trellis_host_api kWorkerApi = {
     // Scripts: CALLs the host serves; the Lua states stay in the host.
     scriptLoad,  // script_load
     scriptCall,  // script_call
+    // Sealing: CALLs the host serves; the seal key stays in the host.
+    keyWrap,    // key_wrap
+    keyUnwrap,  // key_unwrap
 };
 // Every slot is listed: a new slot in plugin.h must be added here too (NULL if a worker
 // cannot offer it).
-static_assert(offsetof(trellis_host_api, script_call) + sizeof(void*) == sizeof(trellis_host_api),
+static_assert(offsetof(trellis_host_api, key_unwrap) + sizeof(void*) == sizeof(trellis_host_api),
               "the worker's host table must list every slot of trellis_host_api");
 
 // Reads the ctx block every INVOKE starts with (after its callback index).

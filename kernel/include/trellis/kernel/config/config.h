@@ -9,6 +9,10 @@
 //              max_body_bytes: 1048576, read_timeout_ms: 10000, idle_timeout_ms: 60000,
 //              drain_timeout_ms: 10000, blocking_threads: 8, blocking_queue: 1024,
 //              max_connections: 10000}
+//   server:   {seal_key_file: "/etc/trellis/seal.key"}   # example; default: none. 32 random
+//                                                # bytes as 64 hex characters, mode 0600: the
+//                                                # root of the seal service (key_wrap), the same
+//                                                # file on every host of one database
 //   admin:    {listen: "127.0.0.1:8081", token_file: "../var/admin.token",
 //              allow_plaintext: false}           # true: plain HTTP on a non-loopback address
 //   server:                                      # example: TLS (same keys under admin:)
@@ -116,6 +120,9 @@ struct ServerConfig {
   size_t blocking_queue = 1024;
   size_t max_connections = 10'000;  // open data-plane connections; further ones are closed
   tls::ServerTlsOptions tls;        // no certificates: plain HTTP
+  // The seal service's root key (services/seal/seal_key.h); empty: the service answers
+  // UNAVAILABLE. Read and checked when trellisd starts, not here.
+  std::filesystem::path seal_key_file;
 };
 
 struct AdminConfig {

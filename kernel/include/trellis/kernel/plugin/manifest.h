@@ -44,11 +44,11 @@ namespace trellis::kernel::plugin {
 // Capabilities a manifest may request. Host calls outside the granted set return
 // PERMISSION_DENIED. log, config, clock, request/response and routes need none.
 // "tenant.read" and "tenant.keys" reach the calling tenant's own account (ABI 1.1);
-// "jobs", "egress", "blobs" and "script" the ABI 1.2 services, and "service:<name>" calls to the
-// inter-plugin service <name> (see isValidServiceName).
-inline constexpr std::array<std::string_view, 11> kKnownCapabilities = {
+// "jobs", "egress", "blobs", "script" and "seal" the ABI 1.2 services, and "service:<name>" calls
+// to the inter-plugin service <name> (see isValidServiceName).
+inline constexpr std::array<std::string_view, 12> kKnownCapabilities = {
     "kv",   "events.publish", "events.subscribe", "metrics", "egress", "tenant.read", "tenant.keys",
-    "jobs", "blobs",          "usage.emit",       "script"};
+    "jobs", "blobs",          "usage.emit",       "script",  "seal"};
 inline constexpr std::string_view kServiceCapabilityPrefix = "service:";
 // In a tenant's grants only: "egress:<rule>" narrows the plugin's manifest destinations for
 // that tenant, and is the only way to let it dial a private or loopback address.
