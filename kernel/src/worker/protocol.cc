@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -42,18 +41,6 @@ Status checkHeader(const FrameHeader& h) {
   return Status::ok();
 }
 
-Status sendAll(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::unavailable("the worker channel is closed");
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::ok();
-}
-
 // A receive buffer grows to hold the frame being read; one that grew past this for a large
 // frame is given back once it is empty.
 constexpr size_t kReadChunk = 64 * 1024;
@@ -62,37 +49,9 @@ constexpr size_t kKeptBuffer = 1024 * 1024;
 }  // namespace
 
 Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_view payload) {
-  if (payload.size() > kMaxFramePayload) {
-    return Status::invalid("frame of " + std::to_string(payload.size()) +
-                           " bytes exceeds the worker protocol's limit");
-  }
-  FrameHeader h{static_cast<uint32_t>(payload.size()), static_cast<uint16_t>(type), op, id};
-  iovec iov[2] = {{&h, sizeof h}, {const_cast<char*>(payload.data()), payload.size()}};
-  size_t total = sizeof h + payload.size(), sent = 0;
-  while (sent < total) {
-    // Skip what was already sent of the two pieces.
-    iovec parts[2];
-    int count = 0;
-    size_t skip = sent;
-    for (auto& piece : iov) {
-      if (skip >= piece.iov_len) {
-        skip -= piece.iov_len;
-        continue;
-      }
-      parts[count++] = {static_cast<char*>(piece.iov_base) + skip, piece.iov_len - skip};
-      skip = 0;
-    }
-    msghdr msg{};
-    msg.msg_iov = parts;
-    msg.msg_iovlen = static_cast<size_t>(count);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::unavailable("the worker channel is closed");
-    }
-    sent += static_cast<size_t>(n);
-  }
-  return Status::ok();
+  FrameChannel chan(fd);
+  if (Status s = chan.send(type, op, id, payload); !s) return s;
+  return chan.flush();
 }
 
 bool FrameChannel::frameBuffered() const {
@@ -133,8 +92,7 @@ Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point dead
     if (in_.empty()) {
       // Nothing is allocated before the first bytes arrive: a worker's idle channel threads
       // would otherwise each take a malloc arena, counted against its RLIMIT_AS.
-      if (Status s = flush(); !s) return s;
-      if (Status s = waitReadable(fd_, deadline); !s) return s;
+      if (Status s = awaitBytes(deadline); !s) return s;
     }
     if (in_.size() < std::max(need, kReadChunk)) in_.resize(std::max(need, kReadChunk));
     ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
@@ -147,9 +105,13 @@ Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point dead
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       return Status::unavailable("reading the worker channel failed");
     }
-    if (Status s = flush(); !s) return s;
-    if (Status s = waitReadable(fd_, deadline); !s) return s;
+    if (Status s = awaitBytes(deadline); !s) return s;
   }
+}
+
+Status FrameChannel::awaitBytes(std::chrono::steady_clock::time_point deadline) {
+  if (Status s = flush(); !s) return s;
+  return waitReadable(fd_, deadline);
 }
 
 Status FrameChannel::send(FrameType type, uint16_t op, uint64_t id, std::string_view payload) {
@@ -164,8 +126,16 @@ Status FrameChannel::send(FrameType type, uint16_t op, uint64_t id, std::string_
 }
 
 Status FrameChannel::flush() {
-  if (out_.empty()) return Status::ok();
-  Status s = sendAll(fd_, out_);
+  Status s = Status::ok();
+  for (std::string_view rest = out_; !rest.empty();) {
+    ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      s = Status::unavailable("the worker channel is closed");
+      break;
+    }
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
   out_.clear();
   if (out_.capacity() > kKeptBuffer) out_.shrink_to_fit();
   queued_since_ = std::chrono::steady_clock::time_point::max();

@@ -221,9 +221,8 @@ struct Frame {
   std::string payload;
 };
 
-// Writes header + payload in one sendmsg (retried on partial writes), unbuffered: for the
-// worker's first frame. UNAVAILABLE if the peer is gone; INVALID if the payload exceeds
-// kMaxFramePayload.
+// Writes one frame at once (a FrameChannel sent and flushed): for the worker's first frame.
+// UNAVAILABLE if the peer is gone; INVALID if the payload exceeds kMaxFramePayload.
 Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_view payload);
 inline Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
   return writeFrame(fd, type, op, id, std::string_view(w.data()));
@@ -256,6 +255,9 @@ class FrameChannel {
   std::chrono::steady_clock::time_point queuedSince() const { return queued_since_; }
 
  private:
+  // Sends what is queued (the peer may be waiting for it), then waits for bytes.
+  Status awaitBytes(std::chrono::steady_clock::time_point deadline);
+
   int fd_;
   std::string in_;  // receive buffer: bytes [in_pos_, in_end_) are not parsed yet
   size_t in_pos_ = 0;

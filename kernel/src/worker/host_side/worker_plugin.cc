@@ -517,28 +517,23 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
     if (c.id != 0 || !refusePoisoned(c)) flight.push_back(std::move(c));
   }
   if (flight.empty()) return;
+  // Answers every call of the flight without reaching the worker.
+  auto refuseAll = [&](int32_t status, const std::string& detail) {
+    for (RouteCall& c : flight) {
+      runtime::CallScope scope(c.ctx);
+      c.finish(problem(c, status, detail));
+    }
+  };
   if (!worker) {
     auto proc = ready(slot);
-    if (!proc) {
-      for (RouteCall& c : flight) {
-        runtime::CallScope scope(c.ctx);
-        c.finish(problem(c, 502, "the plugin is unavailable: " + proc.status().message()));
-      }
-      return;
-    }
+    if (!proc) return refuseAll(502, "the plugin is unavailable: " + proc.status().message());
     worker = std::move(*proc);
     ch = worker->acquire(Clock::now() + options.call_timeout);
   }
   if (ch < 0) {
-    Outcome o;
-    o.kind = worker->dead() ? Outcome::kCrashed : Outcome::kBusy;
-    if (worker->dead()) recordDeath(slot, worker, "crash");
-    for (RouteCall& c : flight) {
-      runtime::CallScope scope(c.ctx);
-      c.finish(o.kind == Outcome::kBusy ? answer(c, o)
-                                        : problem(c, 502, "the plugin's worker process failed"));
-    }
-    return;
+    if (!worker->dead()) return refuseAll(503, "the plugin is busy; retry later");
+    recordDeath(slot, worker, "crash");
+    return refuseAll(502, "the plugin's worker process failed");
   }
   FrameChannel& chan = worker->channel(ch);
   auto send = [&](RouteCall& c) {
