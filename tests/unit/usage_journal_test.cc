@@ -1,9 +1,12 @@
 // The usage journal (services/usage/usage_journal.h) and record format: sequence numbers
-// that survive reopening and pruning, reads after a cursor, the retention primitives, and
+// that survive reopening and pruning, reads after a cursor within and across segments, the
+// retention primitives by whole segments, the conversion of a journal of record rows, and
 // the JSON line and UUIDv7 of a record.
 #include "services/usage/usage_journal.h"
 
 #include <gtest/gtest.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
 
 #include <regex>
 
@@ -15,30 +18,45 @@ namespace {
 
 using test::TempDir;
 
-std::vector<UsageJournal::Row> rows(int n, int64_t at_ms, size_t bytes = 10) {
-  std::vector<UsageJournal::Row> out;
-  for (int i = 0; i < n; ++i) out.push_back({at_ms, "acme", std::string(bytes, 'x')});
-  return out;
+// A usage line of exactly `bytes` bytes (at least 40) carrying `at_ms`, as the kernel writes.
+std::string line(int64_t at_ms, size_t bytes = 60) {
+  std::string l = "{\"event_id\":\"e\",\"time_ms\":" + std::to_string(at_ms) + ",\"pad\":\"";
+  l.append(bytes - l.size() - 2, 'x').append("\"}");
+  return l;
 }
 
-TEST(UsageJournalTest, AppendsInOrderAndReadsAfterACursor) {
+Segment segment(int n, int64_t at_ms, size_t bytes = 60) {
+  Segment s;
+  for (int i = 0; i < n; ++i) s.text.append(line(at_ms + i, bytes)).push_back('\n');
+  s.count = static_cast<uint32_t>(n);
+  s.first_ms = at_ms;
+  s.last_ms = at_ms + n - 1;
+  return s;
+}
+
+TEST(UsageJournalTest, ReadsAfterACursorWithinAndAcrossSegments) {
   TempDir dir;
   auto j = UsageJournal::open(dir / "usage.db");
   ASSERT_TRUE(j) << j.status().message();
   EXPECT_EQ((*j)->head(), 0u);
-  auto last =
-      (*j)->append({{1, "acme", "{\"a\":1}"}, {2, "globex", "{\"b\":2}"}, {3, "acme", "{}"}});
+  auto last = (*j)->append({segment(3, 100), segment(2, 200)});  // seq 1-3, 4-5
   ASSERT_TRUE(last);
-  EXPECT_EQ(*last, 3u);
+  EXPECT_EQ(*last, 5u);
   auto after1 = (*j)->read(1, 10);
   ASSERT_TRUE(after1);
-  ASSERT_EQ(after1->size(), 2u);
-  EXPECT_EQ((*after1)[0].seq, 2u);
-  EXPECT_EQ((*after1)[0].json, "{\"b\":2}");
-  EXPECT_EQ((*after1)[1].seq, 3u);
-  auto limited = (*j)->read(0, 1);
-  ASSERT_TRUE(limited);
-  EXPECT_EQ(limited->size(), 1u);
+  EXPECT_EQ(after1->count, 4u);
+  EXPECT_EQ(after1->last, 5u);
+  EXPECT_EQ(after1->text,
+            line(101) + "\n" + line(102) + "\n" + line(200) + "\n" + line(201) + "\n");
+  auto across = (*j)->read(2, 2);  // the last of the first segment, the first of the second
+  ASSERT_TRUE(across);
+  EXPECT_EQ(across->count, 2u);
+  EXPECT_EQ(across->last, 4u);
+  EXPECT_EQ(across->text, line(102) + "\n" + line(200) + "\n");
+  auto none = (*j)->read(5, 10);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->count, 0u);
+  EXPECT_TRUE(none->text.empty());
 }
 
 TEST(UsageJournalTest, SequenceAndSecretSurviveReopenAndPruning) {
@@ -48,7 +66,7 @@ TEST(UsageJournalTest, SequenceAndSecretSurviveReopenAndPruning) {
     auto j = UsageJournal::open(dir / "usage.db");
     ASSERT_TRUE(j);
     secret = (*j)->secret();
-    ASSERT_TRUE((*j)->append(rows(5, 100)));
+    ASSERT_TRUE((*j)->append({segment(5, 100)}));
     ASSERT_TRUE((*j)->setAcked("acme/finops", 5));
     auto dropped = (*j)->dropUpTo(5);
     ASSERT_TRUE(dropped);
@@ -59,7 +77,7 @@ TEST(UsageJournalTest, SequenceAndSecretSurviveReopenAndPruning) {
   EXPECT_EQ((*j)->secret(), secret);
   EXPECT_EQ(secret.size(), 64u);
   // Everything was pruned, yet numbering continues: a cursor never names two records.
-  auto last = (*j)->append(rows(1, 200));
+  auto last = (*j)->append({segment(1, 200)});
   ASSERT_TRUE(last);
   EXPECT_EQ(*last, 6u);
   auto cursors = (*j)->cursors();
@@ -76,37 +94,51 @@ TEST(UsageJournalTest, AcknowledgedPositionNeverMovesBack) {
   EXPECT_EQ((*j)->cursors()->at("s"), 7u);
 }
 
-TEST(UsageJournalTest, BacklogAndRetentionLimits) {
+TEST(UsageJournalTest, BacklogAndRetentionLimitsByWholeSegments) {
   TempDir dir;
   auto j = UsageJournal::open(dir / "usage.db");
   ASSERT_TRUE(j);
-  ASSERT_TRUE((*j)->append(rows(4, 1000, 100)));  // seq 1-4, old
-  ASSERT_TRUE((*j)->append(rows(4, 5000, 100)));  // seq 5-8, newer
-  auto b = (*j)->backlog(2);
+  ASSERT_TRUE((*j)->append({segment(4, 1000, 100)}));  // seq 1-4, old
+  ASSERT_TRUE((*j)->append({segment(4, 5000, 100)}));  // seq 5-8, newer
+  ASSERT_TRUE((*j)->append({segment(2, 9000, 100)}));  // seq 9-10, newest
+  auto b = (*j)->backlog(2);  // inside the first segment: records 3.. of it count
   ASSERT_TRUE(b);
-  EXPECT_EQ(b->records, 6u);
-  EXPECT_EQ(b->bytes, 600u);
-  EXPECT_EQ(b->oldest_ms, 1000);
-  EXPECT_EQ((*j)->retainedBytes(), 800u);
+  EXPECT_EQ(b->records, 8u);
+  EXPECT_EQ(b->bytes, 800u);
+  EXPECT_EQ(b->oldest_ms, 1002);  // record 3's own time, not its segment's
+  auto whole = (*j)->backlog(4);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(whole->records, 6u);
+  EXPECT_EQ(whole->oldest_ms, 5000);
+  EXPECT_EQ((*j)->retainedBytes(), 1000u);
 
-  auto aged = (*j)->dropOlderThan(2000);
+  // A segment goes only once every record in it is past the limit.
+  auto aged = (*j)->dropOlderThan(5002);
   ASSERT_TRUE(aged);
   EXPECT_EQ(*aged, 4u);
-  EXPECT_EQ((*j)->retainedBytes(), 400u);
-  auto sized = (*j)->dropToSize(250);  // the oldest two go, the newest two fit
+  EXPECT_EQ((*j)->retainedBytes(), 600u);
+  auto sized = (*j)->dropToSize(250);  // the 400 bytes of 5-8 go, the newest 200 fit
   ASSERT_TRUE(sized);
-  EXPECT_EQ(*sized, 2u);
+  EXPECT_EQ(*sized, 4u);
   auto left = (*j)->read(0, 10);
   ASSERT_TRUE(left);
-  ASSERT_EQ(left->size(), 2u);
-  EXPECT_EQ((*left)[0].seq, 7u);
+  EXPECT_EQ(left->count, 2u);
+  EXPECT_EQ(left->text.substr(0, left->text.find('\n')), line(9000, 100));
+  EXPECT_EQ(left->last, 10u);
+  // Acknowledged up to the middle of a segment: it stays, and reads start after the cursor.
+  auto partial = (*j)->dropUpTo(9);
+  ASSERT_TRUE(partial);
+  EXPECT_EQ(*partial, 0u);
+  auto rest = (*j)->read(9, 10);
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(rest->text, line(9001, 100) + "\n");
 }
 
 TEST(UsageJournalTest, AgePruningTakesEverythingWhenEveryRowIsOld) {
   TempDir dir;
   auto j = UsageJournal::open(dir / "usage.db");
   ASSERT_TRUE(j);
-  ASSERT_TRUE((*j)->append(rows(3, 1000, 100)));
+  ASSERT_TRUE((*j)->append({segment(3, 1000, 100)}));
   auto aged = (*j)->dropOlderThan(9000);
   ASSERT_TRUE(aged);
   EXPECT_EQ(*aged, 3u);
@@ -115,9 +147,50 @@ TEST(UsageJournalTest, AgePruningTakesEverythingWhenEveryRowIsOld) {
   ASSERT_TRUE(none);
   EXPECT_EQ(*none, 0u);
   // Sequence numbers go on after pruning everything.
-  auto next = (*j)->append(rows(1, 9500));
+  auto next = (*j)->append({segment(1, 9500)});
   ASSERT_TRUE(next);
   EXPECT_EQ(*next, 4u);
+}
+
+// A journal written by a version that kept one row per record opens with every record,
+// its sequence number and the cursors unchanged; the old table is gone.
+TEST(UsageJournalTest, AJournalOfRecordRowsIsConvertedOnOpen) {
+  TempDir dir;
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + (dir / "usage.db").string() + "\"");
+    sql << "CREATE TABLE usage_records(seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, "
+           "tenant TEXT NOT NULL, bytes INTEGER NOT NULL, record TEXT NOT NULL)";
+    sql << "CREATE TABLE usage_cursors(subscriber TEXT PRIMARY KEY, acked INTEGER NOT NULL, "
+           "updated_ms INTEGER NOT NULL)";
+    sql << "CREATE TABLE usage_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)";
+    sql << "INSERT INTO usage_meta VALUES('secret', '" + std::string(64, 'a') + "')";
+    sql << "INSERT INTO usage_meta VALUES('journal_id', 'j1')";
+    sql << "INSERT INTO usage_cursors VALUES('acme/finops', 11, 0)";
+    for (int seq = 11; seq <= 14; ++seq) {  // 1-10 were pruned
+      const std::string l = line(7000 + seq);
+      sql << "INSERT INTO usage_records VALUES(" + std::to_string(seq) + ", " +
+                 std::to_string(7000 + seq) + ", 'acme', " + std::to_string(l.size()) + ", '" + l +
+                 "')";
+    }
+  }
+  auto j = UsageJournal::open(dir / "usage.db");
+  ASSERT_TRUE(j) << j.status().message();
+  EXPECT_EQ((*j)->head(), 14u);
+  EXPECT_EQ((*j)->journalId(), "j1");
+  EXPECT_EQ((*j)->retainedBytes(), 4 * line(0).size());
+  auto after = (*j)->read(11, 10);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->count, 3u);
+  EXPECT_EQ(after->last, 14u);
+  EXPECT_EQ(after->text, line(7012) + "\n" + line(7013) + "\n" + line(7014) + "\n");
+  EXPECT_EQ((*j)->cursors()->at("acme/finops"), 11u);
+  auto next = (*j)->append({segment(1, 9000)});
+  ASSERT_TRUE(next);
+  EXPECT_EQ(*next, 15u);
+  soci::session sql(soci::sqlite3, "db=\"" + (dir / "usage.db").string() + "\"");
+  int tables = -1;
+  sql << "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_records'", soci::into(tables);
+  EXPECT_EQ(tables, 0);
 }
 
 TEST(UsageRecordTest, EventIdsAreUuidV7InTimeOrder) {
@@ -127,24 +200,35 @@ TEST(UsageRecordTest, EventIdsAreUuidV7InTimeOrder) {
   EXPECT_TRUE(std::regex_match(b, v7)) << b;
   EXPECT_LT(a, b);
   EXPECT_EQ(a.substr(0, 8), "018bcfe5");  // 1700000000000 ms = 0x018bcfe56800
+  // Version 7, variant 10xx, then the random bits in order.
+  unsigned char random[kEventIdRandomBytes];
+  std::fill(std::begin(random), std::end(random), 0xff);
+  std::string c;
+  appendEventId(c, 1'700'000'000'000, random);
+  EXPECT_EQ(c, "018bcfe5-6800-7fff-bfff-ffffffffffff");
+  std::fill(std::begin(random), std::end(random), 0x00);
+  c.clear();
+  appendEventId(c, 1'700'000'000'000, random);
+  EXPECT_EQ(c, "018bcfe5-6800-7000-8000-000000000000");
 }
 
 TEST(UsageRecordTest, OneLineOfJsonWithEveryField) {
   UsageRecord r;
-  r.event_id = "id";
   r.tenant = "ac\"me\n";
   r.status = 429;
   r.counters.egress_bytes = 12;
   r.decision_id = "d";
-  const std::string line = toJson(r);
+  const std::string line = "{\"event_id\":\"id\"" + toJsonAfterEventId(r);
   EXPECT_EQ(line.find('\n'), std::string::npos);
   EXPECT_NE(line.find("\"tenant\":\"ac\\\"me\\n\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"egress_bytes\":12,"), std::string::npos) << line;
   for (const char* field :
        {"event_id", "kind", "time_ms", "key_id", "plugin", "route", "method", "status", "bytes_in",
         "bytes_out", "duration_us", "host_calls", "egress_calls", "egress_bytes",
         "blob_bytes_written", "lua_instructions", "decision_id", "trace_id", "request_id"}) {
     EXPECT_NE(line.find("\"" + std::string(field) + "\":"), std::string::npos) << field;
   }
+  EXPECT_EQ(line.back(), '}');
 }
 
 }  // namespace

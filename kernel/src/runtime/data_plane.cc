@@ -571,7 +571,7 @@ void DataPlane::recordUsage(const http::Request& req, const http::Response& res,
   r.decision_id = facts.decision_id;
   r.trace_id = trace.traceId();
   r.request_id = request_id;
-  usage_->record(std::move(r));
+  usage_->record(r);
 }
 
 }  // namespace trellis::kernel::runtime

@@ -93,12 +93,12 @@ trellis_status usageEmit(const trellis_ctx* c, trellis_str record_json) {
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
   r.tenant = ctx->tenant->id;
-  r.key_id = std::string(ctx->principal);
+  r.key_id = ctx->principal;
   r.plugin = ctx->plugin->id();
-  r.request_id = std::string(ctx->request_id);
-  if (ctx->trace) r.trace_id = std::string(ctx->trace->traceId());
-  r.emitted = std::move(compact);
-  stream->record(std::move(r));
+  r.request_id = ctx->request_id;
+  if (ctx->trace) r.trace_id = ctx->trace->traceId();
+  r.emitted = compact;
+  stream->record(r);
   return TRELLIS_OK;
 }
 

@@ -2,6 +2,10 @@
 
 #include <soci/soci.h>
 
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
 #include "trellis/tenants/admission.h"
 #include "trellis/tenants/sql_statement.h"
 
@@ -10,10 +14,61 @@ using tenants::sql::exec;
 
 namespace {
 
+constexpr const char* kInsertSegment =
+    "INSERT INTO usage_segments(first_seq, last_seq, first_ms, last_ms, bytes, records) "
+    "VALUES(:f, :l, :a, :z, :b, :r)";
+
+long long sqlInt(uint64_t v) {
+  return static_cast<long long>(v);
+}
+
+// Record bytes of a segment: its lines without their newlines.
+uint64_t recordBytes(const Segment& s) {
+  return s.text.size() - s.count;
+}
+
+// Journals written before segments kept one row per record (usage_records): their rows
+// become segments in the transaction that opens the file, so no unacknowledged record is
+// lost and sequence numbers are unchanged.
+void convertRecordRows(soci::session& sql) {
+  int tables = 0;
+  sql << "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'usage_records'",
+      soci::into(tables);
+  if (tables == 0) return;
+  long long seq = 0, at = 0, next = 0, first = 0;
+  std::string json;
+  Segment seg;
+  auto flush = [&] {
+    if (seg.count == 0) return;
+    const long long last = first + seg.count - 1, bytes = sqlInt(recordBytes(seg));
+    const long long first_ms = seg.first_ms, last_ms = seg.last_ms;
+    sql << kInsertSegment, soci::use(first), soci::use(last), soci::use(first_ms),
+        soci::use(last_ms), soci::use(bytes), soci::use(seg.text);
+    seg = {};
+  };
+  soci::statement st = (sql.prepare << "SELECT seq, at_ms, record FROM usage_records ORDER BY seq",
+                        soci::into(seq), soci::into(at), soci::into(json));
+  st.execute();
+  while (st.fetch()) {
+    if (seg.count > 0 && (seq != next || seg.text.size() >= kSegmentBytes)) flush();
+    if (seg.count == 0) {
+      first = seq;
+      seg.first_ms = at;
+    }
+    seg.text.append(json).push_back('\n');
+    ++seg.count;
+    seg.last_ms = at;
+    next = seq + 1;
+  }
+  flush();
+  exec(sql, "DROP TABLE usage_records");
+}
+
 void createSchema(soci::session& sql) {
   exec(sql,
-       "CREATE TABLE IF NOT EXISTS usage_records(seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, "
-       "tenant TEXT NOT NULL, bytes INTEGER NOT NULL, record TEXT NOT NULL)");
+       "CREATE TABLE IF NOT EXISTS usage_segments(first_seq INTEGER PRIMARY KEY, "
+       "last_seq INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, "
+       "bytes INTEGER NOT NULL, records TEXT NOT NULL)");
   exec(sql,
        "CREATE TABLE IF NOT EXISTS usage_cursors(subscriber TEXT PRIMARY KEY, "
        "acked INTEGER NOT NULL, updated_ms INTEGER NOT NULL)");
@@ -21,6 +76,7 @@ void createSchema(soci::session& sql) {
   const std::string secret = tenants::randomHexId(32), id = tenants::randomHexId(8);
   sql << "INSERT OR IGNORE INTO usage_meta(name, value) VALUES('secret', :s)", soci::use(secret);
   sql << "INSERT OR IGNORE INTO usage_meta(name, value) VALUES('journal_id', :s)", soci::use(id);
+  convertRecordRows(sql);
 }
 
 long long nowMs() {
@@ -29,7 +85,37 @@ long long nowMs() {
       .count();
 }
 
+// Where line `n` of `text` starts (text.size() if it has fewer lines).
+size_t lineStart(std::string_view text, uint64_t n) {
+  size_t at = 0;
+  for (; n > 0 && at < text.size(); --n) {
+    const void* nl = std::memchr(text.data() + at, '\n', text.size() - at);
+    if (!nl) return text.size();
+    at = static_cast<size_t>(static_cast<const char*>(nl) - text.data()) + 1;
+  }
+  return at;
+}
+
+// The record time a usage line carries ("time_ms", written by the kernel), or `fallback`.
+int64_t timeOfLine(std::string_view line, int64_t fallback) {
+  constexpr std::string_view kField = ",\"time_ms\":";
+  const size_t at = line.substr(0, std::min<size_t>(line.size(), 160)).find(kField);
+  if (at == std::string_view::npos) return fallback;
+  int64_t ms = 0;
+  const char* begin = line.data() + at + kField.size();
+  auto [end, ec] = std::from_chars(begin, line.data() + line.size(), ms);
+  return ec == std::errc() && end != begin ? ms : fallback;
+}
+
 }  // namespace
+
+uint32_t appendLines(std::string& out, std::string_view text, uint64_t skip, uint64_t max) {
+  const size_t begin = lineStart(text, skip);
+  const std::string_view rest = text.substr(begin);
+  const size_t end = lineStart(rest, max);
+  out.append(rest.substr(0, end));
+  return static_cast<uint32_t>(std::count(rest.begin(), rest.begin() + end, '\n'));
+}
 
 Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::path& file) {
   auto db = storage::SqliteDatabase::open(
@@ -40,14 +126,21 @@ Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::
     soci::session& sql = conn.sql;
     sql << "SELECT value FROM usage_meta WHERE name = 'secret'", soci::into(j->secret_);
     sql << "SELECT value FROM usage_meta WHERE name = 'journal_id'", soci::into(j->id_);
-    long long head = 0, bytes = 0;
-    sql << "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(bytes), 0) FROM usage_records",
-        soci::into(head), soci::into(bytes);
+    auto rows = conn.statements.use(
+        "SELECT first_seq, last_seq, first_ms, last_ms, bytes FROM usage_segments "
+        "ORDER BY first_seq");
+    while (rows.step()) {
+      const SegmentInfo info{static_cast<uint64_t>(rows.int64(0)),
+                             static_cast<uint64_t>(rows.int64(1)), rows.int64(2), rows.int64(3),
+                             static_cast<uint64_t>(rows.int64(4))};
+      j->bytes_ += info.bytes;
+      j->head_ = std::max(j->head_, info.last);
+      j->segments_.push_back(info);
+    }
     // Sequence numbers never repeat, even after pruning everything: cursors name them.
     long long acked = 0;
     sql << "SELECT COALESCE(MAX(acked), 0) FROM usage_cursors", soci::into(acked);
-    j->head_ = static_cast<uint64_t>(std::max(head, acked));
-    j->bytes_ = static_cast<uint64_t>(bytes);
+    j->head_ = std::max(j->head_, static_cast<uint64_t>(acked));
     return Status::ok();
   });
   if (!s) return Status::unavailable("usage journal " + file.string() + ": " + s.message());
@@ -55,48 +148,54 @@ Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::
   return j;
 }
 
-Result<uint64_t> UsageJournal::append(const std::vector<Row>& rows) {
-  if (rows.empty()) return head_;
-  uint64_t seq = head_, bytes = 0;
-  // One compiled statement, the rows' bytes bound in place: this runs for every record
-  // the server answers, on the writer thread that shares the cores with the event loops.
+Result<uint64_t> UsageJournal::append(const std::vector<Segment>& segments) {
+  std::vector<SegmentInfo> added;
   Status s = db_->write([&](storage::SqliteConnection& conn) {
-    seq = head_;
-    bytes = 0;
-    for (const Row& r : rows) {
-      conn.statements
-          .use(
-              "INSERT INTO usage_records(seq, at_ms, tenant, bytes, record) "
-              "VALUES(:s, :a, :t, :b, :r)")
-          .bind(static_cast<long long>(++seq))
-          .bind(static_cast<long long>(r.at_ms))
-          .bind(r.tenant)
-          .bind(static_cast<long long>(r.json.size()))
-          .bind(r.json)
+    added.clear();
+    uint64_t seq = head_;
+    for (const Segment& g : segments) {
+      if (g.count == 0) continue;
+      const SegmentInfo info{seq + 1, seq + g.count, g.first_ms, g.last_ms, recordBytes(g)};
+      conn.statements.use(kInsertSegment)
+          .bind(sqlInt(info.first))
+          .bind(sqlInt(info.last))
+          .bind(static_cast<long long>(info.first_ms))
+          .bind(static_cast<long long>(info.last_ms))
+          .bind(sqlInt(info.bytes))
+          .bind(g.text)
           .run();
-      bytes += r.json.size();
+      added.push_back(info);
+      seq = info.last;
     }
     return Status::ok();
   });
   if (!s) return s;
-  head_ = seq;
-  bytes_ += bytes;
+  for (const SegmentInfo& info : added) {
+    segments_.push_back(info);
+    bytes_ += info.bytes;
+    head_ = info.last;
+  }
   return head_;
 }
 
-Result<std::vector<UsageJournal::Entry>> UsageJournal::read(uint64_t after, size_t limit) const {
-  std::vector<Entry> out;
+Result<Lines> UsageJournal::read(uint64_t after, size_t limit) const {
+  Lines out;
   Status s = db_->read([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    long long seq = 0, at = 0;
-    std::string json;
-    const long long from = static_cast<long long>(after), n = static_cast<long long>(limit);
-    soci::statement st =
-        (sql.prepare << "SELECT seq, at_ms, record FROM usage_records "
-                        "WHERE seq > :f ORDER BY seq LIMIT :n",
-         soci::into(seq), soci::into(at), soci::into(json), soci::use(from), soci::use(n));
-    st.execute();
-    while (st.fetch()) out.push_back({static_cast<uint64_t>(seq), at, json});
+    out = {};
+    // From the segment holding after + 1 (the last one starting at or before it) on.
+    auto rows = conn.statements.use(
+        "SELECT first_seq, last_seq, records FROM usage_segments WHERE first_seq >= "
+        "COALESCE((SELECT MAX(first_seq) FROM usage_segments WHERE first_seq <= :a), 0) "
+        "ORDER BY first_seq");
+    rows.bind(sqlInt(after + 1));
+    while (out.count < limit && rows.step()) {
+      const auto first = static_cast<uint64_t>(rows.int64(0));
+      if (static_cast<uint64_t>(rows.int64(1)) <= after) continue;
+      const uint64_t skip = after >= first ? after + 1 - first : 0;
+      const uint32_t taken = appendLines(out.text, rows.bytes(2), skip, limit - out.count);
+      out.count += taken;
+      if (taken > 0) out.last = first + skip + taken - 1;
+    }
     return Status::ok();
   });
   if (!s) return s;
@@ -132,23 +231,26 @@ Status UsageJournal::setAcked(const std::string& subscriber, uint64_t seq) {
   });
 }
 
-Result<UsageJournal::Backlog> UsageJournal::backlog(uint64_t after, bool everything) const {
-  Backlog b;
+Result<UsageJournal::Backlog> UsageJournal::backlog(uint64_t after) const {
+  // Segments are contiguous (only prefixes are dropped), so the first one with a record
+  // after `after` starts the backlog.
+  auto it = std::find_if(segments_.begin(), segments_.end(),
+                         [after](const SegmentInfo& g) { return g.last > after; });
+  if (it == segments_.end()) return Backlog{};
+  Backlog b{head_ - std::max(after, it->first - 1), 0, it->first_ms};
+  for (auto g = it; g != segments_.end(); ++g) b.bytes += g->bytes;
+  if (after < it->first) return b;
+  // `after` falls inside this segment: its earlier lines are not in the backlog.
+  const uint64_t skip = after + 1 - it->first;
   Status s = db_->read([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    long long n = 0, bytes = 0, oldest = 0;
-    soci::indicator none = soci::i_ok;
-    const long long from = static_cast<long long>(after);
-    sql << "SELECT at_ms FROM usage_records WHERE seq > :f ORDER BY seq LIMIT 1",
-        soci::into(oldest, none), soci::use(from);
-    if (!sql.got_data() || none != soci::i_ok) oldest = 0;
-    if (everything) {
-      b = {head_ - std::min(head_, after), bytes_, oldest};
-      return Status::ok();
-    }
-    sql << "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM usage_records WHERE seq > :f",
-        soci::into(n), soci::into(bytes), soci::use(from);
-    b = {static_cast<uint64_t>(n), static_cast<uint64_t>(bytes), oldest};
+    auto row = conn.statements.use("SELECT records FROM usage_segments WHERE first_seq = :f");
+    row.bind(sqlInt(it->first));
+    if (!row.step()) return Status::ok();
+    const std::string text = row.bytes(0);
+    const size_t start = lineStart(text, skip);
+    b.bytes -= std::min<uint64_t>(b.bytes, start - skip);
+    const std::string_view line = std::string_view(text).substr(start);
+    b.oldest_ms = timeOfLine(line.substr(0, line.find('\n')), it->first_ms);
     return Status::ok();
   });
   if (!s) return s;
@@ -156,63 +258,42 @@ Result<UsageJournal::Backlog> UsageJournal::backlog(uint64_t after, bool everyth
 }
 
 Result<uint64_t> UsageJournal::dropUpTo(uint64_t up_to) {
-  uint64_t rows = 0, bytes = 0;
+  size_t n = 0;
+  uint64_t records = 0, bytes = 0;
+  for (; n < segments_.size() && segments_[n].last <= up_to; ++n) {
+    records += segments_[n].last - segments_[n].first + 1;
+    bytes += segments_[n].bytes;
+  }
+  if (n == 0) return uint64_t{0};
+  const long long through = sqlInt(segments_[n - 1].first);
   Status s = db_->write([&](storage::SqliteConnection& conn) {
-    rows = bytes = 0;
-    // RETURNING: the DELETE reads each row once, so no second scan counts what went.
-    long long size = 0;
-    soci::statement st =
-        (conn.sql.prepare << "DELETE FROM usage_records WHERE seq <= :v RETURNING bytes",
-         soci::into(size), soci::use(static_cast<long long>(up_to)));
-    st.execute();
-    while (st.fetch()) {
-      ++rows;
-      bytes += static_cast<uint64_t>(size);
-    }
+    conn.statements.use("DELETE FROM usage_segments WHERE first_seq <= :f").bind(through).run();
     return Status::ok();
   });
   if (!s) return s;
+  segments_.erase(segments_.begin(), segments_.begin() + static_cast<std::ptrdiff_t>(n));
   bytes_ -= std::min(bytes_, bytes);
-  return rows;
+  return records;
 }
 
 Result<uint64_t> UsageJournal::dropOlderThan(int64_t at_ms) {
-  // Rows are appended in time order (to the millisecond; the writer takes them from one
-  // queue), so the old ones are a prefix of seq: found from the first row, not by a scan
-  // of the whole journal (at_ms has no index).
-  long long first_young = 0;
-  soci::indicator none = soci::i_ok;
-  Status s = db_->read([&](storage::SqliteConnection& conn) {
-    conn.sql << "SELECT seq FROM usage_records WHERE at_ms >= :v ORDER BY seq LIMIT 1",
-        soci::into(first_young, none), soci::use(static_cast<long long>(at_ms));
-    if (!conn.sql.got_data() || none != soci::i_ok) first_young = 0;
-    return Status::ok();
-  });
-  if (!s) return s;
-  const uint64_t up_to = first_young > 0 ? static_cast<uint64_t>(first_young) - 1 : head_;
-  return dropUpTo(up_to);
+  // Records are appended in time order (to the millisecond; the writer takes them from one
+  // queue), so the old segments are a prefix.
+  auto young = std::find_if(segments_.begin(), segments_.end(),
+                            [at_ms](const SegmentInfo& g) { return g.last_ms >= at_ms; });
+  return dropUpTo(young == segments_.end() ? head_ : young->first - 1);
 }
 
 Result<uint64_t> UsageJournal::dropToSize(uint64_t max_bytes) {
   if (bytes_ <= max_bytes) return uint64_t{0};
-  // The newest rows that fit in max_bytes stay; find the first of them.
-  uint64_t excess = bytes_ - max_bytes;
-  long long cut = 0;
-  Status s = db_->read([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    long long seq = 0, size = 0;
-    uint64_t freed = 0;
-    soci::statement st = (sql.prepare << "SELECT seq, bytes FROM usage_records ORDER BY seq",
-                          soci::into(seq), soci::into(size));
-    st.execute();
-    while (freed < excess && st.fetch()) {
-      freed += static_cast<uint64_t>(size);
-      cut = seq;
-    }
-    return Status::ok();
-  });
-  if (!s) return s;
-  return dropUpTo(static_cast<uint64_t>(cut));
+  // The newest segments that fit in max_bytes stay.
+  const uint64_t excess = bytes_ - max_bytes;
+  uint64_t freed = 0, cut = 0;
+  for (auto g = segments_.begin(); g != segments_.end() && freed < excess; ++g) {
+    freed += g->bytes;
+    cut = g->last;
+  }
+  return dropUpTo(cut);
 }
 
 }  // namespace trellis::kernel::services::usage

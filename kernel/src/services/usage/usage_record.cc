@@ -1,41 +1,54 @@
 #include "services/usage/usage_record.h"
 
-#include <cstdio>
+#include <openssl/rand.h>
+
+#include <charconv>
+#include <stdexcept>
 
 #include "trellis/kernel/util/json.h"
-#include "trellis/tenants/admission.h"
 
 namespace trellis::kernel::services::usage {
 
-std::string newEventId(int64_t unix_ms) {
-  // 20 hex digits = 80 random bits; 74 are used, version and variant take the rest.
-  const std::string rnd = tenants::randomHexId(10);
-  char ts[13];
-  std::snprintf(ts, sizeof ts, "%012llx",
-                static_cast<unsigned long long>(unix_ms) & 0xffffffffffffULL);
+void appendEventId(std::string& out, int64_t unix_ms, const unsigned char* random) {
   static constexpr char kHex[] = "0123456789abcdef";
-  const char r3 = rnd[3];  // a hex digit; its low two bits become the variant's
-  const int variant_nibble = 8 | ((r3 <= '9' ? r3 - '0' : r3 - 'a' + 10) & 3);
+  char rnd[2 * kEventIdRandomBytes];  // 20 hex digits of randomness
+  for (size_t i = 0; i < kEventIdRandomBytes; ++i) {
+    rnd[2 * i] = kHex[random[i] >> 4];
+    rnd[2 * i + 1] = kHex[random[i] & 15];
+  }
+  const auto ms = static_cast<uint64_t>(unix_ms) & 0xffffffffffffULL;
+  char ts[12];
+  for (int i = 11, shift = 0; i >= 0; --i, shift += 4) ts[i] = kHex[(ms >> shift) & 15];
+  // Version 7 in the 13th digit; the variant (10xx) takes two bits of the 17th.
+  const int variant = 8 | (random[1] & 3);
+  out.append(ts, 8).push_back('-');
+  out.append(ts + 8, 4).append("-7").append(rnd, 3).push_back('-');
+  out.push_back(kHex[variant]);
+  out.append(rnd + 4, 3).push_back('-');
+  out.append(rnd + 7, 12);
+}
+
+std::string newEventId(int64_t unix_ms) {
+  unsigned char random[kEventIdRandomBytes];
+  if (RAND_bytes(random, sizeof random) != 1) throw std::runtime_error("RAND_bytes failed");
   std::string id;
   id.reserve(36);
-  id.append(ts, 8).append("-").append(ts + 8, 4).append("-7").append(rnd, 0, 3).append("-");
-  id.push_back(kHex[variant_nibble]);
-  id.append(rnd, 4, 3).append("-").append(rnd, 7, 12);
+  appendEventId(id, unix_ms, random);
   return id;
 }
 
-std::string toJson(const UsageRecord& r) {
+std::string toJsonAfterEventId(const UsageRecord& r) {
   std::string out;
-  out.reserve(512 + r.emitted.size());
-  auto str = [&out](const char* name, std::string_view v) {
+  out.reserve(448 + r.emitted.size());
+  auto str = [&out](std::string_view name, std::string_view v) {
     out.append(",\"").append(name).append("\":");
     util::appendJsonString(out, v);
   };
-  auto num = [&out](const char* name, uint64_t v) {
-    out.append(",\"").append(name).append("\":").append(std::to_string(v));
+  auto num = [&out](std::string_view name, uint64_t v) {
+    char digits[20];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    out.append(",\"").append(name).append("\":").append(digits, end);
   };
-  out.append("{\"event_id\":");
-  util::appendJsonString(out, r.event_id);
   str("kind", r.kind);
   num("time_ms", static_cast<uint64_t>(r.time_ms));
   str("tenant", r.tenant);

@@ -1,11 +1,12 @@
 // One usage record: what a data-plane request (or a plugin's own billable act, usage_emit)
 // cost a tenant. The data plane fills one after every answer, refusals included; the usage
-// stream (usage_stream.h) persists it and hands it to subscribed system plugins as one JSON
-// object per line.
+// stream (usage_stream.h) turns it into one line of JSON at once, so a record holds views of
+// the caller's strings and copies nothing.
 //
 //   UsageRecord r;
 //   r.tenant = "acme"; r.status = 429; r.method = "GET"; ...
-//   std::string line = toJson(r);   // {"event_id":"0192…","kind":"request",…}
+//   std::string rest = toJsonAfterEventId(r);   // ,"kind":"request",…}
+//   std::string line = "{\"event_id\":\"" + newEventId(r.time_ms) + "\"" + rest;
 #pragma once
 
 #include <cstdint>
@@ -26,30 +27,36 @@ struct Counters {
 
 struct UsageRecord {
   // "request": one data-plane request. "plugin": a plugin's own record (usage_emit), whose
-  // JSON object is in `emitted`.
-  std::string kind = "request";
-  std::string event_id;  // UUIDv7 (time-ordered)
-  int64_t time_ms = 0;   // Unix milliseconds when the answer was ready
-  std::string tenant;    // "" when the key resolved to no tenant (401)
-  std::string key_id;
-  std::string plugin;  // "" when no route matched
-  std::string route;   // the route pattern, e.g. /hello/{name}
-  std::string method;
+  // JSON object (validated, on one line) is `emitted`.
+  std::string_view kind = "request";
+  int64_t time_ms = 0;      // Unix milliseconds when the answer was ready
+  std::string_view tenant;  // "" when the key resolved to no tenant (401)
+  std::string_view key_id;
+  std::string_view plugin;  // "" when no route matched
+  std::string_view route;   // the route pattern, e.g. /hello/{name}
+  std::string_view method;
   unsigned status = 0;
   uint64_t bytes_in = 0;   // request body
   uint64_t bytes_out = 0;  // response body
   uint64_t duration_us = 0;
   Counters counters;
-  std::string decision_id;  // the quota's or policy's decision, if one was made
-  std::string trace_id;
-  std::string request_id;
-  std::string emitted;  // kind "plugin": the plugin's JSON object, validated
+  std::string_view decision_id;  // the quota's or policy's decision, if one was made
+  std::string_view trace_id;
+  std::string_view request_id;
+  std::string_view emitted;
 };
 
-// A fresh RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then 74 random bits.
+// Random bytes an event id takes (74 of their 80 bits are used).
+inline constexpr size_t kEventIdRandomBytes = 10;
+
+// Appends an RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then 74 bits of `random`
+// (kEventIdRandomBytes bytes).
+void appendEventId(std::string& out, int64_t unix_ms, const unsigned char* random);
+// The same with fresh random bits.
 std::string newEventId(int64_t unix_ms);
 
-// The record as one line of JSON (no newline).
-std::string toJson(const UsageRecord& r);
+// The record's JSON line without its first member and opening brace: `,"kind":…}`. The
+// journal's writer puts `{"event_id":"…"` in front when it assigns the id.
+std::string toJsonAfterEventId(const UsageRecord& r);
 
 }  // namespace trellis::kernel::services::usage

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -103,7 +104,8 @@ UsageStream::~UsageStream() {
   }
 }
 
-void UsageStream::record(UsageRecord r) {
+void UsageStream::record(const UsageRecord& r) {
+  Queued q{r.time_ms, toJsonAfterEventId(r)};  // serialized before the lock is taken
   std::lock_guard lock(queue_mu_);
   if (queue_.size() >= options_.queue_records) {
     dropped_queue_.add(1);
@@ -117,15 +119,43 @@ void UsageStream::record(UsageRecord r) {
     }
     return;
   }
-  queue_.push_back(std::move(r));
+  queue_.push_back(std::move(q));
   if (queue_.size() == options_.batch_records) queue_cv_.notify_one();
 }
 
+// Gives each taken record its event id and joins them into segments of at most about
+// kSegmentBytes. The ids' random bits come from one RAND_bytes call per segment.
+void UsageStream::toSegments(std::deque<Queued>& taken, std::vector<Segment>& out) const {
+  std::vector<unsigned char> random;
+  while (!taken.empty()) {
+    Segment seg;
+    size_t n = 0, bytes = 0;
+    while (n < taken.size() && (n == 0 || bytes < kSegmentBytes)) bytes += taken[n++].rest.size();
+    random.resize(n * kEventIdRandomBytes);
+    if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {
+      throw std::runtime_error("RAND_bytes failed");
+    }
+    seg.text.reserve(bytes + n * 52);
+    for (size_t i = 0; i < n; ++i) {
+      const Queued& q = taken[i];
+      seg.text.append("{\"event_id\":\"");
+      appendEventId(seg.text, q.time_ms, random.data() + i * kEventIdRandomBytes);
+      seg.text.push_back('"');
+      seg.text.append(q.rest).push_back('\n');
+    }
+    seg.count = static_cast<uint32_t>(n);
+    seg.first_ms = taken.front().time_ms;
+    seg.last_ms = taken[n - 1].time_ms;
+    out.push_back(std::move(seg));
+    taken.erase(taken.begin(), taken.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+}
+
 void UsageStream::writeLoop() {
-  std::vector<UsageJournal::Row> pending;  // serialized, not yet durable
+  std::vector<Segment> pending;  // serialized, not yet durable
   auto last_retain = Clock::now();
   for (;;) {
-    std::deque<UsageRecord> taken;
+    std::deque<Queued> taken;
     bool stopping = false;
     {
       std::unique_lock lock(queue_mu_);
@@ -134,22 +164,22 @@ void UsageStream::writeLoop() {
       taken.swap(queue_);
       stopping = stopping_;
     }
-    for (UsageRecord& r : taken) {
-      r.event_id = newEventId(r.time_ms);
-      pending.push_back({r.time_ms, r.tenant, toJson(r)});
-    }
+    toSegments(taken, pending);
     if (!pending.empty()) {
       auto head = journal_->append(pending);
       if (head) {
         keepRecent(pending, *head);
         pending.clear();
       } else {
-        spdlog::error("usage: cannot write {} records to the journal ({}); retrying",
-                      pending.size(), head.status().message());
-        if (pending.size() > options_.queue_records) {
-          const size_t drop = pending.size() - options_.queue_records;
-          dropped_queue_.add(static_cast<double>(drop));
-          pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(drop));
+        size_t records = 0;
+        for (const Segment& g : pending) records += g.count;
+        spdlog::error("usage: cannot write {} records to the journal ({}); retrying", records,
+                      head.status().message());
+        // Bounded like the queue: the oldest segments go first, counted.
+        while (pending.size() > 1 && records - pending.front().count >= options_.queue_records) {
+          records -= pending.front().count;
+          dropped_queue_.add(static_cast<double>(pending.front().count));
+          pending.erase(pending.begin());
         }
         if (stopping) break;  // the disk failed at shutdown: what is left is lost, and said so
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -166,45 +196,43 @@ void UsageStream::writeLoop() {
   }
 }
 
-// Publishes rows just made durable (the last one is `head`) and keeps the newest of them in
-// memory, within bounds: a few batches, at most kRecentBytes.
-void UsageStream::keepRecent(std::vector<UsageJournal::Row>& written, uint64_t head) {
+// Publishes segments just made durable (the last record is `head`) and keeps the newest of
+// them in memory, within bounds: about two batches of records, at most kRecentBytes.
+void UsageStream::keepRecent(std::vector<Segment>& written, uint64_t head) {
   constexpr size_t kRecentBytes = 16 << 20;
   const size_t keep_records = 2 * options_.batch_records;
   std::lock_guard lock(mu_);
-  uint64_t seq = head - written.size();
-  for (UsageJournal::Row& r : written) {
-    recent_bytes_ += r.json.size();
-    recent_.push_back({++seq, r.at_ms, std::move(r.json)});
+  uint64_t seq = head;
+  for (const Segment& g : written) seq -= g.count;
+  for (Segment& g : written) {
+    recent_records_ += g.count;
+    recent_bytes_ += g.text.size();
+    recent_.push_back({seq + 1, g.count, std::move(g.text)});
+    seq += g.count;
   }
-  while (!recent_.empty() && (recent_.size() > keep_records || recent_bytes_ > kRecentBytes)) {
-    recent_bytes_ -= recent_.front().json.size();
+  while (recent_.size() > 1 && (recent_records_ - recent_.front().count >= keep_records ||
+                                recent_bytes_ > kRecentBytes)) {
+    recent_records_ -= recent_.front().count;
+    recent_bytes_ -= recent_.front().text.size();
     recent_.pop_front();
   }
   head_ = head;
   cv_.notify_all();
 }
 
-bool UsageStream::takeRecent(uint64_t after, Batch& out) const {
-  if (recent_.empty() || after + 1 < recent_.front().seq || after >= recent_.back().seq) {
+bool UsageStream::takeRecent(uint64_t after, Lines& out) const {
+  if (recent_.empty() || after + 1 < recent_.front().first || after >= head_.load()) {
     return false;
   }
-  const size_t first = after + 1 - recent_.front().seq;
-  const size_t n = std::min(recent_.size() - first, options_.batch_records);
-  for (size_t i = first; i < first + n; ++i) out.text.append(recent_[i].json).push_back('\n');
-  out.count = static_cast<uint32_t>(n);
-  out.last = recent_[first + n - 1].seq;
-  return true;
-}
-
-Result<UsageStream::Batch> UsageStream::readJournal(uint64_t after) const {
-  auto rows = journal_->read(after, options_.batch_records);
-  if (!rows) return rows.status();
-  Batch out;
-  for (const auto& e : *rows) out.text.append(e.json).push_back('\n');
-  out.count = static_cast<uint32_t>(rows->size());
-  if (!rows->empty()) out.last = rows->back().seq;
-  return out;
+  for (const Recent& g : recent_) {
+    if (out.count >= options_.batch_records) break;
+    if (g.first + g.count <= after + 1) continue;  // wholly at or before `after`
+    const uint64_t skip = after >= g.first ? after + 1 - g.first : 0;
+    const uint32_t taken = appendLines(out.text, g.text, skip, options_.batch_records - out.count);
+    out.count += taken;
+    if (taken > 0) out.last = g.first + skip + taken - 1;
+  }
+  return out.count > 0;
 }
 
 // Prunes what every subscriber acknowledged, reports each backlog, and enforces the limits.
@@ -222,9 +250,7 @@ void UsageStream::retain() {
   const int64_t now = unixMs();
   const auto max_age_ms = static_cast<int64_t>(options_.max_age.count()) * 1000;
   for (const auto& [subscriber, acked] : *cursors) {
-    // The slowest subscriber's backlog is all the journal retains: no scan of a long
-    // backlog every check, only of the shorter ones.
-    auto b = journal_->backlog(acked, acked == min_acked);
+    auto b = journal_->backlog(acked);
     if (!b) continue;
     const double age_s = b->oldest_ms ? static_cast<double>(now - b->oldest_ms) / 1000.0 : 0.0;
     backlog_bytes_.labels({subscriber}).set(static_cast<double>(b->bytes));
@@ -352,10 +378,10 @@ void UsageStream::deliverLoop(Subscriber& s) {
     }
     const uint64_t from = s.delivered;
     const uint64_t head = head_.load();
-    Result<Batch> batch = Batch{};
+    Result<Lines> batch = Lines{};
     const bool recent = takeRecent(from, *batch);
     lock.unlock();
-    if (!recent) batch = readJournal(from);
+    if (!recent) batch = journal_->read(from, options_.batch_records);
     trellis_status status = TRELLIS_UNAVAILABLE;
     std::string error;
     if (!batch) {

@@ -63,9 +63,9 @@ class UsageStream {
   UsageStream(const UsageStream&) = delete;
   UsageStream& operator=(const UsageStream&) = delete;
 
-  // Queues a record (event id assigned later, off the request thread). Never blocks on
-  // disk; a full queue drops the record, counted and logged.
-  void record(UsageRecord r);
+  // Queues the record as its line of JSON (the event id is assigned later, off the request
+  // thread). Never blocks on disk; a full queue drops the record, counted and logged.
+  void record(const UsageRecord& r);
 
   // Starts delivery to `p` (which set usage_fn in on_init) from its acknowledged cursor;
   // unbind() stops it, waiting for a batch in progress.
@@ -79,17 +79,23 @@ class UsageStream {
 
  private:
   struct Subscriber;
-  struct Batch {
-    std::string text;  // the records, one JSON object per line
+  // A record waiting for the writer: its time and its JSON line after the event id.
+  struct Queued {
+    int64_t time_ms = 0;
+    std::string rest;
+  };
+  // A segment just made durable, kept in memory for subscribers that keep up.
+  struct Recent {
+    uint64_t first = 0;  // seq of its first record
     uint32_t count = 0;
-    uint64_t last = 0;  // the sequence number of the last record
+    std::string text;
   };
   UsageStream(std::unique_ptr<UsageJournal> journal, const config::UsageConfig& options,
               metrics::MetricsRegistry& metrics);
   void writeLoop();
-  void keepRecent(std::vector<UsageJournal::Row>& written, uint64_t head);
-  bool takeRecent(uint64_t after, Batch& out) const;  // needs mu_
-  Result<Batch> readJournal(uint64_t after) const;
+  void toSegments(std::deque<Queued>& taken, std::vector<Segment>& out) const;
+  void keepRecent(std::vector<Segment>& written, uint64_t head);
+  bool takeRecent(uint64_t after, Lines& out) const;  // needs mu_
   void deliverLoop(Subscriber& s);
   void retain();
   std::string sign(const std::string& subscriber, uint64_t seq) const;
@@ -108,7 +114,7 @@ class UsageStream {
   // The queue between request threads and the writer.
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<UsageRecord> queue_;
+  std::deque<Queued> queue_;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_queue_warning_{};
   std::thread writer_;
@@ -117,7 +123,8 @@ class UsageStream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> head_{0};
-  std::deque<UsageJournal::Entry> recent_;  // the newest rows, consecutive, ending at head_
+  std::deque<Recent> recent_;  // the newest segments, consecutive, ending at head_
+  size_t recent_records_ = 0;
   size_t recent_bytes_ = 0;
   std::map<std::string, std::unique_ptr<Subscriber>, std::less<>> subscribers_;
   std::map<std::string, std::chrono::steady_clock::time_point> last_warning_;  // writer only
