@@ -147,6 +147,22 @@ TEST_F(AuditSinkTest, AdminActionsAreRecordedAndTheirProofsVerifyAgainstACheckpo
   EXPECT_EQ(audit("GET", "logs/_system/proof/inclusion", carol).status, 400);
   EXPECT_EQ(audit("GET", "logs/_system/proof/inclusion?seq=999999", carol).status, 404);
   EXPECT_EQ(audit("GET", "logs/_system/proof/consistency?from=0", carol).status, 400);
+  // Proofs for the wrong tree size: past the log, or a tree the record is not in.
+  auto past = audit("GET", "logs/_system/proof/inclusion?seq=1&size=999999", carol);
+  EXPECT_EQ(past.status, 400);
+  EXPECT_THAT(past.body, HasSubstr("tree size 999999 is past the log's"));
+  auto before_it = audit("GET",
+                         "logs/_system/proof/inclusion?seq=" + std::to_string(newer.size) +
+                             "&size=" + std::to_string(checkpoint->size),
+                         carol);
+  EXPECT_EQ(before_it.status, 400);
+  EXPECT_THAT(before_it.body, HasSubstr("is not in a tree of"));
+  EXPECT_EQ(audit("GET",
+                  "logs/_system/proof/consistency?from=" + std::to_string(newer.size + 1) +
+                      "&to=" + std::to_string(newer.size),
+                  carol)
+                .status,
+            400);
 }
 
 TEST_F(AuditSinkTest, RecordsExportAsCefAndSyslogForCollectors) {
