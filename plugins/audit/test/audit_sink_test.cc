@@ -216,7 +216,12 @@ TEST_F(AuditSinkTest, ACanarySecretAppearsInNoExport) {
       everything += res.body;
     }
     everything += audit("GET", "logs/" + tenant + "/checkpoints").body;
+    // The evidence pack: an uncompressed tar, so its records are searchable as they are.
+    auto pack = audit("GET", "logs/" + tenant + "/evidence");
+    ASSERT_EQ(pack.status, 200) << tenant << ": " << pack.body;
+    everything += pack.body;
   }
+  everything += tenant("acme-key", "records").body;             // the tenant's own export
   EXPECT_THAT(everything, HasSubstr("/v1/tenants/acme/keys"));  // the action is there
   EXPECT_THAT(everything, HasSubstr("hmac-sha256:"));           // and the email, HMAC'd
   EXPECT_THAT(everything, HasSubstr(R"("key":"[redacted]")"));
