@@ -196,6 +196,7 @@ TEST_F(AuditHmacKeyTest, TheTenantCannotDeleteOrWeakenTheTransitKeyMadeForItsLog
   ASSERT_EQ(read.status, 200) << read.body;
   EXPECT_EQ(json(read.body)->getObject("data")->getValue<std::string>("owner_plugin"),
             "trellis/audit");
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("is the tenant's own")));
   // Rotating weakens nothing (older versions still decrypt), so it stays the tenant's right.
   ASSERT_EQ(transit("POST", "keys/audit-hmac/rotate").status, 200);
   for (const auto& [method, tail, body] :
@@ -217,6 +218,25 @@ TEST_F(AuditHmacKeyTest, TheTenantCannotDeleteOrWeakenTheTransitKeyMadeForItsLog
   unsealSecrets();
   ASSERT_TRUE(keyIsCurrent("hooli", "secrets:1")) << server_->log();
   EXPECT_EQ(digest("hooli", "case-3", "secrets:1"), before);
+}
+
+// A key named audit-hmac the tenant made itself stays the tenant's: the plugin uses it, and
+// says in trellisd's log that the tenant can delete it.
+TEST_F(AuditHmacKeyTest, ATransitKeyTheTenantMadeItselfIsUsedWithAWarning) {
+  startWith(std::string(kAudit) + kSecrets);
+  initAndUnsealSecrets();
+  // acme (from trellis.yaml) is noticed at its first record: this creation, which secrets audits.
+  auto made = request(server_->port(), "POST", "/secrets/v1/transit/keys/audit-hmac",
+                      {{"Authorization", "Bearer acme-key"}});
+  ASSERT_EQ(made.status, 200) << made.body;
+  ASSERT_TRUE(keyIsCurrent("acme", "secrets:1")) << audit("GET", "logs/acme/hmac-keys").body;
+  EXPECT_THAT(server_->log(),
+              HasSubstr("the transit key audit-hmac of tenant acme is the tenant's own"));
+  EXPECT_EQ(request(server_->port(), "POST", "/secrets/v1/transit/keys/audit-hmac/config",
+                    {{"Authorization", "Bearer acme-key"}}, R"({"deletion_allowed":true})")
+                .status,
+            200)
+      << "the tenant's own key: its config is the tenant's";
 }
 
 TEST_F(AuditHmacKeyTest, ATenantCreatedWhileSecretsIsSealedSwitchesAfterTheUnseal) {
