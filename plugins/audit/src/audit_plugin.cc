@@ -11,6 +11,8 @@
 //   GET  logs/{log}/proof/consistency?from=&to=  (auditor)
 //   POST logs/{log}/checkpoint                   (operator) sign a checkpoint now
 //   GET  public-key                              (auditor) the checkpoint key, PEM
+//   GET  status                                  (auditor) whether the plugin's own keys are
+//                                                sealed under the host's seal key, and why not
 //   POST hmac  {"tenant","value","key"?}         (auditor) the digest a sensitive value has
 //                                                under the log's HMAC key `key` (a record's
 //                                                "hmac_key"; default the current key)
@@ -215,6 +217,9 @@ class AuditPlugin : public Plugin {
     data("public-key", public_key);
     admin("GET", "logs", "auditor",
           [this](Context&, const Request&, Response& r) { return r.json(200, sink_->logsJson()); });
+    admin("GET", "status", "auditor", [this](Context&, const Request&, Response& r) {
+      return r.json(200, sink_->keysStatusJson());
+    });
     admin("POST", "logs/{log}/checkpoint", "operator",
           [this, adminLog](Context& c, const Request& q, Response& r) {
             auto cp = sink_->checkpoint(c, adminLog(q), static_cast<int64_t>(c.nowUnixMs()), true);

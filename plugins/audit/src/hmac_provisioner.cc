@@ -95,6 +95,15 @@ void HmacProvisioner::provision(Context& ctx, const KeyTask& task) {
         if (make) {
           auto ensured = tenant.call(kService, "ensure_key", "{" + key_member + "}");
           if (!ensured) return ensured.status();
+          // secrets answers whose key it is: a tenant's own could be deleted under the wrapped
+          // HMAC keys (only a key secrets made for this plugin is kept from the tenant).
+          if (auto owner = member(*ensured, "owner_plugin"); owner && owner->empty()) {
+            ctx.warn("audit: the transit key " + std::string(kTransitKey) + " of tenant " +
+                     task.tenant +
+                     " is the tenant's own (made by the tenant, or before secrets recorded "
+                     "owners): the tenant can delete it, and the HMAC keys wrapped under it "
+                     "would then not open after a restart");
+          }
           auto made = tenant.call(kService, "datakey", "{" + key_member + ",\"mode\":\"wrapped\"}");
           if (!made) return made.status();
           auto ct = member(*made, "ciphertext");

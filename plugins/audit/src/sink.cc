@@ -269,10 +269,12 @@ Status AuditSink::loadHmacKeys(const Context& ctx) {
   });
   if (!master) return master.status();
   hmac_keys_.setMaster(std::move(*master));
+  legacy_hex_keys_.clear();
   if (Status s = listAll(kv, "hmac/",
                          [&](std::string_view k, std::string_view v) {
                            auto own = fromHex(v);
                            if (!own) return Status::internal("damaged HMAC key " + std::string(k));
+                           legacy_hex_keys_.emplace_back(k);
                            hmac_keys_.setOwn(tenantOfLog(k.substr(5)), std::move(*own));
                            return Status::ok();
                          });
@@ -595,6 +597,39 @@ std::string AuditSink::logsJson() const {
     out += ",\"size\":" + std::to_string(log.size()) +
            ",\"checkpointed_size\":" + std::to_string(log.checkpointedSize()) +
            ",\"purged_through\":" + std::to_string(log.purged()) + "}";
+  }
+  return out + "]}";
+}
+
+std::string AuditSink::keysStatusJson() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> unsealed;
+  if (keys_unsealed_) {
+    unsealed = {std::string(kSigningKey), std::string(kHmacMaster)};
+  }
+  unsealed.insert(unsealed.end(), legacy_hex_keys_.begin(), legacy_hex_keys_.end());
+  std::string reason;
+  if (keys_unsealed_) {
+    reason =
+        "this host has no seal key (server.seal_key_file): the checkpoint signing key and the "
+        "own HMAC master key are stored as hex in the plugin's storage";
+  } else {
+    reason =
+        "the checkpoint signing key and the own HMAC master key are sealed under this host's "
+        "seal key (server.seal_key_file)";
+  }
+  if (!legacy_hex_keys_.empty()) {
+    reason += "; " + std::to_string(legacy_hex_keys_.size()) +
+              " own HMAC key(s) of logs from before 0.2 (hmac/<log>) are stored as hex";
+  }
+  std::string out = "{\"keys_sealed\":";
+  out += unsealed.empty() ? "true" : "false";
+  out += ",\"reason\":";
+  appendJsonString(out, reason);
+  out += ",\"key_id\":\"" + keyId(key_->publicKey()) + "\",\"unsealed\":[";
+  for (size_t i = 0; i < unsealed.size(); ++i) {
+    if (i > 0) out += ",";
+    appendJsonString(out, unsealed[i]);
   }
   return out + "]}";
 }

@@ -96,6 +96,9 @@ class AuditSink {
                                       std::optional<uint64_t> to) const;
   std::string logsJson() const;
   std::string publicPem() const;
+  // Whether the plugin's own keys are sealed, for an operator or auditor to check:
+  // {"keys_sealed", "reason", "key_id", "unsealed": [storage names stored as hex]}.
+  std::string keysStatusJson() const;
   // The digest `value` has under the log's HMAC key `key_id` ("" = the current key), and
   // that key's id. NOT_FOUND / UNAVAILABLE as HmacKeyring::byId.
   struct Digest {
@@ -202,6 +205,7 @@ class AuditSink {
   std::map<std::string, RetentionPolicy, std::less<>> policies_;  // logs with their own
   bool mirror_failing_ = false;  // warn once per outage, not once per record
   bool keys_unsealed_ = false;   // load(): the host has no seal key, own keys stored as hex
+  std::vector<std::string> legacy_hex_keys_;             // load(): hmac/<log> keys from before 0.2
   std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored
   std::atomic<bool> observe_{false};
   std::vector<Appended> appended_;  // guarded by mu_; filled only while observing

@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "audit_test_util.h"
@@ -169,6 +170,73 @@ TEST_F(AuditHmacKeyTest, ANewTenantsSensitiveFieldsUseTheKeyFromSecretsWhichSurv
   ASSERT_TRUE(keyIsCurrent("hooli", "secrets:1")) << server_->log();
   EXPECT_EQ(digest("hooli", "case-7", "secrets:1"), secrets_digest);
   EXPECT_EQ(digest("hooli", "case-7"), secrets_digest);
+}
+
+// The transit key "audit-hmac" is the audit plugin's, made for the tenant: the tenant sees it
+// but can neither delete it nor raise its min_decryption_version, which would leave the stored
+// wrapped HMAC keys unopenable; the plugin keeps using it.
+TEST_F(AuditHmacKeyTest, TheTenantCannotDeleteOrWeakenTheTransitKeyMadeForItsLog) {
+  startWith(std::string(kAudit) + kSecrets);
+  initAndUnsealSecrets();
+  ASSERT_EQ(admin("POST", "/v1/tenants",
+                  R"({"id":"hooli","plugins":["trellis/audit","trellis/secrets"]})")
+                .status,
+            201);
+  ASSERT_TRUE(keyIsCurrent("hooli", "secrets:1")) << audit("GET", "logs/hooli/hmac-keys").body;
+  auto made = admin("POST", "/v1/tenants/hooli/keys", "{}");
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string hooli_key = json(made.body)->getValue<std::string>("key");
+  auto transit = [&](const std::string& method, const std::string& tail,
+                     const std::string& body = "") {
+    return request(server_->port(), method, "/secrets/v1/transit/" + tail,
+                   {{"Authorization", "Bearer " + hooli_key}}, body);
+  };
+
+  auto read = transit("GET", "keys/audit-hmac");
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_EQ(json(read.body)->getObject("data")->getValue<std::string>("owner_plugin"),
+            "trellis/audit");
+  EXPECT_THAT(server_->log(), ::testing::Not(HasSubstr("is the tenant's own")));
+  // Rotating weakens nothing (older versions still decrypt), so it stays the tenant's right.
+  ASSERT_EQ(transit("POST", "keys/audit-hmac/rotate").status, 200);
+  for (const auto& [method, tail, body] :
+       {std::tuple{"POST", "keys/audit-hmac/config", R"({"deletion_allowed":true})"},
+        std::tuple{"POST", "keys/audit-hmac/config", R"({"min_decryption_version":2})"},
+        std::tuple{"DELETE", "keys/audit-hmac", ""}}) {
+    auto r = transit(method, tail, body);
+    EXPECT_EQ(r.status, 403) << method << " " << tail << " " << body << ": " << r.body;
+    EXPECT_THAT(r.body, HasSubstr("is owned by the plugin trellis/audit"));
+  }
+  auto after = json(transit("GET", "keys/audit-hmac").body)->getObject("data");
+  EXPECT_EQ(after->getValue<int>("min_decryption_version"), 1);
+  EXPECT_FALSE(after->getValue<bool>("deletion_allowed"));
+
+  // The plugin still opens its wrapped key (made under version 1) after a restart.
+  const std::string before = digest("hooli", "case-3", "secrets:1");
+  ASSERT_EQ(server_->stop(), 0) << server_->log();
+  ASSERT_TRUE(server_->start()) << server_->log();
+  unsealSecrets();
+  ASSERT_TRUE(keyIsCurrent("hooli", "secrets:1")) << server_->log();
+  EXPECT_EQ(digest("hooli", "case-3", "secrets:1"), before);
+}
+
+// A key named audit-hmac the tenant made itself stays the tenant's: the plugin uses it, and
+// says in trellisd's log that the tenant can delete it.
+TEST_F(AuditHmacKeyTest, ATransitKeyTheTenantMadeItselfIsUsedWithAWarning) {
+  startWith(std::string(kAudit) + kSecrets);
+  initAndUnsealSecrets();
+  // acme (from trellis.yaml) is noticed at its first record: this creation, which secrets audits.
+  auto made = request(server_->port(), "POST", "/secrets/v1/transit/keys/audit-hmac",
+                      {{"Authorization", "Bearer acme-key"}});
+  ASSERT_EQ(made.status, 200) << made.body;
+  ASSERT_TRUE(keyIsCurrent("acme", "secrets:1")) << audit("GET", "logs/acme/hmac-keys").body;
+  EXPECT_THAT(server_->log(),
+              HasSubstr("the transit key audit-hmac of tenant acme is the tenant's own"));
+  EXPECT_EQ(request(server_->port(), "POST", "/secrets/v1/transit/keys/audit-hmac/config",
+                    {{"Authorization", "Bearer acme-key"}}, R"({"deletion_allowed":true})")
+                .status,
+            200)
+      << "the tenant's own key: its config is the tenant's";
 }
 
 TEST_F(AuditHmacKeyTest, ATenantCreatedWhileSecretsIsSealedSwitchesAfterTheUnseal) {

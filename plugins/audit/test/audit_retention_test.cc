@@ -99,6 +99,10 @@ TEST_F(AuditRetentionTest, APurgeRemovesOldSealedSegmentsOnlyWithoutAHoldAndStay
   EXPECT_EQ(firstSeq(), 1u);
 
   ASSERT_EQ(audit("PUT", "logs/_system/retention", R"({"keep":"1s"})").status, 200);
+  // Changing retention is itself a record of the log (item 5), with the new value.
+  const auto set = audit("GET", "logs/_system/records?limit=100000").body;
+  EXPECT_THAT(set, HasSubstr("\"action\":\"audit.retention.set\""));
+  EXPECT_THAT(set, HasSubstr("\"keep\":\"1s\""));
   auto held = audit("PUT", "logs/_system/legal-hold", R"({"reason":"case 2026-114"})");
   ASSERT_EQ(held.status, 200) << held.body;
   EXPECT_THAT(held.body, HasSubstr("case 2026-114"));

@@ -65,6 +65,19 @@ class AuditSealedKeysTest : public ::testing::Test {
     EXPECT_EQ(r.status, 200) << r.body;
     return r.status == 200 ? json(r.body)->getValue<std::string>("digest") : "";
   }
+  // GET status: whether the plugin's own keys are sealed.
+  Poco::JSON::Object::Ptr keysStatus() {
+    auto r = audit("GET", "status");
+    EXPECT_EQ(r.status, 200) << r.body << server_->log();
+    return json(r.status == 200 ? r.body : "{}");
+  }
+  static std::string unsealedOf(const Poco::JSON::Object::Ptr& status) {
+    std::string out;
+    if (auto a = status->getArray("unsealed")) {
+      for (size_t i = 0; i < a->size(); ++i) out += a->getElement<std::string>(i) + " ";
+    }
+    return out;
+  }
   std::filesystem::path systemDb() const {
     return data_.path() / "data" / "tenants" / "_system.db";
   }
@@ -96,6 +109,11 @@ TEST_F(AuditSealedKeysTest, KeysAreStoredSealedAndTheSameSealFileKeepsThem) {
   const std::string pem = publicKey();
   const std::string digest = ownDigest();
   EXPECT_THAT(server_->log(), Not(HasSubstr(kUnsealedWarning)));
+  auto status = keysStatus();
+  EXPECT_TRUE(status->optValue("keys_sealed", false));
+  EXPECT_THAT(status->optValue<std::string>("reason", ""),
+              HasSubstr("sealed under this host's seal key"));
+  EXPECT_EQ(unsealedOf(status), "");
   ASSERT_EQ(stop(), 0) << server_->log();
 
   auto stored = storedKeys();
@@ -117,6 +135,11 @@ TEST_F(AuditSealedKeysTest, WithoutASealKeyItWarnsAndHexKeysAreSealedOnceTheHost
   ASSERT_TRUE(start("")) << server_->log();
   EXPECT_THAT(server_->log(), HasSubstr(kUnsealedWarning));
   EXPECT_THAT(server_->log(), HasSubstr("Set server.seal_key_file"));
+  auto unsealed = keysStatus();
+  EXPECT_FALSE(unsealed->optValue("keys_sealed", true));
+  EXPECT_THAT(unsealed->optValue<std::string>("reason", ""),
+              HasSubstr("this host has no seal key (server.seal_key_file)"));
+  EXPECT_EQ(unsealedOf(unsealed), "key/ed25519 key/hmac-own ");
   const std::string pem = publicKey();
   const std::string digest = ownDigest();
   ASSERT_EQ(stop(), 0) << server_->log();
@@ -131,6 +154,7 @@ TEST_F(AuditSealedKeysTest, WithoutASealKeyItWarnsAndHexKeysAreSealedOnceTheHost
   EXPECT_THAT(server_->log(), Not(HasSubstr(kUnsealedWarning)));
   EXPECT_EQ(publicKey(), pem) << "the same signing key, sealed";
   EXPECT_EQ(ownDigest(), digest) << "the same HMAC master, sealed";
+  EXPECT_TRUE(keysStatus()->optValue("keys_sealed", false));
   ASSERT_EQ(stop(), 0) << server_->log();
   auto sealed = storedKeys();
   EXPECT_EQ(sealed.count("key/ed25519"), 0u);
@@ -151,6 +175,14 @@ TEST_F(AuditSealedKeysTest, WithoutASealKeyItWarnsAndHexKeysAreSealedOnceTheHost
   EXPECT_EQ(ownDigest(), digest);
   ASSERT_EQ(stop(), 0) << server_->log();
   EXPECT_EQ(storedKeys(), sealed);
+
+  // A log's own HMAC key from before 0.2 stays hex even with a seal key: the status says so.
+  putStored("hmac/globex", std::string(64, 'a'));
+  ASSERT_TRUE(start(kKeyA)) << server_->log();
+  auto legacy = keysStatus();
+  EXPECT_FALSE(legacy->optValue("keys_sealed", true));
+  EXPECT_EQ(unsealedOf(legacy), "hmac/globex ");
+  EXPECT_THAT(legacy->optValue<std::string>("reason", ""), HasSubstr("from before 0.2"));
 }
 
 TEST_F(AuditSealedKeysTest, AnotherSealKeyFileFailsActivationAndMakesNoNewKey) {

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -146,6 +147,22 @@ TEST_F(AuditSinkTest, AdminActionsAreRecordedAndTheirProofsVerifyAgainstACheckpo
   EXPECT_EQ(audit("GET", "logs/_system/proof/inclusion", carol).status, 400);
   EXPECT_EQ(audit("GET", "logs/_system/proof/inclusion?seq=999999", carol).status, 404);
   EXPECT_EQ(audit("GET", "logs/_system/proof/consistency?from=0", carol).status, 400);
+  // Proofs for the wrong tree size: past the log, or a tree the record is not in.
+  auto past = audit("GET", "logs/_system/proof/inclusion?seq=1&size=999999", carol);
+  EXPECT_EQ(past.status, 400);
+  EXPECT_THAT(past.body, HasSubstr("tree size 999999 is past the log's"));
+  auto before_it = audit("GET",
+                         "logs/_system/proof/inclusion?seq=" + std::to_string(newer.size) +
+                             "&size=" + std::to_string(checkpoint->size),
+                         carol);
+  EXPECT_EQ(before_it.status, 400);
+  EXPECT_THAT(before_it.body, HasSubstr("is not in a tree of"));
+  EXPECT_EQ(audit("GET",
+                  "logs/_system/proof/consistency?from=" + std::to_string(newer.size + 1) +
+                      "&to=" + std::to_string(newer.size),
+                  carol)
+                .status,
+            400);
 }
 
 TEST_F(AuditSinkTest, RecordsExportAsCefAndSyslogForCollectors) {
@@ -199,7 +216,12 @@ TEST_F(AuditSinkTest, ACanarySecretAppearsInNoExport) {
       everything += res.body;
     }
     everything += audit("GET", "logs/" + tenant + "/checkpoints").body;
+    // The evidence pack: an uncompressed tar, so its records are searchable as they are.
+    auto pack = audit("GET", "logs/" + tenant + "/evidence");
+    ASSERT_EQ(pack.status, 200) << tenant << ": " << pack.body;
+    everything += pack.body;
   }
+  everything += tenant("acme-key", "records").body;             // the tenant's own export
   EXPECT_THAT(everything, HasSubstr("/v1/tenants/acme/keys"));  // the action is there
   EXPECT_THAT(everything, HasSubstr("hmac-sha256:"));           // and the email, HMAC'd
   EXPECT_THAT(everything, HasSubstr(R"("key":"[redacted]")"));
@@ -370,6 +392,44 @@ TEST_F(AuditSinkTest, AnExportedPackVerifiesSurvivesKillAndCatchesTampering) {
   out = runCommand(tool + " verify " + pack.path().string() + " 2>&1", &status);
   EXPECT_EQ(status, 10) << out;
   EXPECT_THAT(out, HasSubstr("record seq 2 was modified"));
+}
+
+// Issue #15 item 3, "every N records or T seconds": with N out of reach, a log is signed
+// again once checkpoint_interval_s has passed, at its next record, without anyone asking.
+TEST(AuditCheckpointIntervalTest, ALogIsSignedAgainOnceTheIntervalHasPassed) {
+  TrellisdProcess server(
+      defaultTestConfig("    - id: trellis/audit\n"
+                        "      system: true\n"
+                        "      config: {checkpoint_every: 1000000, checkpoint_interval_s: 1}\n",
+                        "audit:\n  sink: trellis/audit\n  on_sink_failure: block\n"));
+  ASSERT_TRUE(server.start()) << server.log();
+  const std::map<std::string, std::string> bearer = {
+      {"Authorization", "Bearer " + server.adminToken()}};
+  // The logs route reads no checkpoint, so it never triggers one itself.
+  auto signedSize = [&] {
+    auto logs = json(request(server.adminPort(), "GET", "/v1/x/trellis/audit/logs", bearer).body)
+                    ->getArray("logs");
+    for (size_t i = 0; logs && i < logs->size(); ++i) {
+      auto log = logs->getObject(static_cast<unsigned>(i));
+      if (log->getValue<std::string>("log") == "_system")
+        return log->getValue<uint64_t>("checkpointed_size");
+    }
+    return uint64_t{0};
+  };
+  ASSERT_EQ(request(server.adminPort(), "GET", "/v1/tenants", bearer).status, 200);
+  const uint64_t first = signedSize();
+  ASSERT_GT(first, 0u) << "a log's first record is signed at once";
+  EXPECT_TRUE(eventually([&] {
+    (void)request(server.adminPort(), "GET", "/v1/tenants", bearer);
+    return signedSize() > first;
+  })) << server.log();
+  auto cps = lines(
+      request(server.adminPort(), "GET", "/v1/x/trellis/audit/logs/_system/checkpoints", bearer)
+          .body);
+  ASSERT_GE(cps.size(), 2u);
+  EXPECT_GE(json(cps[1])->getValue<int64_t>("time_ms") - json(cps[0])->getValue<int64_t>("time_ms"),
+            1000)
+      << "signed for the interval, not for the count";
 }
 
 // Garbage in the plugin's settings stops it at init with the key named, never a crash.

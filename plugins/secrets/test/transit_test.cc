@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "support/test_support.h"
@@ -297,6 +298,50 @@ TEST_F(SecretsTransitTest, OtherPluginsUseTheServiceForTheirTenantOnly) {
   auto bad = call("POST", "/secrets-caller/ensure_key", R"({"key":"no/such name"})");
   EXPECT_EQ(bad.status, 502) << bad.body;
   EXPECT_EQ(call("POST", "/secrets-caller/ensure_key", "{}").status, 502);
+}
+
+// A key a plugin made for the tenant through ensure_key is the plugin's: the tenant reads,
+// uses and rotates it, but its DELETE and config are 403 naming the plugin, which keeps full
+// use. A key the tenant made stays the tenant's, even when a plugin ensures it later.
+TEST_F(SecretsTransitTest, AKeyAPluginMadeForTheTenantCannotBeDeletedOrWeakenedByIt) {
+  initAndUnseal();
+  auto ensured = call("POST", "/secrets-caller/ensure_key", R"({"key":"plugin-key"})");
+  ASSERT_EQ(ensured.status, 200) << ensured.body;
+  EXPECT_EQ(json(ensured.body)->getValue<std::string>("owner_plugin"), "test/secrets-caller");
+  auto wrapped =
+      call("POST", "/secrets-caller/datakey", R"({"key":"plugin-key","mode":"wrapped"})");
+  ASSERT_EQ(wrapped.status, 200) << wrapped.body;
+  const std::string v1_ciphertext = json(wrapped.body)->getValue<std::string>("ciphertext");
+
+  auto read = transit("GET", "keys/plugin-key");
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_EQ(dataOf(read)->getValue<std::string>("owner_plugin"), "test/secrets-caller");
+  ASSERT_EQ(transit("POST", "keys/plugin-key/rotate").status, 200);
+  for (const auto& [method, tail, body] :
+       {std::tuple{"POST", "keys/plugin-key/config", R"({"deletion_allowed":true})"},
+        std::tuple{"POST", "keys/plugin-key/config", R"({"min_decryption_version":2})"},
+        std::tuple{"DELETE", "keys/plugin-key", ""}}) {
+    auto r = transit(method, tail, body);
+    EXPECT_EQ(r.status, 403) << method << " " << tail << " " << body << ": " << r.body;
+    EXPECT_NE(r.body.find("is owned by the plugin test/secrets-caller"), std::string::npos)
+        << r.body;
+    EXPECT_NE(r.body.find("deletion_allowed, min_decryption_version"), std::string::npos);
+  }
+  auto policy = dataOf(transit("GET", "keys/plugin-key"));
+  EXPECT_EQ(policy->getValue<int>("min_decryption_version"), 1);
+  EXPECT_FALSE(policy->getValue<bool>("deletion_allowed"));
+  auto opened = call("POST", "/secrets-caller/decrypt",
+                     R"({"key":"plugin-key","ciphertext":")" + v1_ciphertext + "\"}");
+  EXPECT_EQ(opened.status, 200) << "the owner still opens what it wrapped: " << opened.body;
+
+  // The tenant's own key: a plugin may use it, but ensuring it does not make it the plugin's.
+  ASSERT_EQ(transit("POST", "keys/tenant-key").status, 200);
+  EXPECT_FALSE(dataOf(transit("GET", "keys/tenant-key"))->has("owner_plugin"));
+  auto theirs = call("POST", "/secrets-caller/ensure_key", R"({"key":"tenant-key"})");
+  ASSERT_EQ(theirs.status, 200) << theirs.body;
+  EXPECT_EQ(json(theirs.body)->getValue<std::string>("owner_plugin"), "");
+  EXPECT_EQ(transit("POST", "keys/tenant-key/config", R"({"deletion_allowed":true})").status, 200);
+  EXPECT_EQ(transit("DELETE", "keys/tenant-key").status, 204);
 }
 
 // Plants a canary value, drives every route and service method (including failing ones),

@@ -112,20 +112,28 @@ class Service {
 
   // Makes the caller's transit key when it is missing, so a plugin can provision its own key
   // (the audit plugin's per-tenant HMAC key) without an operator step. Never returns key bytes.
+  // A key it makes is the calling plugin's (KeyPolicy::owner): the tenant cannot delete it or
+  // change its config. Another plugin's key is refused; a key the tenant made is used as is.
   Result<std::string> ensureKey(Context& ctx, const Object::Ptr& req) const {
     auto name = member(req, "key");
     if (!name) return name.status();
+    const std::string caller(ctx.caller());
     bool created = true;
-    auto made = transit_.create(ctx, *name);
+    auto made = transit_.create(ctx, *name, caller);
     if (!made && made.status().code() == StatusCode::kConflict) {
       created = false;  // it was there already (or a concurrent call just made it)
       made = transit_.policy(ctx, *name);
     }
     if (!made) return made.status();
+    if (!made->owner.empty() && made->owner != caller) {
+      return Status::permissionDenied("the transit key \"" + *name + "\" is owned by the plugin " +
+                                      made->owner);
+    }
     audit(ctx, "secret.transit.ensure_key", "transit", *name);
     Object::Ptr out = new Object;
     out->set("created", created);
     out->set("latest_version", made->latest);
+    out->set("owner_plugin", made->owner);
     return reply(out);
   }
 

@@ -40,6 +40,15 @@ std::string dataAad(std::string_view tenant, std::string_view name, uint32_t ver
                          {"version", std::to_string(version)}});
 }
 
+// A tenant's delete or config of a key a plugin owns (KeyPolicy::owner).
+Status ownedByPlugin(std::string_view name, const KeyPolicy& p) {
+  return Status::permissionDenied(
+      "the transit key \"" + std::string(name) + "\" is owned by the plugin " + p.owner +
+      ", which made it for this tenant: it may not be deleted and its config (deletion_allowed, "
+      "min_decryption_version) may not be changed, or what " +
+      p.owner + " stored under it would no longer open");
+}
+
 Status noKey(std::string_view name) {
   return Status::notFound("no transit key \"" + std::string(name) +
                           "\"; create it with POST /secrets/v1/transit/keys/" + std::string(name));
@@ -57,6 +66,7 @@ std::string serialize(const StoredKey& k) {
   o->set("latest", k.policy.latest);
   o->set("min_decryption_version", k.policy.min_decryption_version);
   o->set("deletion_allowed", k.policy.deletion_allowed);
+  if (!k.policy.owner.empty()) o->set("owner", k.policy.owner);
   Object::Ptr versions = new Object;
   for (const auto& [v, env] : k.wrapped) {
     Object::Ptr e = new Object;
@@ -80,6 +90,7 @@ Result<StoredKey> parse(std::string_view text) {
     k.policy.latest = o->getValue<uint32_t>("latest");
     k.policy.min_decryption_version = o->getValue<uint32_t>("min_decryption_version");
     k.policy.deletion_allowed = o->getValue<bool>("deletion_allowed");
+    k.policy.owner = o->optValue<std::string>("owner", "");
     Object::Ptr versions = o->getObject("versions");
     for (const auto& name : versions->getNames()) {
       Object::Ptr e = versions->getObject(name);
@@ -147,12 +158,14 @@ Status checkKeyName(std::string_view name) {
   return Status::ok();
 }
 
-Result<KeyPolicy> TransitEngine::create(const Context& ctx, std::string_view name) const {
+Result<KeyPolicy> TransitEngine::create(const Context& ctx, std::string_view name,
+                                        std::string_view owner) const {
   auto ring = Keyring::open(ctx, seal_, /*create=*/true);
   if (!ring) return ring.status();
   auto k = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
     if (exists) return Status::conflict("the transit key \"" + std::string(name) + "\" exists");
     key.policy.created_ms = ctx.nowUnixMs();
+    key.policy.owner = std::string(owner);
     return addVersion(ctx, seal_, kek_uses_, *ring, name, key);
   });
   if (!k) return k.status();
@@ -186,6 +199,7 @@ Result<KeyPolicy> TransitEngine::configure(const Context& ctx, std::string_view 
   if (seal_.sealed()) return Status::unavailable(std::string(kSealedMessage));
   auto k = change(ctx, name, [&](StoredKey& key, bool exists) -> Status {
     if (!exists) return noKey(name);
+    if (!key.policy.owner.empty()) return ownedByPlugin(name, key.policy);
     if (min_decryption_version) {
       if (*min_decryption_version < 1 || *min_decryption_version > key.policy.latest) {
         return Status::invalid("\"min_decryption_version\" must be from 1 to the latest version, " +
@@ -203,6 +217,7 @@ Result<KeyPolicy> TransitEngine::configure(const Context& ctx, std::string_view 
 Status TransitEngine::remove(const Context& ctx, std::string_view name) const {
   auto p = policy(ctx, name);
   if (!p) return p.status();
+  if (!p->owner.empty()) return ownedByPlugin(name, *p);
   if (!p->deletion_allowed) {
     return Status::invalid("the transit key \"" + std::string(name) +
                            "\" may not be deleted: set deletion_allowed in its config first");

@@ -33,6 +33,10 @@ struct KeyPolicy {
   uint32_t min_decryption_version = 1;
   bool deletion_allowed = false;
   std::map<uint32_t, uint64_t> version_created_ms;
+  // The plugin that made the key for the tenant through secrets.v1 ensure_key ("" = the
+  // tenant's own key). The tenant may use it but not delete it or change its config: the
+  // plugin's stored data (the audit plugin's wrapped HMAC keys) would no longer open.
+  std::string owner;
 };
 
 // One key's unwrapped versions, shared by the requests that use it (OpenKeyCache).
@@ -66,14 +70,18 @@ class TransitEngine {
     seal.onSeal([this] { open_keys_.clear(); });
   }
 
-  // CONFLICT if the key exists. Names: 1..128 bytes of [A-Za-z0-9._-].
-  Result<KeyPolicy> create(const Context& ctx, std::string_view name) const;
+  // CONFLICT if the key exists. Names: 1..128 bytes of [A-Za-z0-9._-]. `owner`: the plugin
+  // that makes it for the tenant (KeyPolicy::owner), "" for the tenant's own.
+  Result<KeyPolicy> create(const Context& ctx, std::string_view name,
+                           std::string_view owner = {}) const;
   Result<KeyPolicy> policy(const Context& ctx, std::string_view name) const;
   Result<KeyPolicy> rotate(const Context& ctx, std::string_view name) const;
+  // The tenant's config change; PERMISSION_DENIED, naming the plugin, for a key a plugin owns.
   Result<KeyPolicy> configure(const Context& ctx, std::string_view name,
                               std::optional<uint32_t> min_decryption_version,
                               std::optional<bool> deletion_allowed) const;
-  // INVALID unless deletion_allowed was set.
+  // The tenant's deletion: INVALID unless deletion_allowed was set; PERMISSION_DENIED,
+  // naming the plugin, for a key a plugin owns.
   Status remove(const Context& ctx, std::string_view name) const;
   // Reads the stored key on every call (so a change on any host is seen at once) and
   // unwraps it only when its bytes changed since the last call for this tenant and name.

@@ -29,6 +29,7 @@ Object::Ptr policyJson(std::string_view name, const KeyPolicy& p) {
   o->set("min_encryption_version", 0);
   o->set("deletion_allowed", p.deletion_allowed);
   o->set("exportable", false);
+  if (!p.owner.empty()) o->set("owner_plugin", p.owner);  // not in Vault: no plugins there
   Object::Ptr keys = new Object;
   for (const auto& [v, ms] : p.version_created_ms) keys->set(std::to_string(v), ms / 1000);
   o->set("keys", keys);

@@ -1,0 +1,254 @@
+// Issue #15 item 8 with the real plugin as the sink (audit.on_sink_failure: block): while the
+// plugin's storage refuses writes, kernel admin actions are refused with 503 naming the sink
+// and change nothing; once it takes writes again no record claims they happened, the log
+// still verifies, and the next action works and is recorded. On both storage backends:
+//   SQLite      data/tenants (the plugin's _system.db and its redo log) on a small tmpfs in a
+//               private mount namespace, filled up. A read-only remount is not possible here:
+//               the kernel keeps the redo log and the database open for writing, and Linux
+//               refuses to remount a file system read-only under open writers (EBUSY). A full
+//               one fails the same durable write (pwrite of the redo log: ENOSPC).
+//   PostgreSQL  INSERT, UPDATE and DELETE on trellis.kv revoked from the role trellisd
+//               uses; effective at once, in its open sessions too.
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "audit_test_util.h"
+#include "support/shared_postgres.h"
+#include "support/test_support.h"
+
+namespace trellis::test {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+enum class Backend { kSqlite, kPostgres };
+
+// This test process (and so the trellisd it starts) in a mount namespace of its own, where
+// mounts do not propagate back: nothing outside sees the tmpfs. "" or why it is not possible.
+std::string privateMountNamespace() {
+  static const std::string error = []() -> std::string {
+    if (::unshare(CLONE_NEWNS) != 0) return std::string("unshare: ") + std::strerror(errno);
+    if (::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+      return std::string("mount --make-rprivate /: ") + std::strerror(errno);
+    }
+    return "";
+  }();
+  return error;
+}
+
+// A small tmpfs at `dir`, filled on demand; detached when dropped (trellisd may still hold
+// files in it).
+class FillableTmpfs {
+ public:
+  explicit FillableTmpfs(fs::path dir) : dir_(std::move(dir)) {}
+  ~FillableTmpfs() {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  std::string mount() {
+    fs::create_directories(dir_);
+    if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=16m,mode=0755") != 0) {
+      return std::string("mount tmpfs: ") + std::strerror(errno);
+    }
+    mounted_ = true;
+    return "";
+  }
+  // Takes every free block: the next write that needs one fails with ENOSPC.
+  bool fill() {
+    int fd = ::open((dir_ / "filler").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    const std::string chunk(4096, 'x');
+    while (::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    const bool full = errno == ENOSPC;
+    ::close(fd);
+    return full;
+  }
+  void empty() { fs::remove(dir_ / "filler"); }
+
+ private:
+  fs::path dir_;
+  bool mounted_ = false;
+};
+
+class AuditUnwritableSinkTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    std::string extra = "audit:\n  sink: trellis/audit\n  on_sink_failure: block\n";
+    std::string config = defaultTestConfig(
+        "    - id: trellis/audit\n"
+        "      system: true\n"
+        "      config: {checkpoint_every: 1000, checkpoint_interval_s: 3600,"
+        " hmac_key_interval_s: 0}\n",
+        extra);
+    if (GetParam() == Backend::kPostgres) {
+      db_ = SharedPostgres::freshDatabase();
+      ASSERT_TRUE(db_) << db_.error;
+      const std::string anchor = "  data_dir: @DATA@\n";
+      config.insert(config.find(anchor) + anchor.size(),
+                    "  url: \"" + db_.appUrl() + "\"\n  pool_size: 2\n");
+    }
+    server_ = std::make_unique<TrellisdProcess>(config);
+    if (GetParam() == Backend::kSqlite) {
+      if (std::string e = privateMountNamespace(); !e.empty()) {
+        GTEST_SKIP() << "no private mount namespace here: " << e;
+      }
+      tmpfs_ = std::make_unique<FillableTmpfs>(server_->dir() / "data" / "tenants");
+      if (std::string e = tmpfs_->mount(); !e.empty()) GTEST_SKIP() << e;
+    }
+    ASSERT_TRUE(server_->start()) << server_->log();
+  }
+
+  // The plugin's storage refuses every write from now on.
+  void refuseWrites() {
+    if (GetParam() == Backend::kSqlite) {
+      ASSERT_TRUE(tmpfs_->fill());
+    } else {
+      SqlResult r = SharedPostgres::server().execSql(
+          "REVOKE INSERT, UPDATE, DELETE ON trellis.kv FROM trellis_app", db_.name);
+      ASSERT_TRUE(r) << r.error;
+    }
+    // A full file system may still have room in a file's last page: the records of admin
+    // reads, as small as an admin record gets, use it up until one is refused too.
+    ASSERT_TRUE(eventually([&] { return admin("GET", "/v1/tenants").status == 503; }))
+        << server_->log();
+  }
+  void acceptWrites() {
+    if (GetParam() == Backend::kSqlite) {
+      tmpfs_->empty();
+    } else {
+      SqlResult r = SharedPostgres::server().execSql(
+          "GRANT INSERT, UPDATE, DELETE ON trellis.kv TO trellis_app", db_.name);
+      ASSERT_TRUE(r) << r.error;
+    }
+  }
+
+  HttpReply admin(const std::string& method, const std::string& path,
+                  const std::string& body = "") {
+    return request(server_->adminPort(), method, path,
+                   {{"Authorization", "Bearer " + server_->adminToken()}}, body);
+  }
+  HttpReply audit(const std::string& method, const std::string& tail) {
+    return admin(method, "/v1/x/trellis/audit/" + tail);
+  }
+  double metric(const std::string& name) {
+    std::smatch m;
+    const std::string body = admin("GET", "/metrics").body;
+    if (!std::regex_search(body, m, std::regex("\n" + name + " ([0-9.e+]+)"))) return -1;
+    return std::stod(m[1]);
+  }
+  std::vector<Poco::JSON::Object::Ptr> systemRecords(uint64_t from) {
+    std::vector<Poco::JSON::Object::Ptr> out;
+    auto r = audit("GET", "logs/_system/records?from=" + std::to_string(from) + "&limit=100000");
+    EXPECT_EQ(r.status, 200) << r.body;
+    for (const auto& l : lines(r.body)) out.push_back(json(l));
+    return out;
+  }
+  uint64_t systemSize() {
+    auto logs = json(audit("GET", "logs").body)->getArray("logs");
+    for (size_t i = 0; logs && i < logs->size(); ++i) {
+      auto log = logs->getObject(static_cast<unsigned>(i));
+      if (log->getValue<std::string>("log") == "_system") return log->getValue<uint64_t>("size");
+    }
+    return 0;
+  }
+
+  TestDatabase db_;
+  std::unique_ptr<TrellisdProcess> server_;
+  std::unique_ptr<FillableTmpfs> tmpfs_;  // SQLite: data/tenants; detached before the above
+};
+
+TEST_P(AuditUnwritableSinkTest, AdminActionsAreRefusedChangeNothingAndClaimNothing) {
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
+  const std::string tenants_before = admin("GET", "/v1/tenants").body;
+  const std::string keys_before = admin("GET", "/v1/tenants/initech/keys").body;
+  const std::string policies_before = admin("GET", "/v1/policies").body;
+  const uint64_t size_before = systemSize();
+  ASSERT_GT(size_before, 0u);
+
+  refuseWrites();
+  const double refused_before = metric("trellis_audit_refused_actions_total");
+  const std::string deny_all = R"({"name": "deny.lua", "source": "function on_request(ctx, req) )"
+                               R"(return policy.deny(403, 'denied') end"})";
+  for (auto [method, path, body] : {std::tuple{"POST", "/v1/tenants", R"({"id":"hooli"})"},
+                                    std::tuple{"POST", "/v1/tenants/initech/keys", "{}"},
+                                    std::tuple{"PUT", "/v1/policies/global", deny_all.c_str()},
+                                    std::tuple{"DELETE", "/v1/tenants/initech", ""}}) {
+    auto r = admin(method, path, body);
+    EXPECT_EQ(r.status, 503) << method << " " << path << ": " << r.body;
+    EXPECT_THAT(r.body, HasSubstr("audit sink trellis/audit did not store the record"))
+        << method << " " << path;
+    EXPECT_THAT(r.body, HasSubstr("nothing was changed (audit.on_sink_failure: block)"));
+  }
+  EXPECT_EQ(metric("trellis_audit_refused_actions_total"), refused_before + 4) << server_->log();
+  acceptWrites();
+
+  // Nothing changed.
+  EXPECT_EQ(admin("GET", "/v1/tenants/hooli").status, 404);
+  EXPECT_EQ(admin("GET", "/v1/tenants/initech").status, 200);
+  EXPECT_EQ(admin("GET", "/v1/tenants").body, tenants_before);
+  EXPECT_EQ(admin("GET", "/v1/tenants/initech/keys").body, keys_before);
+  EXPECT_EQ(admin("GET", "/v1/policies").body, policies_before);
+
+  // The next action works, and its records are the first about a write since the refusal:
+  // none of the refused actions is recorded as requested or done.
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"hooli"})").status, 201) << server_->log();
+  bool created_recorded = false;
+  int creation_requests = 0;  // the one that worked only, not the refused one
+  for (const auto& rec : systemRecords(size_before + 1)) {
+    const std::string action = rec->getValue<std::string>("action");
+    const std::string resource = rec->optValue<std::string>("resource", "");
+    const std::string type = rec->getValue<std::string>("type");
+    const bool mutating = action.rfind("GET ", 0) != 0;
+    if (!mutating || type.rfind("admin.", 0) != 0) continue;
+    if (action == "POST /v1/tenants" && type == "admin.response" &&
+        rec->optValue<int>("status", 0) == 201) {
+      created_recorded = true;
+      continue;
+    }
+    if (action == "POST /v1/tenants" && type == "admin.request" && !created_recorded) {
+      ++creation_requests;
+      continue;
+    }
+    ADD_FAILURE() << "a record of a refused action: " << rec->get("action").toString() << " "
+                  << resource << " " << type << " status " << rec->optValue<int>("status", 0);
+  }
+  EXPECT_TRUE(created_recorded) << "the tenant created after the outage is recorded";
+  EXPECT_EQ(creation_requests, 1);
+  EXPECT_EQ(admin("GET", "/v1/tenants/hooli").status, 200);
+
+  // The log the refusals left behind still verifies end to end.
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, AuditUnwritableSinkTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& info) {
+                           return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+                         });
+
+}  // namespace
+}  // namespace trellis::test
