@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -15,8 +16,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <cerrno>
 #include <exception>
@@ -27,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "http/response_head.h"
 #include "trellis/kernel/exec/event_loop.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/request_id.h"
@@ -535,14 +535,19 @@ class Session final : public SessionBase {
     }
     phase_ = Phase::kWriting;
     setDeadline(Clock::now() + shared_.opts.read_timeout);
-    serializer_.emplace(res_);
-    bhttp::async_write(socket_, *serializer_,
-                       [self = self()](const ErrorCode& ec, size_t) { self->onWritten(ec); });
+    head_text_.clear();
+    appendResponseHead(res_, head_text_);
+    // Head and body in one write: one send (writev) in plain HTTP, one TLS record when
+    // small (Beast's ssl_stream joins small buffers).
+    const std::array<asio::const_buffer, 2> wire{asio::buffer(head_text_),
+                                                 asio::buffer(res_.body())};
+    asio::async_write(socket_, wire,
+                      [self = self()](const ErrorCode& ec, size_t) { self->onWritten(ec); });
   }
 
   void onWritten(const ErrorCode& ec) {
     if (phase_ == Phase::kClosed) return;
-    serializer_.reset();
+    if (head_text_.capacity() > kReadChunk) head_text_ = std::string();  // an unusual head
     res_ = Response();
     if (ec) return close();
     if (!keep_alive_) return linger();
@@ -583,7 +588,7 @@ class Session final : public SessionBase {
   beast::flat_buffer buffer_;  // reused for every request on the connection
   std::optional<RequestParser> parser_;
   Response res_;
-  std::optional<bhttp::response_serializer<bhttp::string_body>> serializer_;
+  std::string head_text_;  // the response head being written; its capacity is reused
   Peer peer_;
 
   Phase phase_ = Phase::kIdle;
