@@ -717,6 +717,11 @@ TEST(ProblemTest, JsonStringEscaping) {
   std::string out;
   kernel::util::appendJsonString(out, "a\"b\\c\td\x7f\xc3\xa9\xed\xa0\x80");
   EXPECT_EQ(out, "\"a\\\"b\\\\c\\td\\u007f\xc3\xa9\\ufffd\\ufffd\\ufffd\"");
+  out.clear();
+  kernel::util::appendJsonString(out, "");
+  kernel::util::appendJsonString(out, "/hello/{name}");
+  kernel::util::appendJsonString(out, std::string_view("ends\0", 5));
+  EXPECT_EQ(out, "\"\"\"/hello/{name}\"\"ends\\u0000\"");
 }
 
 }  // namespace

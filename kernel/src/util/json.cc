@@ -43,6 +43,14 @@ void appendJsonString(std::string& out, std::string_view s) {
   out.reserve(out.size() + s.size() + 2);
   out += '"';
   for (size_t i = 0; i < s.size();) {
+    // Runs of printable ASCII that need no escape go in whole: ids, routes, tenant names.
+    size_t plain = i;
+    while (plain < s.size() && s[plain] >= 0x20 && s[plain] < 0x7F && s[plain] != '"' &&
+           s[plain] != '\\') {
+      ++plain;
+    }
+    out.append(s.data() + i, plain - i);
+    if ((i = plain) == s.size()) break;
     auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       // Details often quote client input (paths, headers): never let it break the JSON.
