@@ -185,7 +185,7 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   const tenants::Resolution who = resolveCaller(req, peer, &token_refusal);
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
   authFailed(who, req, peer, token_refusal);
-  const std::string request_id = http::newRequestId();
+  std::string request_id = http::newRequestId();
   auto res = tenantRefusal(who, req, request_id,
                            certificateCaller(req, peer) ? token_refusal : std::string());
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
@@ -275,7 +275,7 @@ void DataPlane::authFailed(const tenants::Resolution& who, const http::Request& 
 
 void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond respond) {
   const auto started = Clock::now();
-  const std::string request_id = http::newRequestId();
+  std::string request_id = http::newRequestId();
   std::string_view target = req.target();
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
@@ -288,7 +288,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     return;
   }
 
-  const services::TraceContext trace = acceptTrace(req);
+  services::TraceContext trace = acceptTrace(req);
   auto reject = [&](http::Response res, std::string_view tenant, std::string_view key_id) {
     finish(req, peer, res, request_id, tenant, nullptr, started, trace, {key_id});
     respond(std::move(res));
@@ -406,14 +406,17 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
   // Call: inline on the event loop (where kv_put_async may suspend it), or on the blocking
   // pool. `keep_alive` holds the route table (and so the plugin) and the tenant snapshot;
   // the request stays alive until `respond`.
+  // The request id and trace move into the call: from here on they are the call's.
   auto call = std::make_shared<PluginCall>(
       PluginCall::Site{&route, &tenant, std::string(who.key_id), &req, std::move(*match), path,
-                       query, request_id, trace},
+                       query, std::move(request_id), std::move(trace)},
       route.blocking ? nullptr : peer.post,
       std::vector<std::shared_ptr<const void>>{table, who.snapshot});
-  // After: policy on_response, metrics, access log, usage record, then the answer.
-  auto after = [this, &req, peer, started, respond, policy_active,
-                ticket = std::make_shared<tenants::Ticket>(std::move(ticket)),
+  // After: policy on_response, metrics, access log, usage record, then the answer. The
+  // peer, like the request, stays alive and unchanged until `respond`. `respond` moves in
+  // unless a full blocking pool still needs it below.
+  auto after = [this, &req, &peer, started, respond = route.blocking ? respond : std::move(respond),
+                policy_active, ticket = std::make_shared<tenants::Ticket>(std::move(ticket)),
                 decision_id = std::move(decision_id)](PluginCall& call,
                                                       trellis_status status) mutable {
     const PluginCall::Site& site = call.site();
@@ -436,10 +439,12 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
       pool_.trySubmit([call, after = std::move(after)]() mutable { call->run(std::move(after)); });
   if (!queued) {
     pool_rejections_.add(1);
+    const PluginCall::Site& site = call->site();
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
-                             {{"request_id", request_id}}, &req);
+                             {{"request_id", site.request_id}}, &req);
     res.set(bhttp::field::retry_after, "1");
-    reject(std::move(res), tenant.id, who.key_id);
+    finish(req, peer, res, site.request_id, tenant.id, nullptr, started, site.trace, {who.key_id});
+    respond(std::move(res));
   }
 }
 

@@ -20,27 +20,37 @@ bool allZero(std::string_view s) {
   return s.find_first_not_of('0') == std::string_view::npos;
 }
 
-// Random lowercase hex of `n` (16 or 32) digits, never all zeros (the spec forbids zero
-// ids). Ids must be unique, not secret: a per-thread generator seeded from the OS keeps a
-// span id to a few nanoseconds, which matters on the service-call path.
-std::string randomHex(size_t n) {
+// Appends `n` (16 or 32) random lowercase hex digits, never all zeros (the spec forbids
+// zero ids). Ids must be unique, not secret: a per-thread generator seeded from the OS keeps
+// a span id to a few nanoseconds, which matters on the service-call path.
+void appendRandomHex(std::string& out, size_t n) {
   static constexpr char kHex[] = "0123456789abcdef";
   thread_local std::mt19937_64 gen{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
                                    std::random_device{}()};
-  std::string out(n, '0');
+  const size_t at = out.size();
+  out.resize(at + n);
   do {
     for (size_t i = 0; i < n; i += 16) {
       uint64_t bits = gen();
-      for (size_t j = 0; j < 16; ++j, bits >>= 4) out[i + j] = kHex[bits & 0xf];
+      for (size_t j = 0; j < 16; ++j, bits >>= 4) out[at + i + j] = kHex[bits & 0xf];
     }
-  } while (allZero(out));
-  return out;
+  } while (allZero(std::string_view(out).substr(at)));
 }
 
-std::string compose(std::string_view trace_id, std::string_view span_id, std::string_view flags) {
+// "00-<trace id>-<a new span id>-<flags>", built in place (one allocation per request);
+// an empty `trace_id` gets a new one too.
+std::string withNewSpan(std::string_view trace_id, std::string_view flags) {
   std::string out;
   out.reserve(kVersion00Size);
-  out.append("00-").append(trace_id).append("-").append(span_id).append("-").append(flags);
+  out.append("00-");
+  if (trace_id.empty()) {
+    appendRandomHex(out, 32);
+  } else {
+    out.append(trace_id);
+  }
+  out.push_back('-');
+  appendRandomHex(out, 16);
+  out.append("-").append(flags);
   return out;
 }
 
@@ -112,7 +122,7 @@ bool TraceContext::validTracestate(std::string_view v) {
 }
 
 TraceContext TraceContext::root() {
-  return TraceContext(compose(randomHex(32), randomHex(16), "00"), "");
+  return TraceContext(withNewSpan("", "00"), "");
 }
 
 TraceContext TraceContext::fromHeaders(std::string_view traceparent, std::string_view tracestate) {
@@ -123,7 +133,7 @@ TraceContext TraceContext::fromHeaders(std::string_view traceparent, std::string
   std::string flags(traceparent.substr(53, 2));
   flags = (std::stoi(flags, nullptr, 16) & 0x01) ? "01" : "00";
   std::string state(validTracestate(tracestate) ? trim(tracestate) : std::string_view());
-  return TraceContext(compose(traceparent.substr(3, 32), randomHex(16), flags), std::move(state));
+  return TraceContext(withNewSpan(traceparent.substr(3, 32), flags), std::move(state));
 }
 
 std::optional<TraceContext> TraceContext::restore(std::string_view traceparent,
@@ -137,7 +147,7 @@ std::optional<TraceContext> TraceContext::restore(std::string_view traceparent,
 }
 
 TraceContext TraceContext::child() const {
-  return TraceContext(compose(traceId(), randomHex(16), traceparent_.substr(53, 2)), tracestate_);
+  return TraceContext(withNewSpan(traceId(), traceparent_.substr(53, 2)), tracestate_);
 }
 
 }  // namespace trellis::kernel::services

@@ -34,8 +34,8 @@ struct Peer {
 using Respond = std::function<void(Response)>;
 
 // Answers requests for a Server. handle() runs on an event-loop thread and must not
-// block: slow work goes to a BlockingPool and calls `respond` from there. The request
-// stays alive and untouched by the server until `respond` is called.
+// block: slow work goes to a BlockingPool and calls `respond` from there. The request and
+// the peer stay alive and untouched by the server until `respond` is called.
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
