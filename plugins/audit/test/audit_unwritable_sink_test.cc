@@ -31,6 +31,8 @@
 #include <vector>
 
 #include "audit_test_util.h"
+#include "core/hash.h"
+#include "core/record.h"
 #include "support/shared_postgres.h"
 #include "support/test_support.h"
 
@@ -302,6 +304,71 @@ TEST_P(AuditUnwritableSinkTest, AppendsKeepWorkingWhileStorageSessionsAreKilled)
     EXPECT_LT(seq, rec->getValue<uint64_t>("seq"));
     std::cout << "[ info ] record " << seq << " was stored although its answer was lost\n";
   }
+
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+// The lost answer made deterministic: while the plugin's writes are refused (so its last write
+// failed), the record it was writing is put in storage behind its back, exactly as a commit
+// whose answer was lost leaves it. Once writes work again the next action is not refused for
+// ever on that seq: the plugin reads the record back, keeps it, names it in an
+// audit.record.stored_after_failure record, and the log verifies.
+TEST_P(AuditUnwritableSinkTest, ARecordStoredDespiteAFailedWriteIsReadBackAndNamed) {
+  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "writes storage behind trellisd's back";
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
+  refuseWrites();
+
+  SqlResult last = SharedPostgres::server().execSql(
+      "SELECT convert_from(key, 'UTF8'), convert_from(value, 'UTF8') FROM trellis.kv "
+      "WHERE tenant_id = '_system' AND plugin = 'trellis/audit' "
+      "AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' ORDER BY key DESC LIMIT 1",
+      db_.name);
+  ASSERT_TRUE(last) << last.error;
+  ASSERT_EQ(last.rows.size(), 1u);
+  const std::string& last_line = last.rows[0][1];
+  const uint64_t landed_seq = json(last_line)->getValue<uint64_t>("seq") + 1;
+  // What the plugin stores for the refused request, had its commit landed.
+  auto in = audit::IncomingRecord::parse(
+      R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
+      R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap",)"
+      R"("role":"operator"},"parameters":{"id":"hooli"},"seq":1000000,"request_id":"lost"})");
+  ASSERT_TRUE(in) << in.status().message();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
+                                                      .time_ms = now_ms,
+                                                      .event_id = audit::uuidV7(now_ms),
+                                                      .prev = audit::sha256(last_line)});
+  SqlResult put = SharedPostgres::server().execSql(
+      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
+      "'trellis/audit', decode('" +
+          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
+          audit::toHex(landed) + "', 'hex'), 1)",
+      db_.name);
+  ASSERT_TRUE(put) << put.error;
+  acceptWrites();
+
+  // Not wedged: the next action works at once, no restart.
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"hooli"})").status, 201) << server_->log();
+  auto records = systemRecords(landed_seq);
+  ASSERT_GE(records.size(), 2u);
+  EXPECT_EQ(records[0]->getValue<std::string>("request_id"), "lost");
+  EXPECT_EQ(records[0]->getValue<std::string>("event_id"),
+            json(landed)->getValue<std::string>("event_id"));
+  EXPECT_EQ(records[1]->getValue<std::string>("action"), "audit.record.stored_after_failure");
+  EXPECT_EQ(records[1]->getObject("parameters")->getValue<uint64_t>("seq"), landed_seq);
+  EXPECT_NE(server_->log().find("was stored although its write reported a failure"),
+            std::string::npos);
 
   ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
   TempDir pack;
