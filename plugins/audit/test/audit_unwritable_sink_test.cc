@@ -93,8 +93,9 @@ class FillableTmpfs {
 
 class AuditUnwritableSinkTest : public ::testing::TestWithParam<Backend> {
  protected:
+  virtual std::string failureMode() const { return "block"; }
   void SetUp() override {
-    std::string extra = "audit:\n  sink: trellis/audit\n  on_sink_failure: block\n";
+    std::string extra = "audit:\n  sink: trellis/audit\n  on_sink_failure: " + failureMode() + "\n";
     std::string config = defaultTestConfig(
         "    - id: trellis/audit\n"
         "      system: true\n"
@@ -381,6 +382,98 @@ TEST_P(AuditUnwritableSinkTest, ARecordStoredDespiteAFailedWriteIsReadBackAndNam
       &status);
   EXPECT_EQ(status, 0) << out;
 }
+
+// In degrade mode the kernel keeps a record the sink did not store and sends it again once the
+// sink stores. If that record did land (a lost answer), the redelivery must not be a second
+// copy: the sink answers with the stored record's seq.
+class AuditDegradedSinkTest : public AuditUnwritableSinkTest {
+ protected:
+  std::string failureMode() const override { return "degrade"; }
+};
+
+TEST_P(AuditDegradedSinkTest, TheRedeliveryOfARecordThatLandedIsNotStoredTwice) {
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
+  SqlResult revoke = SharedPostgres::server().execSql(
+      "REVOKE INSERT, UPDATE, DELETE ON trellis.kv FROM trellis_app", db_.name);
+  ASSERT_TRUE(revoke) << revoke.error;
+  // Degrade: the action proceeds; its records wait in the kernel's backlog.
+  const HttpReply created = admin("POST", "/v1/tenants", R"({"id":"hooli"})");
+  const std::string request_id = created.header("x-request-id");
+  ASSERT_FALSE(request_id.empty());
+
+  SqlResult last = SharedPostgres::server().execSql(
+      "SELECT convert_from(value, 'UTF8') FROM trellis.kv WHERE tenant_id = '_system' AND "
+      "plugin = 'trellis/audit' AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' "
+      "ORDER BY key DESC LIMIT 1",
+      db_.name);
+  ASSERT_TRUE(last) << last.error;
+  ASSERT_EQ(last.rows.size(), 1u);
+  const std::string& last_line = last.rows[0][0];
+  const auto last_record = json(last_line);
+  const uint64_t landed_seq = last_record->getValue<uint64_t>("seq") + 1;
+  // The request record was the first the sink failed to store: the kernel's next number.
+  const int64_t kernel_seq = last_record->getValue<int64_t>("kernel_seq") + 1;
+  auto in = audit::IncomingRecord::parse(
+      R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
+      R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap"},)"
+      R"("parameters":{"id":"hooli"},"request_id":")" +
+      request_id + R"(","seq":)" + std::to_string(kernel_seq) + "}");
+  ASSERT_TRUE(in) << in.status().message();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
+                                                      .time_ms = now_ms,
+                                                      .event_id = audit::uuidV7(now_ms),
+                                                      .prev = audit::sha256(last_line)});
+  SqlResult put = SharedPostgres::server().execSql(
+      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
+      "'trellis/audit', decode('" +
+          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
+          audit::toHex(landed) + "', 'hex'), 1)",
+      db_.name);
+  ASSERT_TRUE(put) << put.error;
+  SqlResult grant = SharedPostgres::server().execSql(
+      "GRANT INSERT, UPDATE, DELETE ON trellis.kv TO trellis_app", db_.name);
+  ASSERT_TRUE(grant) << grant.error;
+
+  // The next audited call sends the backlog first (/metrics is not audited).
+  ASSERT_TRUE(eventually([&] {
+    admin("GET", "/v1/tenants");
+    return metric("trellis_audit_backlog_records") == 0;
+  })) << server_->log();
+  int requests = 0, responses = 0;
+  bool named = false;
+  for (const auto& rec : systemRecords(landed_seq)) {
+    if (rec->optValue<std::string>("request_id", "") == request_id) {
+      const std::string type = rec->getValue<std::string>("type");
+      if (type == "admin.request") ++requests;
+      if (type == "admin.response") ++responses;
+    }
+    if (rec->getValue<std::string>("action") == "audit.record.stored_after_failure") {
+      named = rec->getObject("parameters")->getValue<uint64_t>("seq") == landed_seq;
+    }
+  }
+  EXPECT_EQ(requests, 1) << "the landed request record, not a second copy";
+  EXPECT_EQ(responses, 1);
+  EXPECT_TRUE(named);
+  EXPECT_EQ(systemRecords(landed_seq)[0]->getValue<std::string>("event_id"),
+            json(landed)->getValue<std::string>("event_id"));
+
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, AuditDegradedSinkTest, ::testing::Values(Backend::kPostgres),
+                         [](const auto&) { return "Postgres"; });
 
 INSTANTIATE_TEST_SUITE_P(Storage, AuditUnwritableSinkTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
