@@ -17,6 +17,7 @@
 //                                          (see publisher_commands.h)
 //   trellis login                          (see login_command.h; settings: cli_settings.h)
 //   trellis secrets init|unseal|seal|status  (see secrets_commands.h)
+//   trellis audit verify <pack> …          runs trellis-audit (see audit_command.h)
 //
 // Read verbs take --output table|json|yaml. Exit codes: admin_client.h (ExitCode).
 #include <Poco/JSON/Array.h>
@@ -29,6 +30,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/admin_commands.h"
+#include "cli/audit_command.h"
 #include "cli/cli_settings.h"
 #include "cli/config_commands.h"
 #include "cli/job_commands.h"
@@ -171,6 +173,7 @@ int main(int argc, char** argv) {
   trellis::cli::AdminCommands admin_commands(cli, admin, json);
   trellis::cli::SecretsCommands secrets_commands(cli, admin, json);
   trellis::cli::ConfigCommands config_commands(cli, admin);
+  trellis::cli::AuditCommand audit_command(cli);
 
   try {
     cli.parse(argc, argv);
@@ -184,6 +187,7 @@ int main(int argc, char** argv) {
     cli.exit(e);
     return trellis::cli::kExitUsage;
   }
+  audit_command.run();  // runs trellis-audit in place of this process, if asked
   json = output.structured();
   trellis::cli::setCurrentOutput(output);
   try {

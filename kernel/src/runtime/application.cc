@@ -7,6 +7,7 @@
 #include "admin/admin_gate.h"
 #include "admin/admin_principals.h"
 #include "admin/admin_tokens_api.h"
+#include "admin/audit_sink_config.h"
 #include "admin/audit_stream.h"
 #include "admin/audit_windows.h"
 #include "admin/plugin_admin_routes.h"
@@ -328,6 +329,15 @@ Status Application::start() {
   });
   s.plugins->setWorkerConfig(s.cfg.worker);
   s.plugins->startAll(s.cfg.plugin_dirs, s.cfg.plugins);
+  // Once the sink runs: which sink and mode this start uses, and whether they changed.
+  if (Status st = admin::recordAuditSinkConfig(
+          *s.audit, *admin::SharedDocument::file(s.cfg.data_dir / "audit-sink.json"), s.cfg.audit);
+      !st) {
+    spdlog::warn(
+        "audit: the audit sink settings of this start are not stored ({}); the next "
+        "start cannot tell whether they changed",
+        st.message());
+  }
   // Stored jobs fire once their plugins run (an overdue one at once: at least once).
   if (Status st = s.jobs->start(s.tenants.get()); !st) return st;
   s.routes.store(std::make_shared<const runtime::RouteTable>(s.plugins->buildRouteTable()));

@@ -323,15 +323,106 @@ Result<std::string> AuditSink::write(const Context& ctx, std::string_view record
   return "{\"log\":\"" + logName(in->tenant) + "\",\"seq\":" + std::to_string(*seq) + "}";
 }
 
+Status AuditSink::resync(const Context& ctx, TenantLog& log, int64_t now_ms) {
+  const std::string name = logName(log.tenant());
+  auto unsure = unsure_.find(name);
+  if (unsure == unsure_.end()) {
+    auto notes = unnoted_.find(name);
+    if (notes == unnoted_.end() || notes->second.empty()) return Status::ok();
+    unsure = unsure_.insert(name).first;  // nothing more to read back; the notes follow
+  }
+  const Kv kv = ctx.kv();
+  std::vector<uint64_t> found;  // seqs stored although their writer was told otherwise
+  for (;;) {
+    const uint64_t next = log.size() + 1;
+    auto value = kv.get(recordKey(log.tenant(), next));
+    if (!value && value.status().code() == StatusCode::kNotFound) {
+      value = kv.get(blockKey(log.tenant(), next));
+    }
+    if (!value && value.status().code() == StatusCode::kNotFound) break;
+    if (!value) {
+      return Status::unavailable(
+          "log " + name + " cannot be read back after a failed write: " + value.status().message());
+    }
+    for (size_t start = 0; start <= value->value.size();) {
+      size_t end = value->value.find('\n', start);
+      if (end == std::string::npos) end = value->value.size();
+      std::string line = value->value.substr(start, end - start);
+      start = end + 1;
+      Landed landed;
+      try {
+        auto o = Poco::JSON::Parser().parse(line).extract<Poco::JSON::Object::Ptr>();
+        landed = {o->optValue<int64_t>("kernel_seq", 0), o->optValue<std::string>("type", ""),
+                  o->optValue<std::string>("action", ""),
+                  o->optValue<std::string>("request_id", ""), log.size() + 1};
+      } catch (const Poco::Exception&) {
+        // restore() below names the problem.
+      }
+      if (Status s = log.restore(std::move(line)); !s) return s;
+      if (observe_.load(std::memory_order_relaxed)) {
+        appended_.push_back({log.tenant(), log.line(log.size() - 1)});
+      }
+      found.push_back(log.size());
+      if (landed.kernel_seq != 0) landed_[name].push_back(std::move(landed));
+    }
+  }
+  unsure_.erase(unsure);
+  std::vector<uint64_t>& notes = unnoted_[name];
+  notes.insert(notes.end(), found.begin(), found.end());
+  // Taken out first: the note's own append comes back through here.
+  std::vector<uint64_t> pending = std::exchange(notes, {});
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const uint64_t seq = pending[i];
+    auto noted = appendOwn(ctx, log.tenant(), "audit.record.stored_after_failure",
+                           "{\"seq\":" + std::to_string(seq) + "}", now_ms, "audit.sink");
+    if (!noted) {
+      std::vector<uint64_t>& left = unnoted_[name];
+      left.insert(left.begin(), pending.begin() + static_cast<std::ptrdiff_t>(i), pending.end());
+      return noted.status();
+    }
+    ctx.warn("audit: record " + std::to_string(seq) + " of log " + name +
+             " was stored although its write reported a failure (the answer was lost): it is "
+             "kept, and record " +
+             std::to_string(*noted) + " says so");
+  }
+  unnoted_.erase(name);
+  return Status::ok();
+}
+
+uint64_t AuditSink::alreadyStored(const IncomingRecord& in) {
+  if (in.kernel_seq == 0) return 0;
+  auto it = landed_.find(logName(in.tenant));
+  if (it == landed_.end()) return 0;
+  auto& landed = it->second;
+  for (auto l = landed.begin(); l != landed.end(); ++l) {
+    if (l->kernel_seq == in.kernel_seq && l->type == in.type && l->action == in.action &&
+        l->request_id == in.request_id) {
+      const uint64_t seq = l->seq;
+      landed.erase(l);
+      if (landed.empty()) landed_.erase(it);
+      return seq;
+    }
+  }
+  return 0;
+}
+
 Result<uint64_t> AuditSink::append(const Context& ctx, const IncomingRecord& in, int64_t now_ms) {
   if (in.tenant.empty()) noticeTenantCreation(in);
-  const HmacKeyring::Current key = hmacKey(in.tenant);
   TenantLog& log = logOf(in.tenant);
+  if (Status s = resync(ctx, log, now_ms); !s) {
+    return Status::unavailable("record not stored: " + s.message());
+  }
+  // The kernel sending again a record that did land: the truth is the stored one.
+  if (const uint64_t seq = alreadyStored(in)) return seq;
+  const HmacKeyring::Current key = hmacKey(in.tenant);
   std::string line = log.prepare(in, now_ms, key.key, options_.sensitive, key.id);
   // Absent-only: a record number is never written twice, whatever happens in between.
   const uint64_t seq = log.size() + 1;
   auto put = ctx.kv().put(recordKey(in.tenant, seq), line, TRELLIS_KV_ABSENT);
-  if (!put) return Status::unavailable("record not stored: " + put.status().message());
+  if (!put) {
+    markUnsure(log);
+    return Status::unavailable("record not stored: " + put.status().message());
+  }
   if (observe_.load(std::memory_order_relaxed)) appended_.push_back({in.tenant, line});
   log.commit(std::move(line));
   if (Status s = maybeCheckpoint(ctx, log, now_ms, false); !s) {
@@ -368,8 +459,11 @@ Result<std::string> AuditSink::writeBatch(const Context& ctx, std::string_view r
 
 Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
                               const std::vector<IncomingRecord>& records, int64_t now_ms) {
-  const HmacKeyring::Current key = hmacKey(tenant);
   TenantLog& log = logOf(tenant);
+  if (Status s = resync(ctx, log, now_ms); !s) {
+    return Status::unavailable("records of log " + logName(tenant) + " not stored: " + s.message());
+  }
+  const HmacKeyring::Current key = hmacKey(tenant);
   // Lines are chained in memory as they are made, and stored a block at a time (one
   // durable write per block); a block that is not stored is rolled back, with what follows.
   const bool observing = observe_.load(std::memory_order_relaxed);
@@ -387,6 +481,7 @@ Status AuditSink::appendBlock(const Context& ctx, std::string_view tenant,
     auto put = ctx.kv().put(blockKey(tenant, first), block, TRELLIS_KV_ABSENT);
     if (!put) {
       log.rollback(first - 1);
+      markUnsure(log);
       return Status::unavailable("records " + std::to_string(first) + ".. of log " +
                                  logName(tenant) + " not stored: " + put.status().message());
     }

@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,16 @@ class AuditSink {
   // Opens a generation (lock held) and records the switch in the log.
   void useKey(const Context& ctx, std::string_view tenant, uint32_t generation, std::string plain);
   Status maybeCheckpoint(const Context& ctx, TenantLog& log, int64_t now_ms, bool force);
+  // A durable write of `log` failed: storage may hold a line memory lacks (a commit whose
+  // answer was lost). Before the log's next append, resync() reads such lines back.
+  void markUnsure(const TenantLog& log) { unsure_.insert(logName(log.tenant())); }
+  // Restores the lines stored past the log's end after a failed write, and records for each
+  // that its writer was told "not stored" (an audit.sink record naming its seq). OK when the
+  // log's memory and storage agree again; UNAVAILABLE (log still unsure) otherwise.
+  Status resync(const Context& ctx, TenantLog& log, int64_t now_ms);
+  // The seq of a line resync() found that `in` is the redelivery of (the kernel sends a record
+  // it was told was not stored again, in degrade mode), or 0.
+  uint64_t alreadyStored(const IncomingRecord& in);
   // write() with the lock held; returns the new record's seq.
   Result<uint64_t> append(const Context& ctx, const IncomingRecord& in, int64_t now_ms);
   // A record of the plugin's own about `tenant`'s log (retention changes, purges).
@@ -207,6 +218,17 @@ class AuditSink {
   bool keys_unsealed_ = false;   // load(): the host has no seal key, own keys stored as hex
   std::vector<std::string> legacy_hex_keys_;             // load(): hmac/<log> keys from before 0.2
   std::map<std::string, size_t, std::less<>> mirrored_;  // per log: checkpoints mirrored
+  std::set<std::string, std::less<>> unsure_;            // logs whose last durable write failed
+  // Per log: lines resync() found stored although their write failed, by what the kernel's
+  // redelivery of the same record would carry.
+  struct Landed {
+    int64_t kernel_seq = 0;
+    std::string type, action, request_id;
+    uint64_t seq = 0;
+  };
+  std::map<std::string, std::vector<Landed>, std::less<>> landed_;
+  // Per log: seqs of such lines whose audit.record.stored_after_failure note is not stored yet.
+  std::map<std::string, std::vector<uint64_t>, std::less<>> unnoted_;
   std::atomic<bool> observe_{false};
   std::vector<Appended> appended_;  // guarded by mu_; filled only while observing
 };

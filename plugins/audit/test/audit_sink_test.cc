@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -379,6 +380,14 @@ TEST_F(AuditSinkTest, AnExportedPackVerifiesSurvivesKillAndCatchesTampering) {
   std::string out = runCommand(tool + " verify " + pack.path().string() + " 2>&1", &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_THAT(out, HasSubstr("ok: the evidence pack verifies"));
+  // `trellis audit verify` is the same verifier (found on PATH here: the build keeps
+  // trellis-audit apart from trellis), with the same output and exit code.
+  const std::string tool_dir = std::filesystem::path(tool).parent_path().string();
+  const std::string trellis_audit =
+      "PATH=" + tool_dir + ":$PATH " + TRELLIS_CLI_PATH + " audit verify ";
+  out = runCommand(trellis_audit + pack.path().string() + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_THAT(out, HasSubstr("ok: the evidence pack verifies"));
 
   // The operator edits one stored record: the verifier says which, with its exit code.
   auto recs = lines(readFile(pack / "records.jsonl"));
@@ -392,6 +401,22 @@ TEST_F(AuditSinkTest, AnExportedPackVerifiesSurvivesKillAndCatchesTampering) {
   out = runCommand(tool + " verify " + pack.path().string() + " 2>&1", &status);
   EXPECT_EQ(status, 10) << out;
   EXPECT_THAT(out, HasSubstr("record seq 2 was modified"));
+  out = runCommand(trellis_audit + pack.path().string() + " 2>&1", &status);
+  EXPECT_EQ(status, 10) << out;
+  EXPECT_THAT(out, HasSubstr("record seq 2 was modified"));
+}
+
+// Without trellis-audit beside trellis or on PATH, `trellis audit` says where it looked.
+TEST(AuditCliTest, TrellisAuditNamesWhereItLookedWhenTheVerifierIsMissing) {
+  TempDir empty;
+  int status = -1;
+  const std::string out = runCommand(
+      "PATH=" + empty.path().string() + " " + TRELLIS_CLI_PATH + " audit verify pack.tar 2>&1",
+      &status);
+  EXPECT_EQ(status, 127) << out;
+  EXPECT_THAT(out, HasSubstr("trellis-audit not found"));
+  EXPECT_THAT(out, HasSubstr(std::filesystem::path(TRELLIS_CLI_PATH).parent_path().string()));
+  EXPECT_THAT(out, HasSubstr(empty.path().string()));
 }
 
 // Issue #15 item 3, "every N records or T seconds": with N out of reach, a log is signed

@@ -18,15 +18,21 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "audit_test_util.h"
+#include "core/hash.h"
+#include "core/record.h"
 #include "support/shared_postgres.h"
 #include "support/test_support.h"
 
@@ -87,8 +93,9 @@ class FillableTmpfs {
 
 class AuditUnwritableSinkTest : public ::testing::TestWithParam<Backend> {
  protected:
+  virtual std::string failureMode() const { return "block"; }
   void SetUp() override {
-    std::string extra = "audit:\n  sink: trellis/audit\n  on_sink_failure: block\n";
+    std::string extra = "audit:\n  sink: trellis/audit\n  on_sink_failure: " + failureMode() + "\n";
     std::string config = defaultTestConfig(
         "    - id: trellis/audit\n"
         "      system: true\n"
@@ -243,6 +250,230 @@ TEST_P(AuditUnwritableSinkTest, AdminActionsAreRefusedChangeNothingAndClaimNothi
       &status);
   EXPECT_EQ(status, 0) << out;
 }
+
+// A commit whose answer is lost (the session dies between COMMIT and its reply) leaves a record
+// stored that the plugin was told was not: its next append must read it back, not try the same
+// seq for ever. Sessions are killed while admin actions run; some actions are refused, and once
+// the killing stops they all work again, without a restart, and the log verifies.
+TEST_P(AuditUnwritableSinkTest, AppendsKeepWorkingWhileStorageSessionsAreKilled) {
+  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "kills PostgreSQL sessions";
+  std::atomic<bool> stop{false};
+  std::atomic<int> kills{0};
+  std::thread killer([&] {
+    while (!stop.load()) {
+      SqlResult r = SharedPostgres::server().execSql(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + db_.name +
+              "' AND pid <> pg_backend_pid()",
+          db_.name);
+      if (r) kills.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // pacing the fault, not a wait
+    }
+  });
+  int created = 0, refused = 0;
+  std::vector<std::string> made;
+  for (int i = 0; i < 60; ++i) {
+    const std::string id = "killed-" + std::to_string(i);
+    const int status = admin("POST", "/v1/tenants", R"({"id":")" + id + R"("})").status;
+    if (status == 201) {
+      ++created;
+      made.push_back(id);
+    } else {
+      ++refused;
+    }
+  }
+  stop = true;
+  killer.join();
+  EXPECT_GT(kills.load(), 0);
+  std::cout << "[ info ] created " << created << ", refused " << refused << " while "
+            << kills.load() << " kill rounds ran\n";
+
+  // Without a restart: the next actions work (a wedged log would refuse every one).
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "after-" + std::to_string(i);
+    ASSERT_TRUE(eventually([&] {
+      const int status = admin("POST", "/v1/tenants", R"({"id":")" + id + R"("})").status;
+      return status == 201 || status == 409;
+    })) << server_->log();
+    EXPECT_EQ(admin("GET", "/v1/tenants/" + id).status, 200);
+  }
+  for (const auto& id : made) EXPECT_EQ(admin("GET", "/v1/tenants/" + id).status, 200) << id;
+
+  // A record stored behind a lost answer is kept and named by a later record.
+  for (const auto& rec : systemRecords(1)) {
+    if (rec->getValue<std::string>("action") != "audit.record.stored_after_failure") continue;
+    const uint64_t seq = rec->getObject("parameters")->getValue<uint64_t>("seq");
+    EXPECT_LT(seq, rec->getValue<uint64_t>("seq"));
+    std::cout << "[ info ] record " << seq << " was stored although its answer was lost\n";
+  }
+
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+// The lost answer made deterministic: while the plugin's writes are refused (so its last write
+// failed), the record it was writing is put in storage behind its back, exactly as a commit
+// whose answer was lost leaves it. Once writes work again the next action is not refused for
+// ever on that seq: the plugin reads the record back, keeps it, names it in an
+// audit.record.stored_after_failure record, and the log verifies.
+TEST_P(AuditUnwritableSinkTest, ARecordStoredDespiteAFailedWriteIsReadBackAndNamed) {
+  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "writes storage behind trellisd's back";
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
+  refuseWrites();
+
+  SqlResult last = SharedPostgres::server().execSql(
+      "SELECT convert_from(key, 'UTF8'), convert_from(value, 'UTF8') FROM trellis.kv "
+      "WHERE tenant_id = '_system' AND plugin = 'trellis/audit' "
+      "AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' ORDER BY key DESC LIMIT 1",
+      db_.name);
+  ASSERT_TRUE(last) << last.error;
+  ASSERT_EQ(last.rows.size(), 1u);
+  const std::string& last_line = last.rows[0][1];
+  const uint64_t landed_seq = json(last_line)->getValue<uint64_t>("seq") + 1;
+  // What the plugin stores for the refused request, had its commit landed.
+  auto in = audit::IncomingRecord::parse(
+      R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
+      R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap",)"
+      R"("role":"operator"},"parameters":{"id":"hooli"},"seq":1000000,"request_id":"lost"})");
+  ASSERT_TRUE(in) << in.status().message();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
+                                                      .time_ms = now_ms,
+                                                      .event_id = audit::uuidV7(now_ms),
+                                                      .prev = audit::sha256(last_line)});
+  SqlResult put = SharedPostgres::server().execSql(
+      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
+      "'trellis/audit', decode('" +
+          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
+          audit::toHex(landed) + "', 'hex'), 1)",
+      db_.name);
+  ASSERT_TRUE(put) << put.error;
+  acceptWrites();
+
+  // Not wedged: the next action works at once, no restart.
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"hooli"})").status, 201) << server_->log();
+  auto records = systemRecords(landed_seq);
+  ASSERT_GE(records.size(), 2u);
+  EXPECT_EQ(records[0]->getValue<std::string>("request_id"), "lost");
+  EXPECT_EQ(records[0]->getValue<std::string>("event_id"),
+            json(landed)->getValue<std::string>("event_id"));
+  EXPECT_EQ(records[1]->getValue<std::string>("action"), "audit.record.stored_after_failure");
+  EXPECT_EQ(records[1]->getObject("parameters")->getValue<uint64_t>("seq"), landed_seq);
+  EXPECT_NE(server_->log().find("was stored although its write reported a failure"),
+            std::string::npos);
+
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+// In degrade mode the kernel keeps a record the sink did not store and sends it again once the
+// sink stores. If that record did land (a lost answer), the redelivery must not be a second
+// copy: the sink answers with the stored record's seq.
+class AuditDegradedSinkTest : public AuditUnwritableSinkTest {
+ protected:
+  std::string failureMode() const override { return "degrade"; }
+};
+
+TEST_P(AuditDegradedSinkTest, TheRedeliveryOfARecordThatLandedIsNotStoredTwice) {
+  ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
+  SqlResult revoke = SharedPostgres::server().execSql(
+      "REVOKE INSERT, UPDATE, DELETE ON trellis.kv FROM trellis_app", db_.name);
+  ASSERT_TRUE(revoke) << revoke.error;
+  // Degrade: the action proceeds; its records wait in the kernel's backlog.
+  const HttpReply created = admin("POST", "/v1/tenants", R"({"id":"hooli"})");
+  const std::string request_id = created.header("x-request-id");
+  ASSERT_FALSE(request_id.empty());
+
+  SqlResult last = SharedPostgres::server().execSql(
+      "SELECT convert_from(value, 'UTF8') FROM trellis.kv WHERE tenant_id = '_system' AND "
+      "plugin = 'trellis/audit' AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' "
+      "ORDER BY key DESC LIMIT 1",
+      db_.name);
+  ASSERT_TRUE(last) << last.error;
+  ASSERT_EQ(last.rows.size(), 1u);
+  const std::string& last_line = last.rows[0][0];
+  const auto last_record = json(last_line);
+  const uint64_t landed_seq = last_record->getValue<uint64_t>("seq") + 1;
+  // The request record was the first the sink failed to store: the kernel's next number.
+  const int64_t kernel_seq = last_record->getValue<int64_t>("kernel_seq") + 1;
+  auto in = audit::IncomingRecord::parse(
+      R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
+      R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap"},)"
+      R"("parameters":{"id":"hooli"},"request_id":")" +
+      request_id + R"(","seq":)" + std::to_string(kernel_seq) + "}");
+  ASSERT_TRUE(in) << in.status().message();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
+                                                      .time_ms = now_ms,
+                                                      .event_id = audit::uuidV7(now_ms),
+                                                      .prev = audit::sha256(last_line)});
+  SqlResult put = SharedPostgres::server().execSql(
+      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
+      "'trellis/audit', decode('" +
+          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
+          audit::toHex(landed) + "', 'hex'), 1)",
+      db_.name);
+  ASSERT_TRUE(put) << put.error;
+  SqlResult grant = SharedPostgres::server().execSql(
+      "GRANT INSERT, UPDATE, DELETE ON trellis.kv TO trellis_app", db_.name);
+  ASSERT_TRUE(grant) << grant.error;
+
+  // The next audited call sends the backlog first (/metrics is not audited).
+  ASSERT_TRUE(eventually([&] {
+    admin("GET", "/v1/tenants");
+    return metric("trellis_audit_backlog_records") == 0;
+  })) << server_->log();
+  int requests = 0, responses = 0;
+  bool named = false;
+  for (const auto& rec : systemRecords(landed_seq)) {
+    if (rec->optValue<std::string>("request_id", "") == request_id) {
+      const std::string type = rec->getValue<std::string>("type");
+      if (type == "admin.request") ++requests;
+      if (type == "admin.response") ++responses;
+    }
+    if (rec->getValue<std::string>("action") == "audit.record.stored_after_failure") {
+      named = rec->getObject("parameters")->getValue<uint64_t>("seq") == landed_seq;
+    }
+  }
+  EXPECT_EQ(requests, 1) << "the landed request record, not a second copy";
+  EXPECT_EQ(responses, 1);
+  EXPECT_TRUE(named);
+  EXPECT_EQ(systemRecords(landed_seq)[0]->getValue<std::string>("event_id"),
+            json(landed)->getValue<std::string>("event_id"));
+
+  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+  TempDir pack;
+  auto evidence = audit("GET", "logs/_system/evidence");
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  writeFile(pack / "pack.tar", evidence.body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+      &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, AuditDegradedSinkTest, ::testing::Values(Backend::kPostgres),
+                         [](const auto&) { return "Postgres"; });
 
 INSTANTIATE_TEST_SUITE_P(Storage, AuditUnwritableSinkTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
