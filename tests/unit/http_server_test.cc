@@ -75,6 +75,12 @@ class TestHandler : public RequestHandler {
       auto it = req.find(queryParam(query, "name").value_or(""));
       return respond(text(req, it == req.end() ? "(none)" : std::string(it->value())));
     }
+    if (path == "/own-server") {  // a handler naming itself: the listener's name wins
+      Response res = text(req, "mine");
+      res.set(bhttp::field::server, "not-trellis");
+      res.insert(bhttp::field::server, "also-not");
+      return respond(std::move(res));
+    }
     if (path == "/close") {
       Response res = text(req, "bye");
       res.keep_alive(false);
@@ -176,6 +182,17 @@ TEST_F(HttpServerTest, AnswersARequest) {
   EXPECT_EQ(r.header("connection"), "close");
   EXPECT_EQ(test::request(port_, "GET", "/peer").body, "127.0.0.1");
   EXPECT_EQ(test::request(port_, "POST", "/echo", {}, "payload").body, "payload");
+}
+
+TEST_F(HttpServerTest, EveryAnswerNamesTheServerOnceWhateverTheHandlerSet) {
+  startServer();
+  Connection c(port_);
+  ASSERT_TRUE(c.send(get("/own-server", "Connection: close\r\n")));
+  const std::string raw = readUntil(c.fd(), "mine", 10s);
+  const std::string head = raw.substr(0, raw.find("\r\n\r\n") + 2);
+  EXPECT_NE(head.find("\r\nServer: trellis\r\n"), std::string::npos) << raw;
+  EXPECT_EQ(head.find("not-trellis"), std::string::npos) << raw;
+  EXPECT_EQ(head.find("also-not"), std::string::npos) << raw;
 }
 
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {

@@ -53,5 +53,18 @@ TEST(ResponseHeadTest, MatchesBeastsSerializer) {
   for (const Response& res : cases) EXPECT_EQ(byUs(res), byBeast(res));
 }
 
+// The server's own last field, as the server adds it: after the response's fields, where
+// set() would have put a new one.
+TEST(ResponseHeadTest, TheServersLastFieldGoesWhereSetWouldPutIt) {
+  Response res{bhttp::status::ok, 11};
+  res.set(bhttp::field::content_type, "text/plain");
+  res.body() = "ok";
+  res.prepare_payload();
+  std::string ours;
+  appendResponseHead(res, ours, "Server: trellis\r\n");
+  res.set(bhttp::field::server, "trellis");
+  EXPECT_EQ(ours + res.body(), byBeast(res));
+}
+
 }  // namespace
 }  // namespace trellis::kernel::http

@@ -2,7 +2,7 @@
 
 namespace trellis::kernel::http {
 
-void appendResponseHead(const Response& res, std::string& out) {
+void appendResponseHead(const Response& res, std::string& out, std::string_view last_fields) {
   out.append(res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
   const unsigned status = res.result_int() % 1000;  // Beast writes three digits
   char code[3];
@@ -14,7 +14,7 @@ void appendResponseHead(const Response& res, std::string& out) {
   for (const auto& field : res) {
     out.append(field.name_string()).append(": ").append(field.value()).append("\r\n");
   }
-  out.append("\r\n");
+  out.append(last_fields).append("\r\n");
 }
 
 }  // namespace trellis::kernel::http

@@ -7,12 +7,15 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "trellis/kernel/http/message.h"
 
 namespace trellis::kernel::http {
 
-// Appends the head of `res` (as prepared: version, fields, Content-Length) to `out`.
-void appendResponseHead(const Response& res, std::string& out);
+// Appends the head of `res` (as prepared: version, fields, Content-Length) to `out`, with
+// `last_fields` (complete "Name: value\r\n" lines the server adds to every answer) after
+// the response's own fields.
+void appendResponseHead(const Response& res, std::string& out, std::string_view last_fields = {});
 
 }  // namespace trellis::kernel::http

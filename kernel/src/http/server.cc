@@ -521,7 +521,7 @@ class Session final : public SessionBase {
     if (shared_.draining.load(std::memory_order_relaxed)) keep_alive_ = false;
     res_.version(version_ == 10 ? 10 : 11);
     res_.keep_alive(keep_alive_);
-    res_.set(bhttp::field::server, "trellis");
+    res_.erase(bhttp::field::server);  // ours goes last in the head, as set() would put it
     unsigned code = res_.result_int();
     if (code < 200 || code == 204 || code == 304) res_.body().clear();  // no body allowed
     if (head_) {
@@ -536,7 +536,7 @@ class Session final : public SessionBase {
     phase_ = Phase::kWriting;
     setDeadline(Clock::now() + shared_.opts.read_timeout);
     head_text_.clear();
-    appendResponseHead(res_, head_text_);
+    appendResponseHead(res_, head_text_, "Server: trellis\r\n");
     // Head and body in one write: one send (writev) in plain HTTP, one TLS record when
     // small (Beast's ssl_stream joins small buffers).
     const std::array<asio::const_buffer, 2> wire{asio::buffer(head_text_),

@@ -528,8 +528,11 @@ void DataPlane::finish(const http::Request& req, const http::Peer& peer, http::R
                        const std::string& request_id, std::string_view tenant,
                        const RouteTarget* target, Clock::time_point started,
                        const services::TraceContext& trace, const RequestFacts& facts) {
-  // Every answer carries the ids, whatever a policy did to the headers.
-  res.set("X-Request-Id", request_id);
+  // Every answer carries the ids, whatever a policy did to the headers. (Mostly it is
+  // already there: Beast's set() would free and allocate the field again.)
+  if (res.count("X-Request-Id") != 1 || res["X-Request-Id"] != request_id) {
+    res.set("X-Request-Id", request_id);
+  }
   addTraceId(res, trace.traceId());
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
