@@ -1,6 +1,7 @@
 // The usage stream: every usage record the kernel produces (one per data-plane request,
-// plus what plugins emit) goes from the request thread into a bounded in-memory queue; a
-// writer thread appends it in batches to the durable journal (usage_journal.h) at least
+// plus what plugins emit) goes from the request thread, as its line of JSON, into a bounded
+// in-memory queue; a writer thread gives each its event id and appends them as segments
+// to the durable journal (usage_journal.h) at least
 // every flush_interval, so a crash (kill -9) loses at most that much. Each subscribed
 // system plugin gets its own delivery thread that reads the journal from the plugin's
 // acknowledged cursor and hands it batches in journal order (so in order per tenant), at
@@ -19,7 +20,7 @@
 // dropped; a drop is counted (trellis_usage_dropped_records_total) and logged as an error.
 //
 //   auto stream = UsageStream::open(data_dir / "usage.db", options, metrics);
-//   stream->record(std::move(record));   // hot path: a lock and a push
+//   stream->record(record);   // hot path: the JSON line, then a lock and a push
 //   stream->bind(plugin);                // plugin->usage_fn set in on_init
 #pragma once
 
