@@ -149,6 +149,20 @@ class AuditUnwritableSinkTest : public ::testing::TestWithParam<Backend> {
     return request(server_->adminPort(), method, path,
                    {{"Authorization", "Bearer " + server_->adminToken()}}, body);
   }
+  // The system log, signed up to now and exported, passes `trellis-audit verify`.
+  void expectSystemLogVerifies() {
+    ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
+    TempDir pack;
+    auto evidence = audit("GET", "logs/_system/evidence");
+    ASSERT_EQ(evidence.status, 200) << evidence.body;
+    writeFile(pack / "pack.tar", evidence.body);
+    int status = -1;
+    const std::string out = runCommand(
+        std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
+        &status);
+    EXPECT_EQ(status, 0) << out;
+  }
+
   HttpReply audit(const std::string& method, const std::string& tail) {
     return admin(method, "/v1/x/trellis/audit/" + tail);
   }
@@ -239,16 +253,7 @@ TEST_P(AuditUnwritableSinkTest, AdminActionsAreRefusedChangeNothingAndClaimNothi
   EXPECT_EQ(admin("GET", "/v1/tenants/hooli").status, 200);
 
   // The log the refusals left behind still verifies end to end.
-  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
-  TempDir pack;
-  auto evidence = audit("GET", "logs/_system/evidence");
-  ASSERT_EQ(evidence.status, 200) << evidence.body;
-  writeFile(pack / "pack.tar", evidence.body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-      &status);
-  EXPECT_EQ(status, 0) << out;
+  expectSystemLogVerifies();
 }
 
 // A commit whose answer is lost (the session dies between COMMIT and its reply) leaves a record
@@ -306,16 +311,7 @@ TEST_P(AuditUnwritableSinkTest, AppendsKeepWorkingWhileStorageSessionsAreKilled)
     std::cout << "[ info ] record " << seq << " was stored although its answer was lost\n";
   }
 
-  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
-  TempDir pack;
-  auto evidence = audit("GET", "logs/_system/evidence");
-  ASSERT_EQ(evidence.status, 200) << evidence.body;
-  writeFile(pack / "pack.tar", evidence.body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-      &status);
-  EXPECT_EQ(status, 0) << out;
+  expectSystemLogVerifies();
 }
 
 // The lost answer made deterministic: while the plugin's writes are refused (so its last write
@@ -371,16 +367,7 @@ TEST_P(AuditUnwritableSinkTest, ARecordStoredDespiteAFailedWriteIsReadBackAndNam
   EXPECT_NE(server_->log().find("was stored although its write reported a failure"),
             std::string::npos);
 
-  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
-  TempDir pack;
-  auto evidence = audit("GET", "logs/_system/evidence");
-  ASSERT_EQ(evidence.status, 200) << evidence.body;
-  writeFile(pack / "pack.tar", evidence.body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-      &status);
-  EXPECT_EQ(status, 0) << out;
+  expectSystemLogVerifies();
 }
 
 // In degrade mode the kernel keeps a record the sink did not store and sends it again once the
@@ -460,16 +447,7 @@ TEST_P(AuditDegradedSinkTest, TheRedeliveryOfARecordThatLandedIsNotStoredTwice) 
   EXPECT_EQ(systemRecords(landed_seq)[0]->getValue<std::string>("event_id"),
             json(landed)->getValue<std::string>("event_id"));
 
-  ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
-  TempDir pack;
-  auto evidence = audit("GET", "logs/_system/evidence");
-  ASSERT_EQ(evidence.status, 200) << evidence.body;
-  writeFile(pack / "pack.tar", evidence.body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-      &status);
-  EXPECT_EQ(status, 0) << out;
+  expectSystemLogVerifies();
 }
 
 INSTANTIATE_TEST_SUITE_P(Storage, AuditDegradedSinkTest, ::testing::Values(Backend::kPostgres),
