@@ -130,9 +130,11 @@ std::optional<int64_t> recordTimeMs(std::string_view line) {
   const size_t at = line.rfind(kNeedle);
   if (at == std::string_view::npos) return std::nullopt;
   // "2026-12-04T05:18:34.123Z" (rfc3339Utc)
-  const std::string_view t = line.substr(at + kNeedle.size(), 24);
-  if (t.size() != 24 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' ||
-      t[16] != ':' || t[19] != '.' || t[23] != 'Z') {
+  const std::string_view quoted = line.substr(at + kNeedle.size(), 25);
+  if (quoted.size() != 25 || quoted[24] != '"') return std::nullopt;
+  const std::string_view t = quoted.substr(0, 24);
+  if (t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' ||
+      t[23] != 'Z') {
     return std::nullopt;
   }
   auto field = [&](size_t pos, size_t len) -> std::optional<uint64_t> {

@@ -89,6 +89,7 @@ TEST(AuditRecordTest, TheOldestUnsignedRecordsTimeIsReadFromItsLine) {
   log.commit(log.prepare(in, 1764825516000, "k", {}));
   EXPECT_EQ(log.unsignedSinceMs(), 1764825515000) << "the first record past the checkpoint";
   EXPECT_FALSE(recordTimeMs(R"({"time":"yesterday"})"));
+  EXPECT_FALSE(recordTimeMs(R"({"time":"2025-12-04T05:18:34.123Zulu"})"));
   EXPECT_FALSE(recordTimeMs(R"({"seq":1})"));
 }
 
