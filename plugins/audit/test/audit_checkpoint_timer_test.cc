@@ -133,5 +133,33 @@ TEST_F(AuditCheckpointTimerTest, AnIdleTailIsSignedAndMirroredWithoutAReadOrWrit
   EXPECT_EQ(server_->log().find("no checkpoint timer"), std::string::npos);
 }
 
+// Appends and the timer on their threads at once (run it under the tsan preset too): every
+// record lands, the timer signs the last tail, and the log verifies.
+TEST_F(AuditCheckpointTimerTest, AppendsWhileTheTimerRunsLeaveAVerifiableLog) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3000);
+  int sent = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_EQ(request(server_->port(), "GET", "/hello/n" + std::to_string(sent++),
+                      {{"Authorization", "Bearer acme-key"}})
+                  .status,
+              200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(eventually([&] { return acme().size == static_cast<uint64_t>(sent); }))
+      << server_->log();
+  ASSERT_TRUE(eventually([&] { return acme().signed_size == static_cast<uint64_t>(sent); },
+                         std::chrono::seconds(15)))
+      << server_->log();
+  EXPECT_TRUE(fs::exists(mirror_.path() / "acme" / (padded(sent) + ".json")));
+  TempDir pack;
+  writeFile(pack / "records.jsonl", audit("logs/acme/records").body);
+  writeFile(pack / "checkpoints.jsonl", audit("logs/acme/checkpoints").body);
+  writeFile(pack / "public-key.pem", audit("public-key").body);
+  int status = -1;
+  const std::string out = runCommand(
+      std::string(TRELLIS_AUDIT_TOOL) + " verify " + pack.path().string() + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+}
+
 }  // namespace
 }  // namespace trellis::test
