@@ -39,10 +39,14 @@
 // record once it is durable and raise alerts as "review.alert" events. Its own durable jobs:
 // `syslog-forward` (config syslog_url) and `retention-purge` (every purge_interval_s, default a
 // day); and `hmac-keys` (every hmac_key_interval_s, default 10 s, 0 = never), which provisions
-// the tenants' HMAC keys from secrets.v1 when that service is there (hmac_provisioner.h).
+// the tenants' HMAC keys from secrets.v1 when that service is there (hmac_provisioner.h);
+// and `checkpoint-timer` (every quarter checkpoint_interval_s, at least 1 s), which signs the
+// logs whose oldest unsigned record is checkpoint_interval_s old, so that records followed
+// by silence do not wait for the log's next record or read to be signed and mirrored.
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/access_records.h"
@@ -90,6 +94,8 @@ class AuditPlugin : public Plugin {
       return s;
     }
     options.checkpoint_interval_ms = static_cast<int64_t>(interval_s) * 1000;
+    // A tail waits for the timer at most about a quarter interval past its due time.
+    checkpoint_timer_ms_ = std::max<uint64_t>(kMinJobIntervalMs, interval_s * 1000 / 4);
     if (Status s = sensitiveFields(ctx, options.sensitive); !s) return s;
     if (Status s = retentionOptions(ctx, options); !s) return s;
     if (auto v = ctx.config("checkpoint_mirror_dir")) {
@@ -113,15 +119,23 @@ class AuditPlugin : public Plugin {
     if (hmac_key_interval_s_ > 0) {
       provisioner_.emplace(*sink_, static_cast<int64_t>(hmac_key_interval_s_) * 1000);
     }
-    // The plugin's own jobs: shipping to syslog, purging what retention allows, HMAC keys.
-    if (forwarder_ || purge_interval_s_ > 0 || provisioner_) {
+    // The plugin's own jobs: shipping to syslog, purging what retention allows, HMAC keys,
+    // and the checkpoint timer. Only the timer is optional: without it (a host that runs no
+    // jobs) a log's tail is signed at its next record or read, as before the timer.
+    {
       Status s = ctx.onJob([this](Context& c, std::string_view name, std::string_view) {
         if (name == SyslogForwarder::kJobName && forwarder_) return forwarder_->run(c, *sink_);
         if (name == kPurgeJob && purge_interval_s_ > 0) return purgeExpired(c);
         if (name == HmacProvisioner::kJobName && provisioner_) return provisioner_->run(c);
+        if (name == kCheckpointJob) {
+          return sink_->signOverdue(c, static_cast<int64_t>(c.nowUnixMs())).first_failure;
+        }
         return Status::notFound("no job " + std::string(name));
       });
-      if (!s) return s;
+      const bool no_jobs =
+          s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kUnimplemented;
+      if (!s && (!no_jobs || forwarder_ || purge_interval_s_ > 0 || provisioner_)) return s;
+      if (!s) no_job_handler_ = s.message();
     }
 
     // Rules review a record after it is durable, and never fail its write.
@@ -579,10 +593,30 @@ class AuditPlugin : public Plugin {
         return s;
       }
     }
+    if (Status s = scheduleCheckpointTimer(ctx); !s) return s;
     if (purge_interval_s_ == 0) return cancel(kPurgeJob);
     Job job = Job::every(std::string(kPurgeJob), purge_interval_s_ * 1000).durable(100);
     job.budget_ms = 600'000;  // a first purge of a large log deletes many lines
     return ctx.schedule(job);
+  }
+
+  // The checkpoint timer: not durable (every run signs what is overdue then, so a missed
+  // run loses nothing). A host that runs no jobs keeps the at-next-record-or-read signing,
+  // and says so once.
+  Status scheduleCheckpointTimer(Context& ctx) {
+    Status s = Status::unavailable(no_job_handler_);
+    if (no_job_handler_.empty()) {
+      Job job = Job::every(std::string(kCheckpointJob), checkpoint_timer_ms_);
+      job.budget_ms = 60'000;
+      s = ctx.schedule(job);
+    }
+    if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kUnimplemented) {
+      ctx.warn("audit: no checkpoint timer (" + s.message() +
+               "): a log's newest records are signed at its next record or read once "
+               "checkpoint_interval_s has passed, not while it is idle");
+      return Status::ok();
+    }
+    return s;
   }
 
   static std::string contentType(ExportFormat format) {
@@ -604,6 +638,12 @@ class AuditPlugin : public Plugin {
   uint64_t hmac_key_interval_s_ = 10;   // config hmac_key_interval_s; 0: own keys only
   std::optional<HmacProvisioner> provisioner_;
   static constexpr std::string_view kPurgeJob = "retention-purge";
+  // Every checkpoint_timer_ms_ the logs whose oldest unsigned record is
+  // checkpoint_interval_s old are signed (AuditSink::signOverdue).
+  static constexpr std::string_view kCheckpointJob = "checkpoint-timer";
+  static constexpr uint64_t kMinJobIntervalMs = 1000;  // the host's shortest `every`
+  uint64_t checkpoint_timer_ms_ = kMinJobIntervalMs;
+  std::string no_job_handler_;  // why the host cannot run the plugin's jobs ("": it can)
 };
 
 }  // namespace

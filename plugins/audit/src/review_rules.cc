@@ -28,16 +28,6 @@ std::string chunkName(std::string_view log, std::string_view name) {
   return std::string(log) + "/" + std::string(name) + ".lua";
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const auto yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
 // A stored line's top-level string member: canonical JSON escapes every quote inside a
 // string, so `"name":"` is a member wherever it occurs; `last` picks the top-level one
 // among members that nested objects may repeat (they sort before it, see record.h).
@@ -90,25 +80,6 @@ std::string alertJson(std::string_view rule, std::string_view log, std::string_v
 }
 
 }  // namespace
-
-std::optional<int64_t> recordTimeMs(std::string_view line) {
-  // "2026-12-04T05:18:34.123Z" (record.h: rfc3339Utc)
-  auto t = member(line, "time", true);
-  if (!t || t->size() != 24 || (*t)[4] != '-' || (*t)[7] != '-' || (*t)[10] != 'T' ||
-      (*t)[13] != ':' || (*t)[16] != ':' || (*t)[19] != '.' || (*t)[23] != 'Z') {
-    return std::nullopt;
-  }
-  auto field = [&](size_t at, size_t len) { return number(t->substr(at, len)); };
-  auto y = field(0, 4), mo = field(5, 2), d = field(8, 2), h = field(11, 2), mi = field(14, 2),
-       s = field(17, 2), ms = field(20, 3);
-  if (!y || !mo || !d || !h || !mi || !s || !ms || *mo < 1 || *mo > 12 || *d < 1 || *d > 31) {
-    return std::nullopt;
-  }
-  const int64_t days = daysFromCivil(static_cast<int64_t>(*y), static_cast<unsigned>(*mo),
-                                     static_cast<unsigned>(*d));
-  return ((days * 24 + static_cast<int64_t>(*h)) * 60 + static_cast<int64_t>(*mi)) * 60'000 +
-         static_cast<int64_t>(*s) * 1000 + static_cast<int64_t>(*ms);
-}
 
 bool ReviewRules::isRuleName(std::string_view name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {

@@ -43,9 +43,6 @@ inline const ScriptOptions kRuleBudget{
 inline constexpr uint32_t kTimeoutsToSuspend = 3;
 inline constexpr uint64_t kMaxDryRunRecords = 100'000;
 
-// The Unix milliseconds of a stored record's top-level "time", if it has one.
-std::optional<int64_t> recordTimeMs(std::string_view line);
-
 class ReviewRules {
  public:
   static constexpr std::string_view kAlertTopic = "review.alert";

@@ -616,6 +616,36 @@ Result<std::optional<Checkpoint>> AuditSink::checkpoint(const Context& ctx, std:
   return std::optional<Checkpoint>(it->second.checkpoints().back());
 }
 
+AuditSink::TimerRun AuditSink::signOverdue(const Context& ctx, int64_t now_ms) {
+  auto overdue = [&](const TenantLog& log) {
+    const auto since = log.unsignedSinceMs();
+    return since && now_ms - *since >= options_.checkpoint_interval_ms;
+  };
+  // The due logs are found in one pass and signed one lock at a time, so that appends to
+  // other logs wait for one signature, never for the whole run.
+  std::vector<std::string> due;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [tenant, log] : logs_) {
+      if (overdue(log)) due.push_back(tenant);
+    }
+  }
+  TimerRun run;
+  for (const std::string& tenant : due) {
+    std::lock_guard lock(mu_);
+    auto it = logs_.find(tenant);
+    // An append or a read may have signed it in between: then nothing is due any more.
+    if (it == logs_.end() || !overdue(it->second)) continue;
+    if (Status s = maybeCheckpoint(ctx, it->second, now_ms, /*force=*/true); !s) {
+      if (run.first_failure) run.first_failure = s;
+      ctx.warn("audit: checkpoint of " + logName(tenant) + " not stored: " + s.message());
+      continue;
+    }
+    run.signed_logs.push_back(logName(tenant));
+  }
+  return run;
+}
+
 std::string AuditSink::recordsJsonl(std::string_view tenant, uint64_t from_seq,
                                     uint64_t limit) const {
   return records(tenant, from_seq, limit).lines;

@@ -79,6 +79,17 @@ class AuditSink {
   // policy says so; stores it. Returns the newest checkpoint, if any.
   Result<std::optional<Checkpoint>> checkpoint(const Context& ctx, std::string_view tenant,
                                                int64_t now_ms, bool force);
+  // The checkpoint timer (the plugin's `checkpoint-timer` job): signs every log whose oldest
+  // unsigned record is at least checkpoint_interval_ms old, so that a tail followed by
+  // silence is signed (and mirrored) without waiting for the log's next record or read.
+  // Logs with nothing unsigned are left alone. Each log is signed under the lock, as an
+  // append signs it; a log whose checkpoint is not stored is tried again at the next run.
+  // Returns the logs signed; the first failure, after every due log had its turn.
+  struct TimerRun {
+    std::vector<std::string> signed_logs;  // log names
+    Status first_failure = Status::ok();
+  };
+  TimerRun signOverdue(const Context& ctx, int64_t now_ms);
 
   // Reads, all under the sink's lock.
   std::string recordsJsonl(std::string_view tenant, uint64_t from_seq, uint64_t limit) const;

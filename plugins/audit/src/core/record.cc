@@ -111,6 +111,52 @@ std::string rfc3339Utc(int64_t unix_ms) {
 
 namespace {
 
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+std::optional<int64_t> recordTimeMs(std::string_view line) {
+  // Canonical JSON escapes every quote inside a string, so `"time":"` is a member wherever
+  // it occurs; the last one is the top-level one (nested objects sort before it).
+  constexpr std::string_view kNeedle = "\"time\":\"";
+  const size_t at = line.rfind(kNeedle);
+  if (at == std::string_view::npos) return std::nullopt;
+  // "2026-12-04T05:18:34.123Z" (rfc3339Utc)
+  const std::string_view quoted = line.substr(at + kNeedle.size(), 25);
+  if (quoted.size() != 25 || quoted[24] != '"') return std::nullopt;
+  const std::string_view t = quoted.substr(0, 24);
+  if (t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' ||
+      t[23] != 'Z') {
+    return std::nullopt;
+  }
+  auto field = [&](size_t pos, size_t len) -> std::optional<uint64_t> {
+    uint64_t n = 0;
+    const char* end = t.data() + pos + len;
+    auto [p, ec] = std::from_chars(t.data() + pos, end, n);
+    if (ec != std::errc() || p != end) return std::nullopt;
+    return n;
+  };
+  auto y = field(0, 4), mo = field(5, 2), d = field(8, 2), h = field(11, 2), mi = field(14, 2),
+       s = field(17, 2), ms = field(20, 3);
+  if (!y || !mo || !d || !h || !mi || !s || !ms || *mo < 1 || *mo > 12 || *d < 1 || *d > 31) {
+    return std::nullopt;
+  }
+  const int64_t days = daysFromCivil(static_cast<int64_t>(*y), static_cast<unsigned>(*mo),
+                                     static_cast<unsigned>(*d));
+  return ((days * 24 + static_cast<int64_t>(*h)) * 60 + static_cast<int64_t>(*mi)) * 60'000 +
+         static_cast<int64_t>(*s) * 1000 + static_cast<int64_t>(*ms);
+}
+
+namespace {
+
 Status tooBig(size_t size) {
   return Status::invalid("audit record of " + std::to_string(size) +
                          " bytes is over the limit of " + std::to_string(kMaxRecordBytes));

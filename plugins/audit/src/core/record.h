@@ -20,6 +20,7 @@
 #include <Poco/JSON/Object.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,9 @@ inline constexpr size_t kMaxRecordBytes = 256 * 1024;
 std::string uuidV7(int64_t unix_ms);
 // "2026-12-04T05:18:34.123Z".
 std::string rfc3339Utc(int64_t unix_ms);
+// The Unix milliseconds of a stored record's top-level "time" (as rfc3339Utc() wrote it),
+// if it has one.
+std::optional<int64_t> recordTimeMs(std::string_view line);
 
 // What audit.v1 `write` received, read in one pass (core/json_reader.h): the members the
 // stored record takes, with `parameters` kept as received and made canonical (and its

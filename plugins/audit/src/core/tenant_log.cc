@@ -70,6 +70,13 @@ void TenantLog::purge(uint64_t through) {
   purged_ = through;
 }
 
+std::optional<int64_t> TenantLog::unsignedSinceMs() const {
+  const uint64_t first = checkpointedSize();  // index of the first unsigned record
+  if (first >= size()) return std::nullopt;
+  if (first < purged_) return 0;
+  return recordTimeMs(line(first)).value_or(0);
+}
+
 const Checkpoint& TenantLog::checkpoint(const Ed25519Key& key, int64_t time_ms) {
   checkpoints_.push_back(makeCheckpoint(key, time_ms));
   return checkpoints_.back();

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ class TenantLog {
   const MerkleTree& tree() const { return tree_; }
   const std::vector<Checkpoint>& checkpoints() const { return checkpoints_; }
   uint64_t checkpointedSize() const { return checkpoints_.empty() ? 0 : checkpoints_.back().size; }
+  // The time (Unix ms) of the oldest record no checkpoint covers yet; nullopt when every
+  // record is signed. 0 (long ago) if that record's line is gone or has no time.
+  std::optional<int64_t> unsignedSinceMs() const;
 
   // The line record number size()+1 would be; changes nothing.
   // `hmac_key_id` names `hmac_key` in the line ("" leaves it out).

@@ -71,6 +71,28 @@ TEST(AuditRecordTest, RefusesWhatIsNotARecord) {
   EXPECT_FALSE(IncomingRecord::parse(std::string(kMaxRecordBytes + 1, ' ')));
 }
 
+// The checkpoint timer asks how old a log's oldest unsigned record is: the time of that
+// record's line, never one its parameters carry.
+TEST(AuditRecordTest, TheOldestUnsignedRecordsTimeIsReadFromItsLine) {
+  auto key = Ed25519Key::generate();
+  ASSERT_TRUE(key);
+  TenantLog log("acme");
+  EXPECT_FALSE(log.unsignedSinceMs());
+  auto in = *IncomingRecord::parse(
+      R"({"type":"plugin","action":"x","tenant":"acme","parameters":{"time":"1999-01-01T00:00:00.000Z"}})");
+  log.commit(log.prepare(in, 1764825514123, "k", {}));
+  EXPECT_EQ(recordTimeMs(log.line(0)), 1764825514123);
+  EXPECT_EQ(log.unsignedSinceMs(), 1764825514123);
+  log.checkpoint(*key, 1764825514200);
+  EXPECT_FALSE(log.unsignedSinceMs()) << "everything is signed";
+  log.commit(log.prepare(in, 1764825515000, "k", {}));
+  log.commit(log.prepare(in, 1764825516000, "k", {}));
+  EXPECT_EQ(log.unsignedSinceMs(), 1764825515000) << "the first record past the checkpoint";
+  EXPECT_FALSE(recordTimeMs(R"({"time":"yesterday"})"));
+  EXPECT_FALSE(recordTimeMs(R"({"time":"2025-12-04T05:18:34.123Zulu"})"));
+  EXPECT_FALSE(recordTimeMs(R"({"seq":1})"));
+}
+
 TEST(AuditRecordTest, CheckpointsSignAndVerifyAndRoundTrip) {
   auto key = Ed25519Key::generate();
   ASSERT_TRUE(key);
