@@ -119,14 +119,22 @@ void GroupCommit::runBatch(std::vector<std::shared_ptr<Waiter>>& batch, const Wa
     --leaders_;
     promote();
   }
+  // Asynchronous writers learn their outcome only after their owners are let go: a caller
+  // that closes the store once its write is answered must find it closed (its files and
+  // locks released), not still held by this thread for a moment. The last owner may destroy
+  // this GroupCommit, so nothing of it is touched after that.
+  std::vector<std::pair<Done, Status>> answers;
+  std::vector<std::shared_ptr<const void>> owners;
   for (auto& w : batch) {
     if (w->async()) {
-      Done done = std::move(w->done);
-      done(std::move(w->write.status));
+      answers.emplace_back(std::move(w->done), std::move(w->write.status));
+      owners.push_back(std::move(w->owner));
     } else if (w.get() != me) {
       w->wake(Waiter::kDone);
     }
   }
+  owners.clear();
+  for (auto& [done, status] : answers) done(std::move(status));
 }
 
 Status GroupCommit::submit(const Work& work) {
