@@ -197,10 +197,15 @@ Status AuditStream::write(AuditRecord record, bool guards_action) {
   }
   failed_->add(1);
   const bool refuse = guards_action && blocking();
-  // A sink that is down fails every record: one warning per 10 s says so without a flood.
+  // A sink that is down fails every record: one warning per action per 10 s says so
+  // without a flood, and a burst of one action does not hide that another was lost too.
+  // Past kWarnedActions distinct actions (plugins name their own), the rest share a slot.
   const auto now = std::chrono::steady_clock::now();
-  if (refuse || now - last_warning_ > std::chrono::seconds(10)) {
-    last_warning_ = now;
+  constexpr size_t kWarnedActions = 64;
+  const bool known = last_warning_.contains(record.action);
+  auto& last = last_warning_[known || last_warning_.size() < kWarnedActions ? record.action : "*"];
+  if (refuse || now - last > std::chrono::seconds(10)) {
+    last = now;
     spdlog::warn("audit: record {} ({}) not stored: {}{}", seq_, record.action, s.message(),
                  refuse ? "; the action is refused (audit.on_sink_failure: block)" : "");
   }

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -104,7 +105,7 @@ class AuditStream {
   // Records not yet stored that guard no action, oldest first (bounded by kMaxBacklog).
   static constexpr size_t kMaxBacklog = 10'000;
   std::deque<std::string> backlog_;
-  std::chrono::steady_clock::time_point last_warning_{};
+  std::map<std::string, std::chrono::steady_clock::time_point> last_warning_;  // per action
   events::EventBus* bus_ = nullptr;
   uint64_t subscription_ = 0;
 };
