@@ -21,13 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class AuditCheckpointTimerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -98,7 +91,7 @@ TEST_F(AuditCheckpointTimerTest, AnIdleTailIsSignedAndMirroredWithoutAReadOrWrit
   const fs::path covering = mirror_.path() / "acme" / (padded(tail.size) + ".json");
   ASSERT_TRUE(eventually([&] { return fs::exists(covering); }, std::chrono::seconds(15)))
       << server_->log();
-  const std::string cp_json = slurp(covering);
+  const std::string cp_json = readFile(covering);
   auto cp = json(cp_json);
   EXPECT_EQ(cp->getValue<uint64_t>("size"), tail.size);
   EXPECT_EQ(acme().signed_size, tail.size);
@@ -120,16 +113,14 @@ TEST_F(AuditCheckpointTimerTest, AnIdleTailIsSignedAndMirroredWithoutAReadOrWrit
 
   // The log verifies against the mirrored checkpoints alone, and they are the stored ones.
   std::string from_mirror;
-  for (const auto& f : mirrored()) from_mirror += slurp(f) + "\n";
+  for (const auto& f : mirrored()) from_mirror += readFile(f) + "\n";
   EXPECT_EQ(from_mirror, audit("logs/acme/checkpoints").body);
   TempDir pack;
   writeFile(pack / "records.jsonl", audit("logs/acme/records").body);
   writeFile(pack / "checkpoints.jsonl", from_mirror);
   writeFile(pack / "public-key.pem", audit("public-key").body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + pack.path().string() + " 2>&1", &status);
-  EXPECT_EQ(status, 0) << out;
+  std::string out;
+  EXPECT_EQ(verifyPackAt(pack.path(), &out), 0) << out;
   EXPECT_EQ(server_->log().find("no checkpoint timer"), std::string::npos);
 }
 
@@ -155,10 +146,8 @@ TEST_F(AuditCheckpointTimerTest, AppendsWhileTheTimerRunsLeaveAVerifiableLog) {
   writeFile(pack / "records.jsonl", audit("logs/acme/records").body);
   writeFile(pack / "checkpoints.jsonl", audit("logs/acme/checkpoints").body);
   writeFile(pack / "public-key.pem", audit("public-key").body);
-  int status = -1;
-  const std::string out = runCommand(
-      std::string(TRELLIS_AUDIT_TOOL) + " verify " + pack.path().string() + " 2>&1", &status);
-  EXPECT_EQ(status, 0) << out;
+  std::string out;
+  EXPECT_EQ(verifyPackAt(pack.path(), &out), 0) << out;
 }
 
 }  // namespace

@@ -18,13 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class AuditMirrorTest : public ::testing::Test {
  protected:
   void start() {
@@ -72,14 +65,14 @@ TEST_F(AuditMirrorTest, EveryCheckpointIsMirroredAsStored) {
   ASSERT_EQ(createToken("dave").status, 201);
   const auto cps = storedCheckpoints();
   ASSERT_GE(cps.size(), 2u);
-  for (const auto& cp : cps) EXPECT_EQ(slurp(fileOf(cp)), cp) << fileOf(cp);
+  for (const auto& cp : cps) EXPECT_EQ(readFile(fileOf(cp)), cp) << fileOf(cp);
 
   // An evidence pack whose checkpoints come from the mirror alone verifies (read before the
   // records, so every mirrored checkpoint is covered by them).
   std::set<fs::path> files;
   for (const auto& f : fs::directory_iterator(mirror_.path() / "_system")) files.insert(f.path());
   std::string mirrored;
-  for (const auto& f : files) mirrored += slurp(f) + "\n";
+  for (const auto& f : files) mirrored += readFile(f) + "\n";
   TempDir pack;
   writeFile(pack / "checkpoints.jsonl", mirrored);
   writeFile(pack / "records.jsonl",
@@ -111,7 +104,7 @@ TEST_F(AuditMirrorTest, AnUnwritableMirrorLosesNoRecordAndCatchesUpLater) {
 
   fs::remove(mirror_.path() / "_system");
   ASSERT_EQ(createToken("erin").status, 201);
-  for (const auto& cp : storedCheckpoints()) EXPECT_EQ(slurp(fileOf(cp)), cp) << fileOf(cp);
+  for (const auto& cp : storedCheckpoints()) EXPECT_EQ(readFile(fileOf(cp)), cp) << fileOf(cp);
 }
 
 TEST_F(AuditMirrorTest, ADifferingExistingFileIsNotOverwritten) {
@@ -123,8 +116,8 @@ TEST_F(AuditMirrorTest, ADifferingExistingFileIsNotOverwritten) {
   const auto cps = storedCheckpoints();
   ASSERT_FALSE(cps.empty());
   EXPECT_EQ(sizeOf(cps.front()), 1u);
-  EXPECT_EQ(slurp(forged), "{\"forged\":true}");
-  for (size_t i = 1; i < cps.size(); ++i) EXPECT_EQ(slurp(fileOf(cps[i])), cps[i]);
+  EXPECT_EQ(readFile(forged), "{\"forged\":true}");
+  for (size_t i = 1; i < cps.size(); ++i) EXPECT_EQ(readFile(fileOf(cps[i])), cps[i]);
 }
 
 }  // namespace

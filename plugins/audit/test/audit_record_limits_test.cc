@@ -48,12 +48,8 @@ class AuditRecordLimitsTest : public ::testing::Test {
     EXPECT_EQ(admin("POST", "/v1/x/trellis/audit/logs/" + log + "/checkpoint").status, 200);
     auto evidence = admin("GET", "/v1/x/trellis/audit/logs/" + log + "/evidence");
     EXPECT_EQ(evidence.status, 200) << evidence.body;
-    TempDir pack;
-    writeFile(pack / "pack.tar", evidence.body);
-    int status = -1;
-    const std::string out = runCommand(
-        std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-        &status);
+    std::string out;
+    const int status = verifyPack(evidence.body, &out);
     EXPECT_EQ(status, 0) << out;
     return status;
   }

@@ -152,15 +152,47 @@ class AuditUnwritableSinkTest : public ::testing::TestWithParam<Backend> {
   // The system log, signed up to now and exported, passes `trellis-audit verify`.
   void expectSystemLogVerifies() {
     ASSERT_EQ(audit("POST", "logs/_system/checkpoint").status, 200);
-    TempDir pack;
     auto evidence = audit("GET", "logs/_system/evidence");
     ASSERT_EQ(evidence.status, 200) << evidence.body;
-    writeFile(pack / "pack.tar", evidence.body);
-    int status = -1;
-    const std::string out = runCommand(
-        std::string(TRELLIS_AUDIT_TOOL) + " verify " + (pack / "pack.tar").string() + " 2>&1",
-        &status);
-    EXPECT_EQ(status, 0) << out;
+    std::string out;
+    EXPECT_EQ(verifyPack(evidence.body, &out), 0) << out;
+  }
+
+  // PostgreSQL: the newest line of the system log, read from storage.
+  std::string lastSystemLine() {
+    SqlResult last = SharedPostgres::server().execSql(
+        "SELECT convert_from(value, 'UTF8') FROM trellis.kv WHERE tenant_id = '_system' AND "
+        "plugin = 'trellis/audit' AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' "
+        "ORDER BY key DESC LIMIT 1",
+        db_.name);
+    EXPECT_TRUE(last) << last.error;
+    EXPECT_EQ(last.rows.size(), 1u);
+    return last && last.rows.size() == 1 ? last.rows[0][0] : std::string();
+  }
+  // PostgreSQL: stores `incoming` as the system log's next record behind the plugin's back,
+  // chained to the newest line, as a commit whose answer was lost leaves it; returns it.
+  std::string plantRecordAfterTheLast(const std::string& incoming) {
+    const std::string last_line = lastSystemLine();
+    if (last_line.empty()) return "";
+    const uint64_t seq = json(last_line)->getValue<uint64_t>("seq") + 1;
+    auto in = audit::IncomingRecord::parse(incoming);
+    EXPECT_TRUE(in) << in.status().message();
+    if (!in) return "";
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    const std::string landed = audit::buildRecord(*in, {.seq = seq,
+                                                        .time_ms = now_ms,
+                                                        .event_id = audit::uuidV7(now_ms),
+                                                        .prev = audit::sha256(last_line)});
+    SqlResult put = SharedPostgres::server().execSql(
+        "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
+        "'trellis/audit', decode('" +
+            audit::toHex("rec/_system/" + padded(seq)) + "', 'hex'), decode('" +
+            audit::toHex(landed) + "', 'hex'), 1)",
+        db_.name);
+    EXPECT_TRUE(put) << put.error;
+    return landed;
   }
 
   HttpReply audit(const std::string& method, const std::string& tail) {
@@ -324,35 +356,13 @@ TEST_P(AuditUnwritableSinkTest, ARecordStoredDespiteAFailedWriteIsReadBackAndNam
   ASSERT_EQ(admin("POST", "/v1/tenants", R"({"id":"initech"})").status, 201) << server_->log();
   refuseWrites();
 
-  SqlResult last = SharedPostgres::server().execSql(
-      "SELECT convert_from(key, 'UTF8'), convert_from(value, 'UTF8') FROM trellis.kv "
-      "WHERE tenant_id = '_system' AND plugin = 'trellis/audit' "
-      "AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' ORDER BY key DESC LIMIT 1",
-      db_.name);
-  ASSERT_TRUE(last) << last.error;
-  ASSERT_EQ(last.rows.size(), 1u);
-  const std::string& last_line = last.rows[0][1];
-  const uint64_t landed_seq = json(last_line)->getValue<uint64_t>("seq") + 1;
   // What the plugin stores for the refused request, had its commit landed.
-  auto in = audit::IncomingRecord::parse(
+  const std::string landed = plantRecordAfterTheLast(
       R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
       R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap",)"
       R"("role":"operator"},"parameters":{"id":"hooli"},"seq":1000000,"request_id":"lost"})");
-  ASSERT_TRUE(in) << in.status().message();
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
-                                                      .time_ms = now_ms,
-                                                      .event_id = audit::uuidV7(now_ms),
-                                                      .prev = audit::sha256(last_line)});
-  SqlResult put = SharedPostgres::server().execSql(
-      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
-      "'trellis/audit', decode('" +
-          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
-          audit::toHex(landed) + "', 'hex'), 1)",
-      db_.name);
-  ASSERT_TRUE(put) << put.error;
+  ASSERT_FALSE(landed.empty());
+  const uint64_t landed_seq = json(landed)->getValue<uint64_t>("seq");
   acceptWrites();
 
   // Not wedged: the next action works at once, no restart.
@@ -388,38 +398,17 @@ TEST_P(AuditDegradedSinkTest, TheRedeliveryOfARecordThatLandedIsNotStoredTwice) 
   const std::string request_id = created.header("x-request-id");
   ASSERT_FALSE(request_id.empty());
 
-  SqlResult last = SharedPostgres::server().execSql(
-      "SELECT convert_from(value, 'UTF8') FROM trellis.kv WHERE tenant_id = '_system' AND "
-      "plugin = 'trellis/audit' AND convert_from(key, 'UTF8') LIKE 'rec/\\_system/%' "
-      "ORDER BY key DESC LIMIT 1",
-      db_.name);
-  ASSERT_TRUE(last) << last.error;
-  ASSERT_EQ(last.rows.size(), 1u);
-  const std::string& last_line = last.rows[0][0];
-  const auto last_record = json(last_line);
-  const uint64_t landed_seq = last_record->getValue<uint64_t>("seq") + 1;
+  const std::string last_line = lastSystemLine();
+  ASSERT_FALSE(last_line.empty());
   // The request record was the first the sink failed to store: the kernel's next number.
-  const int64_t kernel_seq = last_record->getValue<int64_t>("kernel_seq") + 1;
-  auto in = audit::IncomingRecord::parse(
+  const int64_t kernel_seq = json(last_line)->getValue<int64_t>("kernel_seq") + 1;
+  const std::string landed = plantRecordAfterTheLast(
       R"({"type":"admin.request","action":"POST /v1/tenants","tenant":"","outcome":"pending",)"
       R"("resource":"/v1/tenants","actor":{"name":"bootstrap","principal":"bootstrap"},)"
       R"("parameters":{"id":"hooli"},"request_id":")" +
       request_id + R"(","seq":)" + std::to_string(kernel_seq) + "}");
-  ASSERT_TRUE(in) << in.status().message();
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  const std::string landed = audit::buildRecord(*in, {.seq = landed_seq,
-                                                      .time_ms = now_ms,
-                                                      .event_id = audit::uuidV7(now_ms),
-                                                      .prev = audit::sha256(last_line)});
-  SqlResult put = SharedPostgres::server().execSql(
-      "INSERT INTO trellis.kv(tenant_id, plugin, key, value, version) VALUES ('_system', "
-      "'trellis/audit', decode('" +
-          audit::toHex("rec/_system/" + padded(landed_seq)) + "', 'hex'), decode('" +
-          audit::toHex(landed) + "', 'hex'), 1)",
-      db_.name);
-  ASSERT_TRUE(put) << put.error;
+  ASSERT_FALSE(landed.empty());
+  const uint64_t landed_seq = json(landed)->getValue<uint64_t>("seq");
   SqlResult grant = SharedPostgres::server().execSql(
       "GRANT INSERT, UPDATE, DELETE ON trellis.kv TO trellis_app", db_.name);
   ASSERT_TRUE(grant) << grant.error;
