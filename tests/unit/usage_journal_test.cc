@@ -8,6 +8,7 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include <random>
 #include <regex>
 
 #include "services/usage/usage_record.h"
@@ -195,7 +196,15 @@ TEST(UsageJournalTest, AJournalOfRecordRowsIsConvertedOnOpen) {
 
 TEST(UsageRecordTest, EventIdsAreUuidV7InTimeOrder) {
   const std::regex v7("[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
-  const std::string a = newEventId(1'700'000'000'000), b = newEventId(1'700'000'000'001);
+  auto idAt = [](int64_t ms) {
+    unsigned char random[kEventIdRandomBytes];
+    std::random_device rd;
+    for (auto& b : random) b = static_cast<unsigned char>(rd());
+    std::string id;
+    appendEventId(id, ms, random);
+    return id;
+  };
+  const std::string a = idAt(1'700'000'000'000), b = idAt(1'700'000'000'001);
   EXPECT_TRUE(std::regex_match(a, v7)) << a;
   EXPECT_TRUE(std::regex_match(b, v7)) << b;
   EXPECT_LT(a, b);

@@ -185,7 +185,7 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   const tenants::Resolution who = resolveCaller(req, peer, &token_refusal);
   if (who.outcome == tenants::Resolution::Outcome::kOk) return std::nullopt;
   authFailed(who, req, peer, token_refusal);
-  std::string request_id = http::newRequestId();
+  const std::string request_id = http::newRequestId();
   auto res = tenantRefusal(who, req, request_id,
                            certificateCaller(req, peer) ? token_refusal : std::string());
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);

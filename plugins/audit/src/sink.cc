@@ -324,6 +324,7 @@ Result<std::string> AuditSink::write(const Context& ctx, std::string_view record
 }
 
 Status AuditSink::resync(const Context& ctx, TenantLog& log, int64_t now_ms) {
+  if (unsure_.empty() && unnoted_.empty()) return Status::ok();  // every append: no lookup
   const std::string name = logName(log.tenant());
   auto unsure = unsure_.find(name);
   if (unsure == unsure_.end()) {

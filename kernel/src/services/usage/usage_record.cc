@@ -1,9 +1,6 @@
 #include "services/usage/usage_record.h"
 
-#include <openssl/rand.h>
-
 #include <charconv>
-#include <stdexcept>
 
 #include "trellis/kernel/util/json.h"
 
@@ -26,15 +23,6 @@ void appendEventId(std::string& out, int64_t unix_ms, const unsigned char* rando
   out.push_back(kHex[variant]);
   out.append(rnd + 4, 3).push_back('-');
   out.append(rnd + 7, 12);
-}
-
-std::string newEventId(int64_t unix_ms) {
-  unsigned char random[kEventIdRandomBytes];
-  if (RAND_bytes(random, sizeof random) != 1) throw std::runtime_error("RAND_bytes failed");
-  std::string id;
-  id.reserve(36);
-  appendEventId(id, unix_ms, random);
-  return id;
 }
 
 std::string toJsonAfterEventId(const UsageRecord& r) {

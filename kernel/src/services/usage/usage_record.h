@@ -6,7 +6,9 @@
 //   UsageRecord r;
 //   r.tenant = "acme"; r.status = 429; r.method = "GET"; ...
 //   std::string rest = toJsonAfterEventId(r);   // ,"kind":"request",…}
-//   std::string line = "{\"event_id\":\"" + newEventId(r.time_ms) + "\"" + rest;
+//   std::string line = "{\"event_id\":\"";
+//   appendEventId(line, r.time_ms, random);   // 10 bytes the writer drew from RAND_bytes
+//   line += "\"" + rest;
 #pragma once
 
 #include <cstdint>
@@ -52,8 +54,6 @@ inline constexpr size_t kEventIdRandomBytes = 10;
 // Appends an RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then 74 bits of `random`
 // (kEventIdRandomBytes bytes).
 void appendEventId(std::string& out, int64_t unix_ms, const unsigned char* random);
-// The same with fresh random bits.
-std::string newEventId(int64_t unix_ms);
 
 // The record's JSON line without its first member and opening brace: `,"kind":…}`. The
 // journal's writer puts `{"event_id":"…"` in front when it assigns the id.
