@@ -62,7 +62,7 @@ run() {
   local name=$1 bin=$out/tests/fuzz/fuzz_$1
   local dict=tests/fuzz/dict/$name.dict flags=()
   case "$name" in
-    manifest | canonical_json | lua_json | signed_metadata | json_schema) dict=tests/fuzz/dict/json.dict ;;
+    manifest | canonical_json | lua_json | signed_metadata | json_schema | json_object) dict=tests/fuzz/dict/json.dict ;;
   esac
   [[ -f "$dict" ]] && flags+=("-dict=$dict")
   mkdir -p "$out/corpus/$name" "$out/findings/$name" "$out/logs"

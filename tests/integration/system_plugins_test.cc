@@ -382,7 +382,7 @@ TEST_F(SystemPluginsTest, PluginsEmitTheirOwnRecordsWithinLimits) {
   EXPECT_THAT(big.body, HasSubstr("INVALID: audit record of"));
   EXPECT_THAT(big.body, HasSubstr("exceeds the 16 KiB limit"));
   auto bad = request(server_->port(), "POST", "/sys-audit/emit", kAcme, "[1]");
-  EXPECT_EQ(bad.body, "INVALID: details must be a JSON object");
+  EXPECT_THAT(bad.body, HasSubstr("INVALID: details must be a JSON object"));
   // Delivered asynchronously: wait for it as a reader of the trail would.
   Object::Ptr emitted;
   for (int i = 0; i < 100 && !emitted; ++i) {

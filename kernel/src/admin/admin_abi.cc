@@ -1,7 +1,5 @@
 #include "admin/admin_abi.h"
 
-#include <Poco/JSON/Object.h>
-#include <Poco/JSON/Parser.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -78,23 +76,14 @@ trellis_status auditEmit(const trellis_ctx* c, trellis_str action, trellis_str r
   if (r.size() > 1024) {
     return refuse(ctx, "audit_emit", Status::invalid("resource is longer than 1024 bytes"));
   }
-  std::string details = "{}";
-  if (!d.empty()) {
-    try {
-      auto v = Poco::JSON::Parser().parse(std::string(d));
-      if (v.type() != typeid(Poco::JSON::Object::Ptr)) throw Poco::Exception("not an object");
-      details = d;
-    } catch (const Poco::Exception&) {
-      return refuse(ctx, "audit_emit", Status::invalid("details must be a JSON object"));
-    }
+  if (!d.empty() && !util::isJsonObject(d)) {
+    return refuse(ctx, "audit_emit",
+                  Status::invalid("details must be a JSON object (nested at most " +
+                                  std::to_string(util::kMaxJsonDepth) + " levels)"));
   }
   const runtime::HostServices& svc = ctx->plugin->services();
   if (!svc.events) return fail(ctx, Status::unavailable("this host has no audit stream"));
-  std::string payload = "{\"action\":";
-  util::appendJsonString(payload, a);
-  payload += ",\"resource\":";
-  util::appendJsonString(payload, r);
-  payload += ",\"details\":" + details + "}";
+  std::string payload = pluginRecordPayload(a, r, d.empty() ? "{}" : d);
   // Published as the plugin, on a topic plugins cannot publish on themselves. Batched: a
   // plugin may emit one per request, and these records guard no action, so the event thread
   // is woken once per batch rather than once per record.

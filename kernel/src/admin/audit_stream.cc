@@ -82,6 +82,42 @@ std::string redactedParameters(std::string_view json) {
   }
 }
 
+namespace {
+constexpr std::string_view kActionMember = "{\"action\":";
+constexpr std::string_view kResourceMember = ",\"resource\":";
+constexpr std::string_view kDetailsMember = ",\"details\":";
+}  // namespace
+
+std::string pluginRecordPayload(std::string_view action, std::string_view resource,
+                                std::string_view details_json) {
+  std::string out;
+  out.reserve(kActionMember.size() + action.size() + kResourceMember.size() + resource.size() +
+              kDetailsMember.size() + details_json.size() + 8);
+  out += kActionMember;
+  util::appendJsonString(out, action);
+  out += kResourceMember;
+  util::appendJsonString(out, resource);
+  out += kDetailsMember;
+  out += details_json;
+  out += '}';
+  return out;
+}
+
+std::optional<PluginRecordHead> readPluginRecordHead(std::string_view payload) {
+  PluginRecordHead head;
+  size_t pos = kActionMember.size();
+  if (!payload.starts_with(kActionMember) || !util::readJsonString(payload, pos, head.action) ||
+      payload.substr(pos, kResourceMember.size()) != kResourceMember) {
+    return std::nullopt;
+  }
+  pos += kResourceMember.size();
+  if (!util::readJsonString(payload, pos, head.resource) ||
+      payload.substr(pos, kDetailsMember.size()) != kDetailsMember) {
+    return std::nullopt;
+  }
+  return head;
+}
+
 std::string AuditStream::toJson(const AuditRecord& r, uint64_t seq, int64_t time_ms) {
   std::string out = "{\"seq\":" + std::to_string(seq) + ",\"time_ms\":" + std::to_string(time_ms);
   auto field = [&out](std::string_view name, std::string_view value) {
@@ -241,6 +277,14 @@ void AuditStream::attach(events::EventBus& bus) {
     r.outcome = "recorded";
     if (auto trace = services::TraceContext::restore(e.traceparent, e.tracestate)) {
       r.trace_id = std::string(trace->traceId());
+    }
+    if (r.type == "plugin") {
+      if (auto head = readPluginRecordHead(r.parameters)) {
+        r.action = std::move(head->action);
+        r.resource = std::move(head->resource);
+        (void)write(std::move(r), false);
+        return;
+      }
     }
     // Resource: what the event is about, when its payload names it.
     try {

@@ -25,6 +25,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -114,5 +115,17 @@ class AuditStream {
 // "token", "secret", "password", "private_key", "sha256", …, at any depth) replaced by
 // "[redacted]". Bodies that are not a JSON object become {"body_bytes": n}.
 std::string redactedParameters(std::string_view json);
+
+// What a plugin's audit_emit publishes on "audit.plugin" (a topic plugins cannot publish
+// on themselves): {"action":…,"resource":…,"details":{…}}, `details_json` a JSON object.
+// The stream reads the action and resource back from their fixed places, without a
+// JSON parser: one plugin record per request is common (secrets audits every operation).
+std::string pluginRecordPayload(std::string_view action, std::string_view resource,
+                                std::string_view details_json);
+struct PluginRecordHead {
+  std::string action;
+  std::string resource;
+};
+std::optional<PluginRecordHead> readPluginRecordHead(std::string_view payload);
 
 }  // namespace trellis::kernel::admin
