@@ -727,29 +727,5 @@ TEST_F(SqliteBatchTest, AWriteThatThrowsFailsAloneAndTheBatchRunsAgain) {
   EXPECT_EQ(runs_of_a.load(), 2);
 }
 
-// Whether another process could take the read lock SQLite readers take (its shared byte
-// range) on `file`. An open-file-description lock conflicts with the POSIX locks SQLite
-// holds, even in the same process, so this asks as a stranger would.
-bool anotherProcessCouldRead(const std::filesystem::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct flock probe {};
-  probe.l_type = F_RDLCK;
-  probe.l_whence = SEEK_SET;
-  probe.l_start = 0x40000002;  // SQLite's SHARED_FIRST
-  probe.l_len = 510;           // SHARED_SIZE
-  const bool asked = ::fcntl(fd, F_OFD_GETLK, &probe) == 0;
-  ::close(fd);
-  return asked && probe.l_type == F_UNLCK;
-}
-
-TEST_F(SqliteBatchTest, AnotherProcessCannotReadTheFileWhileTheDatabaseIsOpen) {
-  ASSERT_TRUE(db_->write(insert("a")));
-  ASSERT_EQ(rows(), (std::vector<std::string>{"a"}));
-  EXPECT_FALSE(anotherProcessCouldRead(file_)) << "unix-excl holds the file for trellisd";
-  db_.reset();
-  EXPECT_TRUE(anotherProcessCouldRead(file_)) << "closing the database lets it go";
-}
-
 }  // namespace
 }  // namespace trellis::kernel::storage

@@ -26,8 +26,7 @@ sqlite_api::sqlite3* handleOf(soci::session& sql) {
 }
 
 std::string connectString(const std::filesystem::path& file) {
-  return "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000) +
-         " vfs=" + SqliteDatabase::kVfs;
+  return "db=\"" + file.string() + "\" timeout=" + std::to_string(kBusyTimeoutMs / 1000);
 }
 
 // True when an error inside the batch means the database, not the write, failed: the

@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "trellis/kernel/storage/group_commit.h"
-#include "trellis/kernel/storage/sqlite_database.h"
 
 namespace trellis::kernel::storage::internal {
 
@@ -65,7 +64,7 @@ void WalCheckpointer::checkpoint() {
   }
   if (!conn_) {
     if (sqlite3_open_v2(file_.c_str(), &conn_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                        SqliteDatabase::kVfs) != SQLITE_OK) {
+                        nullptr) != SQLITE_OK) {
       sqlite3_close_v2(conn_);
       conn_ = nullptr;
       return;  // the next report tries again; the writer's inline checkpoint bounds the WAL

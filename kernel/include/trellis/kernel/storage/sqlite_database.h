@@ -69,14 +69,6 @@ class SqliteDatabase {
   };
   using Schema = std::function<void(soci::session&)>;
 
-  // Every connection to the file uses SQLite's "unix-excl" VFS: trellisd takes one
-  // exclusive POSIX lock on it for as long as any connection is open, and the locks of
-  // each transaction stay inside the process. Two fcntl calls per read (~1.5 us of a
-  // transit request) go away, and another process (a second trellisd on the same data
-  // directory, an sqlite3 shell) cannot open the file while trellisd has it; it gets
-  // "database is locked".
-  static constexpr const char* kVfs = "unix-excl";
-
   // Opens `file` (creating it 0600 with options.create) and runs `schema` in one write
   // transaction (it may throw; that fails the open). UNAVAILABLE names the file and why.
   static Result<std::unique_ptr<SqliteDatabase>> open(const std::filesystem::path& file,
