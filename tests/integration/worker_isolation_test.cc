@@ -520,6 +520,26 @@ TEST_F(WorkerIsolationTest, SnapshotsTravelInlineWhenTheRegionIsTooSmallOrFull) 
             0);
 }
 
+// snapshot_bytes: 0 turns the regions off: every request travels in its INVOKE.
+TEST_F(WorkerIsolationTest, WithoutSnapshotRegionsEveryRequestTravelsInline) {
+  startWith(
+      "    - id: trellis/echo-c\n"
+      "      isolation: process\n"
+      "  worker:\n"
+      "    snapshot_bytes: 0\n");
+  const std::string body = patterned(100000);
+  auto r = request(port(), "POST", "/echo/off", kAcme, body);
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 300) << server().log();
+  EXPECT_NE(r.body.find("\"body\":\"" + body + "\""), std::string::npos);
+  EXPECT_EQ(request(port(), "GET", "/echo/off2", kAcme).status, 200);
+  EXPECT_EQ(metricValue(server(), R"(trellis_worker_snapshots_total{plugin="trellis/echo-c",)"
+                                  R"(tenant="*",path="inline"})"),
+            2);
+  EXPECT_EQ(metricValue(server(), R"(trellis_worker_snapshots_total{plugin="trellis/echo-c",)"
+                                  R"(tenant="*",path="shared"})"),
+            0);
+}
+
 // A worker that dies with calls pipelined behind the one that killed it: those calls go to
 // the next worker with fresh snapshots, and no slot of the dead worker stays counted.
 TEST_F(WorkerIsolationTest, SnapshotSlotsAreReclaimedWhenTheWorkerCrashesMidBatch) {
@@ -595,7 +615,11 @@ TEST(WorkerConfigTest, IsolationIsParsedStrictly) {
             "acme]\n",
             "dedicated_tenants[1]: tenant \"acme\" twice"},
            {"    - id: trellis/hello\n  worker:\n    user: root\n", "worker.user"},
-           {"    - id: trellis/hello\n  worker:\n    channels: 0\n", "worker.channels"}}) {
+           {"    - id: trellis/hello\n  worker:\n    channels: 0\n", "worker.channels"},
+           {"    - id: trellis/hello\n  worker:\n    snapshot_bytes: 2147483648\n",
+            "worker.snapshot_bytes"},
+           {"    - id: trellis/hello\n  worker:\n    snapshot_min_bytes: -1\n",
+            "worker.snapshot_min_bytes"}}) {
     writeFile(dir / "trellis.yaml", "plugins:\n  enabled:\n" + yaml);
     int status = -1;
     std::string out = runCommand(
