@@ -17,7 +17,9 @@
 #                                   trellisd, one loading the plugin in process and one with
 #                                   isolation: process (a sandboxed trellis-worker); prints
 #                                   the throughput ratio (32 connections) and the added p50
-#                                   (1 connection)
+#                                   (1 connection); then the same
+#                                   with a large body: POST BENCH_ISOLATED_BODY_KB KiB
+#                                   (default 256; 0 skips it) to /echo/bench
 #   bench/run.sh --scenario crashloop
 #                                   one trellisd: BENCH_TARGET (trellis/echo-c) at 32
 #                                   connections alone, then while a second client keeps
@@ -138,6 +140,9 @@ in_range BENCH_DURATION "$DURATION" 1 300
 in_range BENCH_WARMUP "$WARMUP" 0 60
 in_range BENCH_ROUNDS "$ROUNDS" 1 20
 in_range BENCH_WRK_THREADS "$WRK_THREADS" 1 64
+export BENCH_ISOLATED_BODY_KB=${BENCH_ISOLATED_BODY_KB:-256}  # read by bench/wrk/body.lua
+ISOLATED_BODY_KB=$BENCH_ISOLATED_BODY_KB
+in_range BENCH_ISOLATED_BODY_KB "$ISOLATED_BODY_KB" 0 1000
 in_range BENCH_SERVER_THREADS "$SERVER_THREADS" 1 256
 read -r -a conns <<<"$CONNECTIONS"
 ((${#conns[@]})) || die "BENCH_CONNECTIONS is empty"
@@ -922,12 +927,22 @@ overhead() {
 }
 
 # ---------------------------------------------------------------- isolated scenario
+# isolation_overhead [body]: without an argument, $TARGET; with `body`, POST
+# BENCH_ISOLATED_BODY_KB KiB to /echo/bench (bench/wrk/body.lua).
 isolation_overhead() {
-  local r c s out line k
+  local r c s out line k variant=${1:-} what=$TARGET json=build/bench/isolated.json
   local -a order runs=() summary=() v_rps v_p50
   declare -A irps=() ip50=() ip99=() ibad=()
+  if [[ $variant == body ]]; then
+    what="POST /echo/bench with $ISOLATED_BODY_KB KiB"
+    json=build/bench/isolated-body.json
+    for s in trellisd isolated; do
+      target_of[$s]=/echo/bench
+      script_of[$s]=bench/wrk/body.lua
+    done
+  fi
   log "isolated: trellis/echo-c in process and in a worker at ${conns[*]} connections," \
-    "$ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each"
+    "$what, $ROUNDS round(s) of ${DURATION}s (+${WARMUP}s warm-up) each"
   for ((r = 1; r <= ROUNDS; r++)); do
     order=(trellisd isolated)
     ((r % 2)) || order=(isolated trellisd)
@@ -957,7 +972,7 @@ isolation_overhead() {
     done
   done
   echo
-  echo "Isolation overhead: $TARGET served by trellis/echo-c in process (plain) and in a"
+  echo "Isolation overhead: $what served by trellis/echo-c in process (plain) and in a"
   echo "sandboxed worker process (worker), same run. wrk -t$WRK_THREADS, ${DURATION}s x $ROUNDS"
   echo "round(s); means over rounds. * = non-2xx answers or socket errors in a run."
   printf '%-11s %11s %11s %7s %10s %10s %11s\n' connections "rps plain" "rps worker" ratio \
@@ -989,23 +1004,24 @@ isolation_overhead() {
     fi
   done
   echo
-  echo "Targets: >= 60% of in-process throughput at 32 connections: $throughput;" \
-    "<= 30 us added p50 (read at 1 connection: at 32 both servers are saturated and p50 is" \
-    "queueing, 32 / throughput): $latency"
+  [[ $variant == body ]] ||
+    echo "Targets: >= 60% of in-process throughput at 32 connections: $throughput;" \
+      "<= 30 us added p50 (read at 1 connection: at 32 both servers are saturated and p50 is" \
+      "queueing, 32 / throughput): $latency"
   echo "Benchmarks are informational: slow numbers never fail this script."
   mkdir -p build/bench
   local IFS=,
   {
-    printf '{\n  "scenario": "isolated",\n'
+    printf '{\n  "scenario": "isolated%s",\n' "${variant:+-$variant}"
     printf '  "date": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '  "commit": "%s",\n' "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     printf '  "host": {"cpus": %d, "kernel": "%s", "loadavg": "%s"},\n' "$(nproc)" "$(uname -r)" \
       "$(cut -d' ' -f1-3 /proc/loadavg)"
-    printf '  "target": "%s", "duration_s": %d, "rounds": %d,\n' "$TARGET" "$DURATION" "$ROUNDS"
+    printf '  "target": "%s", "duration_s": %d, "rounds": %d,\n' "$what" "$DURATION" "$ROUNDS"
     printf '  "summary": [%s],\n' "${summary[*]}"
     printf '  "runs": [%s]\n}\n' "${runs[*]}"
-  } >build/bench/isolated.json
-  log "results written to build/bench/isolated.json"
+  } >"$json"
+  log "results written to $json"
 }
 
 # ---------------------------------------------------------------- crash-loop scenario
@@ -1189,6 +1205,7 @@ fi
 
 if [[ $scenario == isolated ]]; then
   isolation_overhead || status=1
+  if ((ISOLATED_BODY_KB > 0)); then isolation_overhead body || status=1; fi
   exit "$status"
 fi
 

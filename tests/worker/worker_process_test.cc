@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@ namespace trellis::kernel::worker {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 
 WorkerOptions options() {
@@ -248,6 +250,117 @@ TEST(WorkerProcessTest, AWorkerThatEndsBeforeHelloIsRefused) {
   auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));
   EXPECT_FALSE(p);
   EXPECT_THAT(p.status().message(), HasSubstr("did not start"));
+}
+
+// The INVOKE of a route whose snapshot the test placed in channel 0's region, as trellisd
+// does: the slot holds what follows the index in an inline route payload.
+FrameWriter sharedRouteCall(WorkerProcess& p, uint32_t index, const std::string& method,
+                            const std::string& path) {
+  FrameWriter inline_payload = routeCall(index, method, path);
+  std::string_view snapshot = std::string_view(inline_payload.data()).substr(4);
+  char* at = nullptr;
+  auto offset = p.arena(0).place(snapshot.size(), &at);
+  EXPECT_TRUE(offset);
+  FrameWriter w;
+  if (!offset) return w;
+  std::memcpy(at, snapshot.data(), snapshot.size());
+  w.u32(index).u64(*offset).u32(static_cast<uint32_t>(snapshot.size()));
+  return w;
+}
+
+TEST(WorkerProcessTest, ASnapshotInSharedMemoryStaysReadOnlyInTheWorker) {
+  auto p =
+      WorkerProcess::spawn(options(), fixture("hostile-native") / "libfixture_hostile_native.so",
+                           fixture("hostile-native"));
+  ASSERT_TRUE(p) << p.status().message();
+  ASSERT_EQ((*p)->arena(0).size(), options().snapshot_bytes);
+  auto routes = init(**p);
+  Result r =
+      invoke(**p, InvokeOp::kRouteShared,
+             sharedRouteCall(**p, routes["GET /hostile/snapshot"], "GET", "/hostile/snapshot"));
+  ASSERT_TRUE(r.transport) << r.transport.message();
+  std::printf("%s", r.body.c_str());
+  for (const char* forbidden :
+       {"mprotect-snapshot-writable", "map-snapshot-writable", "write-snapshot-fd",
+        "shrink-snapshot", "reseal-snapshot", "write-snapshot-proc-mem"}) {
+    EXPECT_THAT(r.body, HasSubstr(std::string(forbidden) + " denied")) << r.body;
+  }
+  EXPECT_THAT(r.body, Not(HasSubstr("ALLOWED")));
+  // The seals, not only the sandbox: one mapping per channel, each refused.
+  EXPECT_THAT(r.body, HasSubstr("map-snapshot-writable denied EPERM"));
+  (*p)->arena(0).clear();
+  // It still serves, from a slot and inline.
+  r = invoke(**p, InvokeOp::kRouteShared,
+             sharedRouteCall(**p, routes["GET /hostile/alive"], "GET", "/hostile/alive"));
+  EXPECT_EQ(r.body, "alive");
+  r = invoke(**p, InvokeOp::kRoute,
+             routeCall(routes["GET /hostile/alive"], "GET", "/hostile/alive"));
+  EXPECT_EQ(r.body, "alive");
+}
+
+TEST(WorkerProcessTest, ASlotOutsideTheRegionEndsTheWorker) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p);
+  auto routes = init(**p);
+  FrameWriter w;
+  w.u32(routes["GET /crashy/ok"]).u64(options().snapshot_bytes - 8).u32(64);
+  Result r = invoke(**p, InvokeOp::kRouteShared, w);
+  EXPECT_EQ(r.transport.code(), StatusCode::kUnavailable);
+  (*p)->kill("test");
+  EXPECT_EQ((*p)->endReason(), "exited with 71");
+}
+
+TEST(WorkerProcessTest, WithoutRegionsEveryChannelHasAnEmptyArena) {
+  auto o = options();
+  o.snapshot_bytes = 0;
+  auto p = WorkerProcess::spawn(o, fixture("crashy") / "libfixture_crashy.so", fixture("crashy"));
+  ASSERT_TRUE(p) << p.status().message();
+  char* at = nullptr;
+  EXPECT_EQ((*p)->arena(1).size(), 0u);
+  EXPECT_FALSE((*p)->arena(1).place(10, &at));
+  auto routes = init(**p);
+  EXPECT_EQ(invoke(**p, InvokeOp::kRoute, routeCall(routes["GET /crashy/ok"], "GET", "/crashy/ok"))
+                .status,
+            TRELLIS_OK);
+}
+
+// The ring: slots in order, wrapping to the start, given back in or out of order, and
+// nothing placed where the worker may still read or where it does not fit.
+TEST(SnapshotArenaTest, PlacesWrapsAndRefusesWhatDoesNotFit) {
+  const size_t size = 4096;
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  const int64_t live_before = SnapshotArena::liveSlots();
+  SnapshotArena a(static_cast<char*>(mem), size);  // unmaps it at the end
+  char* at = nullptr;
+  EXPECT_EQ(a.place(1000, &at), 0u);
+  EXPECT_EQ(at, static_cast<char*>(mem));
+  EXPECT_EQ(a.place(1000, &at), 1024u);  // slots start on cache lines
+  EXPECT_EQ(a.place(1000, &at), 2048u);
+  EXPECT_FALSE(a.place(2000, &at));  // 1024 left at the end, none at the start
+  EXPECT_FALSE(a.place(5000, &at));  // larger than the region
+  EXPECT_FALSE(a.place(0, &at));
+  EXPECT_EQ(SnapshotArena::liveSlots(), live_before + 3);
+  a.giveBack(0);
+  EXPECT_EQ(a.place(1000, &at), 3072u);
+  EXPECT_EQ(a.place(1000, &at), 0u);  // wraps into what slot 0 left
+  EXPECT_FALSE(a.place(64, &at));     // 1024..4096 still read by the worker
+  a.giveBack(2048);                   // out of order: reclaimed with 1024
+  EXPECT_FALSE(a.place(64, &at));
+  EXPECT_EQ(a.slotsInUse(), 4u);
+  a.giveBack(1024);
+  EXPECT_EQ(a.slotsInUse(), 2u);  // 3072 and 0
+  EXPECT_EQ(a.place(2000, &at), 1024u);
+  EXPECT_FALSE(a.place(64, &at));
+  a.giveBack(1024);  // the newest: it keeps its place until the older ones go
+  EXPECT_EQ(a.bytesInUse(), 4096u);
+  EXPECT_EQ(SnapshotArena::liveSlots(), live_before + 2);
+  EXPECT_EQ(a.clear(), 2u);  // the worker died
+  EXPECT_EQ(SnapshotArena::liveSlots(), live_before);
+  EXPECT_EQ(a.place(4096, &at), 0u);  // all of it, from the start
+  a.giveBack(0);
+  EXPECT_EQ(SnapshotArena::liveSlots(), live_before);
 }
 
 // What reading `bytes` (then EOF) from a channel gives.

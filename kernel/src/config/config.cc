@@ -745,7 +745,7 @@ class Parser {
   void parseWorker(const YAML::Node& n, const std::string& path, WorkerConfig& w) const {
     checkKeys(n, path,
               {"binary", "channels", "call_timeout_ms", "sandbox", "user", "max_memory_mb",
-               "max_files", "max_cpu_seconds"});
+               "max_files", "max_cpu_seconds", "snapshot_bytes", "snapshot_min_bytes"});
     if (n.IsNull()) return;
     if (auto v = n["binary"]) w.binary = readPath(v, join(path, "binary"));
     if (auto v = n["channels"]) w.channels = readUInt(v, join(path, "channels"), 1, 256);
@@ -772,6 +772,12 @@ class Parser {
     if (auto v = n["max_files"]) w.max_files = readUInt(v, join(path, "max_files"), 16, 65536);
     if (auto v = n["max_cpu_seconds"]) {
       w.max_cpu_seconds = readUInt(v, join(path, "max_cpu_seconds"), 0, 1u << 30);
+    }
+    if (auto v = n["snapshot_bytes"]) {
+      w.snapshot_bytes = readUInt(v, join(path, "snapshot_bytes"), 0, 1u << 30);
+    }
+    if (auto v = n["snapshot_min_bytes"]) {
+      w.snapshot_min_bytes = readUInt(v, join(path, "snapshot_min_bytes"), 0, 1u << 30);
     }
   }
 

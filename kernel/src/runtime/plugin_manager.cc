@@ -141,6 +141,8 @@ worker::WorkerOptions workerOptions(const config::WorkerConfig& c) {
   o.max_memory_bytes = c.max_memory_bytes;
   o.max_files = c.max_files;
   o.max_cpu_seconds = c.max_cpu_seconds;
+  o.snapshot_bytes = c.snapshot_bytes;
+  o.snapshot_min_bytes = c.snapshot_min_bytes;
   return o;
 }
 

@@ -22,6 +22,14 @@
 // conversations follow each other on it. Effect-only host calls (log, set_error,
 // metric_record, the response setters, service_reply) are batched by the worker and travel
 // at the front of the next CALL or RESULT.
+//
+// A route's request (its ctx block, method, path, query, body, headers and path params)
+// usually does not travel in its INVOKE: the host writes it into a slot of the channel's
+// snapshot region, a sealed memfd the worker maps read-only, and the INVOKE (kRouteShared)
+// carries only {offset, length}. The worker decodes the slot with a FrameReader, exactly as
+// it would an inline payload, after checking the slot lies inside its mapping; the slot is
+// the host's again once the RESULT is read (or the worker is dead). A snapshot that does
+// not fit goes inline (kRoute), as before.
 #pragma once
 
 #include <chrono>
@@ -41,7 +49,7 @@ constexpr uint32_t kMaxFramePayload = 16u * 1024 * 1024 + 64 * 1024;
 // piece larger than this in a stream CALL is a protocol violation.
 constexpr uint32_t kMaxStreamChunk = 1u * 1024 * 1024;
 // The protocol spoken; the worker names it in HELLO and the host refuses any other.
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;
 
 enum class FrameType : uint16_t {
   kHello = 1,     // worker -> host, once per channel: protocol, descriptor id/version/ABI
@@ -62,6 +70,9 @@ enum class InvokeOp : uint16_t {
   kEvent = 6,
   kService = 7,
   kJob = 8,
+  // A route whose snapshot is in the channel's region: u32 index, u64 offset, u32 length;
+  // the slot holds what follows the index in a kRoute payload.
+  kRouteShared = 9,
 };
 
 // Host-table slots that need the host's answer. Everything else is answered in the worker
@@ -171,6 +182,59 @@ class FrameWriter {
     return *this;
   }
   std::string buf_;
+};
+
+// FrameWriter's encoding, counting bytes only: sizes a snapshot before it is placed.
+class SizeWriter {
+ public:
+  SizeWriter& u8(uint8_t) { return add(1); }
+  SizeWriter& u32(uint32_t) { return add(4); }
+  SizeWriter& i32(int32_t) { return add(4); }
+  SizeWriter& u64(uint64_t) { return add(8); }
+  SizeWriter& f64(double) { return add(8); }
+  SizeWriter& str(std::string_view s) { return add(4 + s.size()); }
+  size_t size() const { return n_; }
+
+ private:
+  SizeWriter& add(size_t n) {
+    n_ += n;
+    return *this;
+  }
+  size_t n_ = 0;
+};
+
+// FrameWriter's encoding into memory the caller sized with SizeWriter (a snapshot slot):
+// the bytes are written once, where the worker reads them. Writing past `size` is a bug
+// of the caller; it stops at the end and latches !ok() instead of overrunning.
+class SpanWriter {
+ public:
+  SpanWriter(char* at, size_t size) : p_(at), left_(size) {}
+  SpanWriter& u8(uint8_t v) { return raw(&v, 1); }
+  SpanWriter& u32(uint32_t v) { return raw(&v, 4); }
+  SpanWriter& i32(int32_t v) { return raw(&v, 4); }
+  SpanWriter& u64(uint64_t v) { return raw(&v, 8); }
+  SpanWriter& f64(double v) { return raw(&v, 8); }
+  SpanWriter& str(std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    return raw(s.data(), s.size());
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  SpanWriter& raw(const void* v, size_t n) {
+    if (n > left_) {
+      ok_ = false;
+      left_ = 0;
+      return *this;
+    }
+    if (n) std::memcpy(p_, v, n);
+    p_ += n;
+    left_ -= n;
+    return *this;
+  }
+  char* p_;
+  size_t left_;
+  bool ok_ = true;
 };
 
 // Reads fields in order; any read past the end latches !ok() and yields zeros/empties, so

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "runtime/call_context.h"
@@ -77,6 +78,8 @@ struct RouteCall {
   std::shared_ptr<WorkerProcess> sent_to;
   int channel = -1;
   uint64_t id = 0;
+  // Its snapshot's slot in the channel's region, while the worker may read it.
+  std::optional<uint64_t> slot;
 };
 
 struct Slot {
@@ -94,6 +97,9 @@ struct Slot {
   metrics::Counter* crash_metric = nullptr;
   metrics::Counter* restart_metric = nullptr;
   metrics::Gauge* crashloop_metric = nullptr;
+  metrics::Counter* shared_snapshots = nullptr;  // route requests placed in a region
+  metrics::Counter* inline_snapshots = nullptr;  // … and sent in their INVOKE
+  metrics::Gauge* snapshot_slots = nullptr;      // slots the worker may still read
   // Route calls from the event loops wait here for the route threads (at most one per
   // channel), which take them in batches: a request waiting for its worker holds no
   // event-loop thread, so a slow or hung worker delays only its own requests, and calls
@@ -128,7 +134,10 @@ Clock::duration backoffAfter(uint64_t consecutive) {
   return std::min<Clock::duration>(kMaxBackoff, ms);
 }
 
-void writeCtx(FrameWriter& w, const trellis_ctx* ctx) {
+class RouteSnapshot;
+
+template <typename Writer>
+void writeCtx(Writer& w, const trellis_ctx* ctx) {
   w.str(ctx && ctx->tenant ? std::string_view(ctx->tenant->id) : std::string_view());
   w.str(ctx ? ctx->principal : std::string_view());
   bool trace = ctx && ctx->trace;
@@ -232,6 +241,11 @@ struct WorkerPlugin::Impl {
   // `refill`, calls queued meanwhile join the pipeline until the queue is empty. Calls the
   // worker never started, because an earlier one ended it, go back to the queue.
   void runBatch(Slot& slot, std::vector<RouteCall>& batch, bool refill);
+  // Queues the INVOKE of `c` on channel `ch` of `proc`: its snapshot in the channel's
+  // region when it fits there, else inline.
+  void sendRoute(Slot& slot, WorkerProcess& proc, int ch, RouteCall& c, const RouteSnapshot& snap);
+  // The worker answered `c`: its slot may be reused.
+  void giveBack(Slot& slot, WorkerProcess& proc, int ch, RouteCall& c);
   // Answers a call whose request made the worker fail repeatedly (502); false otherwise.
   bool refusePoisoned(RouteCall& c);
   // The answer to a call whose conversation ended as `o` (the request's key counts a crash).
@@ -378,25 +392,43 @@ size_t poisonKey(const RouteCall& c) {
          (std::hash<std::string_view>()(c.req->http->body()) * 1099511628211ull);
 }
 
-// The INVOKE of a route: the request snapshot every request getter in the worker reads.
-FrameWriter routePayload(const RouteCall& c) {
-  const trellis_request* req = c.req;
-  FrameWriter w;
-  w.u32(c.remote->index);
-  writeCtx(w, c.ctx);
-  w.str(req->http->method_string()).str(req->path).str(req->query).str(req->http->body());
-  size_t headers = 0;
-  for (auto it = req->http->begin(); it != req->http->end(); ++it) ++headers;
-  w.u32(static_cast<uint32_t>(headers));
-  for (const auto& field : *req->http) w.str(field.name_string()).str(field.value());
-  const auto& params = req->match->params;
-  w.u32(static_cast<uint32_t>(params.size()));
-  for (const auto& [name, raw] : params) {
-    auto decoded = http::percentDecode(raw);
-    w.str(name).str(decoded ? std::string_view(*decoded) : std::string_view()).u8(decoded ? 1 : 0);
+// A route's request as every request getter in the worker reads it, after the callback
+// index: the ctx block, method, path, query, body, headers, path params. Written with a
+// SizeWriter (its length), then a SpanWriter (into a region slot) or a FrameWriter (inline).
+class RouteSnapshot {
+ public:
+  explicit RouteSnapshot(const RouteCall& c) : c_(c) {
+    for (const auto& [name, raw] : c.req->match->params)
+      params_.push_back(http::percentDecode(raw));
+    SizeWriter size;
+    write(size);
+    size_ = size.size();
   }
-  return w;
-}
+  size_t size() const { return size_; }
+  template <typename Writer>
+  void write(Writer& w) const {
+    const trellis_request* req = c_.req;
+    writeCtx(w, c_.ctx);
+    w.str(req->http->method_string()).str(req->path).str(req->query).str(req->http->body());
+    size_t headers = 0;
+    for (auto it = req->http->begin(); it != req->http->end(); ++it) ++headers;
+    w.u32(static_cast<uint32_t>(headers));
+    for (const auto& field : *req->http) w.str(field.name_string()).str(field.value());
+    const auto& params = req->match->params;
+    w.u32(static_cast<uint32_t>(params.size()));
+    size_t i = 0;
+    for (const auto& entry : params) {
+      const auto& decoded = params_[i++];
+      w.str(entry.first);
+      w.str(decoded ? std::string_view(*decoded) : std::string_view()).u8(decoded ? 1 : 0);
+    }
+  }
+
+ private:
+  const RouteCall& c_;
+  std::vector<std::optional<std::string>> params_;
+  size_t size_ = 0;
+};
 
 trellis_status problem(const RouteCall& c, int32_t status, const std::string& detail) {
   return runtime::hostApi()->res_problem(c.ctx, c.res, status,
@@ -453,8 +485,9 @@ void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
     auto it = poison.find(poisonKey(c));
     if (it != poison.end() && it->second >= kPoisonCrashes) return;  // refused on the thread
   }
-  FrameWriter payload = routePayload(c);
-  if (payload.size() > kMaxEarlyInvoke) return;
+  // The loop copies no large request: that is a route thread's work.
+  const RouteSnapshot snap(c);
+  if (snap.size() > kMaxEarlyInvoke) return;
   int ch = proc->acquire(Clock::now());  // a free channel, without waiting
   if (ch < 0) return;
   FrameChannel& chan = proc->channel(ch);
@@ -465,8 +498,7 @@ void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
     proc->release(ch);
     return;
   }
-  c.id = nextInvokeId();
-  sendInvoke(chan, InvokeOp::kRoute, c.id, payload);
+  sendRoute(slot, *proc, ch, c, snap);
   (void)chan.flush();  // a failure shows as the channel closed when the answer is read
   c.sent_to = std::move(proc);
   c.channel = ch;
@@ -537,9 +569,7 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
   }
   FrameChannel& chan = worker->channel(ch);
   auto send = [&](RouteCall& c) {
-    if (c.id != 0) return;
-    c.id = nextInvokeId();
-    sendInvoke(chan, InvokeOp::kRoute, c.id, routePayload(c));
+    if (c.id == 0) sendRoute(slot, *worker, ch, c, RouteSnapshot(c));
   };
   for (RouteCall& c : flight) send(c);
   while (!flight.empty()) {
@@ -558,6 +588,12 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
                        std::memory_order_relaxed);
     slot.noteProgress();
     if (o.kind != Outcome::kOk) {
+      // The worker is dead (converse killed it): no slot of this channel is read again,
+      // neither this call's nor those of the calls behind it, which go back to the queue.
+      const size_t dropped = worker->arena(ch).clear();
+      if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
+      c.slot.reset();
+      for (RouteCall& later : flight) later.slot.reset();
       worker->release(ch);
       noteEnd(slot, worker, o);
       c.finish(answer(c, o));
@@ -572,6 +608,7 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
       }
       return;
     }
+    giveBack(slot, *worker, ch, c);
     c.finish(o.status);
     flight.pop_front();
     // Calls queued meanwhile join the flight at once, so the worker is never left idle
@@ -595,6 +632,41 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
     (void)chan.flush();  // a failure shows as the channel closed at the next read
   }
   worker->release(ch);
+}
+
+void WorkerPlugin::Impl::sendRoute(Slot& slot, WorkerProcess& proc, int ch, RouteCall& c,
+                                   const RouteSnapshot& snap) {
+  FrameChannel& chan = proc.channel(ch);
+  c.id = nextInvokeId();
+  char* at = nullptr;
+  std::optional<uint64_t> offset;
+  if (snap.size() >= options.snapshot_min_bytes && snap.size() <= UINT32_MAX) {
+    offset = proc.arena(ch).place(snap.size(), &at);
+  }
+  if (offset) {
+    SpanWriter w(at, snap.size());
+    snap.write(w);
+    c.slot = offset;
+    FrameWriter f;
+    f.u32(c.remote->index).u64(*offset).u32(static_cast<uint32_t>(snap.size()));
+    sendInvoke(chan, InvokeOp::kRouteShared, c.id, f);
+    if (slot.shared_snapshots) slot.shared_snapshots->add();
+    if (slot.snapshot_slots) slot.snapshot_slots->add(1);
+    return;
+  }
+  FrameWriter f;
+  f.data().reserve(4 + snap.size());
+  f.u32(c.remote->index);
+  snap.write(f);
+  sendInvoke(chan, InvokeOp::kRoute, c.id, f);
+  if (slot.inline_snapshots) slot.inline_snapshots->add();
+}
+
+void WorkerPlugin::Impl::giveBack(Slot& slot, WorkerProcess& proc, int ch, RouteCall& c) {
+  if (!c.slot) return;
+  proc.arena(ch).giveBack(*c.slot);
+  c.slot.reset();
+  if (slot.snapshot_slots) slot.snapshot_slots->add(-1);
 }
 
 trellis_status WorkerPlugin::Impl::answer(const RouteCall& c, const Outcome& o) {
@@ -879,6 +951,17 @@ Result<std::unique_ptr<WorkerPlugin>> WorkerPlugin::open(runtime::PluginInstance
       slot->crashloop_metric =
           &reg->gauge("trellis_worker_crashlooping",
                       "1 while a plugin worker has crashed 5 or more times in a row",
+                      {"plugin", "tenant"})
+               .labels(labels);
+      auto& snapshots = reg->counter("trellis_worker_snapshots_total",
+                                     "Route requests sent to plugin workers, by where their "
+                                     "snapshot travelled: a shared-memory slot or the INVOKE",
+                                     {"plugin", "tenant", "path"});
+      slot->shared_snapshots = &snapshots.labels({plugin.id(), labels[1], "shared"});
+      slot->inline_snapshots = &snapshots.labels({plugin.id(), labels[1], "inline"});
+      slot->snapshot_slots =
+          &reg->gauge("trellis_worker_snapshot_slots",
+                      "Shared-memory request snapshots a plugin worker may still read",
                       {"plugin", "tenant"})
                .labels(labels);
     }

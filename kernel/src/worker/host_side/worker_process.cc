@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <future>
 #include <map>
 #include <thread>
+#include <utility>
 
 #include "worker/protocol.h"
 
@@ -78,7 +80,116 @@ class Spawner {
   std::deque<std::function<void()>> queue_;
 };
 
+std::atomic<int64_t> g_live_slots{0};
+
+// A memfd of `size` bytes mapped read-write here, then sealed so that nobody (the worker
+// it is handed to) can map it writable, write it, resize it or change its seals. The
+// mapping made before the seal stays writable: F_SEAL_FUTURE_WRITE, unlike F_SEAL_WRITE,
+// refuses only what comes after it.
+Status makeRegion(size_t size, int* fd_out, char** base_out) {
+  int fd = ::memfd_create("trellis-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return Status::unavailable(std::string("memfd_create: ") + std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    Status s = Status::unavailable(std::string("ftruncate: ") + std::strerror(errno));
+    ::close(fd);
+    return s;
+  }
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    Status s = Status::unavailable(std::string("mmap: ") + std::strerror(errno));
+    ::close(fd);
+    return s;
+  }
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) !=
+      0) {
+    Status s =
+        Status::unavailable(std::string("sealing the snapshot region: ") + std::strerror(errno));
+    ::munmap(base, size);
+    ::close(fd);
+    return s;
+  }
+  *fd_out = fd;
+  *base_out = static_cast<char*>(base);
+  return Status::ok();
+}
+
 }  // namespace
+
+SnapshotArena& SnapshotArena::operator=(SnapshotArena&& o) noexcept {
+  if (this != &o) {
+    clear();
+    if (base_) ::munmap(base_, size_);
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    slots_ = std::move(o.slots_);
+    o.slots_.clear();
+  }
+  return *this;
+}
+
+SnapshotArena::~SnapshotArena() {
+  clear();
+  if (base_) ::munmap(base_, size_);
+  base_ = nullptr;
+  size_ = 0;
+}
+
+std::optional<uint64_t> SnapshotArena::place(size_t n, char** at) {
+  // Slots start on cache lines: the worker's reads of one never share a line the host is
+  // writing for the next.
+  const size_t len = (n + 63) & ~size_t{63};
+  if (!base_ || n == 0 || len > size_) return std::nullopt;
+  size_t offset = 0;
+  if (!slots_.empty()) {
+    const size_t tail = slots_.front().offset;
+    const size_t head = slots_.back().offset + slots_.back().length;
+    if (slots_.back().offset >= tail) {  // in use: [tail, head)
+      if (size_ - head >= len) {
+        offset = head;
+      } else if (tail >= len) {
+        offset = 0;  // wraps
+      } else {
+        return std::nullopt;
+      }
+    } else {  // wrapped, in use: [tail, size) and [0, head)
+      if (tail - head < len) return std::nullopt;
+      offset = head;
+    }
+  }
+  slots_.push_back({offset, len, false});
+  g_live_slots.fetch_add(1, std::memory_order_relaxed);
+  *at = base_ + offset;
+  return offset;
+}
+
+void SnapshotArena::giveBack(uint64_t offset) {
+  for (Slot& s : slots_) {
+    if (s.offset == offset && !s.done) {
+      s.done = true;
+      g_live_slots.fetch_sub(1, std::memory_order_relaxed);
+      break;
+    }
+  }
+  while (!slots_.empty() && slots_.front().done) slots_.pop_front();
+}
+
+size_t SnapshotArena::clear() {
+  size_t live = 0;
+  for (const Slot& s : slots_) live += s.done ? 0 : 1;
+  g_live_slots.fetch_sub(static_cast<int64_t>(live), std::memory_order_relaxed);
+  slots_.clear();
+  return live;
+}
+
+size_t SnapshotArena::bytesInUse() const {
+  size_t n = 0;
+  for (const Slot& s : slots_) n += s.length;
+  return n;
+}
+
+int64_t SnapshotArena::liveSlots() {
+  return g_live_slots.load(std::memory_order_relaxed);
+}
 
 // Sees a worker end while no call is routed to it (a worker is otherwise only found dead
 // by the next call): one thread waits on every live worker's pidfd and kills (reaps) the
@@ -165,6 +276,16 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
   }
   child_ends.fds.push_back(dir_fd);
 
+  // One snapshot region per channel, after the folder: fds 3+channels+2 … in the worker.
+  std::vector<SnapshotArena> arenas;
+  for (int i = 0; o.snapshot_bytes > 0 && i < o.channels; ++i) {
+    int fd = -1;
+    char* base = nullptr;
+    if (Status s = makeRegion(o.snapshot_bytes, &fd, &base); !s) return s;
+    arenas.emplace_back(base, o.snapshot_bytes);
+    child_ends.fds.push_back(fd);  // trellisd keeps only its mapping
+  }
+
   std::vector<std::string> args = {o.binary.string(),
                                    "--library",
                                    library.string(),
@@ -176,6 +297,7 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
                                    dir.string(),
                                    "--max-files",
                                    std::to_string(o.max_files)};
+  if (!arenas.empty()) args.insert(args.end(), {"--snapshot-regions", "1"});
   if (!o.sandbox) {
     args.push_back("--no-sandbox");
   } else {
@@ -228,6 +350,8 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
   parent_ends.fds.clear();
   p->busy_.assign(p->fds_.size(), false);
   for (int fd : p->fds_) p->channels_.emplace_back(fd);
+  arenas.resize(p->fds_.size());  // snapshots off: empty arenas, which place nothing
+  p->arenas_ = std::move(arenas);
 
   Frame hello;
   Status s = p->channels_[0].read(hello, std::chrono::steady_clock::now() + o.call_timeout);

@@ -8,6 +8,10 @@
 //   c.send(FrameType::kInvoke, ...); c.read(frame, deadline); ...
 //   p->release(ch);
 //   p->kill("call timeout");          // SIGKILL, reaped; every channel reads EOF
+//
+// Each channel has a snapshot region (SnapshotArena): a memfd trellisd maps read-write,
+// then seals (no shrink, no grow, no future write, no more seals) before the worker
+// inherits it, so the worker can map it only read-only. Route snapshots are placed there.
 #pragma once
 
 #include <sys/types.h>
@@ -15,11 +19,14 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +44,12 @@ struct WorkerOptions {
   uint64_t max_memory_bytes = 1024ull * 1024 * 1024;
   uint64_t max_files = 64;
   uint64_t max_cpu_seconds = 0;
+  // Bytes of each channel's snapshot region (0: none, every request travels inline). A
+  // request snapshot larger than this, or one that finds the region full, goes inline.
+  uint64_t snapshot_bytes = 2ull * 1024 * 1024;
+  // Snapshots smaller than this travel inline even with a region: for them the copy into
+  // the socket costs no more than the copy into the region.
+  uint64_t snapshot_min_bytes = 0;
   // Appended to the worker's command line: how to build a Lua plugin ("--lua", its id,
   // version, budgets and blocking routes); empty for a native library.
   std::vector<std::string> plugin_args;
@@ -50,6 +63,43 @@ struct Hello {
   std::string id;
   std::string version;
   std::string landlock;  // "abi N", "absent (…)" or "off"
+};
+
+// One channel's snapshot region as trellisd holds it: a ring of slots, each placed by the
+// thread holding the channel and given back when that call's RESULT is read. Slots are
+// usually given back in the order placed (a channel's calls are answered in order), but
+// need not be: a slot given back out of order is reclaimed when those before it are. Only
+// the thread holding the channel uses it; trellisd never reads what it wrote.
+class SnapshotArena {
+ public:
+  SnapshotArena() = default;
+  SnapshotArena(char* base, size_t size) : base_(base), size_(size) {}
+  SnapshotArena(SnapshotArena&& o) noexcept { *this = std::move(o); }
+  SnapshotArena& operator=(SnapshotArena&& o) noexcept;
+  ~SnapshotArena();  // unmaps the region (the worker's mapping is its own)
+
+  size_t size() const { return size_; }
+  // A slot of `n` bytes: its offset, or nullopt if the region is absent, too small or full
+  // of slots the worker may still read. `at` is where to write it.
+  std::optional<uint64_t> place(size_t n, char** at);
+  // The worker will not read slot `offset` again (its RESULT came).
+  void giveBack(uint64_t offset);
+  // The worker is dead: nothing reads any slot any more. Returns how many were in use.
+  size_t clear();
+  size_t slotsInUse() const { return slots_.size(); }
+  size_t bytesInUse() const;
+
+  // Process-wide, for tests and metrics: slots placed and not given back, in every arena.
+  static int64_t liveSlots();
+
+ private:
+  struct Slot {
+    size_t offset, length;
+    bool done;
+  };
+  char* base_ = nullptr;
+  size_t size_ = 0;
+  std::deque<Slot> slots_;  // oldest first
 };
 
 class WorkerProcess {
@@ -67,6 +117,8 @@ class WorkerProcess {
   int fd(int channel) const { return fds_[static_cast<size_t>(channel)]; }
   // The buffered end of a channel: only the thread that acquired it may use it.
   FrameChannel& channel(int ch) { return channels_[static_cast<size_t>(ch)]; }
+  // The channel's snapshot region (size 0 when snapshots are off): same rule as channel().
+  SnapshotArena& arena(int ch) { return arenas_[static_cast<size_t>(ch)]; }
 
   // A free channel, or -1 if the worker is dead or none freed up before `deadline`.
   int acquire(std::chrono::steady_clock::time_point deadline);
@@ -98,6 +150,7 @@ class WorkerProcess {
   Hello hello_;
   std::vector<int> fds_;
   std::vector<FrameChannel> channels_;  // one per fd
+  std::vector<SnapshotArena> arenas_;   // one per fd
   std::vector<bool> busy_;
   mutable std::mutex mu_;
   std::condition_variable freed_;

@@ -1199,7 +1199,7 @@ trellis_status runCompletions(WorkerCtx& ctx, const trellis_ctx* c, trellis_stat
 
 }  // namespace
 
-int WorkerHost::serve(int fd) {
+int WorkerHost::serve(int fd, std::string_view region) {
   Lane lane(fd);
   for (;;) {
     Frame in;
@@ -1215,10 +1215,24 @@ int WorkerHost::serve(int fd) {
     WorkerCtx ctx;
     ctx.lane = &lane;
     ctx.phase = static_cast<InvokeOp>(in.op);
-    FrameReader r(in.payload);
+    FrameReader frame(in.payload);
     Snapshot snapshot;
     trellis_status status = TRELLIS_INTERNAL;
-    uint32_t index = r.u32();
+    uint32_t index = frame.u32();
+    // A route whose snapshot (ctx block and request) is in the region: the slot the host
+    // names must lie inside the mapping, and is then read with the same checks as a frame.
+    // Its views stay valid until the RESULT: the host reuses the slot only after that.
+    FrameReader r = frame;
+    if (ctx.phase == InvokeOp::kRouteShared) {
+      const uint64_t offset = frame.u64();
+      const uint32_t length = frame.u32();
+      if (!frame.ok() || !frame.atEnd() || offset > region.size() ||
+          length > region.size() - offset) {
+        return kExitProtocol;
+      }
+      r = FrameReader(region.substr(offset, length));
+      ctx.phase = InvokeOp::kRoute;
+    }
     readCtx(r, ctx);
     ctx.token = g_next_token.fetch_add(1, std::memory_order_relaxed) * 64;
     auto* c = reinterpret_cast<const trellis_ctx*>(ctx.token);

@@ -25,8 +25,10 @@ class WorkerHost {
   // `state` is what on_init finds in *state (the Lua adapter's plugin; null for a library).
   explicit WorkerHost(const trellis_plugin* plugin, void* state = nullptr);
   // Runs INVOKE frames from `fd` until EOF or SHUTDOWN; returns the exit code the worker
-  // should use (0 for a clean end, 3 for a protocol violation by the host).
-  int serve(int fd);
+  // should use (0 for a clean end, 3 for a protocol violation by the host). `region` is
+  // the channel's snapshot region as mapped here (read-only; empty if it has none): a
+  // kRouteShared INVOKE names a slot in it.
+  int serve(int fd, std::string_view region = {});
 
   static const trellis_host_api* api();
 

@@ -1,6 +1,8 @@
 // trellis-worker: runs one plugin outside trellisd: a native library, or a Lua plugin in
-// its sandbox. Started by trellisd (never by hand) with the channel sockets as fds 3, 4, …;
-// it sandboxes itself, opens the plugin, says HELLO on the first channel and serves every
+// its sandbox. Started by trellisd (never by hand) with the channel sockets as fds 3, 4, …,
+// then the library and its folder, then (with --snapshot-regions 1) each channel's snapshot
+// region, a sealed memfd it maps read-only (the seals refuse a writable mapping); it
+// sandboxes itself, opens the plugin, says HELLO on the first channel and serves every
 // channel on its own thread until trellisd closes them.
 //
 //   trellis-worker --library /plugins/acme-x/libx.so --channels 4 [sandbox options]
@@ -14,6 +16,8 @@
 // under its seccomp filter and Landlock rules: a script stuck past the call timeout is
 // killed with its worker, not left holding a thread of trellisd.
 #include <dlfcn.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -94,6 +99,7 @@ int main(int argc, char** argv) {
   int channels = 1;
   trellis::kernel::worker::SandboxOptions sandbox;
   bool lua = false;
+  bool regions = false;
   trellis::kernel::lua::LuaPlugin::Source lua_source;
   trellis::kernel::config::LuaBudget lua_budget;
   for (int i = 1; i < argc; ++i) {
@@ -106,6 +112,8 @@ int main(int argc, char** argv) {
       library = value();
     } else if (arg == "--channels") {
       channels = std::atoi(value().c_str());
+    } else if (arg == "--snapshot-regions") {
+      regions = number(arg, value()) != 0;
     } else if (arg == "--lua") {
       lua = true;
     } else if (arg == "--lua-entry") {
@@ -140,7 +148,22 @@ int main(int argc, char** argv) {
   // trellisd had open without close-on-exec is closed before plugin code runs.
   const int library_fd = 3 + channels;
   sandbox.plugin_dir_fd = library_fd + 1;
-  if (syscall(SYS_close_range, library_fd + 2, ~0u, 0) != 0) die("close_range failed");
+  const int first_region_fd = library_fd + 2;
+  const int inherited_end = first_region_fd + (regions ? channels : 0);
+  if (syscall(SYS_close_range, inherited_end, ~0u, 0) != 0) die("close_range failed");
+  // Each channel's snapshot region, read-only: trellisd sealed it against writable
+  // mappings, so PROT_WRITE here (or an mprotect to it later) fails whoever asks. The fd
+  // stays open; it gives nothing the mapping does not.
+  std::vector<std::string_view> region(static_cast<size_t>(channels));
+  for (int i = 0; regions && i < channels; ++i) {
+    struct stat st {};
+    const int fd = first_region_fd + i;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) die("snapshot region " + std::to_string(i));
+    void* base = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) die(std::string("mapping a snapshot region: ") + std::strerror(errno));
+    region[static_cast<size_t>(i)] =
+        std::string_view(static_cast<const char*>(base), static_cast<size_t>(st.st_size));
+  }
 
   // The Lua budget clock calibrates from /sys, which the sandbox will not let it read.
   if (lua) (void)trellis::kernel::lua::budget_clock::now();
@@ -193,8 +216,9 @@ int main(int argc, char** argv) {
   trellis::kernel::worker::WorkerHost host(plugin, lua_plugin ? lua_plugin->hookState() : nullptr);
   std::vector<std::thread> threads;
   for (int i = 1; i < channels; ++i) {
-    threads.emplace_back([&host, i] { _exit(host.serve(3 + i)); });
+    threads.emplace_back(
+        [&host, &region, i] { _exit(host.serve(3 + i, region[static_cast<size_t>(i)])); });
   }
   // Any channel ending ends the worker: the host drops all of a worker's channels at once.
-  _exit(host.serve(3));
+  _exit(host.serve(3, region[0]));
 }

@@ -178,6 +178,10 @@ struct WorkerConfig {
   uint64_t max_memory_bytes = 1024ull * 1024 * 1024;
   uint64_t max_files = 64;
   uint64_t max_cpu_seconds = 0;  // 0 = no CPU-time limit
+  // Each channel's shared-memory region for request snapshots (0 = none: every request
+  // travels in its INVOKE), and the smallest snapshot placed there (smaller ones go inline).
+  uint64_t snapshot_bytes = 2ull * 1024 * 1024;
+  uint64_t snapshot_min_bytes = 0;
 };
 
 struct TenantKey {
