@@ -411,6 +411,64 @@ TEST_F(SqliteKvStoreTest, TenantFilesAreOwnerOnly) {
   EXPECT_EQ(mode(dir_.path() / "data" / "acme.db-wal"), perms::owner_read | perms::owner_write);
 }
 
+// Once a tenant is idle (100 ms) its logged writes are applied to SQLite and the values
+// kept by the read cache: every read and compare-and-set after that must see the newest
+// value, never one the cache held from before.
+TEST_F(SqliteKvStoreTest, ReadsAndCompareAndSetSeeTheNewestValueAcrossApplies) {
+  auto idle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(350)); };
+  ASSERT_EQ(*store_->put(acme_, "k", "v1", kAnyVersion), 1u);
+  idle();
+  EXPECT_EQ(store_->get(acme_, "k")->value, "v1");  // read from SQLite, then cached
+  EXPECT_EQ(store_->get(acme_, "k")->value, "v1");
+  EXPECT_EQ(*store_->put(acme_, "k", "v2", 1), 2u);
+  EXPECT_EQ(store_->get(acme_, "k")->value, "v2");
+  idle();
+  auto e = store_->get(acme_, "k");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->value, "v2");
+  EXPECT_EQ(e->version, 2u);
+  EXPECT_EQ(store_->put(acme_, "k", "stale", 1).status().code(), StatusCode::kConflict);
+  ASSERT_TRUE(store_->remove(acme_, "k", 2));
+  idle();
+  EXPECT_EQ(store_->get(acme_, "k").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store_->put(acme_, "k", "again", kAbsent), 1u);
+}
+
+TEST_F(SqliteKvStoreTest, IncrementsThatPauseForAppliesLoseNothing) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 30;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int done = 0; done < kPerThread;) {
+        // Now and then every thread pauses at once, long enough for an apply.
+        if (done % 10 == 9) std::this_thread::sleep_for(std::chrono::milliseconds(150 + t));
+        auto cur = store_->get(acme_, "counter");
+        if (!cur && cur.status().code() != StatusCode::kNotFound) {
+          ++errors;
+          return;
+        }
+        const uint64_t expected = cur ? cur->version : kAbsent;
+        const int value = cur ? std::stoi(cur->value) : 0;
+        auto put = store_->put(acme_, "counter", std::to_string(value + 1), expected);
+        if (put) {
+          ++done;
+        } else if (put.status().code() != StatusCode::kConflict) {
+          ++errors;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  auto e = store_->get(acme_, "counter");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->value, std::to_string(kThreads * kPerThread));
+  EXPECT_EQ(e->version, static_cast<uint64_t>(kThreads * kPerThread));
+}
+
 // The writer no longer checkpoints (its WAL hook only queues one), so this fails if no
 // checkpoint runs elsewhere: every page would stay in the WAL and the file would not grow.
 TEST_F(SqliteKvStoreTest, CheckpointsCopyTheWalIntoTheDatabaseAndTheWalStartsOver) {

@@ -126,6 +126,8 @@ Result<KvEntry> LoggedKvTenant::get(const std::string& plugin, const std::string
     if (!e->value) return Status::notFound("no such key");
     return KvEntry{key, std::move(*e->value), e->version};
   }
+  if (auto hit = cache_.find(plugin, key)) return KvEntry{key, std::move(hit->value), hit->version};
+  const uint64_t ticket = cache_.ticket();  // before the read: see KvReadCache::fill
   KvEntry out{key, {}, 0};
   Status s = db_->read([&](SqliteConnection& c) {
     auto q = c.statements.use(
@@ -137,6 +139,7 @@ Result<KvEntry> LoggedKvTenant::get(const std::string& plugin, const std::string
     return Status::ok();
   });
   if (!s) return s;
+  cache_.fill(ticket, plugin, key, out.value, out.version);
   return out;
 }
 
@@ -217,6 +220,9 @@ std::pair<uint64_t, uint64_t> LoggedKvTenant::current(const std::string& plugin,
   }
   if (auto e = overlay_.find(plugin, key)) {
     return {e->value ? e->version : kAbsent, chargedBytes(key, e->value)};
+  }
+  if (auto hit = cache_.find(plugin, key)) {
+    return {hit->version, key.size() + hit->value.size()};
   }
   auto q = leader_conn_->statements.use(
       "SELECT version, length(key) + length(value) FROM kv "
@@ -312,6 +318,7 @@ Status LoggedKvTenant::apply() {
   const KvOverlay::Snapshot snap = overlay_.snapshot();
   Status s = db_->write([&](SqliteConnection& c) { return applyChanges(c, snap.changes); });
   if (!s) return s;
+  cache_.applied(snap.changes);  // before forget: a read must find them in one or the other
   overlay_.forget(snap);
   std::lock_guard lock(log_mu_);
   log_->dropThrough(closed);

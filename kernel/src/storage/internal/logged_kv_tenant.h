@@ -13,6 +13,9 @@
 // the overlay into SQLite in one transaction (synchronous=FULL: durable when it returns),
 // forgets what it copied and deletes the older segments. Opening replays what the log
 // still holds; closing applies everything, so a closed tenant's file is complete.
+//
+// Below the overlay, a read cache (kv_read_cache.h) keeps hot values SQLite already has,
+// so reads and compare-and-set decisions on them skip SQLite.
 #pragma once
 
 #include <atomic>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "storage/internal/kv_overlay.h"
+#include "storage/internal/kv_read_cache.h"
 #include "storage/internal/kv_redo_log.h"
 #include "trellis/kernel/storage/group_commit.h"
 #include "trellis/kernel/storage/kv_store.h"
@@ -55,6 +59,9 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
                 KvStore::PutDone done);
   Status remove(const Scope& scope, std::string key, uint64_t expected_version);
   uint64_t storageBytes() const { return used_.load(); }
+  // Bytes of values kept by the read cache, at most kReadCacheBytes.
+  size_t readCacheBytes() const { return cache_.bytes(); }
+  static constexpr size_t kReadCacheBytes = 4 * 1024 * 1024;
   GroupCommit::Stats writeStats() const { return commit_.stats(); }
 
   // Copies the overlay into SQLite now (the applier's work). Thread-safe.
@@ -75,6 +82,7 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
   std::unique_ptr<KvRedoLog> log_;
   std::function<void()> before_append_;
   KvOverlay overlay_;
+  KvReadCache cache_{kReadCacheBytes};
   GroupCommit commit_;
   std::atomic<uint64_t> used_{0};  // key + value bytes of the tenant, overlay included
 

@@ -1,0 +1,73 @@
+#include "storage/internal/kv_read_cache.h"
+
+namespace trellis::kernel::storage::internal {
+
+std::string KvReadCache::idOf(std::string_view plugin, std::string_view key) {
+  std::string id;
+  id.reserve(plugin.size() + 1 + key.size());
+  id.append(plugin);
+  id.push_back('\0');
+  id.append(key);
+  return id;
+}
+
+std::optional<KvReadCache::Value> KvReadCache::find(std::string_view plugin,
+                                                    std::string_view key) {
+  const std::string id = idOf(plugin, key);
+  std::lock_guard lock(mu_);
+  auto it = index_.find(id);
+  if (it == index_.end()) return std::nullopt;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->value;
+}
+
+uint64_t KvReadCache::ticket() const {
+  std::lock_guard lock(mu_);
+  return applies_;
+}
+
+void KvReadCache::fill(uint64_t ticket, std::string_view plugin, std::string_view key,
+                       std::string value, uint64_t version) {
+  if (value.size() > kMaxValueBytes) return;
+  std::string id = idOf(plugin, key);
+  std::lock_guard lock(mu_);
+  if (ticket != applies_) return;  // SQLite changed since the read began: it may be stale
+  storeLocked(std::move(id), std::move(value), version);
+}
+
+void KvReadCache::applied(std::span<const KvChange> changes) {
+  std::lock_guard lock(mu_);
+  ++applies_;
+  for (const KvChange& c : changes) {
+    std::string id = idOf(c.plugin, c.key);
+    if (c.value && c.value->size() <= kMaxValueBytes) {
+      storeLocked(std::move(id), *c.value, c.version);
+    } else {
+      eraseLocked(id);
+    }
+  }
+}
+
+size_t KvReadCache::bytes() const {
+  std::lock_guard lock(mu_);
+  return bytes_;
+}
+
+void KvReadCache::storeLocked(std::string id, std::string value, uint64_t version) {
+  eraseLocked(id);
+  lru_.push_front(Node{std::move(id), Value{std::move(value), version}});
+  index_.emplace(lru_.front().id, lru_.begin());
+  bytes_ += costOf(lru_.front());
+  while (bytes_ > max_bytes_ && !lru_.empty()) eraseLocked(lru_.back().id);
+}
+
+void KvReadCache::eraseLocked(const std::string& id) {
+  auto it = index_.find(id);
+  if (it == index_.end()) return;
+  auto node = it->second;
+  bytes_ -= costOf(*node);
+  index_.erase(it);
+  lru_.erase(node);
+}
+
+}  // namespace trellis::kernel::storage::internal

@@ -1,0 +1,74 @@
+// The read cache below a tenant's KV overlay (storage/internal/kv_read_cache.h).
+#include "storage/internal/kv_read_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace trellis::kernel::storage::internal {
+namespace {
+
+TEST(KvReadCacheTest, KeepsWhatWasReadAndAnswersIt) {
+  KvReadCache cache(1 << 20);
+  EXPECT_FALSE(cache.find("p", "k"));
+  cache.fill(cache.ticket(), "p", "k", "v1", 3);
+  auto hit = cache.find("p", "k");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->value, "v1");
+  EXPECT_EQ(hit->version, 3u);
+  EXPECT_FALSE(cache.find("q", "k")) << "another plugin's key of the same name";
+  EXPECT_FALSE(cache.find("p", std::string("k\0", 2)));
+}
+
+TEST(KvReadCacheTest, AReadThatAnApplyOvertookIsNotKept) {
+  KvReadCache cache(1 << 20);
+  const uint64_t ticket = cache.ticket();  // a reader begins reading SQLite: v1
+  const std::vector<KvChange> v2{{"p", "k", "v2", 2}};
+  cache.applied(v2);  // meanwhile v2 reaches SQLite
+  cache.fill(ticket, "p", "k", "v1", 1);
+  auto hit = cache.find("p", "k");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->value, "v2");
+  EXPECT_EQ(hit->version, 2u);
+}
+
+TEST(KvReadCacheTest, AppliedChangesReplaceValuesAndRemovalsDropThem) {
+  KvReadCache cache(1 << 20);
+  cache.fill(cache.ticket(), "p", "a", "old", 1);
+  cache.fill(cache.ticket(), "p", "b", "gone", 1);
+  const std::vector<KvChange> changes{{"p", "a", "new", 2}, {"p", "b", std::nullopt, 0}};
+  cache.applied(changes);
+  ASSERT_TRUE(cache.find("p", "a"));
+  EXPECT_EQ(cache.find("p", "a")->value, "new");
+  EXPECT_FALSE(cache.find("p", "b"));
+}
+
+TEST(KvReadCacheTest, StaysWithinItsBudgetDroppingTheLeastRecentlyUsed) {
+  KvReadCache cache(4096);
+  const std::string value(1000, 'x');
+  cache.fill(cache.ticket(), "p", "first", value, 1);
+  cache.fill(cache.ticket(), "p", "second", value, 1);
+  cache.fill(cache.ticket(), "p", "third", value, 1);
+  ASSERT_TRUE(cache.find("p", "first"));  // now the most recent
+  cache.fill(cache.ticket(), "p", "fourth", value, 1);
+  EXPECT_LE(cache.bytes(), 4096u);
+  EXPECT_TRUE(cache.find("p", "first"));
+  EXPECT_FALSE(cache.find("p", "second")) << "the least recently used went first";
+  EXPECT_TRUE(cache.find("p", "fourth"));
+}
+
+TEST(KvReadCacheTest, LargeValuesAreNotKept) {
+  KvReadCache cache(1 << 20);
+  const std::string big(KvReadCache::kMaxValueBytes + 1, 'x');
+  cache.fill(cache.ticket(), "p", "k", big, 1);
+  EXPECT_FALSE(cache.find("p", "k"));
+  cache.fill(cache.ticket(), "p", "k", "small", 1);
+  const std::vector<KvChange> grown{{"p", "k", big, 2}};
+  cache.applied(grown);
+  EXPECT_FALSE(cache.find("p", "k")) << "the old small value must not survive a large write";
+  EXPECT_EQ(cache.bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace trellis::kernel::storage::internal
