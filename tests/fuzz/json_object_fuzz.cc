@@ -29,8 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Poco::JSON::Parser parser;
       object = parser.parse(std::string(text)).type() == typeid(Poco::JSON::Object::Ptr);
     } catch (const Poco::Exception& e) {
-      FUZZ_CHECK(false, "accepted, but Poco refuses it (" + e.displayText() + "): " +
-                            std::string(text));
+      FUZZ_CHECK(false,
+                 "accepted, but Poco refuses it (" + e.displayText() + "): " + std::string(text));
     }
     FUZZ_CHECK(object, "accepted, but it is not an object: " + std::string(text));
   }

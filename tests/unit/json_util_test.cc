@@ -32,24 +32,60 @@ TEST(JsonObjectCheckTest, AcceptsObjectsOfEveryKindOfValue) {
 }
 
 TEST(JsonObjectCheckTest, RefusesEverythingElseWithoutReadingPastTheEnd) {
-  for (const std::string& bad : std::vector<std::string>{
-           "", " ", "[]", "1", "\"a\"", "null", "{} {}", "{}x", "{", "}", "{\"a\"}", "{\"a\":}",
-           "{\"a\":1,}", "{,}", "{\"a\" 1}", "{a:1}", "{'a':1}", "{\"a\":01}", "{\"a\":1.}",
-           "{\"a\":.5}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":-}", "{\"a\":tru}", "{\"a\":nul}",
-           "{\"a\":[1,]}", "{\"a\":[1}", "{\"a\":{]}", "{\"a\":\"x}", "{\"a\":\"\\q\"}",
-           "{\"a\":\"\\u12\"}", "{\"a\":\"\\u12g4\"}", "{\"a\":\"\x01\"}",
-           std::string("{\"a\":\"\0\"}", 8), "{\"a\":\"\xc3\"}", "{\"a\":\"\xed\xa0\x80\"}",
-           "{\"a\":\"\xc0\xaf\"}", "{\"a\":1e999}", "{\"a\":-1e999}", "{\"a\":\"\\ud83d\"}",
-           "{\"a\":\"\\ude00\"}", "{\"a\":\"\\ud83d\\u0041\"}",
-           "{\"a\":18446744073709551616}", "{\"a\":-9223372036854775809}", std::string("{\"a\":1}\0", 8), nested(util::kMaxJsonDepth + 1)}) {
+  for (const std::string& bad : std::vector<std::string>{"",
+                                                         " ",
+                                                         "[]",
+                                                         "1",
+                                                         "\"a\"",
+                                                         "null",
+                                                         "{} {}",
+                                                         "{}x",
+                                                         "{",
+                                                         "}",
+                                                         "{\"a\"}",
+                                                         "{\"a\":}",
+                                                         "{\"a\":1,}",
+                                                         "{,}",
+                                                         "{\"a\" 1}",
+                                                         "{a:1}",
+                                                         "{'a':1}",
+                                                         "{\"a\":01}",
+                                                         "{\"a\":1.}",
+                                                         "{\"a\":.5}",
+                                                         "{\"a\":1e}",
+                                                         "{\"a\":+1}",
+                                                         "{\"a\":-}",
+                                                         "{\"a\":tru}",
+                                                         "{\"a\":nul}",
+                                                         "{\"a\":[1,]}",
+                                                         "{\"a\":[1}",
+                                                         "{\"a\":{]}",
+                                                         "{\"a\":\"x}",
+                                                         "{\"a\":\"\\q\"}",
+                                                         "{\"a\":\"\\u12\"}",
+                                                         "{\"a\":\"\\u12g4\"}",
+                                                         "{\"a\":\"\x01\"}",
+                                                         std::string("{\"a\":\"\0\"}", 8),
+                                                         "{\"a\":\"\xc3\"}",
+                                                         "{\"a\":\"\xed\xa0\x80\"}",
+                                                         "{\"a\":\"\xc0\xaf\"}",
+                                                         "{\"a\":1e999}",
+                                                         "{\"a\":-1e999}",
+                                                         "{\"a\":\"\\ud83d\"}",
+                                                         "{\"a\":\"\\ude00\"}",
+                                                         "{\"a\":\"\\ud83d\\u0041\"}",
+                                                         "{\"a\":18446744073709551616}",
+                                                         "{\"a\":-9223372036854775809}",
+                                                         std::string("{\"a\":1}\0", 8),
+                                                         nested(util::kMaxJsonDepth + 1)}) {
     EXPECT_FALSE(isJsonObject(bad)) << bad;
   }
 }
 
 TEST(JsonStringReadTest, ReadsBackWhatAppendJsonStringWrote) {
-  for (const std::string& text :
-       std::vector<std::string>{std::string(), std::string("plain"), std::string("q\"b\\s/ \b\f\n\r\t\x01\x7f"),
-        std::string("caf\xc3\xa9 \xf0\x9f\x98\x80"), std::string("nul\0in", 6)}) {
+  for (const std::string& text : std::vector<std::string>{
+           std::string(), std::string("plain"), std::string("q\"b\\s/ \b\f\n\r\t\x01\x7f"),
+           std::string("caf\xc3\xa9 \xf0\x9f\x98\x80"), std::string("nul\0in", 6)}) {
     std::string json = "x";
     util::appendJsonString(json, text);
     json += ",";
@@ -68,11 +104,14 @@ TEST(JsonStringReadTest, DecodesSurrogatePairsAndReplacesLoneSurrogates) {
   EXPECT_EQ(out, "\xf0\x9f\x98\x80\xc3\xa9/");
   pos = 0;
   ASSERT_TRUE(readJsonString(R"("a\ud83db\ude00")", pos, out));
-  EXPECT_EQ(out, "a\xef\xbf\xbd" "b\xef\xbf\xbd");
+  EXPECT_EQ(out,
+            "a\xef\xbf\xbd"
+            "b\xef\xbf\xbd");
 }
 
 TEST(JsonStringReadTest, RefusesWhatIsNotAStringLiteral) {
-  for (const std::string& bad : std::vector<std::string>{"", "x", "\"", "\"abc", "\"a\\\"", "\"\\x\"", "\"\\u12\""}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "x", "\"", "\"abc", "\"a\\\"", "\"\\x\"", "\"\\u12\""}) {
     size_t pos = 0;
     std::string out;
     EXPECT_FALSE(readJsonString(bad, pos, out)) << bad;
@@ -81,8 +120,7 @@ TEST(JsonStringReadTest, RefusesWhatIsNotAStringLiteral) {
 
 TEST(PluginAuditRecordTest, ActionAndResourceAreReadBackFromThePayload) {
   const std::string resource = "secret/\"db\"\n\xc3\xa9";
-  const std::string payload =
-      admin::pluginRecordPayload("secret.read", resource, R"({"items":1})");
+  const std::string payload = admin::pluginRecordPayload("secret.read", resource, R"({"items":1})");
   EXPECT_TRUE(isJsonObject(payload)) << payload;
   auto head = admin::readPluginRecordHead(payload);
   ASSERT_TRUE(head) << payload;
@@ -91,9 +129,9 @@ TEST(PluginAuditRecordTest, ActionAndResourceAreReadBackFromThePayload) {
 }
 
 TEST(PluginAuditRecordTest, APayloadOfAnotherShapeIsNotRead) {
-  for (const std::string& other :
-       std::vector<std::string>{"", "{}", R"({"resource":"r","action":"a","details":{}})", R"({"action":"a"})",
-        R"({"action":"a","resource":"r"})", R"({"action":"a","resource":"r,"details":{}})"}) {
+  for (const std::string& other : std::vector<std::string>{
+           "", "{}", R"({"resource":"r","action":"a","details":{}})", R"({"action":"a"})",
+           R"({"action":"a","resource":"r"})", R"({"action":"a","resource":"r,"details":{}})"}) {
     EXPECT_FALSE(admin::readPluginRecordHead(other)) << other;
   }
 }
