@@ -11,8 +11,7 @@ std::string KvReadCache::idOf(std::string_view plugin, std::string_view key) {
   return id;
 }
 
-std::optional<KvReadCache::Value> KvReadCache::find(std::string_view plugin,
-                                                    std::string_view key) {
+std::optional<KvReadCache::Value> KvReadCache::find(std::string_view plugin, std::string_view key) {
   const std::string id = idOf(plugin, key);
   std::lock_guard lock(mu_);
   auto it = index_.find(id);
