@@ -1,10 +1,15 @@
 #include "crypto/aead.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <memory>
+#include <mutex>
 
 namespace trellis::secrets::aead {
 namespace {
@@ -37,6 +42,34 @@ const EVP_CIPHER* aes256Gcm() {
   static const std::unique_ptr<EVP_CIPHER, Free> fetched(
       EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr));
   return fetched ? fetched.get() : EVP_aes_256_gcm();
+}
+
+// Nonces come from a per-thread pool of DRBG output, refilled 4 KiB at a time: each
+// RAND_bytes call takes the DRBG's lock and cost ~1 us, as much as sealing 1 KiB. A GCM
+// nonce must be unique, not secret: each one is a fresh slice of RAND_bytes output, never
+// handed out twice. A forked child would inherit its parent's pools, so the fork handler
+// moves a generation that makes every pool refill first.
+std::atomic<uint64_t> fork_generation{0};
+
+bool freshNonce(unsigned char* out) {
+  static std::once_flag registered;
+  std::call_once(registered,
+                 [] { pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1); }); });
+  struct Pool {
+    unsigned char bytes[kNonceBytes * 340];
+    size_t used = sizeof bytes;
+    uint64_t generation = 0;
+  };
+  thread_local Pool pool;
+  const uint64_t generation = fork_generation.load();
+  if (pool.used + kNonceBytes > sizeof pool.bytes || pool.generation != generation) {
+    if (RAND_bytes(pool.bytes, sizeof pool.bytes) != 1) return false;
+    pool.used = 0;
+    pool.generation = generation;
+  }
+  std::memcpy(out, pool.bytes + pool.used, kNonceBytes);
+  pool.used += kNonceBytes;
+  return true;
 }
 
 const Status& notAuthentic() {
@@ -98,11 +131,13 @@ Result<SecureBuffer> decryptWithNonce(const SecureBuffer& key, std::string_view 
 
 Result<std::string> seal(const SecureBuffer& key, std::string_view plaintext,
                          std::string_view aad) {
-  SecureBuffer nonce = randomBytes(kNonceBytes);
-  if (nonce.empty()) return Status::internal("the random generator failed");
-  auto body = encryptWithNonce(key, nonce.view(), plaintext, aad);
+  std::string box(kNonceBytes, '\0');
+  if (!freshNonce(reinterpret_cast<unsigned char*>(box.data()))) {
+    return Status::internal("the random generator failed");
+  }
+  auto body = encryptWithNonce(key, box, plaintext, aad);
   if (!body) return body.status();
-  return std::string(nonce.view()) + *body;
+  return box.append(*body);
 }
 
 Result<SecureBuffer> open(const SecureBuffer& key, std::string_view box, std::string_view aad) {

@@ -1,10 +1,13 @@
 // The crypto core alone: AES-256-GCM against the NIST SP 800-38D (GCM specification)
 // AES-256 test cases, tamper detection, and Shamir split/combine over GF(2^8).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crypto/aead.h"
@@ -122,6 +125,45 @@ TEST(SecretsAeadTest, SealingTwiceUsesFreshNonces) {
   auto b = aead::seal(key, "same", "ctx");
   ASSERT_TRUE(a && b);
   EXPECT_NE(a->substr(0, aead::kNonceBytes), b->substr(0, aead::kNonceBytes));
+}
+
+// Nonces come from per-thread pools refilled from the DRBG: across threads, across many
+// refills, and in a forked child (which inherits its parent's pool), none repeats.
+TEST(SecretsAeadTest, NoncesNeverRepeatAcrossThreadsRefillsOrAFork) {
+  SecureBuffer key = randomBytes(aead::kKeyBytes);
+  auto nonces = [&](int n) {
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i)
+      out.push_back(aead::seal(key, "x", "ctx")->substr(0, aead::kNonceBytes));
+    return out;
+  };
+  std::vector<std::string> all = nonces(10);  // this thread's pool is in use now
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    for (const std::string& n : nonces(10)) (void)!::write(pipe_fds[1], n.data(), n.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string from_child;
+  char buf[256];
+  for (ssize_t got; (got = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) from_child.append(buf, got);
+  ::close(pipe_fds[0]);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_EQ(from_child.size(), 10 * aead::kNonceBytes);
+  for (size_t i = 0; i < from_child.size(); i += aead::kNonceBytes) {
+    all.push_back(from_child.substr(i, aead::kNonceBytes));
+  }
+  std::vector<std::vector<std::string>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (auto& out : per_thread) threads.emplace_back([&] { out = nonces(2000); });
+  for (auto& t : threads) t.join();
+  for (auto& out : per_thread) all.insert(all.end(), out.begin(), out.end());
+  std::vector<std::string> more = nonces(1000);  // past this thread's first refill
+  all.insert(all.end(), more.begin(), more.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end()) << "a nonce repeated";
 }
 
 TEST(SecretsSecureBufferTest, WipeEmptiesAndMovesLeaveNothingBehind) {
