@@ -10,7 +10,7 @@
 //   w.u32(index).str(method).str(path);
 //   chan.send(FrameType::kInvoke, InvokeOp::kRoute, call_id, w);
 //   Frame f;
-//   if (Status s = chan.read(f, deadline); !s) ...   // sends what is queued, then waits
+//   if (Status s = chan.read(f, deadline); !s) ...   // writes what is queued as it waits
 //   FrameReader r(f.payload);
 //   uint32_t index = r.u32(); std::string_view m = r.str();
 //   if (!r.ok()) ... // truncated or oversized field: a protocol violation
