@@ -57,9 +57,22 @@ constexpr size_t kKeptBuffer = 1024 * 1024;
 }  // namespace
 
 Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, std::string_view payload) {
-  FrameChannel chan(fd);
-  if (Status s = chan.send(type, op, id, payload); !s) return s;
-  return chan.flush();
+  if (payload.size() > kMaxFramePayload) {
+    return Status::invalid("frame of " + std::to_string(payload.size()) +
+                           " bytes exceeds the worker protocol's limit");
+  }
+  // Blocking, and reading nothing: bytes read here would be lost with no channel to hold
+  // them. A first frame is small and its peer reads it before it sends anything.
+  FrameHeader h{static_cast<uint32_t>(payload.size()), static_cast<uint16_t>(type), op, id};
+  std::string bytes(reinterpret_cast<const char*>(&h), sizeof h);
+  bytes.append(payload);
+  for (std::string_view rest = bytes; !rest.empty();) {
+    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::unavailable("the worker channel is closed");
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::ok();
 }
 
 bool FrameChannel::frameBuffered() const {
