@@ -540,6 +540,83 @@ TEST_F(WorkerIsolationTest, WithoutSnapshotRegionsEveryRequestTravelsInline) {
             0);
 }
 
+// Requests too large for the socket buffers travel inline (no snapshot region) on one
+// channel, among requests the worker answers with bodies as large and small calls that
+// keep batches several calls long: every request gets its own body back. (Whether two large
+// frames cross at once here depends on timing; WorkerProcessTest.LargeInvokesPipelined...
+// makes them cross every time.)
+TEST_F(WorkerIsolationTest, LargeInlineRequestsPipelinedBehindLargeAnswersAllComplete) {
+  std::string config = defaultTestConfig(
+      "    - id: trellis/echo-c\n"
+      "      isolation: process\n"
+      "  worker:\n"
+      "    channels: 1\n"
+      "    snapshot_bytes: 0\n");
+  config.replace(config.find("  threads: 2\n"), 13, "  threads: 2\n  max_body_bytes: 16777216\n");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  std::atomic<int> wrong{0}, ok{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 10; ++t) {
+    clients.emplace_back([&, t] {
+      const bool large = t < 4;
+      for (int i = 0; i < (large ? 4 : 40); ++i) {
+        const std::string path = "/echo/l" + std::to_string(t) + "-" + std::to_string(i);
+        const std::string body = large ? patterned((1u << 20) + 1000 * t + i) : "";
+        auto r =
+            request(port(), large ? "POST" : "GET", path, kAcme, body, std::chrono::seconds(30));
+        bool mine = r.status == 200 &&
+                    r.body.find("\"path\":\"" + path + "\"") != std::string::npos &&
+                    r.body.find("\"body\":\"" + body + "\"") != std::string::npos;
+        if (!mine && wrong++ == 0) {
+          ADD_FAILURE() << path << ": " << r.status << " " << r.body.substr(0, 300);
+        }
+        if (mine) ++ok;
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(wrong, 0) << server().log();
+  EXPECT_EQ(ok, 4 * 4 + 6 * 40);
+}
+
+// A worker that stops reading its channels (here it stops itself) while trellisd writes it
+// a request too large for the socket buffer: the write holds the route thread no longer
+// than the call's timeout, the call is answered 504, the worker is replaced, and the other
+// plugins are served meanwhile.
+TEST_F(WorkerIsolationTest, AWorkerThatStopsReadingCostsItsCallOnlyTheTimeout) {
+  std::string config = defaultTestConfig(
+      "    - id: trellis/echo-c\n"
+      "    - id: fixture/crashy\n"
+      "      isolation: process\n"
+      "  worker:\n"
+      "    call_timeout_ms: 2000\n"
+      "    snapshot_bytes: 0\n");
+  config.replace(config.find("  threads: 2\n"), 13, "  threads: 2\n  max_body_bytes: 16777216\n");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  ASSERT_EQ(request(port(), "GET", "/crashy/freeze", kAcme).body, "freezing") << server().log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the worker is stopped
+
+  HttpReply big;
+  std::chrono::steady_clock::duration took{};
+  std::thread caller([&] {
+    const auto before = std::chrono::steady_clock::now();
+    big = request(port(), "POST", "/crashy/poison", kAcme, patterned(4u << 20),
+                  std::chrono::seconds(60));
+    took = std::chrono::steady_clock::now() - before;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(request(port(), "GET", "/echo/meanwhile", kAcme).status, 200);
+  caller.join();
+  EXPECT_EQ(big.status, 504) << big.body << server().log();
+  EXPECT_EQ(big.header("content-type"), "application/problem+json");
+  EXPECT_THAT(big.body, HasSubstr("did not answer within 2000 ms"));
+  EXPECT_LT(took, std::chrono::seconds(10));
+  EXPECT_EQ(request(port(), "GET", "/echo/after", kAcme).status, 200);
+  EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+}
+
 // A worker that dies with calls pipelined behind the one that killed it: those calls go to
 // the next worker with fresh snapshots, and no slot of the dead worker stays counted.
 TEST_F(WorkerIsolationTest, SnapshotSlotsAreReclaimedWhenTheWorkerCrashesMidBatch) {

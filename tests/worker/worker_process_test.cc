@@ -9,8 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,6 +128,39 @@ std::map<std::string, uint32_t> init(WorkerProcess& p) {
   return routes;
 }
 
+// Ends a test that would hang (both ends of a socketpair blocked) as a failure: past
+// `limit`, both ends are shut down, which wakes any blocked send or recv.
+class Watchdog {
+ public:
+  Watchdog(int a, int b, std::chrono::seconds limit)
+      : thread_([this, a, b, limit] {
+          std::unique_lock lock(mu_);
+          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+            fired_ = true;
+            ::shutdown(a, SHUT_RDWR);
+            ::shutdown(b, SHUT_RDWR);
+          }
+        }) {}
+  ~Watchdog() { stop(); }
+  // Whether it had to end the test.
+  bool stop() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    return fired_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
 TEST(WorkerProcessTest, ServesARouteAndSaysWhatItLoaded) {
   auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
                                 fixture("crashy"));
@@ -204,6 +240,74 @@ TEST(WorkerProcessTest, AHangIsATimeout) {
   Frame f;
   Status s = chan.read(f, Clock::now() + std::chrono::milliseconds(300));
   EXPECT_EQ(s.code(), StatusCode::kTimeout);
+}
+
+// trellisd pipelines INVOKEs too large for the socket buffers (request bodies that travel
+// inline) on one channel, and the worker answers each with a RESULT as large: the host
+// reads RESULTs while its INVOKEs wait to be written, the worker reads INVOKEs while its
+// RESULT waits, so every call completes with its own body.
+TEST(WorkerProcessTest, LargeInvokesPipelinedBehindLargeResultsAllComplete) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p) << p.status().message();
+  auto routes = init(**p);
+  FrameChannel& chan = (*p)->channel(0);
+  Watchdog watchdog(chan.fd(), chan.fd(), std::chrono::seconds(20));
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 4; ++i) {
+    bodies.emplace_back((3u << 20) + i, static_cast<char>('a' + i));
+    ASSERT_TRUE(
+        chan.send(FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 100 + i,
+                  routeCall(routes["POST /crashy/echo"], "POST", "/crashy/echo", bodies.back())));
+  }
+  for (int i = 0; i < 4; ++i) {
+    Frame f;
+    Status s = chan.read(f, Clock::now() + std::chrono::seconds(30));
+    ASSERT_TRUE(s) << i << ": " << s.message();
+    ASSERT_EQ(f.type, FrameType::kResult);
+    EXPECT_EQ(f.id, 100u + i);
+    FrameReader r(f.payload);
+    FrameReader e(r.str());
+    std::string body;
+    while (e.ok() && !e.atEnd()) {
+      const auto effect = static_cast<Effect>(e.u8());
+      if (effect == Effect::kResBody) {
+        body = std::string(e.str());
+      } else if (effect == Effect::kHostCalls) {
+        e.u64();
+      } else {
+        ADD_FAILURE() << "unexpected effect " << int(effect);
+        break;
+      }
+    }
+    EXPECT_EQ(r.i32(), TRELLIS_OK);
+    EXPECT_TRUE(body == bodies[i]) << i << ": " << body.size() << " bytes";
+  }
+  EXPECT_FALSE(watchdog.stop()) << "deadlock: both ends blocked writing";
+}
+
+// A worker that stops reading (its handler hangs) while trellisd writes it an INVOKE too
+// large for the socket buffer: the write is bounded by the call's deadline like the wait for
+// the answer, so the call ends as a timeout instead of holding the host thread.
+TEST(WorkerProcessTest, AWorkerThatStopsReadingIsATimeoutWhileTheHostWrites) {
+  auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
+                                fixture("crashy"));
+  ASSERT_TRUE(p) << p.status().message();
+  auto routes = init(**p);
+  FrameChannel& chan = (*p)->channel(0);
+  Watchdog watchdog(chan.fd(), chan.fd(), std::chrono::seconds(10));
+  ASSERT_TRUE(chan.send(FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 1,
+                        routeCall(routes["GET /crashy/hang"], "GET", "/crashy/hang")));
+  ASSERT_TRUE(chan.send(FrameType::kInvoke, static_cast<uint16_t>(InvokeOp::kRoute), 2,
+                        routeCall(routes["POST /crashy/poison"], "POST", "/crashy/poison",
+                                  std::string(4u << 20, 'x'))));
+  Frame f;
+  const auto before = Clock::now();
+  Status s = chan.read(f, before + std::chrono::milliseconds(300));
+  const auto took = Clock::now() - before;
+  EXPECT_FALSE(watchdog.stop()) << "the write blocked past the deadline";
+  EXPECT_EQ(s.code(), StatusCode::kTimeout) << s.message();
+  EXPECT_LT(took, std::chrono::seconds(3));
 }
 
 TEST(WorkerProcessTest, TheSandboxRefusesEachForbiddenThing) {
@@ -455,6 +559,107 @@ TEST(WorkerProtocolTest, ABufferedChannelSendsWhatIsQueuedBeforeItWaits) {
   EXPECT_EQ(f.type, FrameType::kReply);
   EXPECT_EQ(f.id, 42u);
   EXPECT_EQ(f.payload, "re: question");
+  close(sv[0]);
+  close(sv[1]);
+}
+
+// trellisd writes a large inline INVOKE behind one the worker is answering with a large
+// RESULT: each frame is larger than the socket buffers, so neither write can finish before
+// the other end reads. The host reads while it waits to write (the RESULT it waits for),
+// the worker while it waits to write its RESULT (the INVOKE): both finish.
+TEST(WorkerProtocolTest, BothEndsWritingLargeFramesAtOnceBothFinish) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
+  const std::string invoke(6u << 20, 'i'), result(5u << 20, 'r');
+  Status worker_flushed, worker_read;
+  Frame worker_got;
+  std::thread worker([&, fd = sv[1]] {
+    FrameChannel chan(fd);
+    Frame first;  // the small INVOKE it answers with the large RESULT
+    worker_read = chan.read(first, Clock::now() + std::chrono::seconds(20));
+    if (!worker_read) return;
+    (void)chan.send(FrameType::kResult, first.op, first.id, result);
+    worker_flushed = chan.flush();  // as trellis-worker sends a RESULT
+    if (worker_flushed)
+      worker_read = chan.read(worker_got, Clock::now() + std::chrono::seconds(20));
+  });
+  FrameChannel host(sv[0]);
+  ASSERT_TRUE(host.send(FrameType::kInvoke, 5, 1, "small"));
+  ASSERT_TRUE(host.flush());
+  // Let the worker start its RESULT, then pipeline the large INVOKE behind it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(host.send(FrameType::kInvoke, 5, 2, invoke));
+  Frame f;
+  Status host_read = host.read(f, Clock::now() + std::chrono::seconds(20));
+  // The read returns with its answer; what is left of the INVOKE goes with the next flush.
+  Status host_flushed = host.flush(Clock::now() + std::chrono::seconds(20));
+  worker.join();
+  EXPECT_FALSE(watchdog.stop()) << "deadlock: both ends blocked writing";
+  ASSERT_TRUE(host_read) << host_read.message();
+  EXPECT_EQ(f.type, FrameType::kResult);
+  EXPECT_EQ(f.id, 1u);
+  EXPECT_TRUE(f.payload == result) << f.payload.size();
+  EXPECT_TRUE(host_flushed) << host_flushed.message();
+  EXPECT_TRUE(worker_flushed) << worker_flushed.message();
+  ASSERT_TRUE(worker_read) << worker_read.message();
+  EXPECT_EQ(worker_got.id, 2u);
+  EXPECT_TRUE(worker_got.payload == invoke) << worker_got.payload.size();
+  close(sv[0]);
+  close(sv[1]);
+}
+
+// A worker that stops reading costs the call waiting on it its deadline, no more: the
+// host's write of a large INVOKE is bounded like its wait for the answer.
+TEST(WorkerProtocolTest, APeerThatStopsReadingCostsAReadItsDeadline) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
+  FrameChannel host(sv[0]);
+  ASSERT_TRUE(host.send(FrameType::kInvoke, 5, 1, std::string(4u << 20, 'x')));
+  Frame f;
+  const auto before = Clock::now();
+  Status s = host.read(f, before + std::chrono::milliseconds(300));
+  const auto took = Clock::now() - before;
+  EXPECT_FALSE(watchdog.stop()) << "the write blocked past the deadline";
+  EXPECT_EQ(s.code(), StatusCode::kTimeout) << s.message();
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(3));
+  close(sv[0]);
+  close(sv[1]);
+}
+
+// A peer that writes without end and never reads: a flush reads ahead at most
+// kMaxReadAhead bytes of it, then only waits, and ends at its deadline with its frame still
+// queued.
+TEST(WorkerProtocolTest, AFlushReadsAheadBoundedlyAndEndsAtItsDeadline) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
+  std::atomic<size_t> flooded{0};
+  std::thread flood([&, fd = sv[1]] {
+    const std::string chunk(1u << 20, 'f');
+    for (;;) {
+      ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      flooded += static_cast<size_t>(n);
+    }
+  });
+  FrameChannel host(sv[0]);
+  ASSERT_TRUE(host.send(FrameType::kInvoke, 5, 1, std::string(4u << 20, 'x')));
+  const auto before = Clock::now();
+  Status s = host.flush(before + std::chrono::milliseconds(500));
+  const auto took = Clock::now() - before;
+  EXPECT_EQ(s.code(), StatusCode::kTimeout) << s.message();
+  EXPECT_GE(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::seconds(3));
+  EXPECT_NE(host.queuedSince(), Clock::time_point::max()) << "the rest stays queued";
+  const size_t taken = flooded;
+  EXPECT_GE(taken + (1u << 20), kMaxReadAhead);  // counted in whole 1 MiB sends
+  EXPECT_LT(taken, kMaxReadAhead + (16u << 20)) << "read past its bound";
+  ::shutdown(sv[0], SHUT_RDWR);
+  flood.join();
+  EXPECT_FALSE(watchdog.stop());
   close(sv[0]);
   close(sv[1]);
 }

@@ -10,7 +10,7 @@
 //   w.u32(index).str(method).str(path);
 //   chan.send(FrameType::kInvoke, InvokeOp::kRoute, call_id, w);
 //   Frame f;
-//   if (Status s = chan.read(f, deadline); !s) ...   // sends what is queued, then waits
+//   if (Status s = chan.read(f, deadline); !s) ...   // writes what is queued as it waits
 //   FrameReader r(f.payload);
 //   uint32_t index = r.u32(); std::string_view m = r.str();
 //   if (!r.ok()) ... // truncated or oversized field: a protocol violation
@@ -159,6 +159,11 @@ struct FrameHeader {
 };
 static_assert(sizeof(FrameHeader) == 16);
 
+// The most unparsed bytes a FrameChannel::flush() reads ahead from a peer while it cannot
+// write: two whole frames. A peer that sends more without reading is left to fill its own
+// socket; the flush then ends at its deadline.
+constexpr size_t kMaxReadAhead = 2 * (sizeof(FrameHeader) + kMaxFramePayload);
+
 class FrameWriter {
  public:
   FrameWriter& u8(uint8_t v) { return raw(&v, 1); }
@@ -295,14 +300,24 @@ inline Status writeFrame(int fd, FrameType type, uint16_t op, uint64_t id, const
 // One end of a channel with buffered I/O, for a conversation of many frames: read() parses
 // frames out of large recv()s, so frames that arrive together (pipelined INVOKEs, a batch of
 // RESULTs) cost one system call and one wake-up; send() queues a frame and flush() writes
-// everything queued in one sendmsg. read() flushes first when it has to wait, so a queued
+// everything queued in one sendmsg. read() writes what is queued while it waits, so a queued
 // frame is never held back from a peer that waits for it. One thread at a time.
+//
+// No write waits on the peer without reading it and without bound: both ends may write
+// frames larger than the socket buffers at once (a large inline INVOKE while the worker
+// writes a large RESULT), and each must read for the other's write to finish. read() waits
+// for the peer to become readable or writable, writing what it can, until its deadline: a
+// peer that stops reading costs a read its deadline, as one that stops answering does.
+// flush() reads what the peer sends meanwhile into the receive buffer (at most
+// kMaxReadAhead unparsed bytes) and stops at its deadline, leaving the rest queued.
 class FrameChannel {
  public:
   explicit FrameChannel(int fd = -1) : fd_(fd) {}
   int fd() const { return fd_; }
 
-  // The next frame. `deadline` bounds the wait for its bytes (time_point::max() = forever):
+  // The next frame. While it waits, it writes what is queued as the socket takes it; it
+  // may return with some still queued, for the next read or flush. `deadline` bounds the
+  // wait for its bytes and for the peer to read (time_point::max() = forever):
   // TIMEOUT past it, UNAVAILABLE on EOF or a socket error, INVALID for an unknown type or a
   // length over kMaxFramePayload (checked before anything is allocated; nothing more is
   // read from such a channel).
@@ -312,21 +327,35 @@ class FrameChannel {
   Status send(FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
     return send(type, op, id, std::string_view(w.data()));
   }
-  Status flush();
+  // Writes everything queued, reading what the peer sends while the socket is full (see
+  // above). UNAVAILABLE if the peer is gone; TIMEOUT at `deadline` with the rest still
+  // queued, in order, for the next flush or read (a deadline already past: write what the
+  // socket takes now, never wait).
+  Status flush(std::chrono::steady_clock::time_point deadline =
+                   std::chrono::steady_clock::time_point::max());
   // Whether a whole frame is already buffered (read() would not wait for it).
   bool frameBuffered() const;
   // When the oldest frame still queued was queued (time_point::max() if none).
   std::chrono::steady_clock::time_point queuedSince() const { return queued_since_; }
 
  private:
-  // Sends what is queued (the peer may be waiting for it), then waits for bytes.
+  // Waits for bytes to read, writing what is queued (the peer may be waiting for it) as the
+  // socket takes it.
   Status awaitBytes(std::chrono::steady_clock::time_point deadline);
+  // Writes what the socket takes without waiting; UNAVAILABLE if the peer is gone.
+  Status sendQueued();
+  // Forgets what is queued once all of it is sent.
+  void dropSent();
+  // Takes what has arrived into the receive buffer without waiting; false at EOF or error.
+  bool takeArrived();
 
   int fd_;
   std::string in_;  // receive buffer: bytes [in_pos_, in_end_) are not parsed yet
   size_t in_pos_ = 0;
   size_t in_end_ = 0;
-  std::string out_;  // frames queued, not yet sent
+  std::string out_;  // frames queued: bytes [out_pos_, out_.size()) are not sent yet
+  size_t out_pos_ = 0;
+  bool peer_closed_ = false;  // a flush saw EOF: it reads no more (read() sees it itself)
   std::chrono::steady_clock::time_point queued_since_ =
       std::chrono::steady_clock::time_point::max();
 };

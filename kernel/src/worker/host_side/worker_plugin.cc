@@ -491,15 +491,17 @@ void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
   int ch = proc->acquire(Clock::now());  // a free channel, without waiting
   if (ch < 0) return;
   FrameChannel& chan = proc->channel(ch);
-  // Only into a channel whose worker has read everything sent before: a worker that stops
-  // reading must never make the loop wait on a full socket.
+  // Only into a channel whose worker has read everything sent before, and written without
+  // waiting: a worker that stops reading must never make the loop wait on a full socket.
   int unread = 0;
   if (::ioctl(chan.fd(), SIOCOUTQ, &unread) != 0 || unread != 0) {
     proc->release(ch);
     return;
   }
   sendRoute(slot, *proc, ch, c, snap);
-  (void)chan.flush();  // a failure shows as the channel closed when the answer is read
+  // What the socket does not take now is written by the route thread's read; a failure
+  // shows as the channel closed there.
+  (void)chan.flush(Clock::now());
   c.sent_to = std::move(proc);
   c.channel = ch;
 }
@@ -629,7 +631,10 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
       flight.push_back(std::move(m));
       send(flight.back());
     }
-    (void)chan.flush();  // a failure shows as the channel closed at the next read
+    // Written as far as the socket takes them now: the next read writes the rest while it
+    // waits (a worker answering large RESULTs reads these only once it has written them).
+    // A failure shows as the channel closed there.
+    (void)chan.flush(Clock::now());
   }
   worker->release(ch);
 }

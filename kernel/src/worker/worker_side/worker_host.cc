@@ -1301,6 +1301,8 @@ int WorkerHost::serve(int fd, std::string_view region) {
     // buffered behind it, unless it has waited too long.
     bool more = !lane.invokes.empty() || lane.chan.frameBuffered();
     if (!more || Clock::now() - lane.chan.queuedSince() > kMaxResultDelay) {
+      // Reads what trellisd sends while its socket is full (it may be writing a large
+      // INVOKE): the two writes never wait on each other.
       if (!lane.chan.flush()) return kExitChannelLost;
     }
   }
