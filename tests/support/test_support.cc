@@ -1,6 +1,7 @@
 #include "support/test_support.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +17,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+extern char** environ;
 
 namespace trellis::test {
 namespace fs = std::filesystem;
@@ -197,6 +200,79 @@ bool Connection::closedByPeer(std::chrono::milliseconds timeout) {
   return false;
 }
 
+namespace {
+
+// Lines that open a sanitizer's report. ASan, LSan and TSan errors start "==PID==ERROR: …";
+// UBSan's are "file:line:col: runtime error: …".
+constexpr std::string_view kReportMarks[] = {
+    "ERROR: AddressSanitizer:",           "ERROR: LeakSanitizer:",
+    "WARNING: ThreadSanitizer:",          "ERROR: ThreadSanitizer:",
+    "ERROR: UndefinedBehaviorSanitizer:", ": runtime error: "};
+
+// What a sanitizer says when it catches a deadly signal ("SEGV on unknown address …",
+// "stack-overflow on address …") or when memory runs out (under a worker's memory limit):
+// a crash, not a finding (see sanitizerReports).
+bool isCrash(std::string_view line) {
+  for (std::string_view mark :
+       {"Sanitizer: SEGV ", "Sanitizer: BUS ", "Sanitizer: FPE ", "Sanitizer: ILL ",
+        "Sanitizer: ABRT ", "Sanitizer: TRAP ", "Sanitizer: UNKNOWN SIGNAL ",
+        "Sanitizer: stack-overflow ", "Sanitizer: out of memory: "}) {
+    if (line.find(mark) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+constexpr size_t kExcerptLines = 16;
+constexpr size_t kReportsShown = 3;
+
+}  // namespace
+
+std::vector<std::string> sanitizerReports(std::string_view output) {
+  std::vector<std::string_view> lines;
+  for (size_t at = 0; at < output.size();) {
+    size_t end = output.find('\n', at);
+    if (end == std::string_view::npos) end = output.size();
+    lines.push_back(output.substr(at, end - at));
+    at = end + 1;
+  }
+  std::vector<std::string> reports;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const bool opens = std::any_of(std::begin(kReportMarks), std::end(kReportMarks),
+                                   [&](std::string_view m) { return lines[i].find(m) != m.npos; });
+    if (!opens || isCrash(lines[i])) continue;
+    // The excerpt runs to the report's SUMMARY line, the next report, or kExcerptLines.
+    std::string excerpt(lines[i]);
+    size_t j = i + 1;
+    for (; j < lines.size() && j - i < kExcerptLines; ++j) {
+      if (lines[j].find(": runtime error: ") != std::string_view::npos ||
+          lines[j].find("==ERROR: ") != std::string_view::npos ||
+          lines[j].find("WARNING: ThreadSanitizer:") != std::string_view::npos) {
+        break;
+      }
+      excerpt += '\n';
+      excerpt += lines[j];
+      if (lines[j].rfind("SUMMARY: ", 0) == 0) {
+        ++j;
+        break;
+      }
+    }
+    reports.push_back(std::move(excerpt));
+    i = j - 1;
+  }
+  return reports;
+}
+
+size_t expectNoSanitizerReports(std::string_view output, const std::string& source) {
+  auto reports = sanitizerReports(output);
+  for (size_t i = 0; i < reports.size() && i < kReportsShown; ++i) {
+    ADD_FAILURE() << "sanitizer report in " << source << ":\n" << reports[i];
+  }
+  if (reports.size() > kReportsShown) {
+    ADD_FAILURE() << reports.size() - kReportsShown << " more sanitizer reports in " << source;
+  }
+  return reports.size();
+}
+
 TrellisdProcess::TrellisdProcess(std::string config_yaml) : config_(std::move(config_yaml)) {
   auto replace = [&](const std::string& from, const std::string& to) {
     for (size_t pos = 0; (pos = config_.find(from, pos)) != std::string::npos;) {
@@ -217,20 +293,62 @@ TrellisdProcess::~TrellisdProcess() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
+  checkLogForSanitizerReports();
 }
+
+void TrellisdProcess::checkLogForSanitizerReports() {
+  const auto file = dir_ / "trellisd.log";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return;
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<uintmax_t>(in.tellg());
+  if (size <= log_checked_) return;
+  in.seekg(static_cast<std::streamoff>(log_checked_));
+  std::string added(size - log_checked_, '\0');
+  in.read(added.data(), static_cast<std::streamsize>(added.size()));
+  log_checked_ = size;
+  expectNoSanitizerReports(added, file.string());
+}
+
+namespace {
+
+// The environment trellisd gets: the test's, with UBSan printing where it found something
+// (by default it prints one line), unless the test's environment says otherwise.
+std::vector<std::string> childEnvironment() {
+  std::vector<std::string> env;
+  bool ubsan = false;
+  for (char** e = environ; *e; ++e) {
+    env.emplace_back(*e);
+    ubsan = ubsan || env.back().rfind("UBSAN_OPTIONS=", 0) == 0;
+  }
+  if (!ubsan) env.emplace_back("UBSAN_OPTIONS=print_stacktrace=1");
+  return env;
+}
+
+}  // namespace
 
 bool TrellisdProcess::start(std::chrono::milliseconds timeout) {
   auto ready = dir_ / "ready.json";
   auto out = dir_ / "trellisd.log";
-  fs::remove(ready);  // a restart must not read the previous run's ports
+  fs::remove(ready);              // a restart must not read the previous run's ports
+  checkLogForSanitizerReports();  // a previous run that ended by itself; then only this run's
+  std::string cfg = configFile().string(), rf = ready.string(), lf = out.string();
+  std::vector<std::string> env = childEnvironment();
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char* const argv[] = {const_cast<char*>(TRELLISD_PATH),
+                        const_cast<char*>("--config"),
+                        cfg.data(),
+                        const_cast<char*>("--ready-file"),
+                        rf.data(),
+                        nullptr};
   pid_ = ::fork();
   if (pid_ == 0) {
-    std::string cfg = configFile().string(), rf = ready.string(), lf = out.string();
     FILE* f = std::freopen(lf.c_str(), "a", stdout);
     (void)f;
     ::dup2(::fileno(stdout), STDERR_FILENO);
-    ::execl(TRELLISD_PATH, TRELLISD_PATH, "--config", cfg.c_str(), "--ready-file", rf.c_str(),
-            static_cast<char*>(nullptr));
+    ::execve(TRELLISD_PATH, argv, envp.data());
     std::perror("exec trellisd");
     std::_Exit(127);
   }
@@ -264,6 +382,7 @@ int TrellisdProcess::stop(std::chrono::milliseconds timeout) {
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       pid_ = -1;
+      checkLogForSanitizerReports();
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -276,6 +395,7 @@ void TrellisdProcess::kill() {
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  checkLogForSanitizerReports();  // what it reported before it was killed
 }
 
 bool TrellisdProcess::running() const {
@@ -295,15 +415,28 @@ std::string TrellisdProcess::log() const {
 
 std::string runCommand(const std::string& command, int* status) {
   std::string out;
-  FILE* p = ::popen(command.c_str(), "r");
+  // stderr goes through a file, to be scanned for sanitizer reports, then on to the test's.
+  char err_file[] = "/tmp/trellis-test-stderr-XXXXXX";
+  const int err_fd = ::mkstemp(err_file);
+  if (err_fd >= 0) ::close(err_fd);
+  const std::string shell = err_fd >= 0 ? "{ " + command + "\n} 2>'" + err_file + "'" : command;
+  FILE* p = ::popen(shell.c_str(), "r");
   if (!p) {
     *status = -1;
+    if (err_fd >= 0) ::unlink(err_file);
     return out;
   }
   char buf[4096];
   while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   int rc = ::pclose(p);
   *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  std::string err;
+  if (err_fd >= 0) {
+    err = readFile(err_file);
+    ::unlink(err_file);
+    std::fwrite(err.data(), 1, err.size(), stderr);
+  }
+  expectNoSanitizerReports(out + err, "the output of `" + command + "`");
   return out;
 }
 

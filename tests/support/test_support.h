@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace trellis::test {
@@ -72,6 +73,11 @@ class Connection {
 // A real trellisd child process. The config is YAML text in which "@DATA@" expands to a
 // data directory and "@PLUGINS@" to the build's plugin directory; listen ports are 0 and
 // the bound ports are read back from trellisd's --ready-file.
+//
+// Under a sanitizer build, a report in the log (trellisd's, and its plugin workers', which
+// write to the same stderr) fails the current test: checked once the process is gone
+// (stop(), kill(), the destructor, or the next start() after it exited by itself), over
+// what that run added.
 class TrellisdProcess {
  public:
   explicit TrellisdProcess(std::string config_yaml);
@@ -94,7 +100,7 @@ class TrellisdProcess {
   uint16_t port() const { return port_; }
   uint16_t adminPort() const { return admin_port_; }
   std::string adminToken() const;
-  std::string log() const;  // stdout + stderr so far
+  std::string log() const;  // stdout + stderr so far (every run's; start() appends)
   const std::filesystem::path& dir() const { return dir_.path(); }
   std::filesystem::path configFile() const { return dir_ / "trellis.yaml"; }
 
@@ -104,7 +110,20 @@ class TrellisdProcess {
   pid_t pid_ = -1;
   uint16_t port_ = 0;
   uint16_t admin_port_ = 0;
+  uintmax_t log_checked_ = 0;  // bytes of the log already scanned for sanitizer reports
+
+  void checkLogForSanitizerReports();
 };
+
+// Sanitizer reports in a process's output: AddressSanitizer and LeakSanitizer errors,
+// UndefinedBehaviorSanitizer's "runtime error:" lines, ThreadSanitizer warnings; each as
+// the excerpt of its first lines. A deadly signal a sanitizer reports (SEGV on an unknown
+// address, a stack overflow, ...) and running out of memory are left out: those are
+// crashes, which a test sees anyway and some tests cause on purpose (the crash fixtures).
+std::vector<std::string> sanitizerReports(std::string_view output);
+// ADD_FAILURE for each report in `output` (at most a few, then their count), naming
+// `source` (a log's path, a command line). Returns the number of reports.
+size_t expectNoSanitizerReports(std::string_view output, const std::string& source);
 
 // A loopback port nothing listens on right now (the kernel's choice for port 0), for
 // peers that cannot be asked for port 0 and report it: a race with another process is
@@ -123,7 +142,8 @@ bool eventually(const std::function<bool()>& done,
                 std::chrono::milliseconds limit = std::chrono::seconds(30));
 
 // Runs a shell command (built by the test, never from untrusted input) and returns its
-// stdout; the exit status goes to *status (-1 if it did not exit normally).
+// stdout; the exit status goes to *status (-1 if it did not exit normally). A sanitizer
+// report in its stdout or stderr (the sanitized CLI's, say) fails the test.
 std::string runCommand(const std::string& command, int* status);
 
 // Runs the `trellis` CLI against `server` (its admin port and token file) with stdin

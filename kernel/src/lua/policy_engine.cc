@@ -65,7 +65,13 @@ class DecisionLog {
     logger_->set_pattern("%v");
     logger_->flush_on(spdlog::level::info);
   }
-  ~DecisionLog() { logger_->flush(); }
+  ~DecisionLog() {
+    logger_->flush();
+    // Join the writer thread before the logger and its sink are freed (the members would go
+    // in the other order): it may still be in the sink's flush otherwise, as ThreadSanitizer
+    // saw for the access log.
+    pool_.reset();
+  }
   void write(const std::string& line) { logger_->info(line); }
 
  private:

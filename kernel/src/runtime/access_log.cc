@@ -16,22 +16,32 @@ namespace trellis::kernel::runtime {
 
 AccessLog::AccessLog(const std::string& target) {
   if (target == "off") return;
-  spdlog::init_thread_pool(8192, 1);
+  spdlog::sink_ptr sink;
   if (target == "stdout") {
-    logger_ = spdlog::create_async_nb<spdlog::sinks::stdout_sink_mt>("access");
+    sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
   } else {
     std::filesystem::create_directories(std::filesystem::path(target).parent_path());
-    logger_ = spdlog::create_async_nb<spdlog::sinks::basic_file_sink_mt>("access", target);
+    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(target);
   }
+  pool_ = std::make_shared<spdlog::details::thread_pool>(8192, 1);
+  // As spdlog::create_async_nb would, but on our pool: when the queue is full the oldest
+  // lines go, and the logger is registered with the global level.
+  logger_ = std::make_shared<spdlog::async_logger>("access", std::move(sink), pool_,
+                                                   spdlog::async_overflow_policy::overrun_oldest);
+  spdlog::initialize_logger(logger_);
   logger_->set_pattern("%v");
   logger_->flush_on(spdlog::level::info);
 }
 
 AccessLog::~AccessLog() {
-  if (logger_) {
-    logger_->flush();
-    spdlog::drop("access");
-  }
+  if (!logger_) return;
+  spdlog::drop("access");
+  logger_->flush();  // queued behind the last lines
+  // Join the writer thread (the pool's destructor does, once it has written what was queued)
+  // before the logger and its sink are freed here: else that thread could still be in the
+  // sink's flush (ThreadSanitizer reported the race at trellisd's shutdown).
+  pool_.reset();
+  logger_.reset();
 }
 
 void AccessLog::record(const AccessEntry& e) {

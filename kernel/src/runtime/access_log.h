@@ -12,7 +12,10 @@
 
 namespace spdlog {
 class logger;
+namespace details {
+class thread_pool;
 }
+}  // namespace spdlog
 
 namespace trellis::kernel::runtime {
 
@@ -40,6 +43,9 @@ class AccessLog {
   void record(const AccessEntry& e);
 
  private:
+  // Its own writer thread, not spdlog's global pool: the destructor joins it before the
+  // logger goes (see there).
+  std::shared_ptr<spdlog::details::thread_pool> pool_;
   std::shared_ptr<spdlog::logger> logger_;
 };
 
