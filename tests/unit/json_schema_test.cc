@@ -117,6 +117,11 @@ TEST(JsonSchemaTest, RefusesBadSchemasNamingTheSchemaPath) {
             "/pattern: has a number of more than 9 digits");
   EXPECT_EQ(schemaFault(R"({"type": "string", "pattern": "((a{100}){100}){100}"})"),
             "/pattern: repeats too much (over 10000 states once its counts are expanded)");
+  // Found by the json_schema fuzzer: "[A-Z]****…" backtracked for minutes in std::regex.
+  EXPECT_EQ(schemaFault(R"({"type": "string", "pattern": "^[A-Z]**Z"})"),
+            "/pattern: repeats a repetition (such as \"a**\")");
+  EXPECT_EQ(schemaFault(R"({"type": "string", "pattern": "a+{2}"})"),
+            "/pattern: repeats a repetition (such as \"a**\")");
   std::string long_pattern = R"({"type": "string", "pattern": ")" + std::string(600, 'a') + "\"}";
   EXPECT_EQ(schemaFault(long_pattern.c_str()), "/pattern: longer than 512 bytes");
   EXPECT_EQ(schemaFault(R"({"type": "string", "maxLength": 2, "default": "long"})"),

@@ -103,8 +103,14 @@ std::optional<std::string> patternProblem(std::string_view pattern) {
     if (end - i > 9) return std::string("has a number of more than 9 digits");
     i = pattern.find_first_of("0123456789", end);
   }
+  // A repetition of a repetition ("a**", "a+{2}") backtracks exponentially in std::regex
+  // (a fuzzer's pattern held a thread for minutes); a lazy marker ("*?") is no repetition.
+  bool repeated = false;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     char c = pattern[i];
+    const bool repeat = c == '*' || c == '+' || c == '{' || (c == '?' && !repeated);
+    if (repeat && repeated) return std::string("repeats a repetition (such as \"a**\")");
+    repeated = repeat;
     if (c == '\\') {
       ++i;
       item(1);
