@@ -12,12 +12,24 @@ std::string KvReadCache::idOf(std::string_view plugin, std::string_view key) {
 }
 
 std::optional<KvReadCache::Value> KvReadCache::find(std::string_view plugin, std::string_view key) {
-  const std::string id = idOf(plugin, key);
   std::lock_guard lock(mu_);
+  const Node* n = touchLocked(idOf(plugin, key));
+  if (!n) return std::nullopt;
+  return n->value;
+}
+
+std::optional<KvReadCache::Stat> KvReadCache::stat(std::string_view plugin, std::string_view key) {
+  std::lock_guard lock(mu_);
+  const Node* n = touchLocked(idOf(plugin, key));
+  if (!n) return std::nullopt;
+  return Stat{n->value.version, n->value.value.size()};
+}
+
+const KvReadCache::Node* KvReadCache::touchLocked(const std::string& id) {
   auto it = index_.find(id);
-  if (it == index_.end()) return std::nullopt;
-  lru_.splice(lru_.begin(), lru_, it->second);
-  return it->second->value;
+  if (it == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second);  // the most recently used now
+  return &*it->second;
 }
 
 uint64_t KvReadCache::ticket() const {

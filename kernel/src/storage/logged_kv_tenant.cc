@@ -221,9 +221,7 @@ std::pair<uint64_t, uint64_t> LoggedKvTenant::current(const std::string& plugin,
   if (auto e = overlay_.find(plugin, key)) {
     return {e->value ? e->version : kAbsent, chargedBytes(key, e->value)};
   }
-  if (auto hit = cache_.find(plugin, key)) {
-    return {hit->version, key.size() + hit->value.size()};
-  }
+  if (auto hit = cache_.stat(plugin, key)) return {hit->version, key.size() + hit->value_bytes};
   auto q = leader_conn_->statements.use(
       "SELECT version, length(key) + length(value) FROM kv "
       "WHERE plugin = :p AND key = CAST(:k AS BLOB)");

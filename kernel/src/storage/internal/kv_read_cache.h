@@ -43,6 +43,13 @@ class KvReadCache {
   explicit KvReadCache(size_t max_bytes) : max_bytes_(max_bytes) {}
 
   std::optional<Value> find(std::string_view plugin, std::string_view key);
+  // The version and value size of a kept entry, without copying the value: what a
+  // compare-and-set decision needs.
+  struct Stat {
+    uint64_t version = 0;
+    size_t value_bytes = 0;
+  };
+  std::optional<Stat> stat(std::string_view plugin, std::string_view key);
   uint64_t ticket() const;
   // Keeps a value read from SQLite, unless an apply finished after `ticket` was taken.
   void fill(uint64_t ticket, std::string_view plugin, std::string_view key, std::string value,
@@ -58,6 +65,8 @@ class KvReadCache {
   };
   static std::string idOf(std::string_view plugin, std::string_view key);
   static size_t costOf(const Node& n) { return n.id.size() + n.value.value.size() + 64; }
+  // The entry of `id`, made the most recently used; null if none.
+  const Node* touchLocked(const std::string& id);
   void storeLocked(std::string id, std::string value, uint64_t version);
   void eraseLocked(const std::string& id);
 

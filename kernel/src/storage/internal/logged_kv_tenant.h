@@ -59,8 +59,6 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
                 KvStore::PutDone done);
   Status remove(const Scope& scope, std::string key, uint64_t expected_version);
   uint64_t storageBytes() const { return used_.load(); }
-  // Bytes of values kept by the read cache, at most kReadCacheBytes.
-  size_t readCacheBytes() const { return cache_.bytes(); }
   static constexpr size_t kReadCacheBytes = 4 * 1024 * 1024;
   GroupCommit::Stats writeStats() const { return commit_.stats(); }
 
