@@ -3,10 +3,16 @@
 namespace trellis::kernel::exec {
 namespace {
 thread_local bool tls_event_loop = false;
+thread_local boost::asio::io_context* tls_loop = nullptr;
 }  // namespace
 
-void markEventLoopThread() {
+void markEventLoopThread(boost::asio::io_context* loop) {
   tls_event_loop = true;
+  tls_loop = loop;
+}
+
+boost::asio::io_context* currentEventLoop() {
+  return tls_loop;
 }
 
 bool onEventLoopThread() {

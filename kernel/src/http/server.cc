@@ -807,7 +807,7 @@ Status Server::start() {
     auto* w = impl_->workers[i].get();
     w->accept();
     w->thread = std::thread([w, name = o.name] {
-      exec::markEventLoopThread();
+      exec::markEventLoopThread(&w->ioc);
       while (true) {
         try {
           w->ioc.run();

@@ -83,39 +83,48 @@ bool FrameChannel::frameBuffered() const {
   return have - sizeof h >= h.length;
 }
 
+Result<bool> FrameChannel::takeBuffered(Frame& out, size_t& need) {
+  need = sizeof(FrameHeader);
+  if (in_end_ - in_pos_ < sizeof(FrameHeader)) return false;
+  FrameHeader h;
+  std::memcpy(&h, in_.data() + in_pos_, sizeof h);
+  if (Status s = checkHeader(h); !s) return s;
+  need += h.length;
+  if (in_end_ - in_pos_ < need) return false;
+  out.type = static_cast<FrameType>(h.type);
+  out.op = h.op;
+  out.id = h.id;
+  out.payload.assign(in_.data() + in_pos_ + sizeof h, h.length);
+  in_pos_ += need;
+  if (in_pos_ == in_end_) {
+    in_pos_ = in_end_ = 0;
+    if (in_.size() > kKeptBuffer) std::string(kReadChunk, '\0').swap(in_);
+  }
+  return true;
+}
+
+void FrameChannel::makeRoom(size_t need) {
+  if (in_pos_ > 0) {
+    std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
+    in_end_ -= in_pos_;
+    in_pos_ = 0;
+  }
+  if (in_.size() < std::max(need, kReadChunk)) in_.resize(std::max(need, kReadChunk));
+}
+
 Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point deadline) {
   for (;;) {
-    size_t need = sizeof(FrameHeader);
-    if (in_end_ - in_pos_ >= sizeof(FrameHeader)) {
-      FrameHeader h;
-      std::memcpy(&h, in_.data() + in_pos_, sizeof h);
-      if (Status s = checkHeader(h); !s) return s;
-      need += h.length;
-      if (in_end_ - in_pos_ >= need) {
-        out.type = static_cast<FrameType>(h.type);
-        out.op = h.op;
-        out.id = h.id;
-        out.payload.assign(in_.data() + in_pos_ + sizeof h, h.length);
-        in_pos_ += need;
-        if (in_pos_ == in_end_) {
-          in_pos_ = in_end_ = 0;
-          if (in_.size() > kKeptBuffer) std::string(kReadChunk, '\0').swap(in_);
-        }
-        return Status::ok();
-      }
-    }
+    size_t need = 0;
+    auto got_frame = takeBuffered(out, need);
+    if (!got_frame) return got_frame.status();
+    if (*got_frame) return Status::ok();
     // More bytes are needed: make room for the whole frame, then take what has arrived.
-    if (in_pos_ > 0) {
-      std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
-      in_end_ -= in_pos_;
-      in_pos_ = 0;
-    }
     if (in_.empty()) {
       // Nothing is allocated before the first bytes arrive: a worker's idle channel threads
       // would otherwise each take a malloc arena, counted against its RLIMIT_AS.
       if (Status s = awaitBytes(deadline); !s) return s;
     }
-    if (in_.size() < std::max(need, kReadChunk)) in_.resize(std::max(need, kReadChunk));
+    makeRoom(need);
     ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
     if (got > 0) {
       in_end_ += static_cast<size_t>(got);
@@ -127,6 +136,24 @@ Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point dead
       return Status::unavailable("reading the worker channel failed");
     }
     if (Status s = awaitBytes(deadline); !s) return s;
+  }
+}
+
+Result<bool> FrameChannel::tryRead(Frame& out) {
+  for (;;) {
+    size_t need = 0;
+    auto got_frame = takeBuffered(out, need);
+    if (!got_frame || *got_frame) return got_frame;
+    makeRoom(need);
+    ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+    if (got > 0) {
+      in_end_ += static_cast<size_t>(got);
+      continue;
+    }
+    if (got == 0) return Status::unavailable("the worker closed its channel");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    return Status::unavailable("reading the worker channel failed");
   }
 }
 

@@ -322,6 +322,10 @@ class FrameChannel {
   // length over kMaxFramePayload (checked before anything is allocated; nothing more is
   // read from such a channel).
   Status read(Frame& out, std::chrono::steady_clock::time_point deadline);
+  // read() without waiting, for a channel an event loop watches: true with the next frame,
+  // false when its bytes have not all arrived (nothing lost: the rest is parsed later),
+  // UNAVAILABLE or INVALID as read() says. Writes nothing.
+  Result<bool> tryRead(Frame& out);
   // INVALID if the payload exceeds kMaxFramePayload (nothing is queued).
   Status send(FrameType type, uint16_t op, uint64_t id, std::string_view payload);
   Status send(FrameType type, uint16_t op, uint64_t id, const FrameWriter& w) {
@@ -335,6 +339,8 @@ class FrameChannel {
                    std::chrono::steady_clock::time_point::max());
   // Whether a whole frame is already buffered (read() would not wait for it).
   bool frameBuffered() const;
+  // Whether frames are queued that the socket has not taken yet.
+  bool unsent() const { return out_pos_ < out_.size(); }
   // When the oldest frame still queued was queued (time_point::max() if none).
   std::chrono::steady_clock::time_point queuedSince() const { return queued_since_; }
 
@@ -348,6 +354,11 @@ class FrameChannel {
   void dropSent();
   // Takes what has arrived into the receive buffer without waiting; false at EOF or error.
   bool takeArrived();
+  // The next frame if all of it is buffered (true); else false with `need` set to the bytes
+  // it takes from in_pos_. INVALID for a bad header.
+  Result<bool> takeBuffered(Frame& out, size_t& need);
+  // Makes room in the receive buffer for `need` bytes from in_pos_ and at least a chunk.
+  void makeRoom(size_t need);
 
   int fd_;
   std::string in_;  // receive buffer: bytes [in_pos_, in_end_) are not parsed yet

@@ -46,31 +46,40 @@ Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocatio
     }
     if (f.type == FrameType::kCall) {
       FrameWriter reply;
-      if (!serveCall(inv, f, reply)) {
-        return end(Outcome::kCrashed, "protocol violation: a CALL that does not decode (op " +
-                                          std::to_string(f.op) + ")");
-      }
-      if (inv.replay_diverged) {
-        return end(Outcome::kCrashed,
-                   "protocol violation: its on_init registered other callbacks than the first "
-                   "worker's");
-      }
+      if (std::string why = answerCall(inv, f, reply); !why.empty())
+        return end(Outcome::kCrashed, why);
       (void)chan.send(FrameType::kReply, f.op, f.id, reply);  // flushed by the next read
       continue;
     }
-    if (f.type != FrameType::kResult || f.id != id) {
-      return end(Outcome::kCrashed, "protocol violation: a frame it was never asked for (type " +
-                                        std::to_string(int(f.type)) + ")");
-    }
-    FrameReader r(f.payload);
-    std::string_view effects = r.str();
-    int32_t status = r.i32();
-    if (!r.ok() || !r.atEnd() || !applyEffects(inv, effects)) {
-      return end(Outcome::kCrashed, "protocol violation: a RESULT that does not decode");
-    }
-    out.status = status;
+    auto status = takeResult(inv, f, id);
+    if (!status) return end(Outcome::kCrashed, status.status().message());
+    out.status = *status;
     return out;
   }
+}
+
+std::string answerCall(Invocation& inv, const Frame& call, FrameWriter& reply) {
+  if (!serveCall(inv, call, reply)) {
+    return "protocol violation: a CALL that does not decode (op " + std::to_string(call.op) + ")";
+  }
+  if (inv.replay_diverged) {
+    return "protocol violation: its on_init registered other callbacks than the first worker's";
+  }
+  return {};
+}
+
+Result<int32_t> takeResult(Invocation& inv, const Frame& f, uint64_t id) {
+  if (f.type != FrameType::kResult || f.id != id) {
+    return Status::invalid("protocol violation: a frame it was never asked for (type " +
+                           std::to_string(int(f.type)) + ")");
+  }
+  FrameReader r(f.payload);
+  std::string_view effects = r.str();
+  int32_t status = r.i32();
+  if (!r.ok() || !r.atEnd() || !applyEffects(inv, effects)) {
+    return Status::invalid("protocol violation: a RESULT that does not decode");
+  }
+  return status;
 }
 
 }  // namespace trellis::kernel::worker

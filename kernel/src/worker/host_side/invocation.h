@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "trellis/plugin.h"
+#include "trellis/status.hpp"
 #include "worker/protocol.h"
 
 namespace trellis::kernel::worker {
@@ -54,6 +55,14 @@ void sendInvoke(FrameChannel& chan, InvokeOp op, uint64_t id, const FrameWriter&
 // outcome then says which (kCrashed or kTimeout, `why` its end reason is read by the caller).
 Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocation& inv,
                  std::chrono::milliseconds timeout);
+
+// Serves CALL `call` into `reply`: "" when served, else why it breaks the protocol (it does
+// not decode, or a replayed on_init diverged).
+std::string answerCall(Invocation& inv, const Frame& call, FrameWriter& reply);
+
+// The RESULT of conversation `id`, its effects applied: the hook's status, or INVALID saying
+// how the frame breaks the protocol (another frame, or one that does not decode).
+Result<int32_t> takeResult(Invocation& inv, const Frame& f, uint64_t id);
 
 // Replays a batch of effect-only calls in order; false if the batch is malformed.
 bool applyEffects(Invocation& inv, std::string_view effects);

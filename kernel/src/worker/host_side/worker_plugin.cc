@@ -1,11 +1,14 @@
 #include "worker/host_side/worker_plugin.h"
 
-#include <linux/sockios.h>
 #include <spdlog/spdlog.h>
-#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <functional>
 #include <map>
@@ -38,9 +41,9 @@ constexpr auto kHealthyAfter = std::chrono::seconds(60);  // resets the backoff
 constexpr auto kMaxBackoff = std::chrono::seconds(60);
 // Route calls that may wait for a worker; more are answered 503 at once.
 constexpr size_t kMaxQueuedRoutes = 1024;
-// The largest INVOKE an event loop sends itself (sendEarly), into a socket its worker has
-// emptied: far below a socket buffer, so the send never waits for the worker.
-constexpr size_t kMaxEarlyInvoke = 16 * 1024;
+// The largest INVOKE an event loop sends on its lane: far below a socket buffer, so the
+// send does not wait for the worker; larger requests are copied by a route thread.
+constexpr size_t kMaxLaneInvoke = 16 * 1024;
 // Route calls that cross to a worker together, pipelined on one channel: as many as its
 // calls take about kBatchTime to run (measured), at most kMaxBatch. Fast calls thus share
 // their system calls and wake-ups; slow ones go one per channel, side by side.
@@ -74,12 +77,27 @@ struct RouteCall {
   const trellis_request* req;
   trellis_response* res;
   std::function<void(trellis_status)> finish;
-  // Set when its INVOKE already left, from the event loop (sendEarly).
-  std::shared_ptr<WorkerProcess> sent_to;
-  int channel = -1;
   uint64_t id = 0;
   // Its snapshot's slot in the channel's region, while the worker may read it.
   std::optional<uint64_t> slot;
+};
+
+// An event loop's own channel to a slot's worker. The loop writes its small route calls'
+// INVOKEs and reads the answers itself (the channel is in its reactor), so such a call
+// crosses to the worker and back with no other thread: no route thread to wake, no hand-back
+// to the loop. A CALL that may block (storage writes, egress, service calls…) is served on
+// a route thread meanwhile, never on the loop. Used only by its loop; held while bound.
+struct LoopLane {
+  explicit LoopLane(boost::asio::io_context& ioc) : loop(ioc), watch(ioc), timer(ioc) {}
+  boost::asio::io_context& loop;
+  std::shared_ptr<WorkerProcess> proc;          // null while unbound
+  int ch = -1;                                  // its channel, held (acquireSpare)
+  boost::asio::posix::stream_descriptor watch;  // a duplicate of the channel's fd
+  boost::asio::steady_timer timer;              // when the front call's time runs out
+  std::deque<RouteCall> flight;                 // sent; answered in this order
+  Clock::time_point progress{};                 // the last frame (or send into an idle lane)
+  bool reading = false, writing = false, timing = false;  // waits armed
+  bool serving = false;  // a CALL of the front call is served off the loop
 };
 
 struct Slot {
@@ -125,6 +143,8 @@ struct Slot {
     return std::clamp<size_t>(kBatchTimeNs / ns, 1, kMaxBatch);
   }
   std::unique_ptr<exec::BlockingPool> routes;
+  std::mutex lanes_mu;
+  std::vector<std::shared_ptr<LoopLane>> lanes;  // one per event loop that used one
 };
 
 // 0 after the first crash, then 0.5 s doubling up to a minute.
@@ -231,12 +251,30 @@ struct WorkerPlugin::Impl {
   // else (a blocking route, already on a pool thread) run on this thread.
   trellis_status runRoute(const Remote& r, trellis_ctx* ctx, const trellis_request* req,
                           trellis_response* res);
-  // With no route call queued or running, the loop sends the INVOKE itself, before a route
-  // thread wakes up to wait for its answer: that wake-up then overlaps the worker's work
-  // instead of preceding it. Only on a live worker with a free channel, never a restart.
-  void sendEarly(Slot& slot, RouteCall& c);
   // A route thread: runs queued calls in batches until none is left.
   void drainRoutes(Slot& slot);
+  // Starts a route thread for `slot` if none is taking its queue (queue_mu held).
+  bool needRouteThreadLocked(Slot& slot);
+  void startRouteThread(Slot& slot);
+
+  // --- loop lanes (see LoopLane) ---
+  // On an event loop: sends `c` on the loop's lane and returns true, or false when the lane
+  // cannot take it (no spare channel, no live worker, a large or poisonous request, a lane
+  // busy with a slow call): the route threads take it then.
+  bool sendOnLane(Slot& slot, RouteCall& c);
+  std::shared_ptr<LoopLane> laneOf(Slot& slot, boost::asio::io_context& loop);
+  // Binds `lane` to the slot's current worker (after its earlier one ended).
+  bool bindLane(Slot& slot, LoopLane& lane);
+  void unbindLane(LoopLane& lane);
+  // Keeps the waits a lane with calls in flight needs: readable, writable (frames the socket
+  // did not take yet), and the front call's deadline.
+  void armLane(Slot& slot, const std::shared_ptr<LoopLane>& lane);
+  // Reads what the worker sent: CALLs served (or handed off the loop), RESULTs answered.
+  void readLane(Slot& slot, const std::shared_ptr<LoopLane>& lane);
+  void serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane>& lane, Frame call);
+  // The worker died, hung or broke the protocol: it is killed, the front call answered as
+  // `kind` says, the calls behind it queued for the route threads (and the next worker).
+  void failLane(Slot& slot, LoopLane& lane, Outcome::Kind kind, const std::string& why);
   // Runs `batch` (route calls of `slot`) pipelined on one channel and answers each; with
   // `refill`, calls queued meanwhile join the pipeline until the queue is empty. Calls the
   // worker never started, because an earlier one ended it, go back to the queue.
@@ -448,62 +486,275 @@ trellis_status WorkerPlugin::Impl::runRoute(const Remote& r, trellis_ctx* ctx,
     runBatch(slot, one, false);
     return status;
   }
-  bool start_thread = false;
   {
     std::lock_guard lock(slot.queue_mu);
     if (slot.queued.size() >= kMaxQueuedRoutes) {
       return runtime::hostApi()->res_problem(ctx, res, 503,
                                              TRELLIS_STR("the plugin is busy; retry later"));
     }
-    RouteCall c(&r, ctx, req, res, call->suspendOffLoop());
-    if (slot.queued.empty() && slot.draining == 0) sendEarly(slot, c);
+  }
+  RouteCall c(&r, ctx, req, res, call->suspendOffLoop());
+  if (sendOnLane(slot, c)) return TRELLIS_OK;  // answered when its `finish` runs
+  bool start_thread = false;
+  {
+    std::lock_guard lock(slot.queue_mu);
     slot.queued.push_back(std::move(c));
-    // Another route thread only when more than one batch waits, or when those at work are
-    // stuck in slow calls: else the one at work takes this call with its next batch.
-    const bool more = slot.queued.size() > slot.batchSize() || slot.stalled();
-    if (slot.draining == 0 || (more && slot.draining < static_cast<size_t>(options.channels))) {
-      ++slot.draining;
-      start_thread = true;
-    }
+    start_thread = needRouteThreadLocked(slot);
   }
-  // Refused only while the plugin stops: the calls are then answered here, at once.
-  if (start_thread && !slot.routes->trySubmit([this, &slot] { drainRoutes(slot); })) {
-    drainRoutes(slot);
-  }
+  if (start_thread) startRouteThread(slot);
   return TRELLIS_OK;  // answered when its `finish` runs
 }
 
-void WorkerPlugin::Impl::sendEarly(Slot& slot, RouteCall& c) {
+bool WorkerPlugin::Impl::needRouteThreadLocked(Slot& slot) {
+  // Another route thread only when more than one batch waits, or when those at work are
+  // stuck in slow calls: else the one at work takes this call with its next batch.
+  const bool more = slot.queued.size() > slot.batchSize() || slot.stalled();
+  if (slot.draining == 0 || (more && slot.draining < static_cast<size_t>(options.channels))) {
+    ++slot.draining;
+    return true;
+  }
+  return false;
+}
+
+void WorkerPlugin::Impl::startRouteThread(Slot& slot) {
+  // Refused only while the plugin stops: the calls are then answered here, at once.
+  if (!slot.routes || !slot.routes->trySubmit([this, &slot] { drainRoutes(slot); })) {
+    drainRoutes(slot);
+  }
+}
+
+// --- loop lanes ----------------------------------------------------------------------
+
+namespace {
+// CALLs a lane serves on its event loop: they read memory or queue work, as the same calls
+// do for a plugin in process. Every other CALL may wait (a storage write's commit, egress,
+// another plugin's service) and is served on a route thread.
+bool servedOnLoop(uint16_t op) {
+  switch (static_cast<CallOp>(op)) {
+    case CallOp::kConfigGet:
+    case CallOp::kReqQueryParam:
+    case CallOp::kKvGet:
+    case CallOp::kEventPublish:
+    case CallOp::kTenantInfo:
+    case CallOp::kUsageEmit:
+    case CallOp::kKeyWrap:
+    case CallOp::kKeyUnwrap: return true;
+    default: return false;
+  }
+}
+}  // namespace
+
+std::shared_ptr<LoopLane> WorkerPlugin::Impl::laneOf(Slot& slot, boost::asio::io_context& loop) {
+  std::lock_guard lock(slot.lanes_mu);
+  for (auto& lane : slot.lanes) {
+    if (&lane->loop == &loop) return lane;
+  }
+  return slot.lanes.emplace_back(std::make_shared<LoopLane>(loop));
+}
+
+bool WorkerPlugin::Impl::bindLane(Slot& slot, LoopLane& lane) {
   std::shared_ptr<WorkerProcess> proc;
   {
     std::lock_guard lock(slot.mu);
     proc = slot.proc;
   }
-  if (!proc || proc->dead()) return;
+  if (!proc || proc->dead()) return false;  // the route threads start the next one
+  if (lane.proc == proc) return true;
+  if (!lane.flight.empty()) return false;  // still ending with the one before
+  unbindLane(lane);
+  const int ch = proc->acquireSpare();
+  if (ch < 0) return false;
+  const int fd = ::dup(proc->fd(ch));
+  boost::system::error_code ec;
+  if (fd >= 0) lane.watch.assign(fd, ec);
+  if (fd < 0 || ec) {
+    if (fd >= 0) ::close(fd);
+    proc->release(ch);
+    return false;
+  }
+  lane.proc = std::move(proc);
+  lane.ch = ch;
+  return true;
+}
+
+void WorkerPlugin::Impl::unbindLane(LoopLane& lane) {
+  if (!lane.proc) return;
+  boost::system::error_code ec;
+  lane.watch.close(ec);  // cancels its waits
+  lane.timer.cancel();
+  lane.proc->release(lane.ch);
+  lane.proc.reset();
+  lane.ch = -1;
+}
+
+bool WorkerPlugin::Impl::sendOnLane(Slot& slot, RouteCall& c) {
+  boost::asio::io_context* loop = exec::currentEventLoop();
+  if (!loop || stopping) return false;
+  std::shared_ptr<LoopLane> lane = laneOf(slot, *loop);
+  // Behind a CALL served off the loop, a call that has been quiet for a while (slow or hung)
+  // or a long pipeline, the call would wait: the route threads take it, on another channel.
+  if (lane->serving || lane->flight.size() >= kMaxBatch) return false;
+  if (!lane->flight.empty() &&
+      Clock::now() - lane->progress > std::chrono::nanoseconds(kBatchTimeNs)) {
+    return false;
+  }
+  if (!bindLane(slot, *lane)) return false;
   {
     std::lock_guard lock(poison_mu);
     auto it = poison.find(poisonKey(c));
-    if (it != poison.end() && it->second >= kPoisonCrashes) return;  // refused on the thread
+    if (it != poison.end() && it->second >= kPoisonCrashes) return false;  // refused there
   }
   // The loop copies no large request: that is a route thread's work.
   const RouteSnapshot snap(c);
-  if (snap.size() > kMaxEarlyInvoke) return;
-  int ch = proc->acquire(Clock::now());  // a free channel, without waiting
-  if (ch < 0) return;
-  FrameChannel& chan = proc->channel(ch);
-  // Only into a channel whose worker has read everything sent before, and written without
-  // waiting: a worker that stops reading must never make the loop wait on a full socket.
-  int unread = 0;
-  if (::ioctl(chan.fd(), SIOCOUTQ, &unread) != 0 || unread != 0) {
-    proc->release(ch);
-    return;
+  if (snap.size() > kMaxLaneInvoke) return false;
+  FrameChannel& chan = lane->proc->channel(lane->ch);
+  if (chan.unsent()) return false;  // the worker is behind in reading: pile nothing more
+  sendRoute(slot, *lane->proc, lane->ch, c, snap);
+  (void)chan.flush(Clock::now());  // what the socket does not take now waits for writable
+  if (lane->flight.empty()) lane->progress = Clock::now();
+  lane->flight.push_back(std::move(c));
+  armLane(slot, lane);
+  return true;
+}
+
+void WorkerPlugin::Impl::armLane(Slot& slot, const std::shared_ptr<LoopLane>& lane) {
+  if (!lane->proc || lane->flight.empty() || lane->serving) return;
+  namespace asio = boost::asio;
+  using Wait = asio::posix::stream_descriptor::wait_type;
+  if (!lane->reading) {
+    lane->reading = true;
+    lane->watch.async_wait(Wait::wait_read, [this, &slot, lane](boost::system::error_code ec) {
+      lane->reading = false;
+      if (!ec) readLane(slot, lane);
+    });
   }
-  sendRoute(slot, *proc, ch, c, snap);
-  // What the socket does not take now is written by the route thread's read; a failure
-  // shows as the channel closed there.
-  (void)chan.flush(Clock::now());
-  c.sent_to = std::move(proc);
-  c.channel = ch;
+  if (!lane->writing && lane->proc->channel(lane->ch).unsent()) {
+    lane->writing = true;
+    lane->watch.async_wait(Wait::wait_write, [this, &slot, lane](boost::system::error_code ec) {
+      lane->writing = false;
+      if (ec || !lane->proc) return;
+      (void)lane->proc->channel(lane->ch).flush(Clock::now());
+      armLane(slot, lane);
+    });
+  }
+  if (!lane->timing) {
+    lane->timing = true;
+    lane->timer.expires_at(lane->progress + options.call_timeout);
+    lane->timer.async_wait([this, &slot, lane](boost::system::error_code ec) {
+      lane->timing = false;
+      if (ec || !lane->proc || lane->flight.empty()) return;
+      if (lane->serving) return;  // the host is at work, not the worker: armed again after
+      if (Clock::now() - lane->progress < options.call_timeout) return armLane(slot, lane);
+      failLane(slot, *lane, Outcome::kTimeout,
+               "gave no answer within " + std::to_string(options.call_timeout.count()) + " ms");
+    });
+  }
+}
+
+void WorkerPlugin::Impl::readLane(Slot& slot, const std::shared_ptr<LoopLane>& lane) {
+  while (lane->proc && !lane->flight.empty() && !lane->serving) {
+    FrameChannel& chan = lane->proc->channel(lane->ch);
+    Frame f;
+    auto got = chan.tryRead(f);
+    if (!got) {
+      return failLane(slot, *lane, Outcome::kCrashed,
+                      got.status().code() == StatusCode::kInvalid
+                          ? "protocol violation: " + got.status().message()
+                          : "its channel closed");
+    }
+    if (!*got) break;
+    lane->progress = Clock::now();
+    RouteCall& c = lane->flight.front();
+    runtime::CallScope scope(c.ctx);
+    Invocation inv;
+    inv.owner = self;
+    inv.proc = lane->proc.get();
+    inv.ctx = c.ctx;
+    inv.req = c.req;
+    inv.res = c.res;
+    if (f.type == FrameType::kCall) {
+      if (!servedOnLoop(f.op)) return serveOffLoop(slot, lane, std::move(f));
+      FrameWriter reply;
+      if (std::string why = answerCall(inv, f, reply); !why.empty()) {
+        return failLane(slot, *lane, Outcome::kCrashed, why);
+      }
+      (void)chan.send(FrameType::kReply, f.op, f.id, reply);
+      (void)chan.flush(Clock::now());
+      continue;
+    }
+    auto status = takeResult(inv, f, c.id);
+    if (!status) return failLane(slot, *lane, Outcome::kCrashed, status.status().message());
+    giveBack(slot, *lane->proc, lane->ch, c);
+    c.finish(*status);
+    lane->flight.pop_front();
+  }
+  armLane(slot, lane);
+}
+
+void WorkerPlugin::Impl::serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane>& lane,
+                                      Frame call) {
+  lane->serving = true;
+  auto serve = [this, &slot, lane, call = std::move(call)] {
+    auto reply = std::make_shared<FrameWriter>();
+    std::string why;
+    {
+      exec::EventLoopRules rules;           // what the loop would refuse, refused here too
+      RouteCall& c = lane->flight.front();  // nothing leaves the flight while serving
+      runtime::CallScope scope(c.ctx);
+      Invocation inv;
+      inv.owner = self;
+      inv.proc = lane->proc.get();
+      inv.ctx = c.ctx;
+      inv.req = c.req;
+      inv.res = c.res;
+      why = answerCall(inv, call, *reply);
+    }
+    boost::asio::post(lane->loop, [this, &slot, lane, reply, why, op = call.op, id = call.id] {
+      lane->serving = false;
+      lane->progress = Clock::now();
+      if (!why.empty()) return failLane(slot, *lane, Outcome::kCrashed, why);
+      FrameChannel& chan = lane->proc->channel(lane->ch);
+      (void)chan.send(FrameType::kReply, op, id, *reply);
+      (void)chan.flush(Clock::now());
+      readLane(slot, lane);  // the worker may have answered already
+    });
+  };
+  if (!slot.routes || !slot.routes->trySubmit(serve)) serve();  // the plugin is stopping
+}
+
+void WorkerPlugin::Impl::failLane(Slot& slot, LoopLane& lane, Outcome::Kind kind,
+                                  const std::string& why) {
+  std::shared_ptr<WorkerProcess> proc = lane.proc;
+  proc->kill(why);
+  Outcome o;
+  o.kind = kind;
+  noteEnd(slot, proc, o);
+  const size_t dropped = proc->arena(lane.ch).clear();
+  if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
+  std::deque<RouteCall> flight = std::move(lane.flight);
+  lane.flight.clear();
+  unbindLane(lane);
+  RouteCall& front = flight.front();
+  front.slot.reset();
+  {
+    runtime::CallScope scope(front.ctx);
+    front.finish(answer(front, o));
+  }
+  flight.pop_front();
+  if (flight.empty()) return;
+  // The calls after it never ran: to the front of the queue, in order, for the next worker.
+  bool start_thread = false;
+  {
+    std::lock_guard lock(slot.queue_mu);
+    while (!flight.empty()) {
+      flight.back().id = 0;
+      flight.back().slot.reset();
+      slot.queued.push_front(std::move(flight.back()));
+      flight.pop_back();
+    }
+    start_thread = needRouteThreadLocked(slot);
+  }
+  if (start_thread) startRouteThread(slot);
 }
 
 void WorkerPlugin::Impl::drainRoutes(Slot& slot) {
@@ -540,15 +791,9 @@ bool WorkerPlugin::Impl::refusePoisoned(RouteCall& c) {
 }
 
 void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, bool refill) {
-  std::shared_ptr<WorkerProcess> worker;
-  int ch = -1;
-  if (batch.front().sent_to) {  // its channel carries the rest of the batch too
-    worker = std::move(batch.front().sent_to);
-    ch = batch.front().channel;
-  }
   std::deque<RouteCall> flight;  // sent (or about to be), answered in this order
   for (RouteCall& c : batch) {
-    if (c.id != 0 || !refusePoisoned(c)) flight.push_back(std::move(c));
+    if (!refusePoisoned(c)) flight.push_back(std::move(c));
   }
   if (flight.empty()) return;
   // Answers every call of the flight without reaching the worker.
@@ -558,21 +803,17 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
       c.finish(problem(c, status, detail));
     }
   };
-  if (!worker) {
-    auto proc = ready(slot);
-    if (!proc) return refuseAll(502, "the plugin is unavailable: " + proc.status().message());
-    worker = std::move(*proc);
-    ch = worker->acquire(Clock::now() + options.call_timeout);
-  }
+  auto proc = ready(slot);
+  if (!proc) return refuseAll(502, "the plugin is unavailable: " + proc.status().message());
+  std::shared_ptr<WorkerProcess> worker = std::move(*proc);
+  const int ch = worker->acquire(Clock::now() + options.call_timeout);
   if (ch < 0) {
     if (!worker->dead()) return refuseAll(503, "the plugin is busy; retry later");
     recordDeath(slot, worker, "crash");
     return refuseAll(502, "the plugin's worker process failed");
   }
   FrameChannel& chan = worker->channel(ch);
-  auto send = [&](RouteCall& c) {
-    if (c.id == 0) sendRoute(slot, *worker, ch, c, RouteSnapshot(c));
-  };
+  auto send = [&](RouteCall& c) { sendRoute(slot, *worker, ch, c, RouteSnapshot(c)); };
   for (RouteCall& c : flight) send(c);
   while (!flight.empty()) {
     RouteCall& c = flight.front();

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -402,6 +403,14 @@ int WorkerProcess::acquire(std::chrono::steady_clock::time_point deadline) {
     }
     if (freed_.wait_until(lock, deadline) == std::cv_status::timeout) return -1;
   }
+}
+
+int WorkerProcess::acquireSpare() {
+  std::lock_guard lock(mu_);
+  if (dead() || std::count(busy_.begin(), busy_.end(), false) < 2) return -1;
+  auto free = std::find(busy_.begin(), busy_.end(), false);
+  *free = true;
+  return static_cast<int>(free - busy_.begin());
 }
 
 void WorkerProcess::release(int channel) {

@@ -123,6 +123,9 @@ class WorkerProcess {
   // A free channel, or -1 if the worker is dead or none freed up before `deadline`.
   int acquire(std::chrono::steady_clock::time_point deadline);
   void release(int channel);
+  // A free channel to hold for long (an event loop's own, see worker_plugin.cc), only while
+  // another stays free for every other caller; -1 otherwise. Given back with release().
+  int acquireSpare();
 
   // SIGKILLs and reaps the worker (idempotent; a second caller waits until it is reaped);
   // the first reason given is kept. A worker that ends while idle is reaped at once by a

@@ -5,10 +5,19 @@
 //   if (exec::onEventLoopThread()) return Status::invalid("this call blocks");
 #pragma once
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace trellis::kernel::exec {
 
-void markEventLoopThread();
+// `loop`: the io_context this thread runs, for work that registers with it (a worker
+// plugin's channel read by the loop itself).
+void markEventLoopThread(boost::asio::io_context* loop = nullptr);
 bool onEventLoopThread();
+// The io_context of the event loop running on this thread; null elsewhere (also under
+// EventLoopRules alone).
+boost::asio::io_context* currentEventLoop();
 
 // While it lives, the current thread counts as an event loop: work a loop handed to another
 // thread (the route of a plugin in a worker process) is refused what the loop would refuse,
