@@ -259,6 +259,37 @@ TEST_F(WorkerIsolationTest, AHungWorkerCallHoldsNoEventLoop) {
   EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
 }
 
+// A worker route's host call that waits (a service call to a provider that sleeps) is
+// served off the event loop that reads the worker's answers: with one loop, another
+// request is answered meanwhile.
+TEST_F(WorkerIsolationTest, AWorkerRoutesWaitingHostCallHoldsNoEventLoop) {
+  std::string config = defaultTestConfig(
+      "    - id: fixture/svc-a\n"
+      "      isolation: process\n"
+      "    - id: fixture/svc-b\n"
+      "    - id: trellis/echo-c\n");
+  config.replace(config.find("threads: 2"), 10, "threads: 1");
+  server_ = std::make_unique<TrellisdProcess>(config);
+  ASSERT_TRUE(server_->start()) << server_->log();
+  auto warm = request(port(), "POST", "/svc-a/call/svc-b/echo", kAcme, "hi");
+  ASSERT_EQ(warm.status, 200) << warm.body;
+  ASSERT_EQ(warm.body, "hi");
+
+  std::atomic<bool> slow_answered{false};
+  HttpReply slow;
+  std::thread caller([&] {
+    slow = request(port(), "POST", "/svc-a/call/svc-b/sleep", kAcme, "1500");
+    slow_answered = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the service call
+  EXPECT_EQ(request(port(), "GET", "/echo/x", kAcme).status, 200);
+  EXPECT_FALSE(slow_answered) << "the service call ended early: " << slow.status << " "
+                              << slow.body;
+  caller.join();
+  EXPECT_EQ(slow.status, 200) << slow.body;
+  EXPECT_EQ(slow.body, "slept");
+}
+
 TEST_F(WorkerIsolationTest, GarbageFromAWorkerKillsOnlyThatWorker) {
   startWith(kWorkers);
   auto r = request(port(), "GET", "/crashy/garbage", kAcme);
