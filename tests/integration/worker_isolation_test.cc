@@ -259,9 +259,9 @@ TEST_F(WorkerIsolationTest, AHungWorkerCallHoldsNoEventLoop) {
   EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
 }
 
-// A worker route's host call that waits (a service call to a provider that sleeps) is
-// served off the event loop that reads the worker's answers: with one loop, another
-// request is answered meanwhile.
+// A worker route's host call that waits (a service call to a provider that sleeps, from a
+// route not declared blocking) is served off the event loop that reads the worker's
+// answers: with one loop, another request is answered meanwhile.
 TEST_F(WorkerIsolationTest, AWorkerRoutesWaitingHostCallHoldsNoEventLoop) {
   std::string config = defaultTestConfig(
       "    - id: fixture/svc-a\n"
@@ -271,14 +271,14 @@ TEST_F(WorkerIsolationTest, AWorkerRoutesWaitingHostCallHoldsNoEventLoop) {
   config.replace(config.find("threads: 2"), 10, "threads: 1");
   server_ = std::make_unique<TrellisdProcess>(config);
   ASSERT_TRUE(server_->start()) << server_->log();
-  auto warm = request(port(), "POST", "/svc-a/call/svc-b/echo", kAcme, "hi");
+  auto warm = request(port(), "POST", "/svc-a/loop-call/svc-b/echo", kAcme, "hi");
   ASSERT_EQ(warm.status, 200) << warm.body;
   ASSERT_EQ(warm.body, "hi");
 
   std::atomic<bool> slow_answered{false};
   HttpReply slow;
   std::thread caller([&] {
-    slow = request(port(), "POST", "/svc-a/call/svc-b/sleep", kAcme, "1500");
+    slow = request(port(), "POST", "/svc-a/loop-call/svc-b/sleep", kAcme, "1500");
     slow_answered = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the service call
