@@ -278,11 +278,13 @@ TEST_F(WorkerIsolationTest, AWorkerRoutesWaitingHostCallHoldsNoEventLoop) {
   std::atomic<bool> slow_answered{false};
   HttpReply slow;
   std::thread caller([&] {
-    slow = request(port(), "POST", "/svc-a/loop-call/svc-b/sleep", kAcme, "1500");
+    slow = request(port(), "POST", "/svc-a/loop-call/svc-b/sleep", kAcme, "3000");
     slow_answered = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the service call
-  EXPECT_EQ(request(port(), "GET", "/echo/x", kAcme).status, 200);
+  // Well within the 3 s the service sleeps: a loop held by the call could not answer it.
+  auto other = request(port(), "GET", "/echo/x", kAcme, "", std::chrono::milliseconds(1500));
+  EXPECT_EQ(other.status, 200) << "no answer while the service call ran";
   EXPECT_FALSE(slow_answered) << "the service call ended early: " << slow.status << " "
                               << slow.body;
   caller.join();

@@ -572,6 +572,8 @@ bool WorkerPlugin::Impl::bindLane(Slot& slot, LoopLane& lane) {
     proc->release(ch);
     return false;
   }
+  spdlog::debug("plugin={} tenant={}: an event loop reads worker pid {} on channel {}", id,
+                slot.tenant.empty() ? "*" : slot.tenant, proc->pid(), ch);
   lane.proc = std::move(proc);
   lane.ch = ch;
   return true;
