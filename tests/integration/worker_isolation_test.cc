@@ -196,6 +196,9 @@ TEST_F(WorkerIsolationTest, HangsAndSpinsAreAnswered504AndTheWorkerReplaced) {
     EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30));
     EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
     EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+    auto w = workerOf(server(), "fixture/crashy");
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->getValue<std::string>("last_crash"), "gave no answer within 4000 ms");
   }
 }
 
@@ -582,7 +585,8 @@ TEST_F(WorkerIsolationTest, LargeInlineRequestsPipelinedBehindLargeAnswersAllCom
 
 // A worker that stops reading its channels (here it stops itself) while trellisd writes it
 // a request too large for the socket buffer: the write holds the route thread no longer
-// than the call's timeout, the call is answered 504, the worker is replaced, and the other
+// than the call's timeout, the call is answered 504 saying the worker stopped reading (not
+// that the plugin gave no answer), the worker is replaced for that reason, and the other
 // plugins are served meanwhile.
 TEST_F(WorkerIsolationTest, AWorkerThatStopsReadingCostsItsCallOnlyTheTimeout) {
   std::string config = defaultTestConfig(
@@ -611,10 +615,15 @@ TEST_F(WorkerIsolationTest, AWorkerThatStopsReadingCostsItsCallOnlyTheTimeout) {
   caller.join();
   EXPECT_EQ(big.status, 504) << big.body << server().log();
   EXPECT_EQ(big.header("content-type"), "application/problem+json");
-  EXPECT_THAT(big.body, HasSubstr("did not answer within 2000 ms"));
+  EXPECT_THAT(big.body, HasSubstr("did not read its requests within 2000 ms"));
+  EXPECT_THAT(big.body, Not(HasSubstr("did not answer")));
   EXPECT_LT(took, std::chrono::seconds(10));
   EXPECT_EQ(request(port(), "GET", "/echo/after", kAcme).status, 200);
   EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->getValue<std::string>("last_crash"), "did not read its requests within 2000 ms");
+  EXPECT_THAT(server().log(), HasSubstr("did not read its requests within 2000 ms"));
 }
 
 // A worker that dies with calls pipelined behind the one that killed it: those calls go to

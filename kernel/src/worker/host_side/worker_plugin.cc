@@ -679,7 +679,8 @@ trellis_status WorkerPlugin::Impl::answer(const RouteCall& c, const Outcome& o) 
     case Outcome::kOk: return o.status;
     case Outcome::kTimeout:
       return problem(c, 504,
-                     "the plugin did not answer within " +
+                     (o.unread ? "the plugin's worker did not read its requests within "
+                               : "the plugin did not answer within ") +
                          std::to_string(options.call_timeout.count()) + " ms");
     case Outcome::kBusy: return problem(c, 503, "the plugin is busy; retry later");
     case Outcome::kCrashed:
