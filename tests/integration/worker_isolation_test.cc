@@ -12,10 +12,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/test_support.h"
 
@@ -24,9 +26,11 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::AnyOf;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using ::testing::UnorderedElementsAreArray;
 
 const std::map<std::string, std::string> kAcme = {{"Authorization", "Bearer acme-key"}};
 const std::map<std::string, std::string> kGlobex = {{"Authorization", "Bearer globex-key"}};
@@ -151,6 +155,49 @@ TEST_F(WorkerIsolationTest, TheSameLibrariesAnswerTheSameFromAWorker) {
   auto metrics = request(server().adminPort(), "GET", "/metrics",
                          {{"Authorization", "Bearer " + server().adminToken()}});
   EXPECT_THAT(metrics.body, HasSubstr("trellis_plugin_hello_greetings_total"));
+}
+
+// A process's environment, one NAME=value a line (empty if it cannot be read).
+std::vector<std::string> environOf(int pid) {
+  std::vector<std::string> vars;
+  std::istringstream in(readFile("/proc/" + std::to_string(pid) + "/environ"));
+  for (std::string v; std::getline(in, v, '\0');) vars.push_back(v);
+  return vars;
+}
+
+// Of trellisd's environment a worker gets its sanitizer options only (a sanitizer build's
+// workers then use the same reports and suppressions): nothing else reaches a plugin, a
+// secret meant for trellisd included.
+TEST_F(WorkerIsolationTest, AWorkerGetsTrellisdsSanitizerOptionsAndNothingElseOfItsEnvironment) {
+  // In trellisd's environment only (it copies the test's at start).
+  ::setenv("SECRET_X", "1", 1);
+  const bool had_lsan = std::getenv("LSAN_OPTIONS") != nullptr;
+  const std::string lsan =
+      had_lsan ? std::getenv("LSAN_OPTIONS")
+               : "suppressions=" + std::string(TRELLIS_SOURCE_DIR) + "/tests/sanitizers/lsan.supp";
+  ::setenv("LSAN_OPTIONS", lsan.c_str(), 1);
+  server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(kWorkers));
+  const bool started = server_->start();
+  ::unsetenv("SECRET_X");
+  if (!had_lsan) ::unsetenv("LSAN_OPTIONS");
+  ASSERT_TRUE(started) << server().log();
+  ASSERT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200) << server().log();
+  auto w = workerOf(server(), "trellis/hello");
+  ASSERT_TRUE(w);
+
+  const auto daemon = environOf(server().pid());
+  const auto worker = environOf(w->getValue<int>("pid"));
+  ASSERT_THAT(daemon, Contains("SECRET_X=1"));
+  std::vector<std::string> sanitizer_options;
+  for (const std::string& v : daemon) {
+    if (v.starts_with("ASAN_OPTIONS=") || v.starts_with("LSAN_OPTIONS=") ||
+        v.starts_with("UBSAN_OPTIONS=")) {
+      sanitizer_options.push_back(v);
+    }
+  }
+  EXPECT_THAT(worker, Contains("LSAN_OPTIONS=" + lsan));
+  EXPECT_THAT(worker, UnorderedElementsAreArray(sanitizer_options));
+  EXPECT_THAT(worker, Not(Contains(HasSubstr("SECRET_X"))));
 }
 
 TEST_F(WorkerIsolationTest, CrashesCostOnlyTheirOwnRequestsAndRestartTheWorker) {
