@@ -12,10 +12,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/test_support.h"
 
@@ -24,9 +26,11 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::AnyOf;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using ::testing::UnorderedElementsAreArray;
 
 const std::map<std::string, std::string> kAcme = {{"Authorization", "Bearer acme-key"}};
 const std::map<std::string, std::string> kGlobex = {{"Authorization", "Bearer globex-key"}};
@@ -153,6 +157,49 @@ TEST_F(WorkerIsolationTest, TheSameLibrariesAnswerTheSameFromAWorker) {
   EXPECT_THAT(metrics.body, HasSubstr("trellis_plugin_hello_greetings_total"));
 }
 
+// A process's environment, one NAME=value a line (empty if it cannot be read).
+std::vector<std::string> environOf(int pid) {
+  std::vector<std::string> vars;
+  std::istringstream in(readFile("/proc/" + std::to_string(pid) + "/environ"));
+  for (std::string v; std::getline(in, v, '\0');) vars.push_back(v);
+  return vars;
+}
+
+// Of trellisd's environment a worker gets its sanitizer options only (a sanitizer build's
+// workers then use the same reports and suppressions): nothing else reaches a plugin, a
+// secret meant for trellisd included.
+TEST_F(WorkerIsolationTest, AWorkerGetsTrellisdsSanitizerOptionsAndNothingElseOfItsEnvironment) {
+  // In trellisd's environment only (it copies the test's at start).
+  ::setenv("SECRET_X", "1", 1);
+  const bool had_lsan = std::getenv("LSAN_OPTIONS") != nullptr;
+  const std::string lsan =
+      had_lsan ? std::getenv("LSAN_OPTIONS")
+               : "suppressions=" + std::string(TRELLIS_SOURCE_DIR) + "/tests/sanitizers/lsan.supp";
+  ::setenv("LSAN_OPTIONS", lsan.c_str(), 1);
+  server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(kWorkers));
+  const bool started = server_->start();
+  ::unsetenv("SECRET_X");
+  if (!had_lsan) ::unsetenv("LSAN_OPTIONS");
+  ASSERT_TRUE(started) << server().log();
+  ASSERT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200) << server().log();
+  auto w = workerOf(server(), "trellis/hello");
+  ASSERT_TRUE(w);
+
+  const auto daemon = environOf(server().pid());
+  const auto worker = environOf(w->getValue<int>("pid"));
+  ASSERT_THAT(daemon, Contains("SECRET_X=1"));
+  std::vector<std::string> sanitizer_options;
+  for (const std::string& v : daemon) {
+    if (v.starts_with("ASAN_OPTIONS=") || v.starts_with("LSAN_OPTIONS=") ||
+        v.starts_with("UBSAN_OPTIONS=")) {
+      sanitizer_options.push_back(v);
+    }
+  }
+  EXPECT_THAT(worker, Contains("LSAN_OPTIONS=" + lsan));
+  EXPECT_THAT(worker, UnorderedElementsAreArray(sanitizer_options));
+  EXPECT_THAT(worker, Not(Contains(HasSubstr("SECRET_X"))));
+}
+
 TEST_F(WorkerIsolationTest, CrashesCostOnlyTheirOwnRequestsAndRestartTheWorker) {
   startWith(kWorkers);
   auto ok = request(port(), "GET", "/crashy/ok", kAcme);
@@ -196,6 +243,9 @@ TEST_F(WorkerIsolationTest, HangsAndSpinsAreAnswered504AndTheWorkerReplaced) {
     EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30));
     EXPECT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200);
     EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+    auto w = workerOf(server(), "fixture/crashy");
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->getValue<std::string>("last_crash"), "gave no answer within 4000 ms");
   }
 }
 
@@ -615,7 +665,8 @@ TEST_F(WorkerIsolationTest, LargeInlineRequestsPipelinedBehindLargeAnswersAllCom
 
 // A worker that stops reading its channels (here it stops itself) while trellisd writes it
 // a request too large for the socket buffer: the write holds the route thread no longer
-// than the call's timeout, the call is answered 504, the worker is replaced, and the other
+// than the call's timeout, the call is answered 504 saying the worker stopped reading (not
+// that the plugin gave no answer), the worker is replaced for that reason, and the other
 // plugins are served meanwhile.
 TEST_F(WorkerIsolationTest, AWorkerThatStopsReadingCostsItsCallOnlyTheTimeout) {
   std::string config = defaultTestConfig(
@@ -644,10 +695,15 @@ TEST_F(WorkerIsolationTest, AWorkerThatStopsReadingCostsItsCallOnlyTheTimeout) {
   caller.join();
   EXPECT_EQ(big.status, 504) << big.body << server().log();
   EXPECT_EQ(big.header("content-type"), "application/problem+json");
-  EXPECT_THAT(big.body, HasSubstr("did not answer within 2000 ms"));
+  EXPECT_THAT(big.body, HasSubstr("did not read its requests within 2000 ms"));
+  EXPECT_THAT(big.body, Not(HasSubstr("did not answer")));
   EXPECT_LT(took, std::chrono::seconds(10));
   EXPECT_EQ(request(port(), "GET", "/echo/after", kAcme).status, 200);
   EXPECT_EQ(untilOk(port(), "/crashy/ok").status, 200);
+  auto w = workerOf(server(), "fixture/crashy");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->getValue<std::string>("last_crash"), "did not read its requests within 2000 ms");
+  EXPECT_THAT(server().log(), HasSubstr("did not read its requests within 2000 ms"));
 }
 
 // A worker that dies with calls pipelined behind the one that killed it: those calls go to

@@ -161,6 +161,31 @@ class Watchdog {
   std::thread thread_;
 };
 
+// Both ends of an AF_UNIX stream socketpair (a worker channel without the worker), closed
+// when it goes, whichever way the test ends; -1 each if socketpair failed (ok() says).
+class SocketPair {
+ public:
+  SocketPair() {
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fd_) != 0) fd_[0] = fd_[1] = -1;
+  }
+  ~SocketPair() {
+    close(0);
+    close(1);
+  }
+  SocketPair(const SocketPair&) = delete;
+  SocketPair& operator=(const SocketPair&) = delete;
+  bool ok() const { return fd_[0] >= 0; }
+  int operator[](int end) const { return fd_[end]; }
+  // Closes one end early (its peer then reads EOF).
+  void close(int end) {
+    if (fd_[end] >= 0) ::close(fd_[end]);
+    fd_[end] = -1;
+  }
+
+ private:
+  int fd_[2];
+};
+
 TEST(WorkerProcessTest, ServesARouteAndSaysWhatItLoaded) {
   auto p = WorkerProcess::spawn(options(), fixture("crashy") / "libfixture_crashy.so",
                                 fixture("crashy"));
@@ -469,15 +494,13 @@ TEST(SnapshotArenaTest, PlacesWrapsAndRefusesWhatDoesNotFit) {
 
 // What reading `bytes` (then EOF) from a channel gives.
 Status readAfter(const std::string& bytes) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::internal("socketpair");
+  SocketPair sv;
+  if (!sv.ok()) return Status::internal("socketpair");
   EXPECT_EQ(write(sv[0], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-  close(sv[0]);
+  sv.close(0);
   FrameChannel chan(sv[1]);
   Frame f;
-  Status s = chan.read(f, Clock::now() + std::chrono::seconds(1));
-  close(sv[1]);
-  return s;
+  return chan.read(f, Clock::now() + std::chrono::seconds(1));
 }
 
 std::string header(uint32_t length, uint16_t type, uint64_t id = 1) {
@@ -507,8 +530,8 @@ TEST(WorkerProtocolTest, LengthsFromThePeerAreChecked) {
 // Frames that arrive together are read one by one from one receive; a frame that arrives in
 // pieces, larger than the receive buffer, is put back together.
 TEST(WorkerProtocolTest, ABufferedChannelSplitsAndJoinsFrames) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  SocketPair sv;
+  ASSERT_TRUE(sv.ok());
   FrameChannel out(sv[0]), in(sv[1]);
   for (uint64_t id = 1; id <= 3; ++id) {
     ASSERT_TRUE(out.send(FrameType::kResult, 0, id, "frame " + std::to_string(id)));
@@ -534,15 +557,13 @@ TEST(WorkerProtocolTest, ABufferedChannelSplitsAndJoinsFrames) {
   writer.join();
   EXPECT_EQ(f.id, 9u);
   EXPECT_EQ(f.payload, big);
-  close(sv[0]);
-  close(sv[1]);
 }
 
 // A queued frame goes out when its sender waits for the answer: nothing is held back from a
 // peer that waits for it.
 TEST(WorkerProtocolTest, ABufferedChannelSendsWhatIsQueuedBeforeItWaits) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  SocketPair sv;
+  ASSERT_TRUE(sv.ok());
   std::thread peer([fd = sv[1]] {
     FrameChannel chan(fd);
     Frame f;
@@ -559,8 +580,6 @@ TEST(WorkerProtocolTest, ABufferedChannelSendsWhatIsQueuedBeforeItWaits) {
   EXPECT_EQ(f.type, FrameType::kReply);
   EXPECT_EQ(f.id, 42u);
   EXPECT_EQ(f.payload, "re: question");
-  close(sv[0]);
-  close(sv[1]);
 }
 
 // trellisd writes a large inline INVOKE behind one the worker is answering with a large
@@ -568,8 +587,8 @@ TEST(WorkerProtocolTest, ABufferedChannelSendsWhatIsQueuedBeforeItWaits) {
 // the other end reads. The host reads while it waits to write (the RESULT it waits for),
 // the worker while it waits to write its RESULT (the INVOKE): both finish.
 TEST(WorkerProtocolTest, BothEndsWritingLargeFramesAtOnceBothFinish) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  SocketPair sv;
+  ASSERT_TRUE(sv.ok());
   Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
   const std::string invoke(6u << 20, 'i'), result(5u << 20, 'r');
   Status worker_flushed, worker_read;
@@ -605,15 +624,13 @@ TEST(WorkerProtocolTest, BothEndsWritingLargeFramesAtOnceBothFinish) {
   ASSERT_TRUE(worker_read) << worker_read.message();
   EXPECT_EQ(worker_got.id, 2u);
   EXPECT_TRUE(worker_got.payload == invoke) << worker_got.payload.size();
-  close(sv[0]);
-  close(sv[1]);
 }
 
 // A worker that stops reading costs the call waiting on it its deadline, no more: the
 // host's write of a large INVOKE is bounded like its wait for the answer.
 TEST(WorkerProtocolTest, APeerThatStopsReadingCostsAReadItsDeadline) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  SocketPair sv;
+  ASSERT_TRUE(sv.ok());
   Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
   FrameChannel host(sv[0]);
   ASSERT_TRUE(host.send(FrameType::kInvoke, 5, 1, std::string(4u << 20, 'x')));
@@ -625,16 +642,14 @@ TEST(WorkerProtocolTest, APeerThatStopsReadingCostsAReadItsDeadline) {
   EXPECT_EQ(s.code(), StatusCode::kTimeout) << s.message();
   EXPECT_GE(took, std::chrono::milliseconds(300));
   EXPECT_LT(took, std::chrono::seconds(3));
-  close(sv[0]);
-  close(sv[1]);
 }
 
 // A peer that writes without end and never reads: a flush reads ahead at most
 // kMaxReadAhead bytes of it, then only waits, and ends at its deadline with its frame still
 // queued.
 TEST(WorkerProtocolTest, AFlushReadsAheadBoundedlyAndEndsAtItsDeadline) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  SocketPair sv;
+  ASSERT_TRUE(sv.ok());
   Watchdog watchdog(sv[0], sv[1], std::chrono::seconds(10));
   std::atomic<size_t> flooded{0};
   std::thread flood([&, fd = sv[1]] {
@@ -660,8 +675,6 @@ TEST(WorkerProtocolTest, AFlushReadsAheadBoundedlyAndEndsAtItsDeadline) {
   ::shutdown(sv[0], SHUT_RDWR);
   flood.join();
   EXPECT_FALSE(watchdog.stop());
-  close(sv[0]);
-  close(sv[1]);
 }
 
 }  // namespace

@@ -104,15 +104,19 @@ std::string pluginRecordPayload(std::string_view action, std::string_view resour
 }
 
 std::optional<PluginRecordHead> readPluginRecordHead(std::string_view payload) {
-  PluginRecordHead head;
+  if (!payload.starts_with(kActionMember)) return std::nullopt;
   size_t pos = kActionMember.size();
-  if (!payload.starts_with(kActionMember) || !util::readJsonString(payload, pos, head.action) ||
-      payload.substr(pos, kResourceMember.size()) != kResourceMember) {
-    return std::nullopt;
-  }
-  pos += kResourceMember.size();
-  if (!util::readJsonString(payload, pos, head.resource) ||
-      payload.substr(pos, kDetailsMember.size()) != kDetailsMember) {
+  // A member's string value at `pos`, then the start of the member after it, as
+  // pluginRecordPayload writes them; `pos` ends past both.
+  auto valueThen = [&](std::string& value, std::string_view next) {
+    if (!util::readJsonString(payload, pos, value) || payload.substr(pos, next.size()) != next) {
+      return false;
+    }
+    pos += next.size();
+    return true;
+  };
+  PluginRecordHead head;
+  if (!valueThen(head.action, kResourceMember) || !valueThen(head.resource, kDetailsMember)) {
     return std::nullopt;
   }
   return head;

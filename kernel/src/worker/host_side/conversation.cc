@@ -36,8 +36,13 @@ Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocatio
     Status s = chan.read(f, Clock::now() + timeout);
     if (!s) {
       if (s.code() == StatusCode::kTimeout) {
+        // Frames still queued at the deadline: the worker stopped reading its channel (the
+        // request, or the replies to its CALLs, never reached it), which is not the same
+        // fault as a hook that read its request and never answered.
+        out.unread = chan.queuedSince() != Clock::time_point::max();
         return end(Outcome::kTimeout,
-                   "gave no answer within " + std::to_string(timeout.count()) + " ms");
+                   (out.unread ? "did not read its requests within " : "gave no answer within ") +
+                       std::to_string(timeout.count()) + " ms");
       }
       if (s.code() == StatusCode::kInvalid) {
         return end(Outcome::kCrashed, "protocol violation: " + s.message());

@@ -39,6 +39,9 @@ struct Outcome {
   enum Kind { kOk, kCrashed, kTimeout, kBusy, kUnavailable } kind = kOk;
   int32_t status = TRELLIS_INTERNAL;  // the hook's, when kOk
   std::string why;
+  // kTimeout only: the worker had stopped reading what was sent to it (frames were still
+  // queued at the deadline), rather than reading its request and giving no answer.
+  bool unread = false;
 };
 
 // A fresh conversation id (never 0, never reused by this trellisd).
@@ -51,8 +54,9 @@ void sendInvoke(FrameChannel& chan, InvokeOp op, uint64_t id, const FrameWriter&
 
 // Reads the frames of conversation `id` until its RESULT, serving every CALL the plugin
 // makes meanwhile, and applies the RESULT's effects. Each frame must come within `timeout`
-// of the previous one. A worker that fails, hangs or breaks the protocol is killed; the
-// outcome then says which (kCrashed or kTimeout, `why` its end reason is read by the caller).
+// of the previous one. A worker that fails, hangs, stops reading or breaks the protocol is
+// killed; the outcome then says which (kCrashed or kTimeout, with `unread` for a worker that
+// stopped reading; `why` its end reason is read by the caller).
 Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocation& inv,
                  std::chrono::milliseconds timeout);
 

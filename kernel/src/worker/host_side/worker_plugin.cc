@@ -647,8 +647,11 @@ void WorkerPlugin::Impl::armLane(Slot& slot, const std::shared_ptr<LoopLane>& la
       if (ec || !lane->proc || lane->flight.empty()) return;
       if (lane->serving) return;  // the host is at work, not the worker: armed again after
       if (Clock::now() - lane->progress < options.call_timeout) return armLane(slot, lane);
-      failLane(slot, *lane, Outcome::kTimeout,
-               "gave no answer within " + std::to_string(options.call_timeout.count()) + " ms");
+      const bool unread = lane->proc->channel(lane->ch).unsent();
+      failLane(
+          slot, *lane, Outcome::kTimeout,
+          std::string(unread ? "did not read its requests within " : "gave no answer within ") +
+              std::to_string(options.call_timeout.count()) + " ms");
     });
   }
 }
@@ -730,6 +733,7 @@ void WorkerPlugin::Impl::failLane(Slot& slot, LoopLane& lane, Outcome::Kind kind
   proc->kill(why);
   Outcome o;
   o.kind = kind;
+  o.unread = kind == Outcome::kTimeout && proc->channel(lane.ch).unsent();
   noteEnd(slot, proc, o);
   const size_t dropped = proc->arena(lane.ch).clear();
   if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
@@ -922,7 +926,8 @@ trellis_status WorkerPlugin::Impl::answer(const RouteCall& c, const Outcome& o) 
     case Outcome::kOk: return o.status;
     case Outcome::kTimeout:
       return problem(c, 504,
-                     "the plugin did not answer within " +
+                     (o.unread ? "the plugin's worker did not read its requests within "
+                               : "the plugin did not answer within ") +
                          std::to_string(options.call_timeout.count()) + " ms");
     case Outcome::kBusy: return problem(c, 503, "the plugin is busy; retry later");
     case Outcome::kCrashed:

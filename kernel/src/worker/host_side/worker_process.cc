@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -31,6 +32,21 @@ struct FdList {
     for (int fd : fds) ::close(fd);
   }
 };
+
+// The whole environment a worker gets: trellisd's sanitizer settings (a sanitizer build's
+// workers then report, suppress and halt as trellisd does, e.g. with the LSan suppressions
+// file) and nothing else of it, so no credential or setting meant for trellisd reaches a
+// plugin. Read once, at the first spawn: trellisd never changes its environment.
+const std::vector<std::string>& workerEnvironment() {
+  static const std::vector<std::string> env = [] {
+    std::vector<std::string> kept;
+    for (const char* name : {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"}) {
+      if (const char* value = std::getenv(name)) kept.push_back(std::string(name) + "=" + value);
+    }
+    return kept;
+  }();
+  return env;
+}
 
 std::string describeExit(int status) {
   if (WIFSIGNALED(status)) {
@@ -310,7 +326,9 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  char* envp[] = {nullptr};
+  std::vector<char*> envp;
+  for (const std::string& e : workerEnvironment()) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
 
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -336,7 +354,7 @@ Result<std::shared_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerOptions&
                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
   pid_t pid = -1;
   int rc = Spawner::instance().run(
-      [&] { return posix_spawn(&pid, o.binary.c_str(), &fa, &attr, argv.data(), envp); });
+      [&] { return posix_spawn(&pid, o.binary.c_str(), &fa, &attr, argv.data(), envp.data()); });
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {

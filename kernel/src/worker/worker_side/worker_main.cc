@@ -87,8 +87,9 @@ uint64_t number(const std::string& option, const std::string& text) {
 
 #if defined(__SANITIZE_ADDRESS__)
 // In AddressSanitizer builds a plugin's segfault must still end the worker by SIGSEGV, as
-// trellisd reports it in release builds, not by ASan's report and exit(1) (the worker runs
-// with an empty environment, so ASAN_OPTIONS cannot say this).
+// trellisd reports it in release builds, not by ASan's report and exit(1). The worker gets
+// trellisd's ASAN_OPTIONS, which are meant for trellisd and seldom say this, so the worker
+// says it itself (ASAN_OPTIONS is applied after these defaults and may still override them).
 extern "C" const char* __asan_default_options() {
   return "handle_segv=0:handle_sigbus=0:handle_sigfpe=0";
 }
