@@ -33,7 +33,7 @@ TEST(KvReadCacheTest, AReadThatAnApplyOvertookIsNotKept) {
   EXPECT_EQ(hit->version, 2u);
 }
 
-TEST(KvReadCacheTest, AppliedChangesReplaceValuesAndRemovalsDropThem) {
+TEST(KvReadCacheTest, AppliedChangesReplaceValuesAndRemovalsAreKeptAsAbsent) {
   KvReadCache cache(1 << 20);
   cache.fill(cache.ticket(), "p", "a", "old", 1);
   cache.fill(cache.ticket(), "p", "b", "gone", 1);
@@ -41,7 +41,39 @@ TEST(KvReadCacheTest, AppliedChangesReplaceValuesAndRemovalsDropThem) {
   cache.applied(changes);
   ASSERT_TRUE(cache.find("p", "a"));
   EXPECT_EQ(cache.find("p", "a")->value, "new");
-  EXPECT_FALSE(cache.find("p", "b"));
+  auto b = cache.find("p", "b");
+  ASSERT_TRUE(b) << "a removal is known: SQLite no longer has the key";
+  EXPECT_FALSE(b->value);
+  EXPECT_FALSE(cache.stat("p", "b")->present);
+}
+
+TEST(KvReadCacheTest, KeepsKeysSQLiteDoesNotHoldUntilTheyAreWritten) {
+  KvReadCache cache(1 << 20);
+  cache.fill(cache.ticket(), "p", "new", std::nullopt, 0);  // a read found no row
+  auto absent = cache.find("p", "new");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(absent->value);
+  auto st = cache.stat("p", "new");
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->present);
+  EXPECT_EQ(st->value_bytes, 0u);
+  const std::vector<KvChange> written{{"p", "new", "v1", 1}};
+  cache.applied(written);
+  auto hit = cache.find("p", "new");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->value, "v1");
+  EXPECT_TRUE(cache.stat("p", "new")->present);
+}
+
+TEST(KvReadCacheTest, AnAbsenceThatAnApplyOvertookIsNotKept) {
+  KvReadCache cache(1 << 20);
+  const uint64_t ticket = cache.ticket();  // a reader finds no row…
+  const std::vector<KvChange> v1{{"p", "k", "v1", 1}};
+  cache.applied(v1);  // …while the first write reaches SQLite
+  cache.fill(ticket, "p", "k", std::nullopt, 0);
+  auto hit = cache.find("p", "k");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->value, "v1");
 }
 
 TEST(KvReadCacheTest, StaysWithinItsBudgetDroppingTheLeastRecentlyUsed) {

@@ -472,6 +472,26 @@ TEST_F(SqliteKvStoreTest, ReadsAndCompareAndSetSeeTheNewestValueAcrossApplies) {
   EXPECT_EQ(*store_->put(acme_, "k", "again", kAbsent), 1u);
 }
 
+// A key read while SQLite did not hold it is kept as absent: its first write, an apply and
+// a removal must each replace that knowledge.
+TEST_F(SqliteKvStoreTest, AKeyReadAsAbsentIsSeenOnceWritten) {
+  auto idle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(350)); };
+  EXPECT_EQ(store_->get(acme_, "k").status().code(), StatusCode::kNotFound);  // kept: absent
+  EXPECT_EQ(store_->get(acme_, "k").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->put(acme_, "k", "v0", 7).status().code(), StatusCode::kConflict);
+  EXPECT_EQ(*store_->put(acme_, "k", "v1", kAbsent), 1u);
+  EXPECT_EQ(store_->get(acme_, "k")->value, "v1");
+  idle();  // applied: SQLite has it, the overlay forgets it
+  EXPECT_EQ(store_->get(acme_, "k")->value, "v1");
+  EXPECT_EQ(store_->put(acme_, "k", "dup", kAbsent).status().code(), StatusCode::kConflict);
+  ASSERT_TRUE(store_->remove(acme_, "k", 1));
+  idle();
+  EXPECT_EQ(store_->get(acme_, "k").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store_->put(acme_, "k", "again", kAbsent), 1u);
+  idle();
+  EXPECT_EQ(store_->get(acme_, "k")->value, "again");
+}
+
 TEST_F(SqliteKvStoreTest, IncrementsThatPauseForAppliesLoseNothing) {
   // Now and then every thread pauses at once, long enough for an apply.
   expectConcurrentIncrementsLoseNothing(*store_, acme_, 4, 30, [](int thread, int done) {

@@ -22,7 +22,8 @@ std::optional<KvReadCache::Stat> KvReadCache::stat(std::string_view plugin, std:
   std::lock_guard lock(mu_);
   const Node* n = touchLocked(idOf(plugin, key));
   if (!n) return std::nullopt;
-  return Stat{n->value.version, n->value.value.size()};
+  const auto& v = n->value.value;
+  return Stat{v.has_value(), n->value.version, v ? v->size() : 0};
 }
 
 const KvReadCache::Node* KvReadCache::touchLocked(const std::string& id) {
@@ -38,8 +39,8 @@ uint64_t KvReadCache::ticket() const {
 }
 
 void KvReadCache::fill(uint64_t ticket, std::string_view plugin, std::string_view key,
-                       std::string value, uint64_t version) {
-  if (value.size() > kMaxValueBytes) return;
+                       std::optional<std::string> value, uint64_t version) {
+  if (value && value->size() > kMaxValueBytes) return;
   std::string id = idOf(plugin, key);
   std::lock_guard lock(mu_);
   if (ticket != applies_) return;  // SQLite changed since the read began: it may be stale
@@ -51,10 +52,10 @@ void KvReadCache::applied(std::span<const KvChange> changes) {
   ++applies_;
   for (const KvChange& c : changes) {
     std::string id = idOf(c.plugin, c.key);
-    if (c.value && c.value->size() <= kMaxValueBytes) {
-      storeLocked(std::move(id), *c.value, c.version);
-    } else {
+    if (c.value && c.value->size() > kMaxValueBytes) {
       eraseLocked(id);
+    } else {
+      storeLocked(std::move(id), c.value, c.version);
     }
   }
 }
@@ -64,7 +65,8 @@ size_t KvReadCache::bytes() const {
   return bytes_;
 }
 
-void KvReadCache::storeLocked(std::string id, std::string value, uint64_t version) {
+void KvReadCache::storeLocked(std::string id, std::optional<std::string> value,
+                              uint64_t version) {
   eraseLocked(id);
   lru_.push_front(Node{std::move(id), Value{std::move(value), version}});
   index_.emplace(lru_.front().id, lru_.begin());

@@ -126,20 +126,27 @@ Result<KvEntry> LoggedKvTenant::get(const std::string& plugin, const std::string
     if (!e->value) return Status::notFound("no such key");
     return KvEntry{key, std::move(*e->value), e->version};
   }
-  if (auto hit = cache_.find(plugin, key)) return KvEntry{key, std::move(hit->value), hit->version};
+  if (auto hit = cache_.find(plugin, key)) {
+    if (!hit->value) return Status::notFound("no such key");
+    return KvEntry{key, std::move(*hit->value), hit->version};
+  }
   const uint64_t ticket = cache_.ticket();  // before the read: see KvReadCache::fill
   KvEntry out{key, {}, 0};
+  bool found = false;
   Status s = db_->read([&](SqliteConnection& c) {
     auto q = c.statements.use(
         "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)");
     q.bind(plugin).bind(key);
-    if (!q.step()) return Status::notFound("no such key");
+    if (!q.step()) return Status::ok();
     out.value = q.bytes(0);
     out.version = static_cast<uint64_t>(q.int64(1));
+    found = true;
     return Status::ok();
   });
   if (!s) return s;
-  cache_.fill(ticket, plugin, key, out.value, out.version);
+  cache_.fill(ticket, plugin, key, found ? std::optional<std::string>(out.value) : std::nullopt,
+              out.version);
+  if (!found) return Status::notFound("no such key");
   return out;
 }
 
@@ -221,7 +228,10 @@ std::pair<uint64_t, uint64_t> LoggedKvTenant::current(const std::string& plugin,
   if (auto e = overlay_.find(plugin, key)) {
     return {e->value ? e->version : kAbsent, chargedBytes(key, e->value)};
   }
-  if (auto hit = cache_.stat(plugin, key)) return {hit->version, key.size() + hit->value_bytes};
+  if (auto hit = cache_.stat(plugin, key)) {
+    if (!hit->present) return {kAbsent, 0};
+    return {hit->version, key.size() + hit->value_bytes};
+  }
   auto q = leader_conn_->statements.use(
       "SELECT version, length(key) + length(value) FROM kv "
       "WHERE plugin = :p AND key = CAST(:k AS BLOB)");
