@@ -98,8 +98,11 @@ const std::string kWorkers =
 
 class WorkerIsolationTest : public ::testing::Test {
  protected:
-  void startWith(const std::string& plugins_yaml, const std::string& extra = "") {
-    server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(plugins_yaml, extra));
+  void startWith(const std::string& plugins_yaml, const std::string& extra = "",
+                 bool one_event_loop = false) {
+    std::string config = defaultTestConfig(plugins_yaml, extra);
+    if (one_event_loop) config.replace(config.find("threads: 2"), 10, "threads: 1");
+    server_ = std::make_unique<TrellisdProcess>(config);
     ASSERT_TRUE(server_->start()) << server_->log();
   }
   TrellisdProcess& server() { return *server_; }
@@ -278,15 +281,13 @@ TEST_F(WorkerIsolationTest, ConcurrentRequestsEachGetTheirOwnAnswer) {
 // leaves the loop free for the worker's other channels and for in-process plugins, and
 // the hung call itself is answered 502 when its worker dies.
 TEST_F(WorkerIsolationTest, AHungWorkerCallHoldsNoEventLoop) {
-  std::string config = defaultTestConfig(
+  startWith(
       "    - id: fixture/crashy\n"
       "      isolation: process\n"
       "    - id: trellis/echo-c\n"
       "  worker:\n"
-      "    call_timeout_ms: 120000\n");
-  config.replace(config.find("threads: 2"), 10, "threads: 1");
-  server_ = std::make_unique<TrellisdProcess>(config);
-  ASSERT_TRUE(server_->start()) << server_->log();
+      "    call_timeout_ms: 120000\n",
+      "", true);
   ASSERT_EQ(request(port(), "GET", "/crashy/ok", kAcme).status, 200) << server().log();
 
   std::atomic<bool> hung_answered{false};
@@ -313,14 +314,12 @@ TEST_F(WorkerIsolationTest, AHungWorkerCallHoldsNoEventLoop) {
 // route not declared blocking) is served off the event loop that reads the worker's
 // answers: with one loop, another request is answered meanwhile.
 TEST_F(WorkerIsolationTest, AWorkerRoutesWaitingHostCallHoldsNoEventLoop) {
-  std::string config = defaultTestConfig(
+  startWith(
       "    - id: fixture/svc-a\n"
       "      isolation: process\n"
       "    - id: fixture/svc-b\n"
-      "    - id: trellis/echo-c\n");
-  config.replace(config.find("threads: 2"), 10, "threads: 1");
-  server_ = std::make_unique<TrellisdProcess>(config);
-  ASSERT_TRUE(server_->start()) << server_->log();
+      "    - id: trellis/echo-c\n",
+      "", true);
   auto warm = request(port(), "POST", "/svc-a/loop-call/svc-b/echo", kAcme, "hi");
   ASSERT_EQ(warm.status, 200) << warm.body;
   ASSERT_EQ(warm.body, "hi");

@@ -65,8 +65,7 @@ size_t KvReadCache::bytes() const {
   return bytes_;
 }
 
-void KvReadCache::storeLocked(std::string id, std::optional<std::string> value,
-                              uint64_t version) {
+void KvReadCache::storeLocked(std::string id, std::optional<std::string> value, uint64_t version) {
   eraseLocked(id);
   lru_.push_front(Node{std::move(id), Value{std::move(value), version}});
   index_.emplace(lru_.front().id, lru_.begin());

@@ -125,17 +125,11 @@ Status FrameChannel::read(Frame& out, std::chrono::steady_clock::time_point dead
       if (Status s = awaitBytes(deadline); !s) return s;
     }
     makeRoom(need);
-    ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
-    if (got > 0) {
-      in_end_ += static_cast<size_t>(got);
-      continue;
+    auto got = receive();
+    if (!got) return got.status();
+    if (!*got) {
+      if (Status s = awaitBytes(deadline); !s) return s;
     }
-    if (got == 0) return Status::unavailable("the worker closed its channel");
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return Status::unavailable("reading the worker channel failed");
-    }
-    if (Status s = awaitBytes(deadline); !s) return s;
   }
 }
 
@@ -145,10 +139,17 @@ Result<bool> FrameChannel::tryRead(Frame& out) {
     auto got_frame = takeBuffered(out, need);
     if (!got_frame || *got_frame) return got_frame;
     makeRoom(need);
+    auto got = receive();
+    if (!got || !*got) return got;
+  }
+}
+
+Result<bool> FrameChannel::receive() {
+  for (;;) {
     ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
     if (got > 0) {
       in_end_ += static_cast<size_t>(got);
-      continue;
+      return true;
     }
     if (got == 0) return Status::unavailable("the worker closed its channel");
     if (errno == EINTR) continue;

@@ -286,6 +286,16 @@ struct WorkerPlugin::Impl {
   void giveBack(Slot& slot, WorkerProcess& proc, int ch, RouteCall& c);
   // Answers a call whose request made the worker fail repeatedly (502); false otherwise.
   bool refusePoisoned(RouteCall& c);
+  // What the CALLs of route call `c` in `proc` may act on.
+  Invocation invocationOf(const RouteCall& c, WorkerProcess& proc) const {
+    Invocation inv;
+    inv.owner = self;
+    inv.proc = &proc;
+    inv.ctx = c.ctx;
+    inv.req = c.req;
+    inv.res = c.res;
+    return inv;
+  }
   // The answer to a call whose conversation ended as `o` (the request's key counts a crash).
   trellis_status answer(const RouteCall& c, const Outcome& o);
   // Joins every slot's route threads (the calls they still hold end first).
@@ -671,12 +681,7 @@ void WorkerPlugin::Impl::readLane(Slot& slot, const std::shared_ptr<LoopLane>& l
     lane->progress = Clock::now();
     RouteCall& c = lane->flight.front();
     runtime::CallScope scope(c.ctx);
-    Invocation inv;
-    inv.owner = self;
-    inv.proc = lane->proc.get();
-    inv.ctx = c.ctx;
-    inv.req = c.req;
-    inv.res = c.res;
+    Invocation inv = invocationOf(c, *lane->proc);
     if (f.type == FrameType::kCall) {
       if (!servedOnLoop(f.op)) return serveOffLoop(slot, lane, std::move(f));
       FrameWriter reply;
@@ -706,12 +711,7 @@ void WorkerPlugin::Impl::serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane
       exec::EventLoopRules rules;           // what the loop would refuse, refused here too
       RouteCall& c = lane->flight.front();  // nothing leaves the flight while serving
       runtime::CallScope scope(c.ctx);
-      Invocation inv;
-      inv.owner = self;
-      inv.proc = lane->proc.get();
-      inv.ctx = c.ctx;
-      inv.req = c.req;
-      inv.res = c.res;
+      Invocation inv = invocationOf(c, *lane->proc);
       why = answerCall(inv, call, *reply);
     }
     boost::asio::post(lane->loop, [this, &slot, lane, reply, why, op = call.op, id = call.id] {
@@ -824,11 +824,7 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
   while (!flight.empty()) {
     RouteCall& c = flight.front();
     runtime::CallScope scope(c.ctx);
-    Invocation inv;
-    inv.owner = self;
-    inv.ctx = c.ctx;
-    inv.req = c.req;
-    inv.res = c.res;
+    Invocation inv = invocationOf(c, *worker);
     const auto started = Clock::now();
     Outcome o = converse(*worker, chan, c.id, inv, options.call_timeout);
     const auto ns = static_cast<uint64_t>(
