@@ -253,7 +253,8 @@ struct WorkerPlugin::Impl {
                           trellis_response* res);
   // A route thread: runs queued calls in batches until none is left.
   void drainRoutes(Slot& slot);
-  // Starts a route thread for `slot` if none is taking its queue (queue_mu held).
+  // Whether another route thread should take `slot`'s queue; true counts it in `draining`
+  // (queue_mu held). The caller then starts it with startRouteThread.
   bool needRouteThreadLocked(Slot& slot);
   void startRouteThread(Slot& slot);
 
