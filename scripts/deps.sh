@@ -18,7 +18,7 @@ packages=(
   libboost-dev libboost-system-dev libpoco-dev libsoci-dev libsqlite3-dev libpq-dev
   libssl-dev libspdlog-dev libfmt-dev liblua5.4-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev clang-format nginx rsyslog rsyslog-gnutls
-  clang-14 libclang-rt-14-dev llvm-14 libseccomp-dev
+  clang-14 libclang-rt-14-dev llvm-14 libseccomp-dev libjemalloc-dev
 )
 for arg in "$@"; do
   case "$arg" in
