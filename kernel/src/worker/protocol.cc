@@ -144,9 +144,10 @@ Result<bool> FrameChannel::tryRead(Frame& out) {
   }
 }
 
-Result<bool> FrameChannel::receive() {
+Result<bool> FrameChannel::receive(size_t max) {
+  const size_t room = std::min(in_.size() - in_end_, max);
   for (;;) {
-    ssize_t got = ::recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+    ssize_t got = ::recv(fd_, in_.data() + in_end_, room, MSG_DONTWAIT);
     if (got > 0) {
       in_end_ += static_cast<size_t>(got);
       return true;
@@ -237,16 +238,7 @@ bool FrameChannel::takeArrived() {
     }
     if (in_.size() - in_end_ < kReadChunk) in_.resize(in_end_ + kReadChunk);
   }
-  const size_t room = std::min(in_.size() - in_end_, kMaxReadAhead - (in_end_ - in_pos_));
-  for (;;) {
-    ssize_t got = ::recv(fd_, in_.data() + in_end_, room, MSG_DONTWAIT);
-    if (got > 0) {
-      in_end_ += static_cast<size_t>(got);
-      return true;
-    }
-    if (got < 0 && errno == EINTR) continue;
-    return got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
+  return receive(kMaxReadAhead - (in_end_ - in_pos_)).isOk();  // fails only at EOF or error
 }
 
 }  // namespace trellis::kernel::worker

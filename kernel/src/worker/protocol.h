@@ -359,9 +359,9 @@ class FrameChannel {
   Result<bool> takeBuffered(Frame& out, size_t& need);
   // Makes room in the receive buffer for `need` bytes from in_pos_ and at least a chunk.
   void makeRoom(size_t need);
-  // One recv() into that room without waiting: true if bytes came, false if none had
-  // arrived, UNAVAILABLE at EOF or on a socket error.
-  Result<bool> receive();
+  // One recv() of at most `max` bytes into the buffer's free room, without waiting: true if
+  // bytes came, false if none had arrived, UNAVAILABLE at EOF or on a socket error.
+  Result<bool> receive(size_t max = SIZE_MAX);
 
   int fd_;
   std::string in_;  // receive buffer: bytes [in_pos_, in_end_) are not parsed yet

@@ -36,23 +36,16 @@ Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocatio
     Status s = chan.read(f, Clock::now() + timeout);
     if (!s) {
       if (s.code() == StatusCode::kTimeout) {
-        // Frames still queued at the deadline: the worker stopped reading its channel (the
-        // request, or the replies to its CALLs, never reached it), which is not the same
-        // fault as a hook that read its request and never answered.
-        out.unread = chan.queuedSince() != Clock::time_point::max();
-        return end(Outcome::kTimeout,
-                   (out.unread ? "did not read its requests within " : "gave no answer within ") +
-                       std::to_string(timeout.count()) + " ms");
+        out.unread = chan.unsent();
+        return end(Outcome::kTimeout, timeoutReason(out.unread, timeout));
       }
-      if (s.code() == StatusCode::kInvalid) {
-        return end(Outcome::kCrashed, "protocol violation: " + s.message());
-      }
-      return end(Outcome::kCrashed, "its channel closed");
+      return end(Outcome::kCrashed, channelFailure(s));
     }
     if (f.type == FrameType::kCall) {
       FrameWriter reply;
-      if (std::string why = answerCall(inv, f, reply); !why.empty())
+      if (std::string why = answerCall(inv, f, reply); !why.empty()) {
         return end(Outcome::kCrashed, why);
+      }
       (void)chan.send(FrameType::kReply, f.op, f.id, reply);  // flushed by the next read
       continue;
     }
@@ -61,6 +54,19 @@ Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocatio
     out.status = *status;
     return out;
   }
+}
+
+std::string timeoutReason(bool unread, std::chrono::milliseconds timeout) {
+  // Frames still queued at the deadline: the worker stopped reading its channel (the
+  // request, or the replies to its CALLs, never reached it), which is not the same fault as
+  // a hook that read its request and never answered.
+  return (unread ? "did not read its requests within " : "gave no answer within ") +
+         std::to_string(timeout.count()) + " ms";
+}
+
+std::string channelFailure(const Status& s) {
+  if (s.code() == StatusCode::kInvalid) return "protocol violation: " + s.message();
+  return "its channel closed";
 }
 
 std::string answerCall(Invocation& inv, const Frame& call, FrameWriter& reply) {

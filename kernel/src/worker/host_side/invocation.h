@@ -60,6 +60,13 @@ void sendInvoke(FrameChannel& chan, InvokeOp op, uint64_t id, const FrameWriter&
 Outcome converse(WorkerProcess& proc, FrameChannel& chan, uint64_t id, Invocation& inv,
                  std::chrono::milliseconds timeout);
 
+// Why a worker is killed when its answer did not come within `timeout`: `unread` when
+// frames sent to it were still queued (it stopped reading its channel).
+std::string timeoutReason(bool unread, std::chrono::milliseconds timeout);
+// Why a worker is killed when reading its channel failed with `s` (not a timeout): a
+// protocol violation (INVALID) or a closed channel.
+std::string channelFailure(const Status& s);
+
 // Serves CALL `call` into `reply`: "" when served, else why it breaks the protocol (it does
 // not decode, or a replayed on_init diverged).
 std::string answerCall(Invocation& inv, const Frame& call, FrameWriter& reply);

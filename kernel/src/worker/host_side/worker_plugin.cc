@@ -273,9 +273,14 @@ struct WorkerPlugin::Impl {
   // Reads what the worker sent: CALLs served (or handed off the loop), RESULTs answered.
   void readLane(Slot& slot, const std::shared_ptr<LoopLane>& lane);
   void serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane>& lane, Frame call);
-  // The worker died, hung or broke the protocol: it is killed, the front call answered as
-  // `kind` says, the calls behind it queued for the route threads (and the next worker).
-  void failLane(Slot& slot, LoopLane& lane, Outcome::Kind kind, const std::string& why);
+  // The worker died, hung or broke the protocol: it is killed (for `why`) and the lane's
+  // flight abandoned as `o` says, a route thread started for the calls queued again.
+  void failLane(Slot& slot, LoopLane& lane, Outcome o, const std::string& why);
+  // The worker that `flight` was sent to on channel `ch` ended as `o`: the front call is
+  // answered from `o`, the calls behind it (which never ran) go back to the front of the
+  // queue, in order. True if any did.
+  bool abandonFlight(Slot& slot, WorkerProcess& proc, int ch, std::deque<RouteCall>& flight,
+                     const Outcome& o);
   // Runs `batch` (route calls of `slot`) pipelined on one channel and answers each; with
   // `refill`, calls queued meanwhile join the pipeline until the queue is empty. Calls the
   // worker never started, because an earlier one ended it, go back to the queue.
@@ -553,6 +558,12 @@ bool servedOnLoop(uint16_t op) {
     default: return false;
   }
 }
+
+Outcome crashed() {
+  Outcome o;
+  o.kind = Outcome::kCrashed;
+  return o;
+}
 }  // namespace
 
 std::shared_ptr<LoopLane> WorkerPlugin::Impl::laneOf(Slot& slot, boost::asio::io_context& loop) {
@@ -658,11 +669,10 @@ void WorkerPlugin::Impl::armLane(Slot& slot, const std::shared_ptr<LoopLane>& la
       if (ec || !lane->proc || lane->flight.empty()) return;
       if (lane->serving) return;  // the host is at work, not the worker: armed again after
       if (Clock::now() - lane->progress < options.call_timeout) return armLane(slot, lane);
-      const bool unread = lane->proc->channel(lane->ch).unsent();
-      failLane(
-          slot, *lane, Outcome::kTimeout,
-          std::string(unread ? "did not read its requests within " : "gave no answer within ") +
-              std::to_string(options.call_timeout.count()) + " ms");
+      Outcome o;
+      o.kind = Outcome::kTimeout;
+      o.unread = lane->proc->channel(lane->ch).unsent();
+      failLane(slot, *lane, o, timeoutReason(o.unread, options.call_timeout));
     });
   }
 }
@@ -672,12 +682,7 @@ void WorkerPlugin::Impl::readLane(Slot& slot, const std::shared_ptr<LoopLane>& l
     FrameChannel& chan = lane->proc->channel(lane->ch);
     Frame f;
     auto got = chan.tryRead(f);
-    if (!got) {
-      return failLane(slot, *lane, Outcome::kCrashed,
-                      got.status().code() == StatusCode::kInvalid
-                          ? "protocol violation: " + got.status().message()
-                          : "its channel closed");
-    }
+    if (!got) return failLane(slot, *lane, crashed(), channelFailure(got.status()));
     if (!*got) break;
     lane->progress = Clock::now();
     RouteCall& c = lane->flight.front();
@@ -687,14 +692,14 @@ void WorkerPlugin::Impl::readLane(Slot& slot, const std::shared_ptr<LoopLane>& l
       if (!servedOnLoop(f.op)) return serveOffLoop(slot, lane, std::move(f));
       FrameWriter reply;
       if (std::string why = answerCall(inv, f, reply); !why.empty()) {
-        return failLane(slot, *lane, Outcome::kCrashed, why);
+        return failLane(slot, *lane, crashed(), why);
       }
       (void)chan.send(FrameType::kReply, f.op, f.id, reply);
       (void)chan.flush(Clock::now());
       continue;
     }
     auto status = takeResult(inv, f, c.id);
-    if (!status) return failLane(slot, *lane, Outcome::kCrashed, status.status().message());
+    if (!status) return failLane(slot, *lane, crashed(), status.status().message());
     giveBack(slot, *lane->proc, lane->ch, c);
     c.finish(*status);
     lane->flight.pop_front();
@@ -718,7 +723,7 @@ void WorkerPlugin::Impl::serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane
     boost::asio::post(lane->loop, [this, &slot, lane, reply, why, op = call.op, id = call.id] {
       lane->serving = false;
       lane->progress = Clock::now();
-      if (!why.empty()) return failLane(slot, *lane, Outcome::kCrashed, why);
+      if (!why.empty()) return failLane(slot, *lane, crashed(), why);
       FrameChannel& chan = lane->proc->channel(lane->ch);
       (void)chan.send(FrameType::kReply, op, id, *reply);
       (void)chan.flush(Clock::now());
@@ -728,40 +733,45 @@ void WorkerPlugin::Impl::serveOffLoop(Slot& slot, const std::shared_ptr<LoopLane
   if (!slot.routes || !slot.routes->trySubmit(serve)) serve();  // the plugin is stopping
 }
 
-void WorkerPlugin::Impl::failLane(Slot& slot, LoopLane& lane, Outcome::Kind kind,
-                                  const std::string& why) {
+void WorkerPlugin::Impl::failLane(Slot& slot, LoopLane& lane, Outcome o, const std::string& why) {
   std::shared_ptr<WorkerProcess> proc = lane.proc;
   proc->kill(why);
-  Outcome o;
-  o.kind = kind;
-  o.unread = kind == Outcome::kTimeout && proc->channel(lane.ch).unsent();
   noteEnd(slot, proc, o);
-  const size_t dropped = proc->arena(lane.ch).clear();
-  if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
   std::deque<RouteCall> flight = std::move(lane.flight);
   lane.flight.clear();
+  const bool requeued = abandonFlight(slot, *proc, lane.ch, flight, o);
   unbindLane(lane);
+  if (!requeued) return;
+  bool start_thread = false;
+  {
+    std::lock_guard lock(slot.queue_mu);
+    start_thread = needRouteThreadLocked(slot);
+  }
+  if (start_thread) startRouteThread(slot);
+}
+
+bool WorkerPlugin::Impl::abandonFlight(Slot& slot, WorkerProcess& proc, int ch,
+                                       std::deque<RouteCall>& flight, const Outcome& o) {
+  // No slot of the channel is read again, neither the front call's nor those behind it.
+  const size_t dropped = proc.arena(ch).clear();
+  if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
+  for (RouteCall& c : flight) c.slot.reset();
   RouteCall& front = flight.front();
-  front.slot.reset();
   {
     runtime::CallScope scope(front.ctx);
     front.finish(answer(front, o));
   }
   flight.pop_front();
-  if (flight.empty()) return;
-  // The calls after it never ran: to the front of the queue, in order, for the next worker.
-  bool start_thread = false;
-  {
-    std::lock_guard lock(slot.queue_mu);
-    while (!flight.empty()) {
-      flight.back().id = 0;
-      flight.back().slot.reset();
-      slot.queued.push_front(std::move(flight.back()));
-      flight.pop_back();
-    }
-    start_thread = needRouteThreadLocked(slot);
+  if (flight.empty()) return false;
+  // The calls after it never ran: back to the front of the queue, in order, for the next
+  // worker.
+  std::lock_guard lock(slot.queue_mu);
+  while (!flight.empty()) {
+    flight.back().id = 0;
+    slot.queued.push_front(std::move(flight.back()));
+    flight.pop_back();
   }
-  if (start_thread) startRouteThread(slot);
+  return true;
 }
 
 void WorkerPlugin::Impl::drainRoutes(Slot& slot) {
@@ -834,24 +844,9 @@ void WorkerPlugin::Impl::runBatch(Slot& slot, std::vector<RouteCall>& batch, boo
                        std::memory_order_relaxed);
     slot.noteProgress();
     if (o.kind != Outcome::kOk) {
-      // The worker is dead (converse killed it): no slot of this channel is read again,
-      // neither this call's nor those of the calls behind it, which go back to the queue.
-      const size_t dropped = worker->arena(ch).clear();
-      if (slot.snapshot_slots && dropped) slot.snapshot_slots->add(-static_cast<double>(dropped));
-      c.slot.reset();
-      for (RouteCall& later : flight) later.slot.reset();
+      noteEnd(slot, worker, o);                     // converse killed it
+      abandonFlight(slot, *worker, ch, flight, o);  // this thread takes the rest next
       worker->release(ch);
-      noteEnd(slot, worker, o);
-      c.finish(answer(c, o));
-      flight.pop_front();
-      // The calls after it never ran: back to the front of the queue, in order, for the
-      // next worker.
-      std::lock_guard lock(slot.queue_mu);
-      while (!flight.empty()) {
-        flight.back().id = 0;
-        slot.queued.push_front(std::move(flight.back()));
-        flight.pop_back();
-      }
       return;
     }
     giveBack(slot, *worker, ch, c);
