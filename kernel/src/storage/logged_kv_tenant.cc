@@ -131,23 +131,22 @@ Result<KvEntry> LoggedKvTenant::get(const std::string& plugin, const std::string
     return KvEntry{key, std::move(*hit->value), hit->version};
   }
   const uint64_t ticket = cache_.ticket();  // before the read: see KvReadCache::fill
-  KvEntry out{key, {}, 0};
-  bool found = false;
+  std::optional<std::string> value;         // none: SQLite has no such key
+  uint64_t version = 0;
   Status s = db_->read([&](SqliteConnection& c) {
     auto q = c.statements.use(
         "SELECT value, version FROM kv WHERE plugin = :p AND key = CAST(:k AS BLOB)");
     q.bind(plugin).bind(key);
-    if (!q.step()) return Status::ok();
-    out.value = q.bytes(0);
-    out.version = static_cast<uint64_t>(q.int64(1));
-    found = true;
+    if (q.step()) {
+      value = q.bytes(0);
+      version = static_cast<uint64_t>(q.int64(1));
+    }
     return Status::ok();
   });
   if (!s) return s;
-  cache_.fill(ticket, plugin, key, found ? std::optional<std::string>(out.value) : std::nullopt,
-              out.version);
-  if (!found) return Status::notFound("no such key");
-  return out;
+  cache_.fill(ticket, plugin, key, value, version);
+  if (!value) return Status::notFound("no such key");
+  return KvEntry{key, std::move(*value), version};
 }
 
 Result<std::vector<KvEntry>> LoggedKvTenant::list(const std::string& plugin,
