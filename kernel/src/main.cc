@@ -1,7 +1,6 @@
 // trellisd: the Trellis host. Loads the configured plugins and serves them until SIGTERM
 // or SIGINT, then drains in-flight requests and stops the plugins in reverse order. SIGHUP
 // reloads the listeners' TLS certificates.
-#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -12,15 +11,6 @@
 #include "trellis/kernel/util/systemd_notify.h"
 
 int main(int argc, char** argv) {
-#if defined(__GLIBC__) && !defined(TRELLIS_JEMALLOC)
-  // Builds on glibc's malloc (sanitizer builds): glibc otherwise trims the heap after each
-  // large free and maps buffers over 128 KiB afresh, so every usage batch (~1000 records,
-  // ~450 KiB of text) paid brk/mmap and a page fault per 4 KiB (sysmalloc + page faults were
-  // ~5% of a subscriber server's CPU). Keeping up to 64 MiB of freed heap bounds what this
-  // costs in memory. jemalloc (kernel/CMakeLists.txt) keeps freed pages by itself.
-  mallopt(M_MMAP_THRESHOLD, 16 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-#endif
   CLI::App cli{"trellisd — the Trellis plugin host"};
   std::string config_file = "config/trellis.yaml";
   std::string ready_file;
