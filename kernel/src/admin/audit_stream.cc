@@ -123,7 +123,13 @@ std::optional<PluginRecordHead> readPluginRecordHead(std::string_view payload) {
 }
 
 std::string AuditStream::toJson(const AuditRecord& r, uint64_t seq, int64_t time_ms) {
-  std::string out = "{\"seq\":" + std::to_string(seq) + ",\"time_ms\":" + std::to_string(time_ms);
+  std::string out;
+  out.reserve(256 + r.principal.size() + r.name.size() + r.action.size() + r.resource.size() +
+              r.tenant.size() + r.parameters.size() + r.request_id.size() + r.trace_id.size());
+  out += "{\"seq\":";
+  out += std::to_string(seq);
+  out += ",\"time_ms\":";
+  out += std::to_string(time_ms);
   auto field = [&out](std::string_view name, std::string_view value) {
     out += ",\"";
     out += name;
@@ -141,12 +147,15 @@ std::string AuditStream::toJson(const AuditRecord& r, uint64_t seq, int64_t time
   field("action", r.action);
   field("resource", r.resource);
   field("tenant", r.tenant);
-  out += ",\"parameters\":" + (r.parameters.empty() ? std::string("{}") : r.parameters);
+  out += ",\"parameters\":";
+  out += r.parameters.empty() ? std::string_view("{}") : std::string_view(r.parameters);
   field("outcome", r.outcome);
-  out += ",\"status\":" + std::to_string(r.status);
+  out += ",\"status\":";
+  out += std::to_string(r.status);
   field("request_id", r.request_id);
   field("trace_id", r.trace_id);
-  return out + "}";
+  out += '}';
+  return out;
 }
 
 AuditStream::AuditStream(Options options, services::ServiceRegistry& services,

@@ -1,7 +1,11 @@
 #include "crypto/encoding.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include <array>
+#include <cstdint>
 
 namespace trellis::secrets {
 
@@ -44,25 +48,56 @@ std::string toBase64(std::string_view bytes) {
   return out;
 }
 
+namespace {
+
+constexpr std::string_view kBase64Alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// A character's six bits, or 0xFF (high bit set) for anything outside the alphabet.
+constexpr std::array<uint8_t, 256> kBase64Values = [] {
+  std::array<uint8_t, 256> t{};
+  t.fill(0xFF);
+  for (size_t i = 0; i < kBase64Alphabet.size(); ++i) {
+    t[static_cast<unsigned char>(kBase64Alphabet[i])] = static_cast<uint8_t>(i);
+  }
+  return t;
+}();
+
+}  // namespace
+
+// One pass that decodes and validates together (a separate check, then EVP_DecodeBlock,
+// read every character twice: a third of a transit encrypt's CPU beyond /ping).
 std::optional<std::string> fromBase64(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
-  size_t pad = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (c == '=') {
-      if (i + 2 < text.size()) return std::nullopt;  // padding only at the very end
-      ++pad;
-    } else if (pad > 0 || !(alnum || c == '+' || c == '/')) {
-      return std::nullopt;
-    }
+  size_t pad = 0;  // '=' only as the last one or two characters
+  if (!text.empty() && text.back() == '=') pad = text[text.size() - 2] == '=' ? 2 : 1;
+  const auto* in = reinterpret_cast<const unsigned char*>(text.data());
+  std::string out(text.size() / 4 * 3 - pad, '\0');
+  auto* o = reinterpret_cast<unsigned char*>(out.data());
+  const size_t whole = text.size() - (pad ? 4 : 0);  // quads without padding
+  uint8_t invalid = 0;
+  for (size_t i = 0; i < whole; i += 4, o += 3) {
+    const uint8_t a = kBase64Values[in[i]], b = kBase64Values[in[i + 1]],
+                  c = kBase64Values[in[i + 2]], d = kBase64Values[in[i + 3]];
+    invalid |= a | b | c | d;
+    const uint32_t v = uint32_t{a} << 18 | uint32_t{b} << 12 | uint32_t{c} << 6 | d;
+    o[0] = static_cast<unsigned char>(v >> 16);
+    o[1] = static_cast<unsigned char>(v >> 8);
+    o[2] = static_cast<unsigned char>(v);
   }
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  out.resize(static_cast<size_t>(n) - pad);  // DecodeBlock counts the padding as zeros
+  if (pad > 0) {
+    const unsigned char* q = in + whole;
+    const uint8_t a = kBase64Values[q[0]], b = kBase64Values[q[1]],
+                  c = pad == 1 ? kBase64Values[q[2]] : uint8_t{0};
+    invalid |= a | b | c;
+    const uint32_t v = uint32_t{a} << 18 | uint32_t{b} << 12 | uint32_t{c} << 6;
+    o[0] = static_cast<unsigned char>(v >> 16);
+    if (pad == 1) o[1] = static_cast<unsigned char>(v >> 8);
+  }
+  if (invalid & 0x80) {
+    OPENSSL_cleanse(out.data(), out.size());  // a plaintext, partly decoded
+    return std::nullopt;
+  }
   return out;
 }
 

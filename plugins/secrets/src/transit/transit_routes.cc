@@ -45,6 +45,7 @@ struct ItemOp {
   std::string_view input;   // "plaintext" or "ciphertext"
   std::string_view output;  // the answer's member
   bool versioned;           // the answer names key_version too
+  bool reveals;             // the answer holds plaintext: wiped once sent
   Result<std::string> (*fn)(const OpenKey&, std::string_view input);
 };
 
@@ -75,9 +76,12 @@ Result<std::string> rewrapValue(const OpenKey& key, std::string_view ciphertext)
   return key.encrypt(plain->view());
 }
 
-constexpr ItemOp kEncrypt{"secret.transit.encrypt", "plaintext", "ciphertext", true, encryptValue};
-constexpr ItemOp kDecrypt{"secret.transit.decrypt", "ciphertext", "plaintext", false, decryptValue};
-constexpr ItemOp kRewrap{"secret.transit.rewrap", "ciphertext", "ciphertext", true, rewrapValue};
+constexpr ItemOp kEncrypt{
+    "secret.transit.encrypt", "plaintext", "ciphertext", true, false, encryptValue};
+constexpr ItemOp kDecrypt{
+    "secret.transit.decrypt", "ciphertext", "plaintext", false, true, decryptValue};
+constexpr ItemOp kRewrap{
+    "secret.transit.rewrap", "ciphertext", "ciphertext", true, false, rewrapValue};
 
 // An item's answer, written directly: its values are base64 or "trellis:v<N>:<base64>",
 // which hold nothing JSON escapes.
@@ -189,7 +193,7 @@ class Routes {
         if (input) cleanse(*input);
         if (r) {
           appendItem(text, op, *r, key.policy().latest);
-          cleanse(*r);
+          if (op.reveals) cleanse(*r);
         } else {
           Object::Ptr e = new Object;
           e->set("error", r.status().message());
@@ -212,12 +216,12 @@ class Routes {
       cleanse(copy);
       if (!r) return answerFailure(ctx, res, r.status());
       appendItem(text, op, *r, key.policy().latest);
-      cleanse(*r);
+      if (op.reveals) cleanse(*r);
     }
     text += '}';
     auditEmit(ctx, op.action, key.auditResource(), "{\"items\":" + std::to_string(count) + "}");
     Status sent = res.json(200, text);
-    cleanse(text);
+    if (op.reveals) cleanse(text);
     return sent;
   }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "crypto/aead.h"
+#include "crypto/encoding.h"
 #include "crypto/secure_buffer.h"
 #include "crypto/shamir.h"
 
@@ -164,6 +165,35 @@ TEST(SecretsAeadTest, NoncesNeverRepeatAcrossThreadsRefillsOrAFork) {
   all.insert(all.end(), more.begin(), more.end());
   std::sort(all.begin(), all.end());
   EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end()) << "a nonce repeated";
+}
+
+// RFC 4648's test vectors, then every length up to three whole quads of every byte value.
+TEST(SecretsBase64Test, RoundTripsRfc4648VectorsAndEveryByteAtEveryLength) {
+  const std::pair<std::string, std::string> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, text] : vectors) {
+    EXPECT_EQ(toBase64(plain), text);
+    EXPECT_EQ(fromBase64(text), plain) << text;
+  }
+  std::string bytes(256, '\0');
+  std::iota(bytes.begin(), bytes.end(), 0);
+  for (size_t len = 0; len <= bytes.size(); ++len) {
+    const std::string plain = bytes.substr(bytes.size() - len);
+    EXPECT_EQ(fromBase64(toBase64(plain)), plain) << len;
+  }
+}
+
+TEST(SecretsBase64Test, RefusesWhatIsNotStrictPaddedBase64) {
+  for (const std::string& text : std::vector<std::string>{
+           "Zg=", "Zm9", "Zm9vY", "Zg", "Zm 9v", "Zm9v\n", "Zm-v", "Zm_v", "Zm9v\"", "=m9v", "Z=9v",
+           "Zm=v", "Zg==Zm9v", "Zm9v====", "Z===", "====", std::string("Zm9\0", 4), "Zm9\xc3"}) {
+    EXPECT_EQ(fromBase64(text), std::nullopt) << text;
+  }
 }
 
 TEST(SecretsSecureBufferTest, WipeEmptiesAndMovesLeaveNothingBehind) {
