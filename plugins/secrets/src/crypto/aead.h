@@ -7,6 +7,7 @@
 //   aead::open(key, *box, "tenant=globex|path=db|v=3");             // INVALID
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -32,5 +33,28 @@ Result<std::string> encryptWithNonce(const SecureBuffer& key, std::string_view n
                                      std::string_view plaintext, std::string_view aad);
 Result<SecureBuffer> decryptWithNonce(const SecureBuffer& key, std::string_view nonce,
                                       std::string_view ciphertext_and_tag, std::string_view aad);
+
+// seal() and open() under one key used for many messages (a transit key version). OpenSSL
+// sets a key up per context (the AES key schedule and GCM's hash key), which costs about as
+// much as sealing 1 KiB, so contexts set up once are kept for reuse and each message only
+// sets its nonce. The kept contexts hold the key schedule: they are freed, and so wiped,
+// with this object. Thread-safe.
+class KeyedAead {
+ public:
+  explicit KeyedAead(SecureBuffer key);
+  ~KeyedAead();
+  KeyedAead(const KeyedAead&) = delete;
+  KeyedAead& operator=(const KeyedAead&) = delete;
+
+  Result<std::string> seal(std::string_view plaintext, std::string_view aad) const;
+  Result<SecureBuffer> open(std::string_view box, std::string_view aad) const;
+  const SecureBuffer& key() const { return key_; }
+
+ private:
+  class Pool;
+  SecureBuffer key_;
+  std::unique_ptr<Pool> sealers_;
+  std::unique_ptr<Pool> openers_;
+};
 
 }  // namespace trellis::secrets::aead

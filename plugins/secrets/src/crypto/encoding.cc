@@ -39,12 +39,18 @@ std::optional<std::string> fromHex(std::string_view hex) {
   return out;
 }
 
+void appendBase64(std::string& out, std::string_view bytes) {
+  const size_t at = out.size();
+  out.resize(at + 4 * ((bytes.size() + 2) / 3) + 1);  // EVP_EncodeBlock ends with a NUL
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data() + at),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(at + static_cast<size_t>(n));
+}
+
 std::string toBase64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
+  std::string out;
+  appendBase64(out, bytes);
   return out;
 }
 

@@ -14,6 +14,7 @@ std::string toHex(std::string_view bytes);
 std::optional<std::string> fromHex(std::string_view hex);  // nullopt: odd length, non-hex
 
 std::string toBase64(std::string_view bytes);
+void appendBase64(std::string& out, std::string_view bytes);
 std::optional<std::string> fromBase64(std::string_view text);
 
 // "name=<len>:value;" per field: a path holding "|" or "=" cannot forge another context.

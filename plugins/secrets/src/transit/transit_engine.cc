@@ -260,8 +260,6 @@ Result<std::shared_ptr<const OpenKey>> TransitEngine::open(const Context& ctx,
   auto ring = Keyring::open(ctx, seal_, /*create=*/false);
   if (!ring) return ring.status();
   OpenKey key;
-  key.tenant_ = std::string(ctx.tenant());
-  key.name_ = std::string(name);
   key.audit_resource_ = auditResource(ctx, seal_, "transit", name);
   key.policy_ = stored->policy;
   for (const auto& [v, env] : stored->wrapped) {
@@ -270,7 +268,8 @@ Result<std::shared_ptr<const OpenKey>> TransitEngine::open(const Context& ctx,
       return Status::internal("transit key " + std::string(name) + " version " + std::to_string(v) +
                               " does not open: " + plain.status().message());
     }
-    key.versions_[v] = std::move(*plain);
+    key.versions_[v] = {std::make_unique<const aead::KeyedAead>(std::move(*plain)),
+                        dataAad(ctx.tenant(), name, v)};
   }
   auto shared = std::make_shared<const OpenKey>(std::move(key));
   open_keys_.put(ctx.tenant(), name, std::move(entry->value), epoch, shared, seal_);
@@ -283,9 +282,14 @@ Result<std::string> OpenKey::encrypt(std::string_view plaintext) const {
                                  " bytes; at most 262144 are allowed");
   }
   const uint32_t v = policy_.latest;
-  auto box = aead::seal(versions_.at(v), plaintext, dataAad(tenant_, name_, v));
+  const Version& version = versions_.at(v);
+  auto box = version.cipher->seal(plaintext, version.aad);
   if (!box) return box.status();
-  return std::string(kCipherPrefix) + std::to_string(v) + ":" + toBase64(*box);
+  std::string out(kCipherPrefix);
+  out += std::to_string(v);
+  out += ':';
+  appendBase64(out, *box);
+  return out;
 }
 
 Result<SecureBuffer> OpenKey::decrypt(std::string_view ciphertext) const {
@@ -310,12 +314,13 @@ Result<SecureBuffer> OpenKey::decrypt(std::string_view ciphertext) const {
   }
   auto box = fromBase64(rest.substr(colon + 1));
   if (!box) return Status::invalid("the ciphertext's payload is not base64");
-  return aead::open(it->second, *box, dataAad(tenant_, name_, v));
+  return it->second.cipher->open(*box, it->second.aad);
 }
 
 std::string OpenKey::hmac(std::string_view input) const {
   const uint32_t v = policy_.latest;
-  std::string key = hmacSha256(versions_.at(v).view(), "trellis-secrets transit hmac");
+  std::string key =
+      hmacSha256(versions_.at(v).cipher->key().view(), "trellis-secrets transit hmac");
   const std::string mac = hmacSha256(key, input);
   cleanse(key);
   return std::string(kCipherPrefix) + std::to_string(v) + ":" + toBase64(mac);

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "crypto/aead.h"
 #include "crypto/secure_buffer.h"
 #include "keys/keyring.h"
 #include "seal/seal.h"
@@ -56,11 +57,13 @@ class OpenKey {
 
  private:
   friend class TransitEngine;
-  std::string tenant_;
-  std::string name_;
   std::string audit_resource_;
   KeyPolicy policy_;
-  std::map<uint32_t, SecureBuffer> versions_;
+  struct Version {
+    std::unique_ptr<const aead::KeyedAead> cipher;
+    std::string aad;  // what binds its ciphertexts to tenant, key name and version
+  };
+  std::map<uint32_t, Version> versions_;
 };
 
 class TransitEngine {

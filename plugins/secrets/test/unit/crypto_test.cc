@@ -167,6 +167,43 @@ TEST(SecretsAeadTest, NoncesNeverRepeatAcrossThreadsRefillsOrAFork) {
   EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end()) << "a nonce repeated";
 }
 
+// A KeyedAead reuses contexts set up with its key: its boxes open with the key alone and the
+// other way round, a box that fails to open (and so a context that is thrown away) leaves
+// the next message unharmed, and threads sharing one key all get their own plaintexts back.
+TEST(SecretsAeadTest, AKeyedAeadIsInterchangeableWithSealAndOpenAcrossThreadsAndFailures) {
+  SecureBuffer key = randomBytes(aead::kKeyBytes);
+  const aead::KeyedAead keyed(key.clone());
+  auto box = keyed.seal("kept contexts", "ctx");
+  ASSERT_TRUE(box);
+  EXPECT_EQ(aead::open(key, *box, "ctx")->view(), "kept contexts");
+  auto other = aead::seal(key, "fresh context", "ctx");
+  EXPECT_EQ(keyed.open(*other, "ctx")->view(), "fresh context");
+  std::string altered = *box;
+  altered[aead::kNonceBytes] ^= 1;
+  EXPECT_EQ(keyed.open(altered, "ctx").status().code(), StatusCode::kInvalid);
+  EXPECT_FALSE(keyed.open(*box, "another ctx"));
+  EXPECT_FALSE(keyed.open(box->substr(0, aead::kOverhead - 1), "ctx"));
+  EXPECT_EQ(keyed.open(*box, "ctx")->view(), "kept contexts");
+  EXPECT_EQ(keyed.seal("", "")->size(), aead::kOverhead);
+
+  std::vector<std::thread> threads;
+  std::vector<int> wrong(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) {
+        const std::string plain = "thread " + std::to_string(t) + " message " + std::to_string(i);
+        const std::string aad = "aad " + std::to_string(i % 7);
+        auto sealed = keyed.seal(plain, aad);
+        auto opened = sealed ? keyed.open(*sealed, aad) : Result<SecureBuffer>(sealed.status());
+        if (!opened || opened->view() != plain) ++wrong[t];
+        if (i % 50 == 0 && keyed.open(*sealed, aad + "x")) ++wrong[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong, std::vector<int>(4, 0));
+}
+
 // RFC 4648's test vectors, then every length up to three whole quads of every byte value.
 TEST(SecretsBase64Test, RoundTripsRfc4648VectorsAndEveryByteAtEveryLength) {
   const std::pair<std::string, std::string> vectors[] = {{"", ""},
