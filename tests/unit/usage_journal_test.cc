@@ -95,6 +95,22 @@ TEST(UsageJournalTest, AcknowledgedPositionNeverMovesBack) {
   EXPECT_EQ((*j)->cursors()->at("s"), 7u);
 }
 
+// The writer saves acknowledgements with its next append, in the same transaction, and
+// with no segment at all when the stream is idle; the same never-backwards rule holds.
+TEST(UsageJournalTest, AnAppendCarriesAcknowledgementsWithOrWithoutSegments) {
+  TempDir dir;
+  {
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j);
+    EXPECT_EQ(*(*j)->append({segment(4, 1000)}, {{"a", 2}, {"b", 4}}), 4u);
+    EXPECT_EQ(*(*j)->append({}, {{"a", 3}, {"b", 1}}), 4u);
+  }
+  auto j = UsageJournal::open(dir / "usage.db");
+  ASSERT_TRUE(j);
+  EXPECT_EQ(*(*j)->cursors(), (Cursors{{"a", 3}, {"b", 4}}));
+  EXPECT_EQ((*j)->head(), 4u);
+}
+
 TEST(UsageJournalTest, BacklogAndRetentionLimitsByWholeSegments) {
   TempDir dir;
   auto j = UsageJournal::open(dir / "usage.db");

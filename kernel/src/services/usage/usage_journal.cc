@@ -107,6 +107,19 @@ int64_t timeOfLine(std::string_view line, int64_t fallback) {
   return ec == std::errc() && end != begin ? ms : fallback;
 }
 
+// Moves a subscriber's cursor forward: two acknowledgements racing keep the larger.
+void saveCursor(storage::SqliteConnection& conn, const std::string& subscriber, uint64_t seq) {
+  conn.statements
+      .use(
+          "INSERT INTO usage_cursors(subscriber, acked, updated_ms) VALUES(:s, :a, :u) "
+          "ON CONFLICT(subscriber) DO UPDATE SET acked = MAX(acked, excluded.acked), "
+          "updated_ms = excluded.updated_ms")
+      .bind(subscriber)
+      .bind(sqlInt(seq))
+      .bind(nowMs())
+      .run();
+}
+
 }  // namespace
 
 uint32_t appendLines(std::string& out, std::string_view text, uint64_t skip, uint64_t max) {
@@ -148,10 +161,11 @@ Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::
   return j;
 }
 
-Result<uint64_t> UsageJournal::append(const std::vector<Segment>& segments) {
+Result<uint64_t> UsageJournal::append(const std::vector<Segment>& segments, const Cursors& acks) {
   std::vector<SegmentInfo> added;
   Status s = db_->write([&](storage::SqliteConnection& conn) {
     added.clear();
+    for (const auto& [subscriber, seq] : acks) saveCursor(conn, subscriber, seq);
     uint64_t seq = head_;
     for (const Segment& g : segments) {
       if (g.count == 0) continue;
@@ -202,8 +216,8 @@ Result<Lines> UsageJournal::read(uint64_t after, size_t limit) const {
   return out;
 }
 
-Result<std::map<std::string, uint64_t>> UsageJournal::cursors() const {
-  std::map<std::string, uint64_t> out;
+Result<Cursors> UsageJournal::cursors() const {
+  Cursors out;
   Status s = db_->read([&](storage::SqliteConnection& conn) {
     soci::session& sql = conn.sql;
     std::string name;
@@ -219,14 +233,8 @@ Result<std::map<std::string, uint64_t>> UsageJournal::cursors() const {
 }
 
 Status UsageJournal::setAcked(const std::string& subscriber, uint64_t seq) {
-  const long long acked = static_cast<long long>(seq), now = nowMs();
   return db_->write([&](storage::SqliteConnection& conn) {
-    soci::session& sql = conn.sql;
-    // Never backwards: two acks racing keep the larger.
-    sql << "INSERT INTO usage_cursors(subscriber, acked, updated_ms) VALUES(:s, :a, :u) "
-           "ON CONFLICT(subscriber) DO UPDATE SET acked = MAX(acked, excluded.acked), "
-           "updated_ms = excluded.updated_ms",
-        soci::use(subscriber), soci::use(acked), soci::use(now);
+    saveCursor(conn, subscriber, seq);
     return Status::ok();
   });
 }

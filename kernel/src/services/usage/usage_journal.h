@@ -46,6 +46,9 @@ struct Lines {
 // Appends lines [skip, skip + max) of `text` (JSON lines) to `out`; returns how many.
 uint32_t appendLines(std::string& out, std::string_view text, uint64_t skip, uint64_t max);
 
+// Subscribers' acknowledged positions, by subscriber.
+using Cursors = std::map<std::string, uint64_t>;
+
 class UsageJournal {
  public:
   struct Backlog {
@@ -59,13 +62,14 @@ class UsageJournal {
   // journal of the one-row-per-record format is converted in the same transaction.
   static Result<std::unique_ptr<UsageJournal>> open(const std::filesystem::path& file);
 
-  // Appends the segments in order in one transaction; returns the last sequence number.
-  Result<uint64_t> append(const std::vector<Segment>& segments);
+  // Appends the segments in order, and moves the subscribers' cursors in `acks` forward
+  // (never back), in one transaction; returns the last sequence number.
+  Result<uint64_t> append(const std::vector<Segment>& segments, const Cursors& acks = {});
   // Up to `limit` records with seq > `after`, in order.
   Result<Lines> read(uint64_t after, size_t limit) const;
 
   // The acknowledged position of each subscriber that ever acknowledged or subscribed.
-  Result<std::map<std::string, uint64_t>> cursors() const;
+  Result<Cursors> cursors() const;
   Status setAcked(const std::string& subscriber, uint64_t seq);
   // What is retained after `after` (from memory, and one row when `after` falls inside a
   // segment).

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <utility>
 
 #include "runtime/call_context.h"
 #include "trellis/kernel/metrics/registry.h"
@@ -165,12 +166,14 @@ void UsageStream::writeLoop() {
       stopping = stopping_;
     }
     toSegments(taken, pending);
-    if (!pending.empty()) {
-      auto head = journal_->append(pending);
+    const Cursors acks = takeUnsavedAcks();
+    if (!pending.empty() || !acks.empty()) {
+      auto head = journal_->append(pending, acks);
       if (head) {
         keepRecent(pending, *head);
         pending.clear();
       } else {
+        returnUnsavedAcks(acks);
         size_t records = 0;
         for (const Segment& g : pending) records += g.count;
         spdlog::error("usage: cannot write {} records to the journal ({}); retrying", records,
@@ -218,6 +221,20 @@ void UsageStream::keepRecent(std::vector<Segment>& written, uint64_t head) {
   }
   head_ = head;
   cv_.notify_all();
+}
+
+Cursors UsageStream::takeUnsavedAcks() {
+  std::lock_guard lock(mu_);
+  return std::exchange(unsaved_acks_, {});
+}
+
+// After a failed append: kept for the next one, unless a later acknowledgement came since.
+void UsageStream::returnUnsavedAcks(const Cursors& acks) {
+  std::lock_guard lock(mu_);
+  for (const auto& [subscriber, seq] : acks) {
+    uint64_t& unsaved = unsaved_acks_[subscriber];
+    unsaved = std::max(unsaved, seq);
+  }
 }
 
 bool UsageStream::takeRecent(uint64_t after, Lines& out) const {
@@ -295,6 +312,15 @@ void UsageStream::stop() {
   }
   queue_cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  // Acknowledgements since the writer's last append (subscribers are unbound by now).
+  if (const Cursors acks = takeUnsavedAcks(); !acks.empty()) {
+    if (auto saved = journal_->append({}, acks); !saved) {
+      spdlog::error(
+          "usage: cannot save subscribers' cursors at stop ({}); their last records "
+          "will be delivered again",
+          saved.status().message());
+    }
+  }
 }
 
 void UsageStream::bind(runtime::PluginInstance& p) {
@@ -462,7 +488,6 @@ Status UsageStream::ack(const runtime::PluginInstance& p, std::string_view curso
                              std::to_string(s.issued) + ")");
     }
   }
-  if (Status st = journal_->setAcked(p.id(), *seq); !st) return st;
   std::lock_guard lock(mu_);
   if (auto it = subscribers_.find(p.id()); it != subscribers_.end()) {
     Subscriber& s = *it->second;
@@ -470,6 +495,8 @@ Status UsageStream::ack(const runtime::PluginInstance& p, std::string_view curso
     s.delivered = std::max(s.delivered, s.acked);
     s.progress = Clock::now();
   }
+  uint64_t& unsaved = unsaved_acks_[p.id()];
+  unsaved = std::max(unsaved, *seq);
   cv_.notify_all();
   return Status::ok();
 }

@@ -9,6 +9,12 @@
 // plugin returns an error, or after a restart. The newest records also stay in memory, so a
 // subscriber that keeps up is served without reading the journal back.
 //
+// An acknowledgement takes effect at once (nothing up to it is delivered again while the
+// host runs) and is written to the journal with the writer's next append, within
+// flush_interval: after a crash, records acknowledged in that last interval may be delivered
+// again, which at least once allows. Subscribers acknowledge every batch; a transaction and
+// an fsync of their own per batch cost as much as the rest of the subscriber.
+//
 // Cursors are opaque to plugins: "u1.<seq>.<mac>", the MAC an HMAC-SHA256 over the
 // journal, the subscriber and the position with a secret kept in the journal. A forged or
 // altered cursor, another subscriber's, one already acknowledged (replayed) or one beyond
@@ -72,7 +78,7 @@ class UsageStream {
   // unbind() stops it, waiting for a batch in progress.
   void bind(runtime::PluginInstance& p);
   void unbind(runtime::PluginInstance& p);
-  // Acknowledges everything up to `cursor` for subscriber `p`; durable before it returns.
+  // Acknowledges everything up to `cursor` for subscriber `p`; durable within flush_interval.
   Status ack(const runtime::PluginInstance& p, std::string_view cursor);
 
   // Writes what is queued and stops the writer. Subscribers must be unbound first.
@@ -96,6 +102,8 @@ class UsageStream {
   void writeLoop();
   void toSegments(std::deque<Queued>& taken, std::vector<Segment>& out) const;
   void keepRecent(std::vector<Segment>& written, uint64_t head);
+  Cursors takeUnsavedAcks();
+  void returnUnsavedAcks(const Cursors& acks);
   bool takeRecent(uint64_t after, Lines& out) const;  // needs mu_
   void deliverLoop(Subscriber& s);
   void retain();
@@ -128,6 +136,7 @@ class UsageStream {
   size_t recent_records_ = 0;
   size_t recent_bytes_ = 0;
   std::map<std::string, std::unique_ptr<Subscriber>, std::less<>> subscribers_;
+  Cursors unsaved_acks_;  // acknowledged, not yet in the journal: the writer saves them
   std::map<std::string, std::chrono::steady_clock::time_point> last_warning_;  // writer only
 };
 
