@@ -85,14 +85,20 @@ long long nowMs() {
       .count();
 }
 
-// Where line `n` of `text` starts (text.size() if it has fewer lines).
-size_t lineStart(std::string_view text, uint64_t n) {
+// Where line `n` of `text` starts (text.size() if it has fewer lines); `passed`, if given,
+// counts the whole lines before that point.
+size_t lineStart(std::string_view text, uint64_t n, uint64_t* passed = nullptr) {
   size_t at = 0;
-  for (; n > 0 && at < text.size(); --n) {
+  uint64_t lines = 0;
+  for (; lines < n && at < text.size(); ++lines) {
     const void* nl = std::memchr(text.data() + at, '\n', text.size() - at);
-    if (!nl) return text.size();
+    if (!nl) {
+      at = text.size();
+      break;
+    }
     at = static_cast<size_t>(static_cast<const char*>(nl) - text.data()) + 1;
   }
+  if (passed) *passed = lines;
   return at;
 }
 
@@ -123,11 +129,10 @@ void saveCursor(storage::SqliteConnection& conn, const std::string& subscriber, 
 }  // namespace
 
 uint32_t appendLines(std::string& out, std::string_view text, uint64_t skip, uint64_t max) {
-  const size_t begin = lineStart(text, skip);
-  const std::string_view rest = text.substr(begin);
-  const size_t end = lineStart(rest, max);
-  out.append(rest.substr(0, end));
-  return static_cast<uint32_t>(std::count(rest.begin(), rest.begin() + end, '\n'));
+  const std::string_view rest = text.substr(lineStart(text, skip));
+  uint64_t taken = 0;
+  out.append(rest.substr(0, lineStart(rest, max, &taken)));
+  return static_cast<uint32_t>(taken);
 }
 
 Result<std::unique_ptr<UsageJournal>> UsageJournal::open(const std::filesystem::path& file) {

@@ -245,7 +245,13 @@ bool UsageStream::takeRecent(uint64_t after, Lines& out) const {
     if (out.count >= options_.batch_records) break;
     if (g.first + g.count <= after + 1) continue;  // wholly at or before `after`
     const uint64_t skip = after >= g.first ? after + 1 - g.first : 0;
-    const uint32_t taken = appendLines(out.text, g.text, skip, options_.batch_records - out.count);
+    const uint64_t room = options_.batch_records - out.count;
+    uint32_t taken = g.count;
+    if (skip == 0 && g.count <= room) {
+      out.text += g.text;  // the whole segment: no line to look for
+    } else {
+      taken = appendLines(out.text, g.text, skip, room);
+    }
     out.count += taken;
     if (taken > 0) out.last = g.first + skip + taken - 1;
   }
