@@ -1,6 +1,7 @@
 #include "trellis/kernel/http/server.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -11,12 +12,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <cerrno>
 #include <exception>
 #include <functional>
@@ -27,6 +26,7 @@
 #include <vector>
 
 #include "http/response_head.h"
+#include "http/tls_socket_stream.h"
 #include "trellis/kernel/exec/event_loop.h"
 #include "trellis/kernel/http/problem.h"
 #include "trellis/kernel/http/request_id.h"
@@ -79,6 +79,18 @@ Response listenerProblem(unsigned status, std::string_view title, std::string_vi
   Response res = problem(status, title, detail, {{"request_id", id}}, req);
   res.set("X-Request-Id", id);
   return res;
+}
+
+// OpenSSL writes a TLS connection's socket with write(2), which raises SIGPIPE once the peer
+// has gone (asio's own sends pass MSG_NOSIGNAL). trellisd ignores SIGPIPE (main.cc), and
+// Poco's Foundation library happens to block it in the thread that loads it; the listener
+// relies on neither. Blocked on its event-loop threads, the signal stays pending on the
+// thread that caused it, and the write fails with EPIPE.
+void blockSigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 // Powers of two: a log line for the 1st, 2nd, 4th, … occurrence of a repeated event.
@@ -142,9 +154,9 @@ struct Worker : std::enable_shared_from_this<Worker> {
   std::vector<std::function<void()>> inbox;  // guarded by post_mu
 };
 
-// Beast's ssl_stream, not asio's: asio encrypts only the first buffer of a sequence per
-// write, so a response's header and body would go out as two TLS records and two sends.
-using TlsStream = boost::beast::ssl_stream<tcp::socket>;
+// OpenSSL on the socket itself (see tls_socket_stream.h); a small response's head and body
+// go out as one TLS record and one send.
+using TlsStream = TlsSocketStream;
 
 // One connection, plain (Stream = tcp::socket) or TLS (Stream = TlsStream).
 template <class Stream>
@@ -164,7 +176,7 @@ class Session final : public SessionBase {
       : worker_(std::move(worker)),
         shared_(*worker_->shared),
         generation_(std::move(generation)),
-        socket_(std::move(socket), generation_->context()),
+        socket_(std::move(socket), generation_->context().native_handle()),
         timer_(worker_->ioc),
         buffer_(std::max<size_t>(shared_.opts.max_header_bytes, 1) + kReadChunk) {}
 
@@ -187,11 +199,6 @@ class Session final : public SessionBase {
       peer_.port = remote.port();
     }
     if constexpr (kTls) {
-      // Asio turns on SSL_MODE_RELEASE_BUFFERS for every stream: OpenSSL then frees its
-      // record buffers whenever they empty and allocates them (~17 KiB each) again on the
-      // next SSL_read/SSL_write, two malloc/free pairs of that size per keep-alive request.
-      // Keeping them costs ~34 KiB per open TLS connection (see docs/operations.md).
-      SSL_clear_mode(socket_.native_handle(), SSL_MODE_RELEASE_BUFFERS);
       peer_.tls = true;
       phase_ = Phase::kHandshake;
       setDeadline(Clock::now() + shared_.opts.tls->options().handshake_timeout);
@@ -289,11 +296,12 @@ class Session final : public SessionBase {
       case Phase::kIdle: return close();
       case Phase::kReading:
         // Part of a request arrived: cancel the pending read (or 100-continue write),
-        // whose handler answers 408.
+        // whose handler answers 408. The TLS stream's cancel also catches a retry between
+        // two of its waits.
         timed_out_ = true;
         {
           ErrorCode ec;
-          tcpSocket().cancel(ec);
+          socket_.cancel(ec);
         }
         return;
       case Phase::kWriting:
@@ -538,7 +546,7 @@ class Session final : public SessionBase {
     head_text_.clear();
     appendResponseHead(res_, head_text_, "Server: trellis\r\n");
     // Head and body in one write: one send (writev) in plain HTTP, one TLS record when
-    // small (Beast's ssl_stream joins small buffers).
+    // small (TlsSocketStream joins buffers that fit in one).
     const std::array<asio::const_buffer, 2> wire{asio::buffer(head_text_),
                                                  asio::buffer(res_.body())};
     asio::async_write(socket_, wire,
@@ -808,6 +816,7 @@ Status Server::start() {
     w->accept();
     w->thread = std::thread([w, name = o.name] {
       exec::markEventLoopThread(&w->ioc);
+      blockSigpipe();
       while (true) {
         try {
           w->ioc.run();
