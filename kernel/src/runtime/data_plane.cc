@@ -189,7 +189,8 @@ std::optional<http::Response> DataPlane::screen(const http::Request& req, const 
   auto res = tenantRefusal(who, req, request_id,
                            certificateCaller(req, peer) ? token_refusal : std::string());
   const auto trace = services::TraceContext::fromHeaders(req["traceparent"], req["tracestate"]);
-  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace, {who.key_id});
+  finish(req, peer, res, request_id, tenantOf(who), nullptr, started, trace,
+         {.key_id = who.key_id});
   return res;
 }
 
@@ -290,7 +291,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
 
   services::TraceContext trace = acceptTrace(req);
   auto reject = [&](http::Response res, std::string_view tenant, std::string_view key_id) {
-    finish(req, peer, res, request_id, tenant, nullptr, started, trace, {key_id});
+    finish(req, peer, res, request_id, tenant, nullptr, started, trace, {.key_id = key_id});
     respond(std::move(res));
   };
 
@@ -359,7 +360,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
       }
     }
     finish(req, peer, res, request_id, tenant.id, nullptr, started, trace,
-           {who.key_id, r.decision_id});
+           {.key_id = who.key_id, .decision_id = r.decision_id});
     if (r.quota == "requests_per_second") {
       // The client may retry after reset_seconds anyway; answering then, not now, keeps a
       // flooding connection from taking the event loop from other tenants.
@@ -386,7 +387,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
       auto res = policyRefusal(req, v, request_id);
       addRateLimitHeaders(res, ticket);
       finish(req, peer, res, request_id, tenant.id, &route, started, trace,
-             {who.key_id, decision_id});
+             {.key_id = who.key_id, .decision_id = decision_id});
       respond(std::move(res));
       return;
     }
@@ -398,7 +399,7 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     if (policy_active) policyOnResponse(rc, req, *bad);
     addRateLimitHeaders(*bad, ticket);
     finish(req, peer, *bad, request_id, tenant.id, &route, started, trace,
-           {who.key_id, decision_id});
+           {.key_id = who.key_id, .decision_id = decision_id});
     respond(std::move(*bad));
     return;
   }
@@ -443,7 +444,8 @@ void DataPlane::handle(http::Request& req, const http::Peer& peer, http::Respond
     auto res = http::problem(503, "Service Unavailable", "the server is at capacity; retry",
                              {{"request_id", site.request_id}}, &req);
     res.set(bhttp::field::retry_after, "1");
-    finish(req, peer, res, site.request_id, tenant.id, nullptr, started, site.trace, {who.key_id});
+    finish(req, peer, res, site.request_id, tenant.id, nullptr, started, site.trace,
+           {.key_id = who.key_id});
     respond(std::move(res));
   }
 }

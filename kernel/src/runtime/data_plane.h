@@ -35,9 +35,9 @@ namespace trellis::kernel::runtime {
 
 // What the stages learned about a request that its usage record names.
 struct RequestFacts {
-  std::string_view key_id;
-  std::string_view decision_id;  // the quota's or the policy's
-  services::usage::Counters counters;
+  std::string_view key_id{};
+  std::string_view decision_id{};  // the quota's or the policy's
+  services::usage::Counters counters{};
 };
 
 class DataPlane : public http::RequestHandler {

@@ -57,7 +57,7 @@ std::string ms(std::chrono::milliseconds d) {
 // Outcome of one request/response on one connection.
 struct Exchange {
   Status status;
-  Response response;
+  Response response{};
   bool keep_alive = false;
   bool nothing_received = false;  // failed before any response byte: retryable on reuse
 };

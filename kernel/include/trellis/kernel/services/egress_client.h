@@ -37,14 +37,14 @@ struct Timeouts {
 
 struct Request {
   std::string method = "GET";
-  std::string url;
-  Headers headers;  // Host, Content-Length, Connection, Transfer-Encoding... are the kernel's
-  std::string body;
-  Timeouts timeouts;
+  std::string url{};
+  Headers headers{};  // Host, Content-Length, Connection, Transfer-Encoding... are the kernel's
+  std::string body{};
+  Timeouts timeouts{};
   uint64_t max_response_bytes = 10 * 1024 * 1024;
-  int max_redirects = 0;    // 0: a 3xx is returned as it is; at most kMaxRedirects
-  std::string traceparent;  // W3C trace context to propagate (empty: none)
-  std::string tracestate;
+  int max_redirects = 0;      // 0: a 3xx is returned as it is; at most kMaxRedirects
+  std::string traceparent{};  // W3C trace context to propagate (empty: none)
+  std::string tracestate{};
 };
 
 struct Response {

@@ -71,12 +71,12 @@ Result<Rule> parseRule(std::string_view text);
 Result<std::vector<Rule>> parseRules(const std::vector<std::string>& texts);
 
 struct Policy {
-  std::vector<Rule> manifest;
-  std::optional<std::vector<Rule>> grant;  // unset: the tenant did not narrow the manifest
-  std::string tenant;                      // for messages
+  std::vector<Rule> manifest{};
+  std::optional<std::vector<Rule>> grant{};  // unset: the tenant did not narrow the manifest
+  std::string tenant{};                      // for messages
   // A system plugin's tenant-less call: `grant` is the operator's list for this plugin
   // (plugins.enabled[].egress), and messages name that list instead of a tenant's grant.
-  std::string system_plugin;
+  std::string system_plugin{};
   // The kernel's own requests to a URL the operator configured (a JWKS endpoint on an
   // internal identity provider): any address the name resolves to may be dialled.
   bool operator_configured = false;

@@ -31,12 +31,12 @@ namespace trellis::kernel::tls {
 
 struct ClientOptions {
   // PEM bundle of trusted CAs; empty = the system store (OpenSSL's default paths).
-  std::string ca_file;
+  std::string ca_file{};
   // A client certificate (PEM chain, leaf first) and its unencrypted key; empty = none.
-  std::string cert_file;
-  std::string key_file;
+  std::string cert_file{};
+  std::string key_file{};
   // Protocols offered by ALPN, e.g. {"http/1.1"}; empty = no ALPN (raw byte streams).
-  std::vector<std::string> alpn;
+  std::vector<std::string> alpn{};
 };
 
 // Applies the client policy to a context another library made (it keeps that library's
