@@ -179,10 +179,14 @@ TEST_F(WorkerIsolationTest, AWorkerGetsTrellisdsSanitizerOptionsAndNothingElseOf
       had_lsan ? std::getenv("LSAN_OPTIONS")
                : "suppressions=" + std::string(TRELLIS_SOURCE_DIR) + "/tests/sanitizers/lsan.supp";
   ::setenv("LSAN_OPTIONS", lsan.c_str(), 1);
+  const bool had_tsan = std::getenv("TSAN_OPTIONS") != nullptr;
+  const std::string tsan = had_tsan ? std::getenv("TSAN_OPTIONS") : "history_size=2";
+  ::setenv("TSAN_OPTIONS", tsan.c_str(), 1);  // read by a thread-sanitizer build only
   server_ = std::make_unique<TrellisdProcess>(defaultTestConfig(kWorkers));
   const bool started = server_->start();
   ::unsetenv("SECRET_X");
   if (!had_lsan) ::unsetenv("LSAN_OPTIONS");
+  if (!had_tsan) ::unsetenv("TSAN_OPTIONS");
   ASSERT_TRUE(started) << server().log();
   ASSERT_EQ(request(port(), "GET", "/hello/x", kAcme).status, 200) << server().log();
   auto w = workerOf(server(), "trellis/hello");
@@ -194,11 +198,12 @@ TEST_F(WorkerIsolationTest, AWorkerGetsTrellisdsSanitizerOptionsAndNothingElseOf
   std::vector<std::string> sanitizer_options;
   for (const std::string& v : daemon) {
     if (v.starts_with("ASAN_OPTIONS=") || v.starts_with("LSAN_OPTIONS=") ||
-        v.starts_with("UBSAN_OPTIONS=")) {
+        v.starts_with("UBSAN_OPTIONS=") || v.starts_with("TSAN_OPTIONS=")) {
       sanitizer_options.push_back(v);
     }
   }
   EXPECT_THAT(worker, Contains("LSAN_OPTIONS=" + lsan));
+  EXPECT_THAT(worker, Contains("TSAN_OPTIONS=" + tsan));
   EXPECT_THAT(worker, UnorderedElementsAreArray(sanitizer_options));
   EXPECT_THAT(worker, Not(Contains(HasSubstr("SECRET_X"))));
 }

@@ -40,7 +40,7 @@ struct FdList {
 const std::vector<std::string>& workerEnvironment() {
   static const std::vector<std::string> env = [] {
     std::vector<std::string> kept;
-    for (const char* name : {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"}) {
+    for (const char* name : {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
       if (const char* value = std::getenv(name)) kept.push_back(std::string(name) + "=" + value);
     }
     return kept;
