@@ -349,6 +349,13 @@ void UsageStream::bind(runtime::PluginInstance& p) {
   if (cursors) {
     if (auto it = cursors->find(p.id()); it != cursors->end()) acked = std::max(acked, it->second);
   }
+  {
+    // Acknowledged by an earlier binding and not saved yet (a quick disable and enable).
+    std::lock_guard lock(mu_);
+    if (auto it = unsaved_acks_.find(p.id()); it != unsaved_acks_.end()) {
+      acked = std::max(acked, it->second);
+    }
+  }
   if (!cursors || !cursors->contains(p.id())) {
     // Known from now on: retention keeps what it has not read, even while it is down.
     if (Status s = journal_->setAcked(p.id(), acked); !s) {
