@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <sstream>
 #include <thread>
 
 namespace trellis::test {
@@ -32,6 +33,26 @@ NginxServer::~NginxServer() {
 
 std::string NginxServer::errorLog() const {
   return fs::exists(dir_ / "error.log") ? readFile(dir_ / "error.log") : "";
+}
+
+std::vector<NginxServer::Logged> NginxServer::logged(size_t want) const {
+  std::vector<Logged> out;
+  eventually(
+      [&] {
+        out.clear();
+        std::istringstream lines(fs::exists(accessLog()) ? readFile(accessLog()) : "");
+        for (std::string line; std::getline(lines, line);) {
+          std::istringstream f(line);
+          std::string request_id, upstream_status, upstream_request_id;
+          Logged e;
+          f >> request_id >> e.status >> upstream_status >> upstream_request_id >> e.ssl_protocol >>
+              e.connection >> e.request_length;
+          out.push_back(std::move(e));
+        }
+        return out.size() >= want;
+      },
+      std::chrono::seconds(10));
+  return out;
 }
 
 std::string NginxServer::version() const {
@@ -69,7 +90,8 @@ bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
       "/error.log info;\n"
       "events { worker_connections 256; }\n"
       "http {\n"
-      "  log_format framing '$request_id $status $upstream_status $upstream_http_x_request_id';\n"
+      "  log_format framing '$request_id $status $upstream_status $upstream_http_x_request_id "
+      "$ssl_protocol $connection $request_length';\n"
       "  access_log " +
       d +
       "/access.log framing;\n"
@@ -102,10 +124,17 @@ bool NginxServer::startOn(uint16_t port, std::chrono::milliseconds timeout) {
       std::to_string(port) + (tls_cert_.empty() ? "" : " ssl") + ";\n";
   if (!tls_cert_.empty()) {
     conf += "    ssl_certificate " + tls_cert_.string() + ";\n    ssl_certificate_key " +
-            tls_key_.string() + ";\n    ssl_protocols TLSv1.2 TLSv1.3;\n";
+            tls_key_.string() + ";\n    ssl_protocols " + tls_protocols_ + ";\n";
   }
   if (!root_.empty()) {
-    conf += "    location / {\n      root " + root_.string() + ";\n    }\n  }\n}\n";
+    conf += "    location / {\n      root " + root_.string() + ";\n";
+    if (uploads_) {
+      conf +=
+          "      dav_methods PUT;\n"
+          "      create_full_put_path on;\n"
+          "      client_max_body_size 0;\n";
+    }
+    conf += "    }\n  }\n}\n";
   } else {
     conf +=
         "    location / {\n"

@@ -55,6 +55,20 @@ std::string readFile(const fs::path& file) {
   return ss.str();
 }
 
+std::string randomBytes(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(gen() & 0xff);
+  return out;
+}
+
+std::string bytesDiffer(std::string_view got, std::string_view want) {
+  if (got == want) return "";
+  const auto at = std::mismatch(got.begin(), got.end(), want.begin(), want.end());
+  return std::to_string(got.size()) + " bytes where " + std::to_string(want.size()) +
+         " were sent; the first difference is at byte " + std::to_string(at.first - got.begin());
+}
+
 std::string HttpReply::header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
   return it == headers.end() ? std::string() : it->second;

@@ -34,6 +34,13 @@ class TempDir {
 void writeFile(const std::filesystem::path& file, const std::string& content);
 std::string readFile(const std::filesystem::path& file);
 
+// `n` bytes of every value (NUL, CR and LF included) from a fixed seed: content in which a
+// lost, repeated or reordered stretch shows.
+std::string randomBytes(size_t n, unsigned seed);
+// "" when `got` equals `want`; otherwise both sizes and the first byte where they differ,
+// a message fit for a failing assertion on a megabyte.
+std::string bytesDiffer(std::string_view got, std::string_view want);
+
 struct HttpReply {
   int status = 0;                              // 0: no parsable reply (connection closed, timeout)
   std::map<std::string, std::string> headers;  // names lower-cased

@@ -1,5 +1,6 @@
 // Egress: the URL and rule parser, the address ranges, and the client against real HTTP and
-// HTTPS servers on loopback (certificates made with the openssl CLI at test start).
+// HTTPS servers on loopback (certificates made with the openssl CLI at test start), nginx
+// among them for bodies larger than one TLS record.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "support/loopback_server.h"
+#include "support/nginx_server.h"
 #include "support/openssl_server.h"
 #include "support/test_support.h"
 #include "trellis/kernel/services/egress_client.h"
@@ -442,6 +444,76 @@ TEST_F(EgressClientTest, StrangersCannotReuseAPooledConnectionToAPrivateAddress)
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
 }
+
+// ---------------------------------------------------------------- bodies over one TLS record
+
+// nginx over TLS 1.2 or 1.3 (the parameter, as its ssl_protocols) storing each PUT's body as
+// a file (WebDAV) and serving it back. A TLS record carries at most 16 KiB, and Beast's
+// ssl_stream writes a request whose head and body pass that as the head, then the body in
+// records of their own; the client must go on until every byte went out (a writer that
+// stopped after the head is what dial.h warns of), and read a response of many records whole.
+class EgressTlsBodyTest : public EgressClientTest,
+                          public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(EgressTlsBodyTest, BodiesLargerThanOneRecordGoOutAndComeBackWhole) {
+  TempDir root;
+  test::NginxServer nginx(0);
+  nginx.serveTls(pki_.path("localhost.pem"), pki_.path("localhost.key"), GetParam());
+  nginx.serveDirectory(root.path());
+  nginx.acceptUploads();
+  ASSERT_TRUE(nginx.start()) << nginx.error();
+  const std::string base = "https://localhost:" + std::to_string(nginx.port()) + "/up/";
+  const Policy policy = loopbackPolicy(nginx.port(), "https");
+  const Timeouts slow{.connect = 5000ms, .first_byte = 20000ms, .total = 60000ms};
+
+  // 16,200: head and body each fit a record, together they do not (a head of ~100 bytes).
+  const std::vector<size_t> sizes = {16200, 16384, 16385, 64 * 1024, 1024 * 1024 + 1};
+  unsigned seed = 1;
+  for (size_t size : sizes) {
+    SCOPED_TRACE(std::to_string(size) + " bytes over " + GetParam());
+    const std::string body = test::randomBytes(size, seed++);
+    const std::string name = std::to_string(size) + ".bin";
+    Request put;
+    put.method = "PUT";
+    put.url = base + name;
+    put.body = body;
+    put.timeouts = slow;
+    auto stored = client_->send(put, policy);
+    ASSERT_TRUE(stored) << stored.status().toString();
+    EXPECT_EQ(stored->status, 201) << stored->body;
+    EXPECT_EQ(stored->bytes_sent, size);
+    EXPECT_EQ(test::bytesDiffer(test::readFile(root / ("up/" + name)), body), "");
+
+    Request get;
+    get.url = base + name;
+    get.timeouts = slow;
+    auto back = client_->send(get, policy);
+    ASSERT_TRUE(back) << back.status().toString();
+    EXPECT_EQ(back->status, 200);
+    EXPECT_EQ(test::bytesDiffer(back->body, body), "");
+  }
+
+  // Every exchange on one kept-alive connection: a byte lost or left over by a large write
+  // would have shifted the requests after it.
+  const auto lines = nginx.logged(2 * sizes.size());
+  ASSERT_EQ(lines.size(), 2 * sizes.size()) << test::readFile(nginx.accessLog());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i].status, i % 2 == 0 ? "201" : "200") << i;
+    EXPECT_EQ(lines[i].ssl_protocol, GetParam()) << i;
+    EXPECT_EQ(lines[i].connection, lines[0].connection) << i;
+    if (i % 2 == 0) {
+      EXPECT_GT(lines[i].request_length, sizes[i / 2]) << i;
+    }
+  }
+  EXPECT_EQ(client_->idleConnections(), 1u);
+  EXPECT_EQ(nginx.errorLog().find("[error]"), std::string::npos) << nginx.errorLog();
+}
+
+INSTANTIATE_TEST_SUITE_P(TlsVersions, EgressTlsBodyTest, ::testing::Values("TLSv1.2", "TLSv1.3"),
+                         [](const auto& info) {
+                           return info.param == "TLSv1.2" ? std::string("Tls12")
+                                                          : std::string("Tls13");
+                         });
 
 }  // namespace
 }  // namespace trellis::kernel::services::egress

@@ -1,11 +1,14 @@
 // Egress streams: the tcp:// and tls:// URL and rule forms, and the stream client against
-// real TCP and TLS servers on loopback (certificates made with the openssl CLI at test start).
+// real TCP and TLS servers on loopback (certificates made with the openssl CLI at test start),
+// nginx among them for writes larger than one TLS record.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "services/stream/stream_client.h"
 #include "support/loopback_server.h"
+#include "support/nginx_server.h"
 #include "support/openssl_server.h"
 #include "support/test_support.h"
 #include "trellis/kernel/services/egress_client.h"
@@ -370,6 +373,117 @@ TEST_F(StreamClientTest, APeerThatClosesReadsAsEndOfStreamAndRefusesWrites) {
     EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.toString();
   }
 }
+
+// ---------------------------------------------------------------- writes over one TLS record
+
+// nginx over TLS 1.2 or 1.3 (the parameter, as its ssl_protocols), spoken to in HTTP over a
+// tls:// stream: each PUT's body lands in a file (WebDAV), so what each write sent is
+// compared byte for byte with what nginx decrypted. A TLS record carries at most 16 KiB: a
+// larger write goes out as many records, and must go on until the last byte went.
+class StreamTlsWriteTest : public StreamClientTest,
+                           public ::testing::WithParamInterface<std::string> {
+ protected:
+  struct Answer {
+    int status = 0;  // 0: the stream ended or failed before a whole response head
+    std::string body;
+  };
+  // One HTTP/1.1 response (Content-Length framed, else up to the peer's close); `carry`
+  // holds what was read past the previous one.
+  static Answer readAnswer(Stream& s, std::string& carry) {
+    char buf[65536];
+    auto more = [&] {
+      auto n = s.read(buf, sizeof buf);
+      if (!n || *n == 0) return false;
+      carry.append(buf, *n);
+      return true;
+    };
+    size_t end;
+    while ((end = carry.find("\r\n\r\n")) == std::string::npos) {
+      if (!more()) return {};
+    }
+    std::string head = carry.substr(0, end + 4);
+    carry.erase(0, end + 4);
+    for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    Answer a{.status = std::atoi(head.c_str() + 9)};  // "http/1.1 201 created"
+    const auto at = head.find("\r\ncontent-length:");
+    const size_t length = at == std::string::npos
+                              ? std::string::npos
+                              : std::strtoul(head.c_str() + at + 17, nullptr, 10);
+    while (carry.size() < length && more()) {
+    }
+    a.body = carry.substr(0, length);
+    carry.erase(0, a.body.size());
+    return a;
+  }
+};
+
+TEST_P(StreamTlsWriteTest, WritesLargerThanOneRecordReachTheTlsPeerWhole) {
+  test::TempDir root;
+  test::NginxServer nginx(0);
+  nginx.serveTls(pki_.path("localhost.pem"), pki_.path("localhost.key"), GetParam());
+  nginx.serveDirectory(root.path());
+  nginx.acceptUploads();
+  ASSERT_TRUE(nginx.start()) << nginx.error();
+  auto s = connect("tls", "localhost", nginx.port(), {.connect = 5000ms, .io = 20000ms});
+  ASSERT_TRUE(s) << s.status().toString();
+  Stream& stream = **s;
+  std::string carry;
+
+  // A request's head and body in one write each time.
+  const std::vector<size_t> sizes = {16200, 16384, 16385, 64 * 1024, 1024 * 1024 + 1};
+  unsigned seed = 11;
+  for (size_t size : sizes) {
+    SCOPED_TRACE(std::to_string(size) + " bytes over " + GetParam());
+    const std::string body = test::randomBytes(size, seed++);
+    const std::string name = std::to_string(size) + ".bin";
+    const std::string request = "PUT /up/" + name + " HTTP/1.1\r\nHost: localhost\r\n" +
+                                "Content-Length: " + std::to_string(size) + "\r\n\r\n" + body;
+    size_t written = 0;
+    ASSERT_TRUE(stream.write(request, &written));
+    EXPECT_EQ(written, request.size());
+    EXPECT_EQ(readAnswer(stream, carry).status, 201);
+    EXPECT_EQ(test::bytesDiffer(test::readFile(root / ("up/" + name)), body), "");
+  }
+
+  // A streamed upload: chunked, one write per piece, pieces on both sides of a record.
+  std::string streamed;
+  ASSERT_TRUE(stream.write(
+      "PUT /up/streamed.bin HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  for (size_t size : {1, 16383, 16384, 16385, 100000, 3 * 65536 + 7, 5}) {
+    const std::string piece = test::randomBytes(size, seed++);
+    char length[32];
+    std::snprintf(length, sizeof length, "%zx\r\n", size);
+    ASSERT_TRUE(stream.write(length));
+    ASSERT_TRUE(stream.write(piece));
+    ASSERT_TRUE(stream.write("\r\n"));
+    streamed += piece;
+  }
+  ASSERT_TRUE(stream.write("0\r\n\r\n"));
+  EXPECT_EQ(readAnswer(stream, carry).status, 201);
+  EXPECT_EQ(test::bytesDiffer(test::readFile(root / "up/streamed.bin"), streamed), "");
+
+  // And back: reads of a response many records long.
+  ASSERT_TRUE(stream.write(
+      "GET /up/streamed.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+  const Answer back = readAnswer(stream, carry);
+  EXPECT_EQ(back.status, 200);
+  EXPECT_EQ(test::bytesDiffer(back.body, streamed), "");
+
+  // All on the one connection, as the TLS version asked for.
+  const auto lines = nginx.logged(sizes.size() + 2);
+  ASSERT_EQ(lines.size(), sizes.size() + 2) << test::readFile(nginx.accessLog());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i].ssl_protocol, GetParam()) << i;
+    EXPECT_EQ(lines[i].connection, lines[0].connection) << i;
+  }
+  EXPECT_EQ(nginx.errorLog().find("[error]"), std::string::npos) << nginx.errorLog();
+}
+
+INSTANTIATE_TEST_SUITE_P(TlsVersions, StreamTlsWriteTest, ::testing::Values("TLSv1.2", "TLSv1.3"),
+                         [](const auto& info) {
+                           return info.param == "TLSv1.2" ? std::string("Tls12")
+                                                          : std::string("Tls13");
+                         });
 
 }  // namespace
 }  // namespace trellis::kernel::services::stream

@@ -51,6 +51,12 @@ struct Connection {
 
   boost::asio::io_context io;
   std::optional<boost::beast::tcp_stream> plain;
+  // Written with http::async_write (egress HTTP) or asio::async_write of one buffer (streams),
+  // never asio::async_write of a std::array of two buffers: once the first has gone out, asio
+  // hands Beast's flat_stream an empty buffer and then the rest, flat_stream then writes
+  // nothing if the rest is over one TLS record (16 KiB), and asio takes a write of nothing
+  // for the end. The write succeeds with the second buffer unsent (Boost 1.74). Tests:
+  // EgressTlsBodyTest, StreamTlsWriteTest.
   std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> secure;
   boost::beast::flat_buffer buffer;  // bytes read ahead (HTTP)
   boost::asio::ip::address peer;     // the address dialled, checked against the policy
