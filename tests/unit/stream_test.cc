@@ -385,7 +385,7 @@ class StreamTlsWriteTest : public StreamClientTest,
  protected:
   struct Answer {
     int status = 0;  // 0: the stream ended or failed before a whole response head
-    std::string body;
+    std::string body{};
   };
   // One HTTP/1.1 response (Content-Length framed, else up to the peer's close); `carry`
   // holds what was read past the previous one.
