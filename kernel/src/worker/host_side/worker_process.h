@@ -1,7 +1,7 @@
 // One trellis-worker process as trellisd sees it: its pid, its channels (one socketpair
 // each, fds 3.. in the child) and whether it is still alive. Spawned with posix_spawn
 // (never a bare fork of the threaded daemon) with a clean signal mask and an environment of
-// trellisd's sanitizer options only (ASAN_OPTIONS, LSAN_OPTIONS, UBSAN_OPTIONS, TSAN_OPTIONS when set).
+// trellisd's sanitizer options only (ASAN_, LSAN_, UBSAN_ and TSAN_OPTIONS, when set).
 //
 //   auto p = WorkerProcess::spawn(options, library, plugin_dir);
 //   int ch = p->acquire(deadline);   // -1: dead, or every channel stayed busy
