@@ -1,7 +1,7 @@
 // The KV redo log's records (kernel/src/storage/kv_redo_log.cc), as trellisd reads a
 // tenant's log segment at start after a crash, a full disk or damage on disk. Properties:
 //   - parsing never reads past the bytes, and stops exactly where the valid records end,
-//     saying why unless every byte was read;
+//     saying why unless every byte was read or only zeros (space written ahead) follow;
 //   - the records it accepts are exactly what the writer would have written: encoding
 //     their batches again, numbered from the first one's sequence, gives back those bytes;
 //   - a batch payload decodes only if encoding the decoded changes gives it back.
@@ -23,9 +23,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const auto parsed = parseSegment(bytes, 0);
   FUZZ_CHECK(parsed.valid_bytes <= bytes.size(), "valid_bytes past the end");
-  FUZZ_CHECK(parsed.stopped_by.empty() == (parsed.valid_bytes == bytes.size()),
+  FUZZ_CHECK(parsed.stopped_by.empty() == (parsed.valid_bytes + parsed.zero_bytes == bytes.size()),
              "stopped_by \"" + parsed.stopped_by + "\" at " + std::to_string(parsed.valid_bytes) +
                  " of " + std::to_string(bytes.size()));
+  FUZZ_CHECK(bytes.substr(parsed.valid_bytes, parsed.zero_bytes).find_first_not_of('\0') ==
+                 std::string_view::npos,
+             "zero_bytes counts a byte that is not zero");
   std::string again;
   uint64_t seq = parsed.next_seq - parsed.batches.size();
   for (const auto& batch : parsed.batches) again += encodeRecord(seq++, batch);

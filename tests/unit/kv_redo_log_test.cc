@@ -179,6 +179,38 @@ TEST_F(KvRedoLogTest, RotatedSegmentsReplayInOrderUntilDropped) {
   EXPECT_TRUE(open().unapplied.empty());
 }
 
+// A segment is written ahead in zero-filled chunks, so appends do not grow the file (an
+// fdatasync then flushes data only). Zeros after the last record are a clean end, in the
+// newest segment (a crash) and in an older one (a crash before a rotated segment's trim).
+TEST_F(KvRedoLogTest, ZerosWrittenAheadReadAsACleanEnd) {
+  {
+    auto opened = open();
+    ASSERT_TRUE(opened.log->append(first_));
+    EXPECT_EQ(std::filesystem::file_size(segment(1)), 1u << 20) << "one chunk written ahead";
+    ASSERT_TRUE(opened.log->append(second_));
+    EXPECT_EQ(std::filesystem::file_size(segment(1)), 1u << 20);
+  }
+  const std::string records = readFile(segment(1));
+  EXPECT_EQ(records, encodeRecord(1, first_) + encodeRecord(2, second_))
+      << "a clean close trims what was written ahead";
+  const ParsedSegment parsed = parseSegment(records + std::string(100, '\0'), 1);
+  EXPECT_EQ(parsed.batches.size(), 2u);
+  EXPECT_EQ(parsed.valid_bytes, records.size());
+  EXPECT_EQ(parsed.zero_bytes, 100u);
+  EXPECT_TRUE(parsed.stopped_by.empty()) << parsed.stopped_by;
+  // A zero after a record's start is not a clean end.
+  const std::string torn = records + encodeRecord(3, first_).substr(0, 8) + std::string(50, '\0');
+  EXPECT_FALSE(parseSegment(torn, 1).stopped_by.empty());
+
+  // What a crash leaves: the older segment and the newest each with zeros after records.
+  writeFile(segment(1), records + std::string(4096, '\0'));
+  writeFile(segment(2), encodeRecord(3, first_) + std::string(4096, '\0'));
+  auto opened = open();
+  ASSERT_EQ(opened.unapplied.size(), 3u);
+  EXPECT_EQ(opened.unapplied[2], first_);
+  EXPECT_EQ(opened.log->currentSegment(), 3u);
+}
+
 TEST_F(KvRedoLogTest, OnlyOneProcessMayHaveTheLogOpen) {
   auto opened = open();
   const pid_t child = ::fork();

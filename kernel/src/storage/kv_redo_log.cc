@@ -24,6 +24,12 @@ constexpr size_t kHeaderBytes = 20;      // magic, length, sequence, CRC
 // anything longer cannot be a record.
 constexpr uint64_t kMaxPayloadBytes = 256 * (kMaxValueBytes + 2 * kMaxKeyBytes + 64);
 constexpr uint8_t kPut = 1, kRemove = 2;
+// Segments grow by zero-filled chunks written ahead of the records. An fdatasync of bytes
+// that overwrite written blocks leaves the file's size and extents alone, so it flushes the
+// data only; one that grows the file also writes the inode: a second I/O round trip (on
+// ext4, 80 against 120 us on the development VM). Recovery reads zeros after the last
+// record as a clean end.
+constexpr uint64_t kChunkBytes = 1 << 20;
 
 // CRC-32C (Castagnoli), bitwise table: the log needs to tell a torn or stale record from
 // a whole one, not to resist an attacker (who could rewrite the database file anyway).
@@ -129,6 +135,10 @@ Result<std::vector<uint64_t>> listSegments(const std::filesystem::path& db_file)
   return out;
 }
 
+bool allZero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
 Status errnoStatus(const std::string& what, int err) {
   return Status::unavailable(what + ": " + std::strerror(err));
 }
@@ -151,6 +161,19 @@ Result<std::string> readWhole(const std::string& path) {
   }
   ::close(fd);
   return out;
+}
+
+// Writes all of `bytes` at `offset`; 0 or the errno.
+int writeAt(int fd, std::string_view bytes, uint64_t offset) {
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::pwrite(fd, bytes.data() + written, bytes.size() - written,
+                               static_cast<off_t>(offset + written));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    written += static_cast<size_t>(n);
+  }
+  return 0;
 }
 
 Status syncDirectory(const std::filesystem::path& dir) {
@@ -233,6 +256,10 @@ ParsedSegment parseSegment(std::string_view bytes, uint64_t next_seq) {
   size_t at = 0;
   while (at < bytes.size()) {
     const std::string_view rest = bytes.substr(at);
+    if (allZero(rest)) {
+      p.zero_bytes = rest.size();  // space written ahead of records to come
+      break;
+    }
     Reader header(rest);
     uint32_t magic = 0, length = 0, crc = 0;
     uint64_t seq = 0;
@@ -275,7 +302,11 @@ KvRedoLog::KvRedoLog(std::filesystem::path db_file, int lock_fd)
     : db_file_(std::move(db_file)), lock_fd_(lock_fd) {}
 
 KvRedoLog::~KvRedoLog() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    // The zeros written ahead are not needed any more (nor harmful if a crash keeps them).
+    (void)::ftruncate(fd_, static_cast<off_t>(end_));
+    ::close(fd_);
+  }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
@@ -362,6 +393,7 @@ Status KvRedoLog::startSegment(uint64_t number) {
   fd_ = fd;
   segment_ = number;
   end_ = 0;
+  allocated_ = 0;
   return Status::ok();
 }
 
@@ -370,25 +402,26 @@ Status KvRedoLog::append(std::span<const KvChange> batch) {
   const std::string record = encodeRecord(next_seq_, batch);
   const std::string path = segmentPath(db_file_, segment_);
   int err = 0;
-  size_t written = 0;
-  while (written < record.size()) {
-    const ssize_t n = ::pwrite(fd_, record.data() + written, record.size() - written,
-                               static_cast<off_t>(end_ + written));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : EIO;
-      break;
+  const uint64_t end = end_ + record.size();
+  if (end > allocated_) {
+    // Zeros first, then the record over them: the one fdatasync below covers both.
+    static const std::string zeros(kChunkBytes, '\0');
+    const uint64_t target = (end + kChunkBytes - 1) / kChunkBytes * kChunkBytes;
+    for (uint64_t at = allocated_; err == 0 && at < target; at += kChunkBytes) {
+      err = writeAt(fd_, zeros, at);
     }
-    written += static_cast<size_t>(n);
+    if (err == 0) allocated_ = target;
   }
+  if (err == 0) err = writeAt(fd_, record, end_);
   if (err == 0 && ::fdatasync(fd_) != 0) err = errno;
   if (err == 0) {
-    end_ += record.size();
+    end_ = end;
     ++next_seq_;
     return Status::ok();
   }
   // Cut the segment back, so replay never finds this batch: its callers hear it failed.
   const Status failed = errnoStatus("cannot append to " + path, err);
+  allocated_ = end_;
   if (::ftruncate(fd_, static_cast<off_t>(end_)) != 0 || ::fdatasync(fd_) != 0) {
     broken_ = failed.message() + ", and cannot cut it back (" + std::strerror(errno) +
               "); writes are refused until trellisd opens it again";

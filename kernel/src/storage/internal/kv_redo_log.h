@@ -12,8 +12,10 @@
 //
 // A record: magic "TKVR", payload length, sequence number (+1 per record, across
 // segments), CRC-32C of those and the payload, then the payload (encodeBatch). Integers
-// are little-endian. Replay stops at the first record that is torn, damaged or out of
-// sequence at the end of the newest segment (a batch that was never acknowledged); the
+// are little-endian. A segment grows by zero-filled 1 MiB chunks written ahead of its
+// records, so an append's fdatasync flushes data only (not the inode); zeros after the last
+// record are a clean end. Replay stops at the first record that is torn, damaged or out
+// of sequence at the end of the newest segment (a batch that was never acknowledged); the
 // same anywhere else means the log was damaged, and the open fails naming the file.
 //
 //   auto opened = KvRedoLog::open("/data/tenants/acme.db");
@@ -58,6 +60,7 @@ std::string encodeRecord(uint64_t seq, std::span<const KvChange> changes);
 struct ParsedSegment {
   std::vector<std::vector<KvChange>> batches;
   size_t valid_bytes = 0;
+  size_t zero_bytes = 0;   // zeros after the last valid record: space written ahead
   uint64_t next_seq = 0;   // the number the record after the last valid one must have
   std::string stopped_by;  // empty when every byte was read; else why the parse stopped
 };
@@ -109,7 +112,8 @@ class KvRedoLog {
   int lock_fd_ = -1;
   int fd_ = -1;            // the current segment
   uint64_t segment_ = 0;   // its number
-  uint64_t end_ = 0;       // its size: where the next record goes
+  uint64_t end_ = 0;       // where the next record goes
+  uint64_t allocated_ = 0; // bytes of it written, zeros after end_
   uint64_t next_seq_ = 1;  // the next record's number
   std::string broken_;     // why appends are refused, once a failure could not be undone
 };
