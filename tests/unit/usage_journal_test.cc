@@ -8,6 +8,9 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <regex>
 
@@ -68,7 +71,7 @@ TEST(UsageJournalTest, SequenceAndSecretSurviveReopenAndPruning) {
     ASSERT_TRUE(j);
     secret = (*j)->secret();
     ASSERT_TRUE((*j)->append({segment(5, 100)}));
-    ASSERT_TRUE((*j)->setAcked("acme/finops", 5));
+    ASSERT_TRUE((*j)->setAcked({{"acme/finops", 5}}));
     auto dropped = (*j)->dropUpTo(5);
     ASSERT_TRUE(dropped);
     EXPECT_EQ(*dropped, 5u);
@@ -90,25 +93,111 @@ TEST(UsageJournalTest, AcknowledgedPositionNeverMovesBack) {
   TempDir dir;
   auto j = UsageJournal::open(dir / "usage.db");
   ASSERT_TRUE(j);
-  ASSERT_TRUE((*j)->setAcked("s", 7));
-  ASSERT_TRUE((*j)->setAcked("s", 3));
+  ASSERT_TRUE((*j)->setAcked({{"s", 7}}));
+  ASSERT_TRUE((*j)->setAcked({{"s", 3}}));
   EXPECT_EQ((*j)->cursors()->at("s"), 7u);
 }
 
-// The writer saves acknowledgements with its next append, in the same transaction, and
-// with no segment at all when the stream is idle; the same never-backwards rule holds.
-TEST(UsageJournalTest, AnAppendCarriesAcknowledgementsWithOrWithoutSegments) {
+// The writer saves the acknowledgements of an interval together; the same never-backwards
+// rule holds for each subscriber.
+TEST(UsageJournalTest, AcknowledgementsSavedTogetherNeverMoveBack) {
   TempDir dir;
   {
     auto j = UsageJournal::open(dir / "usage.db");
     ASSERT_TRUE(j);
-    EXPECT_EQ(*(*j)->append({segment(4, 1000)}, {{"a", 2}, {"b", 4}}), 4u);
-    EXPECT_EQ(*(*j)->append({}, {{"a", 3}, {"b", 1}}), 4u);
+    EXPECT_EQ(*(*j)->append({segment(4, 1000)}), 4u);
+    ASSERT_TRUE((*j)->setAcked({{"a", 2}, {"b", 4}}));
+    ASSERT_TRUE((*j)->setAcked({{"a", 3}, {"b", 1}}));
   }
   auto j = UsageJournal::open(dir / "usage.db");
   ASSERT_TRUE(j);
   EXPECT_EQ(*(*j)->cursors(), (Cursors{{"a", 3}, {"b", 4}}));
   EXPECT_EQ((*j)->head(), 4u);
+}
+
+// The log files beside usage.db, in the order they were written.
+std::vector<std::filesystem::path> logFiles(const TempDir& dir) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path())) {
+    const std::string name = f.path().filename().string();
+    if (name.starts_with("usage.db-log.") && name != "usage.db-log.lock") out.push_back(f.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string readFile(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A crash (kill -9) while the writer appends: a log cut at any byte of its last segment
+// opens with exactly the segments before it, and numbering goes on from them.
+TEST(UsageJournalTest, ACrashInTheLastAppendKeepsEveryEarlierSegment) {
+  TempDir dir;
+  {
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j);
+    ASSERT_TRUE((*j)->append({segment(3, 100)}));
+  }
+  const auto first_files = logFiles(dir);
+  ASSERT_EQ(first_files.size(), 1u);
+  const size_t first_bytes = std::filesystem::file_size(first_files[0]);
+  {
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j);
+    ASSERT_TRUE((*j)->append({segment(2, 200)}));
+  }
+  const std::filesystem::path last = logFiles(dir)[1];
+  const std::string whole = readFile(last);
+  ASSERT_GT(whole.size(), 0u);
+  for (size_t cut = 0; cut < whole.size(); cut += 7) {
+    std::ofstream(last, std::ios::binary | std::ios::trunc) << whole.substr(0, cut);
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j) << j.status().message();
+    EXPECT_EQ((*j)->head(), 3u) << "cut at " << cut;
+    EXPECT_EQ((*j)->read(0, 10)->count, 3u);
+    EXPECT_EQ((*j)->retainedBytes(), 3 * (line(0).size())) << "cut at " << cut;
+    // Later files from these opens go, so the next round sees the same two.
+    for (const auto& f : logFiles(dir)) {
+      if (f != first_files[0] && f != last) std::filesystem::remove(f);
+    }
+  }
+  EXPECT_EQ(std::filesystem::file_size(first_files[0]), first_bytes);
+  auto j = UsageJournal::open(dir / "usage.db");
+  ASSERT_TRUE(j);
+  EXPECT_EQ(*(*j)->append({segment(1, 300)}), 4u);
+}
+
+// Pruning deletes a log file once every segment in it is pruned; a segment pruned from a
+// file that stays is still gone after a restart.
+TEST(UsageJournalTest, PruningDeletesWholeFilesAndIsRememberedAcrossRestarts) {
+  TempDir dir;
+  {
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j);
+    ASSERT_TRUE((*j)->append({segment(2, 100)}));  // 1-2
+    ASSERT_TRUE((*j)->append({segment(2, 200)}));  // 3-4, the same file
+    EXPECT_EQ(*(*j)->dropUpTo(2), 2u);
+    EXPECT_EQ(logFiles(dir).size(), 1u) << "the file still holds 3-4";
+  }
+  {
+    auto j = UsageJournal::open(dir / "usage.db");
+    ASSERT_TRUE(j);
+    auto left = (*j)->read(0, 10);
+    ASSERT_TRUE(left);
+    EXPECT_EQ(left->text, line(200) + "\n" + line(201) + "\n");
+    EXPECT_EQ((*j)->retainedBytes(), 2 * line(0).size());
+    EXPECT_EQ(*(*j)->dropUpTo(4), 2u);
+    for (const auto& f : logFiles(dir)) {
+      EXPECT_EQ(std::filesystem::file_size(f), 0u) << f << " still holds records";
+    }
+  }
+  auto j = UsageJournal::open(dir / "usage.db");
+  ASSERT_TRUE(j);
+  EXPECT_EQ((*j)->read(0, 10)->count, 0u);
+  EXPECT_EQ((*j)->retainedBytes(), 0u);
+  EXPECT_EQ(*(*j)->append({segment(1, 300)}), 5u);
 }
 
 TEST(UsageJournalTest, BacklogAndRetentionLimitsByWholeSegments) {
@@ -170,7 +259,8 @@ TEST(UsageJournalTest, AgePruningTakesEverythingWhenEveryRowIsOld) {
 }
 
 // A journal written by a version that kept one row per record opens with every record,
-// its sequence number and the cursors unchanged; the old table is gone.
+// its sequence number and the cursors unchanged; the records moved (through the segment
+// rows of the next version) to the log, and the old tables are gone.
 TEST(UsageJournalTest, AJournalOfRecordRowsIsConvertedOnOpen) {
   TempDir dir;
   {
@@ -206,8 +296,9 @@ TEST(UsageJournalTest, AJournalOfRecordRowsIsConvertedOnOpen) {
   EXPECT_EQ(*next, 15u);
   soci::session sql(soci::sqlite3, "db=\"" + (dir / "usage.db").string() + "\"");
   int tables = -1;
-  sql << "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_records'", soci::into(tables);
-  EXPECT_EQ(tables, 0);
+  sql << "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('usage_records', 'usage_segments')",
+      soci::into(tables);
+  EXPECT_EQ(tables, 0) << "the records moved to the log";
 }
 
 TEST(UsageRecordTest, EventIdsAreUuidV7InTimeOrder) {

@@ -1,10 +1,13 @@
-// The durable usage journal: usage records in one SQLite file (<data_dir>/usage.db), each
-// with a sequence number, plus every subscriber's acknowledged position. Records are stored
-// as segments: one row holds a run of consecutive records as JSON lines, so an append costs
-// one row per writer batch, not one per request, and a delivery is a slice of a row.
-// Writes go through SqliteDatabase (WAL, synchronous=FULL, group commit): an append returns
-// once it is on disk. One writer (the usage stream's writer thread) appends and prunes;
-// subscribers read concurrently on reader connections. Pruning drops whole segments.
+// The durable usage journal: usage records, each with a sequence number, in a segment log
+// beside <data_dir>/usage.db (storage/internal/segment_log.h: files usage.db-log.<n>), and
+// in usage.db (SQLite) every subscriber's acknowledged position, the secret that signs
+// cursors and how far records were pruned. One log record holds a *segment*: a run of
+// consecutive usage records as JSON lines (one writer batch, up to about kSegmentBytes),
+// so an append is one pwrite and one fdatasync per writer batch, and a delivery is a slice
+// of a segment. One writer (the usage stream's writer thread) appends and prunes;
+// subscribers read concurrently. Pruning drops whole segments: the pruned position is
+// saved, and a log file goes once every segment in it is pruned (an unlink, where rows
+// deleted from SQLite were read and written again).
 //
 //   auto j = UsageJournal::open(data_dir / "usage.db");
 //   auto head = (*j)->append({segment});              // seq of the last record
@@ -16,10 +19,12 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "storage/internal/segment_log.h"
 #include "trellis/kernel/storage/sqlite_database.h"
 #include "trellis/status.hpp"
 
@@ -58,19 +63,21 @@ class UsageJournal {
   };
 
   // Creates the file (0600) and its tables if needed, and the host secret that signs
-  // cursors (kept in the file, so cursors survive restarts but not a new journal). A
-  // journal of the one-row-per-record format is converted in the same transaction.
+  // cursors (kept in the file, so cursors survive restarts but not a new journal), and
+  // opens the log (UNAVAILABLE if another process has it, or if it is damaged; the message
+  // names the file). Records that earlier versions kept in usage.db (one row per record,
+  // then one row per segment) move to the log, with their sequence numbers.
   static Result<std::unique_ptr<UsageJournal>> open(const std::filesystem::path& file);
 
-  // Appends the segments in order, and moves the subscribers' cursors in `acks` forward
-  // (never back), in one transaction; returns the last sequence number.
-  Result<uint64_t> append(const std::vector<Segment>& segments, const Cursors& acks = {});
+  // Appends the segments in order with one fdatasync; returns the last sequence number.
+  Result<uint64_t> append(const std::vector<Segment>& segments);
   // Up to `limit` records with seq > `after`, in order.
   Result<Lines> read(uint64_t after, size_t limit) const;
 
   // The acknowledged position of each subscriber that ever acknowledged or subscribed.
   Result<Cursors> cursors() const;
-  Status setAcked(const std::string& subscriber, uint64_t seq);
+  // Moves the subscribers' cursors forward (never back), in one transaction.
+  Status setAcked(const Cursors& acks);
   // What is retained after `after` (from memory, and one row when `after` falls inside a
   // segment).
   Result<Backlog> backlog(uint64_t after) const;
@@ -90,21 +97,31 @@ class UsageJournal {
   const std::string& journalId() const { return id_; }   // random; names this journal
 
  private:
-  // What the writer knows of a stored segment without reading its records.
+  // What the journal knows of a stored segment without reading its records.
   struct SegmentInfo {
     uint64_t first = 0, last = 0;  // sequence numbers
     int64_t first_ms = 0, last_ms = 0;
-    uint64_t bytes = 0;
+    uint64_t bytes = 0;                           // record bytes (lines without newlines)
+    storage::internal::SegmentLog::Location at;  // its log record
   };
   explicit UsageJournal(std::unique_ptr<storage::SqliteDatabase> db) : db_(std::move(db)) {}
+  Status openLog(const std::filesystem::path& file);
+  Status moveSegmentRows();
+  Result<std::vector<SegmentInfo>> write(uint64_t first, const std::vector<Segment>& segments);
+  Result<std::string> textOf(const SegmentInfo& g) const;
 
   std::unique_ptr<storage::SqliteDatabase> db_;
+  std::unique_ptr<storage::internal::SegmentLog> log_;
   // The writer thread's alone after open (append, backlog and the drops run on it).
   uint64_t head_ = 0;
   uint64_t bytes_ = 0;
-  std::deque<SegmentInfo> segments_;  // in order; contiguous, since only prefixes are dropped
+  uint64_t pruned_ = 0;    // every record up to this one is pruned
+  uint64_t log_head_ = 0;  // the last record in the log (head_ also counts cursors)
   std::string secret_;
   std::string id_;
+  // Readers look segments up while the writer appends and drops them.
+  mutable std::shared_mutex segments_mu_;
+  std::deque<SegmentInfo> segments_;  // in order; contiguous, since only prefixes are dropped
 };
 
 }  // namespace trellis::kernel::services::usage

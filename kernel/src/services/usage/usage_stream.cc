@@ -155,6 +155,7 @@ void UsageStream::toSegments(std::deque<Queued>& taken, std::vector<Segment>& ou
 void UsageStream::writeLoop() {
   std::vector<Segment> pending;  // serialized, not yet durable
   auto last_retain = Clock::now();
+  auto last_acks_saved = Clock::now();
   for (;;) {
     std::deque<Queued> taken;
     bool stopping = false;
@@ -166,14 +167,16 @@ void UsageStream::writeLoop() {
       stopping = stopping_;
     }
     toSegments(taken, pending);
-    const Cursors acks = takeUnsavedAcks();
-    if (!pending.empty() || !acks.empty()) {
-      auto head = journal_->append(pending, acks);
+    if (stopping || Clock::now() - last_acks_saved >= options_.flush_interval) {
+      saveUnsavedAcks();
+      last_acks_saved = Clock::now();
+    }
+    if (!pending.empty()) {
+      auto head = journal_->append(pending);
       if (head) {
         keepRecent(pending, *head);
         pending.clear();
       } else {
-        returnUnsavedAcks(acks);
         size_t records = 0;
         for (const Segment& g : pending) records += g.count;
         spdlog::error("usage: cannot write {} records to the journal ({}); retrying", records,
@@ -223,18 +226,24 @@ void UsageStream::keepRecent(std::vector<Segment>& written, uint64_t head) {
   cv_.notify_all();
 }
 
-Cursors UsageStream::takeUnsavedAcks() {
-  std::lock_guard lock(mu_);
-  return std::exchange(unsaved_acks_, {});
-}
-
-// After a failed append: kept for the next one, unless a later acknowledgement came since.
-void UsageStream::returnUnsavedAcks(const Cursors& acks) {
-  std::lock_guard lock(mu_);
-  for (const auto& [subscriber, seq] : acks) {
-    uint64_t& unsaved = unsaved_acks_[subscriber];
-    unsaved = std::max(unsaved, seq);
+// Saves the acknowledgements made since the last save, in one transaction. After a failure
+// they are kept for the next save, unless a later acknowledgement came since.
+Status UsageStream::saveUnsavedAcks() {
+  Cursors acks;
+  {
+    std::lock_guard lock(mu_);
+    acks.swap(unsaved_acks_);
   }
+  Status s = journal_->setAcked(acks);
+  if (!s) {
+    std::lock_guard lock(mu_);
+    for (const auto& [subscriber, seq] : acks) {
+      uint64_t& unsaved = unsaved_acks_[subscriber];
+      unsaved = std::max(unsaved, seq);
+    }
+    spdlog::error("usage: cannot save subscribers' cursors ({}); retrying", s.message());
+  }
+  return s;
 }
 
 bool UsageStream::takeRecent(uint64_t after, Lines& out) const {
@@ -318,14 +327,9 @@ void UsageStream::stop() {
   }
   queue_cv_.notify_all();
   if (writer_.joinable()) writer_.join();
-  // Acknowledgements since the writer's last append (subscribers are unbound by now).
-  if (const Cursors acks = takeUnsavedAcks(); !acks.empty()) {
-    if (auto saved = journal_->append({}, acks); !saved) {
-      spdlog::error(
-          "usage: cannot save subscribers' cursors at stop ({}); their last records "
-          "will be delivered again",
-          saved.status().message());
-    }
+  // Acknowledgements since the writer's last save (subscribers are unbound by now).
+  if (!saveUnsavedAcks()) {
+    spdlog::error("usage: subscribers' last records will be delivered again after the restart");
   }
 }
 
@@ -358,7 +362,7 @@ void UsageStream::bind(runtime::PluginInstance& p) {
   }
   if (!cursors || !cursors->contains(p.id())) {
     // Known from now on: retention keeps what it has not read, even while it is down.
-    if (Status s = journal_->setAcked(p.id(), acked); !s) {
+    if (Status s = journal_->setAcked({{p.id(), acked}}); !s) {
       spdlog::error("usage: cannot record subscriber {}: {}", p.id(), s.message());
     }
   }
@@ -457,7 +461,7 @@ void UsageStream::deliverLoop(Subscriber& s) {
       // Everything up to `head` was pruned under us (retention, already counted): what is
       // gone cannot be delivered, so the cursor moves past it.
       status = TRELLIS_OK;
-      (void)journal_->setAcked(s.id, head);
+      (void)journal_->setAcked({{s.id, head}});
       std::lock_guard l(mu_);
       s.acked = std::max(s.acked, head);
       s.delivered = std::max(s.delivered, s.acked);

@@ -10,10 +10,10 @@
 // subscriber that keeps up is served without reading the journal back.
 //
 // An acknowledgement takes effect at once (nothing up to it is delivered again while the
-// host runs) and is written to the journal with the writer's next append, within
-// flush_interval: after a crash, records acknowledged in that last interval may be delivered
-// again, which at least once allows. Subscribers acknowledge every batch; a transaction and
-// an fsync of their own per batch cost as much as the rest of the subscriber.
+// host runs); the writer saves the acknowledgements of each flush_interval together, in
+// one transaction: after a crash, records acknowledged in that last interval may be
+// delivered again, which at least once allows. Subscribers acknowledge every batch; a
+// transaction and an fsync of their own per batch cost as much as the rest of the subscriber.
 //
 // Cursors are opaque to plugins: "u1.<seq>.<mac>", the MAC an HMAC-SHA256 over the
 // journal, the subscriber and the position with a secret kept in the journal. A forged or
@@ -102,8 +102,7 @@ class UsageStream {
   void writeLoop();
   void toSegments(std::deque<Queued>& taken, std::vector<Segment>& out) const;
   void keepRecent(std::vector<Segment>& written, uint64_t head);
-  Cursors takeUnsavedAcks();
-  void returnUnsavedAcks(const Cursors& acks);
+  Status saveUnsavedAcks();
   bool takeRecent(uint64_t after, Lines& out) const;  // needs mu_
   void deliverLoop(Subscriber& s);
   void retain();

@@ -5,18 +5,10 @@
 // One pwrite and one fdatasync per batch, where SQLite's own WAL costs two pwrites per
 // page written plus the fdatasync (bench/README.md, "Durable writes").
 //
-// Files, beside the database `<tenant>.db`:
-//   <tenant>.db-redo.<n>   segments, n = 1, 2, …; appends go to the newest only
-//   <tenant>.db-redo.lock  flock()ed while a process has the log open: the log decides
-//                          compare-and-set for the tenant, so only one process may
-//
-// A record: magic "TKVR", payload length, sequence number (+1 per record, across
-// segments), CRC-32C of those and the payload, then the payload (encodeBatch). Integers
-// are little-endian. A segment grows by zero-filled 1 MiB chunks written ahead of its
-// records, so an append's fdatasync flushes data only (not the inode); zeros after the last
-// record are a clean end. Replay stops at the first record that is torn, damaged or out
-// of sequence at the end of the newest segment (a batch that was never acknowledged); the
-// same anywhere else means the log was damaged, and the open fails naming the file.
+// Files, beside the database `<tenant>.db`: a segment log (segment_log.h) named
+// `<tenant>.db-redo`: segments `<tenant>.db-redo.<n>` and the lock `<tenant>.db-redo.lock`
+// (the log decides compare-and-set for the tenant, so only one process may have it open).
+// A record's payload is one batch (encodeBatch, magic "TKVR").
 //
 //   auto opened = KvRedoLog::open("/data/tenants/acme.db");
 //   for (auto& batch : opened->unapplied) apply(batch);   // then SQLite is durable:
@@ -34,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "storage/internal/segment_log.h"
 #include "trellis/status.hpp"
 
 namespace trellis::kernel::storage::internal {
@@ -55,14 +48,14 @@ Result<std::vector<KvChange>> decodeBatch(std::string_view payload);
 // One whole record (header and payload) for `changes` with sequence number `seq`.
 std::string encodeRecord(uint64_t seq, std::span<const KvChange> changes);
 
-// The records of one segment's bytes, in order, up to the first that is torn, damaged or
-// not numbered `next_seq` (then +1 each). `valid_bytes` is where that record starts.
+// The batches of one segment's bytes (parseFrames, with each payload decoded), up to the
+// first record that is torn, damaged, does not decode or is not numbered `next_seq`.
 struct ParsedSegment {
   std::vector<std::vector<KvChange>> batches;
   size_t valid_bytes = 0;
   size_t zero_bytes = 0;   // zeros after the last valid record: space written ahead
   uint64_t next_seq = 0;   // the number the record after the last valid one must have
-  std::string stopped_by;  // empty when every byte was read; else why the parse stopped
+  std::string stopped_by;  // empty when only zeros, or nothing, follow; else why it stopped
 };
 // next_seq 0: the first record may have any number (a log whose older segments are gone).
 ParsedSegment parseSegment(std::string_view bytes, uint64_t next_seq);
@@ -86,36 +79,24 @@ class KvRedoLog {
   // Deletes every segment and the lock file of `db_file` (the tenant is being removed).
   static Status removeAll(const std::filesystem::path& db_file);
 
-  ~KvRedoLog();
-  KvRedoLog(const KvRedoLog&) = delete;
-  KvRedoLog& operator=(const KvRedoLog&) = delete;
-
   // Appends one batch and makes it durable. On failure nothing of it will be replayed:
   // the segment is cut back to its last record; if even that fails, every later append
   // is refused (UNAVAILABLE) until the log is opened again. Not thread-safe: one leader.
   Status append(std::span<const KvChange> batch);
   // Closes the current segment and starts the next; returns the closed one's number.
   // Everything appended so far is in segments <= that number. Not concurrent with append.
-  Result<uint64_t> rotate();
+  Result<uint64_t> rotate() { return log_->rotate(); }
   // Deletes segments up to and including `segment` (their changes are durable in the
   // database). Never the current one. Failures are left for the next open to replay.
-  void dropThrough(uint64_t segment);
+  void dropThrough(uint64_t segment) { log_->dropThrough(segment); }
 
-  uint64_t currentSegment() const { return segment_; }
-  uint64_t bytesInSegment() const { return end_; }
+  uint64_t currentSegment() const { return log_->currentSegment(); }
+  uint64_t bytesInSegment() const { return log_->bytesInSegment(); }
 
  private:
-  KvRedoLog(std::filesystem::path db_file, int lock_fd);
-  Status startSegment(uint64_t number);
+  explicit KvRedoLog(std::unique_ptr<SegmentLog> log) : log_(std::move(log)) {}
 
-  const std::filesystem::path db_file_;
-  int lock_fd_ = -1;
-  int fd_ = -1;            // the current segment
-  uint64_t segment_ = 0;   // its number
-  uint64_t end_ = 0;       // where the next record goes
-  uint64_t allocated_ = 0; // bytes of it written, zeros after end_
-  uint64_t next_seq_ = 1;  // the next record's number
-  std::string broken_;     // why appends are refused, once a failure could not be undone
+  std::unique_ptr<SegmentLog> log_;
 };
 
 }  // namespace trellis::kernel::storage::internal
