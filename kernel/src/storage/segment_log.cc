@@ -12,6 +12,10 @@
 #include <system_error>
 #include <utility>
 
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
 #include "storage/internal/byte_codec.h"
 
 namespace trellis::kernel::storage::internal {
@@ -20,8 +24,10 @@ namespace {
 constexpr size_t kHeaderBytes = 20;  // magic, length, sequence, CRC
 constexpr uint64_t kChunkBytes = 1 << 20;
 
-// CRC-32C (Castagnoli), bitwise table: the log needs to tell a torn or stale record from
-// a whole one, not to resist an attacker (who could rewrite the files anyway).
+// CRC-32C (Castagnoli): the log needs to tell a torn or stale record from a whole one,
+// not to resist an attacker (who could rewrite the files anyway). The table is the
+// fallback; x86-64 computes it with SSE 4.2's crc32 instruction, 8 bytes at a time (the
+// table took 7% of trellisd's CPU when usage records streamed at 30 MB/s).
 const std::array<uint32_t, 256>& crcTable() {
   static const std::array<uint32_t, 256> table = [] {
     std::array<uint32_t, 256> t{};
@@ -127,22 +133,49 @@ Status truncateTo(const std::string& path, size_t size) {
 
 }  // namespace
 
+#if defined(__x86_64__)
+namespace {
+__attribute__((target("sse4.2"))) uint32_t crc32cSse42(uint32_t crc, std::string_view bytes) {
+  const char* p = bytes.data();
+  size_t n = bytes.size();
+  uint64_t c = ~crc;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word = 0;
+    std::memcpy(&word, p, 8);
+    c = _mm_crc32_u64(c, word);
+  }
+  auto c32 = static_cast<uint32_t>(c);
+  for (; n > 0; ++p, --n) c32 = _mm_crc32_u8(c32, static_cast<unsigned char>(*p));
+  return ~c32;
+}
+}  // namespace
+#endif
+
 uint32_t crc32c(uint32_t crc, std::string_view bytes) {
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) return crc32cSse42(crc, bytes);
+#endif
   const auto& t = crcTable();
   crc = ~crc;
   for (unsigned char b : bytes) crc = t[(crc ^ b) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
 
-std::string encodeFrame(uint32_t magic, uint64_t seq, std::string_view payload) {
-  std::string out;
-  out.reserve(kHeaderBytes + payload.size());
+void appendFrame(std::string& out, uint32_t magic, uint64_t seq, std::string_view payload) {
+  const size_t start = out.size();
   putU32(out, magic);
   putU32(out, static_cast<uint32_t>(payload.size()));
   putU64(out, seq);
   // The CRC covers the length and the number, so a stale record cannot pass as the next.
-  putU32(out, crc32c(crc32c(0, std::string_view(out).substr(4, 12)), payload));
+  putU32(out, crc32c(crc32c(0, std::string_view(out).substr(start + 4, 12)), payload));
   out += payload;
+}
+
+std::string encodeFrame(uint32_t magic, uint64_t seq, std::string_view payload) {
+  std::string out;
+  out.reserve(kHeaderBytes + payload.size());
+  appendFrame(out, magic, seq, payload);
   return out;
 }
 
@@ -237,9 +270,13 @@ Result<SegmentLog::Opened> SegmentLog::open(std::filesystem::path prefix, Format
     const std::string path = log.segmentPath(number);
     auto bytes = readWhole(path);
     if (!bytes) return bytes.status();
-    const FrameCheck check = [&](const Frame& f) {
-      return visit(Location{number, f.offset + kHeaderBytes, f.payload.size()}, f.seq, f.payload);
-    };
+    FrameCheck check;
+    if (visit) {
+      check = [&](const Frame& f) {
+        return visit(Location{number, f.offset + kHeaderBytes, f.payload.size()}, f.seq,
+                      f.payload);
+      };
+    }
     ParsedFrames p =
         parseFrames(*bytes, log.format_.magic, log.format_.max_payload_bytes, next_seq, check);
     const bool newest = i + 1 == segments->size();
@@ -317,15 +354,18 @@ Result<std::vector<SegmentLog::Location>> SegmentLog::appendAll(
     std::span<const std::string_view> payloads) {
   if (!broken_.empty()) return Status::unavailable(broken_);
   std::string records;
+  size_t total = 0;
+  for (std::string_view payload : payloads) total += kHeaderBytes + payload.size();
+  records.reserve(total);
   std::vector<Location> where;
   uint64_t seq = next_seq_;
   for (std::string_view payload : payloads) {
     where.push_back({segment_, end_ + records.size() + kHeaderBytes, payload.size()});
-    records += encodeFrame(format_.magic, seq++, payload);
+    appendFrame(records, format_.magic, seq++, payload);
   }
   const uint64_t end = end_ + records.size();
   int err = 0;
-  if (end > allocated_) {
+  if (format_.write_ahead && end > allocated_) {
     // Zeros first, then the records over them: the one fdatasync below covers both.
     static const std::string zeros(kChunkBytes, '\0');
     const uint64_t target = (end + kChunkBytes - 1) / kChunkBytes * kChunkBytes;

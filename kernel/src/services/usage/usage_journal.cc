@@ -190,7 +190,9 @@ Status UsageJournal::openLog(const std::filesystem::path& file) {
   uint64_t expected = 0;  // the next segment's first seq; 0 before the first
   uint64_t last_segment_file = 0;
   auto opened = SegmentLog::open(
-      file.string() + "-log", {kMagic, kMaxPayloadBytes, "usage log"},
+      file.string() + "-log",
+      // No appender waits on the fdatasync (the writer thread does), so no zeros ahead.
+      {kMagic, kMaxPayloadBytes, "usage log", /*write_ahead=*/false},
       [&](const SegmentLog::Location& at, uint64_t, std::string_view payload) -> std::string {
         ByteReader r(payload);
         uint64_t first = 0, first_ms = 0, last_ms = 0;

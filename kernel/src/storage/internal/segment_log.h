@@ -9,11 +9,11 @@
 //
 // A record: the log's magic (4 bytes), payload length, sequence number (+1 per record,
 // across segments), CRC-32C of those and the payload, then the payload. Integers are
-// little-endian. A segment grows by zero-filled 1 MiB chunks written ahead of its records:
-// an fdatasync of bytes over written blocks leaves the file's size alone, so it flushes
-// data only, where one that grows the file writes the inode too, a second I/O round trip
-// (ext4 on the development VM: 80 against 120 us). Zeros after the last record are a clean
-// end. Reading stops at the first record that is torn, damaged, out of sequence or refused
+// little-endian. A segment can grow by zero-filled 1 MiB chunks written ahead of its
+// records (Format::write_ahead): an fdatasync of bytes over written blocks leaves the
+// file's size alone, so it flushes data only, where one that grows the file writes the
+// inode too, a second I/O round trip (ext4 on the development VM: 80 against 120 us).
+// Zeros after the last record are a clean end. Reading stops at the first record that is torn, damaged, out of sequence or refused
 // by the owner's check: at the end of the newest segment that is a record never
 // acknowledged, cut off at open; anywhere else the log was damaged, and the open fails
 // naming the file.
@@ -43,6 +43,7 @@ uint32_t crc32c(uint32_t crc, std::string_view bytes);
 
 // One whole record: header and payload.
 std::string encodeFrame(uint32_t magic, uint64_t seq, std::string_view payload);
+void appendFrame(std::string& out, uint32_t magic, uint64_t seq, std::string_view payload);
 
 struct Frame {
   uint64_t seq = 0;
@@ -71,6 +72,9 @@ class SegmentLog {
     uint32_t magic = 0;
     uint64_t max_payload_bytes = 0;
     std::string what;  // names the log in messages: "redo log"
+    // Zero-filled chunks ahead of the records: for logs whose appends wait on fdatasync
+    // (it then flushes data only), at the cost of writing each byte twice.
+    bool write_ahead = true;
   };
   // Where a record's payload is.
   struct Location {
