@@ -1,6 +1,8 @@
 // In-process publish/subscribe by topic. Publishing never blocks the caller: events go to
 // a bounded queue drained by one dispatcher thread; when the queue is full the event is
-// dropped and counted (delivery is at-most-once, as the ABI documents).
+// dropped and counted (delivery is at-most-once, as the ABI documents). An event whose
+// topic no subscription matches when it is published goes nowhere (counted as published;
+// a later subscription never sees it) and takes no room in the queue.
 //
 // An event published as Delivery::kBatched does not wake the dispatcher by itself: it is
 // delivered with the next prompt event, once kBatchSize events wait, or kBatchDelay after
