@@ -60,14 +60,14 @@ TEST(SegmentLogTest, RecordsAppendedTogetherAreReadBackWhereTheyWerePut) {
     for (size_t i = 0; i < where.size(); ++i) EXPECT_EQ(*opened->log->read(where[i]), payloads[i]);
   }
   std::vector<std::string> seen;
-  auto opened = SegmentLog::open(dir / "t", format,
-                                 [&](const SegmentLog::Location& at, uint64_t seq,
-                                     std::string_view payload) {
-                                   EXPECT_EQ(seq, seen.size() + 1);
-                                   EXPECT_EQ(at.offset, where[seen.size()].offset);
-                                   seen.emplace_back(payload);
-                                   return std::string();
-                                 });
+  auto opened =
+      SegmentLog::open(dir / "t", format,
+                       [&](const SegmentLog::Location& at, uint64_t seq, std::string_view payload) {
+                         EXPECT_EQ(seq, seen.size() + 1);
+                         EXPECT_EQ(at.offset, where[seen.size()].offset);
+                         seen.emplace_back(payload);
+                         return std::string();
+                       });
   ASSERT_TRUE(opened);
   EXPECT_EQ(seen, payloads);
   EXPECT_EQ(*opened->log->read(where[1]), payloads[1]);

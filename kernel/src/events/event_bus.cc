@@ -49,9 +49,9 @@ bool EventBus::publish(Event event, Delivery delivery) {
     std::lock_guard lock(mu_);
     // Nobody subscribes to the topic: nothing to queue and no dispatcher to wake (most
     // events, on a host whose plugins publish more than they listen to).
-    if (!stopping_ &&
-        std::none_of(subs_.begin(), subs_.end(),
-                     [&](const auto& s) { return topicMatches(s->pattern, event.topic); })) {
+    if (!stopping_ && std::none_of(subs_.begin(), subs_.end(), [&](const auto& s) {
+          return topicMatches(s->pattern, event.topic);
+        })) {
       published_.fetch_add(1, std::memory_order_relaxed);
       return true;
     }

@@ -273,8 +273,7 @@ Result<SegmentLog::Opened> SegmentLog::open(std::filesystem::path prefix, Format
     FrameCheck check;
     if (visit) {
       check = [&](const Frame& f) {
-        return visit(Location{number, f.offset + kHeaderBytes, f.payload.size()}, f.seq,
-                      f.payload);
+        return visit(Location{number, f.offset + kHeaderBytes, f.payload.size()}, f.seq, f.payload);
       };
     }
     ParsedFrames p =
@@ -414,8 +413,8 @@ Result<std::string> SegmentLog::read(const Location& at) const {
   size_t done = 0;
   int err = 0;
   while (done < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done,
-                              static_cast<off_t>(at.offset + done));
+    const ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(at.offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       err = n < 0 ? errno : EIO;

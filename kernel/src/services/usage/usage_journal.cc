@@ -197,8 +197,8 @@ Status UsageJournal::openLog(const std::filesystem::path& file) {
         ByteReader r(payload);
         uint64_t first = 0, first_ms = 0, last_ms = 0;
         uint32_t count = 0;
-        if (!r.u64(first) || !r.u32(count) || !r.u64(first_ms) || !r.u64(last_ms) ||
-            count == 0 || first == 0) {
+        if (!r.u64(first) || !r.u32(count) || !r.u64(first_ms) || !r.u64(last_ms) || count == 0 ||
+            first == 0) {
           return "a usage segment with a bad header";
         }
         if (expected != 0 && first != expected) {
@@ -381,8 +381,9 @@ Result<uint64_t> UsageJournal::dropUpTo(uint64_t up_to) {
   const std::string pruned = std::to_string(segments_[n - 1].last);
   Status s = db_->write([&](storage::SqliteConnection& conn) {
     conn.statements
-        .use("INSERT INTO usage_meta(name, value) VALUES('pruned', :p) "
-             "ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+        .use(
+            "INSERT INTO usage_meta(name, value) VALUES('pruned', :p) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value")
         .bind(pruned)
         .run();
     return Status::ok();

@@ -101,7 +101,7 @@ class UsageJournal {
   struct SegmentInfo {
     uint64_t first = 0, last = 0;  // sequence numbers
     int64_t first_ms = 0, last_ms = 0;
-    uint64_t bytes = 0;                           // record bytes (lines without newlines)
+    uint64_t bytes = 0;                          // record bytes (lines without newlines)
     storage::internal::SegmentLog::Location at;  // its log record
   };
   explicit UsageJournal(std::unique_ptr<storage::SqliteDatabase> db) : db_(std::move(db)) {}

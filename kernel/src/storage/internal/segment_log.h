@@ -13,10 +13,10 @@
 // records (Format::write_ahead): an fdatasync of bytes over written blocks leaves the
 // file's size alone, so it flushes data only, where one that grows the file writes the
 // inode too, a second I/O round trip (ext4 on the development VM: 80 against 120 us).
-// Zeros after the last record are a clean end. Reading stops at the first record that is torn, damaged, out of sequence or refused
-// by the owner's check: at the end of the newest segment that is a record never
-// acknowledged, cut off at open; anywhere else the log was damaged, and the open fails
-// naming the file.
+// Zeros after the last record are a clean end. Reading stops at the first record that is torn,
+// damaged, out of sequence or refused by the owner's check: at the end of the newest segment that
+// is a record never acknowledged, cut off at open; anywhere else the log was damaged, and the open
+// fails naming the file.
 //
 //   auto opened = SegmentLog::open(dir / "usage.db-log", {kMagic, kMaxPayload, "usage log"},
 //                                  [&](const SegmentLog::Location& at, uint64_t seq,
