@@ -33,6 +33,21 @@ TEST(KvReadCacheTest, AReadThatAnApplyOvertookIsNotKept) {
   EXPECT_EQ(hit->version, 2u);
 }
 
+// A large apply is taken in slices (readers wait out one slice): every change lands, and
+// a read that began before it is still refused.
+TEST(KvReadCacheTest, ALargeApplyLandsWholeAndOvertakesEarlierReads) {
+  KvReadCache cache(1 << 24);
+  const uint64_t ticket = cache.ticket();
+  std::vector<KvChange> changes;
+  for (size_t i = 0; i < 2 * KvReadCache::kSliceKeys + 3; ++i) {
+    changes.push_back({"p", "k" + std::to_string(i), "v" + std::to_string(i), 1});
+  }
+  cache.applied(changes);
+  for (const KvChange& c : changes) ASSERT_EQ(cache.find("p", c.key)->value, c.value) << c.key;
+  cache.fill(ticket, "p", "k0", "stale", 0);
+  EXPECT_EQ(cache.find("p", "k0")->value, "v0");
+}
+
 TEST(KvReadCacheTest, AppliedChangesReplaceValuesAndRemovalsAreKeptAsAbsent) {
   KvReadCache cache(1 << 20);
   cache.fill(cache.ticket(), "p", "a", "old", 1);

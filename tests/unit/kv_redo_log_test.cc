@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -244,6 +245,30 @@ TEST(KvOverlayTest, TheNewestChangePerKeyWinsAndRemovalsAreKept) {
   EXPECT_FALSE(o.find("trellis/hello", "b")->value) << "a removal hides what SQLite has";
   EXPECT_FALSE(o.find("trellis/other", "a")) << "plugins are apart";
   EXPECT_EQ(o.size(), 2u);
+}
+
+// The applier's snapshot and forget take the lock a slice at a time: across slices the
+// snapshot still holds every entry once, in key order, and forgetting it leaves only what
+// was published after it.
+TEST(KvOverlayTest, ASnapshotTakenInSlicesHoldsEveryEntryOnce) {
+  KvOverlay o;
+  std::vector<KvChange> batch;
+  for (size_t i = 0; i < 3 * KvOverlay::kSliceKeys + 7; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof key, "k%06zu", i);
+    batch.push_back(put(key, "v", 1));
+  }
+  o.publish(batch);
+  o.publish(std::vector<KvChange>{{"trellis/other", "k000000", "w", 1}});
+  const KvOverlay::Snapshot snap = o.snapshot();
+  ASSERT_EQ(snap.changes.size(), batch.size() + 1);
+  EXPECT_EQ(snap.changes.front().plugin, "trellis/hello");
+  for (size_t i = 0; i < batch.size(); ++i) ASSERT_EQ(snap.changes[i], batch[i]) << i;
+  EXPECT_EQ(snap.changes.back().plugin, "trellis/other");
+  o.publish(std::vector<KvChange>{put("k000600", "newer", 2)});
+  o.forget(snap);
+  EXPECT_EQ(o.size(), 1u);
+  EXPECT_EQ(o.find("trellis/hello", "k000600")->value, "newer");
 }
 
 TEST(KvOverlayTest, RangesFollowPrefixBoundsAndStartAfterInByteOrder) {

@@ -1,5 +1,6 @@
 #include "storage/internal/kv_overlay.h"
 
+#include <algorithm>
 #include <mutex>
 
 namespace trellis::kernel::storage::internal {
@@ -38,24 +39,37 @@ void KvOverlay::publish(std::span<const KvChange> batch) {
   }
 }
 
+// snapshot() and forget() hold the lock for kSliceKeys entries at a time, so a publish
+// (a commit) or a read waits out one slice, not the whole overlay. A snapshot taken in
+// slices is still one the applier may write: each entry is copied with the stamp it has
+// then, every change published before the snapshot began is in it or superseded by a
+// newer value (which the log also holds), and forget() keeps whatever changed since.
 KvOverlay::Snapshot KvOverlay::snapshot() const {
   Snapshot s;
-  std::shared_lock lock(mu_);
-  s.changes.reserve(entries_.size());
-  s.stamps.reserve(entries_.size());
-  for (const auto& [k, e] : entries_) {
-    s.changes.push_back({k.first, k.second, e.value, e.version});
-    s.stamps.push_back(e.stamp);
+  std::optional<Key> last;  // the last key copied; map nodes never move, but may go
+  for (bool more = true; more;) {
+    std::shared_lock lock(mu_);
+    auto it = last ? entries_.upper_bound(View(last->first, last->second)) : entries_.begin();
+    for (size_t n = 0; n < kSliceKeys && it != entries_.end(); ++n, ++it) {
+      s.changes.push_back(
+          {it->first.first, it->first.second, it->second.value, it->second.version});
+      s.stamps.push_back(it->second.stamp);
+    }
+    more = it != entries_.end();
+    if (more) last = Key(s.changes.back().plugin, s.changes.back().key);
   }
   return s;
 }
 
 void KvOverlay::forget(const Snapshot& applied) {
-  std::unique_lock lock(mu_);
-  for (size_t i = 0; i < applied.changes.size(); ++i) {
-    const KvChange& c = applied.changes[i];
-    auto it = entries_.find(View(c.plugin, c.key));
-    if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
+  for (size_t at = 0; at < applied.changes.size(); at += kSliceKeys) {
+    std::unique_lock lock(mu_);
+    const size_t end = std::min(applied.changes.size(), at + kSliceKeys);
+    for (size_t i = at; i < end; ++i) {
+      const KvChange& c = applied.changes[i];
+      auto it = entries_.find(View(c.plugin, c.key));
+      if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
+    }
   }
 }
 

@@ -39,6 +39,9 @@ class KvOverlay {
     std::vector<uint64_t> stamps;
   };
 
+  // snapshot() and forget() take the lock for this many entries at a time.
+  static constexpr size_t kSliceKeys = 512;
+
   std::optional<Entry> find(std::string_view plugin, std::string_view key) const;
   // The entries of `plugin` with keys in [lower, upper) (upper nullopt: no bound) and
   // greater than `after`, ascending by bytes.

@@ -40,6 +40,8 @@ class KvReadCache {
   };
   // Values larger than this are not kept: one would push out hundreds of small hot keys.
   static constexpr size_t kMaxValueBytes = 64 * 1024;
+  // applied() takes the lock for this many keys at a time.
+  static constexpr size_t kSliceKeys = 512;
 
   explicit KvReadCache(size_t max_bytes) : max_bytes_(max_bytes) {}
 

@@ -95,6 +95,7 @@ class LoggedKvTenant : public std::enable_shared_from_this<LoggedKvTenant> {
   std::mutex apply_mu_;  // one apply at a time
   std::atomic<bool> apply_scheduled_{false};
   std::atomic<int64_t> last_write_ms_{0};
+  std::atomic<int64_t> last_apply_ms_{0};  // when the last apply started (steady clock)
 };
 
 }  // namespace trellis::kernel::storage::internal
