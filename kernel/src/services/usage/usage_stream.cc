@@ -168,7 +168,7 @@ void UsageStream::writeLoop() {
     }
     toSegments(taken, pending);
     if (stopping || Clock::now() - last_acks_saved >= options_.flush_interval) {
-      saveUnsavedAcks();
+      (void)saveUnsavedAcks();  // it logs a failure, and keeps the acknowledgements
       last_acks_saved = Clock::now();
     }
     if (!pending.empty()) {
