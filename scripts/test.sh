@@ -32,6 +32,13 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 # (tests/support/postgres_server.h) and fail, not skip, when it is missing.
 scripts/deps.sh --postgres
 
+# The debug, asan and fuzz builds take about 10 GB together; a full disk fails a link
+# somewhere in the middle with a message that does not say why.
+free_gb=$(($(df --output=avail -k "$repo" | tail -1) / 1024 / 1024))
+if ((free_gb < 12)); then
+  echo "test.sh: warning: ${free_gb} GB free under $repo; the builds need about 10 GB" >&2
+fi
+
 results=()
 failed=0
 if scripts/check-format.sh; then
@@ -68,11 +75,11 @@ for p in "${presets[@]}"; do
       fi
     fi
   fi
-  took=$((SECONDS - start))
+  took="$((SECONDS - start))s, build/$p $(du -sh "build/$p" 2>/dev/null | cut -f1)"
   if [[ -z "$step" ]]; then
-    results+=("$p: passed (${took}s)")
+    results+=("$p: passed ($took)")
   else
-    results+=("$p: FAILED at $step (${took}s)")
+    results+=("$p: FAILED at $step ($took)")
     failed=1
   fi
 done

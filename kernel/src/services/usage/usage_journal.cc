@@ -304,7 +304,8 @@ Result<uint64_t> UsageJournal::append(const std::vector<Segment>& segments) {
 Result<std::string> UsageJournal::textOf(const SegmentInfo& g) const {
   auto payload = log_->read(g.at);
   if (!payload) return payload.status();
-  return payload->substr(kHeaderBytes);
+  payload->erase(0, kHeaderBytes);  // in place: a segment is up to a writer batch of lines
+  return std::move(*payload);
 }
 
 Result<Lines> UsageJournal::read(uint64_t after, size_t limit) const {
