@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <shared_mutex>
 
 namespace trellis::kernel::storage::internal {
 
@@ -39,15 +40,16 @@ void KvOverlay::publish(std::span<const KvChange> batch) {
   }
 }
 
-// snapshot() and forget() hold the lock for kSliceKeys entries at a time, so a publish
-// (a commit) or a read waits out one slice, not the whole overlay. A snapshot taken in
+// snapshot() and forget() hold the lock for kSliceKeys entries at a time and let waiting
+// threads in between, so a publish (a commit) or a read waits out one slice, not the
+// whole overlay. A snapshot taken in
 // slices is still one the applier may write: each entry is copied with the stamp it has
 // then, every change published before the snapshot began is in it or superseded by a
 // newer value (which the log also holds), and forget() keeps whatever changed since.
 KvOverlay::Snapshot KvOverlay::snapshot() const {
   Snapshot s;
   std::optional<Key> last;  // the last key copied; map nodes never move, but may go
-  for (bool more = true; more;) {
+  for (bool more = true; more; mu_.letWaitersIn()) {
     std::shared_lock lock(mu_);
     auto it = last ? entries_.upper_bound(View(last->first, last->second)) : entries_.begin();
     for (size_t n = 0; n < kSliceKeys && it != entries_.end(); ++n, ++it) {
@@ -63,13 +65,16 @@ KvOverlay::Snapshot KvOverlay::snapshot() const {
 
 void KvOverlay::forget(const Snapshot& applied) {
   for (size_t at = 0; at < applied.changes.size(); at += kSliceKeys) {
-    std::unique_lock lock(mu_);
-    const size_t end = std::min(applied.changes.size(), at + kSliceKeys);
-    for (size_t i = at; i < end; ++i) {
-      const KvChange& c = applied.changes[i];
-      auto it = entries_.find(View(c.plugin, c.key));
-      if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
+    {
+      std::unique_lock lock(mu_);
+      const size_t end = std::min(applied.changes.size(), at + kSliceKeys);
+      for (size_t i = at; i < end; ++i) {
+        const KvChange& c = applied.changes[i];
+        auto it = entries_.find(View(c.plugin, c.key));
+        if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
+      }
     }
+    mu_.letWaitersIn();
   }
 }
 

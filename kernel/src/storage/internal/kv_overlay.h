@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "storage/internal/kv_redo_log.h"
+#include "storage/internal/slice_mutex.h"
 
 namespace trellis::kernel::storage::internal {
 
@@ -66,7 +66,7 @@ class KvOverlay {
   using Key = std::pair<std::string, std::string>;  // plugin, key
   using View = std::pair<std::string_view, std::string_view>;
 
-  mutable std::shared_mutex mu_;
+  mutable SliceMutex mu_;
   std::map<Key, Entry, Less> entries_;  // guarded by mu_
   uint64_t stamps_ = 0;                 // guarded by mu_
 };

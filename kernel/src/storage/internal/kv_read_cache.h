@@ -21,7 +21,6 @@
 
 #include <cstdint>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,6 +28,7 @@
 #include <unordered_map>
 
 #include "storage/internal/kv_redo_log.h"
+#include "storage/internal/slice_mutex.h"
 
 namespace trellis::kernel::storage::internal {
 
@@ -78,7 +78,7 @@ class KvReadCache {
   void eraseLocked(const std::string& id);
 
   const size_t max_bytes_;
-  mutable std::mutex mu_;
+  mutable SliceMutex mu_;
   uint64_t applies_ = 0;  // guarded by mu_
   size_t bytes_ = 0;      // guarded by mu_
   std::list<Node> lru_;   // most recent first; guarded by mu_
