@@ -42,10 +42,10 @@ void KvOverlay::publish(std::span<const KvChange> batch) {
 
 // snapshot() and forget() hold the lock for kSliceKeys entries at a time and let waiting
 // threads in between, so a publish (a commit) or a read waits out one slice, not the
-// whole overlay. A snapshot taken in
-// slices is still one the applier may write: each entry is copied with the stamp it has
-// then, every change published before the snapshot began is in it or superseded by a
-// newer value (which the log also holds), and forget() keeps whatever changed since.
+// whole overlay. A snapshot taken in slices is still one the applier may write: each
+// entry is copied with the stamp it has then, every change published before the snapshot
+// began is in it or superseded by a newer value (which the log also holds), and forget()
+// keeps whatever changed since.
 KvOverlay::Snapshot KvOverlay::snapshot() const {
   Snapshot s;
   std::optional<Key> last;  // the last key copied; map nodes never move, but may go
