@@ -1,6 +1,5 @@
 #include "storage/internal/kv_overlay.h"
 
-#include <algorithm>
 #include <mutex>
 #include <shared_mutex>
 
@@ -64,18 +63,13 @@ KvOverlay::Snapshot KvOverlay::snapshot() const {
 }
 
 void KvOverlay::forget(const Snapshot& applied) {
-  for (size_t at = 0; at < applied.changes.size(); at += kSliceKeys) {
-    {
-      std::unique_lock lock(mu_);
-      const size_t end = std::min(applied.changes.size(), at + kSliceKeys);
-      for (size_t i = at; i < end; ++i) {
-        const KvChange& c = applied.changes[i];
-        auto it = entries_.find(View(c.plugin, c.key));
-        if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
-      }
+  mu_.inSlices<std::unique_lock>(applied.changes.size(), kSliceKeys, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const KvChange& c = applied.changes[i];
+      auto it = entries_.find(View(c.plugin, c.key));
+      if (it != entries_.end() && it->second.stamp == applied.stamps[i]) entries_.erase(it);
     }
-    mu_.letWaitersIn();
-  }
+  });
 }
 
 size_t KvOverlay::size() const {

@@ -1,6 +1,5 @@
 #include "storage/internal/kv_read_cache.h"
 
-#include <algorithm>
 #include <mutex>
 
 namespace trellis::kernel::storage::internal {
@@ -53,21 +52,17 @@ void KvReadCache::fill(uint64_t ticket, std::string_view plugin, std::string_vie
 void KvReadCache::applied(std::span<const KvChange> changes) {
   // In slices, each counted as an apply, with waiting readers let in between: a request's
   // read waits out one slice, not tens of thousands of keys.
-  for (size_t at = 0; at < changes.size(); at += kSliceKeys) {
-    {
-      std::lock_guard lock(mu_);
-      ++applies_;
-      for (const KvChange& c : changes.subspan(at, std::min(kSliceKeys, changes.size() - at))) {
-        std::string id = idOf(c.plugin, c.key);
-        if (c.value && c.value->size() > kMaxValueBytes) {
-          eraseLocked(id);
-        } else {
-          storeLocked(std::move(id), c.value, c.version);
-        }
+  mu_.inSlices<std::unique_lock>(changes.size(), kSliceKeys, [&](size_t begin, size_t end) {
+    ++applies_;
+    for (const KvChange& c : changes.subspan(begin, end - begin)) {
+      std::string id = idOf(c.plugin, c.key);
+      if (c.value && c.value->size() > kMaxValueBytes) {
+        eraseLocked(id);
+      } else {
+        storeLocked(std::move(id), c.value, c.version);
       }
     }
-    mu_.letWaitersIn();
-  }
+  });
 }
 
 size_t KvReadCache::bytes() const {

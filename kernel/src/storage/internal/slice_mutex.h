@@ -7,13 +7,12 @@
 // kv benchmark's p99 at 32 connections: 11-13 ms before, 4.5 ms after; 1.3 ms without
 // applies at all).
 //
-//   for (auto slice : slices) {
-//     { std::unique_lock lock(mu); work(slice); }
-//     mu.letWaitersIn();
-//   }
+//   mu.inSlices<std::unique_lock>(changes.size(), 512, [&](size_t begin, size_t end) { ... });
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <shared_mutex>
 #include <thread>
 
@@ -33,6 +32,19 @@ class SliceMutex {
   // Call without holding the lock: waits until no thread is waiting for it.
   void letWaitersIn() const {
     while (waiting_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  }
+
+  // work(begin, end) over [0, count), `slice` at a time, each under a Lock (std::unique_lock
+  // or std::shared_lock) of this mutex, letting waiters in between.
+  template <template <typename> class Lock, typename Work>
+  void inSlices(size_t count, size_t slice, Work work) {
+    for (size_t at = 0; at < count; at += slice) {
+      {
+        Lock<SliceMutex> lock(*this);
+        work(at, std::min(count, at + slice));
+      }
+      letWaitersIn();
+    }
   }
 
  private:
